@@ -1,0 +1,22 @@
+//! Sluice: a Kafka-compatible streaming broker, thread-per-core on glommio (io_uring).
+//!
+//! Layout, from the socket down:
+//! - `network` and `protocol`: connections, frames, one handler per Kafka API;
+//! - `shard`: the per-core runtime, cross-core routing, and the metadata controller (shard 0);
+//! - `partition` and `producer_state`: a partition's offsets, waiters and idempotence;
+//! - `storage`: the log (segments, indexes, group fsync, recovery) behind small I/O traits;
+//! - `metadata`: topics, ids and the partition-to-shard map;
+//! - `config`, `limits`, `types`, `error`: settings, bounds, newtypes and Kafka error codes.
+
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod logging;
+pub mod metadata;
+pub mod network;
+pub mod partition;
+pub mod producer_state;
+pub mod protocol;
+pub mod shard;
+pub mod storage;
+pub mod types;

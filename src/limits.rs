@@ -1,0 +1,40 @@
+//! Every bound Sluice enforces, in one place, with its unit last in the name.
+//!
+//! A queue, buffer or request size that is not listed here is a bug: untrusted input must never
+//! size an allocation before it has been checked against one of these.
+
+/// Default for `socket.request.max.bytes`: the largest request frame a client may send (Kafka's default).
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
+
+/// Default for `message.max.bytes`: the largest record batch a producer may send (Kafka's default).
+pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_048_588;
+
+/// Requests one connection may have in flight (read but not yet answered) before reading pauses.
+pub const CONNECTION_IN_FLIGHT_REQUESTS_MAX: usize = 64;
+
+/// Socket read buffer per connection.
+pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Messages queued between two shards in one direction before the sender waits.
+pub const CROSS_SHARD_QUEUE_DEPTH: usize = 1024;
+
+/// Producer batches remembered per producer and partition for duplicate detection (Kafka's 5).
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// Chunk read at a time when recovery scans a segment.
+pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Largest `max_wait_ms` a fetch may park for, whatever the client asks.
+pub const FETCH_MAX_WAIT_MS: u64 = 30_000;
+
+/// Largest response a single fetch builds, whatever the client asks (Kafka's fetch.max.bytes default).
+pub const FETCH_RESPONSE_MAX_BYTES: usize = 55 * 1024 * 1024;
+
+/// Partitions a single topic may have.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+/// Longest topic name (Kafka's limit).
+pub const TOPIC_NAME_MAX_BYTES: usize = 249;
+
+/// Producer ids reserved per write of the metadata file.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;

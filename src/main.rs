@@ -1,0 +1,140 @@
+//! The `sluice` command: `sluice serve` starts the broker.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{SigSet, Signal};
+
+use sluice::config::{parse_properties, split_assignment, Config};
+use sluice::{logging, metadata, shard};
+
+/// Written to the data dir after every partition was flushed and closed; its presence at start
+/// lets recovery trust index files instead of scanning the logs.
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
+const LOCK_FILE: &str = ".lock";
+
+const USAGE: &str = "\
+usage: sluice serve [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config FILE] [--set KEY=VALUE]...
+
+  --listen HOST:PORT   address to accept Kafka clients on (default 127.0.0.1:9092)
+  --data-dir DIR       where logs and metadata live (default ./sluice-data)
+  --cores N            shards, one pinned thread each (default: every online core)
+  --config FILE        Kafka-style key=value properties file
+  --set KEY=VALUE      any config key, overriding the file (repeatable)
+
+Environment: SLUICE_LOG=debug|info|warn|error (default info).";
+
+fn main() -> ExitCode {
+    logging::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => match serve(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("sluice: {err:#}");
+                ExitCode::from(2)
+            }
+        },
+        Some("--version") | Some("version") => {
+            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("--help") | Some("-h") | Some("help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Merges the properties file and the flags (flags win) into config properties.
+fn properties_from_args(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut file_props = BTreeMap::new();
+    let mut flag_props = BTreeMap::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => drop(flag_props.insert("listen".to_string(), value()?.clone())),
+            "--data-dir" => drop(flag_props.insert("data.dir".to_string(), value()?.clone())),
+            "--cores" => drop(flag_props.insert("cores".to_string(), value()?.clone())),
+            "--config" => {
+                let path = value()?;
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {path}"))?;
+                file_props = parse_properties(&text).with_context(|| format!("config file {path}"))?;
+            }
+            "--set" => {
+                let (k, v) = split_assignment(value()?)?;
+                flag_props.insert(k, v);
+            }
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    file_props.extend(flag_props);
+    Ok(file_props)
+}
+
+fn serve(args: &[String]) -> Result<()> {
+    let props = properties_from_args(args)?;
+    let config = Config::from_properties(&props).context("invalid configuration")?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+    let clean_start = marker.exists();
+    let image = metadata::load_or_init(&config)?;
+    if clean_start {
+        std::fs::remove_file(&marker).context("removing the clean-shutdown marker")?;
+        File::open(&config.data_dir)?.sync_all()?;
+    }
+    log::info!(
+        "sluice {} starting: {} shards, data dir {}, {} topics, {} start",
+        env!("CARGO_PKG_VERSION"),
+        config.cores,
+        config.data_dir.display(),
+        image.topics.len(),
+        if clean_start { "clean" } else { "recovering (no clean-shutdown marker)" }
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone())?;
+    let data_dir = config.data_dir.clone();
+    let clean = shard::runtime::run(config, image, clean_start, stop)?;
+    if clean {
+        File::create(data_dir.join(CLEAN_SHUTDOWN_MARKER))?.sync_all()?;
+        File::open(&data_dir)?.sync_all()?;
+        log::info!("stopped cleanly");
+    } else {
+        log::warn!("stopped with errors: the next start will recover the logs");
+    }
+    Ok(())
+}
+
+/// One broker per data dir: an exclusive advisory lock held for the life of the process.
+fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
+    let file = File::create(dir.join(LOCK_FILE))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| anyhow::anyhow!("data dir {} is in use by another sluice ({errno})", dir.display()))
+}
+
+/// Blocks SIGTERM and SIGINT in every thread (the shards inherit the mask) and waits for them on a
+/// dedicated thread, which asks the shards to stop.
+fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().context("blocking signals")?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            log::info!("{signal:?} received: flushing and stopping");
+            stop.store(true, Ordering::Relaxed);
+        }
+    })?;
+    Ok(())
+}

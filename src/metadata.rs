@@ -1,0 +1,213 @@
+//! Cluster metadata: topics (names, ids, partition counts, configs), the cluster id, the producer
+//! id allocator, and the deterministic map from partition to shard.
+//!
+//! Shard 0 (the controller) owns the authoritative copy and persists it; every shard holds an
+//! immutable snapshot (`Arc<MetadataImage>`) that the controller replaces by message after each
+//! change. Nothing here is mutated in place once shared.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use uuid::Uuid;
+
+use crate::config::{Config, LogConfig};
+use crate::limits;
+use crate::types::{ShardId, TopicPartition};
+
+/// The metadata file, under the data dir.
+pub const METADATA_FILE: &str = "__sluice_metadata";
+const HEADER: &str = "sluice-metadata v1";
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    /// Topic-level overrides, as given at creation.
+    pub configs: BTreeMap<String, String>,
+    /// The effective log settings: broker defaults with the overrides applied.
+    pub log_config: LogConfig,
+}
+
+/// An immutable snapshot of all metadata.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Producer ids below this are reserved (persisted before any is handed out).
+    pub producer_ids_reserved_to: i64,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicMeta>> {
+        self.topics.values().find(|t| t.id == id)
+    }
+
+    /// Serializes the image: a header line, then `key value` lines; config values escaped.
+    pub fn encode(&self) -> String {
+        let mut out = format!("{HEADER}\ncluster.id {}\nproducer.ids.reserved.to {}\n", self.cluster_id, self.producer_ids_reserved_to);
+        for topic in self.topics.values() {
+            out.push_str(&format!("topic {} {} {}", topic.name, topic.id, topic.partitions));
+            for (k, v) in &topic.configs {
+                out.push_str(&format!(" {}={}", escape(k), escape(v)));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Parses a metadata file, re-deriving each topic's log config from the broker's.
+    pub fn decode(text: &str, broker: &LogConfig) -> Result<MetadataImage> {
+        let mut lines = text.lines();
+        if lines.next() != Some(HEADER) {
+            bail!("not a sluice metadata file (expected first line {HEADER:?})");
+        }
+        let mut image = MetadataImage::default();
+        for line in lines {
+            let mut words = line.split(' ');
+            match words.next() {
+                Some("cluster.id") => image.cluster_id = words.next().context("cluster.id without value")?.to_string(),
+                Some("producer.ids.reserved.to") => {
+                    image.producer_ids_reserved_to = words.next().context("missing value")?.parse().context("producer ids")?
+                }
+                Some("topic") => {
+                    let name = words.next().context("topic without name")?.to_string();
+                    let id = Uuid::parse_str(words.next().context("topic without id")?).context("topic id")?;
+                    let partitions: i32 = words.next().context("topic without partitions")?.parse().context("partition count")?;
+                    let mut configs = BTreeMap::new();
+                    for pair in words {
+                        let (k, v) = pair.split_once('=').context("config without '='")?;
+                        configs.insert(unescape(k)?, unescape(v)?);
+                    }
+                    let log_config = topic_log_config(broker, &configs).with_context(|| format!("topic {name}"))?;
+                    image.topics.insert(name.clone(), Arc::new(TopicMeta { name, id, partitions, configs, log_config }));
+                }
+                Some("") | None => {}
+                Some(other) => bail!("unknown metadata line kind {other:?}"),
+            }
+        }
+        Ok(image)
+    }
+}
+
+/// The broker's log config with a topic's overrides applied; an error names the bad key.
+pub fn topic_log_config(broker: &LogConfig, configs: &BTreeMap<String, String>) -> Result<LogConfig> {
+    let mut config = broker.clone();
+    for (k, v) in configs {
+        config.apply_topic_config(k, v)?;
+    }
+    Ok(config)
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' ' | '%' | '=' | '\n' | '\r' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> Result<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            let hex: String = chars.by_ref().take(2).collect();
+            out.push(u8::from_str_radix(&hex, 16).context("bad escape")? as char);
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Kafka's rule for topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..".
+pub fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= limits::TOPIC_NAME_MAX_BYTES
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// The shard that owns a partition: partitions of one topic are spread round-robin from a
+/// starting shard chosen by a hash of the topic name (FNV-1a), the same on every shard and run.
+pub fn shard_of(tp: &TopicPartition, shards: usize) -> ShardId {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in tp.topic.bytes() {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    ShardId(((hash % shards as u64) as usize + tp.partition.0 as usize) % shards)
+}
+
+/// Where a partition's files live.
+pub fn partition_dir(data_dir: &Path, tp: &TopicPartition) -> PathBuf {
+    data_dir.join(tp.dir_name())
+}
+
+/// Loads the metadata file, or makes a fresh image (new cluster id) when there is none.
+/// Runs once at start, before the shards, with plain blocking I/O.
+pub fn load_or_init(config: &Config) -> Result<MetadataImage> {
+    let path = config.data_dir.join(METADATA_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MetadataImage::decode(&text, &config.log).with_context(|| format!("reading {}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            Ok(MetadataImage { cluster_id: new_cluster_id(), ..MetadataImage::default() })
+        }
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Kafka's cluster ids are 22-character URL-safe base64 of a UUID; a simple hex form is used here.
+fn new_cluster_id() -> String {
+    Uuid::new_v4().simple().to_string()[..22].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_round_trips_with_odd_config_values() {
+        let broker = Config::default().log;
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "delete compact=%".to_string());
+        configs.insert("segment.bytes".to_string(), "1048576".to_string());
+        let log_config = topic_log_config(&broker, &configs).unwrap();
+        let mut image = MetadataImage { cluster_id: "abc".into(), producer_ids_reserved_to: 2000, ..Default::default() };
+        image.topics.insert(
+            "t.1_x-y".into(),
+            Arc::new(TopicMeta { name: "t.1_x-y".into(), id: Uuid::new_v4(), partitions: 3, configs, log_config }),
+        );
+        let decoded = MetadataImage::decode(&image.encode(), &broker).unwrap();
+        assert_eq!(decoded.topics, image.topics);
+        assert_eq!(decoded.producer_ids_reserved_to, 2000);
+        assert_eq!(decoded.topics["t.1_x-y"].log_config.segment_bytes, 1048576);
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(is_valid_topic_name("orders.v1_x-2"));
+        for bad in ["", ".", "..", "a b", "a/b", &"x".repeat(250)] {
+            assert!(!is_valid_topic_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shard_map_is_deterministic_and_spreads_partitions() {
+        let owners: Vec<usize> = (0..4).map(|p| shard_of(&TopicPartition::new("t", p), 2).0).collect();
+        assert_eq!(owners, (0..4).map(|p| shard_of(&TopicPartition::new("t", p), 2).0).collect::<Vec<_>>());
+        assert!(owners.contains(&0) && owners.contains(&1));
+    }
+}

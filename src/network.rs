@@ -1,0 +1,90 @@
+//! Connections: accepted on every shard (SO_REUSEPORT), read as length-prefixed frames bounded by
+//! `socket.request.max.bytes`, served concurrently, answered strictly in request order.
+//!
+//! Each connection has a reader (frames → decoded requests → one task each) and a writer that
+//! awaits those tasks in order, so a slow produce never reorders answers while later requests
+//! still make progress. At most `CONNECTION_IN_FLIGHT_REQUESTS_MAX` requests are in flight.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use glommio::channels::local_channel;
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::limits;
+use crate::protocol;
+use crate::shard::Shard;
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
+            }
+            Err(err) => {
+                log::warn!("shard {}: accept failed: {err}", shard.id.0);
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let (reader, mut writer) = stream.split();
+    let mut reader = BufReader::with_capacity(limits::CONNECTION_READ_BUFFER_BYTES, reader);
+    let (tx, rx) = local_channel::new_bounded::<glommio::Task<Option<Bytes>>>(limits::CONNECTION_IN_FLIGHT_REQUESTS_MAX);
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(pending) = rx.recv().await {
+            if let Some(response) = pending.await {
+                if writer.write_all(&response).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = writer.close().await;
+    });
+    let max_bytes = shard.config.socket_request_max_bytes;
+    loop {
+        let frame = match read_frame(&mut reader, max_bytes).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(reason) => {
+                log::warn!("closing connection from {peer}: {reason}");
+                break;
+            }
+        };
+        let incoming = match protocol::parse_request(frame) {
+            Ok(incoming) => incoming,
+            Err(err) => {
+                log::warn!("closing connection from {peer}: {}", err.0);
+                break;
+            }
+        };
+        let task = glommio::spawn_local(protocol::serve(shard.clone(), incoming));
+        if tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    writer_task.await;
+}
+
+/// Reads one frame. `Ok(None)` on a clean end of stream; `Err` for an oversized or broken frame.
+async fn read_frame<R: futures::io::AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) -> Result<Option<Bytes>, String> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(format!("read failed: {err}")),
+    }
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size as usize > max_bytes {
+        return Err(format!("frame of {size} bytes is over socket.request.max.bytes ({max_bytes})"));
+    }
+    let mut body = BytesMut::zeroed(size as usize);
+    reader.read_exact(&mut body).await.map_err(|e| format!("truncated frame: {e}"))?;
+    Ok(Some(body.freeze()))
+}

@@ -1,0 +1,226 @@
+//! A partition as its owning shard sees it: the log, the idempotent-producer state, the leader
+//! epoch, and the waiters parked on it (produce acks waiting for durability, fetches waiting for
+//! data). Lives on one shard only; other shards reach it by cross-shard message.
+//!
+//! Offsets kept distinct from the start, because replication will build on them:
+//! - log end offset: where the next append goes;
+//! - high watermark: what is durable (on one broker, "committed"), what fetches may read and acks
+//!   wait for;
+//! - last stable offset: equal to the high watermark until transactions exist;
+//! - leader epoch: stamped on every batch.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::config::LogConfig;
+use crate::error::ErrorCode;
+use crate::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::storage::batch::{self, BatchHeader};
+use crate::storage::log::{Log, ReadCursor, RecoveryReport};
+use crate::storage::{read_whole, write_atomically, Storage};
+use crate::types::{Offset, TopicPartition};
+
+const PRODUCER_SNAPSHOT_FILE: &str = "producer.snapshot";
+const PRODUCER_SNAPSHOT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a produce to this partition got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceOutcome {
+    pub base_offset: Offset,
+    pub log_append_time: i64,
+    /// The acknowledgement may be sent once the high watermark reaches this offset.
+    pub durable_at: Offset,
+}
+
+/// The offsets a fetch reports beside the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start: Offset,
+    pub high_watermark: Offset,
+    pub last_stable: Offset,
+    pub log_end: Offset,
+}
+
+/// A partition owned by the current shard.
+pub struct Partition<S: Storage> {
+    pub tp: TopicPartition,
+    dir: PathBuf,
+    log: Log<S>,
+    producers: ProducerStateTable,
+    leader_epoch: i32,
+    ack_waiters: Vec<(Offset, oneshot::Sender<Result<(), ErrorCode>>)>,
+    data_waiters: Vec<oneshot::Sender<()>>,
+}
+
+pub type PartitionRef<S> = Rc<RefCell<Partition<S>>>;
+
+impl<S: Storage> Partition<S> {
+    /// Opens the partition's log in `dir`, recovering it and its producer state.
+    pub async fn open(storage: S, tp: TopicPartition, dir: PathBuf, config: LogConfig, clean: bool, now_ms: i64) -> std::io::Result<(Self, RecoveryReport)> {
+        storage.create_dir_all(&dir)?;
+        let snapshot_path = dir.join(PRODUCER_SNAPSHOT_FILE);
+        let snapshot = if clean {
+            read_whole(&storage, &snapshot_path, PRODUCER_SNAPSHOT_MAX_BYTES).await?.and_then(|b| ProducerStateTable::decode(&b))
+        } else {
+            None
+        };
+        let trust_files = snapshot.is_some();
+        let mut producers = snapshot.unwrap_or_default();
+        let (log, report) = Log::open(storage.clone(), dir.clone(), config, trust_files, now_ms, &mut |h: &BatchHeader| producers.record(h)).await?;
+        if storage.exists(&snapshot_path) {
+            // A snapshot is only valid for the clean stop that wrote it.
+            storage.remove_file(&snapshot_path)?;
+        }
+        let partition = Partition { tp, dir, log, producers, leader_epoch: 0, ack_waiters: Vec::new(), data_waiters: Vec::new() };
+        Ok((partition, report))
+    }
+
+    pub fn offsets(&self) -> PartitionOffsets {
+        let hw = self.log.high_watermark();
+        PartitionOffsets { log_start: self.log.log_start(), high_watermark: hw, last_stable: hw, log_end: self.log.end() }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    pub fn log_config(&self) -> &LogConfig {
+        self.log.config()
+    }
+
+    /// Validates and appends a Produce request's records for this partition. Offsets are assigned
+    /// here, synchronously, so requests are ordered as they arrive.
+    pub fn append(&mut self, records: &Bytes, now_ms: i64) -> Result<ProduceOutcome, ErrorCode> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let batches = batch::validate_produce(records, self.log.config().max_message_bytes)?;
+        if batches.iter().any(|(h, _, _)| h.is_transactional()) {
+            // Transactions arrive with the transaction coordinator; until then a transactional
+            // batch cannot have been added to a transaction.
+            return Err(ErrorCode::InvalidTxnState);
+        }
+        let mut first: Option<ProduceOutcome> = None;
+        for (header, start, size) in batches {
+            let outcome = match self.producers.check(&header)? {
+                SequenceCheck::Duplicate(original) => ProduceOutcome {
+                    base_offset: original.base_offset,
+                    log_append_time: -1,
+                    durable_at: original.last_offset.next(1),
+                },
+                SequenceCheck::Append => {
+                    let appended = self.log.append(&records[start..start + size], &header, self.leader_epoch, now_ms)?;
+                    let mut stored = header;
+                    stored.base_offset = appended.base_offset;
+                    self.producers.record(&stored);
+                    ProduceOutcome { base_offset: appended.base_offset, log_append_time: appended.log_append_time, durable_at: appended.last_offset.next(1) }
+                }
+            };
+            first = Some(match first {
+                None => outcome,
+                Some(f) => ProduceOutcome { durable_at: outcome.durable_at.max(f.durable_at), ..f },
+            });
+        }
+        Ok(first.expect("validate_produce returns at least one batch"))
+    }
+
+    pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S::File>>, ErrorCode> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        self.log.cursor_at(offset)
+    }
+
+    pub fn cursor_for_timestamp(&self, timestamp: i64) -> Option<ReadCursor<S::File>> {
+        self.log.cursor_for_timestamp(timestamp)
+    }
+
+    /// Wakes everything the new high watermark satisfies (or fails every ack on a storage error).
+    fn on_flushed(&mut self, result: Result<Offset, ErrorCode>) {
+        match result {
+            Ok(hw) => {
+                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters).into_iter().partition(|(at, _)| *at <= hw);
+                self.ack_waiters = waiting;
+                for (_, tx) in done {
+                    let _ = tx.send(Ok(()));
+                }
+                for tx in self.data_waiters.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
+            Err(code) => {
+                for (_, tx) in self.ack_waiters.drain(..) {
+                    let _ = tx.send(Err(code));
+                }
+            }
+        }
+    }
+
+    /// Deletes the partition's files (topic deletion). Pending acks fail.
+    pub fn delete(&mut self) -> std::io::Result<()> {
+        self.on_flushed(Err(ErrorCode::UnknownTopicOrPartition));
+        self.log.delete()
+    }
+}
+
+/// A clean stop: waits for pending writes, then writes index files and the producer snapshot.
+pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::Result<()> {
+    let end = this.borrow().log.end();
+    wait_durable(this, end).await.map_err(|e| std::io::Error::other(format!("final flush failed: {e}")))?;
+    let (plan, snapshot, path) = {
+        let p = this.borrow();
+        (p.log.close_plan(), p.producers.encode(), p.dir.join(PRODUCER_SNAPSHOT_FILE))
+    };
+    plan.run().await?;
+    write_atomically(storage, &path, snapshot).await
+}
+
+/// Starts a flush job for the partition if one is due and none is running; it re-arms itself
+/// until nothing is pending, so appends that arrive during a flush ride the next one.
+pub fn schedule_flush<S: Storage>(this: &PartitionRef<S>) {
+    let Some(job) = this.borrow_mut().log.take_flush() else { return };
+    let this = this.clone();
+    glommio::spawn_local(async move {
+        let result = job.run().await;
+        {
+            let mut p = this.borrow_mut();
+            let flushed = p.log.complete_flush(result);
+            p.on_flushed(flushed);
+        }
+        schedule_flush(&this);
+    })
+    .detach();
+}
+
+/// Resolves once the high watermark reaches `offset` (or the partition fails).
+pub async fn wait_durable<S: Storage>(this: &PartitionRef<S>, offset: Offset) -> Result<(), ErrorCode> {
+    let rx = {
+        let mut p = this.borrow_mut();
+        if p.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        if p.log.high_watermark() >= offset {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        p.ack_waiters.push((offset, tx));
+        rx
+    };
+    schedule_flush(this);
+    rx.await.unwrap_or(Err(ErrorCode::KafkaStorageError))
+}
+
+/// Resolves when data past `offset` may have become readable (the high watermark moved).
+pub fn data_arrival<S: Storage>(this: &PartitionRef<S>, offset: Offset) -> Option<oneshot::Receiver<()>> {
+    let mut p = this.borrow_mut();
+    if p.log.high_watermark() > offset {
+        return None;
+    }
+    let (tx, rx) = oneshot::channel();
+    p.data_waiters.push(tx);
+    Some(rx)
+}

@@ -1,0 +1,114 @@
+//! Metadata (key 3): brokers (this one), topics with ids and partitions (this broker leads all,
+//! leader epoch 0), auto-creating unknown topics when `auto.create.topics.enable` allows it.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::advertised;
+use crate::error::ErrorCode;
+use crate::metadata::{is_valid_topic_name, TopicMeta};
+use crate::shard::controller::{ControllerRequest, NewTopic};
+use crate::shard::Shard;
+
+pub const VERSIONS: (i16, i16) = (0, 12);
+
+pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let wanted = requested_topics(shard, &request, version);
+    if let Some(names) = &wanted {
+        let may_create = shard.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+        let missing: Vec<String> =
+            names.iter().flatten().filter(|n| shard.image().topic(n).is_none() && is_valid_topic_name(n)).cloned().collect();
+        if may_create && !missing.is_empty() {
+            auto_create(shard, missing).await;
+        }
+    }
+    let image = shard.image();
+    let topics = match wanted {
+        None => image.topics.values().map(|t| describe_topic(shard, t)).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|name| match name.as_deref().and_then(|n| image.topic(n)) {
+                Some(topic) => describe_topic(shard, topic),
+                None => unknown_topic(name),
+            })
+            .collect(),
+    };
+    let (host, port) = advertised(shard);
+    let node = BrokerId(shard.config.node_id);
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default().with_node_id(node).with_host(host).with_port(port)])
+        .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_cluster_authorized_operations(i32::MIN)
+        .with_topics(topics)
+}
+
+/// `None`: all topics. Names may be missing (a topic id this broker does not know).
+fn requested_topics(shard: &Shard, request: &MetadataRequest, version: i16) -> Option<Vec<Option<String>>> {
+    let topics = request.topics.as_ref()?;
+    if topics.is_empty() && version == 0 {
+        return None; // v0: an empty list means all topics
+    }
+    let image = shard.image();
+    Some(
+        topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(name) => Some(name.0.to_string()),
+                None => image.topic_by_id(t.topic_id).map(|m| m.name.clone()),
+            })
+            .collect(),
+    )
+}
+
+async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
+    let topics = names
+        .into_iter()
+        .map(|name| NewTopic { name, partitions: -1, replication_factor: -1, configs: BTreeMap::new() })
+        .collect();
+    let outcomes = super::create_topics::call_controller(shard, ControllerRequest::CreateTopics { topics, validate_only: false }).await;
+    for (name, outcome) in outcomes {
+        match outcome {
+            Ok(meta) => log::info!("auto-created topic {name} with {} partitions", meta.partitions),
+            Err((ErrorCode::TopicAlreadyExists, _)) => {}
+            Err((code, message)) => log::warn!("auto-creating topic {name} failed: {code}: {message}"),
+        }
+    }
+}
+
+fn describe_topic(shard: &Shard, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
+    let node = BrokerId(shard.config.node_id);
+    let partitions = (0..topic.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_topic_authorized_operations(i32::MIN)
+        .with_partitions(partitions)
+}
+
+fn unknown_topic(name: Option<String>) -> MetadataResponseTopic {
+    let code = match &name {
+        Some(n) if !is_valid_topic_name(n) => ErrorCode::InvalidTopicException,
+        _ => ErrorCode::UnknownTopicOrPartition,
+    };
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+        .with_topic_id(Uuid::nil())
+        .with_topic_authorized_operations(i32::MIN)
+}

@@ -1,0 +1,167 @@
+//! The Kafka wire protocol: frames, request headers, the table of supported API versions, and
+//! dispatch to one handler per API (`handlers/`, each declaring its version range beside it).
+//!
+//! Runs on the shard that owns the connection. Decoding is done with the kafka-protocol crate
+//! after the frame size has been bounded by `socket.request.max.bytes`; record batches inside
+//! Produce and Fetch stay as raw bytes.
+
+pub mod handlers;
+
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::shard::Shard;
+
+/// One supported API: key, lowest and highest version advertised.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRange {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+    /// The lowest version actually decoded (old librdkafka needs v0 *advertised*; older
+    /// requests than this close the connection).
+    pub decodable_from: i16,
+}
+
+/// Every API Sluice answers, with the versions it advertises.
+pub fn supported_apis() -> Vec<ApiRange> {
+    use handlers::*;
+    let range = |key, (min, max): (i16, i16)| ApiRange { key, min, max, decodable_from: min };
+    vec![
+        ApiRange { key: ApiKey::Produce, min: 0, max: produce::VERSIONS.1, decodable_from: produce::VERSIONS.0 },
+        range(ApiKey::Fetch, fetch::VERSIONS),
+        range(ApiKey::ListOffsets, list_offsets::VERSIONS),
+        range(ApiKey::Metadata, metadata::VERSIONS),
+        range(ApiKey::ApiVersions, api_versions::VERSIONS),
+        range(ApiKey::CreateTopics, create_topics::VERSIONS),
+        range(ApiKey::DeleteTopics, delete_topics::VERSIONS),
+        range(ApiKey::InitProducerId, init_producer_id::VERSIONS),
+        range(ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+        range(ApiKey::CreatePartitions, create_partitions::VERSIONS),
+        range(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    ]
+}
+
+/// A request read off a connection.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A request this broker can answer.
+    Request { header: RequestHeader, body: RequestKind },
+    /// ApiVersions at a version newer than supported: answered in v0 format with UNSUPPORTED_VERSION.
+    ApiVersionsTooNew { correlation_id: i32 },
+}
+
+/// Why a frame cannot be served; the connection is closed and the reason logged.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrameError(pub String);
+
+/// Parses one request frame (the bytes after the 4-byte size).
+pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
+    if frame.len() < 8 {
+        return Err(FrameError(format!("request of {} bytes is too short for a header", frame.len())));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(key).map_err(|_| FrameError(format!("unknown API key {key}")))?;
+    let Some(range) = supported_apis().into_iter().find(|r| r.key == api) else {
+        return Err(FrameError(format!("unsupported API {api:?} (key {key})")));
+    };
+    if api == ApiKey::ApiVersions && version > range.max {
+        return Ok(Incoming::ApiVersionsTooNew { correlation_id });
+    }
+    if version < range.decodable_from || version > range.max {
+        return Err(FrameError(format!("{api:?} v{version} is outside the supported {}..={}", range.decodable_from, range.max)));
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|e| FrameError(format!("{api:?} v{version}: bad request header: {e}")))?;
+    let body = RequestKind::decode(api, &mut frame, version).map_err(|e| FrameError(format!("{api:?} v{version}: bad body: {e}")))?;
+    Ok(Incoming::Request { header, body })
+}
+
+/// Serves one request; `None` when no response is due (Produce with acks=0).
+pub async fn serve(shard: Rc<Shard>, incoming: Incoming) -> Option<Bytes> {
+    match incoming {
+        Incoming::ApiVersionsTooNew { correlation_id } => {
+            let body = handlers::api_versions::unsupported_version_response();
+            Some(encode_response(correlation_id, ApiKey::ApiVersions, 0, &ResponseKind::ApiVersions(body)))
+        }
+        Incoming::Request { header, body } => {
+            let version = header.request_api_version;
+            let api = ApiKey::try_from(header.request_api_key).ok()?;
+            let response = handlers::dispatch(&shard, body, version).await?;
+            Some(encode_response(header.correlation_id, api, version, &response))
+        }
+    }
+}
+
+/// Frames a response: size, header (v0 or v1 by API and version), body.
+pub fn encode_response(correlation_id: i32, api: ApiKey, version: i16, response: &ResponseKind) -> Bytes {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let encoded = header.encode(&mut buf, header_version).and_then(|_| response.encode(&mut buf, version));
+    if let Err(err) = encoded {
+        // Only reachable through a bug in a handler (a field this version cannot carry).
+        log::error!("encoding {api:?} v{version} response failed: {err}");
+        return Bytes::new();
+    }
+    let size = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+
+    fn frame(api: ApiKey, version: i16, body: impl Encodable) -> Bytes {
+        let mut buf = BytesMut::new();
+        let header = RequestHeader::default().with_request_api_key(api as i16).with_request_api_version(version).with_correlation_id(7);
+        header.encode(&mut buf, api.request_header_version(version)).unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn well_formed_requests_parse() {
+        let parsed = parse_request(frame(ApiKey::ApiVersions, 3, ApiVersionsRequest::default())).unwrap();
+        assert!(matches!(parsed, Incoming::Request { body: RequestKind::ApiVersions(_), .. }));
+        let parsed = parse_request(frame(ApiKey::Metadata, 12, MetadataRequest::default())).unwrap();
+        assert!(matches!(parsed, Incoming::Request { body: RequestKind::Metadata(_), .. }));
+    }
+
+    #[test]
+    fn unknown_or_unsupported_requests_are_refused() {
+        assert!(parse_request(Bytes::from_static(&[0, 0])).is_err());
+        assert!(parse_request(Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1])).is_err(), "unknown key");
+        assert!(parse_request(Bytes::from_static(&[0, 11, 0, 1, 0, 0, 0, 1])).is_err(), "JoinGroup not served yet");
+        let too_new = parse_request(Bytes::from_static(&[0, 18, 0, 99, 0, 0, 0, 5])).unwrap();
+        assert!(matches!(too_new, Incoming::ApiVersionsTooNew { correlation_id: 5 }));
+    }
+
+    #[test]
+    fn truncated_bodies_are_refused_not_panicking() {
+        let full = frame(ApiKey::Metadata, 12, MetadataRequest::default());
+        for cut in 8..full.len() {
+            let _ = parse_request(full.slice(..cut));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoder_never_panics_on_garbage(key in 0i16..70, version in 0i16..14, body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&key.to_be_bytes());
+            bytes.extend_from_slice(&version.to_be_bytes());
+            bytes.extend_from_slice(&1i32.to_be_bytes());
+            bytes.extend_from_slice(&body);
+            let _ = parse_request(Bytes::from(bytes));
+        }
+    }
+}

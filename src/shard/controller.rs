@@ -1,0 +1,188 @@
+//! The metadata controller, on shard 0: creates, deletes and grows topics, hands out producer
+//! ids, persists the metadata file (write-temp, fsync, rename, fsync dir) and then pushes the new
+//! snapshot to every shard before answering. Operations run one at a time.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+use std::cell::Cell;
+use uuid::Uuid;
+
+use super::{Shard, ShardRequest};
+use crate::error::ErrorCode;
+use crate::limits;
+use crate::metadata::{is_valid_topic_name, topic_log_config, MetadataImage, TopicMeta, METADATA_FILE};
+use crate::storage::fs::UringStorage;
+use crate::storage::write_atomically;
+use crate::types::ShardId;
+
+/// A topic to create.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker's num.partitions.
+    pub partitions: i32,
+    /// -1 or 1: there is one broker.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub enum ControllerRequest {
+    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
+    DeleteTopics { names: Vec<String> },
+    CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
+    AllocateProducerId,
+}
+
+/// Per-topic outcome: the topic as it now stands, or an error code with a message.
+pub type TopicOutcome = Result<Arc<TopicMeta>, (ErrorCode, String)>;
+
+#[derive(Debug)]
+pub enum ControllerResponse {
+    Topics(Vec<(String, TopicOutcome)>),
+    ProducerId(Result<i64, ErrorCode>),
+    NotController,
+}
+
+pub struct Controller {
+    one_at_a_time: Semaphore,
+    next_producer_id: Cell<i64>,
+}
+
+fn fail(code: ErrorCode, message: impl Into<String>) -> TopicOutcome {
+    Err((code, message.into()))
+}
+
+impl Controller {
+    pub fn new(image: &MetadataImage) -> Controller {
+        // Ids below the persisted reservation may have been handed out before a crash: skip them.
+        Controller { one_at_a_time: Semaphore::new(1), next_producer_id: Cell::new(image.producer_ids_reserved_to) }
+    }
+
+    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) -> ControllerResponse {
+        let _permit = self.one_at_a_time.acquire_permit(1).await.expect("semaphore never closes");
+        match request {
+            ControllerRequest::CreateTopics { topics, validate_only } => {
+                ControllerResponse::Topics(self.create_topics(shard, topics, validate_only).await)
+            }
+            ControllerRequest::DeleteTopics { names } => ControllerResponse::Topics(self.delete_topics(shard, names).await),
+            ControllerRequest::CreatePartitions { topics, validate_only } => {
+                ControllerResponse::Topics(self.create_partitions(shard, topics, validate_only).await)
+            }
+            ControllerRequest::AllocateProducerId => ControllerResponse::ProducerId(self.allocate_producer_id(shard).await),
+        }
+    }
+
+    async fn create_topics(&self, shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<(String, TopicOutcome)> {
+        let mut image = (*shard.image()).clone();
+        let mut outcomes = Vec::new();
+        for topic in topics {
+            let outcome = self.check_new_topic(shard, &image, &topic);
+            if let (Ok(meta), false) = (&outcome, validate_only) {
+                image.topics.insert(meta.name.clone(), meta.clone());
+            }
+            outcomes.push((topic.name, outcome));
+        }
+        self.commit_if_changed(shard, image, &mut outcomes).await;
+        outcomes
+    }
+
+    fn check_new_topic(&self, shard: &Shard, image: &MetadataImage, topic: &NewTopic) -> TopicOutcome {
+        if !is_valid_topic_name(&topic.name) {
+            return fail(ErrorCode::InvalidTopicException, format!("topic name {:?} is not valid", topic.name));
+        }
+        if image.topic(&topic.name).is_some() {
+            return fail(ErrorCode::TopicAlreadyExists, format!("topic '{}' already exists", topic.name));
+        }
+        let partitions = if topic.partitions == -1 { shard.config.num_partitions } else { topic.partitions };
+        if partitions < 1 || partitions > limits::TOPIC_PARTITIONS_MAX {
+            return fail(ErrorCode::InvalidPartitions, format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX));
+        }
+        if topic.replication_factor != -1 && topic.replication_factor != 1 {
+            return fail(ErrorCode::InvalidReplicationFactor, "replication factor must be 1: there is one broker");
+        }
+        let log_config = match topic_log_config(&shard.config.log, &topic.configs) {
+            Ok(c) => c,
+            Err(err) => return fail(ErrorCode::InvalidConfig, err.to_string()),
+        };
+        Ok(Arc::new(TopicMeta { name: topic.name.clone(), id: Uuid::new_v4(), partitions, configs: topic.configs.clone(), log_config }))
+    }
+
+    async fn delete_topics(&self, shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, TopicOutcome)> {
+        let mut image = (*shard.image()).clone();
+        let mut outcomes = Vec::new();
+        for name in names {
+            let outcome = match image.topics.remove(&name) {
+                Some(meta) => Ok(meta),
+                None => fail(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")),
+            };
+            outcomes.push((name, outcome));
+        }
+        self.commit_if_changed(shard, image, &mut outcomes).await;
+        outcomes
+    }
+
+    async fn create_partitions(&self, shard: &Rc<Shard>, topics: Vec<(String, i32)>, validate_only: bool) -> Vec<(String, TopicOutcome)> {
+        let mut image = (*shard.image()).clone();
+        let mut outcomes = Vec::new();
+        for (name, count) in topics {
+            let outcome = match image.topic(&name) {
+                None => fail(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")),
+                Some(meta) if count <= meta.partitions => fail(
+                    ErrorCode::InvalidPartitions,
+                    format!("topic has {} partitions; the new count must be larger, not {count}", meta.partitions),
+                ),
+                Some(_) if count > limits::TOPIC_PARTITIONS_MAX => {
+                    fail(ErrorCode::InvalidPartitions, format!("at most {} partitions", limits::TOPIC_PARTITIONS_MAX))
+                }
+                Some(meta) => Ok(Arc::new(TopicMeta { partitions: count, ..(**meta).clone() })),
+            };
+            if let (Ok(meta), false) = (&outcome, validate_only) {
+                image.topics.insert(name.clone(), meta.clone());
+            }
+            outcomes.push((name, outcome));
+        }
+        self.commit_if_changed(shard, image, &mut outcomes).await;
+        outcomes
+    }
+
+    async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, ErrorCode> {
+        let id = self.next_producer_id.get();
+        let image = shard.image();
+        if id >= image.producer_ids_reserved_to {
+            let mut next = (*image).clone();
+            next.producer_ids_reserved_to = id + limits::PRODUCER_ID_BLOCK_SIZE;
+            self.commit(shard, next).await.map_err(|_| ErrorCode::KafkaStorageError)?;
+        }
+        self.next_producer_id.set(id + 1);
+        Ok(id)
+    }
+
+    /// Persists and publishes `image` if any outcome succeeded; on a storage failure every
+    /// success turns into KAFKA_STORAGE_ERROR (nothing was changed).
+    async fn commit_if_changed(&self, shard: &Rc<Shard>, image: MetadataImage, outcomes: &mut [(String, TopicOutcome)]) {
+        if image.topics == shard.image().topics {
+            return;
+        }
+        if let Err(err) = self.commit(shard, image).await {
+            for (_, outcome) in outcomes.iter_mut() {
+                if outcome.is_ok() {
+                    *outcome = fail(ErrorCode::KafkaStorageError, format!("metadata write failed: {err}"));
+                }
+            }
+        }
+    }
+
+    /// Writes the metadata file durably, then installs the image on every shard.
+    async fn commit(&self, shard: &Rc<Shard>, image: MetadataImage) -> std::io::Result<()> {
+        let path = shard.config.data_dir.join(METADATA_FILE);
+        write_atomically(&UringStorage, &path, image.encode().into_bytes()).await?;
+        let image = Arc::new(image);
+        let calls = (0..shard.count).map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
+        futures::future::join_all(calls).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! The shard runtime: one pinned glommio executor per core, each owning a disjoint set of
+//! partitions (see `metadata::shard_of`), its own copy of the metadata, and its own connections.
+//!
+//! Shards share nothing mutable. A request for a partition owned elsewhere travels as a
+//! `ShardRequest` over bounded channels (`router`) and is answered by a `ShardResponse`. Shard 0
+//! additionally runs the metadata controller (`controller`).
+
+pub mod controller;
+pub mod router;
+pub mod runtime;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{select, select_all, LocalBoxFuture};
+use futures::FutureExt;
+
+use crate::config::Config;
+use crate::error::ErrorCode;
+use crate::metadata::{partition_dir, shard_of, MetadataImage};
+use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
+use crate::storage::fs::UringStorage;
+use crate::storage::{Clock, SystemClock};
+use crate::types::{Offset, ShardId, TopicPartition};
+use controller::{Controller, ControllerRequest, ControllerResponse};
+use router::Router;
+
+/// One partition's part of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchItem {
+    pub tp: TopicPartition,
+    pub offset: Offset,
+    pub max_bytes: usize,
+}
+
+/// What a fetch read from one partition.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    pub error: ErrorCode,
+    pub offsets: Option<PartitionOffsets>,
+    pub records: Bytes,
+}
+
+/// A ListOffsets answer: (timestamp, offset).
+pub type OffsetAnswer = Result<(i64, Offset), ErrorCode>;
+
+/// Work one shard asks of another.
+#[derive(Debug)]
+pub enum ShardRequest {
+    Produce { acks: i16, items: Vec<(TopicPartition, Bytes)> },
+    Fetch { items: Vec<FetchItem> },
+    /// Resolve when any of these partitions has data past its offset, or after `max_wait`.
+    WaitForData { items: Vec<(TopicPartition, Offset)>, max_wait: Duration },
+    ListOffsets { items: Vec<(TopicPartition, i64)> },
+    ApplyMetadata(Arc<MetadataImage>),
+    Controller(ControllerRequest),
+    /// A no-op round trip, for measuring the cost of a hop.
+    Ping,
+}
+
+/// The answer to a `ShardRequest`.
+#[derive(Debug)]
+pub enum ShardResponse {
+    Produce(Vec<Result<ProduceOutcome, ErrorCode>>),
+    Fetch(Vec<FetchResult>),
+    ListOffsets(Vec<OffsetAnswer>),
+    Controller(ControllerResponse),
+    Done,
+    /// The other shard has stopped (shutdown in progress).
+    Unavailable,
+}
+
+/// The state of one shard, shared by the tasks on its executor (never across threads).
+pub struct Shard {
+    pub id: ShardId,
+    pub count: usize,
+    pub config: Arc<Config>,
+    image: RefCell<Arc<MetadataImage>>,
+    partitions: RefCell<HashMap<TopicPartition, PartitionRef<UringStorage>>>,
+    router: Router,
+    controller: Option<Controller>,
+    pub clock: SystemClock,
+    stopping: Cell<bool>,
+}
+
+impl Shard {
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub fn owner_of(&self, tp: &TopicPartition) -> ShardId {
+        shard_of(tp, self.count)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef<UringStorage>, ErrorCode> {
+        self.partitions.borrow().get(tp).cloned().ok_or(ErrorCode::UnknownTopicOrPartition)
+    }
+
+    /// Sends `request` to shard `to` (or runs it here when `to` is this shard) and awaits the answer.
+    pub async fn call(self: &Rc<Self>, to: ShardId, request: ShardRequest) -> ShardResponse {
+        if to == self.id {
+            return self.clone().handle(request).await;
+        }
+        self.router.call(to, request).await
+    }
+
+    /// Runs a request addressed to this shard.
+    pub fn handle(self: Rc<Self>, request: ShardRequest) -> LocalBoxFuture<'static, ShardResponse> {
+        async move {
+            match request {
+                ShardRequest::Produce { acks, items } => ShardResponse::Produce(self.produce_local(acks, items).await),
+                ShardRequest::Fetch { items } => ShardResponse::Fetch(self.fetch_local(items).await),
+                ShardRequest::WaitForData { items, max_wait } => {
+                    self.wait_for_data_local(items, max_wait).await;
+                    ShardResponse::Done
+                }
+                ShardRequest::ListOffsets { items } => ShardResponse::ListOffsets(self.list_offsets_local(items).await),
+                ShardRequest::ApplyMetadata(image) => {
+                    self.apply_metadata(image).await;
+                    ShardResponse::Done
+                }
+                ShardRequest::Controller(request) => match &self.controller {
+                    Some(controller) => ShardResponse::Controller(controller.handle(&self, request).await),
+                    None => ShardResponse::Controller(ControllerResponse::NotController),
+                },
+                ShardRequest::Ping => ShardResponse::Done,
+            }
+        }
+        .boxed_local()
+    }
+
+    /// Appends each item to its partition (all owned here), then, unless acks=0, waits until
+    /// every successful append is durable.
+    async fn produce_local(self: &Rc<Self>, acks: i16, items: Vec<(TopicPartition, Bytes)>) -> Vec<Result<ProduceOutcome, ErrorCode>> {
+        let now = self.clock.now_ms();
+        let mut appended = Vec::with_capacity(items.len());
+        for (tp, records) in &items {
+            let result = if self.is_stopping() {
+                Err(ErrorCode::NotLeaderOrFollower)
+            } else {
+                self.partition(tp).and_then(|p| {
+                    let outcome = p.borrow_mut().append(records, now);
+                    outcome.map(|o| (o, p))
+                })
+            };
+            if let Ok((_, p)) = &result {
+                partition::schedule_flush(p);
+            }
+            appended.push(result);
+        }
+        let mut results = Vec::with_capacity(appended.len());
+        for result in appended {
+            results.push(match result {
+                Ok((outcome, p)) if acks != 0 => partition::wait_durable(&p, outcome.durable_at).await.map(|_| outcome),
+                Ok((outcome, _)) => Ok(outcome),
+                Err(code) => Err(code),
+            });
+        }
+        results
+    }
+
+    async fn fetch_local(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchResult> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            results.push(self.fetch_one(item).await);
+        }
+        results
+    }
+
+    async fn fetch_one(&self, item: FetchItem) -> FetchResult {
+        let failed = |error| FetchResult { error, offsets: None, records: Bytes::new() };
+        let partition = match self.partition(&item.tp) {
+            Ok(p) => p,
+            Err(code) => return failed(code),
+        };
+        let (cursor, offsets) = {
+            let p = partition.borrow();
+            (p.cursor_at(item.offset), p.offsets())
+        };
+        let records = match cursor {
+            Err(code) => return FetchResult { error: code, offsets: Some(offsets), records: Bytes::new() },
+            Ok(None) => Bytes::new(),
+            Ok(Some(cursor)) => match cursor.read(item.offset, item.max_bytes).await {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    log::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
+                    return failed(ErrorCode::KafkaStorageError);
+                }
+            },
+        };
+        FetchResult { error: ErrorCode::None, offsets: Some(offsets), records }
+    }
+
+    async fn wait_for_data_local(&self, items: Vec<(TopicPartition, Offset)>, max_wait: Duration) {
+        let mut arrivals = Vec::new();
+        for (tp, offset) in items {
+            let Ok(p) = self.partition(&tp) else { return };
+            match partition::data_arrival(&p, offset) {
+                Some(rx) => arrivals.push(rx),
+                None => return,
+            }
+        }
+        if arrivals.is_empty() {
+            return;
+        }
+        let timeout = glommio::timer::sleep(max_wait).boxed_local();
+        let _ = select(select_all(arrivals), timeout).await;
+    }
+
+    async fn list_offsets_local(&self, items: Vec<(TopicPartition, i64)>) -> Vec<OffsetAnswer> {
+        let mut answers = Vec::with_capacity(items.len());
+        for (tp, timestamp) in items {
+            answers.push(self.list_offset(&tp, timestamp).await);
+        }
+        answers
+    }
+
+    async fn list_offset(&self, tp: &TopicPartition, timestamp: i64) -> OffsetAnswer {
+        const LATEST: i64 = -1;
+        const EARLIEST: i64 = -2;
+        let partition = self.partition(tp)?;
+        let (offsets, cursor) = {
+            let p = partition.borrow();
+            (p.offsets(), if timestamp >= 0 { p.cursor_for_timestamp(timestamp) } else { None })
+        };
+        match timestamp {
+            LATEST => Ok((-1, offsets.high_watermark)),
+            EARLIEST => Ok((-1, offsets.log_start)),
+            t if t < 0 => Err(ErrorCode::InvalidRequest),
+            t => match cursor {
+                None => Ok((-1, Offset(-1))),
+                Some(cursor) => match cursor.find_timestamp(t).await {
+                    Ok(Some((offset, ts))) => Ok((ts, offset)),
+                    Ok(None) => Ok((-1, Offset(-1))),
+                    Err(err) => {
+                        log::error!("list offsets {tp} at {t}: {err}");
+                        Err(ErrorCode::KafkaStorageError)
+                    }
+                },
+            },
+        }
+    }
+
+    /// Replaces the metadata snapshot, opening partitions this shard now owns and deleting those
+    /// whose topic is gone (or was re-created under a new id).
+    async fn apply_metadata(self: &Rc<Self>, image: Arc<MetadataImage>) {
+        let old = self.image.replace(image.clone());
+        let gone: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|tp| match (old.topic(&tp.topic), image.topic(&tp.topic)) {
+                (Some(before), Some(now)) => before.id != now.id || tp.partition.0 >= now.partitions,
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        for tp in gone {
+            if let Some(p) = self.partitions.borrow_mut().remove(&tp) {
+                if let Err(err) = p.borrow_mut().delete() {
+                    log::error!("deleting {tp}: {err}");
+                }
+            }
+        }
+        self.open_owned_partitions(false).await;
+    }
+
+    /// Opens every partition in the current image that this shard owns and has not opened yet.
+    pub async fn open_owned_partitions(&self, clean: bool) {
+        let image = self.image();
+        for topic in image.topics.values() {
+            for p in 0..topic.partitions {
+                let tp = TopicPartition::new(topic.name.clone(), p);
+                if self.owner_of(&tp) != self.id || self.partitions.borrow().contains_key(&tp) {
+                    continue;
+                }
+                let dir = partition_dir(&self.config.data_dir, &tp);
+                match Partition::open(UringStorage, tp.clone(), dir, topic.log_config.clone(), clean, self.clock.now_ms()).await {
+                    Ok((partition, report)) => {
+                        if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 && !clean {
+                            log::info!("recovered {tp}: {report:?}");
+                        }
+                        self.partitions.borrow_mut().insert(tp, Rc::new(RefCell::new(partition)));
+                    }
+                    Err(err) => log::error!("cannot open {tp}: {err}; it stays offline"),
+                }
+            }
+        }
+    }
+
+    /// Clean stop: refuse new appends, flush and close every partition. True if all closed cleanly.
+    pub async fn close_all(&self) -> bool {
+        self.stopping.set(true);
+        let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        let mut clean = true;
+        for p in partitions {
+            let tp = p.borrow().tp.clone();
+            if let Err(err) = partition::close(&p, &UringStorage).await {
+                log::error!("closing {tp}: {err}");
+                clean = false;
+            }
+        }
+        clean
+    }
+}

@@ -1,0 +1,106 @@
+//! Starting and stopping the shards: one glommio executor pinned per core, joined into a mesh,
+//! each opening the partitions it owns and accepting connections on the shared listen port
+//! (SO_REUSEPORT, so the kernel spreads connections across shards).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::controller::Controller;
+use super::router::{self, Envelope, Router};
+use super::Shard;
+use crate::config::Config;
+use crate::limits;
+use crate::metadata::MetadataImage;
+use crate::network;
+use crate::storage::SystemClock;
+use crate::types::ShardId;
+
+/// How often a shard checks whether the process was asked to stop.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Runs the broker until `stop` is set. Returns whether every shard closed its partitions cleanly.
+pub fn run(config: Config, image: MetadataImage, clean_start: bool, stop: Arc<AtomicBool>) -> Result<bool> {
+    let config = Arc::new(config);
+    let image = Arc::new(image);
+    let mesh = (config.cores > 1).then(|| MeshBuilder::<Envelope, _>::full(config.cores, limits::CROSS_SHARD_QUEUE_DEPTH));
+    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut handles = Vec::new();
+    for core in 0..config.cores {
+        let (config, image, mesh, stop) = (config.clone(), image.clone(), mesh.clone(), stop.clone());
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
+            .name(&format!("sluice-shard-{core}"))
+            .spin_before_park(Duration::from_micros(config.spin_before_park_us));
+        let handle = builder
+            .spawn(move || async move { shard_main(config, image, mesh, clean_start, stop).await })
+            .map_err(|e| {
+                anyhow::anyhow!("starting a shard: {e} (glommio needs io_uring and at least 512 KiB of locked memory: ulimit -l)")
+            })?;
+        handles.push(handle);
+    }
+    let mut clean = true;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(shard_clean)) => clean &= shard_clean,
+            Ok(Err(err)) => {
+                log::error!("shard failed: {err:#}");
+                clean = false;
+            }
+            Err(err) => {
+                log::error!("shard executor failed: {err}");
+                clean = false;
+            }
+        }
+    }
+    Ok(clean)
+}
+
+async fn shard_main(
+    config: Arc<Config>,
+    image: Arc<MetadataImage>,
+    mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
+    clean_start: bool,
+    stop: Arc<AtomicBool>,
+) -> Result<bool> {
+    let (router, id, receivers) = match mesh {
+        Some(mesh) => {
+            let (senders, receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("joining the shard mesh failed"))?;
+            let id = senders.peer_id();
+            (Router::new(senders), id, Some(receivers))
+        }
+        None => (Router::single(), 0, None),
+    };
+    let controller = (id == 0).then(|| Controller::new(&image));
+    let shard = Rc::new(Shard {
+        id: ShardId(id),
+        count: config.cores,
+        config: config.clone(),
+        image: RefCell::new(image),
+        partitions: RefCell::new(HashMap::new()),
+        router,
+        controller,
+        clock: SystemClock,
+        stopping: Cell::new(false),
+    });
+    if let Some(receivers) = receivers {
+        router::serve(&shard, receivers);
+    }
+    shard.open_owned_partitions(clean_start).await;
+    let listener = glommio::net::TcpListener::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
+    log::info!("shard {id} serving {} partitions, listening on {}", shard.partitions.borrow().len(), config.listen);
+    glommio::spawn_local(network::accept_loop(shard.clone(), listener)).detach();
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(STOP_POLL_INTERVAL).await;
+    }
+    let clean = shard.close_all().await;
+    log::info!("shard {id} stopped ({})", if clean { "clean" } else { "with errors" });
+    Ok(clean)
+}

@@ -1,0 +1,93 @@
+//! The real storage: glommio's io_uring-backed buffered files on the shard's own ring.
+//!
+//! Directory operations are rare (topic creation, segment roll) and use std::fs directly.
+
+use std::io;
+use std::path::Path;
+
+use bytes::Bytes;
+use glommio::io::{BufferedFile, OpenOptions};
+
+use super::{Storage, StorageFile};
+
+/// Files opened through glommio on the current shard's io_uring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UringStorage;
+
+/// A file on the current shard's io_uring.
+#[derive(Debug)]
+pub struct UringFile(BufferedFile);
+
+fn to_io(err: glommio::GlommioError<()>) -> io::Error {
+    io::Error::other(err.to_string())
+}
+
+impl StorageFile for UringFile {
+    async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
+        let total = buf.len();
+        let written = self.0.write_at(buf, pos).await.map_err(to_io)?;
+        if written != total {
+            // A short write to a regular file means the disk is full: fail, never ack.
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {total} bytes")));
+        }
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let result = self.0.read_at(pos, len).await.map_err(to_io)?;
+        Ok(Bytes::copy_from_slice(&result))
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.0.fdatasync().await.map_err(to_io)
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.truncate(len).await.map_err(to_io)
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        self.0.file_size().await.map_err(to_io)
+    }
+}
+
+impl Storage for UringStorage {
+    type File = UringFile;
+
+    async fn open(&self, path: &Path) -> io::Result<UringFile> {
+        let file = OpenOptions::new().read(true).write(true).create(true).buffered_open(path).await.map_err(to_io)?;
+        Ok(UringFile(file))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+}

@@ -1,0 +1,579 @@
+//! A partition's log: an ordered list of segments, appends with group fsync, reads by offset and
+//! timestamp, roll, truncation and crash recovery. Owned by the partition's shard.
+//!
+//! Appends are synchronous and only copy the batch into a pending buffer, so offsets are assigned
+//! in arrival order without awaiting. A flush job (`take_flush` → `FlushJob::run` →
+//! `complete_flush`) then writes everything pending with one write per segment and one
+//! fdatasync per file, however many appends it covers; appends keep arriving while it runs and
+//! go into the next job. The high watermark moves only when a job completes, so a fetch never
+//! sees data that could still be lost and an acknowledgement waits for it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::index::{OffsetIndex, TimeIndex};
+use super::segment::{self, Segment};
+use super::{Storage, StorageFile};
+use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::error::ErrorCode;
+use crate::limits;
+use crate::types::Offset;
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The broker's timestamp for LogAppendTime topics, else -1.
+    pub log_append_time: i64,
+}
+
+/// Bytes waiting to be written to one segment.
+#[derive(Debug)]
+struct PendingWrite {
+    segment_base: Offset,
+    position: u64,
+    bytes: Vec<u8>,
+}
+
+/// What happened during recovery, for the log line and the tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub batches_scanned: usize,
+    pub truncated_bytes: u64,
+    pub rebuilt_indexes: usize,
+}
+
+/// A partition's log.
+pub struct Log<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment<S::File>>,
+    log_start: Offset,
+    end: Offset,
+    high_watermark: Offset,
+    pending: Vec<PendingWrite>,
+    /// Segments rolled since the last flush: their index files must be written and synced.
+    sealed: Vec<Offset>,
+    messages_unsynced: u64,
+    flush_running: bool,
+    failed: bool,
+}
+
+/// One round of group commit, run without borrowing the log.
+pub struct FlushJob<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    targets: Vec<FlushTarget<S::File>>,
+    sync: bool,
+    end: Offset,
+}
+
+struct FlushTarget<F> {
+    base: Offset,
+    file: Option<Rc<F>>,
+    writes: Vec<(u64, Vec<u8>)>,
+    written_to: u64,
+    seal: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The outcome of a flush job, handed back to `complete_flush`.
+pub struct FlushDone<F> {
+    opened: Vec<(Offset, Rc<F>)>,
+    written: Vec<(Offset, u64)>,
+    end: Offset,
+}
+
+impl<S: Storage> FlushJob<S> {
+    /// Writes, syncs and seals; the log is untouched until `complete_flush`.
+    pub async fn run(self) -> io::Result<FlushDone<S::File>> {
+        let mut opened = Vec::new();
+        let mut written = Vec::new();
+        let mut created_files = false;
+        for target in self.targets {
+            let file = match target.file {
+                Some(file) => file,
+                None => {
+                    let file = Rc::new(self.storage.open(&segment::log_path(&self.dir, target.base)).await?);
+                    created_files = true;
+                    opened.push((target.base, file.clone()));
+                    file
+                }
+            };
+            for (position, bytes) in target.writes {
+                file.write_at(bytes, position).await?;
+            }
+            if self.sync || target.seal.is_some() {
+                file.sync_data().await?;
+            }
+            if let Some((index, time_index)) = target.seal {
+                write_synced(&self.storage, &segment::index_path(&self.dir, target.base), index).await?;
+                write_synced(&self.storage, &segment::time_index_path(&self.dir, target.base), time_index).await?;
+                created_files = true;
+            }
+            written.push((target.base, target.written_to));
+        }
+        if created_files {
+            self.storage.sync_dir(&self.dir)?;
+        }
+        Ok(FlushDone { opened, written, end: self.end })
+    }
+}
+
+async fn write_synced<S: Storage>(storage: &S, path: &Path, bytes: Vec<u8>) -> io::Result<()> {
+    let len = bytes.len() as u64;
+    let file = storage.open(path).await?;
+    file.write_at(bytes, 0).await?;
+    file.truncate(len).await?;
+    file.sync_data().await
+}
+
+/// The writes of a clean shutdown, run without borrowing the log.
+pub struct ClosePlan<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    files: Vec<(Offset, Rc<S::File>, Vec<u8>, Vec<u8>)>,
+}
+
+impl<S: Storage> ClosePlan<S> {
+    pub async fn run(self) -> io::Result<()> {
+        for (base, file, index, time_index) in self.files {
+            file.sync_data().await?;
+            write_synced(&self.storage, &segment::index_path(&self.dir, base), index).await?;
+            write_synced(&self.storage, &segment::time_index_path(&self.dir, base), time_index).await?;
+        }
+        self.storage.sync_dir(&self.dir)
+    }
+}
+
+/// Where a read starts: a file, a position to scan forward from, and how far is readable.
+pub struct ReadCursor<F> {
+    file: Rc<F>,
+    scan_from: u64,
+    readable: u64,
+}
+
+impl<S: Storage> Log<S> {
+    /// Opens (or creates) the log in `dir`, recovering it. `clean` says the broker stopped
+    /// cleanly: index files are trusted and the segments are not scanned. `on_batch` sees every
+    /// batch header a scan reads, in order (producer state is rebuilt from them).
+    pub async fn open(
+        storage: S,
+        dir: PathBuf,
+        config: LogConfig,
+        clean: bool,
+        now_ms: i64,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> io::Result<(Log<S>, RecoveryReport)> {
+        storage.create_dir_all(&dir)?;
+        let mut bases: Vec<Offset> = storage.list_dir(&dir)?.iter().filter_map(|n| segment::parse_log_name(n)).collect();
+        bases.sort();
+        let mut report = RecoveryReport::default();
+        let mut segments = Vec::new();
+        for (i, &base) in bases.iter().enumerate() {
+            let last = i + 1 == bases.len();
+            let file = Rc::new(storage.open(&segment::log_path(&dir, base)).await?);
+            let mut seg = Segment::new(base, Some(file), now_ms);
+            let intact = load_segment(&storage, &dir, &mut seg, &config, clean, last, &mut report, on_batch).await?;
+            segments.push(seg);
+            if !intact {
+                // Everything after a corrupt batch is gone, later segments included (as Kafka does).
+                for &later in &bases[i + 1..] {
+                    report.truncated_bytes += storage.open(&segment::log_path(&dir, later)).await?.size().await?;
+                    remove_segment_files(&storage, &dir, later);
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::new(Offset(0), None, now_ms));
+        }
+        report.segments = segments.len();
+        let log_start = segments[0].base_offset;
+        let end = segments.last().map(|s| s.next_offset).unwrap_or(log_start);
+        let log = Log {
+            storage,
+            dir,
+            config,
+            segments,
+            log_start,
+            end,
+            high_watermark: end,
+            pending: Vec::new(),
+            sealed: Vec::new(),
+            messages_unsynced: 0,
+            flush_running: false,
+            failed: false,
+        };
+        Ok((log, report))
+    }
+
+    pub fn log_start(&self) -> Offset {
+        self.log_start
+    }
+    /// Log end offset: the offset the next append gets.
+    pub fn end(&self) -> Offset {
+        self.end
+    }
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark
+    }
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.sealed.is_empty()
+    }
+
+    /// Appends one validated batch (a complete v2 batch) and returns the offsets it got. The bytes
+    /// are copied once, into the pending buffer, where the broker-owned header fields are set.
+    pub fn append(&mut self, batch_bytes: &[u8], header: &BatchHeader, leader_epoch: i32, now_ms: i64) -> Result<Appended, ErrorCode> {
+        if self.failed {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let size = batch_bytes.len() as u64;
+        debug_assert_eq!(size as usize, header.total_bytes());
+        self.maybe_roll(size, now_ms);
+        let base_offset = self.end;
+        let active = self.segments.last_mut().expect("a log always has an active segment");
+        let position = active.size;
+        let pending = match self.pending.last_mut() {
+            Some(p) if p.segment_base == active.base_offset && p.position + p.bytes.len() as u64 == position => p,
+            _ => {
+                self.pending.push(PendingWrite { segment_base: active.base_offset, position, bytes: Vec::new() });
+                self.pending.last_mut().expect("just pushed")
+            }
+        };
+        let start = pending.bytes.len();
+        pending.bytes.extend_from_slice(batch_bytes);
+        let stored = &mut pending.bytes[start..];
+        batch::assign_offset(stored, base_offset, leader_epoch);
+        let log_append_time = match self.config.timestamp_type {
+            TimestampType::LogAppendTime => {
+                batch::set_log_append_time(stored, now_ms);
+                now_ms
+            }
+            TimestampType::CreateTime => -1,
+        };
+        let stored_header = BatchHeader::parse(stored).expect("validated batch has a header");
+        active.note_batch(&stored_header, position, self.config.index_interval_bytes);
+        self.end = stored_header.next_offset();
+        self.messages_unsynced += stored_header.record_count as u64;
+        Ok(Appended { base_offset, last_offset: stored_header.last_offset(), log_append_time })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) {
+        let active = self.segments.last().expect("active segment");
+        let full = active.size > 0 && active.size + incoming > self.config.segment_bytes;
+        let old = active.size > 0 && now_ms - active.created_ms >= self.config.segment_ms;
+        if full || old {
+            self.sealed.push(active.base_offset);
+            self.segments.push(Segment::new(self.end, None, now_ms));
+        }
+    }
+
+    /// Takes everything pending as one flush job, unless one is already running.
+    pub fn take_flush(&mut self) -> Option<FlushJob<S>> {
+        if self.flush_running || self.failed || !self.has_pending() {
+            return None;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let sealed = std::mem::take(&mut self.sealed);
+        let mut targets: Vec<FlushTarget<S::File>> = Vec::new();
+        for write in pending {
+            let target = self.target_for(&mut targets, write.segment_base);
+            target.written_to = write.position + write.bytes.len() as u64;
+            target.writes.push((write.position, write.bytes));
+        }
+        for base in sealed {
+            let seg = self.segment(base).expect("sealed segment exists");
+            let seal = (seg.index.encode(), seg.time_index.encode());
+            let size = seg.size;
+            let target = self.target_for(&mut targets, base);
+            target.written_to = size;
+            target.seal = Some(seal);
+        }
+        targets.sort_by_key(|t| t.base);
+        let sync = match self.config.flush {
+            FlushPolicy::Durable => true,
+            FlushPolicy::EveryMessages(n) => self.messages_unsynced >= n,
+        };
+        if sync {
+            self.messages_unsynced = 0;
+        }
+        self.flush_running = true;
+        Some(FlushJob { storage: self.storage.clone(), dir: self.dir.clone(), targets, sync, end: self.end })
+    }
+
+    fn target_for<'a>(&self, targets: &'a mut Vec<FlushTarget<S::File>>, base: Offset) -> &'a mut FlushTarget<S::File> {
+        if let Some(i) = targets.iter().position(|t| t.base == base) {
+            return &mut targets[i];
+        }
+        let file = self.segment(base).and_then(|s| s.file.clone());
+        targets.push(FlushTarget { base, file, writes: Vec::new(), written_to: 0, seal: None });
+        targets.last_mut().expect("just pushed")
+    }
+
+    fn segment(&self, base: Offset) -> Option<&Segment<S::File>> {
+        self.segments.iter().find(|s| s.base_offset == base)
+    }
+
+    /// Applies a finished flush job. On error the log is failed: nothing after the last good
+    /// flush is ever acknowledged, and every later append is refused until a restart recovers.
+    pub fn complete_flush(&mut self, result: io::Result<FlushDone<S::File>>) -> Result<Offset, ErrorCode> {
+        self.flush_running = false;
+        let done = match result {
+            Ok(done) => done,
+            Err(err) => {
+                log::error!("log {}: write or fsync failed, failing the partition: {err}", self.dir.display());
+                self.failed = true;
+                return Err(ErrorCode::KafkaStorageError);
+            }
+        };
+        for (base, file) in done.opened {
+            if let Some(seg) = self.segments.iter_mut().find(|s| s.base_offset == base) {
+                seg.file = Some(file);
+            }
+        }
+        for (base, written_to) in done.written {
+            if let Some(seg) = self.segments.iter_mut().find(|s| s.base_offset == base) {
+                seg.readable = seg.readable.max(written_to);
+            }
+        }
+        assert!(done.end >= self.high_watermark, "high watermark must not move back");
+        self.high_watermark = done.end;
+        Ok(self.high_watermark)
+    }
+
+    /// Finds where to read `offset` from. `Ok(None)`: nothing readable there yet (at or past the
+    /// high watermark). OFFSET_OUT_OF_RANGE outside log start..=log end.
+    pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S::File>>, ErrorCode> {
+        if offset < self.log_start || offset > self.end {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        if offset >= self.high_watermark {
+            return Ok(None);
+        }
+        let i = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let seg = &self.segments[i];
+        let Some(file) = seg.file.clone() else { return Ok(None) };
+        Ok(Some(ReadCursor { file, scan_from: seg.relative_lookup(offset), readable: seg.readable }))
+    }
+
+    /// Where to scan for the first record with timestamp >= `target`, in the first segment whose
+    /// records reach it; `None` if no readable record does.
+    pub fn cursor_for_timestamp(&self, target: i64) -> Option<ReadCursor<S::File>> {
+        let seg = self.segments.iter().find(|s| s.max_timestamp >= target && s.readable > 0)?;
+        Some(ReadCursor { file: seg.file.clone()?, scan_from: seg.time_lookup(target), readable: seg.readable })
+    }
+
+    /// What a clean shutdown must write: every segment synced, index files beside it.
+    pub fn close_plan(&self) -> ClosePlan<S> {
+        let files = self
+            .segments
+            .iter()
+            .filter_map(|s| s.file.clone().map(|f| (s.base_offset, f, s.index.encode(), s.time_index.encode())))
+            .collect();
+        ClosePlan { storage: self.storage.clone(), dir: self.dir.clone(), files }
+    }
+
+    /// Removes the log's directory (topic deletion).
+    pub fn delete(&self) -> io::Result<()> {
+        self.storage.remove_dir_all(&self.dir)
+    }
+}
+
+impl<F: StorageFile> ReadCursor<F> {
+    /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least
+    /// that first batch, as Kafka does, so a large batch can never stall a consumer).
+    pub async fn read(&self, offset: Offset, max_bytes: usize) -> io::Result<Bytes> {
+        let Some((position, first)) = self.find_batch(|h| h.next_offset() > offset).await? else {
+            return Ok(Bytes::new());
+        };
+        let available = self.readable - position;
+        let len = (max_bytes.max(first.total_bytes()) as u64).min(available);
+        self.file.read_at(position, len as usize).await
+    }
+
+    /// The offset of the first record with timestamp >= `target` and that record's batch max timestamp.
+    pub async fn find_timestamp(&self, target: i64) -> io::Result<Option<(Offset, i64)>> {
+        let mut from = self.scan_from;
+        loop {
+            let cursor = ReadCursor { file: self.file.clone(), scan_from: from, readable: self.readable };
+            let Some((position, header)) = cursor.find_batch(|h| h.max_timestamp >= target).await? else {
+                return Ok(None);
+            };
+            let bytes = self.file.read_at(position, header.total_bytes()).await?;
+            if let Some(offset) = batch::first_offset_at_or_after(&bytes, target) {
+                return Ok(Some((offset, header.max_timestamp)));
+            }
+            from = position + header.total_bytes() as u64;
+        }
+    }
+
+    /// Scans batch headers from `scan_from` to the first batch matching `wanted`.
+    async fn find_batch(&self, wanted: impl Fn(&BatchHeader) -> bool) -> io::Result<Option<(u64, BatchHeader)>> {
+        let mut position = self.scan_from;
+        while position + HEADER_BYTES as u64 <= self.readable {
+            let bytes = self.file.read_at(position, HEADER_BYTES).await?;
+            let header = BatchHeader::parse(&bytes).ok_or_else(|| corrupt("short header read"))?;
+            let size = header.total_bytes() as u64;
+            if size == 0 || position + size > self.readable {
+                return Err(corrupt("batch length runs past the readable end"));
+            }
+            if wanted(&header) {
+                return Ok(Some((position, header)));
+            }
+            position += size;
+        }
+        Ok(None)
+    }
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
+    for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+        if storage.exists(&path) {
+            if let Err(err) = storage.remove_file(&path) {
+                log::warn!("could not remove {}: {err}", path.display());
+            }
+        }
+    }
+}
+
+/// Loads one segment's state. With `clean` and intact index files, only the tail after the last
+/// index entry is read; otherwise the whole segment is scanned (CRC-checked when it is the
+/// active one), indexes are rebuilt and a torn or corrupt tail is truncated. Returns false if
+/// the segment had to be truncated (later segments are then dropped).
+#[allow(clippy::too_many_arguments)]
+async fn load_segment<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    seg: &mut Segment<S::File>,
+    config: &LogConfig,
+    clean: bool,
+    active: bool,
+    report: &mut RecoveryReport,
+    on_batch: &mut dyn FnMut(&BatchHeader),
+) -> io::Result<bool> {
+    let file = seg.file.clone().expect("opened");
+    let size = file.size().await?;
+    let mut scan_from = 0u64;
+    let mut rescan = true;
+    if clean {
+        if let Some((index, time_index)) = load_indexes(storage, dir, seg.base_offset, size).await? {
+            scan_from = index.last().map(|(_, p)| p as u64).unwrap_or(0);
+            let start = index.last().map(|(o, _)| seg.base_offset.next(o as i64)).unwrap_or(seg.base_offset);
+            seg.index = index;
+            seg.max_timestamp = time_index.last().map(|(t, _)| t).unwrap_or(-1);
+            seg.time_index = time_index;
+            seg.next_offset = start;
+            seg.size = scan_from;
+            rescan = false;
+        }
+    }
+    if rescan {
+        report.rebuilt_indexes += 1;
+    }
+    let verify = active || rescan;
+    let mut feed = |h: &BatchHeader| {
+        if rescan {
+            on_batch(h)
+        }
+    };
+    let valid_end = scan_batches(&*file, seg, config, scan_from, size, verify, report, &mut feed).await?;
+    seg.readable = valid_end;
+    if valid_end < size {
+        log::warn!(
+            "segment {} in {}: {} bytes after position {valid_end} are torn or corrupt; truncating",
+            seg.base_offset,
+            dir.display(),
+            size - valid_end
+        );
+        report.truncated_bytes += size - valid_end;
+        file.truncate(valid_end).await?;
+        file.sync_data().await?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+async fn load_indexes<S: Storage>(storage: &S, dir: &Path, base: Offset, log_size: u64) -> io::Result<Option<(OffsetIndex, TimeIndex)>> {
+    let cap = (log_size as usize / 2).max(64 * 1024);
+    let index = super::read_whole(storage, &segment::index_path(dir, base), cap).await?;
+    let time_index = super::read_whole(storage, &segment::time_index_path(dir, base), cap).await?;
+    Ok(match (index, time_index) {
+        (Some(i), Some(t)) => OffsetIndex::decode(&i, log_size).zip(TimeIndex::decode(&t)),
+        _ => None,
+    })
+}
+
+/// Scans batches from `from` to `size`, feeding each to the segment's indexes, and returns the
+/// end of the last valid batch. A batch is valid when it is complete, continues the offsets,
+/// and (with `verify`) passes the CRC check.
+#[allow(clippy::too_many_arguments)]
+async fn scan_batches<F: StorageFile, G>(
+    file: &F,
+    seg: &mut Segment<G>,
+    config: &LogConfig,
+    from: u64,
+    size: u64,
+    verify: bool,
+    report: &mut RecoveryReport,
+    on_batch: &mut dyn FnMut(&BatchHeader),
+) -> io::Result<u64> {
+    let batch_max = (config.max_message_bytes.max(limits::RECOVERY_READ_CHUNK_BYTES) as u64) * 16;
+    let mut position = from;
+    let mut chunk = Bytes::new();
+    let mut chunk_start = position;
+    while position + HEADER_BYTES as u64 <= size {
+        let header_bytes = slice_of(file, &mut chunk, &mut chunk_start, position, HEADER_BYTES as u64).await?;
+        let Some(header) = BatchHeader::parse(&header_bytes) else { break };
+        let total = header.total_bytes() as u64;
+        let continues = header.base_offset == seg.next_offset || (position == 0 && header.base_offset == seg.base_offset);
+        if total == 0 || total > batch_max || position + total > size || header.magic != 2 || !continues {
+            break;
+        }
+        if verify {
+            let whole = slice_of(file, &mut chunk, &mut chunk_start, position, total).await?;
+            if batch::check_batch(&whole).is_err() {
+                break;
+            }
+        }
+        seg.note_batch(&header, position, config.index_interval_bytes);
+        on_batch(&header);
+        report.batches_scanned += 1;
+        position += total;
+    }
+    Ok(position)
+}
+
+/// Returns `len` bytes at `position`, reading the file in large chunks.
+async fn slice_of<F: StorageFile>(file: &F, chunk: &mut Bytes, chunk_start: &mut u64, position: u64, len: u64) -> io::Result<Bytes> {
+    let chunk_end = *chunk_start + chunk.len() as u64;
+    if position < *chunk_start || position + len > chunk_end {
+        let want = (len as usize).max(limits::RECOVERY_READ_CHUNK_BYTES);
+        *chunk = file.read_at(position, want).await?;
+        *chunk_start = position;
+        if (chunk.len() as u64) < len {
+            return Err(corrupt("segment shorter than its size"));
+        }
+    }
+    let at = (position - *chunk_start) as usize;
+    Ok(chunk.slice(at..at + len as usize))
+}

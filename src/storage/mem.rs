@@ -1,0 +1,177 @@
+//! A simulated disk for tests: files in memory that remember what was synced, so a test can
+//! "crash" (drop every unsynced byte, or keep a torn prefix of it) and inject write or sync
+//! failures. Single-threaded, like a shard.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::{Storage, StorageFile};
+
+#[derive(Debug, Default, Clone)]
+struct FileState {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    files: BTreeMap<PathBuf, FileState>,
+    fail_writes: bool,
+    fail_syncs: bool,
+}
+
+/// An in-memory disk shared by the handles a test clones from it.
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    disk: Rc<RefCell<Disk>>,
+}
+
+/// A handle to one simulated file.
+#[derive(Debug)]
+pub struct MemFile {
+    disk: Rc<RefCell<Disk>>,
+    path: PathBuf,
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("injected {what} failure"))
+}
+
+impl MemStorage {
+    /// Makes every later write fail (a full disk), or stop failing.
+    pub fn fail_writes(&self, fail: bool) {
+        self.disk.borrow_mut().fail_writes = fail;
+    }
+
+    /// Makes every later fdatasync fail, or stop failing.
+    pub fn fail_syncs(&self, fail: bool) {
+        self.disk.borrow_mut().fail_syncs = fail;
+    }
+
+    /// Simulates power loss: each file keeps what was synced plus `keep_unsynced(path, n)` bytes of
+    /// what was written after (a torn write), never more than was written.
+    pub fn crash(&self, mut keep_unsynced: impl FnMut(&Path, usize) -> usize) {
+        let mut disk = self.disk.borrow_mut();
+        for (path, file) in disk.files.iter_mut() {
+            let synced_len = file.synced.len().min(file.data.len());
+            let unsynced = file.data.len() - synced_len;
+            let keep = keep_unsynced(path, unsynced).min(unsynced);
+            let mut survived = file.synced.clone();
+            survived.truncate(synced_len);
+            survived.extend_from_slice(&file.data[synced_len..synced_len + keep]);
+            file.data = survived.clone();
+            file.synced = survived;
+        }
+    }
+
+    /// Overwrites bytes of a file directly (corruption on disk), synced.
+    pub fn corrupt(&self, path: &Path, at: usize, bytes: &[u8]) {
+        let mut disk = self.disk.borrow_mut();
+        let file = disk.files.get_mut(path).expect("file exists");
+        file.data[at..at + bytes.len()].copy_from_slice(bytes);
+        file.synced = file.data.clone();
+    }
+
+    pub fn file_len(&self, path: &Path) -> Option<usize> {
+        self.disk.borrow().files.get(path).map(|f| f.data.len())
+    }
+}
+
+impl StorageFile for MemFile {
+    async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        if disk.fail_writes {
+            return Err(injected("write"));
+        }
+        let file = disk.files.entry(self.path.clone()).or_default();
+        let end = pos as usize + buf.len();
+        if file.data.len() < end {
+            file.data.resize(end, 0);
+        }
+        file.data[pos as usize..end].copy_from_slice(&buf);
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let disk = self.disk.borrow();
+        let data = disk.files.get(&self.path).map(|f| f.data.as_slice()).unwrap_or(&[]);
+        let start = (pos as usize).min(data.len());
+        let end = start.saturating_add(len).min(data.len());
+        Ok(Bytes::copy_from_slice(&data[start..end]))
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        if disk.fail_syncs {
+            return Err(injected("fdatasync"));
+        }
+        let file = disk.files.entry(self.path.clone()).or_default();
+        file.synced = file.data.clone();
+        Ok(())
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        let file = disk.files.entry(self.path.clone()).or_default();
+        file.data.resize(len as usize, 0);
+        Ok(())
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.disk.borrow().files.get(&self.path).map(|f| f.data.len() as u64).unwrap_or(0))
+    }
+}
+
+impl Storage for MemStorage {
+    type File = MemFile;
+
+    async fn open(&self, path: &Path) -> io::Result<MemFile> {
+        self.disk.borrow_mut().files.entry(path.to_path_buf()).or_default();
+        Ok(MemFile { disk: self.disk.clone(), path: path.to_path_buf() })
+    }
+
+    fn create_dir_all(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let disk = self.disk.borrow();
+        Ok(disk
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let disk = self.disk.borrow();
+        disk.files.contains_key(path) || disk.files.keys().any(|p| p.starts_with(path))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.disk.borrow_mut().files.remove(path);
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.disk.borrow_mut().files.retain(|p, _| !p.starts_with(path));
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        let file = disk.files.remove(from).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        disk.files.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
+    fn sync_dir(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! One segment of a partition log: a `.log` file of record batches named by its 20-digit base
+//! offset, with its sparse offset and time indexes. Owned by the partition's shard.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::batch::BatchHeader;
+use super::index::{OffsetIndex, TimeIndex};
+use crate::types::Offset;
+
+/// Kafka's file name for a segment: the base offset as 20 digits.
+pub fn file_stem(base: Offset) -> String {
+    format!("{:020}", base.0)
+}
+
+pub fn log_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.log", file_stem(base)))
+}
+pub fn index_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.index", file_stem(base)))
+}
+pub fn time_index_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.timeindex", file_stem(base)))
+}
+
+/// Parses `00000000000000000042.log` into offset 42.
+pub fn parse_log_name(name: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(Offset)
+}
+
+/// A segment's in-memory state.
+#[derive(Debug)]
+pub struct Segment<F> {
+    pub base_offset: Offset,
+    /// The open `.log` file; `None` between a roll and the flush that creates the file.
+    pub file: Option<Rc<F>>,
+    /// Bytes appended, including those not yet written.
+    pub size: u64,
+    /// Bytes at or below the high watermark: what fetches may read.
+    pub readable: u64,
+    /// Offset after the last appended batch.
+    pub next_offset: Offset,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index: u64,
+    /// Largest batch max-timestamp in the segment (-1 when empty).
+    pub max_timestamp: i64,
+    /// When the segment was created, for `segment.ms` rolls.
+    pub created_ms: i64,
+}
+
+impl<F> Segment<F> {
+    pub fn new(base_offset: Offset, file: Option<Rc<F>>, created_ms: i64) -> Self {
+        Segment {
+            base_offset,
+            file,
+            size: 0,
+            readable: 0,
+            next_offset: base_offset,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            created_ms,
+        }
+    }
+
+    fn relative(&self, offset: Offset) -> u32 {
+        let delta = offset.0 - self.base_offset.0;
+        assert!((0..=u32::MAX as i64).contains(&delta), "offset {offset} outside segment {}", self.base_offset);
+        delta as u32
+    }
+
+    /// Records that a batch was placed at `position`: advances the end and adds index entries
+    /// every `interval` bytes (the first batch of a segment needs none: position 0 is implied).
+    pub fn note_batch(&mut self, header: &BatchHeader, position: u64, interval: u32) {
+        let size = header.total_bytes() as u64;
+        let after_last_entry = self.index.last().is_none_or(|(_, p)| (p as u64) < position);
+        if position > 0 && self.bytes_since_index >= interval as u64 && after_last_entry {
+            let relative = self.relative(header.base_offset);
+            self.index.push(relative, position as u32);
+            self.bytes_since_index = 0;
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            let relative = self.relative(header.base_offset);
+            if position == 0 || self.bytes_since_index == 0 {
+                self.time_index.push(header.max_timestamp, relative);
+            }
+        }
+        self.bytes_since_index += size;
+        self.size = self.size.max(position + size);
+        self.next_offset = header.next_offset();
+    }
+
+    /// Whether this segment may hold `offset` (given the next segment's base as the upper bound).
+    pub fn relative_lookup(&self, offset: Offset) -> u64 {
+        self.index.lookup(self.relative(offset.max(self.base_offset))).1 as u64
+    }
+
+    /// Where to start scanning for the first record at or after `timestamp`.
+    pub fn time_lookup(&self, timestamp: i64) -> u64 {
+        let relative = self.time_index.lookup(timestamp);
+        self.index.lookup(relative).1 as u64
+    }
+}
