@@ -220,6 +220,9 @@ pub fn data_arrival<S: Storage>(this: &PartitionRef<S>, offset: Offset) -> Optio
     if p.log.high_watermark() > offset {
         return None;
     }
+    // Fetches that timed out dropped their receivers: forget them so idle partitions under
+    // long polls do not accumulate waiters.
+    p.data_waiters.retain(|tx| !tx.is_canceled());
     let (tx, rx) = oneshot::channel();
     p.data_waiters.push(tx);
     Some(rx)

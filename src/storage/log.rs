@@ -389,6 +389,44 @@ impl<S: Storage> Log<S> {
         ClosePlan { storage: self.storage.clone(), dir: self.dir.clone(), files }
     }
 
+    /// Removes every record at or after `offset`, which must start a batch (what a diverged
+    /// replica does). Nothing may be pending: flush first.
+    pub async fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
+        if self.has_pending() || self.flush_running {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "truncate with writes pending"));
+        }
+        if offset >= self.end {
+            return Ok(());
+        }
+        if offset < self.log_start {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "truncate below the log start"));
+        }
+        while self.segments.len() > 1 && self.segments.last().is_some_and(|s| s.base_offset >= offset) {
+            let seg = self.segments.pop().expect("checked");
+            remove_segment_files(&self.storage, &self.dir, seg.base_offset);
+        }
+        let seg = self.segments.last_mut().expect("one segment remains");
+        let Some(file) = seg.file.clone() else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "segment file missing"));
+        };
+        let cursor = ReadCursor { file: file.clone(), scan_from: seg.relative_lookup(offset), readable: seg.readable };
+        let position = match cursor.find_batch(|h| h.next_offset() > offset).await? {
+            Some((position, header)) if header.base_offset == offset => position,
+            Some(_) => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{offset} is not a batch boundary"))),
+            None => seg.readable,
+        };
+        file.truncate(position).await?;
+        file.sync_data().await?;
+        let mut rebuilt = Segment::new(seg.base_offset, Some(file.clone()), seg.created_ms);
+        let mut report = RecoveryReport::default();
+        scan_batches(&*file, &mut rebuilt, &self.config, 0, position, false, &mut report, &mut |_| {}).await?;
+        rebuilt.readable = position;
+        *seg = rebuilt;
+        self.end = offset;
+        self.high_watermark = self.high_watermark.min(offset);
+        Ok(())
+    }
+
     /// Removes the log's directory (topic deletion).
     pub fn delete(&self) -> io::Result<()> {
         self.storage.remove_dir_all(&self.dir)
@@ -460,6 +498,10 @@ fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
 /// index entry is read; otherwise the whole segment is scanned (CRC-checked when it is the
 /// active one), indexes are rebuilt and a torn or corrupt tail is truncated. Returns false if
 /// the segment had to be truncated (later segments are then dropped).
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;
+
 #[allow(clippy::too_many_arguments)]
 async fn load_segment<S: Storage>(
     storage: &S,

@@ -40,7 +40,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> 
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let errored = results.iter().any(|r| r.error != ErrorCode::None);
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || errored || now >= deadline || wanted.iter().all(|w| w.item.is_none()) {
+        if bytes >= min_bytes || errored || now >= deadline || wanted.iter().all(|w| w.item.is_none()) {
             break;
         }
         wait_for_data(shard, &wanted, &results, deadline - now).await;

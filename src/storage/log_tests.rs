@@ -1,0 +1,264 @@
+//! Operation-sequence tests of the log on the simulated disk: random appends, flushes, rolls,
+//! reads at every offset, timestamp lookups, truncation, crashes that tear unsynced writes,
+//! corruption, failed fsyncs, and clean and unclean reopens.
+
+use std::path::PathBuf;
+
+use futures::executor::block_on;
+
+use super::*;
+use crate::config::Config;
+use crate::storage::batch::test_batches::batch;
+use crate::storage::mem::MemStorage;
+
+/// A small deterministic generator (xorshift64*), so every failure names a replayable seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn small_config() -> LogConfig {
+    let mut config = Config::default().log;
+    config.segment_bytes = 2048;
+    config.index_interval_bytes = 256;
+    config
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/t-0")
+}
+
+fn open(storage: &MemStorage, clean: bool) -> (Log<MemStorage>, RecoveryReport) {
+    block_on(Log::open(storage.clone(), dir(), small_config(), clean, 0, &mut |_| {})).expect("open")
+}
+
+/// A model of what was appended: (base offset, record count, first timestamp) per batch.
+#[derive(Default, Clone)]
+struct Model {
+    batches: Vec<(Offset, i32, i64)>,
+}
+
+fn append_random(log: &mut Log<MemStorage>, model: &mut Model, rng: &mut Rng, ts: i64) {
+    let count = 1 + rng.below(5) as usize;
+    let value = vec![b'x'; rng.below(300) as usize];
+    let values: Vec<&[u8]> = (0..count).map(|_| value.as_slice()).collect();
+    let bytes = batch(&values, ts, None);
+    let header = batch::check_batch(&bytes).unwrap();
+    let appended = log.append(&bytes, &header, 0, ts).unwrap();
+    assert_eq!(appended.base_offset, model.batches.last().map(|(o, n, _)| o.next(*n as i64)).unwrap_or(Offset(0)));
+    model.batches.push((appended.base_offset, count as i32, ts));
+}
+
+fn flush(log: &mut Log<MemStorage>) -> Result<Offset, ErrorCode> {
+    match log.take_flush() {
+        Some(job) => {
+            let result = block_on(job.run());
+            log.complete_flush(result)
+        }
+        None => Ok(log.high_watermark()),
+    }
+}
+
+/// Reads every offset below the high watermark and checks the first batch returned holds it.
+fn check_reads(log: &Log<MemStorage>, model: &Model) {
+    for &(base, count, _) in &model.batches {
+        if base >= log.high_watermark() {
+            break;
+        }
+        for offset in [base, base.next(count as i64 - 1)] {
+            let cursor = log.cursor_at(offset).unwrap().expect("readable");
+            let bytes = block_on(cursor.read(offset, 1)).unwrap();
+            let header = batch::check_batch(&bytes[..BatchHeader::parse(&bytes).unwrap().total_bytes()]).unwrap();
+            assert_eq!(header.base_offset, base, "reading {offset}");
+        }
+    }
+}
+
+#[test]
+fn appends_roll_and_every_offset_reads_back() {
+    for seed in 1..30 {
+        let storage = MemStorage::default();
+        let (mut log, _) = open(&storage, false);
+        let mut model = Model::default();
+        let mut rng = Rng(seed);
+        for i in 0..200 {
+            append_random(&mut log, &mut model, &mut rng, 1000 + i);
+            if rng.below(4) == 0 {
+                flush(&mut log).unwrap();
+                check_reads(&log, &model);
+            }
+        }
+        flush(&mut log).unwrap();
+        assert_eq!(log.high_watermark(), log.end());
+        assert!(log.segment_count() > 3, "seed {seed}: small segments must roll");
+        check_reads(&log, &model);
+        assert_eq!(log.cursor_at(log.end()).unwrap().is_none(), true);
+        assert_eq!(log.cursor_at(log.end().next(1)).err(), Some(ErrorCode::OffsetOutOfRange));
+    }
+}
+
+#[test]
+fn timestamp_lookup_finds_first_record_at_or_after() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(7);
+    for i in 0..100 {
+        append_random(&mut log, &mut model, &mut rng, 10_000 + i * 10);
+    }
+    flush(&mut log).unwrap();
+    for &(base, _, ts) in &model.batches {
+        let cursor = log.cursor_for_timestamp(ts).unwrap();
+        let (offset, _) = block_on(cursor.find_timestamp(ts)).unwrap().unwrap();
+        assert_eq!(offset, base, "timestamp {ts}");
+    }
+    assert!(log.cursor_for_timestamp(1_000_000).is_none());
+}
+
+#[test]
+fn crash_keeps_every_flushed_batch_and_truncates_torn_tails() {
+    for seed in 1..40 {
+        let storage = MemStorage::default();
+        let (mut log, _) = open(&storage, false);
+        let mut model = Model::default();
+        let mut rng = Rng(seed);
+        for i in 0..rng.below(150) + 1 {
+            append_random(&mut log, &mut model, &mut rng, i as i64);
+            if rng.below(5) == 0 {
+                flush(&mut log).unwrap();
+            }
+        }
+        let acked = log.high_watermark();
+        // A flush job that wrote (part of) its bytes but never synced: then power is lost.
+        if let Some(job) = log.take_flush() {
+            let _ = block_on(job.run());
+        }
+        drop(log);
+        storage.crash(|_, unsynced| if unsynced == 0 { 0 } else { (rng.next() as usize) % (unsynced + 1) });
+        let (mut log, _) = open(&storage, false);
+        assert!(log.end() >= acked, "seed {seed}: acknowledged data lost ({} < {acked})", log.end());
+        let kept: Vec<_> = model.batches.iter().filter(|(o, _, _)| *o < log.end()).cloned().collect();
+        let last = kept.last().unwrap();
+        assert_eq!(last.0.next(last.1 as i64), log.end(), "seed {seed}: recovery stops on a batch boundary");
+        check_reads(&log, &Model { batches: kept.clone() });
+        // The log keeps working after recovery.
+        let mut model = Model { batches: kept };
+        append_random(&mut log, &mut model, &mut rng, 5);
+        flush(&mut log).unwrap();
+        check_reads(&log, &model);
+    }
+}
+
+#[test]
+fn corruption_in_the_active_segment_truncates_from_there() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(3);
+    for i in 0..5 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    drop(log);
+    let mut logs: Vec<String> = storage.list_dir(&dir()).unwrap().into_iter().filter(|n| n.ends_with(".log")).collect();
+    logs.sort();
+    let last = dir().join(logs.last().unwrap());
+    let len = storage.file_len(&last).unwrap();
+    storage.corrupt(&last, len - 3, b"zzz");
+    let (log, report) = open(&storage, false);
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(log.end(), model.batches[4].0, "the corrupt last batch is dropped, the rest kept");
+    drop(log);
+    // Corruption in an earlier segment drops everything after it, later segments included.
+    let first = segment::log_path(&dir(), Offset(0));
+    storage.corrupt(&first, 70, b"zzz");
+    let (log, _) = open(&storage, false);
+    assert_eq!(log.end(), Offset(0));
+    assert_eq!(log.segment_count(), 1);
+}
+
+#[test]
+fn failed_fsync_never_acknowledges_and_fails_the_log() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(11);
+    append_random(&mut log, &mut model, &mut rng, 1);
+    flush(&mut log).unwrap();
+    let acked = log.high_watermark();
+    append_random(&mut log, &mut model, &mut rng, 2);
+    storage.fail_syncs(true);
+    assert_eq!(flush(&mut log), Err(ErrorCode::KafkaStorageError));
+    assert_eq!(log.high_watermark(), acked);
+    let bytes = batch(&[b"x"], 3, None);
+    let header = batch::check_batch(&bytes).unwrap();
+    assert_eq!(log.append(&bytes, &header, 0, 3), Err(ErrorCode::KafkaStorageError));
+}
+
+#[test]
+fn full_disk_never_acknowledges() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(12);
+    append_random(&mut log, &mut model, &mut rng, 1);
+    storage.fail_writes(true);
+    assert_eq!(flush(&mut log), Err(ErrorCode::KafkaStorageError));
+    assert_eq!(log.high_watermark(), Offset(0));
+}
+
+#[test]
+fn clean_reopen_trusts_indexes_and_skips_the_scan() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(5);
+    for i in 0..150 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    block_on(log.close_plan().run()).unwrap();
+    let end = log.end();
+    drop(log);
+    let (clean, clean_report) = open(&storage, true);
+    let (_, dirty_report) = open(&storage, false);
+    assert_eq!(clean.end(), end);
+    assert_eq!(clean_report.rebuilt_indexes, 0);
+    assert!(clean_report.batches_scanned < dirty_report.batches_scanned / 2, "{clean_report:?} vs {dirty_report:?}");
+    check_reads(&clean, &model);
+}
+
+#[test]
+fn truncate_drops_later_records_and_segments() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(9);
+    for i in 0..120 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    let segments_before = log.segment_count();
+    let cut = model.batches[40].0;
+    block_on(log.truncate_to(cut)).unwrap();
+    assert_eq!(log.end(), cut);
+    assert_eq!(log.high_watermark(), cut);
+    assert!(log.segment_count() < segments_before);
+    model.batches.truncate(40);
+    check_reads(&log, &model);
+    append_random(&mut log, &mut model, &mut rng, 500);
+    flush(&mut log).unwrap();
+    check_reads(&log, &model);
+    drop(log);
+    let (reopened, _) = open(&storage, false);
+    assert_eq!(reopened.end(), model.batches.last().map(|(o, n, _)| o.next(*n as i64)).unwrap());
+}

@@ -1,0 +1,115 @@
+//! Starts the real `sluice` binary for integration tests: a fresh data dir, a free loopback
+//! port, helpers to kill -9, stop with SIGTERM and restart on the same dir and port.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Broker {
+    pub port: u16,
+    pub cores: usize,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Broker {
+    /// Starts a broker with `cores` shards and extra `--set key=value` settings.
+    pub fn start(name: &str, cores: usize, settings: &[&str]) -> Broker {
+        let mut broker = Broker {
+            port: free_port(),
+            cores,
+            data_dir: fresh_dir(name),
+            child: None,
+            extra: settings.iter().map(|s| s.to_string()).collect(),
+        };
+        broker.launch();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--cores")
+            .arg(self.cores.to_string());
+        for setting in &self.extra {
+            cmd.arg("--set").arg(setting);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.join("broker.log")).unwrap();
+        cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
+        self.child = Some(cmd.spawn().expect("start sluice"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(self.bootstrap()).is_err() {
+            assert!(Instant::now() < deadline, "broker did not start; log:\n{}", self.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("broker exited with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("broker.log")).unwrap_or_default()
+    }
+
+    /// kill -9: no flush, no marker.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        child.wait().unwrap().success()
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the broker first");
+        self.launch();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        } else {
+            eprintln!("broker data and log kept in {}", self.data_dir.display());
+        }
+    }
+}
+
+/// Shard counts every integration test runs with.
+pub const SHARD_COUNTS: [usize; 2] = [1, 2];

@@ -1,0 +1,362 @@
+//! librdkafka (through the rdkafka crate, built from source) against the real broker, with 1
+//! and 2 shards: admin operations, every acks level, the idempotent producer, consuming with
+//! assign/seek/from-beginning, offsets by timestamp, and kill -9 in the middle of a stream.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Broker, SHARD_COUNTS};
+use futures::executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap()
+}
+
+fn create_topic(broker: &Broker, name: &str, partitions: i32) {
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = block_on(admin(broker).create_topics([&topic], &AdminOptions::new())).unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+/// Records delivery reports: the values the broker acknowledged, and failures.
+#[derive(Clone, Default)]
+struct Deliveries {
+    acked: Arc<Mutex<Vec<(i32, i64, String)>>>,
+    failed: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                self.acked.lock().unwrap().push((m.partition(), m.offset(), value));
+            }
+            Err((e, m)) => self.failed.lock().unwrap().push(format!("{e}: {:?}", m.payload().map(String::from_utf8_lossy))),
+        }
+    }
+}
+
+fn producer(broker: &Broker, settings: &[(&str, &str)]) -> (ThreadedProducer<Deliveries>, Deliveries) {
+    let deliveries = Deliveries::default();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap()).set("linger.ms", "2");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    (config.create_with_context(deliveries.clone()).unwrap(), deliveries)
+}
+
+fn consumer(broker: &Broker) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("enable.auto.commit", "false")
+        .set("group.id", "sluice-tests-unused")
+        .create()
+        .unwrap()
+}
+
+/// A consumed record: (partition, offset, key, value, headers, timestamp).
+type Consumed = (i32, i64, Option<String>, String, Vec<(String, String)>, i64);
+
+/// Assigns every partition from `offset` and reads until `expected` records arrived.
+fn consume_all(broker: &Broker, topic: &str, partitions: i32, offset: Offset, expected: usize) -> Vec<Consumed> {
+    let consumer = consumer(broker);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, offset).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|Header { key, value }| (key.to_string(), String::from_utf8_lossy(value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                    headers,
+                    m.timestamp().to_millis().unwrap_or(-1),
+                ));
+            }
+            Some(Err(e)) => panic!("consume error: {e}"),
+            None => {}
+        }
+    }
+    // A little longer, to catch duplicates beyond what was expected.
+    let until = std::time::Instant::now() + Duration::from_millis(300);
+    while std::time::Instant::now() < until {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            out.push((m.partition(), m.offset(), None, String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), vec![], -1));
+        }
+    }
+    out
+}
+
+#[test]
+fn admin_creates_grows_and_deletes_topics() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("admin", cores, &[]);
+        let admin = admin(&broker);
+        let opts = AdminOptions::new();
+        create_topic(&broker, "orders", 3);
+        let again = block_on(admin.create_topics([&NewTopic::new("orders", 3, TopicReplication::Fixed(1))], &opts)).unwrap();
+        assert_eq!(again[0], Err(("orders".to_string(), RDKafkaErrorCode::TopicAlreadyExists)));
+        let bad = block_on(admin.create_topics([&NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))], &opts)).unwrap();
+        assert_eq!(bad[0], Err(("bad/name".to_string(), RDKafkaErrorCode::InvalidTopic)));
+        let rf3 = block_on(admin.create_topics([&NewTopic::new("rf3", 1, TopicReplication::Fixed(3))], &opts)).unwrap();
+        assert_eq!(rf3[0], Err(("rf3".to_string(), RDKafkaErrorCode::InvalidReplicationFactor)));
+
+        let grown = block_on(admin.create_partitions([&NewPartitions::new("orders", 5)], &opts)).unwrap();
+        assert!(grown[0].is_ok(), "{grown:?}");
+        let shrink = block_on(admin.create_partitions([&NewPartitions::new("orders", 2)], &opts)).unwrap();
+        assert_eq!(shrink[0], Err(("orders".to_string(), RDKafkaErrorCode::InvalidPartitions)));
+        let md = consumer(&broker).fetch_metadata(Some("orders"), TIMEOUT).unwrap();
+        assert_eq!(md.topics()[0].partitions().len(), 5);
+
+        // The new partitions take writes.
+        let (producer, deliveries) = producer(&broker, &[]);
+        producer.send(BaseRecord::<(), _>::to("orders").partition(4).payload("p4")).unwrap();
+        producer.flush(TIMEOUT).unwrap();
+        assert_eq!(deliveries.acked.lock().unwrap().len(), 1);
+
+        let deleted = block_on(admin.delete_topics(&["orders"], &opts)).unwrap();
+        assert!(deleted[0].is_ok(), "{deleted:?}");
+        let missing = block_on(admin.delete_topics(&["orders"], &opts)).unwrap();
+        assert_eq!(missing[0], Err(("orders".to_string(), RDKafkaErrorCode::UnknownTopicOrPartition)));
+        assert!(!broker.data_dir.join("orders-0").exists(), "partition directories are removed");
+
+        let configs = block_on(admin.describe_configs([&rdkafka::admin::ResourceSpecifier::Broker(1)], &opts)).unwrap();
+        let broker_config = configs[0].as_ref().unwrap();
+        assert!(broker_config.get("log.flush.interval.messages").is_some());
+    }
+}
+
+/// Every produced record comes back exactly once, in order per partition, with key, value,
+/// headers and timestamp intact.
+fn round_trip(cores: usize, acks: &str) {
+    let broker = Broker::start(&format!("acks{acks}"), cores, &[]);
+    let topic = "round-trip";
+    create_topic(&broker, topic, 4);
+    let (producer, deliveries) = producer(&broker, &[("acks", acks), ("enable.idempotence", "false")]);
+    let n = 2000;
+    for i in 0..n {
+        let value = format!("value-{i}");
+        let key = format!("key-{}", i % 17);
+        let headers = OwnedHeaders::new().insert(Header { key: "h", value: Some(&format!("hv-{i}")) });
+        let record = BaseRecord::to(topic).partition(i % 4).key(&key).payload(&value).headers(headers).timestamp(1_600_000_000_000 + i as i64);
+        producer.send(record).unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+    assert!(deliveries.failed.lock().unwrap().is_empty(), "{:?}", deliveries.failed.lock().unwrap());
+    let consumed = consume_all(&broker, topic, 4, Offset::Beginning, n as usize);
+    assert_eq!(consumed.len(), n as usize, "acks={acks} cores={cores}: exactly once");
+    let mut next_offset: HashMap<i32, i64> = HashMap::new();
+    let mut last_index: HashMap<i32, i64> = HashMap::new();
+    for (partition, offset, key, value, headers, timestamp) in consumed {
+        let i: i64 = value.strip_prefix("value-").unwrap().parse().unwrap();
+        assert_eq!(i % 4, partition as i64);
+        assert_eq!(key, Some(format!("key-{}", i % 17)));
+        assert_eq!(headers, vec![("h".to_string(), format!("hv-{i}"))]);
+        assert_eq!(timestamp, 1_600_000_000_000 + i);
+        let expected = next_offset.entry(partition).or_insert(0);
+        assert_eq!(offset, *expected, "consecutive offsets");
+        *expected += 1;
+        let last = last_index.entry(partition).or_insert(-1);
+        assert!(i > *last, "in order per partition");
+        *last = i;
+    }
+}
+
+#[test]
+fn records_round_trip_with_acks_all() {
+    for cores in SHARD_COUNTS {
+        round_trip(cores, "all");
+    }
+}
+
+#[test]
+fn records_round_trip_with_acks_1_and_0() {
+    for cores in SHARD_COUNTS {
+        round_trip(cores, "1");
+        round_trip(cores, "0");
+    }
+}
+
+#[test]
+fn idempotent_producer_writes_exactly_once_in_order() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("idempotent", cores, &[]);
+        create_topic(&broker, "idem", 3);
+        let (producer, deliveries) = producer(&broker, &[("enable.idempotence", "true"), ("max.in.flight.requests.per.connection", "5")]);
+        let n = 3000;
+        for i in 0..n {
+            producer.send(BaseRecord::<(), _>::to("idem").partition(i % 3).payload(&format!("{i}"))).unwrap();
+        }
+        producer.flush(TIMEOUT).unwrap();
+        assert_eq!(deliveries.acked.lock().unwrap().len(), n as usize);
+        let consumed = consume_all(&broker, "idem", 3, Offset::Beginning, n as usize);
+        assert_eq!(consumed.len(), n as usize);
+        let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for (p, _, _, v, _, _) in consumed {
+            per_partition.entry(p).or_default().push(v.parse().unwrap());
+        }
+        for values in per_partition.values() {
+            assert!(values.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
+        }
+    }
+}
+
+#[test]
+fn seek_and_offsets_by_timestamp() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("seek", cores, &[]);
+        create_topic(&broker, "times", 1);
+        let (producer, _) = producer(&broker, &[("linger.ms", "0")]);
+        for i in 0..20i64 {
+            producer.send(BaseRecord::<(), _>::to("times").partition(0).payload(&format!("{i}")).timestamp(1_000_000 + i * 1000)).unwrap();
+            producer.flush(TIMEOUT).unwrap(); // one batch per record
+        }
+        let consumer = consumer(&broker);
+        let mut query = TopicPartitionList::new();
+        query.add_partition_offset("times", 0, Offset::Offset(1_005_500)).unwrap();
+        let found = consumer.offsets_for_times(query, TIMEOUT).unwrap();
+        assert_eq!(found.find_partition("times", 0).unwrap().offset(), Offset::Offset(6));
+        let mut beyond = TopicPartitionList::new();
+        beyond.add_partition_offset("times", 0, Offset::Offset(9_000_000)).unwrap();
+        let found = consumer.offsets_for_times(beyond, TIMEOUT).unwrap();
+        assert_eq!(found.find_partition("times", 0).unwrap().offset(), Offset::End);
+        let (low, high) = consumer.fetch_watermarks("times", 0, TIMEOUT).unwrap();
+        assert_eq!((low, high), (0, 20));
+
+        let from_12 = consume_all(&broker, "times", 1, Offset::Offset(12), 8);
+        assert_eq!(from_12.iter().map(|c| c.3.clone()).collect::<Vec<_>>(), (12..20).map(|i| i.to_string()).collect::<Vec<_>>());
+        let from_end = consume_all(&broker, "times", 1, Offset::End, 0);
+        assert!(from_end.is_empty());
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset("times", 0, Offset::Beginning).unwrap();
+        consumer.assign(&assignment).unwrap();
+        let first = loop {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                break m.unwrap().offset();
+            }
+        };
+        assert_eq!(first, 0);
+        consumer.seek("times", 0, Offset::Offset(17), TIMEOUT).unwrap();
+        let after_seek = loop {
+            if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                let m = m.unwrap();
+                if m.offset() >= 17 {
+                    break m.offset();
+                }
+            }
+        };
+        assert_eq!(after_seek, 17);
+    }
+}
+
+#[test]
+fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
+    for cores in SHARD_COUNTS {
+        let mut broker = Broker::start("kill9", cores, &[]);
+        create_topic(&broker, "durable", 4);
+        let (producer, deliveries) = producer(
+            &broker,
+            &[("enable.idempotence", "true"), ("message.timeout.ms", "60000"), ("reconnect.backoff.max.ms", "200")],
+        );
+        let n = 20_000;
+        let producer = Arc::new(producer);
+        // A paced stream, so the kill lands in the middle of it.
+        let sender = {
+            let producer = producer.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    let value = format!("{i}");
+                    loop {
+                        match producer.send(BaseRecord::<(), _>::to("durable").partition(i % 4).payload(&value)) {
+                            Ok(()) => break,
+                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => std::thread::sleep(Duration::from_millis(5)),
+                            Err((e, _)) => panic!("send: {e}"),
+                        }
+                    }
+                    if i % 200 == 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while deliveries.acked.lock().unwrap().len() < n as usize / 4 {
+            assert!(std::time::Instant::now() < deadline, "no progress before the kill");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        broker.kill9();
+        let killed = deliveries.acked.lock().unwrap().len() < n as usize;
+        std::thread::sleep(Duration::from_millis(200));
+        broker.restart();
+        sender.join().unwrap();
+        producer.flush(Duration::from_secs(60)).unwrap();
+        assert!(killed, "the broker was killed mid-stream");
+        let acked: Vec<String> = deliveries.acked.lock().unwrap().iter().map(|(_, _, v)| v.clone()).collect();
+        assert!(deliveries.failed.lock().unwrap().is_empty(), "{:?}", &deliveries.failed.lock().unwrap()[..1]);
+        assert_eq!(acked.len(), n as usize);
+        let consumed = consume_all(&broker, "durable", 4, Offset::Beginning, n as usize);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (_, _, _, v, _, _) in &consumed {
+            *counts.entry(v.clone()).or_default() += 1;
+        }
+        for v in &acked {
+            assert_eq!(counts.get(v), Some(&1), "cores={cores}: acknowledged record {v} must be there exactly once");
+        }
+        assert_eq!(consumed.len(), n as usize, "no duplicates");
+        assert!(broker.log().contains("recover") || broker.log().contains("recovering"), "the restart recovered the logs");
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_restart_keeps_everything() {
+    let mut broker = Broker::start("sigterm", 2, &[]);
+    create_topic(&broker, "kept", 2);
+    let (producer, _) = producer(&broker, &[]);
+    for i in 0..500 {
+        producer.send(BaseRecord::<(), _>::to("kept").partition(i % 2).payload(&format!("{i}"))).unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+    drop(producer);
+    assert!(broker.terminate(), "exit status 0 after SIGTERM");
+    assert!(broker.data_dir.join(".clean_shutdown").exists());
+    broker.restart();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !broker.log().contains("clean start") {
+        assert!(std::time::Instant::now() < deadline, "{}", broker.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(consume_all(&broker, "kept", 2, Offset::Beginning, 500).len(), 500);
+}
