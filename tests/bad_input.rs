@@ -1,0 +1,237 @@
+//! Bad input over a raw socket against the real broker: oversized, truncated and garbage frames,
+//! unknown APIs and versions, corrupt batches and unknown topics each get their Kafka error code
+//! or a closed connection, and the broker keeps serving.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use common::{Broker, SHARD_COUNTS};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+fn connect(broker: &Broker) -> TcpStream {
+    let stream = TcpStream::connect(broker.bootstrap()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+fn send_raw(stream: &mut TcpStream, frame: &[u8]) {
+    stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    stream.write_all(frame).unwrap();
+}
+
+fn request_frame(api: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(42)
+        .with_client_id(Some(StrBytes::from_static_str("raw")));
+    header.encode(&mut buf, api.request_header_version(version)).unwrap();
+    body.encode(&mut buf, version).unwrap();
+    buf.to_vec()
+}
+
+/// Reads one response frame; `None` if the broker closed the connection.
+fn read_response(stream: &mut TcpStream) -> Option<Bytes> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(Bytes::from(body))
+}
+
+fn assert_closed(stream: &mut TcpStream, what: &str) {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) | Err(_) => {}
+        Ok(_) => panic!("{what}: the broker answered instead of closing"),
+    }
+}
+
+fn call<R: Decodable>(broker: &Broker, api: ApiKey, version: i16, body: &impl Encodable) -> R {
+    let mut stream = connect(broker);
+    send_raw(&mut stream, &request_frame(api, version, body));
+    let mut response = read_response(&mut stream).expect("a response");
+    ResponseHeader::decode(&mut response, api.response_header_version(version)).unwrap();
+    R::decode(&mut response, version).unwrap()
+}
+
+fn still_serving(broker: &Broker) {
+    let metadata: MetadataResponse = call(broker, ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert_eq!(metadata.brokers.len(), 1);
+}
+
+#[test]
+fn malformed_frames_close_the_connection_and_nothing_else() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("frames", cores, &["socket.request.max.bytes=65536"]);
+        let mut oversized = connect(&broker);
+        oversized.write_all(&(1_000_000i32).to_be_bytes()).unwrap();
+        assert_closed(&mut oversized, "frame over socket.request.max.bytes");
+
+        let mut negative = connect(&broker);
+        negative.write_all(&(-5i32).to_be_bytes()).unwrap();
+        assert_closed(&mut negative, "negative frame size");
+
+        let mut unknown_api = connect(&broker);
+        send_raw(&mut unknown_api, &[0x7f, 0x7f, 0, 0, 0, 0, 0, 1]);
+        assert_closed(&mut unknown_api, "unknown API key");
+
+        let mut garbage = connect(&broker);
+        let mut frame = request_frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+        frame.truncate(12);
+        frame.extend_from_slice(&[0xff; 7]);
+        send_raw(&mut garbage, &frame);
+        assert_closed(&mut garbage, "garbage Metadata body");
+
+        // An array count of 2^31 in a tiny frame: refused before any allocation.
+        let mut huge_count = connect(&broker);
+        let mut frame = request_frame(ApiKey::CreateTopics, 2, &CreateTopicsRequest::default());
+        let header_len = frame.len() - 9; // topics count (4) + timeout (4) + validate_only (1)
+        frame[header_len..header_len + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        send_raw(&mut huge_count, &frame);
+        assert_closed(&mut huge_count, "absurd array count");
+
+        let mut truncated = connect(&broker);
+        truncated.write_all(&(100i32).to_be_bytes()).unwrap();
+        truncated.write_all(&[0, 3, 0, 12]).unwrap();
+        drop(truncated); // the broker sees a truncated frame and closes its side
+
+        let mut old_produce = connect(&broker);
+        send_raw(&mut old_produce, &[0, 0, 0, 1, 0, 0, 0, 9, 0, 0]);
+        assert_closed(&mut old_produce, "Produce v1 (message format 0/1)");
+
+        still_serving(&broker);
+    }
+}
+
+#[test]
+fn api_versions_too_new_gets_the_v0_answer_with_unsupported_version() {
+    let broker = Broker::start("apiversions", 1, &[]);
+    let mut stream = connect(&broker);
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
+    frame.extend_from_slice(&99i16.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    send_raw(&mut stream, &frame);
+    let mut response = read_response(&mut stream).unwrap();
+    assert_eq!(response.get_i32(), 7, "correlation id");
+    let body = ApiVersionsResponse::decode(&mut response, 0).unwrap();
+    assert_eq!(body.error_code, 35);
+    let produce = body.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+    assert_eq!((produce.min_version, produce.max_version), (0, 11));
+}
+
+fn produce_to(topic: &str, records: Bytes) -> ProduceRequest {
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(records));
+    let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_data(vec![partition]);
+    ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![topic])
+}
+
+/// A valid one-record v2 batch (no key, value "v"), CRC included.
+fn valid_batch() -> Vec<u8> {
+    let record: [u8; 8] = [7 << 1, 0, 0, 0, 1, 2, b'v', 0]; // length 7, attrs, ts delta, offset delta, key -1, value len 1, "v", headers 0
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + record.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&1000i64.to_be_bytes());
+    b.extend_from_slice(&1000i64.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn produce_error(broker: &Broker, topic: &str, records: Vec<u8>) -> i16 {
+    let response: ProduceResponse = call(broker, ApiKey::Produce, 9, &produce_to(topic, Bytes::from(records)));
+    response.responses[0].partition_responses[0].error_code
+}
+
+#[test]
+fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("batches", cores, &["message.max.bytes=1000", "auto.create.topics.enable=false"]);
+        let _: MetadataResponse = call(&broker, ApiKey::Metadata, 12, &MetadataRequest::default());
+        let create = kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_num_partitions(1)
+            .with_replication_factor(1);
+        let _: kafka_protocol::messages::CreateTopicsResponse =
+            call(&broker, ApiKey::CreateTopics, 5, &CreateTopicsRequest::default().with_topics(vec![create]).with_timeout_ms(5000));
+
+        assert_eq!(produce_error(&broker, "t", valid_batch()), 0);
+        let mut bad_crc = valid_batch();
+        *bad_crc.last_mut().unwrap() ^= 0xff;
+        assert_eq!(produce_error(&broker, "t", bad_crc), 2, "CORRUPT_MESSAGE");
+        let mut bad_magic = valid_batch();
+        bad_magic[16] = 1;
+        assert_eq!(produce_error(&broker, "t", bad_magic), 43, "UNSUPPORTED_FOR_MESSAGE_FORMAT");
+        let mut bad_count = valid_batch();
+        bad_count[57..61].copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&bad_count[21..]);
+        bad_count[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(produce_error(&broker, "t", bad_count), 2, "lastOffsetDelta vs count");
+        let mut control = valid_batch();
+        control[22] |= 0x20;
+        let crc = crc32c::crc32c(&control[21..]);
+        control[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(produce_error(&broker, "t", control), 87, "INVALID_RECORD: clients may not write control batches");
+        let mut big = valid_batch();
+        big.truncate(61);
+        let value = vec![b'x'; 2000];
+        let mut record = vec![];
+        let len = (7 + value.len() + 2) as i64; // attrs, ts, off, key, varint len (2 bytes), value, headers
+        record.extend(zigzag(len));
+        record.extend_from_slice(&[0, 0, 0, 1]);
+        record.extend(zigzag(value.len() as i64));
+        record.extend_from_slice(&value);
+        record.push(0);
+        big.extend_from_slice(&record);
+        let total = big.len() as i32 - 12;
+        big[8..12].copy_from_slice(&total.to_be_bytes());
+        let crc = crc32c::crc32c(&big[21..]);
+        big[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(produce_error(&broker, "t", big), 10, "MESSAGE_TOO_LARGE over message.max.bytes");
+        assert_eq!(produce_error(&broker, "t", valid_batch()[..30].to_vec()), 2, "truncated batch");
+        assert_eq!(produce_error(&broker, "nope", valid_batch()), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+
+        let request = MetadataRequest::default().with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("nope"))))]));
+        let metadata: MetadataResponse = call(&broker, ApiKey::Metadata, 12, &request);
+        assert_eq!(metadata.topics[0].error_code, 3, "no auto-create when disabled");
+        still_serving(&broker);
+    }
+}
+
+fn zigzag(v: i64) -> Vec<u8> {
+    let mut raw = ((v << 1) ^ (v >> 63)) as u64;
+    let mut out = vec![];
+    loop {
+        let byte = (raw & 0x7f) as u8;
+        raw >>= 7;
+        if raw == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
