@@ -91,9 +91,15 @@ impl Config {
             }
         }
         let get = |key: &str| -> String {
-            props.get(key).cloned().unwrap_or_else(|| default_of(key).to_string())
+            props
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| default_of(key).to_string())
         };
-        let listen = props.get("listen").map(String::as_str).unwrap_or("127.0.0.1:9092");
+        let listen = props
+            .get("listen")
+            .map(String::as_str)
+            .unwrap_or("127.0.0.1:9092");
         let data_dir = props
             .get("data.dir")
             .or_else(|| props.get("log.dirs"))
@@ -101,10 +107,17 @@ impl Config {
             .unwrap_or_else(|| "./sluice-data".to_string());
         let cores = match props.get("cores") {
             Some(v) => parse_in_range("cores", v, 1, 1024)? as usize,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         };
         let log = LogConfig {
-            segment_bytes: parse_in_range("log.segment.bytes", &get("log.segment.bytes"), 14, 1 << 31)? as u64,
+            segment_bytes: parse_in_range(
+                "log.segment.bytes",
+                &get("log.segment.bytes"),
+                14,
+                1 << 31,
+            )? as u64,
             segment_ms: parse_in_range("log.roll.ms", &get("log.roll.ms"), 1, i64::MAX)?,
             index_interval_bytes: parse_in_range(
                 "log.index.interval.bytes",
@@ -112,19 +125,32 @@ impl Config {
                 0,
                 i32::MAX as i64,
             )? as u32,
-            max_message_bytes: parse_in_range("message.max.bytes", &get("message.max.bytes"), 0, i32::MAX as i64)?
-                as usize,
+            max_message_bytes: parse_in_range(
+                "message.max.bytes",
+                &get("message.max.bytes"),
+                0,
+                i32::MAX as i64,
+            )? as usize,
             timestamp_type: parse_timestamp_type(&get("log.message.timestamp.type"))?,
             flush: parse_flush_policy(&get("log.flush.interval.messages"))?,
         };
         let config = Config {
-            listen: listen.parse().with_context(|| format!("listen: {listen:?} is not HOST:PORT (an IP address and port)"))?,
+            listen: listen.parse().with_context(|| {
+                format!("listen: {listen:?} is not HOST:PORT (an IP address and port)")
+            })?,
             data_dir: PathBuf::from(data_dir),
             cores,
             node_id: parse_in_range("node.id", &get("node.id"), 0, i32::MAX as i64)? as i32,
-            num_partitions: parse_in_range("num.partitions", &get("num.partitions"), 1, limits::TOPIC_PARTITIONS_MAX as i64)?
-                as i32,
-            auto_create_topics: parse_bool("auto.create.topics.enable", &get("auto.create.topics.enable"))?,
+            num_partitions: parse_in_range(
+                "num.partitions",
+                &get("num.partitions"),
+                1,
+                limits::TOPIC_PARTITIONS_MAX as i64,
+            )? as i32,
+            auto_create_topics: parse_bool(
+                "auto.create.topics.enable",
+                &get("auto.create.topics.enable"),
+            )?,
             socket_request_max_bytes: parse_in_range(
                 "socket.request.max.bytes",
                 &get("socket.request.max.bytes"),
@@ -132,11 +158,21 @@ impl Config {
                 i32::MAX as i64,
             )? as usize,
             log,
-            spin_before_park_us: parse_in_range("sluice.spin.before.park.us", &get("sluice.spin.before.park.us"), 0, 1_000_000)?
-                as u64,
+            spin_before_park_us: parse_in_range(
+                "sluice.spin.before.park.us",
+                &get("sluice.spin.before.park.us"),
+                0,
+                1_000_000,
+            )? as u64,
             overrides: props.clone(),
         };
-        if parse_in_range("default.replication.factor", &get("default.replication.factor"), 1, 1)? != 1 {
+        if parse_in_range(
+            "default.replication.factor",
+            &get("default.replication.factor"),
+            1,
+            1,
+        )? != 1
+        {
             bail!("default.replication.factor must be 1 on a single broker");
         }
         Ok(config)
@@ -144,7 +180,12 @@ impl Config {
 
     /// The effective value of a broker key, for DescribeConfigs.
     pub fn value_of(&self, key: &str) -> Option<String> {
-        self.overrides.get(key).cloned().or_else(|| BROKER_KEYS.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
+        self.overrides.get(key).cloned().or_else(|| {
+            BROKER_KEYS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
     }
 }
 
@@ -156,7 +197,8 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>> {
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
-        let (key, value) = split_assignment(line).with_context(|| format!("line {}: expected key=value, got {line:?}", number + 1))?;
+        let (key, value) = split_assignment(line)
+            .with_context(|| format!("line {}: expected key=value, got {line:?}", number + 1))?;
         props.insert(key, value);
     }
     Ok(props)
@@ -164,7 +206,9 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>> {
 
 /// Splits `key=value` (or `key:value`, as Java properties allow).
 pub fn split_assignment(text: &str) -> Result<(String, String)> {
-    let Some(at) = text.find(['=', ':']) else { bail!("{text:?} has no '='") };
+    let Some(at) = text.find(['=', ':']) else {
+        bail!("{text:?} has no '='")
+    };
     let key = text[..at].trim();
     if key.is_empty() {
         bail!("{text:?} has an empty key");
@@ -173,11 +217,18 @@ pub fn split_assignment(text: &str) -> Result<(String, String)> {
 }
 
 fn default_of(key: &str) -> &'static str {
-    BROKER_KEYS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).unwrap_or("")
+    BROKER_KEYS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+        .unwrap_or("")
 }
 
 fn parse_in_range(key: &str, value: &str, min: i64, max: i64) -> Result<i64> {
-    let parsed: i64 = value.trim().parse().with_context(|| format!("{key}: {value:?} is not an integer"))?;
+    let parsed: i64 = value
+        .trim()
+        .parse()
+        .with_context(|| format!("{key}: {value:?} is not an integer"))?;
     if parsed < min || parsed > max {
         bail!("{key}: {parsed} is outside the allowed range {min}..={max}");
     }
@@ -204,7 +255,11 @@ pub fn parse_timestamp_type(value: &str) -> Result<TimestampType> {
 /// `log.flush.interval.messages` / `flush.messages`: 1 means fsync before every acknowledgement.
 pub fn parse_flush_policy(value: &str) -> Result<FlushPolicy> {
     let n = parse_in_range("log.flush.interval.messages", value, 1, i64::MAX)?;
-    Ok(if n == 1 { FlushPolicy::Durable } else { FlushPolicy::EveryMessages(n as u64) })
+    Ok(if n == 1 {
+        FlushPolicy::Durable
+    } else {
+        FlushPolicy::EveryMessages(n as u64)
+    })
 }
 
 impl LogConfig {
@@ -216,16 +271,33 @@ impl LogConfig {
             "segment.index.bytes" | "index.interval.bytes" => {
                 self.index_interval_bytes = parse_in_range(key, value, 0, i32::MAX as i64)? as u32
             }
-            "max.message.bytes" => self.max_message_bytes = parse_in_range(key, value, 0, i32::MAX as i64)? as usize,
+            "max.message.bytes" => {
+                self.max_message_bytes = parse_in_range(key, value, 0, i32::MAX as i64)? as usize
+            }
             "message.timestamp.type" => self.timestamp_type = parse_timestamp_type(value)?,
             "flush.messages" => self.flush = parse_flush_policy(value)?,
             // Accepted and reported back; enforced by the retention and compaction work.
-            "retention.ms" | "retention.bytes" | "cleanup.policy" | "min.insync.replicas" | "compression.type"
-            | "delete.retention.ms" | "min.compaction.lag.ms" | "max.compaction.lag.ms" | "message.downconversion.enable"
-            | "unclean.leader.election.enable" | "file.delete.delay.ms" | "flush.ms" | "preallocate"
-            | "message.timestamp.difference.max.ms" | "message.timestamp.before.max.ms"
-            | "message.timestamp.after.max.ms" | "segment.jitter.ms" | "local.retention.ms" | "local.retention.bytes"
-            | "remote.storage.enable" | "min.cleanable.dirty.ratio" => {
+            "retention.ms"
+            | "retention.bytes"
+            | "cleanup.policy"
+            | "min.insync.replicas"
+            | "compression.type"
+            | "delete.retention.ms"
+            | "min.compaction.lag.ms"
+            | "max.compaction.lag.ms"
+            | "message.downconversion.enable"
+            | "unclean.leader.election.enable"
+            | "file.delete.delay.ms"
+            | "flush.ms"
+            | "preallocate"
+            | "message.timestamp.difference.max.ms"
+            | "message.timestamp.before.max.ms"
+            | "message.timestamp.after.max.ms"
+            | "segment.jitter.ms"
+            | "local.retention.ms"
+            | "local.retention.bytes"
+            | "remote.storage.enable"
+            | "min.cleanable.dirty.ratio" => {
                 if value.trim().is_empty() {
                     bail!("{key}: empty value");
                 }
@@ -270,7 +342,10 @@ mod tests {
     #[test]
     fn flush_policy_maps_kafka_names() {
         assert_eq!(parse_flush_policy("1").unwrap(), FlushPolicy::Durable);
-        assert_eq!(parse_flush_policy("9223372036854775807").unwrap(), FlushPolicy::EveryMessages(i64::MAX as u64));
+        assert_eq!(
+            parse_flush_policy("9223372036854775807").unwrap(),
+            FlushPolicy::EveryMessages(i64::MAX as u64)
+        );
         assert!(parse_flush_policy("0").is_err());
     }
 }

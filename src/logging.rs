@@ -14,7 +14,9 @@ impl log::Log for StderrLogger {
         if !self.enabled(record.metadata()) || !record.target().starts_with("sluice") {
             return;
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let (secs, millis) = (now.as_secs(), now.subsec_millis());
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("main");

@@ -68,8 +68,10 @@ fn properties_from_args(args: &[String]) -> Result<BTreeMap<String, String>> {
             "--cores" => drop(flag_props.insert("cores".to_string(), value()?.clone())),
             "--config" => {
                 let path = value()?;
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {path}"))?;
-                file_props = parse_properties(&text).with_context(|| format!("config file {path}"))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {path}"))?;
+                file_props =
+                    parse_properties(&text).with_context(|| format!("config file {path}"))?;
             }
             "--set" => {
                 let (k, v) = split_assignment(value()?)?;
@@ -85,7 +87,8 @@ fn properties_from_args(args: &[String]) -> Result<BTreeMap<String, String>> {
 fn serve(args: &[String]) -> Result<()> {
     let props = properties_from_args(args)?;
     let config = Config::from_properties(&props).context("invalid configuration")?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_start = marker.exists();
@@ -100,7 +103,11 @@ fn serve(args: &[String]) -> Result<()> {
         config.cores,
         config.data_dir.display(),
         image.topics.len(),
-        if clean_start { "clean" } else { "recovering (no clean-shutdown marker)" }
+        if clean_start {
+            "clean"
+        } else {
+            "recovering (no clean-shutdown marker)"
+        }
     );
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
@@ -119,8 +126,14 @@ fn serve(args: &[String]) -> Result<()> {
 /// One broker per data dir: an exclusive advisory lock held for the life of the process.
 fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
     let file = File::create(dir.join(LOCK_FILE))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, errno)| anyhow::anyhow!("data dir {} is in use by another sluice ({errno})", dir.display()))
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| {
+            anyhow::anyhow!(
+                "data dir {} is in use by another sluice ({errno})",
+                dir.display()
+            )
+        },
+    )
 }
 
 /// Blocks SIGTERM and SIGINT in every thread (the shards inherit the mask) and waits for them on a
@@ -130,11 +143,13 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     signals.thread_block().context("blocking signals")?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        if let Ok(signal) = signals.wait() {
-            log::info!("{signal:?} received: flushing and stopping");
-            stop.store(true, Ordering::Relaxed);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(signal) = signals.wait() {
+                log::info!("{signal:?} received: flushing and stopping");
+                stop.store(true, Ordering::Relaxed);
+            }
+        })?;
     Ok(())
 }

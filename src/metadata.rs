@@ -52,9 +52,15 @@ impl MetadataImage {
 
     /// Serializes the image: a header line, then `key value` lines; config values escaped.
     pub fn encode(&self) -> String {
-        let mut out = format!("{HEADER}\ncluster.id {}\nproducer.ids.reserved.to {}\n", self.cluster_id, self.producer_ids_reserved_to);
+        let mut out = format!(
+            "{HEADER}\ncluster.id {}\nproducer.ids.reserved.to {}\n",
+            self.cluster_id, self.producer_ids_reserved_to
+        );
         for topic in self.topics.values() {
-            out.push_str(&format!("topic {} {} {}", topic.name, topic.id, topic.partitions));
+            out.push_str(&format!(
+                "topic {} {} {}",
+                topic.name, topic.id, topic.partitions
+            ));
             for (k, v) in &topic.configs {
                 out.push_str(&format!(" {}={}", escape(k), escape(v)));
             }
@@ -73,21 +79,45 @@ impl MetadataImage {
         for line in lines {
             let mut words = line.split(' ');
             match words.next() {
-                Some("cluster.id") => image.cluster_id = words.next().context("cluster.id without value")?.to_string(),
+                Some("cluster.id") => {
+                    image.cluster_id = words
+                        .next()
+                        .context("cluster.id without value")?
+                        .to_string()
+                }
                 Some("producer.ids.reserved.to") => {
-                    image.producer_ids_reserved_to = words.next().context("missing value")?.parse().context("producer ids")?
+                    image.producer_ids_reserved_to = words
+                        .next()
+                        .context("missing value")?
+                        .parse()
+                        .context("producer ids")?
                 }
                 Some("topic") => {
                     let name = words.next().context("topic without name")?.to_string();
-                    let id = Uuid::parse_str(words.next().context("topic without id")?).context("topic id")?;
-                    let partitions: i32 = words.next().context("topic without partitions")?.parse().context("partition count")?;
+                    let id = Uuid::parse_str(words.next().context("topic without id")?)
+                        .context("topic id")?;
+                    let partitions: i32 = words
+                        .next()
+                        .context("topic without partitions")?
+                        .parse()
+                        .context("partition count")?;
                     let mut configs = BTreeMap::new();
                     for pair in words {
                         let (k, v) = pair.split_once('=').context("config without '='")?;
                         configs.insert(unescape(k)?, unescape(v)?);
                     }
-                    let log_config = topic_log_config(broker, &configs).with_context(|| format!("topic {name}"))?;
-                    image.topics.insert(name.clone(), Arc::new(TopicMeta { name, id, partitions, configs, log_config }));
+                    let log_config = topic_log_config(broker, &configs)
+                        .with_context(|| format!("topic {name}"))?;
+                    image.topics.insert(
+                        name.clone(),
+                        Arc::new(TopicMeta {
+                            name,
+                            id,
+                            partitions,
+                            configs,
+                            log_config,
+                        }),
+                    );
                 }
                 Some("") | None => {}
                 Some(other) => bail!("unknown metadata line kind {other:?}"),
@@ -98,7 +128,10 @@ impl MetadataImage {
 }
 
 /// The broker's log config with a topic's overrides applied; an error names the bad key.
-pub fn topic_log_config(broker: &LogConfig, configs: &BTreeMap<String, String>) -> Result<LogConfig> {
+pub fn topic_log_config(
+    broker: &LogConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig> {
     let mut config = broker.clone();
     for (k, v) in configs {
         config.apply_topic_config(k, v)?;
@@ -137,7 +170,9 @@ pub fn is_valid_topic_name(name: &str) -> bool {
         && name.len() <= limits::TOPIC_NAME_MAX_BYTES
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// The shard that owns a partition: partitions of one topic are spread round-robin from a
@@ -161,10 +196,12 @@ pub fn partition_dir(data_dir: &Path, tp: &TopicPartition) -> PathBuf {
 pub fn load_or_init(config: &Config) -> Result<MetadataImage> {
     let path = config.data_dir.join(METADATA_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => MetadataImage::decode(&text, &config.log).with_context(|| format!("reading {}", path.display())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            Ok(MetadataImage { cluster_id: new_cluster_id(), ..MetadataImage::default() })
-        }
+        Ok(text) => MetadataImage::decode(&text, &config.log)
+            .with_context(|| format!("reading {}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(MetadataImage {
+            cluster_id: new_cluster_id(),
+            ..MetadataImage::default()
+        }),
         Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
     }
 }
@@ -185,10 +222,20 @@ mod tests {
         configs.insert("cleanup.policy".to_string(), "delete compact=%".to_string());
         configs.insert("segment.bytes".to_string(), "1048576".to_string());
         let log_config = topic_log_config(&broker, &configs).unwrap();
-        let mut image = MetadataImage { cluster_id: "abc".into(), producer_ids_reserved_to: 2000, ..Default::default() };
+        let mut image = MetadataImage {
+            cluster_id: "abc".into(),
+            producer_ids_reserved_to: 2000,
+            ..Default::default()
+        };
         image.topics.insert(
             "t.1_x-y".into(),
-            Arc::new(TopicMeta { name: "t.1_x-y".into(), id: Uuid::new_v4(), partitions: 3, configs, log_config }),
+            Arc::new(TopicMeta {
+                name: "t.1_x-y".into(),
+                id: Uuid::new_v4(),
+                partitions: 3,
+                configs,
+                log_config,
+            }),
         );
         let decoded = MetadataImage::decode(&image.encode(), &broker).unwrap();
         assert_eq!(decoded.topics, image.topics);
@@ -206,8 +253,15 @@ mod tests {
 
     #[test]
     fn shard_map_is_deterministic_and_spreads_partitions() {
-        let owners: Vec<usize> = (0..4).map(|p| shard_of(&TopicPartition::new("t", p), 2).0).collect();
-        assert_eq!(owners, (0..4).map(|p| shard_of(&TopicPartition::new("t", p), 2).0).collect::<Vec<_>>());
+        let owners: Vec<usize> = (0..4)
+            .map(|p| shard_of(&TopicPartition::new("t", p), 2).0)
+            .collect();
+        assert_eq!(
+            owners,
+            (0..4)
+                .map(|p| shard_of(&TopicPartition::new("t", p), 2).0)
+                .collect::<Vec<_>>()
+        );
         assert!(owners.contains(&0) && owners.contains(&1));
     }
 }

@@ -32,10 +32,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     let (reader, mut writer) = stream.split();
     let mut reader = BufReader::with_capacity(limits::CONNECTION_READ_BUFFER_BYTES, reader);
-    let (tx, rx) = local_channel::new_bounded::<glommio::Task<Option<Bytes>>>(limits::CONNECTION_IN_FLIGHT_REQUESTS_MAX);
+    let (tx, rx) = local_channel::new_bounded::<glommio::Task<Option<Bytes>>>(
+        limits::CONNECTION_IN_FLIGHT_REQUESTS_MAX,
+    );
     let writer_task = glommio::spawn_local(async move {
         while let Some(pending) = rx.recv().await {
             if let Some(response) = pending.await {
@@ -73,7 +78,10 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
 }
 
 /// Reads one frame. `Ok(None)` on a clean end of stream; `Err` for an oversized or broken frame.
-async fn read_frame<R: futures::io::AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) -> Result<Option<Bytes>, String> {
+async fn read_frame<R: futures::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> Result<Option<Bytes>, String> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(()) => {}
@@ -82,9 +90,14 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(reader: &mut R, max_bytes
     }
     let size = i32::from_be_bytes(size);
     if size < 0 || size as usize > max_bytes {
-        return Err(format!("frame of {size} bytes is over socket.request.max.bytes ({max_bytes})"));
+        return Err(format!(
+            "frame of {size} bytes is over socket.request.max.bytes ({max_bytes})"
+        ));
     }
     let mut body = BytesMut::zeroed(size as usize);
-    reader.read_exact(&mut body).await.map_err(|e| format!("truncated frame: {e}"))?;
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| format!("truncated frame: {e}"))?;
     Ok(Some(body.freeze()))
 }

@@ -60,28 +60,58 @@ pub type PartitionRef<S> = Rc<RefCell<Partition<S>>>;
 
 impl<S: Storage> Partition<S> {
     /// Opens the partition's log in `dir`, recovering it and its producer state.
-    pub async fn open(storage: S, tp: TopicPartition, dir: PathBuf, config: LogConfig, clean: bool, now_ms: i64) -> std::io::Result<(Self, RecoveryReport)> {
+    pub async fn open(
+        storage: S,
+        tp: TopicPartition,
+        dir: PathBuf,
+        config: LogConfig,
+        clean: bool,
+        now_ms: i64,
+    ) -> std::io::Result<(Self, RecoveryReport)> {
         storage.create_dir_all(&dir)?;
         let snapshot_path = dir.join(PRODUCER_SNAPSHOT_FILE);
         let snapshot = if clean {
-            read_whole(&storage, &snapshot_path, PRODUCER_SNAPSHOT_MAX_BYTES).await?.and_then(|b| ProducerStateTable::decode(&b))
+            read_whole(&storage, &snapshot_path, PRODUCER_SNAPSHOT_MAX_BYTES)
+                .await?
+                .and_then(|b| ProducerStateTable::decode(&b))
         } else {
             None
         };
         let trust_files = snapshot.is_some();
         let mut producers = snapshot.unwrap_or_default();
-        let (log, report) = Log::open(storage.clone(), dir.clone(), config, trust_files, now_ms, &mut |h: &BatchHeader| producers.record(h)).await?;
+        let (log, report) = Log::open(
+            storage.clone(),
+            dir.clone(),
+            config,
+            trust_files,
+            now_ms,
+            &mut |h: &BatchHeader| producers.record(h),
+        )
+        .await?;
         if storage.exists(&snapshot_path) {
             // A snapshot is only valid for the clean stop that wrote it.
             storage.remove_file(&snapshot_path)?;
         }
-        let partition = Partition { tp, dir, log, producers, leader_epoch: 0, ack_waiters: Vec::new(), data_waiters: Vec::new() };
+        let partition = Partition {
+            tp,
+            dir,
+            log,
+            producers,
+            leader_epoch: 0,
+            ack_waiters: Vec::new(),
+            data_waiters: Vec::new(),
+        };
         Ok((partition, report))
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
         let hw = self.log.high_watermark();
-        PartitionOffsets { log_start: self.log.log_start(), high_watermark: hw, last_stable: hw, log_end: self.log.end() }
+        PartitionOffsets {
+            log_start: self.log.log_start(),
+            high_watermark: hw,
+            last_stable: hw,
+            log_end: self.log.end(),
+        }
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -113,16 +143,28 @@ impl<S: Storage> Partition<S> {
                     durable_at: original.last_offset.next(1),
                 },
                 SequenceCheck::Append => {
-                    let appended = self.log.append(&records[start..start + size], &header, self.leader_epoch, now_ms)?;
+                    let appended = self.log.append(
+                        &records[start..start + size],
+                        &header,
+                        self.leader_epoch,
+                        now_ms,
+                    )?;
                     let mut stored = header;
                     stored.base_offset = appended.base_offset;
                     self.producers.record(&stored);
-                    ProduceOutcome { base_offset: appended.base_offset, log_append_time: appended.log_append_time, durable_at: appended.last_offset.next(1) }
+                    ProduceOutcome {
+                        base_offset: appended.base_offset,
+                        log_append_time: appended.log_append_time,
+                        durable_at: appended.last_offset.next(1),
+                    }
                 }
             };
             first = Some(match first {
                 None => outcome,
-                Some(f) => ProduceOutcome { durable_at: outcome.durable_at.max(f.durable_at), ..f },
+                Some(f) => ProduceOutcome {
+                    durable_at: outcome.durable_at.max(f.durable_at),
+                    ..f
+                },
             });
         }
         Ok(first.expect("validate_produce returns at least one batch"))
@@ -143,7 +185,9 @@ impl<S: Storage> Partition<S> {
     fn on_flushed(&mut self, result: Result<Offset, ErrorCode>) {
         match result {
             Ok(hw) => {
-                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters).into_iter().partition(|(at, _)| *at <= hw);
+                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= hw);
                 self.ack_waiters = waiting;
                 for (_, tx) in done {
                     let _ = tx.send(Ok(()));
@@ -170,10 +214,16 @@ impl<S: Storage> Partition<S> {
 /// A clean stop: waits for pending writes, then writes index files and the producer snapshot.
 pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::Result<()> {
     let end = this.borrow().log.end();
-    wait_durable(this, end).await.map_err(|e| std::io::Error::other(format!("final flush failed: {e}")))?;
+    wait_durable(this, end)
+        .await
+        .map_err(|e| std::io::Error::other(format!("final flush failed: {e}")))?;
     let (plan, snapshot, path) = {
         let p = this.borrow();
-        (p.log.close_plan(), p.producers.encode(), p.dir.join(PRODUCER_SNAPSHOT_FILE))
+        (
+            p.log.close_plan(),
+            p.producers.encode(),
+            p.dir.join(PRODUCER_SNAPSHOT_FILE),
+        )
     };
     plan.run().await?;
     write_atomically(storage, &path, snapshot).await
@@ -182,7 +232,9 @@ pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::
 /// Starts a flush job for the partition if one is due and none is running; it re-arms itself
 /// until nothing is pending, so appends that arrive during a flush ride the next one.
 pub fn schedule_flush<S: Storage>(this: &PartitionRef<S>) {
-    let Some(job) = this.borrow_mut().log.take_flush() else { return };
+    let Some(job) = this.borrow_mut().log.take_flush() else {
+        return;
+    };
     let this = this.clone();
     glommio::spawn_local(async move {
         let result = job.run().await;
@@ -197,7 +249,10 @@ pub fn schedule_flush<S: Storage>(this: &PartitionRef<S>) {
 }
 
 /// Resolves once the high watermark reaches `offset` (or the partition fails).
-pub async fn wait_durable<S: Storage>(this: &PartitionRef<S>, offset: Offset) -> Result<(), ErrorCode> {
+pub async fn wait_durable<S: Storage>(
+    this: &PartitionRef<S>,
+    offset: Offset,
+) -> Result<(), ErrorCode> {
     let rx = {
         let mut p = this.borrow_mut();
         if p.log.is_failed() {
@@ -215,7 +270,10 @@ pub async fn wait_durable<S: Storage>(this: &PartitionRef<S>, offset: Offset) ->
 }
 
 /// Resolves when data past `offset` may have become readable (the high watermark moved).
-pub fn data_arrival<S: Storage>(this: &PartitionRef<S>, offset: Offset) -> Option<oneshot::Receiver<()>> {
+pub fn data_arrival<S: Storage>(
+    this: &PartitionRef<S>,
+    offset: Offset,
+) -> Option<oneshot::Receiver<()>> {
     let mut p = this.borrow_mut();
     if p.log.high_watermark() > offset {
         return None;

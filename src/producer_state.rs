@@ -66,17 +66,21 @@ impl ProducerStateTable {
             return Err(ErrorCode::InvalidProducerEpoch);
         }
         if epoch > entry.epoch {
-            return if header.base_sequence == 0 { Ok(SequenceCheck::Append) } else { Err(ErrorCode::OutOfOrderSequenceNumber) };
+            return if header.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(ErrorCode::OutOfOrderSequenceNumber)
+            };
         }
-        if let Some(dup) = entry
-            .batches
-            .iter()
-            .find(|b| b.first_sequence == header.base_sequence && b.last_sequence == header.last_sequence())
-        {
+        if let Some(dup) = entry.batches.iter().find(|b| {
+            b.first_sequence == header.base_sequence && b.last_sequence == header.last_sequence()
+        }) {
             return Ok(SequenceCheck::Duplicate(*dup));
         }
         match entry.batches.back() {
-            Some(last) if next_sequence(last.last_sequence) != header.base_sequence => Err(ErrorCode::OutOfOrderSequenceNumber),
+            Some(last) if next_sequence(last.last_sequence) != header.base_sequence => {
+                Err(ErrorCode::OutOfOrderSequenceNumber)
+            }
             _ => Ok(SequenceCheck::Append),
         }
     }
@@ -90,7 +94,10 @@ impl ProducerStateTable {
         let entry = self
             .producers
             .entry(ProducerId(header.producer_id))
-            .or_insert_with(|| ProducerEntry { epoch, batches: VecDeque::new() });
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::new(),
+            });
         if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -217,13 +224,28 @@ mod tests {
         assert_eq!(t.check(&first), Ok(SequenceCheck::Append));
         t.record(&first);
         let dup = t.check(&header(1, 0, 0, 3, 99)).unwrap();
-        assert!(matches!(dup, SequenceCheck::Duplicate(m) if m.base_offset == Offset(0) && m.last_offset == Offset(2)));
-        assert_eq!(t.check(&header(1, 0, 4, 1, 3)), Err(ErrorCode::OutOfOrderSequenceNumber));
+        assert!(
+            matches!(dup, SequenceCheck::Duplicate(m) if m.base_offset == Offset(0) && m.last_offset == Offset(2))
+        );
+        assert_eq!(
+            t.check(&header(1, 0, 4, 1, 3)),
+            Err(ErrorCode::OutOfOrderSequenceNumber)
+        );
         assert_eq!(t.check(&header(1, 0, 3, 1, 3)), Ok(SequenceCheck::Append));
         t.record(&header(1, 1, 0, 1, 3));
-        assert_eq!(t.check(&header(1, 0, 4, 1, 4)), Err(ErrorCode::InvalidProducerEpoch));
-        assert_eq!(t.check(&header(1, 2, 5, 1, 4)), Err(ErrorCode::OutOfOrderSequenceNumber));
-        assert_eq!(t.check(&header(2, 0, 17, 1, 4)), Ok(SequenceCheck::Append), "unknown producers may start anywhere");
+        assert_eq!(
+            t.check(&header(1, 0, 4, 1, 4)),
+            Err(ErrorCode::InvalidProducerEpoch)
+        );
+        assert_eq!(
+            t.check(&header(1, 2, 5, 1, 4)),
+            Err(ErrorCode::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            t.check(&header(2, 0, 17, 1, 4)),
+            Ok(SequenceCheck::Append),
+            "unknown producers may start anywhere"
+        );
     }
 
     #[test]
@@ -232,8 +254,14 @@ mod tests {
         for i in 0..7 {
             t.record(&header(1, 0, i, 1, i as i64));
         }
-        assert!(matches!(t.check(&header(1, 0, 6, 1, 0)), Ok(SequenceCheck::Duplicate(_))));
-        assert_eq!(t.check(&header(1, 0, 1, 1, 0)), Err(ErrorCode::OutOfOrderSequenceNumber));
+        assert!(matches!(
+            t.check(&header(1, 0, 6, 1, 0)),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
+        assert_eq!(
+            t.check(&header(1, 0, 1, 1, 0)),
+            Err(ErrorCode::OutOfOrderSequenceNumber)
+        );
     }
 
     #[test]

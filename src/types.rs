@@ -48,7 +48,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TopicPartition { topic: topic.into(), partition: PartitionId(partition) }
+        TopicPartition {
+            topic: topic.into(),
+            partition: PartitionId(partition),
+        }
     }
 
     /// Directory name under the data dir, as Kafka names it: `<topic>-<partition>`.

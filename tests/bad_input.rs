@@ -12,19 +12,23 @@ use bytes::{Buf, Bytes, BytesMut};
 use common::{Broker, SHARD_COUNTS};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 fn connect(broker: &Broker) -> TcpStream {
     let stream = TcpStream::connect(broker.bootstrap()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream
 }
 
 fn send_raw(stream: &mut TcpStream, frame: &[u8]) {
-    stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    stream
+        .write_all(&(frame.len() as i32).to_be_bytes())
+        .unwrap();
     stream.write_all(frame).unwrap();
 }
 
@@ -35,7 +39,9 @@ fn request_frame(api: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
         .with_request_api_version(version)
         .with_correlation_id(42)
         .with_client_id(Some(StrBytes::from_static_str("raw")));
-    header.encode(&mut buf, api.request_header_version(version)).unwrap();
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
     body.encode(&mut buf, version).unwrap();
     buf.to_vec()
 }
@@ -66,7 +72,8 @@ fn call<R: Decodable>(broker: &Broker, api: ApiKey, version: i16, body: &impl En
 }
 
 fn still_serving(broker: &Broker) {
-    let metadata: MetadataResponse = call(broker, ApiKey::Metadata, 12, &MetadataRequest::default());
+    let metadata: MetadataResponse =
+        call(broker, ApiKey::Metadata, 12, &MetadataRequest::default());
     assert_eq!(metadata.brokers.len(), 1);
 }
 
@@ -133,9 +140,16 @@ fn api_versions_too_new_gets_the_v0_answer_with_unsupported_version() {
 }
 
 fn produce_to(topic: &str, records: Bytes) -> ProduceRequest {
-    let partition = PartitionProduceData::default().with_index(0).with_records(Some(records));
-    let topic = TopicProduceData::default().with_name(TopicName(StrBytes::from_string(topic.to_string()))).with_partition_data(vec![partition]);
-    ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![topic])
+    let partition = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(records));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![partition]);
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![topic])
 }
 
 /// A valid one-record v2 batch (no key, value "v"), CRC included.
@@ -162,21 +176,36 @@ fn valid_batch() -> Vec<u8> {
 }
 
 fn produce_error(broker: &Broker, topic: &str, records: Vec<u8>) -> i16 {
-    let response: ProduceResponse = call(broker, ApiKey::Produce, 9, &produce_to(topic, Bytes::from(records)));
+    let response: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        9,
+        &produce_to(topic, Bytes::from(records)),
+    );
     response.responses[0].partition_responses[0].error_code
 }
 
 #[test]
 fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
     for cores in SHARD_COUNTS {
-        let broker = Broker::start("batches", cores, &["message.max.bytes=1000", "auto.create.topics.enable=false"]);
+        let broker = Broker::start(
+            "batches",
+            cores,
+            &["message.max.bytes=1000", "auto.create.topics.enable=false"],
+        );
         let _: MetadataResponse = call(&broker, ApiKey::Metadata, 12, &MetadataRequest::default());
         let create = kafka_protocol::messages::create_topics_request::CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_static_str("t")))
             .with_num_partitions(1)
             .with_replication_factor(1);
-        let _: kafka_protocol::messages::CreateTopicsResponse =
-            call(&broker, ApiKey::CreateTopics, 5, &CreateTopicsRequest::default().with_topics(vec![create]).with_timeout_ms(5000));
+        let _: kafka_protocol::messages::CreateTopicsResponse = call(
+            &broker,
+            ApiKey::CreateTopics,
+            5,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![create])
+                .with_timeout_ms(5000),
+        );
 
         assert_eq!(produce_error(&broker, "t", valid_batch()), 0);
         let mut bad_crc = valid_batch();
@@ -184,17 +213,29 @@ fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
         assert_eq!(produce_error(&broker, "t", bad_crc), 2, "CORRUPT_MESSAGE");
         let mut bad_magic = valid_batch();
         bad_magic[16] = 1;
-        assert_eq!(produce_error(&broker, "t", bad_magic), 43, "UNSUPPORTED_FOR_MESSAGE_FORMAT");
+        assert_eq!(
+            produce_error(&broker, "t", bad_magic),
+            43,
+            "UNSUPPORTED_FOR_MESSAGE_FORMAT"
+        );
         let mut bad_count = valid_batch();
         bad_count[57..61].copy_from_slice(&5i32.to_be_bytes());
         let crc = crc32c::crc32c(&bad_count[21..]);
         bad_count[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(produce_error(&broker, "t", bad_count), 2, "lastOffsetDelta vs count");
+        assert_eq!(
+            produce_error(&broker, "t", bad_count),
+            2,
+            "lastOffsetDelta vs count"
+        );
         let mut control = valid_batch();
         control[22] |= 0x20;
         let crc = crc32c::crc32c(&control[21..]);
         control[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(produce_error(&broker, "t", control), 87, "INVALID_RECORD: clients may not write control batches");
+        assert_eq!(
+            produce_error(&broker, "t", control),
+            87,
+            "INVALID_RECORD: clients may not write control batches"
+        );
         let mut big = valid_batch();
         big.truncate(61);
         let value = vec![b'x'; 2000];
@@ -210,14 +251,31 @@ fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
         big[8..12].copy_from_slice(&total.to_be_bytes());
         let crc = crc32c::crc32c(&big[21..]);
         big[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(produce_error(&broker, "t", big), 10, "MESSAGE_TOO_LARGE over message.max.bytes");
-        assert_eq!(produce_error(&broker, "t", valid_batch()[..30].to_vec()), 2, "truncated batch");
-        assert_eq!(produce_error(&broker, "nope", valid_batch()), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(
+            produce_error(&broker, "t", big),
+            10,
+            "MESSAGE_TOO_LARGE over message.max.bytes"
+        );
+        assert_eq!(
+            produce_error(&broker, "t", valid_batch()[..30].to_vec()),
+            2,
+            "truncated batch"
+        );
+        assert_eq!(
+            produce_error(&broker, "nope", valid_batch()),
+            3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
 
-        let request = MetadataRequest::default().with_topics(Some(vec![kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_static_str("nope"))))]));
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("nope")))),
+        ]));
         let metadata: MetadataResponse = call(&broker, ApiKey::Metadata, 12, &request);
-        assert_eq!(metadata.topics[0].error_code, 3, "no auto-create when disabled");
+        assert_eq!(
+            metadata.topics[0].error_code, 3,
+            "no auto-create when disabled"
+        );
         still_serving(&broker);
     }
 }

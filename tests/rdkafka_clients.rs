@@ -23,7 +23,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", broker.bootstrap()).create().unwrap()
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap()
 }
 
 fn create_topic(broker: &Broker, name: &str, partitions: i32) {
@@ -47,21 +50,35 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(m) => {
                 let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                self.acked.lock().unwrap().push((m.partition(), m.offset(), value));
+                self.acked
+                    .lock()
+                    .unwrap()
+                    .push((m.partition(), m.offset(), value));
             }
-            Err((e, m)) => self.failed.lock().unwrap().push(format!("{e}: {:?}", m.payload().map(String::from_utf8_lossy))),
+            Err((e, m)) => self.failed.lock().unwrap().push(format!(
+                "{e}: {:?}",
+                m.payload().map(String::from_utf8_lossy)
+            )),
         }
     }
 }
 
-fn producer(broker: &Broker, settings: &[(&str, &str)]) -> (ThreadedProducer<Deliveries>, Deliveries) {
+fn producer(
+    broker: &Broker,
+    settings: &[(&str, &str)],
+) -> (ThreadedProducer<Deliveries>, Deliveries) {
     let deliveries = Deliveries::default();
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", broker.bootstrap()).set("linger.ms", "2");
+    config
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "2");
     for (k, v) in settings {
         config.set(*k, *v);
     }
-    (config.create_with_context(deliveries.clone()).unwrap(), deliveries)
+    (
+        config.create_with_context(deliveries.clone()).unwrap(),
+        deliveries,
+    )
 }
 
 fn consumer(broker: &Broker) -> BaseConsumer {
@@ -77,7 +94,13 @@ fn consumer(broker: &Broker) -> BaseConsumer {
 type Consumed = (i32, i64, Option<String>, String, Vec<(String, String)>, i64);
 
 /// Assigns every partition from `offset` and reads until `expected` records arrived.
-fn consume_all(broker: &Broker, topic: &str, partitions: i32, offset: Offset, expected: usize) -> Vec<Consumed> {
+fn consume_all(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    offset: Offset,
+    expected: usize,
+) -> Vec<Consumed> {
     let consumer = consumer(broker);
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
@@ -93,7 +116,12 @@ fn consume_all(broker: &Broker, topic: &str, partitions: i32, offset: Offset, ex
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|Header { key, value }| (key.to_string(), String::from_utf8_lossy(value.unwrap_or_default()).into_owned()))
+                            .map(|Header { key, value }| {
+                                (
+                                    key.to_string(),
+                                    String::from_utf8_lossy(value.unwrap_or_default()).into_owned(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -114,7 +142,14 @@ fn consume_all(broker: &Broker, topic: &str, partitions: i32, offset: Offset, ex
     let until = std::time::Instant::now() + Duration::from_millis(300);
     while std::time::Instant::now() < until {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-            out.push((m.partition(), m.offset(), None, String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), vec![], -1));
+            out.push((
+                m.partition(),
+                m.offset(),
+                None,
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                vec![],
+                -1,
+            ));
         }
     }
     out
@@ -127,33 +162,78 @@ fn admin_creates_grows_and_deletes_topics() {
         let admin = admin(&broker);
         let opts = AdminOptions::new();
         create_topic(&broker, "orders", 3);
-        let again = block_on(admin.create_topics([&NewTopic::new("orders", 3, TopicReplication::Fixed(1))], &opts)).unwrap();
-        assert_eq!(again[0], Err(("orders".to_string(), RDKafkaErrorCode::TopicAlreadyExists)));
-        let bad = block_on(admin.create_topics([&NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))], &opts)).unwrap();
-        assert_eq!(bad[0], Err(("bad/name".to_string(), RDKafkaErrorCode::InvalidTopic)));
-        let rf3 = block_on(admin.create_topics([&NewTopic::new("rf3", 1, TopicReplication::Fixed(3))], &opts)).unwrap();
-        assert_eq!(rf3[0], Err(("rf3".to_string(), RDKafkaErrorCode::InvalidReplicationFactor)));
+        let again = block_on(admin.create_topics(
+            [&NewTopic::new("orders", 3, TopicReplication::Fixed(1))],
+            &opts,
+        ))
+        .unwrap();
+        assert_eq!(
+            again[0],
+            Err(("orders".to_string(), RDKafkaErrorCode::TopicAlreadyExists))
+        );
+        let bad = block_on(admin.create_topics(
+            [&NewTopic::new("bad/name", 1, TopicReplication::Fixed(1))],
+            &opts,
+        ))
+        .unwrap();
+        assert_eq!(
+            bad[0],
+            Err(("bad/name".to_string(), RDKafkaErrorCode::InvalidTopic))
+        );
+        let rf3 = block_on(admin.create_topics(
+            [&NewTopic::new("rf3", 1, TopicReplication::Fixed(3))],
+            &opts,
+        ))
+        .unwrap();
+        assert_eq!(
+            rf3[0],
+            Err((
+                "rf3".to_string(),
+                RDKafkaErrorCode::InvalidReplicationFactor
+            ))
+        );
 
-        let grown = block_on(admin.create_partitions([&NewPartitions::new("orders", 5)], &opts)).unwrap();
+        let grown =
+            block_on(admin.create_partitions([&NewPartitions::new("orders", 5)], &opts)).unwrap();
         assert!(grown[0].is_ok(), "{grown:?}");
-        let shrink = block_on(admin.create_partitions([&NewPartitions::new("orders", 2)], &opts)).unwrap();
-        assert_eq!(shrink[0], Err(("orders".to_string(), RDKafkaErrorCode::InvalidPartitions)));
-        let md = consumer(&broker).fetch_metadata(Some("orders"), TIMEOUT).unwrap();
+        let shrink =
+            block_on(admin.create_partitions([&NewPartitions::new("orders", 2)], &opts)).unwrap();
+        assert_eq!(
+            shrink[0],
+            Err(("orders".to_string(), RDKafkaErrorCode::InvalidPartitions))
+        );
+        let md = consumer(&broker)
+            .fetch_metadata(Some("orders"), TIMEOUT)
+            .unwrap();
         assert_eq!(md.topics()[0].partitions().len(), 5);
 
         // The new partitions take writes.
         let (producer, deliveries) = producer(&broker, &[]);
-        producer.send(BaseRecord::<(), _>::to("orders").partition(4).payload("p4")).unwrap();
+        producer
+            .send(BaseRecord::<(), _>::to("orders").partition(4).payload("p4"))
+            .unwrap();
         producer.flush(TIMEOUT).unwrap();
         assert_eq!(deliveries.acked.lock().unwrap().len(), 1);
 
         let deleted = block_on(admin.delete_topics(&["orders"], &opts)).unwrap();
         assert!(deleted[0].is_ok(), "{deleted:?}");
         let missing = block_on(admin.delete_topics(&["orders"], &opts)).unwrap();
-        assert_eq!(missing[0], Err(("orders".to_string(), RDKafkaErrorCode::UnknownTopicOrPartition)));
-        assert!(!broker.data_dir.join("orders-0").exists(), "partition directories are removed");
+        assert_eq!(
+            missing[0],
+            Err((
+                "orders".to_string(),
+                RDKafkaErrorCode::UnknownTopicOrPartition
+            ))
+        );
+        assert!(
+            !broker.data_dir.join("orders-0").exists(),
+            "partition directories are removed"
+        );
 
-        let configs = block_on(admin.describe_configs([&rdkafka::admin::ResourceSpecifier::Broker(1)], &opts)).unwrap();
+        let configs = block_on(
+            admin.describe_configs([&rdkafka::admin::ResourceSpecifier::Broker(1)], &opts),
+        )
+        .unwrap();
         let broker_config = configs[0].as_ref().unwrap();
         assert!(broker_config.get("log.flush.interval.messages").is_some());
     }
@@ -165,19 +245,36 @@ fn round_trip(cores: usize, acks: &str) {
     let broker = Broker::start(&format!("acks{acks}"), cores, &[]);
     let topic = "round-trip";
     create_topic(&broker, topic, 4);
-    let (producer, deliveries) = producer(&broker, &[("acks", acks), ("enable.idempotence", "false")]);
+    let (producer, deliveries) =
+        producer(&broker, &[("acks", acks), ("enable.idempotence", "false")]);
     let n = 2000;
     for i in 0..n {
         let value = format!("value-{i}");
         let key = format!("key-{}", i % 17);
-        let headers = OwnedHeaders::new().insert(Header { key: "h", value: Some(&format!("hv-{i}")) });
-        let record = BaseRecord::to(topic).partition(i % 4).key(&key).payload(&value).headers(headers).timestamp(1_600_000_000_000 + i as i64);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "h",
+            value: Some(&format!("hv-{i}")),
+        });
+        let record = BaseRecord::to(topic)
+            .partition(i % 4)
+            .key(&key)
+            .payload(&value)
+            .headers(headers)
+            .timestamp(1_600_000_000_000 + i as i64);
         producer.send(record).unwrap();
     }
     producer.flush(TIMEOUT).unwrap();
-    assert!(deliveries.failed.lock().unwrap().is_empty(), "{:?}", deliveries.failed.lock().unwrap());
+    assert!(
+        deliveries.failed.lock().unwrap().is_empty(),
+        "{:?}",
+        deliveries.failed.lock().unwrap()
+    );
     let consumed = consume_all(&broker, topic, 4, Offset::Beginning, n as usize);
-    assert_eq!(consumed.len(), n as usize, "acks={acks} cores={cores}: exactly once");
+    assert_eq!(
+        consumed.len(),
+        n as usize,
+        "acks={acks} cores={cores}: exactly once"
+    );
     let mut next_offset: HashMap<i32, i64> = HashMap::new();
     let mut last_index: HashMap<i32, i64> = HashMap::new();
     for (partition, offset, key, value, headers, timestamp) in consumed {
@@ -215,10 +312,22 @@ fn idempotent_producer_writes_exactly_once_in_order() {
     for cores in SHARD_COUNTS {
         let broker = Broker::start("idempotent", cores, &[]);
         create_topic(&broker, "idem", 3);
-        let (producer, deliveries) = producer(&broker, &[("enable.idempotence", "true"), ("max.in.flight.requests.per.connection", "5")]);
+        let (producer, deliveries) = producer(
+            &broker,
+            &[
+                ("enable.idempotence", "true"),
+                ("max.in.flight.requests.per.connection", "5"),
+            ],
+        );
         let n = 3000;
         for i in 0..n {
-            producer.send(BaseRecord::<(), _>::to("idem").partition(i % 3).payload(&format!("{i}"))).unwrap();
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("idem")
+                        .partition(i % 3)
+                        .payload(&format!("{i}")),
+                )
+                .unwrap();
         }
         producer.flush(TIMEOUT).unwrap();
         assert_eq!(deliveries.acked.lock().unwrap().len(), n as usize);
@@ -229,7 +338,10 @@ fn idempotent_producer_writes_exactly_once_in_order() {
             per_partition.entry(p).or_default().push(v.parse().unwrap());
         }
         for values in per_partition.values() {
-            assert!(values.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
+            assert!(
+                values.windows(2).all(|w| w[0] < w[1]),
+                "in order, no duplicates"
+            );
         }
     }
 }
@@ -241,27 +353,49 @@ fn seek_and_offsets_by_timestamp() {
         create_topic(&broker, "times", 1);
         let (producer, _) = producer(&broker, &[("linger.ms", "0")]);
         for i in 0..20i64 {
-            producer.send(BaseRecord::<(), _>::to("times").partition(0).payload(&format!("{i}")).timestamp(1_000_000 + i * 1000)).unwrap();
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("times")
+                        .partition(0)
+                        .payload(&format!("{i}"))
+                        .timestamp(1_000_000 + i * 1000),
+                )
+                .unwrap();
             producer.flush(TIMEOUT).unwrap(); // one batch per record
         }
         let consumer = consumer(&broker);
         let mut query = TopicPartitionList::new();
-        query.add_partition_offset("times", 0, Offset::Offset(1_005_500)).unwrap();
+        query
+            .add_partition_offset("times", 0, Offset::Offset(1_005_500))
+            .unwrap();
         let found = consumer.offsets_for_times(query, TIMEOUT).unwrap();
-        assert_eq!(found.find_partition("times", 0).unwrap().offset(), Offset::Offset(6));
+        assert_eq!(
+            found.find_partition("times", 0).unwrap().offset(),
+            Offset::Offset(6)
+        );
         let mut beyond = TopicPartitionList::new();
-        beyond.add_partition_offset("times", 0, Offset::Offset(9_000_000)).unwrap();
+        beyond
+            .add_partition_offset("times", 0, Offset::Offset(9_000_000))
+            .unwrap();
         let found = consumer.offsets_for_times(beyond, TIMEOUT).unwrap();
-        assert_eq!(found.find_partition("times", 0).unwrap().offset(), Offset::End);
+        assert_eq!(
+            found.find_partition("times", 0).unwrap().offset(),
+            Offset::End
+        );
         let (low, high) = consumer.fetch_watermarks("times", 0, TIMEOUT).unwrap();
         assert_eq!((low, high), (0, 20));
 
         let from_12 = consume_all(&broker, "times", 1, Offset::Offset(12), 8);
-        assert_eq!(from_12.iter().map(|c| c.3.clone()).collect::<Vec<_>>(), (12..20).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            from_12.iter().map(|c| c.3.clone()).collect::<Vec<_>>(),
+            (12..20).map(|i| i.to_string()).collect::<Vec<_>>()
+        );
         let from_end = consume_all(&broker, "times", 1, Offset::End, 0);
         assert!(from_end.is_empty());
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset("times", 0, Offset::Beginning).unwrap();
+        assignment
+            .add_partition_offset("times", 0, Offset::Beginning)
+            .unwrap();
         consumer.assign(&assignment).unwrap();
         let first = loop {
             if let Some(m) = consumer.poll(Duration::from_millis(100)) {
@@ -269,7 +403,9 @@ fn seek_and_offsets_by_timestamp() {
             }
         };
         assert_eq!(first, 0);
-        consumer.seek("times", 0, Offset::Offset(17), TIMEOUT).unwrap();
+        consumer
+            .seek("times", 0, Offset::Offset(17), TIMEOUT)
+            .unwrap();
         let after_seek = loop {
             if let Some(m) = consumer.poll(Duration::from_millis(100)) {
                 let m = m.unwrap();
@@ -289,7 +425,11 @@ fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
         create_topic(&broker, "durable", 4);
         let (producer, deliveries) = producer(
             &broker,
-            &[("enable.idempotence", "true"), ("message.timeout.ms", "60000"), ("reconnect.backoff.max.ms", "200")],
+            &[
+                ("enable.idempotence", "true"),
+                ("message.timeout.ms", "60000"),
+                ("reconnect.backoff.max.ms", "200"),
+            ],
         );
         let n = 20_000;
         let producer = Arc::new(producer);
@@ -300,9 +440,16 @@ fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
                 for i in 0..n {
                     let value = format!("{i}");
                     loop {
-                        match producer.send(BaseRecord::<(), _>::to("durable").partition(i % 4).payload(&value)) {
+                        match producer.send(
+                            BaseRecord::<(), _>::to("durable")
+                                .partition(i % 4)
+                                .payload(&value),
+                        ) {
                             Ok(()) => break,
-                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => std::thread::sleep(Duration::from_millis(5)),
+                            Err((
+                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                _,
+                            )) => std::thread::sleep(Duration::from_millis(5)),
                             Err((e, _)) => panic!("send: {e}"),
                         }
                     }
@@ -314,7 +461,10 @@ fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
         };
         let deadline = std::time::Instant::now() + TIMEOUT;
         while deliveries.acked.lock().unwrap().len() < n as usize / 4 {
-            assert!(std::time::Instant::now() < deadline, "no progress before the kill");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress before the kill"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         broker.kill9();
@@ -324,8 +474,18 @@ fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
         sender.join().unwrap();
         producer.flush(Duration::from_secs(60)).unwrap();
         assert!(killed, "the broker was killed mid-stream");
-        let acked: Vec<String> = deliveries.acked.lock().unwrap().iter().map(|(_, _, v)| v.clone()).collect();
-        assert!(deliveries.failed.lock().unwrap().is_empty(), "{:?}", &deliveries.failed.lock().unwrap()[..1]);
+        let acked: Vec<String> = deliveries
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, v)| v.clone())
+            .collect();
+        assert!(
+            deliveries.failed.lock().unwrap().is_empty(),
+            "{:?}",
+            &deliveries.failed.lock().unwrap()[..1]
+        );
         assert_eq!(acked.len(), n as usize);
         let consumed = consume_all(&broker, "durable", 4, Offset::Beginning, n as usize);
         let mut counts: HashMap<String, usize> = HashMap::new();
@@ -333,10 +493,17 @@ fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
             *counts.entry(v.clone()).or_default() += 1;
         }
         for v in &acked {
-            assert_eq!(counts.get(v), Some(&1), "cores={cores}: acknowledged record {v} must be there exactly once");
+            assert_eq!(
+                counts.get(v),
+                Some(&1),
+                "cores={cores}: acknowledged record {v} must be there exactly once"
+            );
         }
         assert_eq!(consumed.len(), n as usize, "no duplicates");
-        assert!(broker.log().contains("recover") || broker.log().contains("recovering"), "the restart recovered the logs");
+        assert!(
+            broker.log().contains("recover") || broker.log().contains("recovering"),
+            "the restart recovered the logs"
+        );
     }
 }
 
@@ -346,7 +513,13 @@ fn sigterm_stops_cleanly_and_restart_keeps_everything() {
     create_topic(&broker, "kept", 2);
     let (producer, _) = producer(&broker, &[]);
     for i in 0..500 {
-        producer.send(BaseRecord::<(), _>::to("kept").partition(i % 2).payload(&format!("{i}"))).unwrap();
+        producer
+            .send(
+                BaseRecord::<(), _>::to("kept")
+                    .partition(i % 2)
+                    .payload(&format!("{i}")),
+            )
+            .unwrap();
     }
     producer.flush(TIMEOUT).unwrap();
     drop(producer);
@@ -358,5 +531,8 @@ fn sigterm_stops_cleanly_and_restart_keeps_everything() {
         assert!(std::time::Instant::now() < deadline, "{}", broker.log());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(consume_all(&broker, "kept", 2, Offset::Beginning, 500).len(), 500);
+    assert_eq!(
+        consume_all(&broker, "kept", 2, Offset::Beginning, 500).len(),
+        500
+    );
 }

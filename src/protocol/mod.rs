@@ -29,9 +29,19 @@ pub struct ApiRange {
 /// Every API Sluice answers, with the versions it advertises.
 pub fn supported_apis() -> Vec<ApiRange> {
     use handlers::*;
-    let range = |key, (min, max): (i16, i16)| ApiRange { key, min, max, decodable_from: min };
+    let range = |key, (min, max): (i16, i16)| ApiRange {
+        key,
+        min,
+        max,
+        decodable_from: min,
+    };
     vec![
-        ApiRange { key: ApiKey::Produce, min: 0, max: produce::VERSIONS.1, decodable_from: produce::VERSIONS.0 },
+        ApiRange {
+            key: ApiKey::Produce,
+            min: 0,
+            max: produce::VERSIONS.1,
+            decodable_from: produce::VERSIONS.0,
+        },
         range(ApiKey::Fetch, fetch::VERSIONS),
         range(ApiKey::ListOffsets, list_offsets::VERSIONS),
         range(ApiKey::Metadata, metadata::VERSIONS),
@@ -49,7 +59,10 @@ pub fn supported_apis() -> Vec<ApiRange> {
 #[derive(Debug)]
 pub enum Incoming {
     /// A request this broker can answer.
-    Request { header: RequestHeader, body: RequestKind },
+    Request {
+        header: RequestHeader,
+        body: Box<RequestKind>,
+    },
     /// ApiVersions at a version newer than supported: answered in v0 format with UNSUPPORTED_VERSION.
     ApiVersionsTooNew { correlation_id: i32 },
 }
@@ -61,7 +74,10 @@ pub struct FrameError(pub String);
 /// Parses one request frame (the bytes after the 4-byte size).
 pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
     if frame.len() < 8 {
-        return Err(FrameError(format!("request of {} bytes is too short for a header", frame.len())));
+        return Err(FrameError(format!(
+            "request of {} bytes is too short for a header",
+            frame.len()
+        )));
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -74,12 +90,19 @@ pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
         return Ok(Incoming::ApiVersionsTooNew { correlation_id });
     }
     if version < range.decodable_from || version > range.max {
-        return Err(FrameError(format!("{api:?} v{version} is outside the supported {}..={}", range.decodable_from, range.max)));
+        return Err(FrameError(format!(
+            "{api:?} v{version} is outside the supported {}..={}",
+            range.decodable_from, range.max
+        )));
     }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|e| FrameError(format!("{api:?} v{version}: bad request header: {e}")))?;
-    let body = RequestKind::decode(api, &mut frame, version).map_err(|e| FrameError(format!("{api:?} v{version}: bad body: {e}")))?;
-    Ok(Incoming::Request { header, body })
+    let body = RequestKind::decode(api, &mut frame, version)
+        .map_err(|e| FrameError(format!("{api:?} v{version}: bad body: {e}")))?;
+    Ok(Incoming::Request {
+        header,
+        body: Box::new(body),
+    })
 }
 
 /// Serves one request; `None` when no response is due (Produce with acks=0).
@@ -87,24 +110,41 @@ pub async fn serve(shard: Rc<Shard>, incoming: Incoming) -> Option<Bytes> {
     match incoming {
         Incoming::ApiVersionsTooNew { correlation_id } => {
             let body = handlers::api_versions::unsupported_version_response();
-            Some(encode_response(correlation_id, ApiKey::ApiVersions, 0, &ResponseKind::ApiVersions(body)))
+            Some(encode_response(
+                correlation_id,
+                ApiKey::ApiVersions,
+                0,
+                &ResponseKind::ApiVersions(body),
+            ))
         }
         Incoming::Request { header, body } => {
             let version = header.request_api_version;
             let api = ApiKey::try_from(header.request_api_key).ok()?;
-            let response = handlers::dispatch(&shard, body, version).await?;
-            Some(encode_response(header.correlation_id, api, version, &response))
+            let response = handlers::dispatch(&shard, *body, version).await?;
+            Some(encode_response(
+                header.correlation_id,
+                api,
+                version,
+                &response,
+            ))
         }
     }
 }
 
 /// Frames a response: size, header (v0 or v1 by API and version), body.
-pub fn encode_response(correlation_id: i32, api: ApiKey, version: i16, response: &ResponseKind) -> Bytes {
+pub fn encode_response(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> Bytes {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
-    let encoded = header.encode(&mut buf, header_version).and_then(|_| response.encode(&mut buf, version));
+    let encoded = header
+        .encode(&mut buf, header_version)
+        .and_then(|_| response.encode(&mut buf, version));
     if let Err(err) = encoded {
         // Only reachable through a bug in a handler (a field this version cannot carry).
         log::error!("encoding {api:?} v{version} response failed: {err}");
@@ -122,27 +162,49 @@ mod tests {
 
     fn frame(api: ApiKey, version: i16, body: impl Encodable) -> Bytes {
         let mut buf = BytesMut::new();
-        let header = RequestHeader::default().with_request_api_key(api as i16).with_request_api_version(version).with_correlation_id(7);
-        header.encode(&mut buf, api.request_header_version(version)).unwrap();
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7);
+        header
+            .encode(&mut buf, api.request_header_version(version))
+            .unwrap();
         body.encode(&mut buf, version).unwrap();
         buf.freeze()
     }
 
     #[test]
     fn well_formed_requests_parse() {
-        let parsed = parse_request(frame(ApiKey::ApiVersions, 3, ApiVersionsRequest::default())).unwrap();
-        assert!(matches!(parsed, Incoming::Request { body: RequestKind::ApiVersions(_), .. }));
-        let parsed = parse_request(frame(ApiKey::Metadata, 12, MetadataRequest::default())).unwrap();
-        assert!(matches!(parsed, Incoming::Request { body: RequestKind::Metadata(_), .. }));
+        let parsed =
+            parse_request(frame(ApiKey::ApiVersions, 3, ApiVersionsRequest::default())).unwrap();
+        assert!(matches!(
+            parsed,
+            Incoming::Request { ref body, .. } if matches!(**body, RequestKind::ApiVersions(_))
+        ));
+        let parsed =
+            parse_request(frame(ApiKey::Metadata, 12, MetadataRequest::default())).unwrap();
+        assert!(matches!(
+            parsed,
+            Incoming::Request { ref body, .. } if matches!(**body, RequestKind::Metadata(_))
+        ));
     }
 
     #[test]
     fn unknown_or_unsupported_requests_are_refused() {
         assert!(parse_request(Bytes::from_static(&[0, 0])).is_err());
-        assert!(parse_request(Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1])).is_err(), "unknown key");
-        assert!(parse_request(Bytes::from_static(&[0, 11, 0, 1, 0, 0, 0, 1])).is_err(), "JoinGroup not served yet");
+        assert!(
+            parse_request(Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1])).is_err(),
+            "unknown key"
+        );
+        assert!(
+            parse_request(Bytes::from_static(&[0, 11, 0, 1, 0, 0, 0, 1])).is_err(),
+            "JoinGroup not served yet"
+        );
         let too_new = parse_request(Bytes::from_static(&[0, 18, 0, 99, 0, 0, 0, 5])).unwrap();
-        assert!(matches!(too_new, Incoming::ApiVersionsTooNew { correlation_id: 5 }));
+        assert!(matches!(
+            too_new,
+            Incoming::ApiVersionsTooNew { correlation_id: 5 }
+        ));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use uuid::Uuid;
 use super::{Shard, ShardRequest};
 use crate::error::ErrorCode;
 use crate::limits;
-use crate::metadata::{is_valid_topic_name, topic_log_config, MetadataImage, TopicMeta, METADATA_FILE};
+use crate::metadata::{
+    is_valid_topic_name, topic_log_config, MetadataImage, TopicMeta, METADATA_FILE,
+};
 use crate::storage::fs::UringStorage;
 use crate::storage::write_atomically;
 use crate::types::ShardId;
@@ -31,9 +33,17 @@ pub struct NewTopic {
 
 #[derive(Debug)]
 pub enum ControllerRequest {
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
-    DeleteTopics { names: Vec<String> },
-    CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
     AllocateProducerId,
 }
 
@@ -59,24 +69,48 @@ fn fail(code: ErrorCode, message: impl Into<String>) -> TopicOutcome {
 impl Controller {
     pub fn new(image: &MetadataImage) -> Controller {
         // Ids below the persisted reservation may have been handed out before a crash: skip them.
-        Controller { one_at_a_time: Semaphore::new(1), next_producer_id: Cell::new(image.producer_ids_reserved_to) }
-    }
-
-    pub async fn handle(&self, shard: &Rc<Shard>, request: ControllerRequest) -> ControllerResponse {
-        let _permit = self.one_at_a_time.acquire_permit(1).await.expect("semaphore never closes");
-        match request {
-            ControllerRequest::CreateTopics { topics, validate_only } => {
-                ControllerResponse::Topics(self.create_topics(shard, topics, validate_only).await)
-            }
-            ControllerRequest::DeleteTopics { names } => ControllerResponse::Topics(self.delete_topics(shard, names).await),
-            ControllerRequest::CreatePartitions { topics, validate_only } => {
-                ControllerResponse::Topics(self.create_partitions(shard, topics, validate_only).await)
-            }
-            ControllerRequest::AllocateProducerId => ControllerResponse::ProducerId(self.allocate_producer_id(shard).await),
+        Controller {
+            one_at_a_time: Semaphore::new(1),
+            next_producer_id: Cell::new(image.producer_ids_reserved_to),
         }
     }
 
-    async fn create_topics(&self, shard: &Rc<Shard>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<(String, TopicOutcome)> {
+    pub async fn handle(
+        &self,
+        shard: &Rc<Shard>,
+        request: ControllerRequest,
+    ) -> ControllerResponse {
+        let _permit = self
+            .one_at_a_time
+            .acquire_permit(1)
+            .await
+            .expect("semaphore never closes");
+        match request {
+            ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => ControllerResponse::Topics(self.create_topics(shard, topics, validate_only).await),
+            ControllerRequest::DeleteTopics { names } => {
+                ControllerResponse::Topics(self.delete_topics(shard, names).await)
+            }
+            ControllerRequest::CreatePartitions {
+                topics,
+                validate_only,
+            } => ControllerResponse::Topics(
+                self.create_partitions(shard, topics, validate_only).await,
+            ),
+            ControllerRequest::AllocateProducerId => {
+                ControllerResponse::ProducerId(self.allocate_producer_id(shard).await)
+            }
+        }
+    }
+
+    async fn create_topics(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<(String, TopicOutcome)> {
         let mut image = (*shard.image()).clone();
         let mut outcomes = Vec::new();
         for topic in topics {
@@ -90,34 +124,68 @@ impl Controller {
         outcomes
     }
 
-    fn check_new_topic(&self, shard: &Shard, image: &MetadataImage, topic: &NewTopic) -> TopicOutcome {
+    fn check_new_topic(
+        &self,
+        shard: &Shard,
+        image: &MetadataImage,
+        topic: &NewTopic,
+    ) -> TopicOutcome {
         if !is_valid_topic_name(&topic.name) {
-            return fail(ErrorCode::InvalidTopicException, format!("topic name {:?} is not valid", topic.name));
+            return fail(
+                ErrorCode::InvalidTopicException,
+                format!("topic name {:?} is not valid", topic.name),
+            );
         }
         if image.topic(&topic.name).is_some() {
-            return fail(ErrorCode::TopicAlreadyExists, format!("topic '{}' already exists", topic.name));
+            return fail(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic '{}' already exists", topic.name),
+            );
         }
-        let partitions = if topic.partitions == -1 { shard.config.num_partitions } else { topic.partitions };
-        if partitions < 1 || partitions > limits::TOPIC_PARTITIONS_MAX {
-            return fail(ErrorCode::InvalidPartitions, format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX));
+        let partitions = if topic.partitions == -1 {
+            shard.config.num_partitions
+        } else {
+            topic.partitions
+        };
+        if !(1..=limits::TOPIC_PARTITIONS_MAX).contains(&partitions) {
+            return fail(
+                ErrorCode::InvalidPartitions,
+                format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX),
+            );
         }
         if topic.replication_factor != -1 && topic.replication_factor != 1 {
-            return fail(ErrorCode::InvalidReplicationFactor, "replication factor must be 1: there is one broker");
+            return fail(
+                ErrorCode::InvalidReplicationFactor,
+                "replication factor must be 1: there is one broker",
+            );
         }
         let log_config = match topic_log_config(&shard.config.log, &topic.configs) {
             Ok(c) => c,
             Err(err) => return fail(ErrorCode::InvalidConfig, err.to_string()),
         };
-        Ok(Arc::new(TopicMeta { name: topic.name.clone(), id: Uuid::new_v4(), partitions, configs: topic.configs.clone(), log_config }))
+        Ok(Arc::new(TopicMeta {
+            name: topic.name.clone(),
+            id: Uuid::new_v4(),
+            partitions,
+            configs: topic.configs.clone(),
+            log_config,
+        }))
     }
 
-    async fn delete_topics(&self, shard: &Rc<Shard>, names: Vec<String>) -> Vec<(String, TopicOutcome)> {
+    async fn delete_topics(
+        &self,
+        shard: &Rc<Shard>,
+        names: Vec<String>,
+    ) -> Vec<(String, TopicOutcome)> {
         let mut image = (*shard.image()).clone();
         let mut outcomes = Vec::new();
         for name in names {
             let outcome = match image.topics.remove(&name) {
                 Some(meta) => Ok(meta),
-                None => fail(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")),
+                None => fail(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic '{name}' does not exist"),
+                ),
             };
             outcomes.push((name, outcome));
         }
@@ -125,20 +193,35 @@ impl Controller {
         outcomes
     }
 
-    async fn create_partitions(&self, shard: &Rc<Shard>, topics: Vec<(String, i32)>, validate_only: bool) -> Vec<(String, TopicOutcome)> {
+    async fn create_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    ) -> Vec<(String, TopicOutcome)> {
         let mut image = (*shard.image()).clone();
         let mut outcomes = Vec::new();
         for (name, count) in topics {
             let outcome = match image.topic(&name) {
-                None => fail(ErrorCode::UnknownTopicOrPartition, format!("topic '{name}' does not exist")),
+                None => fail(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic '{name}' does not exist"),
+                ),
                 Some(meta) if count <= meta.partitions => fail(
                     ErrorCode::InvalidPartitions,
-                    format!("topic has {} partitions; the new count must be larger, not {count}", meta.partitions),
+                    format!(
+                        "topic has {} partitions; the new count must be larger, not {count}",
+                        meta.partitions
+                    ),
                 ),
-                Some(_) if count > limits::TOPIC_PARTITIONS_MAX => {
-                    fail(ErrorCode::InvalidPartitions, format!("at most {} partitions", limits::TOPIC_PARTITIONS_MAX))
-                }
-                Some(meta) => Ok(Arc::new(TopicMeta { partitions: count, ..(**meta).clone() })),
+                Some(_) if count > limits::TOPIC_PARTITIONS_MAX => fail(
+                    ErrorCode::InvalidPartitions,
+                    format!("at most {} partitions", limits::TOPIC_PARTITIONS_MAX),
+                ),
+                Some(meta) => Ok(Arc::new(TopicMeta {
+                    partitions: count,
+                    ..(**meta).clone()
+                })),
             };
             if let (Ok(meta), false) = (&outcome, validate_only) {
                 image.topics.insert(name.clone(), meta.clone());
@@ -155,7 +238,9 @@ impl Controller {
         if id >= image.producer_ids_reserved_to {
             let mut next = (*image).clone();
             next.producer_ids_reserved_to = id + limits::PRODUCER_ID_BLOCK_SIZE;
-            self.commit(shard, next).await.map_err(|_| ErrorCode::KafkaStorageError)?;
+            self.commit(shard, next)
+                .await
+                .map_err(|_| ErrorCode::KafkaStorageError)?;
         }
         self.next_producer_id.set(id + 1);
         Ok(id)
@@ -163,14 +248,22 @@ impl Controller {
 
     /// Persists and publishes `image` if any outcome succeeded; on a storage failure every
     /// success turns into KAFKA_STORAGE_ERROR (nothing was changed).
-    async fn commit_if_changed(&self, shard: &Rc<Shard>, image: MetadataImage, outcomes: &mut [(String, TopicOutcome)]) {
+    async fn commit_if_changed(
+        &self,
+        shard: &Rc<Shard>,
+        image: MetadataImage,
+        outcomes: &mut [(String, TopicOutcome)],
+    ) {
         if image.topics == shard.image().topics {
             return;
         }
         if let Err(err) = self.commit(shard, image).await {
             for (_, outcome) in outcomes.iter_mut() {
                 if outcome.is_ok() {
-                    *outcome = fail(ErrorCode::KafkaStorageError, format!("metadata write failed: {err}"));
+                    *outcome = fail(
+                        ErrorCode::KafkaStorageError,
+                        format!("metadata write failed: {err}"),
+                    );
                 }
             }
         }
@@ -181,7 +274,8 @@ impl Controller {
         let path = shard.config.data_dir.join(METADATA_FILE);
         write_atomically(&UringStorage, &path, image.encode().into_bytes()).await?;
         let image = Arc::new(image);
-        let calls = (0..shard.count).map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
+        let calls = (0..shard.count)
+            .map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
         futures::future::join_all(calls).await;
         Ok(())
     }

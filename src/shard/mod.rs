@@ -51,11 +51,21 @@ pub type OffsetAnswer = Result<(i64, Offset), ErrorCode>;
 /// Work one shard asks of another.
 #[derive(Debug)]
 pub enum ShardRequest {
-    Produce { acks: i16, items: Vec<(TopicPartition, Bytes)> },
-    Fetch { items: Vec<FetchItem> },
+    Produce {
+        acks: i16,
+        items: Vec<(TopicPartition, Bytes)>,
+    },
+    Fetch {
+        items: Vec<FetchItem>,
+    },
     /// Resolve when any of these partitions has data past its offset, or after `max_wait`.
-    WaitForData { items: Vec<(TopicPartition, Offset)>, max_wait: Duration },
-    ListOffsets { items: Vec<(TopicPartition, i64)> },
+    WaitForData {
+        items: Vec<(TopicPartition, Offset)>,
+        max_wait: Duration,
+    },
+    ListOffsets {
+        items: Vec<(TopicPartition, i64)>,
+    },
     ApplyMetadata(Arc<MetadataImage>),
     Controller(ControllerRequest),
     /// A no-op round trip, for measuring the cost of a hop.
@@ -101,7 +111,11 @@ impl Shard {
     }
 
     fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef<UringStorage>, ErrorCode> {
-        self.partitions.borrow().get(tp).cloned().ok_or(ErrorCode::UnknownTopicOrPartition)
+        self.partitions
+            .borrow()
+            .get(tp)
+            .cloned()
+            .ok_or(ErrorCode::UnknownTopicOrPartition)
     }
 
     /// Sends `request` to shard `to` (or runs it here when `to` is this shard) and awaits the answer.
@@ -116,19 +130,27 @@ impl Shard {
     pub fn handle(self: Rc<Self>, request: ShardRequest) -> LocalBoxFuture<'static, ShardResponse> {
         async move {
             match request {
-                ShardRequest::Produce { acks, items } => ShardResponse::Produce(self.produce_local(acks, items).await),
-                ShardRequest::Fetch { items } => ShardResponse::Fetch(self.fetch_local(items).await),
+                ShardRequest::Produce { acks, items } => {
+                    ShardResponse::Produce(self.produce_local(acks, items).await)
+                }
+                ShardRequest::Fetch { items } => {
+                    ShardResponse::Fetch(self.fetch_local(items).await)
+                }
                 ShardRequest::WaitForData { items, max_wait } => {
                     self.wait_for_data_local(items, max_wait).await;
                     ShardResponse::Done
                 }
-                ShardRequest::ListOffsets { items } => ShardResponse::ListOffsets(self.list_offsets_local(items).await),
+                ShardRequest::ListOffsets { items } => {
+                    ShardResponse::ListOffsets(self.list_offsets_local(items).await)
+                }
                 ShardRequest::ApplyMetadata(image) => {
                     self.apply_metadata(image).await;
                     ShardResponse::Done
                 }
                 ShardRequest::Controller(request) => match &self.controller {
-                    Some(controller) => ShardResponse::Controller(controller.handle(&self, request).await),
+                    Some(controller) => {
+                        ShardResponse::Controller(controller.handle(&self, request).await)
+                    }
                     None => ShardResponse::Controller(ControllerResponse::NotController),
                 },
                 ShardRequest::Ping => ShardResponse::Done,
@@ -139,7 +161,11 @@ impl Shard {
 
     /// Appends each item to its partition (all owned here), then, unless acks=0, waits until
     /// every successful append is durable.
-    async fn produce_local(self: &Rc<Self>, acks: i16, items: Vec<(TopicPartition, Bytes)>) -> Vec<Result<ProduceOutcome, ErrorCode>> {
+    async fn produce_local(
+        self: &Rc<Self>,
+        acks: i16,
+        items: Vec<(TopicPartition, Bytes)>,
+    ) -> Vec<Result<ProduceOutcome, ErrorCode>> {
         let now = self.clock.now_ms();
         let mut appended = Vec::with_capacity(items.len());
         for (tp, records) in &items {
@@ -159,7 +185,9 @@ impl Shard {
         let mut results = Vec::with_capacity(appended.len());
         for result in appended {
             results.push(match result {
-                Ok((outcome, p)) if acks != 0 => partition::wait_durable(&p, outcome.durable_at).await.map(|_| outcome),
+                Ok((outcome, p)) if acks != 0 => partition::wait_durable(&p, outcome.durable_at)
+                    .await
+                    .map(|_| outcome),
                 Ok((outcome, _)) => Ok(outcome),
                 Err(code) => Err(code),
             });
@@ -176,7 +204,11 @@ impl Shard {
     }
 
     async fn fetch_one(&self, item: FetchItem) -> FetchResult {
-        let failed = |error| FetchResult { error, offsets: None, records: Bytes::new() };
+        let failed = |error| FetchResult {
+            error,
+            offsets: None,
+            records: Bytes::new(),
+        };
         let partition = match self.partition(&item.tp) {
             Ok(p) => p,
             Err(code) => return failed(code),
@@ -186,7 +218,13 @@ impl Shard {
             (p.cursor_at(item.offset), p.offsets())
         };
         let records = match cursor {
-            Err(code) => return FetchResult { error: code, offsets: Some(offsets), records: Bytes::new() },
+            Err(code) => {
+                return FetchResult {
+                    error: code,
+                    offsets: Some(offsets),
+                    records: Bytes::new(),
+                }
+            }
             Ok(None) => Bytes::new(),
             Ok(Some(cursor)) => match cursor.read(item.offset, item.max_bytes).await {
                 Ok(bytes) => bytes,
@@ -196,7 +234,11 @@ impl Shard {
                 }
             },
         };
-        FetchResult { error: ErrorCode::None, offsets: Some(offsets), records }
+        FetchResult {
+            error: ErrorCode::None,
+            offsets: Some(offsets),
+            records,
+        }
     }
 
     async fn wait_for_data_local(&self, items: Vec<(TopicPartition, Offset)>, max_wait: Duration) {
@@ -229,7 +271,14 @@ impl Shard {
         let partition = self.partition(tp)?;
         let (offsets, cursor) = {
             let p = partition.borrow();
-            (p.offsets(), if timestamp >= 0 { p.cursor_for_timestamp(timestamp) } else { None })
+            (
+                p.offsets(),
+                if timestamp >= 0 {
+                    p.cursor_for_timestamp(timestamp)
+                } else {
+                    None
+                },
+            )
         };
         match timestamp {
             LATEST => Ok((-1, offsets.high_watermark)),
@@ -258,7 +307,9 @@ impl Shard {
             .borrow()
             .keys()
             .filter(|tp| match (old.topic(&tp.topic), image.topic(&tp.topic)) {
-                (Some(before), Some(now)) => before.id != now.id || tp.partition.0 >= now.partitions,
+                (Some(before), Some(now)) => {
+                    before.id != now.id || tp.partition.0 >= now.partitions
+                }
                 _ => true,
             })
             .cloned()
@@ -283,12 +334,23 @@ impl Shard {
                     continue;
                 }
                 let dir = partition_dir(&self.config.data_dir, &tp);
-                match Partition::open(UringStorage, tp.clone(), dir, topic.log_config.clone(), clean, self.clock.now_ms()).await {
+                match Partition::open(
+                    UringStorage,
+                    tp.clone(),
+                    dir,
+                    topic.log_config.clone(),
+                    clean,
+                    self.clock.now_ms(),
+                )
+                .await
+                {
                     Ok((partition, report)) => {
                         if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 && !clean {
                             log::info!("recovered {tp}: {report:?}");
                         }
-                        self.partitions.borrow_mut().insert(tp, Rc::new(RefCell::new(partition)));
+                        self.partitions
+                            .borrow_mut()
+                            .insert(tp, Rc::new(RefCell::new(partition)));
                     }
                     Err(err) => log::error!("cannot open {tp}: {err}; it stays offline"),
                 }

@@ -14,8 +14,15 @@ use crate::types::ShardId;
 /// What travels between shards.
 #[derive(Debug)]
 pub enum Envelope {
-    Request { from: usize, id: u64, request: ShardRequest },
-    Response { id: u64, response: ShardResponse },
+    Request {
+        from: usize,
+        id: u64,
+        request: ShardRequest,
+    },
+    Response {
+        id: u64,
+        response: ShardResponse,
+    },
 }
 
 /// This shard's end of the mesh: senders to every other shard and the calls awaiting answers.
@@ -28,11 +35,19 @@ pub struct Router {
 impl Router {
     /// A router for a single-shard broker: every call is local.
     pub fn single() -> Router {
-        Router { senders: None, awaiting: RefCell::new(HashMap::new()), next_id: Cell::new(0) }
+        Router {
+            senders: None,
+            awaiting: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+        }
     }
 
     pub fn new(senders: Senders<Envelope>) -> Router {
-        Router { senders: Some(senders), awaiting: RefCell::new(HashMap::new()), next_id: Cell::new(0) }
+        Router {
+            senders: Some(senders),
+            awaiting: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+        }
     }
 
     pub async fn call(&self, to: ShardId, request: ShardRequest) -> ShardResponse {
@@ -41,7 +56,11 @@ impl Router {
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.awaiting.borrow_mut().insert(id, tx);
-        let envelope = Envelope::Request { from: senders.peer_id(), id, request };
+        let envelope = Envelope::Request {
+            from: senders.peer_id(),
+            id,
+            request,
+        };
         if senders.send_to(to.0, envelope).await.is_err() {
             // Only at shutdown: the other shard has stopped.
             self.awaiting.borrow_mut().remove(&id);
@@ -61,7 +80,11 @@ impl Router {
 
     async fn answer(&self, to: usize, id: u64, response: ShardResponse) {
         let senders = self.senders.as_ref().expect("mesh");
-        if senders.send_to(to, Envelope::Response { id, response }).await.is_err() {
+        if senders
+            .send_to(to, Envelope::Response { id, response })
+            .await
+            .is_err()
+        {
             log::warn!("shard {to} went away before its answer {id}");
         }
     }

@@ -27,14 +27,23 @@ use crate::types::ShardId;
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Runs the broker until `stop` is set. Returns whether every shard closed its partitions cleanly.
-pub fn run(config: Config, image: MetadataImage, clean_start: bool, stop: Arc<AtomicBool>) -> Result<bool> {
+pub fn run(
+    config: Config,
+    image: MetadataImage,
+    clean_start: bool,
+    stop: Arc<AtomicBool>,
+) -> Result<bool> {
     let config = Arc::new(config);
     let image = Arc::new(image);
-    let mesh = (config.cores > 1).then(|| MeshBuilder::<Envelope, _>::full(config.cores, limits::CROSS_SHARD_QUEUE_DEPTH));
-    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mesh = (config.cores > 1)
+        .then(|| MeshBuilder::<Envelope, _>::full(config.cores, limits::CROSS_SHARD_QUEUE_DEPTH));
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut handles = Vec::new();
     for core in 0..config.cores {
-        let (config, image, mesh, stop) = (config.clone(), image.clone(), mesh.clone(), stop.clone());
+        let (config, image, mesh, stop) =
+            (config.clone(), image.clone(), mesh.clone(), stop.clone());
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
             .name(&format!("sluice-shard-{core}"))
             .spin_before_park(Duration::from_micros(config.spin_before_park_us));
@@ -71,7 +80,10 @@ async fn shard_main(
 ) -> Result<bool> {
     let (router, id, receivers) = match mesh {
         Some(mesh) => {
-            let (senders, receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("joining the shard mesh failed"))?;
+            let (senders, receivers) = mesh
+                .join()
+                .await
+                .map_err(|_| anyhow::anyhow!("joining the shard mesh failed"))?;
             let id = senders.peer_id();
             (Router::new(senders), id, Some(receivers))
         }
@@ -95,12 +107,19 @@ async fn shard_main(
     shard.open_owned_partitions(clean_start).await;
     let listener = glommio::net::TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
-    log::info!("shard {id} serving {} partitions, listening on {}", shard.partitions.borrow().len(), config.listen);
+    log::info!(
+        "shard {id} serving {} partitions, listening on {}",
+        shard.partitions.borrow().len(),
+        config.listen
+    );
     glommio::spawn_local(network::accept_loop(shard.clone(), listener)).detach();
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL_INTERVAL).await;
     }
     let clean = shard.close_all().await;
-    log::info!("shard {id} stopped ({})", if clean { "clean" } else { "with errors" });
+    log::info!(
+        "shard {id} stopped ({})",
+        if clean { "clean" } else { "with errors" }
+    );
     Ok(clean)
 }

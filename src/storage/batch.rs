@@ -136,7 +136,10 @@ pub fn check_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
 /// Validates the records of one partition in a Produce request: one or more complete v2
 /// batches, each within `max_message_bytes`, none a control batch, sequences present when a
 /// producer id is. Returns each batch's header with its byte range.
-pub fn validate_produce(records: &[u8], max_message_bytes: usize) -> Result<Vec<(BatchHeader, usize, usize)>, ErrorCode> {
+pub fn validate_produce(
+    records: &[u8],
+    max_message_bytes: usize,
+) -> Result<Vec<(BatchHeader, usize, usize)>, ErrorCode> {
     let mut batches = Vec::new();
     let mut at = 0;
     while at < records.len() {
@@ -256,7 +259,9 @@ pub mod test_batches {
         let n = values.len() as i32;
         let mut b = Vec::new();
         b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes());
+        b.extend_from_slice(
+            &((HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes(),
+        );
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.push(2);
         b.extend_from_slice(&0u32.to_be_bytes());
@@ -297,18 +302,36 @@ mod tests {
         let mut bad_crc = good.clone();
         let last = bad_crc.len() - 1;
         bad_crc[last] ^= 1;
-        assert_eq!(validate_produce(&bad_crc, 1 << 20).unwrap_err(), ErrorCode::CorruptMessage);
+        assert_eq!(
+            validate_produce(&bad_crc, 1 << 20).unwrap_err(),
+            ErrorCode::CorruptMessage
+        );
         let mut bad_magic = good.clone();
         bad_magic[16] = 1;
-        assert_eq!(validate_produce(&bad_magic, 1 << 20).unwrap_err(), ErrorCode::UnsupportedForMessageFormat);
-        assert_eq!(validate_produce(&good[..40], 1 << 20).unwrap_err(), ErrorCode::CorruptMessage);
-        assert_eq!(validate_produce(&good, 10).unwrap_err(), ErrorCode::MessageTooLarge);
-        assert_eq!(validate_produce(&[], 1 << 20).unwrap_err(), ErrorCode::CorruptMessage);
+        assert_eq!(
+            validate_produce(&bad_magic, 1 << 20).unwrap_err(),
+            ErrorCode::UnsupportedForMessageFormat
+        );
+        assert_eq!(
+            validate_produce(&good[..40], 1 << 20).unwrap_err(),
+            ErrorCode::CorruptMessage
+        );
+        assert_eq!(
+            validate_produce(&good, 10).unwrap_err(),
+            ErrorCode::MessageTooLarge
+        );
+        assert_eq!(
+            validate_produce(&[], 1 << 20).unwrap_err(),
+            ErrorCode::CorruptMessage
+        );
         let mut control = good.clone();
         control[22] |= 0x20;
         let crc = compute_crc(&control);
         control[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(validate_produce(&control, 1 << 20).unwrap_err(), ErrorCode::InvalidRecord);
+        assert_eq!(
+            validate_produce(&control, 1 << 20).unwrap_err(),
+            ErrorCode::InvalidRecord
+        );
     }
 
     #[test]

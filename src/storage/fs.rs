@@ -28,7 +28,10 @@ impl StorageFile for UringFile {
         let written = self.0.write_at(buf, pos).await.map_err(to_io)?;
         if written != total {
             // A short write to a regular file means the disk is full: fail, never ack.
-            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {written} of {total} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {total} bytes"),
+            ));
         }
         Ok(())
     }
@@ -55,7 +58,13 @@ impl Storage for UringStorage {
     type File = UringFile;
 
     async fn open(&self, path: &Path) -> io::Result<UringFile> {
-        let file = OpenOptions::new().read(true).write(true).create(true).buffered_open(path).await.map_err(to_io)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .buffered_open(path)
+            .await
+            .map_err(to_io)?;
         Ok(UringFile(file))
     }
 

@@ -17,7 +17,10 @@ impl OffsetIndex {
     /// Adds an entry; entries must grow in both offset and position.
     pub fn push(&mut self, relative_offset: u32, position: u32) {
         if let Some(&(last_offset, last_position)) = self.entries.last() {
-            assert!(relative_offset > last_offset && position > last_position, "index entries must increase");
+            assert!(
+                relative_offset > last_offset && position > last_position,
+                "index entries must increase"
+            );
         }
         self.entries.push((relative_offset, position));
     }
@@ -54,7 +57,7 @@ impl OffsetIndex {
     /// Decodes an index file, or `None` if it is damaged (torn, out of order, or pointing past
     /// the end of a log of `log_bytes`): the caller then rebuilds it from the log.
     pub fn decode(bytes: &[u8], log_bytes: u64) -> Option<OffsetIndex> {
-        if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES) {
             return None;
         }
         let mut index = OffsetIndex::default();
@@ -113,7 +116,7 @@ impl TimeIndex {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<TimeIndex> {
-        if bytes.len() % TIME_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY_BYTES) {
             return None;
         }
         let mut index = TimeIndex::default();
@@ -154,7 +157,11 @@ mod tests {
         let bytes = index.encode();
         assert_eq!(OffsetIndex::decode(&bytes, 300), Some(index.clone()));
         assert_eq!(OffsetIndex::decode(&bytes[..7], 300), None);
-        assert_eq!(OffsetIndex::decode(&bytes, 150), None, "position past the log end");
+        assert_eq!(
+            OffsetIndex::decode(&bytes, 150),
+            None,
+            "position past the log end"
+        );
         let mut swapped = bytes.clone();
         swapped.rotate_left(8);
         assert_eq!(OffsetIndex::decode(&swapped, 300), None);

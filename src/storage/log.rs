@@ -100,7 +100,11 @@ impl<S: Storage> FlushJob<S> {
             let file = match target.file {
                 Some(file) => file,
                 None => {
-                    let file = Rc::new(self.storage.open(&segment::log_path(&self.dir, target.base)).await?);
+                    let file = Rc::new(
+                        self.storage
+                            .open(&segment::log_path(&self.dir, target.base))
+                            .await?,
+                    );
                     created_files = true;
                     opened.push((target.base, file.clone()));
                     file
@@ -113,8 +117,18 @@ impl<S: Storage> FlushJob<S> {
                 file.sync_data().await?;
             }
             if let Some((index, time_index)) = target.seal {
-                write_synced(&self.storage, &segment::index_path(&self.dir, target.base), index).await?;
-                write_synced(&self.storage, &segment::time_index_path(&self.dir, target.base), time_index).await?;
+                write_synced(
+                    &self.storage,
+                    &segment::index_path(&self.dir, target.base),
+                    index,
+                )
+                .await?;
+                write_synced(
+                    &self.storage,
+                    &segment::time_index_path(&self.dir, target.base),
+                    time_index,
+                )
+                .await?;
                 created_files = true;
             }
             written.push((target.base, target.written_to));
@@ -122,7 +136,11 @@ impl<S: Storage> FlushJob<S> {
         if created_files {
             self.storage.sync_dir(&self.dir)?;
         }
-        Ok(FlushDone { opened, written, end: self.end })
+        Ok(FlushDone {
+            opened,
+            written,
+            end: self.end,
+        })
     }
 }
 
@@ -134,11 +152,14 @@ async fn write_synced<S: Storage>(storage: &S, path: &Path, bytes: Vec<u8>) -> i
     file.sync_data().await
 }
 
+/// One segment's part of a clean shutdown: base offset, file, encoded index and time index.
+type SegmentClose<F> = (Offset, Rc<F>, Vec<u8>, Vec<u8>);
+
 /// The writes of a clean shutdown, run without borrowing the log.
 pub struct ClosePlan<S: Storage> {
     storage: S,
     dir: PathBuf,
-    files: Vec<(Offset, Rc<S::File>, Vec<u8>, Vec<u8>)>,
+    files: Vec<SegmentClose<S::File>>,
 }
 
 impl<S: Storage> ClosePlan<S> {
@@ -146,7 +167,12 @@ impl<S: Storage> ClosePlan<S> {
         for (base, file, index, time_index) in self.files {
             file.sync_data().await?;
             write_synced(&self.storage, &segment::index_path(&self.dir, base), index).await?;
-            write_synced(&self.storage, &segment::time_index_path(&self.dir, base), time_index).await?;
+            write_synced(
+                &self.storage,
+                &segment::time_index_path(&self.dir, base),
+                time_index,
+            )
+            .await?;
         }
         self.storage.sync_dir(&self.dir)
     }
@@ -172,7 +198,11 @@ impl<S: Storage> Log<S> {
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<(Log<S>, RecoveryReport)> {
         storage.create_dir_all(&dir)?;
-        let mut bases: Vec<Offset> = storage.list_dir(&dir)?.iter().filter_map(|n| segment::parse_log_name(n)).collect();
+        let mut bases: Vec<Offset> = storage
+            .list_dir(&dir)?
+            .iter()
+            .filter_map(|n| segment::parse_log_name(n))
+            .collect();
         bases.sort();
         let mut report = RecoveryReport::default();
         let mut segments = Vec::new();
@@ -180,12 +210,26 @@ impl<S: Storage> Log<S> {
             let last = i + 1 == bases.len();
             let file = Rc::new(storage.open(&segment::log_path(&dir, base)).await?);
             let mut seg = Segment::new(base, Some(file), now_ms);
-            let intact = load_segment(&storage, &dir, &mut seg, &config, clean, last, &mut report, on_batch).await?;
+            let intact = load_segment(
+                &storage,
+                &dir,
+                &mut seg,
+                &config,
+                clean,
+                last,
+                &mut report,
+                on_batch,
+            )
+            .await?;
             segments.push(seg);
             if !intact {
                 // Everything after a corrupt batch is gone, later segments included (as Kafka does).
                 for &later in &bases[i + 1..] {
-                    report.truncated_bytes += storage.open(&segment::log_path(&dir, later)).await?.size().await?;
+                    report.truncated_bytes += storage
+                        .open(&segment::log_path(&dir, later))
+                        .await?
+                        .size()
+                        .await?;
                     remove_segment_files(&storage, &dir, later);
                 }
                 break;
@@ -239,7 +283,13 @@ impl<S: Storage> Log<S> {
 
     /// Appends one validated batch (a complete v2 batch) and returns the offsets it got. The bytes
     /// are copied once, into the pending buffer, where the broker-owned header fields are set.
-    pub fn append(&mut self, batch_bytes: &[u8], header: &BatchHeader, leader_epoch: i32, now_ms: i64) -> Result<Appended, ErrorCode> {
+    pub fn append(
+        &mut self,
+        batch_bytes: &[u8],
+        header: &BatchHeader,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Appended, ErrorCode> {
         if self.failed {
             return Err(ErrorCode::KafkaStorageError);
         }
@@ -247,12 +297,24 @@ impl<S: Storage> Log<S> {
         debug_assert_eq!(size as usize, header.total_bytes());
         self.maybe_roll(size, now_ms);
         let base_offset = self.end;
-        let active = self.segments.last_mut().expect("a log always has an active segment");
+        let active = self
+            .segments
+            .last_mut()
+            .expect("a log always has an active segment");
         let position = active.size;
         let pending = match self.pending.last_mut() {
-            Some(p) if p.segment_base == active.base_offset && p.position + p.bytes.len() as u64 == position => p,
+            Some(p)
+                if p.segment_base == active.base_offset
+                    && p.position + p.bytes.len() as u64 == position =>
+            {
+                p
+            }
             _ => {
-                self.pending.push(PendingWrite { segment_base: active.base_offset, position, bytes: Vec::new() });
+                self.pending.push(PendingWrite {
+                    segment_base: active.base_offset,
+                    position,
+                    bytes: Vec::new(),
+                });
                 self.pending.last_mut().expect("just pushed")
             }
         };
@@ -271,7 +333,11 @@ impl<S: Storage> Log<S> {
         active.note_batch(&stored_header, position, self.config.index_interval_bytes);
         self.end = stored_header.next_offset();
         self.messages_unsynced += stored_header.record_count as u64;
-        Ok(Appended { base_offset, last_offset: stored_header.last_offset(), log_append_time })
+        Ok(Appended {
+            base_offset,
+            last_offset: stored_header.last_offset(),
+            log_append_time,
+        })
     }
 
     fn maybe_roll(&mut self, incoming: u64, now_ms: i64) {
@@ -314,15 +380,31 @@ impl<S: Storage> Log<S> {
             self.messages_unsynced = 0;
         }
         self.flush_running = true;
-        Some(FlushJob { storage: self.storage.clone(), dir: self.dir.clone(), targets, sync, end: self.end })
+        Some(FlushJob {
+            storage: self.storage.clone(),
+            dir: self.dir.clone(),
+            targets,
+            sync,
+            end: self.end,
+        })
     }
 
-    fn target_for<'a>(&self, targets: &'a mut Vec<FlushTarget<S::File>>, base: Offset) -> &'a mut FlushTarget<S::File> {
+    fn target_for<'a>(
+        &self,
+        targets: &'a mut Vec<FlushTarget<S::File>>,
+        base: Offset,
+    ) -> &'a mut FlushTarget<S::File> {
         if let Some(i) = targets.iter().position(|t| t.base == base) {
             return &mut targets[i];
         }
         let file = self.segment(base).and_then(|s| s.file.clone());
-        targets.push(FlushTarget { base, file, writes: Vec::new(), written_to: 0, seal: None });
+        targets.push(FlushTarget {
+            base,
+            file,
+            writes: Vec::new(),
+            written_to: 0,
+            seal: None,
+        });
         targets.last_mut().expect("just pushed")
     }
 
@@ -332,12 +414,18 @@ impl<S: Storage> Log<S> {
 
     /// Applies a finished flush job. On error the log is failed: nothing after the last good
     /// flush is ever acknowledged, and every later append is refused until a restart recovers.
-    pub fn complete_flush(&mut self, result: io::Result<FlushDone<S::File>>) -> Result<Offset, ErrorCode> {
+    pub fn complete_flush(
+        &mut self,
+        result: io::Result<FlushDone<S::File>>,
+    ) -> Result<Offset, ErrorCode> {
         self.flush_running = false;
         let done = match result {
             Ok(done) => done,
             Err(err) => {
-                log::error!("log {}: write or fsync failed, failing the partition: {err}", self.dir.display());
+                log::error!(
+                    "log {}: write or fsync failed, failing the partition: {err}",
+                    self.dir.display()
+                );
                 self.failed = true;
                 return Err(ErrorCode::KafkaStorageError);
             }
@@ -352,7 +440,10 @@ impl<S: Storage> Log<S> {
                 seg.readable = seg.readable.max(written_to);
             }
         }
-        assert!(done.end >= self.high_watermark, "high watermark must not move back");
+        assert!(
+            done.end >= self.high_watermark,
+            "high watermark must not move back"
+        );
         self.high_watermark = done.end;
         Ok(self.high_watermark)
     }
@@ -366,17 +457,33 @@ impl<S: Storage> Log<S> {
         if offset >= self.high_watermark {
             return Ok(None);
         }
-        let i = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
         let seg = &self.segments[i];
-        let Some(file) = seg.file.clone() else { return Ok(None) };
-        Ok(Some(ReadCursor { file, scan_from: seg.relative_lookup(offset), readable: seg.readable }))
+        let Some(file) = seg.file.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(ReadCursor {
+            file,
+            scan_from: seg.relative_lookup(offset),
+            readable: seg.readable,
+        }))
     }
 
     /// Where to scan for the first record with timestamp >= `target`, in the first segment whose
     /// records reach it; `None` if no readable record does.
     pub fn cursor_for_timestamp(&self, target: i64) -> Option<ReadCursor<S::File>> {
-        let seg = self.segments.iter().find(|s| s.max_timestamp >= target && s.readable > 0)?;
-        Some(ReadCursor { file: seg.file.clone()?, scan_from: seg.time_lookup(target), readable: seg.readable })
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.max_timestamp >= target && s.readable > 0)?;
+        Some(ReadCursor {
+            file: seg.file.clone()?,
+            scan_from: seg.time_lookup(target),
+            readable: seg.readable,
+        })
     }
 
     /// What a clean shutdown must write: every segment synced, index files beside it.
@@ -384,42 +491,83 @@ impl<S: Storage> Log<S> {
         let files = self
             .segments
             .iter()
-            .filter_map(|s| s.file.clone().map(|f| (s.base_offset, f, s.index.encode(), s.time_index.encode())))
+            .filter_map(|s| {
+                s.file
+                    .clone()
+                    .map(|f| (s.base_offset, f, s.index.encode(), s.time_index.encode()))
+            })
             .collect();
-        ClosePlan { storage: self.storage.clone(), dir: self.dir.clone(), files }
+        ClosePlan {
+            storage: self.storage.clone(),
+            dir: self.dir.clone(),
+            files,
+        }
     }
 
     /// Removes every record at or after `offset`, which must start a batch (what a diverged
     /// replica does). Nothing may be pending: flush first.
     pub async fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
         if self.has_pending() || self.flush_running {
-            return Err(io::Error::new(io::ErrorKind::WouldBlock, "truncate with writes pending"));
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "truncate with writes pending",
+            ));
         }
         if offset >= self.end {
             return Ok(());
         }
         if offset < self.log_start {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "truncate below the log start"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "truncate below the log start",
+            ));
         }
-        while self.segments.len() > 1 && self.segments.last().is_some_and(|s| s.base_offset >= offset) {
+        while self.segments.len() > 1
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.base_offset >= offset)
+        {
             let seg = self.segments.pop().expect("checked");
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);
         }
         let seg = self.segments.last_mut().expect("one segment remains");
         let Some(file) = seg.file.clone() else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "segment file missing"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "segment file missing",
+            ));
         };
-        let cursor = ReadCursor { file: file.clone(), scan_from: seg.relative_lookup(offset), readable: seg.readable };
+        let cursor = ReadCursor {
+            file: file.clone(),
+            scan_from: seg.relative_lookup(offset),
+            readable: seg.readable,
+        };
         let position = match cursor.find_batch(|h| h.next_offset() > offset).await? {
             Some((position, header)) if header.base_offset == offset => position,
-            Some(_) => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{offset} is not a batch boundary"))),
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{offset} is not a batch boundary"),
+                ))
+            }
             None => seg.readable,
         };
         file.truncate(position).await?;
         file.sync_data().await?;
         let mut rebuilt = Segment::new(seg.base_offset, Some(file.clone()), seg.created_ms);
         let mut report = RecoveryReport::default();
-        scan_batches(&*file, &mut rebuilt, &self.config, 0, position, false, &mut report, &mut |_| {}).await?;
+        scan_batches(
+            &*file,
+            &mut rebuilt,
+            &self.config,
+            0,
+            position,
+            false,
+            &mut report,
+            &mut |_| {},
+        )
+        .await?;
         rebuilt.readable = position;
         *seg = rebuilt;
         self.end = offset;
@@ -449,8 +597,13 @@ impl<F: StorageFile> ReadCursor<F> {
     pub async fn find_timestamp(&self, target: i64) -> io::Result<Option<(Offset, i64)>> {
         let mut from = self.scan_from;
         loop {
-            let cursor = ReadCursor { file: self.file.clone(), scan_from: from, readable: self.readable };
-            let Some((position, header)) = cursor.find_batch(|h| h.max_timestamp >= target).await? else {
+            let cursor = ReadCursor {
+                file: self.file.clone(),
+                scan_from: from,
+                readable: self.readable,
+            };
+            let Some((position, header)) = cursor.find_batch(|h| h.max_timestamp >= target).await?
+            else {
                 return Ok(None);
             };
             let bytes = self.file.read_at(position, header.total_bytes()).await?;
@@ -462,7 +615,10 @@ impl<F: StorageFile> ReadCursor<F> {
     }
 
     /// Scans batch headers from `scan_from` to the first batch matching `wanted`.
-    async fn find_batch(&self, wanted: impl Fn(&BatchHeader) -> bool) -> io::Result<Option<(u64, BatchHeader)>> {
+    async fn find_batch(
+        &self,
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
         let mut position = self.scan_from;
         while position + HEADER_BYTES as u64 <= self.readable {
             let bytes = self.file.read_at(position, HEADER_BYTES).await?;
@@ -485,7 +641,11 @@ fn corrupt(what: &str) -> io::Error {
 }
 
 fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
-    for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+    for path in [
+        segment::log_path(dir, base),
+        segment::index_path(dir, base),
+        segment::time_index_path(dir, base),
+    ] {
         if storage.exists(&path) {
             if let Err(err) = storage.remove_file(&path) {
                 log::warn!("could not remove {}: {err}", path.display());
@@ -518,9 +678,13 @@ async fn load_segment<S: Storage>(
     let mut scan_from = 0u64;
     let mut rescan = true;
     if clean {
-        if let Some((index, time_index)) = load_indexes(storage, dir, seg.base_offset, size).await? {
+        if let Some((index, time_index)) = load_indexes(storage, dir, seg.base_offset, size).await?
+        {
             scan_from = index.last().map(|(_, p)| p as u64).unwrap_or(0);
-            let start = index.last().map(|(o, _)| seg.base_offset.next(o as i64)).unwrap_or(seg.base_offset);
+            let start = index
+                .last()
+                .map(|(o, _)| seg.base_offset.next(o as i64))
+                .unwrap_or(seg.base_offset);
             seg.index = index;
             seg.max_timestamp = time_index.last().map(|(t, _)| t).unwrap_or(-1);
             seg.time_index = time_index;
@@ -538,7 +702,10 @@ async fn load_segment<S: Storage>(
             on_batch(h)
         }
     };
-    let valid_end = scan_batches(&*file, seg, config, scan_from, size, verify, report, &mut feed).await?;
+    let valid_end = scan_batches(
+        &*file, seg, config, scan_from, size, verify, report, &mut feed,
+    )
+    .await?;
     seg.readable = valid_end;
     if valid_end < size {
         log::warn!(
@@ -555,7 +722,12 @@ async fn load_segment<S: Storage>(
     Ok(true)
 }
 
-async fn load_indexes<S: Storage>(storage: &S, dir: &Path, base: Offset, log_size: u64) -> io::Result<Option<(OffsetIndex, TimeIndex)>> {
+async fn load_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    log_size: u64,
+) -> io::Result<Option<(OffsetIndex, TimeIndex)>> {
     let cap = (log_size as usize / 2).max(64 * 1024);
     let index = super::read_whole(storage, &segment::index_path(dir, base), cap).await?;
     let time_index = super::read_whole(storage, &segment::time_index_path(dir, base), cap).await?;
@@ -579,16 +751,34 @@ async fn scan_batches<F: StorageFile, G>(
     report: &mut RecoveryReport,
     on_batch: &mut dyn FnMut(&BatchHeader),
 ) -> io::Result<u64> {
-    let batch_max = (config.max_message_bytes.max(limits::RECOVERY_READ_CHUNK_BYTES) as u64) * 16;
+    let batch_max = (config
+        .max_message_bytes
+        .max(limits::RECOVERY_READ_CHUNK_BYTES) as u64)
+        * 16;
     let mut position = from;
     let mut chunk = Bytes::new();
     let mut chunk_start = position;
     while position + HEADER_BYTES as u64 <= size {
-        let header_bytes = slice_of(file, &mut chunk, &mut chunk_start, position, HEADER_BYTES as u64).await?;
-        let Some(header) = BatchHeader::parse(&header_bytes) else { break };
+        let header_bytes = slice_of(
+            file,
+            &mut chunk,
+            &mut chunk_start,
+            position,
+            HEADER_BYTES as u64,
+        )
+        .await?;
+        let Some(header) = BatchHeader::parse(&header_bytes) else {
+            break;
+        };
         let total = header.total_bytes() as u64;
-        let continues = header.base_offset == seg.next_offset || (position == 0 && header.base_offset == seg.base_offset);
-        if total == 0 || total > batch_max || position + total > size || header.magic != 2 || !continues {
+        let continues = header.base_offset == seg.next_offset
+            || (position == 0 && header.base_offset == seg.base_offset);
+        if total == 0
+            || total > batch_max
+            || position + total > size
+            || header.magic != 2
+            || !continues
+        {
             break;
         }
         if verify {
@@ -606,7 +796,13 @@ async fn scan_batches<F: StorageFile, G>(
 }
 
 /// Returns `len` bytes at `position`, reading the file in large chunks.
-async fn slice_of<F: StorageFile>(file: &F, chunk: &mut Bytes, chunk_start: &mut u64, position: u64, len: u64) -> io::Result<Bytes> {
+async fn slice_of<F: StorageFile>(
+    file: &F,
+    chunk: &mut Bytes,
+    chunk_start: &mut u64,
+    position: u64,
+    len: u64,
+) -> io::Result<Bytes> {
     let chunk_end = *chunk_start + chunk.len() as u64;
     if position < *chunk_start || position + len > chunk_end {
         let want = (len as usize).max(limits::RECOVERY_READ_CHUNK_BYTES);

@@ -38,7 +38,15 @@ fn dir() -> PathBuf {
 }
 
 fn open(storage: &MemStorage, clean: bool) -> (Log<MemStorage>, RecoveryReport) {
-    block_on(Log::open(storage.clone(), dir(), small_config(), clean, 0, &mut |_| {})).expect("open")
+    block_on(Log::open(
+        storage.clone(),
+        dir(),
+        small_config(),
+        clean,
+        0,
+        &mut |_| {},
+    ))
+    .expect("open")
 }
 
 /// A model of what was appended: (base offset, record count, first timestamp) per batch.
@@ -54,7 +62,14 @@ fn append_random(log: &mut Log<MemStorage>, model: &mut Model, rng: &mut Rng, ts
     let bytes = batch(&values, ts, None);
     let header = batch::check_batch(&bytes).unwrap();
     let appended = log.append(&bytes, &header, 0, ts).unwrap();
-    assert_eq!(appended.base_offset, model.batches.last().map(|(o, n, _)| o.next(*n as i64)).unwrap_or(Offset(0)));
+    assert_eq!(
+        appended.base_offset,
+        model
+            .batches
+            .last()
+            .map(|(o, n, _)| o.next(*n as i64))
+            .unwrap_or(Offset(0))
+    );
     model.batches.push((appended.base_offset, count as i32, ts));
 }
 
@@ -77,7 +92,9 @@ fn check_reads(log: &Log<MemStorage>, model: &Model) {
         for offset in [base, base.next(count as i64 - 1)] {
             let cursor = log.cursor_at(offset).unwrap().expect("readable");
             let bytes = block_on(cursor.read(offset, 1)).unwrap();
-            let header = batch::check_batch(&bytes[..BatchHeader::parse(&bytes).unwrap().total_bytes()]).unwrap();
+            let header =
+                batch::check_batch(&bytes[..BatchHeader::parse(&bytes).unwrap().total_bytes()])
+                    .unwrap();
             assert_eq!(header.base_offset, base, "reading {offset}");
         }
     }
@@ -99,10 +116,16 @@ fn appends_roll_and_every_offset_reads_back() {
         }
         flush(&mut log).unwrap();
         assert_eq!(log.high_watermark(), log.end());
-        assert!(log.segment_count() > 3, "seed {seed}: small segments must roll");
+        assert!(
+            log.segment_count() > 3,
+            "seed {seed}: small segments must roll"
+        );
         check_reads(&log, &model);
-        assert_eq!(log.cursor_at(log.end()).unwrap().is_none(), true);
-        assert_eq!(log.cursor_at(log.end().next(1)).err(), Some(ErrorCode::OffsetOutOfRange));
+        assert!(log.cursor_at(log.end()).unwrap().is_none());
+        assert_eq!(
+            log.cursor_at(log.end().next(1)).err(),
+            Some(ErrorCode::OffsetOutOfRange)
+        );
     }
 }
 
@@ -143,13 +166,37 @@ fn crash_keeps_every_flushed_batch_and_truncates_torn_tails() {
             let _ = block_on(job.run());
         }
         drop(log);
-        storage.crash(|_, unsynced| if unsynced == 0 { 0 } else { (rng.next() as usize) % (unsynced + 1) });
+        storage.crash(|_, unsynced| {
+            if unsynced == 0 {
+                0
+            } else {
+                (rng.next() as usize) % (unsynced + 1)
+            }
+        });
         let (mut log, _) = open(&storage, false);
-        assert!(log.end() >= acked, "seed {seed}: acknowledged data lost ({} < {acked})", log.end());
-        let kept: Vec<_> = model.batches.iter().filter(|(o, _, _)| *o < log.end()).cloned().collect();
+        assert!(
+            log.end() >= acked,
+            "seed {seed}: acknowledged data lost ({} < {acked})",
+            log.end()
+        );
+        let kept: Vec<_> = model
+            .batches
+            .iter()
+            .filter(|(o, _, _)| *o < log.end())
+            .cloned()
+            .collect();
         let last = kept.last().unwrap();
-        assert_eq!(last.0.next(last.1 as i64), log.end(), "seed {seed}: recovery stops on a batch boundary");
-        check_reads(&log, &Model { batches: kept.clone() });
+        assert_eq!(
+            last.0.next(last.1 as i64),
+            log.end(),
+            "seed {seed}: recovery stops on a batch boundary"
+        );
+        check_reads(
+            &log,
+            &Model {
+                batches: kept.clone(),
+            },
+        );
         // The log keeps working after recovery.
         let mut model = Model { batches: kept };
         append_random(&mut log, &mut model, &mut rng, 5);
@@ -169,14 +216,23 @@ fn corruption_in_the_active_segment_truncates_from_there() {
     }
     flush(&mut log).unwrap();
     drop(log);
-    let mut logs: Vec<String> = storage.list_dir(&dir()).unwrap().into_iter().filter(|n| n.ends_with(".log")).collect();
+    let mut logs: Vec<String> = storage
+        .list_dir(&dir())
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
     logs.sort();
     let last = dir().join(logs.last().unwrap());
     let len = storage.file_len(&last).unwrap();
     storage.corrupt(&last, len - 3, b"zzz");
     let (log, report) = open(&storage, false);
     assert!(report.truncated_bytes > 0);
-    assert_eq!(log.end(), model.batches[4].0, "the corrupt last batch is dropped, the rest kept");
+    assert_eq!(
+        log.end(),
+        model.batches[4].0,
+        "the corrupt last batch is dropped, the rest kept"
+    );
     drop(log);
     // Corruption in an earlier segment drops everything after it, later segments included.
     let first = segment::log_path(&dir(), Offset(0));
@@ -201,7 +257,10 @@ fn failed_fsync_never_acknowledges_and_fails_the_log() {
     assert_eq!(log.high_watermark(), acked);
     let bytes = batch(&[b"x"], 3, None);
     let header = batch::check_batch(&bytes).unwrap();
-    assert_eq!(log.append(&bytes, &header, 0, 3), Err(ErrorCode::KafkaStorageError));
+    assert_eq!(
+        log.append(&bytes, &header, 0, 3),
+        Err(ErrorCode::KafkaStorageError)
+    );
 }
 
 #[test]
@@ -233,7 +292,10 @@ fn clean_reopen_trusts_indexes_and_skips_the_scan() {
     let (_, dirty_report) = open(&storage, false);
     assert_eq!(clean.end(), end);
     assert_eq!(clean_report.rebuilt_indexes, 0);
-    assert!(clean_report.batches_scanned < dirty_report.batches_scanned / 2, "{clean_report:?} vs {dirty_report:?}");
+    assert!(
+        clean_report.batches_scanned < dirty_report.batches_scanned / 2,
+        "{clean_report:?} vs {dirty_report:?}"
+    );
     check_reads(&clean, &model);
 }
 
@@ -260,5 +322,12 @@ fn truncate_drops_later_records_and_segments() {
     check_reads(&log, &model);
     drop(log);
     let (reopened, _) = open(&storage, false);
-    assert_eq!(reopened.end(), model.batches.last().map(|(o, n, _)| o.next(*n as i64)).unwrap());
+    assert_eq!(
+        reopened.end(),
+        model
+            .batches
+            .last()
+            .map(|(o, n, _)| o.next(*n as i64))
+            .unwrap()
+    );
 }

@@ -99,7 +99,11 @@ impl StorageFile for MemFile {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         let disk = self.disk.borrow();
-        let data = disk.files.get(&self.path).map(|f| f.data.as_slice()).unwrap_or(&[]);
+        let data = disk
+            .files
+            .get(&self.path)
+            .map(|f| f.data.as_slice())
+            .unwrap_or(&[]);
         let start = (pos as usize).min(data.len());
         let end = start.saturating_add(len).min(data.len());
         Ok(Bytes::copy_from_slice(&data[start..end]))
@@ -123,7 +127,13 @@ impl StorageFile for MemFile {
     }
 
     async fn size(&self) -> io::Result<u64> {
-        Ok(self.disk.borrow().files.get(&self.path).map(|f| f.data.len() as u64).unwrap_or(0))
+        Ok(self
+            .disk
+            .borrow()
+            .files
+            .get(&self.path)
+            .map(|f| f.data.len() as u64)
+            .unwrap_or(0))
     }
 }
 
@@ -131,8 +141,15 @@ impl Storage for MemStorage {
     type File = MemFile;
 
     async fn open(&self, path: &Path) -> io::Result<MemFile> {
-        self.disk.borrow_mut().files.entry(path.to_path_buf()).or_default();
-        Ok(MemFile { disk: self.disk.clone(), path: path.to_path_buf() })
+        self.disk
+            .borrow_mut()
+            .files
+            .entry(path.to_path_buf())
+            .or_default();
+        Ok(MemFile {
+            disk: self.disk.clone(),
+            path: path.to_path_buf(),
+        })
     }
 
     fn create_dir_all(&self, _path: &Path) -> io::Result<()> {
@@ -160,13 +177,19 @@ impl Storage for MemStorage {
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.disk.borrow_mut().files.retain(|p, _| !p.starts_with(path));
+        self.disk
+            .borrow_mut()
+            .files
+            .retain(|p, _| !p.starts_with(path));
         Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut disk = self.disk.borrow_mut();
-        let file = disk.files.remove(from).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        let file = disk
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
         disk.files.insert(to.to_path_buf(), file);
         Ok(())
     }

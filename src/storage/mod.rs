@@ -57,13 +57,23 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
     }
 }
 
 /// Writes `contents` to `path` atomically and durably: temp file, fsync, rename, fsync directory.
-pub async fn write_atomically<S: Storage>(storage: &S, path: &Path, contents: Vec<u8>) -> io::Result<()> {
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+pub async fn write_atomically<S: Storage>(
+    storage: &S,
+    path: &Path,
+    contents: Vec<u8>,
+) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let temp = path.with_extension("tmp");
     let len = contents.len() as u64;
     let file = storage.open(&temp).await?;
@@ -77,14 +87,21 @@ pub async fn write_atomically<S: Storage>(storage: &S, path: &Path, contents: Ve
 }
 
 /// Reads a whole (small) file, or `None` if it does not exist.
-pub async fn read_whole<S: Storage>(storage: &S, path: &Path, max_bytes: usize) -> io::Result<Option<Bytes>> {
+pub async fn read_whole<S: Storage>(
+    storage: &S,
+    path: &Path,
+    max_bytes: usize,
+) -> io::Result<Option<Bytes>> {
     if !storage.exists(path) {
         return Ok(None);
     }
     let file = storage.open(path).await?;
     let size = file.size().await? as usize;
     if size > max_bytes {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is {size} bytes, over {max_bytes}", path.display())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is {size} bytes, over {max_bytes}", path.display()),
+        ));
     }
     Ok(Some(file.read_at(0, size).await?))
 }

@@ -71,7 +71,11 @@ impl<F> Segment<F> {
 
     fn relative(&self, offset: Offset) -> u32 {
         let delta = offset.0 - self.base_offset.0;
-        assert!((0..=u32::MAX as i64).contains(&delta), "offset {offset} outside segment {}", self.base_offset);
+        assert!(
+            (0..=u32::MAX as i64).contains(&delta),
+            "offset {offset} outside segment {}",
+            self.base_offset
+        );
         delta as u32
     }
 
@@ -99,7 +103,9 @@ impl<F> Segment<F> {
 
     /// Whether this segment may hold `offset` (given the next segment's base as the upper bound).
     pub fn relative_lookup(&self, offset: Offset) -> u64 {
-        self.index.lookup(self.relative(offset.max(self.base_offset))).1 as u64
+        self.index
+            .lookup(self.relative(offset.max(self.base_offset)))
+            .1 as u64
     }
 
     /// Where to start scanning for the first record at or after `timestamp`.

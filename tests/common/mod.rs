@@ -17,11 +17,19 @@ pub struct Broker {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-test-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -57,12 +65,20 @@ impl Broker {
         for setting in &self.extra {
             cmd.arg("--set").arg(setting);
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.join("broker.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("broker.log"))
+            .unwrap();
         cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
         self.child = Some(cmd.spawn().expect("start sluice"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(self.bootstrap()).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "broker did not start; log:\n{}",
+                self.log()
+            );
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("broker exited with {status}; log:\n{}", self.log());
             }
@@ -84,7 +100,9 @@ impl Broker {
 
     /// SIGTERM and wait; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return false };
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         child.wait().unwrap().success()
@@ -96,7 +114,9 @@ impl Broker {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::create_partitions_response::{CreatePartitionsResponse, CreatePartitionsTopicResult};
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
 use kafka_protocol::messages::CreatePartitionsRequest;
 use kafka_protocol::protocol::StrBytes;
 
@@ -13,16 +15,33 @@ use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (0, 3);
 
-pub async fn handle(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let topics = request.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
-    let outcomes = call_controller(shard, ControllerRequest::CreatePartitions { topics, validate_only: request.validate_only }).await;
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.count))
+        .collect();
+    let outcomes = call_controller(
+        shard,
+        ControllerRequest::CreatePartitions {
+            topics,
+            validate_only: request.validate_only,
+        },
+    )
+    .await;
     let results = outcomes
         .into_iter()
         .map(|(name, outcome)| {
-            let result = CreatePartitionsTopicResult::default().with_name(StrBytes::from_string(name).into());
+            let result = CreatePartitionsTopicResult::default()
+                .with_name(StrBytes::from_string(name).into());
             match outcome {
                 Ok(_) => result,
-                Err((code, message)) => result.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message))),
+                Err((code, message)) => result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(message))),
             }
         })
         .collect();

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicResult, CreateTopicsResponse};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicResult, CreateTopicsResponse,
+};
 use kafka_protocol::messages::CreateTopicsRequest;
 use kafka_protocol::protocol::StrBytes;
 
@@ -15,7 +17,11 @@ use crate::types::ShardId;
 
 pub const VERSIONS: (i16, i16) = (2, 7);
 
-pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, _version: i16) -> CreateTopicsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: CreateTopicsRequest,
+    _version: i16,
+) -> CreateTopicsResponse {
     let mut refused = Vec::new();
     let mut topics = Vec::new();
     for t in request.topics {
@@ -29,12 +35,30 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, _version: i
             })
             .collect();
         match configs {
-            _ if !t.assignments.is_empty() => refused.push((name, Err((ErrorCode::InvalidRequest, "manual replica assignment is not supported".into())))),
+            _ if !t.assignments.is_empty() => refused.push((
+                name,
+                Err((
+                    ErrorCode::InvalidRequest,
+                    "manual replica assignment is not supported".into(),
+                )),
+            )),
             Err(message) => refused.push((name, Err((ErrorCode::InvalidConfig, message)))),
-            Ok(configs) => topics.push(NewTopic { name, partitions: t.num_partitions, replication_factor: t.replication_factor, configs }),
+            Ok(configs) => topics.push(NewTopic {
+                name,
+                partitions: t.num_partitions,
+                replication_factor: t.replication_factor,
+                configs,
+            }),
         }
     }
-    let mut outcomes = call_controller(shard, ControllerRequest::CreateTopics { topics, validate_only: request.validate_only }).await;
+    let mut outcomes = call_controller(
+        shard,
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only: request.validate_only,
+        },
+    )
+    .await;
     outcomes.extend(refused);
     CreateTopicsResponse::default().with_topics(outcomes.into_iter().map(result_of).collect())
 }
@@ -42,7 +66,10 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, _version: i
 fn result_of((name, outcome): (String, TopicOutcome)) -> CreatableTopicResult {
     let result = CreatableTopicResult::default().with_name(StrBytes::from_string(name).into());
     match outcome {
-        Ok(meta) => result.with_topic_id(meta.id).with_num_partitions(meta.partitions).with_replication_factor(1),
+        Ok(meta) => result
+            .with_topic_id(meta.id)
+            .with_num_partitions(meta.partitions)
+            .with_replication_factor(1),
         Err((code, message)) => result
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_string(message)))
@@ -52,15 +79,36 @@ fn result_of((name, outcome): (String, TopicOutcome)) -> CreatableTopicResult {
 }
 
 /// Runs a topic operation on the controller (shard 0) and returns its per-topic outcomes.
-pub async fn call_controller(shard: &Rc<Shard>, request: ControllerRequest) -> Vec<(String, TopicOutcome)> {
+pub async fn call_controller(
+    shard: &Rc<Shard>,
+    request: ControllerRequest,
+) -> Vec<(String, TopicOutcome)> {
     let names: Vec<String> = match &request {
-        ControllerRequest::CreateTopics { topics, .. } => topics.iter().map(|t| t.name.clone()).collect(),
+        ControllerRequest::CreateTopics { topics, .. } => {
+            topics.iter().map(|t| t.name.clone()).collect()
+        }
         ControllerRequest::DeleteTopics { names } => names.clone(),
-        ControllerRequest::CreatePartitions { topics, .. } => topics.iter().map(|(n, _)| n.clone()).collect(),
+        ControllerRequest::CreatePartitions { topics, .. } => {
+            topics.iter().map(|(n, _)| n.clone()).collect()
+        }
         ControllerRequest::AllocateProducerId => Vec::new(),
     };
-    match shard.call(ShardId(0), ShardRequest::Controller(request)).await {
+    match shard
+        .call(ShardId(0), ShardRequest::Controller(request))
+        .await
+    {
         ShardResponse::Controller(ControllerResponse::Topics(outcomes)) => outcomes,
-        _ => names.into_iter().map(|n| (n, Err((ErrorCode::NotLeaderOrFollower, "controller unavailable".to_string())))).collect(),
+        _ => names
+            .into_iter()
+            .map(|n| {
+                (
+                    n,
+                    Err((
+                        ErrorCode::NotLeaderOrFollower,
+                        "controller unavailable".to_string(),
+                    )),
+                )
+            })
+            .collect(),
     }
 }

@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
 use kafka_protocol::messages::{DeleteTopicsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -15,7 +17,11 @@ use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (1, 6);
 
-pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let image = shard.image();
     let mut names = Vec::new();
     let mut unknown_ids = Vec::new();
@@ -34,15 +40,20 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
     let mut responses: Vec<DeletableTopicResult> = outcomes
         .into_iter()
         .map(|(name, outcome)| {
-            let result = DeletableTopicResult::default().with_name(Some(TopicName(StrBytes::from_string(name))));
+            let result = DeletableTopicResult::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name))));
             match outcome {
                 Ok(meta) => result.with_topic_id(meta.id),
-                Err((code, message)) => result.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message))),
+                Err((code, message)) => result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(message))),
             }
         })
         .collect();
     responses.extend(unknown_ids.into_iter().map(|id: Uuid| {
-        DeletableTopicResult::default().with_topic_id(id).with_error_code(ErrorCode::UnknownTopicOrPartition.code())
+        DeletableTopicResult::default()
+            .with_topic_id(id)
+            .with_error_code(ErrorCode::UnknownTopicOrPartition.code())
     }));
     DeleteTopicsResponse::default().with_responses(responses)
 }

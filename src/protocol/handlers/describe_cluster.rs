@@ -1,6 +1,8 @@
 //! DescribeCluster (key 60): this broker, as the whole cluster and its controller.
 
-use kafka_protocol::messages::describe_cluster_response::{DescribeClusterBroker, DescribeClusterResponse};
+use kafka_protocol::messages::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 
@@ -17,5 +19,8 @@ pub fn handle(shard: &Shard) -> DescribeClusterResponse {
         .with_cluster_id(StrBytes::from_string(shard.image().cluster_id.clone()))
         .with_controller_id(node)
         .with_cluster_authorized_operations(i32::MIN)
-        .with_brokers(vec![DescribeClusterBroker::default().with_broker_id(node).with_host(host).with_port(port)])
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(node)
+            .with_host(host)
+            .with_port(port)])
 }

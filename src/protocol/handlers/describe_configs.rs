@@ -1,7 +1,9 @@
 //! DescribeConfigs (key 32): a topic's effective configs (overrides and broker defaults) or the
 //! broker's, enough for admin clients and tools.
 
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+};
 use kafka_protocol::messages::DescribeConfigsRequest;
 use kafka_protocol::protocol::StrBytes;
 
@@ -18,19 +20,38 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub fn handle(shard: &Shard, request: DescribeConfigsRequest, _version: i16) -> DescribeConfigsResponse {
+pub fn handle(
+    shard: &Shard,
+    request: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .iter()
         .map(|resource| {
             let name = resource.resource_name.to_string();
-            let wanted = |key: &str| resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == key));
-            let result = DescribeConfigsResult::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
+            let wanted = |key: &str| {
+                resource
+                    .configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+            };
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
             let entries = match resource.resource_type {
                 RESOURCE_TOPIC => topic_entries(shard, &name),
-                RESOURCE_BROKER if name.is_empty() || name == shard.config.node_id.to_string() => Ok(broker_entries(shard)),
-                RESOURCE_BROKER => Err((ErrorCode::InvalidRequest, format!("broker {name} is not this broker"))),
-                other => Err((ErrorCode::InvalidRequest, format!("resource type {other} is not supported"))),
+                RESOURCE_BROKER if name.is_empty() || name == shard.config.node_id.to_string() => {
+                    Ok(broker_entries(shard))
+                }
+                RESOURCE_BROKER => Err((
+                    ErrorCode::InvalidRequest,
+                    format!("broker {name} is not this broker"),
+                )),
+                other => Err((
+                    ErrorCode::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                )),
             };
             match entries {
                 Ok(entries) => result.with_configs(
@@ -45,7 +66,9 @@ pub fn handle(shard: &Shard, request: DescribeConfigsRequest, _version: i16) -> 
                         })
                         .collect(),
                 ),
-                Err((code, message)) => result.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message))),
+                Err((code, message)) => result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(message))),
             }
         })
         .collect();
@@ -56,11 +79,18 @@ type Entries = Vec<(String, String, i8)>;
 
 fn topic_entries(shard: &Shard, topic: &str) -> Result<Entries, (ErrorCode, String)> {
     let image = shard.image();
-    let meta = image.topic(topic).ok_or((ErrorCode::UnknownTopicOrPartition, format!("topic '{topic}' does not exist")))?;
+    let meta = image.topic(topic).ok_or((
+        ErrorCode::UnknownTopicOrPartition,
+        format!("topic '{topic}' does not exist"),
+    ))?;
     let mut entries: Entries = effective_topic_configs(&meta.log_config)
         .into_iter()
         .map(|(k, v)| {
-            let source = if meta.configs.contains_key(&k) { SOURCE_TOPIC } else { SOURCE_DEFAULT };
+            let source = if meta.configs.contains_key(&k) {
+                SOURCE_TOPIC
+            } else {
+                SOURCE_DEFAULT
+            };
             (k, v, source)
         })
         .collect();
@@ -84,8 +114,14 @@ fn effective_topic_configs(log: &LogConfig) -> Vec<(String, String)> {
     vec![
         ("segment.bytes".into(), log.segment_bytes.to_string()),
         ("segment.ms".into(), log.segment_ms.to_string()),
-        ("index.interval.bytes".into(), log.index_interval_bytes.to_string()),
-        ("max.message.bytes".into(), log.max_message_bytes.to_string()),
+        (
+            "index.interval.bytes".into(),
+            log.index_interval_bytes.to_string(),
+        ),
+        (
+            "max.message.bytes".into(),
+            log.max_message_bytes.to_string(),
+        ),
         ("message.timestamp.type".into(), timestamp_type.into()),
         ("flush.messages".into(), flush),
         ("cleanup.policy".into(), "delete".into()),
@@ -97,8 +133,16 @@ fn broker_entries(shard: &Shard) -> Entries {
     BROKER_KEYS
         .iter()
         .map(|(k, _)| {
-            let source = if shard.config.overrides.contains_key(*k) { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
-            (k.to_string(), shard.config.value_of(k).unwrap_or_default(), source)
+            let source = if shard.config.overrides.contains_key(*k) {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
+            (
+                k.to_string(),
+                shard.config.value_of(k).unwrap_or_default(),
+                source,
+            )
         })
         .collect()
 }

@@ -11,7 +11,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::future::{join_all, select_all, FutureExt};
-use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -31,7 +33,8 @@ struct Wanted {
 
 pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> FetchResponse {
     let wanted = resolve(shard, &request);
-    let max_wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(limits::FETCH_MAX_WAIT_MS));
+    let max_wait =
+        Duration::from_millis((request.max_wait_ms.max(0) as u64).min(limits::FETCH_MAX_WAIT_MS));
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = (request.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_MAX_BYTES);
@@ -40,7 +43,11 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> 
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let errored = results.iter().any(|r| r.error != ErrorCode::None);
         let now = Instant::now();
-        if bytes >= min_bytes || errored || now >= deadline || wanted.iter().all(|w| w.item.is_none()) {
+        if bytes >= min_bytes
+            || errored
+            || now >= deadline
+            || wanted.iter().all(|w| w.item.is_none())
+        {
             break;
         }
         wait_for_data(shard, &wanted, &results, deadline - now).await;
@@ -60,9 +67,14 @@ fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
             let item = known.then(|| FetchItem {
                 tp: TopicPartition::new(name, p.partition),
                 offset: Offset(p.fetch_offset),
-                max_bytes: (p.partition_max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_MAX_BYTES),
+                max_bytes: (p.partition_max_bytes.max(0) as usize)
+                    .min(limits::FETCH_RESPONSE_MAX_BYTES),
             });
-            wanted.push(Wanted { topic_index, partition: p.partition, item });
+            wanted.push(Wanted {
+                topic_index,
+                partition: p.partition,
+                item,
+            });
         }
     }
     wanted
@@ -73,15 +85,29 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchResult> {
     let mut routed: HashMap<ShardId, Vec<(usize, FetchItem)>> = HashMap::new();
     for (i, w) in wanted.iter().enumerate() {
         if let Some(item) = &w.item {
-            routed.entry(shard.owner_of(&item.tp)).or_default().push((i, item.clone()));
+            routed
+                .entry(shard.owner_of(&item.tp))
+                .or_default()
+                .push((i, item.clone()));
         }
     }
     let calls = routed.into_iter().map(|(owner, items)| async move {
         let slots: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
-        let response = shard.call(owner, ShardRequest::Fetch { items: items.into_iter().map(|(_, item)| item).collect() }).await;
+        let response = shard
+            .call(
+                owner,
+                ShardRequest::Fetch {
+                    items: items.into_iter().map(|(_, item)| item).collect(),
+                },
+            )
+            .await;
         (slots, response)
     });
-    let unknown = FetchResult { error: ErrorCode::UnknownTopicOrPartition, offsets: None, records: Default::default() };
+    let unknown = FetchResult {
+        error: ErrorCode::UnknownTopicOrPartition,
+        offsets: None,
+        records: Default::default(),
+    };
     let mut results = vec![unknown; wanted.len()];
     for (slots, response) in join_all(calls).await {
         match response {
@@ -101,31 +127,60 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchResult> {
 }
 
 /// Parks until any polled partition gets data past its fetch position, or `timeout`.
-async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], results: &[FetchResult], timeout: Duration) {
+async fn wait_for_data(
+    shard: &Rc<Shard>,
+    wanted: &[Wanted],
+    results: &[FetchResult],
+    timeout: Duration,
+) {
     let mut routed: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
     for (w, r) in wanted.iter().zip(results) {
         if let Some(item) = &w.item {
             // Wait for data past what this round already returned.
-            let seen = r.offsets.map(|o| o.high_watermark).unwrap_or(item.offset).max(item.offset);
-            routed.entry(shard.owner_of(&item.tp)).or_default().push((item.tp.clone(), seen));
+            let seen = r
+                .offsets
+                .map(|o| o.high_watermark)
+                .unwrap_or(item.offset)
+                .max(item.offset);
+            routed
+                .entry(shard.owner_of(&item.tp))
+                .or_default()
+                .push((item.tp.clone(), seen));
         }
     }
     if routed.is_empty() {
         glommio::timer::sleep(timeout).await;
         return;
     }
-    let waits = routed
-        .into_iter()
-        .map(|(owner, items)| shard.call(owner, ShardRequest::WaitForData { items, max_wait: timeout }).boxed_local());
+    let waits = routed.into_iter().map(|(owner, items)| {
+        shard
+            .call(
+                owner,
+                ShardRequest::WaitForData {
+                    items,
+                    max_wait: timeout,
+                },
+            )
+            .boxed_local()
+    });
     select_all(waits).await;
 }
 
-fn build_response(request: &FetchRequest, wanted: Vec<Wanted>, results: Vec<FetchResult>, max_bytes: usize) -> FetchResponse {
+fn build_response(
+    request: &FetchRequest,
+    wanted: Vec<Wanted>,
+    results: Vec<FetchResult>,
+    max_bytes: usize,
+) -> FetchResponse {
     let mut used = 0usize;
     let mut topics: Vec<FetchableTopicResponse> = request
         .topics
         .iter()
-        .map(|t| FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_string(t.topic.0.to_string()))).with_topic_id(t.topic_id))
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_string(t.topic.0.to_string())))
+                .with_topic_id(t.topic_id)
+        })
         .collect();
     for (w, r) in wanted.into_iter().zip(results) {
         let mut records = r.records;
@@ -145,5 +200,7 @@ fn build_response(request: &FetchRequest, wanted: Vec<Wanted>, results: Vec<Fetc
             .with_records(Some(records));
         topics[w.topic_index].partitions.push(data);
     }
-    FetchResponse::default().with_session_id(0).with_responses(topics)
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics)
 }

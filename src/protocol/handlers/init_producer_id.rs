@@ -15,18 +15,34 @@ use crate::types::ShardId;
 pub const VERSIONS: (i16, i16) = (0, 5);
 
 pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitProducerIdResponse {
-    let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    let response = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
     if request.transactional_id.is_some() {
         log::warn!("InitProducerId with a transactional.id: transactions are not supported yet");
         return response.with_error_code(ErrorCode::InvalidRequest.code());
     }
-    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX - 1 {
-        return response.with_producer_id(request.producer_id).with_producer_epoch(request.producer_epoch + 1);
+    if request.producer_id.0 >= 0
+        && request.producer_epoch >= 0
+        && request.producer_epoch < i16::MAX - 1
+    {
+        return response
+            .with_producer_id(request.producer_id)
+            .with_producer_epoch(request.producer_epoch + 1);
     }
-    let answer = shard.call(ShardId(0), ShardRequest::Controller(ControllerRequest::AllocateProducerId)).await;
+    let answer = shard
+        .call(
+            ShardId(0),
+            ShardRequest::Controller(ControllerRequest::AllocateProducerId),
+        )
+        .await;
     match answer {
-        ShardResponse::Controller(ControllerResponse::ProducerId(Ok(id))) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        ShardResponse::Controller(ControllerResponse::ProducerId(Err(code))) => response.with_error_code(code.code()),
+        ShardResponse::Controller(ControllerResponse::ProducerId(Ok(id))) => response
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        ShardResponse::Controller(ControllerResponse::ProducerId(Err(code))) => {
+            response.with_error_code(code.code())
+        }
         _ => response.with_error_code(ErrorCode::NotLeaderOrFollower.code()),
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures::future::join_all;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::ListOffsetsRequest;
 
 use crate::error::ErrorCode;
@@ -16,7 +18,11 @@ pub const VERSIONS: (i16, i16) = (1, 6);
 
 type Slot = (usize, usize);
 
-pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: ListOffsetsRequest,
+    _version: i16,
+) -> ListOffsetsResponse {
     let image = shard.image();
     let mut answers: HashMap<Slot, OffsetAnswer> = HashMap::new();
     let mut routed: HashMap<ShardId, Vec<(Slot, TopicPartition, i64)>> = HashMap::new();
@@ -27,13 +33,18 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, _version: i1
             if meta.is_none_or(|m| p.partition_index < 0 || p.partition_index >= m.partitions) {
                 answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
             } else {
-                routed.entry(shard.owner_of(&tp)).or_default().push(((ti, pi), tp, p.timestamp));
+                routed
+                    .entry(shard.owner_of(&tp))
+                    .or_default()
+                    .push(((ti, pi), tp, p.timestamp));
             }
         }
     }
     let calls = routed.into_iter().map(|(owner, items)| async move {
         let slots: Vec<Slot> = items.iter().map(|(s, _, _)| *s).collect();
-        let request = ShardRequest::ListOffsets { items: items.into_iter().map(|(_, tp, ts)| (tp, ts)).collect() };
+        let request = ShardRequest::ListOffsets {
+            items: items.into_iter().map(|(_, tp, ts)| (tp, ts)).collect(),
+        };
         (slots, shard.call(owner, request).await)
     });
     for (slots, response) in join_all(calls).await {
@@ -53,14 +64,27 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, _version: i1
                 .iter()
                 .enumerate()
                 .map(|(pi, p)| {
-                    let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    match answers.remove(&(ti, pi)).unwrap_or(Err(ErrorCode::UnknownServerError)) {
-                        Ok((timestamp, offset)) => response.with_timestamp(timestamp).with_offset(offset.0).with_leader_epoch(0),
-                        Err(code) => response.with_error_code(code.code()).with_timestamp(-1).with_offset(-1).with_leader_epoch(-1),
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    match answers
+                        .remove(&(ti, pi))
+                        .unwrap_or(Err(ErrorCode::UnknownServerError))
+                    {
+                        Ok((timestamp, offset)) => response
+                            .with_timestamp(timestamp)
+                            .with_offset(offset.0)
+                            .with_leader_epoch(0),
+                        Err(code) => response
+                            .with_error_code(code.code())
+                            .with_timestamp(-1)
+                            .with_offset(-1)
+                            .with_leader_epoch(-1),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use kafka_protocol::messages::metadata_response::{MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -21,16 +23,25 @@ pub const VERSIONS: (i16, i16) = (0, 12);
 pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let wanted = requested_topics(shard, &request, version);
     if let Some(names) = &wanted {
-        let may_create = shard.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
-        let missing: Vec<String> =
-            names.iter().flatten().filter(|n| shard.image().topic(n).is_none() && is_valid_topic_name(n)).cloned().collect();
+        let may_create =
+            shard.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+        let missing: Vec<String> = names
+            .iter()
+            .flatten()
+            .filter(|n| shard.image().topic(n).is_none() && is_valid_topic_name(n))
+            .cloned()
+            .collect();
         if may_create && !missing.is_empty() {
             auto_create(shard, missing).await;
         }
     }
     let image = shard.image();
     let topics = match wanted {
-        None => image.topics.values().map(|t| describe_topic(shard, t)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|t| describe_topic(shard, t))
+            .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match name.as_deref().and_then(|n| image.topic(n)) {
@@ -42,7 +53,10 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     let (host, port) = advertised(shard);
     let node = BrokerId(shard.config.node_id);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default().with_node_id(node).with_host(host).with_port(port)])
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port)])
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
         .with_controller_id(node)
         .with_cluster_authorized_operations(i32::MIN)
@@ -50,7 +64,11 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
 }
 
 /// `None`: all topics. Names may be missing (a topic id this broker does not know).
-fn requested_topics(shard: &Shard, request: &MetadataRequest, version: i16) -> Option<Vec<Option<String>>> {
+fn requested_topics(
+    shard: &Shard,
+    request: &MetadataRequest,
+    version: i16,
+) -> Option<Vec<Option<String>>> {
     let topics = request.topics.as_ref()?;
     if topics.is_empty() && version == 0 {
         return None; // v0: an empty list means all topics
@@ -70,14 +88,31 @@ fn requested_topics(shard: &Shard, request: &MetadataRequest, version: i16) -> O
 async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     let topics = names
         .into_iter()
-        .map(|name| NewTopic { name, partitions: -1, replication_factor: -1, configs: BTreeMap::new() })
+        .map(|name| NewTopic {
+            name,
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+        })
         .collect();
-    let outcomes = super::create_topics::call_controller(shard, ControllerRequest::CreateTopics { topics, validate_only: false }).await;
+    let outcomes = super::create_topics::call_controller(
+        shard,
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only: false,
+        },
+    )
+    .await;
     for (name, outcome) in outcomes {
         match outcome {
-            Ok(meta) => log::info!("auto-created topic {name} with {} partitions", meta.partitions),
+            Ok(meta) => log::info!(
+                "auto-created topic {name} with {} partitions",
+                meta.partitions
+            ),
             Err((ErrorCode::TopicAlreadyExists, _)) => {}
-            Err((code, message)) => log::warn!("auto-creating topic {name} failed: {code}: {message}"),
+            Err((code, message)) => {
+                log::warn!("auto-creating topic {name} failed: {code}: {message}")
+            }
         }
     }
 }

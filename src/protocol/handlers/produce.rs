@@ -8,7 +8,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::ProduceRequest;
 
 use crate::error::ErrorCode;
@@ -20,7 +22,11 @@ pub const VERSIONS: (i16, i16) = (3, 11);
 
 type Slot = (usize, usize);
 
-pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: ProduceRequest,
+    _version: i16,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let image = shard.image();
     let mut results: HashMap<Slot, Result<ProduceOutcome, ErrorCode>> = HashMap::new();
@@ -46,14 +52,23 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, _version: i16) -
                 }
                 None => {
                     let records = data.records.clone().unwrap_or_default();
-                    routed.entry(shard.owner_of(&tp)).or_default().push((slot, tp, records));
+                    routed
+                        .entry(shard.owner_of(&tp))
+                        .or_default()
+                        .push((slot, tp, records));
                 }
             }
         }
     }
     let calls = routed.into_iter().map(|(owner, items)| async move {
         let slots: Vec<Slot> = items.iter().map(|(slot, _, _)| *slot).collect();
-        let request = ShardRequest::Produce { acks, items: items.into_iter().map(|(_, tp, records)| (tp, records)).collect() };
+        let request = ShardRequest::Produce {
+            acks,
+            items: items
+                .into_iter()
+                .map(|(_, tp, records)| (tp, records))
+                .collect(),
+        };
         (slots, shard.call(owner, request).await)
     });
     for (slots, response) in join_all(calls).await {
@@ -76,14 +91,26 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, _version: i16) -
                 .iter()
                 .enumerate()
                 .map(|(pi, data)| {
-                    let response = PartitionProduceResponse::default().with_index(data.index).with_log_start_offset(-1);
-                    match results.remove(&(ti, pi)).unwrap_or(Err(ErrorCode::UnknownServerError)) {
-                        Ok(o) => response.with_base_offset(o.base_offset.0).with_log_append_time_ms(o.log_append_time),
-                        Err(code) => response.with_error_code(code.code()).with_base_offset(-1).with_log_append_time_ms(-1),
+                    let response = PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_log_start_offset(-1);
+                    match results
+                        .remove(&(ti, pi))
+                        .unwrap_or(Err(ErrorCode::UnknownServerError))
+                    {
+                        Ok(o) => response
+                            .with_base_offset(o.base_offset.0)
+                            .with_log_append_time_ms(o.log_append_time),
+                        Err(code) => response
+                            .with_error_code(code.code())
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1),
                     }
                 })
                 .collect();
-            TopicProduceResponse::default().with_name(topic.name.clone()).with_partition_responses(partitions)
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(partitions)
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))
