@@ -91,7 +91,7 @@ pub struct Shard {
     pub config: Arc<Config>,
     image: RefCell<Arc<MetadataImage>>,
     partitions: RefCell<HashMap<TopicPartition, PartitionRef<UringStorage>>>,
-    router: Router,
+    pub(crate) router: Router,
     controller: Option<Controller>,
     pub clock: SystemClock,
     stopping: Cell<bool>,

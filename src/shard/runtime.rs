@@ -117,6 +117,9 @@ async fn shard_main(
         glommio::timer::sleep(STOP_POLL_INTERVAL).await;
     }
     let clean = shard.close_all().await;
+    if let Some(stats) = shard.router.stats_summary() {
+        log::info!("shard {id} {stats}");
+    }
     log::info!(
         "shard {id} stopped ({})",
         if clean { "clean" } else { "with errors" }

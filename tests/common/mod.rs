@@ -14,6 +14,7 @@ pub struct Broker {
     pub data_dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    launches: usize,
 }
 
 fn free_port() -> u16 {
@@ -44,6 +45,7 @@ impl Broker {
             data_dir: fresh_dir(name),
             child: None,
             extra: settings.iter().map(|s| s.to_string()).collect(),
+            launches: 0,
         };
         broker.launch();
         broker
@@ -72,8 +74,13 @@ impl Broker {
             .unwrap();
         cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
         self.child = Some(cmd.spawn().expect("start sluice"));
+        self.launches += 1;
+        // Ready when every shard of this launch listens (a connect alone could reach only one).
+        let ready = self.cores * self.launches;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(self.bootstrap()).is_err() {
+        while self.log().matches("listening on").count() < ready
+            || TcpStream::connect(self.bootstrap()).is_err()
+        {
             assert!(
                 Instant::now() < deadline,
                 "broker did not start; log:\n{}",

@@ -29,6 +29,7 @@ class Broker:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="sluice-py-")
         self.proc = None
+        self.launches = 0
         self.start()
 
     @property
@@ -42,15 +43,17 @@ class Broker:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+        self.launches += 1
         deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None, "broker exited"
-                assert time.time() < deadline, "broker did not start"
-                time.sleep(0.02)
+        # Ready when every shard of this launch listens.
+        while self.log().count("listening on") < self.cores * self.launches:
+            assert self.proc.poll() is None, "broker exited:\n" + self.log()
+            assert time.time() < deadline, "broker did not start:\n" + self.log()
+            time.sleep(0.02)
+
+    def log(self):
+        with open(os.path.join(self.dir, "broker.log")) as f:
+            return f.read()
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
