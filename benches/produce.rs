@@ -3,6 +3,9 @@
 //! them, then prints msgs/s, MB/s and delivery latency percentiles.
 //!
 //! cargo bench --bench produce -- --cores 2 --records 200000 --size 1024 --partitions 16 --acks all
+//!
+//! Options: --rate N (records/s, paced; default unpaced), --linger-ms, --batch-size, --idempotence,
+//! --set key=value,key=value (broker settings), --bootstrap HOST:PORT (use a running broker).
 
 use std::collections::HashMap;
 use std::net::TcpStream;
@@ -129,8 +132,16 @@ fn main() {
         .create_with_context(Latencies(histogram.clone()))
         .unwrap();
     let payload = vec![b'x'; size];
+    let rate: f64 = arg(&args, "rate", "0").parse().unwrap();
     let begin = Instant::now();
     for i in 0..records {
+        if rate > 0.0 {
+            // Open loop: hold each record until its intended send time.
+            let due = begin + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let mut record = BaseRecord::<(), _, _>::with_opaque_to(&topic, Box::new(Instant::now()))
             .partition((i % partitions as usize) as i32)
             .payload(&payload);

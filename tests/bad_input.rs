@@ -293,3 +293,102 @@ fn zigzag(v: i64) -> Vec<u8> {
         out.push(byte | 0x80);
     }
 }
+
+fn fetch_request(
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let partition = FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partitions(vec![partition]);
+    kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![topic])
+}
+
+fn fetch(
+    broker: &Broker,
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    let response: kafka_protocol::messages::FetchResponse = call(
+        broker,
+        ApiKey::Fetch,
+        12,
+        &fetch_request(topic, offset, max_wait_ms),
+    );
+    response.responses[0].partitions[0].clone()
+}
+
+#[test]
+fn fetch_long_polls_until_an_append_and_refuses_out_of_range_offsets() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("fetch", cores, &[]);
+        let _: MetadataResponse = call(
+            &broker,
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default()
+                .with_allow_auto_topic_creation(true)
+                .with_topics(Some(vec![
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_static_str("poll")))),
+                ])),
+        );
+        assert_eq!(
+            fetch(&broker, "poll", 5, 0).error_code,
+            1,
+            "OFFSET_OUT_OF_RANGE past the log end"
+        );
+        assert_eq!(
+            fetch(&broker, "missing", 0, 0).error_code,
+            3,
+            "UNKNOWN_TOPIC_OR_PARTITION"
+        );
+
+        // An empty partition: the fetch waits max_wait_ms, then answers with no records.
+        let started = std::time::Instant::now();
+        let empty = fetch(&broker, "poll", 0, 300);
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "long poll waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!((empty.error_code, empty.high_watermark), (0, 0));
+        assert!(empty.records.unwrap_or_default().is_empty());
+
+        // A parked fetch is woken by an append well before its 10 s timeout.
+        let bootstrap_broker = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let started = std::time::Instant::now();
+                (fetch(&broker, "poll", 0, 10_000), started.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(produce_error(&broker, "poll", valid_batch()), 0);
+            waiter.join().unwrap()
+        });
+        let (woken, waited) = bootstrap_broker;
+        assert!(
+            waited < Duration::from_secs(5),
+            "woken by the append, not the timeout ({waited:?})"
+        );
+        assert_eq!(woken.high_watermark, 1);
+        let records = woken.records.unwrap();
+        assert_eq!(
+            &records[..8],
+            &0i64.to_be_bytes(),
+            "the batch, as stored, with base offset 0"
+        );
+        assert_eq!(records.len(), valid_batch().len());
+    }
+}
