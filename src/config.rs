@@ -50,6 +50,9 @@ pub struct Config {
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
+    /// Request bytes one shard holds in memory at once (read but not yet answered), across all
+    /// its connections; reading pauses above it.
+    pub queued_max_request_bytes: usize,
     pub log: LogConfig,
     /// How long an idle shard spins before parking its thread (microseconds): trades CPU for
     /// cross-shard wake-up latency.
@@ -65,6 +68,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("auto.create.topics.enable", "true"),
     ("default.replication.factor", "1"),
     ("socket.request.max.bytes", "104857600"),
+    ("queued.max.request.bytes", "524288000"),
     ("message.max.bytes", "1048588"),
     ("log.segment.bytes", "1073741824"),
     ("log.roll.ms", "604800000"),
@@ -157,6 +161,12 @@ impl Config {
                 1024,
                 i32::MAX as i64,
             )? as usize,
+            queued_max_request_bytes: parse_in_range(
+                "queued.max.request.bytes",
+                &get("queued.max.request.bytes"),
+                1024,
+                i64::MAX,
+            )? as usize,
             log,
             spin_before_park_us: parse_in_range(
                 "sluice.spin.before.park.us",
@@ -166,6 +176,9 @@ impl Config {
             )? as u64,
             overrides: props.clone(),
         };
+        if config.queued_max_request_bytes < config.socket_request_max_bytes {
+            bail!("queued.max.request.bytes must be at least socket.request.max.bytes");
+        }
         if parse_in_range(
             "default.replication.factor",
             &get("default.replication.factor"),

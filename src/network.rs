@@ -53,22 +53,40 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     });
     let max_bytes = shard.config.socket_request_max_bytes;
     loop {
-        let frame = match read_frame(&mut reader, max_bytes).await {
-            Ok(Some(frame)) => frame,
+        let size = match read_size(&mut reader, max_bytes).await {
+            Ok(Some(size)) => size,
             Ok(None) => break,
             Err(reason) => {
                 log::warn!("closing connection from {peer}: {reason}");
                 break;
             }
         };
-        let incoming = match protocol::parse_request(frame) {
+        // Held until the request is answered: bounds the request bytes a shard holds in memory
+        // (`queued.max.request.bytes`) however many connections send at once.
+        let Ok(permit) = shard
+            .request_memory
+            .acquire_static_permit(size as u64)
+            .await
+        else {
+            break;
+        };
+        let mut frame = BytesMut::zeroed(size);
+        if let Err(err) = reader.read_exact(&mut frame).await {
+            log::warn!("closing connection from {peer}: truncated frame: {err}");
+            break;
+        }
+        let incoming = match protocol::parse_request(frame.freeze()) {
             Ok(incoming) => incoming,
             Err(err) => {
                 log::warn!("closing connection from {peer}: {}", err.0);
                 break;
             }
         };
-        let task = glommio::spawn_local(protocol::serve(shard.clone(), incoming));
+        let shard = shard.clone();
+        let task = glommio::spawn_local(async move {
+            let _permit = permit;
+            protocol::serve(shard, incoming).await
+        });
         if tx.send(task).await.is_err() {
             break;
         }
@@ -77,11 +95,11 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     writer_task.await;
 }
 
-/// Reads one frame. `Ok(None)` on a clean end of stream; `Err` for an oversized or broken frame.
-async fn read_frame<R: futures::io::AsyncRead + Unpin>(
+/// Reads a frame's size. `Ok(None)` on a clean end of stream; `Err` for an impossible size.
+async fn read_size<R: futures::io::AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
-) -> Result<Option<Bytes>, String> {
+) -> Result<Option<usize>, String> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(()) => {}
@@ -94,10 +112,5 @@ async fn read_frame<R: futures::io::AsyncRead + Unpin>(
             "frame of {size} bytes is over socket.request.max.bytes ({max_bytes})"
         ));
     }
-    let mut body = BytesMut::zeroed(size as usize);
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| format!("truncated frame: {e}"))?;
-    Ok(Some(body.freeze()))
+    Ok(Some(size as usize))
 }

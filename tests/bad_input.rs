@@ -392,3 +392,42 @@ fn fetch_long_polls_until_an_append_and_refuses_out_of_range_offsets() {
         assert_eq!(records.len(), valid_batch().len());
     }
 }
+
+#[test]
+fn request_memory_is_bounded_per_shard_and_released_on_close() {
+    let broker = Broker::start(
+        "queued",
+        1,
+        &[
+            "socket.request.max.bytes=65536",
+            "queued.max.request.bytes=65536",
+        ],
+    );
+    // A client announces a maximal frame and sends nothing more: it holds the whole budget.
+    let mut hog = connect(&broker);
+    hog.write_all(&65536i32.to_be_bytes()).unwrap();
+    hog.write_all(&[0, 3]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Another request waits for memory instead of allocating past the bound...
+    let mut waiting = connect(&broker);
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    send_raw(
+        &mut waiting,
+        &request_frame(ApiKey::Metadata, 12, &MetadataRequest::default()),
+    );
+    let mut byte = [0u8; 1];
+    assert!(
+        waiting.read(&mut byte).is_err(),
+        "no answer while the budget is held"
+    );
+    // ...and is served as soon as the hog goes away.
+    drop(hog);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = [0u8; 3];
+    waiting.read_exact(&mut rest).unwrap();
+    still_serving(&broker);
+}

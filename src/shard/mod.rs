@@ -95,6 +95,8 @@ pub struct Shard {
     controller: Option<Controller>,
     pub clock: SystemClock,
     stopping: Cell<bool>,
+    /// Units are request bytes: `queued.max.request.bytes` shared by this shard's connections.
+    pub request_memory: Rc<glommio::sync::Semaphore>,
 }
 
 impl Shard {

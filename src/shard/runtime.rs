@@ -100,6 +100,9 @@ async fn shard_main(
         controller,
         clock: SystemClock,
         stopping: Cell::new(false),
+        request_memory: Rc::new(glommio::sync::Semaphore::new(
+            config.queued_max_request_bytes as u64,
+        )),
     });
     if let Some(receivers) = receivers {
         router::serve(&shard, receivers);

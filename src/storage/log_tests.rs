@@ -338,15 +338,30 @@ fn segments_roll_by_age_on_the_callers_clock() {
     let mut config = small_config();
     config.segment_bytes = 1 << 30;
     config.segment_ms = 1000;
-    let (mut log, _) = block_on(Log::open(storage.clone(), dir(), config, false, 0, &mut |_| {})).unwrap();
+    let (mut log, _) = block_on(Log::open(
+        storage.clone(),
+        dir(),
+        config,
+        false,
+        0,
+        &mut |_| {},
+    ))
+    .unwrap();
     let bytes = batch(&[b"x"], 0, None);
     let header = batch::check_batch(&bytes).unwrap();
     log.append(&bytes, &header, 0, 10).unwrap();
     log.append(&bytes, &header, 0, 999).unwrap();
     assert_eq!(log.segment_count(), 1);
     log.append(&bytes, &header, 0, 1000).unwrap();
-    assert_eq!(log.segment_count(), 2, "a segment older than segment.ms rolls on the next append");
+    assert_eq!(
+        log.segment_count(),
+        2,
+        "a segment older than segment.ms rolls on the next append"
+    );
     flush(&mut log).unwrap();
-    assert!(storage.exists(&segment::index_path(&dir(), Offset(0))), "the rolled segment's index is written");
+    assert!(
+        storage.exists(&segment::index_path(&dir(), Offset(0))),
+        "the rolled segment's index is written"
+    );
     assert!(storage.exists(&segment::log_path(&dir(), Offset(2))));
 }
