@@ -48,17 +48,9 @@ fn make_batch(records: usize, value_bytes: usize) -> Vec<u8> {
 }
 
 fn varint(v: i64) -> Vec<u8> {
-    let mut raw = ((v << 1) ^ (v >> 63)) as u64;
     let mut out = Vec::new();
-    loop {
-        let byte = (raw & 0x7f) as u8;
-        raw >>= 7;
-        if raw == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
+    batch::put_varlong(&mut out, v);
+    out
 }
 
 fn validation(c: &mut Criterion) {

@@ -281,17 +281,9 @@ fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
 }
 
 fn zigzag(v: i64) -> Vec<u8> {
-    let mut raw = ((v << 1) ^ (v >> 63)) as u64;
-    let mut out = vec![];
-    loop {
-        let byte = (raw & 0x7f) as u8;
-        raw >>= 7;
-        if raw == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
+    let mut out = Vec::new();
+    sluice::storage::batch::put_varlong(&mut out, v);
+    out
 }
 
 fn fetch_request(

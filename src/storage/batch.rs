@@ -197,6 +197,20 @@ fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
     None
 }
 
+/// Appends a zig-zag varint (the inverse of `read_varlong`); for tools and tests that build records.
+pub fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (raw & 0x7f) as u8;
+        raw >>= 7;
+        if raw == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 /// For an uncompressed batch, the offset of its first record with timestamp >= `target`.
 /// Compressed batches are not opened: their base offset is the answer (the earliest candidate).
 pub fn first_offset_at_or_after(batch: &[u8], target_ms: i64) -> Option<Offset> {
@@ -227,19 +241,6 @@ pub mod test_batches {
     //! Builds valid v2 batches for tests, without a client.
 
     use super::*;
-
-    fn put_varlong(out: &mut Vec<u8>, value: i64) {
-        let mut raw = ((value << 1) ^ (value >> 63)) as u64;
-        loop {
-            let byte = (raw & 0x7f) as u8;
-            raw >>= 7;
-            if raw == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
 
     /// A batch of `values` (no keys, no headers), timestamps `base_ts + i`, optional producer.
     pub fn batch(values: &[&[u8]], base_ts: i64, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
