@@ -38,15 +38,16 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         .unwrap_or_else(|_| "?".into());
     let (reader, mut writer) = stream.split();
     let mut reader = BufReader::with_capacity(limits::CONNECTION_READ_BUFFER_BYTES, reader);
-    let (tx, rx) = local_channel::new_bounded::<glommio::Task<Option<Bytes>>>(
+    let (tx, rx) = local_channel::new_bounded::<glommio::Task<Option<Vec<Bytes>>>>(
         limits::CONNECTION_IN_FLIGHT_REQUESTS_MAX,
     );
     let writer_task = glommio::spawn_local(async move {
         while let Some(pending) = rx.recv().await {
-            if let Some(response) = pending.await {
-                if writer.write_all(&response).await.is_err() {
-                    break;
-                }
+            let Some(chunks) = pending.await else {
+                continue;
+            };
+            if write_chunks(&mut writer, &chunks).await.is_err() {
+                break;
             }
         }
         let _ = writer.close().await;
@@ -93,6 +94,16 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     }
     drop(tx);
     writer_task.await;
+}
+
+async fn write_chunks<W: futures::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    for chunk in chunks {
+        writer.write_all(chunk).await?;
+    }
+    Ok(())
 }
 
 /// Reads a frame's size. `Ok(None)` on a clean end of stream; `Err` for an impossible size.

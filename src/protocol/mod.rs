@@ -5,6 +5,7 @@
 //! after the frame size has been bounded by `socket.request.max.bytes`; record batches inside
 //! Produce and Fetch stay as raw bytes.
 
+pub mod fetch_frame;
 pub mod handlers;
 
 use std::rc::Rc;
@@ -105,54 +106,53 @@ pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
     })
 }
 
-/// Serves one request; `None` when no response is due (Produce with acks=0).
-pub async fn serve(shard: Rc<Shard>, incoming: Incoming) -> Option<Bytes> {
+/// Serves one request, returning the response frame as chunks to write in order; `None` when no
+/// response is due (Produce with acks=0).
+pub async fn serve(shard: Rc<Shard>, incoming: Incoming) -> Option<Vec<Bytes>> {
     match incoming {
         Incoming::ApiVersionsTooNew { correlation_id } => {
-            let body = handlers::api_versions::unsupported_version_response();
-            Some(encode_response(
+            let body =
+                ResponseKind::ApiVersions(handlers::api_versions::unsupported_version_response());
+            Some(frame(
                 correlation_id,
                 ApiKey::ApiVersions,
                 0,
-                &ResponseKind::ApiVersions(body),
+                handlers::Reply::Message(Box::new(body)),
             ))
         }
         Incoming::Request { header, body } => {
             let version = header.request_api_version;
             let api = ApiKey::try_from(header.request_api_key).ok()?;
-            let response = handlers::dispatch(&shard, *body, version).await?;
-            Some(encode_response(
-                header.correlation_id,
-                api,
-                version,
-                &response,
-            ))
+            let reply = handlers::dispatch(&shard, *body, version).await?;
+            Some(frame(header.correlation_id, api, version, reply))
         }
     }
 }
 
-/// Frames a response: size, header (v0 or v1 by API and version), body.
-pub fn encode_response(
-    correlation_id: i32,
-    api: ApiKey,
-    version: i16,
-    response: &ResponseKind,
-) -> Bytes {
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
+/// Frames a response: size, header (v0 or v1 by API and version), then the body.
+fn frame(correlation_id: i32, api: ApiKey, version: i16, reply: handlers::Reply) -> Vec<Bytes> {
+    let mut head = BytesMut::with_capacity(256);
+    head.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_version = api.response_header_version(version);
-    let encoded = header
-        .encode(&mut buf, header_version)
-        .and_then(|_| response.encode(&mut buf, version));
-    if let Err(err) = encoded {
-        // Only reachable through a bug in a handler (a field this version cannot carry).
-        log::error!("encoding {api:?} v{version} response failed: {err}");
-        return Bytes::new();
+    if let Err(err) = header.encode(&mut head, api.response_header_version(version)) {
+        log::error!("encoding a {api:?} response header failed: {err}");
+        return Vec::new();
     }
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    buf.freeze()
+    let mut chunks = match reply {
+        handlers::Reply::Message(body) => {
+            if let Err(err) = body.encode(&mut head, version) {
+                // Only reachable through a bug in a handler (a field this version cannot carry).
+                log::error!("encoding {api:?} v{version} response failed: {err}");
+                return Vec::new();
+            }
+            Vec::new()
+        }
+        handlers::Reply::Chunks(chunks) => chunks,
+    };
+    let size = head.len() - 4 + chunks.iter().map(Bytes::len).sum::<usize>();
+    head[0..4].copy_from_slice(&(size as i32).to_be_bytes());
+    chunks.insert(0, head.freeze());
+    chunks
 }
 
 #[cfg(test)]

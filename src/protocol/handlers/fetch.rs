@@ -3,22 +3,20 @@
 //! returned whole, as Kafka does). No fetch sessions: the answer's session id is 0, which tells
 //! clients to keep sending full fetches.
 //!
-//! Records are read into memory on the owning shard and copied into the response. The zero-copy
-//! path (sendfile from the segment into the socket) is not built yet.
+//! Records are read from the segment on the owning shard and framed by hand
+//! (`protocol::fetch_frame`) without being copied again; the sendfile path from the page cache to
+//! the socket is not built yet.
 
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::future::{join_all, select_all, FutureExt};
-use kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
-};
-use kafka_protocol::messages::{FetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::FetchRequest;
 
 use crate::error::ErrorCode;
 use crate::limits;
+use crate::protocol::fetch_frame::{PartitionAnswer, TopicAnswer};
 use crate::shard::{FetchItem, FetchResult, Shard, ShardRequest, ShardResponse};
 use crate::types::{Offset, ShardId, TopicPartition};
 
@@ -31,7 +29,7 @@ struct Wanted {
     item: Option<FetchItem>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> FetchResponse {
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> Vec<TopicAnswer> {
     let wanted = resolve(shard, &request);
     let max_wait =
         Duration::from_millis((request.max_wait_ms.max(0) as u64).min(limits::FETCH_MAX_WAIT_MS));
@@ -166,20 +164,21 @@ async fn wait_for_data(
     select_all(waits).await;
 }
 
+/// Assembles the answer in request order, keeping the total under `max_bytes` (the first
+/// non-empty partition always goes out whole, as Kafka does, so a large batch cannot stall).
 fn build_response(
     request: &FetchRequest,
     wanted: Vec<Wanted>,
     results: Vec<FetchResult>,
     max_bytes: usize,
-) -> FetchResponse {
+) -> Vec<TopicAnswer> {
     let mut used = 0usize;
-    let mut topics: Vec<FetchableTopicResponse> = request
+    let mut topics: Vec<TopicAnswer> = request
         .topics
         .iter()
-        .map(|t| {
-            FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_string(t.topic.0.to_string())))
-                .with_topic_id(t.topic_id)
+        .map(|t| TopicAnswer {
+            name: t.topic.0.to_string(),
+            partitions: Vec::new(),
         })
         .collect();
     for (w, r) in wanted.into_iter().zip(results) {
@@ -189,18 +188,14 @@ fn build_response(
         }
         used += records.len();
         let offsets = r.offsets;
-        let data = PartitionData::default()
-            .with_partition_index(w.partition)
-            .with_error_code(r.error.code())
-            .with_high_watermark(offsets.map(|o| o.high_watermark.0).unwrap_or(-1))
-            .with_last_stable_offset(offsets.map(|o| o.last_stable.0).unwrap_or(-1))
-            .with_log_start_offset(offsets.map(|o| o.log_start.0).unwrap_or(-1))
-            .with_aborted_transactions(Some(Vec::new()))
-            .with_preferred_read_replica((-1).into())
-            .with_records(Some(records));
-        topics[w.topic_index].partitions.push(data);
+        topics[w.topic_index].partitions.push(PartitionAnswer {
+            partition: w.partition,
+            error_code: r.error.code(),
+            high_watermark: offsets.map(|o| o.high_watermark.0).unwrap_or(-1),
+            last_stable_offset: offsets.map(|o| o.last_stable.0).unwrap_or(-1),
+            log_start_offset: offsets.map(|o| o.log_start.0).unwrap_or(-1),
+            records,
+        });
     }
-    FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(topics)
+    topics
 }

@@ -14,24 +14,31 @@ pub mod produce;
 
 use std::rc::Rc;
 
+use bytes::Bytes;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::protocol::fetch_frame;
 use crate::shard::Shard;
 
+/// A handler's answer: a message for the crate to encode, or a body already framed as chunks.
+pub enum Reply {
+    Message(Box<ResponseKind>),
+    Chunks(Vec<Bytes>),
+}
+
 /// Runs the handler for a decoded request; `None` when the request gets no response.
-pub async fn dispatch(
-    shard: &Rc<Shard>,
-    request: RequestKind,
-    version: i16,
-) -> Option<ResponseKind> {
-    Some(match request {
+pub async fn dispatch(shard: &Rc<Shard>, request: RequestKind, version: i16) -> Option<Reply> {
+    let message = match request {
+        RequestKind::Fetch(r) => {
+            let topics = fetch::handle(shard, r, version).await;
+            return Some(Reply::Chunks(fetch_frame::encode_body(version, &topics)));
+        }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(shard, r, version).await)
         }
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(shard, r, version).await?),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(shard, r, version).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await)
         }
@@ -58,7 +65,8 @@ pub async fn dispatch(
             log::error!("no handler for {other:?}");
             return None;
         }
-    })
+    };
+    Some(Reply::Message(Box::new(message)))
 }
 
 /// The host and port clients should connect to: the listen address (loopback when it is a
