@@ -11,6 +11,9 @@ use crate::types::Offset;
 pub const HEADER_BYTES: usize = 61;
 /// Bytes before `batchLength` ends: base offset (8) + length (4). `batchLength` counts the rest.
 pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// The smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
+/// value length and header count, one byte each.
+const RECORD_MIN_BYTES: usize = 7;
 /// The CRC covers attributes (at this position) to the end of the batch.
 const CRC_START: usize = 21;
 
@@ -129,6 +132,12 @@ pub fn check_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
     }
     if header.codec() > 4 {
         return Err(ErrorCode::UnsupportedCompressionType);
+    }
+    if header.codec() == 0
+        && header.record_count as usize > (bytes.len() - HEADER_BYTES) / RECORD_MIN_BYTES
+    {
+        // More records claimed than the bytes could hold: offsets would jump for nothing.
+        return Err(ErrorCode::CorruptMessage);
     }
     Ok(header)
 }
@@ -324,6 +333,16 @@ mod tests {
         assert_eq!(
             validate_produce(&[], 1 << 20).unwrap_err(),
             ErrorCode::CorruptMessage
+        );
+        let mut inflated = good.clone();
+        inflated[23..27].copy_from_slice(&999i32.to_be_bytes());
+        inflated[57..61].copy_from_slice(&1000i32.to_be_bytes());
+        let crc = compute_crc(&inflated);
+        inflated[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            validate_produce(&inflated, 1 << 20).unwrap_err(),
+            ErrorCode::CorruptMessage,
+            "1000 records in a few bytes"
         );
         let mut control = good.clone();
         control[22] |= 0x20;

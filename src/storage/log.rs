@@ -295,7 +295,7 @@ impl<S: Storage> Log<S> {
         }
         let size = batch_bytes.len() as u64;
         debug_assert_eq!(size as usize, header.total_bytes());
-        self.maybe_roll(size, now_ms);
+        self.maybe_roll(size, header.last_offset_delta, now_ms);
         let base_offset = self.end;
         let active = self
             .segments
@@ -340,11 +340,15 @@ impl<S: Storage> Log<S> {
         })
     }
 
-    fn maybe_roll(&mut self, incoming: u64, now_ms: i64) {
+    /// Rolls to a new segment when the batch would not fit, the segment is older than
+    /// `segment.ms`, or the batch's offsets would not fit the index's 32-bit relative offsets.
+    fn maybe_roll(&mut self, incoming: u64, last_offset_delta: i32, now_ms: i64) {
         let active = self.segments.last().expect("active segment");
         let full = active.size > 0 && active.size + incoming > self.config.segment_bytes;
         let old = active.size > 0 && now_ms - active.created_ms >= self.config.segment_ms;
-        if full || old {
+        let last_relative = self.end.0 + last_offset_delta as i64 - active.base_offset.0;
+        let offsets_overflow = active.size > 0 && last_relative > i32::MAX as i64;
+        if full || old || offsets_overflow {
             self.sealed.push(active.base_offset);
             self.segments.push(Segment::new(self.end, None, now_ms));
         }

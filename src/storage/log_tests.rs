@@ -365,3 +365,31 @@ fn segments_roll_by_age_on_the_callers_clock() {
     );
     assert!(storage.exists(&segment::log_path(&dir(), Offset(2))));
 }
+
+#[test]
+fn huge_offset_deltas_roll_instead_of_overflowing_relative_offsets() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    // A compressed batch may legitimately claim many records in few bytes: fake one by editing
+    // the header of a real batch (codec gzip, lastOffsetDelta near i32::MAX).
+    let mut bytes = batch(&[b"x"], 0, None);
+    bytes[22] |= 1;
+    bytes[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+    bytes[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+    let crc = batch::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let header = batch::check_batch(&bytes).unwrap();
+    for _ in 0..3 {
+        log.append(&bytes, &header, 0, 0).unwrap();
+    }
+    assert_eq!(
+        log.segment_count(),
+        3,
+        "each batch whose offsets overflow the segment starts a new one"
+    );
+    flush(&mut log).unwrap();
+    let end = log.end();
+    drop(log);
+    let (reopened, _) = open(&storage, false);
+    assert_eq!(reopened.end(), end);
+}
