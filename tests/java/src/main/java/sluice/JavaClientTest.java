@@ -1,0 +1,131 @@
+package sluice;
+
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.Set;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.serialization.StringDeserializer;
+import org.apache.kafka.common.serialization.StringSerializer;
+
+/**
+ * The Apache Kafka Java client (idempotent by default) against a running Sluice: admin
+ * operations, produce with keys, headers and timestamps, consume with assign and seek, offsets
+ * by timestamp. Exits non-zero on the first mismatch.
+ */
+public final class JavaClientTest {
+    private static void check(boolean ok, String what) {
+        if (!ok) {
+            throw new AssertionError(what);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        String bootstrap = args[0];
+        String topic = "java-" + System.nanoTime();
+        Properties common = new Properties();
+        common.put("bootstrap.servers", bootstrap);
+
+        try (Admin admin = Admin.create(common)) {
+            admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get();
+            try {
+                admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get();
+                check(false, "creating an existing topic must fail");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof TopicExistsException, "TopicExistsException, got " + e.getCause());
+            }
+            admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(4))).all().get();
+            int partitions = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size();
+            check(partitions == 4, "4 partitions after CreatePartitions, got " + partitions);
+            check(admin.describeCluster().nodes().get().size() == 1, "one broker");
+            check(admin.listTopics().names().get().contains(topic), "listed");
+        }
+
+        Properties p = new Properties();
+        p.putAll(common);
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        p.put("linger.ms", "5");
+        int n = 2000;
+        List<Future<RecordMetadata>> sent = new ArrayList<>();
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            for (int i = 0; i < n; i++) {
+                ProducerRecord<String, String> r = new ProducerRecord<>(topic, i % 4, 1_700_000_000_000L + i, "k" + i, "v" + i);
+                r.headers().add("h", ("hv" + i).getBytes());
+                sent.add(producer.send(r));
+            }
+            producer.flush();
+        }
+        Map<Integer, Long> nextOffset = new HashMap<>();
+        for (int i = 0; i < n; i++) {
+            RecordMetadata md = sent.get(i).get();
+            long expected = nextOffset.getOrDefault(md.partition(), 0L);
+            check(md.offset() == expected, "consecutive offsets per partition");
+            nextOffset.put(md.partition(), expected + 1);
+        }
+
+        Properties c = new Properties();
+        c.putAll(common);
+        c.put("key.deserializer", StringDeserializer.class.getName());
+        c.put("value.deserializer", StringDeserializer.class.getName());
+        c.put("enable.auto.commit", "false");
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (int i = 0; i < 4; i++) {
+                tps.add(new TopicPartition(topic, i));
+            }
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            Set<String> seen = new java.util.HashSet<>();
+            long deadline = System.currentTimeMillis() + 30_000;
+            while (seen.size() < n && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                    int i = Integer.parseInt(r.value().substring(1));
+                    check(r.key().equals("k" + i), "key");
+                    check(r.timestamp() == 1_700_000_000_000L + i, "timestamp");
+                    check(new String(r.headers().lastHeader("h").value()).equals("hv" + i), "header");
+                    check(r.partition() == i % 4, "partition");
+                    check(seen.add(r.value()), "no duplicates: " + r.value());
+                }
+            }
+            check(seen.size() == n, "consumed " + seen.size() + " of " + n);
+
+            TopicPartition p0 = new TopicPartition(topic, 0);
+            Map<TopicPartition, OffsetAndTimestamp> found = consumer.offsetsForTimes(Map.of(p0, 1_700_000_000_000L + 41));
+            check(found.get(p0).offset() == 11, "record 44 (the first at or after 41 on partition 0) is offset 11, got " + found.get(p0));
+            check(consumer.endOffsets(List.of(p0)).get(p0) == n / 4, "end offset");
+            consumer.seek(p0, 400);
+            ConsumerRecord<String, String> first = null;
+            while (first == null) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                    if (r.partition() == 0 && first == null) {
+                        first = r;
+                    }
+                }
+            }
+            check(first.offset() == 400 && first.value().equals("v1600"), "seek to 400 gives v1600, got " + first.value());
+        }
+
+        try (Admin admin = Admin.create(common)) {
+            admin.deleteTopics(List.of(topic)).all().get();
+            check(!admin.listTopics().names().get().contains(topic), "deleted");
+        }
+        System.out.println("java client: all checks passed against " + bootstrap);
+    }
+}
