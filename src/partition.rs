@@ -68,7 +68,6 @@ impl<S: Storage> Partition<S> {
         clean: bool,
         now_ms: i64,
     ) -> std::io::Result<(Self, RecoveryReport)> {
-        storage.create_dir_all(&dir)?;
         let snapshot_path = dir.join(PRODUCER_SNAPSHOT_FILE);
         let snapshot = if clean {
             read_whole(&storage, &snapshot_path, PRODUCER_SNAPSHOT_MAX_BYTES)

@@ -536,3 +536,49 @@ fn sigterm_stops_cleanly_and_restart_keeps_everything() {
         500
     );
 }
+
+#[test]
+fn a_recreated_topic_starts_empty_even_over_a_stale_directory() {
+    let mut broker = Broker::start("recreate", 2, &[]);
+    create_topic(&broker, "old", 1);
+    let (first, _) = producer(&broker, &[]);
+    for i in 0..10 {
+        first
+            .send(
+                BaseRecord::<(), _>::to("old")
+                    .partition(0)
+                    .payload(&format!("{i}")),
+            )
+            .unwrap();
+    }
+    first.flush(TIMEOUT).unwrap();
+    drop(first);
+    // Delete and re-create under the same name: the new topic is empty.
+    let opts = AdminOptions::new();
+    assert!(block_on(admin(&broker).delete_topics(&["old"], &opts)).unwrap()[0].is_ok());
+    create_topic(&broker, "old", 1);
+    assert!(consume_all(&broker, "old", 1, Offset::Beginning, 0).is_empty());
+    // A directory left behind under a new topic's name (a crash mid-deletion) is not adopted.
+    let (second, _) = producer(&broker, &[]);
+    second
+        .send(BaseRecord::<(), _>::to("old").partition(0).payload("x"))
+        .unwrap();
+    second.flush(TIMEOUT).unwrap();
+    drop(second);
+    assert!(broker.terminate());
+    let stale = broker.data_dir.join("ghost-0");
+    std::fs::create_dir_all(&stale).unwrap();
+    for entry in std::fs::read_dir(broker.data_dir.join("old-0")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), stale.join(entry.file_name())).unwrap();
+    }
+    broker.restart();
+    create_topic(&broker, "ghost", 1);
+    let consumer = consumer(&broker);
+    let (low, high) = consumer.fetch_watermarks("ghost", 0, TIMEOUT).unwrap();
+    assert_eq!(
+        (low, high),
+        (0, 0),
+        "the stale segment was removed, not served"
+    );
+}

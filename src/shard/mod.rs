@@ -323,7 +323,33 @@ impl Shard {
                 }
             }
         }
+        self.remove_stale_directories(&old, &image);
         self.open_owned_partitions(false).await;
+    }
+
+    /// A partition that is new in `image` must start empty: a directory left under its name (a
+    /// deleted topic whose removal a crash interrupted) is removed before the partition opens.
+    fn remove_stale_directories(&self, old: &MetadataImage, image: &MetadataImage) {
+        for topic in image.topics.values() {
+            let known = old
+                .topic(&topic.name)
+                .filter(|t| t.id == topic.id)
+                .map(|t| t.partitions)
+                .unwrap_or(0);
+            for p in known..topic.partitions {
+                let tp = TopicPartition::new(topic.name.clone(), p);
+                let dir = partition_dir(&self.config.data_dir, &tp);
+                if self.owner_of(&tp) == self.id && dir.exists() {
+                    log::warn!(
+                        "removing stale directory {} before creating {tp}",
+                        dir.display()
+                    );
+                    if let Err(err) = std::fs::remove_dir_all(&dir) {
+                        log::error!("removing {}: {err}", dir.display());
+                    }
+                }
+            }
+        }
     }
 
     /// Opens every partition in the current image that this shard owns and has not opened yet.

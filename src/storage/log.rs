@@ -197,7 +197,13 @@ impl<S: Storage> Log<S> {
         now_ms: i64,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<(Log<S>, RecoveryReport)> {
-        storage.create_dir_all(&dir)?;
+        if !storage.exists(&dir) {
+            storage.create_dir_all(&dir)?;
+            // The new directory's entry must be durable before anything in it is acknowledged.
+            if let Some(parent) = dir.parent() {
+                storage.sync_dir(parent)?;
+            }
+        }
         let mut bases: Vec<Offset> = storage
             .list_dir(&dir)?
             .iter()
