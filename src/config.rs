@@ -34,6 +34,10 @@ pub enum TimestampType {
 pub struct LogConfig {
     pub segment_bytes: u64,
     pub segment_ms: i64,
+    /// Delete whole segments whose newest record is older than this (-1: keep forever).
+    pub retention_ms: i64,
+    /// Delete the oldest whole segments while the log is larger than this (-1: no limit).
+    pub retention_bytes: i64,
     pub index_interval_bytes: u32,
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
@@ -57,6 +61,8 @@ pub struct Config {
     /// How long an idle shard spins before parking its thread (microseconds): trades CPU for
     /// cross-shard wake-up latency.
     pub spin_before_park_us: u64,
+    /// How often each shard applies retention to its partitions.
+    pub retention_check_interval_ms: u64,
     /// Every key that was set, as given, for DescribeConfigs.
     pub overrides: BTreeMap<String, String>,
 }
@@ -72,6 +78,9 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("message.max.bytes", "1048588"),
     ("log.segment.bytes", "1073741824"),
     ("log.roll.ms", "604800000"),
+    ("log.retention.ms", "604800000"),
+    ("log.retention.bytes", "-1"),
+    ("log.retention.check.interval.ms", "300000"),
     ("log.index.interval.bytes", "4096"),
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
@@ -123,6 +132,8 @@ impl Config {
                 1 << 31,
             )? as u64,
             segment_ms: parse_in_range("log.roll.ms", &get("log.roll.ms"), 1, i64::MAX)?,
+            retention_ms: parse_retention("log.retention.ms", &get("log.retention.ms"))?,
+            retention_bytes: parse_retention("log.retention.bytes", &get("log.retention.bytes"))?,
             index_interval_bytes: parse_in_range(
                 "log.index.interval.bytes",
                 &get("log.index.interval.bytes"),
@@ -168,6 +179,12 @@ impl Config {
                 i64::MAX,
             )? as usize,
             log,
+            retention_check_interval_ms: parse_in_range(
+                "log.retention.check.interval.ms",
+                &get("log.retention.check.interval.ms"),
+                1,
+                i64::MAX,
+            )? as u64,
             spin_before_park_us: parse_in_range(
                 "sluice.spin.before.park.us",
                 &get("sluice.spin.before.park.us"),
@@ -256,6 +273,15 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
     }
 }
 
+/// `retention.ms` / `retention.bytes`: -1 (keep forever) or a positive limit.
+fn parse_retention(key: &str, value: &str) -> Result<i64> {
+    let parsed = parse_in_range(key, value, -1, i64::MAX)?;
+    if parsed == 0 {
+        bail!("{key}: 0 would delete everything as soon as it is written; use -1 for no limit or a positive value");
+    }
+    Ok(parsed)
+}
+
 /// `message.timestamp.type` / `log.message.timestamp.type`.
 pub fn parse_timestamp_type(value: &str) -> Result<TimestampType> {
     match value.trim() {
@@ -281,7 +307,9 @@ impl LogConfig {
         match key {
             "segment.bytes" => self.segment_bytes = parse_in_range(key, value, 14, 1 << 31)? as u64,
             "segment.ms" => self.segment_ms = parse_in_range(key, value, 1, i64::MAX)?,
-            "segment.index.bytes" | "index.interval.bytes" => {
+            "retention.ms" => self.retention_ms = parse_retention(key, value)?,
+            "retention.bytes" => self.retention_bytes = parse_retention(key, value)?,
+            "index.interval.bytes" => {
                 self.index_interval_bytes = parse_in_range(key, value, 0, i32::MAX as i64)? as u32
             }
             "max.message.bytes" => {
@@ -290,8 +318,7 @@ impl LogConfig {
             "message.timestamp.type" => self.timestamp_type = parse_timestamp_type(value)?,
             "flush.messages" => self.flush = parse_flush_policy(value)?,
             // Accepted and reported back; enforced by the retention and compaction work.
-            "retention.ms"
-            | "retention.bytes"
+            "segment.index.bytes"
             | "cleanup.policy"
             | "min.insync.replicas"
             | "compression.type"

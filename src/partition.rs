@@ -113,6 +113,11 @@ impl<S: Storage> Partition<S> {
         }
     }
 
+    /// Deletes segments retention no longer keeps (see `Log::apply_retention`).
+    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+        self.log.apply_retention(now_ms)
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch
     }

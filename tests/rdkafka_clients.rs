@@ -582,3 +582,66 @@ fn a_recreated_topic_starts_empty_even_over_a_stale_directory() {
         "the stale segment was removed, not served"
     );
 }
+
+#[test]
+fn retention_bytes_deletes_old_segments_while_clients_run() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("retention", cores, &["log.retention.check.interval.ms=100"]);
+        let topic = NewTopic::new("bounded", 2, TopicReplication::Fixed(1))
+            .set("segment.bytes", "16384")
+            .set("retention.bytes", "50000");
+        assert!(
+            block_on(admin(&broker).create_topics([&topic], &AdminOptions::new())).unwrap()[0]
+                .is_ok()
+        );
+        let (producer, deliveries) = producer(&broker, &[("linger.ms", "0")]);
+        let value = "x".repeat(1000);
+        for i in 0..600 {
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("bounded")
+                        .partition(i % 2)
+                        .payload(&value),
+                )
+                .unwrap();
+            if i % 50 == 0 {
+                producer.flush(TIMEOUT).unwrap();
+            }
+        }
+        producer.flush(TIMEOUT).unwrap();
+        assert_eq!(deliveries.acked.lock().unwrap().len(), 600);
+        let consumer = consumer(&broker);
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        let (low, high) = loop {
+            let (low, high) = consumer.fetch_watermarks("bounded", 0, TIMEOUT).unwrap();
+            if low > 0 {
+                break (low, high);
+            }
+            assert!(std::time::Instant::now() < deadline, "retention never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(high, 300);
+        assert!(
+            high - low < 120,
+            "about retention.bytes of 1 KiB records stay ({low}..{high})"
+        );
+        // A consumer that starts from the beginning is moved to the new log start.
+        let kept = consume_all(
+            &broker,
+            "bounded",
+            1,
+            Offset::Beginning,
+            (high - low) as usize,
+        );
+        assert_eq!(kept.first().map(|c| c.1), Some(low));
+        assert_eq!(kept.len() as i64, high - low);
+        let dir_bytes: u64 = std::fs::read_dir(broker.data_dir.join("bounded-0"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            dir_bytes < 100_000,
+            "disk use is bounded: {dir_bytes} bytes"
+        );
+    }
+}

@@ -386,6 +386,19 @@ impl Shard {
         }
     }
 
+    /// Applies retention to every partition of this shard, every `log.retention.check.interval.ms`.
+    pub async fn retention_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.retention_check_interval_ms);
+        loop {
+            glommio::timer::sleep(interval).await;
+            let now = self.clock.now_ms();
+            let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            for p in partitions {
+                p.borrow_mut().apply_retention(now);
+            }
+        }
+    }
+
     /// Clean stop: refuse new appends, flush and close every partition. True if all closed cleanly.
     pub async fn close_all(&self) -> bool {
         self.stopping.set(true);

@@ -116,6 +116,7 @@ async fn shard_main(
         config.listen
     );
     glommio::spawn_local(network::accept_loop(shard.clone(), listener)).detach();
+    glommio::spawn_local(shard.clone().retention_loop()).detach();
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL_INTERVAL).await;
     }

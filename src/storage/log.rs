@@ -514,6 +514,42 @@ impl<S: Storage> Log<S> {
         }
     }
 
+    /// Deletes the oldest whole segments that retention no longer keeps: those whose newest
+    /// record is older than `retention.ms`, and while the log is larger than `retention.bytes`.
+    /// The active segment and anything not yet below the high watermark always stay. Moves the
+    /// log start offset; returns how many segments went.
+    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+        let total: u64 = self.segments.iter().map(|s| s.size).sum();
+        let mut remaining = total;
+        let mut expired = 0;
+        for seg in &self.segments[..self.segments.len() - 1] {
+            let fully_durable =
+                seg.next_offset <= self.high_watermark && !self.sealed.contains(&seg.base_offset);
+            let too_old = self.config.retention_ms > 0
+                && seg.max_timestamp >= 0
+                && now_ms - seg.max_timestamp > self.config.retention_ms;
+            let too_big =
+                self.config.retention_bytes > 0 && remaining > self.config.retention_bytes as u64;
+            if !fully_durable || !(too_old || too_big) {
+                break;
+            }
+            remaining -= seg.size;
+            expired += 1;
+        }
+        for seg in self.segments.drain(..expired) {
+            remove_segment_files(&self.storage, &self.dir, seg.base_offset);
+        }
+        if expired > 0 {
+            self.log_start = self.segments[0].base_offset;
+            log::info!(
+                "{}: retention deleted {expired} segments; log start is now {}",
+                self.dir.display(),
+                self.log_start
+            );
+        }
+        expired
+    }
+
     /// Removes every record at or after `offset`, which must start a batch (what a diverged
     /// replica does). Nothing may be pending: flush first.
     pub async fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {

@@ -393,3 +393,80 @@ fn huge_offset_deltas_roll_instead_of_overflowing_relative_offsets() {
     let (reopened, _) = open(&storage, false);
     assert_eq!(reopened.end(), end);
 }
+
+#[test]
+fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
+    let storage = MemStorage::default();
+    let mut config = small_config();
+    config.retention_bytes = 6000;
+    let (mut log, _) = block_on(Log::open(
+        storage.clone(),
+        dir(),
+        config.clone(),
+        false,
+        0,
+        &mut |_| {},
+    ))
+    .unwrap();
+    let mut model = Model::default();
+    let mut rng = Rng(21);
+    for i in 0..200 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    let before = log.segment_count();
+    assert_eq!(
+        log.apply_retention(1_000),
+        0,
+        "nothing below the high watermark yet: nothing goes"
+    );
+    flush(&mut log).unwrap();
+    let deleted = log.apply_retention(1_000);
+    assert!(deleted > 0 && log.segment_count() == before - deleted);
+    let kept: u64 = model
+        .batches
+        .iter()
+        .filter(|(o, _, _)| *o >= log.log_start())
+        .count() as u64;
+    assert!(kept > 0 && log.log_start() > Offset(0));
+    assert_eq!(
+        log.cursor_at(Offset(0)).err(),
+        Some(ErrorCode::OffsetOutOfRange)
+    );
+    let remaining = Model {
+        batches: model
+            .batches
+            .iter()
+            .filter(|(o, _, _)| *o >= log.log_start())
+            .cloned()
+            .collect(),
+    };
+    check_reads(&log, &remaining);
+    assert!(log.segment_count() >= 1);
+    // The start offset survives a reopen: it is where the first remaining segment begins.
+    let start = log.log_start();
+    drop(log);
+    let (reopened, _) = block_on(Log::open(
+        storage.clone(),
+        dir(),
+        config,
+        false,
+        0,
+        &mut |_| {},
+    ))
+    .unwrap();
+    assert_eq!(reopened.log_start(), start);
+
+    // By time: everything but the active segment is older than retention.ms.
+    let storage = MemStorage::default();
+    let mut config = small_config();
+    config.retention_ms = 1000;
+    let (mut log, _) = block_on(Log::open(storage, dir(), config, false, 0, &mut |_| {})).unwrap();
+    let mut model = Model::default();
+    for i in 0..100 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    assert_eq!(log.apply_retention(1000), 0, "not old enough yet");
+    assert!(log.apply_retention(5000) > 0);
+    assert_eq!(log.segment_count(), 1, "only the active segment stays");
+}

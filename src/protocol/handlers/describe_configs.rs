@@ -114,6 +114,8 @@ fn effective_topic_configs(log: &LogConfig) -> Vec<(String, String)> {
     vec![
         ("segment.bytes".into(), log.segment_bytes.to_string()),
         ("segment.ms".into(), log.segment_ms.to_string()),
+        ("retention.ms".into(), log.retention_ms.to_string()),
+        ("retention.bytes".into(), log.retention_bytes.to_string()),
         (
             "index.interval.bytes".into(),
             log.index_interval_bytes.to_string(),
