@@ -519,6 +519,10 @@ impl<S: Storage> Log<S> {
     /// The active segment and anything not yet below the high watermark always stay. Moves the
     /// log start offset; returns how many segments went.
     pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+        if self.flush_running {
+            // A running flush may be sealing the oldest segment: try again next round.
+            return 0;
+        }
         let total: u64 = self.segments.iter().map(|s| s.size).sum();
         let mut remaining = total;
         let mut expired = 0;
