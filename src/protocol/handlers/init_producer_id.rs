@@ -1,6 +1,6 @@
-//! InitProducerId (key 22): hands idempotent producers a fresh producer id (epoch 0), or bumps
-//! the epoch of an id the producer already holds (KIP-360). Ids come from the controller on
-//! shard 0, which reserves them in blocks in the metadata file so they stay unique across restarts.
+//! InitProducerId (key 22): hands idempotent producers a fresh producer id at epoch 0. Ids come
+//! from the controller on shard 0, which reserves them in blocks in the metadata file so they stay
+//! unique across restarts.
 
 use std::rc::Rc;
 
@@ -22,14 +22,8 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
         log::warn!("InitProducerId with a transactional.id: transactions are not supported yet");
         return response.with_error_code(ErrorCode::InvalidRequest.code());
     }
-    if request.producer_id.0 >= 0
-        && request.producer_epoch >= 0
-        && request.producer_epoch < i16::MAX - 1
-    {
-        return response
-            .with_producer_id(request.producer_id)
-            .with_producer_epoch(request.producer_epoch + 1);
-    }
+    // Without a transactional id Kafka always hands out a fresh producer id at epoch 0, even
+    // when the client presents its old one (KIP-360): the new id starts with no sequence history.
     let answer = shard
         .call(
             ShardId(0),
