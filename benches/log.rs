@@ -12,6 +12,7 @@ use sluice::storage::batch::{self, BatchHeader};
 use sluice::storage::index::OffsetIndex;
 use sluice::storage::log::Log;
 use sluice::storage::mem::MemStorage;
+use sluice::types::Offset;
 
 /// A valid uncompressed batch of `records` records of `value_bytes` each.
 fn make_batch(records: usize, value_bytes: usize) -> Vec<u8> {
@@ -77,7 +78,7 @@ fn append(c: &mut Criterion) {
                     MemStorage::default(),
                     PathBuf::from("/bench"),
                     config.clone(),
-                    false,
+                    Offset(0),
                     0,
                     &mut |_| {},
                 ))

@@ -10,7 +10,7 @@
 //! - leader epoch: stamped on every batch.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use crate::error::ErrorCode;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::storage::batch::{self, BatchHeader};
 use crate::storage::log::{Log, ReadCursor, RecoveryReport};
-use crate::storage::{read_whole, write_atomically, Storage};
+use crate::storage::{read_whole, segment, write_atomically, Storage};
 use crate::types::{Offset, TopicPartition};
 
 const PRODUCER_SNAPSHOT_FILE: &str = "producer.snapshot";
@@ -69,20 +69,26 @@ impl<S: Storage> Partition<S> {
         now_ms: i64,
     ) -> std::io::Result<(Self, RecoveryReport)> {
         let snapshot_path = dir.join(PRODUCER_SNAPSHOT_FILE);
-        let snapshot = if clean {
+        let clean_snapshot = if clean {
             read_whole(&storage, &snapshot_path, PRODUCER_SNAPSHOT_MAX_BYTES)
                 .await?
                 .and_then(|b| ProducerStateTable::decode(&b))
         } else {
             None
         };
-        let trust_files = snapshot.is_some();
-        let mut producers = snapshot.unwrap_or_default();
+        // After a clean stop everything is trusted; after a crash, everything below the newest
+        // intact roll snapshot (written once the segments before it were synced).
+        let (trusted_below, mut producers) = match clean_snapshot {
+            Some(table) => (Offset(i64::MAX), table),
+            None => newest_roll_snapshot(&storage, &dir)
+                .await?
+                .unwrap_or_default(),
+        };
         let (log, report) = Log::open(
             storage.clone(),
             dir.clone(),
             config,
-            trust_files,
+            trusted_below,
             now_ms,
             &mut |h: &BatchHeader| producers.record(h),
         )
@@ -147,12 +153,20 @@ impl<S: Storage> Partition<S> {
                     durable_at: original.last_offset.next(1),
                 },
                 SequenceCheck::Append => {
+                    // A roll snapshot holds the state of every batch before the new segment.
+                    let rolls = self
+                        .log
+                        .will_roll(size as u64, header.last_offset_delta, now_ms);
+                    let snapshot = rolls.then(|| self.producers.encode());
                     let appended = self.log.append(
                         &records[start..start + size],
                         &header,
                         self.leader_epoch,
                         now_ms,
                     )?;
+                    if let Some(bytes) = snapshot {
+                        self.log.add_roll_snapshot(appended.base_offset, bytes);
+                    }
                     let mut stored = header;
                     stored.base_offset = appended.base_offset;
                     self.producers.record(&stored);
@@ -213,6 +227,38 @@ impl<S: Storage> Partition<S> {
         self.on_flushed(Err(ErrorCode::UnknownTopicOrPartition));
         self.log.delete()
     }
+}
+
+/// The newest roll snapshot that reads back intact: its offset and the producer state below it.
+async fn newest_roll_snapshot<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> std::io::Result<Option<(Offset, ProducerStateTable)>> {
+    if !storage.exists(dir) {
+        return Ok(None);
+    }
+    let mut bases: Vec<Offset> = storage
+        .list_dir(dir)?
+        .iter()
+        .filter_map(|n| segment::parse_snapshot_name(n))
+        .collect();
+    bases.sort();
+    for base in bases.into_iter().rev() {
+        let bytes = read_whole(
+            storage,
+            &segment::snapshot_path(dir, base),
+            PRODUCER_SNAPSHOT_MAX_BYTES,
+        )
+        .await?;
+        if let Some(table) = bytes.and_then(|b| ProducerStateTable::decode(&b)) {
+            return Ok(Some((base, table)));
+        }
+        log::warn!(
+            "producer snapshot {base} in {} is damaged; trying an older one",
+            dir.display()
+        );
+    }
+    Ok(None)
 }
 
 /// A clean stop: waits for pending writes, then writes index files and the producer snapshot.
@@ -288,4 +334,96 @@ pub fn data_arrival<S: Storage>(
     let (tx, rx) = oneshot::channel();
     p.data_waiters.push(tx);
     Some(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::batch::test_batches::batch;
+    use crate::storage::mem::MemStorage;
+    use futures::executor::block_on;
+
+    fn flush(p: &mut Partition<MemStorage>) {
+        if let Some(job) = p.log.take_flush() {
+            let result = block_on(job.run());
+            let flushed = p.log.complete_flush(result);
+            p.on_flushed(flushed);
+        }
+    }
+
+    fn record(seq: i32) -> Bytes {
+        Bytes::from(batch(&[&[b'x'; 100]], seq as i64, Some((7, 0, seq))))
+    }
+
+    #[test]
+    fn crash_recovery_starts_from_the_newest_roll_snapshot() {
+        let storage = MemStorage::default();
+        let mut config = Config::default().log;
+        config.segment_bytes = 1024;
+        config.index_interval_bytes = 0;
+        let dir = PathBuf::from("/data/p-0");
+        let tp = TopicPartition::new("p", 0);
+        let open = || {
+            block_on(Partition::open(
+                storage.clone(),
+                tp.clone(),
+                dir.clone(),
+                config.clone(),
+                false,
+                0,
+            ))
+            .unwrap()
+        };
+        let (mut p, _) = open();
+        for seq in 0..60 {
+            p.append(&record(seq), 0).unwrap();
+            if seq % 7 == 0 {
+                flush(&mut p);
+            }
+        }
+        flush(&mut p);
+        assert!(p.log.segment_count() > 5);
+        let snapshots = storage
+            .list_dir(&dir)
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".snapshot"))
+            .count();
+        assert_eq!(snapshots, 1, "only the newest roll snapshot is kept");
+        let expected = p.producers.clone();
+        drop(p);
+        storage.crash(|_, _| 0);
+
+        let (mut p, report) = open();
+        assert_eq!(
+            p.producers, expected,
+            "producer state rebuilt from the snapshot plus the active segment"
+        );
+        assert!(
+            report.batches_scanned < 30,
+            "segments below the snapshot are not rescanned: {report:?}"
+        );
+        let retry = p.append(&record(59), 0).unwrap();
+        assert_eq!(
+            retry.base_offset,
+            Offset(59),
+            "a retried batch gets its original offset after the crash"
+        );
+        assert_eq!(
+            p.append(&record(61), 0),
+            Err(ErrorCode::OutOfOrderSequenceNumber)
+        );
+        drop(p);
+
+        // Without any snapshot the full scan reaches the same state.
+        for name in storage.list_dir(&dir).unwrap() {
+            if name.ends_with(".snapshot") {
+                storage.remove_file(&dir.join(name)).unwrap();
+            }
+        }
+        let (p, report) = open();
+        assert_eq!(p.producers, expected);
+        assert_eq!(report.batches_scanned, 60);
+    }
 }

@@ -62,6 +62,8 @@ pub struct Log<S: Storage> {
     /// Segments rolled since the last flush: their index files must be written and synced.
     sealed: Vec<Offset>,
     messages_unsynced: u64,
+    /// Producer-state snapshots taken at rolls, written by the next flush: (new segment base, bytes).
+    roll_snapshots: Vec<(Offset, Vec<u8>)>,
     flush_running: bool,
     failed: bool,
 }
@@ -71,6 +73,7 @@ pub struct FlushJob<S: Storage> {
     storage: S,
     dir: PathBuf,
     targets: Vec<FlushTarget<S::File>>,
+    roll_snapshots: Vec<(Offset, Vec<u8>)>,
     sync: bool,
     end: Offset,
 }
@@ -133,8 +136,23 @@ impl<S: Storage> FlushJob<S> {
             }
             written.push((target.base, target.written_to));
         }
+        // After the segments before them are synced: a snapshot says "everything below me is
+        // durable, with its indexes", which is what recovery trusts.
+        let newest_snapshot = self.roll_snapshots.last().map(|(base, _)| *base);
+        for (base, bytes) in self.roll_snapshots {
+            write_synced(
+                &self.storage,
+                &segment::snapshot_path(&self.dir, base),
+                bytes,
+            )
+            .await?;
+            created_files = true;
+        }
         if created_files {
             self.storage.sync_dir(&self.dir)?;
+        }
+        if let Some(newest) = newest_snapshot {
+            remove_older_snapshots(&self.storage, &self.dir, newest);
         }
         Ok(FlushDone {
             opened,
@@ -186,14 +204,18 @@ pub struct ReadCursor<F> {
 }
 
 impl<S: Storage> Log<S> {
-    /// Opens (or creates) the log in `dir`, recovering it. `clean` says the broker stopped
-    /// cleanly: index files are trusted and the segments are not scanned. `on_batch` sees every
-    /// batch header a scan reads, in order (producer state is rebuilt from them).
+    /// Opens (or creates) the log in `dir`, recovering it.
+    ///
+    /// Segments whose base offset is below `trusted_below` were synced, with their index files,
+    /// before something durable said so (a clean stop: `Offset(i64::MAX)`; a roll snapshot: its
+    /// offset): their intact index files are used and only the tail after the last entry is read.
+    /// Every other segment is scanned from its start, each batch CRC-checked, and fed to
+    /// `on_batch` in order (producer state is rebuilt from them).
     pub async fn open(
         storage: S,
         dir: PathBuf,
         config: LogConfig,
-        clean: bool,
+        trusted_below: Offset,
         now_ms: i64,
         on_batch: &mut dyn FnMut(&BatchHeader),
     ) -> io::Result<(Log<S>, RecoveryReport)> {
@@ -221,7 +243,7 @@ impl<S: Storage> Log<S> {
                 &dir,
                 &mut seg,
                 &config,
-                clean,
+                trusted_below,
                 last,
                 &mut report,
                 on_batch,
@@ -258,6 +280,7 @@ impl<S: Storage> Log<S> {
             pending: Vec::new(),
             sealed: Vec::new(),
             messages_unsynced: 0,
+            roll_snapshots: Vec::new(),
             flush_running: false,
             failed: false,
         };
@@ -284,7 +307,13 @@ impl<S: Storage> Log<S> {
         self.segments.len()
     }
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || !self.sealed.is_empty()
+        !self.pending.is_empty() || !self.sealed.is_empty() || !self.roll_snapshots.is_empty()
+    }
+
+    /// Records the producer state as of a roll (everything below `base`, the new segment's base);
+    /// the next flush writes it durably after the sealed segments, so recovery can start there.
+    pub fn add_roll_snapshot(&mut self, base: Offset, bytes: Vec<u8>) {
+        self.roll_snapshots.push((base, bytes));
     }
 
     /// Appends one validated batch (a complete v2 batch) and returns the offsets it got. The bytes
@@ -346,15 +375,21 @@ impl<S: Storage> Log<S> {
         })
     }
 
-    /// Rolls to a new segment when the batch would not fit, the segment is older than
-    /// `segment.ms`, or the batch's offsets would not fit the index's 32-bit relative offsets.
-    fn maybe_roll(&mut self, incoming: u64, last_offset_delta: i32, now_ms: i64) {
+    /// Whether appending a batch of `incoming` bytes now starts a new segment: it would not fit,
+    /// the active segment is older than `segment.ms`, or the batch's offsets would not fit the
+    /// index's 32-bit relative offsets.
+    pub fn will_roll(&self, incoming: u64, last_offset_delta: i32, now_ms: i64) -> bool {
         let active = self.segments.last().expect("active segment");
         let full = active.size > 0 && active.size + incoming > self.config.segment_bytes;
         let old = active.size > 0 && now_ms - active.created_ms >= self.config.segment_ms;
         let last_relative = self.end.0 + last_offset_delta as i64 - active.base_offset.0;
         let offsets_overflow = active.size > 0 && last_relative > i32::MAX as i64;
-        if full || old || offsets_overflow {
+        full || old || offsets_overflow
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, last_offset_delta: i32, now_ms: i64) {
+        if self.will_roll(incoming, last_offset_delta, now_ms) {
+            let active = self.segments.last().expect("active segment");
             self.sealed.push(active.base_offset);
             self.segments.push(Segment::new(self.end, None, now_ms));
         }
@@ -394,6 +429,7 @@ impl<S: Storage> Log<S> {
             storage: self.storage.clone(),
             dir: self.dir.clone(),
             targets,
+            roll_snapshots: std::mem::take(&mut self.roll_snapshots),
             sync,
             end: self.end,
         })
@@ -690,6 +726,25 @@ fn corrupt(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
+/// Keeps only the newest roll snapshot: older ones describe states recovery no longer needs.
+fn remove_older_snapshots<S: Storage>(storage: &S, dir: &Path, newest: Offset) {
+    let Ok(names) = storage.list_dir(dir) else {
+        return;
+    };
+    for base in names
+        .iter()
+        .filter_map(|n| segment::parse_snapshot_name(n))
+        .filter(|b| *b < newest)
+    {
+        if let Err(err) = storage.remove_file(&segment::snapshot_path(dir, base)) {
+            log::warn!(
+                "could not remove an old producer snapshot in {}: {err}",
+                dir.display()
+            );
+        }
+    }
+}
+
 fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
     for path in [
         segment::log_path(dir, base),
@@ -704,21 +759,17 @@ fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
     }
 }
 
-/// Loads one segment's state. With `clean` and intact index files, only the tail after the last
-/// index entry is read; otherwise the whole segment is scanned (CRC-checked when it is the
-/// active one), indexes are rebuilt and a torn or corrupt tail is truncated. Returns false if
-/// the segment had to be truncated (later segments are then dropped).
-#[cfg(test)]
-#[path = "log_tests.rs"]
-mod tests;
-
+/// Loads one segment's state. A trusted segment with intact index files is read only after its
+/// last index entry; otherwise the whole segment is scanned (CRC-checked), indexes are rebuilt,
+/// batches of untrusted segments are fed to `on_batch`, and a torn or corrupt tail is truncated.
+/// Returns false if the segment had to be truncated (later segments are then dropped).
 #[allow(clippy::too_many_arguments)]
 async fn load_segment<S: Storage>(
     storage: &S,
     dir: &Path,
     seg: &mut Segment<S::File>,
     config: &LogConfig,
-    clean: bool,
+    trusted_below: Offset,
     active: bool,
     report: &mut RecoveryReport,
     on_batch: &mut dyn FnMut(&BatchHeader),
@@ -727,7 +778,8 @@ async fn load_segment<S: Storage>(
     let size = file.size().await?;
     let mut scan_from = 0u64;
     let mut rescan = true;
-    if clean {
+    let trusted = seg.base_offset < trusted_below;
+    if trusted {
         if let Some((index, time_index)) = load_indexes(storage, dir, seg.base_offset, size).await?
         {
             scan_from = index.last().map(|(_, p)| p as u64).unwrap_or(0);
@@ -748,7 +800,7 @@ async fn load_segment<S: Storage>(
     }
     let verify = active || rescan;
     let mut feed = |h: &BatchHeader| {
-        if rescan {
+        if !trusted {
             on_batch(h)
         }
     };
@@ -865,3 +917,7 @@ async fn slice_of<F: StorageFile>(
     let at = (position - *chunk_start) as usize;
     Ok(chunk.slice(at..at + len as usize))
 }
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

@@ -42,7 +42,7 @@ fn open(storage: &MemStorage, clean: bool) -> (Log<MemStorage>, RecoveryReport) 
         storage.clone(),
         dir(),
         small_config(),
-        clean,
+        if clean { Offset(i64::MAX) } else { Offset(0) },
         0,
         &mut |_| {},
     ))
@@ -342,7 +342,7 @@ fn segments_roll_by_age_on_the_callers_clock() {
         storage.clone(),
         dir(),
         config,
-        false,
+        Offset(0),
         0,
         &mut |_| {},
     ))
@@ -403,7 +403,7 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
         storage.clone(),
         dir(),
         config.clone(),
-        false,
+        Offset(0),
         0,
         &mut |_| {},
     ))
@@ -449,7 +449,7 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
         storage.clone(),
         dir(),
         config,
-        false,
+        Offset(0),
         0,
         &mut |_| {},
     ))
@@ -460,7 +460,8 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
     let storage = MemStorage::default();
     let mut config = small_config();
     config.retention_ms = 1000;
-    let (mut log, _) = block_on(Log::open(storage, dir(), config, false, 0, &mut |_| {})).unwrap();
+    let (mut log, _) =
+        block_on(Log::open(storage, dir(), config, Offset(0), 0, &mut |_| {})).unwrap();
     let mut model = Model::default();
     for i in 0..100 {
         append_random(&mut log, &mut model, &mut rng, i);

@@ -23,6 +23,17 @@ pub fn time_index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base)))
 }
 
+/// A producer-state snapshot taken when the segment starting at `base` was rolled to: the state
+/// of every batch below `base`.
+pub fn snapshot_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.snapshot", file_stem(base)))
+}
+
+/// Parses `00000000000000000042.snapshot` into offset 42.
+pub fn parse_snapshot_name(name: &str) -> Option<Offset> {
+    parse_log_name(&format!("{}.log", name.strip_suffix(".snapshot")?))
+}
+
 /// Parses `00000000000000000042.log` into offset 42.
 pub fn parse_log_name(name: &str) -> Option<Offset> {
     let stem = name.strip_suffix(".log")?;
