@@ -119,6 +119,10 @@ impl<S: Storage> Partition<S> {
         }
     }
 
+    pub fn set_log_config(&mut self, config: LogConfig) {
+        self.log.set_config(config);
+    }
+
     /// Deletes segments retention no longer keeps (see `Log::apply_retention`).
     pub fn apply_retention(&mut self, now_ms: i64) -> usize {
         self.log.apply_retention(now_ms)

@@ -423,3 +423,55 @@ fn request_memory_is_bounded_per_shard_and_released_on_close() {
     waiting.read_exact(&mut rest).unwrap();
     still_serving(&broker);
 }
+
+#[test]
+fn altered_topic_configs_apply_to_live_partitions() {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("alter", cores, &[]);
+        let create = kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("live")))
+            .with_num_partitions(1)
+            .with_replication_factor(1);
+        let _: kafka_protocol::messages::CreateTopicsResponse = call(
+            &broker,
+            ApiKey::CreateTopics,
+            5,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![create])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(produce_error(&broker, "live", valid_batch()), 0);
+        let alter = |key: &'static str, value: &'static str| {
+            let config = AlterableConfig::default()
+                .with_name(StrBytes::from_static_str(key))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str(value)));
+            let resource = AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("live"))
+                .with_configs(vec![config]);
+            let response: IncrementalAlterConfigsResponse = call(
+                &broker,
+                ApiKey::IncrementalAlterConfigs,
+                1,
+                &IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+            );
+            response.responses[0].error_code
+        };
+        assert_eq!(alter("max.message.bytes", "nonsense"), 40, "INVALID_CONFIG");
+        assert_eq!(alter("max.message.bytes", "60"), 0);
+        assert_eq!(
+            produce_error(&broker, "live", valid_batch()),
+            10,
+            "the new limit applies at once"
+        );
+        assert_eq!(alter("max.message.bytes", "1000"), 0);
+        assert_eq!(produce_error(&broker, "live", valid_batch()), 0);
+    }
+}

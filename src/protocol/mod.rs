@@ -53,6 +53,11 @@ pub fn supported_apis() -> Vec<ApiRange> {
         range(ApiKey::DescribeConfigs, describe_configs::VERSIONS),
         range(ApiKey::CreatePartitions, create_partitions::VERSIONS),
         range(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+        range(ApiKey::AlterConfigs, alter_configs::ALTER_VERSIONS),
+        range(
+            ApiKey::IncrementalAlterConfigs,
+            alter_configs::INCREMENTAL_VERSIONS,
+        ),
     ]
 }
 

@@ -31,6 +31,17 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A change to a topic's configs (AlterConfigs replaces them all; IncrementalAlterConfigs edits).
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    Replace(BTreeMap<String, String>),
+    /// (key, Kafka's operation: 0 set, 1 delete, 2 append, 3 subtract, value).
+    Incremental(Vec<(String, i8, Option<String>)>),
+}
+
+/// Configs whose value is a comma-separated list (APPEND and SUBTRACT apply to these).
+const LIST_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+
 #[derive(Debug)]
 pub enum ControllerRequest {
     CreateTopics {
@@ -42,6 +53,10 @@ pub enum ControllerRequest {
     },
     CreatePartitions {
         topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    AlterTopicConfigs {
+        changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     },
     AllocateProducerId,
@@ -60,6 +75,67 @@ pub enum ControllerResponse {
 pub struct Controller {
     one_at_a_time: Semaphore,
     next_producer_id: Cell<i64>,
+}
+
+/// The topic's overrides after `change`, or why it cannot apply.
+fn apply_change(
+    current: &BTreeMap<String, String>,
+    change: ConfigChange,
+) -> Result<BTreeMap<String, String>, String> {
+    let ops = match change {
+        ConfigChange::Replace(configs) => return Ok(configs),
+        ConfigChange::Incremental(ops) => ops,
+    };
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    const APPEND: i8 = 2;
+    const SUBTRACT: i8 = 3;
+    let mut configs = current.clone();
+    for (key, op, value) in ops {
+        match op {
+            SET => {
+                let value = value.ok_or_else(|| format!("{key}: SET needs a value"))?;
+                configs.insert(key, value);
+            }
+            DELETE => {
+                configs.remove(&key);
+            }
+            APPEND | SUBTRACT => {
+                let default = LIST_CONFIGS
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, d)| *d);
+                let default = default.ok_or_else(|| {
+                    format!("{key} is not a list config: APPEND and SUBTRACT do not apply")
+                })?;
+                let existing = configs
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| default.to_string());
+                let mut items: Vec<String> = existing
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                for item in value
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
+                    if op == APPEND && !items.iter().any(|i| i == item) {
+                        items.push(item.to_string());
+                    } else if op == SUBTRACT {
+                        items.retain(|i| i != item);
+                    }
+                }
+                configs.insert(key, items.join(","));
+            }
+            other => return Err(format!("{key}: unknown config operation {other}")),
+        }
+    }
+    Ok(configs)
 }
 
 fn fail(code: ErrorCode, message: impl Into<String>) -> TopicOutcome {
@@ -98,6 +174,13 @@ impl Controller {
                 validate_only,
             } => ControllerResponse::Topics(
                 self.create_partitions(shard, topics, validate_only).await,
+            ),
+            ControllerRequest::AlterTopicConfigs {
+                changes,
+                validate_only,
+            } => ControllerResponse::Topics(
+                self.alter_topic_configs(shard, changes, validate_only)
+                    .await,
             ),
             ControllerRequest::AllocateProducerId => {
                 ControllerResponse::ProducerId(self.allocate_producer_id(shard).await)
@@ -232,6 +315,41 @@ impl Controller {
         outcomes
     }
 
+    async fn alter_topic_configs(
+        &self,
+        shard: &Rc<Shard>,
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    ) -> Vec<(String, TopicOutcome)> {
+        let mut image = (*shard.image()).clone();
+        let mut outcomes = Vec::new();
+        for (name, change) in changes {
+            let outcome = match image.topic(&name) {
+                None => fail(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic '{name}' does not exist"),
+                ),
+                Some(meta) => match apply_change(&meta.configs, change) {
+                    Err(message) => fail(ErrorCode::InvalidConfig, message),
+                    Ok(configs) => match topic_log_config(&shard.config.log, &configs) {
+                        Err(err) => fail(ErrorCode::InvalidConfig, err.to_string()),
+                        Ok(log_config) => Ok(Arc::new(TopicMeta {
+                            configs,
+                            log_config,
+                            ..(**meta).clone()
+                        })),
+                    },
+                },
+            };
+            if let (Ok(meta), false) = (&outcome, validate_only) {
+                image.topics.insert(name.clone(), meta.clone());
+            }
+            outcomes.push((name, outcome));
+        }
+        self.commit_if_changed(shard, image, &mut outcomes).await;
+        outcomes
+    }
+
     async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, ErrorCode> {
         let id = self.next_producer_id.get();
         let image = shard.image();
@@ -278,5 +396,50 @@ impl Controller {
             .map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
         futures::future::join_all(calls).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn incremental_changes_follow_kafka_operations() {
+        let current = configs(&[("retention.ms", "1000"), ("segment.bytes", "4096")]);
+        let ops = vec![
+            ("retention.ms".to_string(), 0, Some("2000".to_string())),
+            ("segment.bytes".to_string(), 1, None),
+            ("cleanup.policy".to_string(), 2, Some("compact".to_string())),
+        ];
+        let changed = apply_change(&current, ConfigChange::Incremental(ops)).unwrap();
+        assert_eq!(
+            changed,
+            configs(&[
+                ("retention.ms", "2000"),
+                ("cleanup.policy", "delete,compact")
+            ])
+        );
+        let subtract = vec![("cleanup.policy".to_string(), 3, Some("delete".to_string()))];
+        assert_eq!(
+            apply_change(&changed, ConfigChange::Incremental(subtract)).unwrap()["cleanup.policy"],
+            "compact"
+        );
+        let not_a_list = vec![("retention.ms".to_string(), 2, Some("5".to_string()))];
+        assert!(apply_change(&current, ConfigChange::Incremental(not_a_list)).is_err());
+        let no_value = vec![("retention.ms".to_string(), 0, None)];
+        assert!(apply_change(&current, ConfigChange::Incremental(no_value)).is_err());
+        let replaced = apply_change(
+            &current,
+            ConfigChange::Replace(configs(&[("max.message.bytes", "10")])),
+        )
+        .unwrap();
+        assert_eq!(replaced, configs(&[("max.message.bytes", "10")]));
     }
 }

@@ -323,6 +323,14 @@ impl Shard {
                 }
             }
         }
+        for (tp, partition) in self.partitions.borrow().iter() {
+            if let Some(topic) = image.topic(&tp.topic) {
+                let mut p = partition.borrow_mut();
+                if p.log_config() != &topic.log_config {
+                    p.set_log_config(topic.log_config.clone());
+                }
+            }
+        }
         self.remove_stale_directories(&old, &image);
         self.open_owned_partitions(false).await;
     }

@@ -303,6 +303,12 @@ impl<S: Storage> Log<S> {
     pub fn config(&self) -> &LogConfig {
         &self.config
     }
+
+    /// Applies changed topic configs: sizes and ages on the next append, retention on the next
+    /// check, limits on the next produce.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

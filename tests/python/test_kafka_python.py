@@ -101,6 +101,9 @@ def test_admin_topics_partitions_and_configs(broker):
     configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-admin")])
     text = str(configs)
     assert "segment.bytes" in text and "1048576" in text
+    admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "py-admin", configs={"retention.ms": "7200000"})])
+    text = str(admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-admin")]))
+    assert "7200000" in text, text
     assert "py-admin" in admin.list_topics()
     admin.delete_topics(["py-admin"])
     assert "py-admin" not in admin.list_topics()

@@ -91,6 +91,9 @@ pub async fn call_controller(
         ControllerRequest::CreatePartitions { topics, .. } => {
             topics.iter().map(|(n, _)| n.clone()).collect()
         }
+        ControllerRequest::AlterTopicConfigs { changes, .. } => {
+            changes.iter().map(|(n, _)| n.clone()).collect()
+        }
         ControllerRequest::AllocateProducerId => Vec::new(),
     };
     match shard

@@ -85,13 +85,10 @@ fn topic_entries(shard: &Shard, topic: &str) -> Result<Entries, (ErrorCode, Stri
     ))?;
     let mut entries: Entries = effective_topic_configs(&meta.log_config)
         .into_iter()
-        .map(|(k, v)| {
-            let source = if meta.configs.contains_key(&k) {
-                SOURCE_TOPIC
-            } else {
-                SOURCE_DEFAULT
-            };
-            (k, v, source)
+        .map(|(k, v)| match meta.configs.get(&k) {
+            // Overrides the broker does not interpret (cleanup.policy, ...) are reported as set.
+            Some(set) => (k, set.clone(), SOURCE_TOPIC),
+            None => (k, v, SOURCE_DEFAULT),
         })
         .collect();
     for (k, v) in &meta.configs {

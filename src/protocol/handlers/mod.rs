@@ -1,5 +1,6 @@
 //! One handler per Kafka API, each with its supported version range declared beside it.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -59,6 +60,12 @@ pub async fn dispatch(shard: &Rc<Shard>, request: RequestKind, version: i16) -> 
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await)
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::handle_alter(shard, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(shard, r).await)
         }
         other => {
             // parse_request only lets supported APIs through.

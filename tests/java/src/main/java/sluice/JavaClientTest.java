@@ -11,6 +11,9 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -20,6 +23,8 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
@@ -123,6 +128,20 @@ public final class JavaClientTest {
         }
 
         try (Admin admin = Admin.create(common)) {
+            ConfigResource resource = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+            admin.incrementalAlterConfigs(Map.of(resource, List.of(
+                new AlterConfigOp(new ConfigEntry("retention.ms", "3600000"), AlterConfigOp.OpType.SET),
+                new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND)))).all().get();
+            Config described = admin.describeConfigs(List.of(resource)).all().get().get(resource);
+            check(described.get("retention.ms").value().equals("3600000"), "retention.ms altered, got " + described.get("retention.ms"));
+            check(described.get("cleanup.policy").value().equals("delete,compact"), "cleanup.policy appended, got " + described.get("cleanup.policy"));
+            try {
+                admin.incrementalAlterConfigs(Map.of(resource, List.of(
+                    new AlterConfigOp(new ConfigEntry("retention.ms", "soon"), AlterConfigOp.OpType.SET)))).all().get();
+                check(false, "an invalid value must be refused");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof InvalidConfigurationException, "InvalidConfigurationException, got " + e.getCause());
+            }
             admin.deleteTopics(List.of(topic)).all().get();
             check(!admin.listTopics().names().get().contains(topic), "deleted");
         }
