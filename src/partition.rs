@@ -302,6 +302,28 @@ pub fn schedule_flush<S: Storage>(this: &PartitionRef<S>) {
     .detach();
 }
 
+/// DeleteRecords: moves the log start to `offset` (-1: the high watermark), durably; returns the
+/// new low watermark.
+pub async fn delete_records<S: Storage>(
+    this: &PartitionRef<S>,
+    offset: i64,
+) -> Result<Offset, ErrorCode> {
+    let (low, checkpoint) = {
+        let mut p = this.borrow_mut();
+        let target = if offset == -1 {
+            p.log.high_watermark()
+        } else {
+            Offset(offset)
+        };
+        p.log.advance_log_start(target)?
+    };
+    checkpoint.write().await.map_err(|err| {
+        log::error!("persisting the log start offset: {err}");
+        ErrorCode::KafkaStorageError
+    })?;
+    Ok(low)
+}
+
 /// Resolves once the high watermark reaches `offset` (or the partition fails).
 pub async fn wait_durable<S: Storage>(
     this: &PartitionRef<S>,

@@ -54,6 +54,7 @@ pub fn supported_apis() -> Vec<ApiRange> {
         range(ApiKey::CreatePartitions, create_partitions::VERSIONS),
         range(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
         range(ApiKey::AlterConfigs, alter_configs::ALTER_VERSIONS),
+        range(ApiKey::DeleteRecords, delete_records::VERSIONS),
         range(
             ApiKey::IncrementalAlterConfigs,
             alter_configs::INCREMENTAL_VERSIONS,

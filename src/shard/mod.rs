@@ -66,10 +66,12 @@ pub enum ShardRequest {
     ListOffsets {
         items: Vec<(TopicPartition, i64)>,
     },
+    /// DeleteRecords: move each partition's log start to the offset (-1: the high watermark).
+    DeleteRecords {
+        items: Vec<(TopicPartition, i64)>,
+    },
     ApplyMetadata(Arc<MetadataImage>),
     Controller(ControllerRequest),
-    /// A no-op round trip, for measuring the cost of a hop.
-    Ping,
 }
 
 /// The answer to a `ShardRequest`.
@@ -78,6 +80,7 @@ pub enum ShardResponse {
     Produce(Vec<Result<ProduceOutcome, ErrorCode>>),
     Fetch(Vec<FetchResult>),
     ListOffsets(Vec<OffsetAnswer>),
+    DeleteRecords(Vec<Result<Offset, ErrorCode>>),
     Controller(ControllerResponse),
     Done,
     /// The other shard has stopped (shutdown in progress).
@@ -145,6 +148,16 @@ impl Shard {
                 ShardRequest::ListOffsets { items } => {
                     ShardResponse::ListOffsets(self.list_offsets_local(items).await)
                 }
+                ShardRequest::DeleteRecords { items } => {
+                    let mut results = Vec::with_capacity(items.len());
+                    for (tp, offset) in items {
+                        results.push(match self.partition(&tp) {
+                            Ok(p) => partition::delete_records(&p, offset).await,
+                            Err(code) => Err(code),
+                        });
+                    }
+                    ShardResponse::DeleteRecords(results)
+                }
                 ShardRequest::ApplyMetadata(image) => {
                     self.apply_metadata(image).await;
                     ShardResponse::Done
@@ -155,7 +168,6 @@ impl Shard {
                     }
                     None => ShardResponse::Controller(ControllerResponse::NotController),
                 },
-                ShardRequest::Ping => ShardResponse::Done,
             }
         }
         .boxed_local()

@@ -23,6 +23,22 @@ use crate::error::ErrorCode;
 use crate::limits;
 use crate::types::Offset;
 
+/// The log start offset, when DeleteRecords moved it past the first segment's base.
+const LOG_START_FILE: &str = "log-start-offset";
+
+/// A log start offset to persist (write-temp, fsync, rename, fsync dir).
+pub struct LogStartCheckpoint<S: Storage> {
+    storage: S,
+    path: PathBuf,
+    contents: Vec<u8>,
+}
+
+impl<S: Storage> LogStartCheckpoint<S> {
+    pub async fn write(self) -> io::Result<()> {
+        super::write_atomically(&self.storage, &self.path, self.contents).await
+    }
+}
+
 /// What an append assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -267,8 +283,18 @@ impl<S: Storage> Log<S> {
             segments.push(Segment::new(Offset(0), None, now_ms));
         }
         report.segments = segments.len();
-        let log_start = segments[0].base_offset;
-        let end = segments.last().map(|s| s.next_offset).unwrap_or(log_start);
+        let end = segments
+            .last()
+            .map(|s| s.next_offset)
+            .unwrap_or(segments[0].base_offset);
+        // DeleteRecords may have moved the start inside the first segment.
+        let checkpoint = super::read_whole(&storage, &dir.join(LOG_START_FILE), 64)
+            .await?
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse::<i64>().ok())
+            .map(Offset);
+        let log_start = checkpoint
+            .unwrap_or(Offset(0))
+            .clamp(segments[0].base_offset, end);
         let log = Log {
             storage,
             dir,
@@ -586,7 +612,7 @@ impl<S: Storage> Log<S> {
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);
         }
         if expired > 0 {
-            self.log_start = self.segments[0].base_offset;
+            self.log_start = self.log_start.max(self.segments[0].base_offset);
             log::info!(
                 "{}: retention deleted {expired} segments; log start is now {}",
                 self.dir.display(),
@@ -594,6 +620,36 @@ impl<S: Storage> Log<S> {
             );
         }
         expired
+    }
+
+    /// DeleteRecords: makes `offset` (at most the high watermark) the log start, deleting whole
+    /// segments below it. Returns the new log start and the checkpoint to write durably before
+    /// answering (the start may now fall inside a segment, which file names cannot say).
+    pub fn advance_log_start(
+        &mut self,
+        offset: Offset,
+    ) -> Result<(Offset, LogStartCheckpoint<S>), ErrorCode> {
+        if offset > self.high_watermark || offset.0 < 0 {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        self.log_start = self.log_start.max(offset);
+        if !self.flush_running {
+            let below = self.segments[..self.segments.len() - 1]
+                .iter()
+                .take_while(|s| {
+                    s.next_offset <= self.log_start && !self.sealed.contains(&s.base_offset)
+                })
+                .count();
+            for seg in self.segments.drain(..below) {
+                remove_segment_files(&self.storage, &self.dir, seg.base_offset);
+            }
+        }
+        let checkpoint = LogStartCheckpoint {
+            storage: self.storage.clone(),
+            path: self.dir.join(LOG_START_FILE),
+            contents: self.log_start.0.to_string().into_bytes(),
+        };
+        Ok((self.log_start, checkpoint))
     }
 
     /// Removes every record at or after `offset`, which must start a batch (what a diverged

@@ -471,3 +471,31 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
     assert!(log.apply_retention(5000) > 0);
     assert_eq!(log.segment_count(), 1, "only the active segment stays");
 }
+
+#[test]
+fn delete_records_moves_the_start_inside_a_segment_and_survives_reopen() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(33);
+    for i in 0..100 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    assert_eq!(log.advance_log_start(Offset(1)).err(), Some(ErrorCode::OffsetOutOfRange), "above the high watermark");
+    flush(&mut log).unwrap();
+    let segments = log.segment_count();
+    let (base, count, _) = model.batches[60];
+    let target = base.next(count as i64 / 2);
+    let (low, checkpoint) = log.advance_log_start(target).unwrap();
+    block_on(checkpoint.write()).unwrap();
+    assert_eq!(low, target);
+    assert!(log.segment_count() < segments, "whole segments below the start are deleted");
+    assert_eq!(log.cursor_at(base.next(-1)).err(), Some(ErrorCode::OffsetOutOfRange));
+    assert!(log.cursor_at(target).unwrap().is_some());
+    assert_eq!(log.advance_log_start(Offset(0)).unwrap().0, target, "the start never moves back");
+    drop(log);
+    let (reopened, _) = open(&storage, false);
+    assert_eq!(reopened.log_start(), target);
+    let (clean, _) = open(&storage, true);
+    assert_eq!(clean.log_start(), target);
+}

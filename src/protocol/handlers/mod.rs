@@ -4,6 +4,7 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -66,6 +67,9 @@ pub async fn dispatch(shard: &Rc<Shard>, request: RequestKind, version: i16) -> 
         }
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(shard, r).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(shard, r).await)
         }
         other => {
             // parse_request only lets supported APIs through.

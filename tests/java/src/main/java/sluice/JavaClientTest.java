@@ -16,6 +16,8 @@ import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
@@ -142,6 +144,11 @@ public final class JavaClientTest {
             } catch (ExecutionException e) {
                 check(e.getCause() instanceof InvalidConfigurationException, "InvalidConfigurationException, got " + e.getCause());
             }
+            TopicPartition p1 = new TopicPartition(topic, 1);
+            long reported = admin.deleteRecords(Map.of(p1, RecordsToDelete.beforeOffset(100))).lowWatermarks().get(p1).get().lowWatermark();
+            check(reported == 100, "DeleteRecords low watermark 100, got " + reported);
+            long low = admin.listOffsets(Map.of(p1, OffsetSpec.earliest())).all().get().get(p1).offset();
+            check(low == 100, "DeleteRecords moved the log start to 100, got " + low);
             admin.deleteTopics(List.of(topic)).all().get();
             check(!admin.listTopics().names().get().contains(topic), "deleted");
         }
