@@ -481,7 +481,11 @@ fn delete_records_moves_the_start_inside_a_segment_and_survives_reopen() {
     for i in 0..100 {
         append_random(&mut log, &mut model, &mut rng, i);
     }
-    assert_eq!(log.advance_log_start(Offset(1)).err(), Some(ErrorCode::OffsetOutOfRange), "above the high watermark");
+    assert_eq!(
+        log.advance_log_start(Offset(1)).err(),
+        Some(ErrorCode::OffsetOutOfRange),
+        "above the high watermark"
+    );
     flush(&mut log).unwrap();
     let segments = log.segment_count();
     let (base, count, _) = model.batches[60];
@@ -489,10 +493,20 @@ fn delete_records_moves_the_start_inside_a_segment_and_survives_reopen() {
     let (low, checkpoint) = log.advance_log_start(target).unwrap();
     block_on(checkpoint.write()).unwrap();
     assert_eq!(low, target);
-    assert!(log.segment_count() < segments, "whole segments below the start are deleted");
-    assert_eq!(log.cursor_at(base.next(-1)).err(), Some(ErrorCode::OffsetOutOfRange));
+    assert!(
+        log.segment_count() < segments,
+        "whole segments below the start are deleted"
+    );
+    assert_eq!(
+        log.cursor_at(base.next(-1)).err(),
+        Some(ErrorCode::OffsetOutOfRange)
+    );
     assert!(log.cursor_at(target).unwrap().is_some());
-    assert_eq!(log.advance_log_start(Offset(0)).unwrap().0, target, "the start never moves back");
+    assert_eq!(
+        log.advance_log_start(Offset(0)).unwrap().0,
+        target,
+        "the start never moves back"
+    );
     drop(log);
     let (reopened, _) = open(&storage, false);
     assert_eq!(reopened.log_start(), target);
