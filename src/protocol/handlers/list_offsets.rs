@@ -21,8 +21,10 @@ type Slot = (usize, usize);
 pub async fn handle(
     shard: &Rc<Shard>,
     request: ListOffsetsRequest,
-    _version: i16,
+    version: i16,
 ) -> ListOffsetsResponse {
+    // The leader epoch field exists from v4; earlier versions must leave it at its default.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
     let image = shard.image();
     let mut answers: HashMap<Slot, OffsetAnswer> = HashMap::new();
     let mut routed: HashMap<ShardId, Vec<(Slot, TopicPartition, i64)>> = HashMap::new();
@@ -73,7 +75,7 @@ pub async fn handle(
                         Ok((timestamp, offset)) => response
                             .with_timestamp(timestamp)
                             .with_offset(offset.0)
-                            .with_leader_epoch(0),
+                            .with_leader_epoch(leader_epoch),
                         Err(code) => response
                             .with_error_code(code.code())
                             .with_timestamp(-1)

@@ -1,0 +1,312 @@
+//! Every advertised version of every API, over a raw socket against the real broker: each gets a
+//! well-formed answer. Old clients (Debian's librdkafka 2.0.2 in kcat, old kafka-python) pick
+//! versions that the clients in the other tests never use.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::Broker;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+fn call<R: Decodable>(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    body: &impl Encodable,
+) -> R {
+    let mut buf = BytesMut::new();
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(version as i32)
+        .with_client_id(Some(StrBytes::from_static_str("every-version")));
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    stream.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut size = [0u8; 4];
+    stream
+        .read_exact(&mut size)
+        .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer ({e})"));
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).unwrap();
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, version as i32);
+    let decoded =
+        R::decode(&mut body, version).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
+    assert!(body.is_empty(), "{api:?} v{version}: trailing bytes");
+    decoded
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// A one-record batch, as in tests/bad_input.rs.
+fn batch() -> Bytes {
+    let record: [u8; 8] = [7 << 1, 0, 0, 0, 1, 2, b'v', 0];
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + record.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&1000i64.to_be_bytes());
+    b.extend_from_slice(&1000i64.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[test]
+fn every_advertised_version_is_answered() {
+    let broker = Broker::start("versions", 2, &[]);
+    let mut s = TcpStream::connect(broker.bootstrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+
+    for v in 0..=4 {
+        let r: ApiVersionsResponse = call(
+            &mut s,
+            ApiKey::ApiVersions,
+            v,
+            &ApiVersionsRequest::default(),
+        );
+        assert_eq!(r.error_code, 0);
+    }
+    for v in 2..=7 {
+        let topic = CreatableTopic::default()
+            .with_name(name(&format!("v{v}")))
+            .with_num_partitions(2)
+            .with_replication_factor(1);
+        let r: CreateTopicsResponse = call(
+            &mut s,
+            ApiKey::CreateTopics,
+            v,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![topic])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(r.topics[0].error_code, 0, "CreateTopics v{v}");
+    }
+    for v in 0..=12 {
+        let topics = Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("v2")))
+        ]);
+        let r: MetadataResponse = call(
+            &mut s,
+            ApiKey::Metadata,
+            v,
+            &MetadataRequest::default().with_topics(topics),
+        );
+        assert_eq!(r.topics[0].partitions.len(), 2, "Metadata v{v}");
+    }
+    for v in 3..=11 {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let data = PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(batch()));
+        let topic = TopicProduceData::default()
+            .with_name(name("v2"))
+            .with_partition_data(vec![data]);
+        let r: ProduceResponse = call(
+            &mut s,
+            ApiKey::Produce,
+            v,
+            &ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![topic]),
+        );
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 0,
+            "Produce v{v}"
+        );
+    }
+    for v in 4..=12 {
+        let partition = FetchPartition::default()
+            .with_partition(0)
+            .with_fetch_offset(0)
+            .with_partition_max_bytes(1 << 20);
+        let topic = FetchTopic::default()
+            .with_topic(name("v2"))
+            .with_partitions(vec![partition]);
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(10)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![topic]);
+        let r: FetchResponse = call(&mut s, ApiKey::Fetch, v, &request);
+        let p = &r.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 9), "Fetch v{v}");
+        assert!(!p.records.as_ref().unwrap().is_empty());
+    }
+    for v in 1..=6 {
+        let topic = ListOffsetsTopic::default()
+            .with_name(name("v2"))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)]);
+        let r: ListOffsetsResponse = call(
+            &mut s,
+            ApiKey::ListOffsets,
+            v,
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![topic]),
+        );
+        assert_eq!(r.topics[0].partitions[0].offset, 9, "ListOffsets v{v}");
+    }
+    for v in 1..=4 {
+        let resource = DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v2"));
+        let r: DescribeConfigsResponse = call(
+            &mut s,
+            ApiKey::DescribeConfigs,
+            v,
+            &DescribeConfigsRequest::default().with_resources(vec![resource]),
+        );
+        assert_eq!(r.results[0].error_code, 0, "DescribeConfigs v{v}");
+    }
+    for v in 0..=1 {
+        let r: DescribeClusterResponse = call(
+            &mut s,
+            ApiKey::DescribeCluster,
+            v,
+            &DescribeClusterRequest::default(),
+        );
+        assert_eq!(r.brokers.len(), 1);
+    }
+    for v in 0..=5 {
+        let r: InitProducerIdResponse = call(
+            &mut s,
+            ApiKey::InitProducerId,
+            v,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60000),
+        );
+        assert_eq!(r.error_code, 0, "InitProducerId v{v}");
+        assert!(r.producer_id.0 >= 0);
+    }
+    for v in 0..=3 {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        let topic = CreatePartitionsTopic::default()
+            .with_name(name("v3"))
+            .with_count(3 + v as i32);
+        let r: CreatePartitionsResponse = call(
+            &mut s,
+            ApiKey::CreatePartitions,
+            v,
+            &CreatePartitionsRequest::default()
+                .with_topics(vec![topic])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(r.results[0].error_code, 0, "CreatePartitions v{v}");
+    }
+    for v in 0..=2 {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        let topic = DeleteRecordsTopic::default()
+            .with_name(name("v2"))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(1 + v as i64)]);
+        let r: DeleteRecordsResponse = call(
+            &mut s,
+            ApiKey::DeleteRecords,
+            v,
+            &DeleteRecordsRequest::default()
+                .with_topics(vec![topic])
+                .with_timeout_ms(5000),
+        );
+        assert_eq!(
+            r.topics[0].partitions[0].low_watermark,
+            1 + v as i64,
+            "DeleteRecords v{v}"
+        );
+    }
+    for v in 0..=2 {
+        use kafka_protocol::messages::alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let config = AlterableConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(Some(StrBytes::from_static_str("86400000")));
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v4"))
+            .with_configs(vec![config]);
+        let r: AlterConfigsResponse = call(
+            &mut s,
+            ApiKey::AlterConfigs,
+            v,
+            &AlterConfigsRequest::default().with_resources(vec![resource]),
+        );
+        assert_eq!(r.responses[0].error_code, 0, "AlterConfigs v{v}");
+    }
+    for v in 0..=1 {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let config = AlterableConfig::default()
+            .with_name(StrBytes::from_static_str("retention.ms"))
+            .with_value(Some(StrBytes::from_static_str("3600000")));
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v4"))
+            .with_configs(vec![config]);
+        let r: IncrementalAlterConfigsResponse = call(
+            &mut s,
+            ApiKey::IncrementalAlterConfigs,
+            v,
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+        );
+        assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+    }
+    for v in 1..=6 {
+        let r: DeleteTopicsResponse = if v >= 6 {
+            use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+            let topic = DeleteTopicState::default().with_name(Some(name(&format!("v{}", v + 1))));
+            call(
+                &mut s,
+                ApiKey::DeleteTopics,
+                v,
+                &DeleteTopicsRequest::default()
+                    .with_topics(vec![topic])
+                    .with_timeout_ms(5000),
+            )
+        } else {
+            call(
+                &mut s,
+                ApiKey::DeleteTopics,
+                v,
+                &DeleteTopicsRequest::default()
+                    .with_topic_names(vec![name(&format!("v{}", v + 1))])
+                    .with_timeout_ms(5000),
+            )
+        };
+        assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v}");
+    }
+}
