@@ -109,6 +109,7 @@ fn serve(args: &[String]) -> Result<()> {
             "recovering (no clean-shutdown marker)"
         }
     );
+    check_listen_address_free(config.listen)?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     let data_dir = config.data_dir.clone();
@@ -120,6 +121,13 @@ fn serve(args: &[String]) -> Result<()> {
     } else {
         log::warn!("stopped with errors: the next start will recover the logs");
     }
+    Ok(())
+}
+
+/// The shards bind with SO_REUSEPORT, which would silently share a port with another broker
+/// that did the same; a plain bind first turns "already in use" into a clear error.
+fn check_listen_address_free(listen: std::net::SocketAddr) -> Result<()> {
+    std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ fn serve(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn invalid_configuration_fails_at_start_with_the_key_named() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     for (args, needle) in [
         (vec!["--set", "log.segment.bytes=abc"], "log.segment.bytes"),
         (vec!["--set", "num.partitions=0"], "num.partitions"),
@@ -37,6 +38,13 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
             "config file",
         ),
         (vec!["--frobnicate"], "unknown argument"),
+        (
+            vec![
+                "--listen",
+                &format!("127.0.0.1:{}", busy.local_addr().unwrap().port()),
+            ],
+            "cannot listen",
+        ),
     ] {
         let (code, stderr) = serve(&args);
         assert_eq!(code, 2, "{args:?}: {stderr}");

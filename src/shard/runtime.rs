@@ -26,7 +26,8 @@ use crate::types::ShardId;
 /// How often a shard checks whether the process was asked to stop.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Runs the broker until `stop` is set. Returns whether every shard closed its partitions cleanly.
+/// Runs the broker until `stop` is set. Returns whether every shard closed its partitions
+/// cleanly, or the first shard's failure (which stops the others).
 pub fn run(
     config: Config,
     image: MetadataImage,
@@ -48,27 +49,32 @@ pub fn run(
             .name(&format!("sluice-shard-{core}"))
             .spin_before_park(Duration::from_micros(config.spin_before_park_us));
         let handle = builder
-            .spawn(move || async move { shard_main(config, image, mesh, clean_start, stop).await })
+            .spawn(move || async move {
+                let result = shard_main(config, image, mesh, clean_start, stop.clone()).await;
+                if result.is_err() {
+                    // One shard down means the broker cannot serve its partitions: stop them all.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                result
+            })
             .map_err(|e| {
                 anyhow::anyhow!("starting a shard: {e} (glommio needs io_uring and at least 512 KiB of locked memory: ulimit -l)")
             })?;
         handles.push(handle);
     }
     let mut clean = true;
+    let mut failure = None;
     for handle in handles {
         match handle.join() {
             Ok(Ok(shard_clean)) => clean &= shard_clean,
-            Ok(Err(err)) => {
-                log::error!("shard failed: {err:#}");
-                clean = false;
-            }
-            Err(err) => {
-                log::error!("shard executor failed: {err}");
-                clean = false;
-            }
+            Ok(Err(err)) => failure = failure.or(Some(err)),
+            Err(err) => failure = failure.or(Some(anyhow::anyhow!("shard executor failed: {err}"))),
         }
     }
-    Ok(clean)
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(clean),
+    }
 }
 
 async fn shard_main(
