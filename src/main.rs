@@ -17,6 +17,9 @@ use sluice::{logging, metadata, shard};
 /// lets recovery trust index files instead of scanning the logs.
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
 const LOCK_FILE: &str = ".lock";
+/// How long a start waits for a just-stopped broker's listening socket to go away.
+const LISTEN_PROBE_ATTEMPTS: u32 = 30;
+const LISTEN_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 const USAGE: &str = "\
 usage: sluice serve [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config FILE] [--set KEY=VALUE]...
@@ -124,11 +127,23 @@ fn serve(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The shards bind with SO_REUSEPORT, which would silently share a port with another broker
-/// that did the same; a plain bind first turns "already in use" into a clear error.
+/// The shards bind with SO_REUSEPORT, which would silently share the port with another broker
+/// that did the same (or fail on only some shards). Anything already accepting connections on the
+/// address is therefore refused up front with a clear error.
 fn check_listen_address_free(listen: std::net::SocketAddr) -> Result<()> {
-    std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    Ok(())
+    let mut probe = listen;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    // A broker that just exited can leave its listening socket alive for a moment (io_uring
+    // tears down its pending accepts asynchronously), so only a listener that stays is refused.
+    for _ in 0..LISTEN_PROBE_ATTEMPTS {
+        if std::net::TcpStream::connect_timeout(&probe, LISTEN_PROBE_INTERVAL).is_err() {
+            return Ok(());
+        }
+        std::thread::sleep(LISTEN_PROBE_INTERVAL);
+    }
+    bail!("cannot listen on {listen}: something is already listening there")
 }
 
 /// One broker per data dir: an exclusive advisory lock held for the life of the process.
