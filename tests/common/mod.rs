@@ -140,3 +140,26 @@ impl Drop for Broker {
 
 /// Shard counts every integration test runs with.
 pub const SHARD_COUNTS: [usize; 2] = [1, 2];
+
+/// A valid one-record v2 batch (no key, value "v"), CRC included.
+pub fn one_record_batch() -> Vec<u8> {
+    let record: [u8; 8] = [7 << 1, 0, 0, 0, 1, 2, b'v', 0]; // length 7, attrs, ts delta, offset delta, key -1, value len 1, "v", headers 0
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + record.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&1000i64.to_be_bytes());
+    b.extend_from_slice(&1000i64.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}

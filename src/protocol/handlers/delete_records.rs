@@ -5,52 +5,41 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use futures::future::join_all;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::DeleteRecordsRequest;
 
+use super::scatter::{known, scatter};
 use crate::error::ErrorCode;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
-use crate::types::{Offset, ShardId, TopicPartition};
+use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
 
-type Slot = (usize, usize);
-
 pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let image = shard.image();
-    let mut answers: HashMap<Slot, Result<Offset, ErrorCode>> = HashMap::new();
-    let mut routed: HashMap<ShardId, Vec<(Slot, TopicPartition, i64)>> = HashMap::new();
+    let mut answers = HashMap::new();
+    let mut items = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
-        let meta = image.topic(topic.name.0.as_str());
         for (pi, p) in topic.partitions.iter().enumerate() {
-            let tp = TopicPartition::new(topic.name.0.as_str(), p.partition_index);
-            if meta.is_none_or(|m| p.partition_index < 0 || p.partition_index >= m.partitions) {
-                answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
+            if known(&image, topic.name.0.as_str(), p.partition_index) {
+                items.push((
+                    (ti, pi),
+                    TopicPartition::new(topic.name.0.as_str(), p.partition_index),
+                    p.offset,
+                ));
             } else {
-                routed
-                    .entry(shard.owner_of(&tp))
-                    .or_default()
-                    .push(((ti, pi), tp, p.offset));
+                answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
             }
         }
     }
-    let calls = routed.into_iter().map(|(owner, items)| async move {
-        let slots: Vec<Slot> = items.iter().map(|(s, _, _)| *s).collect();
-        let request = ShardRequest::DeleteRecords {
-            items: items.into_iter().map(|(_, tp, o)| (tp, o)).collect(),
-        };
-        (slots, shard.call(owner, request).await)
-    });
-    for (slots, response) in join_all(calls).await {
-        let results = match response {
-            ShardResponse::DeleteRecords(results) => results,
-            _ => vec![Err(ErrorCode::NotLeaderOrFollower); slots.len()],
-        };
-        answers.extend(slots.into_iter().zip(results));
-    }
+    let request_for = |items| ShardRequest::DeleteRecords { items };
+    let answers_of = |response| match response {
+        ShardResponse::DeleteRecords(results) => Some(results),
+        _ => None,
+    };
+    answers.extend(scatter(shard, items, request_for, answers_of).await);
     let topics = request
         .topics
         .iter()

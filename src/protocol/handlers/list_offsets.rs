@@ -4,19 +4,17 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::ListOffsetsRequest;
 
+use super::scatter::{known, scatter, Slot};
 use crate::error::ErrorCode;
 use crate::shard::{OffsetAnswer, Shard, ShardRequest, ShardResponse};
-use crate::types::{ShardId, TopicPartition};
+use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (1, 6);
-
-type Slot = (usize, usize);
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -27,35 +25,26 @@ pub async fn handle(
     let leader_epoch = if version >= 4 { 0 } else { -1 };
     let image = shard.image();
     let mut answers: HashMap<Slot, OffsetAnswer> = HashMap::new();
-    let mut routed: HashMap<ShardId, Vec<(Slot, TopicPartition, i64)>> = HashMap::new();
+    let mut items = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
-        let meta = image.topic(topic.name.0.as_str());
         for (pi, p) in topic.partitions.iter().enumerate() {
-            let tp = TopicPartition::new(topic.name.0.as_str(), p.partition_index);
-            if meta.is_none_or(|m| p.partition_index < 0 || p.partition_index >= m.partitions) {
-                answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
+            if known(&image, topic.name.0.as_str(), p.partition_index) {
+                items.push((
+                    (ti, pi),
+                    TopicPartition::new(topic.name.0.as_str(), p.partition_index),
+                    p.timestamp,
+                ));
             } else {
-                routed
-                    .entry(shard.owner_of(&tp))
-                    .or_default()
-                    .push(((ti, pi), tp, p.timestamp));
+                answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
             }
         }
     }
-    let calls = routed.into_iter().map(|(owner, items)| async move {
-        let slots: Vec<Slot> = items.iter().map(|(s, _, _)| *s).collect();
-        let request = ShardRequest::ListOffsets {
-            items: items.into_iter().map(|(_, tp, ts)| (tp, ts)).collect(),
-        };
-        (slots, shard.call(owner, request).await)
-    });
-    for (slots, response) in join_all(calls).await {
-        let results = match response {
-            ShardResponse::ListOffsets(results) => results,
-            _ => vec![Err(ErrorCode::NotLeaderOrFollower); slots.len()],
-        };
-        answers.extend(slots.into_iter().zip(results));
-    }
+    let request_for = |items| ShardRequest::ListOffsets { items };
+    let answers_of = |response| match response {
+        ShardResponse::ListOffsets(results) => Some(results),
+        _ => None,
+    };
+    answers.extend(scatter(shard, items, request_for, answers_of).await);
     let topics = request
         .topics
         .iter()

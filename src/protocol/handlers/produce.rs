@@ -6,21 +6,18 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use bytes::Bytes;
-use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::ProduceRequest;
 
+use super::scatter::{known, scatter, Slot};
 use crate::error::ErrorCode;
 use crate::partition::ProduceOutcome;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
-use crate::types::{ShardId, TopicPartition};
+use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (3, 11);
-
-type Slot = (usize, usize);
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -30,16 +27,13 @@ pub async fn handle(
     let acks = request.acks;
     let image = shard.image();
     let mut results: HashMap<Slot, Result<ProduceOutcome, ErrorCode>> = HashMap::new();
-    let mut routed: HashMap<ShardId, Vec<(Slot, TopicPartition, Bytes)>> = HashMap::new();
+    let mut items = Vec::new();
     for (ti, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
-        let meta = image.topic(name);
         for (pi, data) in topic.partition_data.iter().enumerate() {
-            let slot = (ti, pi);
-            let tp = TopicPartition::new(name, data.index);
             let refused = if !matches!(acks, -1..=1) {
                 Some(ErrorCode::InvalidRequiredAcks)
-            } else if meta.is_none_or(|m| data.index < 0 || data.index >= m.partitions) {
+            } else if !known(&image, name, data.index) {
                 Some(ErrorCode::UnknownTopicOrPartition)
             } else if data.records.as_ref().is_none_or(|r| r.is_empty()) {
                 Some(ErrorCode::CorruptMessage)
@@ -47,37 +41,21 @@ pub async fn handle(
                 None
             };
             match refused {
-                Some(code) => {
-                    results.insert(slot, Err(code));
-                }
-                None => {
-                    let records = data.records.clone().unwrap_or_default();
-                    routed
-                        .entry(shard.owner_of(&tp))
-                        .or_default()
-                        .push((slot, tp, records));
-                }
+                Some(code) => drop(results.insert((ti, pi), Err(code))),
+                None => items.push((
+                    (ti, pi),
+                    TopicPartition::new(name, data.index),
+                    data.records.clone().unwrap_or_default(),
+                )),
             }
         }
     }
-    let calls = routed.into_iter().map(|(owner, items)| async move {
-        let slots: Vec<Slot> = items.iter().map(|(slot, _, _)| *slot).collect();
-        let request = ShardRequest::Produce {
-            acks,
-            items: items
-                .into_iter()
-                .map(|(_, tp, records)| (tp, records))
-                .collect(),
-        };
-        (slots, shard.call(owner, request).await)
-    });
-    for (slots, response) in join_all(calls).await {
-        let outcomes = match response {
-            ShardResponse::Produce(outcomes) => outcomes,
-            _ => vec![Err(ErrorCode::NotLeaderOrFollower); slots.len()],
-        };
-        results.extend(slots.into_iter().zip(outcomes));
-    }
+    let request_for = |items| ShardRequest::Produce { acks, items };
+    let answers_of = |response| match response {
+        ShardResponse::Produce(outcomes) => Some(outcomes),
+        _ => None,
+    };
+    results.extend(scatter(shard, items, request_for, answers_of).await);
     if acks == 0 {
         return None;
     }

@@ -1,0 +1,57 @@
+//! Per-partition work spread over the owning shards: one cross-shard call per shard, all in
+//! flight at once, answers keyed by the partition's place in the request.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures::future::join_all;
+
+use crate::error::ErrorCode;
+use crate::metadata::MetadataImage;
+use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::types::{ShardId, TopicPartition};
+
+/// A partition's place in a request: (topic index, partition index within the topic).
+pub type Slot = (usize, usize);
+
+/// Whether `partition` exists in `topic`.
+pub fn known(image: &MetadataImage, topic: &str, partition: i32) -> bool {
+    image
+        .topic(topic)
+        .is_some_and(|m| partition >= 0 && partition < m.partitions)
+}
+
+/// Sends each item to the shard owning its partition and collects the answers. `request` builds
+/// one shard's request from its items; `answers` takes the per-item results out of the response
+/// (a shard that is gone answers NOT_LEADER_OR_FOLLOWER for all of its items).
+pub async fn scatter<T, R>(
+    shard: &Rc<Shard>,
+    items: Vec<(Slot, TopicPartition, T)>,
+    request: impl Fn(Vec<(TopicPartition, T)>) -> ShardRequest,
+    answers: impl Fn(ShardResponse) -> Option<Vec<Result<R, ErrorCode>>>,
+) -> HashMap<Slot, Result<R, ErrorCode>> {
+    let mut routed: HashMap<ShardId, Vec<(Slot, TopicPartition, T)>> = HashMap::new();
+    for (slot, tp, item) in items {
+        routed
+            .entry(shard.owner_of(&tp))
+            .or_default()
+            .push((slot, tp, item));
+    }
+    let calls = routed.into_iter().map(|(owner, items)| {
+        let slots: Vec<Slot> = items.iter().map(|(slot, _, _)| *slot).collect();
+        let request = request(items.into_iter().map(|(_, tp, item)| (tp, item)).collect());
+        async move { (slots, shard.call(owner, request).await) }
+    });
+    let mut collected = HashMap::new();
+    for (slots, response) in join_all(calls).await {
+        match answers(response) {
+            Some(results) => collected.extend(slots.into_iter().zip(results)),
+            None => collected.extend(
+                slots
+                    .into_iter()
+                    .map(|slot| (slot, Err(ErrorCode::NotLeaderOrFollower))),
+            ),
+        }
+    }
+    collected
+}
