@@ -138,6 +138,19 @@ fn apply_change(
     Ok(configs)
 }
 
+/// The topic as it stands, or UNKNOWN_TOPIC_OR_PARTITION.
+fn existing<'a>(
+    image: &'a MetadataImage,
+    name: &str,
+) -> Result<&'a Arc<TopicMeta>, (ErrorCode, String)> {
+    image.topic(name).ok_or_else(|| {
+        (
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic '{name}' does not exist"),
+        )
+    })
+}
+
 fn fail(code: ErrorCode, message: impl Into<String>) -> TopicOutcome {
     Err((code, message.into()))
 }
@@ -194,14 +207,30 @@ impl Controller {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<(String, TopicOutcome)> {
+        let changes = topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+        self.update_topics(shard, changes, validate_only, |image, topic| {
+            self.check_new_topic(shard, image, &topic)
+        })
+        .await
+    }
+
+    /// Decides each topic's new state against the image as updated by the topics before it,
+    /// then persists and publishes the result once (unless `validate_only`).
+    async fn update_topics<T>(
+        &self,
+        shard: &Rc<Shard>,
+        changes: Vec<(String, T)>,
+        validate_only: bool,
+        decide: impl Fn(&MetadataImage, T) -> TopicOutcome,
+    ) -> Vec<(String, TopicOutcome)> {
         let mut image = (*shard.image()).clone();
         let mut outcomes = Vec::new();
-        for topic in topics {
-            let outcome = self.check_new_topic(shard, &image, &topic);
+        for (name, change) in changes {
+            let outcome = decide(&image, change);
             if let (Ok(meta), false) = (&outcome, validate_only) {
-                image.topics.insert(meta.name.clone(), meta.clone());
+                image.topics.insert(name.clone(), meta.clone());
             }
-            outcomes.push((topic.name, outcome));
+            outcomes.push((name, outcome));
         }
         self.commit_if_changed(shard, image, &mut outcomes).await;
         outcomes
@@ -282,37 +311,33 @@ impl Controller {
         topics: Vec<(String, i32)>,
         validate_only: bool,
     ) -> Vec<(String, TopicOutcome)> {
-        let mut image = (*shard.image()).clone();
-        let mut outcomes = Vec::new();
-        for (name, count) in topics {
-            let outcome = match image.topic(&name) {
-                None => fail(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic '{name}' does not exist"),
-                ),
-                Some(meta) if count <= meta.partitions => fail(
+        let changes = topics
+            .into_iter()
+            .map(|(name, count)| (name.clone(), (name, count)))
+            .collect();
+        self.update_topics(shard, changes, validate_only, |image, (name, count)| {
+            let meta = existing(image, &name)?;
+            if count <= meta.partitions {
+                return fail(
                     ErrorCode::InvalidPartitions,
                     format!(
                         "topic has {} partitions; the new count must be larger, not {count}",
                         meta.partitions
                     ),
-                ),
-                Some(_) if count > limits::TOPIC_PARTITIONS_MAX => fail(
+                );
+            }
+            if count > limits::TOPIC_PARTITIONS_MAX {
+                return fail(
                     ErrorCode::InvalidPartitions,
                     format!("at most {} partitions", limits::TOPIC_PARTITIONS_MAX),
-                ),
-                Some(meta) => Ok(Arc::new(TopicMeta {
-                    partitions: count,
-                    ..(**meta).clone()
-                })),
-            };
-            if let (Ok(meta), false) = (&outcome, validate_only) {
-                image.topics.insert(name.clone(), meta.clone());
+                );
             }
-            outcomes.push((name, outcome));
-        }
-        self.commit_if_changed(shard, image, &mut outcomes).await;
-        outcomes
+            Ok(Arc::new(TopicMeta {
+                partitions: count,
+                ..(**meta).clone()
+            }))
+        })
+        .await
     }
 
     async fn alter_topic_configs(
@@ -321,33 +346,23 @@ impl Controller {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     ) -> Vec<(String, TopicOutcome)> {
-        let mut image = (*shard.image()).clone();
-        let mut outcomes = Vec::new();
-        for (name, change) in changes {
-            let outcome = match image.topic(&name) {
-                None => fail(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic '{name}' does not exist"),
-                ),
-                Some(meta) => match apply_change(&meta.configs, change) {
-                    Err(message) => fail(ErrorCode::InvalidConfig, message),
-                    Ok(configs) => match topic_log_config(&shard.config.log, &configs) {
-                        Err(err) => fail(ErrorCode::InvalidConfig, err.to_string()),
-                        Ok(log_config) => Ok(Arc::new(TopicMeta {
-                            configs,
-                            log_config,
-                            ..(**meta).clone()
-                        })),
-                    },
-                },
-            };
-            if let (Ok(meta), false) = (&outcome, validate_only) {
-                image.topics.insert(name.clone(), meta.clone());
-            }
-            outcomes.push((name, outcome));
-        }
-        self.commit_if_changed(shard, image, &mut outcomes).await;
-        outcomes
+        let changes = changes
+            .into_iter()
+            .map(|(name, change)| (name.clone(), (name, change)))
+            .collect();
+        self.update_topics(shard, changes, validate_only, |image, (name, change)| {
+            let meta = existing(image, &name)?;
+            let configs = apply_change(&meta.configs, change)
+                .map_err(|message| (ErrorCode::InvalidConfig, message))?;
+            let log_config = topic_log_config(&shard.config.log, &configs)
+                .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
+            Ok(Arc::new(TopicMeta {
+                configs,
+                log_config,
+                ..(**meta).clone()
+            }))
+        })
+        .await
     }
 
     async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, ErrorCode> {
