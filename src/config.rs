@@ -63,6 +63,18 @@ pub struct Config {
     pub spin_before_park_us: u64,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
+    /// Consumer group settings (`group.*`).
+    pub group: crate::group::state::GroupConfig,
+    /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_topic_segment_bytes: u64,
+    /// `offset.metadata.max.bytes`: the longest metadata string an offset commit may carry.
+    pub offset_metadata_max_bytes: usize,
     /// Every key that was set, as given, for DescribeConfigs.
     pub overrides: BTreeMap<String, String>,
 }
@@ -85,6 +97,15 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
     ("sluice.spin.before.park.us", "200"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.max.size", "1000"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offset.metadata.max.bytes", "4096"),
 ];
 
 impl Default for Config {
@@ -191,8 +212,67 @@ impl Config {
                 0,
                 1_000_000,
             )? as u64,
+            group: crate::group::state::GroupConfig {
+                min_session_timeout_ms: parse_in_range(
+                    "group.min.session.timeout.ms",
+                    &get("group.min.session.timeout.ms"),
+                    1,
+                    i32::MAX as i64,
+                )? as i32,
+                max_session_timeout_ms: parse_in_range(
+                    "group.max.session.timeout.ms",
+                    &get("group.max.session.timeout.ms"),
+                    1,
+                    i32::MAX as i64,
+                )? as i32,
+                initial_rebalance_delay_ms: parse_in_range(
+                    "group.initial.rebalance.delay.ms",
+                    &get("group.initial.rebalance.delay.ms"),
+                    0,
+                    i32::MAX as i64,
+                )? as i32,
+                max_size: parse_in_range(
+                    "group.max.size",
+                    &get("group.max.size"),
+                    1,
+                    limits::GROUP_MAX_SIZE_DEFAULT * 100,
+                )? as usize,
+            },
+            offsets_retention_ms: parse_in_range(
+                "offsets.retention.minutes",
+                &get("offsets.retention.minutes"),
+                1,
+                i64::MAX / 60_000,
+            )? * 60_000,
+            offsets_retention_check_interval_ms: parse_in_range(
+                "offsets.retention.check.interval.ms",
+                &get("offsets.retention.check.interval.ms"),
+                1,
+                i64::MAX,
+            )? as u64,
+            offsets_topic_num_partitions: parse_in_range(
+                "offsets.topic.num.partitions",
+                &get("offsets.topic.num.partitions"),
+                1,
+                limits::TOPIC_PARTITIONS_MAX as i64,
+            )? as i32,
+            offsets_topic_segment_bytes: parse_in_range(
+                "offsets.topic.segment.bytes",
+                &get("offsets.topic.segment.bytes"),
+                14,
+                1 << 31,
+            )? as u64,
+            offset_metadata_max_bytes: parse_in_range(
+                "offset.metadata.max.bytes",
+                &get("offset.metadata.max.bytes"),
+                0,
+                i32::MAX as i64,
+            )? as usize,
             overrides: props.clone(),
         };
+        if config.group.min_session_timeout_ms > config.group.max_session_timeout_ms {
+            bail!("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms");
+        }
         if config.queued_max_request_bytes < config.socket_request_max_bytes {
             bail!("queued.max.request.bytes must be at least socket.request.max.bytes");
         }

@@ -5,11 +5,13 @@
 //! - `shard`: the per-core runtime, cross-core routing, and the metadata controller (shard 0);
 //! - `partition` and `producer_state`: a partition's offsets, waiters and idempotence;
 //! - `storage`: the log (segments, indexes, group fsync, recovery) behind small I/O traits;
+//! - `group`: consumer groups (classic protocol) and committed offsets in `__consumer_offsets`;
 //! - `metadata`: topics, ids and the partition-to-shard map;
 //! - `config`, `limits`, `types`, `error`: settings, bounds, newtypes and Kafka error codes.
 
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod limits;
 pub mod logging;
 pub mod metadata;

@@ -38,3 +38,21 @@ pub const TOPIC_NAME_MAX_BYTES: usize = 249;
 
 /// Producer ids reserved per write of the metadata file.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Groups one shard coordinates at most; joins and commits for new groups beyond it are refused.
+pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+
+/// Default for `group.max.size`: members (and pending member ids) one group may hold.
+pub const GROUP_MAX_SIZE_DEFAULT: i64 = 1_000;
+
+/// The protocol metadata one member may send in JoinGroup, all protocols together.
+pub const GROUP_MEMBER_METADATA_MAX_BYTES: usize = 1024 * 1024;
+
+/// How often each shard checks its groups' session, rebalance and sync deadlines.
+pub const GROUP_TICK_MS: u64 = 100;
+
+/// Chunk read at a time when a shard replays an offsets partition at start.
+pub const GROUP_LOAD_READ_BYTES: usize = 1024 * 1024;
+
+/// Largest batch the offsets topic accepts (`max.message.bytes` of `__consumer_offsets`).
+pub const OFFSETS_TOPIC_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;

@@ -165,6 +165,12 @@ fn unescape(s: &str) -> Result<String> {
 }
 
 /// Kafka's rule for topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..".
+/// Topics the broker creates and manages itself (clients may read them, not create, delete,
+/// grow or produce to them).
+pub fn is_internal_topic(name: &str) -> bool {
+    name == crate::group::records::OFFSETS_TOPIC
+}
+
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= limits::TOPIC_NAME_MAX_BYTES

@@ -32,10 +32,14 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+        .unwrap_or_else(|| "?".into());
+    let peer_ip: Rc<str> = peer_addr
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+        .into();
     let (reader, mut writer) = stream.split();
     let mut reader = BufReader::with_capacity(limits::CONNECTION_READ_BUFFER_BYTES, reader);
     let (tx, rx) = local_channel::new_bounded::<glommio::Task<Option<Vec<Bytes>>>>(
@@ -84,9 +88,10 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         let shard = shard.clone();
+        let peer_ip = peer_ip.clone();
         let task = glommio::spawn_local(async move {
             let _permit = permit;
-            protocol::serve(shard, incoming).await
+            protocol::serve(shard, incoming, &peer_ip).await
         });
         if tx.send(task).await.is_err() {
             break;

@@ -59,6 +59,17 @@ pub fn supported_apis() -> Vec<ApiRange> {
             ApiKey::IncrementalAlterConfigs,
             alter_configs::INCREMENTAL_VERSIONS,
         ),
+        range(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+        range(ApiKey::JoinGroup, join_group::VERSIONS),
+        range(ApiKey::SyncGroup, sync_group::VERSIONS),
+        range(ApiKey::Heartbeat, heartbeat::VERSIONS),
+        range(ApiKey::LeaveGroup, leave_group::VERSIONS),
+        range(ApiKey::OffsetCommit, offset_commit::VERSIONS),
+        range(ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+        range(ApiKey::DescribeGroups, describe_groups::VERSIONS),
+        range(ApiKey::ListGroups, list_groups::VERSIONS),
+        range(ApiKey::DeleteGroups, delete_groups::VERSIONS),
+        range(ApiKey::OffsetDelete, offset_delete::VERSIONS),
     ]
 }
 
@@ -114,7 +125,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
 
 /// Serves one request, returning the response frame as chunks to write in order; `None` when no
 /// response is due (Produce with acks=0).
-pub async fn serve(shard: Rc<Shard>, incoming: Incoming) -> Option<Vec<Bytes>> {
+pub async fn serve(shard: Rc<Shard>, incoming: Incoming, peer_ip: &str) -> Option<Vec<Bytes>> {
     match incoming {
         Incoming::ApiVersionsTooNew { correlation_id } => {
             let body =
@@ -129,7 +140,15 @@ pub async fn serve(shard: Rc<Shard>, incoming: Incoming) -> Option<Vec<Bytes>> {
         Incoming::Request { header, body } => {
             let version = header.request_api_version;
             let api = ApiKey::try_from(header.request_api_key).ok()?;
-            let reply = handlers::dispatch(&shard, *body, version).await?;
+            let client = handlers::coordinator::Client {
+                client_id: header
+                    .client_id
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                host: format!("/{peer_ip}"),
+            };
+            let reply = handlers::dispatch(&shard, *body, version, &client).await?;
             Some(frame(header.correlation_id, api, version, reply))
         }
     }
@@ -203,8 +222,8 @@ mod tests {
             "unknown key"
         );
         assert!(
-            parse_request(Bytes::from_static(&[0, 11, 0, 1, 0, 0, 0, 1])).is_err(),
-            "JoinGroup not served yet"
+            parse_request(Bytes::from_static(&[0, 50, 0, 0, 0, 0, 0, 1])).is_err(),
+            "DescribeUserScramCredentials is not served"
         );
         let too_new = parse_request(Bytes::from_static(&[0, 18, 0, 99, 0, 0, 0, 5])).unwrap();
         assert!(matches!(

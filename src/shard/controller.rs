@@ -12,9 +12,11 @@ use uuid::Uuid;
 
 use super::{Shard, ShardRequest};
 use crate::error::ErrorCode;
+use crate::group::records::OFFSETS_TOPIC;
 use crate::limits;
 use crate::metadata::{
-    is_valid_topic_name, topic_log_config, MetadataImage, TopicMeta, METADATA_FILE,
+    is_internal_topic, is_valid_topic_name, topic_log_config, MetadataImage, TopicMeta,
+    METADATA_FILE,
 };
 use crate::storage::fs::UringStorage;
 use crate::storage::write_atomically;
@@ -60,6 +62,8 @@ pub enum ControllerRequest {
         validate_only: bool,
     },
     AllocateProducerId,
+    /// Creates `__consumer_offsets` if it does not exist yet (the first FindCoordinator does).
+    EnsureOffsetsTopic,
 }
 
 /// Per-topic outcome: the topic as it now stands, or an error code with a message.
@@ -195,10 +199,49 @@ impl Controller {
                 self.alter_topic_configs(shard, changes, validate_only)
                     .await,
             ),
+            ControllerRequest::EnsureOffsetsTopic => {
+                ControllerResponse::Topics(self.ensure_offsets_topic(shard).await)
+            }
             ControllerRequest::AllocateProducerId => {
                 ControllerResponse::ProducerId(self.allocate_producer_id(shard).await)
             }
         }
+    }
+
+    async fn ensure_offsets_topic(&self, shard: &Rc<Shard>) -> Vec<(String, TopicOutcome)> {
+        let name = OFFSETS_TOPIC.to_string();
+        if let Some(meta) = shard.image().topic(&name) {
+            return vec![(name, Ok(meta.clone()))];
+        }
+        let config = &shard.config;
+        let topic = NewTopic {
+            name: name.clone(),
+            partitions: config.offsets_topic_num_partitions,
+            replication_factor: 1,
+            configs: [
+                ("cleanup.policy", "compact".to_string()),
+                (
+                    "segment.bytes",
+                    config.offsets_topic_segment_bytes.to_string(),
+                ),
+                (
+                    "max.message.bytes",
+                    limits::OFFSETS_TOPIC_MAX_MESSAGE_BYTES.to_string(),
+                ),
+                ("compression.type", "producer".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        };
+        log::info!(
+            "creating {name} with {} partitions",
+            config.offsets_topic_num_partitions
+        );
+        self.update_topics(shard, vec![(name, topic)], false, |image, topic| {
+            self.check_topic(shard, image, &topic)
+        })
+        .await
     }
 
     async fn create_topics(
@@ -236,12 +279,23 @@ impl Controller {
         outcomes
     }
 
+    /// A topic a client asked for: never one of the broker's internal topics.
     fn check_new_topic(
         &self,
         shard: &Shard,
         image: &MetadataImage,
         topic: &NewTopic,
     ) -> TopicOutcome {
+        if is_internal_topic(&topic.name) && image.topic(&topic.name).is_none() {
+            return fail(
+                ErrorCode::InvalidRequest,
+                format!("{} is an internal topic; the broker creates it", topic.name),
+            );
+        }
+        self.check_topic(shard, image, topic)
+    }
+
+    fn check_topic(&self, shard: &Shard, image: &MetadataImage, topic: &NewTopic) -> TopicOutcome {
         if !is_valid_topic_name(&topic.name) {
             return fail(
                 ErrorCode::InvalidTopicException,
@@ -292,6 +346,14 @@ impl Controller {
         let mut image = (*shard.image()).clone();
         let mut outcomes = Vec::new();
         for name in names {
+            if is_internal_topic(&name) {
+                let refusal = fail(
+                    ErrorCode::InvalidRequest,
+                    format!("{name} is an internal topic and cannot be deleted"),
+                );
+                outcomes.push((name, refusal));
+                continue;
+            }
             let outcome = match image.topics.remove(&name) {
                 Some(meta) => Ok(meta),
                 None => fail(
@@ -317,6 +379,13 @@ impl Controller {
             .collect();
         self.update_topics(shard, changes, validate_only, |image, (name, count)| {
             let meta = existing(image, &name)?;
+            if is_internal_topic(&name) {
+                // Its partition count decides which partition holds each group.
+                return fail(
+                    ErrorCode::InvalidRequest,
+                    format!("{name} is an internal topic; its partitions cannot change"),
+                );
+            }
             if count <= meta.partitions {
                 return fail(
                     ErrorCode::InvalidPartitions,

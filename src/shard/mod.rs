@@ -21,6 +21,7 @@ use futures::FutureExt;
 
 use crate::config::Config;
 use crate::error::ErrorCode;
+use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::metadata::{partition_dir, shard_of, MetadataImage};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
 use crate::storage::fs::UringStorage;
@@ -72,6 +73,8 @@ pub enum ShardRequest {
     },
     ApplyMetadata(Arc<MetadataImage>),
     Controller(ControllerRequest),
+    /// A consumer-group operation for a group this shard coordinates.
+    Group(GroupOp),
 }
 
 /// The answer to a `ShardRequest`.
@@ -82,6 +85,7 @@ pub enum ShardResponse {
     ListOffsets(Vec<OffsetAnswer>),
     DeleteRecords(Vec<Result<Offset, ErrorCode>>),
     Controller(ControllerResponse),
+    Group(GroupAnswer),
     Done,
     /// The other shard has stopped (shutdown in progress).
     Unavailable,
@@ -96,6 +100,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<TopicPartition, PartitionRef<UringStorage>>>,
     pub(crate) router: Router,
     controller: Option<Controller>,
+    /// The consumer groups this shard coordinates.
+    pub groups: GroupCoordinator,
     pub clock: SystemClock,
     stopping: Cell<bool>,
     /// Units are request bytes: `queued.max.request.bytes` shared by this shard's connections.
@@ -115,7 +121,10 @@ impl Shard {
         self.stopping.get()
     }
 
-    fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef<UringStorage>, ErrorCode> {
+    pub(crate) fn partition(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<PartitionRef<UringStorage>, ErrorCode> {
         self.partitions
             .borrow()
             .get(tp)
@@ -161,6 +170,9 @@ impl Shard {
                 ShardRequest::ApplyMetadata(image) => {
                     self.apply_metadata(image).await;
                     ShardResponse::Done
+                }
+                ShardRequest::Group(op) => {
+                    ShardResponse::Group(self.groups.handle(&self, op).await)
                 }
                 ShardRequest::Controller(request) => match &self.controller {
                     Some(controller) => {
@@ -345,6 +357,7 @@ impl Shard {
         }
         self.remove_stale_directories(&old, &image);
         self.open_owned_partitions(false).await;
+        self.groups.load_owned(self).await;
     }
 
     /// A partition that is new in `image` must start empty: a directory left under its name (a

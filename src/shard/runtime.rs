@@ -17,6 +17,7 @@ use super::controller::Controller;
 use super::router::{self, Envelope, Router};
 use super::Shard;
 use crate::config::Config;
+use crate::group::GroupCoordinator;
 use crate::limits;
 use crate::metadata::MetadataImage;
 use crate::network;
@@ -104,6 +105,7 @@ async fn shard_main(
         partitions: RefCell::new(HashMap::new()),
         router,
         controller,
+        groups: GroupCoordinator::new(&config),
         clock: SystemClock,
         stopping: Cell::new(false),
         request_memory: Rc::new(glommio::sync::Semaphore::new(
@@ -114,6 +116,7 @@ async fn shard_main(
         router::serve(&shard, receivers);
     }
     shard.open_owned_partitions(clean_start).await;
+    shard.groups.load_owned(&shard).await;
     let listener = glommio::net::TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
     log::info!(
@@ -123,6 +126,11 @@ async fn shard_main(
     );
     glommio::spawn_local(network::accept_loop(shard.clone(), listener)).detach();
     glommio::spawn_local(shard.clone().retention_loop()).detach();
+    glommio::spawn_local(GroupCoordinator::timer_loop(
+        shard.clone(),
+        config.offsets_retention_check_interval_ms,
+    ))
+    .detach();
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL_INTERVAL).await;
     }

@@ -220,6 +220,54 @@ pub fn put_varlong(out: &mut Vec<u8>, value: i64) {
     }
 }
 
+/// A record's key and value (`None`: null).
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Builds one uncompressed v2 batch of keyed records, all stamped `timestamp_ms`, without a
+/// producer id: what the broker writes to its own internal topics. Offsets start at 0 (the log
+/// assigns the real ones).
+pub fn build_batch(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
+    let put_bytes = |out: &mut Vec<u8>, b: Option<&[u8]>| match b {
+        Some(b) => {
+            put_varlong(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+        None => put_varlong(out, -1),
+    };
+    let mut encoded = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        let mut body = vec![0u8]; // attributes
+        put_varlong(&mut body, 0); // timestamp delta
+        put_varlong(&mut body, i as i64); // offset delta
+        put_bytes(&mut body, *key);
+        put_bytes(&mut body, *value);
+        put_varlong(&mut body, 0); // headers
+        put_varlong(&mut encoded, body.len() as i64);
+        encoded.extend_from_slice(&body);
+    }
+    let count = records.len() as i32;
+    let mut b = Vec::with_capacity(HEADER_BYTES + encoded.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(
+        &((HEADER_BYTES - LOG_OVERHEAD_BYTES + encoded.len()) as i32).to_be_bytes(),
+    );
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch: set by the log
+    b.push(2);
+    b.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes: no codec, CreateTime
+    b.extend_from_slice(&(count - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(&encoded);
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 /// For an uncompressed batch, the offset of its first record with timestamp >= `target`.
 /// Compressed batches are not opened: their base offset is the answer (the earliest candidate).
 pub fn first_offset_at_or_after(batch: &[u8], target_ms: i64) -> Option<Offset> {

@@ -95,6 +95,9 @@ pub async fn call_controller(
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
         ControllerRequest::AllocateProducerId => Vec::new(),
+        ControllerRequest::EnsureOffsetsTopic => {
+            vec![crate::group::records::OFFSETS_TOPIC.to_string()]
+        }
     };
     match shard
         .call(ShardId(0), ShardRequest::Controller(request))

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::advertised;
 use crate::error::ErrorCode;
-use crate::metadata::{is_valid_topic_name, TopicMeta};
+use crate::metadata::{is_internal_topic, is_valid_topic_name, TopicMeta};
 use crate::shard::controller::{ControllerRequest, NewTopic};
 use crate::shard::Shard;
 
@@ -28,7 +28,9 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         let missing: Vec<String> = names
             .iter()
             .flatten()
-            .filter(|n| shard.image().topic(n).is_none() && is_valid_topic_name(n))
+            .filter(|n| {
+                shard.image().topic(n).is_none() && is_valid_topic_name(n) && !is_internal_topic(n)
+            })
             .cloned()
             .collect();
         if may_create && !missing.is_empty() {
@@ -40,12 +42,12 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         None => image
             .topics
             .values()
-            .map(|t| describe_topic(shard, t))
+            .map(|t| describe_topic(shard, version, t))
             .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match name.as_deref().and_then(|n| image.topic(n)) {
-                Some(topic) => describe_topic(shard, topic),
+                Some(topic) => describe_topic(shard, version, topic),
                 None => unknown_topic(name),
             })
             .collect(),
@@ -117,7 +119,7 @@ async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     }
 }
 
-fn describe_topic(shard: &Shard, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
+fn describe_topic(shard: &Shard, version: i16, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
     let node = BrokerId(shard.config.node_id);
     let partitions = (0..topic.partitions)
         .map(|p| {
@@ -131,6 +133,7 @@ fn describe_topic(shard: &Shard, topic: &Arc<TopicMeta>) -> MetadataResponseTopi
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_is_internal(version >= 1 && is_internal_topic(&topic.name))
         .with_topic_id(topic.id)
         .with_topic_authorized_operations(i32::MIN)
         .with_partitions(partitions)

@@ -13,6 +13,7 @@ use kafka_protocol::messages::ProduceRequest;
 
 use super::scatter::{known, scatter, Slot};
 use crate::error::ErrorCode;
+use crate::metadata::is_internal_topic;
 use crate::partition::ProduceOutcome;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
 use crate::types::TopicPartition;
@@ -35,6 +36,9 @@ pub async fn handle(
                 Some(ErrorCode::InvalidRequiredAcks)
             } else if !known(&image, name, data.index) {
                 Some(ErrorCode::UnknownTopicOrPartition)
+            } else if is_internal_topic(name) {
+                // Only the broker writes its internal topics.
+                Some(ErrorCode::InvalidTopicException)
             } else if data.records.as_ref().is_none_or(|r| r.is_empty()) {
                 Some(ErrorCode::CorruptMessage)
             } else {

@@ -1,0 +1,869 @@
+//! Consumer groups: the classic group protocol and committed offsets.
+//!
+//! Each group is coordinated by one shard: the owner of its `__consumer_offsets` partition
+//! (Kafka's `abs(hash(group)) % offsets.topic.num.partitions`, then the usual partition-to-shard
+//! map). All of a group's state lives on that shard, in its `GroupCoordinator`; requests arriving
+//! on other shards travel there as `ShardRequest::Group`.
+//!
+//! Durability: offset commits and group metadata are appended to the offsets partition through
+//! the same log and group fsync as any produce, and answered only once durable. At start (and
+//! when the topic is created) each shard replays its offsets partitions to rebuild the groups.
+//!
+//! - `state`: the pure group state machine (clock passed in);
+//! - `records`: the offsets-log record format (Kafka's);
+//! - this file: the per-shard shell that owns groups, persists, loads and runs the timers.
+
+pub mod records;
+pub mod state;
+#[cfg(test)]
+mod state_tests;
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
+
+use crate::error::ErrorCode;
+use crate::limits;
+use crate::partition::{self, PartitionRef};
+use crate::shard::Shard;
+use crate::storage::fs::UringStorage;
+use crate::storage::Clock;
+use crate::types::{Offset, ShardId, TopicPartition};
+use records::{decode_batches, encode_batch, CommittedOffset, OffsetsRecord, OFFSETS_TOPIC};
+use state::{
+    Group, GroupConfig, GroupState, GroupSummary, JoinRequest, JoinResponse, Reply, SyncResponse,
+};
+
+/// A group operation, addressed to the group's coordinator shard.
+#[derive(Debug)]
+pub enum GroupOp {
+    Join {
+        group: String,
+        request: JoinRequest,
+    },
+    Sync {
+        group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        protocol_type: Option<String>,
+        protocol_name: Option<String>,
+        assignments: Vec<(String, Bytes)>,
+    },
+    Heartbeat {
+        group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+    },
+    /// (member id, instance id) per leaving member.
+    Leave {
+        group: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    Commit {
+        group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    },
+    /// `None`: every committed offset of the group.
+    FetchOffsets {
+        group: String,
+        partitions: Option<Vec<TopicPartition>>,
+    },
+    Describe {
+        group: String,
+    },
+    List,
+    Delete {
+        group: String,
+    },
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<TopicPartition>,
+    },
+}
+
+impl GroupOp {
+    /// The group the operation is about (`None` for List, which every shard answers).
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            GroupOp::Join { group, .. }
+            | GroupOp::Sync { group, .. }
+            | GroupOp::Heartbeat { group, .. }
+            | GroupOp::Leave { group, .. }
+            | GroupOp::Commit { group, .. }
+            | GroupOp::FetchOffsets { group, .. }
+            | GroupOp::Describe { group }
+            | GroupOp::Delete { group }
+            | GroupOp::DeleteOffsets { group, .. } => Some(group),
+            GroupOp::List => None,
+        }
+    }
+}
+
+/// A listed group: id, protocol type, state.
+pub type ListedGroup = (String, String, GroupState);
+
+/// A committed offset per partition (`None`: nothing committed).
+pub type FetchedOffsets = Vec<(TopicPartition, Option<CommittedOffset>)>;
+
+#[derive(Debug)]
+pub enum GroupAnswer {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+    Code(ErrorCode),
+    /// A group-level error, or one code per item of the request.
+    Codes(Result<Vec<ErrorCode>, ErrorCode>),
+    Offsets(Result<FetchedOffsets, ErrorCode>),
+    Describe(GroupSummary),
+    List(Result<Vec<ListedGroup>, ErrorCode>),
+}
+
+/// A group and its committed offsets, each remembered with the log offset that wrote it so a
+/// late-arriving durability notice never overwrites a newer commit.
+struct Entry {
+    group: Group,
+    offsets: HashMap<TopicPartition, (CommittedOffset, Offset)>,
+}
+
+/// The groups this shard coordinates.
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    offsets_retention_ms: i64,
+    groups: RefCell<HashMap<String, Entry>>,
+    /// Offsets partitions (owned here) whose groups have been replayed.
+    loaded: RefCell<HashSet<i32>>,
+}
+
+/// Which shard coordinates `group`, and the offsets partition it lives in; COORDINATOR_NOT_AVAILABLE
+/// until the offsets topic exists.
+pub fn coordinator_of(shard: &Shard, group: &str) -> Result<(ShardId, i32), ErrorCode> {
+    let image = shard.image();
+    let topic = image
+        .topic(OFFSETS_TOPIC)
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let partition = records::partition_for_group(group, topic.partitions);
+    Ok((
+        shard.owner_of(&TopicPartition::new(OFFSETS_TOPIC, partition)),
+        partition,
+    ))
+}
+
+/// The topics a consumer-protocol member subscribes to, from its JoinGroup metadata.
+fn subscribed_topics(metadata: &Bytes) -> Option<Vec<String>> {
+    let mut buf = metadata.clone();
+    if buf.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    let _ = bytes::Buf::get_i16(&mut buf);
+    let subscription = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)).ok()?;
+    Some(subscription.topics.iter().map(|t| t.to_string()).collect())
+}
+
+impl GroupCoordinator {
+    pub fn new(config: &crate::config::Config) -> GroupCoordinator {
+        GroupCoordinator {
+            config: config.group.clone(),
+            offsets_retention_ms: config.offsets_retention_ms,
+            groups: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Replays every offsets partition this shard owns that has not been loaded yet (at start,
+    /// and when the offsets topic is created).
+    pub async fn load_owned(&self, shard: &Rc<Shard>) {
+        let Some(topic) = shard.image().topic(OFFSETS_TOPIC).cloned() else {
+            return;
+        };
+        for p in 0..topic.partitions {
+            let tp = TopicPartition::new(OFFSETS_TOPIC, p);
+            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains(&p) {
+                continue;
+            }
+            let Ok(partition) = shard.partition(&tp) else {
+                continue;
+            };
+            match self.replay(shard, &partition).await {
+                Ok(records) => {
+                    if records > 0 {
+                        log::info!("{tp}: loaded {records} group records");
+                    }
+                    self.loaded.borrow_mut().insert(p);
+                }
+                Err(err) => log::error!("{tp}: loading groups failed: {err}; they stay offline"),
+            }
+        }
+    }
+
+    async fn replay(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+    ) -> std::io::Result<usize> {
+        let now = shard.clock.now_ms();
+        let mut count = 0;
+        let (mut offset, end) = {
+            let p = partition.borrow();
+            let o = p.offsets();
+            (o.log_start, o.high_watermark)
+        };
+        while offset < end {
+            let cursor = partition
+                .borrow()
+                .cursor_at(offset)
+                .map_err(|code| std::io::Error::other(code.to_string()))?;
+            let Some(cursor) = cursor else { break };
+            let bytes = cursor.read(offset, limits::GROUP_LOAD_READ_BYTES).await?;
+            if bytes.is_empty() {
+                break;
+            }
+            let next = decode_batches(&bytes, |record| {
+                count += 1;
+                self.apply_loaded(record, now);
+            });
+            match next {
+                Some(next) if next > offset => offset = next,
+                _ => break,
+            }
+        }
+        // Offsets are remembered with the log offset of their record; replay order is log order.
+        Ok(count)
+    }
+
+    fn apply_loaded(&self, record: OffsetsRecord, now_ms: i64) {
+        let mut groups = self.groups.borrow_mut();
+        match record {
+            OffsetsRecord::Offset { group, tp, value } => match value {
+                Some(v) => {
+                    let entry = groups.entry(group.clone()).or_insert_with(|| Entry {
+                        group: Group::new(&group, v.commit_timestamp_ms),
+                        offsets: HashMap::new(),
+                    });
+                    entry.offsets.insert(tp, (v, Offset(i64::MAX)));
+                }
+                None => {
+                    if let Some(entry) = groups.get_mut(&group) {
+                        entry.offsets.remove(&tp);
+                    }
+                }
+            },
+            OffsetsRecord::Group { group, value } => match value {
+                Some(v) => {
+                    let offsets = groups.remove(&group).map(|e| e.offsets).unwrap_or_default();
+                    groups.insert(
+                        group.clone(),
+                        Entry {
+                            group: Group::from_record(&group, v, now_ms),
+                            offsets,
+                        },
+                    );
+                }
+                None => {
+                    groups.remove(&group);
+                }
+            },
+        }
+    }
+
+    /// Runs one operation for a group this shard coordinates.
+    pub async fn handle(&self, shard: &Rc<Shard>, op: GroupOp) -> GroupAnswer {
+        if let GroupOp::List = op {
+            return GroupAnswer::List(self.list());
+        }
+        let group = op.group().expect("not List").to_string();
+        let partition = match self.partition_of(shard, &group) {
+            Ok(p) => p,
+            Err(code) => return Self::failed(&op, code),
+        };
+        let now = shard.clock.now_ms();
+        let answer = match op {
+            GroupOp::Join { group, request } => {
+                let create = request.member_id.is_empty();
+                let reply = match self.with_group(&group, create, now, |e| {
+                    e.group.join(request.clone(), &self.config, now)
+                }) {
+                    Ok(reply) => reply,
+                    Err(code) => Reply::Now(JoinResponse::error(code, &request.member_id)),
+                };
+                self.persist_if_dirty(shard, &partition, &group);
+                GroupAnswer::Join(match reply {
+                    Reply::Now(r) => r,
+                    Reply::Later(rx) => rx.await.unwrap_or_else(|_| {
+                        JoinResponse::error(ErrorCode::CoordinatorNotAvailable, &request.member_id)
+                    }),
+                })
+            }
+            GroupOp::Sync {
+                group,
+                generation,
+                member_id,
+                instance_id,
+                protocol_type,
+                protocol_name,
+                assignments,
+            } => GroupAnswer::Sync(
+                self.sync(
+                    shard,
+                    &partition,
+                    &group,
+                    generation,
+                    &member_id,
+                    instance_id.as_deref(),
+                    protocol_type.as_deref(),
+                    protocol_name.as_deref(),
+                    assignments,
+                )
+                .await,
+            ),
+            GroupOp::Heartbeat {
+                group,
+                generation,
+                member_id,
+                instance_id,
+            } => GroupAnswer::Code(
+                self.with_group(&group, false, now, |e| {
+                    e.group
+                        .heartbeat(generation, &member_id, instance_id.as_deref(), now)
+                })
+                .unwrap_or_else(|code| code),
+            ),
+            GroupOp::Leave { group, members } => {
+                let codes = self.with_group(&group, false, now, |e| {
+                    members
+                        .iter()
+                        .map(|(id, instance)| {
+                            e.group.leave(id, instance.as_deref(), &self.config, now)
+                        })
+                        .collect()
+                });
+                self.persist_if_dirty(shard, &partition, &group);
+                GroupAnswer::Codes(codes)
+            }
+            GroupOp::Commit {
+                group,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+            } => GroupAnswer::Codes(
+                self.commit(
+                    shard,
+                    &partition,
+                    &group,
+                    generation,
+                    &member_id,
+                    instance_id.as_deref(),
+                    offsets,
+                )
+                .await,
+            ),
+            GroupOp::FetchOffsets { group, partitions } => {
+                GroupAnswer::Offsets(Ok(self.fetch_offsets(&group, partitions)))
+            }
+            GroupOp::Describe { group } => GroupAnswer::Describe(self.describe(&group)),
+            GroupOp::Delete { group } => {
+                GroupAnswer::Code(self.delete(shard, &partition, &group).await)
+            }
+            GroupOp::DeleteOffsets { group, partitions } => GroupAnswer::Codes(
+                self.delete_offsets(shard, &partition, &group, partitions)
+                    .await,
+            ),
+            GroupOp::List => unreachable!("answered above"),
+        };
+        answer
+    }
+
+    /// The answer `op` gets when it cannot reach its group (`code` says why).
+    pub fn failed(op: &GroupOp, code: ErrorCode) -> GroupAnswer {
+        match op {
+            GroupOp::Join { request, .. } => {
+                GroupAnswer::Join(JoinResponse::error(code, &request.member_id))
+            }
+            GroupOp::Sync { .. } => GroupAnswer::Sync(SyncResponse::error(code)),
+            GroupOp::Heartbeat { .. } | GroupOp::Delete { .. } => GroupAnswer::Code(code),
+            GroupOp::Leave { .. } | GroupOp::Commit { .. } | GroupOp::DeleteOffsets { .. } => {
+                GroupAnswer::Codes(Err(code))
+            }
+            GroupOp::FetchOffsets { .. } => GroupAnswer::Offsets(Err(code)),
+            GroupOp::Describe { .. } => GroupAnswer::Describe(GroupSummary {
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                members: Vec::new(),
+            }),
+            GroupOp::List => GroupAnswer::List(Err(code)),
+        }
+    }
+
+    /// The group's offsets partition, if this shard owns it and has loaded it.
+    fn partition_of(
+        &self,
+        shard: &Rc<Shard>,
+        group: &str,
+    ) -> Result<PartitionRef<UringStorage>, ErrorCode> {
+        let (owner, p) = coordinator_of(shard, group)?;
+        if owner != shard.id {
+            return Err(ErrorCode::NotCoordinator);
+        }
+        if !self.loaded.borrow().contains(&p) {
+            return Err(ErrorCode::CoordinatorLoadInProgress);
+        }
+        shard
+            .partition(&TopicPartition::new(OFFSETS_TOPIC, p))
+            .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+    }
+
+    /// Runs `f` on the group's entry; creates an empty group first when `create` is set.
+    fn with_group<T>(
+        &self,
+        group: &str,
+        create: bool,
+        now_ms: i64,
+        f: impl FnOnce(&mut Entry) -> T,
+    ) -> Result<T, ErrorCode> {
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(group) {
+            if !create {
+                return Err(ErrorCode::UnknownMemberId);
+            }
+            if groups.len() >= limits::GROUPS_PER_SHARD_MAX {
+                log::warn!(
+                    "refusing group {group}: this shard already coordinates {} groups",
+                    groups.len()
+                );
+                return Err(ErrorCode::CoordinatorNotAvailable);
+            }
+            groups.insert(
+                group.to_string(),
+                Entry {
+                    group: Group::new(group, now_ms),
+                    offsets: HashMap::new(),
+                },
+            );
+        }
+        Ok(f(groups.get_mut(group).expect("present")))
+    }
+
+    /// Appends records to the offsets partition now (so the log keeps the order of state
+    /// changes); returns the offset to wait for.
+    fn append(
+        shard: &Shard,
+        partition: &PartitionRef<UringStorage>,
+        records: &[OffsetsRecord],
+    ) -> Result<Offset, ErrorCode> {
+        let batch = encode_batch(records, shard.clock.now_ms());
+        let outcome = partition
+            .borrow_mut()
+            .append(&batch, shard.clock.now_ms())?;
+        partition::schedule_flush(partition);
+        Ok(outcome.durable_at)
+    }
+
+    async fn durable(
+        partition: &PartitionRef<UringStorage>,
+        appended: Result<Offset, ErrorCode>,
+    ) -> Result<Offset, ErrorCode> {
+        let at = appended?;
+        partition::wait_durable(partition, at).await?;
+        Ok(at)
+    }
+
+    /// Persists the group record if the state machine changed it on its own (a completed join,
+    /// a static member's new id); the write is ordered now and its durability awaited in the
+    /// background.
+    fn persist_if_dirty(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        group: &str,
+    ) {
+        let record = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(entry) = groups.get_mut(group) else {
+                return;
+            };
+            if !entry.group.take_dirty() {
+                return;
+            }
+            OffsetsRecord::Group {
+                group: group.to_string(),
+                value: Some(entry.group.record()),
+            }
+        };
+        let appended = Self::append(shard, partition, &[record]);
+        let partition = partition.clone();
+        let group = group.to_string();
+        glommio::spawn_local(async move {
+            if let Err(code) = Self::durable(&partition, appended).await {
+                log::error!("persisting group {group} failed: {code}");
+            }
+        })
+        .detach();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sync(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResponse {
+        let step = self.with_group(group, false, 0, |e| {
+            let step = e.group.sync(
+                generation,
+                member_id,
+                instance_id,
+                protocol_type,
+                protocol_name,
+                assignments,
+            );
+            let record = step.persist_generation.map(|_| OffsetsRecord::Group {
+                group: group.to_string(),
+                value: Some(e.group.record()),
+            });
+            (step, record)
+        });
+        let (step, record) = match step {
+            Ok(s) => s,
+            Err(code) => return SyncResponse::error(code),
+        };
+        if let (Some(generation), Some(record)) = (step.persist_generation, record) {
+            let appended = Self::append(shard, partition, &[record]);
+            let partition = partition.clone();
+            let result = Self::durable(&partition, appended).await;
+            if let Err(code) = result {
+                log::error!("persisting group {group} generation {generation}: {code}");
+            }
+            let now = shard.clock.now_ms();
+            let _ = self.with_group(group, false, now, |e| {
+                e.group
+                    .assignment_persisted(generation, result.is_ok(), &self.config, now)
+            });
+        }
+        match step.reply {
+            Reply::Now(r) => r,
+            Reply::Later(rx) => rx
+                .await
+                .unwrap_or_else(|_| SyncResponse::error(ErrorCode::CoordinatorNotAvailable)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let now = shard.clock.now_ms();
+        let simple = generation < 0 && member_id.is_empty() && instance_id.is_none();
+        if !self.groups.borrow().contains_key(group) && !simple {
+            // Kafka: a generation for a group that does not exist is an illegal one.
+            return Err(ErrorCode::IllegalGeneration);
+        }
+        self.with_group(group, true, now, |e| {
+            e.group
+                .validate_offset_commit(generation, member_id, instance_id)
+        })??;
+        if offsets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<OffsetsRecord> = offsets
+            .iter()
+            .map(|(tp, value)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                tp: tp.clone(),
+                value: Some(value.clone()),
+            })
+            .collect();
+        let appended = Self::append(shard, partition, &records);
+        let code = match Self::durable(partition, appended).await {
+            Ok(at) => {
+                if let Some(entry) = self.groups.borrow_mut().get_mut(group) {
+                    for (tp, value) in offsets.iter().cloned() {
+                        let newer = entry
+                            .offsets
+                            .get(&tp)
+                            .is_none_or(|(_, written)| *written < at);
+                        if newer {
+                            entry.offsets.insert(tp, (value, at));
+                        }
+                    }
+                }
+                ErrorCode::None
+            }
+            Err(ErrorCode::MessageTooLarge) => ErrorCode::InvalidCommitOffsetSize,
+            Err(code) => {
+                log::error!("committing offsets for group {group}: {code}");
+                ErrorCode::NotCoordinator
+            }
+        };
+        Ok(vec![code; offsets.len()])
+    }
+
+    fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<TopicPartition>>,
+    ) -> FetchedOffsets {
+        let groups = self.groups.borrow();
+        let committed = groups.get(group).map(|e| &e.offsets);
+        match partitions {
+            Some(partitions) => partitions
+                .into_iter()
+                .map(|tp| {
+                    let value = committed.and_then(|o| o.get(&tp)).map(|(v, _)| v.clone());
+                    (tp, value)
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<_> = committed
+                    .into_iter()
+                    .flatten()
+                    .map(|(tp, (v, _))| (tp.clone(), Some(v.clone())))
+                    .collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                all
+            }
+        }
+    }
+
+    fn describe(&self, group: &str) -> GroupSummary {
+        match self.groups.borrow().get(group) {
+            Some(entry) => entry.group.summary(),
+            None => GroupSummary {
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    fn list(&self) -> Result<Vec<ListedGroup>, ErrorCode> {
+        let mut listed: Vec<ListedGroup> = self
+            .groups
+            .borrow()
+            .values()
+            .map(|e| {
+                (
+                    e.group.id.clone(),
+                    e.group.protocol_type().unwrap_or_default().to_string(),
+                    e.group.state(),
+                )
+            })
+            .collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(listed)
+    }
+
+    async fn delete(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        group: &str,
+    ) -> ErrorCode {
+        let now = shard.clock.now_ms();
+        let records = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(entry) = groups.get_mut(group) else {
+                return ErrorCode::GroupIdNotFound;
+            };
+            match entry.group.state() {
+                GroupState::Empty => {}
+                GroupState::Dead => return ErrorCode::GroupIdNotFound,
+                _ => return ErrorCode::NonEmptyGroup,
+            }
+            entry.group.mark_dead(now);
+            let mut records: Vec<OffsetsRecord> = entry
+                .offsets
+                .keys()
+                .map(|tp| OffsetsRecord::Offset {
+                    group: group.to_string(),
+                    tp: tp.clone(),
+                    value: None,
+                })
+                .collect();
+            records.push(OffsetsRecord::Group {
+                group: group.to_string(),
+                value: None,
+            });
+            groups.remove(group);
+            records
+        };
+        let appended = Self::append(shard, partition, &records);
+        match Self::durable(partition, appended).await {
+            Ok(_) => ErrorCode::None,
+            Err(code) => {
+                log::error!("deleting group {group}: {code}");
+                ErrorCode::CoordinatorNotAvailable
+            }
+        }
+    }
+
+    async fn delete_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        group: &str,
+        partitions: Vec<TopicPartition>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let (codes, records) = {
+            let mut groups = self.groups.borrow_mut();
+            let entry = groups.get_mut(group).ok_or(ErrorCode::GroupIdNotFound)?;
+            let subscribed: BTreeSet<String> = match entry.group.state() {
+                GroupState::Dead => return Err(ErrorCode::GroupIdNotFound),
+                GroupState::Empty => BTreeSet::new(),
+                _ if entry.group.protocol_type() != Some("consumer") => {
+                    return Err(ErrorCode::NonEmptyGroup)
+                }
+                _ => entry
+                    .group
+                    .record()
+                    .members
+                    .iter()
+                    .flat_map(|m| subscribed_topics(&m.subscription).unwrap_or_default())
+                    .collect(),
+            };
+            let mut codes = Vec::with_capacity(partitions.len());
+            let mut records = Vec::new();
+            for tp in &partitions {
+                if subscribed.contains(&tp.topic) {
+                    codes.push(ErrorCode::GroupSubscribedToTopic);
+                } else {
+                    codes.push(ErrorCode::None);
+                    if entry.offsets.remove(tp).is_some() {
+                        records.push(OffsetsRecord::Offset {
+                            group: group.to_string(),
+                            tp: tp.clone(),
+                            value: None,
+                        });
+                    }
+                }
+            }
+            (codes, records)
+        };
+        if records.is_empty() {
+            return Ok(codes);
+        }
+        let appended = Self::append(shard, partition, &records);
+        match Self::durable(partition, appended).await {
+            Ok(_) => Ok(codes),
+            Err(code) => {
+                log::error!("deleting offsets of group {group}: {code}");
+                Err(ErrorCode::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Every `GROUP_TICK_MS`: session, rebalance and sync timeouts for every group here, and,
+    /// every `offsets.retention.check.interval.ms`, expiry of empty groups' offsets.
+    pub async fn timer_loop(shard: Rc<Shard>, retention_check_ms: u64) {
+        let mut next_expiry = shard.clock.now_ms() + retention_check_ms as i64;
+        loop {
+            glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS)).await;
+            if shard.is_stopping() {
+                return;
+            }
+            let now = shard.clock.now_ms();
+            let coordinator = &shard.groups;
+            let dirty: Vec<String> = coordinator
+                .groups
+                .borrow_mut()
+                .values_mut()
+                .filter_map(|e| {
+                    e.group.tick(&coordinator.config, now);
+                    e.group.is_dirty().then(|| e.group.id.clone())
+                })
+                .collect();
+            for group in dirty {
+                if let Ok(partition) = coordinator.partition_of(&shard, &group) {
+                    coordinator.persist_if_dirty(&shard, &partition, &group);
+                }
+            }
+            if now >= next_expiry {
+                next_expiry = now + retention_check_ms as i64;
+                coordinator.expire_offsets(&shard, now);
+            }
+        }
+    }
+
+    /// Deletes the offsets of groups that have been empty for `offsets.retention.minutes`, and
+    /// then the groups themselves.
+    fn expire_offsets(&self, shard: &Rc<Shard>, now_ms: i64) {
+        let retention = self.offsets_retention_ms;
+        let mut by_group: Vec<(String, Vec<OffsetsRecord>)> = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            for entry in groups.values_mut() {
+                if entry.group.state() != GroupState::Empty {
+                    continue;
+                }
+                let since = entry.group.state_since_ms();
+                let id = entry.group.id.clone();
+                let expired: Vec<TopicPartition> = entry
+                    .offsets
+                    .iter()
+                    .filter(|(_, (v, _))| now_ms - since.max(v.commit_timestamp_ms) >= retention)
+                    .map(|(tp, _)| tp.clone())
+                    .collect();
+                let mut records: Vec<OffsetsRecord> = expired
+                    .into_iter()
+                    .map(|tp| {
+                        entry.offsets.remove(&tp);
+                        OffsetsRecord::Offset {
+                            group: id.clone(),
+                            tp,
+                            value: None,
+                        }
+                    })
+                    .collect();
+                if entry.offsets.is_empty() && now_ms - since >= retention {
+                    entry.group.mark_dead(now_ms);
+                    records.push(OffsetsRecord::Group {
+                        group: id.clone(),
+                        value: None,
+                    });
+                }
+                if !records.is_empty() {
+                    by_group.push((id, records));
+                }
+            }
+            groups.retain(|_, e| e.group.state() != GroupState::Dead);
+        }
+        for (group, records) in by_group {
+            log::info!("group {group}: {} offsets records expired", records.len());
+            if let Ok((_, p)) = coordinator_of(shard, &group) {
+                if let Ok(partition) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, p)) {
+                    let appended = Self::append(shard, &partition, &records);
+                    glommio::spawn_local(async move {
+                        if let Err(code) = Self::durable(&partition, appended).await {
+                            log::error!("expiring offsets of group {group}: {code}");
+                        }
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+}

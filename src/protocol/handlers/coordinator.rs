@@ -1,0 +1,29 @@
+//! Shared by the group APIs: sending a group operation to the shard that coordinates the group.
+
+use std::rc::Rc;
+
+use crate::error::ErrorCode;
+use crate::group::{coordinator_of, GroupAnswer, GroupCoordinator, GroupOp};
+use crate::shard::{Shard, ShardRequest, ShardResponse};
+
+/// Who sent a request: what JoinGroup records as the member's client id and host.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub client_id: String,
+    /// As Kafka shows it: `/` and the peer's IP address.
+    pub host: String,
+}
+
+/// Runs `op` on the group's coordinator shard (here or across the mesh).
+pub async fn call(shard: &Rc<Shard>, op: GroupOp) -> GroupAnswer {
+    let group = op.group().expect("a group operation").to_string();
+    let owner = match coordinator_of(shard, &group) {
+        Ok((owner, _)) => owner,
+        Err(code) => return GroupCoordinator::failed(&op, code),
+    };
+    let fallback = GroupCoordinator::failed(&op, ErrorCode::CoordinatorNotAvailable);
+    match shard.call(owner, ShardRequest::Group(op)).await {
+        ShardResponse::Group(answer) => answer,
+        _ => fallback,
+    }
+}

@@ -1,0 +1,175 @@
+//! OffsetFetch (key 9): a group's committed offsets (-1 where nothing is committed), for listed
+//! partitions or all of them (null topics, v2+); v8+ asks for several groups at once.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::coordinator;
+use crate::error::ErrorCode;
+use crate::group::{FetchedOffsets, GroupAnswer, GroupOp};
+use crate::shard::Shard;
+use crate::types::TopicPartition;
+
+pub const VERSIONS: (i16, i16) = (1, 9);
+
+/// One group's answer: committed offsets grouped by topic, or a group-level error.
+type TopicOffsets = Vec<(
+    String,
+    Vec<(i32, Option<crate::group::records::CommittedOffset>)>,
+)>;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let mut groups = Vec::new();
+        for g in request.groups {
+            let partitions = g.topics.map(|topics| {
+                topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| TopicPartition::new(t.name.to_string(), *p))
+                    })
+                    .collect()
+            });
+            let fetched = fetch(shard, g.group_id.to_string(), partitions).await;
+            groups.push(encode_group(g.group_id, fetched));
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let partitions = request.topics.map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| {
+                t.partition_indexes
+                    .iter()
+                    .map(|p| TopicPartition::new(t.name.to_string(), *p))
+            })
+            .collect::<Vec<_>>()
+    });
+    let requested = partitions.clone();
+    match fetch(shard, request.group_id.to_string(), partitions).await {
+        Ok(topics) => OffsetFetchResponse::default().with_topics(encode_topics(topics)),
+        Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code.code()),
+        Err(code) => {
+            // v1 has no group-level error: every partition carries it.
+            let topics = by_topic(
+                requested
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|tp| (tp, None))
+                    .collect(),
+            );
+            let encoded = encode_topics(topics)
+                .into_iter()
+                .map(|mut t| {
+                    for p in &mut t.partitions {
+                        p.error_code = code.code();
+                    }
+                    t
+                })
+                .collect();
+            OffsetFetchResponse::default().with_topics(encoded)
+        }
+    }
+}
+
+async fn fetch(
+    shard: &Rc<Shard>,
+    group: String,
+    partitions: Option<Vec<TopicPartition>>,
+) -> Result<TopicOffsets, ErrorCode> {
+    if group.is_empty() {
+        return Err(ErrorCode::InvalidGroupId);
+    }
+    match coordinator::call(shard, GroupOp::FetchOffsets { group, partitions }).await {
+        GroupAnswer::Offsets(Ok(offsets)) => Ok(by_topic(offsets)),
+        GroupAnswer::Offsets(Err(code)) => Err(code),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+/// Groups partitions under their topic, keeping the order topics first appear in.
+fn by_topic(offsets: FetchedOffsets) -> TopicOffsets {
+    let mut topics: TopicOffsets = Vec::new();
+    for (tp, value) in offsets {
+        match topics.iter_mut().find(|(name, _)| *name == tp.topic) {
+            Some((_, partitions)) => partitions.push((tp.partition.0, value)),
+            None => topics.push((tp.topic, vec![(tp.partition.0, value)])),
+        }
+    }
+    topics
+}
+
+fn encode_topics(topics: TopicOffsets) -> Vec<OffsetFetchResponseTopic> {
+    topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, value)| {
+                            let (offset, epoch, metadata) = fields(value);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(index)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(metadata))
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+fn encode_group(
+    group_id: kafka_protocol::messages::GroupId,
+    fetched: Result<TopicOffsets, ErrorCode>,
+) -> OffsetFetchResponseGroup {
+    let group = OffsetFetchResponseGroup::default().with_group_id(group_id);
+    match fetched {
+        Err(code) => group.with_error_code(code.code()),
+        Ok(topics) => group.with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(StrBytes::from_string(name)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|(index, value)| {
+                                    let (offset, epoch, metadata) = fields(value);
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(index)
+                                        .with_committed_offset(offset)
+                                        .with_committed_leader_epoch(epoch)
+                                        .with_metadata(Some(metadata))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// (offset, leader epoch, metadata) as the wire carries them; -1 and "" when nothing is committed.
+fn fields(value: Option<crate::group::records::CommittedOffset>) -> (i64, i32, StrBytes) {
+    match value {
+        Some(v) => (v.offset, v.leader_epoch, StrBytes::from_string(v.metadata)),
+        None => (-1, -1, StrBytes::default()),
+    }
+}
