@@ -4,52 +4,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::Broker;
+use common::{call, Broker};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-fn call<R: Decodable>(
-    stream: &mut TcpStream,
-    api: ApiKey,
-    version: i16,
-    body: &impl Encodable,
-) -> R {
-    let mut buf = BytesMut::new();
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(version as i32)
-        .with_client_id(Some(StrBytes::from_static_str("every-version")));
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    stream.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
-    stream.write_all(&buf).unwrap();
-    let mut size = [0u8; 4];
-    stream
-        .read_exact(&mut size)
-        .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer ({e})"));
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).unwrap();
-    let mut body = Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, version as i32);
-    let decoded =
-        R::decode(&mut body, version).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
-    assert!(body.is_empty(), "{api:?} v{version}: trailing bytes");
-    decoded
-}
+use kafka_protocol::protocol::StrBytes;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))

@@ -3,10 +3,15 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 pub struct Broker {
     pub port: u16,
@@ -162,4 +167,40 @@ pub fn one_record_batch() -> Vec<u8> {
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// Sends one request over a raw socket and decodes the answer (correlation id = version).
+pub fn call<R: Decodable>(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    body: &impl Encodable,
+) -> R {
+    let mut buf = BytesMut::new();
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(version as i32)
+        .with_client_id(Some(StrBytes::from_static_str("every-version")));
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    // One write: a separate size write would meet Nagle and delayed ACKs (40 ms per call).
+    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&buf);
+    stream.write_all(&frame).unwrap();
+    let mut size = [0u8; 4];
+    stream
+        .read_exact(&mut size)
+        .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer ({e})"));
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).unwrap();
+    let mut body = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, version as i32);
+    let decoded =
+        R::decode(&mut body, version).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
+    assert!(body.is_empty(), "{api:?} v{version}: trailing bytes");
+    decoded
 }
