@@ -132,6 +132,23 @@ pub enum GroupAnswer {
 struct Entry {
     group: Group,
     offsets: HashMap<TopicPartition, (CommittedOffset, Offset)>,
+    /// Commits appended but not yet durable: the entry must outlive them.
+    commits_in_flight: usize,
+}
+
+impl Entry {
+    fn new(group: Group) -> Entry {
+        Entry {
+            group,
+            offsets: HashMap::new(),
+            commits_in_flight: 0,
+        }
+    }
+
+    /// Empty, without offsets or commits on their way: nothing would be lost by dropping it.
+    fn is_idle(&self) -> bool {
+        self.offsets.is_empty() && self.commits_in_flight == 0
+    }
 }
 
 /// The groups this shard coordinates.
@@ -245,10 +262,9 @@ impl GroupCoordinator {
         match record {
             OffsetsRecord::Offset { group, tp, value } => match value {
                 Some(v) => {
-                    let entry = groups.entry(group.clone()).or_insert_with(|| Entry {
-                        group: Group::new(&group, v.commit_timestamp_ms),
-                        offsets: HashMap::new(),
-                    });
+                    let entry = groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Entry::new(Group::new(&group, v.commit_timestamp_ms)));
                     entry.offsets.insert(tp, (v, Offset(i64::MAX)));
                 }
                 None => {
@@ -260,13 +276,9 @@ impl GroupCoordinator {
             OffsetsRecord::Group { group, value } => match value {
                 Some(v) => {
                     let offsets = groups.remove(&group).map(|e| e.offsets).unwrap_or_default();
-                    groups.insert(
-                        group.clone(),
-                        Entry {
-                            group: Group::from_record(&group, v, now_ms),
-                            offsets,
-                        },
-                    );
+                    let mut entry = Entry::new(Group::from_record(&group, v, now_ms));
+                    entry.offsets = offsets;
+                    groups.insert(group.clone(), entry);
                 }
                 None => {
                     groups.remove(&group);
@@ -443,13 +455,7 @@ impl GroupCoordinator {
                 );
                 return Err(ErrorCode::CoordinatorNotAvailable);
             }
-            groups.insert(
-                group.to_string(),
-                Entry {
-                    group: Group::new(group, now_ms),
-                    offsets: HashMap::new(),
-                },
-            );
+            groups.insert(group.to_string(), Entry::new(Group::new(group, now_ms)));
         }
         Ok(f(groups.get_mut(group).expect("present")))
     }
@@ -583,10 +589,28 @@ impl GroupCoordinator {
         }
         self.with_group(group, true, now, |e| {
             e.group
-                .validate_offset_commit(generation, member_id, instance_id)
+                .validate_offset_commit(generation, member_id, instance_id)?;
+            e.commits_in_flight += 1;
+            Ok(())
         })??;
+        let codes = self.write_offsets(shard, partition, group, offsets).await;
+        if let Some(entry) = self.groups.borrow_mut().get_mut(group) {
+            entry.commits_in_flight -= 1;
+        }
+        Ok(codes)
+    }
+
+    /// Appends committed offsets, waits until durable, then makes them visible (unless a newer
+    /// commit for the same partition already is).
+    async fn write_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        group: &str,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Vec<ErrorCode> {
         if offsets.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let records: Vec<OffsetsRecord> = offsets
             .iter()
@@ -618,7 +642,7 @@ impl GroupCoordinator {
                 ErrorCode::NotCoordinator
             }
         };
-        Ok(vec![code; offsets.len()])
+        vec![code; offsets.len()]
     }
 
     fn fetch_offsets(
@@ -801,6 +825,11 @@ impl GroupCoordinator {
                     coordinator.persist_if_dirty(&shard, &partition, &group);
                 }
             }
+            // Groups that only ever saw MEMBER_ID_REQUIRED (or a refused join) leave no trace.
+            coordinator
+                .groups
+                .borrow_mut()
+                .retain(|_, e| !(e.is_idle() && e.group.is_forgettable()));
             if now >= next_expiry {
                 next_expiry = now + retention_check_ms as i64;
                 coordinator.expire_offsets(&shard, now);
@@ -838,7 +867,8 @@ impl GroupCoordinator {
                         }
                     })
                     .collect();
-                if entry.offsets.is_empty() && now_ms - since >= retention {
+                // As in Kafka, an empty group without offsets goes at the next check.
+                if entry.is_idle() {
                     entry.group.mark_dead(now_ms);
                     records.push(OffsetsRecord::Group {
                         group: id.clone(),

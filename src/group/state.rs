@@ -294,6 +294,14 @@ impl Group {
         !self.members.is_empty()
     }
 
+    /// Empty, with nobody about to join, and never persisted: forgetting it loses nothing.
+    pub fn is_forgettable(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+            && self.generation == 0
+    }
+
     pub fn is_dirty(&self) -> bool {
         self.dirty
     }
