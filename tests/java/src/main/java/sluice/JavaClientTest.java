@@ -13,6 +13,8 @@ import java.util.concurrent.Future;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.ConsumerGroupListing;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -20,12 +22,15 @@ import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.StringDeserializer;
@@ -149,9 +154,83 @@ public final class JavaClientTest {
             check(reported == 100, "DeleteRecords low watermark 100, got " + reported);
             long low = admin.listOffsets(Map.of(p1, OffsetSpec.earliest())).all().get().get(p1).offset();
             check(low == 100, "DeleteRecords moved the log start to 100, got " + low);
+        }
+        consumerGroup(common, topic, n);
+        try (Admin admin = Admin.create(common)) {
             admin.deleteTopics(List.of(topic)).all().get();
             check(!admin.listTopics().names().get().contains(topic), "deleted");
         }
         System.out.println("java client: all checks passed against " + bootstrap);
+    }
+
+    /**
+     * Two consumers in one classic group share the topic's partitions and together read every
+     * record once (commitSync after each batch); then the admin client lists, describes and
+     * deletes the group and reads its committed offsets.
+     */
+    private static void consumerGroup(Properties common, String topic, int n) throws Exception {
+        String group = "java-group-" + System.nanoTime();
+        Properties c = new Properties();
+        c.putAll(common);
+        c.put("key.deserializer", StringDeserializer.class.getName());
+        c.put("value.deserializer", StringDeserializer.class.getName());
+        c.put("group.id", group);
+        c.put("enable.auto.commit", "false");
+        c.put("auto.offset.reset", "earliest");
+        c.put("heartbeat.interval.ms", "500");
+        List<KafkaConsumer<String, String>> members = List.of(new KafkaConsumer<>(c), new KafkaConsumer<>(c));
+        try {
+            for (KafkaConsumer<String, String> m : members) {
+                m.subscribe(List.of(topic));
+            }
+            Set<String> seen = new java.util.HashSet<>();
+            long deadline = System.currentTimeMillis() + 60_000;
+            // Partition 1 lost its first 100 records to DeleteRecords.
+            int expected = n - 100;
+            while (seen.size() < expected && System.currentTimeMillis() < deadline) {
+                for (KafkaConsumer<String, String> m : members) {
+                    for (ConsumerRecord<String, String> r : m.poll(Duration.ofMillis(100))) {
+                        check(seen.add(r.value()), "read once in the group: " + r.value());
+                    }
+                    m.commitSync();
+                }
+            }
+            check(seen.size() == expected, "the group read " + seen.size() + " of " + expected);
+            int a = members.get(0).assignment().size();
+            int b = members.get(1).assignment().size();
+            check(a + b == 4 && a > 0 && b > 0, "both members own partitions: " + a + " + " + b);
+
+            try (Admin admin = Admin.create(common)) {
+                List<String> listed = new ArrayList<>();
+                for (ConsumerGroupListing l : admin.listConsumerGroups().all().get()) {
+                    listed.add(l.groupId());
+                }
+                check(listed.contains(group), "group listed: " + listed);
+                ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).all().get().get(group);
+                check(d.groupState() == GroupState.STABLE, "Stable, got " + d.groupState());
+                check(d.members().size() == 2, "2 members, got " + d.members());
+                check(d.partitionAssignor().equals("range") || d.partitionAssignor().equals("cooperative-sticky"),
+                    "assignor " + d.partitionAssignor());
+                Map<TopicPartition, OffsetAndMetadata> offsets = admin.listConsumerGroupOffsets(group)
+                    .partitionsToOffsetAndMetadata().get();
+                check(offsets.size() == 4, "4 committed offsets, got " + offsets);
+                check(offsets.get(new TopicPartition(topic, 0)).offset() == n / 4, "partition 0 committed to its end");
+                try {
+                    admin.deleteConsumerGroups(List.of(group)).all().get();
+                    check(false, "deleting a group with members must fail");
+                } catch (ExecutionException e) {
+                    check(e.getCause() instanceof GroupNotEmptyException, "GroupNotEmptyException, got " + e.getCause());
+                }
+            }
+        } finally {
+            for (KafkaConsumer<String, String> m : members) {
+                m.close();
+            }
+        }
+        try (Admin admin = Admin.create(common)) {
+            admin.deleteConsumerGroups(List.of(group)).all().get();
+            check(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().isEmpty(),
+                "a deleted group has no offsets");
+        }
     }
 }
