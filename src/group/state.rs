@@ -970,6 +970,10 @@ impl Group {
     /// Applies every deadline that has passed: lapsed member ids, expired sessions, the end of
     /// the initial delay, the rebalance timeout and the sync timeout.
     pub fn tick(&mut self, config: &GroupConfig, now_ms: i64) {
+        if self.state == GroupState::Empty && self.pending_members.is_empty() {
+            // Most groups on a busy broker: offsets only, no deadlines.
+            return;
+        }
         let lapsed: Vec<String> = self
             .pending_members
             .iter()

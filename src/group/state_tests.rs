@@ -218,6 +218,21 @@ fn the_initial_delay_waits_for_more_members_then_completes() {
 }
 
 #[test]
+fn a_member_leaving_during_the_initial_delay_leaves_the_group_empty() {
+    let config = GroupConfig {
+        initial_rebalance_delay_ms: 3_000,
+        ..config()
+    };
+    let mut group = Group::new("g", 0);
+    let a = now(group.join(request("", None, &["range"]), &config, 0)).member_id;
+    let mut rx = later(group.join(request(&a, None, &["range"]), &config, 0));
+    assert_eq!(group.leave(&a, None, &config, 100), ErrorCode::None);
+    assert_eq!(ready(&mut rx).error, ErrorCode::UnknownMemberId);
+    group.tick(&config, 3_100);
+    assert_eq!(group.state(), GroupState::Empty);
+}
+
+#[test]
 fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
     let mut group = Group::new("g", 0);
     let mut rx_a = later(group.join(request("", Some("i-a"), &["range"]), &config(), 0));
