@@ -149,6 +149,42 @@ impl Entry {
     fn is_idle(&self) -> bool {
         self.offsets.is_empty() && self.commits_in_flight == 0
     }
+
+    /// Applies `offsets.retention.minutes` to an empty group: removes offsets committed (and
+    /// held while empty) longer than `retention_ms` ago, and marks the group Dead once it has no
+    /// offsets left, as Kafka does. Returns the tombstones to write.
+    fn expire(&mut self, now_ms: i64, retention_ms: i64) -> Vec<OffsetsRecord> {
+        if self.group.state() != GroupState::Empty || !self.group.is_quiet() {
+            return Vec::new();
+        }
+        let since = self.group.state_since_ms();
+        let id = self.group.id.clone();
+        let expired: Vec<TopicPartition> = self
+            .offsets
+            .iter()
+            .filter(|(_, (v, _))| now_ms - since.max(v.commit_timestamp_ms) >= retention_ms)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let mut records: Vec<OffsetsRecord> = expired
+            .into_iter()
+            .map(|tp| {
+                self.offsets.remove(&tp);
+                OffsetsRecord::Offset {
+                    group: id.clone(),
+                    tp,
+                    value: None,
+                }
+            })
+            .collect();
+        if self.is_idle() {
+            self.group.mark_dead(now_ms);
+            records.push(OffsetsRecord::Group {
+                group: id,
+                value: None,
+            });
+        }
+        records
+    }
 }
 
 /// The groups this shard coordinates.
@@ -845,38 +881,9 @@ impl GroupCoordinator {
         {
             let mut groups = self.groups.borrow_mut();
             for entry in groups.values_mut() {
-                if entry.group.state() != GroupState::Empty {
-                    continue;
-                }
-                let since = entry.group.state_since_ms();
-                let id = entry.group.id.clone();
-                let expired: Vec<TopicPartition> = entry
-                    .offsets
-                    .iter()
-                    .filter(|(_, (v, _))| now_ms - since.max(v.commit_timestamp_ms) >= retention)
-                    .map(|(tp, _)| tp.clone())
-                    .collect();
-                let mut records: Vec<OffsetsRecord> = expired
-                    .into_iter()
-                    .map(|tp| {
-                        entry.offsets.remove(&tp);
-                        OffsetsRecord::Offset {
-                            group: id.clone(),
-                            tp,
-                            value: None,
-                        }
-                    })
-                    .collect();
-                // As in Kafka, an empty group without offsets goes at the next check.
-                if entry.is_idle() {
-                    entry.group.mark_dead(now_ms);
-                    records.push(OffsetsRecord::Group {
-                        group: id.clone(),
-                        value: None,
-                    });
-                }
+                let records = entry.expire(now_ms, retention);
                 if !records.is_empty() {
-                    by_group.push((id, records));
+                    by_group.push((entry.group.id.clone(), records));
                 }
             }
             groups.retain(|_, e| e.group.state() != GroupState::Dead);
@@ -895,5 +902,71 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(at_ms: i64) -> (CommittedOffset, Offset) {
+        let value = CommittedOffset {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: at_ms,
+        };
+        (value, Offset(0))
+    }
+
+    #[test]
+    fn offsets_of_an_empty_group_expire_after_the_retention_then_the_group_goes() {
+        let mut entry = Entry::new(Group::new("g", 0));
+        entry
+            .offsets
+            .insert(TopicPartition::new("t", 0), committed(1_000));
+        entry
+            .offsets
+            .insert(TopicPartition::new("t", 1), committed(5_000));
+        assert!(
+            entry.expire(10_000, 10_000).is_empty(),
+            "nothing is old enough"
+        );
+        let first = entry.expire(11_000, 10_000);
+        assert_eq!(first.len(), 1, "only the older offset: {first:?}");
+        assert_eq!(entry.group.state(), GroupState::Empty);
+        let last = entry.expire(15_000, 10_000);
+        assert_eq!(last.len(), 2, "the last offset and the group itself");
+        assert!(matches!(last[1], OffsetsRecord::Group { value: None, .. }));
+        assert_eq!(entry.group.state(), GroupState::Dead);
+    }
+
+    #[test]
+    fn offsets_of_a_group_with_members_never_expire() {
+        let mut entry = Entry::new(Group::new("g", 0));
+        let config = GroupConfig {
+            min_session_timeout_ms: 1,
+            max_session_timeout_ms: 100_000,
+            initial_rebalance_delay_ms: 0,
+            max_size: 10,
+        };
+        let join = JoinRequest {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+        };
+        let _ = entry.group.join(join, &config, 0);
+        entry
+            .offsets
+            .insert(TopicPartition::new("t", 0), committed(0));
+        assert!(entry.expire(1_000_000, 10).is_empty());
+        assert_eq!(entry.offsets.len(), 1);
     }
 }

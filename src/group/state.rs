@@ -294,6 +294,11 @@ impl Group {
         !self.members.is_empty()
     }
 
+    /// No members and no member ids handed out that may still be used.
+    pub fn is_quiet(&self) -> bool {
+        self.members.is_empty() && self.pending_members.is_empty()
+    }
+
     /// Empty, with nobody about to join, and never persisted: forgetting it loses nothing.
     pub fn is_forgettable(&self) -> bool {
         self.state == GroupState::Empty
