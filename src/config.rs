@@ -39,6 +39,9 @@ pub struct LogConfig {
     /// Delete the oldest whole segments while the log is larger than this (-1: no limit).
     pub retention_bytes: i64,
     pub index_interval_bytes: u32,
+    /// `cleanup.policy` includes `delete`: retention by time and size applies. A compact-only
+    /// topic (such as `__consumer_offsets`) is never trimmed by retention.
+    pub cleanup_delete: bool,
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
     pub flush: FlushPolicy,
@@ -93,6 +96,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.retention.ms", "604800000"),
     ("log.retention.bytes", "-1"),
     ("log.retention.check.interval.ms", "300000"),
+    ("log.cleanup.policy", "delete"),
     ("log.index.interval.bytes", "4096"),
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
@@ -161,6 +165,7 @@ impl Config {
                 0,
                 i32::MAX as i64,
             )? as u32,
+            cleanup_delete: parse_cleanup_policy(&get("log.cleanup.policy"))?,
             max_message_bytes: parse_in_range(
                 "message.max.bytes",
                 &get("message.max.bytes"),
@@ -362,6 +367,20 @@ fn parse_retention(key: &str, value: &str) -> Result<i64> {
     Ok(parsed)
 }
 
+/// `cleanup.policy` / `log.cleanup.policy`: a list of `delete` and `compact`; returns whether
+/// `delete` (retention) is in it.
+fn parse_cleanup_policy(value: &str) -> Result<bool> {
+    let mut delete = false;
+    for policy in value.split(',').map(str::trim) {
+        match policy {
+            "delete" => delete = true,
+            "compact" => {}
+            other => bail!("cleanup.policy: {other:?} is not delete or compact"),
+        }
+    }
+    Ok(delete)
+}
+
 /// `message.timestamp.type` / `log.message.timestamp.type`.
 pub fn parse_timestamp_type(value: &str) -> Result<TimestampType> {
     match value.trim() {
@@ -397,9 +416,9 @@ impl LogConfig {
             }
             "message.timestamp.type" => self.timestamp_type = parse_timestamp_type(value)?,
             "flush.messages" => self.flush = parse_flush_policy(value)?,
-            // Accepted and reported back; enforced by the retention and compaction work.
+            "cleanup.policy" => self.cleanup_delete = parse_cleanup_policy(value)?,
+            // Accepted and reported back; enforced by the compaction work.
             "segment.index.bytes"
-            | "cleanup.policy"
             | "min.insync.replicas"
             | "compression.type"
             | "delete.retention.ms"

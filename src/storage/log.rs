@@ -582,12 +582,12 @@ impl<S: Storage> Log<S> {
         }
     }
 
-    /// Deletes the oldest whole segments that retention no longer keeps: those whose newest
+    /// Under `cleanup.policy` delete, deletes the oldest whole segments that retention no longer keeps: those whose newest
     /// record is older than `retention.ms`, and while the log is larger than `retention.bytes`.
     /// The active segment and anything not yet below the high watermark always stay. Moves the
     /// log start offset; returns how many segments went.
     pub fn apply_retention(&mut self, now_ms: i64) -> usize {
-        if self.flush_running {
+        if self.flush_running || !self.config.cleanup_delete {
             // A running flush may be sealing the oldest segment: try again next round.
             return 0;
         }

@@ -420,6 +420,15 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
         "nothing below the high watermark yet: nothing goes"
     );
     flush(&mut log).unwrap();
+    let mut compact_only = config.clone();
+    compact_only.cleanup_delete = false;
+    log.set_config(compact_only);
+    assert_eq!(
+        log.apply_retention(1_000),
+        0,
+        "cleanup.policy=compact: retention never deletes"
+    );
+    log.set_config(config.clone());
     let deleted = log.apply_retention(1_000);
     assert!(deleted > 0 && log.segment_count() == before - deleted);
     let kept: u64 = model
