@@ -225,7 +225,10 @@ mod tests {
     fn image_round_trips_with_odd_config_values() {
         let broker = Config::default().log;
         let mut configs = BTreeMap::new();
-        configs.insert("compression.type".to_string(), "delete compact=%".to_string());
+        configs.insert(
+            "compression.type".to_string(),
+            "delete compact=%".to_string(),
+        );
         configs.insert("segment.bytes".to_string(), "1048576".to_string());
         let log_config = topic_log_config(&broker, &configs).unwrap();
         let mut image = MetadataImage {

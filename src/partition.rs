@@ -132,6 +132,10 @@ impl<S: Storage> Partition<S> {
         self.leader_epoch
     }
 
+    pub fn segment_count(&self) -> usize {
+        self.log.segment_count()
+    }
+
     pub fn log_config(&self) -> &LogConfig {
         self.log.config()
     }

@@ -646,3 +646,84 @@ fn committed_offsets_and_groups_survive_kill_9() {
         assert_eq!(fetch_offset(&mut s, 5, "standalone", "k", 3), 5);
     }
 }
+
+fn earliest_offset(s: &mut TcpStream, topic: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(text(topic)))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-2)])]);
+    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 6, &request);
+    assert_eq!(r.topics[0].partitions[0].error_code, NONE);
+    r.topics[0].partitions[0].offset
+}
+
+#[test]
+fn the_offsets_log_is_compacted_and_stays_correct_across_kill_9() {
+    let mut broker = Broker::start(
+        "group-compact",
+        2,
+        &[
+            "group.initial.rebalance.delay.ms=0",
+            "offsets.topic.num.partitions=1",
+            "offsets.topic.segment.bytes=16384",
+        ],
+    );
+    let mut s = connect(&broker);
+    create_topic(&mut s, "c", 4);
+    find_coordinator(&mut s, "busy");
+    let (member, generation) = join_alone(&mut s, "busy", 5);
+    assert_eq!(
+        sync(&mut s, 3, "busy", &member, generation).error_code,
+        NONE
+    );
+    // ~2,000 commits of ~130 bytes: a dozen 16 KiB segments of mostly superseded offsets.
+    for i in 0..2_000 {
+        assert_eq!(
+            commit(&mut s, 8, "busy", &member, generation, "c", i % 4, i as i64),
+            NONE
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while earliest_offset(&mut s, "__consumer_offsets", 0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never compacted:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let segments = std::fs::read_dir(broker.data_dir.join("__consumer_offsets-0"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert!(segments <= 3, "{segments} segments left after compaction");
+    for p in 0..4 {
+        assert_eq!(fetch_offset(&mut s, 5, "busy", "c", p), 1_996 + p as i64);
+    }
+    drop(s);
+    broker.kill9();
+    broker.restart();
+    let mut s = connect(&broker);
+    for p in 0..4 {
+        assert_eq!(
+            fetch_offset(&mut s, 5, "busy", "c", p),
+            1_996 + p as i64,
+            "after kill -9"
+        );
+    }
+    assert_eq!(
+        heartbeat(&mut s, "busy", &member, generation, None),
+        NONE,
+        "the group survived compaction"
+    );
+}

@@ -19,7 +19,7 @@ pub mod state;
 mod state_tests;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -192,8 +192,9 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     offsets_retention_ms: i64,
     groups: RefCell<HashMap<String, Entry>>,
-    /// Offsets partitions (owned here) whose groups have been replayed.
-    loaded: RefCell<HashSet<i32>>,
+    /// Offsets partitions (owned here) whose groups have been replayed, with the offset from
+    /// which their log was last rewritten (see `compact`).
+    loaded: RefCell<HashMap<i32, Offset>>,
 }
 
 /// Which shard coordinates `group`, and the offsets partition it lives in; COORDINATOR_NOT_AVAILABLE
@@ -228,7 +229,7 @@ impl GroupCoordinator {
             config: config.group.clone(),
             offsets_retention_ms: config.offsets_retention_ms,
             groups: RefCell::new(HashMap::new()),
-            loaded: RefCell::new(HashSet::new()),
+            loaded: RefCell::new(HashMap::new()),
         }
     }
 
@@ -240,7 +241,7 @@ impl GroupCoordinator {
         };
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(OFFSETS_TOPIC, p);
-            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains(&p) {
+            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains_key(&p) {
                 continue;
             }
             let Ok(partition) = shard.partition(&tp) else {
@@ -251,7 +252,8 @@ impl GroupCoordinator {
                     if records > 0 {
                         log::info!("{tp}: loaded {records} group records");
                     }
-                    self.loaded.borrow_mut().insert(p);
+                    let start = partition.borrow().offsets().log_start;
+                    self.loaded.borrow_mut().insert(p, start);
                 }
                 Err(err) => log::error!("{tp}: loading groups failed: {err}; they stay offline"),
             }
@@ -463,7 +465,7 @@ impl GroupCoordinator {
         if owner != shard.id {
             return Err(ErrorCode::NotCoordinator);
         }
-        if !self.loaded.borrow().contains(&p) {
+        if !self.loaded.borrow().contains_key(&p) {
             return Err(ErrorCode::CoordinatorLoadInProgress);
         }
         shard
@@ -840,6 +842,7 @@ impl GroupCoordinator {
     /// every `offsets.retention.check.interval.ms`, expiry of empty groups' offsets.
     pub async fn timer_loop(shard: Rc<Shard>, retention_check_ms: u64) {
         let mut next_expiry = shard.clock.now_ms() + retention_check_ms as i64;
+        let mut next_compaction = shard.clock.now_ms() + limits::OFFSETS_COMPACT_CHECK_MS;
         loop {
             glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS)).await;
             if shard.is_stopping() {
@@ -870,7 +873,103 @@ impl GroupCoordinator {
                 next_expiry = now + retention_check_ms as i64;
                 coordinator.expire_offsets(&shard, now);
             }
+            if now >= next_compaction {
+                next_compaction = now + limits::OFFSETS_COMPACT_CHECK_MS;
+                coordinator.compact(&shard).await;
+            }
         }
+    }
+
+    /// Compacts the offsets partitions that have grown well past their live state. The
+    /// coordinator holds every group's current state, so compaction is a rewrite: append the
+    /// live records again, wait until they are durable, then move the log start to where the
+    /// rewrite began (whole segments below it are deleted, as DeleteRecords does). A partition
+    /// with commits in flight waits for the next check, so no acknowledged commit can sit below
+    /// the new start without being part of the rewrite.
+    async fn compact(&self, shard: &Rc<Shard>) {
+        let Some(topic) = shard.image().topic(OFFSETS_TOPIC).cloned() else {
+            return;
+        };
+        let owned: Vec<(i32, Offset)> =
+            self.loaded.borrow().iter().map(|(p, o)| (*p, *o)).collect();
+        for (p, rewritten_at) in owned {
+            let Ok(partition) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, p)) else {
+                continue;
+            };
+            let (segments, written) = {
+                let part = partition.borrow();
+                (
+                    part.segment_count(),
+                    part.offsets().high_watermark.0 - rewritten_at.0,
+                )
+            };
+            if segments < limits::OFFSETS_COMPACT_MIN_SEGMENTS {
+                continue;
+            }
+            let Some(live) = self.live_records(p, topic.partitions) else {
+                continue;
+            };
+            if written <= limits::OFFSETS_COMPACT_GARBAGE_RATIO * live.len().max(1) as i64 {
+                continue;
+            }
+            match self.rewrite(shard, &partition, &live).await {
+                Ok(cut) => {
+                    log::info!(
+                        "{OFFSETS_TOPIC}-{p}: compacted to {} live records; log start {cut}",
+                        live.len()
+                    );
+                    self.loaded.borrow_mut().insert(p, cut);
+                }
+                Err(code) => log::error!("{OFFSETS_TOPIC}-{p}: compaction failed: {code}"),
+            }
+        }
+    }
+
+    /// The records that rebuild every group of offsets partition `p`; `None` while a commit to
+    /// one of them is in flight.
+    fn live_records(&self, p: i32, partitions: i32) -> Option<Vec<OffsetsRecord>> {
+        let groups = self.groups.borrow();
+        let mut live = Vec::new();
+        for entry in groups.values() {
+            if records::partition_for_group(&entry.group.id, partitions) != p {
+                continue;
+            }
+            if entry.commits_in_flight > 0 {
+                return None;
+            }
+            if entry.group.generation() > 0 {
+                live.push(OffsetsRecord::Group {
+                    group: entry.group.id.clone(),
+                    value: Some(entry.group.record()),
+                });
+            }
+            for (tp, (value, _)) in &entry.offsets {
+                live.push(OffsetsRecord::Offset {
+                    group: entry.group.id.clone(),
+                    tp: tp.clone(),
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        Some(live)
+    }
+
+    /// Appends `live` (in one go, so nothing interleaves), waits for it, and moves the log start
+    /// to its first offset; returns that offset.
+    async fn rewrite(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        live: &[OffsetsRecord],
+    ) -> Result<Offset, ErrorCode> {
+        let cut = partition.borrow().offsets().log_end;
+        let mut last = Ok(cut);
+        for chunk in live.chunks(limits::OFFSETS_COMPACT_BATCH_RECORDS) {
+            last = Self::append(shard, partition, chunk);
+            last?;
+        }
+        Self::durable(partition, last).await?;
+        partition::delete_records(partition, cut.0).await
     }
 
     /// Deletes the offsets of groups that have been empty for `offsets.retention.minutes`, and
