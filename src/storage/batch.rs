@@ -227,6 +227,77 @@ pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 /// producer id: what the broker writes to its own internal topics. Offsets start at 0 (the log
 /// assigns the real ones).
 pub fn build_batch(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
+    assemble(records, timestamp_ms, (-1, -1), 0)
+}
+
+/// A transaction marker (Kafka's control record types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    Abort,
+    Commit,
+}
+
+impl ControlType {
+    fn code(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+        }
+    }
+}
+
+/// Builds the control batch that ends a producer's transaction on a partition: one record whose
+/// key is (version 0, type) and value (version 0, coordinator epoch).
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    control: ControlType,
+    coordinator_epoch: i32,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&control.code().to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    assemble(
+        &[(Some(&key), Some(&value))],
+        timestamp_ms,
+        (producer_id, producer_epoch),
+        ATTR_TRANSACTIONAL | ATTR_CONTROL,
+    )
+}
+
+/// The marker a control batch carries (`None` when it is not a readable control batch).
+pub fn control_type(batch: &[u8]) -> Option<ControlType> {
+    let header = BatchHeader::parse(batch)?;
+    if !header.is_control() || header.codec() != 0 {
+        return None;
+    }
+    let mut at = HEADER_BYTES;
+    read_varlong(batch, &mut at)?; // record length
+    at += 1; // attributes
+    read_varlong(batch, &mut at)?; // timestamp delta
+    read_varlong(batch, &mut at)?; // offset delta
+    let key_len = read_varlong(batch, &mut at)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + 4)?;
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(ControlType::Abort),
+        1 => Some(ControlType::Commit),
+        _ => None,
+    }
+}
+
+fn assemble(
+    records: &[KeyValue],
+    timestamp_ms: i64,
+    (producer_id, producer_epoch): (i64, i16),
+    attributes: i16,
+) -> Vec<u8> {
     let put_bytes = |out: &mut Vec<u8>, b: Option<&[u8]>| match b {
         Some(b) => {
             put_varlong(out, b.len() as i64);
@@ -248,18 +319,16 @@ pub fn build_batch(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
     let count = records.len() as i32;
     let mut b = Vec::with_capacity(HEADER_BYTES + encoded.len());
     b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(
-        &((HEADER_BYTES - LOG_OVERHEAD_BYTES + encoded.len()) as i32).to_be_bytes(),
-    );
+    b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + encoded.len()) as i32).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch: set by the log
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes: no codec, CreateTime
+    b.extend_from_slice(&attributes.to_be_bytes());
     b.extend_from_slice(&(count - 1).to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
     b.extend_from_slice(&timestamp_ms.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     b.extend_from_slice(&count.to_be_bytes());
     b.extend_from_slice(&encoded);
@@ -428,5 +497,27 @@ mod tests {
             let _ = validate_produce(&bytes, 1 << 20);
             let _ = first_offset_at_or_after(&bytes, 5);
         }
+    }
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+
+    #[test]
+    fn control_batches_carry_their_marker_and_pass_validation_checks() {
+        for control in [ControlType::Abort, ControlType::Commit] {
+            let batch = build_control_batch(7, 3, control, 0, 1000);
+            let header = check_batch(&batch).expect("valid");
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!((header.producer_id, header.producer_epoch), (7, 3));
+            assert_eq!(control_type(&batch), Some(control));
+            assert_eq!(
+                validate_produce(&batch, 1 << 20).unwrap_err(),
+                ErrorCode::InvalidRecord,
+                "clients may not send control batches"
+            );
+        }
+        assert_eq!(control_type(&build_batch(&[(None, Some(b"v"))], 0)), None);
     }
 }
