@@ -509,8 +509,8 @@ fn static_members_are_fenced_by_their_successor() {
     assert_eq!(r.error_code, NONE, "static members skip MEMBER_ID_REQUIRED");
     let (old, generation) = (r.member_id.to_string(), r.generation_id);
     assert_eq!(sync(&mut s, 3, "s", &old, generation).error_code, NONE);
-    // The static leader restarts; v9 lets it keep the assignment it has (before v9 the leader's
-    // return makes the group rebalance, as in Kafka).
+    // The static leader restarts; v9 tells it to skip the assignment (before v9 it is shown the
+    // old leader id, see the state machine's tests): no rebalance either way.
     let r: JoinGroupResponse = call(
         &mut s,
         ApiKey::JoinGroup,
