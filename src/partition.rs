@@ -132,6 +132,12 @@ impl<S: Storage> Partition<S> {
         self.leader_epoch
     }
 
+    /// Deletes whole segments below the log start that an earlier move could not (a flush was
+    /// sealing them).
+    pub fn remove_segments_below_start(&mut self) -> usize {
+        self.log.remove_segments_below_start()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.log.segment_count()
     }

@@ -897,7 +897,8 @@ impl GroupCoordinator {
                 continue;
             };
             let (segments, written) = {
-                let part = partition.borrow();
+                let mut part = partition.borrow_mut();
+                part.remove_segments_below_start();
                 (
                     part.segment_count(),
                     part.offsets().high_watermark.0 - rewritten_at.0,

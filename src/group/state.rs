@@ -548,9 +548,17 @@ impl Group {
             self.leader = Some(new_id.clone());
         }
         match self.state {
-            GroupState::Stable if unchanged && (!is_leader || req.supports_skip_assignment) => {
+            GroupState::Stable if unchanged => {
+                // No rebalance. A leader that can skip the assignment (v9+) is told it leads;
+                // an older one is shown the old leader id, as Kafka does, so it acts as a
+                // follower and simply fetches its assignment.
                 self.dirty = true;
-                Reply::Now(self.current_join_response(&new_id, is_leader, is_leader))
+                let skip = is_leader && req.supports_skip_assignment;
+                let mut response = self.current_join_response(&new_id, skip, skip);
+                if is_leader && !skip {
+                    response.leader = old_id;
+                }
+                Reply::Now(response)
             }
             GroupState::PreparingRebalance => {
                 let rx = self.await_join(&new_id, &req, now_ms);

@@ -264,6 +264,28 @@ fn a_static_member_rejoins_without_a_rebalance_and_fences_its_old_id() {
 }
 
 #[test]
+fn a_static_leader_rejoining_before_v9_is_shown_the_old_leader_and_nothing_rebalances() {
+    let mut group = Group::new("g", 0);
+    let mut rx_a = later(group.join(request("", Some("i-a"), &["range"]), &config(), 0));
+    let a = ready(&mut rx_a).member_id;
+    sync_all(&mut group, 1, &a, &[]);
+    let rejoined = now(group.join(request("", Some("i-a"), &["range"]), &config(), 10));
+    assert_eq!(rejoined.error, ErrorCode::None);
+    assert_eq!(rejoined.generation, 1, "no rebalance");
+    assert_eq!(
+        rejoined.leader, a,
+        "the old leader id: the client acts as a follower"
+    );
+    assert!(rejoined.members.is_empty() && !rejoined.skip_assignment);
+    assert_eq!(group.state(), GroupState::Stable);
+    let step = group.sync(1, &rejoined.member_id, Some("i-a"), None, None, vec![]);
+    assert_eq!(
+        now(step.reply).assignment,
+        Bytes::from(format!("assign-{a}"))
+    );
+}
+
+#[test]
 fn leaving_rebalances_and_the_last_member_leaves_the_group_empty() {
     let mut group = Group::new("g", 0);
     let (a, mut rx_a) = join_new(&mut group, 0);

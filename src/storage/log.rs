@@ -582,15 +582,21 @@ impl<S: Storage> Log<S> {
         }
     }
 
-    /// Under `cleanup.policy` delete, deletes the oldest whole segments that retention no longer keeps: those whose newest
-    /// record is older than `retention.ms`, and while the log is larger than `retention.bytes`.
-    /// The active segment and anything not yet below the high watermark always stay. Moves the
-    /// log start offset; returns how many segments went.
+    /// Deletes whole segments below the log start and, under `cleanup.policy` delete, the oldest
+    /// whole segments that retention no longer keeps: those whose newest record is older than
+    /// `retention.ms`, and while the log is larger than `retention.bytes`. The active segment and
+    /// anything not yet below the high watermark always stay. Moves the log start offset;
+    /// returns how many segments went.
     pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+        let below_start = self.remove_segments_below_start();
+        // A running flush may be sealing the oldest segment: try again next round.
         if self.flush_running || !self.config.cleanup_delete {
-            // A running flush may be sealing the oldest segment: try again next round.
-            return 0;
+            return below_start;
         }
+        self.apply_time_and_size_retention(now_ms) + below_start
+    }
+
+    fn apply_time_and_size_retention(&mut self, now_ms: i64) -> usize {
         let total: u64 = self.segments.iter().map(|s| s.size).sum();
         let mut remaining = total;
         let mut expired = 0;
@@ -622,6 +628,24 @@ impl<S: Storage> Log<S> {
         expired
     }
 
+    /// Deletes the whole segments that lie below the log start (never the active one, nor one a
+    /// flush is still sealing: those go at a later call). Returns how many went.
+    pub fn remove_segments_below_start(&mut self) -> usize {
+        if self.flush_running {
+            return 0;
+        }
+        let below = self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|s| {
+                s.next_offset <= self.log_start && !self.sealed.contains(&s.base_offset)
+            })
+            .count();
+        for seg in self.segments.drain(..below) {
+            remove_segment_files(&self.storage, &self.dir, seg.base_offset);
+        }
+        below
+    }
+
     /// DeleteRecords: makes `offset` (at most the high watermark) the log start, deleting whole
     /// segments below it. Returns the new log start and the checkpoint to write durably before
     /// answering (the start may now fall inside a segment, which file names cannot say).
@@ -633,17 +657,7 @@ impl<S: Storage> Log<S> {
             return Err(ErrorCode::OffsetOutOfRange);
         }
         self.log_start = self.log_start.max(offset);
-        if !self.flush_running {
-            let below = self.segments[..self.segments.len() - 1]
-                .iter()
-                .take_while(|s| {
-                    s.next_offset <= self.log_start && !self.sealed.contains(&s.base_offset)
-                })
-                .count();
-            for seg in self.segments.drain(..below) {
-                remove_segment_files(&self.storage, &self.dir, seg.base_offset);
-            }
-        }
+        self.remove_segments_below_start();
         let checkpoint = LogStartCheckpoint {
             storage: self.storage.clone(),
             path: self.dir.join(LOG_START_FILE),
