@@ -69,3 +69,7 @@ pub const OFFSETS_COMPACT_CHECK_MS: i64 = 1_000;
 
 /// Records per batch when the coordinator rewrites an offsets partition's live state.
 pub const OFFSETS_COMPACT_BATCH_RECORDS: usize = 1_000;
+
+/// Largest `.txnindex` file recovery reads (34-byte entries: about 250,000 aborted transactions
+/// per segment).
+pub const TXN_INDEX_MAX_BYTES: usize = 8 * 1024 * 1024;

@@ -6,10 +6,12 @@
 //! - log end offset: where the next append goes;
 //! - high watermark: what is durable (on one broker, "committed"), what fetches may read and acks
 //!   wait for;
-//! - last stable offset: equal to the high watermark until transactions exist;
+//! - last stable offset: the first offset of the oldest open transaction (or the high
+//!   watermark): read_committed fetches stop there;
 //! - leader epoch: stamped on every batch.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -19,10 +21,11 @@ use futures::channel::oneshot;
 use crate::config::LogConfig;
 use crate::error::ErrorCode;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
-use crate::storage::batch::{self, BatchHeader};
+use crate::storage::batch::{self, BatchHeader, ControlType};
 use crate::storage::log::{Log, ReadCursor, RecoveryReport};
+use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{read_whole, segment, write_atomically, Storage};
-use crate::types::{Offset, TopicPartition};
+use crate::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
 
 const PRODUCER_SNAPSHOT_FILE: &str = "producer.snapshot";
 const PRODUCER_SNAPSHOT_MAX_BYTES: usize = 64 * 1024 * 1024;
@@ -54,6 +57,32 @@ pub struct Partition<S: Storage> {
     leader_epoch: i32,
     ack_waiters: Vec<(Offset, oneshot::Sender<Result<(), ErrorCode>>)>,
     data_waiters: Vec<oneshot::Sender<()>>,
+    /// Producers the transaction coordinator has added this partition for (AddPartitionsToTxn),
+    /// at that epoch: only they may start a transaction here.
+    txn_admitted: HashMap<ProducerId, ProducerEpoch>,
+}
+
+/// Recovery's view of one scanned batch: data batches feed the producer state; a marker ends
+/// its producer's transaction and, for ABORT, yields the aborted range for the txn index.
+fn replay_batch(
+    producers: &mut ProducerStateTable,
+    header: &BatchHeader,
+    control: Option<ControlType>,
+) -> Option<AbortedTxn> {
+    if !header.is_control() {
+        producers.record(header);
+        return None;
+    }
+    let id = ProducerId(header.producer_id);
+    let first = producers.end_transaction(id, ProducerEpoch(header.producer_epoch))?;
+    (control == Some(ControlType::Abort)).then(|| AbortedTxn {
+        producer_id: id,
+        first_offset: first,
+        last_offset: header.base_offset,
+        last_stable_offset: producers
+            .first_unstable_offset()
+            .unwrap_or(header.next_offset()),
+    })
 }
 
 pub type PartitionRef<S> = Rc<RefCell<Partition<S>>>;
@@ -90,7 +119,9 @@ impl<S: Storage> Partition<S> {
             config,
             trusted_below,
             now_ms,
-            &mut |h: &BatchHeader| producers.record(h),
+            &mut |h: &BatchHeader, control: Option<ControlType>| {
+                replay_batch(&mut producers, h, control)
+            },
         )
         .await?;
         if storage.exists(&snapshot_path) {
@@ -105,6 +136,7 @@ impl<S: Storage> Partition<S> {
             leader_epoch: 0,
             ack_waiters: Vec::new(),
             data_waiters: Vec::new(),
+            txn_admitted: HashMap::new(),
         };
         Ok((partition, report))
     }
@@ -114,7 +146,10 @@ impl<S: Storage> Partition<S> {
         PartitionOffsets {
             log_start: self.log.log_start(),
             high_watermark: hw,
-            last_stable: hw,
+            last_stable: self
+                .producers
+                .first_unstable_offset()
+                .map_or(hw, |first| first.min(hw)),
             log_end: self.log.end(),
         }
     }
@@ -153,13 +188,9 @@ impl<S: Storage> Partition<S> {
             return Err(ErrorCode::KafkaStorageError);
         }
         let batches = batch::validate_produce(records, self.log.config().max_message_bytes)?;
-        if batches.iter().any(|(h, _, _)| h.is_transactional()) {
-            // Transactions arrive with the transaction coordinator; until then a transactional
-            // batch cannot have been added to a transaction.
-            return Err(ErrorCode::InvalidTxnState);
-        }
         let mut first: Option<ProduceOutcome> = None;
         for (header, start, size) in batches {
+            self.check_transaction(&header)?;
             let outcome = match self.producers.check(&header)? {
                 SequenceCheck::Duplicate(original) => ProduceOutcome {
                     base_offset: original.base_offset,
@@ -167,28 +198,12 @@ impl<S: Storage> Partition<S> {
                     durable_at: original.last_offset.next(1),
                 },
                 SequenceCheck::Append => {
-                    // A roll snapshot holds the state of every batch before the new segment.
-                    let rolls = self
-                        .log
-                        .will_roll(size as u64, header.last_offset_delta, now_ms);
-                    let snapshot = rolls.then(|| self.producers.encode());
-                    let appended = self.log.append(
-                        &records[start..start + size],
-                        &header,
-                        self.leader_epoch,
-                        now_ms,
-                    )?;
-                    if let Some(bytes) = snapshot {
-                        self.log.add_roll_snapshot(appended.base_offset, bytes);
-                    }
+                    let outcome =
+                        self.append_batch(&records[start..start + size], &header, now_ms)?;
                     let mut stored = header;
-                    stored.base_offset = appended.base_offset;
+                    stored.base_offset = outcome.base_offset;
                     self.producers.record(&stored);
-                    ProduceOutcome {
-                        base_offset: appended.base_offset,
-                        log_append_time: appended.log_append_time,
-                        durable_at: appended.last_offset.next(1),
-                    }
+                    outcome
                 }
             };
             first = Some(match first {
@@ -200,6 +215,110 @@ impl<S: Storage> Partition<S> {
             });
         }
         Ok(first.expect("validate_produce returns at least one batch"))
+    }
+
+    /// A transactional batch may start a transaction only for a producer the coordinator has
+    /// added this partition for; a producer with a transaction open here may not write outside
+    /// it.
+    fn check_transaction(&self, header: &BatchHeader) -> Result<(), ErrorCode> {
+        if !header.has_producer_id() {
+            return if header.is_transactional() {
+                Err(ErrorCode::InvalidRecord)
+            } else {
+                Ok(())
+            };
+        }
+        let id = ProducerId(header.producer_id);
+        let epoch = ProducerEpoch(header.producer_epoch);
+        let open = self
+            .producers
+            .transaction_of(id)
+            .and_then(|(e, first)| first.map(|_| e));
+        match (header.is_transactional(), open) {
+            (true, Some(open_epoch)) if open_epoch == epoch => Ok(()),
+            (true, Some(open_epoch)) if epoch < open_epoch => Err(ErrorCode::InvalidProducerEpoch),
+            (true, _) if self.txn_admitted.get(&id) == Some(&epoch) => Ok(()),
+            (true, _) => Err(ErrorCode::InvalidTxnState),
+            (false, Some(_)) => Err(ErrorCode::InvalidTxnState),
+            (false, None) => Ok(()),
+        }
+    }
+
+    /// Appends one validated batch, taking a producer snapshot first if it rolls the segment.
+    fn append_batch(
+        &mut self,
+        bytes: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<ProduceOutcome, ErrorCode> {
+        // A roll snapshot holds the state of every batch before the new segment.
+        let rolls = self
+            .log
+            .will_roll(bytes.len() as u64, header.last_offset_delta, now_ms);
+        let snapshot = rolls.then(|| self.producers.encode());
+        let appended = self.log.append(bytes, header, self.leader_epoch, now_ms)?;
+        if let Some(snapshot) = snapshot {
+            self.log.add_roll_snapshot(appended.base_offset, snapshot);
+        }
+        Ok(ProduceOutcome {
+            base_offset: appended.base_offset,
+            log_append_time: appended.log_append_time,
+            durable_at: appended.last_offset.next(1),
+        })
+    }
+
+    /// AddPartitionsToTxn reached this partition: `producer` at `epoch` may start a transaction.
+    pub fn admit_transaction(&mut self, producer: ProducerId, epoch: ProducerEpoch) {
+        self.txn_admitted.insert(producer, epoch);
+    }
+
+    /// Writes a COMMIT or ABORT marker ending `producer`'s transaction here (whether or not it
+    /// wrote anything), and records an aborted range in the txn index. A marker from an older
+    /// epoch than the producer's is refused.
+    pub fn write_marker(
+        &mut self,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        control: ControlType,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<ProduceOutcome, ErrorCode> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        if self
+            .producers
+            .transaction_of(producer)
+            .is_some_and(|(current, _)| epoch < current)
+        {
+            return Err(ErrorCode::InvalidProducerEpoch);
+        }
+        let bytes =
+            batch::build_control_batch(producer.0, epoch.0, control, coordinator_epoch, now_ms);
+        let header = BatchHeader::parse(&bytes).expect("a built batch has a header");
+        let outcome = self.append_batch(&bytes, &header, now_ms)?;
+        self.txn_admitted.remove(&producer);
+        if let Some(first) = self.producers.end_transaction(producer, epoch) {
+            if control == ControlType::Abort {
+                let marker = outcome.base_offset;
+                let stable = self
+                    .producers
+                    .first_unstable_offset()
+                    .unwrap_or(marker.next(1));
+                self.log.add_aborted(AbortedTxn {
+                    producer_id: producer,
+                    first_offset: first,
+                    last_offset: marker,
+                    last_stable_offset: stable,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The aborted transactions a read_committed fetch of `[from, to)` must be told about.
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        self.log.aborted_between(from, to)
     }
 
     pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S::File>>, ErrorCode> {
@@ -461,5 +580,126 @@ mod tests {
         let (p, report) = open();
         assert_eq!(p.producers, expected);
         assert_eq!(report.batches_scanned, 60);
+    }
+
+    /// A plain batch from producer 20 (never transactional).
+    fn plain(seq: i32) -> Bytes {
+        Bytes::from(batch(&[&[b'p'; 100]], seq as i64, Some((20, 0, seq))))
+    }
+
+    fn transactional(seq: i32, producer: i64) -> Bytes {
+        let mut b = batch(&[&[b't'; 100]], seq as i64, Some((producer, 0, seq)));
+        let attributes = i16::from_be_bytes([b[21], b[22]]) | 0x10;
+        b[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn transactions_hold_back_the_lso_and_aborts_survive_crashes_and_clean_stops() {
+        let storage = MemStorage::default();
+        let mut config = Config::default().log;
+        config.segment_bytes = 1024;
+        let dir = PathBuf::from("/data/t-0");
+        let tp = TopicPartition::new("t", 0);
+        let open = |clean: bool| {
+            let opened = block_on(Partition::open(
+                storage.clone(),
+                tp.clone(),
+                dir.clone(),
+                config.clone(),
+                clean,
+                0,
+            ));
+            opened.unwrap().0
+        };
+        let (p7, p8, p9) = (ProducerId(7), ProducerId(8), ProducerId(9));
+        let epoch = ProducerEpoch(0);
+        let mut p = open(false);
+        assert_eq!(
+            p.append(&transactional(0, 7), 0),
+            Err(ErrorCode::InvalidTxnState),
+            "not added to a transaction by the coordinator"
+        );
+        p.admit_transaction(p7, epoch);
+        assert_eq!(
+            p.append(&transactional(0, 7), 0).unwrap().base_offset,
+            Offset(0)
+        );
+        assert_eq!(
+            p.append(&plain(0), 0).unwrap().base_offset,
+            Offset(1),
+            "others write past an open transaction"
+        );
+        assert_eq!(
+            p.append(&Bytes::from(batch(&[b"x"], 0, Some((7, 0, 1)))), 0),
+            Err(ErrorCode::InvalidTxnState),
+            "no plain writes while its transaction is open"
+        );
+        flush(&mut p);
+        assert_eq!(p.offsets().high_watermark, Offset(2));
+        assert_eq!(
+            p.offsets().last_stable,
+            Offset(0),
+            "held at the open transaction"
+        );
+        p.append(&transactional(1, 7), 0).unwrap();
+        let abort = p.write_marker(p7, epoch, ControlType::Abort, 0, 0).unwrap();
+        assert_eq!(abort.base_offset, Offset(3));
+        p.admit_transaction(p8, epoch);
+        p.append(&transactional(0, 8), 0).unwrap();
+        p.write_marker(p8, epoch, ControlType::Commit, 0, 0)
+            .unwrap();
+        flush(&mut p);
+        let offsets = p.offsets();
+        assert_eq!(offsets.last_stable, offsets.high_watermark);
+        let aborted = AbortedTxn {
+            producer_id: p7,
+            first_offset: Offset(0),
+            last_offset: Offset(3),
+            last_stable_offset: Offset(4),
+        };
+        assert_eq!(p.aborted_between(Offset(0), Offset(6)), vec![aborted]);
+        assert_eq!(p.aborted_between(Offset(4), Offset(6)), vec![]);
+        assert_eq!(
+            p.write_marker(p7, ProducerEpoch(-1), ControlType::Commit, 0, 0),
+            Err(ErrorCode::InvalidProducerEpoch),
+            "a marker from an older epoch"
+        );
+        // Enough plain records to roll several segments (the abort's segment is sealed and a
+        // roll snapshot is written after it), then an open transaction at the end.
+        for seq in 1..30 {
+            p.append(&plain(seq), 0).unwrap();
+            flush(&mut p);
+        }
+        p.admit_transaction(p9, epoch);
+        let open_at = p.append(&transactional(0, 9), 0).unwrap().base_offset;
+        flush(&mut p);
+        assert!(p.log.segment_count() > 3);
+        assert_eq!(p.offsets().last_stable, open_at);
+        let state = (p.offsets(), p.aborted_between(Offset(0), Offset(100)));
+        drop(p);
+
+        storage.crash(|_, _| 0);
+        let p = open(false);
+        assert_eq!(
+            (p.offsets(), p.aborted_between(Offset(0), Offset(100))),
+            state,
+            "after a crash"
+        );
+        let p = Rc::new(RefCell::new(p));
+        block_on(close(&p, &storage)).unwrap();
+        drop(p);
+        let mut p = open(true);
+        assert_eq!(
+            (p.offsets(), p.aborted_between(Offset(0), Offset(100))),
+            state,
+            "after a clean stop"
+        );
+        p.write_marker(p9, epoch, ControlType::Commit, 0, 0)
+            .unwrap();
+        flush(&mut p);
+        assert_eq!(p.offsets().last_stable, p.offsets().high_watermark);
     }
 }

@@ -3,7 +3,7 @@
 //! gap or an old epoch is refused. Lives with the partition on its shard; rebuilt from the log's
 //! batch headers after an unclean stop, or loaded from a snapshot after a clean one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::error::ErrorCode;
 use crate::limits::PRODUCER_BATCHES_REMEMBERED;
@@ -24,6 +24,8 @@ pub struct BatchMetadata {
 struct ProducerEntry {
     epoch: ProducerEpoch,
     batches: VecDeque<BatchMetadata>,
+    /// The first offset of the producer's open transaction on this partition.
+    txn_first_offset: Option<Offset>,
 }
 
 /// What a produce check decided.
@@ -39,7 +41,12 @@ pub enum SequenceCheck {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<ProducerId, ProducerEntry>,
+    /// Open transactions by first offset: the oldest bounds the last stable offset.
+    open_transactions: BTreeSet<(Offset, ProducerId)>,
 }
+
+/// Snapshot format version (a leading i16; older snapshots fail to parse and the log is scanned).
+const SNAPSHOT_VERSION: i16 = 2;
 
 fn next_sequence(last: i32) -> i32 {
     if last == i32::MAX {
@@ -85,23 +92,20 @@ impl ProducerStateTable {
         }
     }
 
-    /// Records a batch that is now in the log (`header` carries its assigned offsets).
+    /// Records a data batch that is now in the log (`header` carries its assigned offsets); a
+    /// transactional one opens the producer's transaction here if none is open.
     pub fn record(&mut self, header: &BatchHeader) {
-        if !header.has_producer_id() {
+        if !header.has_producer_id() || header.is_control() {
             return;
         }
+        let id = ProducerId(header.producer_id);
         let epoch = ProducerEpoch(header.producer_epoch);
-        let entry = self
-            .producers
-            .entry(ProducerId(header.producer_id))
-            .or_insert_with(|| ProducerEntry {
-                epoch,
-                batches: VecDeque::new(),
-            });
-        if epoch > entry.epoch {
-            entry.epoch = epoch;
-            entry.batches.clear();
+        let entry = self.entry(id, epoch);
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(header.base_offset);
+            self.open_transactions.insert((header.base_offset, id));
         }
+        let entry = self.producers.get_mut(&id).expect("just made");
         if entry.batches.len() == PRODUCER_BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
@@ -112,6 +116,41 @@ impl ProducerStateTable {
             last_offset: header.last_offset(),
             timestamp: header.max_timestamp,
         });
+    }
+
+    /// The producer's entry, moved to `epoch` if that is newer (which forgets its sequences).
+    fn entry(&mut self, id: ProducerId, epoch: ProducerEpoch) -> &mut ProducerEntry {
+        let entry = self.producers.entry(id).or_insert_with(|| ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            txn_first_offset: None,
+        });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry
+    }
+
+    /// A COMMIT or ABORT marker from `id` at `epoch` was written: its transaction here ends.
+    /// Returns the transaction's first offset, if it had written anything here.
+    pub fn end_transaction(&mut self, id: ProducerId, epoch: ProducerEpoch) -> Option<Offset> {
+        let entry = self.entry(id, epoch);
+        let first = entry.txn_first_offset.take()?;
+        self.open_transactions.remove(&(first, id));
+        Some(first)
+    }
+
+    /// The producer's current epoch and open transaction's first offset here, if it is known.
+    pub fn transaction_of(&self, id: ProducerId) -> Option<(ProducerEpoch, Option<Offset>)> {
+        self.producers
+            .get(&id)
+            .map(|e| (e.epoch, e.txn_first_offset))
+    }
+
+    /// The first offset of the oldest open transaction: nothing from it on is stable yet.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.open_transactions.first().map(|(offset, _)| *offset)
     }
 
     pub fn len(&self) -> usize {
@@ -125,10 +164,13 @@ impl ProducerStateTable {
     /// Serializes the table for a snapshot file, with a trailing CRC-32C.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         for (id, entry) in &self.producers {
             out.extend_from_slice(&id.0.to_be_bytes());
             out.extend_from_slice(&entry.epoch.0.to_be_bytes());
+            let first = entry.txn_first_offset.map(|o| o.0).unwrap_or(-1);
+            out.extend_from_slice(&first.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for b in &entry.batches {
                 out.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -151,11 +193,16 @@ impl ProducerStateTable {
             return None;
         }
         let mut r = Reader(body);
+        if r.i16()? != SNAPSHOT_VERSION {
+            return None;
+        }
         let count = r.u32()? as usize;
         let mut table = ProducerStateTable::default();
         for _ in 0..count.min(body.len()) {
             let id = ProducerId(r.i64()?);
             let epoch = ProducerEpoch(r.i16()?);
+            let first = r.i64()?;
+            let txn_first_offset = (first >= 0).then_some(Offset(first));
             let n = r.u8()? as usize;
             if n > PRODUCER_BATCHES_REMEMBERED {
                 return None;
@@ -170,7 +217,17 @@ impl ProducerStateTable {
                     timestamp: r.i64()?,
                 });
             }
-            table.producers.insert(id, ProducerEntry { epoch, batches });
+            if let Some(first) = txn_first_offset {
+                table.open_transactions.insert((first, id));
+            }
+            table.producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    txn_first_offset,
+                },
+            );
         }
         r.0.is_empty().then_some(table)
     }

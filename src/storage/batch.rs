@@ -319,7 +319,9 @@ fn assemble(
     let count = records.len() as i32;
     let mut b = Vec::with_capacity(HEADER_BYTES + encoded.len());
     b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + encoded.len()) as i32).to_be_bytes());
+    b.extend_from_slice(
+        &((HEADER_BYTES - LOG_OVERHEAD_BYTES + encoded.len()) as i32).to_be_bytes(),
+    );
     b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch: set by the log
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes()); // CRC, filled below

@@ -14,9 +14,10 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
-use super::segment::{self, Segment};
+use super::segment::{self, EncodedIndexes, Segment};
+use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::ErrorCode;
@@ -65,6 +66,10 @@ pub struct RecoveryReport {
     pub rebuilt_indexes: usize,
 }
 
+/// Called for every batch recovery scans (with the marker, for control batches); returns the
+/// aborted transaction an ABORT marker ends, for the segment's txn index.
+pub type OnBatch<'a> = dyn FnMut(&BatchHeader, Option<ControlType>) -> Option<AbortedTxn> + 'a;
+
 /// A partition's log.
 pub struct Log<S: Storage> {
     storage: S,
@@ -99,7 +104,7 @@ struct FlushTarget<F> {
     file: Option<Rc<F>>,
     writes: Vec<(u64, Vec<u8>)>,
     written_to: u64,
-    seal: Option<(Vec<u8>, Vec<u8>)>,
+    seal: Option<EncodedIndexes>,
 }
 
 /// The outcome of a flush job, handed back to `complete_flush`.
@@ -135,19 +140,8 @@ impl<S: Storage> FlushJob<S> {
             if self.sync || target.seal.is_some() {
                 file.sync_data().await?;
             }
-            if let Some((index, time_index)) = target.seal {
-                write_synced(
-                    &self.storage,
-                    &segment::index_path(&self.dir, target.base),
-                    index,
-                )
-                .await?;
-                write_synced(
-                    &self.storage,
-                    &segment::time_index_path(&self.dir, target.base),
-                    time_index,
-                )
-                .await?;
+            if let Some(indexes) = target.seal {
+                write_indexes(&self.storage, &self.dir, target.base, indexes).await?;
                 created_files = true;
             }
             written.push((target.base, target.written_to));
@@ -186,8 +180,33 @@ async fn write_synced<S: Storage>(storage: &S, path: &Path, bytes: Vec<u8>) -> i
     file.sync_data().await
 }
 
-/// One segment's part of a clean shutdown: base offset, file, encoded index and time index.
-type SegmentClose<F> = (Offset, Rc<F>, Vec<u8>, Vec<u8>);
+/// Writes a sealed segment's index files, each synced (the txn index only if it has entries).
+async fn write_indexes<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    indexes: EncodedIndexes,
+) -> io::Result<()> {
+    write_synced(storage, &segment::index_path(dir, base), indexes.index).await?;
+    write_synced(
+        storage,
+        &segment::time_index_path(dir, base),
+        indexes.time_index,
+    )
+    .await?;
+    if !indexes.txn_index.is_empty() {
+        write_synced(
+            storage,
+            &segment::txn_index_path(dir, base),
+            indexes.txn_index,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One segment's part of a clean shutdown: base offset, file, encoded indexes.
+type SegmentClose<F> = (Offset, Rc<F>, EncodedIndexes);
 
 /// The writes of a clean shutdown, run without borrowing the log.
 pub struct ClosePlan<S: Storage> {
@@ -198,15 +217,9 @@ pub struct ClosePlan<S: Storage> {
 
 impl<S: Storage> ClosePlan<S> {
     pub async fn run(self) -> io::Result<()> {
-        for (base, file, index, time_index) in self.files {
+        for (base, file, indexes) in self.files {
             file.sync_data().await?;
-            write_synced(&self.storage, &segment::index_path(&self.dir, base), index).await?;
-            write_synced(
-                &self.storage,
-                &segment::time_index_path(&self.dir, base),
-                time_index,
-            )
-            .await?;
+            write_indexes(&self.storage, &self.dir, base, indexes).await?;
         }
         self.storage.sync_dir(&self.dir)
     }
@@ -233,7 +246,7 @@ impl<S: Storage> Log<S> {
         config: LogConfig,
         trusted_below: Offset,
         now_ms: i64,
-        on_batch: &mut dyn FnMut(&BatchHeader),
+        on_batch: &mut OnBatch<'_>,
     ) -> io::Result<(Log<S>, RecoveryReport)> {
         if !storage.exists(&dir) {
             storage.create_dir_all(&dir)?;
@@ -315,6 +328,26 @@ impl<S: Storage> Log<S> {
 
     pub fn log_start(&self) -> Offset {
         self.log_start
+    }
+
+    /// Notes a transaction aborted by the marker just appended (it lives in the last segment).
+    pub fn add_aborted(&mut self, aborted: AbortedTxn) {
+        self.segments
+            .last_mut()
+            .expect("a log has a segment")
+            .aborted
+            .push(aborted);
+    }
+
+    /// The aborted transactions with records in `[from, to)`, oldest first.
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        self.segments
+            .iter()
+            .filter(|s| s.next_offset > from || s.base_offset >= from)
+            .flat_map(|s| s.aborted.iter())
+            .filter(|a| a.overlaps(from, to))
+            .copied()
+            .collect()
     }
     /// Log end offset: the offset the next append gets.
     pub fn end(&self) -> Offset {
@@ -442,7 +475,7 @@ impl<S: Storage> Log<S> {
         }
         for base in sealed {
             let seg = self.segment(base).expect("sealed segment exists");
-            let seal = (seg.index.encode(), seg.time_index.encode());
+            let seal = seg.encode_indexes();
             let size = seg.size;
             let target = self.target_for(&mut targets, base);
             target.written_to = size;
@@ -572,7 +605,7 @@ impl<S: Storage> Log<S> {
             .filter_map(|s| {
                 s.file
                     .clone()
-                    .map(|f| (s.base_offset, f, s.index.encode(), s.time_index.encode()))
+                    .map(|f| (s.base_offset, f, s.encode_indexes()))
             })
             .collect();
         ClosePlan {
@@ -727,10 +760,16 @@ impl<S: Storage> Log<S> {
             position,
             false,
             &mut report,
-            &mut |_| {},
+            &mut |_, _| None,
         )
         .await?;
         rebuilt.readable = position;
+        rebuilt.aborted = seg
+            .aborted
+            .iter()
+            .filter(|a| a.last_offset < offset)
+            .copied()
+            .collect();
         *seg = rebuilt;
         self.end = offset;
         self.high_watermark = self.high_watermark.min(offset);
@@ -826,6 +865,7 @@ fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
         segment::log_path(dir, base),
         segment::index_path(dir, base),
         segment::time_index_path(dir, base),
+        segment::txn_index_path(dir, base),
     ] {
         if storage.exists(&path) {
             if let Err(err) = storage.remove_file(&path) {
@@ -848,7 +888,7 @@ async fn load_segment<S: Storage>(
     trusted_below: Offset,
     active: bool,
     report: &mut RecoveryReport,
-    on_batch: &mut dyn FnMut(&BatchHeader),
+    on_batch: &mut OnBatch<'_>,
 ) -> io::Result<bool> {
     let file = seg.file.clone().expect("opened");
     let size = file.size().await?;
@@ -866,6 +906,7 @@ async fn load_segment<S: Storage>(
             seg.index = index;
             seg.max_timestamp = time_index.last().map(|(t, _)| t).unwrap_or(-1);
             seg.time_index = time_index;
+            seg.aborted = load_txn_index(storage, dir, seg.base_offset).await?;
             seg.next_offset = start;
             seg.size = scan_from;
             rescan = false;
@@ -875,9 +916,12 @@ async fn load_segment<S: Storage>(
         report.rebuilt_indexes += 1;
     }
     let verify = active || rescan;
-    let mut feed = |h: &BatchHeader| {
-        if !trusted {
-            on_batch(h)
+    let mut feed = |h: &BatchHeader, control: Option<ControlType>| {
+        if trusted {
+            // Its producer state came from a snapshot and its aborted list from its file.
+            None
+        } else {
+            on_batch(h, control)
         }
     };
     let valid_end = scan_batches(
@@ -898,6 +942,19 @@ async fn load_segment<S: Storage>(
         return Ok(false);
     }
     Ok(true)
+}
+
+/// A trusted segment's aborted transactions (none when it has no txn index file).
+async fn load_txn_index<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+) -> io::Result<Vec<AbortedTxn>> {
+    let path = segment::txn_index_path(dir, base);
+    let Some(bytes) = super::read_whole(storage, &path, limits::TXN_INDEX_MAX_BYTES).await? else {
+        return Ok(Vec::new());
+    };
+    txn_index::decode(&bytes).ok_or_else(|| corrupt("torn transaction index"))
 }
 
 async fn load_indexes<S: Storage>(
@@ -927,7 +984,7 @@ async fn scan_batches<F: StorageFile, G>(
     size: u64,
     verify: bool,
     report: &mut RecoveryReport,
-    on_batch: &mut dyn FnMut(&BatchHeader),
+    on_batch: &mut OnBatch<'_>,
 ) -> io::Result<u64> {
     let batch_max = (config
         .max_message_bytes
@@ -966,7 +1023,15 @@ async fn scan_batches<F: StorageFile, G>(
             }
         }
         seg.note_batch(&header, position, config.index_interval_bytes);
-        on_batch(&header);
+        let control = if header.is_control() {
+            let whole = slice_of(file, &mut chunk, &mut chunk_start, position, total).await?;
+            batch::control_type(&whole)
+        } else {
+            None
+        };
+        if let Some(aborted) = on_batch(&header, control) {
+            seg.aborted.push(aborted);
+        }
         report.batches_scanned += 1;
         position += total;
     }

@@ -44,7 +44,7 @@ fn open(storage: &MemStorage, clean: bool) -> (Log<MemStorage>, RecoveryReport) 
         small_config(),
         if clean { Offset(i64::MAX) } else { Offset(0) },
         0,
-        &mut |_| {},
+        &mut |_, _| None,
     ))
     .expect("open")
 }
@@ -344,7 +344,7 @@ fn segments_roll_by_age_on_the_callers_clock() {
         config,
         Offset(0),
         0,
-        &mut |_| {},
+        &mut |_, _| None,
     ))
     .unwrap();
     let bytes = batch(&[b"x"], 0, None);
@@ -405,7 +405,7 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
         config.clone(),
         Offset(0),
         0,
-        &mut |_| {},
+        &mut |_, _| None,
     ))
     .unwrap();
     let mut model = Model::default();
@@ -460,7 +460,7 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
         config,
         Offset(0),
         0,
-        &mut |_| {},
+        &mut |_, _| None,
     ))
     .unwrap();
     assert_eq!(reopened.log_start(), start);
@@ -469,8 +469,15 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
     let storage = MemStorage::default();
     let mut config = small_config();
     config.retention_ms = 1000;
-    let (mut log, _) =
-        block_on(Log::open(storage, dir(), config, Offset(0), 0, &mut |_| {})).unwrap();
+    let (mut log, _) = block_on(Log::open(
+        storage,
+        dir(),
+        config,
+        Offset(0),
+        0,
+        &mut |_, _| None,
+    ))
+    .unwrap();
     let mut model = Model::default();
     for i in 0..100 {
         append_random(&mut log, &mut model, &mut rng, i);

@@ -11,6 +11,7 @@ pub mod index;
 pub mod log;
 pub mod mem;
 pub mod segment;
+pub mod txn_index;
 
 use std::io;
 use std::path::{Path, PathBuf};

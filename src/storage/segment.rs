@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use super::batch::BatchHeader;
 use super::index::{OffsetIndex, TimeIndex};
+use super::txn_index::{self, AbortedTxn};
 use crate::types::Offset;
 
 /// Kafka's file name for a segment: the base offset as 20 digits.
@@ -21,6 +22,11 @@ pub fn index_path(dir: &Path, base: Offset) -> PathBuf {
 }
 pub fn time_index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base)))
+}
+
+/// The segment's aborted-transaction index (written only when the segment holds ABORT markers).
+pub fn txn_index_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.txnindex", file_stem(base)))
 }
 
 /// A producer-state snapshot taken when the segment starting at `base` was rolled to: the state
@@ -62,6 +68,16 @@ pub struct Segment<F> {
     pub max_timestamp: i64,
     /// When the segment was created, for `segment.ms` rolls.
     pub created_ms: i64,
+    /// Transactions aborted by markers in this segment.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// A segment's index files, encoded, as a seal or a clean stop writes them.
+pub struct EncodedIndexes {
+    pub index: Vec<u8>,
+    pub time_index: Vec<u8>,
+    /// Empty when the segment aborted nothing (no file is written then).
+    pub txn_index: Vec<u8>,
 }
 
 impl<F> Segment<F> {
@@ -77,6 +93,15 @@ impl<F> Segment<F> {
             bytes_since_index: 0,
             max_timestamp: -1,
             created_ms,
+            aborted: Vec::new(),
+        }
+    }
+
+    pub fn encode_indexes(&self) -> EncodedIndexes {
+        EncodedIndexes {
+            index: self.index.encode(),
+            time_index: self.time_index.encode(),
+            txn_index: txn_index::encode(&self.aborted),
         }
     }
 
