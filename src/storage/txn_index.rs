@@ -42,7 +42,7 @@ pub fn encode(entries: &[AbortedTxn]) -> Vec<u8> {
 
 /// Parses an index file; `None` when it is torn or holds an unknown version.
 pub fn decode(bytes: &[u8]) -> Option<Vec<AbortedTxn>> {
-    if bytes.len() % ENTRY_BYTES != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_BYTES) {
         return None;
     }
     let i64_at = |b: &[u8], at: usize| i64::from_be_bytes(b[at..at + 8].try_into().expect("8"));
