@@ -80,7 +80,7 @@ fn append(c: &mut Criterion) {
                     config.clone(),
                     Offset(0),
                     0,
-                    &mut |_| {},
+                    &mut |_, _| None,
                 ))
                 .unwrap()
                 .0
