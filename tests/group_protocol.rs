@@ -625,6 +625,9 @@ fn committed_offsets_and_groups_survive_kill_9() {
             );
         }
         assert_eq!(fetch_offset(&mut s, 5, "standalone", "k", 3), 5);
+        // Commits after the restart replace the replayed ones.
+        assert_eq!(commit(&mut s, 8, "standalone", "", -1, "k", 3, 6), NONE);
+        assert_eq!(fetch_offset(&mut s, 5, "standalone", "k", 3), 6);
         // The group itself came back Stable: its member heartbeats on.
         assert_eq!(
             heartbeat(&mut s, "durable", &member, generation, None),
@@ -643,7 +646,7 @@ fn committed_offsets_and_groups_survive_kill_9() {
         let mut s = connect(&broker);
         assert_eq!(fetch_offset(&mut s, 5, "durable", "k", 0), -1);
         assert_eq!(describe(&mut s, 5, "durable").group_state.as_str(), "Dead");
-        assert_eq!(fetch_offset(&mut s, 5, "standalone", "k", 3), 5);
+        assert_eq!(fetch_offset(&mut s, 5, "standalone", "k", 3), 6);
     }
 }
 

@@ -282,20 +282,20 @@ impl GroupCoordinator {
             if bytes.is_empty() {
                 break;
             }
-            let next = decode_batches(&bytes, |record| {
+            let next = decode_batches(&bytes, |at, record| {
                 count += 1;
-                self.apply_loaded(record, now);
+                self.apply_loaded(record, at, now);
             });
             match next {
                 Some(next) if next > offset => offset = next,
                 _ => break,
             }
         }
-        // Offsets are remembered with the log offset of their record; replay order is log order.
         Ok(count)
     }
 
-    fn apply_loaded(&self, record: OffsetsRecord, now_ms: i64) {
+    /// Replays one record written at log offset `at`.
+    fn apply_loaded(&self, record: OffsetsRecord, at: Offset, now_ms: i64) {
         let mut groups = self.groups.borrow_mut();
         match record {
             OffsetsRecord::Offset { group, tp, value } => match value {
@@ -303,7 +303,7 @@ impl GroupCoordinator {
                     let entry = groups
                         .entry(group.clone())
                         .or_insert_with(|| Entry::new(Group::new(&group, v.commit_timestamp_ms)));
-                    entry.offsets.insert(tp, (v, Offset(i64::MAX)));
+                    entry.offsets.insert(tp, (v, at));
                 }
                 None => {
                     if let Some(entry) = groups.get_mut(&group) {

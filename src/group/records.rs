@@ -206,9 +206,13 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
 }
 
 /// Decodes every whole batch in `bytes` (a read may end inside a batch: that tail is left for
-/// the next read), handing each record to `on_record`; damaged records are logged and skipped.
+/// the next read), handing each record and its offset to `on_record`; damaged records are logged
+/// and skipped.
 /// Returns the offset after the last whole batch (`None` if there was none).
-pub fn decode_batches(bytes: &Bytes, mut on_record: impl FnMut(OffsetsRecord)) -> Option<Offset> {
+pub fn decode_batches(
+    bytes: &Bytes,
+    mut on_record: impl FnMut(Offset, OffsetsRecord),
+) -> Option<Offset> {
     let mut at = 0;
     let mut next = None;
     while let Some(header) = BatchHeader::parse(&bytes[at..]) {
@@ -229,7 +233,7 @@ pub fn decode_batches(bytes: &Bytes, mut on_record: impl FnMut(OffsetsRecord)) -
                         continue;
                     };
                     match OffsetsRecord::decode(key, record.value.as_deref()) {
-                        Ok(r) => on_record(r),
+                        Ok(r) => on_record(Offset(record.offset), r),
                         Err(err) => log::error!(
                             "{OFFSETS_TOPIC}: skipping record at offset {}: {err}",
                             record.offset
@@ -373,7 +377,7 @@ mod tests {
         let batch = encode_batch(&records, 1000);
         crate::storage::batch::check_batch(&batch).expect("a valid v2 batch");
         let mut decoded = Vec::new();
-        let next = decode_batches(&batch, |r| decoded.push(r));
+        let next = decode_batches(&batch, |_, r| decoded.push(r));
         assert_eq!(next, Some(Offset(4)));
         assert_eq!(decoded, records);
     }
@@ -390,7 +394,10 @@ mod tests {
         let mut two = BytesMut::from(&batch[..]);
         two.extend_from_slice(&batch[..batch.len() - 1]);
         let mut n = 0;
-        assert_eq!(decode_batches(&two.freeze(), |_| n += 1), Some(Offset(1)));
+        assert_eq!(
+            decode_batches(&two.freeze(), |_, _| n += 1),
+            Some(Offset(1))
+        );
         assert_eq!(n, 1);
     }
 
