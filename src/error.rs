@@ -43,6 +43,13 @@ pub enum ErrorCode {
     GroupMaxSizeReached,
     FencedInstanceId,
     GroupSubscribedToTopic,
+    InvalidProducerIdMapping,
+    InvalidTransactionTimeout,
+    ConcurrentTransactions,
+    TransactionCoordinatorFenced,
+    OperationNotAttempted,
+    UnstableOffsetCommit,
+    ProducerFenced,
 }
 
 impl ErrorCode {
@@ -88,6 +95,13 @@ impl ErrorCode {
             ErrorCode::GroupMaxSizeReached => 81,
             ErrorCode::FencedInstanceId => 82,
             ErrorCode::GroupSubscribedToTopic => 86,
+            ErrorCode::InvalidProducerIdMapping => 49,
+            ErrorCode::InvalidTransactionTimeout => 50,
+            ErrorCode::ConcurrentTransactions => 51,
+            ErrorCode::TransactionCoordinatorFenced => 52,
+            ErrorCode::OperationNotAttempted => 55,
+            ErrorCode::UnstableOffsetCommit => 88,
+            ErrorCode::ProducerFenced => 90,
         }
     }
 }

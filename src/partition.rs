@@ -267,6 +267,25 @@ impl<S: Storage> Partition<S> {
         })
     }
 
+    /// Appends a batch the broker built itself (transactional offsets): no sequence checks, but
+    /// the same transaction rules as a producer's batch.
+    pub fn append_broker_batch(
+        &mut self,
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> Result<ProduceOutcome, ErrorCode> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let header = batch::check_batch(bytes)?;
+        self.check_transaction(&header)?;
+        let outcome = self.append_batch(bytes, &header, now_ms)?;
+        let mut stored = header;
+        stored.base_offset = outcome.base_offset;
+        self.producers.record(&stored);
+        Ok(outcome)
+    }
+
     /// AddPartitionsToTxn reached this partition: `producer` at `epoch` may start a transaction.
     pub fn admit_transaction(&mut self, producer: ProducerId, epoch: ProducerEpoch) {
         self.txn_admitted.insert(producer, epoch);

@@ -31,9 +31,10 @@ use crate::error::ErrorCode;
 use crate::limits;
 use crate::partition::{self, PartitionRef};
 use crate::shard::Shard;
+use crate::storage::batch::{BatchHeader, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::Clock;
-use crate::types::{Offset, ShardId, TopicPartition};
+use crate::types::{Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition};
 use records::{decode_batches, encode_batch, CommittedOffset, OffsetsRecord, OFFSETS_TOPIC};
 use state::{
     Group, GroupConfig, GroupState, GroupSummary, JoinRequest, JoinResponse, Reply, SyncResponse,
@@ -77,6 +78,19 @@ pub enum GroupOp {
     FetchOffsets {
         group: String,
         partitions: Option<Vec<TopicPartition>>,
+        /// OffsetFetch v7+: partitions with transactional offsets not yet committed or aborted
+        /// answer UNSTABLE_OFFSET_COMMIT.
+        require_stable: bool,
+    },
+    /// TxnOffsetCommit: offsets that become committed with the producer's transaction.
+    TxnCommit {
+        group: String,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
     },
     Describe {
         group: String,
@@ -101,6 +115,7 @@ impl GroupOp {
             | GroupOp::Leave { group, .. }
             | GroupOp::Commit { group, .. }
             | GroupOp::FetchOffsets { group, .. }
+            | GroupOp::TxnCommit { group, .. }
             | GroupOp::Describe { group }
             | GroupOp::Delete { group }
             | GroupOp::DeleteOffsets { group, .. } => Some(group),
@@ -112,8 +127,11 @@ impl GroupOp {
 /// A listed group: id, protocol type, state.
 pub type ListedGroup = (String, String, GroupState);
 
-/// A committed offset per partition (`None`: nothing committed).
-pub type FetchedOffsets = Vec<(TopicPartition, Option<CommittedOffset>)>;
+/// A partition's committed offset (`None`: nothing committed), or why it cannot be given.
+pub type FetchedOffset = Result<Option<CommittedOffset>, ErrorCode>;
+
+/// A committed offset per partition.
+pub type FetchedOffsets = Vec<(TopicPartition, FetchedOffset)>;
 
 #[derive(Debug)]
 pub enum GroupAnswer {
@@ -134,6 +152,8 @@ struct Entry {
     offsets: HashMap<TopicPartition, (CommittedOffset, Offset)>,
     /// Commits appended but not yet durable: the entry must outlive them.
     commits_in_flight: usize,
+    /// Transactional offsets waiting for their producer's COMMIT or ABORT marker.
+    pending_txn: HashMap<ProducerId, HashMap<TopicPartition, (CommittedOffset, Offset)>>,
 }
 
 impl Entry {
@@ -142,12 +162,36 @@ impl Entry {
             group,
             offsets: HashMap::new(),
             commits_in_flight: 0,
+            pending_txn: HashMap::new(),
+        }
+    }
+
+    fn has_pending_txn_offset(&self, tp: &TopicPartition) -> bool {
+        self.pending_txn.values().any(|p| p.contains_key(tp))
+    }
+
+    /// Applies the end of `producer`'s transaction to its pending offsets.
+    fn settle_txn(&mut self, producer: ProducerId, control: ControlType) {
+        let Some(pending) = self.pending_txn.remove(&producer) else {
+            return;
+        };
+        if control == ControlType::Abort {
+            return;
+        }
+        for (tp, (value, at)) in pending {
+            let newer = self
+                .offsets
+                .get(&tp)
+                .is_none_or(|(_, written)| *written < at);
+            if newer {
+                self.offsets.insert(tp, (value, at));
+            }
         }
     }
 
     /// Empty, without offsets or commits on their way: nothing would be lost by dropping it.
     fn is_idle(&self) -> bool {
-        self.offsets.is_empty() && self.commits_in_flight == 0
+        self.offsets.is_empty() && self.commits_in_flight == 0 && self.pending_txn.is_empty()
     }
 
     /// Applies `offsets.retention.minutes` to an empty group: removes offsets committed (and
@@ -282,9 +326,9 @@ impl GroupCoordinator {
             if bytes.is_empty() {
                 break;
             }
-            let next = decode_batches(&bytes, |at, record| {
-                count += 1;
-                self.apply_loaded(record, at, now);
+            let next = decode_batches(&bytes, |header, control, records| {
+                count += records.len();
+                self.apply_loaded_batch(header, control, records, now);
             });
             match next {
                 Some(next) if next > offset => offset = next,
@@ -292,6 +336,48 @@ impl GroupCoordinator {
             }
         }
         Ok(count)
+    }
+
+    /// Replays one batch: plain records apply at once; a producer's transactional records wait
+    /// in the group for its marker (COMMIT applies them, ABORT drops them).
+    fn apply_loaded_batch(
+        &self,
+        header: &BatchHeader,
+        control: Option<ControlType>,
+        records: Vec<(Offset, OffsetsRecord)>,
+        now_ms: i64,
+    ) {
+        let producer = ProducerId(header.producer_id);
+        if let Some(control) = control {
+            for entry in self.groups.borrow_mut().values_mut() {
+                entry.settle_txn(producer, control);
+            }
+            return;
+        }
+        if !header.is_transactional() {
+            for (at, record) in records {
+                self.apply_loaded(record, at, now_ms);
+            }
+            return;
+        }
+        let mut groups = self.groups.borrow_mut();
+        for (at, record) in records {
+            if let OffsetsRecord::Offset {
+                group,
+                tp,
+                value: Some(value),
+            } = record
+            {
+                let entry = groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Entry::new(Group::new(&group, value.commit_timestamp_ms)));
+                entry
+                    .pending_txn
+                    .entry(producer)
+                    .or_default()
+                    .insert(tp, (value, at));
+            }
+        }
     }
 
     /// Replays one record written at log offset `at`.
@@ -417,9 +503,30 @@ impl GroupCoordinator {
                 )
                 .await,
             ),
-            GroupOp::FetchOffsets { group, partitions } => {
-                GroupAnswer::Offsets(Ok(self.fetch_offsets(&group, partitions)))
-            }
+            GroupOp::FetchOffsets {
+                group,
+                partitions,
+                require_stable,
+            } => GroupAnswer::Offsets(Ok(self.fetch_offsets(&group, partitions, require_stable))),
+            GroupOp::TxnCommit {
+                group,
+                producer,
+                epoch,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+            } => GroupAnswer::Codes(
+                self.txn_commit(
+                    shard,
+                    &partition,
+                    &group,
+                    (producer, epoch),
+                    (generation, &member_id, instance_id.as_deref()),
+                    offsets,
+                )
+                .await,
+            ),
             GroupOp::Describe { group } => GroupAnswer::Describe(self.describe(&group)),
             GroupOp::Delete { group } => {
                 GroupAnswer::Code(self.delete(shard, &partition, &group).await)
@@ -441,9 +548,10 @@ impl GroupCoordinator {
             }
             GroupOp::Sync { .. } => GroupAnswer::Sync(SyncResponse::error(code)),
             GroupOp::Heartbeat { .. } | GroupOp::Delete { .. } => GroupAnswer::Code(code),
-            GroupOp::Leave { .. } | GroupOp::Commit { .. } | GroupOp::DeleteOffsets { .. } => {
-                GroupAnswer::Codes(Err(code))
-            }
+            GroupOp::Leave { .. }
+            | GroupOp::Commit { .. }
+            | GroupOp::TxnCommit { .. }
+            | GroupOp::DeleteOffsets { .. } => GroupAnswer::Codes(Err(code)),
             GroupOp::FetchOffsets { .. } => GroupAnswer::Offsets(Err(code)),
             GroupOp::Describe { .. } => GroupAnswer::Describe(GroupSummary {
                 state: GroupState::Dead,
@@ -687,25 +795,117 @@ impl GroupCoordinator {
         &self,
         group: &str,
         partitions: Option<Vec<TopicPartition>>,
+        require_stable: bool,
     ) -> FetchedOffsets {
         let groups = self.groups.borrow();
-        let committed = groups.get(group).map(|e| &e.offsets);
+        let Some(entry) = groups.get(group) else {
+            return partitions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|tp| (tp, Ok(None)))
+                .collect();
+        };
+        let value = |tp: &TopicPartition| {
+            if require_stable && entry.has_pending_txn_offset(tp) {
+                return Err(ErrorCode::UnstableOffsetCommit);
+            }
+            Ok(entry.offsets.get(tp).map(|(v, _)| v.clone()))
+        };
         match partitions {
             Some(partitions) => partitions
                 .into_iter()
                 .map(|tp| {
-                    let value = committed.and_then(|o| o.get(&tp)).map(|(v, _)| v.clone());
-                    (tp, value)
+                    let v = value(&tp);
+                    (tp, v)
                 })
                 .collect(),
             None => {
-                let mut all: Vec<_> = committed
-                    .into_iter()
-                    .flatten()
-                    .map(|(tp, (v, _))| (tp.clone(), Some(v.clone())))
+                let mut all: Vec<_> = entry
+                    .offsets
+                    .keys()
+                    .map(|tp| (tp.clone(), value(tp)))
                     .collect();
                 all.sort_by(|a, b| a.0.cmp(&b.0));
                 all
+            }
+        }
+    }
+
+    /// TxnOffsetCommit: validates like a commit (v3+ carries the member), then appends the
+    /// offsets as a transactional batch of the producer. They stay pending (invisible to
+    /// OffsetFetch) until the transaction's marker reaches this partition.
+    async fn txn_commit(
+        &self,
+        shard: &Rc<Shard>,
+        partition: &PartitionRef<UringStorage>,
+        group: &str,
+        (producer, epoch): (ProducerId, ProducerEpoch),
+        (generation, member_id, instance_id): (i32, &str, Option<&str>),
+        offsets: Vec<(TopicPartition, CommittedOffset)>,
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let now = shard.clock.now_ms();
+        self.with_group(group, true, now, |e| {
+            let member_given = generation >= 0 || !member_id.is_empty() || instance_id.is_some();
+            if member_given {
+                e.group
+                    .validate_offset_commit(generation, member_id, instance_id)?;
+            }
+            e.commits_in_flight += 1;
+            Ok(())
+        })??;
+        let records: Vec<OffsetsRecord> = offsets
+            .iter()
+            .map(|(tp, value)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                tp: tp.clone(),
+                value: Some(value.clone()),
+            })
+            .collect();
+        let batch = records::encode_txn_batch(&records, producer, epoch, now);
+        let appended = partition.borrow_mut().append_broker_batch(&batch, now);
+        let written = match appended {
+            Ok(outcome) => {
+                partition::schedule_flush(partition);
+                partition::wait_durable(partition, outcome.durable_at)
+                    .await
+                    .map(|_| outcome.base_offset)
+            }
+            Err(code) => Err(code),
+        };
+        let mut groups = self.groups.borrow_mut();
+        let entry = groups.get_mut(group);
+        let code = match (written, entry) {
+            (Ok(base), Some(entry)) => {
+                let pending = entry.pending_txn.entry(producer).or_default();
+                for (i, (tp, value)) in offsets.iter().enumerate() {
+                    pending.insert(tp.clone(), (value.clone(), base.next(i as i64)));
+                }
+                ErrorCode::None
+            }
+            (Ok(_), None) => ErrorCode::CoordinatorNotAvailable,
+            (Err(code @ (ErrorCode::InvalidTxnState | ErrorCode::InvalidProducerEpoch)), _) => code,
+            (Err(code), _) => {
+                log::error!("transactional offsets for group {group}: {code}");
+                ErrorCode::NotCoordinator
+            }
+        };
+        if let Some(entry) = groups.get_mut(group) {
+            entry.commits_in_flight -= 1;
+        }
+        Ok(vec![code; offsets.len()])
+    }
+
+    /// A COMMIT or ABORT marker of `producer` is durable in offsets partition `p`: its pending
+    /// offsets there become committed (unless a newer plain commit came after them) or vanish.
+    pub fn end_transaction(
+        &self,
+        (p, partitions): (i32, i32),
+        producer: ProducerId,
+        control: ControlType,
+    ) {
+        for entry in self.groups.borrow_mut().values_mut() {
+            if records::partition_for_group(&entry.group.id, partitions) == p {
+                entry.settle_txn(producer, control);
             }
         }
     }
@@ -935,7 +1135,8 @@ impl GroupCoordinator {
             if records::partition_for_group(&entry.group.id, partitions) != p {
                 continue;
             }
-            if entry.commits_in_flight > 0 {
+            if entry.commits_in_flight > 0 || !entry.pending_txn.is_empty() {
+                // Records below the cut that are not in memory yet (or not settled yet).
                 return None;
             }
             if entry.group.generation() > 0 {

@@ -9,8 +9,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::state::{GroupRecord, MemberRecord};
-use crate::storage::batch::{build_batch, BatchHeader, KeyValue, LOG_OVERHEAD_BYTES};
-use crate::types::{Offset, TopicPartition};
+use crate::storage::batch::{
+    build_batch, build_transactional_batch, control_type, BatchHeader, ControlType, KeyValue,
+    LOG_OVERHEAD_BYTES,
+};
+use crate::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -194,6 +197,25 @@ fn decode_group_value(bytes: &[u8]) -> Result<GroupRecord, String> {
     })
 }
 
+/// Builds the transactional batch TxnOffsetCommit appends for `producer`: settled by the
+/// transaction's marker.
+pub fn encode_txn_batch(
+    records: &[OffsetsRecord],
+    producer: ProducerId,
+    epoch: ProducerEpoch,
+    now_ms: i64,
+) -> Bytes {
+    let encoded: Vec<(Bytes, Option<Bytes>)> =
+        records.iter().map(|r| (r.key(), r.value())).collect();
+    let pairs: Vec<KeyValue> = encoded
+        .iter()
+        .map(|(k, v)| (Some(&k[..]), v.as_deref()))
+        .collect();
+    Bytes::from(build_transactional_batch(
+        &pairs, now_ms, producer.0, epoch.0,
+    ))
+}
+
 /// Builds one uncompressed v2 batch holding `records` (offsets are assigned by the log).
 pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
     let encoded: Vec<(Bytes, Option<Bytes>)> =
@@ -206,12 +228,12 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
 }
 
 /// Decodes every whole batch in `bytes` (a read may end inside a batch: that tail is left for
-/// the next read), handing each record and its offset to `on_record`; damaged records are logged
-/// and skipped.
-/// Returns the offset after the last whole batch (`None` if there was none).
+/// the next read), handing each batch's header, its marker (for control batches) and its
+/// records with their offsets to `on_batch`; damaged records are logged and skipped. Returns
+/// the offset after the last whole batch (`None` if there was none).
 pub fn decode_batches(
     bytes: &Bytes,
-    mut on_record: impl FnMut(Offset, OffsetsRecord),
+    mut on_batch: impl FnMut(&BatchHeader, Option<ControlType>, Vec<(Offset, OffsetsRecord)>),
 ) -> Option<Offset> {
     let mut at = 0;
     let mut next = None;
@@ -224,8 +246,10 @@ pub fn decode_batches(
         at += size;
         next = Some(header.next_offset());
         if header.is_control() {
+            on_batch(&header, control_type(&batch), Vec::new());
             continue;
         }
+        let mut records = Vec::new();
         match RecordBatchDecoder::decode(&mut batch) {
             Ok(set) => {
                 for record in set.records {
@@ -233,7 +257,7 @@ pub fn decode_batches(
                         continue;
                     };
                     match OffsetsRecord::decode(key, record.value.as_deref()) {
-                        Ok(r) => on_record(Offset(record.offset), r),
+                        Ok(r) => records.push((Offset(record.offset), r)),
                         Err(err) => log::error!(
                             "{OFFSETS_TOPIC}: skipping record at offset {}: {err}",
                             record.offset
@@ -246,6 +270,7 @@ pub fn decode_batches(
                 header.base_offset
             ),
         }
+        on_batch(&header, None, records);
     }
     next
 }
@@ -377,7 +402,9 @@ mod tests {
         let batch = encode_batch(&records, 1000);
         crate::storage::batch::check_batch(&batch).expect("a valid v2 batch");
         let mut decoded = Vec::new();
-        let next = decode_batches(&batch, |_, r| decoded.push(r));
+        let next = decode_batches(&batch, |_, _, records| {
+            decoded.extend(records.into_iter().map(|(_, r)| r))
+        });
         assert_eq!(next, Some(Offset(4)));
         assert_eq!(decoded, records);
     }
@@ -395,7 +422,7 @@ mod tests {
         two.extend_from_slice(&batch[..batch.len() - 1]);
         let mut n = 0;
         assert_eq!(
-            decode_batches(&two.freeze(), |_, _| n += 1),
+            decode_batches(&two.freeze(), |_, _, r| n += r.len()),
             Some(Offset(1))
         );
         assert_eq!(n, 1);

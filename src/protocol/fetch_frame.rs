@@ -5,7 +5,7 @@
 //! chunk's place once the sendfile path exists.
 //!
 //! Fields this broker never sets are written at their defaults: no throttling, no fetch session,
-//! an empty aborted-transactions list, no preferred read replica, and no tagged fields.
+//! no preferred read replica, and no tagged fields.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -23,6 +23,8 @@ pub struct PartitionAnswer {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// Aborted transactions in range (read_committed): (producer id, first offset).
+    pub aborted: Vec<(i64, i64)>,
     pub records: Bytes,
 }
 
@@ -119,7 +121,12 @@ pub fn encode_body(version: i16, topics: &[TopicAnswer]) -> Vec<Bytes> {
             if version >= 5 {
                 out.framing.put_i64(p.log_start_offset);
             }
-            out.array_len(0); // aborted_transactions: none
+            out.array_len(p.aborted.len());
+            for (producer_id, first_offset) in &p.aborted {
+                out.framing.put_i64(*producer_id);
+                out.framing.put_i64(*first_offset);
+                out.no_tagged_fields();
+            }
             if version >= 11 {
                 out.framing.put_i32(-1); // preferred_read_replica
             }
@@ -145,6 +152,7 @@ mod tests {
             high_watermark: 100 + i as i64,
             last_stable_offset: 90 + i as i64,
             log_start_offset: 5,
+            aborted: (0..i as i64).map(|n| (1000 + n, 7 * n)).collect(),
             records: Bytes::from(vec![i as u8; len]),
         };
         vec![
@@ -179,7 +187,14 @@ mod tests {
                         if version >= 5 {
                             assert_eq!(p.log_start_offset, w.log_start_offset);
                         }
-                        assert_eq!(p.aborted_transactions.as_deref(), Some(&[][..]));
+                        let aborted: Vec<(i64, i64)> = p
+                            .aborted_transactions
+                            .as_deref()
+                            .unwrap()
+                            .iter()
+                            .map(|a| (a.producer_id.0, a.first_offset))
+                            .collect();
+                        assert_eq!(aborted, w.aborted);
                         assert_eq!(p.records.as_ref().unwrap(), &w.records);
                     }
                 }

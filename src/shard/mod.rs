@@ -21,12 +21,15 @@ use futures::FutureExt;
 
 use crate::config::Config;
 use crate::error::ErrorCode;
+use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::metadata::{partition_dir, shard_of, MetadataImage};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
+use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
+use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{Clock, SystemClock};
-use crate::types::{Offset, ShardId, TopicPartition};
+use crate::types::{Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition};
 use controller::{Controller, ControllerRequest, ControllerResponse};
 use router::Router;
 
@@ -36,6 +39,9 @@ pub struct FetchItem {
     pub tp: TopicPartition,
     pub offset: Offset,
     pub max_bytes: usize,
+    /// isolation_level read_committed: stop at the last stable offset and report aborted
+    /// transactions.
+    pub read_committed: bool,
 }
 
 /// What a fetch read from one partition.
@@ -44,6 +50,17 @@ pub struct FetchResult {
     pub error: ErrorCode,
     pub offsets: Option<PartitionOffsets>,
     pub records: Bytes,
+    /// For read_committed: the aborted transactions overlapping the records returned.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// One partition's part of ending a transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Marker {
+    pub producer: ProducerId,
+    pub epoch: ProducerEpoch,
+    pub control: ControlType,
+    pub coordinator_epoch: i32,
 }
 
 /// A ListOffsets answer: (timestamp, offset).
@@ -71,6 +88,17 @@ pub enum ShardRequest {
     DeleteRecords {
         items: Vec<(TopicPartition, i64)>,
     },
+    /// AddPartitionsToTxn: the producer may start a transaction on these partitions.
+    AdmitTransaction {
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        partitions: Vec<TopicPartition>,
+    },
+    /// EndTxn: write the marker on each partition and answer once they are durable.
+    WriteMarkers {
+        marker: Marker,
+        partitions: Vec<TopicPartition>,
+    },
     ApplyMetadata(Arc<MetadataImage>),
     Controller(ControllerRequest),
     /// A consumer-group operation for a group this shard coordinates.
@@ -84,6 +112,8 @@ pub enum ShardResponse {
     Fetch(Vec<FetchResult>),
     ListOffsets(Vec<OffsetAnswer>),
     DeleteRecords(Vec<Result<Offset, ErrorCode>>),
+    /// One result per partition of AdmitTransaction or WriteMarkers.
+    PerPartition(Vec<Result<(), ErrorCode>>),
     Controller(ControllerResponse),
     Group(GroupAnswer),
     Done,
@@ -167,6 +197,23 @@ impl Shard {
                     }
                     ShardResponse::DeleteRecords(results)
                 }
+                ShardRequest::AdmitTransaction {
+                    producer,
+                    epoch,
+                    partitions,
+                } => ShardResponse::PerPartition(
+                    partitions
+                        .iter()
+                        .map(|tp| {
+                            let p = self.partition(tp)?;
+                            p.borrow_mut().admit_transaction(producer, epoch);
+                            Ok(())
+                        })
+                        .collect(),
+                ),
+                ShardRequest::WriteMarkers { marker, partitions } => {
+                    ShardResponse::PerPartition(self.write_markers(marker, partitions).await)
+                }
                 ShardRequest::ApplyMetadata(image) => {
                     self.apply_metadata(image).await;
                     ShardResponse::Done
@@ -221,6 +268,51 @@ impl Shard {
         results
     }
 
+    /// Appends `marker` to every partition (all owned here), waits until each is durable, and
+    /// lets the group coordinator settle transactional offsets in offsets partitions.
+    async fn write_markers(
+        self: &Rc<Self>,
+        marker: Marker,
+        partitions: Vec<TopicPartition>,
+    ) -> Vec<Result<(), ErrorCode>> {
+        let now = self.clock.now_ms();
+        let mut written = Vec::with_capacity(partitions.len());
+        for tp in &partitions {
+            let result = self.partition(tp).and_then(|p| {
+                let outcome = p.borrow_mut().write_marker(
+                    marker.producer,
+                    marker.epoch,
+                    marker.control,
+                    marker.coordinator_epoch,
+                    now,
+                )?;
+                partition::schedule_flush(&p);
+                Ok((p, outcome))
+            });
+            written.push(result);
+        }
+        let mut results = Vec::with_capacity(written.len());
+        for (tp, result) in partitions.iter().zip(written) {
+            let result = match result {
+                Ok((p, outcome)) => partition::wait_durable(&p, outcome.durable_at).await,
+                Err(code) => Err(code),
+            };
+            if result.is_ok() && tp.topic == OFFSETS_TOPIC {
+                let partitions = self
+                    .image()
+                    .topic(OFFSETS_TOPIC)
+                    .map_or(1, |t| t.partitions);
+                self.groups.end_transaction(
+                    (tp.partition.0, partitions),
+                    marker.producer,
+                    marker.control,
+                );
+            }
+            results.push(result);
+        }
+        results
+    }
+
     async fn fetch_local(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchResult> {
         let mut results = Vec::with_capacity(items.len());
         for item in items {
@@ -234,6 +326,7 @@ impl Shard {
             error,
             offsets: None,
             records: Bytes::new(),
+            aborted: Vec::new(),
         };
         let partition = match self.partition(&item.tp) {
             Ok(p) => p,
@@ -249,6 +342,7 @@ impl Shard {
                     error: code,
                     offsets: Some(offsets),
                     records: Bytes::new(),
+                    aborted: Vec::new(),
                 }
             }
             Ok(None) => Bytes::new(),
@@ -260,10 +354,23 @@ impl Shard {
                 }
             },
         };
+        if !item.read_committed {
+            return FetchResult {
+                error: ErrorCode::None,
+                offsets: Some(offsets),
+                records,
+                aborted: Vec::new(),
+            };
+        }
+        // read_committed: nothing from the oldest open transaction on, and the aborted
+        // transactions the client must skip in what it gets.
+        let (records, end) = batch::whole_batches_below(&records, offsets.last_stable);
+        let aborted = partition.borrow().aborted_between(item.offset, end);
         FetchResult {
             error: ErrorCode::None,
             offsets: Some(offsets),
             records,
+            aborted,
         }
     }
 

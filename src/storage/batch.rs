@@ -4,6 +4,8 @@
 //! header, checks the CRC-32C over the rest, and rewrites base offset and partition leader epoch
 //! (both outside the CRC). Records themselves are decoded only for timestamp lookups.
 
+use bytes::Bytes;
+
 use crate::error::ErrorCode;
 use crate::types::Offset;
 
@@ -230,6 +232,22 @@ pub fn build_batch(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
     assemble(records, timestamp_ms, (-1, -1), 0)
 }
 
+/// Builds one uncompressed transactional batch of keyed records for `producer` (what the group
+/// coordinator appends for TxnOffsetCommit).
+pub fn build_transactional_batch(
+    records: &[KeyValue],
+    timestamp_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Vec<u8> {
+    assemble(
+        records,
+        timestamp_ms,
+        (producer_id, producer_epoch),
+        ATTR_TRANSACTIONAL,
+    )
+}
+
 /// A transaction marker (Kafka's control record types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlType {
@@ -267,6 +285,25 @@ pub fn build_control_batch(
         (producer_id, producer_epoch),
         ATTR_TRANSACTIONAL | ATTR_CONTROL,
     )
+}
+
+/// The leading whole batches of `records` that start below `limit`, and the offset after the
+/// last of them (`limit` itself when none is cut).
+pub fn whole_batches_below(records: &Bytes, limit: Offset) -> (Bytes, Offset) {
+    let mut at = 0;
+    let mut end = limit;
+    while let Some(header) = BatchHeader::parse(&records[at..]) {
+        let size = header.total_bytes();
+        if size == 0 || at + size > records.len() || header.base_offset >= limit {
+            break;
+        }
+        at += size;
+        end = header.next_offset();
+    }
+    if at == 0 {
+        return (Bytes::new(), limit);
+    }
+    (records.slice(..at), end)
 }
 
 /// The marker a control batch carries (`None` when it is not a readable control batch).

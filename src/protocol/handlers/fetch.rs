@@ -54,8 +54,12 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> 
     build_response(&request, wanted, results, max_bytes)
 }
 
+/// Kafka's isolation levels: 0 read_uncommitted, 1 read_committed.
+const READ_COMMITTED: i8 = 1;
+
 fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
     let image = shard.image();
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let mut wanted = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
         let name = topic.topic.0.as_str();
@@ -67,6 +71,7 @@ fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
                 offset: Offset(p.fetch_offset),
                 max_bytes: (p.partition_max_bytes.max(0) as usize)
                     .min(limits::FETCH_RESPONSE_MAX_BYTES),
+                read_committed,
             });
             wanted.push(Wanted {
                 topic_index,
@@ -105,6 +110,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchResult> {
         error: ErrorCode::UnknownTopicOrPartition,
         offsets: None,
         records: Default::default(),
+        aborted: Vec::new(),
     };
     let mut results = vec![unknown; wanted.len()];
     for (slots, response) in join_all(calls).await {
@@ -194,6 +200,11 @@ fn build_response(
             high_watermark: offsets.map(|o| o.high_watermark.0).unwrap_or(-1),
             last_stable_offset: offsets.map(|o| o.last_stable.0).unwrap_or(-1),
             log_start_offset: offsets.map(|o| o.log_start.0).unwrap_or(-1),
+            aborted: r
+                .aborted
+                .iter()
+                .map(|a| (a.producer_id.0, a.first_offset.0))
+                .collect(),
             records,
         });
     }

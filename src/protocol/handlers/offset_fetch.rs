@@ -12,17 +12,14 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::coordinator;
 use crate::error::ErrorCode;
-use crate::group::{FetchedOffsets, GroupAnswer, GroupOp};
+use crate::group::{FetchedOffset, FetchedOffsets, GroupAnswer, GroupOp};
 use crate::shard::Shard;
 use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (1, 9);
 
 /// One group's answer: committed offsets grouped by topic, or a group-level error.
-type TopicOffsets = Vec<(
-    String,
-    Vec<(i32, Option<crate::group::records::CommittedOffset>)>,
-)>;
+type TopicOffsets = Vec<(String, Vec<(i32, FetchedOffset)>)>;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -42,7 +39,13 @@ pub async fn handle(
                     })
                     .collect()
             });
-            let fetched = fetch(shard, g.group_id.to_string(), partitions).await;
+            let fetched = fetch(
+                shard,
+                g.group_id.to_string(),
+                partitions,
+                request.require_stable,
+            )
+            .await;
             groups.push(encode_group(g.group_id, fetched));
         }
         return OffsetFetchResponse::default().with_groups(groups);
@@ -58,7 +61,15 @@ pub async fn handle(
             .collect::<Vec<_>>()
     });
     let requested = partitions.clone();
-    match fetch(shard, request.group_id.to_string(), partitions).await {
+    let require_stable = version >= 7 && request.require_stable;
+    match fetch(
+        shard,
+        request.group_id.to_string(),
+        partitions,
+        require_stable,
+    )
+    .await
+    {
         Ok(topics) => OffsetFetchResponse::default().with_topics(encode_topics(topics)),
         Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code.code()),
         Err(code) => {
@@ -67,19 +78,10 @@ pub async fn handle(
                 requested
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|tp| (tp, None))
+                    .map(|tp| (tp, Err(code)))
                     .collect(),
             );
-            let encoded = encode_topics(topics)
-                .into_iter()
-                .map(|mut t| {
-                    for p in &mut t.partitions {
-                        p.error_code = code.code();
-                    }
-                    t
-                })
-                .collect();
-            OffsetFetchResponse::default().with_topics(encoded)
+            OffsetFetchResponse::default().with_topics(encode_topics(topics))
         }
     }
 }
@@ -88,11 +90,17 @@ async fn fetch(
     shard: &Rc<Shard>,
     group: String,
     partitions: Option<Vec<TopicPartition>>,
+    require_stable: bool,
 ) -> Result<TopicOffsets, ErrorCode> {
     if group.is_empty() {
         return Err(ErrorCode::InvalidGroupId);
     }
-    match coordinator::call(shard, GroupOp::FetchOffsets { group, partitions }).await {
+    let op = GroupOp::FetchOffsets {
+        group,
+        partitions,
+        require_stable,
+    };
+    match coordinator::call(shard, op).await {
         GroupAnswer::Offsets(Ok(offsets)) => Ok(by_topic(offsets)),
         GroupAnswer::Offsets(Err(code)) => Err(code),
         _ => Err(ErrorCode::CoordinatorNotAvailable),
@@ -121,9 +129,10 @@ fn encode_topics(topics: TopicOffsets) -> Vec<OffsetFetchResponseTopic> {
                     partitions
                         .into_iter()
                         .map(|(index, value)| {
-                            let (offset, epoch, metadata) = fields(value);
+                            let (offset, epoch, metadata, error) = fields(value);
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(index)
+                                .with_error_code(error.code())
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(metadata))
@@ -151,9 +160,10 @@ fn encode_group(
                             partitions
                                 .into_iter()
                                 .map(|(index, value)| {
-                                    let (offset, epoch, metadata) = fields(value);
+                                    let (offset, epoch, metadata, error) = fields(value);
                                     OffsetFetchResponsePartitions::default()
                                         .with_partition_index(index)
+                                        .with_error_code(error.code())
                                         .with_committed_offset(offset)
                                         .with_committed_leader_epoch(epoch)
                                         .with_metadata(Some(metadata))
@@ -166,10 +176,17 @@ fn encode_group(
     }
 }
 
-/// (offset, leader epoch, metadata) as the wire carries them; -1 and "" when nothing is committed.
-fn fields(value: Option<crate::group::records::CommittedOffset>) -> (i64, i32, StrBytes) {
+/// (offset, leader epoch, metadata, error) as the wire carries them; -1 and "" when nothing
+/// is committed (or the partition has an error).
+fn fields(value: FetchedOffset) -> (i64, i32, StrBytes, ErrorCode) {
     match value {
-        Some(v) => (v.offset, v.leader_epoch, StrBytes::from_string(v.metadata)),
-        None => (-1, -1, StrBytes::default()),
+        Ok(Some(v)) => (
+            v.offset,
+            v.leader_epoch,
+            StrBytes::from_string(v.metadata),
+            ErrorCode::None,
+        ),
+        Ok(None) => (-1, -1, StrBytes::default(), ErrorCode::None),
+        Err(code) => (-1, -1, StrBytes::default(), code),
     }
 }
