@@ -78,6 +78,12 @@ pub struct Config {
     pub offsets_topic_segment_bytes: u64,
     /// `offset.metadata.max.bytes`: the longest metadata string an offset commit may carry.
     pub offset_metadata_max_bytes: usize,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub transaction_state_partitions: i32,
+    /// `transaction.state.log.segment.bytes`.
+    pub transaction_state_segment_bytes: u64,
     /// Every key that was set, as given, for DescribeConfigs.
     pub overrides: BTreeMap<String, String>,
 }
@@ -110,6 +116,9 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("offsets.topic.num.partitions", "50"),
     ("offsets.topic.segment.bytes", "104857600"),
     ("offset.metadata.max.bytes", "4096"),
+    ("transaction.max.timeout.ms", "900000"),
+    ("transaction.state.log.num.partitions", "50"),
+    ("transaction.state.log.segment.bytes", "104857600"),
 ];
 
 impl Default for Config {
@@ -273,6 +282,24 @@ impl Config {
                 0,
                 i32::MAX as i64,
             )? as usize,
+            transaction_max_timeout_ms: parse_in_range(
+                "transaction.max.timeout.ms",
+                &get("transaction.max.timeout.ms"),
+                1,
+                i32::MAX as i64,
+            )? as i32,
+            transaction_state_partitions: parse_in_range(
+                "transaction.state.log.num.partitions",
+                &get("transaction.state.log.num.partitions"),
+                1,
+                limits::TOPIC_PARTITIONS_MAX as i64,
+            )? as i32,
+            transaction_state_segment_bytes: parse_in_range(
+                "transaction.state.log.segment.bytes",
+                &get("transaction.state.log.segment.bytes"),
+                14,
+                1 << 31,
+            )? as u64,
             overrides: props.clone(),
         };
         if config.group.min_session_timeout_ms > config.group.max_session_timeout_ms {

@@ -6,6 +6,7 @@
 //! - `partition` and `producer_state`: a partition's offsets, waiters and idempotence;
 //! - `storage`: the log (segments, indexes, group fsync, recovery) behind small I/O traits;
 //! - `group`: consumer groups (classic protocol) and committed offsets in `__consumer_offsets`;
+//! - `txn`: the transaction coordinator (`__transaction_state`, markers, timeouts);
 //! - `metadata`: topics, ids and the partition-to-shard map;
 //! - `config`, `limits`, `types`, `error`: settings, bounds, newtypes and Kafka error codes.
 
@@ -21,4 +22,5 @@ pub mod producer_state;
 pub mod protocol;
 pub mod shard;
 pub mod storage;
+pub mod txn;
 pub mod types;

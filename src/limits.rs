@@ -73,3 +73,9 @@ pub const OFFSETS_COMPACT_BATCH_RECORDS: usize = 1_000;
 /// Largest `.txnindex` file recovery reads (34-byte entries: about 250,000 aborted transactions
 /// per segment).
 pub const TXN_INDEX_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// How often each shard looks for transactions open longer than their timeout.
+pub const TXN_TICK_MS: u64 = 200;
+
+/// Wait between attempts to write a transaction's remaining markers.
+pub const TXN_MARKER_RETRY_MS: u64 = 100;

@@ -168,7 +168,7 @@ fn unescape(s: &str) -> Result<String> {
 /// Topics the broker creates and manages itself (clients may read them, not create, delete,
 /// grow or produce to them).
 pub fn is_internal_topic(name: &str) -> bool {
-    name == crate::group::records::OFFSETS_TOPIC
+    name == crate::group::records::OFFSETS_TOPIC || name == crate::txn::state::TXN_TOPIC
 }
 
 pub fn is_valid_topic_name(name: &str) -> bool {

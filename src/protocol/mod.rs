@@ -70,6 +70,10 @@ pub fn supported_apis() -> Vec<ApiRange> {
         range(ApiKey::ListGroups, list_groups::VERSIONS),
         range(ApiKey::DeleteGroups, delete_groups::VERSIONS),
         range(ApiKey::OffsetDelete, offset_delete::VERSIONS),
+        range(ApiKey::AddPartitionsToTxn, add_partitions_to_txn::VERSIONS),
+        range(ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS),
+        range(ApiKey::EndTxn, end_txn::VERSIONS),
+        range(ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
     ]
 }
 

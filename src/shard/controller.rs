@@ -20,6 +20,7 @@ use crate::metadata::{
 };
 use crate::storage::fs::UringStorage;
 use crate::storage::write_atomically;
+use crate::txn::state::TXN_TOPIC;
 use crate::types::ShardId;
 
 /// A topic to create.
@@ -62,8 +63,9 @@ pub enum ControllerRequest {
         validate_only: bool,
     },
     AllocateProducerId,
-    /// Creates `__consumer_offsets` if it does not exist yet (the first FindCoordinator does).
-    EnsureOffsetsTopic,
+    /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) if it does not
+    /// exist yet (the first FindCoordinator for it does).
+    EnsureInternalTopic(String),
 }
 
 /// Per-topic outcome: the topic as it now stands, or an error code with a message.
@@ -199,8 +201,8 @@ impl Controller {
                 self.alter_topic_configs(shard, changes, validate_only)
                     .await,
             ),
-            ControllerRequest::EnsureOffsetsTopic => {
-                ControllerResponse::Topics(self.ensure_offsets_topic(shard).await)
+            ControllerRequest::EnsureInternalTopic(name) => {
+                ControllerResponse::Topics(self.ensure_internal_topic(shard, name).await)
             }
             ControllerRequest::AllocateProducerId => {
                 ControllerResponse::ProducerId(self.allocate_producer_id(shard).await)
@@ -208,22 +210,39 @@ impl Controller {
         }
     }
 
-    async fn ensure_offsets_topic(&self, shard: &Rc<Shard>) -> Vec<(String, TopicOutcome)> {
-        let name = OFFSETS_TOPIC.to_string();
+    async fn ensure_internal_topic(
+        &self,
+        shard: &Rc<Shard>,
+        name: String,
+    ) -> Vec<(String, TopicOutcome)> {
         if let Some(meta) = shard.image().topic(&name) {
             return vec![(name, Ok(meta.clone()))];
         }
         let config = &shard.config;
+        let (partitions, segment_bytes) = match name.as_str() {
+            OFFSETS_TOPIC => (
+                config.offsets_topic_num_partitions,
+                config.offsets_topic_segment_bytes,
+            ),
+            TXN_TOPIC => (
+                config.transaction_state_partitions,
+                config.transaction_state_segment_bytes,
+            ),
+            other => {
+                let refusal = fail(
+                    ErrorCode::InvalidRequest,
+                    format!("{other} is not internal"),
+                );
+                return vec![(name.clone(), refusal)];
+            }
+        };
         let topic = NewTopic {
             name: name.clone(),
-            partitions: config.offsets_topic_num_partitions,
+            partitions,
             replication_factor: 1,
             configs: [
                 ("cleanup.policy", "compact".to_string()),
-                (
-                    "segment.bytes",
-                    config.offsets_topic_segment_bytes.to_string(),
-                ),
+                ("segment.bytes", segment_bytes.to_string()),
                 (
                     "max.message.bytes",
                     limits::OFFSETS_TOPIC_MAX_MESSAGE_BYTES.to_string(),
@@ -234,10 +253,7 @@ impl Controller {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         };
-        log::info!(
-            "creating {name} with {} partitions",
-            config.offsets_topic_num_partitions
-        );
+        log::info!("creating {name} with {partitions} partitions");
         self.update_topics(shard, vec![(name, topic)], false, |image, topic| {
             self.check_topic(shard, image, &topic)
         })

@@ -29,6 +29,7 @@ use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{Clock, SystemClock};
+use crate::txn::{TxnAnswer, TxnCoordinator, TxnOp};
 use crate::types::{Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition};
 use controller::{Controller, ControllerRequest, ControllerResponse};
 use router::Router;
@@ -103,6 +104,8 @@ pub enum ShardRequest {
     Controller(ControllerRequest),
     /// A consumer-group operation for a group this shard coordinates.
     Group(GroupOp),
+    /// A transaction operation for a transactional id this shard coordinates.
+    Txn(TxnOp),
 }
 
 /// The answer to a `ShardRequest`.
@@ -116,6 +119,7 @@ pub enum ShardResponse {
     PerPartition(Vec<Result<(), ErrorCode>>),
     Controller(ControllerResponse),
     Group(GroupAnswer),
+    Txn(TxnAnswer),
     Done,
     /// The other shard has stopped (shutdown in progress).
     Unavailable,
@@ -132,6 +136,8 @@ pub struct Shard {
     controller: Option<Controller>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// The transactional ids this shard coordinates.
+    pub txns: TxnCoordinator,
     pub clock: SystemClock,
     stopping: Cell<bool>,
     /// Units are request bytes: `queued.max.request.bytes` shared by this shard's connections.
@@ -221,6 +227,7 @@ impl Shard {
                 ShardRequest::Group(op) => {
                     ShardResponse::Group(self.groups.handle(&self, op).await)
                 }
+                ShardRequest::Txn(op) => ShardResponse::Txn(self.txns.handle(&self, op).await),
                 ShardRequest::Controller(request) => match &self.controller {
                     Some(controller) => {
                         ShardResponse::Controller(controller.handle(&self, request).await)
@@ -465,6 +472,7 @@ impl Shard {
         self.remove_stale_directories(&old, &image);
         self.open_owned_partitions(false).await;
         self.groups.load_owned(self).await;
+        self.txns.load_owned(self).await;
     }
 
     /// A partition that is new in `image` must start empty: a directory left under its name (a

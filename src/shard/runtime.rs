@@ -22,6 +22,7 @@ use crate::limits;
 use crate::metadata::MetadataImage;
 use crate::network;
 use crate::storage::SystemClock;
+use crate::txn::TxnCoordinator;
 use crate::types::ShardId;
 
 /// How often a shard checks whether the process was asked to stop.
@@ -106,6 +107,7 @@ async fn shard_main(
         router,
         controller,
         groups: GroupCoordinator::new(&config),
+        txns: TxnCoordinator::new(&config),
         clock: SystemClock,
         stopping: Cell::new(false),
         request_memory: Rc::new(glommio::sync::Semaphore::new(
@@ -117,6 +119,7 @@ async fn shard_main(
     }
     shard.open_owned_partitions(clean_start).await;
     shard.groups.load_owned(&shard).await;
+    shard.txns.load_owned(&shard).await;
     let listener = glommio::net::TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
     log::info!(
@@ -126,6 +129,7 @@ async fn shard_main(
     );
     glommio::spawn_local(network::accept_loop(shard.clone(), listener)).detach();
     glommio::spawn_local(shard.clone().retention_loop()).detach();
+    glommio::spawn_local(TxnCoordinator::timer_loop(shard.clone())).detach();
     glommio::spawn_local(GroupCoordinator::timer_loop(
         shard.clone(),
         config.offsets_retention_check_interval_ms,

@@ -287,6 +287,41 @@ pub fn build_control_batch(
     )
 }
 
+/// Decodes the records of every whole data batch in `bytes` (a read may end inside a batch),
+/// handing each key and value to `on_record`; control batches and records without keys are
+/// skipped, a batch that does not decode is logged and skipped. Returns the offset after the
+/// last whole batch. For replaying the broker's own internal topics.
+pub fn for_each_record(
+    bytes: &Bytes,
+    mut on_record: impl FnMut(&[u8], Option<&[u8]>),
+) -> Option<Offset> {
+    let mut at = 0;
+    let mut next = None;
+    while let Some(header) = BatchHeader::parse(&bytes[at..]) {
+        let size = header.total_bytes();
+        if size < LOG_OVERHEAD_BYTES || at + size > bytes.len() {
+            break;
+        }
+        let mut batch = bytes.slice(at..at + size);
+        at += size;
+        next = Some(header.next_offset());
+        if header.is_control() {
+            continue;
+        }
+        match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
+            Ok(set) => {
+                for record in set.records {
+                    if let Some(key) = record.key.as_deref() {
+                        on_record(key, record.value.as_deref());
+                    }
+                }
+            }
+            Err(err) => log::error!("skipping batch at offset {}: {err}", header.base_offset),
+        }
+    }
+    next
+}
+
 /// The leading whole batches of `records` that start below `limit`, and the offset after the
 /// last of them (`limit` itself when none is cut).
 pub fn whole_batches_below(records: &Bytes, limit: Offset) -> (Bytes, Offset) {

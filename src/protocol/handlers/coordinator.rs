@@ -5,6 +5,7 @@ use std::rc::Rc;
 use crate::error::ErrorCode;
 use crate::group::{coordinator_of, GroupAnswer, GroupCoordinator, GroupOp};
 use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::txn::{TxnAnswer, TxnOp};
 
 /// Who sent a request: what JoinGroup records as the member's client id and host.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +25,23 @@ pub async fn call(shard: &Rc<Shard>, op: GroupOp) -> GroupAnswer {
     let fallback = GroupCoordinator::failed(&op, ErrorCode::CoordinatorNotAvailable);
     match shard.call(owner, ShardRequest::Group(op)).await {
         ShardResponse::Group(answer) => answer,
+        _ => fallback,
+    }
+}
+
+/// Runs `op` on the transactional id's coordinator shard.
+pub async fn call_txn(shard: &Rc<Shard>, op: TxnOp) -> TxnAnswer {
+    let failed = |code| match op {
+        TxnOp::InitProducerId { .. } => TxnAnswer::Producer(Err(code)),
+        _ => TxnAnswer::Code(code),
+    };
+    let owner = match crate::txn::coordinator_of(shard, op.txn_id()) {
+        Ok((owner, _)) => owner,
+        Err(code) => return failed(code),
+    };
+    let fallback = failed(ErrorCode::CoordinatorNotAvailable);
+    match shard.call(owner, ShardRequest::Txn(op)).await {
+        ShardResponse::Txn(answer) => answer,
         _ => fallback,
     }
 }

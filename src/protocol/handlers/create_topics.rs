@@ -95,9 +95,7 @@ pub async fn call_controller(
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
         ControllerRequest::AllocateProducerId => Vec::new(),
-        ControllerRequest::EnsureOffsetsTopic => {
-            vec![crate::group::records::OFFSETS_TOPIC.to_string()]
-        }
+        ControllerRequest::EnsureInternalTopic(name) => vec![name.clone()],
     };
     match shard
         .call(ShardId(0), ShardRequest::Controller(request))

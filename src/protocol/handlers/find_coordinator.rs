@@ -1,5 +1,6 @@
-//! FindCoordinator (key 10): every group is coordinated by this broker (one of its shards, which
-//! the broker routes to internally). The first request for a group creates `__consumer_offsets`.
+//! FindCoordinator (key 10): every group and transactional id is coordinated by this broker (one
+//! of its shards, which the broker routes to internally). The first request of each kind creates
+//! `__consumer_offsets` or `__transaction_state`.
 
 use std::rc::Rc;
 
@@ -13,6 +14,7 @@ use crate::error::ErrorCode;
 use crate::group::records::OFFSETS_TOPIC;
 use crate::shard::controller::ControllerRequest;
 use crate::shard::Shard;
+use crate::txn::state::TXN_TOPIC;
 
 pub const VERSIONS: (i16, i16) = (0, 4);
 
@@ -25,9 +27,8 @@ pub async fn handle(
     version: i16,
 ) -> FindCoordinatorResponse {
     let error = match request.key_type {
-        KEY_TYPE_GROUP => ensure_offsets_topic(shard).await,
-        // Transactions arrive with the transaction coordinator.
-        KEY_TYPE_TRANSACTION => ErrorCode::CoordinatorNotAvailable,
+        KEY_TYPE_GROUP => ensure_internal_topic(shard, OFFSETS_TOPIC).await,
+        KEY_TYPE_TRANSACTION => ensure_internal_topic(shard, TXN_TOPIC).await,
         _ => ErrorCode::InvalidRequest,
     };
     let (host, port) = advertised(shard);
@@ -64,15 +65,17 @@ pub async fn handle(
     }
 }
 
-async fn ensure_offsets_topic(shard: &Rc<Shard>) -> ErrorCode {
-    if shard.image().topic(OFFSETS_TOPIC).is_some() {
+/// Creates the coordinator's internal topic on first use.
+pub async fn ensure_internal_topic(shard: &Rc<Shard>, name: &str) -> ErrorCode {
+    if shard.image().topic(name).is_some() {
         return ErrorCode::None;
     }
-    let outcomes = call_controller(shard, ControllerRequest::EnsureOffsetsTopic).await;
+    let request = ControllerRequest::EnsureInternalTopic(name.to_string());
+    let outcomes = call_controller(shard, request).await;
     match outcomes.into_iter().next() {
         Some((_, Ok(_))) => ErrorCode::None,
         Some((_, Err((code, message)))) => {
-            log::error!("creating {OFFSETS_TOPIC}: {code}: {message}");
+            log::error!("creating {name}: {code}: {message}");
             ErrorCode::CoordinatorNotAvailable
         }
         None => ErrorCode::CoordinatorNotAvailable,

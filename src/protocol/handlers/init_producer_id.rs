@@ -1,16 +1,19 @@
 //! InitProducerId (key 22): hands idempotent producers a fresh producer id at epoch 0. Ids come
 //! from the controller on shard 0, which reserves them in blocks in the metadata file so they stay
-//! unique across restarts.
+//! unique across restarts. With a transactional id, the transaction coordinator answers: the id's
+//! producer id with a bumped epoch (fencing older instances, aborting their open transaction).
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 
+use super::coordinator;
 use crate::error::ErrorCode;
 use crate::shard::controller::{ControllerRequest, ControllerResponse};
 use crate::shard::{Shard, ShardRequest, ShardResponse};
-use crate::types::ShardId;
+use crate::txn::{TxnAnswer, TxnOp};
+use crate::types::{ProducerEpoch, ProducerId as TxnProducerId, ShardId};
 
 pub const VERSIONS: (i16, i16) = (0, 5);
 
@@ -18,9 +21,24 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        log::warn!("InitProducerId with a transactional.id: transactions are not supported yet");
-        return response.with_error_code(ErrorCode::InvalidRequest.code());
+    if let Some(txn_id) = request.transactional_id {
+        let presented = (request.producer_id.0 >= 0).then_some((
+            TxnProducerId(request.producer_id.0),
+            ProducerEpoch(request.producer_epoch),
+        ));
+        let op = TxnOp::InitProducerId {
+            txn_id: txn_id.to_string(),
+            timeout_ms: request.transaction_timeout_ms,
+            presented,
+        };
+        return match coordinator::call_txn(shard, op).await {
+            TxnAnswer::Producer(Ok((id, epoch))) => response
+                .with_producer_id(ProducerId(id.0))
+                .with_producer_epoch(epoch.0),
+            TxnAnswer::Producer(Err(code)) | TxnAnswer::Code(code) => {
+                response.with_error_code(code.code())
+            }
+        };
     }
     // Without a transactional id Kafka always hands out a fresh producer id at epoch 0, even
     // when the client presents its old one (KIP-360): the new id starts with no sequence history.

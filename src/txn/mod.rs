@@ -1,0 +1,554 @@
+//! Transactions: the transaction coordinator.
+//!
+//! Each transactional id is coordinated by one shard: the owner of its `__transaction_state`
+//! partition (the same hash Kafka uses), where its `TxnMetadata` lives. Every state change is
+//! appended to that partition and awaited before it counts; at start each shard replays its
+//! partitions, finishes transactions that were prepared (their markers are written again, which
+//! is harmless), and lets the timeout abort the ones left open.
+//!
+//! Ending a transaction writes a COMMIT or ABORT marker to every partition in it, on whichever
+//! shards own them (`ShardRequest::WriteMarkers`); offsets partitions settle the transactional
+//! offsets TxnOffsetCommit wrote. EndTxn is answered once every marker is durable, so a
+//! committed transaction is visible to read_committed consumers when the producer learns it
+//! committed. Fencing (a new InitProducerId, or the timeout) bumps the epoch before aborting, so
+//! the old producer's later writes and its late EndTxn are refused.
+
+pub mod state;
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use crate::error::ErrorCode;
+use crate::group::records::partition_for_group;
+use crate::limits;
+use crate::partition::{self, PartitionRef};
+use crate::shard::controller::{ControllerRequest, ControllerResponse};
+use crate::shard::{Marker, Shard, ShardRequest, ShardResponse};
+use crate::storage::batch::{self, ControlType};
+use crate::storage::fs::UringStorage;
+use crate::storage::Clock;
+use crate::types::{ProducerEpoch, ProducerId, ShardId, TopicPartition};
+use state::{InitDecision, TxnMetadata, TxnState, TXN_TOPIC};
+
+/// A transaction operation, addressed to the transactional id's coordinator shard.
+#[derive(Debug)]
+pub enum TxnOp {
+    InitProducerId {
+        txn_id: String,
+        timeout_ms: i32,
+        /// KIP-360: the producer id and epoch the client already has, if any.
+        presented: Option<(ProducerId, ProducerEpoch)>,
+    },
+    AddPartitions {
+        txn_id: String,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        partitions: Vec<TopicPartition>,
+    },
+    EndTxn {
+        txn_id: String,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        commit: bool,
+    },
+}
+
+impl TxnOp {
+    pub fn txn_id(&self) -> &str {
+        match self {
+            TxnOp::InitProducerId { txn_id, .. }
+            | TxnOp::AddPartitions { txn_id, .. }
+            | TxnOp::EndTxn { txn_id, .. } => txn_id,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum TxnAnswer {
+    Producer(Result<(ProducerId, ProducerEpoch), ErrorCode>),
+    Code(ErrorCode),
+}
+
+/// Which shard coordinates `txn_id`, and its `__transaction_state` partition;
+/// COORDINATOR_NOT_AVAILABLE until that topic exists.
+pub fn coordinator_of(shard: &Shard, txn_id: &str) -> Result<(ShardId, i32), ErrorCode> {
+    let image = shard.image();
+    let topic = image
+        .topic(TXN_TOPIC)
+        .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let partition = partition_for_group(txn_id, topic.partitions);
+    Ok((
+        shard.owner_of(&TopicPartition::new(TXN_TOPIC, partition)),
+        partition,
+    ))
+}
+
+/// The transactional ids this shard coordinates.
+pub struct TxnCoordinator {
+    max_timeout_ms: i32,
+    txns: RefCell<HashMap<String, TxnMetadata>>,
+    loaded: RefCell<HashSet<i32>>,
+}
+
+impl TxnCoordinator {
+    pub fn new(config: &crate::config::Config) -> TxnCoordinator {
+        TxnCoordinator {
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            txns: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Replays the `__transaction_state` partitions this shard owns and has not loaded yet,
+    /// then finishes every transaction that was being prepared.
+    pub async fn load_owned(&self, shard: &Rc<Shard>) {
+        let Some(topic) = shard.image().topic(TXN_TOPIC).cloned() else {
+            return;
+        };
+        for p in 0..topic.partitions {
+            let tp = TopicPartition::new(TXN_TOPIC, p);
+            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains(&p) {
+                continue;
+            }
+            let Ok(partition) = shard.partition(&tp) else {
+                continue;
+            };
+            match self.replay(&partition).await {
+                Ok(n) => {
+                    if n > 0 {
+                        log::info!("{tp}: loaded {n} transaction records");
+                    }
+                    self.loaded.borrow_mut().insert(p);
+                }
+                Err(err) => log::error!("{tp}: loading transactions failed: {err}"),
+            }
+        }
+        let prepared: Vec<(String, ControlType)> = self
+            .txns
+            .borrow()
+            .iter()
+            .filter_map(|(id, m)| match m.state {
+                TxnState::PrepareCommit => Some((id.clone(), ControlType::Commit)),
+                TxnState::PrepareAbort => Some((id.clone(), ControlType::Abort)),
+                _ => None,
+            })
+            .collect();
+        for (id, control) in prepared {
+            log::info!("transaction {id}: finishing its prepared {control:?} after a restart");
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = shard.txns.complete(&shard, &id, control).await;
+            })
+            .detach();
+        }
+    }
+
+    async fn replay(&self, partition: &PartitionRef<UringStorage>) -> std::io::Result<usize> {
+        let mut count = 0;
+        let (mut offset, end) = {
+            let o = partition.borrow().offsets();
+            (o.log_start, o.high_watermark)
+        };
+        while offset < end {
+            let cursor = partition
+                .borrow()
+                .cursor_at(offset)
+                .map_err(|code| std::io::Error::other(code.to_string()))?;
+            let Some(cursor) = cursor else { break };
+            let bytes = cursor.read(offset, limits::GROUP_LOAD_READ_BYTES).await?;
+            let next = batch::for_each_record(&bytes, |key, value| {
+                match state::decode(key, value) {
+                    Ok((id, Some(m))) => {
+                        self.txns.borrow_mut().insert(id, m);
+                    }
+                    Ok((id, None)) => {
+                        self.txns.borrow_mut().remove(&id);
+                    }
+                    Err(err) => log::error!("{TXN_TOPIC}: skipping a damaged record: {err}"),
+                }
+                count += 1;
+            });
+            match next {
+                Some(next) if next > offset => offset = next,
+                _ => break,
+            }
+        }
+        Ok(count)
+    }
+
+    pub async fn handle(&self, shard: &Rc<Shard>, op: TxnOp) -> TxnAnswer {
+        let partition = match self.partition_of(shard, op.txn_id()) {
+            Ok(p) => p,
+            Err(code) => {
+                return match op {
+                    TxnOp::InitProducerId { .. } => TxnAnswer::Producer(Err(code)),
+                    _ => TxnAnswer::Code(code),
+                }
+            }
+        };
+        match op {
+            TxnOp::InitProducerId {
+                txn_id,
+                timeout_ms,
+                presented,
+            } => TxnAnswer::Producer(
+                self.init(shard, &partition, &txn_id, timeout_ms, presented)
+                    .await,
+            ),
+            TxnOp::AddPartitions {
+                txn_id,
+                producer,
+                epoch,
+                partitions,
+            } => TxnAnswer::Code(
+                self.add_partitions(shard, &partition, &txn_id, producer, epoch, partitions)
+                    .await,
+            ),
+            TxnOp::EndTxn {
+                txn_id,
+                producer,
+                epoch,
+                commit,
+            } => TxnAnswer::Code(
+                self.end(shard, &partition, &txn_id, producer, epoch, commit)
+                    .await,
+            ),
+        }
+    }
+
+    fn partition_of(
+        &self,
+        shard: &Rc<Shard>,
+        txn_id: &str,
+    ) -> Result<PartitionRef<UringStorage>, ErrorCode> {
+        let (owner, p) = coordinator_of(shard, txn_id)?;
+        if owner != shard.id {
+            return Err(ErrorCode::NotCoordinator);
+        }
+        if !self.loaded.borrow().contains(&p) {
+            return Err(ErrorCode::CoordinatorLoadInProgress);
+        }
+        shard
+            .partition(&TopicPartition::new(TXN_TOPIC, p))
+            .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+    }
+
+    /// Makes `m` the transaction's state, durably, before anything acts on it.
+    async fn persist(
+        shard: &Shard,
+        partition: &PartitionRef<UringStorage>,
+        txn_id: &str,
+        m: &TxnMetadata,
+    ) -> Result<(), ErrorCode> {
+        let (key, value) = (state::encode_key(txn_id), state::encode_value(m));
+        let bytes = batch::build_batch(&[(Some(&key), Some(&value))], shard.clock.now_ms());
+        let outcome = partition
+            .borrow_mut()
+            .append_broker_batch(&bytes, shard.clock.now_ms())?;
+        partition::schedule_flush(partition);
+        partition::wait_durable(partition, outcome.durable_at).await
+    }
+
+    /// Records `m` in memory after persisting it.
+    async fn save(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMetadata) -> Result<(), ErrorCode> {
+        let partition = self.partition_of(shard, txn_id)?;
+        Self::persist(shard, &partition, txn_id, &m).await?;
+        self.txns.borrow_mut().insert(txn_id.to_string(), m);
+        Ok(())
+    }
+
+    async fn init(
+        &self,
+        shard: &Rc<Shard>,
+        _partition: &PartitionRef<UringStorage>,
+        txn_id: &str,
+        timeout_ms: i32,
+        presented: Option<(ProducerId, ProducerEpoch)>,
+    ) -> Result<(ProducerId, ProducerEpoch), ErrorCode> {
+        if timeout_ms <= 0 || timeout_ms > self.max_timeout_ms {
+            return Err(ErrorCode::InvalidTransactionTimeout);
+        }
+        let now = shard.clock.now_ms();
+        let current = self.txns.borrow().get(txn_id).cloned();
+        let Some(mut m) = current else {
+            let id = allocate_producer_id(shard).await?;
+            let m = TxnMetadata::new(id, timeout_ms, now);
+            self.save(shard, txn_id, m.clone()).await?;
+            return Ok((m.producer_id, m.epoch));
+        };
+        match m.decide_init(presented)? {
+            InitDecision::Retry => return Err(ErrorCode::ConcurrentTransactions),
+            InitDecision::FenceAndAbort => {
+                self.fence_and_abort(shard, txn_id).await?;
+                m = self
+                    .txns
+                    .borrow()
+                    .get(txn_id)
+                    .cloned()
+                    .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+            }
+            InitDecision::BumpEpoch => {}
+        }
+        match m.next_epoch() {
+            Some(epoch) => m.epoch = epoch,
+            None => {
+                m.producer_id = allocate_producer_id(shard).await?;
+                m.epoch = ProducerEpoch(0);
+            }
+        }
+        m.timeout_ms = timeout_ms;
+        m.state = TxnState::Empty;
+        m.partitions.clear();
+        m.last_update_ms = now;
+        self.save(shard, txn_id, m.clone()).await?;
+        Ok((m.producer_id, m.epoch))
+    }
+
+    /// Aborts the open transaction under a bumped epoch: the old producer's later writes and
+    /// markers are refused.
+    async fn fence_and_abort(&self, shard: &Rc<Shard>, txn_id: &str) -> Result<(), ErrorCode> {
+        let Some(mut m) = self.txns.borrow().get(txn_id).cloned() else {
+            return Ok(());
+        };
+        if m.state != TxnState::Ongoing {
+            return Ok(());
+        }
+        if let Some(epoch) = m.next_epoch() {
+            m.epoch = epoch;
+        }
+        m.state = TxnState::PrepareAbort;
+        m.last_update_ms = shard.clock.now_ms();
+        self.save(shard, txn_id, m).await?;
+        self.complete(shard, txn_id, ControlType::Abort).await
+    }
+
+    async fn add_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        _partition: &PartitionRef<UringStorage>,
+        txn_id: &str,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        partitions: Vec<TopicPartition>,
+    ) -> ErrorCode {
+        let Some(mut m) = self.txns.borrow().get(txn_id).cloned() else {
+            return ErrorCode::InvalidProducerIdMapping;
+        };
+        if let Err(code) = m.check_add(producer, epoch) {
+            return code;
+        }
+        let now = shard.clock.now_ms();
+        let new: Vec<&TopicPartition> = partitions
+            .iter()
+            .filter(|tp| !m.partitions.contains(*tp))
+            .collect();
+        if !new.is_empty() || m.state != TxnState::Ongoing {
+            if m.state != TxnState::Ongoing {
+                m.state = TxnState::Ongoing;
+                m.start_ms = now;
+                m.partitions.clear();
+            }
+            m.partitions.extend(partitions.iter().cloned());
+            m.last_update_ms = now;
+            if let Err(code) = self.save(shard, txn_id, m).await {
+                return code;
+            }
+        }
+        // Always (re)admit: a restart forgets admissions, the transaction does not.
+        admit(shard, producer, epoch, partitions).await
+    }
+
+    async fn end(
+        &self,
+        shard: &Rc<Shard>,
+        _partition: &PartitionRef<UringStorage>,
+        txn_id: &str,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        commit: bool,
+    ) -> ErrorCode {
+        let Some(mut m) = self.txns.borrow().get(txn_id).cloned() else {
+            return ErrorCode::InvalidProducerIdMapping;
+        };
+        match m.check_end(producer, epoch, commit) {
+            Err(code) => return code,
+            Ok(false) => return ErrorCode::None,
+            Ok(true) => {}
+        }
+        let (state, control) = if commit {
+            (TxnState::PrepareCommit, ControlType::Commit)
+        } else {
+            (TxnState::PrepareAbort, ControlType::Abort)
+        };
+        m.state = state;
+        m.last_update_ms = shard.clock.now_ms();
+        if let Err(code) = self.save(shard, txn_id, m).await {
+            return code;
+        }
+        match self.complete(shard, txn_id, control).await {
+            Ok(()) => ErrorCode::None,
+            Err(code) => code,
+        }
+    }
+
+    /// Writes the markers of a prepared transaction to all its partitions (retrying until they
+    /// are durable), then records it complete.
+    async fn complete(
+        &self,
+        shard: &Rc<Shard>,
+        txn_id: &str,
+        control: ControlType,
+    ) -> Result<(), ErrorCode> {
+        let Some(m) = self.txns.borrow().get(txn_id).cloned() else {
+            return Ok(());
+        };
+        let marker = Marker {
+            producer: m.producer_id,
+            epoch: m.epoch,
+            control,
+            coordinator_epoch: 0,
+        };
+        let mut remaining: BTreeSet<TopicPartition> = m.partitions.clone();
+        loop {
+            remaining = write_markers(shard, marker, remaining).await;
+            if remaining.is_empty() {
+                break;
+            }
+            if shard.is_stopping() {
+                return Err(ErrorCode::CoordinatorNotAvailable);
+            }
+            log::warn!(
+                "transaction {txn_id}: {} markers not written yet; retrying",
+                remaining.len()
+            );
+            glommio::timer::sleep(Duration::from_millis(limits::TXN_MARKER_RETRY_MS)).await;
+        }
+        let mut done = m;
+        done.state = match control {
+            ControlType::Commit => TxnState::CompleteCommit,
+            ControlType::Abort => TxnState::CompleteAbort,
+        };
+        done.partitions.clear();
+        done.last_update_ms = shard.clock.now_ms();
+        self.save(shard, txn_id, done).await
+    }
+
+    /// Every `TXN_TICK_MS`: aborts transactions open longer than their timeout (fencing the
+    /// producer, as Kafka does).
+    pub async fn timer_loop(shard: Rc<Shard>) {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(limits::TXN_TICK_MS)).await;
+            if shard.is_stopping() {
+                return;
+            }
+            let now = shard.clock.now_ms();
+            let expired: Vec<String> = shard
+                .txns
+                .txns
+                .borrow()
+                .iter()
+                .filter(|(_, m)| m.has_expired(now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                log::info!("transaction {id} timed out: aborting it");
+                if let Err(code) = shard.txns.fence_and_abort(&shard, &id).await {
+                    log::error!("aborting timed-out transaction {id}: {code}");
+                }
+            }
+        }
+    }
+}
+
+async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<ProducerId, ErrorCode> {
+    let request = ShardRequest::Controller(ControllerRequest::AllocateProducerId);
+    match shard.call(ShardId(0), request).await {
+        ShardResponse::Controller(ControllerResponse::ProducerId(Ok(id))) => Ok(ProducerId(id)),
+        ShardResponse::Controller(ControllerResponse::ProducerId(Err(code))) => Err(code),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
+    }
+}
+
+/// Groups partitions by owning shard.
+fn by_owner(
+    shard: &Shard,
+    partitions: impl IntoIterator<Item = TopicPartition>,
+) -> HashMap<ShardId, Vec<TopicPartition>> {
+    let mut routed: HashMap<ShardId, Vec<TopicPartition>> = HashMap::new();
+    for tp in partitions {
+        routed.entry(shard.owner_of(&tp)).or_default().push(tp);
+    }
+    routed
+}
+
+/// Lets `producer` start its transaction on each partition.
+async fn admit(
+    shard: &Rc<Shard>,
+    producer: ProducerId,
+    epoch: ProducerEpoch,
+    partitions: Vec<TopicPartition>,
+) -> ErrorCode {
+    let calls = by_owner(shard, partitions)
+        .into_iter()
+        .map(|(owner, partitions)| {
+            shard.call(
+                owner,
+                ShardRequest::AdmitTransaction {
+                    producer,
+                    epoch,
+                    partitions,
+                },
+            )
+        });
+    for response in join_all(calls).await {
+        match response {
+            ShardResponse::PerPartition(results) => {
+                if let Some(Err(code)) = results.into_iter().find(|r| r.is_err()) {
+                    return code;
+                }
+            }
+            _ => return ErrorCode::CoordinatorNotAvailable,
+        }
+    }
+    ErrorCode::None
+}
+
+/// Writes `marker` on every partition, all owning shards at once; returns the partitions that
+/// still need it (those of deleted topics are done).
+async fn write_markers(
+    shard: &Rc<Shard>,
+    marker: Marker,
+    partitions: BTreeSet<TopicPartition>,
+) -> BTreeSet<TopicPartition> {
+    let calls = by_owner(shard, partitions)
+        .into_iter()
+        .map(|(owner, partitions)| async move {
+            let request = ShardRequest::WriteMarkers {
+                marker,
+                partitions: partitions.clone(),
+            };
+            (partitions, shard.call(owner, request).await)
+        });
+    let image = shard.image();
+    let mut remaining = BTreeSet::new();
+    for (partitions, response) in join_all(calls).await {
+        let results = match response {
+            ShardResponse::PerPartition(results) => results,
+            _ => vec![Err(ErrorCode::CoordinatorNotAvailable); partitions.len()],
+        };
+        for (tp, result) in partitions.into_iter().zip(results) {
+            let gone = image
+                .topic(&tp.topic)
+                .is_none_or(|t| tp.partition.0 >= t.partitions);
+            if result.is_err() && !gone {
+                log::warn!("marker for {tp}: {:?}", result);
+                remaining.insert(tp);
+            }
+        }
+    }
+    remaining
+}
