@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::error::ErrorCode;
 use crate::group::records::partition_for_group;
@@ -92,6 +93,9 @@ pub struct TxnCoordinator {
     max_timeout_ms: i32,
     txns: RefCell<HashMap<String, TxnMetadata>>,
     loaded: RefCell<HashSet<i32>>,
+    /// One operation at a time per transactional id: clients pipeline AddPartitionsToTxn and
+    /// AddOffsetsToTxn, and each reads, changes and persists the whole state.
+    locks: RefCell<HashMap<String, Rc<Semaphore>>>,
 }
 
 impl TxnCoordinator {
@@ -100,7 +104,22 @@ impl TxnCoordinator {
             max_timeout_ms: config.transaction_max_timeout_ms,
             txns: RefCell::new(HashMap::new()),
             loaded: RefCell::new(HashSet::new()),
+            locks: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Waits for the transactional id's other operations to finish.
+    async fn lock(&self, txn_id: &str) -> StaticPermit {
+        let semaphore = self
+            .locks
+            .borrow_mut()
+            .entry(txn_id.to_string())
+            .or_insert_with(|| Rc::new(Semaphore::new(1)))
+            .clone();
+        semaphore
+            .acquire_static_permit(1)
+            .await
+            .expect("never closed")
     }
 
     /// Replays the `__transaction_state` partitions this shard owns and has not loaded yet,
@@ -141,6 +160,7 @@ impl TxnCoordinator {
             log::info!("transaction {id}: finishing its prepared {control:?} after a restart");
             let shard = shard.clone();
             glommio::spawn_local(async move {
+                let _one_at_a_time = shard.txns.lock(&id).await;
                 let _ = shard.txns.complete(&shard, &id, control).await;
             })
             .detach();
@@ -181,6 +201,7 @@ impl TxnCoordinator {
     }
 
     pub async fn handle(&self, shard: &Rc<Shard>, op: TxnOp) -> TxnAnswer {
+        let _one_at_a_time = self.lock(op.txn_id()).await;
         let partition = match self.partition_of(shard, op.txn_id()) {
             Ok(p) => p,
             Err(code) => {
@@ -455,6 +476,16 @@ impl TxnCoordinator {
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in expired {
+                let _one_at_a_time = shard.txns.lock(&id).await;
+                let still_expired = shard
+                    .txns
+                    .txns
+                    .borrow()
+                    .get(&id)
+                    .is_some_and(|m| m.has_expired(now));
+                if !still_expired {
+                    continue;
+                }
                 log::info!("transaction {id} timed out: aborting it");
                 if let Err(code) = shard.txns.fence_and_abort(&shard, &id).await {
                     log::error!("aborting timed-out transaction {id}: {code}");
