@@ -230,13 +230,14 @@ impl<S: Storage> Partition<S> {
         }
         let id = ProducerId(header.producer_id);
         let epoch = ProducerEpoch(header.producer_epoch);
-        let open = self
-            .producers
-            .transaction_of(id)
-            .and_then(|(e, first)| first.map(|_| e));
+        let known = self.producers.transaction_of(id);
+        if known.is_some_and(|(current, _)| epoch < current) {
+            // Fenced: a newer epoch (a new instance, or the coordinator's abort) wrote here.
+            return Err(ErrorCode::InvalidProducerEpoch);
+        }
+        let open = known.and_then(|(e, first)| first.map(|_| e));
         match (header.is_transactional(), open) {
             (true, Some(open_epoch)) if open_epoch == epoch => Ok(()),
-            (true, Some(open_epoch)) if epoch < open_epoch => Err(ErrorCode::InvalidProducerEpoch),
             (true, _) if self.txn_admitted.get(&id) == Some(&epoch) => Ok(()),
             (true, _) => Err(ErrorCode::InvalidTxnState),
             (false, Some(_)) => Err(ErrorCode::InvalidTxnState),
