@@ -66,6 +66,8 @@ pub struct Config {
     pub spin_before_park_us: u64,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
+    /// `sluice.admin.listen`: the admin HTTP endpoint (metrics, health); `None` when "none".
+    pub admin_listen: Option<SocketAddr>,
     /// Consumer group settings (`group.*`).
     pub group: crate::group::state::GroupConfig,
     /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
@@ -107,6 +109,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
     ("sluice.spin.before.park.us", "200"),
+    ("sluice.admin.listen", "127.0.0.1:9644"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
     ("group.initial.rebalance.delay.ms", "3000"),
@@ -226,6 +229,12 @@ impl Config {
                 0,
                 1_000_000,
             )? as u64,
+            admin_listen: match get("sluice.admin.listen").trim() {
+                "none" => None,
+                addr => Some(addr.parse().with_context(|| {
+                    format!("sluice.admin.listen: {addr:?} is not HOST:PORT or none")
+                })?),
+            },
             group: crate::group::state::GroupConfig {
                 min_session_timeout_ms: parse_in_range(
                     "group.min.session.timeout.ms",

@@ -10,12 +10,14 @@
 //! - `metadata`: topics, ids and the partition-to-shard map;
 //! - `config`, `limits`, `types`, `error`: settings, bounds, newtypes and Kafka error codes.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod group;
 pub mod limits;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod network;
 pub mod partition;
 pub mod producer_state;

@@ -79,3 +79,6 @@ pub const TXN_TICK_MS: u64 = 200;
 
 /// Wait between attempts to write a transaction's remaining markers.
 pub const TXN_MARKER_RETRY_MS: u64 = 100;
+
+/// Largest HTTP request head the admin endpoint reads.
+pub const ADMIN_REQUEST_MAX_BYTES: usize = 8 * 1024;

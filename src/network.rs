@@ -13,6 +13,7 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::limits;
+use crate::metrics;
 use crate::protocol;
 use crate::shard::Shard;
 
@@ -31,7 +32,27 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// Counts a connection as open while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> OpenConnection {
+        metrics::with(|m| {
+            m.connections_open.set(m.connections_open.get() + 1);
+            m.connections_total.set(m.connections_total.get() + 1);
+        });
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::with(|m| m.connections_open.set(m.connections_open.get() - 1));
+    }
+}
+
 async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+    let _open = OpenConnection::new();
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr
         .map(|a| a.to_string())
@@ -84,6 +105,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             Ok(incoming) => incoming,
             Err(err) => {
                 log::warn!("closing connection from {peer}: {}", err.0);
+                metrics::with(|m| m.frames_refused.set(m.frames_refused.get() + 1));
                 break;
             }
         };

@@ -20,6 +20,7 @@ use futures::channel::oneshot;
 
 use crate::config::LogConfig;
 use crate::error::ErrorCode;
+use crate::metrics::PartitionStats;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::storage::batch::{self, BatchHeader, ControlType};
 use crate::storage::log::{Log, ReadCursor, RecoveryReport};
@@ -57,6 +58,8 @@ pub struct Partition<S: Storage> {
     leader_epoch: i32,
     ack_waiters: Vec<(Offset, oneshot::Sender<Result<(), ErrorCode>>)>,
     data_waiters: Vec<oneshot::Sender<()>>,
+    /// Traffic counters for the metrics endpoint.
+    pub stats: PartitionStats,
     /// Producers the transaction coordinator has added this partition for (AddPartitionsToTxn),
     /// at that epoch: only they may start a transaction here.
     txn_admitted: HashMap<ProducerId, ProducerEpoch>,
@@ -137,6 +140,7 @@ impl<S: Storage> Partition<S> {
             ack_waiters: Vec::new(),
             data_waiters: Vec::new(),
             txn_admitted: HashMap::new(),
+            stats: PartitionStats::default(),
         };
         Ok((partition, report))
     }
@@ -173,6 +177,11 @@ impl<S: Storage> Partition<S> {
         self.log.remove_segments_below_start()
     }
 
+    /// Bytes in the partition's segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.log.segment_count()
     }
@@ -200,6 +209,9 @@ impl<S: Storage> Partition<S> {
                 SequenceCheck::Append => {
                     let outcome =
                         self.append_batch(&records[start..start + size], &header, now_ms)?;
+                    self.stats.bytes_in += size as u64;
+                    self.stats.batches_in += 1;
+                    self.stats.records_in += header.record_count.max(0) as u64;
                     let mut stored = header;
                     stored.base_offset = outcome.base_offset;
                     self.producers.record(&stored);
@@ -440,7 +452,9 @@ pub fn schedule_flush<S: Storage>(this: &PartitionRef<S>) {
     };
     let this = this.clone();
     glommio::spawn_local(async move {
+        let (bytes, started) = (job.bytes(), std::time::Instant::now());
         let result = job.run().await;
+        crate::metrics::with(|m| m.flushed(bytes, started.elapsed()));
         {
             let mut p = this.borrow_mut();
             let flushed = p.log.complete_flush(result);

@@ -1,5 +1,7 @@
 //! The command line: invalid settings stop the start with a message naming the key.
 
+mod common;
+
 use std::process::Command;
 
 fn serve(args: &[&str]) -> (i32, String) {
@@ -50,4 +52,51 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn the_admin_endpoint_serves_prometheus_metrics_health_and_readiness() {
+    use std::io::{Read, Write};
+    let broker = common::Broker::start("admin", 2, &[]);
+    let log = broker.log();
+    let port: u16 = log
+        .split("admin endpoint (metrics, health) listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("the admin port is logged");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    // Some traffic first: a produce through the Kafka port.
+    let mut kafka = std::net::TcpStream::connect(broker.bootstrap()).unwrap();
+    let _: kafka_protocol::messages::MetadataResponse = common::call(
+        &mut kafka,
+        kafka_protocol::messages::ApiKey::Metadata,
+        12,
+        &kafka_protocol::messages::MetadataRequest::default(),
+    );
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    for expected in [
+        "# TYPE sluice_connections_open gauge",
+        "sluice_connections_total{shard=\"0\"}",
+        "sluice_connections_total{shard=\"1\"}",
+        "sluice_requests_total{shard=",
+        "api=\"Metadata\"",
+        "sluice_request_seconds{",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
+    }
+    assert_eq!(
+        metrics.matches("# TYPE sluice_connections_total").count(),
+        1
+    );
+    assert!(get("/health").ends_with("ok\n"));
+    assert!(get("/ready").starts_with("HTTP/1.1 200 OK"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }

@@ -19,7 +19,7 @@ pub mod state;
 mod state_tests;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -908,6 +908,15 @@ impl GroupCoordinator {
                 entry.settle_txn(producer, control);
             }
         }
+    }
+
+    /// How many groups this shard coordinates in each state.
+    pub fn count_by_state(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for entry in self.groups.borrow().values() {
+            *counts.entry(entry.group.state().name()).or_default() += 1;
+        }
+        counts.into_iter().collect()
     }
 
     fn describe(&self, group: &str) -> GroupSummary {

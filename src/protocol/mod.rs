@@ -152,8 +152,10 @@ pub async fn serve(shard: Rc<Shard>, incoming: Incoming, peer_ip: &str) -> Optio
                     .unwrap_or_default(),
                 host: format!("/{peer_ip}"),
             };
-            let reply = handlers::dispatch(&shard, *body, version, &client).await?;
-            Some(frame(header.correlation_id, api, version, reply))
+            let started = std::time::Instant::now();
+            let reply = handlers::dispatch(&shard, *body, version, &client).await;
+            crate::metrics::with(|m| m.request_served(api as i16, started.elapsed()));
+            Some(frame(header.correlation_id, api, version, reply?))
         }
     }
 }

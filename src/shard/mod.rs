@@ -24,6 +24,7 @@ use crate::error::ErrorCode;
 use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::metadata::{partition_dir, shard_of, MetadataImage};
+use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
@@ -106,6 +107,8 @@ pub enum ShardRequest {
     Group(GroupOp),
     /// A transaction operation for a transactional id this shard coordinates.
     Txn(TxnOp),
+    /// The admin endpoint's scrape: this shard's metric samples.
+    CollectMetrics,
 }
 
 /// The answer to a `ShardRequest`.
@@ -120,6 +123,7 @@ pub enum ShardResponse {
     Controller(ControllerResponse),
     Group(GroupAnswer),
     Txn(TxnAnswer),
+    Metrics(Vec<Sample>),
     Done,
     /// The other shard has stopped (shutdown in progress).
     Unavailable,
@@ -228,6 +232,7 @@ impl Shard {
                     ShardResponse::Group(self.groups.handle(&self, op).await)
                 }
                 ShardRequest::Txn(op) => ShardResponse::Txn(self.txns.handle(&self, op).await),
+                ShardRequest::CollectMetrics => ShardResponse::Metrics(self.collect_metrics()),
                 ShardRequest::Controller(request) => match &self.controller {
                     Some(controller) => {
                         ShardResponse::Controller(controller.handle(&self, request).await)
@@ -361,6 +366,7 @@ impl Shard {
                 }
             },
         };
+        partition.borrow_mut().stats.bytes_out += records.len() as u64;
         if !item.read_committed {
             return FetchResult {
                 error: ErrorCode::None,
@@ -532,6 +538,171 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// This shard's samples for the admin endpoint: connections, requests, flushes, cross-shard
+    /// traffic, and per partition traffic and offsets; groups and transactions by state.
+    fn collect_metrics(&self) -> Vec<Sample> {
+        use crate::metrics::Kind::{Counter, Gauge};
+        let shard = || vec![("shard", self.id.0.to_string())];
+        let mut s = Samples::default();
+        metrics::with(|m| {
+            let open = ("sluice_connections_open", "Client connections open.", Gauge);
+            s.push(open, shard(), m.connections_open.get() as f64);
+            let total = (
+                "sluice_connections_total",
+                "Client connections accepted.",
+                Counter,
+            );
+            s.push(total, shard(), m.connections_total.get() as f64);
+            let refused = (
+                "sluice_frames_refused_total",
+                "Connections closed for a malformed, oversized or unsupported request.",
+                Counter,
+            );
+            s.push(refused, shard(), m.frames_refused.get() as f64);
+            for (key, stats) in m.requests.borrow().iter() {
+                let api = kafka_protocol::messages::ApiKey::try_from(*key)
+                    .map(|k| format!("{k:?}"))
+                    .unwrap_or_else(|_| key.to_string());
+                let labels = || {
+                    let mut l = shard();
+                    l.push(("api", api.clone()));
+                    l
+                };
+                let family = (
+                    "sluice_requests_total",
+                    "Requests served, by Kafka API.",
+                    Counter,
+                );
+                s.push(family, labels(), stats.count as f64);
+                let latency = (
+                    "sluice_request_seconds",
+                    "Time from a request's decode to its answer, by Kafka API.",
+                );
+                s.summary(latency, labels(), &stats.latency_us, 1e6);
+            }
+            let flush = (
+                "sluice_flush_seconds",
+                "Time of one group-commit round (writes and fdatasync).",
+            );
+            s.summary(flush, shard(), &m.flush_latency_us.borrow(), 1e6);
+            let flush_bytes = (
+                "sluice_flush_bytes",
+                "Bytes written by one group-commit round.",
+            );
+            s.summary(flush_bytes, shard(), &m.flush_bytes.borrow(), 1.0);
+        });
+        let hops = (
+            "sluice_cross_shard_messages_total",
+            "Requests and answers this shard received from other shards.",
+            Counter,
+        );
+        s.push(hops, shard(), self.router.messages_received() as f64);
+        for (tp, p) in self.partitions.borrow().iter() {
+            let p = p.borrow();
+            let labels = || {
+                let mut l = shard();
+                l.push(("topic", tp.topic.clone()));
+                l.push(("partition", tp.partition.0.to_string()));
+                l
+            };
+            let o = p.offsets();
+            let stats = p.stats;
+            for (family, value) in [
+                (
+                    (
+                        "sluice_partition_bytes_in_total",
+                        "Record batch bytes appended.",
+                        Counter,
+                    ),
+                    stats.bytes_in as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_records_in_total",
+                        "Records appended.",
+                        Counter,
+                    ),
+                    stats.records_in as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_batches_in_total",
+                        "Record batches appended.",
+                        Counter,
+                    ),
+                    stats.batches_in as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_bytes_out_total",
+                        "Record bytes returned by fetches.",
+                        Counter,
+                    ),
+                    stats.bytes_out as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_log_end_offset",
+                        "Offset the next append gets.",
+                        Gauge,
+                    ),
+                    o.log_end.0 as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_high_watermark",
+                        "Durable offset: what consumers may read.",
+                        Gauge,
+                    ),
+                    o.high_watermark.0 as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_last_stable_offset",
+                        "First offset of the oldest open transaction, or the high watermark.",
+                        Gauge,
+                    ),
+                    o.last_stable.0 as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_log_start_offset",
+                        "First offset still stored.",
+                        Gauge,
+                    ),
+                    o.log_start.0 as f64,
+                ),
+                (
+                    (
+                        "sluice_partition_size_bytes",
+                        "Bytes in the partition's segments.",
+                        Gauge,
+                    ),
+                    p.size_bytes() as f64,
+                ),
+            ] {
+                s.push(family, labels(), value);
+            }
+        }
+        for (state, count) in self.groups.count_by_state() {
+            let mut labels = shard();
+            labels.push(("state", state.to_string()));
+            let family = (
+                "sluice_groups",
+                "Consumer groups coordinated, by state.",
+                Gauge,
+            );
+            s.push(family, labels, count as f64);
+        }
+        let open = (
+            "sluice_transactions_open",
+            "Transactions open on the coordinator.",
+            Gauge,
+        );
+        s.push(open, shard(), self.txns.open_count() as f64);
+        s.0
     }
 
     /// Applies retention to every partition of this shard, every `log.retention.check.interval.ms`.

@@ -99,6 +99,11 @@ impl Router {
         }
     }
 
+    /// Envelopes (requests and answers) this shard received from other shards.
+    pub fn messages_received(&self) -> u64 {
+        self.stats.borrow().hop_us.len()
+    }
+
     /// One line on what cross-shard traffic cost on this shard (`None` for a single shard).
     pub fn stats_summary(&self) -> Option<String> {
         self.senders.as_ref()?;

@@ -79,6 +79,25 @@ pub fn run(
     }
 }
 
+/// Serves `/metrics`, `/health` and `/ready` on shard 0. A busy port is logged and the broker
+/// serves Kafka clients without it.
+fn start_admin_endpoint(shard: &Rc<Shard>) {
+    let Some(addr) = shard.config.admin_listen else {
+        return;
+    };
+    match glommio::net::TcpListener::bind(addr) {
+        Ok(listener) => {
+            let bound = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            log::info!("admin endpoint (metrics, health) listening on {bound}");
+            glommio::spawn_local(crate::admin::serve(shard.clone(), listener)).detach();
+        }
+        Err(err) => log::error!("admin endpoint: cannot listen on {addr}: {err}; metrics are off"),
+    }
+}
+
 async fn shard_main(
     config: Arc<Config>,
     image: Arc<MetadataImage>,
@@ -128,6 +147,9 @@ async fn shard_main(
         config.listen
     );
     glommio::spawn_local(network::accept_loop(shard.clone(), listener)).detach();
+    if id == 0 {
+        start_admin_endpoint(&shard);
+    }
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     glommio::spawn_local(TxnCoordinator::timer_loop(shard.clone())).detach();
     glommio::spawn_local(GroupCoordinator::timer_loop(

@@ -115,6 +115,15 @@ pub struct FlushDone<F> {
 }
 
 impl<S: Storage> FlushJob<S> {
+    /// Bytes this round writes to segment files.
+    pub fn bytes(&self) -> u64 {
+        self.targets
+            .iter()
+            .flat_map(|t| t.writes.iter())
+            .map(|(_, w)| w.len() as u64)
+            .sum()
+    }
+
     /// Writes, syncs and seals; the log is untouched until `complete_flush`.
     pub async fn run(self) -> io::Result<FlushDone<S::File>> {
         let mut opened = Vec::new();
@@ -328,6 +337,10 @@ impl<S: Storage> Log<S> {
 
     pub fn log_start(&self) -> Offset {
         self.log_start
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
     }
 
     /// Notes a transaction aborted by the marker just appended (it lives in the last segment).

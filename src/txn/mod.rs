@@ -108,6 +108,15 @@ impl TxnCoordinator {
         }
     }
 
+    /// Transactions open on this shard's coordinator.
+    pub fn open_count(&self) -> usize {
+        self.txns
+            .borrow()
+            .values()
+            .filter(|m| m.state == TxnState::Ongoing)
+            .count()
+    }
+
     /// Waits for the transactional id's other operations to finish.
     async fn lock(&self, txn_id: &str) -> StaticPermit {
         let semaphore = self

@@ -68,7 +68,10 @@ impl Broker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--cores")
-            .arg(self.cores.to_string());
+            .arg(self.cores.to_string())
+            // Brokers run side by side in tests: each takes a free port for its admin endpoint.
+            .arg("--set")
+            .arg("sluice.admin.listen=127.0.0.1:0");
         for setting in &self.extra {
             cmd.arg("--set").arg(setting);
         }

@@ -1,0 +1,269 @@
+//! What each shard counts about itself, and the Prometheus text format the admin endpoint
+//! (`admin`) serves. Every shard keeps its own numbers (plain cells, never shared across
+//! threads); a scrape asks every shard for a snapshot over the mesh and renders them together,
+//! each sample labelled with its shard.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Latencies above this are recorded as this (one hour, in microseconds).
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// Flush sizes above this are recorded as this (bytes).
+const FLUSH_BYTES_MAX: u64 = 1 << 40;
+/// Quantiles every latency and size summary reports.
+const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+fn histogram(max: u64) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, max, 2).expect("valid histogram bounds")
+}
+
+/// One Kafka API's requests on this shard.
+pub struct RequestStats {
+    pub count: u64,
+    pub latency_us: Histogram<u64>,
+}
+
+/// A shard's own counters.
+pub struct ShardMetrics {
+    pub connections_open: Cell<i64>,
+    pub connections_total: Cell<u64>,
+    /// Connections closed because of a malformed, oversized or unsupported frame.
+    pub frames_refused: Cell<u64>,
+    /// By API key.
+    pub requests: RefCell<BTreeMap<i16, RequestStats>>,
+    pub flush_latency_us: RefCell<Histogram<u64>>,
+    pub flush_bytes: RefCell<Histogram<u64>>,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics {
+            connections_open: Cell::new(0),
+            connections_total: Cell::new(0),
+            frames_refused: Cell::new(0),
+            requests: RefCell::new(BTreeMap::new()),
+            flush_latency_us: RefCell::new(histogram(LATENCY_MAX_US)),
+            flush_bytes: RefCell::new(histogram(FLUSH_BYTES_MAX)),
+        }
+    }
+}
+
+impl ShardMetrics {
+    pub fn request_served(&self, api: i16, took: Duration) {
+        let mut requests = self.requests.borrow_mut();
+        let stats = requests.entry(api).or_insert_with(|| RequestStats {
+            count: 0,
+            latency_us: histogram(LATENCY_MAX_US),
+        });
+        stats.count += 1;
+        record(
+            &mut stats.latency_us,
+            took.as_micros() as u64,
+            LATENCY_MAX_US,
+        );
+    }
+
+    pub fn flushed(&self, bytes: u64, took: Duration) {
+        record(&mut self.flush_bytes.borrow_mut(), bytes, FLUSH_BYTES_MAX);
+        record(
+            &mut self.flush_latency_us.borrow_mut(),
+            took.as_micros() as u64,
+            LATENCY_MAX_US,
+        );
+    }
+}
+
+thread_local! {
+    /// This shard's metrics: one thread per shard, so no sharing and no locks.
+    static SHARD: ShardMetrics = ShardMetrics::default();
+}
+
+/// Runs `f` on the calling shard's metrics.
+pub fn with<T>(f: impl FnOnce(&ShardMetrics) -> T) -> T {
+    SHARD.with(f)
+}
+
+fn record(h: &mut Histogram<u64>, value: u64, max: u64) {
+    h.record(value.clamp(1, max)).expect("clamped into bounds");
+}
+
+/// Counters a partition keeps about its traffic.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PartitionStats {
+    pub bytes_in: u64,
+    pub records_in: u64,
+    pub batches_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Summary,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Summary => "summary",
+        }
+    }
+}
+
+/// One sample of one metric family.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub family: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// Appended to the family name (`_count`, `_sum`) or empty.
+    pub suffix: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// Samples being collected on one shard.
+#[derive(Debug, Default)]
+pub struct Samples(pub Vec<Sample>);
+
+impl Samples {
+    pub fn push(
+        &mut self,
+        (family, help, kind): (&'static str, &'static str, Kind),
+        labels: Vec<(&'static str, String)>,
+        value: f64,
+    ) {
+        self.0.push(Sample {
+            family,
+            help,
+            kind,
+            suffix: "",
+            labels,
+            value,
+        });
+    }
+
+    /// A histogram as a Prometheus summary: quantiles, count and sum, values divided by `divisor`
+    /// (1e6 turns microseconds into seconds).
+    pub fn summary(
+        &mut self,
+        (family, help): (&'static str, &'static str),
+        labels: Vec<(&'static str, String)>,
+        h: &Histogram<u64>,
+        divisor: f64,
+    ) {
+        if h.is_empty() {
+            return;
+        }
+        for q in QUANTILES {
+            let mut with_q = labels.clone();
+            with_q.push(("quantile", q.to_string()));
+            self.0.push(Sample {
+                family,
+                help,
+                kind: Kind::Summary,
+                suffix: "",
+                labels: with_q,
+                value: h.value_at_quantile(q) as f64 / divisor,
+            });
+        }
+        for (suffix, value) in [
+            ("_count", h.len() as f64),
+            ("_sum", h.mean() * h.len() as f64 / divisor),
+        ] {
+            self.0.push(Sample {
+                family,
+                help,
+                kind: Kind::Summary,
+                suffix,
+                labels: labels.clone(),
+                value,
+            });
+        }
+    }
+}
+
+/// Prometheus text exposition of every shard's samples: one HELP and TYPE per family.
+pub fn render(samples: &[Sample]) -> String {
+    let mut families: Vec<&'static str> = Vec::new();
+    let mut by_family: BTreeMap<&'static str, Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        if !by_family.contains_key(s.family) {
+            families.push(s.family);
+        }
+        by_family.entry(s.family).or_default().push(s);
+    }
+    let mut out = String::new();
+    for family in families {
+        let group = &by_family[family];
+        let first = group[0];
+        let _ = writeln!(out, "# HELP {family} {}", first.help);
+        let _ = writeln!(out, "# TYPE {family} {}", first.kind.name());
+        for s in group {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{family}{}{{{}}} {}",
+                s.suffix,
+                labels.join(","),
+                s.value
+            );
+        }
+    }
+    out
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_declared_once_and_labels_escaped() {
+        let mut s = Samples::default();
+        let bytes = ("sluice_bytes_in_total", "Bytes appended.", Kind::Counter);
+        s.push(
+            bytes,
+            vec![("shard", "0".into()), ("topic", "a\"b".into())],
+            5.0,
+        );
+        s.push(
+            bytes,
+            vec![("shard", "1".into()), ("topic", "c".into())],
+            7.0,
+        );
+        let mut h = histogram(LATENCY_MAX_US);
+        h.record(1000).unwrap();
+        s.summary(
+            ("sluice_flush_seconds", "Flush time."),
+            vec![("shard", "0".into())],
+            &h,
+            1e6,
+        );
+        let text = render(&s.0);
+        assert_eq!(
+            text.matches("# TYPE sluice_bytes_in_total counter").count(),
+            1
+        );
+        assert!(text.contains("sluice_bytes_in_total{shard=\"0\",topic=\"a\\\"b\"} 5"));
+        assert!(text.contains("sluice_flush_seconds{shard=\"0\",quantile=\"0.99\"} 0.001"));
+        assert!(text.contains("sluice_flush_seconds_count{shard=\"0\"} 1"));
+    }
+}
