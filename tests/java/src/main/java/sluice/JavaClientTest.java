@@ -32,6 +32,8 @@ import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
+import org.apache.kafka.common.errors.InvalidProducerEpochException;
+import org.apache.kafka.common.errors.ProducerFencedException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
@@ -39,7 +41,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
 /**
  * The Apache Kafka Java client (idempotent by default) against a running Sluice: admin
  * operations, produce with keys, headers and timestamps, consume with assign and seek, offsets
- * by timestamp. Exits non-zero on the first mismatch.
+ * by timestamp, consumer groups, transactions. Exits non-zero on the first mismatch.
  */
 public final class JavaClientTest {
     private static void check(boolean ok, String what) {
@@ -156,6 +158,9 @@ public final class JavaClientTest {
             check(low == 100, "DeleteRecords moved the log start to 100, got " + low);
         }
         consumerGroup(common, topic, n);
+        long t0 = System.currentTimeMillis();
+        transactions(common);
+        System.out.println("TIMING transactions " + (System.currentTimeMillis() - t0) + " ms");
         try (Admin admin = Admin.create(common)) {
             admin.deleteTopics(List.of(topic)).all().get();
             check(!admin.listTopics().names().get().contains(topic), "deleted");
@@ -231,6 +236,270 @@ public final class JavaClientTest {
             admin.deleteConsumerGroups(List.of(group)).all().get();
             check(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().isEmpty(),
                 "a deleted group has no offsets");
+        }
+    }
+
+    private static Properties txnProducerProps(Properties common, String transactionalId) {
+        Properties p = new Properties();
+        p.putAll(common);
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        p.put("transactional.id", transactionalId);
+        p.put("linger.ms", "5");
+        return p;
+    }
+
+    /** A consumer assigned every partition of the topic from the beginning. */
+    private static KafkaConsumer<String, String> reader(Properties common, String topic, int partitions, String isolation) {
+        Properties c = new Properties();
+        c.putAll(common);
+        c.put("key.deserializer", StringDeserializer.class.getName());
+        c.put("value.deserializer", StringDeserializer.class.getName());
+        c.put("enable.auto.commit", "false");
+        c.put("isolation.level", isolation);
+        c.put("fetch.max.wait.ms", "100");
+        KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c);
+        List<TopicPartition> tps = new ArrayList<>();
+        for (int i = 0; i < partitions; i++) {
+            tps.add(new TopicPartition(topic, i));
+        }
+        consumer.assign(tps);
+        consumer.seekToBeginning(tps);
+        return consumer;
+    }
+
+    /** Polls until `expected` values arrived (or 20 s), then 500 ms more for anything extra. */
+    private static List<String> readValues(KafkaConsumer<String, String> consumer, int expected) {
+        List<String> values = new ArrayList<>();
+        long deadline = System.currentTimeMillis() + 20_000;
+        while (values.size() < expected && System.currentTimeMillis() < deadline) {
+            for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(100))) {
+                values.add(r.value());
+            }
+        }
+        long extra = System.currentTimeMillis() + 500;
+        while (System.currentTimeMillis() < extra) {
+            for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(100))) {
+                values.add(r.value());
+            }
+        }
+        return values;
+    }
+
+    private static Set<String> named(String prefix, int n) {
+        Set<String> out = new java.util.TreeSet<>();
+        for (int i = 0; i < n; i++) {
+            out.add(prefix + "-" + i);
+        }
+        return out;
+    }
+
+    /** Whether the exception or one of its causes says the producer was fenced. */
+    private static boolean fenced(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof ProducerFencedException || t instanceof InvalidProducerEpochException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /**
+     * The transactional producer: a committed, an aborted and another committed transaction
+     * across 3 partitions; read_committed sees exactly the committed records, read_uncommitted
+     * every data record. A second producer with the same transactional.id fences the first,
+     * whose records never become visible. Consume-transform-produce with the consumed offsets
+     * in the transaction (sendOffsetsToTransaction with the group's metadata), committed and
+     * aborted.
+     */
+    private static void transactions(Properties common) throws Exception {
+        String topic = "java-txn-" + System.nanoTime();
+        String zombieTopic = "java-zombie-" + System.nanoTime();
+        String in = "java-ctp-in-" + System.nanoTime();
+        String out = "java-ctp-out-" + System.nanoTime();
+        try (Admin admin = Admin.create(common)) {
+            admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1), new NewTopic(zombieTopic, 2, (short) 1),
+                new NewTopic(in, 3, (short) 1), new NewTopic(out, 3, (short) 1))).all().get();
+        }
+
+        // Commit, abort, commit: 10 records per partition each.
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(txnProducerProps(common, "java-tx-" + System.nanoTime()))) {
+            producer.initTransactions();
+            for (String prefix : List.of("c0", "a", "c1")) {
+                producer.beginTransaction();
+                for (int i = 0; i < 30; i++) {
+                    producer.send(new ProducerRecord<>(topic, i % 3, "k" + i, prefix + "-" + i));
+                }
+                if (prefix.equals("a")) {
+                    producer.flush();
+                    producer.abortTransaction();
+                } else {
+                    producer.commitTransaction();
+                }
+            }
+        }
+        Set<String> committed = new java.util.TreeSet<>(named("c0", 30));
+        committed.addAll(named("c1", 30));
+        Set<String> everything = new java.util.TreeSet<>(committed);
+        everything.addAll(named("a", 30));
+        try (KafkaConsumer<String, String> rc = reader(common, topic, 3, "read_committed")) {
+            List<String> got = readValues(rc, 60);
+            check(new java.util.TreeSet<>(got).equals(committed) && got.size() == 60,
+                "read_committed reads exactly the 60 committed records once, got " + got.size() + ": " + got);
+            for (int p = 0; p < 3; p++) {
+                TopicPartition tp = new TopicPartition(topic, p);
+                // 30 data records and 3 markers per partition; no transaction is open, so the
+                // last stable offset is the end of the log and the reader's position reached it.
+                long end = rc.endOffsets(List.of(tp)).get(tp);
+                check(end == 33, "partition " + p + ": 30 records and 3 control records end at 33, got " + end);
+                check(rc.position(tp) == 33, "partition " + p + ": read_committed position at the end, got " + rc.position(tp));
+            }
+        }
+        try (KafkaConsumer<String, String> ru = reader(common, topic, 3, "read_uncommitted")) {
+            List<String> got = readValues(ru, 90);
+            check(new java.util.TreeSet<>(got).equals(everything) && got.size() == 90,
+                "read_uncommitted reads all 90 data records once, got " + got.size() + ": " + got);
+        }
+
+        System.out.println("TIMING before zombie " + System.currentTimeMillis());
+        // Zombie fencing.
+        String id = "java-zombie-" + System.nanoTime();
+        KafkaProducer<String, String> zombie = new KafkaProducer<>(txnProducerProps(common, id));
+        try {
+            zombie.initTransactions();
+            zombie.beginTransaction();
+            zombie.send(new ProducerRecord<>(zombieTopic, 0, null, "zombie-0"));
+            zombie.send(new ProducerRecord<>(zombieTopic, 1, null, "zombie-1"));
+            zombie.flush();
+            try (KafkaProducer<String, String> successor = new KafkaProducer<>(txnProducerProps(common, id))) {
+                successor.initTransactions();
+                successor.beginTransaction();
+                successor.send(new ProducerRecord<>(zombieTopic, 0, null, "successor-0"));
+                successor.commitTransaction();
+            }
+            // The zombie's write with its old epoch is refused...
+            Future<RecordMetadata> late = zombie.send(new ProducerRecord<>(zombieTopic, 1, null, "zombie-late"));
+            try {
+                RecordMetadata md = late.get();
+                check(false, "the zombie's late write must fail, it was written at offset " + md.offset());
+            } catch (ExecutionException e) {
+                check(fenced(e), "the zombie's late write fails as fenced, got " + e.getCause());
+            }
+            // ...and so are its commit and its abort: the coordinator fences the old epoch.
+            try {
+                zombie.commitTransaction();
+                check(false, "the zombie's commit must fail");
+            } catch (org.apache.kafka.common.KafkaException e) {
+                check(fenced(e), "the zombie's commit fails as fenced, got " + e);
+            }
+            try {
+                zombie.abortTransaction();
+                check(false, "the zombie's abort must fail (EndTxn with a fenced epoch)");
+            } catch (ProducerFencedException e) {
+                // expected: the coordinator refuses EndTxn from the old epoch
+            }
+        } finally {
+            zombie.close(Duration.ZERO);
+        }
+        try (KafkaConsumer<String, String> rc = reader(common, zombieTopic, 2, "read_committed")) {
+            List<String> got = readValues(rc, 1);
+            check(got.equals(List.of("successor-0")), "read_committed sees only the successor's record, got " + got);
+        }
+        try (KafkaConsumer<String, String> ru = reader(common, zombieTopic, 2, "read_uncommitted")) {
+            List<String> got = readValues(ru, 3);
+            check(new java.util.TreeSet<>(got).equals(Set.of("zombie-0", "zombie-1", "successor-0")) && got.size() == 3,
+                "the log holds the zombie's two flushed records (aborted) and the successor's, not the late write; got " + got);
+        }
+
+        System.out.println("TIMING before ctp " + System.currentTimeMillis());
+        consumeTransformProduce(common, in, out);
+        System.out.println("TIMING after ctp " + System.currentTimeMillis());
+    }
+
+    private static void consumeTransformProduce(Properties common, String in, String out) throws Exception {
+        String group = "java-ctp-" + System.nanoTime();
+        Properties p = new Properties();
+        p.putAll(common);
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        try (KafkaProducer<String, String> plain = new KafkaProducer<>(p)) {
+            for (int i = 0; i < 30; i++) {
+                plain.send(new ProducerRecord<>(in, i % 3, null, "v" + i));
+            }
+            plain.flush();
+        }
+        Properties c = new Properties();
+        c.putAll(common);
+        c.put("key.deserializer", StringDeserializer.class.getName());
+        c.put("value.deserializer", StringDeserializer.class.getName());
+        c.put("group.id", group);
+        c.put("enable.auto.commit", "false");
+        c.put("auto.offset.reset", "earliest");
+        c.put("isolation.level", "read_committed");
+        c.put("fetch.max.wait.ms", "100");
+        Map<TopicPartition, Long> expectedOffsets = new HashMap<>();
+        for (int i = 0; i < 3; i++) {
+            expectedOffsets.put(new TopicPartition(in, i), 10L);
+        }
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c);
+             KafkaProducer<String, String> producer = new KafkaProducer<>(txnProducerProps(common, "java-ctp-" + System.nanoTime()));
+             Admin admin = Admin.create(common)) {
+            producer.initTransactions();
+            consumer.subscribe(List.of(in));
+            // Round 1, committed: all 30 input records, transformed, with their offsets.
+            transformRound(consumer, producer, out, 30, true);
+            Map<TopicPartition, Long> offsets = new HashMap<>();
+            admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get()
+                .forEach((tp, om) -> offsets.put(tp, om.offset()));
+            check(offsets.equals(expectedOffsets), "the transaction committed the group's offsets: " + offsets);
+
+            // Round 2, aborted: 3 more input records; neither their output nor their offsets stay.
+            try (KafkaProducer<String, String> plain = new KafkaProducer<>(p)) {
+                for (int i = 30; i < 33; i++) {
+                    plain.send(new ProducerRecord<>(in, i % 3, null, "v" + i));
+                }
+                plain.flush();
+            }
+            transformRound(consumer, producer, out, 3, false);
+            offsets.clear();
+            admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get()
+                .forEach((tp, om) -> offsets.put(tp, om.offset()));
+            check(offsets.equals(expectedOffsets), "an aborted transaction leaves the group's offsets alone: " + offsets);
+        }
+        Set<String> expected = new java.util.TreeSet<>();
+        for (int i = 0; i < 30; i++) {
+            expected.add("out-v" + i);
+        }
+        try (KafkaConsumer<String, String> rc = reader(common, out, 3, "read_committed")) {
+            List<String> got = readValues(rc, 30);
+            check(new java.util.TreeSet<>(got).equals(expected) && got.size() == 30,
+                "read_committed output: each committed transformation once, no aborted one, got " + got.size() + ": " + got);
+        }
+    }
+
+    /** Reads `n` records from the group consumer and writes their transformation in one transaction with their offsets. */
+    private static void transformRound(KafkaConsumer<String, String> consumer, KafkaProducer<String, String> producer,
+                                       String out, int n, boolean commit) {
+        List<ConsumerRecord<String, String>> read = new ArrayList<>();
+        long deadline = System.currentTimeMillis() + 30_000;
+        while (read.size() < n && System.currentTimeMillis() < deadline) {
+            for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(100))) {
+                read.add(r);
+            }
+        }
+        check(read.size() == n, "the group consumer read " + read.size() + " of " + n);
+        producer.beginTransaction();
+        Map<TopicPartition, OffsetAndMetadata> next = new HashMap<>();
+        for (ConsumerRecord<String, String> r : read) {
+            producer.send(new ProducerRecord<>(out, r.partition(), null, "out-" + r.value()));
+            next.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+        }
+        producer.sendOffsetsToTransaction(next, consumer.groupMetadata());
+        if (commit) {
+            producer.commitTransaction();
+        } else {
+            producer.flush();
+            producer.abortTransaction();
         }
     }
 }
