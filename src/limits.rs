@@ -57,18 +57,18 @@ pub const GROUP_LOAD_READ_BYTES: usize = 1024 * 1024;
 /// Largest batch the offsets topic accepts (`max.message.bytes` of `__consumer_offsets`).
 pub const OFFSETS_TOPIC_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// An offsets partition is compacted (its live state rewritten, older segments dropped) once it
-/// has at least this many segments...
-pub const OFFSETS_COMPACT_MIN_SEGMENTS: usize = 3;
+/// A partition of an internal topic (`__consumer_offsets`, `__transaction_state`) is compacted
+/// (its live state rewritten, older segments dropped) once it has at least this many segments...
+pub const INTERNAL_COMPACT_MIN_SEGMENTS: usize = 3;
 
 /// ...and this many times more records written since its last compaction than it has live.
-pub const OFFSETS_COMPACT_GARBAGE_RATIO: i64 = 2;
+pub const INTERNAL_COMPACT_GARBAGE_RATIO: i64 = 2;
 
-/// How often each shard considers compacting its offsets partitions.
-pub const OFFSETS_COMPACT_CHECK_MS: i64 = 1_000;
+/// How often each shard considers compacting its internal partitions.
+pub const INTERNAL_COMPACT_CHECK_MS: i64 = 1_000;
 
-/// Records per batch when the coordinator rewrites an offsets partition's live state.
-pub const OFFSETS_COMPACT_BATCH_RECORDS: usize = 1_000;
+/// Records per batch when a coordinator rewrites an internal partition's live state.
+pub const INTERNAL_COMPACT_BATCH_RECORDS: usize = 1_000;
 
 /// Largest `.txnindex` file recovery reads (34-byte entries: about 250,000 aborted transactions
 /// per segment).

@@ -60,7 +60,7 @@ fn the_admin_endpoint_serves_prometheus_metrics_health_and_readiness() {
     let broker = common::Broker::start("admin", 2, &[]);
     let log = broker.log();
     let port: u16 = log
-        .split("admin endpoint (metrics, health) listening on 127.0.0.1:")
+        .split("admin endpoint (metrics, health) at http://127.0.0.1:")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|p| p.parse().ok())

@@ -378,3 +378,65 @@ fn a_commit_prepared_before_a_crash_completes_after_the_restart() {
     let r = init(&mut s, 4, "crashy", 60_000);
     assert_eq!(r.error_code, NONE);
 }
+
+fn earliest(s: &mut TcpStream, topic: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(text(topic)))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-2)])]);
+    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 6, &request);
+    r.topics[0].partitions[0].offset
+}
+
+#[test]
+fn the_transaction_log_is_compacted_and_keeps_every_id_across_kill_9() {
+    let mut broker = Broker::start(
+        "txn-compact",
+        2,
+        &[
+            "transaction.state.log.num.partitions=1",
+            "transaction.state.log.segment.bytes=16384",
+        ],
+    );
+    let mut s = connect(&broker);
+    create_topic(&mut s, "t", 1);
+    find_txn_coordinator(&mut s, "a");
+    let mut producers = Vec::new();
+    for id in ["a", "b"] {
+        let r = init(&mut s, 4, id, 60_000);
+        producers.push((r.producer_id.0, r.producer_epoch));
+    }
+    // ~300 transactions of two state records each: many 16 KiB segments of superseded states.
+    for _ in 0..150 {
+        for (id, p) in ["a", "b"].iter().zip(&producers) {
+            assert_eq!(add_partitions(&mut s, 3, id, *p, "t", vec![0]), vec![NONE]);
+            assert_eq!(end(&mut s, 3, id, *p, true), NONE);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while earliest(&mut s, TXN_TOPIC, 0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never compacted:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(s);
+    broker.kill9();
+    broker.restart();
+    let mut s = connect(&broker);
+    for (id, (pid, epoch)) in ["a", "b"].iter().zip(&producers) {
+        let r = init(&mut s, 4, id, 60_000);
+        assert_eq!(r.error_code, NONE);
+        assert_eq!(
+            (r.producer_id.0, r.producer_epoch),
+            (*pid, epoch + 1),
+            "{id} kept its producer id and epoch"
+        );
+    }
+}

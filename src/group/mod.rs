@@ -1051,7 +1051,7 @@ impl GroupCoordinator {
     /// every `offsets.retention.check.interval.ms`, expiry of empty groups' offsets.
     pub async fn timer_loop(shard: Rc<Shard>, retention_check_ms: u64) {
         let mut next_expiry = shard.clock.now_ms() + retention_check_ms as i64;
-        let mut next_compaction = shard.clock.now_ms() + limits::OFFSETS_COMPACT_CHECK_MS;
+        let mut next_compaction = shard.clock.now_ms() + limits::INTERNAL_COMPACT_CHECK_MS;
         loop {
             glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS)).await;
             if shard.is_stopping() {
@@ -1083,7 +1083,7 @@ impl GroupCoordinator {
                 coordinator.expire_offsets(&shard, now);
             }
             if now >= next_compaction {
-                next_compaction = now + limits::OFFSETS_COMPACT_CHECK_MS;
+                next_compaction = now + limits::INTERNAL_COMPACT_CHECK_MS;
                 coordinator.compact(&shard).await;
             }
         }
@@ -1113,13 +1113,13 @@ impl GroupCoordinator {
                     part.offsets().high_watermark.0 - rewritten_at.0,
                 )
             };
-            if segments < limits::OFFSETS_COMPACT_MIN_SEGMENTS {
+            if segments < limits::INTERNAL_COMPACT_MIN_SEGMENTS {
                 continue;
             }
             let Some(live) = self.live_records(p, topic.partitions) else {
                 continue;
             };
-            if written <= limits::OFFSETS_COMPACT_GARBAGE_RATIO * live.len().max(1) as i64 {
+            if written <= limits::INTERNAL_COMPACT_GARBAGE_RATIO * live.len().max(1) as i64 {
                 continue;
             }
             match self.rewrite(shard, &partition, &live).await {
@@ -1175,7 +1175,7 @@ impl GroupCoordinator {
     ) -> Result<Offset, ErrorCode> {
         let cut = partition.borrow().offsets().log_end;
         let mut last = Ok(cut);
-        for chunk in live.chunks(limits::OFFSETS_COMPACT_BATCH_RECORDS) {
+        for chunk in live.chunks(limits::INTERNAL_COMPACT_BATCH_RECORDS) {
             last = Self::append(shard, partition, chunk);
             last?;
         }

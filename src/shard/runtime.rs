@@ -91,7 +91,7 @@ fn start_admin_endpoint(shard: &Rc<Shard>) {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            log::info!("admin endpoint (metrics, health) listening on {bound}");
+            log::info!("admin endpoint (metrics, health) at http://{bound}");
             glommio::spawn_local(crate::admin::serve(shard.clone(), listener)).detach();
         }
         Err(err) => log::error!("admin endpoint: cannot listen on {addr}: {err}; metrics are off"),

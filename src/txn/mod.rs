@@ -16,10 +16,11 @@
 pub mod state;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::join_all;
 use glommio::sync::{Semaphore, StaticPermit};
 
@@ -32,7 +33,7 @@ use crate::shard::{Marker, Shard, ShardRequest, ShardResponse};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::Clock;
-use crate::types::{ProducerEpoch, ProducerId, ShardId, TopicPartition};
+use crate::types::{Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition};
 use state::{InitDecision, TxnMetadata, TxnState, TXN_TOPIC};
 
 /// A transaction operation, addressed to the transactional id's coordinator shard.
@@ -92,7 +93,9 @@ pub fn coordinator_of(shard: &Shard, txn_id: &str) -> Result<(ShardId, i32), Err
 pub struct TxnCoordinator {
     max_timeout_ms: i32,
     txns: RefCell<HashMap<String, TxnMetadata>>,
-    loaded: RefCell<HashSet<i32>>,
+    /// `__transaction_state` partitions (owned here) that have been replayed, with the offset
+    /// their log was last rewritten from (see `compact`).
+    loaded: RefCell<HashMap<i32, Offset>>,
     /// One operation at a time per transactional id: clients pipeline AddPartitionsToTxn and
     /// AddOffsetsToTxn, and each reads, changes and persists the whole state.
     locks: RefCell<HashMap<String, Rc<Semaphore>>>,
@@ -103,7 +106,7 @@ impl TxnCoordinator {
         TxnCoordinator {
             max_timeout_ms: config.transaction_max_timeout_ms,
             txns: RefCell::new(HashMap::new()),
-            loaded: RefCell::new(HashSet::new()),
+            loaded: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
         }
     }
@@ -139,7 +142,7 @@ impl TxnCoordinator {
         };
         for p in 0..topic.partitions {
             let tp = TopicPartition::new(TXN_TOPIC, p);
-            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains(&p) {
+            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains_key(&p) {
                 continue;
             }
             let Ok(partition) = shard.partition(&tp) else {
@@ -150,7 +153,8 @@ impl TxnCoordinator {
                     if n > 0 {
                         log::info!("{tp}: loaded {n} transaction records");
                     }
-                    self.loaded.borrow_mut().insert(p);
+                    let start = partition.borrow().offsets().log_start;
+                    self.loaded.borrow_mut().insert(p, start);
                 }
                 Err(err) => log::error!("{tp}: loading transactions failed: {err}"),
             }
@@ -259,7 +263,7 @@ impl TxnCoordinator {
         if owner != shard.id {
             return Err(ErrorCode::NotCoordinator);
         }
-        if !self.loaded.borrow().contains(&p) {
+        if !self.loaded.borrow().contains_key(&p) {
             return Err(ErrorCode::CoordinatorLoadInProgress);
         }
         shard
@@ -468,14 +472,19 @@ impl TxnCoordinator {
     }
 
     /// Every `TXN_TICK_MS`: aborts transactions open longer than their timeout (fencing the
-    /// producer, as Kafka does).
+    /// producer, as Kafka does); every `INTERNAL_COMPACT_CHECK_MS`, compacts.
     pub async fn timer_loop(shard: Rc<Shard>) {
+        let mut next_compaction = shard.clock.now_ms() + limits::INTERNAL_COMPACT_CHECK_MS;
         loop {
             glommio::timer::sleep(Duration::from_millis(limits::TXN_TICK_MS)).await;
             if shard.is_stopping() {
                 return;
             }
             let now = shard.clock.now_ms();
+            if now >= next_compaction {
+                next_compaction = now + limits::INTERNAL_COMPACT_CHECK_MS;
+                shard.txns.compact(&shard).await;
+            }
             let expired: Vec<String> = shard
                 .txns
                 .txns
@@ -502,6 +511,83 @@ impl TxnCoordinator {
             }
         }
     }
+}
+
+impl TxnCoordinator {
+    /// Compacts `__transaction_state` partitions grown well past their live state, as the group
+    /// coordinator does for offsets: the live state is re-appended and the log start moved to
+    /// where it begins. Only while no operation is in progress (each appends before it updates
+    /// memory), so nothing below the cut is missing from the rewrite.
+    async fn compact(&self, shard: &Rc<Shard>) {
+        let Some(topic) = shard.image().topic(TXN_TOPIC).cloned() else {
+            return;
+        };
+        let owned: Vec<(i32, Offset)> =
+            self.loaded.borrow().iter().map(|(p, o)| (*p, *o)).collect();
+        for (p, rewritten_at) in owned {
+            let Ok(partition) = shard.partition(&TopicPartition::new(TXN_TOPIC, p)) else {
+                continue;
+            };
+            let (segments, written) = {
+                let mut part = partition.borrow_mut();
+                part.remove_segments_below_start();
+                (
+                    part.segment_count(),
+                    part.offsets().high_watermark.0 - rewritten_at.0,
+                )
+            };
+            if segments < limits::INTERNAL_COMPACT_MIN_SEGMENTS {
+                continue;
+            }
+            let busy = self.locks.borrow().values().any(|l| l.available() == 0);
+            let live: Vec<(Bytes, Bytes)> = self
+                .txns
+                .borrow()
+                .iter()
+                .filter(|(id, _)| partition_for_group(id, topic.partitions) == p)
+                .map(|(id, m)| (state::encode_key(id), state::encode_value(m)))
+                .collect();
+            if busy || written <= limits::INTERNAL_COMPACT_GARBAGE_RATIO * live.len().max(1) as i64
+            {
+                continue;
+            }
+            match rewrite(shard, &partition, &live).await {
+                Ok(cut) => {
+                    log::info!(
+                        "{TXN_TOPIC}-{p}: compacted to {} live records; log start {cut}",
+                        live.len()
+                    );
+                    self.loaded.borrow_mut().insert(p, cut);
+                }
+                Err(code) => log::error!("{TXN_TOPIC}-{p}: compaction failed: {code}"),
+            }
+        }
+    }
+}
+
+/// Appends `live` in one go, waits for it, and moves the log start to its first offset.
+async fn rewrite(
+    shard: &Shard,
+    partition: &PartitionRef<UringStorage>,
+    live: &[(Bytes, Bytes)],
+) -> Result<Offset, ErrorCode> {
+    let now = shard.clock.now_ms();
+    let cut = partition.borrow().offsets().log_end;
+    let mut last = cut;
+    for chunk in live.chunks(limits::INTERNAL_COMPACT_BATCH_RECORDS) {
+        let pairs: Vec<batch::KeyValue> = chunk
+            .iter()
+            .map(|(k, v)| (Some(&k[..]), Some(&v[..])))
+            .collect();
+        let bytes = batch::build_batch(&pairs, now);
+        last = partition
+            .borrow_mut()
+            .append_broker_batch(&bytes, now)?
+            .durable_at;
+        partition::schedule_flush(partition);
+    }
+    partition::wait_durable(partition, last).await?;
+    partition::delete_records(partition, cut.0).await
 }
 
 async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<ProducerId, ErrorCode> {
