@@ -91,5 +91,6 @@ async fn collect(shard: &Rc<Shard>) -> Option<Vec<Sample>> {
             _ => return None,
         }
     }
+    metrics::add_consumer_lag(&mut samples);
     Some(samples)
 }

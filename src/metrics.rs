@@ -190,6 +190,48 @@ impl Samples {
     }
 }
 
+/// A group's committed offset for a partition (labels group, topic, partition).
+pub const COMMITTED_OFFSET: (&str, &str, Kind) = (
+    "sluice_group_committed_offset",
+    "A consumer group's committed offset.",
+    Kind::Gauge,
+);
+/// A partition's high watermark (labels shard, topic, partition).
+pub const HIGH_WATERMARK: (&str, &str, Kind) = (
+    "sluice_partition_high_watermark",
+    "Durable offset: what consumers may read.",
+    Kind::Gauge,
+);
+const LAG: (&str, &str, Kind) = (
+    "sluice_group_lag",
+    "Records between a group's committed offset and the partition's high watermark.",
+    Kind::Gauge,
+);
+
+/// Adds each group's lag per partition: the partition's high watermark (from the shard that
+/// owns it) minus the group's committed offset (from the shard that coordinates the group).
+pub fn add_consumer_lag(samples: &mut Vec<Sample>) {
+    let label = |s: &Sample, key: &str| {
+        s.labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut high_watermarks = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.family == HIGH_WATERMARK.0) {
+        high_watermarks.insert((label(s, "topic"), label(s, "partition")), s.value);
+    }
+    let mut lags = Samples::default();
+    for s in samples.iter().filter(|s| s.family == COMMITTED_OFFSET.0) {
+        let key = (label(s, "topic"), label(s, "partition"));
+        if let Some(hw) = high_watermarks.get(&key) {
+            lags.push(LAG, s.labels.clone(), (hw - s.value).max(0.0));
+        }
+    }
+    samples.append(&mut lags.0);
+}
+
 /// Prometheus text exposition of every shard's samples: one HELP and TYPE per family.
 pub fn render(samples: &[Sample]) -> String {
     let mut families: Vec<&'static str> = Vec::new();

@@ -72,14 +72,46 @@ fn the_admin_endpoint_serves_prometheus_metrics_health_and_readiness() {
         s.read_to_string(&mut answer).unwrap();
         answer
     };
-    // Some traffic first: a produce through the Kafka port.
+    // Some traffic first: a record in "m" and a group that committed offset 0 there.
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let name = || TopicName(StrBytes::from_static_str("m"));
     let mut kafka = std::net::TcpStream::connect(broker.bootstrap()).unwrap();
-    let _: kafka_protocol::messages::MetadataResponse = common::call(
+    let topic = metadata_request::MetadataRequestTopic::default().with_name(Some(name()));
+    let _: MetadataResponse = common::call(
         &mut kafka,
-        kafka_protocol::messages::ApiKey::Metadata,
+        ApiKey::Metadata,
         12,
-        &kafka_protocol::messages::MetadataRequest::default(),
+        &MetadataRequest::default().with_topics(Some(vec![topic])),
     );
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(name())
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(common::one_record_batch().into())),
+            ])]);
+    let _: ProduceResponse = common::call(&mut kafka, ApiKey::Produce, 9, &produce);
+    let find = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+    let _: FindCoordinatorResponse = common::call(&mut kafka, ApiKey::FindCoordinator, 3, &find);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name())
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(0),
+                ]),
+        ]);
+    let committed: OffsetCommitResponse =
+        common::call(&mut kafka, ApiKey::OffsetCommit, 8, &commit);
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
     let metrics = get("/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
     for expected in [
@@ -89,6 +121,9 @@ fn the_admin_endpoint_serves_prometheus_metrics_health_and_readiness() {
         "sluice_requests_total{shard=",
         "api=\"Metadata\"",
         "sluice_request_seconds{",
+        "sluice_partition_records_in_total{shard=",
+        "sluice_group_committed_offset{group=\"g\",topic=\"m\",partition=\"0\"} 0",
+        "sluice_group_lag{group=\"g\",topic=\"m\",partition=\"0\"} 1",
     ] {
         assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
     }

@@ -910,6 +910,21 @@ impl GroupCoordinator {
         }
     }
 
+    /// Every committed offset of the groups this shard coordinates: (group, partition, offset).
+    pub fn committed_offsets(&self) -> Vec<(String, TopicPartition, i64)> {
+        let groups = self.groups.borrow();
+        let mut all: Vec<_> = groups
+            .values()
+            .flat_map(|e| {
+                e.offsets
+                    .iter()
+                    .map(|(tp, (v, _))| (e.group.id.clone(), tp.clone(), v.offset))
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
     /// How many groups this shard coordinates in each state.
     pub fn count_by_state(&self) -> Vec<(&'static str, usize)> {
         let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();

@@ -650,14 +650,7 @@ impl Shard {
                     ),
                     o.log_end.0 as f64,
                 ),
-                (
-                    (
-                        "sluice_partition_high_watermark",
-                        "Durable offset: what consumers may read.",
-                        Gauge,
-                    ),
-                    o.high_watermark.0 as f64,
-                ),
+                (metrics::HIGH_WATERMARK, o.high_watermark.0 as f64),
                 (
                     (
                         "sluice_partition_last_stable_offset",
@@ -695,6 +688,14 @@ impl Shard {
                 Gauge,
             );
             s.push(family, labels, count as f64);
+        }
+        for (group, tp, offset) in self.groups.committed_offsets() {
+            let labels = vec![
+                ("group", group),
+                ("topic", tp.topic),
+                ("partition", tp.partition.0.to_string()),
+            ];
+            s.push(metrics::COMMITTED_OFFSET, labels, offset as f64);
         }
         let open = (
             "sluice_transactions_open",
