@@ -14,6 +14,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod internal_log;
 pub mod limits;
 pub mod logging;
 pub mod metadata;

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{call, Broker, SHARD_COUNTS};
+use common::{call, connect, create_topic, earliest_offset, Broker, SHARD_COUNTS};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{
@@ -44,23 +44,6 @@ fn text(s: &str) -> StrBytes {
 
 fn group_id(s: &str) -> GroupId {
     GroupId(text(s))
-}
-
-fn connect(broker: &Broker) -> TcpStream {
-    let s = TcpStream::connect(broker.bootstrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
-}
-
-fn create_topic(s: &mut TcpStream, topic: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(text(topic)))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)])
-        .with_timeout_ms(5000);
-    let r: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 7, &request);
-    assert_eq!(r.topics[0].error_code, NONE);
 }
 
 fn find_coordinator(s: &mut TcpStream, group: &str) {
@@ -648,20 +631,6 @@ fn committed_offsets_and_groups_survive_kill_9() {
         assert_eq!(describe(&mut s, 5, "durable").group_state.as_str(), "Dead");
         assert_eq!(fetch_offset(&mut s, 5, "standalone", "k", 3), 6);
     }
-}
-
-fn earliest_offset(s: &mut TcpStream, topic: &str, partition: i32) -> i64 {
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(text(topic)))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(partition)
-                .with_timestamp(-2)])]);
-    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 6, &request);
-    assert_eq!(r.topics[0].partitions[0].error_code, NONE);
-    r.topics[0].partitions[0].offset
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{call, Broker};
+use common::{call, connect, create_topic, earliest_offset, Broker};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -34,23 +34,6 @@ const PRODUCER_FENCED: i16 = 90;
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
-}
-
-fn connect(broker: &Broker) -> TcpStream {
-    let s = TcpStream::connect(broker.bootstrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
-}
-
-fn create_topic(s: &mut TcpStream, topic: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![create_topics_request::CreatableTopic::default()
-            .with_name(TopicName(text(topic)))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)])
-        .with_timeout_ms(5000);
-    let r: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 7, &request);
-    assert_eq!(r.topics[0].error_code, NONE);
 }
 
 fn find_txn_coordinator(s: &mut TcpStream, id: &str) {
@@ -379,19 +362,6 @@ fn a_commit_prepared_before_a_crash_completes_after_the_restart() {
     assert_eq!(r.error_code, NONE);
 }
 
-fn earliest(s: &mut TcpStream, topic: &str, partition: i32) -> i64 {
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(text(topic)))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(partition)
-                .with_timestamp(-2)])]);
-    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 6, &request);
-    r.topics[0].partitions[0].offset
-}
-
 #[test]
 fn the_transaction_log_is_compacted_and_keeps_every_id_across_kill_9() {
     let mut broker = Broker::start(
@@ -418,7 +388,7 @@ fn the_transaction_log_is_compacted_and_keeps_every_id_across_kill_9() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while earliest(&mut s, TXN_TOPIC, 0) == 0 {
+    while earliest_offset(&mut s, TXN_TOPIC, 0) == 0 {
         assert!(
             Instant::now() < deadline,
             "never compacted:\n{}",

@@ -28,6 +28,7 @@ use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
 
 use crate::error::ErrorCode;
+use crate::internal_log;
 use crate::limits;
 use crate::partition::{self, PartitionRef};
 use crate::shard::Shard;
@@ -1120,24 +1121,15 @@ impl GroupCoordinator {
             let Ok(partition) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, p)) else {
                 continue;
             };
-            let (segments, written) = {
-                let mut part = partition.borrow_mut();
-                part.remove_segments_below_start();
-                (
-                    part.segment_count(),
-                    part.offsets().high_watermark.0 - rewritten_at.0,
-                )
-            };
-            if segments < limits::INTERNAL_COMPACT_MIN_SEGMENTS {
-                continue;
-            }
             let Some(live) = self.live_records(p, topic.partitions) else {
                 continue;
             };
-            if written <= limits::INTERNAL_COMPACT_GARBAGE_RATIO * live.len().max(1) as i64 {
+            if !internal_log::due(&partition, rewritten_at, live.len()) {
                 continue;
             }
-            match self.rewrite(shard, &partition, &live).await {
+            let encoded: Vec<(Bytes, Option<Bytes>)> =
+                live.iter().map(|r| (r.key(), r.value())).collect();
+            match internal_log::rewrite(&partition, &encoded, shard.clock.now_ms()).await {
                 Ok(cut) => {
                     log::info!(
                         "{OFFSETS_TOPIC}-{p}: compacted to {} live records; log start {cut}",
@@ -1178,24 +1170,6 @@ impl GroupCoordinator {
             }
         }
         Some(live)
-    }
-
-    /// Appends `live` (in one go, so nothing interleaves), waits for it, and moves the log start
-    /// to its first offset; returns that offset.
-    async fn rewrite(
-        &self,
-        shard: &Rc<Shard>,
-        partition: &PartitionRef<UringStorage>,
-        live: &[OffsetsRecord],
-    ) -> Result<Offset, ErrorCode> {
-        let cut = partition.borrow().offsets().log_end;
-        let mut last = Ok(cut);
-        for chunk in live.chunks(limits::INTERNAL_COMPACT_BATCH_RECORDS) {
-            last = Self::append(shard, partition, chunk);
-            last?;
-        }
-        Self::durable(partition, last).await?;
-        partition::delete_records(partition, cut.0).await
     }
 
     /// Deletes the offsets of groups that have been empty for `offsets.retention.minutes`, and

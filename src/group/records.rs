@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::state::{GroupRecord, MemberRecord};
+use crate::internal_log::{put_bytes, put_nullable_string, put_string, FieldReader};
 use crate::storage::batch::{
     build_batch, build_transactional_batch, control_type, BatchHeader, ControlType, KeyValue,
     LOG_OVERHEAD_BYTES,
@@ -55,7 +56,7 @@ impl OffsetsRecord {
         }
     }
 
-    fn key(&self) -> Bytes {
+    pub fn key(&self) -> Bytes {
         let mut out = BytesMut::new();
         match self {
             OffsetsRecord::Offset { group, tp, .. } => {
@@ -72,7 +73,7 @@ impl OffsetsRecord {
         out.freeze()
     }
 
-    fn value(&self) -> Option<Bytes> {
+    pub fn value(&self) -> Option<Bytes> {
         let mut out = BytesMut::new();
         match self {
             OffsetsRecord::Offset { value, .. } => {
@@ -109,7 +110,7 @@ impl OffsetsRecord {
 
     /// Decodes one record's key and value; `Err` names what is wrong.
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<OffsetsRecord, String> {
-        let mut k = Reader(key);
+        let mut k = FieldReader(key);
         let version = k.i16()?;
         match version {
             0 | 1 => {
@@ -134,7 +135,7 @@ impl OffsetsRecord {
 }
 
 fn decode_offset_value(bytes: &[u8]) -> Result<CommittedOffset, String> {
-    let mut v = Reader(bytes);
+    let mut v = FieldReader(bytes);
     let version = v.i16()?;
     let offset = v.i64()?;
     let leader_epoch = if version >= 3 { v.i32()? } else { -1 };
@@ -149,7 +150,7 @@ fn decode_offset_value(bytes: &[u8]) -> Result<CommittedOffset, String> {
 }
 
 fn decode_group_value(bytes: &[u8]) -> Result<GroupRecord, String> {
-    let mut v = Reader(bytes);
+    let mut v = FieldReader(bytes);
     let version = v.i16()?;
     if !(0..=3).contains(&version) {
         return Err(format!("unknown group value version {version}"));
@@ -284,68 +285,6 @@ pub fn partition_for_group(group: &str, partitions: i32) -> i32 {
     // Kafka's Utils.abs maps i32::MIN to 0.
     let positive = if hash == i32::MIN { 0 } else { hash.abs() };
     positive % partitions.max(1)
-}
-
-fn put_string(out: &mut BytesMut, s: &str) {
-    let len = s.len().min(i16::MAX as usize);
-    out.put_i16(len as i16);
-    out.put_slice(&s.as_bytes()[..len]);
-}
-
-fn put_nullable_string(out: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => put_string(out, s),
-        None => out.put_i16(-1),
-    }
-}
-
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
-    out.put_i32(b.len() as i32);
-    out.put_slice(b);
-}
-
-/// A bounds-checked big-endian reader over one record's key or value.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        if self.0.len() < n {
-            return Err(format!("{n} bytes wanted, {} left", self.0.len()));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn i16(&mut self) -> Result<i16, String> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
-    }
-    fn i32(&mut self) -> Result<i32, String> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn nullable_string(&mut self) -> Result<Option<String>, String> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let bytes = self.take(len as usize)?;
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|_| "string is not UTF-8".to_string())
-    }
-    fn string(&mut self) -> Result<String, String> {
-        self.nullable_string()?
-            .ok_or_else(|| "null where a string is required".to_string())
-    }
-    fn bytes(&mut self) -> Result<Bytes, String> {
-        let len = self.i32()?;
-        if len < 0 {
-            return Ok(Bytes::new());
-        }
-        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
-    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::error::ErrorCode;
 use crate::group::records::partition_for_group;
+use crate::internal_log;
 use crate::limits;
 use crate::partition::{self, PartitionRef};
 use crate::shard::controller::{ControllerRequest, ControllerResponse};
@@ -528,30 +529,18 @@ impl TxnCoordinator {
             let Ok(partition) = shard.partition(&TopicPartition::new(TXN_TOPIC, p)) else {
                 continue;
             };
-            let (segments, written) = {
-                let mut part = partition.borrow_mut();
-                part.remove_segments_below_start();
-                (
-                    part.segment_count(),
-                    part.offsets().high_watermark.0 - rewritten_at.0,
-                )
-            };
-            if segments < limits::INTERNAL_COMPACT_MIN_SEGMENTS {
-                continue;
-            }
             let busy = self.locks.borrow().values().any(|l| l.available() == 0);
-            let live: Vec<(Bytes, Bytes)> = self
+            let live: Vec<(Bytes, Option<Bytes>)> = self
                 .txns
                 .borrow()
                 .iter()
                 .filter(|(id, _)| partition_for_group(id, topic.partitions) == p)
-                .map(|(id, m)| (state::encode_key(id), state::encode_value(m)))
+                .map(|(id, m)| (state::encode_key(id), Some(state::encode_value(m))))
                 .collect();
-            if busy || written <= limits::INTERNAL_COMPACT_GARBAGE_RATIO * live.len().max(1) as i64
-            {
+            if busy || !internal_log::due(&partition, rewritten_at, live.len()) {
                 continue;
             }
-            match rewrite(shard, &partition, &live).await {
+            match internal_log::rewrite(&partition, &live, shard.clock.now_ms()).await {
                 Ok(cut) => {
                     log::info!(
                         "{TXN_TOPIC}-{p}: compacted to {} live records; log start {cut}",
@@ -563,31 +552,6 @@ impl TxnCoordinator {
             }
         }
     }
-}
-
-/// Appends `live` in one go, waits for it, and moves the log start to its first offset.
-async fn rewrite(
-    shard: &Shard,
-    partition: &PartitionRef<UringStorage>,
-    live: &[(Bytes, Bytes)],
-) -> Result<Offset, ErrorCode> {
-    let now = shard.clock.now_ms();
-    let cut = partition.borrow().offsets().log_end;
-    let mut last = cut;
-    for chunk in live.chunks(limits::INTERNAL_COMPACT_BATCH_RECORDS) {
-        let pairs: Vec<batch::KeyValue> = chunk
-            .iter()
-            .map(|(k, v)| (Some(&k[..]), Some(&v[..])))
-            .collect();
-        let bytes = batch::build_batch(&pairs, now);
-        last = partition
-            .borrow_mut()
-            .append_broker_batch(&bytes, now)?
-            .durable_at;
-        partition::schedule_flush(partition);
-    }
-    partition::wait_durable(partition, last).await?;
-    partition::delete_records(partition, cut.0).await
 }
 
 async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<ProducerId, ErrorCode> {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ErrorCode;
+use crate::internal_log::{put_string, FieldReader};
 use crate::types::{ProducerEpoch, ProducerId, TopicPartition};
 
 /// The internal topic holding transaction state.
@@ -193,7 +194,7 @@ pub fn encode_value(m: &TxnMetadata) -> Bytes {
 
 /// Decodes a record; `Err` names what is wrong (a damaged record is skipped, never trusted).
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<(String, Option<TxnMetadata>), String> {
-    let mut k = Reader(key);
+    let mut k = FieldReader(key);
     if k.i16()? != 0 {
         return Err("unknown key version".into());
     }
@@ -201,7 +202,7 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<(String, Option<TxnMet
     let Some(value) = value else {
         return Ok((id, None));
     };
-    let mut v = Reader(value);
+    let mut v = FieldReader(value);
     if v.i16()? != 0 {
         return Err("unknown value version".into());
     }
@@ -232,44 +233,6 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<(String, Option<TxnMet
             start_ms,
         }),
     ))
-}
-
-fn put_string(out: &mut BytesMut, s: &str) {
-    let len = s.len().min(i16::MAX as usize);
-    out.put_i16(len as i16);
-    out.put_slice(&s.as_bytes()[..len]);
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        if self.0.len() < n {
-            return Err(format!("{n} bytes wanted, {} left", self.0.len()));
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn i8(&mut self) -> Result<i8, String> {
-        Ok(self.take(1)?[0] as i8)
-    }
-    fn i16(&mut self) -> Result<i16, String> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2")))
-    }
-    fn i32(&mut self) -> Result<i32, String> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4")))
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
-    }
-    fn string(&mut self) -> Result<String, String> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Err("null string".into());
-        }
-        String::from_utf8(self.take(len as usize)?.to_vec()).map_err(|_| "not UTF-8".into())
-    }
 }
 
 #[cfg(test)]

@@ -207,3 +207,39 @@ pub fn call<R: Decodable>(
     assert!(body.is_empty(), "{api:?} v{version}: trailing bytes");
     decoded
 }
+
+/// A raw connection to the broker, with a read timeout so a missing answer fails the test.
+pub fn connect(broker: &Broker) -> TcpStream {
+    let s = TcpStream::connect(broker.bootstrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+/// Creates a topic over a raw connection (CreateTopics v7) and checks it worked.
+pub fn create_topic(s: &mut TcpStream, topic: &str, partitions: i32) {
+    use kafka_protocol::messages::{create_topics_request::CreatableTopic, *};
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)])
+        .with_timeout_ms(5000);
+    let r: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 7, &request);
+    assert_eq!(r.topics[0].error_code, 0, "creating {topic}");
+}
+
+/// A partition's log start offset (ListOffsets v6, earliest).
+pub fn earliest_offset(s: &mut TcpStream, topic: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::*;
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-2)])]);
+    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 6, &request);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    r.topics[0].partitions[0].offset
+}
