@@ -53,6 +53,34 @@ pub async fn rewrite(
     partition::delete_records(partition, cut.0).await
 }
 
+/// Reads the partition from its log start to its high watermark in bounded chunks, handing
+/// each chunk to `on_chunk`, which decodes the whole batches in it and returns the offset after
+/// the last one (a chunk may end inside a batch: the next read starts there).
+pub async fn replay(
+    partition: &PartitionRef<UringStorage>,
+    mut on_chunk: impl FnMut(&Bytes) -> Option<Offset>,
+) -> std::io::Result<()> {
+    let (mut offset, end) = {
+        let o = partition.borrow().offsets();
+        (o.log_start, o.high_watermark)
+    };
+    while offset < end {
+        let cursor = partition
+            .borrow()
+            .cursor_at(offset)
+            .map_err(|code| std::io::Error::other(code.to_string()))?;
+        let Some(cursor) = cursor else { break };
+        let bytes = cursor
+            .read(offset, limits::INTERNAL_LOAD_READ_BYTES)
+            .await?;
+        match on_chunk(&bytes) {
+            Some(next) if next > offset => offset = next,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
 pub fn put_string(out: &mut BytesMut, s: &str) {
     let len = s.len().min(i16::MAX as usize);
     out.put_i16(len as i16);

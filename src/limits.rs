@@ -51,8 +51,8 @@ pub const GROUP_MEMBER_METADATA_MAX_BYTES: usize = 1024 * 1024;
 /// How often each shard checks its groups' session, rebalance and sync deadlines.
 pub const GROUP_TICK_MS: u64 = 100;
 
-/// Chunk read at a time when a shard replays an offsets partition at start.
-pub const GROUP_LOAD_READ_BYTES: usize = 1024 * 1024;
+/// Chunk read at a time when a shard replays an internal partition at start.
+pub const INTERNAL_LOAD_READ_BYTES: usize = 1024 * 1024;
 
 /// Largest batch the offsets topic accepts (`max.message.bytes` of `__consumer_offsets`).
 pub const OFFSETS_TOPIC_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;

@@ -312,30 +312,13 @@ impl GroupCoordinator {
     ) -> std::io::Result<usize> {
         let now = shard.clock.now_ms();
         let mut count = 0;
-        let (mut offset, end) = {
-            let p = partition.borrow();
-            let o = p.offsets();
-            (o.log_start, o.high_watermark)
-        };
-        while offset < end {
-            let cursor = partition
-                .borrow()
-                .cursor_at(offset)
-                .map_err(|code| std::io::Error::other(code.to_string()))?;
-            let Some(cursor) = cursor else { break };
-            let bytes = cursor.read(offset, limits::GROUP_LOAD_READ_BYTES).await?;
-            if bytes.is_empty() {
-                break;
-            }
-            let next = decode_batches(&bytes, |header, control, records| {
+        internal_log::replay(partition, |bytes| {
+            decode_batches(bytes, |header, control, records| {
                 count += records.len();
                 self.apply_loaded_batch(header, control, records, now);
-            });
-            match next {
-                Some(next) if next > offset => offset = next,
-                _ => break,
-            }
-        }
+            })
+        })
+        .await?;
         Ok(count)
     }
 

@@ -183,18 +183,8 @@ impl TxnCoordinator {
 
     async fn replay(&self, partition: &PartitionRef<UringStorage>) -> std::io::Result<usize> {
         let mut count = 0;
-        let (mut offset, end) = {
-            let o = partition.borrow().offsets();
-            (o.log_start, o.high_watermark)
-        };
-        while offset < end {
-            let cursor = partition
-                .borrow()
-                .cursor_at(offset)
-                .map_err(|code| std::io::Error::other(code.to_string()))?;
-            let Some(cursor) = cursor else { break };
-            let bytes = cursor.read(offset, limits::GROUP_LOAD_READ_BYTES).await?;
-            let next = batch::for_each_record(&bytes, |key, value| {
+        internal_log::replay(partition, |bytes| {
+            batch::for_each_record(bytes, |key, value| {
                 match state::decode(key, value) {
                     Ok((id, Some(m))) => {
                         self.txns.borrow_mut().insert(id, m);
@@ -205,12 +195,9 @@ impl TxnCoordinator {
                     Err(err) => log::error!("{TXN_TOPIC}: skipping a damaged record: {err}"),
                 }
                 count += 1;
-            });
-            match next {
-                Some(next) if next > offset => offset = next,
-                _ => break,
-            }
-        }
+            })
+        })
+        .await?;
         Ok(count)
     }
 
