@@ -1,7 +1,8 @@
 """kafka-python 3 (idempotent by default) against the real sluice binary, with 1 and 2 shards:
 admin topics and partitions, acks 0/1/all, the idempotent producer, assign/seek/from-beginning,
-offsets by timestamp, kill -9 in the middle of an idempotent stream, and consumer groups (a group
-of two consumers, committed offsets, the admin client's group operations)."""
+offsets by timestamp, kill -9 in the middle of an idempotent stream, consumer groups (a group of
+two consumers, committed offsets, the admin client's group operations), and transactions (commit
+and abort, read_committed, zombie fencing, consume-transform-produce)."""
 
 import os
 import signal
@@ -14,7 +15,11 @@ import time
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
-from kafka.errors import CommitFailedError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from kafka.errors import (
+    CommitFailedError, InvalidProducerEpochError, KafkaError, ProducerFencedError, TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+from kafka.structs import OffsetAndMetadata
 
 SLUICE = os.environ.get("SLUICE_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "sluice"))
 
@@ -408,3 +413,182 @@ def test_admin_lists_describes_and_deletes_consumer_groups(group_broker):
     assert admin.list_group_offsets(group)[group] == {}, "the offsets went with the group"
     assert admin.delete_groups([group]) == {group: "GroupIdNotFoundError"}
     admin.close()
+
+
+# Transactions: kafka-python's transactional producer (transactional_id) and read_committed
+# consumers.
+
+
+def isolated_consume(broker, topic, partitions, expected, isolation_level):
+    """Every record of the topic from the beginning, read with the given isolation level: polls
+    until `expected` arrived, then a second more for anything beyond. Returns the records and the
+    consumer's final position on each partition."""
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                             isolation_level=isolation_level, fetch_max_wait_ms=100)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    records = poll_until(consumer, expected)
+    positions = {tp.partition: consumer.position(tp) for tp in tps}
+    consumer.close()
+    return records, positions
+
+
+def transactional_producer(broker, transactional_id):
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=transactional_id, linger_ms=5)
+    producer.init_transactions()
+    return producer
+
+
+def test_transactions_read_committed_sees_only_committed_records(broker):
+    topic = "py-txn"
+    KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics([NewTopic(topic, 3, 1)])
+    producer = transactional_producer(broker, "py-txn-producer")
+    for prefix, commit in [(b"c0", True), (b"a", False), (b"c1", True)]:
+        producer.begin_transaction()
+        for i in range(30):
+            producer.send(topic, value=b"%s-%d" % (prefix, i), partition=i % 3)
+        if commit:
+            producer.commit_transaction()
+        else:
+            producer.flush()
+            producer.abort_transaction()
+    producer.close()
+    committed = sorted(b"%s-%d" % (p, i) for p in (b"c0", b"c1") for i in range(30))
+    everything = sorted(committed + [b"a-%d" % i for i in range(30)])
+
+    records, positions = isolated_consume(broker, topic, 3, 60, "read_committed")
+    assert sorted(r.value for r in records) == committed, "read_committed: exactly the committed records, once\n" + broker.log()[-3000:]
+    # Each partition: 10 records per transaction and one marker after each, and the reader's
+    # position past the last marker.
+    assert positions == {0: 33, 1: 33, 2: 33}, positions
+    for r in records:
+        assert r.partition == int(r.value.split(b"-")[1]) % 3
+
+    records, _ = isolated_consume(broker, topic, 3, 90, "read_uncommitted")
+    assert sorted(r.value for r in records) == everything, "read_uncommitted: every data record, once"
+
+
+def fenced(exc):
+    """Whether the error says the producer was fenced: it is ProducerFencedError or
+    InvalidProducerEpochError, or a KafkaError of the transaction manager's error state that
+    names one (kafka-python reports a fatal state's cause in the message or the arguments)."""
+    family = (ProducerFencedError, InvalidProducerEpochError)
+    return (isinstance(exc, family)
+            or any(isinstance(a, family) for a in exc.args)
+            or any(cls.__name__ in str(exc) for cls in family))
+
+
+def open_transaction(broker, transactional_id, topic, prefix):
+    """A transactional producer with an open transaction holding PREFIX-0 on partition 0 and
+    PREFIX-1 on partition 1, flushed."""
+    producer = transactional_producer(broker, transactional_id)
+    producer.begin_transaction()
+    producer.send(topic, value=prefix + b"-0", partition=0)
+    producer.send(topic, value=prefix + b"-1", partition=1)
+    producer.flush()
+    return producer
+
+
+def test_transactions_a_new_producer_fences_the_zombie(broker):
+    topic, tid = "py-zombie", "py-zombie-id"
+    KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics([NewTopic(topic, 2, 1)])
+    # Each new producer's init_transactions bumps the epoch and aborts the previous one's open
+    # transaction. The first zombie's commit is refused by the coordinator (EndTxn with an old
+    # epoch); the second zombie's write is refused by the partition (Produce with an old epoch).
+    first = open_transaction(broker, tid, topic, b"zombie-a")
+    second = open_transaction(broker, tid, topic, b"zombie-b")
+    with pytest.raises(ProducerFencedError):
+        first.commit_transaction()
+    first.close(timeout=1)
+
+    successor = transactional_producer(broker, tid)
+    successor.begin_transaction()
+    successor.send(topic, value=b"successor-0", partition=0)
+    successor.commit_transaction()
+    successor.close()
+
+    late = second.send(topic, value=b"zombie-late", partition=1)
+    with pytest.raises(KafkaError) as raised:
+        late.get(timeout=20)
+    assert fenced(raised.value), f"the late write fails as fenced: {raised.value!r}"
+    # kafka-python answers the refused write with a KIP-360 epoch bump (InitProducerId with its
+    # old producer id and epoch), which the coordinator must fence too; until that answer
+    # arrives the client refuses commit_transaction as an invalid state transition. It never
+    # commits.
+    errors = []
+
+    def commit_is_fenced():
+        with pytest.raises(KafkaError) as raised:
+            second.commit_transaction()
+        errors.append(raised.value)
+        return fenced(raised.value)
+
+    wait_for(commit_is_fenced, lambda: f"the fenced producer's commit fails as fenced: {errors[-1]!r}", timeout=20)
+    with pytest.raises(KafkaError) as raised:
+        second.send(topic, value=b"zombie-later", partition=1)
+    assert fenced(raised.value), f"no more writes: {raised.value!r}"
+    second.close(timeout=1)
+
+    records, _ = isolated_consume(broker, topic, 2, 1, "read_committed")
+    assert [r.value for r in records] == [b"successor-0"], "only the successor's record is visible\n" + broker.log()[-3000:]
+    records, _ = isolated_consume(broker, topic, 2, 5, "read_uncommitted")
+    assert sorted(r.value for r in records) == [b"successor-0", b"zombie-a-0", b"zombie-a-1", b"zombie-b-0", b"zombie-b-1"], \
+        "the log holds the zombies' flushed (aborted) records and the successor's, not the refused write"
+
+
+def transform_round(consumer, producer, out_topic, n, commit):
+    """Reads n records with the group consumer and writes their transformation in one
+    transaction, with the consumed offsets (send_offsets_to_transaction and the group's
+    metadata); commits or aborts it."""
+    read = []
+    deadline = time.time() + 30
+    while len(read) < n and time.time() < deadline:
+        for rs in consumer.poll(timeout_ms=200).values():
+            read.extend(rs)
+    assert len(read) == n, f"the group consumer read {len(read)} of {n}"
+    producer.begin_transaction()
+    offsets = {}
+    for r in read:
+        producer.send(out_topic, value=b"out-" + r.value, partition=r.partition)
+        offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1, "", -1)
+    producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+    if commit:
+        producer.commit_transaction()
+    else:
+        producer.flush()
+        producer.abort_transaction()
+
+
+def test_transactions_consume_transform_produce(group_broker):
+    broker = group_broker
+    source, sink, group = "py-ctp-in", "py-ctp-out", "py-ctp"
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic(source, 3, 1), NewTopic(sink, 3, 1)])
+    plain = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for i in range(30):
+        plain.send(source, value=b"v%d" % i, partition=i % 3)
+    plain.flush()
+
+    producer = transactional_producer(broker, "py-ctp-producer")
+    consumer = group_consumer(broker, group, source, isolation_level="read_committed")
+    everything = {TopicPartition(source, p) for p in range(3)}
+    transform_round(consumer, producer, sink, 30, commit=True)
+    offsets = admin.list_group_offsets(group)[group]
+    assert {tp: om.offset for tp, om in offsets.items()} == {tp: 10 for tp in everything}, "the transaction committed the offsets"
+
+    # An aborted round: neither its output nor its offsets stay.
+    for i in range(30, 33):
+        plain.send(source, value=b"v%d" % i, partition=i % 3)
+    plain.flush()
+    plain.close()
+    transform_round(consumer, producer, sink, 3, commit=False)
+    offsets = admin.list_group_offsets(group)[group]
+    assert {tp: om.offset for tp, om in offsets.items()} == {tp: 10 for tp in everything}, "an abort leaves the offsets"
+    consumer.close()
+    producer.close()
+    admin.close()
+
+    records, _ = isolated_consume(broker, sink, 3, 30, "read_committed")
+    assert sorted(r.value for r in records) == sorted(b"out-v%d" % i for i in range(30)), \
+        "each committed transformation once, none of the aborted ones"

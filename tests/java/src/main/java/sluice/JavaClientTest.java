@@ -158,9 +158,7 @@ public final class JavaClientTest {
             check(low == 100, "DeleteRecords moved the log start to 100, got " + low);
         }
         consumerGroup(common, topic, n);
-        long t0 = System.currentTimeMillis();
         transactions(common);
-        System.out.println("TIMING transactions " + (System.currentTimeMillis() - t0) + " ms");
         try (Admin admin = Admin.create(common)) {
             admin.deleteTopics(List.of(topic)).all().get();
             check(!admin.listTopics().names().get().contains(topic), "deleted");
@@ -294,6 +292,17 @@ public final class JavaClientTest {
         return out;
     }
 
+    /** A transactional producer, initialized, with an open transaction holding PREFIX-0 on partition 0 and PREFIX-1 on partition 1. */
+    private static KafkaProducer<String, String> openTransaction(Properties common, String id, String topic, String prefix) {
+        KafkaProducer<String, String> producer = new KafkaProducer<>(txnProducerProps(common, id));
+        producer.initTransactions();
+        producer.beginTransaction();
+        producer.send(new ProducerRecord<>(topic, 0, null, prefix + "-0"));
+        producer.send(new ProducerRecord<>(topic, 1, null, prefix + "-1"));
+        producer.flush();
+        return producer;
+    }
+
     /** Whether the exception or one of its causes says the producer was fenced. */
     private static boolean fenced(Throwable e) {
         for (Throwable t = e; t != null; t = t.getCause()) {
@@ -307,10 +316,11 @@ public final class JavaClientTest {
     /**
      * The transactional producer: a committed, an aborted and another committed transaction
      * across 3 partitions; read_committed sees exactly the committed records, read_uncommitted
-     * every data record. A second producer with the same transactional.id fences the first,
-     * whose records never become visible. Consume-transform-produce with the consumed offsets
-     * in the transaction (sendOffsetsToTransaction with the group's metadata), committed and
-     * aborted.
+     * every data record. Each new producer with the same transactional.id fences the one
+     * before, whose commit, writes and abort are refused and whose records never become
+     * visible. Consume-transform-produce with the consumed offsets in the transaction
+     * (sendOffsetsToTransaction with the subscribed consumer's group metadata), committed and
+     * aborted; the subscription pays the broker's default 3 s initial rebalance delay.
      */
     private static void transactions(Properties common) throws Exception {
         String topic = "java-txn-" + System.nanoTime();
@@ -361,59 +371,65 @@ public final class JavaClientTest {
                 "read_uncommitted reads all 90 data records once, got " + got.size() + ": " + got);
         }
 
-        System.out.println("TIMING before zombie " + System.currentTimeMillis());
-        // Zombie fencing.
+        // Zombie fencing, two generations of one transactional.id. Each new producer's
+        // initTransactions bumps the epoch and aborts the open transaction of the one before:
+        // the first zombie's commit is then refused by the coordinator (EndTxn with an old
+        // epoch); the second zombie's write is refused by the partition (Produce with an old
+        // epoch) and its abort by the coordinator.
         String id = "java-zombie-" + System.nanoTime();
-        KafkaProducer<String, String> zombie = new KafkaProducer<>(txnProducerProps(common, id));
+        KafkaProducer<String, String> first = openTransaction(common, id, zombieTopic, "zombie-a");
+        KafkaProducer<String, String> second = null;
         try {
-            zombie.initTransactions();
-            zombie.beginTransaction();
-            zombie.send(new ProducerRecord<>(zombieTopic, 0, null, "zombie-0"));
-            zombie.send(new ProducerRecord<>(zombieTopic, 1, null, "zombie-1"));
-            zombie.flush();
+            second = openTransaction(common, id, zombieTopic, "zombie-b");
+            try {
+                first.commitTransaction();
+                check(false, "the fenced producer's commit must fail");
+            } catch (org.apache.kafka.common.KafkaException e) {
+                check(fenced(e), "the fenced producer's commit fails with ProducerFencedException, got " + e);
+            }
             try (KafkaProducer<String, String> successor = new KafkaProducer<>(txnProducerProps(common, id))) {
                 successor.initTransactions();
                 successor.beginTransaction();
                 successor.send(new ProducerRecord<>(zombieTopic, 0, null, "successor-0"));
                 successor.commitTransaction();
             }
-            // The zombie's write with its old epoch is refused...
-            Future<RecordMetadata> late = zombie.send(new ProducerRecord<>(zombieTopic, 1, null, "zombie-late"));
+            Future<RecordMetadata> late = second.send(new ProducerRecord<>(zombieTopic, 1, null, "zombie-late"));
             try {
                 RecordMetadata md = late.get();
-                check(false, "the zombie's late write must fail, it was written at offset " + md.offset());
+                check(false, "the fenced producer's late write must fail, it was written at offset " + md.offset());
             } catch (ExecutionException e) {
-                check(fenced(e), "the zombie's late write fails as fenced, got " + e.getCause());
+                check(fenced(e), "the fenced producer's late write fails with InvalidProducerEpochException, got " + e.getCause());
             }
-            // ...and so are its commit and its abort: the coordinator fences the old epoch.
             try {
-                zombie.commitTransaction();
-                check(false, "the zombie's commit must fail");
+                second.commitTransaction();
+                check(false, "a commit after a refused write must fail");
             } catch (org.apache.kafka.common.KafkaException e) {
-                check(fenced(e), "the zombie's commit fails as fenced, got " + e);
+                check(fenced(e), "the commit fails with the refused write's error, got " + e);
             }
             try {
-                zombie.abortTransaction();
-                check(false, "the zombie's abort must fail (EndTxn with a fenced epoch)");
-            } catch (ProducerFencedException e) {
-                // expected: the coordinator refuses EndTxn from the old epoch
+                second.abortTransaction();
+                check(false, "the fenced producer's abort must fail");
+            } catch (org.apache.kafka.common.KafkaException e) {
+                check(fenced(e), "the fenced producer's abort fails with ProducerFencedException, got " + e);
             }
         } finally {
-            zombie.close(Duration.ZERO);
+            first.close(Duration.ZERO);
+            if (second != null) {
+                second.close(Duration.ZERO);
+            }
         }
         try (KafkaConsumer<String, String> rc = reader(common, zombieTopic, 2, "read_committed")) {
             List<String> got = readValues(rc, 1);
             check(got.equals(List.of("successor-0")), "read_committed sees only the successor's record, got " + got);
         }
         try (KafkaConsumer<String, String> ru = reader(common, zombieTopic, 2, "read_uncommitted")) {
-            List<String> got = readValues(ru, 3);
-            check(new java.util.TreeSet<>(got).equals(Set.of("zombie-0", "zombie-1", "successor-0")) && got.size() == 3,
-                "the log holds the zombie's two flushed records (aborted) and the successor's, not the late write; got " + got);
+            List<String> got = readValues(ru, 5);
+            Set<String> logged = Set.of("zombie-a-0", "zombie-a-1", "zombie-b-0", "zombie-b-1", "successor-0");
+            check(new java.util.TreeSet<>(got).equals(logged) && got.size() == 5,
+                "the log holds the zombies' flushed (aborted) records and the successor's, not the refused write; got " + got);
         }
 
-        System.out.println("TIMING before ctp " + System.currentTimeMillis());
         consumeTransformProduce(common, in, out);
-        System.out.println("TIMING after ctp " + System.currentTimeMillis());
     }
 
     private static void consumeTransformProduce(Properties common, String in, String out) throws Exception {
