@@ -16,42 +16,9 @@ use sluice::types::Offset;
 
 /// A valid uncompressed batch of `records` records of `value_bytes` each.
 fn make_batch(records: usize, value_bytes: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    for i in 0..records {
-        let mut record = vec![0u8];
-        record.extend(varint(i as i64));
-        record.extend(varint(i as i64));
-        record.extend(varint(-1));
-        record.extend(varint(value_bytes as i64));
-        record.extend(std::iter::repeat_n(b'x', value_bytes));
-        record.extend(varint(0));
-        body.extend(varint(record.len() as i64));
-        body.extend(record);
-    }
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(records as i32 - 1).to_be_bytes());
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(records as i32).to_be_bytes());
-    b.extend(body);
-    let crc = batch::compute_crc(&b);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
-}
-
-fn varint(v: i64) -> Vec<u8> {
-    let mut out = Vec::new();
-    batch::put_varlong(&mut out, v);
-    out
+    let value = vec![b'x'; value_bytes];
+    let pairs: Vec<batch::KeyValue> = (0..records).map(|_| (None, Some(&value[..]))).collect();
+    batch::build_batch(&pairs, 0)
 }
 
 fn validation(c: &mut Criterion) {
