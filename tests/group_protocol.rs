@@ -469,6 +469,20 @@ fn bad_group_requests_get_kafka_error_codes() {
         );
 
         assert_eq!(leave(&mut s, 3, "g", "stranger"), UNKNOWN_MEMBER_ID);
+        let delete = DeleteRecordsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                .with_name(TopicName(text("__consumer_offsets")))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(-1),
+                ])]);
+        let r: DeleteRecordsResponse = call(&mut s, ApiKey::DeleteRecords, 2, &delete);
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, 17,
+            "internal logs keep their records"
+        );
         assert!(broker.log().contains("listening on"));
         assert_eq!(
             heartbeat(&mut s, "g", &member, generation, None),

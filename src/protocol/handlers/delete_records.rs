@@ -12,6 +12,7 @@ use kafka_protocol::messages::DeleteRecordsRequest;
 
 use super::scatter::{known, scatter};
 use crate::error::ErrorCode;
+use crate::metadata::is_internal_topic;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
 use crate::types::TopicPartition;
 
@@ -23,7 +24,11 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
     let mut items = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
         for (pi, p) in topic.partitions.iter().enumerate() {
-            if known(&image, topic.name.0.as_str(), p.partition_index) {
+            if is_internal_topic(&topic.name) {
+                // The coordinators replay these logs from their start: deleting records there
+                // would silently drop committed offsets or transaction state.
+                answers.insert((ti, pi), Err(ErrorCode::InvalidTopicException));
+            } else if known(&image, topic.name.0.as_str(), p.partition_index) {
                 items.push((
                     (ti, pi),
                     TopicPartition::new(topic.name.0.as_str(), p.partition_index),
