@@ -3,6 +3,7 @@
 //! parses arguments and dispatches; `client` talks to the brokers; `output` prints.
 
 mod client;
+mod group;
 mod limits;
 mod output;
 mod topic;
@@ -133,6 +134,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (command, rest) = args.split_first().context(USAGE)?;
     match command.as_str() {
         "topic" => topic::run(rest),
+        "group" => group::run(rest),
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     }
 }
