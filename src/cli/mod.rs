@@ -3,9 +3,11 @@
 //! parses arguments and dispatches; `client` talks to the brokers; `output` prints.
 
 mod client;
+mod consume;
 mod group;
 mod limits;
 mod output;
+mod produce;
 mod topic;
 
 use anyhow::{bail, Context, Result};
@@ -135,6 +137,8 @@ pub fn run(args: &[String]) -> Result<()> {
     match command.as_str() {
         "topic" => topic::run(rest),
         "group" => group::run(rest),
+        "produce" => produce::run(rest),
+        "consume" => consume::run(rest),
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     }
 }
