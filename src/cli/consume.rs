@@ -27,6 +27,9 @@ use super::Args;
 const BATCH_LENGTH_END: usize = 12;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 
+/// Fetched records each with the offset after it; None for a control record or a batch's end.
+type Fetched = Vec<(i64, Option<Record>)>;
+
 pub fn run(args: &[String]) -> Result<()> {
     let args = Args::parse(
         args,
@@ -144,7 +147,7 @@ fn fetch(
     partitions: &[i32],
     positions: &BTreeMap<i32, i64>,
     wait: Duration,
-) -> Result<BTreeMap<i32, Vec<(i64, Option<Record>)>>> {
+) -> Result<BTreeMap<i32, Fetched>> {
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(wait.as_millis() as i32)
@@ -191,7 +194,7 @@ fn fetch(
 
 /// The records of every complete batch in `bytes` (a fetch may end with a partial one), each with
 /// the offset after it; control records are None.
-fn decode_batches(mut bytes: Bytes) -> Result<Vec<(i64, Option<Record>)>> {
+fn decode_batches(mut bytes: Bytes) -> Result<Fetched> {
     let mut records = Vec::new();
     while bytes.len() >= BATCH_LENGTH_END {
         let base = (&bytes[..8]).get_i64();
