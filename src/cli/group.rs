@@ -20,6 +20,10 @@ use super::client::{check, Client, Node, EARLIEST, LATEST};
 use super::output::{Json, Table};
 use super::{Args, USAGE};
 
+/// What a coordinator answers a commit outside any generation while the group has members.
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const ILLEGAL_GENERATION: i16 = 22;
+
 /// A partition of a topic.
 pub type TopicPartition = (String, i32);
 
@@ -131,6 +135,13 @@ pub fn commit_offsets(
                     "committing offsets of group {group} ({}/{})",
                     t.name.0, p.partition_index
                 ),
+            )
+            .context(
+                if p.error_code == UNKNOWN_MEMBER_ID || p.error_code == ILLEGAL_GENERATION {
+                    "the group has active members: stop its consumers first"
+                } else {
+                    "the offsets were not committed"
+                },
             )?;
         }
     }
