@@ -1,4 +1,7 @@
-//! The `sluice` command: `sluice serve` starts the broker.
+//! The `sluice` command: `sluice serve` starts the broker; `sluice topic | group | produce |
+//! consume` are the admin CLI (see `cli`), which works against any Kafka-compatible broker.
+
+mod cli;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,7 +24,7 @@ const LOCK_FILE: &str = ".lock";
 const LISTEN_PROBE_ATTEMPTS: u32 = 30;
 const LISTEN_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-const USAGE: &str = "\
+const SERVE_USAGE: &str = "\
 usage: sluice serve [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config FILE] [--set KEY=VALUE]...
 
   --listen HOST:PORT   address to accept Kafka clients on (default 127.0.0.1:9092)
@@ -43,16 +46,23 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some("topic" | "group" | "produce" | "consume") => match cli::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("sluice: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some("--version") | Some("version") => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Some("--help") | Some("-h") | Some("help") => {
-            println!("{USAGE}");
+            println!("{SERVE_USAGE}\n\n{}", cli::USAGE);
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{SERVE_USAGE}\n\n{}", cli::USAGE);
             ExitCode::from(2)
         }
     }
@@ -80,7 +90,7 @@ fn properties_from_args(args: &[String]) -> Result<BTreeMap<String, String>> {
                 let (k, v) = split_assignment(value()?)?;
                 flag_props.insert(k, v);
             }
-            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+            other => bail!("unknown argument {other:?}\n\n{SERVE_USAGE}"),
         }
     }
     file_props.extend(flag_props);

@@ -1,0 +1,531 @@
+//! `sluice group list | describe | reset-offsets | delete`, and the committed-offset helpers
+//! `sluice consume --group` shares.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context, Result};
+use bytes::Buf;
+use kafka_protocol::messages::consumer_protocol_assignment::ConsumerProtocolAssignment;
+use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
+use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestGroup};
+use kafka_protocol::messages::{GroupId, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use super::client::{check, Client, Node, EARLIEST, LATEST};
+use super::output::{Json, Table};
+use super::{Args, USAGE};
+
+/// What a coordinator answers a commit outside any generation while the group has members.
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const ILLEGAL_GENERATION: i16 = 22;
+
+/// A partition of a topic.
+pub type TopicPartition = (String, i32);
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (sub, rest) = args.split_first().context(USAGE)?;
+    match sub.as_str() {
+        "list" => list(&Args::parse(rest, &[], &[])?),
+        "describe" => describe(&Args::parse(rest, &[], &[])?),
+        "reset-offsets" => reset_offsets(&Args::parse(
+            rest,
+            &["--topic", "--to-offset", "--to-timestamp"],
+            &["--all-topics", "--to-earliest", "--to-latest", "--dry-run"],
+        )?),
+        "delete" => delete(&Args::parse(rest, &[], &[])?),
+        other => bail!("unknown group command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn group_id(group: &str) -> GroupId {
+    GroupId(StrBytes::from_string(group.to_string()))
+}
+
+/// Offsets `group` has committed (all topics).
+pub fn committed_offsets(
+    client: &mut Client,
+    group: &str,
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    let coordinator = client.coordinator(group)?;
+    let version = client.version::<OffsetFetchRequest>(coordinator)?;
+    let request = if version >= 8 {
+        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(group_id(group))
+            .with_topics(None)])
+    } else {
+        OffsetFetchRequest::default()
+            .with_group_id(group_id(group))
+            .with_topics(None)
+    };
+    let response = client.send(coordinator, &request)?;
+    let what = format!("committed offsets of group {group}");
+    let mut offsets = BTreeMap::new();
+    let mut add = |topic: &TopicName, partition: i32, offset: i64, code: i16| -> Result<()> {
+        check(code, None, format!("{what} ({}/{partition})", topic.0))?;
+        if offset >= 0 {
+            offsets.insert((topic.0.to_string(), partition), offset);
+        }
+        Ok(())
+    };
+    if version >= 8 {
+        let g = response
+            .groups
+            .first()
+            .context("empty OffsetFetch response")?;
+        check(g.error_code, None, &what)?;
+        for t in &g.topics {
+            for p in &t.partitions {
+                add(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+            }
+        }
+    } else {
+        check(response.error_code, None, &what)?;
+        for t in &response.topics {
+            for p in &t.partitions {
+                add(&t.name, p.partition_index, p.committed_offset, p.error_code)?;
+            }
+        }
+    }
+    Ok(offsets)
+}
+
+/// Commits `offsets` for `group` outside any generation (generation -1, no member id), as
+/// Kafka's tools do: the coordinator accepts it only while the group has no members.
+pub fn commit_offsets(
+    client: &mut Client,
+    group: &str,
+    offsets: &BTreeMap<TopicPartition, i64>,
+) -> Result<()> {
+    let coordinator = client.coordinator(group)?;
+    let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+    for ((topic, partition), &offset) in offsets {
+        topics.entry(topic).or_default().push(
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1),
+        );
+    }
+    let request = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(-1)
+        .with_retention_time_ms(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let response = client.send(coordinator, &request)?;
+    for t in &response.topics {
+        for p in &t.partitions {
+            check(
+                p.error_code,
+                None,
+                format!(
+                    "committing offsets of group {group} ({}/{})",
+                    t.name.0, p.partition_index
+                ),
+            )
+            .context(
+                if p.error_code == UNKNOWN_MEMBER_ID || p.error_code == ILLEGAL_GENERATION {
+                    "the group has active members: stop its consumers first"
+                } else {
+                    "the offsets were not committed"
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn list(args: &Args) -> Result<()> {
+    let mut client = args.client()?;
+    // Each broker lists only the groups it coordinates.
+    let mut groups = BTreeMap::new();
+    for id in client.broker_ids() {
+        let response = client.send(Node::Id(id), &ListGroupsRequest::default())?;
+        check(
+            response.error_code,
+            None,
+            format!("listing groups on broker {id}"),
+        )?;
+        for g in response.groups {
+            groups.insert(g.group_id.0.to_string(), g);
+        }
+    }
+    if args.json() {
+        let items = groups
+            .iter()
+            .map(|(id, g)| {
+                Json::object([
+                    ("group", Json::str(id)),
+                    ("state", Json::str(g.group_state.as_str())),
+                    ("protocol_type", Json::str(g.protocol_type.as_str())),
+                ])
+            })
+            .collect();
+        println!("{}", Json::Array(items));
+    } else {
+        let mut table = Table::new(&["GROUP", "STATE", "PROTOCOL-TYPE"]);
+        for (id, g) in &groups {
+            table.row(vec![
+                id.clone(),
+                g.group_state.to_string(),
+                g.protocol_type.to_string(),
+            ]);
+        }
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// A member's assigned partitions, decoded when the group uses the consumer protocol.
+fn assignment(protocol_type: &str, bytes: &bytes::Bytes) -> Vec<TopicPartition> {
+    if protocol_type != "consumer" || bytes.len() < 2 {
+        return Vec::new();
+    }
+    let mut buf = bytes.clone();
+    let version = buf.get_i16();
+    match ConsumerProtocolAssignment::decode(&mut buf, version) {
+        Ok(a) => a
+            .assigned_partitions
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.to_string(), p)))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn describe(args: &Args) -> Result<()> {
+    let groups = args.positional();
+    if groups.is_empty() {
+        bail!("missing group id\n\n{USAGE}");
+    }
+    let mut client = args.client()?;
+    let mut described = Vec::new();
+    for group in groups {
+        described.push(describe_one(&mut client, group, args.json())?);
+    }
+    if args.json() {
+        println!("{}", Json::Array(described));
+    }
+    Ok(())
+}
+
+fn describe_one(client: &mut Client, group: &str, json: bool) -> Result<Json> {
+    let coordinator = client.coordinator(group)?;
+    let response = client.send(
+        coordinator,
+        &DescribeGroupsRequest::default().with_groups(vec![group_id(group)]),
+    )?;
+    let g = response
+        .groups
+        .first()
+        .context("empty DescribeGroups response")?;
+    check(
+        g.error_code,
+        g.error_message.as_ref(),
+        format!("describing group {group}"),
+    )?;
+    let members: Vec<_> = g
+        .members
+        .iter()
+        .map(|m| (m, assignment(&g.protocol_type, &m.member_assignment)))
+        .collect();
+    let committed = committed_offsets(client, group)?;
+
+    // Every partition committed or assigned, with its owner and its log end offset.
+    let mut owner: BTreeMap<TopicPartition, String> = BTreeMap::new();
+    for (m, parts) in &members {
+        for tp in parts {
+            owner.insert(tp.clone(), m.member_id.to_string());
+        }
+    }
+    let partitions: BTreeSet<TopicPartition> =
+        committed.keys().chain(owner.keys()).cloned().collect();
+    let mut ends: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let topics: BTreeSet<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
+    for topic in topics {
+        let parts: Vec<i32> = partitions
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|&(_, p)| p)
+            .collect();
+        // A deleted topic's offsets can outlive it: its end is unknown, not an error.
+        if let Ok(offsets) = client.list_offsets(topic, &parts, LATEST) {
+            ends.extend(
+                offsets
+                    .into_iter()
+                    .map(|(p, o)| ((topic.to_string(), p), o)),
+            );
+        }
+    }
+    let lag = |tp: &TopicPartition| Some(ends.get(tp)? - committed.get(tp)?);
+
+    if !json {
+        println!(
+            "group {group}  state {}  protocol {} ({})  members {}",
+            g.group_state,
+            if g.protocol_data.is_empty() {
+                "-"
+            } else {
+                g.protocol_data.as_str()
+            },
+            if g.protocol_type.is_empty() {
+                "-"
+            } else {
+                g.protocol_type.as_str()
+            },
+            members.len()
+        );
+        let dash = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+        let mut table = Table::new(&[
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "MEMBER-ID",
+        ]);
+        for tp in &partitions {
+            table.row(vec![
+                tp.0.clone(),
+                tp.1.to_string(),
+                dash(committed.get(tp).copied()),
+                dash(ends.get(tp).copied()),
+                dash(lag(tp)),
+                owner.get(tp).cloned().unwrap_or_else(|| "-".to_string()),
+            ]);
+        }
+        print!("{table}");
+        if !members.is_empty() {
+            let mut table = Table::new(&["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"]);
+            for (m, parts) in &members {
+                let assigned: Vec<String> = parts.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+                table.row(vec![
+                    m.member_id.to_string(),
+                    m.client_id.to_string(),
+                    m.client_host.to_string(),
+                    assigned.join(","),
+                ]);
+            }
+            println!();
+            print!("{table}");
+        }
+        println!();
+    }
+    let opt = |v: Option<i64>| v.map_or(Json::Null, Json::Int);
+    Ok(Json::object([
+        ("group", Json::str(group)),
+        ("state", Json::str(g.group_state.as_str())),
+        ("protocol_type", Json::str(g.protocol_type.as_str())),
+        ("protocol", Json::str(g.protocol_data.as_str())),
+        (
+            "members",
+            Json::Array(
+                members
+                    .iter()
+                    .map(|(m, parts)| {
+                        Json::object([
+                            ("member_id", Json::str(m.member_id.as_str())),
+                            (
+                                "instance_id",
+                                Json::opt_str(m.group_instance_id.as_ref().map(|s| s.to_string())),
+                            ),
+                            ("client_id", Json::str(m.client_id.as_str())),
+                            ("host", Json::str(m.client_host.as_str())),
+                            (
+                                "assignment",
+                                Json::Array(
+                                    parts
+                                        .iter()
+                                        .map(|(t, p)| {
+                                            Json::object([
+                                                ("topic", Json::str(t)),
+                                                ("partition", Json::Int((*p).into())),
+                                            ])
+                                        })
+                                        .collect(),
+                                ),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "offsets",
+            Json::Array(
+                partitions
+                    .iter()
+                    .map(|tp| {
+                        Json::object([
+                            ("topic", Json::str(&tp.0)),
+                            ("partition", Json::Int(tp.1.into())),
+                            ("committed", opt(committed.get(tp).copied())),
+                            ("log_end", opt(ends.get(tp).copied())),
+                            ("lag", opt(lag(tp))),
+                            ("member_id", Json::opt_str(owner.get(tp).cloned())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ]))
+}
+
+/// Where `reset-offsets` moves each partition.
+enum Target {
+    Earliest,
+    Latest,
+    Offset(i64),
+    Timestamp(i64),
+}
+
+fn reset_offsets(args: &Args) -> Result<()> {
+    let group = args.single("group id")?;
+    let targets = [
+        args.switch("--to-earliest").then_some(Target::Earliest),
+        args.switch("--to-latest").then_some(Target::Latest),
+        args.number("--to-offset")?.map(Target::Offset),
+        args.number("--to-timestamp")?.map(Target::Timestamp),
+    ];
+    let mut targets = targets.into_iter().flatten();
+    let (Some(target), None) = (targets.next(), targets.next()) else {
+        bail!("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-timestamp MS");
+    };
+    let mut client = args.client()?;
+    let committed = committed_offsets(&mut client, group)?;
+    let topics: BTreeSet<String> = if args.switch("--all-topics") {
+        committed.keys().map(|(t, _)| t.clone()).collect()
+    } else {
+        args.values("--topic")
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    };
+    if topics.is_empty() {
+        bail!("give --topic T (repeatable) or --all-topics");
+    }
+    let mut plan: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for topic in &topics {
+        let partitions: Vec<i32> = client.leaders(topic)?.into_keys().collect();
+        let starts = client.list_offsets(topic, &partitions, EARLIEST)?;
+        let ends = client.list_offsets(topic, &partitions, LATEST)?;
+        let chosen = match target {
+            Target::Earliest => starts.clone(),
+            Target::Latest => ends.clone(),
+            // Out-of-range offsets are clamped to the log, as Kafka's tool does.
+            Target::Offset(n) => partitions
+                .iter()
+                .map(|p| (*p, n.clamp(starts[p], ends[p])))
+                .collect(),
+            Target::Timestamp(ms) => client.list_offsets(topic, &partitions, ms)?,
+        };
+        for (p, offset) in chosen {
+            plan.insert((topic.clone(), p), offset);
+        }
+    }
+    let dry_run = args.switch("--dry-run");
+    if !dry_run {
+        commit_offsets(&mut client, group, &plan)?;
+    }
+    let dash = |v: Option<&i64>| v.map_or("-".to_string(), |v| v.to_string());
+    if args.json() {
+        let items = plan
+            .iter()
+            .map(|(tp, new)| {
+                Json::object([
+                    ("topic", Json::str(&tp.0)),
+                    ("partition", Json::Int(tp.1.into())),
+                    (
+                        "current",
+                        committed.get(tp).map_or(Json::Null, |o| Json::Int(*o)),
+                    ),
+                    ("new", Json::Int(*new)),
+                ])
+            })
+            .collect();
+        println!(
+            "{}",
+            Json::object([
+                ("group", Json::str(group)),
+                ("dry_run", Json::Bool(dry_run)),
+                ("offsets", Json::Array(items)),
+            ])
+        );
+    } else {
+        let mut table = Table::new(&["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"]);
+        for (tp, new) in &plan {
+            table.row(vec![
+                tp.0.clone(),
+                tp.1.to_string(),
+                dash(committed.get(tp)),
+                new.to_string(),
+            ]);
+        }
+        print!("{table}");
+        if dry_run {
+            println!("dry run: nothing committed");
+        } else {
+            println!("committed new offsets for group {group}");
+        }
+    }
+    Ok(())
+}
+
+fn delete(args: &Args) -> Result<()> {
+    let groups = args.positional();
+    if groups.is_empty() {
+        bail!("missing group id\n\n{USAGE}");
+    }
+    let mut client = args.client()?;
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    for group in groups {
+        let coordinator = client.coordinator(group)?;
+        let response = client.send(
+            coordinator,
+            &DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]),
+        )?;
+        for r in &response.results {
+            match check(
+                r.error_code,
+                None,
+                format!("deleting group {}", r.group_id.0),
+            ) {
+                Ok(()) => deleted.push(r.group_id.0.to_string()),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+    }
+    if args.json() {
+        println!(
+            "{}",
+            Json::Array(
+                deleted
+                    .iter()
+                    .map(|g| Json::object([("group", Json::str(g))]))
+                    .collect()
+            )
+        );
+    } else {
+        for g in &deleted {
+            println!("deleted group {g}");
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}

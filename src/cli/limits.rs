@@ -1,0 +1,28 @@
+//! Bounds and timeouts of the admin CLI's client, with their unit last in the name.
+
+use std::time::Duration;
+
+/// Largest response frame the client reads; a bigger size prefix is treated as corruption.
+pub const RESPONSE_FRAME_MAX_BYTES: usize = 128 * 1024 * 1024;
+
+/// How long connecting to a broker may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one read or write on a broker connection may block (above any fetch long poll).
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest record batch `sluice produce` sends (below Kafka's default `message.max.bytes`).
+pub const PRODUCE_BATCH_MAX_BYTES: usize = 512 * 1024;
+
+/// Bytes one fetch asks for, in all and per partition.
+pub const FETCH_MAX_BYTES: i32 = 16 * 1024 * 1024;
+pub const FETCH_PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+
+/// How long one fetch waits on the broker for new records.
+pub const FETCH_MAX_WAIT_MS: i32 = 500;
+
+/// How long the admin requests that take a timeout let the broker work.
+pub const ADMIN_TIMEOUT_MS: i32 = 30_000;
+
+/// Largest input line or file `sluice produce` accepts.
+pub const PRODUCE_INPUT_MAX_BYTES: u64 = 256 * 1024 * 1024;

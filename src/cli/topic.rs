@@ -1,0 +1,468 @@
+//! `sluice topic create | list | describe | delete | add-partitions | alter-config`.
+
+use anyhow::{bail, Context, Result};
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsRequest, CreatePartitionsTopic,
+};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+};
+use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use kafka_protocol::messages::describe_configs_request::{
+    DescribeConfigsRequest, DescribeConfigsResource,
+};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
+};
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+
+use super::client::{check, Client, Node, EARLIEST, LATEST};
+use super::limits::ADMIN_TIMEOUT_MS;
+use super::output::{Json, Table};
+use super::{key_value, Args, USAGE};
+
+/// DescribeConfigs / IncrementalAlterConfigs resource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (sub, rest) = args.split_first().context(USAGE)?;
+    match sub.as_str() {
+        "create" => create(&Args::parse(
+            rest,
+            &["--partitions", "--replication-factor", "--config"],
+            &[],
+        )?),
+        "list" => list(&Args::parse(rest, &[], &["--internal"])?),
+        "describe" => describe(&Args::parse(rest, &[], &[])?),
+        "delete" => delete(&Args::parse(rest, &[], &[])?),
+        "add-partitions" => add_partitions(&Args::parse(rest, &["--count"], &[])?),
+        "alter-config" => alter_config(&Args::parse(rest, &["--set", "--delete"], &[])?),
+        other => bail!("unknown topic command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn create(args: &Args) -> Result<()> {
+    let topic = args.single("topic name")?;
+    let partitions = args.number::<i32>("--partitions")?.unwrap_or(-1);
+    let replication = args.number::<i16>("--replication-factor")?.unwrap_or(-1);
+    let mut configs = Vec::new();
+    for kv in args.values("--config") {
+        let (k, v) = key_value(kv)?;
+        configs.push(
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string()))),
+        );
+    }
+    let mut client = args.client()?;
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication)
+            .with_configs(configs)])
+        .with_timeout_ms(ADMIN_TIMEOUT_MS);
+    let response = client.send(Node::Any, &request)?;
+    let result = response
+        .topics
+        .first()
+        .context("empty CreateTopics response")?;
+    check(
+        result.error_code,
+        result.error_message.as_ref(),
+        format!("creating topic {topic}"),
+    )?;
+    // Before v5 the response does not say how many partitions were made: ask.
+    let count = if result.num_partitions > 0 {
+        result.num_partitions
+    } else {
+        client.leaders(topic)?.len() as i32
+    };
+    if args.json() {
+        println!(
+            "{}",
+            Json::object([
+                ("topic", Json::str(topic)),
+                ("partitions", Json::Int(count.into())),
+            ])
+        );
+    } else {
+        println!("created topic {topic} with {count} partitions");
+    }
+    Ok(())
+}
+
+fn list(args: &Args) -> Result<()> {
+    let mut client = args.client()?;
+    let metadata = client.metadata(None)?;
+    let mut topics: Vec<_> = metadata
+        .topics
+        .iter()
+        .filter(|t| args.switch("--internal") || !t.is_internal)
+        .collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let name_of = |t: &&kafka_protocol::messages::metadata_response::MetadataResponseTopic| {
+        t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default()
+    };
+    if args.json() {
+        let items = topics
+            .iter()
+            .map(|t| {
+                Json::object([
+                    ("topic", Json::str(name_of(t))),
+                    ("id", Json::str(t.topic_id.to_string())),
+                    ("partitions", Json::Int(t.partitions.len() as i64)),
+                    ("internal", Json::Bool(t.is_internal)),
+                ])
+            })
+            .collect();
+        println!("{}", Json::Array(items));
+    } else {
+        let mut table = Table::new(&["TOPIC", "PARTITIONS", "ID"]);
+        for t in &topics {
+            table.row(vec![
+                name_of(t),
+                t.partitions.len().to_string(),
+                t.topic_id.to_string(),
+            ]);
+        }
+        print!("{table}");
+    }
+    Ok(())
+}
+
+/// Kafka's name for a DescribeConfigs config source.
+fn config_source(source: i8) -> &'static str {
+    match source {
+        1 => "DYNAMIC_TOPIC_CONFIG",
+        2 => "DYNAMIC_BROKER_CONFIG",
+        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        4 => "STATIC_BROKER_CONFIG",
+        5 => "DEFAULT_CONFIG",
+        6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
+        _ => "UNKNOWN",
+    }
+}
+
+fn describe(args: &Args) -> Result<()> {
+    let topics = args.positional();
+    if topics.is_empty() {
+        bail!("missing topic name\n\n{USAGE}");
+    }
+    let mut client = args.client()?;
+    let mut described = Vec::new();
+    for topic in topics {
+        described.push(describe_one(&mut client, topic, args.json())?);
+    }
+    if args.json() {
+        println!("{}", Json::Array(described));
+    }
+    Ok(())
+}
+
+/// Prints one topic's table (unless `json`) and returns its JSON.
+fn describe_one(client: &mut Client, topic: &str, json: bool) -> Result<Json> {
+    let metadata = client.metadata(Some(&[topic.to_string()]))?;
+    let t = metadata.topics.first().context("empty Metadata response")?;
+    check(t.error_code, None, format!("topic {topic}"))?;
+    let mut partitions: Vec<_> = t.partitions.iter().collect();
+    partitions.sort_by_key(|p| p.partition_index);
+    let indexes: Vec<i32> = partitions.iter().map(|p| p.partition_index).collect();
+    let starts = client.list_offsets(topic, &indexes, EARLIEST)?;
+    let ends = client.list_offsets(topic, &indexes, LATEST)?;
+
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None)]);
+    let response = client.send(Node::Any, &request)?;
+    let result = response
+        .results
+        .first()
+        .context("empty DescribeConfigs response")?;
+    check(
+        result.error_code,
+        result.error_message.as_ref(),
+        format!("configs of {topic}"),
+    )?;
+    let mut configs: Vec<_> = result.configs.iter().collect();
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let ids = |v: &[kafka_protocol::messages::BrokerId]| {
+        v.iter()
+            .map(|b| b.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let offset =
+        |m: &std::collections::BTreeMap<i32, i64>, p: i32| m.get(&p).copied().unwrap_or(-1);
+    if !json {
+        println!(
+            "topic {topic}  id {}  partitions {}",
+            t.topic_id,
+            partitions.len()
+        );
+        let mut table = Table::new(&[
+            "PARTITION",
+            "LEADER",
+            "REPLICAS",
+            "ISR",
+            "START-OFFSET",
+            "END-OFFSET",
+            "MESSAGES",
+        ]);
+        for p in &partitions {
+            let (start, end) = (
+                offset(&starts, p.partition_index),
+                offset(&ends, p.partition_index),
+            );
+            table.row(vec![
+                p.partition_index.to_string(),
+                p.leader_id.0.to_string(),
+                ids(&p.replica_nodes),
+                ids(&p.isr_nodes),
+                start.to_string(),
+                end.to_string(),
+                (end - start).to_string(),
+            ]);
+        }
+        print!("{table}");
+        let mut table = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
+        for c in &configs {
+            table.row(vec![
+                c.name.to_string(),
+                c.value
+                    .as_ref()
+                    .map_or("(sensitive)".to_string(), |v| v.to_string()),
+                config_source(c.config_source).to_string(),
+            ]);
+        }
+        println!();
+        print!("{table}");
+        println!();
+    }
+    Ok(Json::object([
+        ("topic", Json::str(topic)),
+        ("id", Json::str(t.topic_id.to_string())),
+        (
+            "partitions",
+            Json::Array(
+                partitions
+                    .iter()
+                    .map(|p| {
+                        let (start, end) = (
+                            offset(&starts, p.partition_index),
+                            offset(&ends, p.partition_index),
+                        );
+                        Json::object([
+                            ("partition", Json::Int(p.partition_index.into())),
+                            ("leader", Json::Int(p.leader_id.0.into())),
+                            (
+                                "replicas",
+                                Json::Array(
+                                    p.replica_nodes
+                                        .iter()
+                                        .map(|b| Json::Int(b.0.into()))
+                                        .collect(),
+                                ),
+                            ),
+                            (
+                                "isr",
+                                Json::Array(
+                                    p.isr_nodes.iter().map(|b| Json::Int(b.0.into())).collect(),
+                                ),
+                            ),
+                            ("start_offset", Json::Int(start)),
+                            ("end_offset", Json::Int(end)),
+                            ("messages", Json::Int(end - start)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "configs",
+            Json::Object(
+                configs
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name.to_string(),
+                            Json::object([
+                                (
+                                    "value",
+                                    Json::opt_str(c.value.as_ref().map(|v| v.to_string())),
+                                ),
+                                ("source", Json::str(config_source(c.config_source))),
+                            ]),
+                        )
+                    })
+                    .collect(),
+            ),
+        ),
+    ]))
+}
+
+fn delete(args: &Args) -> Result<()> {
+    let topics = args.positional();
+    if topics.is_empty() {
+        bail!("missing topic name\n\n{USAGE}");
+    }
+    let mut client = args.client()?;
+    let version = client.version::<DeleteTopicsRequest>(Node::Any)?;
+    let request = if version >= 6 {
+        DeleteTopicsRequest::default().with_topics(
+            topics
+                .iter()
+                .map(|t| DeleteTopicState::default().with_name(Some(name(t))))
+                .collect(),
+        )
+    } else {
+        DeleteTopicsRequest::default().with_topic_names(topics.iter().map(|t| name(t)).collect())
+    }
+    .with_timeout_ms(ADMIN_TIMEOUT_MS);
+    let response = client.send(Node::Any, &request)?;
+    let mut failures = Vec::new();
+    let mut deleted = Vec::new();
+    for r in &response.responses {
+        let topic = r.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+        match check(
+            r.error_code,
+            r.error_message.as_ref(),
+            format!("deleting topic {topic}"),
+        ) {
+            Ok(()) => deleted.push(topic),
+            Err(e) => failures.push(format!("{e}")),
+        }
+    }
+    if args.json() {
+        println!(
+            "{}",
+            Json::Array(
+                deleted
+                    .iter()
+                    .map(|t| Json::object([("topic", Json::str(t))]))
+                    .collect()
+            )
+        );
+    } else {
+        for t in &deleted {
+            println!("deleted topic {t}");
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+fn add_partitions(args: &Args) -> Result<()> {
+    let topic = args.single("topic name")?;
+    let count = args
+        .number::<i32>("--count")?
+        .context("--count N (the new total number of partitions) is required")?;
+    let mut client = args.client()?;
+    let request = CreatePartitionsRequest::default()
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(name(topic))
+            .with_count(count)
+            .with_assignments(None)])
+        .with_timeout_ms(ADMIN_TIMEOUT_MS);
+    let response = client.send(Node::Any, &request)?;
+    let result = response
+        .results
+        .first()
+        .context("empty CreatePartitions response")?;
+    check(
+        result.error_code,
+        result.error_message.as_ref(),
+        format!("adding partitions to {topic}"),
+    )?;
+    if args.json() {
+        println!(
+            "{}",
+            Json::object([
+                ("topic", Json::str(topic)),
+                ("partitions", Json::Int(count.into()))
+            ])
+        );
+    } else {
+        println!("topic {topic} now has {count} partitions");
+    }
+    Ok(())
+}
+
+fn alter_config(args: &Args) -> Result<()> {
+    let topic = args.single("topic name")?;
+    let mut changes = Vec::new();
+    for kv in args.values("--set") {
+        let (k, v) = key_value(kv)?;
+        changes.push(
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_config_operation(OP_SET)
+                .with_value(Some(StrBytes::from_string(v.to_string()))),
+        );
+    }
+    for k in args.values("--delete") {
+        changes.push(
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_config_operation(OP_DELETE),
+        );
+    }
+    if changes.is_empty() {
+        bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
+    }
+    let mut client = args.client()?;
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(changes),
+    ]);
+    let response = client.send(Node::Any, &request)?;
+    let result = response
+        .responses
+        .first()
+        .context("empty IncrementalAlterConfigs response")?;
+    check(
+        result.error_code,
+        result.error_message.as_ref(),
+        format!("altering configs of {topic}"),
+    )?;
+    let set = args.values("--set");
+    let deleted = args.values("--delete");
+    if args.json() {
+        println!(
+            "{}",
+            Json::object([
+                ("topic", Json::str(topic)),
+                (
+                    "set",
+                    Json::Array(set.iter().map(|s| Json::str(*s)).collect())
+                ),
+                (
+                    "deleted",
+                    Json::Array(deleted.iter().map(|s| Json::str(*s)).collect())
+                ),
+            ])
+        );
+    } else {
+        println!(
+            "altered topic {topic}: {} set, {} deleted",
+            set.len(),
+            deleted.len()
+        );
+    }
+    Ok(())
+}

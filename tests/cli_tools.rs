@@ -1,0 +1,284 @@
+//! The admin CLI (`sluice topic | group | produce | consume`) against the real broker: every
+//! command through the real binary, checking both the tables and the `--json` output.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::Broker;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `sluice ARGS --bootstrap ...` (ARGS split at spaces) with `stdin` piped in.
+fn sluice(broker: &Broker, args: &str, stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args.split_whitespace())
+        .arg("--bootstrap")
+        .arg(broker.bootstrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(broker: &Broker, args: &str) -> String {
+    ok_with_input(broker, args, "")
+}
+
+fn ok_with_input(broker: &Broker, args: &str, stdin: &str) -> String {
+    let out = sluice(broker, args, stdin);
+    assert_eq!(
+        out.code, 0,
+        "sluice {args} failed: {}{}",
+        out.stdout, out.stderr
+    );
+    out.stdout
+}
+
+/// Runs a command that must fail and returns its stderr.
+fn fails(broker: &Broker, args: &str) -> String {
+    let out = sluice(broker, args, "");
+    assert_ne!(out.code, 0, "sluice {args} should fail: {}", out.stdout);
+    out.stderr
+}
+
+/// Every integer that follows `"key":` in a JSON text, in order.
+fn numbers(json: &str, key: &str) -> Vec<i64> {
+    let needle = format!("\"{key}\":");
+    json.match_indices(&needle)
+        .filter_map(|(i, _)| {
+            let rest = &json[i + needle.len()..];
+            let end = rest
+                .find(|c: char| c != '-' && !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
+}
+
+/// The table row whose cells start with `cells`.
+fn row<'a>(table: &'a str, cells: &[&str]) -> Option<&'a str> {
+    table.lines().find(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.len() >= cells.len() && words[..cells.len()] == *cells
+    })
+}
+
+#[test]
+fn every_cli_command_against_the_broker() {
+    let broker = Broker::start("cli-tools", 2, &[]);
+    let b = &broker;
+
+    // topic create / list / describe / add-partitions / alter-config
+    let out = ok(
+        b,
+        "topic create orders --partitions 3 --config retention.ms=86400000",
+    );
+    assert!(
+        out.contains("created topic orders with 3 partitions"),
+        "{out}"
+    );
+    ok(b, "topic create notes --partitions 1");
+    let err = fails(b, "topic create orders");
+    assert!(err.contains("TOPIC_ALREADY_EXISTS (36)"), "{err}");
+    let out = ok(b, "topic list");
+    assert!(row(&out, &["TOPIC", "PARTITIONS", "ID"]).is_some(), "{out}");
+    assert!(row(&out, &["orders", "3"]).is_some(), "{out}");
+    assert!(row(&out, &["notes", "1"]).is_some(), "{out}");
+    let out = ok(b, "topic list --json");
+    assert!(out.contains(r#"{"topic":"orders","id":""#), "{out}");
+    assert_eq!(numbers(&out, "partitions"), [1, 3], "{out}");
+
+    let out = ok(b, "topic add-partitions orders --count 4");
+    assert!(out.contains("now has 4 partitions"), "{out}");
+    let err = fails(b, "topic add-partitions orders --count 2");
+    assert!(err.contains("INVALID_PARTITIONS (37)"), "{err}");
+    ok(b, "topic alter-config orders --set retention.ms=123456");
+    let out = ok(b, "topic describe orders");
+    for p in ["0", "1", "2", "3"] {
+        assert!(
+            row(&out, &[p, "1", "1", "1", "0", "0", "0"]).is_some(),
+            "{out}"
+        );
+    }
+    assert!(
+        row(&out, &["retention.ms", "123456", "DYNAMIC_TOPIC_CONFIG"]).is_some(),
+        "{out}"
+    );
+    let out = ok(b, "topic describe orders --json");
+    assert_eq!(numbers(&out, "partition"), [0, 1, 2, 3], "{out}");
+    assert!(
+        out.contains(r#""retention.ms":{"value":"123456","source":"DYNAMIC_TOPIC_CONFIG"}"#),
+        "{out}"
+    );
+
+    // produce: keyed lines with a header from stdin; unkeyed lines from a file to one partition
+    let lines: String = (0..10)
+        .map(|i| format!("key-{i}:value \"{i}\"\n"))
+        .collect();
+    let out = ok_with_input(
+        b,
+        "produce orders --key-separator : --header source=test",
+        &lines,
+    );
+    assert_eq!(out.trim(), "10 records acknowledged by orders");
+    let file = broker.data_dir.join("input.txt");
+    std::fs::write(&file, "first\nsecond\n").unwrap();
+    let out = ok(
+        b,
+        &format!(
+            "produce notes --file {} --partition 0 --json",
+            file.display()
+        ),
+    );
+    assert_eq!(out.trim(), r#"{"topic":"notes","acknowledged":2}"#);
+    let out = ok(b, "topic describe notes");
+    assert!(
+        row(&out, &["0", "1", "1", "1", "0", "2", "2"]).is_some(),
+        "{out}"
+    );
+
+    // consume: JSON from the beginning, text from an offset, by timestamp
+    let out = ok(
+        b,
+        "consume orders --from-beginning --max-messages 10 --format json --timeout-ms 10000",
+    );
+    assert_eq!(out.lines().count(), 10, "{out}");
+    for i in 0..10 {
+        let record =
+            format!(r#""key":"key-{i}","value":"value \"{i}\"","headers":{{"source":"test"}}}}"#);
+        assert!(out.contains(&record), "{i}: {out}");
+    }
+    let out = ok(b, "consume notes --offset 1 --timeout-ms 1000");
+    assert_eq!(out, "second\n");
+    let out = ok(
+        b,
+        "consume notes --partition 0 --from-beginning --key-separator | --max-messages 2",
+    );
+    assert_eq!(out, "|first\n|second\n");
+    let out = ok(b, "consume notes --from-beginning --timeout-ms 500");
+    assert_eq!(out, "first\nsecond\n");
+    let out = ok(
+        b,
+        "consume orders --timestamp 0 --max-messages 10 --timeout-ms 10000",
+    );
+    assert_eq!(out.lines().count(), 10, "{out}");
+    // The same key lands in the same partition again.
+    ok_with_input(b, "produce orders --key-separator :", "key-0:again\n");
+    let out = ok(
+        b,
+        "consume orders --from-beginning --format json --max-messages 11 --timeout-ms 10000",
+    );
+    let partition_of = |value: &str| {
+        let line = out.lines().find(|l| l.contains(value)).unwrap();
+        numbers(line, "partition")[0]
+    };
+    assert_eq!(
+        partition_of("again"),
+        partition_of(r#"value \"0\""#),
+        "{out}"
+    );
+
+    // group: a consumer commits 5 of 11 records; describe shows committed offsets and lag
+    let out = ok(
+        b,
+        "consume orders --group audit --from-beginning --max-messages 5 --timeout-ms 10000",
+    );
+    assert_eq!(out.lines().count(), 5, "{out}");
+    let out = ok(b, "group list");
+    assert!(row(&out, &["audit", "Empty"]).is_some(), "{out}");
+    let out = ok(b, "group list --json");
+    assert!(
+        out.contains(r#"{"group":"audit","state":"Empty","#),
+        "{out}"
+    );
+    let out = ok(b, "group describe audit");
+    let header = [
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+    ];
+    assert!(row(&out, &header).is_some(), "{out}");
+    let json = ok(b, "group describe audit --json");
+    assert_eq!(numbers(&json, "committed").iter().sum::<i64>(), 5, "{json}");
+    let log_end: i64 = numbers(&json, "log_end").iter().sum();
+    assert_eq!(
+        numbers(&json, "lag").iter().sum::<i64>(),
+        log_end - 5,
+        "{json}"
+    );
+    let committed_rows = out.lines().filter(|l| l.starts_with("orders ")).count();
+    assert_eq!(committed_rows, numbers(&json, "committed").len(), "{out}");
+
+    // reset-offsets: a dry run changes nothing; then to the earliest offsets, then to an offset
+    let out = ok(
+        b,
+        "group reset-offsets audit --topic orders --to-earliest --dry-run",
+    );
+    assert!(out.contains("dry run: nothing committed"), "{out}");
+    for p in ["0", "1", "2", "3"] {
+        let line = row(&out, &["orders", p]).unwrap_or_else(|| panic!("{out}"));
+        assert!(line.ends_with(" 0"), "{out}");
+    }
+    let json = ok(b, "group describe audit --json");
+    assert_eq!(numbers(&json, "committed").iter().sum::<i64>(), 5, "{json}");
+    let out = ok(
+        b,
+        "group reset-offsets audit --topic orders --to-latest --dry-run --json",
+    );
+    assert!(
+        out.starts_with(r#"{"group":"audit","dry_run":true,"offsets":["#),
+        "{out}"
+    );
+    assert_eq!(numbers(&out, "new").iter().sum::<i64>(), 11, "{out}");
+    let out = ok(b, "group reset-offsets audit --topic orders --to-earliest");
+    assert!(
+        out.contains("committed new offsets for group audit"),
+        "{out}"
+    );
+    let json = ok(b, "group describe audit --json");
+    assert_eq!(numbers(&json, "committed"), [0, 0, 0, 0], "{json}");
+    assert_eq!(numbers(&json, "lag").iter().sum::<i64>(), 11, "{json}");
+    let out = ok(
+        b,
+        "group reset-offsets notes-readers --topic notes --to-offset 1",
+    );
+    assert!(row(&out, &["notes", "0", "-", "1"]).is_some(), "{out}");
+    let out = ok(b, "consume notes --group notes-readers --timeout-ms 500");
+    assert_eq!(out, "second\n");
+
+    // delete the groups, then the topics
+    let out = ok(b, "group delete audit notes-readers");
+    assert_eq!(out, "deleted group audit\ndeleted group notes-readers\n");
+    let out = ok(b, "group list --json");
+    assert!(!out.contains("audit"), "{out}");
+    let err = fails(b, "group delete audit");
+    assert!(err.contains("GROUP_ID_NOT_FOUND (69)"), "{err}");
+    let out = ok(b, "topic delete orders notes --json");
+    assert_eq!(out.trim(), r#"[{"topic":"orders"},{"topic":"notes"}]"#);
+    let err = fails(b, "topic describe orders");
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION (3)"), "{err}");
+    let err = fails(b, "topic delete orders");
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION (3)"), "{err}");
+}
