@@ -67,7 +67,32 @@ pub fn check(code: i16, message: Option<&StrBytes>, what: impl std::fmt::Display
     let detail = message
         .map(|m| format!(": {}", m.as_str()))
         .unwrap_or_default();
-    bail!("{what}: {} ({code}){detail}", error_name(code))
+    Err(anyhow::Error::new(KafkaError {
+        code,
+        text: format!("{what}: {} ({code}){detail}", error_name(code)),
+    }))
+}
+
+/// An error a broker answered with (its Kafka error code), as `check` reports it.
+#[derive(Debug)]
+pub struct KafkaError {
+    pub code: i16,
+    text: String,
+}
+
+impl std::fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for KafkaError {}
+
+/// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR: the group's
+/// coordinator is moving or starting; asking again shortly works.
+pub fn is_coordinator_moving(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<KafkaError>()
+        .is_some_and(|e| matches!(e.code, 14..=16))
 }
 
 /// One broker connection and the versions it supports.

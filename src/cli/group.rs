@@ -28,6 +28,10 @@ const ILLEGAL_GENERATION: i16 = 22;
 pub type TopicPartition = (String, i32);
 
 pub fn run(args: &[String]) -> Result<()> {
+    super::while_coordinator_moves(|| run_once(args))
+}
+
+fn run_once(args: &[String]) -> Result<()> {
     let (sub, rest) = args.split_first().context(USAGE)?;
     match sub.as_str() {
         "list" => list(&Args::parse(rest, &[], &[])?),
@@ -48,6 +52,13 @@ fn group_id(group: &str) -> GroupId {
 
 /// Offsets `group` has committed (all topics).
 pub fn committed_offsets(
+    client: &mut Client,
+    group: &str,
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    super::while_coordinator_moves(|| committed_offsets_once(client, group))
+}
+
+fn committed_offsets_once(
     client: &mut Client,
     group: &str,
 ) -> Result<BTreeMap<TopicPartition, i64>> {

@@ -26,3 +26,8 @@ pub const ADMIN_TIMEOUT_MS: i32 = 30_000;
 
 /// Largest input line or file `sluice produce` accepts.
 pub const PRODUCE_INPUT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How often FindCoordinator is asked again while the coordinator is not available yet...
+pub const COORDINATOR_RETRIES: usize = 50;
+/// ...and how long to wait between those tries.
+pub const COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(200);

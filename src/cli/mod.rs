@@ -11,6 +11,7 @@ mod produce;
 mod topic;
 
 use anyhow::{bail, Context, Result};
+use limits::{COORDINATOR_RETRIES, COORDINATOR_RETRY_BACKOFF};
 
 pub use client::Client;
 
@@ -129,6 +130,22 @@ impl Args {
 pub fn key_value(s: &str) -> Result<(&str, &str)> {
     s.split_once('=')
         .with_context(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// Runs `command`, again after a pause while a group coordinator is starting or moving (Kafka
+/// answers COORDINATOR_NOT_AVAILABLE or NOT_COORDINATOR while it creates and loads
+/// `__consumer_offsets`); the coordinator refused, so nothing happened the first time.
+pub fn while_coordinator_moves<T>(mut command: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match command() {
+            Err(err) if client::is_coordinator_moving(&err) && tries < COORDINATOR_RETRIES => {
+                tries += 1;
+                std::thread::sleep(COORDINATOR_RETRY_BACKOFF);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Runs `sluice <command> ...` (`args[0]` is the command).

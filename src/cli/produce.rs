@@ -80,7 +80,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 (round_robin + partition_count - 1) % partition_count
             }
         };
-        by_partition.entry(partition).or_default().push(Record {
+        let records = by_partition.entry(partition).or_default();
+        // Consecutive offset deltas in one batch (Kafka refuses repeated ones); sequence moves
+        // with the offset so the encoder keeps them in a single batch (no producer id is set,
+        // so brokers do not check sequences).
+        let position = records.len() as i64;
+        records.push(Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -88,8 +93,8 @@ pub fn run(args: &[String]) -> Result<()> {
             producer_id: -1,
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
+            offset: position,
+            sequence: position as i32,
             timestamp: now,
             key: key.map(|k| Bytes::from(k.to_string())),
             value: Some(Bytes::from(value.to_string())),
