@@ -135,3 +135,47 @@ fn the_admin_endpoint_serves_prometheus_metrics_health_and_readiness() {
     assert!(get("/ready").starts_with("HTTP/1.1 200 OK"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+#[test]
+fn the_example_config_starts_a_broker_without_warnings() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sluice.properties");
+    // Start through the file (listen, data dir and admin port overridden by flags).
+    let dir = std::env::temp_dir().join(format!("sluice-example-config-{}", std::process::id()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config", config, "--data-dir"])
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--set", "sluice.admin.listen=none", "--cores", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker did not start"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the broker exited with {status} on the example config");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        !log.contains("is not known to sluice"),
+        "unknown keys in the example:\n{log}"
+    );
+}
