@@ -22,7 +22,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
 
-use super::limits::{CONNECT_TIMEOUT, RESPONSE_FRAME_MAX_BYTES, SOCKET_TIMEOUT};
+use super::limits::{
+    CONNECT_TIMEOUT, RESPONSE_FRAME_MAX_BYTES, SOCKET_TIMEOUT, TOPIC_CREATION_RETRIES,
+    TOPIC_CREATION_RETRY_BACKOFF,
+};
 
 /// Sent as the client id of every request.
 const CLIENT_ID: &str = "sluice-cli";
@@ -257,6 +260,15 @@ impl Client {
 
     /// Metadata for `topics` (None: all topics, empty: brokers only); never creates topics.
     pub fn metadata(&mut self, topics: Option<&[String]>) -> Result<MetadataResponse> {
+        self.metadata_creating(topics, false)
+    }
+
+    /// Metadata, letting a broker with `auto.create.topics.enable` create missing topics.
+    fn metadata_creating(
+        &mut self,
+        topics: Option<&[String]>,
+        auto_create: bool,
+    ) -> Result<MetadataResponse> {
         let request = MetadataRequest::default()
             .with_topics(topics.map(|names| {
                 names
@@ -267,7 +279,7 @@ impl Client {
                     })
                     .collect()
             }))
-            .with_allow_auto_topic_creation(false);
+            .with_allow_auto_topic_creation(auto_create);
         let response = self.send(Node::Any, &request)?;
         self.brokers = response
             .brokers
@@ -279,7 +291,31 @@ impl Client {
 
     /// Partition leaders of one topic, by partition index; fails on a topic-level error.
     pub fn leaders(&mut self, topic: &str) -> Result<BTreeMap<i32, i32>> {
-        let response = self.metadata(Some(&[topic.to_string()]))?;
+        self.leaders_creating(topic, false)
+    }
+
+    /// Like `leaders`, but asks the broker to create the topic if it may (as a console producer
+    /// does), waiting while the new topic gets its leaders.
+    pub fn leaders_auto_created(&mut self, topic: &str) -> Result<BTreeMap<i32, i32>> {
+        let mut tries = 0;
+        loop {
+            match self.leaders_creating(topic, true) {
+                Err(err)
+                    if tries < TOPIC_CREATION_RETRIES
+                        && err
+                            .downcast_ref::<KafkaError>()
+                            .is_some_and(|e| matches!(e.code, 3 | 5)) =>
+                {
+                    tries += 1;
+                    std::thread::sleep(TOPIC_CREATION_RETRY_BACKOFF);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn leaders_creating(&mut self, topic: &str, auto_create: bool) -> Result<BTreeMap<i32, i32>> {
+        let response = self.metadata_creating(Some(&[topic.to_string()]), auto_create)?;
         let t = response
             .topics
             .first()

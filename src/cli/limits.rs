@@ -31,3 +31,9 @@ pub const PRODUCE_INPUT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 pub const COORDINATOR_RETRIES: usize = 50;
 /// ...and how long to wait between those tries.
 pub const COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How often `sluice produce` asks again for a topic the broker is auto-creating (UNKNOWN_TOPIC
+/// or LEADER_NOT_AVAILABLE meanwhile)...
+pub const TOPIC_CREATION_RETRIES: usize = 25;
+/// ...and how long to wait between those tries.
+pub const TOPIC_CREATION_RETRY_BACKOFF: Duration = Duration::from_millis(200);

@@ -50,7 +50,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let separator = args.value("--key-separator");
 
     let mut client = args.client()?;
-    let leaders = client.leaders(topic)?;
+    let leaders = client.leaders_auto_created(topic)?;
     let partition_count = leaders.len() as i32;
     if partition_count == 0 {
         bail!("topic {topic} has no partitions");
