@@ -110,6 +110,8 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "CreateTime"),
     ("sluice.spin.before.park.us", "200"),
     ("sluice.admin.listen", "127.0.0.1:9644"),
+    ("sluice.log.level", "info"),
+    ("sluice.log.format", "text"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
     ("group.initial.rebalance.delay.ms", "3000"),

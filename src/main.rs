@@ -100,6 +100,11 @@ fn properties_from_args(args: &[String]) -> Result<BTreeMap<String, String>> {
 fn serve(args: &[String]) -> Result<()> {
     let props = properties_from_args(args)?;
     let config = Config::from_properties(&props).context("invalid configuration")?;
+    logging::configure(
+        &config.value_of("sluice.log.level").unwrap_or_default(),
+        &config.value_of("sluice.log.format").unwrap_or_default(),
+    )
+    .context("invalid configuration")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;

@@ -26,6 +26,8 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
     for (args, needle) in [
         (vec!["--set", "log.segment.bytes=abc"], "log.segment.bytes"),
         (vec!["--set", "num.partitions=0"], "num.partitions"),
+        (vec!["--set", "sluice.log.level=loud"], "sluice.log.level"),
+        (vec!["--set", "sluice.log.format=xml"], "sluice.log.format"),
         (vec!["--listen", "nowhere"], "listen"),
         (
             vec!["--set", "default.replication.factor=3"],
