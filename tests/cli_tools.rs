@@ -156,6 +156,11 @@ fn every_cli_command_against_the_broker() {
         row(&out, &["0", "1", "1", "1", "0", "2", "2"]).is_some(),
         "{out}"
     );
+    let out = ok(b, "topic describe notes --json");
+    assert!(
+        out.contains("\"messages\":2,\"size_bytes\":") && !out.contains("\"size_bytes\":-1"),
+        "partition sizes from DescribeLogDirs: {out}"
+    );
 
     // consume: JSON from the beginning, text from an offset, by timestamp
     let out = ok(

@@ -232,6 +232,29 @@ fn every_advertised_version_is_answered() {
         );
         assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
     }
+    for v in 1..=4 {
+        let r: DescribeLogDirsResponse = call(
+            &mut s,
+            ApiKey::DescribeLogDirs,
+            v,
+            // Null topics: every partition.
+            &DescribeLogDirsRequest::default().with_topics(None),
+        );
+        assert_eq!(r.results.len(), 1, "DescribeLogDirs v{v}");
+        let dir = &r.results[0];
+        let sizes: Vec<i64> = dir
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.partition_size))
+            .collect();
+        assert!(
+            !sizes.is_empty() && sizes.iter().any(|s| *s > 0),
+            "v{v}: {sizes:?}"
+        );
+        if v >= 4 {
+            assert!(dir.total_bytes > 0 && dir.usable_bytes > 0);
+        }
+    }
     for v in 1..=6 {
         let r: DeleteTopicsResponse = if v >= 6 {
             use kafka_protocol::messages::delete_topics_request::DeleteTopicState;

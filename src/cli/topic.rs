@@ -11,6 +11,9 @@ use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTo
 use kafka_protocol::messages::describe_configs_request::{
     DescribeConfigsRequest, DescribeConfigsResource,
 };
+use kafka_protocol::messages::describe_log_dirs_request::{
+    DescribableLogDirTopic, DescribeLogDirsRequest,
+};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
 };
@@ -169,6 +172,40 @@ fn describe(args: &Args) -> Result<()> {
 }
 
 /// Prints one topic's table (unless `json`) and returns its JSON.
+/// Each partition's bytes on its leader's disk (DescribeLogDirs); partitions whose leader does
+/// not answer it are left out.
+fn partition_sizes(
+    client: &mut Client,
+    topic: &str,
+    leaders: &[(i32, i32)],
+) -> std::collections::BTreeMap<i32, i64> {
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    for (partition, leader) in leaders {
+        by_leader.entry(*leader).or_default().push(*partition);
+    }
+    let mut sizes = std::collections::BTreeMap::new();
+    for (leader, partitions) in by_leader {
+        let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions),
+        ]));
+        let Ok(response) = client.send(Node::Id(leader), &request) else {
+            continue;
+        };
+        for dir in response.results.iter().filter(|d| d.error_code == 0) {
+            for t in dir.topics.iter().filter(|t| t.name.as_str() == topic) {
+                for p in &t.partitions {
+                    if !p.is_future_key {
+                        sizes.insert(p.partition_index, p.partition_size);
+                    }
+                }
+            }
+        }
+    }
+    sizes
+}
+
 fn describe_one(client: &mut Client, topic: &str, json: bool) -> Result<Json> {
     let metadata = client.metadata(Some(&[topic.to_string()]))?;
     let t = metadata.topics.first().context("empty Metadata response")?;
@@ -178,6 +215,11 @@ fn describe_one(client: &mut Client, topic: &str, json: bool) -> Result<Json> {
     let indexes: Vec<i32> = partitions.iter().map(|p| p.partition_index).collect();
     let starts = client.list_offsets(topic, &indexes, EARLIEST)?;
     let ends = client.list_offsets(topic, &indexes, LATEST)?;
+    let leaders: Vec<(i32, i32)> = partitions
+        .iter()
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .collect();
+    let sizes = partition_sizes(client, topic, &leaders);
 
     let request =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
@@ -219,6 +261,7 @@ fn describe_one(client: &mut Client, topic: &str, json: bool) -> Result<Json> {
             "START-OFFSET",
             "END-OFFSET",
             "MESSAGES",
+            "SIZE",
         ]);
         for p in &partitions {
             let (start, end) = (
@@ -233,6 +276,9 @@ fn describe_one(client: &mut Client, topic: &str, json: bool) -> Result<Json> {
                 start.to_string(),
                 end.to_string(),
                 (end - start).to_string(),
+                sizes
+                    .get(&p.partition_index)
+                    .map_or("-".to_string(), |s| s.to_string()),
             ]);
         }
         print!("{table}");
@@ -284,6 +330,10 @@ fn describe_one(client: &mut Client, topic: &str, json: bool) -> Result<Json> {
                             ("start_offset", Json::Int(start)),
                             ("end_offset", Json::Int(end)),
                             ("messages", Json::Int(end - start)),
+                            (
+                                "size_bytes",
+                                Json::Int(sizes.get(&p.partition_index).copied().unwrap_or(-1)),
+                            ),
                         ])
                     })
                     .collect(),

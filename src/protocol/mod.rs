@@ -74,6 +74,7 @@ pub fn supported_apis() -> Vec<ApiRange> {
         range(ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS),
         range(ApiKey::EndTxn, end_txn::VERSIONS),
         range(ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
+        range(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
     ]
 }
 

@@ -109,6 +109,10 @@ pub enum ShardRequest {
     Txn(TxnOp),
     /// The admin endpoint's scrape: this shard's metric samples.
     CollectMetrics,
+    /// DescribeLogDirs: each partition's bytes on disk.
+    PartitionSizes {
+        partitions: Vec<TopicPartition>,
+    },
 }
 
 /// The answer to a `ShardRequest`.
@@ -124,6 +128,7 @@ pub enum ShardResponse {
     Group(GroupAnswer),
     Txn(TxnAnswer),
     Metrics(Vec<Sample>),
+    PartitionSizes(Vec<Result<u64, ErrorCode>>),
     Done,
     /// The other shard has stopped (shutdown in progress).
     Unavailable,
@@ -233,6 +238,12 @@ impl Shard {
                 }
                 ShardRequest::Txn(op) => ShardResponse::Txn(self.txns.handle(&self, op).await),
                 ShardRequest::CollectMetrics => ShardResponse::Metrics(self.collect_metrics()),
+                ShardRequest::PartitionSizes { partitions } => ShardResponse::PartitionSizes(
+                    partitions
+                        .iter()
+                        .map(|tp| self.partition(tp).map(|p| p.borrow().size_bytes()))
+                        .collect(),
+                ),
                 ShardRequest::Controller(request) => match &self.controller {
                     Some(controller) => {
                         ShardResponse::Controller(controller.handle(&self, request).await)

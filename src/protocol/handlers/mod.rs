@@ -13,6 +13,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -128,6 +129,9 @@ pub async fn dispatch(
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(shard, r).await)
         }
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(shard, r).await),
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(shard, r, version).await)
+        }
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(shard, r, version).await)
         }
