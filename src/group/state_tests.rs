@@ -448,3 +448,130 @@ fn a_group_rebuilt_from_its_record_keeps_members_and_generation() {
         Bytes::from(format!("assign-{a}"))
     );
 }
+
+/// One step of a random client population against one group.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A new dynamic member (through MEMBER_ID_REQUIRED), or a static one with this instance.
+    Join {
+        instance: Option<u8>,
+    },
+    /// A known member rejoins (index into the members seen so far).
+    Rejoin(usize),
+    Sync(usize),
+    Heartbeat(usize),
+    Leave(usize),
+    /// Time passes (ms).
+    Tick(u16),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        prop::option::of(0u8..3).prop_map(|instance| Step::Join { instance }),
+        (0usize..8).prop_map(Step::Rejoin),
+        (0usize..8).prop_map(Step::Sync),
+        (0usize..8).prop_map(Step::Heartbeat),
+        (0usize..8).prop_map(Step::Leave),
+        (0u16..15_000).prop_map(Step::Tick),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever clients do, the generation never goes back, an empty group has no members and
+    /// a rebalancing or stable one has some, and no JoinGroup or SyncGroup waits forever: once
+    /// every deadline has passed, each parked answer has been given.
+    #[test]
+    fn random_clients_never_break_the_group_or_leave_a_request_hanging(
+        steps in proptest::collection::vec(step(), 1..60)
+    ) {
+        let config = GroupConfig { initial_rebalance_delay_ms: 1_000, ..config() };
+        let mut group = Group::new("g", 0);
+        let mut now = 0i64;
+        let mut members: Vec<(String, Option<String>)> = Vec::new();
+        let mut generation_seen = 0;
+        let mut parked_joins = Vec::new();
+        let mut parked_syncs = Vec::new();
+        for step in steps {
+            match step {
+                Step::Join { instance } => {
+                    let instance = instance.map(|i| format!("i-{i}"));
+                    let req = request("", instance.as_deref(), &["range"]);
+                    match group.join(req, &config, now) {
+                        Reply::Now(r) if r.error == ErrorCode::MemberIdRequired => {
+                            let again = request(&r.member_id, None, &["range"]);
+                            members.push((r.member_id.clone(), None));
+                            if let Reply::Later(rx) = group.join(again, &config, now) {
+                                parked_joins.push(rx);
+                            }
+                        }
+                        Reply::Now(r) => {
+                            if r.error == ErrorCode::None {
+                                members.push((r.member_id, instance));
+                            }
+                        }
+                        Reply::Later(rx) => parked_joins.push(rx),
+                    }
+                }
+                Step::Rejoin(i) => {
+                    if let Some((id, instance)) = members.get(i) {
+                        let req = request(id, instance.as_deref(), &["range"]);
+                        if let Reply::Later(rx) = group.join(req, &config, now) {
+                            parked_joins.push(rx);
+                        }
+                    }
+                }
+                Step::Sync(i) => {
+                    if let Some((id, instance)) = members.get(i) {
+                        let assignments = members
+                            .iter()
+                            .map(|(m, _)| (m.clone(), Bytes::from_static(b"a")))
+                            .collect();
+                        let step = group.sync(group.generation(), id, instance.as_deref(), None, None, assignments);
+                        if let Some(generation) = step.persist_generation {
+                            group.assignment_persisted(generation, true, &config, now);
+                        }
+                        if let Reply::Later(rx) = step.reply {
+                            parked_syncs.push(rx);
+                        }
+                    }
+                }
+                Step::Heartbeat(i) => {
+                    if let Some((id, instance)) = members.get(i) {
+                        group.heartbeat(group.generation(), id, instance.as_deref(), now);
+                    }
+                }
+                Step::Leave(i) => {
+                    if let Some((id, instance)) = members.get(i) {
+                        group.leave(id, instance.as_deref(), &config, now);
+                    }
+                }
+                Step::Tick(ms) => {
+                    now += ms as i64;
+                    group.tick(&config, now);
+                }
+            }
+            proptest::prop_assert!(group.generation() >= generation_seen);
+            generation_seen = group.generation();
+            match group.state() {
+                GroupState::Empty => proptest::prop_assert!(!group.has_members()),
+                GroupState::Stable | GroupState::CompletingRebalance => {
+                    proptest::prop_assert!(group.has_members())
+                }
+                _ => {}
+            }
+        }
+        // Every deadline passes (sessions 10 s, rebalance and sync 30 s).
+        for _ in 0..4 {
+            now += 31_000;
+            group.tick(&config, now);
+        }
+        for mut rx in parked_joins {
+            proptest::prop_assert!(!matches!(rx.try_recv(), Ok(None)), "a JoinGroup still waits");
+        }
+        for mut rx in parked_syncs {
+            proptest::prop_assert!(!matches!(rx.try_recv(), Ok(None)), "a SyncGroup still waits");
+        }
+        proptest::prop_assert_eq!(group.state(), GroupState::Empty, "everyone's session expired");
+    }
+}
