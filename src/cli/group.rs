@@ -17,7 +17,7 @@ use kafka_protocol::messages::{GroupId, TopicName};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::client::{check, Client, Node, EARLIEST, LATEST};
-use super::output::{Json, Table};
+use super::output::{report_deleted, Json, Table};
 use super::{Args, USAGE};
 
 /// What a coordinator answers a commit outside any generation while the group has members.
@@ -520,23 +520,5 @@ fn delete(args: &Args) -> Result<()> {
             }
         }
     }
-    if args.json() {
-        println!(
-            "{}",
-            Json::Array(
-                deleted
-                    .iter()
-                    .map(|g| Json::object([("group", Json::str(g))]))
-                    .collect()
-            )
-        );
-    } else {
-        for g in &deleted {
-            println!("deleted group {g}");
-        }
-    }
-    if !failures.is_empty() {
-        bail!("{}", failures.join("\n"));
-    }
-    Ok(())
+    report_deleted("group", &deleted, &failures, args.json())
 }

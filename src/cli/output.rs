@@ -129,3 +129,28 @@ impl fmt::Display for Table {
         Ok(())
     }
 }
+
+/// Reports what a delete command removed (`deleted KIND NAME` lines or a JSON array of
+/// `{KIND: NAME}`), then fails with every failure, one per line, if there were any.
+pub fn report_deleted(
+    kind: &'static str,
+    deleted: &[String],
+    failures: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        let items = deleted
+            .iter()
+            .map(|name| Json::object([(kind, Json::str(name))]))
+            .collect();
+        println!("{}", Json::Array(items));
+    } else {
+        for name in deleted {
+            println!("deleted {kind} {name}");
+        }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::client::{check, Client, Node, EARLIEST, LATEST};
 use super::limits::ADMIN_TIMEOUT_MS;
-use super::output::{Json, Table};
+use super::output::{report_deleted, Json, Table};
 use super::{key_value, Args, USAGE};
 
 /// DescribeConfigs / IncrementalAlterConfigs resource type of a topic.
@@ -394,25 +394,7 @@ fn delete(args: &Args) -> Result<()> {
             Err(e) => failures.push(format!("{e}")),
         }
     }
-    if args.json() {
-        println!(
-            "{}",
-            Json::Array(
-                deleted
-                    .iter()
-                    .map(|t| Json::object([("topic", Json::str(t))]))
-                    .collect()
-            )
-        );
-    } else {
-        for t in &deleted {
-            println!("deleted topic {t}");
-        }
-    }
-    if !failures.is_empty() {
-        bail!("{}", failures.join("\n"));
-    }
-    Ok(())
+    report_deleted("topic", &deleted, &failures, args.json())
 }
 
 fn add_partitions(args: &Args) -> Result<()> {

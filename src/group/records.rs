@@ -6,13 +6,11 @@
 //! bytes present: a damaged record is reported, never trusted or panicked on.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::state::{GroupRecord, MemberRecord};
 use crate::internal_log::{put_bytes, put_nullable_string, put_string, FieldReader};
 use crate::storage::batch::{
-    build_batch, build_transactional_batch, control_type, BatchHeader, ControlType, KeyValue,
-    LOG_OVERHEAD_BYTES,
+    build_batch, build_transactional_batch, for_each_batch, BatchHeader, ControlType, KeyValue,
 };
 use crate::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
 
@@ -228,52 +226,29 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
     Bytes::from(build_batch(&pairs, now_ms))
 }
 
-/// Decodes every whole batch in `bytes` (a read may end inside a batch: that tail is left for
-/// the next read), handing each batch's header, its marker (for control batches) and its
-/// records with their offsets to `on_batch`; damaged records are logged and skipped. Returns
-/// the offset after the last whole batch (`None` if there was none).
+/// Decodes every whole batch in `bytes` (see `batch::for_each_batch`), handing each batch's
+/// header, its marker (for control batches) and its offsets records to `on_batch`; damaged
+/// records are logged and skipped. Returns the offset after the last whole batch.
 pub fn decode_batches(
     bytes: &Bytes,
     mut on_batch: impl FnMut(&BatchHeader, Option<ControlType>, Vec<(Offset, OffsetsRecord)>),
 ) -> Option<Offset> {
-    let mut at = 0;
-    let mut next = None;
-    while let Some(header) = BatchHeader::parse(&bytes[at..]) {
-        let size = header.total_bytes();
-        if size < LOG_OVERHEAD_BYTES || at + size > bytes.len() {
-            break;
-        }
-        let mut batch = bytes.slice(at..at + size);
-        at += size;
-        next = Some(header.next_offset());
-        if header.is_control() {
-            on_batch(&header, control_type(&batch), Vec::new());
-            continue;
-        }
-        let mut records = Vec::new();
-        match RecordBatchDecoder::decode(&mut batch) {
-            Ok(set) => {
-                for record in set.records {
-                    let Some(key) = record.key.as_deref() else {
-                        continue;
-                    };
-                    match OffsetsRecord::decode(key, record.value.as_deref()) {
-                        Ok(r) => records.push((Offset(record.offset), r)),
-                        Err(err) => log::error!(
-                            "{OFFSETS_TOPIC}: skipping record at offset {}: {err}",
-                            record.offset
-                        ),
+    for_each_batch(bytes, |batch| {
+        let records = batch
+            .records
+            .into_iter()
+            .filter_map(
+                |(at, key, value)| match OffsetsRecord::decode(&key, value.as_deref()) {
+                    Ok(r) => Some((at, r)),
+                    Err(err) => {
+                        log::error!("{OFFSETS_TOPIC}: skipping record at offset {at}: {err}");
+                        None
                     }
-                }
-            }
-            Err(err) => log::error!(
-                "{OFFSETS_TOPIC}: skipping batch at offset {}: {err}",
-                header.base_offset
-            ),
-        }
-        on_batch(&header, None, records);
-    }
-    next
+                },
+            )
+            .collect();
+        on_batch(&batch.header, batch.control, records);
+    })
 }
 
 /// Kafka's choice of offsets partition for a group: `abs(groupId.hashCode()) % partitions`,

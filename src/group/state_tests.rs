@@ -93,6 +93,20 @@ fn sync_all(group: &mut Group, generation: i32, leader: &str, others: &[&str]) -
     out
 }
 
+/// A Stable group at generation 2 with leader `a` and follower `b`, both synced.
+fn stable_pair() -> (Group, String, String) {
+    let mut group = Group::new("g", 0);
+    let (a, mut rx_a) = join_new(&mut group, 0);
+    ready(&mut rx_a);
+    sync_all(&mut group, 1, &a, &[]);
+    let (b, mut rx_b) = join_new(&mut group, 0);
+    let mut rx_a = later(group.join(request(&a, None, &["range"]), &config(), 0));
+    ready(&mut rx_a);
+    ready(&mut rx_b);
+    sync_all(&mut group, 2, &a, &[&b]);
+    (group, a, b)
+}
+
 #[test]
 fn two_members_join_sync_and_become_stable() {
     let mut group = Group::new("g", 0);
@@ -140,15 +154,7 @@ fn two_members_join_sync_and_become_stable() {
 
 #[test]
 fn an_expired_session_removes_the_member_and_rebalances() {
-    let mut group = Group::new("g", 0);
-    let (a, mut rx_a) = join_new(&mut group, 0);
-    ready(&mut rx_a);
-    sync_all(&mut group, 1, &a, &[]);
-    let (b, mut rx_b) = join_new(&mut group, 0);
-    let mut rx_a = later(group.join(request(&a, None, &["range"]), &config(), 0));
-    ready(&mut rx_a);
-    ready(&mut rx_b);
-    sync_all(&mut group, 2, &a, &[&b]);
+    let (mut group, a, b) = stable_pair();
 
     // b stops heartbeating; a keeps going.
     for t in (1_000..=10_000).step_by(1_000) {
@@ -287,15 +293,7 @@ fn a_static_leader_rejoining_before_v9_is_shown_the_old_leader_and_nothing_rebal
 
 #[test]
 fn leaving_rebalances_and_the_last_member_leaves_the_group_empty() {
-    let mut group = Group::new("g", 0);
-    let (a, mut rx_a) = join_new(&mut group, 0);
-    ready(&mut rx_a);
-    sync_all(&mut group, 1, &a, &[]);
-    let (b, mut rx_b) = join_new(&mut group, 0);
-    let mut rx_a = later(group.join(request(&a, None, &["range"]), &config(), 0));
-    ready(&mut rx_a);
-    ready(&mut rx_b);
-    sync_all(&mut group, 2, &a, &[&b]);
+    let (mut group, a, b) = stable_pair();
 
     assert_eq!(group.leave(&a, None, &config(), 10), ErrorCode::None);
     assert_eq!(group.state(), GroupState::PreparingRebalance);

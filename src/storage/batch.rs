@@ -287,14 +287,19 @@ pub fn build_control_batch(
     )
 }
 
-/// Decodes the records of every whole data batch in `bytes` (a read may end inside a batch),
-/// handing each key and value to `on_record`; control batches and records without keys are
-/// skipped, a batch that does not decode is logged and skipped. Returns the offset after the
-/// last whole batch. For replaying the broker's own internal topics.
-pub fn for_each_record(
-    bytes: &Bytes,
-    mut on_record: impl FnMut(&[u8], Option<&[u8]>),
-) -> Option<Offset> {
+/// One whole batch of an internal topic, decoded: its header, its marker (control batches
+/// only), and its keyed records with their offsets (key, value).
+pub struct DecodedBatch {
+    pub header: BatchHeader,
+    pub control: Option<ControlType>,
+    pub records: Vec<(Offset, Bytes, Option<Bytes>)>,
+}
+
+/// Decodes every whole batch in `bytes` (a read may end inside a batch: that tail is left for
+/// the next read) and hands each to `on_batch`; records without keys are skipped, a batch that
+/// does not decode is logged and skipped. Returns the offset after the last whole batch. For
+/// replaying the broker's own internal topics.
+pub fn for_each_batch(bytes: &Bytes, mut on_batch: impl FnMut(DecodedBatch)) -> Option<Offset> {
     let mut at = 0;
     let mut next = None;
     while let Some(header) = BatchHeader::parse(&bytes[at..]) {
@@ -306,16 +311,24 @@ pub fn for_each_record(
         at += size;
         next = Some(header.next_offset());
         if header.is_control() {
+            let control = control_type(&batch);
+            on_batch(DecodedBatch {
+                header,
+                control,
+                records: Vec::new(),
+            });
             continue;
         }
         match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
-            Ok(set) => {
-                for record in set.records {
-                    if let Some(key) = record.key.as_deref() {
-                        on_record(key, record.value.as_deref());
-                    }
-                }
-            }
+            Ok(set) => on_batch(DecodedBatch {
+                header,
+                control: None,
+                records: set
+                    .records
+                    .into_iter()
+                    .filter_map(|r| Some((Offset(r.offset), r.key?, r.value)))
+                    .collect(),
+            }),
             Err(err) => log::error!("skipping batch at offset {}: {err}", header.base_offset),
         }
     }

@@ -184,17 +184,19 @@ impl TxnCoordinator {
     async fn replay(&self, partition: &PartitionRef<UringStorage>) -> std::io::Result<usize> {
         let mut count = 0;
         internal_log::replay(partition, |bytes| {
-            batch::for_each_record(bytes, |key, value| {
-                match state::decode(key, value) {
-                    Ok((id, Some(m))) => {
-                        self.txns.borrow_mut().insert(id, m);
+            batch::for_each_batch(bytes, |decoded| {
+                for (_, key, value) in decoded.records {
+                    match state::decode(&key, value.as_deref()) {
+                        Ok((id, Some(m))) => {
+                            self.txns.borrow_mut().insert(id, m);
+                        }
+                        Ok((id, None)) => {
+                            self.txns.borrow_mut().remove(&id);
+                        }
+                        Err(err) => log::error!("{TXN_TOPIC}: skipping a damaged record: {err}"),
                     }
-                    Ok((id, None)) => {
-                        self.txns.borrow_mut().remove(&id);
-                    }
-                    Err(err) => log::error!("{TXN_TOPIC}: skipping a damaged record: {err}"),
+                    count += 1;
                 }
-                count += 1;
             })
         })
         .await?;

@@ -2,7 +2,6 @@
 //! watermark), durably, deleting whole segments below them. Offsets past the high watermark get
 //! OFFSET_OUT_OF_RANGE.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::delete_records_response::{
@@ -10,35 +9,22 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::DeleteRecordsRequest;
 
-use super::scatter::{known, scatter};
+use super::scatter::{route, scatter};
 use crate::error::ErrorCode;
 use crate::metadata::is_internal_topic;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
-use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
 
 pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let image = shard.image();
-    let mut answers = HashMap::new();
-    let mut items = Vec::new();
-    for (ti, topic) in request.topics.iter().enumerate() {
-        for (pi, p) in topic.partitions.iter().enumerate() {
-            if is_internal_topic(&topic.name) {
-                // The coordinators replay these logs from their start: deleting records there
-                // would silently drop committed offsets or transaction state.
-                answers.insert((ti, pi), Err(ErrorCode::InvalidTopicException));
-            } else if known(&image, topic.name.0.as_str(), p.partition_index) {
-                items.push((
-                    (ti, pi),
-                    TopicPartition::new(topic.name.0.as_str(), p.partition_index),
-                    p.offset,
-                ));
-            } else {
-                answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
-            }
-        }
-    }
+    let topics = request.topics.iter().map(|t| {
+        let partitions = t.partitions.iter().map(|p| (p.partition_index, p.offset));
+        (t.name.0.as_str(), partitions.collect())
+    });
+    // The coordinators replay the internal logs from their start: deleting records there
+    // would silently drop committed offsets or transaction state.
+    let refuse = |name: &str| is_internal_topic(name).then_some(ErrorCode::InvalidTopicException);
+    let (items, mut answers) = route(&shard.image(), topics, refuse);
     let request_for = |items| ShardRequest::DeleteRecords { items };
     let answers_of = |response| match response {
         ShardResponse::DeleteRecords(results) => Some(results),

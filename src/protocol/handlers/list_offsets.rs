@@ -1,7 +1,6 @@
 //! ListOffsets (key 2): earliest (-2), latest (-1, the high watermark, which is also the last
 //! stable offset until transactions exist) and by timestamp, from the owning shards.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_offsets_response::{
@@ -9,10 +8,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::ListOffsetsRequest;
 
-use super::scatter::{known, scatter, Slot};
+use super::scatter::{route, scatter, Routed};
 use crate::error::ErrorCode;
-use crate::shard::{OffsetAnswer, Shard, ShardRequest, ShardResponse};
-use crate::types::TopicPartition;
+use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::types::Offset;
 
 pub const VERSIONS: (i16, i16) = (1, 6);
 
@@ -23,22 +22,14 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     // The leader epoch field exists from v4; earlier versions must leave it at its default.
     let leader_epoch = if version >= 4 { 0 } else { -1 };
-    let image = shard.image();
-    let mut answers: HashMap<Slot, OffsetAnswer> = HashMap::new();
-    let mut items = Vec::new();
-    for (ti, topic) in request.topics.iter().enumerate() {
-        for (pi, p) in topic.partitions.iter().enumerate() {
-            if known(&image, topic.name.0.as_str(), p.partition_index) {
-                items.push((
-                    (ti, pi),
-                    TopicPartition::new(topic.name.0.as_str(), p.partition_index),
-                    p.timestamp,
-                ));
-            } else {
-                answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
-            }
-        }
-    }
+    let topics = request.topics.iter().map(|t| {
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.timestamp));
+        (t.name.0.as_str(), partitions.collect())
+    });
+    let (items, mut answers): Routed<i64, (i64, Offset)> = route(&shard.image(), topics, |_| None);
     let request_for = |items| ShardRequest::ListOffsets { items };
     let answers_of = |response| match response {
         ShardResponse::ListOffsets(results) => Some(results),

@@ -21,6 +21,36 @@ pub fn known(image: &MetadataImage, topic: &str, partition: i32) -> bool {
         .is_some_and(|m| partition >= 0 && partition < m.partitions)
 }
 
+/// Work for the owning shards, and the answers known before any shard is asked.
+pub type Routed<T, R> = (
+    Vec<(Slot, TopicPartition, T)>,
+    HashMap<Slot, Result<R, ErrorCode>>,
+);
+
+/// Splits a request's partitions, `topics[t] = (name, [(partition, item)])`, into work for
+/// the owning shards and early answers: `refuse` may turn a whole topic away, and partitions
+/// that do not exist get UNKNOWN_TOPIC_OR_PARTITION.
+pub fn route<'a, T, R>(
+    image: &MetadataImage,
+    topics: impl IntoIterator<Item = (&'a str, Vec<(i32, T)>)>,
+    refuse: impl Fn(&str) -> Option<ErrorCode>,
+) -> Routed<T, R> {
+    let mut items = Vec::new();
+    let mut answers = HashMap::new();
+    for (ti, (name, partitions)) in topics.into_iter().enumerate() {
+        for (pi, (partition, item)) in partitions.into_iter().enumerate() {
+            if let Some(code) = refuse(name) {
+                answers.insert((ti, pi), Err(code));
+            } else if known(image, name, partition) {
+                items.push(((ti, pi), TopicPartition::new(name, partition), item));
+            } else {
+                answers.insert((ti, pi), Err(ErrorCode::UnknownTopicOrPartition));
+            }
+        }
+    }
+    (items, answers)
+}
+
 /// Sends each item to the shard owning its partition and collects the answers. `request` builds
 /// one shard's request from its items; `answers` takes the per-item results out of the response
 /// (a shard that is gone answers NOT_LEADER_OR_FOLLOWER for all of its items).
