@@ -42,6 +42,17 @@ pub struct LogConfig {
     /// `cleanup.policy` includes `delete`: retention by time and size applies. A compact-only
     /// topic (such as `__consumer_offsets`) is never trimmed by retention.
     pub cleanup_delete: bool,
+    /// `cleanup.policy` includes `compact`: the shard's cleaner keeps the latest record per key.
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone outlives the cleaning that first saw it.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean once this share of the cleanable bytes is uncleaned.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: uncleaned records older than this force a cleaning, whatever
+    /// the dirty ratio.
+    pub max_compaction_lag_ms: i64,
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
     pub flush: FlushPolicy,
@@ -66,6 +77,12 @@ pub struct Config {
     pub spin_before_park_us: u64,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: whether compacted topics are cleaned.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: how long a shard's cleaner sleeps when nothing was due.
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the key map of one cleaning, per shard.
+    pub cleaner_dedupe_buffer_bytes: usize,
     /// `sluice.admin.listen`: the admin HTTP endpoint (metrics, health); `None` when "none".
     pub admin_listen: Option<SocketAddr>,
     /// Consumer group settings (`group.*`).
@@ -105,6 +122,13 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.retention.bytes", "-1"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.cleanup.policy", "delete"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.dedupe.buffer.size", "134217728"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("log.index.interval.bytes", "4096"),
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
@@ -179,7 +203,30 @@ impl Config {
                 0,
                 i32::MAX as i64,
             )? as u32,
-            cleanup_delete: parse_cleanup_policy(&get("log.cleanup.policy"))?,
+            cleanup_delete: parse_cleanup_policy(&get("log.cleanup.policy"))?.0,
+            cleanup_compact: parse_cleanup_policy(&get("log.cleanup.policy"))?.1,
+            delete_retention_ms: parse_in_range(
+                "log.cleaner.delete.retention.ms",
+                &get("log.cleaner.delete.retention.ms"),
+                0,
+                i64::MAX,
+            )?,
+            min_cleanable_dirty_ratio: parse_ratio(
+                "log.cleaner.min.cleanable.ratio",
+                &get("log.cleaner.min.cleanable.ratio"),
+            )?,
+            min_compaction_lag_ms: parse_in_range(
+                "log.cleaner.min.compaction.lag.ms",
+                &get("log.cleaner.min.compaction.lag.ms"),
+                0,
+                i64::MAX,
+            )?,
+            max_compaction_lag_ms: parse_in_range(
+                "log.cleaner.max.compaction.lag.ms",
+                &get("log.cleaner.max.compaction.lag.ms"),
+                1,
+                i64::MAX,
+            )?,
             max_message_bytes: parse_in_range(
                 "message.max.bytes",
                 &get("message.max.bytes"),
@@ -225,6 +272,19 @@ impl Config {
                 1,
                 i64::MAX,
             )? as u64,
+            cleaner_enable: parse_bool("log.cleaner.enable", &get("log.cleaner.enable"))?,
+            cleaner_backoff_ms: parse_in_range(
+                "log.cleaner.backoff.ms",
+                &get("log.cleaner.backoff.ms"),
+                1,
+                i64::MAX,
+            )? as u64,
+            cleaner_dedupe_buffer_bytes: parse_in_range(
+                "log.cleaner.dedupe.buffer.size",
+                &get("log.cleaner.dedupe.buffer.size"),
+                limits::CLEANER_DEDUPE_BUFFER_MIN_BYTES as i64,
+                i64::MAX,
+            )? as usize,
             spin_before_park_us: parse_in_range(
                 "sluice.spin.before.park.us",
                 &get("sluice.spin.before.park.us"),
@@ -406,17 +466,25 @@ fn parse_retention(key: &str, value: &str) -> Result<i64> {
 }
 
 /// `cleanup.policy` / `log.cleanup.policy`: a list of `delete` and `compact`; returns whether
-/// `delete` (retention) is in it.
-fn parse_cleanup_policy(value: &str) -> Result<bool> {
-    let mut delete = false;
+/// each is in it.
+fn parse_cleanup_policy(value: &str) -> Result<(bool, bool)> {
+    let (mut delete, mut compact) = (false, false);
     for policy in value.split(',').map(str::trim) {
         match policy {
             "delete" => delete = true,
-            "compact" => {}
+            "compact" => compact = true,
             other => bail!("cleanup.policy: {other:?} is not delete or compact"),
         }
     }
-    Ok(delete)
+    Ok((delete, compact))
+}
+
+/// `min.cleanable.dirty.ratio` / `log.cleaner.min.cleanable.ratio`: a fraction in [0, 1].
+fn parse_ratio(key: &str, value: &str) -> Result<f64> {
+    match value.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => bail!("{key}: {value:?} is not a number between 0 and 1"),
+    }
 }
 
 /// `message.timestamp.type` / `log.message.timestamp.type`.
@@ -454,14 +522,25 @@ impl LogConfig {
             }
             "message.timestamp.type" => self.timestamp_type = parse_timestamp_type(value)?,
             "flush.messages" => self.flush = parse_flush_policy(value)?,
-            "cleanup.policy" => self.cleanup_delete = parse_cleanup_policy(value)?,
-            // Accepted and reported back; enforced by the compaction work.
+            "cleanup.policy" => {
+                (self.cleanup_delete, self.cleanup_compact) = parse_cleanup_policy(value)?
+            }
+            "delete.retention.ms" => {
+                self.delete_retention_ms = parse_in_range(key, value, 0, i64::MAX)?
+            }
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio = parse_ratio(key, value)?
+            }
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms = parse_in_range(key, value, 0, i64::MAX)?
+            }
+            "max.compaction.lag.ms" => {
+                self.max_compaction_lag_ms = parse_in_range(key, value, 1, i64::MAX)?
+            }
+            // Accepted and reported back; not interpreted by a single broker.
             "segment.index.bytes"
             | "min.insync.replicas"
             | "compression.type"
-            | "delete.retention.ms"
-            | "min.compaction.lag.ms"
-            | "max.compaction.lag.ms"
             | "message.downconversion.enable"
             | "unclean.leader.election.enable"
             | "file.delete.delay.ms"
@@ -473,8 +552,7 @@ impl LogConfig {
             | "segment.jitter.ms"
             | "local.retention.ms"
             | "local.retention.bytes"
-            | "remote.storage.enable"
-            | "min.cleanable.dirty.ratio" => {
+            | "remote.storage.enable" => {
                 if value.trim().is_empty() {
                     bail!("{key}: empty value");
                 }

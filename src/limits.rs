@@ -82,3 +82,20 @@ pub const TXN_MARKER_RETRY_MS: u64 = 100;
 
 /// Largest HTTP request head the admin endpoint reads.
 pub const ADMIN_REQUEST_MAX_BYTES: usize = 8 * 1024;
+
+/// The smallest `log.cleaner.dedupe.buffer.size` accepted: room for a useful key map.
+pub const CLEANER_DEDUPE_BUFFER_MIN_BYTES: usize = 1024 * 1024;
+
+/// What one key costs the cleaner's key map beyond its bytes (hash table slot, offset, vector
+/// header): counted against `log.cleaner.dedupe.buffer.size`.
+pub const CLEANER_KEY_OVERHEAD_BYTES: usize = 64;
+
+/// Cleaned bytes the cleaner buffers before one write to the new segment file.
+pub const CLEANER_WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Tombstone horizons a partition's cleaner checkpoint remembers (one per cleaning still inside
+/// `delete.retention.ms`); older ones merge, keeping tombstones longer, never shorter.
+pub const CLEANER_HORIZONS_MAX: usize = 32;
+
+/// The largest cleaner checkpoint file read back.
+pub const CLEANER_CHECKPOINT_MAX_BYTES: usize = 4096;

@@ -23,7 +23,9 @@ use crate::error::ErrorCode;
 use crate::metrics::PartitionStats;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::storage::batch::{self, BatchHeader, ControlType};
+use crate::storage::log::cleaner::CleanedLog;
 use crate::storage::log::{Log, ReadCursor, RecoveryReport};
+use crate::storage::records;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{read_whole, segment, write_atomically, Storage};
 use crate::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
@@ -197,6 +199,14 @@ impl<S: Storage> Partition<S> {
             return Err(ErrorCode::KafkaStorageError);
         }
         let batches = batch::validate_produce(records, self.log.config().max_message_bytes)?;
+        if self.log.config().cleanup_compact
+            && batches
+                .iter()
+                .any(|(_, start, size)| records::has_keyless_record(&records[*start..start + size]))
+        {
+            // As Kafka: a compacted topic cannot keep "the latest value" of no key.
+            return Err(ErrorCode::InvalidRecord);
+        }
         let mut first: Option<ProduceOutcome> = None;
         for (header, start, size) in batches {
             self.check_transaction(&header)?;
@@ -485,6 +495,40 @@ pub async fn delete_records<S: Storage>(
         ErrorCode::KafkaStorageError
     })?;
     Ok(low)
+}
+
+/// What one cleaning of a compacted partition did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleaningReport {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Cleans a compacted partition if a cleaning is due (see `storage::log::cleaner`): plans under
+/// a short borrow, reads and writes segment files without one, swaps under another.
+pub async fn clean<S: Storage>(
+    this: &PartitionRef<S>,
+    now_ms: i64,
+    key_map_budget_bytes: usize,
+) -> std::io::Result<Option<CleaningReport>> {
+    let plan = {
+        let p = this.borrow();
+        let stable = p.offsets().last_stable;
+        p.log.plan_cleaning(stable, now_ms, key_map_budget_bytes)
+    };
+    let Some(plan) = plan else {
+        return Ok(None);
+    };
+    let Some(cleaned): Option<CleanedLog<S::File>> = plan.run().await? else {
+        return Ok(None);
+    };
+    let report = CleaningReport {
+        bytes_before: cleaned.bytes_before,
+        bytes_after: cleaned.bytes_after,
+    };
+    let finish = this.borrow_mut().log.install_cleaned(cleaned);
+    finish.write().await?;
+    Ok(Some(report))
 }
 
 /// Resolves once the high watermark reaches `offset` (or the partition fails).

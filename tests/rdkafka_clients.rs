@@ -645,3 +645,147 @@ fn retention_bytes_deletes_old_segments_while_clients_run() {
         );
     }
 }
+
+/// Reads a partition from its beginning to its end: (offset, key, value; `None` for a tombstone).
+fn read_to_end(broker: &Broker, topic: &str) -> Vec<(i64, String, Option<String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "sluice-tests-unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the end"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push((
+                m.offset(),
+                String::from_utf8_lossy(m.key().unwrap()).into_owned(),
+                m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+            )),
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("consume error: {e}"),
+            None => {}
+        }
+    }
+}
+
+/// Sends keyed records (a `None` value is a tombstone) and waits for every acknowledgement.
+fn send_keyed(broker: &Broker, topic: &str, records: &[(String, Option<String>)]) {
+    let (producer, deliveries) = producer(broker, &[]);
+    for (key, value) in records {
+        let mut record = BaseRecord::<_, String>::to(topic).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+    assert_eq!(deliveries.failed.lock().unwrap().len(), 0);
+    assert_eq!(deliveries.acked.lock().unwrap().len(), records.len());
+}
+
+/// Waits until a full read satisfies `done`; returns that read.
+fn read_until(
+    broker: &Broker,
+    topic: &str,
+    what: &str,
+    done: impl Fn(&[(i64, String, Option<String>)]) -> bool,
+) -> Vec<(i64, String, Option<String>)> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let read = read_to_end(broker, topic);
+        if done(&read) {
+            return read;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {read:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn compaction_keeps_the_latest_value_per_key_and_drops_tombstones_after_the_delay() {
+    for cores in SHARD_COUNTS {
+        let broker = Broker::start("compaction", cores, &["log.cleaner.backoff.ms=100"]);
+        let topic = NewTopic::new("table", 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact")
+            .set("segment.bytes", "4096")
+            .set("min.cleanable.dirty.ratio", "0.01")
+            .set("delete.retention.ms", "2000");
+        let created = block_on(admin(&broker).create_topics([&topic], &AdminOptions::new()));
+        assert!(created.unwrap()[0].is_ok());
+        // Five versions of 40 keys, then tombstones for the first ten.
+        let mut records: Vec<(String, Option<String>)> = Vec::new();
+        for version in 0..5 {
+            for key in 0..40 {
+                records.push((format!("key-{key}"), Some(format!("v{version}-{key:->60}"))));
+            }
+        }
+        records.extend((0..10).map(|key| (format!("key-{key}"), None)));
+        send_keyed(&broker, "table", &records);
+        // Writes of other keys fill the active segment, so the tables' keys become cleanable.
+        let filler = |tag: &str| -> Vec<(String, Option<String>)> {
+            (0..60)
+                .map(|i| (format!("filler-{tag}-{i}"), Some("y".repeat(100))))
+                .collect()
+        };
+        send_keyed(&broker, "table", &filler("a"));
+        let table_keys =
+            |read: &[(i64, String, Option<String>)]| -> BTreeMap<String, Vec<Option<String>>> {
+                let mut keys: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+                for (_, key, value) in read.iter().filter(|(_, k, _)| k.starts_with("key-")) {
+                    keys.entry(key.clone()).or_default().push(value.clone());
+                }
+                keys
+            };
+        let compacted = read_until(&broker, "table", "one record per key", |read| {
+            table_keys(read).values().all(|values| values.len() == 1)
+        });
+        let keys = table_keys(&compacted);
+        assert_eq!(keys.len(), 40, "every key keeps its latest record");
+        for key in 0..40 {
+            let expected = (key >= 10).then(|| format!("v4-{key:->60}"));
+            assert_eq!(keys[&format!("key-{key}")], vec![expected], "key-{key}");
+        }
+        assert!(compacted.windows(2).all(|w| w[0].0 < w[1].0));
+
+        // After delete.retention.ms, the next cleaning (the log is dirty again) drops the
+        // tombstones; the live keys stay.
+        std::thread::sleep(Duration::from_millis(2100));
+        send_keyed(&broker, "table", &filler("b"));
+        let cleaned = read_until(&broker, "table", "tombstones removed", |read| {
+            table_keys(read).len() == 30
+        });
+        let keys = table_keys(&cleaned);
+        assert!(keys.values().all(|v| v.len() == 1 && v[0].is_some()));
+
+        // Records without a key have no "latest value": refused, as Kafka does.
+        let (producer, deliveries) = producer(&broker, &[]);
+        producer
+            .send(BaseRecord::<(), _>::to("table").payload("no key"))
+            .unwrap();
+        producer.flush(TIMEOUT).unwrap();
+        let failed = deliveries.failed.lock().unwrap().clone();
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].contains("InvalidRecord") || failed[0].contains("invalid"),
+            "{failed:?}"
+        );
+
+        // A restart reads the compacted segments back the same way.
+        let mut broker = broker;
+        broker.kill9();
+        broker.restart();
+        assert_eq!(read_to_end(&broker, "table"), read_to_end(&broker, "table"));
+        assert_eq!(table_keys(&read_to_end(&broker, "table")), keys);
+    }
+}

@@ -730,6 +730,49 @@ impl Shard {
         }
     }
 
+    /// Cleans this shard's compacted partitions (not the coordinators' internal topics, which
+    /// their coordinators rewrite), one at a time; sleeps `log.cleaner.backoff.ms` after a round
+    /// that cleaned nothing.
+    pub async fn cleaner_loop(self: Rc<Self>) {
+        if !self.config.cleaner_enable {
+            return;
+        }
+        let backoff = Duration::from_millis(self.config.cleaner_backoff_ms);
+        let budget = (self.config.cleaner_dedupe_buffer_bytes / self.config.cores)
+            .max(crate::limits::CLEANER_DEDUPE_BUFFER_MIN_BYTES);
+        loop {
+            let partitions: Vec<_> = self
+                .partitions
+                .borrow()
+                .iter()
+                .filter(|(tp, p)| {
+                    !crate::metadata::is_internal_topic(&tp.topic)
+                        && p.borrow().log_config().cleanup_compact
+                })
+                .map(|(_, p)| p.clone())
+                .collect();
+            let mut cleaned_any = false;
+            for p in partitions {
+                let tp = p.borrow().tp.clone();
+                match partition::clean(&p, self.clock.now_ms(), budget).await {
+                    Ok(Some(report)) => {
+                        cleaned_any = true;
+                        log::info!(
+                            "{tp}: compacted {} bytes into {}",
+                            report.bytes_before,
+                            report.bytes_after
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(err) => log::error!("{tp}: compaction failed: {err}"),
+                }
+            }
+            if !cleaned_any {
+                glommio::timer::sleep(backoff).await;
+            }
+        }
+    }
+
     /// Clean stop: refuse new appends, flush and close every partition. True if all closed cleanly.
     pub async fn close_all(&self) -> bool {
         self.stopping.set(true);

@@ -151,6 +151,7 @@ async fn shard_main(
         start_admin_endpoint(&shard);
     }
     glommio::spawn_local(shard.clone().retention_loop()).detach();
+    glommio::spawn_local(shard.clone().cleaner_loop()).detach();
     glommio::spawn_local(TxnCoordinator::timer_loop(shard.clone())).detach();
     glommio::spawn_local(GroupCoordinator::timer_loop(
         shard.clone(),

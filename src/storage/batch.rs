@@ -102,6 +102,9 @@ impl BatchHeader {
     pub fn is_transactional(&self) -> bool {
         self.attributes & ATTR_TRANSACTIONAL != 0
     }
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTR_LOG_APPEND_TIME != 0
+    }
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
     }
@@ -117,29 +120,40 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START..])
 }
 
-/// Checks one complete batch (exactly `bytes`): structure, magic and CRC. Used by produce and recovery.
+/// Checks one complete batch as a producer sent it (exactly `bytes`): structure, magic, CRC,
+/// and one record per offset.
 pub fn check_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
-    let header = BatchHeader::parse(bytes).ok_or(ErrorCode::CorruptMessage)?;
-    if header.magic != 2 {
-        return Err(ErrorCode::UnsupportedForMessageFormat);
-    }
-    if header.total_bytes() != bytes.len() {
+    let header = check_stored_batch(bytes)?;
+    if header.last_offset_delta != header.record_count - 1 {
         return Err(ErrorCode::CorruptMessage);
-    }
-    if compute_crc(bytes) != header.crc {
-        return Err(ErrorCode::CorruptMessage);
-    }
-    if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
-        return Err(ErrorCode::CorruptMessage);
-    }
-    if header.codec() > 4 {
-        return Err(ErrorCode::UnsupportedCompressionType);
     }
     if header.codec() == 0
         && header.record_count as usize > (bytes.len() - HEADER_BYTES) / RECORD_MIN_BYTES
     {
         // More records claimed than the bytes could hold: offsets would jump for nothing.
         return Err(ErrorCode::CorruptMessage);
+    }
+    Ok(header)
+}
+
+/// Checks one complete batch as the log may hold it (recovery): structure, magic and CRC. A
+/// compacted batch keeps its offset range but may hold fewer records than offsets.
+pub fn check_stored_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
+    let header = BatchHeader::parse(bytes).ok_or(ErrorCode::CorruptMessage)?;
+    if header.magic != 2 {
+        return Err(ErrorCode::UnsupportedForMessageFormat);
+    }
+    if header.total_bytes() != bytes.len() || compute_crc(bytes) != header.crc {
+        return Err(ErrorCode::CorruptMessage);
+    }
+    if header.record_count <= 0
+        || header.last_offset_delta < 0
+        || header.record_count as i64 > header.last_offset_delta as i64 + 1
+    {
+        return Err(ErrorCode::CorruptMessage);
+    }
+    if header.codec() > 4 {
+        return Err(ErrorCode::UnsupportedCompressionType);
     }
     Ok(header)
 }
@@ -195,7 +209,7 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
 }
 
 /// Reads a zig-zag varint (Kafka's record fields); `None` when the bytes run out or it overflows.
-fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
+pub(crate) fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
     let mut raw: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(*at)?;

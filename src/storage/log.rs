@@ -24,6 +24,9 @@ use crate::error::ErrorCode;
 use crate::limits;
 use crate::types::Offset;
 
+#[path = "cleaner.rs"]
+pub mod cleaner;
+
 /// The log start offset, when DeleteRecords moved it past the first segment's base.
 const LOG_START_FILE: &str = "log-start-offset";
 
@@ -87,6 +90,8 @@ pub struct Log<S: Storage> {
     roll_snapshots: Vec<(Offset, Vec<u8>)>,
     flush_running: bool,
     failed: bool,
+    /// How far compaction got, and when it first saw each stretch of tombstones.
+    cleaner_checkpoint: cleaner::CleanerCheckpoint,
 }
 
 /// One round of group commit, run without borrowing the log.
@@ -264,6 +269,7 @@ impl<S: Storage> Log<S> {
                 storage.sync_dir(parent)?;
             }
         }
+        cleaner::recover_swaps(&storage, &dir)?;
         let mut bases: Vec<Offset> = storage
             .list_dir(&dir)?
             .iter()
@@ -317,6 +323,7 @@ impl<S: Storage> Log<S> {
         let log_start = checkpoint
             .unwrap_or(Offset(0))
             .clamp(segments[0].base_offset, end);
+        let cleaner_checkpoint = cleaner::load_checkpoint(&storage, &dir).await;
         let log = Log {
             storage,
             dir,
@@ -331,6 +338,7 @@ impl<S: Storage> Log<S> {
             roll_snapshots: Vec::new(),
             flush_running: false,
             failed: false,
+            cleaner_checkpoint,
         };
         Ok((log, report))
     }
@@ -581,10 +589,16 @@ impl<S: Storage> Log<S> {
         if offset >= self.high_watermark {
             return Ok(None);
         }
-        let i = self
+        let mut i = self
             .segments
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
+        // Compaction may have emptied a segment, or its end: read on in the next one.
+        while i + 1 < self.segments.len()
+            && self.segments[i].next_offset <= offset.max(self.segments[i].base_offset)
+        {
+            i += 1;
+        }
         let seg = &self.segments[i];
         let Some(file) = seg.file.clone() else {
             return Ok(None);
@@ -1019,8 +1033,8 @@ async fn scan_batches<F: StorageFile, G>(
             break;
         };
         let total = header.total_bytes() as u64;
-        let continues = header.base_offset == seg.next_offset
-            || (position == 0 && header.base_offset == seg.base_offset);
+        // Offsets only go up; compaction may leave gaps between batches.
+        let continues = header.base_offset >= seg.next_offset;
         if total == 0
             || total > batch_max
             || position + total > size
@@ -1031,7 +1045,7 @@ async fn scan_batches<F: StorageFile, G>(
         }
         if verify {
             let whole = slice_of(file, &mut chunk, &mut chunk_start, position, total).await?;
-            if batch::check_batch(&whole).is_err() {
+            if batch::check_stored_batch(&whole).is_err() {
                 break;
             }
         }

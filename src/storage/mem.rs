@@ -18,9 +18,13 @@ struct FileState {
     synced: Vec<u8>,
 }
 
+/// A file's contents, shared by its name and its open handles: like an inode, a handle keeps
+/// reading and writing it after a rename or an unlink.
+type Inode = Rc<RefCell<FileState>>;
+
 #[derive(Debug, Default)]
 struct Disk {
-    files: BTreeMap<PathBuf, FileState>,
+    files: BTreeMap<PathBuf, Inode>,
     fail_writes: bool,
     fail_syncs: bool,
 }
@@ -35,7 +39,7 @@ pub struct MemStorage {
 #[derive(Debug)]
 pub struct MemFile {
     disk: Rc<RefCell<Disk>>,
-    path: PathBuf,
+    inode: Inode,
 }
 
 fn injected(what: &str) -> io::Error {
@@ -58,6 +62,7 @@ impl MemStorage {
     pub fn crash(&self, mut keep_unsynced: impl FnMut(&Path, usize) -> usize) {
         let mut disk = self.disk.borrow_mut();
         for (path, file) in disk.files.iter_mut() {
+            let mut file = file.borrow_mut();
             let synced_len = file.synced.len().min(file.data.len());
             let unsynced = file.data.len() - synced_len;
             let keep = keep_unsynced(path, unsynced).min(unsynced);
@@ -71,24 +76,27 @@ impl MemStorage {
 
     /// Overwrites bytes of a file directly (corruption on disk), synced.
     pub fn corrupt(&self, path: &Path, at: usize, bytes: &[u8]) {
-        let mut disk = self.disk.borrow_mut();
-        let file = disk.files.get_mut(path).expect("file exists");
+        let disk = self.disk.borrow();
+        let mut file = disk.files.get(path).expect("file exists").borrow_mut();
         file.data[at..at + bytes.len()].copy_from_slice(bytes);
         file.synced = file.data.clone();
     }
 
     pub fn file_len(&self, path: &Path) -> Option<usize> {
-        self.disk.borrow().files.get(path).map(|f| f.data.len())
+        self.disk
+            .borrow()
+            .files
+            .get(path)
+            .map(|f| f.borrow().data.len())
     }
 }
 
 impl StorageFile for MemFile {
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
-        let mut disk = self.disk.borrow_mut();
-        if disk.fail_writes {
+        if self.disk.borrow().fail_writes {
             return Err(injected("write"));
         }
-        let file = disk.files.entry(self.path.clone()).or_default();
+        let mut file = self.inode.borrow_mut();
         let end = pos as usize + buf.len();
         if file.data.len() < end {
             file.data.resize(end, 0);
@@ -98,42 +106,29 @@ impl StorageFile for MemFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
-        let disk = self.disk.borrow();
-        let data = disk
-            .files
-            .get(&self.path)
-            .map(|f| f.data.as_slice())
-            .unwrap_or(&[]);
+        let file = self.inode.borrow();
+        let data = file.data.as_slice();
         let start = (pos as usize).min(data.len());
         let end = start.saturating_add(len).min(data.len());
         Ok(Bytes::copy_from_slice(&data[start..end]))
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        let mut disk = self.disk.borrow_mut();
-        if disk.fail_syncs {
+        if self.disk.borrow().fail_syncs {
             return Err(injected("fdatasync"));
         }
-        let file = disk.files.entry(self.path.clone()).or_default();
+        let mut file = self.inode.borrow_mut();
         file.synced = file.data.clone();
         Ok(())
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
-        let mut disk = self.disk.borrow_mut();
-        let file = disk.files.entry(self.path.clone()).or_default();
-        file.data.resize(len as usize, 0);
+        self.inode.borrow_mut().data.resize(len as usize, 0);
         Ok(())
     }
 
     async fn size(&self) -> io::Result<u64> {
-        Ok(self
-            .disk
-            .borrow()
-            .files
-            .get(&self.path)
-            .map(|f| f.data.len() as u64)
-            .unwrap_or(0))
+        Ok(self.inode.borrow().data.len() as u64)
     }
 }
 
@@ -141,14 +136,16 @@ impl Storage for MemStorage {
     type File = MemFile;
 
     async fn open(&self, path: &Path) -> io::Result<MemFile> {
-        self.disk
+        let inode = self
+            .disk
             .borrow_mut()
             .files
             .entry(path.to_path_buf())
-            .or_default();
+            .or_default()
+            .clone();
         Ok(MemFile {
             disk: self.disk.clone(),
-            path: path.to_path_buf(),
+            inode,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod fs;
 pub mod index;
 pub mod log;
 pub mod mem;
+pub mod records;
 pub mod segment;
 pub mod txn_index;
 

@@ -123,9 +123,33 @@ fn effective_topic_configs(log: &LogConfig) -> Vec<(String, String)> {
         ),
         ("message.timestamp.type".into(), timestamp_type.into()),
         ("flush.messages".into(), flush),
-        ("cleanup.policy".into(), "delete".into()),
+        ("cleanup.policy".into(), cleanup_policy(log).into()),
+        (
+            "delete.retention.ms".into(),
+            log.delete_retention_ms.to_string(),
+        ),
+        (
+            "min.cleanable.dirty.ratio".into(),
+            log.min_cleanable_dirty_ratio.to_string(),
+        ),
+        (
+            "min.compaction.lag.ms".into(),
+            log.min_compaction_lag_ms.to_string(),
+        ),
+        (
+            "max.compaction.lag.ms".into(),
+            log.max_compaction_lag_ms.to_string(),
+        ),
         ("min.insync.replicas".into(), "1".into()),
     ]
+}
+
+fn cleanup_policy(log: &LogConfig) -> &'static str {
+    match (log.cleanup_delete, log.cleanup_compact) {
+        (true, true) => "compact,delete",
+        (false, true) => "compact",
+        _ => "delete",
+    }
 }
 
 fn broker_entries(shard: &Shard) -> Entries {

@@ -1,0 +1,182 @@
+//! The records inside an uncompressed v2 batch, read in place: where each one lies, its offset
+//! and timestamp deltas, its key, whether it is a tombstone. Used where the broker must look
+//! inside a batch: the compactor (latest value per key) and produce validation of compacted
+//! topics (every record needs a key). Everything else passes batches through as bytes.
+//!
+//! Runs on the shard that owns the partition.
+
+use std::ops::Range;
+
+use super::batch::{self, read_varlong, BatchHeader, HEADER_BYTES};
+
+/// One record of a batch, as byte ranges into that batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRef {
+    /// The whole record, its length prefix included: copied verbatim when the record is kept.
+    pub bytes: Range<usize>,
+    pub offset_delta: i64,
+    pub timestamp_delta: i64,
+    /// `None` for a record without a key.
+    pub key: Option<Range<usize>>,
+    /// A null value: a delete marker on a compacted topic.
+    pub tombstone: bool,
+}
+
+/// Reads every record of an uncompressed, non-control batch (exactly one batch). `None` when the
+/// batch is compressed, a control batch, or its records do not parse: callers then treat the
+/// batch as opaque.
+pub fn read_records(batch: &[u8]) -> Option<Vec<RecordRef>> {
+    let header = BatchHeader::parse(batch)?;
+    if header.codec() != 0 || header.is_control() || header.total_bytes() != batch.len() {
+        return None;
+    }
+    let mut records = Vec::with_capacity(header.record_count.max(0) as usize);
+    let mut at = HEADER_BYTES;
+    for _ in 0..header.record_count {
+        let start = at;
+        let length = usize::try_from(read_varlong(batch, &mut at)?).ok()?;
+        let end = at.checked_add(length)?;
+        if end > batch.len() {
+            return None;
+        }
+        let body = &batch[..end];
+        at += 1; // attributes
+        let timestamp_delta = read_varlong(body, &mut at)?;
+        let offset_delta = read_varlong(body, &mut at)?;
+        let key = read_bytes_range(body, &mut at)?;
+        let value = read_bytes_range(body, &mut at)?;
+        records.push(RecordRef {
+            bytes: start..end,
+            offset_delta,
+            timestamp_delta,
+            key,
+            tombstone: value.is_none(),
+        });
+        at = end;
+    }
+    (at == batch.len()).then_some(records)
+}
+
+/// A length-prefixed byte field: `Some(None)` for null, `None` when it runs past the end.
+fn read_bytes_range(bytes: &[u8], at: &mut usize) -> Option<Option<Range<usize>>> {
+    let len = read_varlong(bytes, at)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let start = *at;
+    let end = start.checked_add(len as usize)?;
+    if end > bytes.len() {
+        return None;
+    }
+    *at = end;
+    Some(Some(start..end))
+}
+
+/// Whether an uncompressed batch holds a record without a key (which a compacted topic
+/// refuses). Compressed batches are not opened here: the broker carries no codecs.
+pub fn has_keyless_record(batch: &[u8]) -> bool {
+    read_records(batch).is_some_and(|records| records.iter().any(|r| r.key.is_none()))
+}
+
+/// A copy of `batch` holding only `kept` (a non-empty, ordered subset of its records). The base
+/// offset, last offset delta, base timestamp, producer fields and base sequence stay, as Kafka's
+/// cleaner keeps them, so offsets and idempotence state read the same; the record count, the
+/// max timestamp (unless LogAppendTime) and the CRC are recomputed.
+pub fn rebuild_batch(batch: &[u8], kept: &[&RecordRef]) -> Vec<u8> {
+    let header = BatchHeader::parse(batch).expect("a batch that read_records accepted");
+    assert!(!kept.is_empty(), "an empty batch is dropped, not rebuilt");
+    let body_len: usize = kept.iter().map(|r| r.bytes.len()).sum();
+    let mut out = Vec::with_capacity(HEADER_BYTES + body_len);
+    out.extend_from_slice(&batch[..HEADER_BYTES]);
+    for record in kept {
+        out.extend_from_slice(&batch[record.bytes.clone()]);
+    }
+    let batch_length = (out.len() - batch::LOG_OVERHEAD_BYTES) as i32;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    if !header.is_log_append_time() {
+        let newest = kept.iter().map(|r| r.timestamp_delta).max().unwrap_or(0);
+        let max_timestamp = header.base_timestamp.saturating_add(newest);
+        out[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    let crc = batch::compute_crc(&out);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::{build_batch, check_stored_batch};
+    use crate::types::Offset;
+
+    #[test]
+    fn reads_keys_tombstones_and_deltas() {
+        let batch = build_batch(
+            &[
+                (Some(b"a"), Some(b"1")),
+                (Some(b"b"), None),
+                (None, Some(b"3")),
+            ],
+            1_000,
+        );
+        let records = read_records(&batch).unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(&batch[records[0].key.clone().unwrap()], b"a");
+        assert!(!records[0].tombstone);
+        assert!(records[1].tombstone);
+        assert_eq!(records[2].key, None);
+        assert_eq!(
+            records.iter().map(|r| r.offset_delta).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert!(has_keyless_record(&batch));
+        assert!(!has_keyless_record(&build_batch(
+            &[(Some(b"k"), Some(b"v"))],
+            0
+        )));
+    }
+
+    #[test]
+    fn truncated_or_padded_records_are_refused() {
+        let batch = build_batch(&[(Some(b"key"), Some(b"value"))], 0);
+        let mut short = batch[..batch.len() - 2].to_vec();
+        let len = (short.len() - batch::LOG_OVERHEAD_BYTES) as i32;
+        short[8..12].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(read_records(&short), None);
+        let mut long = batch.clone();
+        long.push(0);
+        let len = (long.len() - batch::LOG_OVERHEAD_BYTES) as i32;
+        long[8..12].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(read_records(&long), None);
+    }
+
+    #[test]
+    fn rebuilt_batch_keeps_offsets_and_passes_the_stored_check() {
+        let mut batch = build_batch(
+            &[
+                (Some(b"a"), Some(b"1")),
+                (Some(b"b"), Some(b"2")),
+                (Some(b"a"), Some(b"3")),
+            ],
+            5_000,
+        );
+        batch[0..8].copy_from_slice(&100i64.to_be_bytes());
+        let records = read_records(&batch).unwrap();
+        let rebuilt = rebuild_batch(&batch, &[&records[1], &records[2]]);
+        let header = check_stored_batch(&rebuilt).unwrap();
+        assert_eq!(header.base_offset, Offset(100));
+        assert_eq!(header.last_offset(), Offset(102));
+        assert_eq!(header.record_count, 2);
+        let kept = read_records(&rebuilt).unwrap();
+        assert_eq!(
+            kept.iter().map(|r| r.offset_delta).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(&rebuilt[kept[1].key.clone().unwrap()], b"a");
+        assert!(
+            batch::check_batch(&rebuilt).is_err(),
+            "not a producer batch"
+        );
+    }
+}
