@@ -100,7 +100,11 @@ fn read_all(log: &Log<MemStorage>) -> Seen {
             }
             let whole = &bytes[at..at + size];
             batch::check_stored_batch(whole).expect("stored batches pass the check");
-            for r in records::read_records(whole).expect("uncompressed test batches") {
+            let control = header.is_control().then_some(vec![]);
+            for r in control
+                .or_else(|| records::read_records(whole))
+                .expect("test batches")
+            {
                 let at_offset = Offset(header.base_offset.0 + r.offset_delta);
                 if at_offset >= offset {
                     let key = whole[r.key.clone().unwrap()].to_vec();
@@ -320,4 +324,48 @@ fn checkpoint_round_trips_and_horizons_stay_bounded() {
     assert_eq!(checkpoint.tombstone_horizon(9_900, 1_000), Offset(890));
     assert_eq!(checkpoint.tombstone_horizon(0, 1_000), Offset(0));
     assert_eq!(CleanerCheckpoint::decode(b"12\nnonsense\n"), None);
+}
+
+#[test]
+fn aborted_transactional_records_go_and_markers_stay() {
+    let config = compact_config(0.0);
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, &config, false);
+    let committed = build_batch(&[(Some(b"a"), Some(b"committed"))], 1);
+    let header = batch::check_batch(&committed).unwrap();
+    log.append(&committed, &header, 0, 1).unwrap();
+    let aborted = batch::build_transactional_batch(&[(Some(b"b"), Some(b"aborted"))], 2, 7, 0);
+    let header = batch::check_batch(&aborted).unwrap();
+    let first = log.append(&aborted, &header, 0, 2).unwrap().base_offset;
+    let marker = batch::build_control_batch(7, 0, batch::ControlType::Abort, 0, 3);
+    let header = BatchHeader::parse(&marker).unwrap();
+    let marker_offset = log.append(&marker, &header, 0, 3).unwrap().base_offset;
+    log.add_aborted(AbortedTxn {
+        producer_id: ProducerId(7),
+        first_offset: first,
+        last_offset: marker_offset,
+        last_stable_offset: marker_offset.next(1),
+    });
+    let mut latest = BTreeMap::new();
+    latest.insert(b"a".to_vec(), (Offset(0), Some(b"committed".to_vec())));
+    let mut rng = Rng(3);
+    // Other keys roll the segment holding the transaction out of the active one.
+    while log.segment_count() < 3 {
+        append(&mut log, &mut latest, &mut rng, 10);
+    }
+    flush(&mut log);
+    assert!(clean(&mut log, 10, 1 << 20));
+    let seen = read_all(&log);
+    assert!(
+        seen.iter().all(|(_, key, _)| key != b"b"),
+        "aborted record gone"
+    );
+    check(&log, &latest, 10);
+    let cursor = log.cursor_at(marker_offset).unwrap().unwrap();
+    let bytes = block_on(cursor.read(marker_offset, 1)).unwrap();
+    let header = BatchHeader::parse(&bytes).unwrap();
+    assert!(
+        header.is_control() && header.base_offset == marker_offset,
+        "the marker stays"
+    );
 }
