@@ -1,5 +1,7 @@
 //! The admin CLI (`sluice topic | group | produce | consume`) against the real broker: every
-//! command through the real binary, checking both the tables and the `--json` output.
+//! command through the real binary, checking both the tables and the `--json` output. The same
+//! commands run against Apache Kafka in `tests/cli_kafka/run.sh` (the ignored test below): the
+//! CLI speaks only the Kafka protocol, so it must work against any Kafka-compatible broker.
 
 mod common;
 
@@ -15,11 +17,11 @@ struct Output {
 }
 
 /// Runs `sluice ARGS --bootstrap ...` (ARGS split at spaces) with `stdin` piped in.
-fn sluice(broker: &Broker, args: &str, stdin: &str) -> Output {
+fn sluice(bootstrap: &str, args: &str, stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args.split_whitespace())
         .arg("--bootstrap")
-        .arg(broker.bootstrap())
+        .arg(bootstrap)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -40,12 +42,12 @@ fn sluice(broker: &Broker, args: &str, stdin: &str) -> Output {
 }
 
 /// Runs a command that must succeed and returns its stdout.
-fn ok(broker: &Broker, args: &str) -> String {
-    ok_with_input(broker, args, "")
+fn ok(bootstrap: &str, args: &str) -> String {
+    ok_with_input(bootstrap, args, "")
 }
 
-fn ok_with_input(broker: &Broker, args: &str, stdin: &str) -> String {
-    let out = sluice(broker, args, stdin);
+fn ok_with_input(bootstrap: &str, args: &str, stdin: &str) -> String {
+    let out = sluice(bootstrap, args, stdin);
     assert_eq!(
         out.code, 0,
         "sluice {args} failed: {}{}",
@@ -55,8 +57,8 @@ fn ok_with_input(broker: &Broker, args: &str, stdin: &str) -> String {
 }
 
 /// Runs a command that must fail and returns its stderr.
-fn fails(broker: &Broker, args: &str) -> String {
-    let out = sluice(broker, args, "");
+fn fails(bootstrap: &str, args: &str) -> String {
+    let out = sluice(bootstrap, args, "");
     assert_ne!(out.code, 0, "sluice {args} should fail: {}", out.stdout);
     out.stderr
 }
@@ -86,8 +88,19 @@ fn row<'a>(table: &'a str, cells: &[&str]) -> Option<&'a str> {
 #[test]
 fn every_cli_command_against_the_broker() {
     let broker = Broker::start("cli-tools", 2, &[]);
-    let b = &broker;
+    every_cli_command(&broker.bootstrap());
+}
 
+/// Run by tests/cli_kafka/run.sh with SLUICE_TEST_KAFKA_BOOTSTRAP naming a fresh Apache Kafka.
+#[test]
+#[ignore = "needs Apache Kafka: tests/cli_kafka/run.sh"]
+fn every_cli_command_against_apache_kafka() {
+    let bootstrap = std::env::var("SLUICE_TEST_KAFKA_BOOTSTRAP")
+        .expect("SLUICE_TEST_KAFKA_BOOTSTRAP names the Kafka broker to test against");
+    every_cli_command(&bootstrap);
+}
+
+fn every_cli_command(b: &str) {
     // topic create / list / describe / add-partitions / alter-config
     let out = ok(
         b,
@@ -141,7 +154,7 @@ fn every_cli_command_against_the_broker() {
         &lines,
     );
     assert_eq!(out.trim(), "10 records acknowledged by orders");
-    let file = broker.data_dir.join("input.txt");
+    let file = std::env::temp_dir().join(format!("sluice-cli-input-{}.txt", std::process::id()));
     std::fs::write(&file, "first\nsecond\n").unwrap();
     let out = ok(
         b,

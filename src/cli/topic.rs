@@ -8,6 +8,7 @@ use kafka_protocol::messages::create_topics_request::{
     CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_request::{
     DescribeConfigsRequest, DescribeConfigsResource,
 };
@@ -380,7 +381,13 @@ fn delete(args: &Args) -> Result<()> {
         DeleteTopicsRequest::default().with_topic_names(topics.iter().map(|t| name(t)).collect())
     }
     .with_timeout_ms(ADMIN_TIMEOUT_MS);
-    let response = client.send(Node::Any, &request)?;
+    let mut response = client.send(Node::Any, &request)?;
+    // Report in the order the user named them (brokers answer in any order).
+    let position = |r: &DeletableTopicResult| {
+        let topic = r.name.as_ref().map(|n| n.0.as_str()).unwrap_or_default();
+        topics.iter().position(|t| t == topic)
+    };
+    response.responses.sort_by_key(position);
     let mut failures = Vec::new();
     let mut deleted = Vec::new();
     for r in &response.responses {
