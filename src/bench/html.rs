@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use super::report::{ms, Report};
+use super::report::{ms, plain, Report};
 
 const WIDTH: f64 = 820.0;
 const HEIGHT: f64 = 340.0;
@@ -41,7 +41,7 @@ pub fn render(report: &Report) -> String {
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sluice bench {}</title>\n\
          <style>body{{font-family:sans-serif;margin:2em;color:#222}}\
          table{{border-collapse:collapse}}td{{padding:2px 10px;border-bottom:1px solid #ddd}}\
-         svg{{display:block;margin:1.5em 0}}</style></head>\n<body>\n{body}</body></html>\n",
+         pre{{white-space:pre-wrap}}svg{{display:block;margin:1.5em 0}}</style></head>\n<body>\n{body}</body></html>\n",
         escape(&report.workload)
     )
 }
@@ -60,7 +60,7 @@ fn params_table(report: &Report) -> String {
             rows,
             "<tr><td>{}</td><td>{}</td></tr>",
             escape(key),
-            escape(&value.to_string())
+            escape(&plain(value))
         );
     }
     format!("<table>{rows}</table>\n")

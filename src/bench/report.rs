@@ -212,7 +212,7 @@ impl Report {
 }
 
 /// A parameter's value without JSON quotes.
-fn plain(value: &Json) -> String {
+pub fn plain(value: &Json) -> String {
     match value {
         Json::Str(s) => s.clone(),
         other => other.to_string(),
