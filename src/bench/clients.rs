@@ -191,6 +191,19 @@ pub fn assign(
         .with_context(|| format!("assigning partitions of {}", topic.name))
 }
 
+/// Waits until the consumer's group coordinator answers (asking for committed offsets needs
+/// it). librdkafka looks the coordinator up as soon as a consumer starts, even one that is only
+/// assigned partitions, and Kafka creates its offsets topic (50 partitions) on the first lookup:
+/// waiting here keeps that work out of the measurement.
+pub fn wait_for_coordinator(consumer: &BaseConsumer, topic: &Topic) -> Result<()> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&topic.name, 0);
+    consumer
+        .committed_offsets(list, ADMIN_TIMEOUT)
+        .map(drop)
+        .context("waiting for the group coordinator")
+}
+
 /// The partitions consumer `index` of `count` reads: every `count`-th from `index`.
 pub fn share(partitions: i32, index: usize, count: usize) -> impl Iterator<Item = i32> {
     (0..partitions).filter(move |p| *p as usize % count == index)

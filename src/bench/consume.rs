@@ -14,7 +14,8 @@ use rdkafka::message::Message;
 use rdkafka::Offset;
 
 use super::clients::{
-    assign, consumer_config, prepare_topic, share, watermarks, Topic, Watermarks,
+    assign, consumer_config, prepare_topic, share, wait_for_coordinator, watermarks, Topic,
+    Watermarks,
 };
 use super::limits::{CONSUMER_POLL, CONSUME_STALL_TIMEOUT};
 use super::produce::send_measured;
@@ -33,6 +34,10 @@ pub fn run(opts: &Options) -> Result<Report> {
                 .set("enable.partition.eof", "true")
                 .create::<BaseConsumer>()
                 .context("creating a librdkafka consumer")
+                .and_then(|client| {
+                    wait_for_coordinator(&client, &topic)?;
+                    Ok(client)
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let mut marks = watermarks(&consumers[0], &topic)?;

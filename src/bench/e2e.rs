@@ -13,7 +13,9 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::Offset;
 
-use super::clients::{assign, consumer, prepare_topic, share, watermarks, Topic};
+use super::clients::{
+    assign, consumer, prepare_topic, share, wait_for_coordinator, watermarks, Topic,
+};
 use super::limits::{CONSUMER_POLL, E2E_DRAIN_TIMEOUT};
 use super::produce::{read_stamp, Producers, STAMP_BYTES};
 use super::progress;
@@ -80,6 +82,7 @@ fn connect_consumers(opts: &Options, topic: &Topic) -> Result<Vec<BaseConsumer>>
                 mine.map(|p| (p, Offset::Offset(marks[p as usize].high))),
             )
             .context("assigning the end-to-end consumers")?;
+            wait_for_coordinator(&client, topic)?;
             Ok(client)
         })
         .collect()
