@@ -169,7 +169,7 @@ def row(workload, metric, sluice, other, other_label, digits, target):
 if "P1" in workloads:
     row("P1 produce 1 KiB, 16 partitions, acks=all; Kafka defaults (no fsync)", "msgs/s", "sluice.P1", "kafka.P1", "", 0, ">= 1.5x")
 if "P2" in workloads:
-    row("P2 the same; Kafka log.flush.interval.messages=1", "msgs/s", "sluice.P1", "kafka_flush.P1", "", 0, ">= 5x")
+    row("P2 produce 1 KiB, 16 partitions, acks=all; Kafka log.flush.interval.messages=1", "msgs/s", "sluice.P1", "kafka_flush.P1", "", 0, ">= 5x")
 if "P3" in workloads:
     row(f"P3 end to end, 5,000/s of 1 KiB, 1 partition, acks=all, {p3} s", "p99 ms", "sluice.P3_p99", "kafka.P3_p99", "", 2, "<= 0.5x")
     row(f"P3 (same runs)", "p99.99 ms", "sluice.P3_p9999", "kafka.P3_p9999", "", 2, "<= 0.2x")
