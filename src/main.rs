@@ -1,6 +1,8 @@
 //! The `sluice` command: `sluice serve` starts the broker; `sluice topic | group | produce |
-//! consume` are the admin CLI (see `cli`), which works against any Kafka-compatible broker.
+//! consume` are the admin CLI (see `cli`), which works against any Kafka-compatible broker;
+//! `sluice bench` is the load generator (see `bench`).
 
+mod bench;
 mod cli;
 
 use std::collections::BTreeMap;
@@ -47,6 +49,13 @@ fn main() -> ExitCode {
             }
         },
         Some("topic" | "group" | "produce" | "consume") => match cli::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("sluice: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("bench") => match bench::run(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("sluice: {err:#}");

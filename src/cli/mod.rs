@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use limits::{COORDINATOR_RETRIES, COORDINATOR_RETRY_BACKOFF};
 
 pub use client::Client;
+pub use output::Json;
 
 /// Broker used when `--bootstrap` is not given.
 const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
@@ -34,6 +35,7 @@ usage: sluice topic create NAME [--partitions N] [--replication-factor N] [--con
        sluice consume TOPIC [--partition N] [--from-beginning | --offset N | --timestamp MS]
                   [--group G] [--max-messages N] [--timeout-ms MS] [--format text|json]
                   [--key-separator SEP]
+       sluice bench produce|consume|e2e|loopback [options]   (sluice bench --help)
 
   every command: --bootstrap HOST:PORT (default 127.0.0.1:9092), --json (tables otherwise)
   produce reads one record per line from stdin or --file; consume --group starts from the

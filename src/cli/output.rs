@@ -9,6 +9,8 @@ pub enum Json {
     Null,
     Bool(bool),
     Int(i64),
+    /// A number with a fraction; not-a-number and infinities print as null.
+    Float(f64),
     Str(String),
     Array(Vec<Json>),
     /// Keys in the order given.
@@ -58,6 +60,8 @@ impl fmt::Display for Json {
             Json::Null => f.write_str("null"),
             Json::Bool(b) => write!(f, "{b}"),
             Json::Int(n) => write!(f, "{n}"),
+            Json::Float(x) if x.is_finite() => write!(f, "{x}"),
+            Json::Float(_) => f.write_str("null"),
             Json::Str(s) => write_escaped(f, s),
             Json::Array(items) => {
                 f.write_char('[')?;

@@ -1,0 +1,48 @@
+//! Bounds, timeouts and client defaults of `sluice bench`, with their unit last in the name.
+
+use std::time::Duration;
+
+/// Highest latency the histograms track (one hour); longer ones are counted as this.
+pub const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// Precision of the whole-run latency histogram (0.1%)...
+pub const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+/// ...and of each time slot's histogram for the latency-over-time plot (1%: they are many).
+pub const SLOT_SIGNIFICANT_DIGITS: u8 = 2;
+
+/// Width of a latency-over-time slot at the start of a run...
+pub const SLOT_WIDTH_START: Duration = Duration::from_secs(1);
+/// ...and the most slots kept: a longer run merges neighbours, doubling the width.
+pub const TIMELINE_SLOTS_MAX: usize = 600;
+
+/// Producers or consumers one run may start (each is a client with its own threads).
+pub const CLIENTS_MAX: usize = 256;
+
+/// Records one producer's librdkafka queue holds before `send` answers QueueFull...
+pub const PRODUCER_QUEUE_MAX_MESSAGES: u32 = 1_000_000;
+/// ...and how long the sender then waits before trying again.
+pub const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+
+/// How long a producer waits, after its last send, for the outstanding acknowledgements.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a metadata, watermark or topic creation request may take.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a just-created topic is looked up until every partition has a leader.
+pub const TOPIC_READY_POLL: Duration = Duration::from_millis(100);
+
+/// How long one consumer poll blocks (the loops check their exit conditions in between).
+pub const CONSUMER_POLL: Duration = Duration::from_millis(100);
+/// A catch-up consumer that receives nothing for this long while behind gives up.
+pub const CONSUME_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long e2e consumers wait, after the producers finished, for records still missing.
+pub const E2E_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Distinct keys `--keys random|round-robin` draw from.
+pub const KEY_SPACE: u64 = 10_000;
+
+/// Bytes one write of the loopback baseline sends.
+pub const LOOPBACK_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// How often the progress line is updated.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
