@@ -39,6 +39,64 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
     /// Producer ids below this are reserved (persisted before any is handed out).
     pub producer_ids_reserved_to: i64,
+    /// Broker configs changed at run time (AlterConfigs on the broker), by broker key: the
+    /// defaults of every topic that does not override them.
+    pub broker_configs: BTreeMap<String, String>,
+}
+
+/// The broker configs that may change at run time, each with the topic config it is the
+/// default of (Kafka's cluster-wide dynamic log configs).
+pub const DYNAMIC_BROKER_CONFIGS: &[(&str, &str)] = &[
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.roll.ms", "segment.ms"),
+    ("log.retention.ms", "retention.ms"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.index.interval.bytes", "index.interval.bytes"),
+    ("message.max.bytes", "max.message.bytes"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.flush.interval.messages", "flush.messages"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "min.cleanable.dirty.ratio",
+    ),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
+];
+
+/// The topic config a dynamic broker config is the default of.
+pub fn topic_synonym(broker_key: &str) -> Option<&'static str> {
+    DYNAMIC_BROKER_CONFIGS
+        .iter()
+        .find(|(b, _)| *b == broker_key)
+        .map(|(_, t)| *t)
+}
+
+/// The broker config whose value a topic config defaults to, when it can change at run time.
+pub fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    DYNAMIC_BROKER_CONFIGS
+        .iter()
+        .find(|(_, t)| *t == topic_key)
+        .map(|(b, _)| *b)
+}
+
+/// Topic defaults: the broker's log settings from its config file, with the run-time broker
+/// configs applied; an error names a key that is not dynamic or a bad value.
+pub fn broker_log_defaults(
+    static_defaults: &LogConfig,
+    dynamic: &BTreeMap<String, String>,
+) -> Result<LogConfig> {
+    let mut config = static_defaults.clone();
+    for (key, value) in dynamic {
+        let topic_key = topic_synonym(key).with_context(|| {
+            format!("{key} cannot be changed at run time (restart with it set)")
+        })?;
+        config
+            .apply_topic_config(topic_key, value)
+            .with_context(|| format!("{key}: invalid value {value:?}"))?;
+    }
+    Ok(config)
 }
 
 impl MetadataImage {
@@ -50,12 +108,20 @@ impl MetadataImage {
         self.topics.values().find(|t| t.id == id)
     }
 
+    /// Topic defaults under this image's run-time broker configs.
+    pub fn log_defaults(&self, static_defaults: &LogConfig) -> Result<LogConfig> {
+        broker_log_defaults(static_defaults, &self.broker_configs)
+    }
+
     /// Serializes the image: a header line, then `key value` lines; config values escaped.
     pub fn encode(&self) -> String {
         let mut out = format!(
             "{HEADER}\ncluster.id {}\nproducer.ids.reserved.to {}\n",
             self.cluster_id, self.producer_ids_reserved_to
         );
+        for (k, v) in &self.broker_configs {
+            out.push_str(&format!("broker.config {}={}\n", escape(k), escape(v)));
+        }
         for topic in self.topics.values() {
             out.push_str(&format!(
                 "topic {} {} {}",
@@ -76,6 +142,7 @@ impl MetadataImage {
             bail!("not a sluice metadata file (expected first line {HEADER:?})");
         }
         let mut image = MetadataImage::default();
+        let mut topics = Vec::new();
         for line in lines {
             let mut words = line.split(' ');
             match words.next() {
@@ -92,6 +159,11 @@ impl MetadataImage {
                         .parse()
                         .context("producer ids")?
                 }
+                Some("broker.config") => {
+                    let pair = words.next().context("broker.config without value")?;
+                    let (k, v) = pair.split_once('=').context("config without '='")?;
+                    image.broker_configs.insert(unescape(k)?, unescape(v)?);
+                }
                 Some("topic") => {
                     let name = words.next().context("topic without name")?.to_string();
                     let id = Uuid::parse_str(words.next().context("topic without id")?)
@@ -106,22 +178,26 @@ impl MetadataImage {
                         let (k, v) = pair.split_once('=').context("config without '='")?;
                         configs.insert(unescape(k)?, unescape(v)?);
                     }
-                    let log_config = topic_log_config(broker, &configs)
-                        .with_context(|| format!("topic {name}"))?;
-                    image.topics.insert(
-                        name.clone(),
-                        Arc::new(TopicMeta {
-                            name,
-                            id,
-                            partitions,
-                            configs,
-                            log_config,
-                        }),
-                    );
+                    topics.push((name, id, partitions, configs));
                 }
                 Some("") | None => {}
                 Some(other) => bail!("unknown metadata line kind {other:?}"),
             }
+        }
+        let defaults = image.log_defaults(broker)?;
+        for (name, id, partitions, configs) in topics {
+            let log_config =
+                topic_log_config(&defaults, &configs).with_context(|| format!("topic {name}"))?;
+            image.topics.insert(
+                name.clone(),
+                Arc::new(TopicMeta {
+                    name,
+                    id,
+                    partitions,
+                    configs,
+                    log_config,
+                }),
+            );
         }
         Ok(image)
     }
@@ -246,6 +322,13 @@ mod tests {
                 log_config,
             }),
         );
+        image
+            .broker_configs
+            .insert("log.retention.ms".into(), "5000".into());
+        let decoded = MetadataImage::decode(&image.encode(), &broker).unwrap();
+        assert_eq!(decoded.broker_configs, image.broker_configs);
+        assert_eq!(decoded.topics["t.1_x-y"].log_config.retention_ms, 5000);
+        image.broker_configs.clear();
         let decoded = MetadataImage::decode(&image.encode(), &broker).unwrap();
         assert_eq!(decoded.topics, image.topics);
         assert_eq!(decoded.producer_ids_reserved_to, 2000);

@@ -43,7 +43,10 @@ pub enum ConfigChange {
 }
 
 /// Configs whose value is a comma-separated list (APPEND and SUBTRACT apply to these).
-const LIST_CONFIGS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+const LIST_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("log.cleanup.policy", "delete"),
+];
 
 #[derive(Debug)]
 pub enum ControllerRequest {
@@ -62,6 +65,11 @@ pub enum ControllerRequest {
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     },
+    /// Run-time broker configs (the cluster-wide defaults of topic configs).
+    AlterBrokerConfigs {
+        change: ConfigChange,
+        validate_only: bool,
+    },
     AllocateProducerId,
     /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) if it does not
     /// exist yet (the first FindCoordinator for it does).
@@ -75,6 +83,7 @@ pub type TopicOutcome = Result<Arc<TopicMeta>, (ErrorCode, String)>;
 pub enum ControllerResponse {
     Topics(Vec<(String, TopicOutcome)>),
     ProducerId(Result<i64, ErrorCode>),
+    Broker(Result<(), (ErrorCode, String)>),
     NotController,
 }
 
@@ -204,6 +213,13 @@ impl Controller {
             ControllerRequest::EnsureInternalTopic(name) => {
                 ControllerResponse::Topics(self.ensure_internal_topic(shard, name).await)
             }
+            ControllerRequest::AlterBrokerConfigs {
+                change,
+                validate_only,
+            } => ControllerResponse::Broker(
+                self.alter_broker_configs(shard, change, validate_only)
+                    .await,
+            ),
             ControllerRequest::AllocateProducerId => {
                 ControllerResponse::ProducerId(self.allocate_producer_id(shard).await)
             }
@@ -341,7 +357,10 @@ impl Controller {
                 "replication factor must be 1: there is one broker",
             );
         }
-        let log_config = match topic_log_config(&shard.config.log, &topic.configs) {
+        let defaults = image
+            .log_defaults(&shard.config.log)
+            .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
+        let log_config = match topic_log_config(&defaults, &topic.configs) {
             Ok(c) => c,
             Err(err) => return fail(ErrorCode::InvalidConfig, err.to_string()),
         };
@@ -439,7 +458,10 @@ impl Controller {
             let meta = existing(image, &name)?;
             let configs = apply_change(&meta.configs, change)
                 .map_err(|message| (ErrorCode::InvalidConfig, message))?;
-            let log_config = topic_log_config(&shard.config.log, &configs)
+            let defaults = image
+                .log_defaults(&shard.config.log)
+                .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
+            let log_config = topic_log_config(&defaults, &configs)
                 .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
             Ok(Arc::new(TopicMeta {
                 configs,
@@ -448,6 +470,40 @@ impl Controller {
             }))
         })
         .await
+    }
+
+    /// Applies run-time broker configs: validated, then every topic's log config re-derived
+    /// from the new defaults, persisted and published (partitions pick them up live).
+    async fn alter_broker_configs(
+        &self,
+        shard: &Rc<Shard>,
+        change: ConfigChange,
+        validate_only: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let invalid = |message: String| (ErrorCode::InvalidConfig, message);
+        let mut image = (*shard.image()).clone();
+        image.broker_configs = apply_change(&image.broker_configs, change).map_err(invalid)?;
+        let defaults = image
+            .log_defaults(&shard.config.log)
+            .map_err(|err| invalid(format!("{err:#}")))?;
+        for meta in image.topics.values_mut() {
+            let log_config = topic_log_config(&defaults, &meta.configs)
+                .map_err(|err| invalid(format!("topic {}: {err:#}", meta.name)))?;
+            *meta = Arc::new(TopicMeta {
+                log_config,
+                ..(**meta).clone()
+            });
+        }
+        if validate_only || image.broker_configs == shard.image().broker_configs {
+            return Ok(());
+        }
+        log::info!("run-time broker configs are now {:?}", image.broker_configs);
+        self.commit(shard, image).await.map_err(|err| {
+            (
+                ErrorCode::KafkaStorageError,
+                format!("metadata write failed: {err}"),
+            )
+        })
     }
 
     async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, ErrorCode> {

@@ -121,6 +121,27 @@ def test_admin_topics_partitions_and_configs(broker):
     admin.close()
 
 
+def test_broker_defaults_change_at_run_time(broker):
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic("py-defaults", 1, 1)])
+    result = admin.alter_configs([ConfigResource(ConfigResourceType.BROKER, "1", configs={"log.retention.ms": "604800001"})])
+    assert "Error" not in str(result), result
+    text = str(admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-defaults")], config_filter="all"))
+    assert "604800001" in text, text
+    # Only the topic defaults change at run time; other keys and bad values get INVALID_CONFIG.
+    for key, value in [("num.partitions", "3"), ("log.retention.ms", "soon")]:
+        result = admin.alter_configs([ConfigResource(ConfigResourceType.BROKER, "1", configs={key: value})])
+        assert "Error 40" in str(result), result
+    text = str(admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")], config_filter="all"))
+    assert "604800001" in text, text
+    # Back to the file's default, so the other tests see the broker as configured.
+    admin.alter_configs([ConfigResource(ConfigResourceType.BROKER, "1", configs={"log.retention.ms": "604800000"})])
+    text = str(admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py-defaults")], config_filter="all"))
+    assert "604800001" not in text and "604800000" in text, text
+    admin.delete_topics(["py-defaults"])
+    admin.close()
+
+
 @pytest.mark.parametrize("acks", [0, 1, "all"])
 def test_every_record_round_trips_once_in_order(broker, acks):
     topic = f"py-acks-{acks}"

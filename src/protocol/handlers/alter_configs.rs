@@ -1,7 +1,9 @@
-//! AlterConfigs (key 33) and IncrementalAlterConfigs (key 44) for topics: validated by the
-//! controller with Kafka's names (INVALID_CONFIG with a message otherwise), persisted in the
-//! metadata file, and applied to the live partitions on every shard. Broker configs are static
-//! (set at start) and refused here.
+//! AlterConfigs (key 33) and IncrementalAlterConfigs (key 44) for topics and the broker:
+//! validated by the controller with Kafka's names (INVALID_CONFIG with a message otherwise),
+//! persisted in the metadata file, and applied to the live partitions on every shard. Of the
+//! broker's configs, the cluster-wide defaults of topic configs (`log.retention.ms`,
+//! `log.cleanup.policy`, ...: `metadata::DYNAMIC_BROKER_CONFIGS`) change at run time, for the
+//! resource named "" (the cluster default) or this broker's id; the rest are set at start.
 
 use std::rc::Rc;
 
@@ -16,13 +18,15 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::create_topics::call_controller;
 use crate::error::ErrorCode;
-use crate::shard::controller::{ConfigChange, ControllerRequest};
-use crate::shard::Shard;
+use crate::shard::controller::{ConfigChange, ControllerRequest, ControllerResponse};
+use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::types::ShardId;
 
 pub const ALTER_VERSIONS: (i16, i16) = (0, 2);
 pub const INCREMENTAL_VERSIONS: (i16, i16) = (0, 1);
 
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 
 /// (resource type, name, error code, message) per resource, in request order.
 type Outcome = (i8, StrBytes, i16, Option<StrBytes>);
@@ -32,21 +36,34 @@ async fn alter(
     resources: Vec<(i8, StrBytes, ConfigChange)>,
     validate_only: bool,
 ) -> Vec<Outcome> {
-    let mut refused = Vec::new();
+    let mut others = Vec::new();
     let mut changes = Vec::new();
     for (resource_type, name, change) in &resources {
         if *resource_type == RESOURCE_TOPIC {
             changes.push((name.to_string(), change.clone()));
-        } else {
-            let message = format!(
-                "resource type {resource_type} cannot be altered: broker configs are set at start"
-            );
-            refused.push((
-                name.clone(),
-                ErrorCode::InvalidRequest.code(),
-                Some(StrBytes::from_string(message)),
-            ));
+            continue;
         }
+        let outcome = match *resource_type {
+            RESOURCE_BROKER if name.is_empty() || **name == shard.config.node_id.to_string() => {
+                alter_broker(shard, change.clone(), validate_only).await
+            }
+            RESOURCE_BROKER => Err((
+                ErrorCode::InvalidRequest,
+                format!(
+                    "broker {name} is not this broker ({})",
+                    shard.config.node_id
+                ),
+            )),
+            other => Err((
+                ErrorCode::InvalidRequest,
+                format!("resource type {other} has no configs to alter"),
+            )),
+        };
+        let (code, message) = match outcome {
+            Ok(()) => (0, None),
+            Err((code, message)) => (code.code(), Some(StrBytes::from_string(message))),
+        };
+        others.push((name.clone(), code, message));
     }
     let mut outcomes = call_controller(
         shard,
@@ -57,13 +74,13 @@ async fn alter(
     )
     .await
     .into_iter();
-    let mut refused = refused.into_iter();
+    let mut others = others.into_iter();
     resources
         .into_iter()
         .map(|(resource_type, name, _)| {
             if resource_type != RESOURCE_TOPIC {
                 let (name, code, message) =
-                    refused.next().expect("one refusal per non-topic resource");
+                    others.next().expect("one outcome per non-topic resource");
                 return (resource_type, name, code, message);
             }
             match outcomes.next() {
@@ -83,6 +100,27 @@ async fn alter(
             }
         })
         .collect()
+}
+
+async fn alter_broker(
+    shard: &Rc<Shard>,
+    change: ConfigChange,
+    validate_only: bool,
+) -> Result<(), (ErrorCode, String)> {
+    let request = ControllerRequest::AlterBrokerConfigs {
+        change,
+        validate_only,
+    };
+    match shard
+        .call(ShardId(0), ShardRequest::Controller(request))
+        .await
+    {
+        ShardResponse::Controller(ControllerResponse::Broker(outcome)) => outcome,
+        _ => Err((
+            ErrorCode::UnknownServerError,
+            "controller unavailable".into(),
+        )),
+    }
 }
 
 pub async fn handle_alter(shard: &Rc<Shard>, request: AlterConfigsRequest) -> AlterConfigsResponse {

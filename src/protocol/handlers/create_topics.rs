@@ -94,7 +94,9 @@ pub async fn call_controller(
         ControllerRequest::AlterTopicConfigs { changes, .. } => {
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
-        ControllerRequest::AllocateProducerId => Vec::new(),
+        ControllerRequest::AllocateProducerId | ControllerRequest::AlterBrokerConfigs { .. } => {
+            Vec::new()
+        }
         ControllerRequest::EnsureInternalTopic(name) => vec![name.clone()],
     };
     match shard

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::config::{FlushPolicy, LogConfig, TimestampType, BROKER_KEYS};
 use crate::error::ErrorCode;
+use crate::metadata::broker_synonym;
 use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (1, 4);
@@ -17,6 +18,7 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -88,6 +90,9 @@ fn topic_entries(shard: &Shard, topic: &str) -> Result<Entries, (ErrorCode, Stri
         .map(|(k, v)| match meta.configs.get(&k) {
             // Overrides the broker does not interpret (cleanup.policy, ...) are reported as set.
             Some(set) => (k, set.clone(), SOURCE_TOPIC),
+            None if broker_synonym(&k).is_some_and(|b| image.broker_configs.contains_key(b)) => {
+                (k, v, SOURCE_DYNAMIC_DEFAULT_BROKER)
+            }
             None => (k, v, SOURCE_DEFAULT),
         })
         .collect();
@@ -153,9 +158,13 @@ fn cleanup_policy(log: &LogConfig) -> &'static str {
 }
 
 fn broker_entries(shard: &Shard) -> Entries {
+    let image = shard.image();
     BROKER_KEYS
         .iter()
         .map(|(k, _)| {
+            if let Some(value) = image.broker_configs.get(*k) {
+                return (k.to_string(), value.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER);
+            }
             let source = if shard.config.overrides.contains_key(*k) {
                 SOURCE_STATIC_BROKER
             } else {
