@@ -520,6 +520,8 @@ impl Shard {
     /// Opens every partition in the current image that this shard owns and has not opened yet.
     pub async fn open_owned_partitions(&self, clean: bool) {
         let image = self.image();
+        let started = std::time::Instant::now();
+        let (mut opened, mut rebuilt, mut truncated) = (0usize, 0usize, 0usize);
         for topic in image.topics.values() {
             for p in 0..topic.partitions {
                 let tp = TopicPartition::new(topic.name.clone(), p);
@@ -538,8 +540,13 @@ impl Shard {
                 .await
                 {
                     Ok((partition, report)) => {
-                        if report.truncated_bytes > 0 || report.rebuilt_indexes > 0 && !clean {
-                            log::info!("recovered {tp}: {report:?}");
+                        opened += 1;
+                        if report.truncated_bytes > 0 {
+                            truncated += 1;
+                            log::warn!("recovered {tp}: {report:?}");
+                        } else if report.rebuilt_indexes > 0 {
+                            rebuilt += 1;
+                            log::debug!("recovered {tp}: {report:?}");
                         }
                         self.partitions
                             .borrow_mut()
@@ -548,6 +555,13 @@ impl Shard {
                     Err(err) => log::error!("cannot open {tp}: {err}; it stays offline"),
                 }
             }
+        }
+        if opened > 0 {
+            log::info!(
+                "shard {} opened {opened} partitions in {} ms ({rebuilt} with rebuilt indexes, {truncated} with a torn tail truncated)",
+                self.id.0,
+                started.elapsed().as_millis()
+            );
         }
     }
 
