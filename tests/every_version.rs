@@ -255,6 +255,54 @@ fn every_advertised_version_is_answered() {
             assert!(dir.total_bytes > 0 && dir.usable_bytes > 0);
         }
     }
+    // No authorizer: every ACL API answers SECURITY_DISABLED, per ACL and per filter, as Kafka
+    // does without one (MirrorMaker 2 depends on it to skip ACL syncing).
+    const SECURITY_DISABLED: i16 = 54;
+    for v in 1..=3 {
+        let r: DescribeAclsResponse = call(
+            &mut s,
+            ApiKey::DescribeAcls,
+            v,
+            &DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        );
+        assert_eq!(r.error_code, SECURITY_DISABLED, "DescribeAcls v{v}");
+        assert!(r.resources.is_empty() && r.error_message.is_some());
+        use kafka_protocol::messages::create_acls_request::AclCreation;
+        let creation = AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v2"))
+            .with_resource_pattern_type(3)
+            .with_principal(StrBytes::from_static_str("User:alice"))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(3)
+            .with_permission_type(3);
+        let r: CreateAclsResponse = call(
+            &mut s,
+            ApiKey::CreateAcls,
+            v,
+            &CreateAclsRequest::default().with_creations(vec![creation.clone(), creation]),
+        );
+        let codes: Vec<i16> = r.results.iter().map(|c| c.error_code).collect();
+        assert_eq!(codes, [SECURITY_DISABLED; 2], "CreateAcls v{v}");
+        use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+        let filter = DeleteAclsFilter::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1);
+        let r: DeleteAclsResponse = call(
+            &mut s,
+            ApiKey::DeleteAcls,
+            v,
+            &DeleteAclsRequest::default().with_filters(vec![filter]),
+        );
+        let codes: Vec<i16> = r.filter_results.iter().map(|f| f.error_code).collect();
+        assert_eq!(codes, [SECURITY_DISABLED], "DeleteAcls v{v}");
+    }
     for v in 1..=6 {
         let r: DeleteTopicsResponse = if v >= 6 {
             use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
