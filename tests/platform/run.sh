@@ -5,17 +5,19 @@
 # consumer, consumer groups, producer perf test), all Apache Kafka 4.1.1 from Maven Central.
 # Each step prints `platform: STEP: passed (...)`; a failure prints the JVM's log tail and the broker log.
 # JVM logs go to files only (src/main/resources/log4j2.properties); PLATFORM_KEEP_LOGS=1 keeps them.
-# Usage: tests/platform/run.sh path/to/sluice [SHARDS...]   (default shards: 2)
+# Usage: tests/platform/run.sh path/to/sluice [SHARDS...]   (default: 1 then 2 shards)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 sluice=$(realpath "$1")
 shift
-shard_counts=("${@:-2}")
+if [ $# -gt 0 ]; then shard_counts=("$@"); else shard_counts=(1 2); fi
 source "$here/../broker.sh"
 
 mvn -q -f "$here/pom.xml" -DskipTests package dependency:copy-dependencies -DoutputDirectory="$here/target/dependency"
 cp="$here/target/classes:$here/target/dependency/*"
 logs=$(mktemp -d)
+# Kafka's advice for tests: no wait for more members before a new group's first rebalance.
+broker_settings=(--set group.initial.rebalance.delay.ms=0)
 background=()
 
 cleanup() {
@@ -110,6 +112,7 @@ scheduled.rebalance.max.delay.ms=0
 listeners=http://127.0.0.1:$rest_port
 rest.advertised.host.name=127.0.0.1
 rest.advertised.port=$rest_port
+plugin.discovery=service_load
 PROPS
     local started=$SECONDS
     jvm_background connect org.apache.kafka.connect.cli.ConnectDistributed "$logs/connect.properties"
@@ -194,7 +197,7 @@ tools_step() {
 # translated and committed on b, where a consumer of the group resumes right after them.
 mm2_step() {
     local a_port=$port a_dir=$dir a_pid=$pid n=100 more=30 group=mm2-group started=$SECONDS
-    start_broker "$sluice" "$cores" --set sluice.admin.listen=none
+    start_broker "$sluice" "$cores" "${broker_settings[@]}" --set sluice.admin.listen=none
     local b_port=$port b_dir=$dir b_pid=$pid
     port=$a_port dir=$a_dir pid=$a_pid
     mm2_failed() {
@@ -226,6 +229,7 @@ refresh.groups.interval.seconds=2
 offset.lag.max=0
 offset.flush.interval.ms=500
 scheduled.rebalance.max.delay.ms=0
+plugin.discovery=service_load
 PROPS
     jvm_background mm2 org.apache.kafka.connect.mirror.MirrorMaker "$logs/mm2.properties"
     local mm2=$jvm_pid
@@ -245,7 +249,7 @@ PROPS
 }
 
 for cores in "${shard_counts[@]}"; do
-    start_broker "$sluice" "$cores"
+    start_broker "$sluice" "$cores" "${broker_settings[@]}"
     streams_step
     connect_step
     mm2_step
