@@ -13,16 +13,17 @@ shift
 if [ $# -gt 0 ]; then shard_counts=("$@"); else shard_counts=(1 2); fi
 source "$here/../broker.sh"
 
-mvn -q -f "$here/pom.xml" -DskipTests package dependency:copy-dependencies -DoutputDirectory="$here/target/dependency"
+mvn -q -B -Dstyle.color=never -f "$here/pom.xml" -DskipTests package dependency:copy-dependencies -DoutputDirectory="$here/target/dependency"
 cp="$here/target/classes:$here/target/dependency/*"
-logs=$(mktemp -d)
+all_logs=$(mktemp -d)
+logs=$all_logs
 # Kafka's advice for tests: no wait for more members before a new group's first rebalance.
 broker_settings=(--set group.initial.rebalance.delay.ms=0)
 background=()
 
 cleanup() {
     for p in "${background[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    [ "${PLATFORM_KEEP_LOGS:-0}" = 1 ] && echo "JVM logs kept in $logs" || rm -rf "$logs"
+    [ "${PLATFORM_KEEP_LOGS:-0}" = 1 ] && echo "JVM logs kept in $all_logs" || rm -rf "$all_logs"
 }
 trap cleanup EXIT
 
@@ -127,8 +128,10 @@ PROPS
         \"tasks.max\": \"1\", \"file\": \"$out\", \"topics\": \"connect-lines\"}" >/dev/null \
         || failed "connect: creating file-sink failed" connect
     wait_for 90 cmp -s "$lines" "$out" || failed "connect: $out is not $lines ($(wc -l < "$out" 2>/dev/null || echo 0) of $n lines)" connect
+    # Connect reports statuses through its status topic, read back asynchronously: wait for them.
+    task_running() { curl -sf "$rest/connectors/$1/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"'; }
     for c in file-source file-sink; do
-        curl -sf "$rest/connectors/$c/status" | grep -q '"tasks":\[{"id":0,"state":"RUNNING"' \
+        wait_for 30 task_running "$c" \
             || failed "connect: $c task not RUNNING: $(curl -s "$rest/connectors/$c/status")" connect
     done
     jvm connect-check org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" --describe \
@@ -248,12 +251,15 @@ PROPS
     echo "platform: mirrormaker2: passed (a.mirrored on b holds records 0-$((n - 1)) at the same offsets; $group's offsets translated to $n on b, where it resumed with exactly records $n-$((n + more - 1)); $((SECONDS - started)) s)"
 }
 
+all_logs=$logs
 for cores in "${shard_counts[@]}"; do
+    logs=$all_logs/$cores-shards
+    mkdir -p "$logs"
     start_broker "$sluice" "$cores" "${broker_settings[@]}"
     streams_step
     connect_step
     mm2_step
     tools_step
     stop_broker
-    echo "platform: $cores shards done"
+    echo "platform: all steps passed with $cores shard(s)"
 done
