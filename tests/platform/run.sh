@@ -13,7 +13,10 @@ shift
 if [ $# -gt 0 ]; then shard_counts=("$@"); else shard_counts=(1 2); fi
 source "$here/../broker.sh"
 
-mvn -q -B -Dstyle.color=never -f "$here/pom.xml" -DskipTests package dependency:copy-dependencies -DoutputDirectory="$here/target/dependency"
+# (Debian's Maven prints colour resets even when quiet and in batch mode: dropped.)
+mvn -q -B -f "$here/pom.xml" -DskipTests package dependency:copy-dependencies \
+    -DoutputDirectory="$here/target/dependency" 2>&1 | sed 's/\x1b\[0m//g'
+
 cp="$here/target/classes:$here/target/dependency/*"
 all_logs=$(mktemp -d)
 logs=$all_logs
