@@ -82,3 +82,7 @@ pub const TXN_MARKER_RETRY_MS: u64 = 100;
 
 /// Largest HTTP request head the admin endpoint reads.
 pub const ADMIN_REQUEST_MAX_BYTES: usize = 8 * 1024;
+
+/// Most partitions one DescribeTopicPartitions answer lists before it hands back a cursor, whatever
+/// the client asks (Kafka's `max.request.partition.size.limit` default).
+pub const DESCRIBE_TOPIC_PARTITIONS_MAX: i32 = 2000;

@@ -17,6 +17,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -137,6 +138,9 @@ pub async fn dispatch(
         }
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(shard, r, version).await)
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(shard, r))
         }
         RequestKind::DescribeAcls(_) => ResponseKind::DescribeAcls(describe_acls::handle()),
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(create_acls::handle(r)),
