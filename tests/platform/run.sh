@@ -157,6 +157,11 @@ tools_step() {
         && grep -q "PartitionCount: 3" "$out/describe.txt" && grep -q "retention.ms=3600000" "$out/describe.txt" \
         && [ "$(grep -cE "Topic: $t[[:space:]]+Partition: [0-2][[:space:]]+Leader: [0-9]+[[:space:]]+Replicas: [0-9]+[[:space:]]+Isr: [0-9]+" "$out/describe.txt")" -eq 3 ] \
         || failed "tools: kafka-topics --describe: $(cat "$out/describe.txt")" tools
+    # One partition per DescribeTopicPartitions answer: the tool follows the cursor to all three.
+    jvm tools org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" --describe --topic "$t" \
+        --partition-size-limit-per-response 1 > "$out/describe-paged.txt" 2>&1 \
+        && [ "$(grep -cE "Topic: $t[[:space:]]+Partition: [0-2][[:space:]]" "$out/describe-paged.txt")" -eq 3 ] \
+        || failed "tools: kafka-topics --describe, one partition per response: $(cat "$out/describe-paged.txt")" tools
 
     local n=300
     for i in $(seq 1 $n); do echo "k$i:value $i"; done > "$out/produced.txt"
@@ -195,7 +200,7 @@ tools_step() {
         || failed "tools: kafka-topics --delete: $(cat "$out/delete.txt")" tools
     jvm tools org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" --list > "$out/list-after.txt" 2>&1 \
         && ! grep -qx "$t" "$out/list-after.txt" || failed "tools: $t still listed after --delete" tools
-    echo "platform: tools: passed (kafka-topics create/list/describe/delete, console producer -> consumer $n records, consumer-groups list/describe/reset-offsets, perf test: $perf)"
+    echo "platform: tools: passed (kafka-topics create/list/describe (also paged by 1 partition)/delete, console producer -> consumer $n records, consumer-groups list/describe/reset-offsets, perf test: $perf)"
 }
 
 # MirrorMaker 2 from the running broker (cluster a) to a second fresh one (cluster b): a topic is
