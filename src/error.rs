@@ -48,6 +48,7 @@ pub enum ErrorCode {
     ConcurrentTransactions,
     TransactionCoordinatorFenced,
     OperationNotAttempted,
+    SecurityDisabled,
     UnstableOffsetCommit,
     ProducerFenced,
 }
@@ -100,6 +101,7 @@ impl ErrorCode {
             ErrorCode::ConcurrentTransactions => 51,
             ErrorCode::TransactionCoordinatorFenced => 52,
             ErrorCode::OperationNotAttempted => 55,
+            ErrorCode::SecurityDisabled => 54,
             ErrorCode::UnstableOffsetCommit => 88,
             ErrorCode::ProducerFenced => 90,
         }

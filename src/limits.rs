@@ -99,3 +99,7 @@ pub const CLEANER_HORIZONS_MAX: usize = 32;
 
 /// The largest cleaner checkpoint file read back.
 pub const CLEANER_CHECKPOINT_MAX_BYTES: usize = 4096;
+
+/// Most partitions one DescribeTopicPartitions answer lists before it hands back a cursor, whatever
+/// the client asks (Kafka's `max.request.partition.size.limit` default).
+pub const DESCRIBE_TOPIC_PARTITIONS_MAX: i32 = 2000;

@@ -255,6 +255,105 @@ fn every_advertised_version_is_answered() {
             assert!(dir.total_bytes > 0 && dir.usable_bytes > 0);
         }
     }
+    // No authorizer: every ACL API answers SECURITY_DISABLED, per ACL and per filter, as Kafka
+    // does without one (MirrorMaker 2 depends on it to skip ACL syncing).
+    const SECURITY_DISABLED: i16 = 54;
+    for v in 1..=3 {
+        let r: DescribeAclsResponse = call(
+            &mut s,
+            ApiKey::DescribeAcls,
+            v,
+            &DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        );
+        assert_eq!(r.error_code, SECURITY_DISABLED, "DescribeAcls v{v}");
+        assert!(r.resources.is_empty() && r.error_message.is_some());
+        use kafka_protocol::messages::create_acls_request::AclCreation;
+        let creation = AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v2"))
+            .with_resource_pattern_type(3)
+            .with_principal(StrBytes::from_static_str("User:alice"))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(3)
+            .with_permission_type(3);
+        let r: CreateAclsResponse = call(
+            &mut s,
+            ApiKey::CreateAcls,
+            v,
+            &CreateAclsRequest::default().with_creations(vec![creation.clone(), creation]),
+        );
+        let codes: Vec<i16> = r.results.iter().map(|c| c.error_code).collect();
+        assert_eq!(codes, [SECURITY_DISABLED; 2], "CreateAcls v{v}");
+        use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+        let filter = DeleteAclsFilter::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1);
+        let r: DeleteAclsResponse = call(
+            &mut s,
+            ApiKey::DeleteAcls,
+            v,
+            &DeleteAclsRequest::default().with_filters(vec![filter]),
+        );
+        let codes: Vec<i16> = r.filter_results.iter().map(|f| f.error_code).collect();
+        assert_eq!(codes, [SECURITY_DISABLED], "DeleteAcls v{v}");
+    }
+    // DescribeTopicPartitions pages by partitions, topics in name order: an unknown topic gets its
+    // error in place; v2 (2) and v4 (2) with a limit of 3 stop after v4's partition 0; the cursor
+    // resumes there.
+    {
+        use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+        let wanted: Vec<TopicRequest> = ["v4", "nope", "v2"]
+            .iter()
+            .map(|n| TopicRequest::default().with_name(name(n)))
+            .collect();
+        let page = |cursor: Option<Cursor>, s: &mut TcpStream| -> DescribeTopicPartitionsResponse {
+            call(
+                s,
+                ApiKey::DescribeTopicPartitions,
+                0,
+                &DescribeTopicPartitionsRequest::default()
+                    .with_topics(wanted.clone())
+                    .with_response_partition_limit(3)
+                    .with_cursor(cursor),
+            )
+        };
+        let listed = |r: &DescribeTopicPartitionsResponse| -> Vec<(String, i16, Vec<i32>)> {
+            r.topics
+                .iter()
+                .map(|t| {
+                    let name = t.name.as_ref().map_or(String::new(), |n| n.to_string());
+                    let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                    (name, t.error_code, parts)
+                })
+                .collect()
+        };
+        let first = page(None, &mut s);
+        assert_eq!(
+            listed(&first),
+            [
+                ("nope".into(), 3, vec![]),
+                ("v2".into(), 0, vec![0, 1]),
+                ("v4".into(), 0, vec![0])
+            ]
+        );
+        let next = first.next_cursor.expect("a cursor after 3 partitions");
+        assert_eq!(
+            (next.topic_name.to_string(), next.partition_index),
+            ("v4".into(), 1)
+        );
+        let cursor = Cursor::default()
+            .with_topic_name(next.topic_name)
+            .with_partition_index(next.partition_index);
+        let second = page(Some(cursor), &mut s);
+        assert_eq!(listed(&second), [("v4".into(), 0, vec![1])]);
+        assert!(second.next_cursor.is_none());
+    }
     for v in 1..=6 {
         let r: DeleteTopicsResponse = if v >= 6 {
             use kafka_protocol::messages::delete_topics_request::DeleteTopicState;

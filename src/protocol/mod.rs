@@ -75,6 +75,13 @@ pub fn supported_apis() -> Vec<ApiRange> {
         range(ApiKey::EndTxn, end_txn::VERSIONS),
         range(ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
         range(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
+        range(
+            ApiKey::DescribeTopicPartitions,
+            describe_topic_partitions::VERSIONS,
+        ),
+        range(ApiKey::DescribeAcls, describe_acls::VERSIONS),
+        range(ApiKey::CreateAcls, create_acls::VERSIONS),
+        range(ApiKey::DeleteAcls, delete_acls::VERSIONS),
     ]
 }
 
