@@ -37,3 +37,6 @@ pub const COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 pub const TOPIC_CREATION_RETRIES: usize = 25;
 /// ...and how long to wait between those tries.
 pub const TOPIC_CREATION_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How often a long command (`sluice produce` of a large input) updates its progress line.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);

@@ -5,8 +5,8 @@
 //! partition and request (split at `PRODUCE_BATCH_MAX_BYTES`).
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io::{IsTerminal, Read};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
@@ -21,7 +21,9 @@ use kafka_protocol::records::{
 };
 
 use super::client::{check, Node};
-use super::limits::{ADMIN_TIMEOUT_MS, PRODUCE_BATCH_MAX_BYTES, PRODUCE_INPUT_MAX_BYTES};
+use super::limits::{
+    ADMIN_TIMEOUT_MS, PRODUCE_BATCH_MAX_BYTES, PRODUCE_INPUT_MAX_BYTES, PROGRESS_INTERVAL,
+};
 use super::output::Json;
 use super::{key_value, Args};
 
@@ -113,6 +115,7 @@ pub fn run(args: &[String]) -> Result<()> {
             + r.value.as_ref().map_or(0, |v| v.len())
     };
     let mut acknowledged = 0usize;
+    let mut progress = Progress::new(by_partition.values().map(Vec::len).sum());
     for (partition, mut records) in by_partition {
         for (i, r) in records.iter_mut().enumerate() {
             r.offset = i as i64;
@@ -135,9 +138,11 @@ pub fn run(args: &[String]) -> Result<()> {
                 &records[start..end],
             )?;
             acknowledged += end - start;
+            progress.update(acknowledged);
             start = end;
         }
     }
+    progress.finish();
     if args.json() {
         println!(
             "{}",
@@ -150,6 +155,43 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("{acknowledged} records acknowledged by {topic}");
     }
     Ok(())
+}
+
+/// "N of M records acknowledged" on stderr, rewritten in place, while a long produce runs on a
+/// terminal (never into a pipe or file, where it would only be noise).
+struct Progress {
+    total: usize,
+    shown_at: Option<Instant>,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            shown_at: None,
+            enabled: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&mut self, acknowledged: usize) {
+        let due = self
+            .shown_at
+            .is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
+        if self.enabled && due && acknowledged < self.total {
+            eprint!(
+                "\r{acknowledged} of {} records acknowledged\x1b[K",
+                self.total
+            );
+            self.shown_at = Some(Instant::now());
+        }
+    }
+
+    fn finish(&self) {
+        if self.shown_at.is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 /// All of `--file` or stdin, up to `PRODUCE_INPUT_MAX_BYTES`.
