@@ -21,7 +21,7 @@ pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
                 glommio::spawn_local(answer(shard.clone(), stream)).detach();
             }
             Err(err) => {
-                log::warn!("admin endpoint: accept failed: {err}");
+                tracing::warn!("admin endpoint: accept failed: {err}");
                 glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
             }
         }

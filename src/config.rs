@@ -163,7 +163,7 @@ impl Config {
             let known = BROKER_KEYS.iter().any(|(k, _)| k == key)
                 || ["listen", "data.dir", "log.dirs", "cores"].contains(&key.as_str());
             if !known {
-                log::warn!("config key {key} is not known to sluice; ignored");
+                tracing::warn!("config key {key} is not known to sluice; ignored");
             }
         }
         let get = |key: &str| -> String {
@@ -429,7 +429,8 @@ pub fn split_assignment(text: &str) -> Result<(String, String)> {
     Ok((key.to_string(), text[at + 1..].trim().to_string()))
 }
 
-fn default_of(key: &str) -> &'static str {
+/// A broker key's default, as `BROKER_KEYS` lists it ("" for a key it does not list).
+pub fn default_of(key: &str) -> &'static str {
     BROKER_KEYS
         .iter()
         .find(|(k, _)| *k == key)

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 
-use sluice::config::{parse_properties, split_assignment, Config};
+use sluice::config::{self, parse_properties, split_assignment, Config};
 use sluice::{logging, metadata, shard};
 
 /// Written to the data dir after every partition was flushed and closed; its presence at start
@@ -38,8 +38,10 @@ usage: sluice serve [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config 
 Environment: SLUICE_LOG=debug|info|warn|error (default info).";
 
 fn main() -> ExitCode {
-    logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("serve") {
+        logging::init("info", "text").expect("the defaults are valid");
+    }
     match args.first().map(String::as_str) {
         Some("serve") => match serve(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
@@ -108,12 +110,16 @@ fn properties_from_args(args: &[String]) -> Result<BTreeMap<String, String>> {
 
 fn serve(args: &[String]) -> Result<()> {
     let props = properties_from_args(args)?;
+    // Logging first, so what the config checks say is logged in the chosen format.
+    let setting = |key: &str| {
+        props
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| config::default_of(key).to_string())
+    };
+    logging::init(&setting("sluice.log.level"), &setting("sluice.log.format"))
+        .context("invalid configuration")?;
     let config = Config::from_properties(&props).context("invalid configuration")?;
-    logging::configure(
-        &config.value_of("sluice.log.level").unwrap_or_default(),
-        &config.value_of("sluice.log.format").unwrap_or_default(),
-    )
-    .context("invalid configuration")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -124,7 +130,7 @@ fn serve(args: &[String]) -> Result<()> {
         std::fs::remove_file(&marker).context("removing the clean-shutdown marker")?;
         File::open(&config.data_dir)?.sync_all()?;
     }
-    log::info!(
+    tracing::info!(
         "sluice {} starting: {} shards, data dir {}, {} topics, {} start",
         env!("CARGO_PKG_VERSION"),
         config.cores,
@@ -144,9 +150,9 @@ fn serve(args: &[String]) -> Result<()> {
     if clean {
         File::create(data_dir.join(CLEAN_SHUTDOWN_MARKER))?.sync_all()?;
         File::open(&data_dir)?.sync_all()?;
-        log::info!("stopped cleanly");
+        tracing::info!("stopped cleanly");
     } else {
-        log::warn!("stopped with errors: the next start will recover the logs");
+        tracing::warn!("stopped with errors: the next start will recover the logs");
     }
     Ok(())
 }
@@ -194,7 +200,7 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Ok(signal) = signals.wait() {
-                log::info!("{signal:?} received: flushing and stopping");
+                tracing::info!("{signal:?} received: flushing and stopping");
                 stop.store(true, Ordering::Relaxed);
             }
         })?;

@@ -25,7 +25,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
             }
             Err(err) => {
-                log::warn!("shard {}: accept failed: {err}", shard.id.0);
+                tracing::warn!("shard {}: accept failed: {err}", shard.id.0);
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
@@ -83,7 +83,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
             Ok(Some(size)) => size,
             Ok(None) => break,
             Err(reason) => {
-                log::warn!("closing connection from {peer}: {reason}");
+                tracing::warn!("closing connection from {peer}: {reason}");
                 break;
             }
         };
@@ -98,13 +98,13 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         };
         let mut frame = BytesMut::zeroed(size);
         if let Err(err) = reader.read_exact(&mut frame).await {
-            log::warn!("closing connection from {peer}: truncated frame: {err}");
+            tracing::warn!("closing connection from {peer}: truncated frame: {err}");
             break;
         }
         let incoming = match protocol::parse_request(frame.freeze()) {
             Ok(incoming) => incoming,
             Err(err) => {
-                log::warn!("closing connection from {peer}: {}", err.0);
+                tracing::warn!("closing connection from {peer}: {}", err.0);
                 metrics::with(|m| m.frames_refused.set(m.frames_refused.get() + 1));
                 break;
             }

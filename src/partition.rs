@@ -428,7 +428,7 @@ async fn newest_roll_snapshot<S: Storage>(
         if let Some(table) = bytes.and_then(|b| ProducerStateTable::decode(&b)) {
             return Ok(Some((base, table)));
         }
-        log::warn!(
+        tracing::warn!(
             "producer snapshot {base} in {} is damaged; trying an older one",
             dir.display()
         );
@@ -491,7 +491,7 @@ pub async fn delete_records<S: Storage>(
         p.log.advance_log_start(target)?
     };
     checkpoint.write().await.map_err(|err| {
-        log::error!("persisting the log start offset: {err}");
+        tracing::error!("persisting the log start offset: {err}");
         ErrorCode::KafkaStorageError
     })?;
     Ok(low)

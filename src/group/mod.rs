@@ -295,12 +295,14 @@ impl GroupCoordinator {
             match self.replay(shard, &partition).await {
                 Ok(records) => {
                     if records > 0 {
-                        log::info!("{tp}: loaded {records} group records");
+                        tracing::info!("{tp}: loaded {records} group records");
                     }
                     let start = partition.borrow().offsets().log_start;
                     self.loaded.borrow_mut().insert(p, start);
                 }
-                Err(err) => log::error!("{tp}: loading groups failed: {err}; they stay offline"),
+                Err(err) => {
+                    tracing::error!("{tp}: loading groups failed: {err}; they stay offline")
+                }
             }
         }
     }
@@ -579,7 +581,7 @@ impl GroupCoordinator {
                 return Err(ErrorCode::UnknownMemberId);
             }
             if groups.len() >= limits::GROUPS_PER_SHARD_MAX {
-                log::warn!(
+                tracing::warn!(
                     "refusing group {group}: this shard already coordinates {} groups",
                     groups.len()
                 );
@@ -641,7 +643,7 @@ impl GroupCoordinator {
         let group = group.to_string();
         glommio::spawn_local(async move {
             if let Err(code) = Self::durable(&partition, appended).await {
-                log::error!("persisting group {group} failed: {code}");
+                tracing::error!("persisting group {group} failed: {code}");
             }
         })
         .detach();
@@ -684,7 +686,7 @@ impl GroupCoordinator {
             let partition = partition.clone();
             let result = Self::durable(&partition, appended).await;
             if let Err(code) = result {
-                log::error!("persisting group {group} generation {generation}: {code}");
+                tracing::error!("persisting group {group} generation {generation}: {code}");
             }
             let now = shard.clock.now_ms();
             let _ = self.with_group(group, false, now, |e| {
@@ -768,7 +770,7 @@ impl GroupCoordinator {
             }
             Err(ErrorCode::MessageTooLarge) => ErrorCode::InvalidCommitOffsetSize,
             Err(code) => {
-                log::error!("committing offsets for group {group}: {code}");
+                tracing::error!("committing offsets for group {group}: {code}");
                 ErrorCode::NotCoordinator
             }
         };
@@ -869,7 +871,7 @@ impl GroupCoordinator {
             (Ok(_), None) => ErrorCode::CoordinatorNotAvailable,
             (Err(code @ (ErrorCode::InvalidTxnState | ErrorCode::InvalidProducerEpoch)), _) => code,
             (Err(code), _) => {
-                log::error!("transactional offsets for group {group}: {code}");
+                tracing::error!("transactional offsets for group {group}: {code}");
                 ErrorCode::NotCoordinator
             }
         };
@@ -985,7 +987,7 @@ impl GroupCoordinator {
         match Self::durable(partition, appended).await {
             Ok(_) => ErrorCode::None,
             Err(code) => {
-                log::error!("deleting group {group}: {code}");
+                tracing::error!("deleting group {group}: {code}");
                 ErrorCode::CoordinatorNotAvailable
             }
         }
@@ -1040,7 +1042,7 @@ impl GroupCoordinator {
         match Self::durable(partition, appended).await {
             Ok(_) => Ok(codes),
             Err(code) => {
-                log::error!("deleting offsets of group {group}: {code}");
+                tracing::error!("deleting offsets of group {group}: {code}");
                 Err(ErrorCode::CoordinatorNotAvailable)
             }
         }
@@ -1114,13 +1116,13 @@ impl GroupCoordinator {
                 live.iter().map(|r| (r.key(), r.value())).collect();
             match internal_log::rewrite(&partition, &encoded, shard.clock.now_ms()).await {
                 Ok(cut) => {
-                    log::info!(
+                    tracing::info!(
                         "{OFFSETS_TOPIC}-{p}: compacted to {} live records; log start {cut}",
                         live.len()
                     );
                     self.loaded.borrow_mut().insert(p, cut);
                 }
-                Err(code) => log::error!("{OFFSETS_TOPIC}-{p}: compaction failed: {code}"),
+                Err(code) => tracing::error!("{OFFSETS_TOPIC}-{p}: compaction failed: {code}"),
             }
         }
     }
@@ -1171,13 +1173,13 @@ impl GroupCoordinator {
             groups.retain(|_, e| e.group.state() != GroupState::Dead);
         }
         for (group, records) in by_group {
-            log::info!("group {group}: {} offsets records expired", records.len());
+            tracing::info!("group {group}: {} offsets records expired", records.len());
             if let Ok((_, p)) = coordinator_of(shard, &group) {
                 if let Ok(partition) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, p)) {
                     let appended = Self::append(shard, &partition, &records);
                     glommio::spawn_local(async move {
                         if let Err(code) = Self::durable(&partition, appended).await {
-                            log::error!("expiring offsets of group {group}: {code}");
+                            tracing::error!("expiring offsets of group {group}: {code}");
                         }
                     })
                     .detach();

@@ -241,7 +241,7 @@ pub fn decode_batches(
                 |(at, key, value)| match OffsetsRecord::decode(&key, value.as_deref()) {
                     Ok(r) => Some((at, r)),
                     Err(err) => {
-                        log::error!("{OFFSETS_TOPIC}: skipping record at offset {at}: {err}");
+                        tracing::error!("{OFFSETS_TOPIC}: skipping record at offset {at}: {err}");
                         None
                     }
                 },

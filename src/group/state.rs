@@ -1007,7 +1007,7 @@ impl Group {
             .map(|m| m.id.clone())
             .collect();
         for id in expired {
-            log::info!("group {}: member {id} session expired", self.id);
+            tracing::info!("group {}: member {id} session expired", self.id);
             self.remove_member(&id, config, now_ms);
         }
         if self.state == GroupState::PreparingRebalance {
@@ -1022,7 +1022,7 @@ impl Group {
         if sync_overdue {
             let late: Vec<String> = self.awaiting_sync.drain().collect();
             for id in late {
-                log::info!("group {}: member {id} did not sync in time", self.id);
+                tracing::info!("group {}: member {id} did not sync in time", self.id);
                 self.remove_member(&id, config, now_ms);
             }
         }

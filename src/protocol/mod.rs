@@ -174,14 +174,14 @@ fn frame(correlation_id: i32, api: ApiKey, version: i16, reply: handlers::Reply)
     head.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     if let Err(err) = header.encode(&mut head, api.response_header_version(version)) {
-        log::error!("encoding a {api:?} response header failed: {err}");
+        tracing::error!("encoding a {api:?} response header failed: {err}");
         return Vec::new();
     }
     let mut chunks = match reply {
         handlers::Reply::Message(body) => {
             if let Err(err) = body.encode(&mut head, version) {
                 // Only reachable through a bug in a handler (a field this version cannot carry).
-                log::error!("encoding {api:?} v{version} response failed: {err}");
+                tracing::error!("encoding {api:?} v{version} response failed: {err}");
                 return Vec::new();
             }
             Vec::new()

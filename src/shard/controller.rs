@@ -269,7 +269,7 @@ impl Controller {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         };
-        log::info!("creating {name} with {partitions} partitions");
+        tracing::info!("creating {name} with {partitions} partitions");
         self.update_topics(shard, vec![(name, topic)], false, |image, topic| {
             self.check_topic(shard, image, &topic)
         })
@@ -497,7 +497,7 @@ impl Controller {
         if validate_only || image.broker_configs == shard.image().broker_configs {
             return Ok(());
         }
-        log::info!("run-time broker configs are now {:?}", image.broker_configs);
+        tracing::info!("run-time broker configs are now {:?}", image.broker_configs);
         self.commit(shard, image).await.map_err(|err| {
             (
                 ErrorCode::KafkaStorageError,

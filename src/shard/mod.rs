@@ -372,7 +372,7 @@ impl Shard {
             Ok(Some(cursor)) => match cursor.read(item.offset, item.max_bytes).await {
                 Ok(bytes) => bytes,
                 Err(err) => {
-                    log::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
+                    tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
                     return failed(ErrorCode::KafkaStorageError);
                 }
             },
@@ -447,7 +447,7 @@ impl Shard {
                     Ok(Some((offset, ts))) => Ok((ts, offset)),
                     Ok(None) => Ok((-1, Offset(-1))),
                     Err(err) => {
-                        log::error!("list offsets {tp} at {t}: {err}");
+                        tracing::error!("list offsets {tp} at {t}: {err}");
                         Err(ErrorCode::KafkaStorageError)
                     }
                 },
@@ -474,7 +474,7 @@ impl Shard {
         for tp in gone {
             if let Some(p) = self.partitions.borrow_mut().remove(&tp) {
                 if let Err(err) = p.borrow_mut().delete() {
-                    log::error!("deleting {tp}: {err}");
+                    tracing::error!("deleting {tp}: {err}");
                 }
             }
         }
@@ -505,12 +505,12 @@ impl Shard {
                 let tp = TopicPartition::new(topic.name.clone(), p);
                 let dir = partition_dir(&self.config.data_dir, &tp);
                 if self.owner_of(&tp) == self.id && dir.exists() {
-                    log::warn!(
+                    tracing::warn!(
                         "removing stale directory {} before creating {tp}",
                         dir.display()
                     );
                     if let Err(err) = std::fs::remove_dir_all(&dir) {
-                        log::error!("removing {}: {err}", dir.display());
+                        tracing::error!("removing {}: {err}", dir.display());
                     }
                 }
             }
@@ -543,21 +543,21 @@ impl Shard {
                         opened += 1;
                         if report.truncated_bytes > 0 {
                             truncated += 1;
-                            log::warn!("recovered {tp}: {report:?}");
+                            tracing::warn!("recovered {tp}: {report:?}");
                         } else if report.rebuilt_indexes > 0 {
                             rebuilt += 1;
-                            log::debug!("recovered {tp}: {report:?}");
+                            tracing::debug!("recovered {tp}: {report:?}");
                         }
                         self.partitions
                             .borrow_mut()
                             .insert(tp, Rc::new(RefCell::new(partition)));
                     }
-                    Err(err) => log::error!("cannot open {tp}: {err}; it stays offline"),
+                    Err(err) => tracing::error!("cannot open {tp}: {err}; it stays offline"),
                 }
             }
         }
         if opened > 0 {
-            log::info!(
+            tracing::info!(
                 "shard {} opened {opened} partitions in {} ms ({rebuilt} with rebuilt indexes, {truncated} with a torn tail truncated)",
                 self.id.0,
                 started.elapsed().as_millis()
@@ -771,14 +771,14 @@ impl Shard {
                 match partition::clean(&p, self.clock.now_ms(), budget).await {
                     Ok(Some(report)) => {
                         cleaned_any = true;
-                        log::info!(
+                        tracing::info!(
                             "{tp}: compacted {} bytes into {}",
                             report.bytes_before,
                             report.bytes_after
                         );
                     }
                     Ok(None) => {}
-                    Err(err) => log::error!("{tp}: compaction failed: {err}"),
+                    Err(err) => tracing::error!("{tp}: compaction failed: {err}"),
                 }
             }
             if !cleaned_any {
@@ -795,7 +795,7 @@ impl Shard {
         for p in partitions {
             let tp = p.borrow().tp.clone();
             if let Err(err) = partition::close(&p, &UringStorage).await {
-                log::error!("closing {tp}: {err}");
+                tracing::error!("closing {tp}: {err}");
                 clean = false;
             }
         }

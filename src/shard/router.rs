@@ -146,7 +146,7 @@ impl Router {
             Some(tx) => {
                 let _ = tx.send(response);
             }
-            None => log::error!("answer {id} from another shard matches no call"),
+            None => tracing::error!("answer {id} from another shard matches no call"),
         }
     }
 
@@ -164,7 +164,7 @@ impl Router {
             .await
             .is_err()
         {
-            log::warn!("shard {to} went away before its answer {id}");
+            tracing::warn!("shard {to} went away before its answer {id}");
         }
     }
 }

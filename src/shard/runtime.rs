@@ -95,10 +95,12 @@ fn start_admin_endpoint(shard: &Rc<Shard>) {
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            log::info!("admin endpoint (metrics, health) at http://{bound}");
+            tracing::info!("admin endpoint (metrics, health) at http://{bound}");
             glommio::spawn_local(crate::admin::serve(shard.clone(), listener)).detach();
         }
-        Err(err) => log::error!("admin endpoint: cannot listen on {addr}: {err}; metrics are off"),
+        Err(err) => {
+            tracing::error!("admin endpoint: cannot listen on {addr}: {err}; metrics are off")
+        }
     }
 }
 
@@ -158,7 +160,7 @@ async fn shard_main(
     shard.txns.load_owned(&shard).await;
     let listener = glommio::net::TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
-    log::info!(
+    tracing::info!(
         "shard {id} serving {} partitions, listening on {}",
         shard.partitions.borrow().len(),
         config.listen
@@ -180,9 +182,9 @@ async fn shard_main(
     }
     let clean = shard.close_all().await;
     if let Some(stats) = shard.router.stats_summary() {
-        log::info!("shard {id} {stats}");
+        tracing::info!("shard {id} {stats}");
     }
-    log::info!(
+    tracing::info!(
         "shard {id} stopped ({})",
         if clean { "clean" } else { "with errors" }
     );

@@ -343,7 +343,7 @@ pub fn for_each_batch(bytes: &Bytes, mut on_batch: impl FnMut(DecodedBatch)) -> 
                     .filter_map(|r| Some((Offset(r.offset), r.key?, r.value)))
                     .collect(),
             }),
-            Err(err) => log::error!("skipping batch at offset {}: {err}", header.base_offset),
+            Err(err) => tracing::error!("skipping batch at offset {}: {err}", header.base_offset),
         }
     }
     next

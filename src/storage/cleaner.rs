@@ -124,12 +124,12 @@ pub async fn load_checkpoint<S: Storage>(storage: &S, dir: &Path) -> CleanerChec
     let path = dir.join(CHECKPOINT_FILE);
     match read_whole(storage, &path, limits::CLEANER_CHECKPOINT_MAX_BYTES).await {
         Ok(Some(bytes)) => CleanerCheckpoint::decode(&bytes).unwrap_or_else(|| {
-            log::warn!("{}: unreadable; cleaning from the start", path.display());
+            tracing::warn!("{}: unreadable; cleaning from the start", path.display());
             CleanerCheckpoint::default()
         }),
         Ok(None) => CleanerCheckpoint::default(),
         Err(err) => {
-            log::warn!("{}: {err}; cleaning from the start", path.display());
+            tracing::warn!("{}: {err}; cleaning from the start", path.display());
             CleanerCheckpoint::default()
         }
     }
@@ -322,7 +322,7 @@ pub fn recover_swaps<S: Storage>(storage: &S, dir: &Path) -> io::Result<()> {
         let Some((base, end)) = parse_swap_name(name) else {
             continue;
         };
-        log::info!(
+        tracing::info!(
             "{}: finishing an interrupted cleaning of {base}..{end}",
             dir.display()
         );
@@ -432,7 +432,7 @@ impl<S: Storage> Log<S> {
         for group in cleaned.groups {
             let base = group.segment.base_offset;
             let Some(at) = self.still_current(&group) else {
-                log::info!(
+                tracing::info!(
                     "{}: segments changed during cleaning; dropping the cleaned copy of {base}",
                     self.dir.display()
                 );
@@ -441,7 +441,7 @@ impl<S: Storage> Log<S> {
                 continue;
             };
             if let Err(err) = self.swap_files(&group) {
-                log::error!(
+                tracing::error!(
                     "{}: swapping in the cleaned segment {base} failed, failing the partition: {err}",
                     self.dir.display()
                 );
@@ -591,7 +591,7 @@ impl<S: Storage> CleaningPlan<S> {
                 };
                 if !keys.add_batch(&batch, header.base_offset, &records) {
                     if header.base_offset <= from {
-                        log::warn!(
+                        tracing::warn!(
                             "{}: one batch's keys exceed log.cleaner.dedupe.buffer.size; not cleaning",
                             self.dir.display()
                         );

@@ -554,7 +554,7 @@ impl<S: Storage> Log<S> {
         let done = match result {
             Ok(done) => done,
             Err(err) => {
-                log::error!(
+                tracing::error!(
                     "log {}: write or fsync failed, failing the partition: {err}",
                     self.dir.display()
                 );
@@ -679,7 +679,7 @@ impl<S: Storage> Log<S> {
         }
         if expired > 0 {
             self.log_start = self.log_start.max(self.segments[0].base_offset);
-            log::info!(
+            tracing::info!(
                 "{}: retention deleted {expired} segments; log start is now {}",
                 self.dir.display(),
                 self.log_start
@@ -879,7 +879,7 @@ fn remove_older_snapshots<S: Storage>(storage: &S, dir: &Path, newest: Offset) {
         .filter(|b| *b < newest)
     {
         if let Err(err) = storage.remove_file(&segment::snapshot_path(dir, base)) {
-            log::warn!(
+            tracing::warn!(
                 "could not remove an old producer snapshot in {}: {err}",
                 dir.display()
             );
@@ -896,7 +896,7 @@ fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
     ] {
         if storage.exists(&path) {
             if let Err(err) = storage.remove_file(&path) {
-                log::warn!("could not remove {}: {err}", path.display());
+                tracing::warn!("could not remove {}: {err}", path.display());
             }
         }
     }
@@ -957,7 +957,7 @@ async fn load_segment<S: Storage>(
     .await?;
     seg.readable = valid_end;
     if valid_end < size {
-        log::warn!(
+        tracing::warn!(
             "segment {} in {}: {} bytes after position {valid_end} are torn or corrupt; truncating",
             seg.base_offset,
             dir.display(),

@@ -152,12 +152,12 @@ impl TxnCoordinator {
             match self.replay(&partition).await {
                 Ok(n) => {
                     if n > 0 {
-                        log::info!("{tp}: loaded {n} transaction records");
+                        tracing::info!("{tp}: loaded {n} transaction records");
                     }
                     let start = partition.borrow().offsets().log_start;
                     self.loaded.borrow_mut().insert(p, start);
                 }
-                Err(err) => log::error!("{tp}: loading transactions failed: {err}"),
+                Err(err) => tracing::error!("{tp}: loading transactions failed: {err}"),
             }
         }
         let prepared: Vec<(String, ControlType)> = self
@@ -171,7 +171,7 @@ impl TxnCoordinator {
             })
             .collect();
         for (id, control) in prepared {
-            log::info!("transaction {id}: finishing its prepared {control:?} after a restart");
+            tracing::info!("transaction {id}: finishing its prepared {control:?} after a restart");
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let _one_at_a_time = shard.txns.lock(&id).await;
@@ -193,7 +193,9 @@ impl TxnCoordinator {
                         Ok((id, None)) => {
                             self.txns.borrow_mut().remove(&id);
                         }
-                        Err(err) => log::error!("{TXN_TOPIC}: skipping a damaged record: {err}"),
+                        Err(err) => {
+                            tracing::error!("{TXN_TOPIC}: skipping a damaged record: {err}")
+                        }
                     }
                     count += 1;
                 }
@@ -445,7 +447,7 @@ impl TxnCoordinator {
             if shard.is_stopping() {
                 return Err(ErrorCode::CoordinatorNotAvailable);
             }
-            log::warn!(
+            tracing::warn!(
                 "transaction {txn_id}: {} markers not written yet; retrying",
                 remaining.len()
             );
@@ -494,9 +496,9 @@ impl TxnCoordinator {
                 if !still_expired {
                     continue;
                 }
-                log::info!("transaction {id} timed out: aborting it");
+                tracing::info!("transaction {id} timed out: aborting it");
                 if let Err(code) = shard.txns.fence_and_abort(&shard, &id).await {
-                    log::error!("aborting timed-out transaction {id}: {code}");
+                    tracing::error!("aborting timed-out transaction {id}: {code}");
                 }
             }
         }
@@ -531,13 +533,13 @@ impl TxnCoordinator {
             }
             match internal_log::rewrite(&partition, &live, shard.clock.now_ms()).await {
                 Ok(cut) => {
-                    log::info!(
+                    tracing::info!(
                         "{TXN_TOPIC}-{p}: compacted to {} live records; log start {cut}",
                         live.len()
                     );
                     self.loaded.borrow_mut().insert(p, cut);
                 }
-                Err(code) => log::error!("{TXN_TOPIC}-{p}: compaction failed: {code}"),
+                Err(code) => tracing::error!("{TXN_TOPIC}-{p}: compaction failed: {code}"),
             }
         }
     }
@@ -624,7 +626,7 @@ async fn write_markers(
                 .topic(&tp.topic)
                 .is_none_or(|t| tp.partition.0 >= t.partitions);
             if result.is_err() && !gone {
-                log::warn!("marker for {tp}: {:?}", result);
+                tracing::warn!("marker for {tp}: {:?}", result);
                 remaining.insert(tp);
             }
         }

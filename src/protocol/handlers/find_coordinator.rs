@@ -75,7 +75,7 @@ pub async fn ensure_internal_topic(shard: &Rc<Shard>, name: &str) -> ErrorCode {
     match outcomes.into_iter().next() {
         Some((_, Ok(_))) => ErrorCode::None,
         Some((_, Err((code, message)))) => {
-            log::error!("creating {name}: {code}: {message}");
+            tracing::error!("creating {name}: {code}: {message}");
             ErrorCode::CoordinatorNotAvailable
         }
         None => ErrorCode::CoordinatorNotAvailable,

@@ -29,7 +29,7 @@ pub async fn handle(
     let answer = if group.is_empty() {
         JoinResponse::error(ErrorCode::InvalidGroupId, &member_id)
     } else if metadata_bytes > limits::GROUP_MEMBER_METADATA_MAX_BYTES {
-        log::warn!(
+        tracing::warn!(
             "JoinGroup {group}: {metadata_bytes} bytes of protocol metadata is over the {} limit",
             limits::GROUP_MEMBER_METADATA_MAX_BYTES
         );

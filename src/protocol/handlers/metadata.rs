@@ -107,13 +107,13 @@ async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     .await;
     for (name, outcome) in outcomes {
         match outcome {
-            Ok(meta) => log::info!(
+            Ok(meta) => tracing::info!(
                 "auto-created topic {name} with {} partitions",
                 meta.partitions
             ),
             Err((ErrorCode::TopicAlreadyExists, _)) => {}
             Err((code, message)) => {
-                log::warn!("auto-creating topic {name} failed: {code}: {message}")
+                tracing::warn!("auto-creating topic {name} failed: {code}: {message}")
             }
         }
     }

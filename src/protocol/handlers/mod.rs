@@ -150,7 +150,7 @@ pub async fn dispatch(
         }
         other => {
             // parse_request only lets supported APIs through.
-            log::error!("no handler for {other:?}");
+            tracing::error!("no handler for {other:?}");
             return None;
         }
     };
