@@ -50,10 +50,8 @@ cargo build -q --release
 sluice=target/release/sluice
 generator=()
 [ -n "${GENERATOR_CPUS:-}" ] && generator=(--cpus "$GENERATOR_CPUS")
-if ! ls scripts/kafka/target/lib/kafka_2.13-*.jar >/dev/null 2>&1; then
-    mvn -q -f scripts/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=target/lib
-fi
-kafka_cp="scripts/kafka/target/lib/*"
+source scripts/kafka/kafka.sh
+fetch_kafka
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 
@@ -87,29 +85,9 @@ run_workloads() {
 }
 
 run_kafka() { # $1: name, $2: workloads, $3: extra server.properties line
-    local dir port cport pid
-    dir=$(mktemp -d); port=$(free_port); cport=$(free_port)
-    cat > "$dir/server.properties" <<PROPS
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/data
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-$3
-PROPS
-    java -cp "$kafka_cp" kafka.tools.StorageTool format -t "$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" -c "$dir/server.properties" >/dev/null 2>&1
-    java -Xms1G -Xmx1G -cp "$kafka_cp" kafka.Kafka "$dir/server.properties" > "$dir/kafka.log" 2>&1 &
-    pid=$!
-    wait_port "$port"
-    run_workloads "127.0.0.1:$port" "$1" "$2"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-    rm -rf "$dir"
+    start_kafka 1G ${3:+"$3"}
+    run_workloads "127.0.0.1:$kafka_port" "$1" "$2"
+    stop_kafka
 }
 
 run_sluice() { # $1: workloads
