@@ -103,3 +103,7 @@ pub const CLEANER_CHECKPOINT_MAX_BYTES: usize = 4096;
 /// Most partitions one DescribeTopicPartitions answer lists before it hands back a cursor, whatever
 /// the client asks (Kafka's `max.request.partition.size.limit` default).
 pub const DESCRIBE_TOPIC_PARTITIONS_MAX: i32 = 2000;
+
+/// Partitions a shard opens (recovers) at once at start: enough to overlap their file reads,
+/// few enough to bound the memory of their recovery scans.
+pub const RECOVERY_PARTITIONS_IN_FLIGHT: usize = 32;

@@ -123,6 +123,7 @@ fn serve(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    raise_open_files_limit();
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_start = marker.exists();
     let image = metadata::load_or_init(&config)?;
@@ -187,6 +188,21 @@ fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
             )
         },
     )
+}
+
+/// Every segment file of every partition stays open (and each connection takes one more), so
+/// the soft limit on open files is raised to the hard one, as Kafka's scripts advise operators
+/// to do; the systemd unit sets the hard limit (`LimitNOFILE`).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!("open files limit raised from {soft} to {hard}"),
+            Err(err) => tracing::warn!("open files limit stays {soft}: {err}"),
+        },
+        Ok((soft, _)) => tracing::info!("open files limit {soft}"),
+        Err(err) => tracing::warn!("cannot read the open files limit: {err}"),
+    }
 }
 
 /// Blocks SIGTERM and SIGINT in every thread (the shards inherit the mask) and waits for them on a

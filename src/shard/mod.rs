@@ -517,43 +517,52 @@ impl Shard {
         }
     }
 
-    /// Opens every partition in the current image that this shard owns and has not opened yet.
+    /// Opens every partition in the current image that this shard owns and has not opened yet,
+    /// `RECOVERY_PARTITIONS_IN_FLIGHT` at a time: a restart with many partitions waits on file
+    /// reads, which overlap.
     pub async fn open_owned_partitions(&self, clean: bool) {
+        use futures::stream::StreamExt;
         let image = self.image();
         let started = std::time::Instant::now();
         let (mut opened, mut rebuilt, mut truncated) = (0usize, 0usize, 0usize);
-        for topic in image.topics.values() {
-            for p in 0..topic.partitions {
-                let tp = TopicPartition::new(topic.name.clone(), p);
-                if self.owner_of(&tp) != self.id || self.partitions.borrow().contains_key(&tp) {
-                    continue;
-                }
+        let wanted: Vec<(TopicPartition, crate::config::LogConfig)> = image
+            .topics
+            .values()
+            .flat_map(|topic| {
+                (0..topic.partitions).map(|p| {
+                    let tp = TopicPartition::new(topic.name.clone(), p);
+                    (tp, topic.log_config.clone())
+                })
+            })
+            .filter(|(tp, _)| {
+                self.owner_of(tp) == self.id && !self.partitions.borrow().contains_key(tp)
+            })
+            .collect();
+        let mut opening = futures::stream::iter(wanted)
+            .map(|(tp, log_config)| async move {
                 let dir = partition_dir(&self.config.data_dir, &tp);
-                match Partition::open(
-                    UringStorage,
-                    tp.clone(),
-                    dir,
-                    topic.log_config.clone(),
-                    clean,
-                    self.clock.now_ms(),
-                )
-                .await
-                {
-                    Ok((partition, report)) => {
-                        opened += 1;
-                        if report.truncated_bytes > 0 {
-                            truncated += 1;
-                            tracing::warn!("recovered {tp}: {report:?}");
-                        } else if report.rebuilt_indexes > 0 {
-                            rebuilt += 1;
-                            tracing::debug!("recovered {tp}: {report:?}");
-                        }
-                        self.partitions
-                            .borrow_mut()
-                            .insert(tp, Rc::new(RefCell::new(partition)));
+                let now = self.clock.now_ms();
+                let result =
+                    Partition::open(UringStorage, tp.clone(), dir, log_config, clean, now).await;
+                (tp, result)
+            })
+            .buffer_unordered(crate::limits::RECOVERY_PARTITIONS_IN_FLIGHT);
+        while let Some((tp, result)) = opening.next().await {
+            match result {
+                Ok((partition, report)) => {
+                    opened += 1;
+                    if report.truncated_bytes > 0 {
+                        truncated += 1;
+                        tracing::warn!("recovered {tp}: {report:?}");
+                    } else if report.rebuilt_indexes > 0 {
+                        rebuilt += 1;
+                        tracing::debug!("recovered {tp}: {report:?}");
                     }
-                    Err(err) => tracing::error!("cannot open {tp}: {err}; it stays offline"),
+                    self.partitions
+                        .borrow_mut()
+                        .insert(tp, Rc::new(RefCell::new(partition)));
                 }
+                Err(err) => tracing::error!("cannot open {tp}: {err}; it stays offline"),
             }
         }
         if opened > 0 {
