@@ -37,6 +37,10 @@ pub struct ShardMetrics {
     pub requests: RefCell<BTreeMap<i16, RequestStats>>,
     pub flush_latency_us: RefCell<Histogram<u64>>,
     pub flush_bytes: RefCell<Histogram<u64>>,
+    /// Compactions that rewrote segments, and the bytes they read and wrote.
+    pub cleanings: Cell<u64>,
+    pub cleaned_bytes_read: Cell<u64>,
+    pub cleaned_bytes_written: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -48,6 +52,9 @@ impl Default for ShardMetrics {
             requests: RefCell::new(BTreeMap::new()),
             flush_latency_us: RefCell::new(histogram(LATENCY_MAX_US)),
             flush_bytes: RefCell::new(histogram(FLUSH_BYTES_MAX)),
+            cleanings: Cell::new(0),
+            cleaned_bytes_read: Cell::new(0),
+            cleaned_bytes_written: Cell::new(0),
         }
     }
 }
@@ -65,6 +72,14 @@ impl ShardMetrics {
             took.as_micros() as u64,
             LATENCY_MAX_US,
         );
+    }
+
+    pub fn cleaned(&self, bytes_before: u64, bytes_after: u64) {
+        self.cleanings.set(self.cleanings.get() + 1);
+        let read = self.cleaned_bytes_read.get() + bytes_before;
+        self.cleaned_bytes_read.set(read);
+        let written = self.cleaned_bytes_written.get() + bytes_after;
+        self.cleaned_bytes_written.set(written);
     }
 
     pub fn flushed(&self, bytes: u64, took: Duration) {

@@ -58,22 +58,8 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
 
 #[test]
 fn the_admin_endpoint_serves_prometheus_metrics_health_and_readiness() {
-    use std::io::{Read, Write};
     let broker = common::Broker::start("admin", 2, &[]);
-    let log = broker.log();
-    let port: u16 = log
-        .split("admin endpoint (metrics, health) at http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .expect("the admin port is logged");
-    let get = |path: &str| {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        answer
-    };
+    let get = |path: &str| broker.admin_get(path);
     // Some traffic first: a record in "m" and a group that committed offset 0 there.
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::StrBytes;

@@ -767,6 +767,13 @@ fn compaction_keeps_the_latest_value_per_key_and_drops_tombstones_after_the_dela
         });
         let keys = table_keys(&cleaned);
         assert!(keys.values().all(|v| v.len() == 1 && v[0].is_some()));
+        let metrics = broker.admin_get("/metrics");
+        let cleanings: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("sluice_cleanings_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(cleanings >= 2.0, "cleanings counted: {metrics}");
 
         // Records without a key have no "latest value": refused, as Kafka does.
         let (producer, deliveries) = producer(&broker, &[]);

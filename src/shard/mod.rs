@@ -626,6 +626,24 @@ impl Shard {
                 "Bytes written by one group-commit round.",
             );
             s.summary(flush_bytes, shard(), &m.flush_bytes.borrow(), 1.0);
+            let cleanings = (
+                "sluice_cleanings_total",
+                "Compactions of cleanup.policy=compact partitions that rewrote segments.",
+                Counter,
+            );
+            s.push(cleanings, shard(), m.cleanings.get() as f64);
+            let read = (
+                "sluice_cleaner_read_bytes_total",
+                "Segment bytes compactions rewrote.",
+                Counter,
+            );
+            s.push(read, shard(), m.cleaned_bytes_read.get() as f64);
+            let written = (
+                "sluice_cleaner_written_bytes_total",
+                "Bytes those segments hold after compaction.",
+                Counter,
+            );
+            s.push(written, shard(), m.cleaned_bytes_written.get() as f64);
         });
         let hops = (
             "sluice_cross_shard_messages_total",
@@ -780,6 +798,7 @@ impl Shard {
                 match partition::clean(&p, self.clock.now_ms(), budget).await {
                     Ok(Some(report)) => {
                         cleaned_any = true;
+                        metrics::with(|m| m.cleaned(report.bytes_before, report.bytes_after));
                         tracing::info!(
                             "{tp}: compacted {} bytes into {}",
                             report.bytes_before,

@@ -105,6 +105,22 @@ impl Broker {
         std::fs::read_to_string(self.data_dir.join("broker.log")).unwrap_or_default()
     }
 
+    /// GET `path` from the admin endpoint (the port the latest launch logged): the whole answer.
+    pub fn admin_get(&self, path: &str) -> String {
+        let log = self.log();
+        let port: u16 = log
+            .rsplit("admin endpoint (metrics, health) at http://127.0.0.1:")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("the admin port is logged");
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
     /// kill -9: no flush, no marker.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
