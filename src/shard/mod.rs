@@ -581,20 +581,55 @@ impl Shard {
         let shard = || vec![("shard", self.id.0.to_string())];
         let mut s = Samples::default();
         metrics::with(|m| {
-            let open = ("sluice_connections_open", "Client connections open.", Gauge);
-            s.push(open, shard(), m.connections_open.get() as f64);
-            let total = (
-                "sluice_connections_total",
-                "Client connections accepted.",
-                Counter,
-            );
-            s.push(total, shard(), m.connections_total.get() as f64);
-            let refused = (
-                "sluice_frames_refused_total",
-                "Connections closed for a malformed, oversized or unsupported request.",
-                Counter,
-            );
-            s.push(refused, shard(), m.frames_refused.get() as f64);
+            let scalars = [
+                (
+                    ("sluice_connections_open", "Client connections open.", Gauge),
+                    m.connections_open.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_connections_total",
+                        "Client connections accepted.",
+                        Counter,
+                    ),
+                    m.connections_total.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_frames_refused_total",
+                        "Connections closed for a malformed, oversized or unsupported request.",
+                        Counter,
+                    ),
+                    m.frames_refused.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_cleanings_total",
+                        "Compactions of cleanup.policy=compact partitions that rewrote segments.",
+                        Counter,
+                    ),
+                    m.cleanings.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_cleaner_read_bytes_total",
+                        "Segment bytes compactions rewrote.",
+                        Counter,
+                    ),
+                    m.cleaned_bytes_read.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_cleaner_written_bytes_total",
+                        "Bytes those segments hold after compaction.",
+                        Counter,
+                    ),
+                    m.cleaned_bytes_written.get() as f64,
+                ),
+            ];
+            for (family, value) in scalars {
+                s.push(family, shard(), value);
+            }
             for (key, stats) in m.requests.borrow().iter() {
                 let api = kafka_protocol::messages::ApiKey::try_from(*key)
                     .map(|k| format!("{k:?}"))
@@ -626,24 +661,6 @@ impl Shard {
                 "Bytes written by one group-commit round.",
             );
             s.summary(flush_bytes, shard(), &m.flush_bytes.borrow(), 1.0);
-            let cleanings = (
-                "sluice_cleanings_total",
-                "Compactions of cleanup.policy=compact partitions that rewrote segments.",
-                Counter,
-            );
-            s.push(cleanings, shard(), m.cleanings.get() as f64);
-            let read = (
-                "sluice_cleaner_read_bytes_total",
-                "Segment bytes compactions rewrote.",
-                Counter,
-            );
-            s.push(read, shard(), m.cleaned_bytes_read.get() as f64);
-            let written = (
-                "sluice_cleaner_written_bytes_total",
-                "Bytes those segments hold after compaction.",
-                Counter,
-            );
-            s.push(written, shard(), m.cleaned_bytes_written.get() as f64);
         });
         let hops = (
             "sluice_cross_shard_messages_total",
