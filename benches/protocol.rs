@@ -12,6 +12,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice::protocol::fetch_frame::{encode_body, PartitionAnswer, TopicAnswer};
 use sluice::protocol::parse_request;
 use sluice::storage::batch;
+use sluice::storage::payload::Payload;
 
 /// One uncompressed batch of `records` values of `value_bytes` each.
 fn records(records: usize, value_bytes: usize) -> Bytes {
@@ -72,7 +73,7 @@ fn encode(c: &mut Criterion) {
                     high_watermark: 1000,
                     last_stable_offset: 1000,
                     log_start_offset: 0,
-                    records: records.clone(),
+                    records: Payload::Bytes(records.clone()),
                     ..Default::default()
                 })
                 .collect(),

@@ -75,6 +75,9 @@ pub struct Config {
     /// How long an idle shard spins before parking its thread (microseconds): trades CPU for
     /// cross-shard wake-up latency.
     pub spin_before_park_us: u64,
+    /// `sluice.fetch.zero.copy`: whether fetched record sets go from the page cache to the socket
+    /// with sendfile (see `storage::payload`); off, they are read into memory and written.
+    pub fetch_zero_copy: bool,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
     /// `log.cleaner.enable`: whether compacted topics are cleaned.
@@ -133,6 +136,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
     ("sluice.spin.before.park.us", "200"),
+    ("sluice.fetch.zero.copy", "true"),
     ("sluice.admin.listen", "127.0.0.1:9644"),
     ("sluice.log.level", "info"),
     ("sluice.log.format", "text"),
@@ -291,6 +295,7 @@ impl Config {
                 0,
                 1_000_000,
             )? as u64,
+            fetch_zero_copy: parse_bool("sluice.fetch.zero.copy", &get("sluice.fetch.zero.copy"))?,
             admin_listen: match get("sluice.admin.listen").trim() {
                 "none" => None,
                 addr => Some(addr.parse().with_context(|| {

@@ -30,6 +30,15 @@ pub const FETCH_MAX_WAIT_MS: u64 = 30_000;
 /// Largest response a single fetch builds, whatever the client asks (Kafka's fetch.max.bytes default).
 pub const FETCH_RESPONSE_MAX_BYTES: usize = 55 * 1024 * 1024;
 
+/// Record sets at least this long leave a fetch as a file range the kernel sends (sendfile)
+/// rather than as bytes read into memory: below a few pages, one copy into the response costs
+/// less than the extra system call (`sluice.fetch.zero.copy` turns the path off).
+pub const FETCH_ZERO_COPY_MIN_BYTES: usize = 16 * 1024;
+
+/// While a socket is full, the writer sends this much of a file range through an ordinary async
+/// write, which waits for room without blocking the shard, then goes back to sendfile.
+pub const SOCKET_FULL_COPY_BYTES: usize = 64 * 1024;
+
 /// Partitions a single topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 

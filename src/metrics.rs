@@ -41,6 +41,11 @@ pub struct ShardMetrics {
     pub cleanings: Cell<u64>,
     pub cleaned_bytes_read: Cell<u64>,
     pub cleaned_bytes_written: Cell<u64>,
+    /// Fetched record bytes the kernel sent from the page cache (sendfile).
+    pub fetch_sendfile_bytes: Cell<u64>,
+    /// Fetched record bytes read into memory and written: small or uncached record sets,
+    /// read_committed cuts, `sluice.fetch.zero.copy=false`, and pieces sent while a socket is full.
+    pub fetch_copied_bytes: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -55,6 +60,8 @@ impl Default for ShardMetrics {
             cleanings: Cell::new(0),
             cleaned_bytes_read: Cell::new(0),
             cleaned_bytes_written: Cell::new(0),
+            fetch_sendfile_bytes: Cell::new(0),
+            fetch_copied_bytes: Cell::new(0),
         }
     }
 }
@@ -80,6 +87,13 @@ impl ShardMetrics {
         self.cleaned_bytes_read.set(read);
         let written = self.cleaned_bytes_written.get() + bytes_after;
         self.cleaned_bytes_written.set(written);
+    }
+
+    pub fn fetch_sent(&self, sendfile_bytes: usize, copied_bytes: usize) {
+        let sent = self.fetch_sendfile_bytes.get() + sendfile_bytes as u64;
+        self.fetch_sendfile_bytes.set(sent);
+        let copied = self.fetch_copied_bytes.get() + copied_bytes as u64;
+        self.fetch_copied_bytes.set(copied);
     }
 
     pub fn flushed(&self, bytes: u64, took: Duration) {

@@ -767,13 +767,8 @@ fn compaction_keeps_the_latest_value_per_key_and_drops_tombstones_after_the_dela
         });
         let keys = table_keys(&cleaned);
         assert!(keys.values().all(|v| v.len() == 1 && v[0].is_some()));
-        let metrics = broker.admin_get("/metrics");
-        let cleanings: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("sluice_cleanings_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        assert!(cleanings >= 2.0, "cleanings counted: {metrics}");
+        let cleanings = metric_sum(&broker, "sluice_cleanings_total");
+        assert!(cleanings >= 2.0, "cleanings counted: {cleanings}");
 
         // Records without a key have no "latest value": refused, as Kafka does.
         let (producer, deliveries) = producer(&broker, &[]);
@@ -853,5 +848,66 @@ fn broker_defaults_change_at_run_time_and_persist() {
         let change = AlterConfig::new(ResourceSpecifier::Broker(1)).set(key, value);
         block_on(admin(&broker).alter_configs([&change], &opts)).unwrap();
         check(&broker);
+    }
+}
+
+/// The value of record `i` in the zero-copy test: its index, then 4 KiB of a byte it chooses.
+fn big_value(i: usize) -> String {
+    let fill = char::from(b'a' + (i % 26) as u8);
+    format!("{i:08}{}", fill.to_string().repeat(4096))
+}
+
+fn metric_sum(broker: &Broker, family: &str) -> f64 {
+    broker
+        .admin_get("/metrics")
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn large_fetches_go_from_the_page_cache_to_the_socket_byte_exact() {
+    for cores in SHARD_COUNTS {
+        for zero_copy in [true, false] {
+            let broker = Broker::start(
+                &format!("zero-copy-{zero_copy}"),
+                cores,
+                &[&format!("sluice.fetch.zero.copy={zero_copy}")],
+            );
+            create_topic(&broker, "big", 2);
+            let (producer, deliveries) = producer(&broker, &[]);
+            let n = 3000;
+            for i in 0..n {
+                let value = big_value(i);
+                let record = BaseRecord::<(), _>::to("big")
+                    .partition((i % 2) as i32)
+                    .payload(&value);
+                producer.send(record).unwrap();
+            }
+            producer.flush(TIMEOUT).unwrap();
+            assert!(deliveries.failed.lock().unwrap().is_empty());
+
+            let consumed = consume_all(&broker, "big", 2, Offset::Beginning, n);
+            assert_eq!(consumed.len(), n, "zero_copy={zero_copy} cores={cores}");
+            let mut next_offset: HashMap<i32, i64> = HashMap::new();
+            for (partition, offset, _, value, _, _) in consumed {
+                let i: usize = value[..8].parse().unwrap();
+                assert_eq!(value, big_value(i), "byte-exact");
+                assert_eq!(i % 2, partition as usize);
+                let expected = next_offset.entry(partition).or_insert(0);
+                assert_eq!(offset, *expected, "consecutive offsets");
+                *expected += 1;
+            }
+            let sendfile = metric_sum(&broker, "sluice_fetch_sendfile_bytes_total");
+            if zero_copy {
+                assert!(
+                    sendfile > (n * 4096) as f64 / 2.0,
+                    "sendfile carried {sendfile}"
+                );
+            } else {
+                assert_eq!(sendfile, 0.0);
+            }
+        }
     }
 }

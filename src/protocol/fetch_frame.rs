@@ -1,15 +1,17 @@
 //! The Fetch response (v4-v12), framed by hand so record batches are never copied into an
-//! encoder: the body is a list of chunks, framing bytes between record slices taken straight
-//! from the segment reads. Small record sets are copied into the framing (fewer writes is cheaper
-//! than one more memcpy); larger ones go to the socket as they are. A file range can take a
-//! chunk's place once the sendfile path exists.
+//! encoder: the body is a list of chunks, framing bytes between record sets that go out as the
+//! segment read left them: file ranges the socket writer sends with sendfile, or bytes. Small
+//! in-memory record sets are copied into the framing (fewer writes is cheaper than one more
+//! memcpy); larger ones go to the socket as they are.
 //!
 //! Fields this broker never sets are written at their defaults: no throttling, no fetch session,
 //! no preferred read replica, and no tagged fields.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
-/// Record sets at least this large are sent as their own chunk instead of being copied.
+use crate::storage::payload::Payload;
+
+/// In-memory record sets at least this large are sent as their own chunk instead of being copied.
 pub const RECORDS_OWN_CHUNK_MIN_BYTES: usize = 16 * 1024;
 
 /// First flexible (compact encodings, tagged fields) Fetch version.
@@ -25,7 +27,7 @@ pub struct PartitionAnswer {
     pub log_start_offset: i64,
     /// Aborted transactions in range (read_committed): (producer id, first offset).
     pub aborted: Vec<(i64, i64)>,
-    pub records: Bytes,
+    pub records: Payload,
 }
 
 /// One topic's part of the answer.
@@ -37,7 +39,7 @@ pub struct TopicAnswer {
 
 /// A response body as chunks to write in order.
 struct Chunks {
-    done: Vec<Bytes>,
+    done: Vec<Payload>,
     framing: BytesMut,
     flexible: bool,
 }
@@ -74,30 +76,34 @@ impl Chunks {
         }
     }
 
-    fn records(&mut self, records: &Bytes) {
+    fn records(&mut self, records: &Payload) {
         if self.flexible {
             self.uvarint(records.len() as u32 + 1);
         } else {
             self.framing.put_i32(records.len() as i32);
         }
-        if records.len() < RECORDS_OWN_CHUNK_MIN_BYTES {
-            self.framing.put_slice(records);
-        } else {
-            self.done.push(self.framing.split().freeze());
-            self.done.push(records.clone());
+        match records {
+            Payload::Bytes(bytes) if bytes.len() < RECORDS_OWN_CHUNK_MIN_BYTES => {
+                self.framing.put_slice(bytes);
+            }
+            _ => {
+                self.done
+                    .push(Payload::Bytes(self.framing.split().freeze()));
+                self.done.push(records.clone());
+            }
         }
     }
 
-    fn finish(mut self) -> Vec<Bytes> {
+    fn finish(mut self) -> Vec<Payload> {
         if !self.framing.is_empty() {
-            self.done.push(self.framing.freeze());
+            self.done.push(Payload::Bytes(self.framing.freeze()));
         }
         self.done
     }
 }
 
 /// Encodes a Fetch response body at `version` (4..=12) as chunks.
-pub fn encode_body(version: i16, topics: &[TopicAnswer]) -> Vec<Bytes> {
+pub fn encode_body(version: i16, topics: &[TopicAnswer]) -> Vec<Payload> {
     debug_assert!((4..=FIRST_FLEXIBLE_VERSION).contains(&version));
     let mut out = Chunks {
         done: Vec::new(),
@@ -142,6 +148,7 @@ pub fn encode_body(version: i16, topics: &[TopicAnswer]) -> Vec<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use kafka_protocol::messages::FetchResponse;
     use kafka_protocol::protocol::Decodable;
 
@@ -153,7 +160,7 @@ mod tests {
             last_stable_offset: 90 + i as i64,
             log_start_offset: 5,
             aborted: (0..i as i64).map(|n| (1000 + n, 7 * n)).collect(),
-            records: Bytes::from(vec![i as u8; len]),
+            records: Payload::Bytes(Bytes::from(vec![i as u8; len])),
         };
         vec![
             TopicAnswer {
@@ -173,7 +180,7 @@ mod tests {
             let topics = answer(records_len);
             for version in 4..=12 {
                 let chunks = encode_body(version, &topics);
-                let mut body = Bytes::from(chunks.concat());
+                let mut body = flatten(&chunks);
                 let decoded = FetchResponse::decode(&mut body, version).unwrap();
                 assert!(body.is_empty(), "v{version}: trailing bytes");
                 assert_eq!(decoded.responses.len(), 2);
@@ -195,21 +202,64 @@ mod tests {
                             .map(|a| (a.producer_id.0, a.first_offset))
                             .collect();
                         assert_eq!(aborted, w.aborted);
-                        assert_eq!(p.records.as_ref().unwrap(), &w.records);
+                        assert_eq!(
+                            p.records.as_ref().unwrap(),
+                            &flatten(std::slice::from_ref(&w.records))
+                        );
                     }
                 }
             }
         }
     }
 
+    /// The bytes chunks stand for, file ranges read back.
+    fn flatten(chunks: &[Payload]) -> Bytes {
+        let mut all = Vec::new();
+        for chunk in chunks {
+            match chunk {
+                Payload::Bytes(bytes) => all.extend_from_slice(bytes),
+                Payload::File(range) => all.extend_from_slice(&range.read_head(range.len).unwrap()),
+            }
+        }
+        Bytes::from(all)
+    }
+
     #[test]
     fn large_record_sets_are_not_copied() {
         let topics = answer(RECORDS_OWN_CHUNK_MIN_BYTES * 2);
         let chunks = encode_body(12, &topics);
-        let original = topics[0].partitions[0].records.as_ptr();
+        let Payload::Bytes(original) = &topics[0].partitions[0].records else {
+            unreachable!()
+        };
         assert!(
-            chunks.iter().any(|c| c.as_ptr() == original),
+            chunks
+                .iter()
+                .any(|c| matches!(c, Payload::Bytes(b) if b.as_ptr() == original.as_ptr())),
             "the segment bytes go out as they are"
         );
+    }
+
+    #[test]
+    fn file_ranges_go_out_as_their_own_chunk() {
+        let dir = std::env::temp_dir().join(format!("sluice-frame-{}", std::process::id()));
+        std::fs::write(&dir, vec![7u8; 100]).unwrap();
+        let file = std::fs::File::open(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        let range = crate::storage::payload::FileRange {
+            file: std::sync::Arc::new(file.into()),
+            offset: 10,
+            len: 50,
+        };
+        let mut topics = answer(0);
+        topics[0].partitions[0].records = Payload::File(range);
+        for version in [4, 12] {
+            let chunks = encode_body(version, &topics);
+            assert!(chunks
+                .iter()
+                .any(|c| matches!(c, Payload::File(r) if r.len == 50)));
+            let decoded = FetchResponse::decode(&mut flatten(&chunks), version).unwrap();
+            let records = decoded.responses[0].partitions[0].records.clone().unwrap();
+            assert_eq!(records, Bytes::from(vec![7u8; 50]));
+        }
     }
 }

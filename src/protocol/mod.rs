@@ -15,6 +15,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::shard::Shard;
+use crate::storage::payload::Payload;
 
 /// One supported API: key, lowest and highest version advertised.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +138,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
 
 /// Serves one request, returning the response frame as chunks to write in order; `None` when no
 /// response is due (Produce with acks=0).
-pub async fn serve(shard: Rc<Shard>, incoming: Incoming, peer_ip: &str) -> Option<Vec<Bytes>> {
+pub async fn serve(shard: Rc<Shard>, incoming: Incoming, peer_ip: &str) -> Option<Vec<Payload>> {
     match incoming {
         Incoming::ApiVersionsTooNew { correlation_id } => {
             let body =
@@ -169,7 +170,7 @@ pub async fn serve(shard: Rc<Shard>, incoming: Incoming, peer_ip: &str) -> Optio
 }
 
 /// Frames a response: size, header (v0 or v1 by API and version), then the body.
-fn frame(correlation_id: i32, api: ApiKey, version: i16, reply: handlers::Reply) -> Vec<Bytes> {
+fn frame(correlation_id: i32, api: ApiKey, version: i16, reply: handlers::Reply) -> Vec<Payload> {
     let mut head = BytesMut::with_capacity(256);
     head.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
@@ -188,9 +189,9 @@ fn frame(correlation_id: i32, api: ApiKey, version: i16, reply: handlers::Reply)
         }
         handlers::Reply::Chunks(chunks) => chunks,
     };
-    let size = head.len() - 4 + chunks.iter().map(Bytes::len).sum::<usize>();
+    let size = head.len() - 4 + chunks.iter().map(Payload::len).sum::<usize>();
     head[0..4].copy_from_slice(&(size as i32).to_be_bytes());
-    chunks.insert(0, head.freeze());
+    chunks.insert(0, Payload::Bytes(head.freeze()));
     chunks
 }
 

@@ -23,11 +23,13 @@ use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
+use crate::limits;
 use crate::metadata::{partition_dir, shard_of, MetadataImage};
 use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
+use crate::storage::payload::Payload;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{Clock, SystemClock};
 use crate::txn::{TxnAnswer, TxnCoordinator, TxnOp};
@@ -51,7 +53,7 @@ pub struct FetchItem {
 pub struct FetchResult {
     pub error: ErrorCode,
     pub offsets: Option<PartitionOffsets>,
-    pub records: Bytes,
+    pub records: Payload,
     /// For read_committed: the aborted transactions overlapping the records returned.
     pub aborted: Vec<AbortedTxn>,
 }
@@ -345,39 +347,49 @@ impl Shard {
     }
 
     async fn fetch_one(&self, item: FetchItem) -> FetchResult {
-        let failed = |error| FetchResult {
+        let failed = |error, offsets| FetchResult {
             error,
-            offsets: None,
-            records: Bytes::new(),
+            offsets,
+            records: Payload::default(),
             aborted: Vec::new(),
         };
         let partition = match self.partition(&item.tp) {
             Ok(p) => p,
-            Err(code) => return failed(code),
+            Err(code) => return failed(code, None),
         };
         let (cursor, offsets) = {
             let p = partition.borrow();
             (p.cursor_at(item.offset), p.offsets())
         };
+        // read_committed stops at the last stable offset: below an open transaction the batches
+        // must be parsed to cut there, so they are read into memory. With none open, every
+        // readable batch is stable and the range can go out as it is.
+        let must_cut = item.read_committed && offsets.last_stable < offsets.high_watermark;
+        let zero_copy_min = if self.config.fetch_zero_copy && !must_cut {
+            limits::FETCH_ZERO_COPY_MIN_BYTES
+        } else {
+            usize::MAX
+        };
         let records = match cursor {
-            Err(code) => {
-                return FetchResult {
-                    error: code,
-                    offsets: Some(offsets),
-                    records: Bytes::new(),
-                    aborted: Vec::new(),
+            Err(code) => return failed(code, Some(offsets)),
+            Ok(None) => Payload::default(),
+            Ok(Some(cursor)) => {
+                match cursor
+                    .read_payload(item.offset, item.max_bytes, zero_copy_min)
+                    .await
+                {
+                    Ok(records) => records,
+                    Err(err) => {
+                        tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
+                        return failed(ErrorCode::KafkaStorageError, None);
+                    }
                 }
             }
-            Ok(None) => Bytes::new(),
-            Ok(Some(cursor)) => match cursor.read(item.offset, item.max_bytes).await {
-                Ok(bytes) => bytes,
-                Err(err) => {
-                    tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
-                    return failed(ErrorCode::KafkaStorageError);
-                }
-            },
         };
         partition.borrow_mut().stats.bytes_out += records.len() as u64;
+        if let Payload::Bytes(bytes) = &records {
+            metrics::with(|m| m.fetch_sent(0, bytes.len()));
+        }
         if !item.read_committed {
             return FetchResult {
                 error: ErrorCode::None,
@@ -388,7 +400,13 @@ impl Shard {
         }
         // read_committed: nothing from the oldest open transaction on, and the aborted
         // transactions the client must skip in what it gets.
-        let (records, end) = batch::whole_batches_below(&records, offsets.last_stable);
+        let (records, end) = match records {
+            Payload::Bytes(bytes) => {
+                let (kept, end) = batch::whole_batches_below(&bytes, offsets.last_stable);
+                (Payload::Bytes(kept), end)
+            }
+            range => (range, offsets.last_stable),
+        };
         let aborted = partition.borrow().aborted_between(item.offset, end);
         FetchResult {
             error: ErrorCode::None,
@@ -625,6 +643,22 @@ impl Shard {
                         Counter,
                     ),
                     m.cleaned_bytes_written.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_fetch_sendfile_bytes_total",
+                        "Fetched record bytes sent from the page cache with sendfile.",
+                        Counter,
+                    ),
+                    m.fetch_sendfile_bytes.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_fetch_copied_bytes_total",
+                        "Fetched record bytes read into memory and written (not zero-copy).",
+                        Counter,
+                    ),
+                    m.fetch_copied_bytes.get() as f64,
                 ),
             ];
             for (family, value) in scalars {

@@ -3,6 +3,7 @@
 //! Directory operations are rare (topic creation, segment roll) and use std::fs directly.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -51,6 +52,19 @@ impl StorageFile for UringFile {
 
     async fn size(&self) -> io::Result<u64> {
         self.0.file_size().await.map_err(to_io)
+    }
+
+    fn dup_fd(&self) -> Option<OwnedFd> {
+        // SAFETY: the descriptor is open for as long as `self.0` lives, which spans this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) };
+        match fd.try_clone_to_owned() {
+            Ok(owned) => Some(owned),
+            Err(err) => {
+                // Out of descriptors: the caller reads through io_uring instead.
+                tracing::warn!("dup of a segment file failed: {err}");
+                None
+            }
+        }
     }
 }
 

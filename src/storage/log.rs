@@ -11,11 +11,13 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
+use super::payload::{FileRange, Payload};
 use super::segment::{self, EncodedIndexes, Segment};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
@@ -813,12 +815,48 @@ impl<F: StorageFile> ReadCursor<F> {
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least
     /// that first batch, as Kafka does, so a large batch can never stall a consumer).
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> io::Result<Bytes> {
-        let Some((position, first)) = self.find_batch(|h| h.next_offset() > offset).await? else {
+        let Some((position, len)) = self.locate(offset, max_bytes).await? else {
             return Ok(Bytes::new());
+        };
+        self.file.read_at(position, len).await
+    }
+
+    /// What `read` returns, but as a range of the segment file for the socket writer to sendfile
+    /// when it is at least `zero_copy_min_bytes` long and its pages are in the page cache.
+    pub async fn read_payload(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        zero_copy_min_bytes: usize,
+    ) -> io::Result<Payload> {
+        let Some((position, len)) = self.locate(offset, max_bytes).await? else {
+            return Ok(Payload::default());
+        };
+        if len >= zero_copy_min_bytes {
+            if let Some(fd) = self.file.dup_fd() {
+                let range = FileRange {
+                    file: Arc::new(fd),
+                    offset: position,
+                    len,
+                };
+                if range.is_cached() {
+                    return Ok(Payload::File(range));
+                }
+            }
+        }
+        Ok(Payload::Bytes(self.file.read_at(position, len).await?))
+    }
+
+    /// Where whole batches from the one holding `offset` start, and how many bytes to return: up
+    /// to `max_bytes`, but at least that first batch, as Kafka does, so a large batch can never
+    /// stall a consumer. `None` when no batch at or after `offset` is readable.
+    async fn locate(&self, offset: Offset, max_bytes: usize) -> io::Result<Option<(u64, usize)>> {
+        let Some((position, first)) = self.find_batch(|h| h.next_offset() > offset).await? else {
+            return Ok(None);
         };
         let available = self.readable - position;
         let len = (max_bytes.max(first.total_bytes()) as u64).min(available);
-        self.file.read_at(position, len as usize).await
+        Ok(Some((position, len as usize)))
     }
 
     /// The offset of the first record with timestamp >= `target` and that record's batch max timestamp.

@@ -10,6 +10,7 @@ pub mod fs;
 pub mod index;
 pub mod log;
 pub mod mem;
+pub mod payload;
 pub mod records;
 pub mod segment;
 pub mod txn_index;
@@ -30,6 +31,11 @@ pub trait StorageFile: 'static {
     async fn sync_data(&self) -> io::Result<()>;
     async fn truncate(&self, len: u64) -> io::Result<()>;
     async fn size(&self) -> io::Result<u64>;
+    /// A descriptor of its own for the same open file, for sending ranges of it with sendfile;
+    /// `None` where there is no kernel file (the simulated disk), and reads copy instead.
+    fn dup_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
 }
 
 /// A directory tree of files: what the log and the metadata store need from a file system.

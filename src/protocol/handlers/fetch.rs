@@ -3,9 +3,9 @@
 //! returned whole, as Kafka does). No fetch sessions: the answer's session id is 0, which tells
 //! clients to keep sending full fetches.
 //!
-//! Records are read from the segment on the owning shard and framed by hand
-//! (`protocol::fetch_frame`) without being copied again; the sendfile path from the page cache to
-//! the socket is not built yet.
+//! Records are located in the segment on the owning shard and framed by hand
+//! (`protocol::fetch_frame`): large record sets travel back as file ranges the connection's writer
+//! sends from the page cache with sendfile (`storage::payload`), small ones as bytes.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -18,6 +18,7 @@ use crate::error::ErrorCode;
 use crate::limits;
 use crate::protocol::fetch_frame::{PartitionAnswer, TopicAnswer};
 use crate::shard::{FetchItem, FetchResult, Shard, ShardRequest, ShardResponse};
+use crate::storage::payload::Payload;
 use crate::types::{Offset, ShardId, TopicPartition};
 
 pub const VERSIONS: (i16, i16) = (4, 12);
@@ -109,7 +110,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchResult> {
     let unknown = FetchResult {
         error: ErrorCode::UnknownTopicOrPartition,
         offsets: None,
-        records: Default::default(),
+        records: Payload::default(),
         aborted: Vec::new(),
     };
     let mut results = vec![unknown; wanted.len()];
@@ -190,7 +191,7 @@ fn build_response(
     for (w, r) in wanted.into_iter().zip(results) {
         let mut records = r.records;
         if !records.is_empty() && used > 0 && used + records.len() > max_bytes {
-            records = Default::default();
+            records = Payload::default();
         }
         used += records.len();
         let offsets = r.offsets;

@@ -38,17 +38,17 @@ pub mod txn_offset_commit;
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::fetch_frame;
 use crate::shard::Shard;
+use crate::storage::payload::Payload;
 
 /// A handler's answer: a message for the crate to encode, or a body already framed as chunks.
 pub enum Reply {
     Message(Box<ResponseKind>),
-    Chunks(Vec<Bytes>),
+    Chunks(Vec<Payload>),
 }
 
 /// Runs the handler for a decoded request; `None` when the request gets no response.
