@@ -21,6 +21,11 @@ pub const CROSS_SHARD_QUEUE_DEPTH: usize = 1024;
 /// Producer batches remembered per producer and partition for duplicate detection (Kafka's 5).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
+/// Most a partition's next pending write buffer reserves up front, sized by the last flush (see
+/// `Log::pending_reserve`): enough for a busy partition's group commit without reallocating,
+/// little enough that 10,000 briefly busy partitions cannot pin much memory.
+pub const PENDING_WRITE_RESERVE_MAX_BYTES: usize = 1024 * 1024;
+
 /// Chunk read at a time when recovery scans a segment.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
 

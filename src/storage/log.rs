@@ -85,6 +85,10 @@ pub struct Log<S: Storage> {
     end: Offset,
     high_watermark: Offset,
     pending: Vec<PendingWrite>,
+    /// How many bytes the last flush wrote in one piece (capped at `PENDING_WRITE_RESERVE_MAX_BYTES`):
+    /// a new pending buffer reserves that much up front, so it does not grow by reallocation
+    /// (copies and fresh page faults) batch by batch under steady load.
+    pending_reserve: usize,
     /// Segments rolled since the last flush: their index files must be written and synced.
     sealed: Vec<Offset>,
     messages_unsynced: u64,
@@ -335,6 +339,7 @@ impl<S: Storage> Log<S> {
             end,
             high_watermark: end,
             pending: Vec::new(),
+            pending_reserve: 0,
             sealed: Vec::new(),
             messages_unsynced: 0,
             roll_snapshots: Vec::new(),
@@ -436,7 +441,7 @@ impl<S: Storage> Log<S> {
                 self.pending.push(PendingWrite {
                     segment_base: active.base_offset,
                     position,
-                    bytes: Vec::new(),
+                    bytes: Vec::with_capacity(self.pending_reserve.max(batch_bytes.len())),
                 });
                 self.pending.last_mut().expect("just pushed")
             }
@@ -489,6 +494,12 @@ impl<S: Storage> Log<S> {
             return None;
         }
         let pending = std::mem::take(&mut self.pending);
+        self.pending_reserve = pending
+            .iter()
+            .map(|w| w.bytes.len())
+            .max()
+            .unwrap_or(0)
+            .min(limits::PENDING_WRITE_RESERVE_MAX_BYTES);
         let sealed = std::mem::take(&mut self.sealed);
         let mut targets: Vec<FlushTarget<S::File>> = Vec::new();
         for write in pending {
