@@ -28,8 +28,9 @@ use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
+use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
-use crate::storage::{Clock, SystemClock};
+use crate::storage::{Clock, Storage, SystemClock};
 use crate::txn::{TxnAnswer, TxnCoordinator, TxnOp};
 use crate::types::{Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition};
 use controller::{Controller, ControllerRequest, ControllerResponse};
@@ -355,27 +356,34 @@ impl Shard {
             Ok(p) => p,
             Err(code) => return failed(code),
         };
-        let (cursor, offsets) = {
-            let p = partition.borrow();
-            (p.cursor_at(item.offset), p.offsets())
-        };
-        let records = match cursor {
-            Err(code) => {
-                return FetchResult {
-                    error: code,
-                    offsets: Some(offsets),
-                    records: Bytes::new(),
-                    aborted: Vec::new(),
+        let mut looked_again = false;
+        let (records, offsets) = loop {
+            let (cursor, offsets) = {
+                let p = partition.borrow();
+                (p.cursor_at(item.offset), p.offsets())
+            };
+            let cursor = match cursor {
+                Err(code) => {
+                    return FetchResult {
+                        error: code,
+                        offsets: Some(offsets),
+                        records: Bytes::new(),
+                        aborted: Vec::new(),
+                    }
                 }
-            }
-            Ok(None) => Bytes::new(),
-            Ok(Some(cursor)) => match cursor.read(item.offset, item.max_bytes).await {
-                Ok(bytes) => bytes,
+                Ok(None) => break (Bytes::new(), offsets),
+                Ok(Some(cursor)) => cursor,
+            };
+            match cursor.read(item.offset, item.max_bytes).await {
+                Ok(bytes) => break (bytes, offsets),
+                // Deleted or compacted while the read opened it: the log now says where to read
+                // (or that the offset is gone). Only once: a second miss fails like any read.
+                Err(err) if is_segment_gone(&err) && !looked_again => looked_again = true,
                 Err(err) => {
                     tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
                     return failed(ErrorCode::KafkaStorageError);
                 }
-            },
+            }
         };
         partition.borrow_mut().stats.bytes_out += records.len() as u64;
         if !item.read_committed {
@@ -625,6 +633,14 @@ impl Shard {
                         Counter,
                     ),
                     m.cleaned_bytes_written.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_sealed_segment_files_open",
+                        "Sealed-segment files the shard keeps open for reads (at most SEALED_SEGMENT_FILES_OPEN_MAX).",
+                        Gauge,
+                    ),
+                    UringStorage.segment_files().open_count() as f64,
                 ),
             ];
             for (family, value) in scalars {
