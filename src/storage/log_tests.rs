@@ -622,3 +622,15 @@ fn reopen_after_a_crash_opens_only_the_segments_it_must_scan() {
         assert_eq!(offset, Offset(0));
     }
 }
+
+#[test]
+fn reopen_after_a_clean_stop_opens_only_the_active_segment() {
+    let (storage, log, model) = many_segments(2, 5);
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    assert_eq!(storage.open_files(), 0);
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.rebuilt_indexes, 0);
+    assert_eq!(storage.open_files(), 1, "only the active file is open");
+    check_reads_then(&log, &model, || assert!(storage.open_files() <= 3));
+}
