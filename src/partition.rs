@@ -26,6 +26,7 @@ use crate::storage::batch::{self, BatchHeader, ControlType};
 use crate::storage::log::cleaner::CleanedLog;
 use crate::storage::log::{Log, ReadCursor, RecoveryReport};
 use crate::storage::records;
+use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{read_whole, segment, write_atomically, Storage};
 use crate::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
@@ -363,14 +364,14 @@ impl<S: Storage> Partition<S> {
         self.log.aborted_between(from, to)
     }
 
-    pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S::File>>, ErrorCode> {
+    pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S>>, ErrorCode> {
         if self.log.is_failed() {
             return Err(ErrorCode::KafkaStorageError);
         }
         self.log.cursor_at(offset)
     }
 
-    pub fn cursor_for_timestamp(&self, timestamp: i64) -> Option<ReadCursor<S::File>> {
+    pub fn cursor_for_timestamp(&self, timestamp: i64) -> Option<ReadCursor<S>> {
         self.log.cursor_for_timestamp(timestamp)
     }
 
@@ -519,7 +520,13 @@ pub async fn clean<S: Storage>(
     let Some(plan) = plan else {
         return Ok(None);
     };
-    let Some(cleaned): Option<CleanedLog<S::File>> = plan.run().await? else {
+    let cleaned: Option<CleanedLog<S>> = match plan.run().await {
+        Ok(cleaned) => cleaned,
+        // Retention or DeleteRecords removed a segment it was about to read: plan again later.
+        Err(err) if is_segment_gone(&err) => None,
+        Err(err) => return Err(err),
+    };
+    let Some(cleaned) = cleaned else {
         return Ok(None);
     };
     let report = CleaningReport {

@@ -30,8 +30,9 @@ use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceO
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::payload::Payload;
+use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
-use crate::storage::{Clock, SystemClock};
+use crate::storage::{Clock, Storage, SystemClock};
 use crate::txn::{TxnAnswer, TxnCoordinator, TxnOp};
 use crate::types::{Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition};
 use controller::{Controller, ControllerRequest, ControllerResponse};
@@ -357,32 +358,37 @@ impl Shard {
             Ok(p) => p,
             Err(code) => return failed(code, None),
         };
-        let (cursor, offsets) = {
-            let p = partition.borrow();
-            (p.cursor_at(item.offset), p.offsets())
-        };
         // read_committed stops at the last stable offset: below an open transaction the batches
         // must be parsed to cut there, so they are read into memory. With none open, every
         // readable batch is stable and the range can go out as it is.
-        let must_cut = item.read_committed && offsets.last_stable < offsets.high_watermark;
-        let zero_copy_min = if self.config.fetch_zero_copy && !must_cut {
-            limits::FETCH_ZERO_COPY_MIN_BYTES
-        } else {
-            usize::MAX
+        let zero_copy_min = |offsets: &PartitionOffsets| {
+            let must_cut = item.read_committed && offsets.last_stable < offsets.high_watermark;
+            if self.config.fetch_zero_copy && !must_cut {
+                limits::FETCH_ZERO_COPY_MIN_BYTES
+            } else {
+                usize::MAX
+            }
         };
-        let records = match cursor {
-            Err(code) => return failed(code, Some(offsets)),
-            Ok(None) => Payload::default(),
-            Ok(Some(cursor)) => {
-                match cursor
-                    .read_payload(item.offset, item.max_bytes, zero_copy_min)
-                    .await
-                {
-                    Ok(records) => records,
-                    Err(err) => {
-                        tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
-                        return failed(ErrorCode::KafkaStorageError, None);
-                    }
+        let mut looked_again = false;
+        let (records, offsets) = loop {
+            let (cursor, offsets) = {
+                let p = partition.borrow();
+                (p.cursor_at(item.offset), p.offsets())
+            };
+            let cursor = match cursor {
+                Err(code) => return failed(code, Some(offsets)),
+                Ok(None) => break (Payload::default(), offsets),
+                Ok(Some(cursor)) => cursor,
+            };
+            let read = cursor.read_payload(item.offset, item.max_bytes, zero_copy_min(&offsets));
+            match read.await {
+                Ok(records) => break (records, offsets),
+                // Deleted or compacted while the read opened it: the log now says where to read
+                // (or that the offset is gone). Only once: a second miss fails like any read.
+                Err(err) if is_segment_gone(&err) && !looked_again => looked_again = true,
+                Err(err) => {
+                    tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
+                    return failed(ErrorCode::KafkaStorageError, None);
                 }
             }
         };
@@ -659,6 +665,14 @@ impl Shard {
                         Counter,
                     ),
                     m.fetch_copied_bytes.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_sealed_segment_files_open",
+                        "Sealed-segment files the shard keeps open for reads (at most SEALED_SEGMENT_FILES_OPEN_MAX).",
+                        Gauge,
+                    ),
+                    UringStorage.segment_files().open_count() as f64,
                 ),
             ];
             for (family, value) in scalars {

@@ -34,6 +34,7 @@ use crate::limits;
 use crate::storage::batch::{BatchHeader, HEADER_BYTES};
 use crate::storage::records::{self, RecordRef};
 use crate::storage::segment::{self, Segment};
+use crate::storage::segment_files::{FileRef, SegmentFile};
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{read_whole, write_atomically, Storage, StorageFile};
 use crate::types::{Offset, ProducerId};
@@ -136,9 +137,9 @@ pub async fn load_checkpoint<S: Storage>(storage: &S, dir: &Path) -> CleanerChec
 }
 
 /// A sealed segment the cleaner reads.
-struct SourceSegment<F> {
+struct SourceSegment<S: Storage> {
     base: Offset,
-    file: Rc<F>,
+    file: FileRef<S>,
     readable: u64,
     /// The next segment's base: where this one's offsets end.
     end: Offset,
@@ -150,7 +151,7 @@ struct SourceSegment<F> {
 pub struct CleaningPlan<S: Storage> {
     storage: S,
     dir: PathBuf,
-    sources: Vec<SourceSegment<S::File>>,
+    sources: Vec<SourceSegment<S>>,
     /// Runs of adjacent sources rewritten into one segment each.
     groups: Vec<Range<usize>>,
     checkpoint: CleanerCheckpoint,
@@ -165,16 +166,16 @@ pub struct CleaningPlan<S: Storage> {
 }
 
 /// One rewritten group, ready to swap in.
-pub struct CleanedGroup<F> {
+pub struct CleanedGroup<S: Storage> {
     /// The segments it replaces: base offsets and the files that were read.
-    replaces: Vec<(Offset, Rc<F>)>,
+    replaces: Vec<(Offset, FileRef<S>)>,
     end: Offset,
-    segment: Segment<F>,
+    segment: Segment<S::File>,
 }
 
 /// What a run produced: the groups to swap in and the checkpoint to write after them.
-pub struct CleanedLog<F> {
-    groups: Vec<CleanedGroup<F>>,
+pub struct CleanedLog<S: Storage> {
+    groups: Vec<CleanedGroup<S>>,
     checkpoint: CleanerCheckpoint,
     pub bytes_before: u64,
     pub bytes_after: u64,
@@ -360,7 +361,7 @@ impl<S: Storage> Log<S> {
             .windows(2)
             .take_while(|pair| {
                 let (seg, next) = (&pair[0], &pair[1]);
-                seg.file.is_some()
+                seg.file.is_written()
                     && !self.sealed.contains(&seg.base_offset)
                     && next.base_offset <= stable.min(self.high_watermark)
                     && now_ms.saturating_sub(seg.max_timestamp) >= config.min_compaction_lag_ms
@@ -389,12 +390,14 @@ impl<S: Storage> Log<S> {
         if ratio < config.min_cleanable_dirty_ratio && !overdue {
             return None;
         }
-        let sources: Vec<SourceSegment<S::File>> = (0..cleanable)
+        let sources: Vec<SourceSegment<S>> = (0..cleanable)
             .map(|i| {
                 let seg = &self.segments[i];
                 SourceSegment {
                     base: seg.base_offset,
-                    file: seg.file.clone().expect("checked above"),
+                    file: seg
+                        .file_ref(&self.storage, &self.dir)
+                        .expect("checked above"),
                     readable: seg.readable,
                     end: self.segments[i + 1].base_offset,
                     created_ms: seg.created_ms,
@@ -422,7 +425,7 @@ impl<S: Storage> Log<S> {
     /// Swaps in the cleaned groups whose segments are still the ones that were read (retention
     /// or DeleteRecords may have removed some meanwhile: those groups are dropped). A failed
     /// rename fails the partition: recovery finishes or drops the swap at the next start.
-    pub fn install_cleaned(&mut self, cleaned: CleanedLog<S::File>) -> CleaningFinish<S> {
+    pub fn install_cleaned(&mut self, cleaned: CleanedLog<S>) -> CleaningFinish<S> {
         let mut finish = CleaningFinish {
             storage: self.storage.clone(),
             dir: self.dir.clone(),
@@ -451,7 +454,10 @@ impl<S: Storage> Log<S> {
             }
             finish.indexes.push((base, group.segment.encode_indexes()));
             let replaced = group.replaces.len();
-            self.segments.splice(at..at + replaced, [group.segment]);
+            let mut segment = group.segment;
+            // Sealed from birth: its file joins the shard's cache like any sealed segment's.
+            segment.seal_file(&self.files, true);
+            self.segments.splice(at..at + replaced, [segment]);
         }
         if let Some(checkpoint) = &finish.checkpoint {
             self.cleaner_checkpoint = checkpoint.clone();
@@ -460,7 +466,7 @@ impl<S: Storage> Log<S> {
     }
 
     /// Where the group's segments still sit, unchanged, in the log.
-    fn still_current(&self, group: &CleanedGroup<S::File>) -> Option<usize> {
+    fn still_current(&self, group: &CleanedGroup<S>) -> Option<usize> {
         let (first, _) = group.replaces.first()?;
         let at = self.segments.iter().position(|s| s.base_offset == *first)?;
         let current = self.segments.get(at..at + group.replaces.len())?;
@@ -468,16 +474,14 @@ impl<S: Storage> Log<S> {
             .iter()
             .zip(&group.replaces)
             .all(|(seg, (base, file))| {
-                seg.base_offset == *base
-                    && seg.file.as_ref().is_some_and(|f| Rc::ptr_eq(f, file))
-                    && !self.sealed.contains(base)
+                seg.base_offset == *base && seg.file.is(file) && !self.sealed.contains(base)
             });
         let below_active = at + group.replaces.len() < self.segments.len();
         (same && below_active && !self.flush_running && self.storage.exists(&self.dir))
             .then_some(at)
     }
 
-    fn swap_files(&self, group: &CleanedGroup<S::File>) -> io::Result<()> {
+    fn swap_files(&self, group: &CleanedGroup<S>) -> io::Result<()> {
         let base = group.segment.base_offset;
         let swap = swap_path(&self.dir, base, group.end);
         self.storage.rename(&cleaned_path(&self.dir, base), &swap)?;
@@ -493,8 +497,8 @@ impl<S: Storage> Log<S> {
 
 /// Adjacent sources grouped so each group fits one segment (`segment.bytes`, and offsets within
 /// the index's 32-bit relative range).
-fn group_sources<F, G>(
-    sources: &[SourceSegment<F>],
+fn group_sources<S: Storage, G: StorageFile>(
+    sources: &[SourceSegment<S>],
     segments: &[Segment<G>],
     segment_bytes: u64,
 ) -> Vec<Range<usize>> {
@@ -522,7 +526,7 @@ fn group_sources<F, G>(
 impl<S: Storage> CleaningPlan<S> {
     /// Builds the key map, then writes every group's cleaned copy. Temporary files are removed
     /// on failure.
-    pub async fn run(self) -> io::Result<Option<CleanedLog<S::File>>> {
+    pub async fn run(self) -> io::Result<Option<CleanedLog<S>>> {
         let Some((keys, dirty_end)) = self.build_key_map().await? else {
             return Ok(None);
         };
@@ -581,7 +585,8 @@ impl<S: Storage> CleaningPlan<S> {
         };
         let from = self.checkpoint.cleaned_to;
         for source in self.sources.iter().filter(|s| s.end > from) {
-            let mut reader = BatchReader::new(&*source.file, source.readable);
+            let file = source.file.get().await?;
+            let mut reader = BatchReader::new(&*file, source.readable);
             while let Some((header, batch)) = reader.next().await? {
                 if header.base_offset < from || is_aborted(&header, &self.aborted) {
                     continue;
@@ -616,12 +621,17 @@ impl<S: Storage> CleaningPlan<S> {
         let path = cleaned_path(&self.dir, first.base);
         let file = Rc::new(self.storage.open(&path).await?);
         file.truncate(0).await?;
-        let mut segment = Segment::new(first.base, Some(file.clone()), first.created_ms);
+        let mut segment = Segment::new(
+            first.base,
+            SegmentFile::Open(file.clone()),
+            first.created_ms,
+        );
         let mut buffer: Vec<u8> = Vec::new();
         let mut written = 0u64;
         let mut changed = group.len() > 1;
         for source in &self.sources[group] {
-            let mut reader = BatchReader::new(&*source.file, source.readable);
+            let source_file = source.file.get().await?;
+            let mut reader = BatchReader::new(&*source_file, source.readable);
             while let Some((header, batch)) = reader.next().await? {
                 let kept = self.clean_batch(&header, &batch, keys, opaque_seen);
                 let Some(kept) = kept else {
@@ -653,6 +663,7 @@ impl<S: Storage> CleaningPlan<S> {
         }
         file.sync_data().await?;
         segment.readable = written;
+        segment.finish_time_index();
         debug_assert_eq!(segment.size, written);
         Ok(Some(segment))
     }

@@ -5,11 +5,21 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::io::{BufferedFile, OpenOptions};
 
+use super::segment_files::SegmentFiles;
 use super::{Storage, StorageFile};
+use crate::limits;
+
+thread_local! {
+    /// This shard's open sealed-segment files: file descriptors are bounded per process, and a
+    /// shard is one thread.
+    static SEGMENT_FILES: Rc<SegmentFiles<UringFile>> =
+        Rc::new(SegmentFiles::new(limits::SEALED_SEGMENT_FILES_OPEN_MAX));
+}
 
 /// Files opened through glommio on the current shard's io_uring.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,18 +78,34 @@ impl StorageFile for UringFile {
     }
 }
 
+async fn open_with(path: &Path, create: bool) -> io::Result<UringFile> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .buffered_open(path)
+        .await
+        .map_err(to_io)?;
+    Ok(UringFile(file))
+}
+
 impl Storage for UringStorage {
     type File = UringFile;
 
     async fn open(&self, path: &Path) -> io::Result<UringFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .buffered_open(path)
-            .await
-            .map_err(to_io)?;
-        Ok(UringFile(file))
+        open_with(path, true).await
+    }
+
+    async fn open_existing(&self, path: &Path) -> io::Result<UringFile> {
+        open_with(path, false).await
+    }
+
+    fn file_size(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
+    }
+
+    fn segment_files(&self) -> Rc<SegmentFiles<UringFile>> {
+        SEGMENT_FILES.with(Rc::clone)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {

@@ -19,6 +19,7 @@ use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
 use super::segment::{self, EncodedIndexes, Segment};
+use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
@@ -78,6 +79,8 @@ pub type OnBatch<'a> = dyn FnMut(&BatchHeader, Option<ControlType>) -> Option<Ab
 /// A partition's log.
 pub struct Log<S: Storage> {
     storage: S,
+    /// The shard's open sealed-segment files.
+    files: Rc<SegmentFiles<S::File>>,
     dir: PathBuf,
     config: LogConfig,
     segments: Vec<Segment<S::File>>,
@@ -122,6 +125,8 @@ struct FlushTarget<F> {
 pub struct FlushDone<F> {
     opened: Vec<(Offset, Rc<F>)>,
     written: Vec<(Offset, u64)>,
+    /// Segments whose seal (data and index files synced) this round wrote.
+    sealed: Vec<Offset>,
     end: Offset,
 }
 
@@ -139,6 +144,7 @@ impl<S: Storage> FlushJob<S> {
     pub async fn run(self) -> io::Result<FlushDone<S::File>> {
         let mut opened = Vec::new();
         let mut written = Vec::new();
+        let mut sealed = Vec::new();
         let mut created_files = false;
         for target in self.targets {
             let file = match target.file {
@@ -163,6 +169,7 @@ impl<S: Storage> FlushJob<S> {
             if let Some(indexes) = target.seal {
                 write_indexes(&self.storage, &self.dir, target.base, indexes).await?;
                 created_files = true;
+                sealed.push(target.base);
             }
             written.push((target.base, target.written_to));
         }
@@ -187,6 +194,7 @@ impl<S: Storage> FlushJob<S> {
         Ok(FlushDone {
             opened,
             written,
+            sealed,
             end: self.end,
         })
     }
@@ -226,19 +234,19 @@ async fn write_indexes<S: Storage>(
 }
 
 /// One segment's part of a clean shutdown: base offset, file, encoded indexes.
-type SegmentClose<F> = (Offset, Rc<F>, EncodedIndexes);
+type SegmentClose<S> = (Offset, FileRef<S>, EncodedIndexes);
 
 /// The writes of a clean shutdown, run without borrowing the log.
 pub struct ClosePlan<S: Storage> {
     storage: S,
     dir: PathBuf,
-    files: Vec<SegmentClose<S::File>>,
+    files: Vec<SegmentClose<S>>,
 }
 
 impl<S: Storage> ClosePlan<S> {
     pub async fn run(self) -> io::Result<()> {
         for (base, file, indexes) in self.files {
-            file.sync_data().await?;
+            file.get().await?.sync_data().await?;
             write_indexes(&self.storage, &self.dir, base, indexes).await?;
         }
         self.storage.sync_dir(&self.dir)
@@ -246,10 +254,13 @@ impl<S: Storage> ClosePlan<S> {
 }
 
 /// Where a read starts: a file, a position to scan forward from, and how far is readable.
-pub struct ReadCursor<F> {
-    file: Rc<F>,
+pub struct ReadCursor<S: Storage> {
+    file: FileRef<S>,
     scan_from: u64,
     readable: u64,
+    /// Where the read goes on when this segment ends before the offset it wants (see
+    /// `Segment::next_offset_is_bound`).
+    then: Option<Box<ReadCursor<S>>>,
 }
 
 impl<S: Storage> Log<S> {
@@ -282,23 +293,34 @@ impl<S: Storage> Log<S> {
             .filter_map(|n| segment::parse_log_name(n))
             .collect();
         bases.sort();
+        let files = storage.segment_files();
         let mut report = RecoveryReport::default();
         let mut segments = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
-            let last = i + 1 == bases.len();
-            let file = Rc::new(storage.open(&segment::log_path(&dir, base)).await?);
-            let mut seg = Segment::new(base, Some(file), now_ms);
+            let next_base = bases.get(i + 1).copied();
+            let mut seg = Segment::new(base, SegmentFile::Unwritten, now_ms);
+            if let Some(next_base) = next_base.filter(|_| base < trusted_below) {
+                if load_sealed(&storage, &dir, &mut seg, next_base, &files).await? {
+                    segments.push(seg);
+                    continue;
+                }
+            }
             let intact = load_segment(
                 &storage,
                 &dir,
                 &mut seg,
                 &config,
                 trusted_below,
-                last,
+                next_base.is_none(),
                 &mut report,
                 on_batch,
             )
             .await?;
+            if intact && next_base.is_some() {
+                // Sealed: closed until a read wants it, so a restart holds no descriptor per
+                // segment.
+                seg.seal_file(&files, false);
+            }
             segments.push(seg);
             if !intact {
                 // Everything after a corrupt batch is gone, later segments included (as Kafka does).
@@ -314,7 +336,7 @@ impl<S: Storage> Log<S> {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::new(Offset(0), None, now_ms));
+            segments.push(Segment::new(Offset(0), SegmentFile::Unwritten, now_ms));
         }
         report.segments = segments.len();
         let end = segments
@@ -332,6 +354,7 @@ impl<S: Storage> Log<S> {
         let cleaner_checkpoint = cleaner::load_checkpoint(&storage, &dir).await;
         let log = Log {
             storage,
+            files,
             dir,
             config,
             segments,
@@ -482,9 +505,11 @@ impl<S: Storage> Log<S> {
 
     fn maybe_roll(&mut self, incoming: u64, last_offset_delta: i32, now_ms: i64) {
         if self.will_roll(incoming, last_offset_delta, now_ms) {
-            let active = self.segments.last().expect("active segment");
+            let active = self.segments.last_mut().expect("active segment");
+            active.finish_time_index();
             self.sealed.push(active.base_offset);
-            self.segments.push(Segment::new(self.end, None, now_ms));
+            self.segments
+                .push(Segment::new(self.end, SegmentFile::Unwritten, now_ms));
         }
     }
 
@@ -542,7 +567,7 @@ impl<S: Storage> Log<S> {
         if let Some(i) = targets.iter().position(|t| t.base == base) {
             return &mut targets[i];
         }
-        let file = self.segment(base).and_then(|s| s.file.clone());
+        let file = self.segment(base).and_then(|s| s.file.open_file());
         targets.push(FlushTarget {
             base,
             file,
@@ -577,12 +602,19 @@ impl<S: Storage> Log<S> {
         };
         for (base, file) in done.opened {
             if let Some(seg) = self.segments.iter_mut().find(|s| s.base_offset == base) {
-                seg.file = Some(file);
+                seg.file = SegmentFile::Open(file);
             }
         }
         for (base, written_to) in done.written {
             if let Some(seg) = self.segments.iter_mut().find(|s| s.base_offset == base) {
                 seg.readable = seg.readable.max(written_to);
+            }
+        }
+        for base in done.sealed {
+            if let Some(seg) = self.segments.iter_mut().find(|s| s.base_offset == base) {
+                seg.indexes_saved = true;
+                // Kept open in the cache: lagging readers are likely to want it next.
+                seg.seal_file(&self.files, true);
             }
         }
         assert!(
@@ -595,57 +627,81 @@ impl<S: Storage> Log<S> {
 
     /// Finds where to read `offset` from. `Ok(None)`: nothing readable there yet (at or past the
     /// high watermark). OFFSET_OUT_OF_RANGE outside log start..=log end.
-    pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S::File>>, ErrorCode> {
+    pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S>>, ErrorCode> {
         if offset < self.log_start || offset > self.end {
             return Err(ErrorCode::OffsetOutOfRange);
         }
         if offset >= self.high_watermark {
             return Ok(None);
         }
-        let mut i = self
+        let holding = self
             .segments
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
-        // Compaction may have emptied a segment, or its end: read on in the next one.
+        let i = self.first_reaching(holding, offset);
+        let seg = &self.segments[i];
+        // Its last batch may end before `offset`: then the read goes on in the next segment
+        // with records (whose first batch is the answer).
+        let then = if seg.next_offset_is_bound && i + 1 < self.segments.len() {
+            self.cursor_in(self.first_reaching(i + 1, offset), offset, None)
+                .map(Box::new)
+        } else {
+            None
+        };
+        Ok(self.cursor_in(i, offset, then))
+    }
+
+    /// The first segment from `i` on whose records may reach `offset`: compaction may have
+    /// emptied a segment, or its end.
+    fn first_reaching(&self, mut i: usize, offset: Offset) -> usize {
         while i + 1 < self.segments.len()
             && self.segments[i].next_offset <= offset.max(self.segments[i].base_offset)
         {
             i += 1;
         }
+        i
+    }
+
+    fn cursor_in(
+        &self,
+        i: usize,
+        offset: Offset,
+        then: Option<Box<ReadCursor<S>>>,
+    ) -> Option<ReadCursor<S>> {
         let seg = &self.segments[i];
-        let Some(file) = seg.file.clone() else {
-            return Ok(None);
-        };
-        Ok(Some(ReadCursor {
-            file,
+        Some(ReadCursor {
+            file: seg.file_ref(&self.storage, &self.dir)?,
             scan_from: seg.relative_lookup(offset),
             readable: seg.readable,
-        }))
+            then,
+        })
     }
 
     /// Where to scan for the first record with timestamp >= `target`, in the first segment whose
     /// records reach it; `None` if no readable record does.
-    pub fn cursor_for_timestamp(&self, target: i64) -> Option<ReadCursor<S::File>> {
+    pub fn cursor_for_timestamp(&self, target: i64) -> Option<ReadCursor<S>> {
         let seg = self
             .segments
             .iter()
             .find(|s| s.max_timestamp >= target && s.readable > 0)?;
         Some(ReadCursor {
-            file: seg.file.clone()?,
+            file: seg.file_ref(&self.storage, &self.dir)?,
             scan_from: seg.time_lookup(target),
             readable: seg.readable,
+            then: None,
         })
     }
 
-    /// What a clean shutdown must write: every segment synced, index files beside it.
+    /// What a clean shutdown must write: every segment synced, index files beside it (sealed
+    /// segments whose seal already did both are left alone, and stay closed).
     pub fn close_plan(&self) -> ClosePlan<S> {
         let files = self
             .segments
             .iter()
+            .filter(|s| s.file.open_file().is_some() || !s.indexes_saved)
             .filter_map(|s| {
-                s.file
-                    .clone()
-                    .map(|f| (s.base_offset, f, s.encode_indexes()))
+                let file = s.file_ref(&self.storage, &self.dir)?;
+                Some((s.base_offset, file, s.encode_indexes()))
             })
             .collect();
         ClosePlan {
@@ -767,18 +823,20 @@ impl<S: Storage> Log<S> {
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);
         }
         let seg = self.segments.last_mut().expect("one segment remains");
-        let Some(file) = seg.file.clone() else {
+        let Some(file) = seg.file_ref(&self.storage, &self.dir) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "segment file missing",
             ));
         };
-        let cursor = ReadCursor {
-            file: file.clone(),
-            scan_from: seg.relative_lookup(offset),
-            readable: seg.readable,
-        };
-        let position = match cursor.find_batch(|h| h.next_offset() > offset).await? {
+        // The segment becomes the active one again: it keeps its file open from here on.
+        let file = file.get().await?;
+        let scan_from = seg.relative_lookup(offset);
+        let found = find_batch(&*file, scan_from, seg.readable, |h| {
+            h.next_offset() > offset
+        })
+        .await?;
+        let position = match found {
             Some((position, header)) if header.base_offset == offset => position,
             Some(_) => {
                 return Err(io::Error::new(
@@ -790,7 +848,11 @@ impl<S: Storage> Log<S> {
         };
         file.truncate(position).await?;
         file.sync_data().await?;
-        let mut rebuilt = Segment::new(seg.base_offset, Some(file.clone()), seg.created_ms);
+        let mut rebuilt = Segment::new(
+            seg.base_offset,
+            SegmentFile::Open(file.clone()),
+            seg.created_ms,
+        );
         let mut report = RecoveryReport::default();
         scan_batches(
             &*file,
@@ -822,14 +884,15 @@ impl<S: Storage> Log<S> {
     }
 }
 
-impl<F: StorageFile> ReadCursor<F> {
+impl<S: Storage> ReadCursor<S> {
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least
-    /// that first batch, as Kafka does, so a large batch can never stall a consumer).
+    /// that first batch, as Kafka does, so a large batch can never stall a consumer). A sealed
+    /// segment's file is opened here, and held only while the read runs.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> io::Result<Bytes> {
-        let Some((position, len)) = self.locate(offset, max_bytes).await? else {
+        let Some((file, position, len)) = self.locate(offset, max_bytes).await? else {
             return Ok(Bytes::new());
         };
-        self.file.read_at(position, len).await
+        file.read_at(position, len).await
     }
 
     /// What `read` returns, but as a range of the segment file for the socket writer to sendfile
@@ -840,11 +903,11 @@ impl<F: StorageFile> ReadCursor<F> {
         max_bytes: usize,
         zero_copy_min_bytes: usize,
     ) -> io::Result<Payload> {
-        let Some((position, len)) = self.locate(offset, max_bytes).await? else {
+        let Some((file, position, len)) = self.locate(offset, max_bytes).await? else {
             return Ok(Payload::default());
         };
         if len >= zero_copy_min_bytes {
-            if let Some(fd) = self.file.dup_fd() {
+            if let Some(fd) = file.dup_fd() {
                 let range = FileRange {
                     file: Arc::new(fd),
                     offset: position,
@@ -855,62 +918,76 @@ impl<F: StorageFile> ReadCursor<F> {
                 }
             }
         }
-        Ok(Payload::Bytes(self.file.read_at(position, len).await?))
+        Ok(Payload::Bytes(file.read_at(position, len).await?))
     }
 
-    /// Where whole batches from the one holding `offset` start, and how many bytes to return: up
-    /// to `max_bytes`, but at least that first batch, as Kafka does, so a large batch can never
-    /// stall a consumer. `None` when no batch at or after `offset` is readable.
-    async fn locate(&self, offset: Offset, max_bytes: usize) -> io::Result<Option<(u64, usize)>> {
-        let Some((position, first)) = self.find_batch(|h| h.next_offset() > offset).await? else {
-            return Ok(None);
-        };
-        let available = self.readable - position;
-        let len = (max_bytes.max(first.total_bytes()) as u64).min(available);
-        Ok(Some((position, len as usize)))
+    /// The file, position and length of whole batches from the one holding `offset`: up to
+    /// `max_bytes`, but at least that first batch, as Kafka does, so a large batch can never
+    /// stall a consumer. Follows the cursor into the next segment when compaction emptied the
+    /// end of this one. `None` when no batch at or after `offset` is readable.
+    async fn locate(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> io::Result<Option<(Rc<S::File>, u64, usize)>> {
+        let mut cursor = self;
+        loop {
+            let file = cursor.file.get().await?;
+            let wanted = |h: &BatchHeader| h.next_offset() > offset;
+            if let Some((position, first)) =
+                find_batch(&*file, cursor.scan_from, cursor.readable, wanted).await?
+            {
+                let available = cursor.readable - position;
+                let len = (max_bytes.max(first.total_bytes()) as u64).min(available);
+                return Ok(Some((file, position, len as usize)));
+            }
+            match &cursor.then {
+                Some(next) => cursor = next,
+                None => return Ok(None),
+            }
+        }
     }
 
     /// The offset of the first record with timestamp >= `target` and that record's batch max timestamp.
     pub async fn find_timestamp(&self, target: i64) -> io::Result<Option<(Offset, i64)>> {
+        let file = self.file.get().await?;
         let mut from = self.scan_from;
         loop {
-            let cursor = ReadCursor {
-                file: self.file.clone(),
-                scan_from: from,
-                readable: self.readable,
-            };
-            let Some((position, header)) = cursor.find_batch(|h| h.max_timestamp >= target).await?
+            let wanted = |h: &BatchHeader| h.max_timestamp >= target;
+            let Some((position, header)) = find_batch(&*file, from, self.readable, wanted).await?
             else {
                 return Ok(None);
             };
-            let bytes = self.file.read_at(position, header.total_bytes()).await?;
+            let bytes = file.read_at(position, header.total_bytes()).await?;
             if let Some(offset) = batch::first_offset_at_or_after(&bytes, target) {
                 return Ok(Some((offset, header.max_timestamp)));
             }
             from = position + header.total_bytes() as u64;
         }
     }
+}
 
-    /// Scans batch headers from `scan_from` to the first batch matching `wanted`.
-    async fn find_batch(
-        &self,
-        wanted: impl Fn(&BatchHeader) -> bool,
-    ) -> io::Result<Option<(u64, BatchHeader)>> {
-        let mut position = self.scan_from;
-        while position + HEADER_BYTES as u64 <= self.readable {
-            let bytes = self.file.read_at(position, HEADER_BYTES).await?;
-            let header = BatchHeader::parse(&bytes).ok_or_else(|| corrupt("short header read"))?;
-            let size = header.total_bytes() as u64;
-            if size == 0 || position + size > self.readable {
-                return Err(corrupt("batch length runs past the readable end"));
-            }
-            if wanted(&header) {
-                return Ok(Some((position, header)));
-            }
-            position += size;
+/// Scans batch headers from `from` to the first batch matching `wanted`, below `readable`.
+async fn find_batch<F: StorageFile>(
+    file: &F,
+    from: u64,
+    readable: u64,
+    wanted: impl Fn(&BatchHeader) -> bool,
+) -> io::Result<Option<(u64, BatchHeader)>> {
+    let mut position = from;
+    while position + HEADER_BYTES as u64 <= readable {
+        let bytes = file.read_at(position, HEADER_BYTES).await?;
+        let header = BatchHeader::parse(&bytes).ok_or_else(|| corrupt("short header read"))?;
+        let size = header.total_bytes() as u64;
+        if size == 0 || position + size > readable {
+            return Err(corrupt("batch length runs past the readable end"));
         }
-        Ok(None)
+        if wanted(&header) {
+            return Ok(Some((position, header)));
+        }
+        position += size;
     }
+    Ok(None)
 }
 
 fn corrupt(what: &str) -> io::Error {
@@ -966,7 +1043,12 @@ async fn load_segment<S: Storage>(
     report: &mut RecoveryReport,
     on_batch: &mut OnBatch<'_>,
 ) -> io::Result<bool> {
-    let file = seg.file.clone().expect("opened");
+    let file = Rc::new(
+        storage
+            .open(&segment::log_path(dir, seg.base_offset))
+            .await?,
+    );
+    seg.file = SegmentFile::Open(file.clone());
     let size = file.size().await?;
     let mut scan_from = 0u64;
     let mut rescan = true;
@@ -979,9 +1061,7 @@ async fn load_segment<S: Storage>(
                 .last()
                 .map(|(o, _)| seg.base_offset.next(o as i64))
                 .unwrap_or(seg.base_offset);
-            seg.index = index;
-            seg.max_timestamp = time_index.last().map(|(t, _)| t).unwrap_or(-1);
-            seg.time_index = time_index;
+            seg.set_indexes(index, time_index);
             seg.aborted = load_txn_index(storage, dir, seg.base_offset).await?;
             seg.next_offset = start;
             seg.size = scan_from;
@@ -1020,6 +1100,32 @@ async fn load_segment<S: Storage>(
     Ok(true)
 }
 
+/// Loads a trusted sealed segment from its index files alone, without opening its log: its size
+/// from the directory, its end from the next segment's base (an upper bound: see
+/// `Segment::next_offset_is_bound`). False when the index files are missing or damaged.
+async fn load_sealed<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    seg: &mut Segment<S::File>,
+    next_base: Offset,
+    files: &Rc<SegmentFiles<S::File>>,
+) -> io::Result<bool> {
+    let base = seg.base_offset;
+    let size = storage.file_size(&segment::log_path(dir, base))?;
+    let Some((index, time_index)) = load_indexes(storage, dir, base, size).await? else {
+        return Ok(false);
+    };
+    seg.set_indexes(index, time_index);
+    seg.aborted = load_txn_index(storage, dir, base).await?;
+    seg.size = size;
+    seg.readable = size;
+    seg.next_offset = if size == 0 { base } else { next_base };
+    seg.next_offset_is_bound = size > 0;
+    seg.indexes_saved = true;
+    seg.file = SegmentFile::Sealed(files.seal(None));
+    Ok(true)
+}
+
 /// A trusted segment's aborted transactions (none when it has no txn index file).
 async fn load_txn_index<S: Storage>(
     storage: &S,
@@ -1052,7 +1158,7 @@ async fn load_indexes<S: Storage>(
 /// end of the last valid batch. A batch is valid when it is complete, continues the offsets,
 /// and (with `verify`) passes the CRC check.
 #[allow(clippy::too_many_arguments)]
-async fn scan_batches<F: StorageFile, G>(
+async fn scan_batches<F: StorageFile, G: StorageFile>(
     file: &F,
     seg: &mut Segment<G>,
     config: &LogConfig,

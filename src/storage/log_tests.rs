@@ -85,6 +85,11 @@ fn flush(log: &mut Log<MemStorage>) -> Result<Offset, ErrorCode> {
 
 /// Reads every offset below the high watermark and checks the first batch returned holds it.
 fn check_reads(log: &Log<MemStorage>, model: &Model) {
+    check_reads_then(log, model, || {});
+}
+
+/// `check_reads`, calling `after_each` after every read.
+fn check_reads_then(log: &Log<MemStorage>, model: &Model, mut after_each: impl FnMut()) {
     for &(base, count, _) in &model.batches {
         if base >= log.high_watermark() {
             break;
@@ -96,6 +101,7 @@ fn check_reads(log: &Log<MemStorage>, model: &Model) {
                 batch::check_batch(&bytes[..BatchHeader::parse(&bytes).unwrap().total_bytes()])
                     .unwrap();
             assert_eq!(header.base_offset, base, "reading {offset}");
+            after_each();
         }
     }
 }
@@ -528,4 +534,103 @@ fn delete_records_moves_the_start_inside_a_segment_and_survives_reopen() {
     assert_eq!(reopened.log_start(), target);
     let (clean, _) = open(&storage, true);
     assert_eq!(clean.log_start(), target);
+}
+
+/// A log of many sealed segments on a disk whose sealed-file cache holds `open_max` files.
+fn many_segments(open_max: usize, seed: u64) -> (MemStorage, Log<MemStorage>, Model) {
+    let storage = MemStorage::with_sealed_files_open_max(open_max);
+    let (mut log, _) = open(&storage, false);
+    let mut model = Model::default();
+    let mut rng = Rng(seed);
+    for i in 0..300 {
+        append_random(&mut log, &mut model, &mut rng, 1000 + i);
+        if rng.below(4) == 0 {
+            flush(&mut log).unwrap();
+        }
+    }
+    flush(&mut log).unwrap();
+    assert!(log.segment_count() > 10, "seed {seed}: small segments roll");
+    (storage, log, model)
+}
+
+#[test]
+fn sealed_segments_read_back_through_a_cache_of_two_files() {
+    for seed in 1..10 {
+        let (storage, log, model) = many_segments(2, seed);
+        // The cache's two plus the active segment's file, after every flush and every read.
+        assert!(storage.open_files() <= 3);
+        check_reads_then(&log, &model, || {
+            assert!(
+                storage.open_files() <= 3,
+                "seed {seed}: {} open",
+                storage.open_files()
+            );
+        });
+        assert_eq!(storage.segment_files().open_count(), 2);
+    }
+}
+
+#[test]
+fn deleted_segments_leave_the_cache_and_close_their_files() {
+    let (storage, mut log, model) = many_segments(4, 3);
+    check_reads(&log, &model);
+    assert_eq!(storage.open_files(), 5);
+    let active_base = log.segments.last().unwrap().base_offset;
+    let (start, _) = log.advance_log_start(active_base).unwrap();
+    assert_eq!(start, active_base);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(storage.segment_files().open_count(), 0);
+    assert_eq!(storage.open_files(), 1, "only the active segment's file");
+}
+
+#[test]
+fn reopen_after_a_crash_opens_only_the_segments_it_must_scan() {
+    for seed in 1..10 {
+        let (storage, log, model) = many_segments(2, seed);
+        let segments = log.segment_count();
+        let active_base = log.segments.last().unwrap().base_offset;
+        let end = log.end();
+        storage.crash(|_, n| n);
+        drop(log);
+        assert_eq!(storage.open_files(), 0);
+        // As after a roll snapshot at the active segment's base: the sealed ones are trusted.
+        let (log, report) = block_on(Log::open(
+            storage.clone(),
+            dir(),
+            small_config(),
+            active_base,
+            0,
+            &mut |_, _| None,
+        ))
+        .expect("reopen");
+        assert_eq!((log.segment_count(), log.end()), (segments, end));
+        assert_eq!(
+            report.rebuilt_indexes, 1,
+            "seed {seed}: only the active one is scanned"
+        );
+        assert_eq!(
+            storage.open_files(),
+            1,
+            "seed {seed}: only the active file is open"
+        );
+        check_reads_then(&log, &model, || assert!(storage.open_files() <= 3));
+        let ts = model.batches[0].2;
+        let cursor = log
+            .cursor_for_timestamp(ts)
+            .expect("a sealed segment holds it");
+        let (offset, _) = block_on(cursor.find_timestamp(ts)).unwrap().unwrap();
+        assert_eq!(offset, Offset(0));
+    }
+}
+
+#[test]
+fn reopen_after_a_clean_stop_opens_only_the_active_segment() {
+    let (storage, log, model) = many_segments(2, 5);
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    assert_eq!(storage.open_files(), 0);
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.rebuilt_indexes, 0);
+    assert_eq!(storage.open_files(), 1, "only the active file is open");
+    check_reads_then(&log, &model, || assert!(storage.open_files() <= 3));
 }

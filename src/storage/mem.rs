@@ -2,7 +2,7 @@
 //! "crash" (drop every unsynced byte, or keep a torn prefix of it) and inject write or sync
 //! failures. Single-threaded, like a shard.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::segment_files::SegmentFiles;
 use super::{Storage, StorageFile};
+use crate::limits;
 
 #[derive(Debug, Default, Clone)]
 struct FileState {
@@ -29,10 +31,20 @@ struct Disk {
     fail_syncs: bool,
 }
 
-/// An in-memory disk shared by the handles a test clones from it.
-#[derive(Debug, Clone, Default)]
+/// An in-memory disk shared by the handles a test clones from it, with its own cache of open
+/// sealed-segment files (a shard's, in the broker).
+#[derive(Debug, Clone)]
 pub struct MemStorage {
     disk: Rc<RefCell<Disk>>,
+    segment_files: Rc<SegmentFiles<MemFile>>,
+    /// Handles open now, like a process's file descriptors.
+    open_files: Rc<Cell<usize>>,
+}
+
+impl Default for MemStorage {
+    fn default() -> Self {
+        MemStorage::with_sealed_files_open_max(limits::SEALED_SEGMENT_FILES_OPEN_MAX)
+    }
 }
 
 /// A handle to one simulated file.
@@ -40,6 +52,13 @@ pub struct MemStorage {
 pub struct MemFile {
     disk: Rc<RefCell<Disk>>,
     inode: Inode,
+    open_files: Rc<Cell<usize>>,
+}
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        self.open_files.set(self.open_files.get() - 1);
+    }
 }
 
 fn injected(what: &str) -> io::Error {
@@ -47,6 +66,29 @@ fn injected(what: &str) -> io::Error {
 }
 
 impl MemStorage {
+    /// An empty disk whose sealed-segment file cache keeps at most `max` files open.
+    pub fn with_sealed_files_open_max(max: usize) -> Self {
+        MemStorage {
+            disk: Rc::default(),
+            segment_files: Rc::new(SegmentFiles::new(max)),
+            open_files: Rc::default(),
+        }
+    }
+
+    /// Files open now (handles not yet dropped).
+    pub fn open_files(&self) -> usize {
+        self.open_files.get()
+    }
+
+    fn handle(&self, inode: Inode) -> MemFile {
+        self.open_files.set(self.open_files.get() + 1);
+        MemFile {
+            disk: self.disk.clone(),
+            inode,
+            open_files: self.open_files.clone(),
+        }
+    }
+
     /// Makes every later write fail (a full disk), or stop failing.
     pub fn fail_writes(&self, fail: bool) {
         self.disk.borrow_mut().fail_writes = fail;
@@ -143,10 +185,27 @@ impl Storage for MemStorage {
             .entry(path.to_path_buf())
             .or_default()
             .clone();
-        Ok(MemFile {
-            disk: self.disk.clone(),
-            inode,
-        })
+        Ok(self.handle(inode))
+    }
+
+    async fn open_existing(&self, path: &Path) -> io::Result<MemFile> {
+        let inode = self.disk.borrow().files.get(path).cloned();
+        let inode = inode.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        Ok(self.handle(inode))
+    }
+
+    fn file_size(&self, path: &Path) -> io::Result<u64> {
+        let disk = self.disk.borrow();
+        let file = disk
+            .files
+            .get(path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        let len = file.borrow().data.len();
+        Ok(len as u64)
+    }
+
+    fn segment_files(&self) -> Rc<SegmentFiles<MemFile>> {
+        self.segment_files.clone()
     }
 
     fn create_dir_all(&self, _path: &Path) -> io::Result<()> {

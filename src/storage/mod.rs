@@ -13,12 +13,16 @@ pub mod mem;
 pub mod payload;
 pub mod records;
 pub mod segment;
+pub mod segment_files;
 pub mod txn_index;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::Bytes;
+
+use segment_files::SegmentFiles;
 
 /// One open file: positional reads and writes, fdatasync, truncate.
 ///
@@ -44,6 +48,13 @@ pub trait Storage: Clone + 'static {
     type File: StorageFile;
     /// Opens a file for reading and writing, creating it if missing.
     async fn open(&self, path: &Path) -> io::Result<Self::File>;
+    /// Opens a file that must exist (NotFound otherwise): a sealed segment deleted meanwhile
+    /// must not come back as an empty file.
+    async fn open_existing(&self, path: &Path) -> io::Result<Self::File>;
+    /// A file's length, without opening it.
+    fn file_size(&self, path: &Path) -> io::Result<u64>;
+    /// The calling shard's cache of open sealed-segment files.
+    fn segment_files(&self) -> Rc<SegmentFiles<Self::File>>;
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     fn exists(&self, path: &Path) -> bool;

@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use super::batch::BatchHeader;
 use super::index::{OffsetIndex, TimeIndex};
+use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
+use super::{Storage, StorageFile};
 use crate::types::Offset;
 
 /// Kafka's file name for a segment: the base offset as 20 digits.
@@ -51,21 +53,30 @@ pub fn parse_log_name(name: &str) -> Option<Offset> {
 
 /// A segment's in-memory state.
 #[derive(Debug)]
-pub struct Segment<F> {
+pub struct Segment<F: StorageFile> {
     pub base_offset: Offset,
-    /// The open `.log` file; `None` between a roll and the flush that creates the file.
-    pub file: Option<Rc<F>>,
+    /// The `.log` file: open (active), opened on demand (sealed), or not created yet.
+    pub file: SegmentFile<F>,
     /// Bytes appended, including those not yet written.
     pub size: u64,
     /// Bytes at or below the high watermark: what fetches may read.
     pub readable: u64,
     /// Offset after the last appended batch.
     pub next_offset: Offset,
+    /// Whether `next_offset` is only an upper bound (the next segment's base): recovery loaded
+    /// the segment from its index files without reading its last batch. Exact but for a
+    /// compacted segment whose last batches were dropped.
+    pub next_offset_is_bound: bool,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
+    /// Whether the index files on disk hold `index`, `time_index` and `aborted` (a clean stop
+    /// then need not write them again).
+    pub indexes_saved: bool,
     bytes_since_index: u64,
-    /// Largest batch max-timestamp in the segment (-1 when empty).
+    /// Largest batch max-timestamp in the segment (-1 when empty)...
     pub max_timestamp: i64,
+    /// ...and the relative offset of the batch that reached it.
+    max_timestamp_at: u32,
     /// When the segment was created, for `segment.ms` rolls.
     pub created_ms: i64,
     /// Transactions aborted by markers in this segment.
@@ -80,20 +91,62 @@ pub struct EncodedIndexes {
     pub txn_index: Vec<u8>,
 }
 
-impl<F> Segment<F> {
-    pub fn new(base_offset: Offset, file: Option<Rc<F>>, created_ms: i64) -> Self {
+impl<F: StorageFile> Segment<F> {
+    pub fn new(base_offset: Offset, file: SegmentFile<F>, created_ms: i64) -> Self {
         Segment {
             base_offset,
             file,
             size: 0,
             readable: 0,
             next_offset: base_offset,
+            next_offset_is_bound: false,
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
+            indexes_saved: false,
             bytes_since_index: 0,
             max_timestamp: -1,
+            max_timestamp_at: 0,
             created_ms,
             aborted: Vec::new(),
+        }
+    }
+
+    /// How a read reaches the file (`None` while it is not created yet).
+    pub fn file_ref<S: Storage<File = F>>(&self, storage: &S, dir: &Path) -> Option<FileRef<S>> {
+        match &self.file {
+            SegmentFile::Unwritten => None,
+            SegmentFile::Open(file) => Some(FileRef::Open(file.clone())),
+            SegmentFile::Sealed(sealed) => {
+                Some(sealed.file_ref(storage, log_path(dir, self.base_offset)))
+            }
+        }
+    }
+
+    /// Takes the entries (and the largest timestamp) from index files read back.
+    pub fn set_indexes(&mut self, index: OffsetIndex, time_index: TimeIndex) {
+        if let Some((timestamp, at)) = time_index.last() {
+            self.max_timestamp = timestamp;
+            self.max_timestamp_at = at;
+        }
+        self.index = index;
+        self.time_index = time_index;
+    }
+
+    /// Hands an open file to the shard's cache now that the segment is sealed and durable:
+    /// reads open it on demand from here on. `keep_open` leaves it open as just used.
+    pub fn seal_file(&mut self, files: &Rc<SegmentFiles<F>>, keep_open: bool) {
+        if let SegmentFile::Open(file) = &self.file {
+            let file = keep_open.then(|| file.clone());
+            self.file = SegmentFile::Sealed(files.seal(file));
+        }
+    }
+
+    /// Called once no more batches come: the time index gets the segment's largest timestamp,
+    /// so recovery can take it from the index file without reading the segment.
+    pub fn finish_time_index(&mut self) {
+        if self.max_timestamp >= 0 {
+            self.time_index
+                .push(self.max_timestamp, self.max_timestamp_at);
         }
     }
 
@@ -128,6 +181,7 @@ impl<F> Segment<F> {
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
             let relative = self.relative(header.base_offset);
+            self.max_timestamp_at = relative;
             if position == 0 || self.bytes_since_index == 0 {
                 self.time_index.push(header.max_timestamp, relative);
             }
