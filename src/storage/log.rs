@@ -98,6 +98,9 @@ pub struct Log<S: Storage> {
     /// Producer-state snapshots taken at rolls, written by the next flush: (new segment base, bytes).
     roll_snapshots: Vec<(Offset, Vec<u8>)>,
     flush_running: bool,
+    /// Segments the running flush writes to or seals: retention must not delete them under it
+    /// (it would write index files for a segment that no longer exists).
+    flushing: Vec<Offset>,
     failed: bool,
     /// How far compaction got, and when it first saw each stretch of tombstones.
     cleaner_checkpoint: cleaner::CleanerCheckpoint,
@@ -367,6 +370,7 @@ impl<S: Storage> Log<S> {
             messages_unsynced: 0,
             roll_snapshots: Vec::new(),
             flush_running: false,
+            flushing: Vec::new(),
             failed: false,
             cleaner_checkpoint,
         };
@@ -541,6 +545,7 @@ impl<S: Storage> Log<S> {
             target.seal = Some(seal);
         }
         targets.sort_by_key(|t| t.base);
+        self.flushing = targets.iter().map(|t| t.base).collect();
         let sync = match self.config.flush {
             FlushPolicy::Durable => true,
             FlushPolicy::EveryMessages(n) => self.messages_unsynced >= n,
@@ -589,6 +594,7 @@ impl<S: Storage> Log<S> {
         result: io::Result<FlushDone<S::File>>,
     ) -> Result<Offset, ErrorCode> {
         self.flush_running = false;
+        self.flushing.clear();
         let done = match result {
             Ok(done) => done,
             Err(err) => {
@@ -718,8 +724,7 @@ impl<S: Storage> Log<S> {
     /// returns how many segments went.
     pub fn apply_retention(&mut self, now_ms: i64) -> usize {
         let below_start = self.remove_segments_below_start();
-        // A running flush may be sealing the oldest segment: try again next round.
-        if self.flush_running || !self.config.cleanup_delete {
+        if !self.config.cleanup_delete {
             return below_start;
         }
         self.apply_time_and_size_retention(now_ms) + below_start
@@ -731,7 +736,7 @@ impl<S: Storage> Log<S> {
         let mut expired = 0;
         for seg in &self.segments[..self.segments.len() - 1] {
             let fully_durable =
-                seg.next_offset <= self.high_watermark && !self.sealed.contains(&seg.base_offset);
+                seg.next_offset <= self.high_watermark && !self.is_being_sealed(seg.base_offset);
             let too_old = self.config.retention_ms > 0
                 && seg.max_timestamp >= 0
                 && now_ms - seg.max_timestamp > self.config.retention_ms;
@@ -757,17 +762,19 @@ impl<S: Storage> Log<S> {
         expired
     }
 
+    /// Whether a flush has yet to finish writing to or sealing the segment: rolled since the last
+    /// flush started, or part of the running one. Retention leaves such a segment for a later
+    /// round, without waiting for a moment when no flush runs (under steady load there is none).
+    fn is_being_sealed(&self, base: Offset) -> bool {
+        self.sealed.contains(&base) || self.flushing.contains(&base)
+    }
+
     /// Deletes the whole segments that lie below the log start (never the active one, nor one a
     /// flush is still sealing: those go at a later call). Returns how many went.
     pub fn remove_segments_below_start(&mut self) -> usize {
-        if self.flush_running {
-            return 0;
-        }
         let below = self.segments[..self.segments.len() - 1]
             .iter()
-            .take_while(|s| {
-                s.next_offset <= self.log_start && !self.sealed.contains(&s.base_offset)
-            })
+            .take_while(|s| s.next_offset <= self.log_start && !self.is_being_sealed(s.base_offset))
             .count();
         for seg in self.segments.drain(..below) {
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);

@@ -495,6 +495,65 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
 }
 
 #[test]
+fn retention_runs_while_a_flush_is_in_flight_but_spares_what_it_writes() {
+    // Under steady produce load a flush is nearly always running: retention must not wait for a
+    // moment without one, only leave alone the segments that flush writes or seals.
+    let storage = MemStorage::default();
+    let mut config = small_config();
+    config.retention_ms = 1000;
+    let (mut log, _) = block_on(Log::open(
+        storage.clone(),
+        dir(),
+        config.clone(),
+        Offset(0),
+        0,
+        &mut |_, _| None,
+    ))
+    .unwrap();
+    let (mut model, mut rng) = (Model::default(), Rng(5));
+    for i in 0..100 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    let durable_segments = log.segment_count();
+    // More appends roll into new segments; their flush starts and is still running.
+    for i in 100..200 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    let in_flight = log.take_flush().expect("a flush to run");
+    let deleted = log.apply_retention(5_000);
+    assert_eq!(
+        deleted,
+        durable_segments - 1,
+        "every durable, sealed segment goes; the one the flush seals stays"
+    );
+    let result = block_on(in_flight.run());
+    log.complete_flush(result).unwrap();
+    let remaining = Model {
+        batches: model
+            .batches
+            .iter()
+            .filter(|(o, _, _)| *o >= log.log_start())
+            .cloned()
+            .collect(),
+    };
+    check_reads(&log, &remaining);
+    assert!(log.apply_retention(5_000) > 0, "the rest goes once sealed");
+    assert_eq!(log.segment_count(), 1);
+    drop(log);
+    let (reopened, _) = block_on(Log::open(
+        storage,
+        dir(),
+        config,
+        Offset(0),
+        0,
+        &mut |_, _| None,
+    ))
+    .unwrap();
+    assert_eq!(reopened.segment_count(), 1, "deleted segments stay deleted");
+}
+
+#[test]
 fn delete_records_moves_the_start_inside_a_segment_and_survives_reopen() {
     let storage = MemStorage::default();
     let (mut log, _) = open(&storage, false);
