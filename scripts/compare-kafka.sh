@@ -3,8 +3,10 @@
 # (`sluice bench`, librdkafka) against each broker in turn, fresh data dirs every round, a warm-up
 # before the measured runs, several rounds; prints medians, min-max and ratios.
 #
-#   scripts/compare-kafka.sh [--workloads P1,P2,P3,P4] [--rounds N] [--records N]
-#                            [--p3-duration SECS] [--backlog-mb MB]
+#   scripts/compare-kafka.sh [--workloads P1,P2,P3,P4,P5,P7] [--rounds N] [--records N]
+#                            [--p3-duration SECS] [--backlog-mb MB] [--p5-partitions N]
+#                            [--p5-duration SECS] [--p5-heap SIZE] [--p7-duration SECS]
+#                            [--p7-rate N]
 #
 # Workloads (1 KiB records, acks=all; Sluice fsyncs before every acknowledgement):
 #   P1  produce to 16 partitions as fast as possible, --records records (default 200000);
@@ -18,9 +20,23 @@
 #   P4  catch-up consume of a --backlog-mb MB backlog (default 1000) in 16 partitions, written
 #       just before (so in the page cache, for both brokers). Target: >= 1.2x Kafka's MB/s and
 #       >= 0.7x what one loopback TCP connection carries (`sluice bench loopback`, same bytes).
+#   P5  memory, each broker freshly started on its own: idle RSS (VmRSS of the broker process,
+#       Kafka's java, after 10 s of settling), then a topic of --p5-partitions partitions
+#       (default 10000; the time until every partition answers is reported) written with 100 B
+#       round-robin keyed records at one record/s per partition for --p5-duration seconds
+#       (default 30) and the RSS in the last second of that load. Kafka runs with
+#       -Xms/-Xmx --p5-heap (default 1G). Targets: idle RSS <= 0.1x Kafka's; per partition
+#       ((loaded - idle) / partitions) <= 20 KiB.
+#   P7  many producers: 50 producer connections, random keys over 100 partitions, 1 KiB, acks=all,
+#       for --p7-duration seconds (default 30), as fast as they go or at --p7-rate records/s in
+#       all; msgs/s and p99 delivery latency.
+#
+# A long run crossing retention (segments rolled and deleted while latency is measured) is
+# scripts/soak.sh.
 #
 # Environment: SLUICE_CORES (Sluice's shards, default all cores), GENERATOR_CPUS (pin the load
-# generator, e.g. 4-7: keep it off the shards' cores 0..N-1 when the machine has spare cores).
+# generator, e.g. 4-7: keep it off the shards' cores 0..N-1 when the machine has spare cores),
+# SLUICE_BIN (use this sluice binary instead of building one; the build honours CARGO_TARGET_DIR).
 # Needs Java 17+, python3 and Maven (Kafka comes from Maven Central into scripts/kafka/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +47,12 @@ records=200000
 p3_duration=60
 p3_warmup=15
 backlog_mb=1000
+p5_partitions=10000
+p5_duration=30
+p5_heap=1G
+p5_settle=10
+p7_duration=30
+p7_rate=""
 while [ $# -gt 0 ]; do
     case $1 in
         --workloads) workloads=$2 ;;
@@ -38,6 +60,11 @@ while [ $# -gt 0 ]; do
         --records) records=$2 ;;
         --p3-duration) p3_duration=$2 ;;
         --backlog-mb) backlog_mb=$2 ;;
+        --p5-partitions) p5_partitions=$2 ;;
+        --p5-duration) p5_duration=$2 ;;
+        --p5-heap) p5_heap=$2 ;;
+        --p7-duration) p7_duration=$2 ;;
+        --p7-rate) p7_rate=$2 ;;
         *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
     esac
     shift 2
@@ -46,20 +73,34 @@ selected() { [[ ",$workloads," == *",$1,"* ]]; }
 cores=${SLUICE_CORES:-$(nproc)}
 backlog_records=$((backlog_mb * 1000000 / 1024))
 
-cargo build -q --release
-sluice=target/release/sluice
+if [ -n "${SLUICE_BIN:-}" ]; then
+    sluice=$SLUICE_BIN
+else
+    cargo build -q --release
+    sluice=${CARGO_TARGET_DIR:-target}/release/sluice
+fi
 generator=()
 [ -n "${GENERATOR_CPUS:-}" ] && generator=(--cpus "$GENERATOR_CPUS")
 source scripts/kafka/kafka.sh
 fetch_kafka
 results=$(mktemp -d)
-trap 'rm -rf "$results"' EXIT
+sluice_pid="" sluice_dir=""
+# Whatever a failed or interrupted run leaves: a broker still running, its data dir.
+cleanup() {
+    if [ -n "$sluice_pid" ]; then kill "$sluice_pid" 2>/dev/null || true; wait "$sluice_pid" 2>/dev/null || true; fi
+    [ -n "$sluice_dir" ] && rm -rf "$sluice_dir"
+    stop_kafka
+    rm -rf "$results"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 bench() { "$sluice" bench "$@" "${generator[@]}" --json; } # prints one JSON object
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 add() { echo "$3" >> "$results/$1.$2"; } # broker, metric, value
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; } # resident set of a process, KiB
 
 # Runs the selected workloads against the broker at $1, recording under the name $2; $3 lists
 # the workloads this broker takes part in.
@@ -82,6 +123,51 @@ run_workloads() {
         json=$(bench consume --bootstrap "$bootstrap" --records "$backlog_records" --size 1024 --partitions 16)
         add "$name" P4 "$(field mb_per_sec <<<"$json")"
     fi
+    if [[ $mine == *P7* ]]; then
+        json=$(bench produce --bootstrap "$bootstrap" --producers 50 --keys random --partitions 100 \
+            --size 1024 --acks all --duration "$p7_duration" ${p7_rate:+--rate "$p7_rate"})
+        add "$name" P7 "$(field msgs_per_sec <<<"$json")"
+        add "$name" P7_p99 "$(field p99_ms <<<"$json")"
+    fi
+}
+
+# P5 against the freshly started broker process $1 listening at $2, recorded under the name $3.
+p5() {
+    local pid=$1 bootstrap=$2 name=$3 idle loaded=0 start count json bench_pid
+    sleep "$p5_settle"
+    idle=$(rss_kib "$pid")
+    # Kafka's controller refuses an operation of more than 10,000 metadata records (a topic of
+    # 10,000 partitions is 10,001), so the topic grows by at most 5,000 partitions a request, the
+    # same for both brokers. Kafka also answers before its partitions exist (the broker creates
+    # them as it replays the metadata log): ready is when describe finds a leader and offsets
+    # for every partition.
+    start=$(date +%s.%N)
+    count=$((p5_partitions < 5000 ? p5_partitions : 5000))
+    "$sluice" topic create p5 --partitions "$count" --bootstrap "$bootstrap" >/dev/null
+    while [ "$count" -lt "$p5_partitions" ]; do
+        count=$((count + 5000 < p5_partitions ? count + 5000 : p5_partitions))
+        "$sluice" topic add-partitions p5 --count "$count" --bootstrap "$bootstrap" >/dev/null
+    done
+    local deadline=$((SECONDS + 900))
+    until "$sluice" topic describe p5 --bootstrap "$bootstrap" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || { echo "P5 on $name: partitions not ready in 900 s" >&2; return 1; }
+        sleep 0.5
+    done
+    add "$name" P5_create "$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$(date +%s.%N)")"
+    # One record/s per partition; the RSS is sampled every second while the load runs and the
+    # last sample kept.
+    bench produce --bootstrap "$bootstrap" --topic p5 --partitions "$p5_partitions" \
+        --rate "$p5_partitions" --duration "$p5_duration" --size 100 --keys round-robin \
+        > "$results/p5.json" &
+    bench_pid=$!
+    while kill -0 "$bench_pid" 2>/dev/null; do loaded=$(rss_kib "$pid"); sleep 1; done
+    wait "$bench_pid" || echo "P5 on $name: some records failed (the RSS still counts)" >&2
+    json=$(cat "$results/p5.json")
+    add "$name" P5_idle "$(python3 -c "import sys; print(int(sys.argv[1]) / 1024)" "$idle")"
+    add "$name" P5_loaded "$(python3 -c "import sys; print(int(sys.argv[1]) / 1024)" "$loaded")"
+    add "$name" P5_per_partition "$(python3 -c "import sys; print((int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]))" "$idle" "$loaded" "$p5_partitions")"
+    add "$name" P5_msgs "$(field msgs_per_sec <<<"$json")"
+    add "$name" P5_p99 "$(field p99_ms <<<"$json")"
 }
 
 run_kafka() { # $1: name, $2: workloads, $3: extra server.properties line
@@ -90,40 +176,58 @@ run_kafka() { # $1: name, $2: workloads, $3: extra server.properties line
     stop_kafka
 }
 
-run_sluice() { # $1: workloads
-    local dir port pid
-    dir=$(mktemp -d); port=$(free_port)
-    "$sluice" serve --listen "127.0.0.1:$port" --data-dir "$dir" --cores "$cores" \
+start_sluice() { # sets $sluice_dir, $sluice_port, $sluice_pid
+    sluice_dir=$(mktemp -d); sluice_port=$(free_port)
+    "$sluice" serve --listen "127.0.0.1:$sluice_port" --data-dir "$sluice_dir" --cores "$cores" \
         --set sluice.admin.listen=127.0.0.1:0 2>/dev/null &
-    pid=$!
-    wait_port "$port"
+    sluice_pid=$!
+    wait_port "$sluice_port"
     sleep 0.2
-    run_workloads "127.0.0.1:$port" sluice "$1"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-    rm -rf "$dir"
+}
+
+stop_sluice() {
+    kill "$sluice_pid"; wait "$sluice_pid" 2>/dev/null || true
+    rm -rf "$sluice_dir"
+    sluice_pid="" sluice_dir=""
+}
+
+run_sluice() { # $1: workloads
+    start_sluice
+    run_workloads "127.0.0.1:$sluice_port" sluice "$1"
+    stop_sluice
 }
 
 # Which workloads each broker setting runs: Sluice's P1 run serves P2 too.
 on_sluice="" on_kafka=""
-for w in P1 P3 P4; do selected "$w" && on_kafka+="$w "; done
+for w in P1 P3 P4 P7; do selected "$w" && on_kafka+="$w "; done
 selected P1 || selected P2 && on_sluice+="P1 "
 selected P3 && on_sluice+="P3 "
 selected P4 && on_sluice+="P4 "
+selected P7 && on_sluice+="P7 "
 
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r/$rounds" >&2
-    run_sluice "$on_sluice"
+    [ -n "$on_sluice" ] && run_sluice "$on_sluice"
     [ -n "$on_kafka" ] && run_kafka kafka "$on_kafka" ''
     selected P2 && run_kafka kafka_flush P1 'log.flush.interval.messages=1'
     if selected P4; then
         add loopback P4 "$(bench loopback --records "$backlog_records" --size 1024 | field mb_per_sec)"
     fi
+    if selected P5; then # each broker on its own, freshly started
+        start_sluice
+        p5 "$sluice_pid" "127.0.0.1:$sluice_port" sluice
+        stop_sluice
+        start_kafka "$p5_heap"
+        p5 "$kafka_pid" "127.0.0.1:$kafka_port" kafka
+        stop_kafka
+    fi
 done
 
 # The table: medians (min-max) of each metric's rounds, and the ratio of the medians.
-python3 - "$results" "$workloads" "$rounds" "$records" "$p3_duration" "$backlog_mb" "$cores" <<'PY'
+python3 - "$results" "$workloads" "$rounds" "$records" "$p3_duration" "$backlog_mb" "$cores" \
+    "$p5_partitions" "$p5_duration" "$p5_heap" "$p7_duration" "$p7_rate" <<'PY'
 import os, statistics, sys
-results, workloads, rounds, records, p3, backlog, cores = sys.argv[1:]
+results, workloads, rounds, records, p3, backlog, cores, p5n, p5d, p5heap, p7d, p7rate = sys.argv[1:]
 workloads = workloads.split(",")
 
 def values(name):
@@ -154,6 +258,18 @@ if "P3" in workloads:
 if "P4" in workloads:
     row(f"P4 catch-up consume of {backlog} MB, 16 partitions", "MB/s", "sluice.P4", "kafka.P4", "", 0, ">= 1.2x")
     row(f"P4 vs one loopback TCP connection", "MB/s", "sluice.P4", "loopback.P4", "loopback ", 0, ">= 0.7x")
+if "P5" in workloads:
+    n = int(p5n)
+    row(f"P5 idle RSS (Kafka -Xms{p5heap} -Xmx{p5heap})", "MiB", "sluice.P5_idle", "kafka.P5_idle", "", 1, "<= 0.1x")
+    row(f"P5 RSS, {n:,} partitions at {n:,} records/s of 100 B in all, {p5d} s", "MiB", "sluice.P5_loaded", "kafka.P5_loaded", "", 1, "")
+    row(f"P5 (RSS loaded - idle) / {n:,} partitions", "KiB", "sluice.P5_per_partition", "kafka.P5_per_partition", "", 1, "Sluice <= 20 KiB")
+    row(f"P5 topic create until every partition answers", "s", "sluice.P5_create", "kafka.P5_create", "", 1, "")
+    row(f"P5 load achieved (same runs)", "msgs/s", "sluice.P5_msgs", "kafka.P5_msgs", "", 0, "")
+    row(f"P5 delivery latency (same runs)", "p99 ms", "sluice.P5_p99", "kafka.P5_p99", "", 1, "")
+if "P7" in workloads:
+    load = f"{int(p7rate):,} records/s" if p7rate else "as fast as possible"
+    row(f"P7 50 producers, random keys, 100 partitions, 1 KiB, acks=all, {load}, {p7d} s", "msgs/s", "sluice.P7", "kafka.P7", "", 0, "")
+    row(f"P7 (same runs)", "p99 ms", "sluice.P7_p99", "kafka.P7_p99", "", 2, "")
 
 print(f"\nSluice ({cores} shards) vs Apache Kafka 4.1.1, `sluice bench` (librdkafka); median (min-max) over {rounds} rounds")
 print("| workload | metric | Sluice | Apache Kafka 4.1.1 | Sluice / Kafka | target |")

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the scripts that run Apache Kafka beside Sluice (scripts/compare-kafka.sh,
 # tests/cli_kafka/run.sh). Needs Java 17+ and the jars in scripts/kafka/target/lib
 # (`fetch_kafka` brings them from Maven Central).
@@ -5,7 +6,8 @@
 #   fetch_kafka                       jars into scripts/kafka/target/lib (once)
 #   start_kafka HEAP [PROPERTY]...    a fresh single-node KRaft broker on loopback; sets
 #                                     $kafka_dir, $kafka_port, $kafka_pid; waits until it accepts
-#   stop_kafka                        stops it and removes its directory
+#   stop_kafka                        stops it and removes its directory (a no-op when none
+#                                     runs, so it may also serve as an EXIT trap)
 
 kafka_root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 kafka_cp="$kafka_root/target/lib/*"
@@ -58,7 +60,9 @@ PROPS
 }
 
 stop_kafka() {
+    [ -n "${kafka_pid:-}" ] || return 0
     kill "$kafka_pid" 2>/dev/null || true
     wait "$kafka_pid" 2>/dev/null || true
     rm -rf "$kafka_dir"
+    kafka_pid="" kafka_dir=""
 }
