@@ -7,7 +7,8 @@
 #
 #   scripts/zero-copy.sh [--rounds N] [--backlog-mb MB] [--partitions N] [--cores N]
 #
-# Environment: GENERATOR_CPUS pins the load generator (e.g. 1, or 4-7 on a larger machine).
+# Environment: GENERATOR_CPUS pins the load generator (e.g. 1, or 4-7 on a larger machine);
+# SLUICE_BIN uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +28,12 @@ while [ $# -gt 0 ]; do
 done
 records=$((backlog_mb * 1000000 / 1024))
 
-cargo build -q --release
-sluice=${CARGO_TARGET_DIR:-target}/release/sluice
+if [ -n "${SLUICE_BIN:-}" ]; then
+    sluice=$SLUICE_BIN
+else
+    cargo build -q --release
+    sluice=${CARGO_TARGET_DIR:-target}/release/sluice
+fi
 generator=()
 [ -n "${GENERATOR_CPUS:-}" ] && generator=(--cpus "$GENERATOR_CPUS")
 dir=$(mktemp -d)

@@ -131,6 +131,9 @@ type Shared<T> = Arc<Mutex<Vec<T>>>;
 struct GroupEvents {
     /// Commit the consumed positions synchronously when partitions are revoked.
     commit_on_revoke: bool,
+    /// The member uses the cooperative-sticky assignor: rebalances add and remove partitions
+    /// incrementally instead of replacing the whole assignment.
+    cooperative: bool,
     /// (when, "assign" | "revoke" | "error", partitions)
     rebalances: Shared<(Instant, String, Vec<i32>)>,
     /// Failed commits (other than "nothing to commit").
@@ -161,6 +164,36 @@ impl GroupEvents {
 impl ClientContext for GroupEvents {}
 
 impl ConsumerContext for GroupEvents {
+    /// rdkafka's own `rebalance` asks librdkafka for the group's rebalance protocol, a request
+    /// to librdkafka's main thread that can deadlock when the callback runs while the consumer
+    /// is being dropped (seen as a hung test). The protocol is known here: no request needed.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let applied = match (assign, self.cooperative) {
+            (true, true) => consumer.incremental_assign(tpl),
+            (true, false) => consumer.assign(tpl),
+            (false, true) => consumer.incremental_unassign(tpl),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(e) = applied {
+            self.commit_errors
+                .lock()
+                .unwrap()
+                .push(format!("applying a rebalance: {e}"));
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let entry = match rebalance {
             Rebalance::Assign(tpl) => ("assign".to_string(), partitions_of(tpl)),
@@ -347,6 +380,7 @@ impl Member {
         }
         let events = GroupEvents {
             commit_on_revoke: mode == Commits::Sync,
+            cooperative: strategy == "cooperative-sticky",
             ..GroupEvents::default()
         };
         let consumer = group_consumer(broker, group, &settings, events.clone());
