@@ -41,6 +41,18 @@ fn sluice(bootstrap: &str, args: &str, stdin: &str) -> Output {
     }
 }
 
+/// `ok`, repeated until `done` holds for the output or 10 s have passed (then the last output).
+fn ok_eventually(bootstrap: &str, args: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = ok(bootstrap, args);
+        if done(&out) || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Runs a command that must succeed and returns its stdout.
 fn ok(bootstrap: &str, args: &str) -> String {
     ok_with_input(bootstrap, args, "")
@@ -113,7 +125,10 @@ fn every_cli_command(b: &str) {
     ok(b, "topic create notes --partitions 1");
     let err = fails(b, "topic create orders");
     assert!(err.contains("TOPIC_ALREADY_EXISTS (36)"), "{err}");
-    let out = ok(b, "topic list");
+    // Kafka answers CreateTopics before its metadata cache holds the topic: list until it does.
+    let out = ok_eventually(b, "topic list", |out| {
+        row(out, &["orders", "3"]).is_some() && row(out, &["notes", "1"]).is_some()
+    });
     assert!(row(&out, &["TOPIC", "PARTITIONS", "ID"]).is_some(), "{out}");
     assert!(row(&out, &["orders", "3"]).is_some(), "{out}");
     assert!(row(&out, &["notes", "1"]).is_some(), "{out}");
