@@ -73,14 +73,7 @@ selected() { [[ ",$workloads," == *",$1,"* ]]; }
 cores=${SLUICE_CORES:-$(nproc)}
 backlog_records=$((backlog_mb * 1000000 / 1024))
 
-if [ -n "${SLUICE_BIN:-}" ]; then
-    sluice=$SLUICE_BIN
-else
-    cargo build -q --release
-    sluice=${CARGO_TARGET_DIR:-target}/release/sluice
-fi
-generator=()
-[ -n "${GENERATOR_CPUS:-}" ] && generator=(--cpus "$GENERATOR_CPUS")
+source scripts/lib/bench.sh
 source scripts/kafka/kafka.sh
 fetch_kafka
 results=$(mktemp -d)
@@ -95,9 +88,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-bench() { "$sluice" bench "$@" "${generator[@]}" --json; } # prints one JSON object
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 add() { echo "$3" >> "$results/$1.$2"; } # broker, metric, value
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; } # resident set of a process, KiB

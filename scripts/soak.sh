@@ -61,14 +61,7 @@ done
 cores=${SLUICE_CORES:-$(nproc)}
 intervals=$(((duration + interval - 1) / interval))
 
-if [ -n "${SLUICE_BIN:-}" ]; then
-    sluice=$SLUICE_BIN
-else
-    cargo build -q --release
-    sluice=${CARGO_TARGET_DIR:-target}/release/sluice
-fi
-generator=()
-[ -n "${GENERATOR_CPUS:-}" ] && generator=(--cpus "$GENERATOR_CPUS")
+source scripts/lib/bench.sh
 source scripts/kafka/kafka.sh
 [[ ,$brokers, == *,kafka,* ]] && fetch_kafka
 results=$(mktemp -d)
@@ -82,9 +75,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-bench() { "$sluice" bench "$@" "${generator[@]}" --json; } # prints one JSON object
 # Fields of a JSON object on stdin, tab-separated.
 fields() { python3 -c 'import json,sys; o=json.load(sys.stdin); print("\t".join(str(o[k]) for k in sys.argv[1:]))' "$@"; }
 

@@ -28,31 +28,23 @@ while [ $# -gt 0 ]; do
 done
 records=$((backlog_mb * 1000000 / 1024))
 
-if [ -n "${SLUICE_BIN:-}" ]; then
-    sluice=$SLUICE_BIN
-else
-    cargo build -q --release
-    sluice=${CARGO_TARGET_DIR:-target}/release/sluice
-fi
-generator=()
-[ -n "${GENERATOR_CPUS:-}" ] && generator=(--cpus "$GENERATOR_CPUS")
+source scripts/lib/bench.sh
 dir=$(mktemp -d)
 results=$(mktemp -d)
 pid=""
 stop() { [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }; pid=""; }
 trap 'stop; rm -rf "$dir" "$results"' EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 start() { # $1: true or false
     "$sluice" serve --listen "127.0.0.1:$port" --data-dir "$dir" --cores "$cores" \
         --set sluice.admin.listen=none --set "sluice.fetch.zero.copy=$1" 2>/dev/null &
     pid=$!
-    for _ in $(seq 1 300); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done
-    echo "sluice did not start" >&2; exit 1
+    wait_port "$port" || { echo "sluice did not start" >&2; exit 1; }
 }
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$pid/stat"; }
-consume() { "$sluice" bench consume --bootstrap "127.0.0.1:$port" --topic backlog \
-    --partitions "$partitions" --records "$records" --size 1024 "${generator[@]}" --json; }
+consume() { bench consume --bootstrap "127.0.0.1:$port" --topic backlog \
+    --partitions "$partitions" --records "$records" --size 1024; }
 
 start true
 consume >/dev/null # fills the empty topic with the backlog, then reads it once (warm-up)

@@ -49,6 +49,20 @@ fn open(storage: &MemStorage, clean: bool) -> (Log<MemStorage>, RecoveryReport) 
     .expect("open")
 }
 
+/// Opens (recovering, nothing trusted) the log in `dir()` with `config`.
+fn open_with(storage: &MemStorage, config: LogConfig) -> Log<MemStorage> {
+    block_on(Log::open(
+        storage.clone(),
+        dir(),
+        config,
+        Offset(0),
+        0,
+        &mut |_, _| None,
+    ))
+    .expect("open")
+    .0
+}
+
 /// A model of what was appended: (base offset, record count, first timestamp) per batch.
 #[derive(Default, Clone)]
 struct Model {
@@ -344,15 +358,7 @@ fn segments_roll_by_age_on_the_callers_clock() {
     let mut config = small_config();
     config.segment_bytes = 1 << 30;
     config.segment_ms = 1000;
-    let (mut log, _) = block_on(Log::open(
-        storage.clone(),
-        dir(),
-        config,
-        Offset(0),
-        0,
-        &mut |_, _| None,
-    ))
-    .unwrap();
+    let mut log = open_with(&storage, config);
     let bytes = batch(&[b"x"], 0, None);
     let header = batch::check_batch(&bytes).unwrap();
     log.append(&bytes, &header, 0, 10).unwrap();
@@ -405,15 +411,7 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
     let storage = MemStorage::default();
     let mut config = small_config();
     config.retention_bytes = 6000;
-    let (mut log, _) = block_on(Log::open(
-        storage.clone(),
-        dir(),
-        config.clone(),
-        Offset(0),
-        0,
-        &mut |_, _| None,
-    ))
-    .unwrap();
+    let mut log = open_with(&storage, config.clone());
     let mut model = Model::default();
     let mut rng = Rng(21);
     for i in 0..200 {
@@ -460,30 +458,14 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
     // The start offset survives a reopen: it is where the first remaining segment begins.
     let start = log.log_start();
     drop(log);
-    let (reopened, _) = block_on(Log::open(
-        storage.clone(),
-        dir(),
-        config,
-        Offset(0),
-        0,
-        &mut |_, _| None,
-    ))
-    .unwrap();
+    let reopened = open_with(&storage, config);
     assert_eq!(reopened.log_start(), start);
 
     // By time: everything but the active segment is older than retention.ms.
     let storage = MemStorage::default();
     let mut config = small_config();
     config.retention_ms = 1000;
-    let (mut log, _) = block_on(Log::open(
-        storage,
-        dir(),
-        config,
-        Offset(0),
-        0,
-        &mut |_, _| None,
-    ))
-    .unwrap();
+    let mut log = open_with(&storage, config);
     let mut model = Model::default();
     for i in 0..100 {
         append_random(&mut log, &mut model, &mut rng, i);
@@ -501,15 +483,7 @@ fn retention_runs_while_a_flush_is_in_flight_but_spares_what_it_writes() {
     let storage = MemStorage::default();
     let mut config = small_config();
     config.retention_ms = 1000;
-    let (mut log, _) = block_on(Log::open(
-        storage.clone(),
-        dir(),
-        config.clone(),
-        Offset(0),
-        0,
-        &mut |_, _| None,
-    ))
-    .unwrap();
+    let mut log = open_with(&storage, config.clone());
     let (mut model, mut rng) = (Model::default(), Rng(5));
     for i in 0..100 {
         append_random(&mut log, &mut model, &mut rng, i);
@@ -541,15 +515,7 @@ fn retention_runs_while_a_flush_is_in_flight_but_spares_what_it_writes() {
     assert!(log.apply_retention(5_000) > 0, "the rest goes once sealed");
     assert_eq!(log.segment_count(), 1);
     drop(log);
-    let (reopened, _) = block_on(Log::open(
-        storage,
-        dir(),
-        config,
-        Offset(0),
-        0,
-        &mut |_, _| None,
-    ))
-    .unwrap();
+    let reopened = open_with(&storage, config);
     assert_eq!(reopened.segment_count(), 1, "deleted segments stay deleted");
 }
 
