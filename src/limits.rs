@@ -122,6 +122,10 @@ pub const DESCRIBE_TOPIC_PARTITIONS_MAX: i32 = 2000;
 /// few enough to bound the memory of their recovery scans.
 pub const RECOVERY_PARTITIONS_IN_FLIGHT: usize = 32;
 
+/// Partitions a shard closes at once at a clean stop: their fsyncs overlap (one journal commit
+/// covers many), where one at a time 10,000 partitions took 30 s to stop.
+pub const CLOSE_PARTITIONS_IN_FLIGHT: usize = 32;
+
 /// Sealed-segment `.log` files one shard keeps open at once (file descriptors), least recently
 /// read closed first. Each partition also keeps its active segment open, so a broker holds about
 /// partitions + shards x this many: with 10,000 partitions on 2 shards, 12,000, inside this

@@ -104,6 +104,9 @@ impl<S: Storage> Partition<S> {
         now_ms: i64,
     ) -> std::io::Result<(Self, RecoveryReport)> {
         let snapshot_path = dir.join(PRODUCER_SNAPSHOT_FILE);
+        // The snapshot is read only after a clean stop, and every clean stop rewrites it, so a
+        // stale one is never read and is left in place: deleting it here cost an unlink per
+        // partition (0.8 ms each on a virtual disk: 8 s for 10,000 partitions).
         let clean_snapshot = if clean {
             read_whole(&storage, &snapshot_path, PRODUCER_SNAPSHOT_MAX_BYTES)
                 .await?
@@ -130,10 +133,6 @@ impl<S: Storage> Partition<S> {
             },
         )
         .await?;
-        if storage.exists(&snapshot_path) {
-            // A snapshot is only valid for the clean stop that wrote it.
-            storage.remove_file(&snapshot_path)?;
-        }
         let partition = Partition {
             tp,
             dir,
@@ -163,11 +162,6 @@ impl<S: Storage> Partition<S> {
 
     pub fn set_log_config(&mut self, config: LogConfig) {
         self.log.set_config(config);
-    }
-
-    /// Deletes segments retention no longer keeps (see `Log::apply_retention`).
-    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
-        self.log.apply_retention(now_ms)
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -371,10 +365,6 @@ impl<S: Storage> Partition<S> {
         self.log.cursor_at(offset)
     }
 
-    pub fn cursor_for_timestamp(&self, timestamp: i64) -> Option<ReadCursor<S>> {
-        self.log.cursor_for_timestamp(timestamp)
-    }
-
     /// Wakes everything the new high watermark satisfies (or fails every ack on a storage error).
     fn on_flushed(&mut self, result: Result<Offset, ErrorCode>) {
         match result {
@@ -505,6 +495,40 @@ pub struct CleaningReport {
     pub bytes_after: u64,
 }
 
+/// Deletes the segments retention no longer keeps (see `Log::apply_retention`), first loading
+/// the index files of those whose age it must know (recovery leaves them unread).
+pub async fn apply_retention<S: Storage>(this: &PartitionRef<S>, now_ms: i64) -> usize {
+    loop {
+        let load = this.borrow().log.retention_index_load(now_ms);
+        let Some(load) = load else { break };
+        if let Err(err) = load.run().await {
+            tracing::warn!(
+                "{}: retention could not load an index: {err}",
+                this.borrow().tp
+            );
+            break;
+        }
+    }
+    this.borrow_mut().log.apply_retention(now_ms)
+}
+
+/// Where to scan for the first record with a timestamp of at least `timestamp` (see
+/// `Log::cursor_for_timestamp`), loading the index files of the segments on the way.
+pub async fn cursor_for_timestamp<S: Storage>(
+    this: &PartitionRef<S>,
+    timestamp: i64,
+) -> std::io::Result<Option<ReadCursor<S>>> {
+    loop {
+        let found = this.borrow().log.cursor_for_timestamp(timestamp);
+        match found {
+            Ok(cursor) => return Ok(cursor),
+            Err(load) => {
+                load.run().await?;
+            }
+        }
+    }
+}
+
 /// Cleans a compacted partition if a cleaning is due (see `storage::log::cleaner`): plans under
 /// a short borrow, reads and writes segment files without one, swaps under another.
 pub async fn clean<S: Storage>(
@@ -512,6 +536,11 @@ pub async fn clean<S: Storage>(
     now_ms: i64,
     key_map_budget_bytes: usize,
 ) -> std::io::Result<Option<CleaningReport>> {
+    // Its age decides what may be cleaned: a segment's largest timestamp is in its index files.
+    let loads = this.borrow().log.unloaded_indexes();
+    for load in loads {
+        load.run().await?;
+    }
     let plan = {
         let p = this.borrow();
         let stable = p.offsets().last_stable;

@@ -450,32 +450,26 @@ impl Shard {
         const LATEST: i64 = -1;
         const EARLIEST: i64 = -2;
         let partition = self.partition(tp)?;
-        let (offsets, cursor) = {
-            let p = partition.borrow();
-            (
-                p.offsets(),
-                if timestamp >= 0 {
-                    p.cursor_for_timestamp(timestamp)
-                } else {
-                    None
-                },
-            )
-        };
+        let offsets = partition.borrow().offsets();
         match timestamp {
             LATEST => Ok((-1, offsets.high_watermark)),
             EARLIEST => Ok((-1, offsets.log_start)),
             t if t < 0 => Err(ErrorCode::InvalidRequest),
-            t => match cursor {
-                None => Ok((-1, Offset(-1))),
-                Some(cursor) => match cursor.find_timestamp(t).await {
+            t => {
+                let found = match partition::cursor_for_timestamp(&partition, t).await {
+                    Ok(Some(cursor)) => cursor.find_timestamp(t).await,
+                    Ok(None) => Ok(None),
+                    Err(err) => Err(err),
+                };
+                match found {
                     Ok(Some((offset, ts))) => Ok((ts, offset)),
                     Ok(None) => Ok((-1, Offset(-1))),
                     Err(err) => {
                         tracing::error!("list offsets {tp} at {t}: {err}");
                         Err(ErrorCode::KafkaStorageError)
                     }
-                },
-            },
+                }
+            }
         }
     }
 
@@ -831,7 +825,7 @@ impl Shard {
             let now = self.clock.now_ms();
             let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
             for p in partitions {
-                p.borrow_mut().apply_retention(now);
+                partition::apply_retention(&p, now).await;
             }
         }
     }
@@ -882,13 +876,19 @@ impl Shard {
 
     /// Clean stop: refuse new appends, flush and close every partition. True if all closed cleanly.
     pub async fn close_all(&self) -> bool {
+        use futures::stream::StreamExt;
         self.stopping.set(true);
         let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        let mut closing = futures::stream::iter(partitions)
+            .map(|p| async move {
+                let result = partition::close(&p, &UringStorage).await;
+                (p, result)
+            })
+            .buffer_unordered(crate::limits::CLOSE_PARTITIONS_IN_FLIGHT);
         let mut clean = true;
-        for p in partitions {
-            let tp = p.borrow().tp.clone();
-            if let Err(err) = partition::close(&p, &UringStorage).await {
-                tracing::error!("closing {tp}: {err}");
+        while let Some((p, result)) = closing.next().await {
+            if let Err(err) = result {
+                tracing::error!("closing {}: {err}", p.borrow().tp);
                 clean = false;
             }
         }

@@ -364,7 +364,9 @@ impl<S: Storage> Log<S> {
                 seg.file.is_written()
                     && !self.sealed.contains(&seg.base_offset)
                     && next.base_offset <= stable.min(self.high_watermark)
-                    && now_ms.saturating_sub(seg.max_timestamp) >= config.min_compaction_lag_ms
+                    && seg.max_timestamp().is_some_and(|newest| {
+                        now_ms.saturating_sub(newest) >= config.min_compaction_lag_ms
+                    })
             })
             .count();
         if cleanable == 0 {
@@ -384,9 +386,9 @@ impl<S: Storage> Log<S> {
         let total_bytes: u64 = segments.iter().map(|s| s.size).sum();
         let first_dirty = (0..cleanable).find(|&i| is_dirty(i))?;
         let ratio = dirty_bytes as f64 / total_bytes.max(1) as f64;
-        let overdue = segments[first_dirty].max_timestamp >= 0
-            && now_ms.saturating_sub(segments[first_dirty].max_timestamp)
-                >= config.max_compaction_lag_ms;
+        let overdue = segments[first_dirty].max_timestamp().is_some_and(|newest| {
+            newest >= 0 && now_ms.saturating_sub(newest) >= config.max_compaction_lag_ms
+        });
         if ratio < config.min_cleanable_dirty_ratio && !overdue {
             return None;
         }
@@ -452,7 +454,11 @@ impl<S: Storage> Log<S> {
                 finish.checkpoint = None;
                 break;
             }
-            finish.indexes.push((base, group.segment.encode_indexes()));
+            let indexes = group.segment.encode_indexes();
+            finish.indexes.push((
+                base,
+                indexes.expect("a cleaned segment's indexes are built"),
+            ));
             let replaced = group.replaces.len();
             let mut segment = group.segment;
             // Sealed from birth: its file joins the shard's cache like any sealed segment's.

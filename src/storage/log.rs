@@ -8,6 +8,7 @@
 //! go into the next job. The high watermark moves only when a job completes, so a fetch never
 //! sees data that could still be lost and an acknowledgement waits for it.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
-use super::segment::{self, EncodedIndexes, Segment};
+use super::segment::{self, EncodedIndexes, Indexes, LazyIndexes, Lookup, ScanRules, Segment};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
@@ -259,11 +260,102 @@ impl<S: Storage> ClosePlan<S> {
 /// Where a read starts: a file, a position to scan forward from, and how far is readable.
 pub struct ReadCursor<S: Storage> {
     file: FileRef<S>,
-    scan_from: u64,
+    start: ScanStart<S>,
     readable: u64,
     /// Where the read goes on when this segment ends before the offset it wants (see
     /// `Segment::next_offset_is_bound`).
     then: Option<Box<ReadCursor<S>>>,
+}
+
+/// Where a read starts scanning its segment.
+enum ScanStart<S: Storage> {
+    At(u64),
+    /// Where the segment's index puts `relative` (an offset relative to the base): the read
+    /// loads the index first.
+    Indexed {
+        load: IndexLoad<S>,
+        relative: u32,
+    },
+}
+
+impl<S: Storage> ScanStart<S> {
+    /// The position in `file`, the segment's log, which rebuilds the index if it must.
+    async fn position(&self, file: &S::File) -> io::Result<u64> {
+        match self {
+            ScanStart::At(position) => Ok(*position),
+            ScanStart::Indexed { load, relative } => {
+                let indexes = load.run_with(Some(file)).await?;
+                Ok(indexes.position_of(*relative))
+            }
+        }
+    }
+}
+
+/// Loads a sealed segment's indexes that recovery left in their files (see
+/// `segment::LazyIndexes`), without borrowing the log: they land in the segment's shared slot.
+pub struct IndexLoad<S: Storage> {
+    storage: S,
+    lazy: Rc<LazyIndexes>,
+}
+
+impl<S: Storage> IndexLoad<S> {
+    /// The indexes: in memory already, read from their files, or rebuilt from the log when the
+    /// files are damaged or missing.
+    pub async fn run(&self) -> io::Result<&Indexes> {
+        self.run_with(None).await
+    }
+
+    /// `run`, rebuilding from `log` (the segment's open file) if it must.
+    async fn run_with(&self, log: Option<&S::File>) -> io::Result<&Indexes> {
+        let lazy = &self.lazy;
+        if let Some(indexes) = lazy.get() {
+            return Ok(indexes);
+        }
+        let files = load_indexes(&self.storage, &lazy.dir, lazy.base_offset, lazy.log_size).await;
+        let indexes = match files {
+            Ok(Some((index, time_index))) => Indexes::from_files(index, time_index),
+            // Gone between the check and the read: retention may be deleting the segment, whose
+            // open log, if the caller has it, still reads.
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            Ok(None) | Err(_) => {
+                tracing::warn!(
+                    "segment {} in {}: index files damaged or missing; rebuilding them from the log",
+                    lazy.base_offset,
+                    lazy.dir.display()
+                );
+                match log {
+                    Some(file) => self.rebuild(file).await?,
+                    None => {
+                        let path = segment::log_path(&lazy.dir, lazy.base_offset);
+                        self.rebuild(&self.storage.open_existing(&path).await?)
+                            .await?
+                    }
+                }
+            }
+        };
+        Ok(lazy.install(indexes))
+    }
+
+    async fn rebuild(&self, file: &S::File) -> io::Result<Indexes> {
+        let lazy = &self.lazy;
+        let mut seg = Segment::<S::File>::new(lazy.base_offset, SegmentFile::Unwritten, 0);
+        let mut report = RecoveryReport::default();
+        let mut no_feed = |_: &BatchHeader, _: Option<ControlType>| None;
+        let (rules, size) = (lazy.rules, lazy.log_size);
+        scan_batches(
+            file,
+            &mut seg,
+            rules,
+            0,
+            size,
+            false,
+            &mut report,
+            &mut no_feed,
+        )
+        .await?;
+        seg.finish_time_index();
+        Ok(seg.into_built_indexes().expect("a scan builds indexes"))
+    }
 }
 
 impl<S: Storage> Log<S> {
@@ -290,12 +382,13 @@ impl<S: Storage> Log<S> {
             }
         }
         cleaner::recover_swaps(&storage, &dir)?;
-        let mut bases: Vec<Offset> = storage
-            .list_dir(&dir)?
+        let names: HashSet<String> = storage.list_dir(&dir)?.into_iter().collect();
+        let mut bases: Vec<Offset> = names
             .iter()
             .filter_map(|n| segment::parse_log_name(n))
             .collect();
         bases.sort();
+        let shared_dir: Rc<Path> = Rc::from(dir.as_path());
         let files = storage.segment_files();
         let mut report = RecoveryReport::default();
         let mut segments = Vec::new();
@@ -303,7 +396,14 @@ impl<S: Storage> Log<S> {
             let next_base = bases.get(i + 1).copied();
             let mut seg = Segment::new(base, SegmentFile::Unwritten, now_ms);
             if let Some(next_base) = next_base.filter(|_| base < trusted_below) {
-                if load_sealed(&storage, &dir, &mut seg, next_base, &files).await? {
+                let sealed = SealedLoad {
+                    dir: &shared_dir,
+                    names: &names,
+                    next_base,
+                    files: &files,
+                    rules: ScanRules::of(&config),
+                };
+                if sealed.load(&storage, &mut seg).await? {
                     segments.push(seg);
                     continue;
                 }
@@ -538,7 +638,9 @@ impl<S: Storage> Log<S> {
         }
         for base in sealed {
             let seg = self.segment(base).expect("sealed segment exists");
-            let seal = seg.encode_indexes();
+            let seal = seg
+                .encode_indexes()
+                .expect("a segment sealed by a roll has built indexes");
             let size = seg.size;
             let target = self.target_for(&mut targets, base);
             target.written_to = size;
@@ -675,27 +777,61 @@ impl<S: Storage> Log<S> {
         then: Option<Box<ReadCursor<S>>>,
     ) -> Option<ReadCursor<S>> {
         let seg = &self.segments[i];
+        let start = match seg.lookup(offset) {
+            Lookup::At(position) => ScanStart::At(position),
+            Lookup::Load(lazy) => ScanStart::Indexed {
+                load: self.index_load(lazy),
+                relative: seg.relative_to_base(offset),
+            },
+        };
         Some(ReadCursor {
             file: seg.file_ref(&self.storage, &self.dir)?,
-            scan_from: seg.relative_lookup(offset),
+            start,
             readable: seg.readable,
             then,
         })
     }
 
-    /// Where to scan for the first record with timestamp >= `target`, in the first segment whose
-    /// records reach it; `None` if no readable record does.
-    pub fn cursor_for_timestamp(&self, target: i64) -> Option<ReadCursor<S>> {
-        let seg = self
-            .segments
+    fn index_load(&self, lazy: Rc<LazyIndexes>) -> IndexLoad<S> {
+        IndexLoad {
+            storage: self.storage.clone(),
+            lazy,
+        }
+    }
+
+    /// Loads for every segment whose indexes are still in their files (the cleaner reads the
+    /// largest timestamps of all it may clean).
+    pub fn unloaded_indexes(&self) -> Vec<IndexLoad<S>> {
+        self.segments
             .iter()
-            .find(|s| s.max_timestamp >= target && s.readable > 0)?;
-        Some(ReadCursor {
-            file: seg.file_ref(&self.storage, &self.dir)?,
-            scan_from: seg.time_lookup(target),
-            readable: seg.readable,
-            then: None,
-        })
+            .filter_map(|s| s.unloaded_indexes())
+            .map(|lazy| self.index_load(lazy))
+            .collect()
+    }
+
+    /// Where to scan for the first record with timestamp >= `target`, in the first segment whose
+    /// records reach it; `Ok(None)` if no readable record does. `Err`: a segment on the way
+    /// has its largest timestamp still in its index files; load them and ask again.
+    pub fn cursor_for_timestamp(&self, target: i64) -> Result<Option<ReadCursor<S>>, IndexLoad<S>> {
+        for seg in self.segments.iter().filter(|s| s.readable > 0) {
+            let Some(max_timestamp) = seg.max_timestamp() else {
+                let lazy = seg.unloaded_indexes().expect("no timestamp: not loaded");
+                return Err(self.index_load(lazy));
+            };
+            if max_timestamp < target {
+                continue;
+            }
+            let Some(file) = seg.file_ref(&self.storage, &self.dir) else {
+                return Ok(None);
+            };
+            return Ok(Some(ReadCursor {
+                file,
+                start: ScanStart::At(seg.time_lookup(target).unwrap_or(0)),
+                readable: seg.readable,
+                then: None,
+            }));
+        }
+        Ok(None)
     }
 
     /// What a clean shutdown must write: every segment synced, index files beside it (sealed
@@ -707,7 +843,7 @@ impl<S: Storage> Log<S> {
             .filter(|s| s.file.open_file().is_some() || !s.indexes_saved)
             .filter_map(|s| {
                 let file = s.file_ref(&self.storage, &self.dir)?;
-                Some((s.base_offset, file, s.encode_indexes()))
+                Some((s.base_offset, file, s.encode_indexes()?))
             })
             .collect();
         ClosePlan {
@@ -731,23 +867,7 @@ impl<S: Storage> Log<S> {
     }
 
     fn apply_time_and_size_retention(&mut self, now_ms: i64) -> usize {
-        let total: u64 = self.segments.iter().map(|s| s.size).sum();
-        let mut remaining = total;
-        let mut expired = 0;
-        for seg in &self.segments[..self.segments.len() - 1] {
-            let fully_durable =
-                seg.next_offset <= self.high_watermark && !self.is_being_sealed(seg.base_offset);
-            let too_old = self.config.retention_ms > 0
-                && seg.max_timestamp >= 0
-                && now_ms - seg.max_timestamp > self.config.retention_ms;
-            let too_big =
-                self.config.retention_bytes > 0 && remaining > self.config.retention_bytes as u64;
-            if !fully_durable || !(too_old || too_big) {
-                break;
-            }
-            remaining -= seg.size;
-            expired += 1;
-        }
+        let (expired, _) = self.expired_segments(now_ms);
         for seg in self.segments.drain(..expired) {
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);
         }
@@ -760,6 +880,48 @@ impl<S: Storage> Log<S> {
             );
         }
         expired
+    }
+
+    /// What retention needs loaded before it can decide about the next segment: one whose
+    /// largest timestamp is still in its index files. Load it and apply retention again.
+    pub fn retention_index_load(&self, now_ms: i64) -> Option<IndexLoad<S>> {
+        if !self.config.cleanup_delete {
+            return None;
+        }
+        let (_, undecided) = self.expired_segments(now_ms);
+        undecided.map(|lazy| self.index_load(lazy))
+    }
+
+    /// How many of the oldest segments retention deletes now: those whose newest record is older
+    /// than `retention.ms`, and while the log is larger than `retention.bytes`; never the active
+    /// one, nor one not yet durable. Also the indexes of the segment it stopped at, when it
+    /// stopped only because that segment's largest timestamp is not loaded.
+    fn expired_segments(&self, now_ms: i64) -> (usize, Option<Rc<LazyIndexes>>) {
+        let config = &self.config;
+        let mut remaining: u64 = self.segments.iter().map(|s| s.size).sum();
+        let sealed = &self.segments[..self.segments.len() - 1];
+        for (i, seg) in sealed.iter().enumerate() {
+            let fully_durable =
+                seg.next_offset <= self.high_watermark && !self.is_being_sealed(seg.base_offset);
+            if !fully_durable {
+                return (i, None);
+            }
+            let too_big = config.retention_bytes > 0 && remaining > config.retention_bytes as u64;
+            if !too_big {
+                if config.retention_ms <= 0 {
+                    return (i, None);
+                }
+                let Some(max_timestamp) = seg.max_timestamp() else {
+                    return (i, seg.unloaded_indexes());
+                };
+                let too_old = max_timestamp >= 0 && now_ms - max_timestamp > config.retention_ms;
+                if !too_old {
+                    return (i, None);
+                }
+            }
+            remaining -= seg.size;
+        }
+        (sealed.len(), None)
     }
 
     /// Whether a flush has yet to finish writing to or sealing the segment: rolled since the last
@@ -838,7 +1000,17 @@ impl<S: Storage> Log<S> {
         };
         // The segment becomes the active one again: it keeps its file open from here on.
         let file = file.get().await?;
-        let scan_from = seg.relative_lookup(offset);
+        let scan_from = match seg.lookup(offset) {
+            Lookup::At(position) => position,
+            Lookup::Load(lazy) => {
+                let relative = seg.relative_to_base(offset);
+                let load = IndexLoad {
+                    storage: self.storage.clone(),
+                    lazy,
+                };
+                load.run().await?.position_of(relative)
+            }
+        };
         let found = find_batch(&*file, scan_from, seg.readable, |h| {
             h.next_offset() > offset
         })
@@ -864,7 +1036,7 @@ impl<S: Storage> Log<S> {
         scan_batches(
             &*file,
             &mut rebuilt,
-            &self.config,
+            ScanRules::of(&self.config),
             0,
             position,
             false,
@@ -941,8 +1113,9 @@ impl<S: Storage> ReadCursor<S> {
         loop {
             let file = cursor.file.get().await?;
             let wanted = |h: &BatchHeader| h.next_offset() > offset;
+            let scan_from = cursor.start.position(&file).await?;
             if let Some((position, first)) =
-                find_batch(&*file, cursor.scan_from, cursor.readable, wanted).await?
+                find_batch(&*file, scan_from, cursor.readable, wanted).await?
             {
                 let available = cursor.readable - position;
                 let len = (max_bytes.max(first.total_bytes()) as u64).min(available);
@@ -958,7 +1131,7 @@ impl<S: Storage> ReadCursor<S> {
     /// The offset of the first record with timestamp >= `target` and that record's batch max timestamp.
     pub async fn find_timestamp(&self, target: i64) -> io::Result<Option<(Offset, i64)>> {
         let file = self.file.get().await?;
-        let mut from = self.scan_from;
+        let mut from = self.start.position(&file).await?;
         loop {
             let wanted = |h: &BatchHeader| h.max_timestamp >= target;
             let Some((position, header)) = find_batch(&*file, from, self.readable, wanted).await?
@@ -1088,7 +1261,14 @@ async fn load_segment<S: Storage>(
         }
     };
     let valid_end = scan_batches(
-        &*file, seg, config, scan_from, size, verify, report, &mut feed,
+        &*file,
+        seg,
+        ScanRules::of(config),
+        scan_from,
+        size,
+        verify,
+        report,
+        &mut feed,
     )
     .await?;
     seg.readable = valid_end;
@@ -1107,30 +1287,51 @@ async fn load_segment<S: Storage>(
     Ok(true)
 }
 
-/// Loads a trusted sealed segment from its index files alone, without opening its log: its size
-/// from the directory, its end from the next segment's base (an upper bound: see
-/// `Segment::next_offset_is_bound`). False when the index files are missing or damaged.
-async fn load_sealed<S: Storage>(
-    storage: &S,
-    dir: &Path,
-    seg: &mut Segment<S::File>,
+/// What recovery knows when it loads a trusted sealed segment.
+struct SealedLoad<'a, F: StorageFile> {
+    dir: &'a Rc<Path>,
+    /// The names in the log's directory.
+    names: &'a HashSet<String>,
     next_base: Offset,
-    files: &Rc<SegmentFiles<S::File>>,
-) -> io::Result<bool> {
-    let base = seg.base_offset;
-    let size = storage.file_size(&segment::log_path(dir, base))?;
-    let Some((index, time_index)) = load_indexes(storage, dir, base, size).await? else {
-        return Ok(false);
-    };
-    seg.set_indexes(index, time_index);
-    seg.aborted = load_txn_index(storage, dir, base).await?;
-    seg.size = size;
-    seg.readable = size;
-    seg.next_offset = if size == 0 { base } else { next_base };
-    seg.next_offset_is_bound = size > 0;
-    seg.indexes_saved = true;
-    seg.file = SegmentFile::Sealed(files.seal(None));
-    Ok(true)
+    files: &'a Rc<SegmentFiles<F>>,
+    rules: ScanRules,
+}
+
+impl<F: StorageFile> SealedLoad<'_, F> {
+    /// Loads a trusted sealed segment without opening its log or reading its offset and time
+    /// indexes (they load on first need; see `segment::LazyIndexes`): its size from the
+    /// directory, its end from the next segment's base (an upper bound: see
+    /// `Segment::next_offset_is_bound`), its aborted transactions from its txn index if it has
+    /// one. False when an index file is missing: the caller scans the segment instead.
+    async fn load<S: Storage<File = F>>(
+        &self,
+        storage: &S,
+        seg: &mut Segment<F>,
+    ) -> io::Result<bool> {
+        let base = seg.base_offset;
+        let has = |path: PathBuf| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| self.names.contains(n))
+        };
+        if !has(segment::index_path(self.dir, base))
+            || !has(segment::time_index_path(self.dir, base))
+        {
+            return Ok(false);
+        }
+        let size = storage.file_size(&segment::log_path(self.dir, base))?;
+        seg.set_lazy_indexes(LazyIndexes::new(base, self.dir.clone(), size, self.rules));
+        if has(segment::txn_index_path(self.dir, base)) {
+            seg.aborted = load_txn_index(storage, self.dir, base).await?;
+        }
+        seg.size = size;
+        seg.readable = size;
+        seg.next_offset = if size == 0 { base } else { self.next_base };
+        seg.next_offset_is_bound = size > 0;
+        seg.indexes_saved = true;
+        seg.file = SegmentFile::Sealed(self.files.seal(None));
+        Ok(true)
+    }
 }
 
 /// A trusted segment's aborted transactions (none when it has no txn index file).
@@ -1168,17 +1369,13 @@ async fn load_indexes<S: Storage>(
 async fn scan_batches<F: StorageFile, G: StorageFile>(
     file: &F,
     seg: &mut Segment<G>,
-    config: &LogConfig,
+    rules: ScanRules,
     from: u64,
     size: u64,
     verify: bool,
     report: &mut RecoveryReport,
     on_batch: &mut OnBatch<'_>,
 ) -> io::Result<u64> {
-    let batch_max = (config
-        .max_message_bytes
-        .max(limits::RECOVERY_READ_CHUNK_BYTES) as u64)
-        * 16;
     let mut position = from;
     let mut chunk = Bytes::new();
     let mut chunk_start = position;
@@ -1198,7 +1395,7 @@ async fn scan_batches<F: StorageFile, G: StorageFile>(
         // Offsets only go up; compaction may leave gaps between batches.
         let continues = header.base_offset >= seg.next_offset;
         if total == 0
-            || total > batch_max
+            || total > rules.batch_max_bytes
             || position + total > size
             || header.magic != 2
             || !continues
@@ -1211,7 +1408,7 @@ async fn scan_batches<F: StorageFile, G: StorageFile>(
                 break;
             }
         }
-        seg.note_batch(&header, position, config.index_interval_bytes);
+        seg.note_batch(&header, position, rules.index_interval_bytes);
         let control = if header.is_control() {
             let whole = slice_of(file, &mut chunk, &mut chunk_start, position, total).await?;
             batch::control_type(&whole)

@@ -49,6 +49,18 @@ fn open(storage: &MemStorage, clean: bool) -> (Log<MemStorage>, RecoveryReport) 
     .expect("open")
 }
 
+/// `Log::cursor_for_timestamp`, loading the index files it asks for as the shard does.
+fn timestamp_cursor(log: &Log<MemStorage>, timestamp: i64) -> Option<ReadCursor<MemStorage>> {
+    loop {
+        match log.cursor_for_timestamp(timestamp) {
+            Ok(cursor) => return cursor,
+            Err(load) => {
+                block_on(load.run()).expect("index load");
+            }
+        }
+    }
+}
+
 /// Opens (recovering, nothing trusted) the log in `dir()` with `config`.
 fn open_with(storage: &MemStorage, config: LogConfig) -> Log<MemStorage> {
     block_on(Log::open(
@@ -160,11 +172,11 @@ fn timestamp_lookup_finds_first_record_at_or_after() {
     }
     flush(&mut log).unwrap();
     for &(base, _, ts) in &model.batches {
-        let cursor = log.cursor_for_timestamp(ts).unwrap();
+        let cursor = timestamp_cursor(&log, ts).unwrap();
         let (offset, _) = block_on(cursor.find_timestamp(ts)).unwrap().unwrap();
         assert_eq!(offset, base, "timestamp {ts}");
     }
-    assert!(log.cursor_for_timestamp(1_000_000).is_none());
+    assert!(timestamp_cursor(&log, 1_000_000).is_none());
 }
 
 #[test]
@@ -640,9 +652,7 @@ fn reopen_after_a_crash_opens_only_the_segments_it_must_scan() {
         );
         check_reads_then(&log, &model, || assert!(storage.open_files() <= 3));
         let ts = model.batches[0].2;
-        let cursor = log
-            .cursor_for_timestamp(ts)
-            .expect("a sealed segment holds it");
+        let cursor = timestamp_cursor(&log, ts).expect("a sealed segment holds it");
         let (offset, _) = block_on(cursor.find_timestamp(ts)).unwrap().unwrap();
         assert_eq!(offset, Offset(0));
     }
@@ -658,4 +668,124 @@ fn reopen_after_a_clean_stop_opens_only_the_active_segment() {
     assert_eq!(report.rebuilt_indexes, 0);
     assert_eq!(storage.open_files(), 1, "only the active file is open");
     check_reads_then(&log, &model, || assert!(storage.open_files() <= 3));
+}
+
+/// Every sealed segment of `log` whose indexes are still only in their files.
+fn unloaded(log: &Log<MemStorage>) -> usize {
+    log.unloaded_indexes().len()
+}
+
+#[test]
+fn a_reopen_leaves_sealed_indexes_in_their_files_until_a_read_needs_them() {
+    let (storage, log, model) = many_segments(4, 3);
+    block_on(log.close_plan().run()).unwrap();
+    let segments = log.segment_count();
+    drop(log);
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.rebuilt_indexes, 0);
+    assert_eq!(
+        unloaded(&log),
+        segments - 1,
+        "only the active one in memory"
+    );
+    // One read in the third segment loads that segment's indexes and no other's.
+    let (base, _, _) = model.batches[model.batches.len() / 3];
+    let cursor = log.cursor_at(base).unwrap().expect("readable");
+    block_on(cursor.read(base, 1)).unwrap();
+    assert_eq!(unloaded(&log), segments - 2);
+    check_reads(&log, &model);
+    assert_eq!(unloaded(&log), 0, "every segment read once");
+}
+
+#[test]
+fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log() {
+    let (storage, log, model) = many_segments(4, 5);
+    let by_timestamp = |log: &Log<MemStorage>| -> Vec<Option<(Offset, i64)>> {
+        model
+            .batches
+            .iter()
+            .map(|&(_, _, ts)| {
+                let cursor = timestamp_cursor(log, ts).expect("a segment holds it");
+                block_on(cursor.find_timestamp(ts)).unwrap()
+            })
+            .collect()
+    };
+    let expected = by_timestamp(&log);
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    let bases: Vec<Offset> = {
+        let (log, _) = open(&storage, true);
+        log.segments.iter().map(|s| s.base_offset).collect()
+    };
+    // An entry pointing past the end of its log, and a time index gone.
+    let index = segment::index_path(&dir(), bases[1]);
+    assert!(
+        storage.file_len(&index).unwrap_or(0) >= 8,
+        "it has an entry"
+    );
+    storage.corrupt(&index, 4, &[0xff; 4]);
+    storage
+        .remove_file(&segment::time_index_path(&dir(), bases[2]))
+        .unwrap();
+    let (log, _) = open(&storage, true);
+    check_reads(&log, &model);
+    assert_eq!(by_timestamp(&log), expected);
+}
+
+#[test]
+fn retention_after_a_reopen_loads_the_timestamps_it_needs_and_no_more() {
+    let mut config = small_config();
+    config.retention_ms = 1_000;
+    let storage = MemStorage::default();
+    let mut log = open_with(&storage, config.clone());
+    // Old records first (timestamps 1000..), then new ones (100_000..).
+    let mut model = Model::default();
+    let mut rng = Rng(11);
+    for i in 0..150 {
+        let ts = if i < 100 { 1_000 + i } else { 100_000 + i };
+        append_random(&mut log, &mut model, &mut rng, ts);
+    }
+    flush(&mut log).unwrap();
+    block_on(log.close_plan().run()).unwrap();
+    let segments = log.segment_count();
+    drop(log);
+    let reopen = || {
+        block_on(Log::open(
+            storage.clone(),
+            dir(),
+            config.clone(),
+            Offset(i64::MAX),
+            0,
+            &mut |_, _| None,
+        ))
+        .expect("reopen")
+        .0
+    };
+    let mut log = reopen();
+    assert_eq!(
+        log.apply_retention(100_500),
+        0,
+        "no age known: nothing goes yet"
+    );
+    let mut loads = 0;
+    while let Some(load) = log.retention_index_load(100_500) {
+        block_on(load.run()).unwrap();
+        loads += 1;
+    }
+    let deleted = log.apply_retention(100_500);
+    assert!(deleted > 0, "the old segments go");
+    assert_eq!(loads, deleted + 1, "each deleted one, and the one kept");
+    assert_eq!(unloaded(&log), segments - 1 - loads);
+    assert!(log.segments[0].max_timestamp().unwrap() >= 100_000);
+    check_reads(
+        &log,
+        &Model {
+            batches: model
+                .batches
+                .iter()
+                .filter(|(o, _, _)| *o >= log.log_start())
+                .copied()
+                .collect(),
+        },
+    );
 }

@@ -1,6 +1,7 @@
 //! One segment of a partition log: a `.log` file of record batches named by its 20-digit base
 //! offset, with its sparse offset and time indexes. Owned by the partition's shard.
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -9,6 +10,8 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
+use crate::config::LogConfig;
+use crate::limits;
 use crate::types::Offset;
 
 /// Kafka's file name for a segment: the base offset as 20 digits.
@@ -67,16 +70,12 @@ pub struct Segment<F: StorageFile> {
     /// the segment from its index files without reading its last batch. Exact but for a
     /// compacted segment whose last batches were dropped.
     pub next_offset_is_bound: bool,
-    pub index: OffsetIndex,
-    pub time_index: TimeIndex,
-    /// Whether the index files on disk hold `index`, `time_index` and `aborted` (a clean stop
-    /// then need not write them again).
+    /// The offset and time indexes: in memory, or still in their files until first needed.
+    indexes: SegmentIndexes,
+    /// Whether the index files on disk hold the indexes and `aborted` (a clean stop then need
+    /// not write them again).
     pub indexes_saved: bool,
     bytes_since_index: u64,
-    /// Largest batch max-timestamp in the segment (-1 when empty)...
-    pub max_timestamp: i64,
-    /// ...and the relative offset of the batch that reached it.
-    max_timestamp_at: u32,
     /// When the segment was created, for `segment.ms` rolls.
     pub created_ms: i64,
     /// Transactions aborted by markers in this segment.
@@ -91,6 +90,122 @@ pub struct EncodedIndexes {
     pub txn_index: Vec<u8>,
 }
 
+/// A segment's sparse indexes and the largest timestamp they summarize.
+#[derive(Debug, Default)]
+pub struct Indexes {
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    /// Largest batch max-timestamp in the segment (-1 when empty)...
+    max_timestamp: i64,
+    /// ...and the relative offset of the batch that reached it.
+    max_timestamp_at: u32,
+}
+
+impl Indexes {
+    fn empty() -> Self {
+        Indexes {
+            max_timestamp: -1,
+            ..Indexes::default()
+        }
+    }
+
+    /// Indexes read back from their files: the time index's last entry is the largest
+    /// timestamp (`Segment::finish_time_index` put it there).
+    pub fn from_files(index: OffsetIndex, time_index: TimeIndex) -> Self {
+        let (max_timestamp, max_timestamp_at) = time_index.last().unwrap_or((-1, 0));
+        Indexes {
+            index,
+            time_index,
+            max_timestamp,
+            max_timestamp_at,
+        }
+    }
+
+    /// Where to start scanning for `relative` (an offset relative to the segment's base).
+    pub fn position_of(&self, relative: u32) -> u64 {
+        self.index.lookup(relative).1 as u64
+    }
+
+    /// Where to start scanning for the first record with a timestamp of at least `timestamp`.
+    fn position_at_time(&self, timestamp: i64) -> u64 {
+        self.position_of(self.time_index.lookup(timestamp))
+    }
+}
+
+/// Where a segment's indexes are.
+#[derive(Debug)]
+enum SegmentIndexes {
+    /// In memory: built by appends or a recovery scan, or read from the files.
+    Built(Indexes),
+    /// A sealed segment's, left in their files by recovery (a restart then reads no index
+    /// file: 100,000 segments would be 200,000 files) and loaded the first time a read,
+    /// retention, the cleaner or a timestamp lookup needs them (see `log::IndexLoad`).
+    Lazy(Rc<LazyIndexes>),
+}
+
+/// A sealed segment's indexes in their files, loaded at most once, on first need.
+#[derive(Debug)]
+pub struct LazyIndexes {
+    pub base_offset: Offset,
+    pub dir: Rc<Path>,
+    /// The `.log` file's size: index entries must point inside it.
+    pub log_size: u64,
+    /// For rebuilding the indexes from the log when their files turn out damaged.
+    pub rules: ScanRules,
+    loaded: OnceCell<Indexes>,
+}
+
+/// What a scan of a segment checks batches against and indexes them by.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanRules {
+    pub index_interval_bytes: u32,
+    /// A batch longer than this is damage, not data.
+    pub batch_max_bytes: u64,
+}
+
+impl ScanRules {
+    pub fn of(config: &LogConfig) -> Self {
+        ScanRules {
+            index_interval_bytes: config.index_interval_bytes,
+            // Generous: the topic's limit may have been lowered since the batch was written.
+            batch_max_bytes: (config
+                .max_message_bytes
+                .max(limits::RECOVERY_READ_CHUNK_BYTES) as u64)
+                * 16,
+        }
+    }
+}
+
+impl LazyIndexes {
+    pub fn new(base_offset: Offset, dir: Rc<Path>, log_size: u64, rules: ScanRules) -> Self {
+        LazyIndexes {
+            base_offset,
+            dir,
+            log_size,
+            rules,
+            loaded: OnceCell::new(),
+        }
+    }
+
+    pub fn get(&self) -> Option<&Indexes> {
+        self.loaded.get()
+    }
+
+    /// Keeps `indexes` unless a load that ran meanwhile got there first (both read the same
+    /// files); returns the ones kept.
+    pub fn install(&self, indexes: Indexes) -> &Indexes {
+        self.loaded.get_or_init(|| indexes)
+    }
+}
+
+/// How a read finds where to start in a segment.
+pub enum Lookup {
+    /// At this position.
+    At(u64),
+    /// Through the segment's indexes, which must be loaded first.
+    Load(Rc<LazyIndexes>),
+}
+
 impl<F: StorageFile> Segment<F> {
     pub fn new(base_offset: Offset, file: SegmentFile<F>, created_ms: i64) -> Self {
         Segment {
@@ -100,12 +215,9 @@ impl<F: StorageFile> Segment<F> {
             readable: 0,
             next_offset: base_offset,
             next_offset_is_bound: false,
-            index: OffsetIndex::default(),
-            time_index: TimeIndex::default(),
+            indexes: SegmentIndexes::Built(Indexes::empty()),
             indexes_saved: false,
             bytes_since_index: 0,
-            max_timestamp: -1,
-            max_timestamp_at: 0,
             created_ms,
             aborted: Vec::new(),
         }
@@ -124,12 +236,50 @@ impl<F: StorageFile> Segment<F> {
 
     /// Takes the entries (and the largest timestamp) from index files read back.
     pub fn set_indexes(&mut self, index: OffsetIndex, time_index: TimeIndex) {
-        if let Some((timestamp, at)) = time_index.last() {
-            self.max_timestamp = timestamp;
-            self.max_timestamp_at = at;
+        self.indexes = SegmentIndexes::Built(Indexes::from_files(index, time_index));
+    }
+
+    /// Leaves the indexes in their files until first needed (a sealed segment at recovery).
+    pub fn set_lazy_indexes(&mut self, lazy: LazyIndexes) {
+        self.indexes = SegmentIndexes::Lazy(Rc::new(lazy));
+    }
+
+    /// The indexes, if in memory.
+    fn indexes(&self) -> Option<&Indexes> {
+        match &self.indexes {
+            SegmentIndexes::Built(indexes) => Some(indexes),
+            SegmentIndexes::Lazy(lazy) => lazy.get(),
         }
-        self.index = index;
-        self.time_index = time_index;
+    }
+
+    /// The indexes still in their files, for the caller to load (`None` once in memory).
+    pub fn unloaded_indexes(&self) -> Option<Rc<LazyIndexes>> {
+        match &self.indexes {
+            SegmentIndexes::Lazy(lazy) if lazy.get().is_none() => Some(lazy.clone()),
+            _ => None,
+        }
+    }
+
+    /// The largest batch max-timestamp (-1 when the segment is empty); `None` while the
+    /// indexes that hold it are not loaded.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.indexes().map(|i| i.max_timestamp)
+    }
+
+    /// The indexes a scan built (`None` for indexes still in, or loaded from, their files).
+    pub fn into_built_indexes(self) -> Option<Indexes> {
+        match self.indexes {
+            SegmentIndexes::Built(indexes) => Some(indexes),
+            SegmentIndexes::Lazy(_) => None,
+        }
+    }
+
+    /// The indexes appends and scans add to: only ever a segment's own, built ones.
+    fn built_mut(&mut self) -> &mut Indexes {
+        match &mut self.indexes {
+            SegmentIndexes::Built(indexes) => indexes,
+            SegmentIndexes::Lazy(_) => unreachable!("batches are noted only in built indexes"),
+        }
     }
 
     /// Hands an open file to the shard's cache now that the segment is sealed and durable:
@@ -144,18 +294,22 @@ impl<F: StorageFile> Segment<F> {
     /// Called once no more batches come: the time index gets the segment's largest timestamp,
     /// so recovery can take it from the index file without reading the segment.
     pub fn finish_time_index(&mut self) {
-        if self.max_timestamp >= 0 {
-            self.time_index
-                .push(self.max_timestamp, self.max_timestamp_at);
+        let indexes = self.built_mut();
+        if indexes.max_timestamp >= 0 {
+            indexes
+                .time_index
+                .push(indexes.max_timestamp, indexes.max_timestamp_at);
         }
     }
 
-    pub fn encode_indexes(&self) -> EncodedIndexes {
-        EncodedIndexes {
-            index: self.index.encode(),
-            time_index: self.time_index.encode(),
+    /// The index files' contents; `None` for indexes still in their files (nothing to write).
+    pub fn encode_indexes(&self) -> Option<EncodedIndexes> {
+        let indexes = self.indexes()?;
+        Some(EncodedIndexes {
+            index: indexes.index.encode(),
+            time_index: indexes.time_index.encode(),
             txn_index: txn_index::encode(&self.aborted),
-        }
+        })
     }
 
     fn relative(&self, offset: Offset) -> u32 {
@@ -172,35 +326,49 @@ impl<F: StorageFile> Segment<F> {
     /// every `interval` bytes (the first batch of a segment needs none: position 0 is implied).
     pub fn note_batch(&mut self, header: &BatchHeader, position: u64, interval: u32) {
         let size = header.total_bytes() as u64;
-        let after_last_entry = self.index.last().is_none_or(|(_, p)| (p as u64) < position);
-        if position > 0 && self.bytes_since_index >= interval as u64 && after_last_entry {
-            let relative = self.relative(header.base_offset);
-            self.index.push(relative, position as u32);
-            self.bytes_since_index = 0;
+        let relative = self.relative(header.base_offset);
+        let since_index = self.bytes_since_index;
+        let indexes = self.built_mut();
+        let after_last_entry = indexes
+            .index
+            .last()
+            .is_none_or(|(_, p)| (p as u64) < position);
+        let indexed = position > 0 && since_index >= interval as u64 && after_last_entry;
+        if indexed {
+            indexes.index.push(relative, position as u32);
         }
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            let relative = self.relative(header.base_offset);
-            self.max_timestamp_at = relative;
-            if position == 0 || self.bytes_since_index == 0 {
-                self.time_index.push(header.max_timestamp, relative);
+        if header.max_timestamp > indexes.max_timestamp {
+            indexes.max_timestamp = header.max_timestamp;
+            indexes.max_timestamp_at = relative;
+            if position == 0 || indexed || since_index == 0 {
+                indexes.time_index.push(header.max_timestamp, relative);
             }
         }
-        self.bytes_since_index += size;
+        self.bytes_since_index = if indexed { size } else { since_index + size };
         self.size = self.size.max(position + size);
         self.next_offset = header.next_offset();
     }
 
-    /// Whether this segment may hold `offset` (given the next segment's base as the upper bound).
-    pub fn relative_lookup(&self, offset: Offset) -> u64 {
-        self.index
-            .lookup(self.relative(offset.max(self.base_offset)))
-            .1 as u64
+    /// Where to start scanning for `offset`: a position, or the indexes to load first.
+    pub fn lookup(&self, offset: Offset) -> Lookup {
+        let relative = self.relative_to_base(offset);
+        match &self.indexes {
+            SegmentIndexes::Built(indexes) => Lookup::At(indexes.position_of(relative)),
+            SegmentIndexes::Lazy(lazy) => match lazy.get() {
+                Some(indexes) => Lookup::At(indexes.position_of(relative)),
+                None => Lookup::Load(lazy.clone()),
+            },
+        }
     }
 
-    /// Where to start scanning for the first record at or after `timestamp`.
-    pub fn time_lookup(&self, timestamp: i64) -> u64 {
-        let relative = self.time_index.lookup(timestamp);
-        self.index.lookup(relative).1 as u64
+    /// `offset` relative to the base (offsets below the base count as the base).
+    pub fn relative_to_base(&self, offset: Offset) -> u32 {
+        self.relative(offset.max(self.base_offset))
+    }
+
+    /// Where to start scanning for the first record at or after `timestamp`; `None` while the
+    /// indexes are not loaded.
+    pub fn time_lookup(&self, timestamp: i64) -> Option<u64> {
+        Some(self.indexes()?.position_at_time(timestamp))
     }
 }
