@@ -28,7 +28,7 @@ use crate::storage::log::{Log, ReadCursor, RecoveryReport};
 use crate::storage::records;
 use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
-use crate::storage::{read_whole, segment, write_atomically, Storage};
+use crate::storage::{read_whole, segment, write_replacing, Storage};
 use crate::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
 
 const PRODUCER_SNAPSHOT_FILE: &str = "producer.snapshot";
@@ -427,7 +427,9 @@ async fn newest_roll_snapshot<S: Storage>(
     Ok(None)
 }
 
-/// A clean stop: waits for pending writes, then writes index files and the producer snapshot.
+/// A clean stop: waits for pending writes, then writes index files and the producer snapshot,
+/// unsynced: the caller syncs the file system once every partition has closed, before it
+/// writes the clean-shutdown marker that makes the next start trust them.
 pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::Result<()> {
     let end = this.borrow().log.end();
     wait_durable(this, end)
@@ -442,7 +444,7 @@ pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::
         )
     };
     plan.run().await?;
-    write_atomically(storage, &path, snapshot).await
+    write_replacing(storage, &path, snapshot).await
 }
 
 /// Starts a flush job for the partition if one is due and none is running; it re-arms itself
@@ -805,11 +807,14 @@ mod tests {
         let p = Rc::new(RefCell::new(p));
         block_on(close(&p, &storage)).unwrap();
         drop(p);
+        // The stop's one sync, then power loss: what the close wrote must all be there.
+        storage.sync_filesystem(Path::new("/")).unwrap();
+        storage.crash(|_, _| 0);
         let mut p = open(true);
         assert_eq!(
             (p.offsets(), p.aborted_between(Offset(0), Offset(100))),
             state,
-            "after a clean stop"
+            "after a clean stop and a power loss"
         );
         p.write_marker(p9, epoch, ControlType::Commit, 0, 0)
             .unwrap();

@@ -892,6 +892,11 @@ impl Shard {
                 clean = false;
             }
         }
+        // One sync for what every partition just wrote (see `partition::close`).
+        if let Err(err) = UringStorage.sync_filesystem(&self.config.data_dir) {
+            tracing::error!("syncing the data directory's file system: {err}");
+            clean = false;
+        }
         clean
     }
 }

@@ -139,4 +139,9 @@ impl Storage for UringStorage {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         std::fs::File::open(path)?.sync_all()
     }
+
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
+        let dir = std::fs::File::open(path)?;
+        nix::unistd::syncfs(dir.as_raw_fd()).map_err(io::Error::from)
+    }
 }

@@ -171,7 +171,7 @@ impl<S: Storage> FlushJob<S> {
                 file.sync_data().await?;
             }
             if let Some(indexes) = target.seal {
-                write_indexes(&self.storage, &self.dir, target.base, indexes).await?;
+                write_index_files(&self.storage, &self.dir, target.base, indexes, true).await?;
                 created_files = true;
                 sealed.push(target.base);
             }
@@ -181,12 +181,8 @@ impl<S: Storage> FlushJob<S> {
         // durable, with its indexes", which is what recovery trusts.
         let newest_snapshot = self.roll_snapshots.last().map(|(base, _)| *base);
         for (base, bytes) in self.roll_snapshots {
-            write_synced(
-                &self.storage,
-                &segment::snapshot_path(&self.dir, base),
-                bytes,
-            )
-            .await?;
+            let path = segment::snapshot_path(&self.dir, base);
+            write_file(&self.storage, &path, bytes, true).await?;
             created_files = true;
         }
         if created_files {
@@ -204,56 +200,58 @@ impl<S: Storage> FlushJob<S> {
     }
 }
 
-async fn write_synced<S: Storage>(storage: &S, path: &Path, bytes: Vec<u8>) -> io::Result<()> {
+async fn write_file<S: Storage>(
+    storage: &S,
+    path: &Path,
+    bytes: Vec<u8>,
+    sync: bool,
+) -> io::Result<()> {
     let len = bytes.len() as u64;
     let file = storage.open(path).await?;
     file.write_at(bytes, 0).await?;
     file.truncate(len).await?;
-    file.sync_data().await
-}
-
-/// Writes a sealed segment's index files, each synced (the txn index only if it has entries).
-async fn write_indexes<S: Storage>(
-    storage: &S,
-    dir: &Path,
-    base: Offset,
-    indexes: EncodedIndexes,
-) -> io::Result<()> {
-    write_synced(storage, &segment::index_path(dir, base), indexes.index).await?;
-    write_synced(
-        storage,
-        &segment::time_index_path(dir, base),
-        indexes.time_index,
-    )
-    .await?;
-    if !indexes.txn_index.is_empty() {
-        write_synced(
-            storage,
-            &segment::txn_index_path(dir, base),
-            indexes.txn_index,
-        )
-        .await?;
+    if sync {
+        file.sync_data().await?;
     }
     Ok(())
 }
 
-/// One segment's part of a clean shutdown: base offset, file, encoded indexes.
-type SegmentClose<S> = (Offset, FileRef<S>, EncodedIndexes);
+/// Writes a segment's index files, each synced if `sync` (the txn index only if it has
+/// entries).
+async fn write_index_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    indexes: EncodedIndexes,
+    sync: bool,
+) -> io::Result<()> {
+    let index = segment::index_path(dir, base);
+    write_file(storage, &index, indexes.index, sync).await?;
+    let time_index = segment::time_index_path(dir, base);
+    write_file(storage, &time_index, indexes.time_index, sync).await?;
+    if !indexes.txn_index.is_empty() {
+        let txn_index = segment::txn_index_path(dir, base);
+        write_file(storage, &txn_index, indexes.txn_index, sync).await?;
+    }
+    Ok(())
+}
 
-/// The writes of a clean shutdown, run without borrowing the log.
+/// The writes of a clean shutdown, run without borrowing the log. They are not synced one by
+/// one: the stop syncs the whole file system once, after every partition wrote its part
+/// (`Storage::sync_filesystem`), and only then writes its clean-shutdown marker.
 pub struct ClosePlan<S: Storage> {
     storage: S,
     dir: PathBuf,
-    files: Vec<SegmentClose<S>>,
+    /// The segments whose index files the stop writes (base offset, encoded indexes).
+    indexes: Vec<(Offset, EncodedIndexes)>,
 }
 
 impl<S: Storage> ClosePlan<S> {
     pub async fn run(self) -> io::Result<()> {
-        for (base, file, indexes) in self.files {
-            file.get().await?.sync_data().await?;
-            write_indexes(&self.storage, &self.dir, base, indexes).await?;
+        for (base, indexes) in self.indexes {
+            write_index_files(&self.storage, &self.dir, base, indexes, false).await?;
         }
-        self.storage.sync_dir(&self.dir)
+        Ok(())
     }
 }
 
@@ -834,22 +832,20 @@ impl<S: Storage> Log<S> {
         Ok(None)
     }
 
-    /// What a clean shutdown must write: every segment synced, index files beside it (sealed
-    /// segments whose seal already did both are left alone, and stay closed).
+    /// What a clean shutdown must write: index files beside each written segment that has none
+    /// on disk yet (the active one; sealed ones got theirs when sealed, and stay closed).
     pub fn close_plan(&self) -> ClosePlan<S> {
-        let files = self
+        let indexes = self
             .segments
             .iter()
+            .filter(|s| s.file.is_written())
             .filter(|s| s.file.open_file().is_some() || !s.indexes_saved)
-            .filter_map(|s| {
-                let file = s.file_ref(&self.storage, &self.dir)?;
-                Some((s.base_offset, file, s.encode_indexes()?))
-            })
+            .filter_map(|s| Some((s.base_offset, s.encode_indexes()?)))
             .collect();
         ClosePlan {
             storage: self.storage.clone(),
             dir: self.dir.clone(),
-            files,
+            indexes,
         }
     }
 

@@ -253,4 +253,16 @@ impl Storage for MemStorage {
     fn sync_dir(&self, _path: &Path) -> io::Result<()> {
         Ok(())
     }
+
+    fn sync_filesystem(&self, _path: &Path) -> io::Result<()> {
+        let disk = self.disk.borrow();
+        if disk.fail_syncs {
+            return Err(injected("syncfs"));
+        }
+        for inode in disk.files.values() {
+            let mut file = inode.borrow_mut();
+            file.synced = file.data.clone();
+        }
+        Ok(())
+    }
 }
