@@ -81,6 +81,14 @@ def broker(request):
     b.stop()
 
 
+def create_topics(broker, topics):
+    """Creates the topics with an admin client that it closes: a client left open keeps trying
+    to reconnect to its broker after the test stopped it, for the rest of the session."""
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics(topics)
+    admin.close()
+
+
 def consume(broker, topic, partitions, expected, start=None):
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -145,7 +153,7 @@ def test_broker_defaults_change_at_run_time(broker):
 @pytest.mark.parametrize("acks", [0, 1, "all"])
 def test_every_record_round_trips_once_in_order(broker, acks):
     topic = f"py-acks-{acks}"
-    KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics([NewTopic(topic, 3, 1)])
+    create_topics(broker, [NewTopic(topic, 3, 1)])
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks=acks, enable_idempotence=False, linger_ms=5)
     n = 600
     for i in range(n):
@@ -178,7 +186,7 @@ def test_idempotent_producer_by_default(broker):
 
 def test_seek_and_offsets_for_times(broker):
     topic = "py-times"
-    KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics([NewTopic(topic, 1, 1)])
+    create_topics(broker, [NewTopic(topic, 1, 1)])
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for i in range(10):
         producer.send(topic, value=b"%d" % i, partition=0, timestamp_ms=5_000 + i * 100).get(timeout=10)
@@ -196,7 +204,7 @@ def test_seek_and_offsets_for_times(broker):
 
 def test_kill9_mid_idempotent_stream_keeps_every_acked_record_once(broker):
     topic = "py-kill9"
-    KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics([NewTopic(topic, 2, 1)])
+    create_topics(broker, [NewTopic(topic, 2, 1)])
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, retries=1_000_000, delivery_timeout_ms=60_000, reconnect_backoff_max_ms=200)
     acked = []
     futures = []
@@ -238,6 +246,17 @@ def wait_for(condition, what, timeout=30):
         time.sleep(0.05)
 
 
+# kafka-python 3.0.12 can lose a JoinGroup/SyncGroup round. A consumer sends its first JoinGroup
+# before it has fetched its topics' metadata, so as the group's leader it assigns nothing ("No
+# partition metadata for topic") and rejoins once the metadata arrives. If poll() times out while
+# that second round is in flight, the round completes in the background; the next poll() sees the
+# leader's assignment snapshot now matching its metadata, asks for no rejoin, and never takes the
+# round's result: the consumer keeps its empty assignment, never turns its heartbeat back on (it
+# is off during a join) and the coordinator expires its session. Hence group consumers learn their
+# topics' partitions before they first join, and poll while waiting for records with all the time
+# left (a poll returns as soon as records arrive), never giving up a poll in the middle of a join.
+
+
 def group_consumer(broker, group, *topics, **configs):
     settings = dict(
         bootstrap_servers=broker.bootstrap,
@@ -249,7 +268,15 @@ def group_consumer(broker, group, *topics, **configs):
         fetch_max_wait_ms=100,
     )
     settings.update(configs)
-    return KafkaConsumer(*topics, **settings)
+    consumer = KafkaConsumer(*topics, **settings)
+    for topic in topics:
+        assert consumer.partitions_for_topic(topic), f"no partitions for {topic}"
+    return consumer
+
+
+def poll_within(consumer, deadline):
+    """One poll that may wait until `deadline` (time.time()); it returns once records arrive."""
+    return consumer.poll(timeout_ms=max(0, int((deadline - time.time()) * 1000)))
 
 
 class GroupMember(threading.Thread):
@@ -268,10 +295,8 @@ class GroupMember(threading.Thread):
     def run(self):
         try:
             while not self.stopping.is_set():
-                # Long enough for a whole JoinGroup/SyncGroup round inside one poll: kafka-python
-                # 3.0.12 can drop a join that completes after poll() timed out (a leader whose
-                # assignment snapshot then matches its metadata never finishes joining, stops
-                # heartbeating and is expired).
+                # Short, to notice `stopping`, yet long enough for a whole JoinGroup/SyncGroup
+                # round inside one poll (see group_consumer).
                 batch = self.consumer.poll(timeout_ms=1000)
                 got = [r for rs in batch.values() for r in rs]
                 self.records.extend(got)
@@ -297,12 +322,12 @@ def poll_until(consumer, expected, timeout=30):
     out = []
     deadline = time.time() + timeout
     while len(out) < expected and time.time() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
+        for records in poll_within(consumer, deadline).values():
             out.extend(records)
     # A second more, to catch anything beyond what was expected.
     extra_until = time.time() + 1
     while time.time() < extra_until:
-        for records in consumer.poll(timeout_ms=200).values():
+        for records in poll_within(consumer, extra_until).values():
             out.extend(records)
     return out
 
@@ -395,7 +420,7 @@ def test_admin_lists_describes_and_deletes_consumer_groups(group_broker):
     records = []
     deadline = time.time() + 30
     while len(records) < 10 and time.time() < deadline:
-        for rs in consumer.poll(timeout_ms=200).values():
+        for rs in poll_within(consumer, deadline).values():
             records.extend(rs)
     assert len(records) == 10
     consumer.commit()
@@ -463,7 +488,7 @@ def transactional_producer(broker, transactional_id):
 
 def test_transactions_read_committed_sees_only_committed_records(broker):
     topic = "py-txn"
-    KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics([NewTopic(topic, 3, 1)])
+    create_topics(broker, [NewTopic(topic, 3, 1)])
     producer = transactional_producer(broker, "py-txn-producer")
     for prefix, commit in [(b"c0", True), (b"a", False), (b"c1", True)]:
         producer.begin_transaction()
@@ -513,7 +538,7 @@ def open_transaction(broker, transactional_id, topic, prefix):
 
 def test_transactions_a_new_producer_fences_the_zombie(broker):
     topic, tid = "py-zombie", "py-zombie-id"
-    KafkaAdminClient(bootstrap_servers=broker.bootstrap).create_topics([NewTopic(topic, 2, 1)])
+    create_topics(broker, [NewTopic(topic, 2, 1)])
     # Each new producer's init_transactions bumps the epoch and aborts the previous one's open
     # transaction. The first zombie's commit is refused by the coordinator (EndTxn with an old
     # epoch); the second zombie's write is refused by the partition (Produce with an old epoch).
@@ -565,7 +590,7 @@ def transform_round(consumer, producer, out_topic, n, commit):
     read = []
     deadline = time.time() + 30
     while len(read) < n and time.time() < deadline:
-        for rs in consumer.poll(timeout_ms=200).values():
+        for rs in poll_within(consumer, deadline).values():
             read.extend(rs)
     assert len(read) == n, f"the group consumer read {len(read)} of {n}"
     producer.begin_transaction()
