@@ -9,6 +9,8 @@
 # kill -9 the data directory, exactly as the killed broker left it, is copied to disk and the
 # restart runs from there. Set COLD=1 to drop the page cache before the restart (needs root).
 #
+# After the crash restart it stops the broker cleanly and restarts it, timing both.
+#
 # Environment: SLUICE (binary; default $CARGO_TARGET_DIR or target, /release/sluice), CORES
 # (shards, default 2), PORT (default 19192), DATA (disk directory; default a new one in /tmp),
 # KEEP=1 keeps the data afterwards, RESTART_ONLY=1 skips the fill and restarts from DATA as a
@@ -87,6 +89,19 @@ fill() {
     sync
 }
 
+# Starts the broker on DATA and waits for Metadata; sets t_all once every shard serves.
+restart() { # LOG_FILE
+    start "$data" "$1"
+    until serving; do
+        kill -0 "$pid" 2>/dev/null || { cat "$1"; exit 1; }
+        sleep 0.02
+    done
+    t_metadata=$(now)
+    # The first shard to finish answers Metadata; the others may still be opening theirs.
+    until [[ $(grep -c "serving .* partitions" "$1") -ge $cores ]]; do sleep 0.02; done
+    t_all=$(now)
+}
+
 # RESTART_ONLY=1 restarts from what an earlier run left in DATA (with KEEP=1).
 if [[ ${RESTART_ONLY:-0} != 1 ]]; then
     fill
@@ -99,21 +114,13 @@ segment_count=$(find "$data" -name '*.log' | wc -l)
 echo "restart after kill -9 ($(ulimit -Hn) open files at most)"
 restart_log=$data.restart.log
 t0=$(now)
-start "$data" "$restart_log"
-until serving; do
-    kill -0 "$pid" 2>/dev/null || { cat "$restart_log"; exit 1; }
-    sleep 0.02
-done
-t_metadata=$(now)
-# The first shard to finish answers Metadata; the others may still be opening theirs.
-until [[ $(grep -c "serving .* partitions" "$restart_log") -ge $cores ]]; do sleep 0.02; done
-t_all=$(now)
+restart "$restart_log"
 for p in 0 1 $((partitions / 2)) $((partitions - 1)); do
     fetch_oldest "$p"
 done
 t_fetch=$(now)
 
-fds=$(ls "/proc/$pid/fd" | wc -l)
+fds=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 sealed_open=$(curl -s "http://127.0.0.1:$admin_port/metrics" |
     awk '/^sluice_sealed_segment_files_open/ {sum += $2} END {print sum + 0}')
@@ -124,3 +131,19 @@ echo "oldest segments fetched after: $(echo "$t_fetch - $t0" | bc) s (partitions
 echo "open files after restart:      $fds (sealed segment files in the caches: $sealed_open)"
 echo "RSS:                           $((rss_kb / 1024)) MB"
 grep -h "opened .* partitions in" "$restart_log" | sed 's/^/broker: /' || true
+
+# A clean stop (SIGTERM: index files, producer snapshots, one syncfs, the marker), then a clean
+# start, which trusts every segment.
+t_stop=$(now)
+kill -TERM "$pid"
+wait "$pid" || true
+pid=
+echo "clean stop took:               $(echo "$(now) - $t_stop" | bc) s"
+t0=$(now)
+restart "$data.clean-restart.log"
+echo "clean restart, metadata after: $(echo "$t_metadata - $t0" | bc) s (every shard: $(echo "$t_all - $t0" | bc) s)"
+if [[ ${KEEP:-0} == 1 ]]; then
+    # Leave DATA as a crash left it, for the next RESTART_ONLY=1 run.
+    kill_hard
+fi
+rm -f "$data.clean-restart.log"
