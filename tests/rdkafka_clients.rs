@@ -418,6 +418,63 @@ fn seek_and_offsets_by_timestamp() {
     }
 }
 
+/// The offset `offsets_for_times` finds for `timestamp` in partition 0 of `topic`.
+fn offset_for_time(consumer: &BaseConsumer, topic: &str, timestamp: i64) -> Offset {
+    let mut query = TopicPartitionList::new();
+    query
+        .add_partition_offset(topic, 0, Offset::Offset(timestamp))
+        .unwrap();
+    let found = consumer.offsets_for_times(query, TIMEOUT).unwrap();
+    found.find_partition(topic, 0).unwrap().offset()
+}
+
+#[test]
+fn timestamps_and_offsets_resolve_in_sealed_segments_after_clean_and_crash_restarts() {
+    // One record per batch and a segment per batch: after a restart every segment but the last
+    // is sealed, its indexes left in their files until a lookup needs them.
+    let mut broker = Broker::start("lazy-indexes", 1, &[]);
+    let topic = NewTopic::new("sealed", 1, TopicReplication::Fixed(1))
+        .set("segment.bytes", "100")
+        .set("index.interval.bytes", "1");
+    let created = block_on(admin(&broker).create_topics([&topic], &AdminOptions::new())).unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let (producer, _) = producer(&broker, &[("linger.ms", "0")]);
+    for i in 0..30i64 {
+        let value = i.to_string();
+        let record = BaseRecord::<(), _>::to("sealed")
+            .partition(0)
+            .payload(&value)
+            .timestamp(2_000_000 + i * 1000);
+        producer.send(record).unwrap();
+        producer.flush(TIMEOUT).unwrap();
+    }
+    drop(producer);
+    for clean in [true, false] {
+        if clean {
+            assert!(broker.terminate(), "exit status 0 after SIGTERM");
+        } else {
+            broker.kill9();
+        }
+        broker.restart();
+        let consumer = consumer(&broker);
+        let what = if clean { "clean" } else { "crash" };
+        for (timestamp, offset) in [(2_005_500, 6), (2_000_000, 0), (2_029_000, 29)] {
+            assert_eq!(
+                offset_for_time(&consumer, "sealed", timestamp),
+                Offset::Offset(offset),
+                "{what} restart: timestamp {timestamp}"
+            );
+        }
+        assert_eq!(offset_for_time(&consumer, "sealed", 9_000_000), Offset::End);
+        let from_17 = consume_all(&broker, "sealed", 1, Offset::Offset(17), 13);
+        assert_eq!(
+            from_17.iter().map(|c| c.3.clone()).collect::<Vec<_>>(),
+            (17..30).map(|i| i.to_string()).collect::<Vec<_>>(),
+            "{what} restart"
+        );
+    }
+}
+
 #[test]
 fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
     for cores in SHARD_COUNTS {
