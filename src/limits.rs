@@ -133,3 +133,8 @@ pub const CLOSE_PARTITIONS_IN_FLIGHT: usize = 32;
 /// a consumer group catching up on 1,000 partitions of one shard at once; beyond it a read
 /// reopens its file (one open(2), microseconds).
 pub const SEALED_SEGMENT_FILES_OPEN_MAX: usize = 1_000;
+
+/// Bytes of sealed segments' index entries one shard keeps in memory at once, least recently
+/// used evicted first (an evicted index is read from its files again when next needed). At the
+/// default `index.interval.bytes` of 4 KiB that is the indexes of about 25 GiB of log being read.
+pub const SEALED_INDEXES_LOADED_MAX_BYTES: usize = 128 * 1024 * 1024;

@@ -668,6 +668,14 @@ impl Shard {
                     ),
                     UringStorage.segment_files().open_count() as f64,
                 ),
+                (
+                    (
+                        "sluice_sealed_indexes_loaded_bytes",
+                        "Bytes of sealed segments' index entries the shard holds in memory (at most SEALED_INDEXES_LOADED_MAX_BYTES).",
+                        Gauge,
+                    ),
+                    UringStorage.index_cache().loaded_bytes() as f64,
+                ),
             ];
             for (family, value) in scalars {
                 s.push(family, shard(), value);

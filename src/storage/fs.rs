@@ -10,6 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use glommio::io::{BufferedFile, OpenOptions};
 
+use super::sealed_indexes::IndexCache;
 use super::segment_files::SegmentFiles;
 use super::{Storage, StorageFile};
 use crate::limits;
@@ -19,6 +20,9 @@ thread_local! {
     /// shard is one thread.
     static SEGMENT_FILES: Rc<SegmentFiles<UringFile>> =
         Rc::new(SegmentFiles::new(limits::SEALED_SEGMENT_FILES_OPEN_MAX));
+    /// This shard's loaded sealed-segment indexes.
+    static INDEX_CACHE: Rc<IndexCache> =
+        Rc::new(IndexCache::new(limits::SEALED_INDEXES_LOADED_MAX_BYTES));
 }
 
 /// Files opened through glommio on the current shard's io_uring.
@@ -106,6 +110,10 @@ impl Storage for UringStorage {
 
     fn segment_files(&self) -> Rc<SegmentFiles<UringFile>> {
         SEGMENT_FILES.with(Rc::clone)
+    }
+
+    fn index_cache(&self) -> Rc<IndexCache> {
+        INDEX_CACHE.with(Rc::clone)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {

@@ -106,6 +106,14 @@ impl TimeIndex {
         self.entries.last().copied()
     }
 
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.entries.len() * TIME_ENTRY_BYTES);
         for &(timestamp, offset) in &self.entries {

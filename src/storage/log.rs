@@ -19,7 +19,8 @@ use bytes::Bytes;
 use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
 use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
-use super::segment::{self, EncodedIndexes, Indexes, LazyIndexes, Lookup, ScanRules, Segment};
+use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
+use super::segment::{self, EncodedIndexes, Lookup, ScanRules, Segment};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
@@ -268,29 +269,53 @@ pub struct ReadCursor<S: Storage> {
 /// Where a read starts scanning its segment.
 enum ScanStart<S: Storage> {
     At(u64),
-    /// Where the segment's index puts `relative` (an offset relative to the base): the read
-    /// loads the index first.
+    /// Where the segment's indexes put `key`: the read loads them first.
     Indexed {
         load: IndexLoad<S>,
-        relative: u32,
+        key: IndexKey,
     },
 }
 
+/// What a read looks up in a segment's indexes.
+enum IndexKey {
+    /// An offset relative to the segment's base.
+    Offset(u32),
+    /// The first record with at least this timestamp.
+    Timestamp(i64),
+}
+
 impl<S: Storage> ScanStart<S> {
-    /// The position in `file`, the segment's log, which rebuilds the index if it must.
+    fn new(lookup: Lookup, storage: &S, key: IndexKey) -> Self {
+        match lookup {
+            Lookup::At(position) => ScanStart::At(position),
+            Lookup::Load(lazy) => ScanStart::Indexed {
+                load: IndexLoad {
+                    storage: storage.clone(),
+                    lazy,
+                },
+                key,
+            },
+        }
+    }
+
+    /// The position in `file`, the segment's log, which rebuilds the indexes if it must.
     async fn position(&self, file: &S::File) -> io::Result<u64> {
         match self {
             ScanStart::At(position) => Ok(*position),
-            ScanStart::Indexed { load, relative } => {
+            ScanStart::Indexed { load, key } => {
                 let indexes = load.run_with(Some(file)).await?;
-                Ok(indexes.position_of(*relative))
+                Ok(match *key {
+                    IndexKey::Offset(relative) => indexes.position_of(relative),
+                    IndexKey::Timestamp(timestamp) => indexes.position_at_time(timestamp),
+                })
             }
         }
     }
 }
 
 /// Loads a sealed segment's indexes that recovery left in their files (see
-/// `segment::LazyIndexes`), without borrowing the log: they land in the segment's shared slot.
+/// `sealed_indexes::LazyIndexes`), without borrowing the log: they land in the slot the segment
+/// shares with its readers, and in the shard's index cache.
 pub struct IndexLoad<S: Storage> {
     storage: S,
     lazy: Rc<LazyIndexes>,
@@ -299,12 +324,12 @@ pub struct IndexLoad<S: Storage> {
 impl<S: Storage> IndexLoad<S> {
     /// The indexes: in memory already, read from their files, or rebuilt from the log when the
     /// files are damaged or missing.
-    pub async fn run(&self) -> io::Result<&Indexes> {
+    pub async fn run(&self) -> io::Result<Rc<Indexes>> {
         self.run_with(None).await
     }
 
     /// `run`, rebuilding from `log` (the segment's open file) if it must.
-    async fn run_with(&self, log: Option<&S::File>) -> io::Result<&Indexes> {
+    async fn run_with(&self, log: Option<&S::File>) -> io::Result<Rc<Indexes>> {
         let lazy = &self.lazy;
         if let Some(indexes) = lazy.get() {
             return Ok(indexes);
@@ -388,6 +413,7 @@ impl<S: Storage> Log<S> {
         bases.sort();
         let shared_dir: Rc<Path> = Rc::from(dir.as_path());
         let files = storage.segment_files();
+        let index_cache = storage.index_cache();
         let mut report = RecoveryReport::default();
         let mut segments = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
@@ -399,6 +425,7 @@ impl<S: Storage> Log<S> {
                     names: &names,
                     next_base,
                     files: &files,
+                    index_cache: &index_cache,
                     rules: ScanRules::of(&config),
                 };
                 if sealed.load(&storage, &mut seg).await? {
@@ -775,13 +802,8 @@ impl<S: Storage> Log<S> {
         then: Option<Box<ReadCursor<S>>>,
     ) -> Option<ReadCursor<S>> {
         let seg = &self.segments[i];
-        let start = match seg.lookup(offset) {
-            Lookup::At(position) => ScanStart::At(position),
-            Lookup::Load(lazy) => ScanStart::Indexed {
-                load: self.index_load(lazy),
-                relative: seg.relative_to_base(offset),
-            },
-        };
+        let key = IndexKey::Offset(seg.relative_to_base(offset));
+        let start = ScanStart::new(seg.lookup(offset), &self.storage, key);
         Some(ReadCursor {
             file: seg.file_ref(&self.storage, &self.dir)?,
             start,
@@ -824,7 +846,11 @@ impl<S: Storage> Log<S> {
             };
             return Ok(Some(ReadCursor {
                 file,
-                start: ScanStart::At(seg.time_lookup(target).unwrap_or(0)),
+                start: ScanStart::new(
+                    seg.time_lookup(target),
+                    &self.storage,
+                    IndexKey::Timestamp(target),
+                ),
                 readable: seg.readable,
                 then: None,
             }));
@@ -1290,12 +1316,13 @@ struct SealedLoad<'a, F: StorageFile> {
     names: &'a HashSet<String>,
     next_base: Offset,
     files: &'a Rc<SegmentFiles<F>>,
+    index_cache: &'a Rc<IndexCache>,
     rules: ScanRules,
 }
 
 impl<F: StorageFile> SealedLoad<'_, F> {
     /// Loads a trusted sealed segment without opening its log or reading its offset and time
-    /// indexes (they load on first need; see `segment::LazyIndexes`): its size from the
+    /// indexes (they load on first need; see `sealed_indexes::LazyIndexes`): its size from the
     /// directory, its end from the next segment's base (an upper bound: see
     /// `Segment::next_offset_is_bound`), its aborted transactions from its txn index if it has
     /// one. False when an index file is missing: the caller scans the segment instead.
@@ -1316,7 +1343,8 @@ impl<F: StorageFile> SealedLoad<'_, F> {
             return Ok(false);
         }
         let size = storage.file_size(&segment::log_path(self.dir, base))?;
-        seg.set_lazy_indexes(LazyIndexes::new(base, self.dir.clone(), size, self.rules));
+        let (dir, cache) = (self.dir.clone(), self.index_cache.clone());
+        seg.set_lazy_indexes(LazyIndexes::new(base, dir, size, self.rules, cache));
         if has(segment::txn_index_path(self.dir, base)) {
             seg.aborted = load_txn_index(storage, self.dir, base).await?;
         }

@@ -789,3 +789,44 @@ fn retention_after_a_reopen_loads_the_timestamps_it_needs_and_no_more() {
         },
     );
 }
+
+#[test]
+fn sealed_indexes_in_memory_stay_under_the_cache_bound_while_everything_reads_back() {
+    let (storage, log, model) = many_segments(4, 9);
+    let expected: Vec<_> = model
+        .batches
+        .iter()
+        .map(|&(_, _, ts)| {
+            let cursor = timestamp_cursor(&log, ts).expect("a segment holds it");
+            block_on(cursor.find_timestamp(ts)).unwrap()
+        })
+        .collect();
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    // Room for about two segments' indexes (small_config indexes every 256 bytes of 2 KiB).
+    let bound = 2 * 8 * 20;
+    let storage = storage.with_loaded_indexes_max_bytes(bound);
+    let (log, _) = open(&storage, true);
+    check_reads_then(&log, &model, || {
+        assert!(
+            storage.index_cache_bytes() <= bound,
+            "{}",
+            storage.index_cache_bytes()
+        );
+    });
+    let found: Vec<_> = model
+        .batches
+        .iter()
+        .map(|&(_, _, ts)| {
+            let cursor = timestamp_cursor(&log, ts).expect("a segment holds it");
+            block_on(cursor.find_timestamp(ts)).unwrap()
+        })
+        .collect();
+    assert_eq!(found, expected);
+    assert!(storage.index_cache_bytes() <= bound);
+    assert_eq!(
+        unloaded(&log),
+        0,
+        "every timestamp known, if not every index held"
+    );
+}

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::sealed_indexes::IndexCache;
 use super::segment_files::SegmentFiles;
 use super::{Storage, StorageFile};
 use crate::limits;
@@ -37,6 +38,7 @@ struct Disk {
 pub struct MemStorage {
     disk: Rc<RefCell<Disk>>,
     segment_files: Rc<SegmentFiles<MemFile>>,
+    index_cache: Rc<IndexCache>,
     /// Handles open now, like a process's file descriptors.
     open_files: Rc<Cell<usize>>,
 }
@@ -71,8 +73,19 @@ impl MemStorage {
         MemStorage {
             disk: Rc::default(),
             segment_files: Rc::new(SegmentFiles::new(max)),
+            index_cache: Rc::new(IndexCache::new(limits::SEALED_INDEXES_LOADED_MAX_BYTES)),
             open_files: Rc::default(),
         }
+    }
+
+    /// This disk with a loaded-index cache of at most `max_bytes` of entries.
+    pub fn with_loaded_indexes_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.index_cache = Rc::new(IndexCache::new(max_bytes));
+        self
+    }
+
+    pub fn index_cache_bytes(&self) -> usize {
+        self.index_cache.loaded_bytes()
     }
 
     /// Files open now (handles not yet dropped).
@@ -202,6 +215,10 @@ impl Storage for MemStorage {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
         let len = file.borrow().data.len();
         Ok(len as u64)
+    }
+
+    fn index_cache(&self) -> Rc<IndexCache> {
+        self.index_cache.clone()
     }
 
     fn segment_files(&self) -> Rc<SegmentFiles<MemFile>> {

@@ -12,6 +12,7 @@ pub mod log;
 pub mod mem;
 pub mod payload;
 pub mod records;
+pub mod sealed_indexes;
 pub mod segment;
 pub mod segment_files;
 pub mod txn_index;
@@ -22,6 +23,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use sealed_indexes::IndexCache;
 use segment_files::SegmentFiles;
 
 /// One open file: positional reads and writes, fdatasync, truncate.
@@ -55,6 +57,8 @@ pub trait Storage: Clone + 'static {
     fn file_size(&self, path: &Path) -> io::Result<u64>;
     /// The calling shard's cache of open sealed-segment files.
     fn segment_files(&self) -> Rc<SegmentFiles<Self::File>>;
+    /// The calling shard's cache of loaded sealed-segment indexes.
+    fn index_cache(&self) -> Rc<IndexCache>;
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     fn exists(&self, path: &Path) -> bool;

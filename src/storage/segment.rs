@@ -1,12 +1,12 @@
 //! One segment of a partition log: a `.log` file of record batches named by its 20-digit base
 //! offset, with its sparse offset and time indexes. Owned by the partition's shard.
 
-use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::batch::BatchHeader;
 use super::index::{OffsetIndex, TimeIndex};
+use super::sealed_indexes::{Indexes, LazyIndexes};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
@@ -90,69 +90,14 @@ pub struct EncodedIndexes {
     pub txn_index: Vec<u8>,
 }
 
-/// A segment's sparse indexes and the largest timestamp they summarize.
-#[derive(Debug, Default)]
-pub struct Indexes {
-    index: OffsetIndex,
-    time_index: TimeIndex,
-    /// Largest batch max-timestamp in the segment (-1 when empty)...
-    max_timestamp: i64,
-    /// ...and the relative offset of the batch that reached it.
-    max_timestamp_at: u32,
-}
-
-impl Indexes {
-    fn empty() -> Self {
-        Indexes {
-            max_timestamp: -1,
-            ..Indexes::default()
-        }
-    }
-
-    /// Indexes read back from their files: the time index's last entry is the largest
-    /// timestamp (`Segment::finish_time_index` put it there).
-    pub fn from_files(index: OffsetIndex, time_index: TimeIndex) -> Self {
-        let (max_timestamp, max_timestamp_at) = time_index.last().unwrap_or((-1, 0));
-        Indexes {
-            index,
-            time_index,
-            max_timestamp,
-            max_timestamp_at,
-        }
-    }
-
-    /// Where to start scanning for `relative` (an offset relative to the segment's base).
-    pub fn position_of(&self, relative: u32) -> u64 {
-        self.index.lookup(relative).1 as u64
-    }
-
-    /// Where to start scanning for the first record with a timestamp of at least `timestamp`.
-    fn position_at_time(&self, timestamp: i64) -> u64 {
-        self.position_of(self.time_index.lookup(timestamp))
-    }
-}
-
 /// Where a segment's indexes are.
 #[derive(Debug)]
 enum SegmentIndexes {
     /// In memory: built by appends or a recovery scan, or read from the files.
     Built(Indexes),
-    /// A sealed segment's, left in their files by recovery (a restart then reads no index
-    /// file: 100,000 segments would be 200,000 files) and loaded the first time a read,
-    /// retention, the cleaner or a timestamp lookup needs them (see `log::IndexLoad`).
+    /// A sealed segment's, left in their files by recovery and in memory only while the
+    /// shard's cache holds them (see `sealed_indexes`, `log::IndexLoad`).
     Lazy(Rc<LazyIndexes>),
-}
-
-/// A sealed segment's indexes in their files, loaded at most once, on first need.
-#[derive(Debug)]
-pub struct LazyIndexes {
-    pub base_offset: Offset,
-    pub dir: Rc<Path>,
-    /// The `.log` file's size: index entries must point inside it.
-    pub log_size: u64,
-    /// For rebuilding the indexes from the log when their files turn out damaged.
-    pub rules: ScanRules,
-    loaded: OnceCell<Indexes>,
 }
 
 /// What a scan of a segment checks batches against and indexes them by.
@@ -173,28 +118,6 @@ impl ScanRules {
                 .max(limits::RECOVERY_READ_CHUNK_BYTES) as u64)
                 * 16,
         }
-    }
-}
-
-impl LazyIndexes {
-    pub fn new(base_offset: Offset, dir: Rc<Path>, log_size: u64, rules: ScanRules) -> Self {
-        LazyIndexes {
-            base_offset,
-            dir,
-            log_size,
-            rules,
-            loaded: OnceCell::new(),
-        }
-    }
-
-    pub fn get(&self) -> Option<&Indexes> {
-        self.loaded.get()
-    }
-
-    /// Keeps `indexes` unless a load that ran meanwhile got there first (both read the same
-    /// files); returns the ones kept.
-    pub fn install(&self, indexes: Indexes) -> &Indexes {
-        self.loaded.get_or_init(|| indexes)
     }
 }
 
@@ -244,26 +167,22 @@ impl<F: StorageFile> Segment<F> {
         self.indexes = SegmentIndexes::Lazy(Rc::new(lazy));
     }
 
-    /// The indexes, if in memory.
-    fn indexes(&self) -> Option<&Indexes> {
-        match &self.indexes {
-            SegmentIndexes::Built(indexes) => Some(indexes),
-            SegmentIndexes::Lazy(lazy) => lazy.get(),
-        }
-    }
-
-    /// The indexes still in their files, for the caller to load (`None` once in memory).
+    /// The indexes whose largest timestamp is not known yet, for the caller to load (`None`
+    /// once it is, even if the indexes were evicted since).
     pub fn unloaded_indexes(&self) -> Option<Rc<LazyIndexes>> {
         match &self.indexes {
-            SegmentIndexes::Lazy(lazy) if lazy.get().is_none() => Some(lazy.clone()),
+            SegmentIndexes::Lazy(lazy) if lazy.max_timestamp().is_none() => Some(lazy.clone()),
             _ => None,
         }
     }
 
-    /// The largest batch max-timestamp (-1 when the segment is empty); `None` while the
-    /// indexes that hold it are not loaded.
+    /// The largest batch max-timestamp (-1 when the segment is empty); `None` until the
+    /// indexes that hold it are loaded.
     pub fn max_timestamp(&self) -> Option<i64> {
-        self.indexes().map(|i| i.max_timestamp)
+        match &self.indexes {
+            SegmentIndexes::Built(indexes) => Some(indexes.max_timestamp),
+            SegmentIndexes::Lazy(lazy) => lazy.max_timestamp(),
+        }
     }
 
     /// The indexes a scan built (`None` for indexes still in, or loaded from, their files).
@@ -302,9 +221,12 @@ impl<F: StorageFile> Segment<F> {
         }
     }
 
-    /// The index files' contents; `None` for indexes still in their files (nothing to write).
+    /// The index files' contents; `None` for indexes that came from their files (nothing to
+    /// write).
     pub fn encode_indexes(&self) -> Option<EncodedIndexes> {
-        let indexes = self.indexes()?;
+        let SegmentIndexes::Built(indexes) = &self.indexes else {
+            return None;
+        };
         Some(EncodedIndexes {
             index: indexes.index.encode(),
             time_index: indexes.time_index.encode(),
@@ -366,9 +288,15 @@ impl<F: StorageFile> Segment<F> {
         self.relative(offset.max(self.base_offset))
     }
 
-    /// Where to start scanning for the first record at or after `timestamp`; `None` while the
-    /// indexes are not loaded.
-    pub fn time_lookup(&self, timestamp: i64) -> Option<u64> {
-        Some(self.indexes()?.position_at_time(timestamp))
+    /// Where to start scanning for the first record at or after `timestamp`: a position, or
+    /// the indexes to load first.
+    pub fn time_lookup(&self, timestamp: i64) -> Lookup {
+        match &self.indexes {
+            SegmentIndexes::Built(indexes) => Lookup::At(indexes.position_at_time(timestamp)),
+            SegmentIndexes::Lazy(lazy) => match lazy.get() {
+                Some(indexes) => Lookup::At(indexes.position_at_time(timestamp)),
+                None => Lookup::Load(lazy.clone()),
+            },
+        }
     }
 }
