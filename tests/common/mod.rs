@@ -89,16 +89,58 @@ impl Broker {
         while self.log().matches("listening on").count() < ready
             || TcpStream::connect(self.bootstrap()).is_err()
         {
-            assert!(
-                Instant::now() < deadline,
-                "broker did not start; log:\n{}",
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                let threads = self.thread_dump();
+                panic!(
+                    "broker did not start; log:\n{}\nthreads:\n{threads}",
+                    self.log()
+                );
+            }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("broker exited with {status}; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What each thread of the running broker is doing (for a start that hangs): its state and
+    /// kernel wait channel from /proc, and user-space stacks when gdb is installed.
+    pub fn thread_dump(&self) -> String {
+        let Some(child) = self.child.as_ref() else {
+            return "no broker running".to_string();
+        };
+        let pid = child.id();
+        let mut dump = String::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let path = task.path();
+                let read = |name: &str| {
+                    std::fs::read_to_string(path.join(name))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                };
+                let stat = read("stat");
+                // The state follows the parenthesised name: "pid (comm) S ...".
+                let state = stat.rsplit(") ").next().unwrap_or("").split(' ').next();
+                dump += &format!(
+                    "{} {:?} state {} wchan {} {}\n",
+                    task.file_name().to_string_lossy(),
+                    read("comm"),
+                    state.unwrap_or("?"),
+                    read("wchan"),
+                    read("schedstat"),
+                );
+            }
+        }
+        if let Ok(out) = Command::new("gdb")
+            .args(["-batch", "-nx", "-p", &pid.to_string()])
+            .args(["-ex", "thread apply all bt 30"])
+            .output()
+        {
+            dump += &String::from_utf8_lossy(&out.stdout);
+        }
+        dump
     }
 
     pub fn log(&self) -> String {
