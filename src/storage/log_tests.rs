@@ -670,7 +670,19 @@ fn reopen_after_a_clean_stop_opens_only_the_active_segment() {
     check_reads_then(&log, &model, || assert!(storage.open_files() <= 3));
 }
 
-/// Every sealed segment of `log` whose indexes are still only in their files.
+/// What a timestamp lookup answers for each batch's timestamp.
+fn timestamp_answers(log: &Log<MemStorage>, model: &Model) -> Vec<Option<(Offset, i64)>> {
+    model
+        .batches
+        .iter()
+        .map(|&(_, _, ts)| {
+            let cursor = timestamp_cursor(log, ts).expect("a segment holds it");
+            block_on(cursor.find_timestamp(ts)).unwrap()
+        })
+        .collect()
+}
+
+/// Sealed segments of `log` whose largest timestamp is not known yet (indexes never loaded).
 fn unloaded(log: &Log<MemStorage>) -> usize {
     log.unloaded_indexes().len()
 }
@@ -700,17 +712,7 @@ fn a_reopen_leaves_sealed_indexes_in_their_files_until_a_read_needs_them() {
 #[test]
 fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log() {
     let (storage, log, model) = many_segments(4, 5);
-    let by_timestamp = |log: &Log<MemStorage>| -> Vec<Option<(Offset, i64)>> {
-        model
-            .batches
-            .iter()
-            .map(|&(_, _, ts)| {
-                let cursor = timestamp_cursor(log, ts).expect("a segment holds it");
-                block_on(cursor.find_timestamp(ts)).unwrap()
-            })
-            .collect()
-    };
-    let expected = by_timestamp(&log);
+    let expected = timestamp_answers(&log, &model);
     block_on(log.close_plan().run()).unwrap();
     drop(log);
     let bases: Vec<Offset> = {
@@ -729,7 +731,7 @@ fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log(
         .unwrap();
     let (log, _) = open(&storage, true);
     check_reads(&log, &model);
-    assert_eq!(by_timestamp(&log), expected);
+    assert_eq!(timestamp_answers(&log, &model), expected);
 }
 
 #[test]
@@ -793,14 +795,7 @@ fn retention_after_a_reopen_loads_the_timestamps_it_needs_and_no_more() {
 #[test]
 fn sealed_indexes_in_memory_stay_under_the_cache_bound_while_everything_reads_back() {
     let (storage, log, model) = many_segments(4, 9);
-    let expected: Vec<_> = model
-        .batches
-        .iter()
-        .map(|&(_, _, ts)| {
-            let cursor = timestamp_cursor(&log, ts).expect("a segment holds it");
-            block_on(cursor.find_timestamp(ts)).unwrap()
-        })
-        .collect();
+    let expected = timestamp_answers(&log, &model);
     block_on(log.close_plan().run()).unwrap();
     drop(log);
     // Room for about two segments' indexes (small_config indexes every 256 bytes of 2 KiB).
@@ -814,15 +809,7 @@ fn sealed_indexes_in_memory_stay_under_the_cache_bound_while_everything_reads_ba
             storage.index_cache_bytes()
         );
     });
-    let found: Vec<_> = model
-        .batches
-        .iter()
-        .map(|&(_, _, ts)| {
-            let cursor = timestamp_cursor(&log, ts).expect("a segment holds it");
-            block_on(cursor.find_timestamp(ts)).unwrap()
-        })
-        .collect();
-    assert_eq!(found, expected);
+    assert_eq!(timestamp_answers(&log, &model), expected);
     assert!(storage.index_cache_bytes() <= bound);
     assert_eq!(
         unloaded(&log),
