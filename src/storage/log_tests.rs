@@ -682,6 +682,14 @@ fn timestamp_answers(log: &Log<MemStorage>, model: &Model) -> Vec<Option<(Offset
         .collect()
 }
 
+/// `many_segments` stopped cleanly, with what its timestamp lookups answered before the stop.
+fn stopped_cleanly(seed: u64) -> (MemStorage, Model, Vec<Option<(Offset, i64)>>) {
+    let (storage, log, model) = many_segments(4, seed);
+    let expected = timestamp_answers(&log, &model);
+    block_on(log.close_plan().run()).unwrap();
+    (storage, model, expected)
+}
+
 /// Sealed segments of `log` whose largest timestamp is not known yet (indexes never loaded).
 fn unloaded(log: &Log<MemStorage>) -> usize {
     log.unloaded_indexes().len()
@@ -711,10 +719,7 @@ fn a_reopen_leaves_sealed_indexes_in_their_files_until_a_read_needs_them() {
 
 #[test]
 fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log() {
-    let (storage, log, model) = many_segments(4, 5);
-    let expected = timestamp_answers(&log, &model);
-    block_on(log.close_plan().run()).unwrap();
-    drop(log);
+    let (storage, model, expected) = stopped_cleanly(5);
     let bases: Vec<Offset> = {
         let (log, _) = open(&storage, true);
         log.segments.iter().map(|s| s.base_offset).collect()
@@ -794,10 +799,7 @@ fn retention_after_a_reopen_loads_the_timestamps_it_needs_and_no_more() {
 
 #[test]
 fn sealed_indexes_in_memory_stay_under_the_cache_bound_while_everything_reads_back() {
-    let (storage, log, model) = many_segments(4, 9);
-    let expected = timestamp_answers(&log, &model);
-    block_on(log.close_plan().run()).unwrap();
-    drop(log);
+    let (storage, model, expected) = stopped_cleanly(9);
     // Room for about two segments' indexes (small_config indexes every 256 bytes of 2 KiB).
     let bound = 2 * 8 * 20;
     let storage = storage.with_loaded_indexes_max_bytes(bound);
