@@ -4,7 +4,8 @@
 # before the measured runs, several rounds; prints medians, min-max and ratios.
 #
 #   scripts/compare-kafka.sh [--workloads P1,P2,P3,P4,P5,P7] [--rounds N] [--records N]
-#                            [--p3-duration SECS] [--backlog-mb MB] [--p5-partitions N]
+#                            [--p3-duration SECS] [--backlog-mb MB] [--p4-consumers N]
+#                            [--p5-partitions N]
 #                            [--p5-duration SECS] [--p5-heap SIZE] [--p7-duration SECS]
 #                            [--p7-rate N]
 #
@@ -17,9 +18,11 @@
 #       60), linger.ms=0, after a 15 s warm-up run of the same workload (a fresh JVM needs about
 #       10 s of it: Kafka's first e2e seconds run at p50 300 ms, then 0.3 ms) and 2 s of warm-up
 #       inside the measured run. Target: p99 <= 0.5x Kafka's, p99.99 <= 0.2x.
-#   P4  catch-up consume of a --backlog-mb MB backlog (default 1000) in 16 partitions, written
-#       just before (so in the page cache, for both brokers). Target: >= 1.2x Kafka's MB/s and
-#       >= 0.7x what one loopback TCP connection carries (`sluice bench loopback`, same bytes).
+#   P4  catch-up consume of a --backlog-mb MB backlog (default 10000) in 16 partitions by
+#       --p4-consumers consumers (default 1), written and read once just before (so in the page
+#       cache, for both brokers). Target: >= 1.2x Kafka's MB/s and >= 0.7x what one loopback TCP
+#       connection carries (`sluice bench loopback`, same bytes). Also reported: the broker's
+#       CPU seconds per GB read.
 #   P5  memory, each broker freshly started on its own: idle RSS (VmRSS of the broker process,
 #       Kafka's java, after 10 s of settling), then a topic of --p5-partitions partitions
 #       (default 10000; the time until every partition answers is reported) written with 100 B
@@ -46,7 +49,8 @@ rounds=3
 records=200000
 p3_duration=60
 p3_warmup=15
-backlog_mb=1000
+backlog_mb=10000
+p4_consumers=1
 p5_partitions=10000
 p5_duration=30
 p5_heap=1G
@@ -60,6 +64,7 @@ while [ $# -gt 0 ]; do
         --records) records=$2 ;;
         --p3-duration) p3_duration=$2 ;;
         --backlog-mb) backlog_mb=$2 ;;
+        --p4-consumers) p4_consumers=$2 ;;
         --p5-partitions) p5_partitions=$2 ;;
         --p5-duration) p5_duration=$2 ;;
         --p5-heap) p5_heap=$2 ;;
@@ -91,11 +96,13 @@ trap 'exit 1' INT TERM
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 add() { echo "$3" >> "$results/$1.$2"; } # broker, metric, value
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; } # resident set of a process, KiB
+clock_ticks=$(getconf CLK_TCK)
+cpu_ms() { awk -v hz="$clock_ticks" '{ print ($14 + $15) * 1000 / hz }' "/proc/$1/stat"; } # user+system
 
 # Runs the selected workloads against the broker at $1, recording under the name $2; $3 lists
-# the workloads this broker takes part in.
+# the workloads this broker takes part in, $4 is the broker's process.
 run_workloads() {
-    local bootstrap=$1 name=$2 mine=$3 json
+    local bootstrap=$1 name=$2 mine=$3 pid=$4 json cpu_before
     bench produce --bootstrap "$bootstrap" --records 20000 --size 1024 --partitions 16 >/dev/null
     if [[ $mine == *P1* ]]; then
         json=$(bench produce --bootstrap "$bootstrap" --records "$records" --size 1024 --partitions 16 --acks all)
@@ -110,8 +117,17 @@ run_workloads() {
         add "$name" P3_p9999 "$(field p9999_ms <<<"$json")"
     fi
     if [[ $mine == *P4* ]]; then
-        json=$(bench consume --bootstrap "$bootstrap" --records "$backlog_records" --size 1024 --partitions 16)
+        # Written by the first run (not measured), read by the second.
+        bench consume --bootstrap "$bootstrap" --topic p4 --records "$backlog_records" --size 1024 \
+            --partitions 16 --consumers "$p4_consumers" >/dev/null
+        cpu_before=$(cpu_ms "$pid")
+        json=$(bench consume --bootstrap "$bootstrap" --topic p4 --size 1024 --partitions 16 \
+            --consumers "$p4_consumers")
         add "$name" P4 "$(field mb_per_sec <<<"$json")"
+        # The broker's CPU seconds per GB sent: what the broker itself costs, whichever side of
+        # the connection limits the rate.
+        add "$name" P4_cpu "$(python3 -c 'import sys; print((float(sys.argv[2]) - float(sys.argv[1])) / 1000 / (float(sys.argv[3]) / 1e9))' \
+            "$cpu_before" "$(cpu_ms "$pid")" "$(field bytes <<<"$json")")"
     fi
     if [[ $mine == *P7* ]]; then
         json=$(bench produce --bootstrap "$bootstrap" --producers 50 --keys random --partitions 100 \
@@ -160,13 +176,20 @@ p5() {
     add "$name" P5_p99 "$(field p99_ms <<<"$json")"
 }
 
+# The previous broker's data dir was just deleted, and Kafka leaves gigabytes unsynced: flush
+# whatever is still on its way to the disk, so that no broker's fsyncs queue behind another's
+# writeback.
+settle_disk() { sync; }
+
 run_kafka() { # $1: name, $2: workloads, $3: extra server.properties line
+    settle_disk
     start_kafka 1G ${3:+"$3"}
-    run_workloads "127.0.0.1:$kafka_port" "$1" "$2"
+    run_workloads "127.0.0.1:$kafka_port" "$1" "$2" "$kafka_pid"
     stop_kafka
 }
 
 start_sluice() { # sets $sluice_dir, $sluice_port, $sluice_pid
+    settle_disk
     sluice_dir=$(mktemp -d); sluice_port=$(free_port)
     "$sluice" serve --listen "127.0.0.1:$sluice_port" --data-dir "$sluice_dir" --cores "$cores" \
         --set sluice.admin.listen=127.0.0.1:0 2>/dev/null &
@@ -183,7 +206,7 @@ stop_sluice() {
 
 run_sluice() { # $1: workloads
     start_sluice
-    run_workloads "127.0.0.1:$sluice_port" sluice "$1"
+    run_workloads "127.0.0.1:$sluice_port" sluice "$1" "$sluice_pid"
     stop_sluice
 }
 
@@ -207,6 +230,7 @@ for ((r = 1; r <= rounds; r++)); do
         start_sluice
         p5 "$sluice_pid" "127.0.0.1:$sluice_port" sluice
         stop_sluice
+        settle_disk
         start_kafka "$p5_heap"
         p5 "$kafka_pid" "127.0.0.1:$kafka_port" kafka
         stop_kafka
@@ -248,6 +272,7 @@ if "P3" in workloads:
 if "P4" in workloads:
     row(f"P4 catch-up consume of {backlog} MB, 16 partitions", "MB/s", "sluice.P4", "kafka.P4", "", 0, ">= 1.2x")
     row(f"P4 vs one loopback TCP connection", "MB/s", "sluice.P4", "loopback.P4", "loopback ", 0, ">= 0.7x")
+    row(f"P4 broker CPU while reading (same runs)", "CPU s per GB", "sluice.P4_cpu", "kafka.P4_cpu", "", 2, "")
 if "P5" in workloads:
     n = int(p5n)
     row(f"P5 idle RSS (Kafka -Xms{p5heap} -Xmx{p5heap})", "MiB", "sluice.P5_idle", "kafka.P5_idle", "", 1, "<= 0.1x")

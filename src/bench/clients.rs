@@ -10,6 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -164,8 +165,7 @@ fn wait_until_led(probe: &BaseConsumer, name: &str, partitions: i32) -> Result<(
 pub fn watermarks(consumer: &BaseConsumer, topic: &Topic) -> Result<Vec<Watermarks>> {
     (0..topic.partitions)
         .map(|partition| {
-            let (low, high) = consumer
-                .fetch_watermarks(&topic.name, partition, ADMIN_TIMEOUT)
+            let (low, high) = watermarks_of(consumer, &topic.name, partition)
                 .with_context(|| format!("offsets of {}-{partition}", topic.name))?;
             Ok(Watermarks {
                 partition,
@@ -174,6 +174,31 @@ pub fn watermarks(consumer: &BaseConsumer, topic: &Topic) -> Result<Vec<Watermar
             })
         })
         .collect()
+}
+
+/// One partition's watermarks, asked again while its leader is still settling: Kafka's metadata
+/// can name a leader a moment before that broker serves the partition it was just given.
+fn watermarks_of(consumer: &BaseConsumer, topic: &str, partition: i32) -> KafkaResult<(i64, i64)> {
+    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, ADMIN_TIMEOUT) {
+            Err(err) if leader_settling(&err) && Instant::now() < deadline => {
+                std::thread::sleep(TOPIC_READY_POLL)
+            }
+            answer => return answer,
+        }
+    }
+}
+
+fn leader_settling(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
 }
 
 /// Assigns `consumer` the given partitions of `topic`, each from its offset.
