@@ -10,7 +10,7 @@
 #                            [--p7-rate N]
 #
 # Workloads (1 KiB records, acks=all; Sluice fsyncs before every acknowledgement):
-#   P1  produce to 16 partitions as fast as possible, --records records (default 200000);
+#   P1  produce to 16 partitions as fast as possible, --records records (default 1000000);
 #       Kafka with its defaults (no fsync: page cache only). Target: Sluice >= 1.5x msgs/s.
 #   P2  the same against Kafka with log.flush.interval.messages=1 (durability parity); Sluice's
 #       figure is P1's run. Target: >= 5x.
@@ -46,7 +46,7 @@ cd "$(dirname "$0")/.."
 
 workloads=P1,P2,P3,P4
 rounds=3
-records=200000
+records=1000000
 p3_duration=60
 p3_warmup=15
 backlog_mb=10000
