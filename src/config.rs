@@ -135,7 +135,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.index.interval.bytes", "4096"),
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
-    ("sluice.spin.before.park.us", "200"),
+    ("sluice.spin.before.park.us", "0"),
     ("sluice.fetch.zero.copy", "true"),
     ("sluice.admin.listen", "127.0.0.1:9644"),
     ("sluice.log.level", "info"),
