@@ -1,6 +1,7 @@
 //! The cross-shard hop: a request and its answer between two pinned glommio executors, over a
-//! channel mesh built as the broker builds its own (`CROSS_SHARD_QUEUE_DEPTH` deep, the default
-//! `sluice.spin.before.park.us`).
+//! channel mesh built as the broker builds its own (`CROSS_SHARD_QUEUE_DEPTH` deep), with the
+//! executors spinning `SPIN` before they park, as `sluice.spin.before.park.us=200` makes shards do
+//! (the default, 0, parks at once: every hop is then a `parked` one).
 //!
 //! - `awake`: round trips back to back, so the peer is still spinning when the next one arrives.
 //! - `parked`: a pause before each round trip, longer than the spin, so the peer's thread sleeps
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
-use sluice::config::Config;
 use sluice::limits;
 
 /// What the benchmark asks the calling shard to do: this many round trips, each after a pause.
@@ -74,8 +74,11 @@ fn echo(mesh: MeshBuilder<u64, Full>, spin: Duration) {
         .unwrap();
 }
 
+/// How long the executors spin before parking, so that `awake` finds its peer spinning.
+const SPIN: Duration = Duration::from_micros(200);
+
 fn hop(c: &mut Criterion) {
-    let spin = Duration::from_micros(Config::default().spin_before_park_us);
+    let spin = SPIN;
     let mesh = MeshBuilder::<u64, _>::full(2, limits::CROSS_SHARD_QUEUE_DEPTH);
     let (runs, runs_rx) = mpsc::channel();
     let (took_tx, took) = mpsc::channel();
