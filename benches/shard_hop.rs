@@ -78,16 +78,15 @@ fn echo(mesh: MeshBuilder<u64, Full>, spin: Duration) {
 const SPIN: Duration = Duration::from_micros(200);
 
 fn hop(c: &mut Criterion) {
-    let spin = SPIN;
     let mesh = MeshBuilder::<u64, _>::full(2, limits::CROSS_SHARD_QUEUE_DEPTH);
     let (runs, runs_rx) = mpsc::channel();
     let (took_tx, took) = mpsc::channel();
-    echo(mesh.clone(), spin);
-    caller(mesh, runs_rx, took_tx, spin);
+    echo(mesh.clone(), SPIN);
+    caller(mesh, runs_rx, took_tx, SPIN);
     let mut group = c.benchmark_group("cross-shard round trip");
     for (name, pause) in [
         ("awake", Duration::ZERO),
-        ("parked", spin * 5 + Duration::from_micros(500)),
+        ("parked", SPIN * 5 + Duration::from_micros(500)),
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|round_trips| {

@@ -117,7 +117,8 @@ run_workloads() {
         add "$name" P3_p9999 "$(field p9999_ms <<<"$json")"
     fi
     if [[ $mine == *P4* ]]; then
-        # Written by the first run (not measured), read by the second.
+        # The first run fills the topic and reads it once (not measured), warming the page cache
+        # and the broker; the second reads it again and is the measurement.
         bench consume --bootstrap "$bootstrap" --topic p4 --records "$backlog_records" --size 1024 \
             --partitions 16 --consumers "$p4_consumers" >/dev/null
         cpu_before=$(cpu_ms "$pid")
