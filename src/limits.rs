@@ -15,6 +15,20 @@ pub const CONNECTION_IN_FLIGHT_REQUESTS_MAX: usize = 64;
 /// Socket read buffer per connection.
 pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Request frames at least this long are read into a reused buffer (see `network::frame_pool`);
+/// zeroing a smaller one afresh costs little.
+pub const FRAME_POOL_FRAME_MIN_BYTES: usize = 64 * 1024;
+
+/// Largest buffer a shard keeps for reuse: room for a produce request at the clients' default
+/// `max.request.size` (1 MB) with some to spare. Larger frames get a buffer of their own.
+pub const FRAME_POOL_BUFFER_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// Free frame buffers a shard keeps, so at most 32 MiB per shard held for reuse.
+pub const FRAME_POOL_BUFFERS_MAX: usize = 16;
+
+/// A new pooled buffer is this multiple, so frames of about the same size fit each other's.
+pub const FRAME_POOL_ROUNDING_BYTES: usize = 64 * 1024;
+
 /// Messages queued between two shards in one direction before the sender waits.
 pub const CROSS_SHARD_QUEUE_DEPTH: usize = 1024;
 

@@ -14,7 +14,6 @@
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 
-use bytes::BytesMut;
 use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
@@ -27,6 +26,9 @@ use crate::metrics;
 use crate::protocol;
 use crate::shard::Shard;
 use crate::storage::payload::{FileRange, Payload};
+use frame_pool::FrameBuffer;
+
+mod frame_pool;
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
@@ -115,12 +117,13 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         else {
             break;
         };
-        let mut frame = BytesMut::zeroed(size);
-        if let Err(err) = reader.read_exact(&mut frame).await {
+        let mut buffer = FrameBuffer::take(size);
+        if let Err(err) = reader.read_exact(buffer.bytes_mut()).await {
             tracing::warn!("closing connection from {peer}: truncated frame: {err}");
             break;
         }
-        let incoming = match protocol::parse_request(frame.freeze()) {
+        let (frame, lent) = buffer.freeze();
+        let incoming = match protocol::parse_request(frame) {
             Ok(incoming) => incoming,
             Err(err) => {
                 tracing::warn!("closing connection from {peer}: {}", err.0);
@@ -132,7 +135,9 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         let peer_ip = peer_ip.clone();
         let task = glommio::spawn_local(async move {
             let _permit = permit;
-            protocol::serve(shard, incoming, &peer_ip).await
+            let response = protocol::serve(shard, incoming, &peer_ip).await;
+            lent.give_back();
+            response
         });
         if tx.send(task).await.is_err() {
             break;

@@ -1,0 +1,207 @@
+//! Reused buffers for large request frames. One pool per shard (a shard is one thread), used by
+//! every connection the shard accepted.
+//!
+//! A produce request is about a megabyte. Allocating its buffer afresh means zeroing it (a
+//! socket read needs initialized bytes) and, since the allocator hands memory that large back to
+//! the kernel when it is freed, faulting every page in again: together about a tenth of the
+//! broker's CPU under P1 (`perf record` in docs/performance.md). A buffer from the pool was
+//! zeroed once and its pages are already mapped.
+//!
+//! A frame is lent out as a slice of the whole buffer. The connection keeps a handle on the whole
+//! buffer and gives it back once the request is answered; if anything still holds part of the
+//! frame then, the buffer is simply dropped, so reuse can never alias live bytes.
+
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::limits::{
+    FRAME_POOL_BUFFERS_MAX, FRAME_POOL_BUFFER_MAX_BYTES, FRAME_POOL_FRAME_MIN_BYTES,
+    FRAME_POOL_ROUNDING_BYTES,
+};
+
+thread_local! {
+    static POOL: FramePool = FramePool::default();
+}
+
+/// A request frame being read: `buffer[..len]` receives the frame's bytes.
+pub struct FrameBuffer {
+    buffer: BytesMut,
+    len: usize,
+}
+
+impl FrameBuffer {
+    /// A buffer for a frame of `len` bytes, from this shard's pool when one fits.
+    pub fn take(len: usize) -> FrameBuffer {
+        let buffer = if len < FRAME_POOL_FRAME_MIN_BYTES {
+            BytesMut::zeroed(len)
+        } else {
+            POOL.with(|pool| pool.take(len))
+        };
+        debug_assert!(buffer.len() >= len);
+        FrameBuffer { buffer, len }
+    }
+
+    /// Where the frame's bytes go.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer[..self.len]
+    }
+
+    /// The frame, and the handle that returns its buffer to the pool (see [`Lent::give_back`]).
+    pub fn freeze(self) -> (Bytes, Lent) {
+        let whole = self.buffer.freeze();
+        let frame = whole.slice(..self.len);
+        (frame, Lent(whole))
+    }
+}
+
+/// The whole buffer behind a frame that was handed out.
+pub struct Lent(Bytes);
+
+impl Lent {
+    /// Returns the buffer to this shard's pool if nothing else holds any of it any more.
+    pub fn give_back(self) {
+        if self.0.len() < FRAME_POOL_FRAME_MIN_BYTES {
+            return;
+        }
+        if let Ok(buffer) = self.0.try_into_mut() {
+            POOL.with(|pool| pool.put(buffer));
+        }
+    }
+}
+
+/// Free buffers, each fully initialized (`len` is the whole allocation in use).
+#[derive(Default)]
+struct FramePool {
+    free: RefCell<Vec<BytesMut>>,
+}
+
+impl FramePool {
+    /// The smallest free buffer of at least `len` bytes, or a new one rounded up so that later
+    /// frames of about the same size fit it.
+    fn take(&self, len: usize) -> BytesMut {
+        let mut free = self.free.borrow_mut();
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() >= len)
+            .min_by_key(|(_, b)| b.len())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => free.swap_remove(i),
+            None => BytesMut::zeroed(len.next_multiple_of(FRAME_POOL_ROUNDING_BYTES)),
+        }
+    }
+
+    /// Keeps `buffer` unless it is too large to keep or the pool is full; a full pool swaps out
+    /// its smallest buffer for a larger one, since large frames gain the most from reuse.
+    fn put(&self, buffer: BytesMut) {
+        if buffer.len() > FRAME_POOL_BUFFER_MAX_BYTES {
+            return;
+        }
+        let mut free = self.free.borrow_mut();
+        if free.len() < FRAME_POOL_BUFFERS_MAX {
+            free.push(buffer);
+            return;
+        }
+        if let Some((i, _)) = free
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, b)| b.len())
+            .filter(|(_, smallest)| smallest.len() < buffer.len())
+        {
+            free[i] = buffer;
+        }
+    }
+
+    #[cfg(test)]
+    fn free_lens(&self) -> Vec<usize> {
+        let mut lens: Vec<usize> = self.free.borrow().iter().map(BytesMut::len).collect();
+        lens.sort_unstable();
+        lens
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIG: usize = FRAME_POOL_FRAME_MIN_BYTES * 3;
+
+    fn free_lens() -> Vec<usize> {
+        POOL.with(FramePool::free_lens)
+    }
+
+    fn lend(len: usize, fill: u8) -> (Bytes, Lent) {
+        let mut buffer = FrameBuffer::take(len);
+        buffer.bytes_mut().fill(fill);
+        buffer.freeze()
+    }
+
+    #[test]
+    fn a_returned_buffer_is_reused_for_the_next_frame_that_fits() {
+        let (frame, lent) = lend(BIG, 7);
+        assert_eq!(frame.len(), BIG);
+        assert!(frame.iter().all(|b| *b == 7));
+        let address = frame.as_ptr();
+        drop(frame);
+        lent.give_back();
+        assert_eq!(
+            free_lens(),
+            vec![BIG.next_multiple_of(FRAME_POOL_ROUNDING_BYTES)]
+        );
+
+        let (again, lent) = lend(BIG - 100, 9);
+        assert_eq!(again.as_ptr(), address, "the pooled buffer was reused");
+        assert_eq!(again.len(), BIG - 100);
+        assert!(free_lens().is_empty());
+        drop(again);
+        lent.give_back();
+    }
+
+    #[test]
+    fn a_buffer_still_referenced_is_not_reused() {
+        let (frame, lent) = lend(BIG, 1);
+        let batch = frame.slice(10..20);
+        drop(frame);
+        lent.give_back();
+        assert!(free_lens().is_empty(), "a slice still reads the buffer");
+        let (other, _lent) = lend(BIG, 2);
+        assert!(
+            batch.iter().all(|b| *b == 1),
+            "the held bytes are untouched"
+        );
+        assert_ne!(other.as_ptr(), batch.as_ptr());
+    }
+
+    #[test]
+    fn small_and_huge_frames_are_not_pooled() {
+        let (small, lent) = lend(FRAME_POOL_FRAME_MIN_BYTES - 1, 0);
+        drop(small);
+        lent.give_back();
+        let (huge, lent) = lend(FRAME_POOL_BUFFER_MAX_BYTES + 1, 0);
+        drop(huge);
+        lent.give_back();
+        assert!(free_lens().is_empty());
+    }
+
+    #[test]
+    fn a_full_pool_keeps_its_largest_buffers() {
+        let pool = FramePool::default();
+        for i in 0..FRAME_POOL_BUFFERS_MAX {
+            pool.put(BytesMut::zeroed(FRAME_POOL_ROUNDING_BYTES * (i + 1)));
+        }
+        pool.put(BytesMut::zeroed(FRAME_POOL_ROUNDING_BYTES / 2));
+        assert_eq!(pool.free_lens()[0], FRAME_POOL_ROUNDING_BYTES);
+        pool.put(BytesMut::zeroed(FRAME_POOL_BUFFER_MAX_BYTES));
+        let lens = pool.free_lens();
+        assert_eq!(lens.len(), FRAME_POOL_BUFFERS_MAX);
+        assert_eq!(lens[0], FRAME_POOL_ROUNDING_BYTES * 2);
+        assert_eq!(*lens.last().unwrap(), FRAME_POOL_BUFFER_MAX_BYTES);
+        assert_eq!(
+            pool.take(1).len(),
+            FRAME_POOL_ROUNDING_BYTES * 2,
+            "best fit"
+        );
+    }
+}
