@@ -22,7 +22,9 @@
 #       --p4-consumers consumers (default 1), written and read once just before (so in the page
 #       cache, for both brokers). Target: >= 1.2x Kafka's MB/s and >= 0.7x what one loopback TCP
 #       connection carries (`sluice bench loopback`, same bytes). Also reported: the broker's
-#       CPU seconds per GB read.
+#       CPU seconds per GB read, and the same backlog read by plain Fetch requests that step
+#       through batches by their headers (`--reader fetch`): what each broker serves when the
+#       client costs little (its MB/s counts whole batches, about 1% more than the payload).
 #   P5  memory, each broker freshly started on its own: idle RSS (VmRSS of the broker process,
 #       Kafka's java, after 10 s of settling), then a topic of --p5-partitions partitions
 #       (default 10000; the time until every partition answers is reported) written with 100 B
@@ -99,10 +101,23 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; } # resident set of 
 clock_ticks=$(getconf CLK_TCK)
 cpu_ms() { awk -v hz="$clock_ticks" '{ print ($14 + $15) * 1000 / hz }' "/proc/$1/stat"; } # user+system
 
+# Reads the P4 backlog at $1 with `--reader $5`, recording MB/s under the name $2 and metric $4,
+# and the broker's (process $3) CPU seconds per GB sent under $4_cpu: what the broker itself
+# costs, whichever side of the connection limits the rate.
+p4_read() {
+    local bootstrap=$1 name=$2 pid=$3 metric=$4 reader=$5 json cpu_before
+    cpu_before=$(cpu_ms "$pid")
+    json=$(bench consume --bootstrap "$bootstrap" --topic p4 --size 1024 --partitions 16 \
+        --consumers "$p4_consumers" --reader "$reader")
+    add "$name" "$metric" "$(field mb_per_sec <<<"$json")"
+    add "$name" "${metric}_cpu" "$(python3 -c 'import sys; print((float(sys.argv[2]) - float(sys.argv[1])) / 1000 / (float(sys.argv[3]) / 1e9))' \
+        "$cpu_before" "$(cpu_ms "$pid")" "$(field bytes <<<"$json")")"
+}
+
 # Runs the selected workloads against the broker at $1, recording under the name $2; $3 lists
 # the workloads this broker takes part in, $4 is the broker's process.
 run_workloads() {
-    local bootstrap=$1 name=$2 mine=$3 pid=$4 json cpu_before
+    local bootstrap=$1 name=$2 mine=$3 pid=$4 json
     bench produce --bootstrap "$bootstrap" --records 20000 --size 1024 --partitions 16 >/dev/null
     if [[ $mine == *P1* ]]; then
         json=$(bench produce --bootstrap "$bootstrap" --records "$records" --size 1024 --partitions 16 --acks all)
@@ -121,14 +136,8 @@ run_workloads() {
         # and the broker; the second reads it again and is the measurement.
         bench consume --bootstrap "$bootstrap" --topic p4 --records "$backlog_records" --size 1024 \
             --partitions 16 --consumers "$p4_consumers" >/dev/null
-        cpu_before=$(cpu_ms "$pid")
-        json=$(bench consume --bootstrap "$bootstrap" --topic p4 --size 1024 --partitions 16 \
-            --consumers "$p4_consumers")
-        add "$name" P4 "$(field mb_per_sec <<<"$json")"
-        # The broker's CPU seconds per GB sent: what the broker itself costs, whichever side of
-        # the connection limits the rate.
-        add "$name" P4_cpu "$(python3 -c 'import sys; print((float(sys.argv[2]) - float(sys.argv[1])) / 1000 / (float(sys.argv[3]) / 1e9))' \
-            "$cpu_before" "$(cpu_ms "$pid")" "$(field bytes <<<"$json")")"
+        p4_read "$bootstrap" "$name" "$pid" P4 librdkafka
+        p4_read "$bootstrap" "$name" "$pid" P4_fetch fetch
     fi
     if [[ $mine == *P7* ]]; then
         json=$(bench produce --bootstrap "$bootstrap" --producers 50 --keys random --partitions 100 \
@@ -274,6 +283,9 @@ if "P4" in workloads:
     row(f"P4 catch-up consume of {backlog} MB, 16 partitions", "MB/s", "sluice.P4", "kafka.P4", "", 0, ">= 1.2x")
     row(f"P4 vs one loopback TCP connection", "MB/s", "sluice.P4", "loopback.P4", "loopback ", 0, ">= 0.7x")
     row(f"P4 broker CPU while reading (same runs)", "CPU s per GB", "sluice.P4_cpu", "kafka.P4_cpu", "", 2, "")
+    row(f"P4 read by plain Fetch requests, batch headers only (`--reader fetch`)", "MB/s", "sluice.P4_fetch", "kafka.P4_fetch", "", 0, "")
+    row(f"P4 plain Fetch vs one loopback TCP connection", "MB/s", "sluice.P4_fetch", "loopback.P4", "loopback ", 0, "")
+    row(f"P4 broker CPU while read by plain Fetch (same runs)", "CPU s per GB", "sluice.P4_fetch_cpu", "kafka.P4_fetch_cpu", "", 2, "")
 if "P5" in workloads:
     n = int(p5n)
     row(f"P5 idle RSS (Kafka -Xms{p5heap} -Xmx{p5heap})", "MiB", "sluice.P5_idle", "kafka.P5_idle", "", 1, "<= 0.1x")

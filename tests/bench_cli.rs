@@ -176,6 +176,22 @@ fn consume_fills_a_fresh_topic_or_reads_an_existing_backlog() {
     assert!(!stderr.contains("filled"), "{stderr}");
     check_counts(&json, 3000, 100);
     assert_eq!(json["partitions"].as_i64(), Some(3));
+
+    // Plain Fetch requests read the same records; their bytes are whole batches, headers and
+    // all, so a little more than the values.
+    let (ok, json, stderr) = bench(
+        &[
+            &["consume", "--topic", "backlog", "--reader", "fetch"][..],
+            &["--consumers", "2"],
+            &base[..],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(json["records"].as_u64(), Some(3000), "{json}");
+    assert_eq!(json["errors"].as_u64(), Some(0), "{json}");
+    let bytes = json["bytes"].as_u64().unwrap();
+    assert!((300_000..330_000).contains(&bytes), "{json}");
 }
 
 #[test]

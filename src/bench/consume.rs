@@ -2,6 +2,7 @@
 //! and assigned every n-th partition (no group, so no rebalance in the measurement), read from
 //! the beginning everything the topic holds when the run starts. An empty topic is first filled
 //! with `--records` (or `--duration`) records at full speed; that part is not measured.
+//! `--reader fetch` reads with plain Fetch requests instead of librdkafka (see `fetch`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,12 +18,13 @@ use super::clients::{
     assign, consumer_config, prepare_topic, share, wait_for_coordinator, watermarks, Topic,
     Watermarks,
 };
+use super::fetch;
 use super::limits::{CONSUMER_POLL, CONSUME_STALL_TIMEOUT};
 use super::produce::send_measured;
 use super::progress;
 use super::recorder::Recorder;
 use super::report::{Measured, Report};
-use super::Options;
+use super::{Options, Reader};
 
 pub fn run(opts: &Options) -> Result<Report> {
     let topic = prepare_topic(opts)?;
@@ -45,6 +47,10 @@ pub fn run(opts: &Options) -> Result<Report> {
         prefill(opts, &topic)?;
         marks = watermarks(&consumers[0], &topic)?;
     }
+    let leader = match opts.reader {
+        Reader::Librdkafka => None,
+        Reader::Fetch => Some(fetch::leader_address(&consumers[0], &topic)?),
+    };
     let recorder = Mutex::new(Recorder::new(Instant::now()));
     progress::show(opts.progress, &recorder, || {
         std::thread::scope(|scope| {
@@ -55,10 +61,13 @@ pub fn run(opts: &Options) -> Result<Report> {
                     let mine: Vec<Watermarks> = share(topic.partitions, i, consumers.len())
                         .map(|p| marks[p as usize])
                         .collect();
-                    let (topic, recorder) = (&topic, &recorder);
+                    let (topic, recorder, leader) = (&topic, &recorder, &leader);
                     std::thread::Builder::new()
                         .name(format!("consumer-{i}"))
-                        .spawn_scoped(scope, move || catch_up(consumer, topic, &mine, recorder))
+                        .spawn_scoped(scope, move || match leader {
+                            None => catch_up(consumer, topic, &mine, recorder),
+                            Some(address) => fetch::catch_up(address, topic, &mine, recorder),
+                        })
                 })
                 .collect::<Result<_, _>>()?;
             threads

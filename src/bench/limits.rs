@@ -38,6 +38,17 @@ pub const CONSUME_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long e2e consumers wait, after the producers finished, for records still missing.
 pub const E2E_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Sizes of `consume --reader fetch`'s requests, librdkafka's defaults: the longest the broker
+/// may wait for data (fetch.wait.max.ms)...
+pub const FETCH_MAX_WAIT_MS: i32 = 500;
+/// ...the most it returns of one partition (max.partition.fetch.bytes)...
+pub const FETCH_PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+/// ...and of the whole response (fetch.max.bytes).
+pub const FETCH_RESPONSE_MAX_BYTES: usize = 50 * 1024 * 1024;
+/// Largest response it reads (receive.message.max.bytes): a broker may exceed
+/// `FETCH_RESPONSE_MAX_BYTES` to return a batch larger than it.
+pub const FETCH_RESPONSE_READ_MAX_BYTES: usize = 100_000_000;
+
 /// Distinct keys `--keys random|round-robin` draw from.
 pub const KEY_SPACE: u64 = 10_000;
 

@@ -10,6 +10,7 @@
 mod clients;
 mod consume;
 mod e2e;
+mod fetch;
 mod html;
 mod limits;
 mod loopback;
@@ -35,7 +36,8 @@ usage: sluice bench produce|consume|e2e|loopback [--bootstrap HOST:PORT] [--topi
                   [--size BYTES] [--records N | --duration SECS] [--rate N] [--warmup SECS]
                   [--partitions N] [--acks 0|1|all] [--producers N] [--consumers N]
                   [--keys none|random|round-robin] [--batch-size BYTES] [--linger-ms MS]
-                  [--set KEY=VALUE]... [--cpus LIST] [--json] [--html FILE] [--progress]
+                  [--reader librdkafka|fetch] [--set KEY=VALUE]... [--cpus LIST] [--json]
+                  [--html FILE] [--progress]
 
   produce    records of --size bytes from --producers clients; delivery latency (intended
              send time -> acknowledgement)
@@ -52,6 +54,9 @@ usage: sluice bench produce|consume|e2e|loopback [--bootstrap HOST:PORT] [--topi
   --warmup S   seconds sent first and not measured (default 0)
   --keys       none: no key, partitions in turn; random or round-robin: keys from a space of
                10,000, partitioned by murmur2 like the Java client (default none)
+  --reader     consume with librdkafka (default), or with plain Fetch requests that step
+               through record batches by their headers, as a follower does: what the broker
+               serves apart from the client's per-record cost (MB/s then counts whole batches)
   --set K=V    any librdkafka property, for every client
   --cpus LIST  pin the generator (every client thread) to these cores, e.g. 2,3 or 4-7; the
                broker's shards take cores 0..N-1, so pin the generator elsewhere when you can
@@ -78,6 +83,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--keys",
     "--batch-size",
     "--linger-ms",
+    "--reader",
     "--set",
     "--cpus",
     "--html",
@@ -103,6 +109,15 @@ pub enum Keys {
     RoundRobin,
 }
 
+/// What a catch-up consumer reads with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reader {
+    /// A librdkafka consumer, the reference client.
+    Librdkafka,
+    /// Plain Fetch requests, batches stepped through by their headers (`fetch`).
+    Fetch,
+}
+
 /// Everything a workload needs to know.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -121,6 +136,7 @@ pub struct Options {
     pub keys: Keys,
     pub batch_size: u64,
     pub linger_ms: u64,
+    pub reader: Reader,
     /// librdkafka properties for every client.
     pub client_settings: Vec<(String, String)>,
     pub cpus: Option<Vec<usize>>,
@@ -157,6 +173,7 @@ impl Options {
                 .number("--batch-size")?
                 .unwrap_or(DEFAULT_BATCH_SIZE_BYTES),
             linger_ms: args.number("--linger-ms")?.unwrap_or(DEFAULT_LINGER_MS),
+            reader: reader(args.value("--reader").unwrap_or("librdkafka"))?,
             client_settings: args
                 .values("--set")
                 .into_iter()
@@ -221,6 +238,14 @@ fn keys(value: &str) -> Result<Keys> {
         "random" => Ok(Keys::Random),
         "round-robin" => Ok(Keys::RoundRobin),
         other => bail!("--keys must be none, random or round-robin, got {other:?}"),
+    }
+}
+
+fn reader(value: &str) -> Result<Reader> {
+    match value {
+        "librdkafka" => Ok(Reader::Librdkafka),
+        "fetch" => Ok(Reader::Fetch),
+        other => bail!("--reader must be librdkafka or fetch, got {other:?}"),
     }
 }
 
@@ -324,6 +349,11 @@ mod tests {
         assert!(parse("produce", &["--producers", "0"]).is_err());
         assert!(parse("produce", &["--keys", "sorted"]).is_err());
         assert!(parse("produce", &["stray"]).is_err());
+        assert!(parse("consume", &["--reader", "kcat"]).is_err());
+        assert_eq!(
+            parse("consume", &["--reader", "fetch"]).unwrap().reader,
+            Reader::Fetch
+        );
         let o = parse(
             "e2e",
             &["--acks", "-1", "--rate", "5000", "--keys", "random"],
