@@ -29,6 +29,11 @@ pub const FRAME_POOL_BUFFERS_MAX: usize = 16;
 /// A new pooled buffer is this multiple, so frames of about the same size fit each other's.
 pub const FRAME_POOL_ROUNDING_BYTES: usize = 64 * 1024;
 
+/// How long a shard waits for every other shard to join the cross-shard mesh at start. Joining
+/// takes milliseconds; a shard whose executor died before joining would otherwise leave the
+/// others waiting for good, the broker neither serving nor exiting.
+pub const SHARD_MESH_JOIN_TIMEOUT_MS: u64 = 30_000;
+
 /// Messages queued between two shards in one direction before the sender waits.
 pub const CROSS_SHARD_QUEUE_DEPTH: usize = 1024;
 

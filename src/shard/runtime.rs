@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
-use glommio::channels::channel_mesh::MeshBuilder;
+use anyhow::{bail, Result};
+use futures::future::{select, Either};
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::controller::Controller;
@@ -116,20 +117,37 @@ async fn wake_periodically() {
     }
 }
 
+/// Joins the cross-shard mesh, or fails once `limit` has passed without every shard joining.
+async fn join_mesh(
+    mesh: MeshBuilder<Envelope, Full>,
+    limit: Duration,
+) -> Result<(Senders<Envelope>, Receivers<Envelope>)> {
+    let joined = std::pin::pin!(mesh.join());
+    let deadline = std::pin::pin!(glommio::timer::sleep(limit));
+    match select(joined, deadline).await {
+        Either::Left((Ok(channels), _)) => Ok(channels),
+        Either::Left((Err(err), _)) => bail!("joining the shard mesh failed: {err}"),
+        Either::Right(_) => bail!(
+            "not every shard joined the mesh within {limit:?}: a shard's executor failed to start"
+        ),
+    }
+}
+
 async fn shard_main(
     config: Arc<Config>,
     image: Arc<MetadataImage>,
-    mesh: Option<MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>>,
+    mesh: Option<MeshBuilder<Envelope, Full>>,
     clean_start: bool,
     stop: Arc<AtomicBool>,
 ) -> Result<bool> {
     glommio::spawn_local(wake_periodically()).detach();
     let (router, id, receivers) = match mesh {
         Some(mesh) => {
-            let (senders, receivers) = mesh
-                .join()
-                .await
-                .map_err(|_| anyhow::anyhow!("joining the shard mesh failed"))?;
+            let (senders, receivers) = join_mesh(
+                mesh,
+                Duration::from_millis(limits::SHARD_MESH_JOIN_TIMEOUT_MS),
+            )
+            .await?;
             let id = senders.peer_id();
             (Router::new(senders), id, Some(receivers))
         }
@@ -189,4 +207,49 @@ async fn shard_main(
         if clean { "clean" } else { "with errors" }
     );
     Ok(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_that_never_joins_fails_the_others_instead_of_hanging_them() {
+        let mesh = MeshBuilder::<Envelope, Full>::full(2, limits::CROSS_SHARD_QUEUE_DEPTH);
+        let limit = Duration::from_millis(200);
+        let (result, waited) = LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let started = std::time::Instant::now();
+                let result = join_mesh(mesh, limit).await;
+                (result.map(|_| ()), started.elapsed())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let err = result.expect_err("the second shard never joined");
+        assert!(err.to_string().contains("within"), "{err}");
+        assert!(waited >= limit, "{waited:?}");
+    }
+
+    #[test]
+    fn shards_that_all_join_get_their_channels() {
+        let mesh = MeshBuilder::<Envelope, Full>::full(2, limits::CROSS_SHARD_QUEUE_DEPTH);
+        let shards: Vec<_> = (0..2)
+            .map(|_| {
+                let mesh = mesh.clone();
+                LocalExecutorBuilder::default()
+                    .spawn(move || async move {
+                        let (senders, _) = join_mesh(mesh, Duration::from_secs(30)).await?;
+                        Ok::<_, anyhow::Error>(senders.peer_id())
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let mut ids: Vec<usize> = shards
+            .into_iter()
+            .map(|s| s.join().unwrap().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [0, 1]);
+    }
 }
