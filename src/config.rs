@@ -68,6 +68,10 @@ pub struct Config {
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
+    /// `socket.send.buffer.bytes` / `socket.receive.buffer.bytes`: SO_SNDBUF and SO_RCVBUF of
+    /// every accepted connection; `None` (-1) leaves the kernel's autotuning.
+    pub socket_send_buffer_bytes: Option<usize>,
+    pub socket_receive_buffer_bytes: Option<usize>,
     /// Request bytes one shard holds in memory at once (read but not yet answered), across all
     /// its connections; reading pauses above it.
     pub queued_max_request_bytes: usize,
@@ -110,6 +114,9 @@ pub struct Config {
     pub overrides: BTreeMap<String, String>,
 }
 
+/// Default of `socket.send.buffer.bytes` and `socket.receive.buffer.bytes`.
+const SOCKET_BUFFER_DEFAULT: &str = "-1";
+
 /// The broker keys Sluice understands, with their defaults, as DescribeConfigs reports them.
 pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("node.id", "1"),
@@ -117,6 +124,8 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("auto.create.topics.enable", "true"),
     ("default.replication.factor", "1"),
     ("socket.request.max.bytes", "104857600"),
+    ("socket.send.buffer.bytes", SOCKET_BUFFER_DEFAULT),
+    ("socket.receive.buffer.bytes", SOCKET_BUFFER_DEFAULT),
     ("queued.max.request.bytes", "524288000"),
     ("message.max.bytes", "1048588"),
     ("log.segment.bytes", "1073741824"),
@@ -263,6 +272,14 @@ impl Config {
                 1024,
                 i32::MAX as i64,
             )? as usize,
+            socket_send_buffer_bytes: parse_socket_buffer(
+                "socket.send.buffer.bytes",
+                &get("socket.send.buffer.bytes"),
+            )?,
+            socket_receive_buffer_bytes: parse_socket_buffer(
+                "socket.receive.buffer.bytes",
+                &get("socket.receive.buffer.bytes"),
+            )?,
             queued_max_request_bytes: parse_in_range(
                 "queued.max.request.bytes",
                 &get("queued.max.request.bytes"),
@@ -454,6 +471,15 @@ fn parse_in_range(key: &str, value: &str, min: i64, max: i64) -> Result<i64> {
     Ok(parsed)
 }
 
+/// A socket buffer size: -1 (the kernel's autotuning) or a size in bytes.
+fn parse_socket_buffer(key: &str, value: &str) -> Result<Option<usize>> {
+    match parse_in_range(key, value, -1, i32::MAX as i64)? {
+        -1 => Ok(None),
+        0 => bail!("{key}: 0 is no buffer; use -1 for the kernel's default or a size in bytes"),
+        bytes => Ok(Some(bytes as usize)),
+    }
+}
+
 fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value.trim() {
         "true" => Ok(true),
@@ -598,6 +624,19 @@ mod tests {
         assert_eq!(props["num.partitions"], "3");
         assert_eq!(props["log.roll.ms"], "1000");
         assert!(parse_properties("novalue").is_err());
+    }
+
+    #[test]
+    fn socket_buffers_take_a_size_or_minus_one() {
+        assert_eq!(parse_socket_buffer("k", "-1").unwrap(), None);
+        assert_eq!(parse_socket_buffer("k", "102400").unwrap(), Some(102_400));
+        assert!(parse_socket_buffer("k", "0").is_err());
+        assert!(parse_socket_buffer("k", "-2").is_err());
+        let mut p = BTreeMap::new();
+        p.insert("socket.send.buffer.bytes".to_string(), "65536".to_string());
+        let c = Config::from_properties(&p).unwrap();
+        assert_eq!(c.socket_send_buffer_bytes, Some(65_536));
+        assert_eq!(c.socket_receive_buffer_bytes, None);
     }
 
     #[test]

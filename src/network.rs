@@ -20,7 +20,9 @@ use glommio::net::{TcpListener, TcpStream};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::sendfile::sendfile64;
+use nix::sys::socket::{setsockopt, sockopt};
 
+use crate::config::Config;
 use crate::limits;
 use crate::metrics;
 use crate::protocol;
@@ -35,6 +37,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         match listener.accept().await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
+                if let Err(err) = set_buffer_sizes(&stream, &shard.config) {
+                    tracing::warn!(
+                        "shard {}: could not size a socket's buffers: {err}",
+                        shard.id.0
+                    );
+                }
                 if let Err(err) = set_nonblocking(&stream) {
                     tracing::warn!(
                         "shard {}: could not make a socket non-blocking: {err}",
@@ -198,6 +206,22 @@ async fn send_range<W: futures::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Applies `socket.send.buffer.bytes` and `socket.receive.buffer.bytes` (unset: the kernel
+/// autotunes both). Set after the handshake, the receive buffer cannot outgrow the window scale
+/// the connection agreed on; Linux bases that on the largest buffer autotuning could reach, so
+/// any size up to `net.core.rmem_max` takes effect.
+fn set_buffer_sizes(stream: &TcpStream, config: &Config) -> nix::Result<()> {
+    // SAFETY: `stream` owns the descriptor and outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    if let Some(bytes) = config.socket_send_buffer_bytes {
+        setsockopt(&fd, sockopt::SndBuf, &bytes)?;
+    }
+    if let Some(bytes) = config.socket_receive_buffer_bytes {
+        setsockopt(&fd, sockopt::RcvBuf, &bytes)?;
+    }
+    Ok(())
+}
+
 fn set_nonblocking(stream: &TcpStream) -> nix::Result<()> {
     let fd = stream.as_raw_fd();
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
@@ -233,7 +257,7 @@ mod tests {
     use std::time::Duration;
 
     use glommio::LocalExecutorBuilder;
-    use nix::sys::socket::{setsockopt, sockopt};
+    use nix::sys::socket::getsockopt;
 
     const FILE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -253,6 +277,33 @@ mod tests {
             offset: 100,
             len: FILE_BYTES - 200,
         }
+    }
+
+    #[test]
+    fn configured_buffer_sizes_reach_the_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config {
+            socket_send_buffer_bytes: Some(64 * 1024),
+            socket_receive_buffer_bytes: Some(96 * 1024),
+            ..Config::default()
+        };
+        let (send, receive) = LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let stream = TcpStream::connect(addr).await.unwrap();
+                set_buffer_sizes(&stream, &config).unwrap();
+                // SAFETY: `stream` owns the descriptor and outlives this borrow.
+                let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+                (
+                    getsockopt(&fd, sockopt::SndBuf).unwrap(),
+                    getsockopt(&fd, sockopt::RcvBuf).unwrap(),
+                )
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // Linux doubles what it is given, for its own bookkeeping.
+        assert_eq!((send, receive), (128 * 1024, 192 * 1024));
     }
 
     /// A client that reads slowly, so the broker's socket fills up again and again.

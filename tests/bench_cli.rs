@@ -135,7 +135,15 @@ fn e2e_measures_every_record_from_its_intended_send_time() {
 
 #[test]
 fn consume_fills_a_fresh_topic_or_reads_an_existing_backlog() {
-    let broker = Broker::start("bench-consume", 2, &[]);
+    // Small socket buffers, so reads and writes cross them many times.
+    let broker = Broker::start(
+        "bench-consume",
+        2,
+        &[
+            "socket.send.buffer.bytes=16384",
+            "socket.receive.buffer.bytes=16384",
+        ],
+    );
     let bootstrap = broker.bootstrap();
     let base = [
         "--bootstrap",
