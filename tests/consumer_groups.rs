@@ -180,6 +180,13 @@ impl ConsumerContext for GroupEvents {
             other => Rebalance::Error(KafkaError::Rebalance(other.into())),
         };
         self.pre_rebalance(consumer, &rebalance);
+        // A rebalance event can still be queued when `close` has already terminated the
+        // consumer's group handling; librdkafka then drops an (un)assign request unanswered
+        // (`rd_kafka_cgrp_op_serve` on a terminated group) and the call waits forever, which hung
+        // a consumer being dropped. A closed consumer has nothing left to assign or revoke.
+        if consumer.closed() {
+            return;
+        }
         let applied = match (assign, self.cooperative) {
             (true, true) => consumer.incremental_assign(tpl),
             (true, false) => consumer.assign(tpl),
