@@ -231,6 +231,47 @@ mod tests {
         assert!(waited >= limit, "{waited:?}");
     }
 
+    /// Sluice's glommio copy replaces the process-wide barrier an executor issued before parking
+    /// with fences on both sides (third_party/glommio/PATCHED.md). A wake-up lost to a wrong
+    /// barrier would leave a message unread with its receiver parked: here nothing else wakes
+    /// either executor (no periodic timer), so the exchange would stop and the test fail.
+    #[test]
+    fn a_parked_shard_wakes_for_every_cross_shard_message() {
+        const ROUND_TRIPS: u64 = 20_000;
+        let mesh = MeshBuilder::<u64, Full>::full(2, limits::CROSS_SHARD_QUEUE_DEPTH);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let (mesh, done_tx) = (mesh.clone(), done_tx.clone());
+            LocalExecutorBuilder::default()
+                .spawn(move || async move {
+                    let (senders, mut receivers) = mesh.join().await.unwrap();
+                    let me = senders.peer_id();
+                    let peer = 1 - me;
+                    let inbox = receivers.streams().pop().unwrap().1;
+                    for i in 0..ROUND_TRIPS {
+                        if me == 0 {
+                            // Now and then a pause long enough for the peer to park first.
+                            if i % 7 == 0 {
+                                glommio::timer::sleep(Duration::from_micros(i % 50)).await;
+                            }
+                            senders.send_to(peer, i).await.unwrap();
+                            assert_eq!(inbox.recv().await, Some(i));
+                        } else {
+                            let got = inbox.recv().await.unwrap();
+                            senders.send_to(peer, got).await.unwrap();
+                        }
+                    }
+                    done_tx.send(me).unwrap();
+                })
+                .unwrap();
+        }
+        for _ in 0..2 {
+            done_rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("a cross-shard message was left unread: lost wake-up");
+        }
+    }
+
     #[test]
     fn shards_that_all_join_get_their_channels() {
         let mesh = MeshBuilder::<Envelope, Full>::full(2, limits::CROSS_SHARD_QUEUE_DEPTH);
