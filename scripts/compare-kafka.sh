@@ -12,12 +12,16 @@
 # Workloads (1 KiB records, acks=all; Sluice fsyncs before every acknowledgement):
 #   P1  produce to 16 partitions as fast as possible, --records records (default 1000000);
 #       Kafka with its defaults (no fsync: page cache only). Target: Sluice >= 1.5x msgs/s.
+#       Also reported: each broker's CPU seconds per GB produced, and how busy the machine's
+#       cores were during the run (where the generator shares them, 100% means the two
+#       together, not the broker, set the rate).
 #   P2  the same against Kafka with log.flush.interval.messages=1 (durability parity); Sluice's
 #       figure is P1's run. Target: >= 5x.
 #   P3  end-to-end latency at 5,000 records/s, 1 partition, for --p3-duration seconds (default
 #       60), linger.ms=0, after a 15 s warm-up run of the same workload (a fresh JVM needs about
 #       10 s of it: Kafka's first e2e seconds run at p50 300 ms, then 0.3 ms) and 2 s of warm-up
-#       inside the measured run. Target: p99 <= 0.5x Kafka's, p99.99 <= 0.2x.
+#       inside the measured run. Target: p99 <= 0.5x Kafka's, p99.99 <= 0.2x. Also reported:
+#       the broker's CPU in cores during the measured run.
 #   P4  catch-up consume of a --backlog-mb MB backlog (default 10000) in 16 partitions by
 #       --p4-consumers consumers (default 1), written and read once just before (so in the page
 #       cache, for both brokers). Target: >= 1.2x Kafka's MB/s and >= 0.7x what one loopback TCP
@@ -100,6 +104,16 @@ add() { echo "$3" >> "$results/$1.$2"; } # broker, metric, value
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; } # resident set of a process, KiB
 clock_ticks=$(getconf CLK_TCK)
 cpu_ms() { awk -v hz="$clock_ticks" '{ print ($14 + $15) * 1000 / hz }' "/proc/$1/stat"; } # user+system
+# The whole machine's CPU time so far, in clock ticks: "busy:total" (busy: not idle or iowait).
+machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6 ":" t }' /proc/stat; }
+# Share of all cores busy between two machine_ticks snapshots $1 and $2, in percent.
+busy_percent() {
+    python3 -c 'import sys; (b0, t0), (b1, t1) = (map(int, a.split(":")) for a in sys.argv[1:]); print(100 * (b1 - b0) / (t1 - t0))' "$1" "$2"
+}
+# CPU seconds process $1 used per GB, from its cpu_ms before ($2) and after ($3) moving $4 bytes.
+cpu_s_per_gb() {
+    python3 -c 'import sys; print((float(sys.argv[3]) - float(sys.argv[2])) / 1000 / (float(sys.argv[4]) / 1e9))' "$@"
+}
 
 # Reads the P4 backlog at $1 with `--reader $5`, recording MB/s under the name $2 and metric $4,
 # and the broker's (process $3) CPU seconds per GB sent under $4_cpu: what the broker itself
@@ -110,26 +124,35 @@ p4_read() {
     json=$(bench consume --bootstrap "$bootstrap" --topic p4 --size 1024 --partitions 16 \
         --consumers "$p4_consumers" --reader "$reader")
     add "$name" "$metric" "$(field mb_per_sec <<<"$json")"
-    add "$name" "${metric}_cpu" "$(python3 -c 'import sys; print((float(sys.argv[2]) - float(sys.argv[1])) / 1000 / (float(sys.argv[3]) / 1e9))' \
-        "$cpu_before" "$(cpu_ms "$pid")" "$(field bytes <<<"$json")")"
+    add "$name" "${metric}_cpu" "$(cpu_s_per_gb "$pid" "$cpu_before" "$(cpu_ms "$pid")" "$(field bytes <<<"$json")")"
 }
 
 # Runs the selected workloads against the broker at $1, recording under the name $2; $3 lists
 # the workloads this broker takes part in, $4 is the broker's process.
 run_workloads() {
-    local bootstrap=$1 name=$2 mine=$3 pid=$4 json
+    local bootstrap=$1 name=$2 mine=$3 pid=$4 json cpu_before ticks_before started
     bench produce --bootstrap "$bootstrap" --records 20000 --size 1024 --partitions 16 >/dev/null
     if [[ $mine == *P1* ]]; then
+        cpu_before=$(cpu_ms "$pid") ticks_before=$(machine_ticks)
         json=$(bench produce --bootstrap "$bootstrap" --records "$records" --size 1024 --partitions 16 --acks all)
         add "$name" P1 "$(field msgs_per_sec <<<"$json")"
+        # What the broker itself costs, and whether the machine had any CPU left: where the
+        # load generator and the broker share the cores, a busy machine means the rate is
+        # theirs together, not the broker's.
+        add "$name" P1_cpu "$(cpu_s_per_gb "$pid" "$cpu_before" "$(cpu_ms "$pid")" "$(field bytes <<<"$json")")"
+        add "$name" P1_busy "$(busy_percent "$ticks_before" "$(machine_ticks)")"
     fi
     if [[ $mine == *P3* ]]; then
         bench e2e --bootstrap "$bootstrap" --rate 5000 --size 1024 --partitions 1 --acks all \
             --duration "$p3_warmup" --linger-ms 0 >/dev/null
+        cpu_before=$(cpu_ms "$pid") started=$(date +%s%N)
         json=$(bench e2e --bootstrap "$bootstrap" --rate 5000 --size 1024 --partitions 1 --acks all \
             --duration "$p3_duration" --warmup 2 --linger-ms 0)
         add "$name" P3_p99 "$(field p99_ms <<<"$json")"
         add "$name" P3_p9999 "$(field p9999_ms <<<"$json")"
+        # The broker's CPU at this fixed rate, in cores: its cost per record, whatever the tail.
+        add "$name" P3_cores "$(python3 -c 'import sys; print((float(sys.argv[2]) - float(sys.argv[1])) / 1000 / ((int(sys.argv[4]) - int(sys.argv[3])) / 1e9))' \
+            "$cpu_before" "$(cpu_ms "$pid")" "$started" "$(date +%s%N)")"
     fi
     if [[ $mine == *P4* ]]; then
         # The first run fills the topic and reads it once (not measured), warming the page cache
@@ -274,11 +297,16 @@ def row(workload, metric, sluice, other, other_label, digits, target):
 
 if "P1" in workloads:
     row("P1 produce 1 KiB, 16 partitions, acks=all; Kafka defaults (no fsync)", "msgs/s", "sluice.P1", "kafka.P1", "", 0, ">= 1.5x")
+    row("P1 broker CPU (same runs)", "CPU s per GB", "sluice.P1_cpu", "kafka.P1_cpu", "", 2, "")
+    row("P1 machine busy, all cores (same runs)", "%", "sluice.P1_busy", "kafka.P1_busy", "", 0, "")
 if "P2" in workloads:
     row("P2 produce 1 KiB, 16 partitions, acks=all; Kafka log.flush.interval.messages=1", "msgs/s", "sluice.P1", "kafka_flush.P1", "", 0, ">= 5x")
+    row("P2 broker CPU (same runs)", "CPU s per GB", "sluice.P1_cpu", "kafka_flush.P1_cpu", "", 2, "")
+    row("P2 machine busy, all cores (same runs)", "%", "sluice.P1_busy", "kafka_flush.P1_busy", "", 0, "")
 if "P3" in workloads:
     row(f"P3 end to end, 5,000/s of 1 KiB, 1 partition, acks=all, {p3} s", "p99 ms", "sluice.P3_p99", "kafka.P3_p99", "", 2, "<= 0.5x")
     row(f"P3 (same runs)", "p99.99 ms", "sluice.P3_p9999", "kafka.P3_p9999", "", 2, "<= 0.2x")
+    row(f"P3 broker CPU (same runs)", "cores", "sluice.P3_cores", "kafka.P3_cores", "", 2, "")
 if "P4" in workloads:
     row(f"P4 catch-up consume of {backlog} MB, 16 partitions", "MB/s", "sluice.P4", "kafka.P4", "", 0, ">= 1.2x")
     row(f"P4 vs one loopback TCP connection", "MB/s", "sluice.P4", "loopback.P4", "loopback ", 0, ">= 0.7x")
