@@ -272,6 +272,65 @@ mod tests {
         }
     }
 
+    /// Sluice's glommio copy keeps the reactor's timeout armed across loop iterations and
+    /// replaces it only when it would fire later than the earliest timer
+    /// (third_party/glommio/PATCHED.md, patch 3). Keeping one that fires too late would leave a
+    /// parked executor asleep past a short sleep's deadline. Here the preemption period and a
+    /// concurrent sleep are both `LONG`, so a wrongly kept timeout overshoots a sleep by about
+    /// `LONG`, far beyond `WORST_OVERSHOOT`. During the first half, messages from a second
+    /// executor wake the sleeper at other times too, so kept timeouts meet both fresh and
+    /// stale deadlines; in the second half nothing but its timers wakes it.
+    #[test]
+    fn a_parked_executor_wakes_for_its_earliest_timer() {
+        const SLEEPS: u64 = 2_000;
+        const LONG: Duration = Duration::from_secs(30);
+        const WORST_OVERSHOOT: Duration = Duration::from_secs(10);
+        let (tx, rx) = glommio::channels::shared_channel::new_bounded::<u64>(16);
+        let messages_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = LocalExecutorBuilder::default()
+            .spawn({
+                let messages_done = messages_done.clone();
+                move || async move {
+                    let tx = tx.connect().await;
+                    let mut i = 0;
+                    while !messages_done.load(std::sync::atomic::Ordering::Relaxed) {
+                        glommio::timer::sleep(Duration::from_micros(300 + i % 700)).await;
+                        // Never waits: the receiving executor stops draining when it is done.
+                        let _ = tx.try_send(i);
+                        i += 1;
+                    }
+                }
+            })
+            .unwrap();
+        LocalExecutorBuilder::default()
+            .preempt_timer(LONG)
+            .spawn(move || async move {
+                let rx = rx.connect().await;
+                let _long = glommio::spawn_local(glommio::timer::sleep(LONG)).detach();
+                let _drain =
+                    glommio::spawn_local(async move { while rx.recv().await.is_some() {} })
+                        .detach();
+                for i in 0..SLEEPS {
+                    if i == SLEEPS / 2 {
+                        messages_done.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let asked = Duration::from_micros(i * 7 % 1_500);
+                    let started = std::time::Instant::now();
+                    glommio::timer::sleep(asked).await;
+                    let overshoot = started.elapsed().saturating_sub(asked);
+                    assert!(
+                        overshoot < WORST_OVERSHOOT,
+                        "sleep {i} ended {overshoot:?} late: a parked executor kept a later \
+                         timeout armed"
+                    );
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("a sleep ended too late");
+        sender.join().unwrap();
+    }
+
     #[test]
     fn shards_that_all_join_get_their_channels() {
         let mesh = MeshBuilder::<Envelope, Full>::full(2, limits::CROSS_SHARD_QUEUE_DEPTH);

@@ -1215,6 +1215,12 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// Sluice patch: how much later than needed an armed latency-ring timeout may fire and still
+/// be kept. Deadlines are recomputed as `now + duration` on each pass, so the same timer
+/// appears a few microseconds later each time; without slack it would be replaced on every
+/// pass.
+const LATENCY_TIMEOUT_SLACK: Duration = Duration::from_micros(50);
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
@@ -1222,6 +1228,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // Sluice patch: when the timeout in `latency_preemption_timeout_src` expires.
+    latency_timeout_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1361,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timeout_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1814,22 +1823,36 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // Sluice patch: the timers below are kept armed across loop iterations and
+        // replaced only once they have fired or when they would fire too late; upstream
+        // cancelled and re-armed both on every call, four `io_uring` requests per
+        // iteration (a cancellation and a timeout, twice). An armed latency-ring timer
+        // that fires earlier than needed costs one spurious preemption or wake-up.
+        let now = Instant::now();
+        let fire_by = match preempt_timer() {
+            Some(preempt) => Some(now + preempt),
+            None => user_timer.map(|dur| now + dur),
+        };
+        if let (Some(armed), Some(fire_by)) = (self.armed_latency_timeout_deadline(), fire_by) {
+            if armed > fire_by + LATENCY_TIMEOUT_SLACK {
+                drop(self.latency_preemption_timeout_src.take());
+                self.latency_timeout_deadline.set(None);
+            }
+        }
 
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // The throughput-based timeout counts completions from when it was armed: once
+        // it fires (after `ring_depth` of them) a new one takes its place.
+        let throughput_armed = self
+            .throughput_preemption_timeout_src
+            .take()
+            .filter(Source::is_pending);
+        self.throughput_preemption_timeout_src
+            .set(Some(throughput_armed.unwrap_or_else(|| {
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                )
+            })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1850,10 +1873,13 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
+            // Sluice patch: a timer still armed here fires no later than the user's
+            // (checked above); it may also be a preemption timer with no user timer.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if self.armed_latency_timeout_deadline().is_none() {
+                    self.arm_latency_timeout(&mut lat_ring, dur);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1883,8 +1909,10 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            // Sluice patch: a timer still armed here fires within `preempt` (checked above).
+            if self.armed_latency_timeout_deadline().is_none() {
+                self.arm_latency_timeout(&mut lat_ring, preempt);
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
@@ -1896,6 +1924,31 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Sluice patch: when the armed latency-ring timeout expires; `None` when none is
+    /// armed (never armed, or its completion already consumed).
+    fn armed_latency_timeout_deadline(&self) -> Option<Instant> {
+        let src = self.latency_preemption_timeout_src.take();
+        match src {
+            Some(src) if src.is_pending() => {
+                self.latency_preemption_timeout_src.set(Some(src));
+                self.latency_timeout_deadline.get()
+            }
+            _ => {
+                self.latency_timeout_deadline.set(None);
+                None
+            }
+        }
+    }
+
+    /// Sluice patch: arms the latency-ring timeout to fire after `dur`; none is armed.
+    fn arm_latency_timeout(&self, lat_ring: &mut SleepableRing, dur: Duration) {
+        let replaced = self
+            .latency_preemption_timeout_src
+            .replace(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+        debug_assert!(replaced.is_none(), "a latency-ring timeout was still armed");
+        self.latency_timeout_deadline.set(Some(Instant::now() + dur));
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
