@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::cli::{key_value, Args};
-use limits::CLIENTS_MAX;
+use limits::{ALLOCATOR_MMAP_THRESHOLD_BYTES, ALLOCATOR_TRIM_THRESHOLD_BYTES, CLIENTS_MAX};
 use report::Report;
 use schedule::Limit;
 
@@ -285,6 +285,22 @@ fn pin(cpus: &[usize]) -> Result<()> {
         .with_context(|| format!("pinning to cores {cpus:?}"))
 }
 
+/// Makes glibc's allocator keep what the clients free instead of handing it back to the
+/// kernel. By default it serves a large block (a consumer's 13-16 MB fetch response, say) from
+/// its own mapping or trims its heap once twice that much is free; either way the next block is
+/// faulted in and zeroed page by page again. Whether that happens depended on how the broker
+/// timed its responses, so a librdkafka consumer read the same backlog from the same broker at
+/// 990 or 1,410 MB/s from run to run: the generator measured glibc's trimming, not the broker
+/// (docs/performance.md, "Catch-up reads"). Failing leaves the default, so it is ignored.
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator parameters; no allocation is in progress on
+    // another thread yet (the clients start later).
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, ALLOCATOR_MMAP_THRESHOLD_BYTES);
+        nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, ALLOCATOR_TRIM_THRESHOLD_BYTES);
+    }
+}
+
 /// Runs `sluice bench <workload> ...` (`args[0]` is the workload).
 pub fn run(args: &[String]) -> Result<()> {
     let Some((workload, rest)) = args.split_first() else {
@@ -298,6 +314,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(cpus) = &opts.cpus {
         pin(cpus)?;
     }
+    keep_freed_memory();
     let report = match workload.as_str() {
         "produce" => produce::run(&opts)?,
         "consume" => consume::run(&opts)?,
