@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's Performance table, in one command: every workload of the performance issue with
 # the parameters the published figures used, one after the other (never in parallel: they would
-# measure each other). About 45 minutes on a 2-core machine; run it on a quiet one.
+# measure each other). About 25 minutes on a 2-core machine; run it on a quiet one.
 #
 #   scripts/performance.sh [OUT_DIR]        (default target/performance)
 #
