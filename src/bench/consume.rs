@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::Offset;
 
-use super::batches::{BatchReader, Item};
 use super::clients::{
     assign, consumer_config, prepare_topic, share, wait_for_coordinator, watermarks, Topic,
     Watermarks,
@@ -128,38 +129,28 @@ fn catch_up(
         topic,
         ends.keys().map(|p| (*p, Offset::Beginning)),
     )?;
-    let mut reader = BatchReader::new(consumer)?;
     let mut last_record = Instant::now();
     while !ends.is_empty() {
-        let (mut records, mut bytes) = (0, 0);
-        let taken = reader
-            .poll(CONSUMER_POLL, |item| match item {
-                Item::Record {
-                    partition,
-                    offset,
-                    bytes: size,
-                } => {
-                    records += 1;
-                    bytes += size as u64;
-                    if ends.get(&partition) <= Some(&(offset + 1)) {
-                        ends.remove(&partition);
-                    }
+        match consumer.poll(CONSUMER_POLL) {
+            Some(Ok(message)) => {
+                last_record = Instant::now();
+                let bytes = message.payload_len() + message.key().map_or(0, <[u8]>::len);
+                recorder
+                    .lock()
+                    .unwrap()
+                    .arrived(last_record, 1, bytes as u64);
+                if ends.get(&message.partition()) <= Some(&(message.offset() + 1)) {
+                    ends.remove(&message.partition());
                 }
-                Item::PartitionEof(partition) => drop(ends.remove(&partition)),
-            })
-            .with_context(|| format!("consuming {}", topic.name))?;
-        if taken > 0 {
-            last_record = Instant::now();
-            if records > 0 {
-                let mut recorder = recorder.lock().unwrap();
-                recorder.arrived(last_record, records, bytes);
             }
-        } else if last_record.elapsed() > CONSUME_STALL_TIMEOUT {
-            bail!(
+            Some(Err(KafkaError::PartitionEOF(partition))) => drop(ends.remove(&partition)),
+            Some(Err(err)) => bail!("consuming {}: {err}", topic.name),
+            None if last_record.elapsed() > CONSUME_STALL_TIMEOUT => bail!(
                 "no records from {} partitions {:?} for {CONSUME_STALL_TIMEOUT:?}",
                 topic.name,
                 ends.keys().collect::<Vec<_>>()
-            );
+            ),
+            None => {}
         }
     }
     Ok(())

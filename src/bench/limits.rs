@@ -40,9 +40,6 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a just-created topic is looked up until every partition has a leader.
 pub const TOPIC_READY_POLL: Duration = Duration::from_millis(100);
 
-/// Most messages the catch-up reader takes from librdkafka in one call.
-pub const CONSUME_BATCH_MAX: usize = 4096;
-
 /// How long one consumer poll blocks (the loops check their exit conditions in between).
 pub const CONSUMER_POLL: Duration = Duration::from_millis(100);
 /// A catch-up consumer that receives nothing for this long while behind gives up.

@@ -7,7 +7,6 @@
 //! the workloads, `clients` sets up librdkafka and the topic, `recorder` measures, `report`
 //! prints the summary or JSON and `html` the report with plots.
 
-mod batches;
 mod clients;
 mod consume;
 mod e2e;
