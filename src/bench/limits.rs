@@ -26,8 +26,8 @@ pub const PRODUCER_QUEUE_MAX_MESSAGES: u32 = 100_000;
 pub const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
 
 /// Blocks the generator's allocator takes from the heap rather than from a mapping of their
-/// own: glibc's largest (half its 64 MiB heap size), above a fetch response of 16 partitions
-/// x 1 MiB...
+/// own: above a fetch response of 16 partitions x 1 MiB, and half of the 64 MiB heap that
+/// glibc gives each thread's arena, so such a block fits in one...
 pub const ALLOCATOR_MMAP_THRESHOLD_BYTES: i32 = 32 * 1024 * 1024;
 /// ...and free bytes at the top of a heap before it gives them back to the kernel.
 pub const ALLOCATOR_TRIM_THRESHOLD_BYTES: i32 = 1024 * 1024 * 1024;
