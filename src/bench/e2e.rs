@@ -17,7 +17,7 @@ use super::clients::{
     assign, consumer, prepare_topic, share, wait_for_coordinator, watermarks, Topic,
 };
 use super::limits::{CONSUMER_POLL, E2E_DRAIN_TIMEOUT};
-use super::produce::{read_stamp, Producers, STAMP_BYTES};
+use super::produce::{read_stamp, Producers, Values, STAMP_BYTES};
 use super::progress;
 use super::recorder::Recorder;
 use super::report::{Measured, Report};
@@ -34,7 +34,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     let epoch = Epoch::now();
     let delivered = Arc::new(Mutex::new(Recorder::new(epoch.instant())));
     let received = Mutex::new(Recorder::new(epoch.instant()));
-    let producers = Producers::connect(opts, &topic, epoch, &delivered)?;
+    let producers = Producers::connect(opts, &topic, epoch, &delivered, Values::Stamped)?;
     let schedule = Schedule::new(opts.rate, opts.warmup, opts.limit);
     delivered.lock().unwrap().origin = schedule.measure_from;
     received.lock().unwrap().origin = schedule.measure_from;

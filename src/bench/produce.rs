@@ -1,18 +1,22 @@
 //! `sluice bench produce`, and the producers every workload uses: `--producers` librdkafka
 //! clients, each on its own thread, share one open-loop schedule; each record's intended send
 //! time travels as its delivery opaque, so the acknowledgement is measured from it (delivery
-//! latency). The first 8 bytes of each value carry the same time, for the end-to-end workload.
+//! latency). For the end-to-end workload the first 8 bytes of each value carry the same time;
+//! other workloads send one value for every record and lend it to librdkafka uncopied, so the
+//! generator spends its CPU on the broker's protocol rather than on copying and freeing values.
 
+use std::ffi::{c_void, CString};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use rdkafka::bindings as rdsys;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::ClientContext;
 
 use super::clients::{prepare_topic, producer_config, Topic};
@@ -20,7 +24,7 @@ use super::limits::{ADMIN_TIMEOUT, FLUSH_TIMEOUT, KEY_SPACE, QUEUE_FULL_BACKOFF}
 use super::progress;
 use super::recorder::Recorder;
 use super::report::{Measured, Report};
-use super::schedule::{wait_until, Epoch, Schedule, Tickets};
+use super::schedule::{Epoch, Schedule, Tickets};
 use super::{Keys, Options};
 
 /// Bytes at the start of each value that carry its intended send time (nanoseconds after the
@@ -32,6 +36,21 @@ const TIMER_SLACK_NS: u64 = 1;
 
 /// What the rest of a value is filled with.
 const PAYLOAD_FILL: u8 = b'x';
+
+/// librdkafka's `RD_KAFKA_PARTITION_UA` (a C macro the bindings lack): let the partitioner
+/// choose.
+const UNASSIGNED_PARTITION: i32 = -1;
+
+/// How the producers make each record's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// One value for every record, lent to librdkafka without a copy per record (what Kafka's
+    /// own kafka-producer-perf-test sends too).
+    Shared,
+    /// Each value carries its intended send time in its first `STAMP_BYTES`, for end-to-end
+    /// latency; librdkafka copies each one.
+    Stamped,
+}
 
 pub fn run(opts: &Options) -> Result<Report> {
     let topic = prepare_topic(opts)?;
@@ -49,7 +68,7 @@ pub fn run(opts: &Options) -> Result<Report> {
 pub fn send_measured(opts: &Options, topic: &Topic, show_progress: bool) -> Result<Recorder> {
     let epoch = Epoch::now();
     let recorder = Arc::new(Mutex::new(Recorder::new(epoch.instant())));
-    let producers = Producers::connect(opts, topic, epoch, &recorder)?;
+    let producers = Producers::connect(opts, topic, epoch, &recorder, Values::Shared)?;
     let schedule = Schedule::new(opts.rate, opts.warmup, opts.limit);
     recorder.lock().unwrap().origin = schedule.measure_from;
     progress::show(show_progress, &recorder, || {
@@ -91,6 +110,10 @@ impl ProducerContext for Deliveries {
 /// The producer clients of one run, connected and ready.
 pub struct Producers {
     clients: Vec<ThreadedProducer<Deliveries>>,
+    /// The value every client lends librdkafka (`Values::Shared`). Declared after `clients` so
+    /// that it is dropped after them: librdkafka may read it until a client is destroyed.
+    shared_value: Arc<[u8]>,
+    values: Values,
     epoch: Epoch,
     acked: Arc<AtomicU64>,
 }
@@ -103,6 +126,7 @@ impl Producers {
         topic: &Topic,
         epoch: Epoch,
         recorder: &Arc<Mutex<Recorder>>,
+        values: Values,
     ) -> Result<Producers> {
         let acked = Arc::new(AtomicU64::new(0));
         let config = producer_config(opts);
@@ -125,6 +149,8 @@ impl Producers {
             .collect::<Result<_>>()?;
         Ok(Producers {
             clients,
+            shared_value: vec![PAYLOAD_FILL; opts.size].into(),
+            values,
             epoch,
             acked,
         })
@@ -141,10 +167,16 @@ impl Producers {
                 .enumerate()
                 .map(|(i, producer)| {
                     let sender = Sender::new(opts, topic, self.epoch, i);
-                    let tickets = &tickets;
+                    let (tickets, shared_value) = (&tickets, &self.shared_value[..]);
+                    let values = self.values;
                     std::thread::Builder::new()
                         .name(format!("producer-{i}"))
-                        .spawn_scoped(scope, move || sender.run(producer, schedule, tickets))
+                        .spawn_scoped(scope, move || match values {
+                            Values::Stamped => sender.run(producer, schedule, tickets),
+                            Values::Shared => {
+                                sender.run_shared(producer, schedule, tickets, shared_value)
+                            }
+                        })
                 })
                 .collect::<Result<_, _>>()?;
             threads
@@ -173,18 +205,16 @@ impl<'a> Sender<'a> {
         }
     }
 
+    /// Sends records whose values carry their intended send time.
     fn run(
         mut self,
         producer: &ThreadedProducer<Deliveries>,
         schedule: &Schedule,
         tickets: &Tickets,
     ) -> Result<()> {
-        // The kernel may wake a sleeper up to its timer slack (50 us by default) late, which
-        // would count as latency; the tightest slack keeps pacing error to a few microseconds.
-        // Failing leaves only that error, so it is ignored.
-        let _ = nix::sys::prctl::set_timerslack(TIMER_SLACK_NS);
+        tighten_timer_slack();
         while let Some(ticket) = tickets.take(schedule) {
-            wait_until(ticket.intended);
+            schedule.wait_for(&ticket);
             let stamp = self.epoch.encode(ticket.intended);
             stamp_value(&mut self.payload, stamp);
             let record =
@@ -199,6 +229,111 @@ impl<'a> Sender<'a> {
         producer
             .flush(FLUSH_TIMEOUT)
             .context("waiting for the last acknowledgements")
+    }
+
+    /// Sends records that all lend librdkafka `value` (owned by `Producers`, which outlives the
+    /// client), through a topic handle taken once rather than looked up by name per record.
+    fn run_shared(
+        mut self,
+        producer: &ThreadedProducer<Deliveries>,
+        schedule: &Schedule,
+        tickets: &Tickets,
+        value: &[u8],
+    ) -> Result<()> {
+        tighten_timer_slack();
+        let handle = TopicHandle::new(producer, &self.topic.name)?;
+        while let Some(ticket) = tickets.take(schedule) {
+            schedule.wait_for(&ticket);
+            let stamp = self.epoch.encode(ticket.intended);
+            let key = self.keys.next(ticket.index);
+            let partition = match key {
+                // librdkafka's partitioner (murmur2, `producer_config`) places keyed records.
+                Some(_) => UNASSIGNED_PARTITION,
+                None => (ticket.index % self.topic.partitions as u64) as i32,
+            };
+            handle.send_lent(partition, key, value, stamp as usize)?;
+        }
+        producer
+            .flush(FLUSH_TIMEOUT)
+            .context("waiting for the last acknowledgements")
+    }
+}
+
+/// The kernel may wake a sleeper up to its timer slack (50 us by default) late, which would
+/// count as latency; the tightest slack keeps pacing error to a few microseconds. Failing leaves
+/// only that error, so it is ignored.
+fn tighten_timer_slack() {
+    let _ = nix::sys::prctl::set_timerslack(TIMER_SLACK_NS);
+}
+
+/// A librdkafka topic handle of one producer client, destroyed on drop (before the client: it
+/// lives on the sending thread, which the client outlives).
+struct TopicHandle(*mut rdsys::rd_kafka_topic_t);
+
+impl TopicHandle {
+    fn new(producer: &ThreadedProducer<Deliveries>, name: &str) -> Result<TopicHandle> {
+        let name = CString::new(name).context("a topic name with a NUL byte")?;
+        // SAFETY: the client is alive, `name` is NUL-terminated, and a null configuration asks
+        // for the client's default topic configuration (as rust-rdkafka's own `send` does).
+        let handle = unsafe {
+            rdsys::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        ensure!(
+            !handle.is_null(),
+            "librdkafka refused a handle for topic {name:?}"
+        );
+        Ok(TopicHandle(handle))
+    }
+
+    /// Hands librdkafka a record whose value it reads in place (no `RD_KAFKA_MSG_F_COPY`); the
+    /// key is copied, as always. Waits while the queue is full (the intended send time stays, so
+    /// the wait counts as latency).
+    fn send_lent(
+        &self,
+        partition: i32,
+        key: Option<&[u8]>,
+        value: &[u8],
+        opaque: usize,
+    ) -> Result<()> {
+        let (key_ptr, key_len) = key.map_or((std::ptr::null(), 0), |k| (k.as_ptr(), k.len()));
+        loop {
+            // SAFETY: the handle is alive; librdkafka copies the key before returning and only
+            // reads `value`, which the caller keeps alive until the client is destroyed. The
+            // opaque is the intended send time, which `Deliveries` reads back as a `usize`.
+            let rc = unsafe {
+                rdsys::rd_kafka_produce(
+                    self.0,
+                    partition,
+                    0,
+                    value.as_ptr() as *mut c_void,
+                    value.len(),
+                    key_ptr as *const c_void,
+                    key_len,
+                    opaque as *mut c_void,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            // SAFETY: reads this thread's last librdkafka error, set by the call above.
+            match unsafe { rdsys::rd_kafka_last_error() } {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL => {
+                    std::thread::sleep(QUEUE_FULL_BACKOFF)
+                }
+                err => bail!("sending a record: {}", RDKafkaErrorCode::from(err)),
+            }
+        }
+    }
+}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by `rd_kafka_topic_new` and destroyed once, while the client lives.
+        unsafe { rdsys::rd_kafka_topic_destroy(self.0) }
     }
 }
 

@@ -77,6 +77,14 @@ impl Schedule {
             Limit::Records(_) => false,
         }
     }
+
+    /// Sleeps until the ticket's intended send time when paced; unpaced tickets are due when
+    /// taken, so this reads no clock for them (it would be one more read per record).
+    pub fn wait_for(&self, ticket: &Ticket) {
+        if self.interval.is_some() {
+            wait_until(ticket.intended);
+        }
+    }
 }
 
 /// A fixed instant, taken before any client starts, that lets an intended send time travel as
@@ -103,7 +111,7 @@ impl Epoch {
 }
 
 /// Sleeps until `intended`; returns at once when already past it (behind schedule).
-pub fn wait_until(intended: Instant) {
+fn wait_until(intended: Instant) {
     let now = Instant::now();
     if intended > now {
         std::thread::sleep(intended - now);
