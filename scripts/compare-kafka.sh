@@ -14,7 +14,10 @@
 #       Kafka with its defaults (no fsync: page cache only). Target: Sluice >= 1.5x msgs/s.
 #       Also reported: each broker's CPU seconds per GB produced, and how busy the machine's
 #       cores were during the run (where the generator shares them, 100% means the two
-#       together, not the broker, set the rate).
+#       together, not the broker, set the rate), and what the disk under the data dirs wrote
+#       and how busy it was meanwhile, beside its sequential write rate (`dd`, 1 MiB direct
+#       writes, once a round): Sluice acknowledges only records on disk, so that rate bounds
+#       its P1. Like "machine busy", both count the generator's whole command.
 #   P2  the same against Kafka with log.flush.interval.messages=1 (durability parity); Sluice's
 #       figure is P1's run. Target: >= 5x.
 #   P3  end-to-end latency at 5,000 records/s, 1 partition, for --p3-duration seconds (default
@@ -110,6 +113,27 @@ machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; p
 busy_percent() {
     python3 -c 'import sys; (b0, t0), (b1, t1) = (map(int, a.split(":")) for a in sys.argv[1:]); print(100 * (b1 - b0) / (t1 - t0))' "$1" "$2"
 }
+# The block device holding the brokers' data dirs (mktemp's), as /proc/diskstats names it; empty
+# where there is none (tmpfs, overlay), and then the disk rows stay empty.
+disk=$(basename "$(df --output=source "${TMPDIR:-/tmp}" | tail -1)")
+awk -v d="$disk" '$3 == d { found = 1 } END { exit !found }' /proc/diskstats || disk=""
+# That device's "sectors written:milliseconds busy:now in ns" so far.
+disk_ticks() { awk -v d="$disk" -v now="$(date +%s%N)" '$3 == d { print $10 ":" $13 ":" now }' /proc/diskstats; }
+# MB/s written to the disk, and its % busy, between two disk_ticks snapshots $1 and $2.
+disk_rate() {
+    python3 -c 'import sys; (s0, b0, n0), (s1, b1, n1) = (map(int, a.split(":")) for a in sys.argv[1:]); secs = (n1 - n0) / 1e9; print((s1 - s0) * 512 / 1e6 / secs, 100 * (b1 - b0) / 1e3 / secs)' "$1" "$2"
+}
+# The disk's sequential write rate in MB/s: 1 GB of 1 MiB direct writes (no page cache) and an
+# fdatasync, into a file beside the brokers' data dirs. What a broker that acknowledges only
+# durable records can produce at most.
+disk_write_mb_per_sec() {
+    local probe started
+    probe=$(mktemp)
+    started=$(date +%s%N)
+    dd if=/dev/zero of="$probe" bs=1M count=954 oflag=direct conv=fdatasync status=none
+    python3 -c 'import sys; print(954 * 1048576 / 1e6 / ((int(sys.argv[2]) - int(sys.argv[1])) / 1e9))' "$started" "$(date +%s%N)"
+    rm -f "$probe"
+}
 # CPU seconds process $1 used per GB, from its cpu_ms before ($2) and after ($3) moving $4 bytes.
 cpu_s_per_gb() {
     python3 -c 'import sys; print((float(sys.argv[3]) - float(sys.argv[2])) / 1000 / (float(sys.argv[4]) / 1e9))' "$@"
@@ -133,9 +157,17 @@ run_workloads() {
     local bootstrap=$1 name=$2 mine=$3 pid=$4 json cpu_before ticks_before started
     bench produce --bootstrap "$bootstrap" --records 20000 --size 1024 --partitions 16 >/dev/null
     if [[ $mine == *P1* ]]; then
-        cpu_before=$(cpu_ms "$pid") ticks_before=$(machine_ticks)
+        cpu_before=$(cpu_ms "$pid") ticks_before=$(machine_ticks) disk_before=$(disk_ticks)
         json=$(bench produce --bootstrap "$bootstrap" --records "$records" --size 1024 --partitions 16 --acks all)
         add "$name" P1 "$(field msgs_per_sec <<<"$json")"
+        add "$name" P1_mbps "$(field mb_per_sec <<<"$json")"
+        # How much the disk wrote meanwhile, and how busy it was: a broker that acknowledges
+        # only what is on disk cannot produce faster than the disk writes.
+        if [ -n "$disk" ]; then
+            read -r disk_mbps disk_busy <<<"$(disk_rate "$disk_before" "$(disk_ticks)")"
+            add "$name" P1_disk "$disk_mbps"
+            add "$name" P1_disk_busy "$disk_busy"
+        fi
         # What the broker itself costs, and whether the machine had any CPU left: where the
         # load generator and the broker share the cores, a busy machine means the rate is
         # theirs together, not the broker's.
@@ -256,6 +288,10 @@ for ((r = 1; r <= rounds; r++)); do
     [ -n "$on_sluice" ] && run_sluice "$on_sluice"
     [ -n "$on_kafka" ] && run_kafka kafka "$on_kafka" ''
     selected P2 && run_kafka kafka_flush P1 'log.flush.interval.messages=1'
+    if [ -n "$disk" ] && { selected P1 || selected P2; }; then
+        settle_disk
+        add disk P1_mbps "$(disk_write_mb_per_sec)"
+    fi
     if selected P4; then
         add loopback P4 "$(bench loopback --records "$backlog_records" --size 1024 | field mb_per_sec)"
     fi
@@ -291,18 +327,24 @@ def ratio(a, b):
     return f"{statistics.median(a) / statistics.median(b):.2f}x" if a and b else "-"
 
 rows = []
-def row(workload, metric, sluice, other, other_label, digits, target):
+def row(workload, metric, sluice, other, other_label, digits, target, compare=True):
     s, o = values(sluice), values(other)
-    rows.append(f"| {workload} | {metric} | {cell(s, digits)} | {other_label}{cell(o, digits)} | {ratio(s, o)} | {target} |")
+    r = ratio(s, o) if compare else "-"
+    rows.append(f"| {workload} | {metric} | {cell(s, digits)} | {other_label}{cell(o, digits)} | {r} | {target} |")
 
 if "P1" in workloads:
     row("P1 produce 1 KiB, 16 partitions, acks=all; Kafka defaults (no fsync)", "msgs/s", "sluice.P1", "kafka.P1", "", 0, ">= 1.5x")
     row("P1 broker CPU (same runs)", "CPU s per GB", "sluice.P1_cpu", "kafka.P1_cpu", "", 2, "")
     row("P1 machine busy, all cores (same runs)", "%", "sluice.P1_busy", "kafka.P1_busy", "", 0, "")
+    row("P1 disk written while producing (same runs)", "MB/s", "sluice.P1_disk", "kafka.P1_disk", "", 0, "", compare=False)
+    row("P1 disk busy (same runs)", "%", "sluice.P1_disk_busy", "kafka.P1_disk_busy", "", 0, "", compare=False)
+    row("P1 Sluice vs the disk's sequential write rate (dd, 1 MiB direct writes)", "MB/s", "sluice.P1_mbps", "disk.P1_mbps", "dd ", 0, "")
 if "P2" in workloads:
     row("P2 produce 1 KiB, 16 partitions, acks=all; Kafka log.flush.interval.messages=1", "msgs/s", "sluice.P1", "kafka_flush.P1", "", 0, ">= 5x")
     row("P2 broker CPU (same runs)", "CPU s per GB", "sluice.P1_cpu", "kafka_flush.P1_cpu", "", 2, "")
     row("P2 machine busy, all cores (same runs)", "%", "sluice.P1_busy", "kafka_flush.P1_busy", "", 0, "")
+    row("P2 disk written while producing (same runs)", "MB/s", "sluice.P1_disk", "kafka_flush.P1_disk", "", 0, "", compare=False)
+    row("P2 disk busy (same runs)", "%", "sluice.P1_disk_busy", "kafka_flush.P1_disk_busy", "", 0, "", compare=False)
 if "P3" in workloads:
     row(f"P3 end to end, 5,000/s of 1 KiB, 1 partition, acks=all, {p3} s", "p99 ms", "sluice.P3_p99", "kafka.P3_p99", "", 2, "<= 0.5x")
     row(f"P3 (same runs)", "p99.99 ms", "sluice.P3_p9999", "kafka.P3_p9999", "", 2, "<= 0.2x")
