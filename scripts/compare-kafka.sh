@@ -15,9 +15,10 @@
 #       Also reported: each broker's CPU seconds per GB produced, and how busy the machine's
 #       cores were during the run (where the generator shares them, 100% means the two
 #       together, not the broker, set the rate), and what the disk under the data dirs wrote
-#       and how busy it was meanwhile, beside its sequential write rate (`dd`, 1 MiB direct
-#       writes, once a round): Sluice acknowledges only records on disk, so that rate bounds
-#       its P1. Like "machine busy", both count the generator's whole command.
+#       and how busy it was meanwhile, beside the disk's own rates once a round (`dd`: one
+#       stream of 1 MiB direct writes, and 16 writers appending 1 MiB with O_DSYNC, P1's
+#       pattern): Sluice acknowledges only records on disk, so the disk bounds its P1. Like
+#       "machine busy", the disk rows count the generator's whole command.
 #   P2  the same against Kafka with log.flush.interval.messages=1 (durability parity); Sluice's
 #       figure is P1's run. Target: >= 5x.
 #   P3  end-to-end latency at 5,000 records/s, 1 partition, for --p3-duration seconds (default
@@ -113,9 +114,10 @@ machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; p
 busy_percent() {
     python3 -c 'import sys; (b0, t0), (b1, t1) = (map(int, a.split(":")) for a in sys.argv[1:]); print(100 * (b1 - b0) / (t1 - t0))' "$1" "$2"
 }
-# The block device holding the brokers' data dirs (mktemp's), as /proc/diskstats names it; empty
-# where there is none (tmpfs, overlay), and then the disk rows stay empty.
-disk=$(basename "$(df --output=source "${TMPDIR:-/tmp}" | tail -1)")
+# The block device holding the brokers' data dirs (mktemp's), as /proc/diskstats names it
+# (/dev/mapper names resolve to their dm-N); empty where there is none (tmpfs, overlay), and then
+# the disk rows stay empty.
+disk=$(basename "$(readlink -f "$(df --output=source "${TMPDIR:-/tmp}" | tail -1)")")
 awk -v d="$disk" '$3 == d { found = 1 } END { exit !found }' /proc/diskstats || disk=""
 # That device's "sectors written:milliseconds busy:now in ns" so far.
 disk_ticks() { awk -v d="$disk" -v now="$(date +%s%N)" '$3 == d { print $10 ":" $13 ":" now }' /proc/diskstats; }
@@ -133,6 +135,20 @@ disk_write_mb_per_sec() {
     dd if=/dev/zero of="$probe" bs=1M count=954 oflag=direct conv=fdatasync status=none
     python3 -c 'import sys; print(954 * 1048576 / 1e6 / ((int(sys.argv[2]) - int(sys.argv[1])) / 1e9))' "$started" "$(date +%s%N)"
     rm -f "$probe"
+}
+# The disk's rate for P1's own pattern, in MB/s: 16 writers (one per partition) each appending
+# 60 MiB in 1 MiB writes with O_DSYNC (each write durable before the next, as a group commit
+# round is), into files beside the brokers' data dirs.
+disk_append_sync_mb_per_sec() {
+    local dir started i
+    dir=$(mktemp -d)
+    started=$(date +%s%N)
+    for i in $(seq 16); do
+        dd if=/dev/zero of="$dir/writer-$i" bs=1M count=60 oflag=dsync status=none &
+    done
+    wait
+    python3 -c 'import sys; print(16 * 60 * 1048576 / 1e6 / ((int(sys.argv[2]) - int(sys.argv[1])) / 1e9))' "$started" "$(date +%s%N)"
+    rm -rf "$dir"
 }
 # CPU seconds process $1 used per GB, from its cpu_ms before ($2) and after ($3) moving $4 bytes.
 cpu_s_per_gb() {
@@ -291,6 +307,8 @@ for ((r = 1; r <= rounds; r++)); do
     if [ -n "$disk" ] && { selected P1 || selected P2; }; then
         settle_disk
         add disk P1_mbps "$(disk_write_mb_per_sec)"
+        settle_disk
+        add disk_16 P1_mbps "$(disk_append_sync_mb_per_sec)"
     fi
     if selected P4; then
         add loopback P4 "$(bench loopback --records "$backlog_records" --size 1024 | field mb_per_sec)"
@@ -339,6 +357,7 @@ if "P1" in workloads:
     row("P1 disk written while producing (same runs)", "MB/s", "sluice.P1_disk", "kafka.P1_disk", "", 0, "", compare=False)
     row("P1 disk busy (same runs)", "%", "sluice.P1_disk_busy", "kafka.P1_disk_busy", "", 0, "", compare=False)
     row("P1 Sluice vs the disk's sequential write rate (dd, 1 MiB direct writes)", "MB/s", "sluice.P1_mbps", "disk.P1_mbps", "dd ", 0, "")
+    row("P1 Sluice vs 16 writers appending 1 MiB with O_DSYNC (dd)", "MB/s", "sluice.P1_mbps", "disk_16.P1_mbps", "dd x16 ", 0, "")
 if "P2" in workloads:
     row("P2 produce 1 KiB, 16 partitions, acks=all; Kafka log.flush.interval.messages=1", "msgs/s", "sluice.P1", "kafka_flush.P1", "", 0, ">= 5x")
     row("P2 broker CPU (same runs)", "CPU s per GB", "sluice.P1_cpu", "kafka_flush.P1_cpu", "", 2, "")
