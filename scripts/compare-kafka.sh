@@ -18,7 +18,9 @@
 #       and how busy it was meanwhile, beside the disk's own rates once a round (`dd`: one
 #       stream of 1 MiB direct writes, and 16 writers appending 1 MiB with O_DSYNC, P1's
 #       pattern): Sluice acknowledges only records on disk, so the disk bounds its P1. Like
-#       "machine busy", the disk rows count the generator's whole command.
+#       "machine busy", the disk rows count the generator's whole command. Sluice's group
+#       commit is reported from its /metrics: fdatasyncs per second (over the same command) and
+#       KB per fdatasync.
 #   P2  the same against Kafka with log.flush.interval.messages=1 (durability parity); Sluice's
 #       figure is P1's run. Target: >= 5x.
 #   P3  end-to-end latency at 5,000 records/s, 1 partition, for --p3-duration seconds (default
@@ -150,6 +152,25 @@ disk_append_sync_mb_per_sec() {
     python3 -c 'import sys; print(16 * 60 * 1048576 / 1e6 / ((int(sys.argv[2]) - int(sys.argv[1])) / 1e9))' "$started" "$(date +%s%N)"
     rm -rf "$dir"
 }
+# Sluice's flush counters at admin port $1: "flushes:bytes flushed:now in ns", summed over its
+# shards (`sluice_flush_bytes` at /metrics; each flush job is one fdatasync per file it wrote).
+flush_ticks() {
+    python3 - "$1" <<'PY'
+import sys, time, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+count = total = 0.0
+for line in text.splitlines():
+    if line.startswith("sluice_flush_bytes_count{"):
+        count += float(line.split()[-1])
+    elif line.startswith("sluice_flush_bytes_sum{"):
+        total += float(line.split()[-1])
+print(f"{count:.0f}:{total:.0f}:{time.time_ns()}")
+PY
+}
+# fdatasyncs per second and KB per fdatasync between two flush_ticks snapshots $1 and $2.
+flush_rate() {
+    python3 -c 'import sys; (c0, b0, n0), (c1, b1, n1) = (map(int, a.split(":")) for a in sys.argv[1:]); n = max(c1 - c0, 1); print(n / ((n1 - n0) / 1e9), (b1 - b0) / n / 1e3)' "$1" "$2"
+}
 # CPU seconds process $1 used per GB, from its cpu_ms before ($2) and after ($3) moving $4 bytes.
 cpu_s_per_gb() {
     python3 -c 'import sys; print((float(sys.argv[3]) - float(sys.argv[2])) / 1000 / (float(sys.argv[4]) / 1e9))' "$@"
@@ -174,9 +195,16 @@ run_workloads() {
     bench produce --bootstrap "$bootstrap" --records 20000 --size 1024 --partitions 16 >/dev/null
     if [[ $mine == *P1* ]]; then
         cpu_before=$(cpu_ms "$pid") ticks_before=$(machine_ticks) disk_before=$(disk_ticks)
+        if [ "$name" = sluice ]; then flush_before=$(flush_ticks "$sluice_admin_port"); fi
         json=$(bench produce --bootstrap "$bootstrap" --records "$records" --size 1024 --partitions 16 --acks all)
         add "$name" P1 "$(field msgs_per_sec <<<"$json")"
         add "$name" P1_mbps "$(field mb_per_sec <<<"$json")"
+        # Sluice's group commit: how often it fsyncs, and how much each fdatasync covers.
+        if [ "$name" = sluice ]; then
+            read -r fsyncs_per_sec kb_per_fsync <<<"$(flush_rate "$flush_before" "$(flush_ticks "$sluice_admin_port")")"
+            add "$name" P1_fsyncs "$fsyncs_per_sec"
+            add "$name" P1_fsync_kb "$kb_per_fsync"
+        fi
         # How much the disk wrote meanwhile, and how busy it was: a broker that acknowledges
         # only what is on disk cannot produce faster than the disk writes.
         if [ -n "$disk" ]; then
@@ -269,13 +297,14 @@ run_kafka() { # $1: name, $2: workloads, $3: extra server.properties line
     stop_kafka
 }
 
-start_sluice() { # sets $sluice_dir, $sluice_port, $sluice_pid
+start_sluice() { # sets $sluice_dir, $sluice_port, $sluice_admin_port, $sluice_pid
     settle_disk
-    sluice_dir=$(mktemp -d); sluice_port=$(free_port)
+    sluice_dir=$(mktemp -d); sluice_port=$(free_port); sluice_admin_port=$(free_port)
     "$sluice" serve --listen "127.0.0.1:$sluice_port" --data-dir "$sluice_dir" --cores "$cores" \
-        --set sluice.admin.listen=127.0.0.1:0 2>/dev/null &
+        --set "sluice.admin.listen=127.0.0.1:$sluice_admin_port" 2>/dev/null &
     sluice_pid=$!
     wait_port "$sluice_port"
+    wait_port "$sluice_admin_port"
     sleep 0.2
 }
 
@@ -358,6 +387,8 @@ if "P1" in workloads:
     row("P1 disk busy (same runs)", "%", "sluice.P1_disk_busy", "kafka.P1_disk_busy", "", 0, "", compare=False)
     row("P1 Sluice vs the disk's sequential write rate (dd, 1 MiB direct writes)", "MB/s", "sluice.P1_mbps", "disk.P1_mbps", "dd ", 0, "")
     row("P1 Sluice vs 16 writers appending 1 MiB with O_DSYNC (dd)", "MB/s", "sluice.P1_mbps", "disk_16.P1_mbps", "dd x16 ", 0, "")
+    row("P1 Sluice's group commit: fdatasyncs (same runs)", "per s", "sluice.P1_fsyncs", "-", "", 0, "", compare=False)
+    row("P1 Sluice's group commit: bytes per fdatasync (same runs)", "KB", "sluice.P1_fsync_kb", "-", "", 0, "", compare=False)
 if "P2" in workloads:
     row("P2 produce 1 KiB, 16 partitions, acks=all; Kafka log.flush.interval.messages=1", "msgs/s", "sluice.P1", "kafka_flush.P1", "", 0, ">= 5x")
     row("P2 broker CPU (same runs)", "CPU s per GB", "sluice.P1_cpu", "kafka_flush.P1_cpu", "", 2, "")
