@@ -84,13 +84,19 @@ impl BatchHeader {
         }
     }
 
+    /// Saturating, like `next_offset`: a header read back from a damaged file may carry any base
+    /// offset (it lies outside the CRC), and must be refused, not overflow.
     pub fn last_offset(&self) -> Offset {
-        Offset(self.base_offset.0 + self.last_offset_delta as i64)
+        Offset(
+            self.base_offset
+                .0
+                .saturating_add(self.last_offset_delta as i64),
+        )
     }
 
     /// Offset after this batch: where the next one starts.
     pub fn next_offset(&self) -> Offset {
-        Offset(self.base_offset.0 + self.last_offset_delta as i64 + 1)
+        Offset(self.last_offset().0.saturating_add(1))
     }
 
     pub fn codec(&self) -> i16 {

@@ -1417,7 +1417,7 @@ async fn scan_batches<F: StorageFile, G: StorageFile>(
         };
         let total = header.total_bytes() as u64;
         // Offsets only go up; compaction may leave gaps between batches.
-        let continues = header.base_offset >= seg.next_offset;
+        let continues = header.base_offset >= seg.next_offset && seg.reaches(&header);
         if total == 0
             || total > rules.batch_max_bytes
             || position + total > size

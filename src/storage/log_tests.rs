@@ -275,6 +275,43 @@ fn corruption_in_the_active_segment_truncates_from_there() {
 }
 
 #[test]
+fn a_damaged_base_offset_past_the_segments_reach_truncates_there() {
+    // The base offset lies outside the CRC: damage there passes the CRC check, and recovery
+    // must still refuse a batch whose offsets its segment cannot index (found by fuzzing).
+    for damaged in [i64::MAX, 1 << 40, (u32::MAX as i64) + 1] {
+        let storage = MemStorage::default();
+        let (mut log, _) = open(&storage, false);
+        let mut model = Model::default();
+        let mut rng = Rng(9);
+        for i in 0..3 {
+            append_random(&mut log, &mut model, &mut rng, i);
+        }
+        flush(&mut log).unwrap();
+        drop(log);
+        let second = model.batches[1].0;
+        let first_size = BatchHeader::parse(&first_segment(&storage))
+            .unwrap()
+            .total_bytes();
+        let path = segment::log_path(&dir(), Offset(0));
+        storage.corrupt(&path, first_size, &damaged.to_be_bytes());
+        let (log, report) = open(&storage, false);
+        assert!(
+            report.truncated_bytes > 0,
+            "{damaged}: the damaged batch is cut"
+        );
+        assert_eq!(log.end(), second, "{damaged}: the batch before it is kept");
+    }
+}
+
+/// The first segment's log file, whole.
+fn first_segment(storage: &MemStorage) -> Vec<u8> {
+    let path = segment::log_path(&dir(), Offset(0));
+    let file = block_on(storage.open(&path)).unwrap();
+    let size = block_on(file.size()).unwrap();
+    block_on(file.read_at(0, size as usize)).unwrap().to_vec()
+}
+
+#[test]
 fn failed_fsync_never_acknowledges_and_fails_the_log() {
     let storage = MemStorage::default();
     let (mut log, _) = open(&storage, false);

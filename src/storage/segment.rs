@@ -244,6 +244,15 @@ impl<F: StorageFile> Segment<F> {
         delta as u32
     }
 
+    /// Whether every offset of `header`'s batch lies within this segment's reach: at or above
+    /// its base, and within the 32-bit offsets (relative to the base) its indexes hold. Only a
+    /// batch read back from disk can fail this: its base offset lies outside the CRC, so damage
+    /// there passes the CRC check.
+    pub fn reaches(&self, header: &BatchHeader) -> bool {
+        header.base_offset >= self.base_offset
+            && header.last_offset().0 - self.base_offset.0 <= u32::MAX as i64
+    }
+
     /// Records that a batch was placed at `position`: advances the end and adds index entries
     /// every `interval` bytes (the first batch of a segment needs none: position 0 is implied).
     pub fn note_batch(&mut self, header: &BatchHeader, position: u64, interval: u32) {

@@ -1,0 +1,187 @@
+//! The fuzz targets (fuzz/src/lib.rs) on stable, in every test run: each target over its seeds,
+//! over every input a fuzzer once broke it with (fuzz/regressions/<target>/), and over
+//! deterministic mutations of the seeds (bit flips, boundary values where lengths and counts
+//! live, cuts, insertions, splices). libFuzzer explores much further (`scripts/fuzz.sh`); this
+//! keeps every target building, its fixed bugs fixed, and both its paths (accept, refuse)
+//! exercised. With `SLUICE_FUZZ_SEEDS=DIR` it also writes each target's seeds to DIR/<target>/,
+//! the starting corpus `scripts/fuzz.sh` hands libFuzzer.
+
+#[path = "../fuzz/src/lib.rs"]
+#[allow(dead_code)]
+mod targets;
+
+use std::path::Path;
+
+/// Mutants per seed: enough to reach every length and count field of the seeds a few times.
+const MUTANTS_PER_SEED: usize = 400;
+/// Segment recovery builds and reopens a whole partition per input: fewer of those.
+const RECOVERY_MUTANTS_PER_SEED: usize = 150;
+
+/// A small deterministic generator (xorshift64*), so a failure names a replayable seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Values that sit on the boundaries decoders check: empty, negative (null), the largest.
+const INTERESTING_I32: [i32; 8] = [0, 1, -1, 0x7f, 0x100, 1 << 20, i32::MAX, i32::MIN];
+const INTERESTING_I16: [i16; 5] = [0, -1, 1, 0x7fff, i16::MIN];
+
+/// One mutant of `seed`: 1 to 4 mutations, the last maybe a splice with `other`.
+fn mutate(seed: &[u8], other: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut data = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(data.len());
+        match rng.below(8) {
+            0 if !data.is_empty() => data[at] ^= 1 << rng.below(8),
+            1 if !data.is_empty() => data[at] = [0, 1, 0x7f, 0x80, 0xff][rng.below(5)],
+            2 if data.len() >= at + 4 => {
+                let v = INTERESTING_I32[rng.below(INTERESTING_I32.len())];
+                data[at..at + 4].copy_from_slice(&v.to_be_bytes());
+            }
+            3 if data.len() >= at + 2 => {
+                let v = INTERESTING_I16[rng.below(INTERESTING_I16.len())];
+                data[at..at + 2].copy_from_slice(&v.to_be_bytes());
+            }
+            4 => data.truncate(at),
+            5 => {
+                let inserted: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
+                data.splice(at..at, inserted);
+            }
+            6 if !data.is_empty() => {
+                let end = (at + 1 + rng.below(16)).min(data.len());
+                let copy = data[at..end].to_vec();
+                data.splice(at..at, copy);
+            }
+            _ => {
+                let cut = rng.below(other.len());
+                data.truncate(at);
+                data.extend_from_slice(&other[cut..]);
+            }
+        }
+    }
+    data
+}
+
+/// Every file under fuzz/regressions/<target>/: inputs that once failed.
+fn regressions(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| std::fs::read(e.expect("a readable entry").path()).expect("a readable input"))
+        .collect()
+}
+
+fn write_seeds(dir: &Path, seeds: &[Vec<u8>]) {
+    std::fs::create_dir_all(dir).expect("a seed directory");
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i}")), seed).expect("a seed written");
+    }
+}
+
+/// `target(input)`; a failure first prints the input, to keep under fuzz/regressions/<name>/.
+fn run(name: &str, target: fn(&[u8]) -> bool, input: &[u8]) -> bool {
+    let result = std::panic::catch_unwind(|| target(input));
+    result.unwrap_or_else(|panic| {
+        let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
+        eprintln!("{name} failed on input {hex}");
+        std::panic::resume_unwind(panic)
+    })
+}
+
+/// Runs `target` over its regressions, its seeds (all of which it must accept) and `mutants`
+/// mutants of each, some of which it must accept and some refuse.
+fn replay(name: &str, target: fn(&[u8]) -> bool, seeds: Vec<Vec<u8>>, mutants: usize) {
+    for input in regressions(name) {
+        run(name, target, &input);
+    }
+    for (i, seed) in seeds.iter().enumerate() {
+        assert!(
+            run(name, target, seed),
+            "{name}: seed {i} is valid and must be accepted"
+        );
+    }
+    if let Some(dir) = std::env::var_os("SLUICE_FUZZ_SEEDS") {
+        write_seeds(&Path::new(&dir).join(name), &seeds);
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    let mut rng = Rng(0x5eed_0000 + name.len() as u64);
+    for seed in &seeds {
+        for _ in 0..mutants {
+            let other = &seeds[rng.below(seeds.len())];
+            let input = mutate(seed, other, &mut rng);
+            if run(name, target, &input) {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{name}: mutants should land on both sides ({accepted} accepted, {refused} refused)"
+    );
+}
+
+#[test]
+fn request_frames() {
+    let seeds: Vec<Vec<u8>> = targets::seeds::request_frames()
+        .into_iter()
+        .filter(|frame| targets::request_frame(frame))
+        .collect();
+    assert!(
+        seeds.len() >= 150,
+        "a default request of every supported API and version parses ({} did)",
+        seeds.len()
+    );
+    replay(
+        "request_frame",
+        targets::request_frame,
+        seeds,
+        MUTANTS_PER_SEED,
+    );
+}
+
+#[test]
+fn record_batches() {
+    replay(
+        "record_batches",
+        targets::record_batches,
+        targets::seeds::record_batches(),
+        MUTANTS_PER_SEED * 10,
+    );
+}
+
+#[test]
+fn index_files() {
+    replay(
+        "index_files",
+        targets::index_files,
+        targets::seeds::index_files(),
+        MUTANTS_PER_SEED * 10,
+    );
+}
+
+#[test]
+fn segment_recovery() {
+    replay(
+        "segment_recovery",
+        targets::segment_recovery,
+        targets::seeds::segment_recovery(),
+        RECOVERY_MUTANTS_PER_SEED,
+    );
+}
