@@ -12,66 +12,12 @@ mod targets;
 
 use std::path::Path;
 
+use targets::mutations::{mutate, Rng};
+
 /// Mutants per seed: enough to reach every length and count field of the seeds a few times.
 const MUTANTS_PER_SEED: usize = 400;
 /// Segment recovery builds and reopens a whole partition per input: fewer of those.
 const RECOVERY_MUTANTS_PER_SEED: usize = 150;
-
-/// A small deterministic generator (xorshift64*), so a failure names a replayable seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-/// Values that sit on the boundaries decoders check: empty, negative (null), the largest.
-const INTERESTING_I32: [i32; 8] = [0, 1, -1, 0x7f, 0x100, 1 << 20, i32::MAX, i32::MIN];
-const INTERESTING_I16: [i16; 5] = [0, -1, 1, 0x7fff, i16::MIN];
-
-/// One mutant of `seed`: 1 to 4 mutations, the last maybe a splice with `other`.
-fn mutate(seed: &[u8], other: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut data = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(data.len());
-        match rng.below(8) {
-            0 if !data.is_empty() => data[at] ^= 1 << rng.below(8),
-            1 if !data.is_empty() => data[at] = [0, 1, 0x7f, 0x80, 0xff][rng.below(5)],
-            2 if data.len() >= at + 4 => {
-                let v = INTERESTING_I32[rng.below(INTERESTING_I32.len())];
-                data[at..at + 4].copy_from_slice(&v.to_be_bytes());
-            }
-            3 if data.len() >= at + 2 => {
-                let v = INTERESTING_I16[rng.below(INTERESTING_I16.len())];
-                data[at..at + 2].copy_from_slice(&v.to_be_bytes());
-            }
-            4 => data.truncate(at),
-            5 => {
-                let inserted: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
-                data.splice(at..at, inserted);
-            }
-            6 if !data.is_empty() => {
-                let end = (at + 1 + rng.below(16)).min(data.len());
-                let copy = data[at..end].to_vec();
-                data.splice(at..at, copy);
-            }
-            _ => {
-                let cut = rng.below(other.len());
-                data.truncate(at);
-                data.extend_from_slice(&other[cut..]);
-            }
-        }
-    }
-    data
-}
 
 /// Every file under fuzz/regressions/<target>/: inputs that once failed.
 fn regressions(target: &str) -> Vec<Vec<u8>> {

@@ -239,7 +239,8 @@ pub mod seeds {
         programs
     }
 
-    fn frame(api: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
+    /// A request frame (header and body, without the size) as a client sends it.
+    pub fn frame(api: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
         let mut buf = BytesMut::new();
         RequestHeader::default()
             .with_request_api_key(api as i16)
@@ -313,6 +314,67 @@ pub mod seeds {
             }
             _ => return None,
         })
+    }
+}
+
+/// Deterministic mutations of valid inputs, for the stable replay (`tests/fuzz_replay.rs`) and
+/// for mutated requests sent to a running broker (`tests/request_mutants.rs`).
+pub mod mutations {
+    /// A small deterministic generator (xorshift64*), so a failure names a replayable seed.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545F4914F6CDD1D)
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Values that sit on the boundaries decoders check: empty, negative (null), the largest.
+    const INTERESTING_I32: [i32; 8] = [0, 1, -1, 0x7f, 0x100, 1 << 20, i32::MAX, i32::MIN];
+    const INTERESTING_I16: [i16; 5] = [0, -1, 1, 0x7fff, i16::MIN];
+
+    /// One mutant of `seed`: 1 to 4 mutations, the last maybe a splice with `other`.
+    pub fn mutate(seed: &[u8], other: &[u8], rng: &mut Rng) -> Vec<u8> {
+        let mut data = seed.to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(data.len());
+            match rng.below(8) {
+                0 if !data.is_empty() => data[at] ^= 1 << rng.below(8),
+                1 if !data.is_empty() => data[at] = [0, 1, 0x7f, 0x80, 0xff][rng.below(5)],
+                2 if data.len() >= at + 4 => {
+                    let v = INTERESTING_I32[rng.below(INTERESTING_I32.len())];
+                    data[at..at + 4].copy_from_slice(&v.to_be_bytes());
+                }
+                3 if data.len() >= at + 2 => {
+                    let v = INTERESTING_I16[rng.below(INTERESTING_I16.len())];
+                    data[at..at + 2].copy_from_slice(&v.to_be_bytes());
+                }
+                4 => data.truncate(at),
+                5 => {
+                    let inserted: Vec<u8> =
+                        (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
+                    data.splice(at..at, inserted);
+                }
+                6 if !data.is_empty() => {
+                    let end = (at + 1 + rng.below(16)).min(data.len());
+                    let copy = data[at..end].to_vec();
+                    data.splice(at..at, copy);
+                }
+                _ => {
+                    let cut = rng.below(other.len());
+                    data.truncate(at);
+                    data.extend_from_slice(&other[cut..]);
+                }
+            }
+        }
+        data
     }
 }
 
