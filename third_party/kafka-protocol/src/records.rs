@@ -859,11 +859,11 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        let timestamp = batch_decode_info.min_timestamp.wrapping_add(timestamp_delta); // Sluice patch: wraps as Java does
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let offset = batch_decode_info.min_offset.wrapping_add(offset_delta as i64); // Sluice patch: wraps as Java does
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key
