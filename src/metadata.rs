@@ -173,6 +173,17 @@ impl MetadataImage {
                         .context("topic without partitions")?
                         .parse()
                         .context("partition count")?;
+                    // A damaged file must not name directories outside the data dir, nor make
+                    // the broker open more partitions than a topic can have.
+                    if !is_valid_topic_name(&name) {
+                        bail!("topic name {name:?} breaks Kafka's naming rules");
+                    }
+                    if !(1..=limits::TOPIC_PARTITIONS_MAX).contains(&partitions) {
+                        bail!(
+                            "topic {name}: {partitions} partitions, outside 1..={}",
+                            limits::TOPIC_PARTITIONS_MAX
+                        );
+                    }
                     let mut configs = BTreeMap::new();
                     for pair in words {
                         let (k, v) = pair.split_once('=').context("config without '='")?;
@@ -240,13 +251,13 @@ fn unescape(s: &str) -> Result<String> {
     Ok(out)
 }
 
-/// Kafka's rule for topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..".
 /// Topics the broker creates and manages itself (clients may read them, not create, delete,
 /// grow or produce to them).
 pub fn is_internal_topic(name: &str) -> bool {
     name == crate::group::records::OFFSETS_TOPIC || name == crate::txn::state::TXN_TOPIC
 }
 
+/// Kafka's rule for topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..".
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= limits::TOPIC_NAME_MAX_BYTES
@@ -333,6 +344,27 @@ mod tests {
         assert_eq!(decoded.topics, image.topics);
         assert_eq!(decoded.producer_ids_reserved_to, 2000);
         assert_eq!(decoded.topics["t.1_x-y"].log_config.segment_bytes, 1048576);
+    }
+
+    #[test]
+    fn a_damaged_file_cannot_name_paths_or_huge_topics() {
+        let broker = Config::default().log;
+        let id = Uuid::new_v4();
+        for topic in [
+            format!("../../etc {id} 1"),
+            format!("a/b {id} 1"),
+            format!("t {id} 0"),
+            format!("t {id} -3"),
+            format!("t {id} 2147483647"),
+        ] {
+            let text = format!("{HEADER}\ncluster.id c\ntopic {topic}\n");
+            assert!(MetadataImage::decode(&text, &broker).is_err(), "{topic}");
+        }
+        let text = format!("{HEADER}\ncluster.id c\ntopic t {id} 10000\n");
+        assert_eq!(
+            MetadataImage::decode(&text, &broker).unwrap().topics["t"].partitions,
+            10_000
+        );
     }
 
     #[test]

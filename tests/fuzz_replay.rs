@@ -131,3 +131,13 @@ fn segment_recovery() {
         RECOVERY_MUTANTS_PER_SEED,
     );
 }
+
+#[test]
+fn state_files() {
+    replay(
+        "state_files",
+        targets::state_files,
+        targets::seeds::state_files(),
+        MUTANTS_PER_SEED * 10,
+    );
+}

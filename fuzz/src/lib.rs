@@ -19,14 +19,21 @@ use futures::executor::block_on;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use sluice::config::{Config, LogConfig};
+use sluice::group::records::{CommittedOffset, OffsetsRecord};
+use sluice::limits::TOPIC_PARTITIONS_MAX;
+use sluice::metadata::{is_valid_topic_name, MetadataImage};
+use sluice::producer_state::ProducerStateTable;
 use sluice::protocol::{parse_request, supported_apis, Incoming};
 use sluice::storage::batch::{self, BatchHeader};
 use sluice::storage::index::{OffsetIndex, TimeIndex};
+use sluice::storage::log::cleaner::CleanerCheckpoint;
 use sluice::storage::log::Log;
 use sluice::storage::mem::MemStorage;
 use sluice::storage::records;
+use sluice::storage::txn_index::{self, AbortedTxn};
 use sluice::storage::{Storage, StorageFile};
-use sluice::types::Offset;
+use sluice::txn::state::{self as txn_state, TxnMetadata, TxnState};
+use sluice::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
 
 /// A Produce request's records of one partition are checked against this `max.message.bytes`.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -164,6 +171,93 @@ pub fn segment_recovery(data: &[u8]) -> bool {
     report.truncated_bytes == 0
 }
 
+/// The broker's own state read back from disk or from its internal topics: producer-state
+/// snapshots, cleaner checkpoints, transaction indexes, the metadata file, and the records of
+/// `__consumer_offsets` and `__transaction_state`. The first byte picks which. Damage must be
+/// refused (`None`, `Err`), never panic; what is accepted encodes back to bytes that decode to
+/// the same encoding, and a metadata file accepted names only valid topics of 1 to
+/// `TOPIC_PARTITIONS_MAX` partitions (a topic's name becomes a directory, its partition count
+/// the number of logs opened).
+pub fn state_files(data: &[u8]) -> bool {
+    let Some((&which, rest)) = data.split_first() else {
+        return false;
+    };
+    match which % 6 {
+        0 => producer_snapshot(rest),
+        1 => cleaner_checkpoint(rest),
+        2 => txn_index_file(rest),
+        3 => metadata_file(rest),
+        4 => {
+            let (key, value) = key_and_value(rest);
+            OffsetsRecord::decode(key, value).is_ok()
+        }
+        _ => {
+            let (key, value) = key_and_value(rest);
+            txn_state::decode(key, value).is_ok()
+        }
+    }
+}
+
+fn producer_snapshot(bytes: &[u8]) -> bool {
+    let Some(table) = ProducerStateTable::decode(bytes) else {
+        return false;
+    };
+    let encoded = table.encode();
+    let again = ProducerStateTable::decode(&encoded).expect("an encoded snapshot decodes");
+    assert_eq!(again.encode(), encoded);
+    true
+}
+
+fn cleaner_checkpoint(bytes: &[u8]) -> bool {
+    let Some(checkpoint) = CleanerCheckpoint::decode(bytes) else {
+        return false;
+    };
+    assert_eq!(
+        CleanerCheckpoint::decode(&checkpoint.encode()),
+        Some(checkpoint)
+    );
+    true
+}
+
+fn txn_index_file(bytes: &[u8]) -> bool {
+    let Some(entries) = txn_index::decode(bytes) else {
+        return false;
+    };
+    assert_eq!(
+        txn_index::decode(&txn_index::encode(&entries)),
+        Some(entries)
+    );
+    true
+}
+
+fn metadata_file(bytes: &[u8]) -> bool {
+    let broker = Config::default().log;
+    let Ok(image) = std::str::from_utf8(bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| MetadataImage::decode(text, &broker))
+    else {
+        return false;
+    };
+    for topic in image.topics.values() {
+        assert!(is_valid_topic_name(&topic.name), "{:?}", topic.name);
+        assert!((1..=TOPIC_PARTITIONS_MAX).contains(&topic.partitions));
+    }
+    let encoded = image.encode();
+    let again = MetadataImage::decode(&encoded, &broker).expect("an encoded image decodes");
+    assert_eq!(again.encode(), encoded);
+    true
+}
+
+/// An internal topic's record: a length byte, that many key bytes, then the value (none when
+/// the length byte's top bit is set: a tombstone).
+fn key_and_value(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let Some((&len, rest)) = bytes.split_first() else {
+        return (&[], None);
+    };
+    let (key, value) = rest.split_at(usize::from(len & 0x7f).min(rest.len()));
+    (key, (len & 0x80 == 0).then_some(value))
+}
+
 /// The valid inputs each target's corpus starts from.
 pub mod seeds {
     use super::*;
@@ -201,6 +295,71 @@ pub mod seeds {
             txn,
             many,
             [one, keyless].concat(),
+        ]
+    }
+
+    /// One valid input of each kind `state_files` reads, behind its selector byte.
+    pub fn state_files() -> Vec<Vec<u8>> {
+        let mut table = ProducerStateTable::default();
+        let mut producer = with_first_sequence(batch::build_transactional_batch(
+            &[(Some(b"k"), Some(b"v"))],
+            9,
+            7,
+            0,
+        ));
+        batch::assign_offset(&mut producer, Offset(42), 0);
+        table.record(&BatchHeader::parse(&producer).expect("a built batch"));
+        let checkpoint = CleanerCheckpoint {
+            cleaned_to: Offset(100),
+            horizons: vec![(Offset(10), 1_000), (Offset(90), 2_000)],
+        };
+        let aborted = AbortedTxn {
+            producer_id: ProducerId(7),
+            first_offset: Offset(3),
+            last_offset: Offset(9),
+            last_stable_offset: Offset(10),
+        };
+        let metadata = "sluice-metadata v1\ncluster.id abc\nproducer.ids.reserved.to 1000\n\
+             broker.config log.retention.ms=60000\n\
+             topic orders 6f3c2a0e-58f4-4b8e-9d0b-2f1e3c4d5a6b 3 cleanup.policy=compact\n";
+        let offset = OffsetsRecord::Offset {
+            group: "g".into(),
+            tp: TopicPartition::new("orders", 1),
+            value: Some(CommittedOffset {
+                offset: 5,
+                leader_epoch: -1,
+                metadata: "m".into(),
+                commit_timestamp_ms: 1,
+            }),
+        };
+        let txn = TxnMetadata {
+            producer_id: ProducerId(7),
+            epoch: ProducerEpoch(1),
+            timeout_ms: 60_000,
+            state: TxnState::Ongoing,
+            partitions: [TopicPartition::new("orders", 0)].into(),
+            last_update_ms: 2,
+            start_ms: 1,
+        };
+        let record = |selector: u8, key: &[u8], value: &[u8]| {
+            [
+                vec![selector, key.len() as u8],
+                key.to_vec(),
+                value.to_vec(),
+            ]
+            .concat()
+        };
+        vec![
+            [vec![0], table.encode()].concat(),
+            [vec![1], checkpoint.encode()].concat(),
+            [vec![2], txn_index::encode(&[aborted])].concat(),
+            [vec![3], metadata.as_bytes().to_vec()].concat(),
+            record(4, &offset.key(), &offset.value().expect("a value")),
+            record(
+                5,
+                &txn_state::encode_key("t"),
+                &txn_state::encode_value(&txn),
+            ),
         ]
     }
 
