@@ -232,10 +232,8 @@ fn txn_index_file(bytes: &[u8]) -> bool {
 
 fn metadata_file(bytes: &[u8]) -> bool {
     let broker = Config::default().log;
-    let Ok(image) = std::str::from_utf8(bytes)
-        .map_err(anyhow::Error::from)
-        .and_then(|text| MetadataImage::decode(text, &broker))
-    else {
+    let text = std::str::from_utf8(bytes).ok();
+    let Some(image) = text.and_then(|text| MetadataImage::decode(text, &broker).ok()) else {
         return false;
     };
     for topic in image.topics.values() {
