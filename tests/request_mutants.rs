@@ -27,6 +27,8 @@ const MUTANTS_PER_SEED: usize = 250;
 /// legitimately wait (a long-polling Fetch, a JoinGroup), and the broker must cope with the
 /// client going away meanwhile.
 const ANSWER_WAIT: Duration = Duration::from_millis(300);
+/// A seed is a valid request and must be answered, fsync included, however slow the disk.
+const SEED_ANSWER_WAIT: Duration = Duration::from_secs(30);
 const TOPIC: &str = "mutants";
 const PARTITIONS: i32 = 4;
 
@@ -261,9 +263,9 @@ fn exchange(stream: &mut TcpStream, frame: &[u8]) -> Option<()> {
     stream.read_exact(&mut body).ok()
 }
 
-fn open(broker: &Broker) -> TcpStream {
+fn open(broker: &Broker, wait: Duration) -> TcpStream {
     let stream = TcpStream::connect(broker.bootstrap()).unwrap();
-    stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
     stream
 }
 
@@ -299,13 +301,13 @@ fn mutated_requests_get_answers_or_closed_connections_and_the_broker_keeps_servi
             .collect();
         for (i, seed) in seeds.iter().enumerate() {
             assert!(
-                exchange(&mut open(&broker), seed).is_some(),
+                exchange(&mut open(&broker, SEED_ANSWER_WAIT), seed).is_some(),
                 "{cores} shard(s): seed request {i} is answered"
             );
         }
         let (mut answered, mut refused) = (0, 0);
         let mut rng = Rng(0x6d75_7461 + cores as u64);
-        let mut stream = open(&broker);
+        let mut stream = open(&broker, ANSWER_WAIT);
         for seed in &seeds {
             for _ in 0..MUTANTS_PER_SEED {
                 let other = &seeds[rng.below(seeds.len())];
@@ -314,7 +316,7 @@ fn mutated_requests_get_answers_or_closed_connections_and_the_broker_keeps_servi
                     answered += 1;
                 } else {
                     refused += 1;
-                    stream = open(&broker);
+                    stream = open(&broker, ANSWER_WAIT);
                 }
             }
             assert!(broker.is_running(), "{cores} shard(s): the broker died");
