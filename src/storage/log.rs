@@ -1378,12 +1378,26 @@ async fn load_indexes<S: Storage>(
     log_size: u64,
 ) -> io::Result<Option<(OffsetIndex, TimeIndex)>> {
     let cap = (log_size as usize / 2).max(64 * 1024);
-    let index = super::read_whole(storage, &segment::index_path(dir, base), cap).await?;
-    let time_index = super::read_whole(storage, &segment::time_index_path(dir, base), cap).await?;
+    let index = read_index_file(storage, &segment::index_path(dir, base), cap).await?;
+    let time_index = read_index_file(storage, &segment::time_index_path(dir, base), cap).await?;
     Ok(match (index, time_index) {
         (Some(i), Some(t)) => OffsetIndex::decode(&i, log_size).zip(TimeIndex::decode(&t)),
         _ => None,
     })
+}
+
+/// An index file's bytes; `None` when it is missing, or larger than any index of its segment
+/// could be (damage, like a file that does not decode: the caller rebuilds the indexes from the
+/// log instead of failing every read of the segment).
+async fn read_index_file<S: Storage>(
+    storage: &S,
+    path: &Path,
+    cap: usize,
+) -> io::Result<Option<Bytes>> {
+    if storage.file_size(path).is_ok_and(|size| size > cap as u64) {
+        return Ok(None);
+    }
+    super::read_whole(storage, path, cap).await
 }
 
 /// Scans batches from `from` to `size`, feeding each to the segment's indexes, and returns the
