@@ -1,7 +1,8 @@
 //! Mutated requests against the real broker. Realistic requests of every kind clients send
 //! (naming a topic that holds records, a group, a transactional producer) are each mutated many
 //! times (boundary values where counts, lengths, offsets and timeouts live, cuts, splices; the
-//! mutations of `fuzz/src/lib.rs`) and sent over raw sockets. Whatever still decodes reaches the
+//! mutations of `fuzz/src/lib.rs`) and sent over raw sockets, and so is the default request of
+//! every other supported API and version, fewer times. Whatever still decodes reaches the
 //! handlers with values no client sends. The broker must answer or close the connection, keep
 //! serving every shard, and log no panic.
 
@@ -23,6 +24,8 @@ use targets::mutations::{mutate, Rng};
 
 /// Mutants sent per seed request.
 const MUTANTS_PER_SEED: usize = 250;
+/// Mutants sent per default request of every supported API and version (about 300 of them).
+const DEFAULT_MUTANTS_PER_SEED: usize = 10;
 /// How long a mutant's answer is waited for before its connection is dropped: a mutant may
 /// legitimately wait (a long-polling Fetch, a JoinGroup), and the broker must cope with the
 /// client going away meanwhile.
@@ -289,6 +292,36 @@ fn every_partition_serves(broker: &Broker) {
     }
 }
 
+/// Sends `per_seed` mutants of each seed over one connection (a fresh one after each that got
+/// no answer); returns how many were answered and how many were not.
+fn send_mutants(
+    broker: &mut Broker,
+    seeds: &[Vec<u8>],
+    per_seed: usize,
+    rng: &mut Rng,
+) -> (usize, usize) {
+    let (mut answered, mut refused) = (0, 0);
+    let mut stream = open(broker, ANSWER_WAIT);
+    for seed in seeds {
+        for _ in 0..per_seed {
+            let other = &seeds[rng.below(seeds.len())];
+            let frame = mutate(seed, other, rng);
+            if exchange(&mut stream, &frame).is_some() {
+                answered += 1;
+            } else {
+                refused += 1;
+                stream = open(broker, ANSWER_WAIT);
+            }
+        }
+        assert!(
+            broker.is_running(),
+            "{} shard(s): the broker died",
+            broker.cores
+        );
+    }
+    (answered, refused)
+}
+
 #[test]
 fn mutated_requests_get_answers_or_closed_connections_and_the_broker_keeps_serving() {
     for cores in SHARD_COUNTS {
@@ -305,27 +338,16 @@ fn mutated_requests_get_answers_or_closed_connections_and_the_broker_keeps_servi
                 "{cores} shard(s): seed request {i} is answered"
             );
         }
-        let (mut answered, mut refused) = (0, 0);
         let mut rng = Rng(0x6d75_7461 + cores as u64);
-        let mut stream = open(&broker, ANSWER_WAIT);
-        for seed in &seeds {
-            for _ in 0..MUTANTS_PER_SEED {
-                let other = &seeds[rng.below(seeds.len())];
-                let frame = mutate(seed, other, &mut rng);
-                if exchange(&mut stream, &frame).is_some() {
-                    answered += 1;
-                } else {
-                    refused += 1;
-                    stream = open(&broker, ANSWER_WAIT);
-                }
-            }
-            assert!(broker.is_running(), "{cores} shard(s): the broker died");
-        }
+        let (answered, refused) = send_mutants(&mut broker, &seeds, MUTANTS_PER_SEED, &mut rng);
         assert!(
             answered > 0 && refused > 0,
             "{cores} shard(s): {answered} answered, {refused} refused"
         );
         eprintln!("{cores} shard(s): {answered} mutants answered, {refused} closed or unanswered");
+        // Every other API and version too, from its default request.
+        let defaults = targets::seeds::request_frames();
+        send_mutants(&mut broker, &defaults, DEFAULT_MUTANTS_PER_SEED, &mut rng);
         every_partition_serves(&broker);
         let log = broker.log();
         assert!(
