@@ -147,10 +147,13 @@ impl MetadataImage {
             let mut words = line.split(' ');
             match words.next() {
                 Some("cluster.id") => {
-                    image.cluster_id = words
-                        .next()
-                        .context("cluster.id without value")?
-                        .to_string()
+                    let id = words.next().context("cluster.id without value")?;
+                    // What `new_cluster_id` makes is printable ASCII; anything else is damage
+                    // (a control character would not even survive the file's next rewrite).
+                    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                        bail!("cluster.id {id:?} is not printable ASCII");
+                    }
+                    image.cluster_id = id.to_string()
                 }
                 Some("producer.ids.reserved.to") => {
                     image.producer_ids_reserved_to = words
@@ -194,6 +197,9 @@ impl MetadataImage {
                 Some("") | None => {}
                 Some(other) => bail!("unknown metadata line kind {other:?}"),
             }
+        }
+        if image.cluster_id.is_empty() {
+            bail!("no cluster.id line");
         }
         let defaults = image.log_defaults(broker)?;
         for (name, id, partitions, configs) in topics {
@@ -347,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_file_cannot_name_paths_or_huge_topics() {
+    fn a_damaged_file_cannot_name_paths_huge_topics_or_unprintable_cluster_ids() {
         let broker = Config::default().log;
         let id = Uuid::new_v4();
         for topic in [
@@ -359,6 +365,17 @@ mod tests {
         ] {
             let text = format!("{HEADER}\ncluster.id c\ntopic {topic}\n");
             assert!(MetadataImage::decode(&text, &broker).is_err(), "{topic}");
+        }
+        for damaged in [
+            "cluster.id c\r\0",
+            "cluster.id ",
+            "producer.ids.reserved.to 5",
+        ] {
+            let text = format!("{HEADER}\n{damaged}\n");
+            assert!(
+                MetadataImage::decode(&text, &broker).is_err(),
+                "{damaged:?}"
+            );
         }
         let text = format!("{HEADER}\ncluster.id c\ntopic t {id} 10000\n");
         assert_eq!(
