@@ -237,17 +237,22 @@ fn crash_keeps_every_flushed_batch_and_truncates_torn_tails() {
     }
 }
 
-#[test]
-fn corruption_in_the_active_segment_truncates_from_there() {
-    let storage = MemStorage::default();
-    let (mut log, _) = open(&storage, false);
+/// A new log on `storage` holding `count` random batches (from `seed`), flushed and closed.
+fn flushed_batches(storage: &MemStorage, seed: u64, count: i64) -> Model {
+    let (mut log, _) = open(storage, false);
     let mut model = Model::default();
-    let mut rng = Rng(3);
-    for i in 0..5 {
+    let mut rng = Rng(seed);
+    for i in 0..count {
         append_random(&mut log, &mut model, &mut rng, i);
     }
     flush(&mut log).unwrap();
-    drop(log);
+    model
+}
+
+#[test]
+fn corruption_in_the_active_segment_truncates_from_there() {
+    let storage = MemStorage::default();
+    let model = flushed_batches(&storage, 3, 5);
     let mut logs: Vec<String> = storage
         .list_dir(&dir())
         .unwrap()
@@ -280,14 +285,7 @@ fn a_damaged_base_offset_past_the_segments_reach_truncates_there() {
     // must still refuse a batch whose offsets its segment cannot index (found by fuzzing).
     for damaged in [i64::MAX, 1 << 40, (u32::MAX as i64) + 1] {
         let storage = MemStorage::default();
-        let (mut log, _) = open(&storage, false);
-        let mut model = Model::default();
-        let mut rng = Rng(9);
-        for i in 0..3 {
-            append_random(&mut log, &mut model, &mut rng, i);
-        }
-        flush(&mut log).unwrap();
-        drop(log);
+        let model = flushed_batches(&storage, 9, 3);
         let second = model.batches[1].0;
         let first_size = BatchHeader::parse(&first_segment(&storage))
             .unwrap()
