@@ -22,6 +22,16 @@ kafka_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# A random cluster id as Kafka makes them: URL-safe base64 of a UUID, never starting with '-'
+# (the storage tool would read `-t -x...` as an option: 1 run in 64 failed that way).
+kafka_cluster_id() {
+    python3 -c 'import uuid,base64
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not s.startswith("-"):
+        print(s); break'
+}
+
 start_kafka() {
     local heap=$1 cport
     shift
@@ -43,9 +53,10 @@ PROPS
         printf '%s\n' "$@"
     } > "$kafka_dir/server.properties"
     local cluster_id
-    cluster_id=$(python3 -c 'import uuid,base64;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    cluster_id=$(kafka_cluster_id)
     java -cp "$kafka_cp" kafka.tools.StorageTool format -t "$cluster_id" \
-        -c "$kafka_dir/server.properties" > "$kafka_dir/format.log" 2>&1
+        -c "$kafka_dir/server.properties" > "$kafka_dir/format.log" 2>&1 \
+        || { echo "Apache Kafka's storage format failed:"; cat "$kafka_dir/format.log"; return 1; }
     java "-Xms$heap" "-Xmx$heap" -cp "$kafka_cp" kafka.Kafka "$kafka_dir/server.properties" \
         > "$kafka_dir/kafka.log" 2>&1 &
     kafka_pid=$!
