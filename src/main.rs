@@ -152,10 +152,11 @@ fn serve(args: &[String]) -> Result<()> {
         File::create(data_dir.join(CLEAN_SHUTDOWN_MARKER))?.sync_all()?;
         File::open(&data_dir)?.sync_all()?;
         tracing::info!("stopped cleanly");
+        Ok(())
     } else {
-        tracing::warn!("stopped with errors: the next start will recover the logs");
+        // No marker, and a non-zero exit status for whatever supervises the broker.
+        bail!("stopped with errors: the next start will recover the logs")
     }
-    Ok(())
 }
 
 /// The shards bind with SO_REUSEPORT, which would silently share the port with another broker

@@ -17,6 +17,8 @@ pub struct Broker {
     pub port: u16,
     pub cores: usize,
     pub data_dir: PathBuf,
+    /// The broker's stderr: in the data dir, unless that is a file system the test fills.
+    pub log_file: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
     launches: usize,
@@ -30,7 +32,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
+pub fn fresh_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "sluice-test-{name}-{}-{}",
         std::process::id(),
@@ -44,10 +46,27 @@ fn fresh_dir(name: &str) -> PathBuf {
 impl Broker {
     /// Starts a broker with `cores` shards and extra `--set key=value` settings.
     pub fn start(name: &str, cores: usize, settings: &[&str]) -> Broker {
+        let data_dir = fresh_dir(name);
+        Broker::start_in(
+            data_dir.clone(),
+            data_dir.join("broker.log"),
+            cores,
+            settings,
+        )
+    }
+
+    /// Starts a broker on a data dir the test chose (created if missing), logging to `log_file`.
+    pub fn start_in(
+        data_dir: PathBuf,
+        log_file: PathBuf,
+        cores: usize,
+        settings: &[&str],
+    ) -> Broker {
         let mut broker = Broker {
             port: free_port(),
             cores,
-            data_dir: fresh_dir(name),
+            data_dir,
+            log_file,
             child: None,
             extra: settings.iter().map(|s| s.to_string()).collect(),
             launches: 0,
@@ -78,7 +97,7 @@ impl Broker {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.data_dir.join("broker.log"))
+            .open(&self.log_file)
             .unwrap();
         cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
         self.child = Some(cmd.spawn().expect("start sluice"));
@@ -144,7 +163,7 @@ impl Broker {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("broker.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
     /// GET `path` from the admin endpoint (the port the latest launch logged): the whole answer.
@@ -179,6 +198,24 @@ impl Broker {
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         child.wait().unwrap().success()
+    }
+
+    /// SIGTERM and wait at most `limit`: whether it exited 0, or `None` (then kill -9) if it
+    /// was still running.
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<bool> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        None
     }
 
     pub fn restart(&mut self) {
