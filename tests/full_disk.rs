@@ -4,6 +4,8 @@
 //!   a restart (as Kafka takes a failed log dir offline until then), with a log line; nothing
 //!   panics and the broker keeps answering;
 //! - a stop after the failure does not claim to be clean, so the next start recovers the logs;
+//!   that start works on the still-full disk, serves reads, and refuses what needs space
+//!   (produce, CreateTopics) with KAFKA_STORAGE_ERROR;
 //! - once there is space again, the restarted broker holds every acknowledged record at the
 //!   offset it was acknowledged with, and takes new records.
 //!
@@ -20,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{call, connect, create_topic, fresh_dir, one_record_batch, Broker, SHARD_COUNTS};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -184,6 +188,19 @@ fn produce_error_code(broker: &Broker, partition: i32) -> i16 {
     response.responses[0].partition_responses[0].error_code
 }
 
+/// CreateTopics v7 of one single-partition topic: its error code.
+fn create_topic_error_code(broker: &Broker, topic: &str) -> i16 {
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(1)
+            .with_replication_factor(1)])
+        .with_timeout_ms(5000);
+    let response: CreateTopicsResponse =
+        call(&mut connect(broker), ApiKey::CreateTopics, 7, &request);
+    response.topics[0].error_code
+}
+
 fn metadata_answers(broker: &Broker) -> bool {
     let response: MetadataResponse = call(
         &mut connect(broker),
@@ -281,6 +298,11 @@ fn fill_then_recover(cores: usize, mount_dir: &Path, log_file: PathBuf) {
     let ballast = broker.data_dir.join("ballast");
     let _ = std::fs::write(&ballast, vec![0u8; DISK_MIB << 20]);
     assert_eq!(produce_error_code(&broker, 0), KAFKA_STORAGE_ERROR);
+    assert_eq!(
+        create_topic_error_code(&broker, "later"),
+        KAFKA_STORAGE_ERROR,
+        "cores={cores}: the metadata file cannot be rewritten"
+    );
 
     // Space again: the failed partition stays failed until a restart, as in Kafka; after a
     // crash and a restart everything takes writes again and nothing acknowledged is lost.
@@ -289,6 +311,11 @@ fn fill_then_recover(cores: usize, mount_dir: &Path, log_file: PathBuf) {
     assert_eq!(produce_error_code(&broker, 0), KAFKA_STORAGE_ERROR);
     broker.kill9();
     broker.restart();
+    assert_eq!(
+        create_topic_error_code(&broker, "later"),
+        0,
+        "cores={cores}"
+    );
     let after = produce(&broker, RECORDS, 100);
     assert_eq!(after.acked.lock().unwrap().len(), 100, "cores={cores}");
     let read = read_all(&broker);
