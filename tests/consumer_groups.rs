@@ -11,6 +11,7 @@ use std::ffi::{c_void, CStr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::deliveries::Deliveries;
 use common::{Broker, SHARD_COUNTS};
 use futures::executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -20,7 +21,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -52,36 +53,6 @@ fn log_tail(broker: &Broker) -> String {
         broker.data_dir.join("broker.log").display(),
         lines[from..].join("\n")
     )
-}
-
-/// Acknowledged records: (partition, offset, value).
-type Acked = Arc<Mutex<Vec<(i32, i64, String)>>>;
-
-#[derive(Clone, Default)]
-struct Deliveries {
-    acked: Acked,
-    failed: Arc<Mutex<Vec<String>>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                self.acked
-                    .lock()
-                    .unwrap()
-                    .push((m.partition(), m.offset(), value));
-            }
-            Err((e, m)) => self.failed.lock().unwrap().push(format!(
-                "{e}: {:?}",
-                m.payload().map(String::from_utf8_lossy)
-            )),
-        }
-    }
 }
 
 fn producer(broker: &Broker) -> (ThreadedProducer<Deliveries>, Deliveries) {

@@ -17,10 +17,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::deliveries::Deliveries;
 use common::{call, connect, create_topic, fresh_dir, one_record_batch, Broker, SHARD_COUNTS};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -33,9 +33,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "filled";
 const PARTITIONS: i32 = 2;
@@ -79,29 +79,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Delivery reports: (partition, offset, value) acknowledged, and the errors of the rest.
-#[derive(Clone, Default)]
-struct Deliveries {
-    acked: Arc<Mutex<Vec<(i32, i64, String)>>>,
-    failed: Arc<Mutex<Vec<KafkaError>>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                let acked = (m.partition(), m.offset(), value);
-                self.acked.lock().unwrap().push(acked);
-            }
-            Err((e, _)) => self.failed.lock().unwrap().push(e.clone()),
-        }
     }
 }
 

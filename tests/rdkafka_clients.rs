@@ -5,9 +5,10 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::deliveries::Deliveries;
 use common::{Broker, SHARD_COUNTS};
 use futures::executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
@@ -16,9 +17,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -33,34 +34,6 @@ fn create_topic(broker: &Broker, name: &str, partitions: i32) {
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = block_on(admin(broker).create_topics([&topic], &AdminOptions::new())).unwrap();
     assert!(results[0].is_ok(), "{results:?}");
-}
-
-/// Records delivery reports: the values the broker acknowledged, and failures.
-#[derive(Clone, Default)]
-struct Deliveries {
-    acked: Arc<Mutex<Vec<(i32, i64, String)>>>,
-    failed: Arc<Mutex<Vec<String>>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(m) => {
-                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                self.acked
-                    .lock()
-                    .unwrap()
-                    .push((m.partition(), m.offset(), value));
-            }
-            Err((e, m)) => self.failed.lock().unwrap().push(format!(
-                "{e}: {:?}",
-                m.payload().map(String::from_utf8_lossy)
-            )),
-        }
-    }
 }
 
 fn producer(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod deliveries;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
