@@ -1,0 +1,517 @@
+// The client compatibility scenario (scripts/compat) with Sarama (IBM/sarama), at its default
+// protocol version: a sync producer, consumer groups, the cluster admin and transactions.
+// Usage: go run . HOST:PORT (or BOOTSTRAP=HOST:PORT)
+// Prints "STEP n name: ok" per step passed; on the first failure prints "FAIL step n name: why"
+// and exits 1.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+const (
+	topic       = "compat-sarama"
+	txnTopic    = "compat-sarama-txn"
+	group       = "compat-sarama-group"
+	partitions  = 3
+	firstBatch  = 100
+	secondBatch = 10
+	// Every wait is bounded: a hung client fails the step instead of hanging CI.
+	waitTimeout = 60 * time.Second
+	// After the expected records arrived, how long to watch for unexpected extra ones.
+	quietPeriod = 1500 * time.Millisecond
+)
+
+var bootstrap []string
+
+func config() *sarama.Config {
+	c := sarama.NewConfig()
+	c.ClientID = "sluice-compat-sarama"
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Return.Successes = true
+	c.Producer.Retry.Max = 8
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.Consumer.Offsets.AutoCommit.Enable = false
+	c.Consumer.MaxWaitTime = 500 * time.Millisecond
+	c.Metadata.Retry.Max = 10
+	return c
+}
+
+func message(i int) *sarama.ProducerMessage {
+	return &sarama.ProducerMessage{
+		Topic: topic,
+		Key:   sarama.StringEncoder(fmt.Sprintf("key-%d", i)),
+		Value: sarama.StringEncoder(fmt.Sprintf("value-%d", i)),
+		Headers: []sarama.RecordHeader{
+			{Key: []byte("index"), Value: []byte(strconv.Itoa(i))},
+			{Key: []byte("client"), Value: []byte("sarama")},
+		},
+	}
+}
+
+func produce(producer sarama.SyncProducer, from, to int) error {
+	var msgs []*sarama.ProducerMessage
+	for i := from; i < to; i++ {
+		msgs = append(msgs, message(i))
+	}
+	return producer.SendMessages(msgs)
+}
+
+// seenSet collects the records a group consumed, shared by its members.
+type seenSet struct {
+	mu      sync.Mutex
+	indexes map[int]bool
+	err     error
+}
+
+func newSeenSet() *seenSet { return &seenSet{indexes: map[int]bool{}} }
+
+// accept checks one consumed record against what message() produced for its index.
+func (s *seenSet) accept(m *sarama.ConsumerMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	key := string(m.Key)
+	i, err := strconv.Atoi(strings.TrimPrefix(key, "key-"))
+	if err != nil {
+		s.err = fmt.Errorf("unexpected key %q", key)
+		return
+	}
+	want := message(i)
+	wantValue, _ := want.Value.Encode()
+	switch {
+	case string(m.Value) != string(wantValue):
+		s.err = fmt.Errorf("%s: value %q", key, m.Value)
+	case len(m.Headers) != len(want.Headers):
+		s.err = fmt.Errorf("%s: %d headers, want %d", key, len(m.Headers), len(want.Headers))
+	case s.indexes[i]:
+		s.err = fmt.Errorf("%s delivered twice", key)
+	}
+	for n, h := range want.Headers {
+		got := m.Headers[min(n, len(m.Headers)-1)]
+		if s.err == nil && (string(got.Key) != string(h.Key) || string(got.Value) != string(h.Value)) {
+			s.err = fmt.Errorf("%s: header %d is %s=%q", key, n, got.Key, got.Value)
+		}
+	}
+	s.indexes[i] = true
+}
+
+func (s *seenSet) has(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.indexes[i]
+}
+
+func (s *seenSet) snapshot() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.indexes), s.err
+}
+
+// waitFor polls the set until it holds n records, a check failed, or the wait times out; then
+// it watches a quiet period for records that should not come.
+func (s *seenSet) waitFor(n int) error {
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got, err := s.snapshot()
+		if err != nil {
+			return err
+		}
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("got %d records after %s, want %d", got, waitTimeout, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(quietPeriod)
+	got, err := s.snapshot()
+	if err == nil && got != n {
+		err = fmt.Errorf("got %d records, want %d", got, n)
+	}
+	return err
+}
+
+// member is one consumer of the group. It commits whenever it has handled every record it was
+// given (a commit waits behind the connection's fetch long poll, so not after each record), and
+// in Cleanup: a rebalance waits for Cleanup, so no record reaches two members.
+type member struct {
+	group    sarama.ConsumerGroup
+	seen     *seenSet
+	cancel   context.CancelFunc
+	done     chan struct{}
+	mu       sync.Mutex
+	assigned int // partitions of the latest session
+	count    int
+	err      error
+}
+
+func startMember(seen *seenSet) (*member, error) {
+	g, err := sarama.NewConsumerGroup(bootstrap, group, config())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &member{group: g, seen: seen, cancel: cancel, done: make(chan struct{}), assigned: -1}
+	go m.run(ctx)
+	return m, nil
+}
+
+func (m *member) run(ctx context.Context) {
+	defer close(m.done)
+	for ctx.Err() == nil {
+		if err := m.group.Consume(ctx, []string{topic}, m); err != nil {
+			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
+				return
+			}
+			m.fail(fmt.Errorf("consume: %w", err))
+			return
+		}
+	}
+}
+
+func (m *member) fail(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err == nil {
+		m.err = err
+	}
+}
+
+func (m *member) Setup(sess sarama.ConsumerGroupSession) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.assigned = len(sess.Claims()[topic])
+	return nil
+}
+
+func (m *member) Cleanup(sess sarama.ConsumerGroupSession) error {
+	sess.Commit()
+	return nil
+}
+
+func (m *member) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for msg := range claim.Messages() {
+		m.seen.accept(msg)
+		sess.MarkMessage(msg, "")
+		if len(claim.Messages()) == 0 {
+			sess.Commit()
+		}
+		m.mu.Lock()
+		m.count++
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// close leaves the group and reports the partition count of its last session.
+func (m *member) close() (lastAssigned int, err error) {
+	m.cancel()
+	closeErr := m.group.Close()
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err == nil {
+		m.err = closeErr
+	}
+	return m.assigned, m.err
+}
+
+func stepCreateTopic(admin sarama.ClusterAdmin) error {
+	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false); err != nil {
+		return err
+	}
+	if err := admin.CreateTopic(txnTopic, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1}, false); err != nil {
+		return err
+	}
+	described, err := admin.DescribeTopics([]string{topic})
+	if err != nil {
+		return err
+	}
+	if len(described) != 1 || !errors.Is(described[0].Err, sarama.ErrNoError) {
+		return fmt.Errorf("describe topics: %v", described)
+	}
+	if got := len(described[0].Partitions); got != partitions {
+		return fmt.Errorf("metadata shows %d partitions, want %d", got, partitions)
+	}
+	return nil
+}
+
+func stepGroupOfTwo() error {
+	seen := newSeenSet()
+	var members []*member
+	for range 2 {
+		m, err := startMember(seen)
+		if err != nil {
+			return err
+		}
+		members = append(members, m)
+	}
+	waitErr := seen.waitFor(firstBatch)
+	var counts []string
+	for n, m := range members {
+		last, err := m.close()
+		if waitErr == nil && err != nil {
+			waitErr = fmt.Errorf("member %d: %w", n, err)
+		}
+		if waitErr == nil && last <= 0 {
+			waitErr = fmt.Errorf("member %d ended with %d partitions", n, last)
+		}
+		counts = append(counts, strconv.Itoa(m.count))
+	}
+	if waitErr == nil {
+		fmt.Printf("  group of two: members got %s records\n", strings.Join(counts, " and "))
+	}
+	return waitErr
+}
+
+func stepResume(producer sarama.SyncProducer, admin sarama.ClusterAdmin) error {
+	if err := produce(producer, firstBatch, firstBatch+secondBatch); err != nil {
+		return err
+	}
+	seen := newSeenSet()
+	m, err := startMember(seen)
+	if err != nil {
+		return err
+	}
+	err = seen.waitFor(secondBatch)
+	if err == nil {
+		for i := range firstBatch {
+			if seen.has(i) {
+				err = fmt.Errorf("resumed consumer got already-committed record key-%d", i)
+				break
+			}
+		}
+	}
+	if err == nil {
+		pass(4, "resume from committed offsets")
+		current = stepName{5, "list and describe group"}
+		if err = stepDescribeGroup(admin); err == nil {
+			pass(5, "list and describe group")
+		}
+	}
+	if _, closeErr := m.close(); err == nil {
+		err = closeErr
+	}
+	return err
+}
+
+// Runs while the resumed member is still in the group: one Stable member.
+func stepDescribeGroup(admin sarama.ClusterAdmin) error {
+	listed, err := admin.ListConsumerGroups()
+	if err != nil {
+		return err
+	}
+	if listed[group] != "consumer" {
+		return fmt.Errorf("ListGroups lacks %s as a consumer group: %v", group, listed)
+	}
+	described, err := admin.DescribeConsumerGroups([]string{group})
+	if err != nil {
+		return err
+	}
+	if len(described) != 1 {
+		return fmt.Errorf("described %d groups", len(described))
+	}
+	g := described[0]
+	switch {
+	case !errors.Is(g.Err, sarama.ErrNoError):
+		return fmt.Errorf("describe: %w", g.Err)
+	case g.State != "Stable":
+		return fmt.Errorf("group state %s, want Stable", g.State)
+	case len(g.Members) != 1:
+		return fmt.Errorf("group has %d members, want 1", len(g.Members))
+	case g.ProtocolType != "consumer":
+		return fmt.Errorf("protocol type %q", g.ProtocolType)
+	}
+	offsets, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: {0, 1, 2}})
+	if err != nil {
+		return err
+	}
+	var total int64
+	for p := int32(0); p < partitions; p++ {
+		block := offsets.GetBlock(topic, p)
+		if block == nil || !errors.Is(block.Err, sarama.ErrNoError) {
+			return fmt.Errorf("committed offset of partition %d: %v", p, block)
+		}
+		total += block.Offset
+	}
+	if total != firstBatch+secondBatch {
+		return fmt.Errorf("committed offsets add up to %d, want %d", total, firstBatch+secondBatch)
+	}
+	return nil
+}
+
+func stepTransactions() error {
+	c := config()
+	c.Producer.Idempotent = true
+	c.Producer.Transaction.ID = "compat-sarama-txn"
+	c.Net.MaxOpenRequests = 1
+	producer, err := sarama.NewSyncProducer(bootstrap, c)
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	for _, b := range []struct {
+		kind   string
+		n      int
+		commit bool
+	}{{"committed", 5, true}, {"aborted", 5, false}, {"sentinel", 1, true}} {
+		if err := producer.BeginTxn(); err != nil {
+			return err
+		}
+		for i := range b.n {
+			msg := &sarama.ProducerMessage{Topic: txnTopic,
+				Key: sarama.StringEncoder(fmt.Sprintf("%s-%d", b.kind, i)), Value: sarama.StringEncoder(b.kind)}
+			if _, _, err := producer.SendMessage(msg); err != nil {
+				return fmt.Errorf("%s record %d: %w", b.kind, i, err)
+			}
+		}
+		end := producer.CommitTxn
+		if !b.commit {
+			end = producer.AbortTxn
+		}
+		if err := end(); err != nil {
+			return fmt.Errorf("ending the %s transaction: %w", b.kind, err)
+		}
+	}
+	values, err := readCommitted()
+	want := "committed committed committed committed committed sentinel"
+	if err == nil && strings.Join(values, " ") != want {
+		err = fmt.Errorf("read_committed saw %v", values)
+	}
+	return err
+}
+
+// readCommitted reads the transactional topic up to the sentinel with isolation read_committed.
+func readCommitted() ([]string, error) {
+	c := config()
+	c.Consumer.IsolationLevel = sarama.ReadCommitted
+	consumer, err := sarama.NewConsumer(bootstrap, c)
+	if err != nil {
+		return nil, err
+	}
+	defer consumer.Close()
+	pc, err := consumer.ConsumePartition(txnTopic, 0, sarama.OffsetOldest)
+	if err != nil {
+		return nil, err
+	}
+	defer pc.Close()
+	var values []string
+	timeout := time.After(waitTimeout)
+	for {
+		select {
+		case msg := <-pc.Messages():
+			values = append(values, string(msg.Value))
+			if string(msg.Value) == "sentinel" {
+				return values, nil
+			}
+		case err := <-pc.Errors():
+			return values, fmt.Errorf("read_committed consumer: %w", err)
+		case <-timeout:
+			return values, fmt.Errorf("no sentinel after %s", waitTimeout)
+		}
+	}
+}
+
+func stepDeleteTopics(admin sarama.ClusterAdmin) error {
+	for _, t := range []string{topic, txnTopic} {
+		if err := admin.DeleteTopic(t); err != nil {
+			return fmt.Errorf("deleting %s: %w", t, err)
+		}
+	}
+	// Deletion may complete after the answer (it does in Apache Kafka): wait for it.
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		left, err := admin.ListTopics()
+		if err != nil {
+			return err
+		}
+		_, topicLeft := left[topic]
+		_, txnTopicLeft := left[txnTopic]
+		if !topicLeft && !txnTopicLeft {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topics still listed %s after delete", waitTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type stepName struct {
+	n    int
+	name string
+}
+
+var (
+	current   stepName
+	stepStart = time.Now()
+)
+
+func pass(n int, name string) {
+	fmt.Printf("STEP %d %s: ok (%d ms)\n", n, name, time.Since(stepStart).Milliseconds())
+	stepStart = time.Now()
+}
+
+func main() {
+	address := os.Getenv("BOOTSTRAP")
+	if len(os.Args) > 1 {
+		address = os.Args[1]
+	}
+	if address == "" {
+		fmt.Fprintln(os.Stderr, "usage: sarama-compat HOST:PORT")
+		os.Exit(2)
+	}
+	bootstrap = []string{address}
+	if err := run(); err != nil {
+		fmt.Printf("FAIL step %d %s: %v\n", current.n, current.name, err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	admin, err := sarama.NewClusterAdmin(bootstrap, config())
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	producer, err := sarama.NewSyncProducer(bootstrap, config())
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	steps := []struct {
+		stepName
+		run func() error
+	}{
+		{stepName{1, "create topic"}, func() error { return stepCreateTopic(admin) }},
+		{stepName{2, "produce keyed records with headers"}, func() error { return produce(producer, 0, firstBatch) }},
+		{stepName{3, "consumer group of two"}, stepGroupOfTwo},
+		// Step 4 reports 4 and 5 itself (5 runs while its member is still in the group).
+		{stepName{4, "resume from committed offsets"}, func() error { return stepResume(producer, admin) }},
+		{stepName{6, "transactions"}, stepTransactions},
+		{stepName{7, "delete topic"}, func() error { return stepDeleteTopics(admin) }},
+	}
+	for _, s := range steps {
+		current = s.stepName
+		if err := s.run(); err != nil {
+			return err
+		}
+		if s.n != 4 {
+			pass(s.n, s.name)
+		}
+	}
+	return nil
+}
