@@ -1,5 +1,7 @@
-// The client compatibility scenario (scripts/compat) with Sarama (IBM/sarama), at its default
-// protocol version: a sync producer, consumer groups, the cluster admin and transactions.
+// The client compatibility scenario (scripts/compat) with Sarama (IBM/sarama): a sync producer,
+// consumer groups, the cluster admin and transactions, at Sarama's default protocol version or
+// at the one SARAMA_PROTOCOL_VERSION names (Sarama picks request versions from it, not from
+// ApiVersions).
 // Usage: go run . HOST:PORT (or BOOTSTRAP=HOST:PORT)
 // Prints "STEP n name: ok" per step passed; on the first failure prints "FAIL step n name: why"
 // and exits 1.
@@ -31,11 +33,15 @@ const (
 	quietPeriod = 1500 * time.Millisecond
 )
 
-var bootstrap []string
+var (
+	bootstrap []string
+	version   = sarama.DefaultVersion
+)
 
 func config() *sarama.Config {
 	c := sarama.NewConfig()
 	c.ClientID = "sluice-compat-sarama"
+	c.Version = version
 	c.Producer.RequiredAcks = sarama.WaitForAll
 	c.Producer.Return.Successes = true
 	c.Producer.Retry.Max = 8
@@ -475,6 +481,15 @@ func main() {
 		os.Exit(2)
 	}
 	bootstrap = []string{address}
+	if v := os.Getenv("SARAMA_PROTOCOL_VERSION"); v != "" {
+		parsed, err := sarama.ParseKafkaVersion(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "SARAMA_PROTOCOL_VERSION: %v\n", err)
+			os.Exit(2)
+		}
+		version = parsed
+	}
+	fmt.Printf("  protocol version %s\n", version)
 	if err := run(); err != nil {
 		fmt.Printf("FAIL step %d %s: %v\n", current.n, current.name, err)
 		os.Exit(1)
