@@ -12,14 +12,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::deliveries::Deliveries;
+use common::deliveries::{send_waiting, Deliveries};
 use common::{Broker, SHARD_COUNTS};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "damaged";
@@ -45,19 +44,10 @@ fn produce(broker: &Broker, from: usize, to: usize) -> Vec<(i32, i64, String)> {
         .unwrap();
     for i in from..to {
         let value = format!("{i:06}:{}", "d".repeat(90));
-        let mut record = BaseRecord::<(), _>::to(TOPIC)
+        let record = BaseRecord::<(), _>::to(TOPIC)
             .partition((i % PARTITIONS as usize) as i32)
             .payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => panic!("send: {e}"),
-            }
-        }
+        send_waiting(&producer, record);
     }
     producer.flush(TIMEOUT).unwrap();
     let failed = deliveries.failed.lock().unwrap();
@@ -135,14 +125,14 @@ fn check_exactly(cores: usize, read: &BTreeMap<i32, Vec<Record>>, acked: &[(i32,
 }
 
 /// Offsets by timestamp for a sample of the records: the first offset at or after the timestamp.
-fn check_times(cores: usize, broker: &Broker, read: &BTreeMap<i32, Vec<Record>>) {
+fn check_times(stage: &str, broker: &Broker, read: &BTreeMap<i32, Vec<Record>>) {
     for (p, records) in read {
         for (_, timestamp, _) in records.iter().step_by(records.len() / 7) {
             let expected = records.iter().find(|(_, t, _)| t >= timestamp).unwrap().0;
             assert_eq!(
                 offset_for_time(broker, *p, *timestamp),
                 expected,
-                "cores={cores}: partition {p}, timestamp {timestamp}"
+                "{stage}: partition {p}, timestamp {timestamp}"
             );
         }
     }
@@ -189,11 +179,11 @@ fn damage_after_crash(broker: &Broker) {
     cut(snapshots.last().unwrap(), |size| size / 2);
 }
 
-fn restart_and_check(cores: usize, broker: &mut Broker, acked: &[(i32, i64, String)]) {
+fn restart_and_check(cores: usize, stage: &str, broker: &mut Broker, acked: &[(i32, i64, String)]) {
     broker.restart();
     let read = read_all(broker);
     check_exactly(cores, &read, acked);
-    check_times(cores, broker, &read);
+    check_times(&format!("cores={cores}, {stage}"), broker, &read);
     assert!(!broker.log().contains("panicked"), "{}", broker.log());
 }
 
@@ -210,7 +200,7 @@ fn damaged_segment_index_and_snapshot_files_lose_no_acknowledged_record() {
 
         broker.kill9();
         damage_after_crash(&broker);
-        restart_and_check(cores, &mut broker, &acked);
+        restart_and_check(cores, "after kill -9", &mut broker, &acked);
         assert!(
             broker.log().contains("torn or corrupt; truncating"),
             "cores={cores}: the torn tails were found:\n{}",
@@ -228,6 +218,6 @@ fn restart_check_after_clean_stop(cores: usize, broker: &mut Broker, acked: &[(i
     for p in 0..PARTITIONS {
         cut(&files(broker, p, "index")[0], |size| size / 2 + 3);
     }
-    restart_and_check(cores, broker, acked);
+    restart_and_check(cores, "after a clean stop", broker, acked);
     assert!(broker.log().contains("clean start"), "cores={cores}");
 }

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::deliveries::Deliveries;
+use common::deliveries::{send_waiting, Deliveries};
 use common::{call, connect, create_topic, fresh_dir, one_record_batch, Broker, SHARD_COUNTS};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -34,7 +34,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "filled";
@@ -100,19 +99,10 @@ fn produce(broker: &Broker, first: usize, count: usize) -> Deliveries {
     for i in first..first + count {
         let value = value(i);
         let partition = (i % PARTITIONS as usize) as i32;
-        let mut record = BaseRecord::<(), _>::to(TOPIC)
+        let record = BaseRecord::<(), _>::to(TOPIC)
             .partition(partition)
             .payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => panic!("send: {e}"),
-            }
-        }
+        send_waiting(&producer, record);
     }
     producer.flush(Duration::from_secs(60)).unwrap();
     deliveries

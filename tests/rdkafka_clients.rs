@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::deliveries::Deliveries;
+use common::deliveries::{send_waiting, Deliveries};
 use common::{Broker, SHARD_COUNTS};
 use futures::executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
@@ -469,20 +469,10 @@ fn kill9_mid_stream_loses_no_acknowledged_record_and_duplicates_none() {
             std::thread::spawn(move || {
                 for i in 0..n {
                     let value = format!("{i}");
-                    loop {
-                        match producer.send(
-                            BaseRecord::<(), _>::to("durable")
-                                .partition(i % 4)
-                                .payload(&value),
-                        ) {
-                            Ok(()) => break,
-                            Err((
-                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                _,
-                            )) => std::thread::sleep(Duration::from_millis(5)),
-                            Err((e, _)) => panic!("send: {e}"),
-                        }
-                    }
+                    let record = BaseRecord::<(), _>::to("durable")
+                        .partition(i % 4)
+                        .payload(&value);
+                    send_waiting(&producer, record);
                     if i % 200 == 0 {
                         std::thread::sleep(Duration::from_millis(20));
                     }

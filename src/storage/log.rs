@@ -445,8 +445,11 @@ impl<S: Storage> Log<S> {
             )
             .await?;
             if intact && next_base.is_some() {
-                // Sealed: closed until a read wants it, so a restart holds no descriptor per
-                // segment.
+                // Sealed, with indexes the scan just built: like a roll, end the time index on
+                // the largest timestamp, which a later start reads back from its last entry
+                // (the clean stop writes these files). Closed until a read wants it, so a
+                // restart holds no descriptor per segment.
+                seg.finish_time_index();
                 seg.seal_file(&files, false);
             }
             segments.push(seg);

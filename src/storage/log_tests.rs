@@ -775,6 +775,33 @@ fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log(
 }
 
 #[test]
+fn sealed_segments_a_recovery_scanned_keep_their_largest_timestamps_through_a_clean_stop() {
+    // A recovery that trusts nothing scans every segment (as when the newest producer snapshot
+    // or a sealed segment's index file is lost) and builds their indexes; the clean stop after
+    // it writes them. The next start reads each sealed segment's largest timestamp from its time
+    // index's last entry, which must be that timestamp, not the last sparse entry: lookups by
+    // time (and retention by time) depend on it.
+    for seed in 1..6 {
+        let (storage, log, model) = many_segments(4, seed);
+        let expected = timestamp_answers(&log, &model);
+        storage.crash(|_, n| n);
+        drop(log);
+        let (log, report) = open(&storage, false);
+        assert_eq!(report.rebuilt_indexes, log.segment_count());
+        assert_eq!(timestamp_answers(&log, &model), expected, "seed {seed}");
+        block_on(log.close_plan().run()).unwrap();
+        drop(log);
+        let (log, report) = open(&storage, true);
+        assert_eq!(report.rebuilt_indexes, 0);
+        assert_eq!(
+            timestamp_answers(&log, &model),
+            expected,
+            "seed {seed}: after the clean stop"
+        );
+    }
+}
+
+#[test]
 fn retention_after_a_reopen_loads_the_timestamps_it_needs_and_no_more() {
     let mut config = small_config();
     config.retention_ms = 1_000;

@@ -1,9 +1,13 @@
-//! librdkafka delivery reports, collected: what the broker acknowledged and what failed.
+//! librdkafka delivery reports, collected: what the broker acknowledged and what failed; and a
+//! send that waits while the producer's queue is full.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, ToBytes};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 /// Acknowledged records: (partition, offset, value).
@@ -34,6 +38,23 @@ impl ProducerContext for Deliveries {
                 "{e}: {:?}",
                 m.payload().map(String::from_utf8_lossy)
             )),
+        }
+    }
+}
+
+/// Sends `record`, waiting while librdkafka's queue is full; any other refusal fails the test.
+pub fn send_waiting<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+    producer: &ThreadedProducer<Deliveries>,
+    mut record: BaseRecord<'_, K, P>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => panic!("send: {e}"),
         }
     }
 }
