@@ -142,6 +142,7 @@ pub fn index_files(data: &[u8]) -> bool {
 /// truncate, extend) of the directory's files. Opening must succeed or fail with an error, never
 /// panic; an unclean open (nothing trusted, everything scanned) keeps only batches that pass
 /// their CRC, each readable at its offsets; either way the log takes and reads back a new append.
+/// After an unclean open, a clean stop and a trusting start answer lookups by timestamp as before.
 /// Accepted: the log opened and recovery cut nothing.
 pub fn segment_recovery(data: &[u8]) -> bool {
     let mut program = Program(data);
@@ -173,7 +174,47 @@ pub fn segment_recovery(data: &[u8]) -> bool {
         ReadsMust::Succeed
     };
     append_one_and_read_it_back(&mut log, reads);
+    if !clean {
+        assert_a_clean_stop_keeps_timestamp_answers(&storage, log, batches as i64);
+    }
     report.truncated_bytes == 0
+}
+
+/// After a recovery, a clean stop and a trusting start answer every lookup by timestamp as the
+/// recovered log did (the index files the stop writes carry each segment's largest timestamp).
+fn assert_a_clean_stop_keeps_timestamp_answers(
+    storage: &MemStorage,
+    log: Log<MemStorage>,
+    timestamps: i64,
+) {
+    let before = timestamp_answers(&log, timestamps);
+    block_on(log.close_plan().run()).expect("clean stop");
+    drop(log);
+    let (reopened, _) = block_on(Log::open(
+        storage.clone(),
+        partition_dir(),
+        recovery_config(),
+        Offset(i64::MAX),
+        0,
+        &mut |_, _| None,
+    ))
+    .expect("a clean start after a clean stop");
+    assert_eq!(timestamp_answers(&reopened, timestamps), before);
+}
+
+/// What a lookup answers for each timestamp in `0..=timestamps` (the batches' timestamps).
+fn timestamp_answers(log: &Log<MemStorage>, timestamps: i64) -> Vec<Option<(Offset, i64)>> {
+    (0..=timestamps)
+        .map(|target| loop {
+            match log.cursor_for_timestamp(target) {
+                Ok(None) => break None,
+                Ok(Some(cursor)) => break block_on(cursor.find_timestamp(target)).expect("read"),
+                Err(load) => {
+                    block_on(load.run()).expect("index load");
+                }
+            }
+        })
+        .collect()
 }
 
 /// What reads of a reopened log must do.

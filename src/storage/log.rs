@@ -445,11 +445,8 @@ impl<S: Storage> Log<S> {
             )
             .await?;
             if intact && next_base.is_some() {
-                // Sealed, with indexes the scan just built: like a roll, end the time index on
-                // the largest timestamp, which a later start reads back from its last entry
-                // (the clean stop writes these files). Closed until a read wants it, so a
-                // restart holds no descriptor per segment.
-                seg.finish_time_index();
+                // Sealed: closed until a read wants it, so a restart holds no descriptor per
+                // segment.
                 seg.seal_file(&files, false);
             }
             segments.push(seg);

@@ -180,6 +180,38 @@ fn timestamp_lookup_finds_first_record_at_or_after() {
 }
 
 #[test]
+fn a_clean_stop_keeps_the_active_segments_largest_timestamp_when_timestamps_go_back() {
+    // Producers' clocks differ: the largest timestamp (200) sits in a batch that neither index
+    // notes (too close to the previous entry), and the batches after it are older. The stop
+    // must write it into the time index, or the next start, which rescans only after the last
+    // offset index entry, would take 120 as the segment's largest and find nothing at 150.
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let small = [&b"s"[..]];
+    let large_value = [b'l'; 300];
+    for (values, ts) in [
+        (&small[..], 100),
+        (&small[..], 200),
+        (&[&large_value[..]][..], 150),
+        (&small[..], 120),
+    ] {
+        let bytes = batch(values, ts, None);
+        let header = batch::check_batch(&bytes).unwrap();
+        log.append(&bytes, &header, 0, ts).unwrap();
+    }
+    flush(&mut log).unwrap();
+    let answer = |log: &Log<MemStorage>| {
+        let cursor = timestamp_cursor(log, 150).expect("a record at or after 150");
+        block_on(cursor.find_timestamp(150)).unwrap()
+    };
+    assert_eq!(answer(&log), Some((Offset(1), 200)));
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    let (log, _) = open(&storage, true);
+    assert_eq!(answer(&log), Some((Offset(1), 200)), "after a clean stop");
+}
+
+#[test]
 fn crash_keeps_every_flushed_batch_and_truncates_torn_tails() {
     for seed in 1..40 {
         let storage = MemStorage::default();

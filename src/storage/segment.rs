@@ -222,14 +222,19 @@ impl<F: StorageFile> Segment<F> {
     }
 
     /// The index files' contents; `None` for indexes that came from their files (nothing to
-    /// write).
+    /// write). The time index ends on the largest timestamp, as `finish_time_index` ends it (the
+    /// active segment's is not finished yet): a start reads that timestamp from the last entry.
     pub fn encode_indexes(&self) -> Option<EncodedIndexes> {
         let SegmentIndexes::Built(indexes) = &self.indexes else {
             return None;
         };
+        let mut time_index = indexes.time_index.clone();
+        if indexes.max_timestamp >= 0 {
+            time_index.push(indexes.max_timestamp, indexes.max_timestamp_at);
+        }
         Some(EncodedIndexes {
             index: indexes.index.encode(),
-            time_index: indexes.time_index.encode(),
+            time_index: time_index.encode(),
             txn_index: txn_index::encode(&self.aborted),
         })
     }
