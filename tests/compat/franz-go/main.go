@@ -8,26 +8,19 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"sluice/compat/scenario"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 const (
-	topic       = "compat-franz-go"
-	txnTopic    = "compat-franz-go-txn"
-	group       = "compat-franz-go-group"
-	partitions  = 3
-	firstBatch  = 100
-	secondBatch = 10
-	// Every wait is bounded: a hung client fails the step instead of hanging CI.
-	waitTimeout = 60 * time.Second
-	// After the expected records arrived, how long to watch for unexpected extra ones.
-	quietPeriod = 1500 * time.Millisecond
+	topic    = "compat-franz-go"
+	txnTopic = "compat-franz-go-txn"
+	group    = "compat-franz-go-group"
 	// A short fetch long poll lets a closing consumer return quickly.
 	fetchMaxWait = 500 * time.Millisecond
 )
@@ -35,15 +28,21 @@ const (
 var bootstrap string
 
 func record(i int) *kgo.Record {
-	return &kgo.Record{
-		Topic: topic,
-		Key:   []byte(fmt.Sprintf("key-%d", i)),
-		Value: []byte(fmt.Sprintf("value-%d", i)),
-		Headers: []kgo.RecordHeader{
-			{Key: "index", Value: []byte(strconv.Itoa(i))},
-			{Key: "client", Value: []byte("franz-go")},
-		},
+	want := scenario.Want("franz-go", i)
+	r := &kgo.Record{Topic: topic, Key: []byte(want.Key), Value: []byte(want.Value)}
+	for _, h := range want.Headers {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.Key, Value: []byte(h.Value)})
 	}
+	return r
+}
+
+// consumed is a consumed record in the scenario's terms.
+func consumed(r *kgo.Record) scenario.Record {
+	c := scenario.Record{Key: string(r.Key), Value: string(r.Value)}
+	for _, h := range r.Headers {
+		c.Headers = append(c.Headers, scenario.Header{Key: h.Key, Value: string(h.Value)})
+	}
+	return c
 }
 
 func produce(ctx context.Context, cl *kgo.Client, from, to int) error {
@@ -59,82 +58,6 @@ func produce(ctx context.Context, cl *kgo.Client, from, to int) error {
 	return nil
 }
 
-// seenSet collects the records a group consumed, shared by its members.
-type seenSet struct {
-	mu      sync.Mutex
-	indexes map[int]bool
-	err     error
-}
-
-func newSeenSet() *seenSet { return &seenSet{indexes: map[int]bool{}} }
-
-// accept checks one consumed record against what record() produced for its index.
-func (s *seenSet) accept(r *kgo.Record) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return
-	}
-	key := string(r.Key)
-	i, err := strconv.Atoi(strings.TrimPrefix(key, "key-"))
-	if err != nil {
-		s.err = fmt.Errorf("unexpected key %q", key)
-		return
-	}
-	want := record(i)
-	switch {
-	case string(r.Value) != string(want.Value):
-		s.err = fmt.Errorf("%s: value %q", key, r.Value)
-	case len(r.Headers) != len(want.Headers):
-		s.err = fmt.Errorf("%s: %d headers, want %d", key, len(r.Headers), len(want.Headers))
-	case s.indexes[i]:
-		s.err = fmt.Errorf("%s delivered twice", key)
-	}
-	for n, h := range want.Headers {
-		if s.err == nil && (r.Headers[n].Key != h.Key || string(r.Headers[n].Value) != string(h.Value)) {
-			s.err = fmt.Errorf("%s: header %d is %s=%q", key, n, r.Headers[n].Key, r.Headers[n].Value)
-		}
-	}
-	s.indexes[i] = true
-}
-
-func (s *seenSet) has(i int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.indexes[i]
-}
-
-func (s *seenSet) snapshot() (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.indexes), s.err
-}
-
-// waitFor polls the set until it holds n records, a check failed, or the wait times out; then
-// it watches a quiet period for records that should not come.
-func (s *seenSet) waitFor(n int) error {
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		got, err := s.snapshot()
-		if err != nil {
-			return err
-		}
-		if got >= n {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("got %d records after %s, want %d", got, waitTimeout, n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(quietPeriod)
-	got, err := s.snapshot()
-	if err == nil && got != n {
-		err = fmt.Errorf("got %d records, want %d", got, n)
-	}
-	return err
-}
-
 // member is one consumer of the group. It blocks rebalances while it handles a poll and commits
 // what it handled before allowing them, so no record reaches two members.
 type member struct {
@@ -145,7 +68,7 @@ type member struct {
 	pollErr  error
 }
 
-func startMember(seen *seenSet) (*member, error) {
+func startMember(seen *scenario.Seen) (scenario.Member, error) {
 	m := &member{assigned: make(chan int, 16), done: make(chan struct{})}
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(bootstrap),
@@ -167,7 +90,7 @@ func startMember(seen *seenSet) (*member, error) {
 	return m, nil
 }
 
-func (m *member) run(seen *seenSet) {
+func (m *member) run(seen *scenario.Seen) {
 	defer close(m.done)
 	ctx := context.Background()
 	for {
@@ -180,7 +103,7 @@ func (m *member) run(seen *seenSet) {
 		}
 		recs := fetches.Records()
 		for _, r := range recs {
-			seen.accept(r)
+			seen.Accept(consumed(r))
 		}
 		m.count += len(recs)
 		if len(recs) > 0 {
@@ -192,23 +115,22 @@ func (m *member) run(seen *seenSet) {
 	}
 }
 
-// close leaves the group and reports the last partition count it was assigned.
-func (m *member) close() (lastAssigned int, err error) {
+func (m *member) Close() (assigned, handled int, err error) {
 	m.client.Close()
 	<-m.done
-	lastAssigned = -1
+	assigned = -1
 	for {
 		select {
 		case n := <-m.assigned:
-			lastAssigned = n
+			assigned = n
 		default:
-			return lastAssigned, m.pollErr
+			return assigned, m.count, m.pollErr
 		}
 	}
 }
 
 func stepCreateTopic(ctx context.Context, adm *kadm.Client) error {
-	if err := mustCreate(adm.CreateTopics(ctx, partitions, 1, nil, topic)); err != nil {
+	if err := mustCreate(adm.CreateTopics(ctx, scenario.Partitions, 1, nil, topic)); err != nil {
 		return err
 	}
 	if err := mustCreate(adm.CreateTopics(ctx, 1, 1, nil, txnTopic)); err != nil {
@@ -218,8 +140,8 @@ func stepCreateTopic(ctx context.Context, adm *kadm.Client) error {
 	if err != nil {
 		return err
 	}
-	if got := len(details[topic].Partitions); got != partitions {
-		return fmt.Errorf("metadata shows %d partitions, want %d", got, partitions)
+	if got := len(details[topic].Partitions); got != scenario.Partitions {
+		return fmt.Errorf("metadata shows %d partitions, want %d", got, scenario.Partitions)
 	}
 	return nil
 }
@@ -231,63 +153,11 @@ func mustCreate(rs kadm.CreateTopicResponses, err error) error {
 	return rs.Error()
 }
 
-func stepGroupOfTwo() error {
-	seen := newSeenSet()
-	var members []*member
-	for range 2 {
-		m, err := startMember(seen)
-		if err != nil {
-			return err
-		}
-		members = append(members, m)
-	}
-	waitErr := seen.waitFor(firstBatch)
-	var counts []string
-	for n, m := range members {
-		last, err := m.close()
-		if waitErr == nil && err != nil {
-			waitErr = fmt.Errorf("member %d: %w", n, err)
-		}
-		if waitErr == nil && last <= 0 {
-			waitErr = fmt.Errorf("member %d ended with %d partitions", n, last)
-		}
-		counts = append(counts, strconv.Itoa(m.count))
-	}
-	if waitErr == nil {
-		fmt.Printf("  group of two: members got %s records\n", strings.Join(counts, " and "))
-	}
-	return waitErr
-}
-
 func stepResume(ctx context.Context, producer *kgo.Client, adm *kadm.Client) error {
-	if err := produce(ctx, producer, firstBatch, firstBatch+secondBatch); err != nil {
+	if err := produce(ctx, producer, scenario.FirstBatch, scenario.FirstBatch+scenario.SecondBatch); err != nil {
 		return err
 	}
-	seen := newSeenSet()
-	m, err := startMember(seen)
-	if err != nil {
-		return err
-	}
-	err = seen.waitFor(secondBatch)
-	if err == nil {
-		for i := range firstBatch {
-			if seen.has(i) {
-				err = fmt.Errorf("resumed consumer got already-committed record key-%d", i)
-				break
-			}
-		}
-	}
-	if err == nil {
-		pass(4, "resume from committed offsets")
-		current = stepName{5, "list and describe group"}
-		if err = stepDescribeGroup(ctx, adm); err == nil {
-			pass(5, "list and describe group")
-		}
-	}
-	if _, closeErr := m.close(); err == nil {
-		err = closeErr
-	}
-	return err
+	return scenario.Resume("franz-go", startMember, func() error { return stepDescribeGroup(ctx, adm) })
 }
 
 // Runs while the resumed member is still in the group: one Stable member.
@@ -323,8 +193,8 @@ func stepDescribeGroup(ctx context.Context, adm *kadm.Client) error {
 	}
 	var total int64
 	offsets.Each(func(o kadm.OffsetResponse) { total += o.At })
-	if total != firstBatch+secondBatch {
-		return fmt.Errorf("committed offsets add up to %d, want %d", total, firstBatch+secondBatch)
+	if total != scenario.FirstBatch+scenario.SecondBatch {
+		return fmt.Errorf("committed offsets add up to %d, want %d", total, scenario.FirstBatch+scenario.SecondBatch)
 	}
 	return nil
 }
@@ -371,7 +241,7 @@ func readCommitted(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	ctx, cancel := context.WithTimeout(ctx, scenario.WaitTimeout)
 	defer cancel()
 	var values []string
 	for {
@@ -406,21 +276,6 @@ func stepDeleteTopics(ctx context.Context, adm *kadm.Client) error {
 	return nil
 }
 
-type stepName struct {
-	n    int
-	name string
-}
-
-var (
-	current   stepName
-	stepStart = time.Now()
-)
-
-func pass(n int, name string) {
-	fmt.Printf("STEP %d %s: ok (%d ms)\n", n, name, time.Since(stepStart).Milliseconds())
-	stepStart = time.Now()
-}
-
 func main() {
 	bootstrap = os.Getenv("BOOTSTRAP")
 	if len(os.Args) > 1 {
@@ -430,10 +285,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: franz-go-compat HOST:PORT")
 		os.Exit(2)
 	}
-	if err := run(); err != nil {
-		fmt.Printf("FAIL step %d %s: %v\n", current.n, current.name, err)
-		os.Exit(1)
-	}
+	scenario.ExitOn(run())
 }
 
 func run() error {
@@ -444,26 +296,13 @@ func run() error {
 	}
 	defer producer.Close()
 	adm := kadm.NewClient(producer)
-	steps := []struct {
-		stepName
-		run func() error
-	}{
-		{stepName{1, "create topic"}, func() error { return stepCreateTopic(ctx, adm) }},
-		{stepName{2, "produce keyed records with headers"}, func() error { return produce(ctx, producer, 0, firstBatch) }},
-		{stepName{3, "consumer group of two"}, stepGroupOfTwo},
+	return scenario.RunSteps([]scenario.Stage{
+		scenario.Do(1, "create topic", func() error { return stepCreateTopic(ctx, adm) }),
+		scenario.Do(2, "produce keyed records with headers", func() error { return produce(ctx, producer, 0, scenario.FirstBatch) }),
+		scenario.Do(3, "consumer group of two", func() error { return scenario.GroupOfTwo("franz-go", startMember) }),
 		// Step 4 reports 4 and 5 itself (5 runs while its member is still in the group).
-		{stepName{4, "resume from committed offsets"}, func() error { return stepResume(ctx, producer, adm) }},
-		{stepName{6, "transactions"}, func() error { return stepTransactions(ctx) }},
-		{stepName{7, "delete topic"}, func() error { return stepDeleteTopics(ctx, adm) }},
-	}
-	for _, s := range steps {
-		current = s.stepName
-		if err := s.run(); err != nil {
-			return err
-		}
-		if s.n != 4 {
-			pass(s.n, s.name)
-		}
-	}
-	return nil
+		scenario.Do(4, "resume from committed offsets", func() error { return stepResume(ctx, producer, adm) }),
+		scenario.Do(6, "transactions", func() error { return stepTransactions(ctx) }),
+		scenario.Do(7, "delete topic", func() error { return stepDeleteTopics(ctx, adm) }),
+	})
 }

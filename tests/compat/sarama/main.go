@@ -12,25 +12,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"sluice/compat/scenario"
 
 	"github.com/IBM/sarama"
 )
 
 const (
-	topic       = "compat-sarama"
-	txnTopic    = "compat-sarama-txn"
-	group       = "compat-sarama-group"
-	partitions  = 3
-	firstBatch  = 100
-	secondBatch = 10
-	// Every wait is bounded: a hung client fails the step instead of hanging CI.
-	waitTimeout = 60 * time.Second
-	// After the expected records arrived, how long to watch for unexpected extra ones.
-	quietPeriod = 1500 * time.Millisecond
+	topic    = "compat-sarama"
+	txnTopic = "compat-sarama-txn"
+	group    = "compat-sarama-group"
 )
 
 var (
@@ -53,15 +47,22 @@ func config() *sarama.Config {
 }
 
 func message(i int) *sarama.ProducerMessage {
-	return &sarama.ProducerMessage{
-		Topic: topic,
-		Key:   sarama.StringEncoder(fmt.Sprintf("key-%d", i)),
-		Value: sarama.StringEncoder(fmt.Sprintf("value-%d", i)),
-		Headers: []sarama.RecordHeader{
-			{Key: []byte("index"), Value: []byte(strconv.Itoa(i))},
-			{Key: []byte("client"), Value: []byte("sarama")},
-		},
+	want := scenario.Want("sarama", i)
+	m := &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(want.Key),
+		Value: sarama.StringEncoder(want.Value)}
+	for _, h := range want.Headers {
+		m.Headers = append(m.Headers, sarama.RecordHeader{Key: []byte(h.Key), Value: []byte(h.Value)})
 	}
+	return m
+}
+
+// consumed is a consumed record in the scenario's terms.
+func consumed(m *sarama.ConsumerMessage) scenario.Record {
+	c := scenario.Record{Key: string(m.Key), Value: string(m.Value)}
+	for _, h := range m.Headers {
+		c.Headers = append(c.Headers, scenario.Header{Key: string(h.Key), Value: string(h.Value)})
+	}
+	return c
 }
 
 func produce(producer sarama.SyncProducer, from, to int) error {
@@ -72,90 +73,12 @@ func produce(producer sarama.SyncProducer, from, to int) error {
 	return producer.SendMessages(msgs)
 }
 
-// seenSet collects the records a group consumed, shared by its members.
-type seenSet struct {
-	mu      sync.Mutex
-	indexes map[int]bool
-	err     error
-}
-
-func newSeenSet() *seenSet { return &seenSet{indexes: map[int]bool{}} }
-
-// accept checks one consumed record against what message() produced for its index.
-func (s *seenSet) accept(m *sarama.ConsumerMessage) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return
-	}
-	key := string(m.Key)
-	i, err := strconv.Atoi(strings.TrimPrefix(key, "key-"))
-	if err != nil {
-		s.err = fmt.Errorf("unexpected key %q", key)
-		return
-	}
-	want := message(i)
-	wantValue, _ := want.Value.Encode()
-	switch {
-	case string(m.Value) != string(wantValue):
-		s.err = fmt.Errorf("%s: value %q", key, m.Value)
-	case len(m.Headers) != len(want.Headers):
-		s.err = fmt.Errorf("%s: %d headers, want %d", key, len(m.Headers), len(want.Headers))
-	case s.indexes[i]:
-		s.err = fmt.Errorf("%s delivered twice", key)
-	}
-	for n, h := range want.Headers {
-		got := m.Headers[min(n, len(m.Headers)-1)]
-		if s.err == nil && (string(got.Key) != string(h.Key) || string(got.Value) != string(h.Value)) {
-			s.err = fmt.Errorf("%s: header %d is %s=%q", key, n, got.Key, got.Value)
-		}
-	}
-	s.indexes[i] = true
-}
-
-func (s *seenSet) has(i int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.indexes[i]
-}
-
-func (s *seenSet) snapshot() (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.indexes), s.err
-}
-
-// waitFor polls the set until it holds n records, a check failed, or the wait times out; then
-// it watches a quiet period for records that should not come.
-func (s *seenSet) waitFor(n int) error {
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		got, err := s.snapshot()
-		if err != nil {
-			return err
-		}
-		if got >= n {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("got %d records after %s, want %d", got, waitTimeout, n)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(quietPeriod)
-	got, err := s.snapshot()
-	if err == nil && got != n {
-		err = fmt.Errorf("got %d records, want %d", got, n)
-	}
-	return err
-}
-
 // member is one consumer of the group. It commits whenever it has handled every record it was
 // given (a commit waits behind the connection's fetch long poll, so not after each record), and
 // in Cleanup: a rebalance waits for Cleanup, so no record reaches two members.
 type member struct {
 	group    sarama.ConsumerGroup
-	seen     *seenSet
+	seen     *scenario.Seen
 	cancel   context.CancelFunc
 	done     chan struct{}
 	mu       sync.Mutex
@@ -164,7 +87,7 @@ type member struct {
 	err      error
 }
 
-func startMember(seen *seenSet) (*member, error) {
+func startMember(seen *scenario.Seen) (scenario.Member, error) {
 	g, err := sarama.NewConsumerGroup(bootstrap, group, config())
 	if err != nil {
 		return nil, err
@@ -210,7 +133,7 @@ func (m *member) Cleanup(sess sarama.ConsumerGroupSession) error {
 
 func (m *member) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	for msg := range claim.Messages() {
-		m.seen.accept(msg)
+		m.seen.Accept(consumed(msg))
 		sess.MarkMessage(msg, "")
 		if len(claim.Messages()) == 0 {
 			sess.Commit()
@@ -222,8 +145,7 @@ func (m *member) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 	return nil
 }
 
-// close leaves the group and reports the partition count of its last session.
-func (m *member) close() (lastAssigned int, err error) {
+func (m *member) Close() (assigned, handled int, err error) {
 	m.cancel()
 	closeErr := m.group.Close()
 	<-m.done
@@ -232,11 +154,11 @@ func (m *member) close() (lastAssigned int, err error) {
 	if m.err == nil {
 		m.err = closeErr
 	}
-	return m.assigned, m.err
+	return m.assigned, m.count, m.err
 }
 
 func stepCreateTopic(admin sarama.ClusterAdmin) error {
-	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false); err != nil {
+	if err := admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: scenario.Partitions, ReplicationFactor: 1}, false); err != nil {
 		return err
 	}
 	if err := admin.CreateTopic(txnTopic, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1}, false); err != nil {
@@ -249,69 +171,17 @@ func stepCreateTopic(admin sarama.ClusterAdmin) error {
 	if len(described) != 1 || !errors.Is(described[0].Err, sarama.ErrNoError) {
 		return fmt.Errorf("describe topics: %v", described)
 	}
-	if got := len(described[0].Partitions); got != partitions {
-		return fmt.Errorf("metadata shows %d partitions, want %d", got, partitions)
+	if got := len(described[0].Partitions); got != scenario.Partitions {
+		return fmt.Errorf("metadata shows %d partitions, want %d", got, scenario.Partitions)
 	}
 	return nil
 }
 
-func stepGroupOfTwo() error {
-	seen := newSeenSet()
-	var members []*member
-	for range 2 {
-		m, err := startMember(seen)
-		if err != nil {
-			return err
-		}
-		members = append(members, m)
-	}
-	waitErr := seen.waitFor(firstBatch)
-	var counts []string
-	for n, m := range members {
-		last, err := m.close()
-		if waitErr == nil && err != nil {
-			waitErr = fmt.Errorf("member %d: %w", n, err)
-		}
-		if waitErr == nil && last <= 0 {
-			waitErr = fmt.Errorf("member %d ended with %d partitions", n, last)
-		}
-		counts = append(counts, strconv.Itoa(m.count))
-	}
-	if waitErr == nil {
-		fmt.Printf("  group of two: members got %s records\n", strings.Join(counts, " and "))
-	}
-	return waitErr
-}
-
 func stepResume(producer sarama.SyncProducer, admin sarama.ClusterAdmin) error {
-	if err := produce(producer, firstBatch, firstBatch+secondBatch); err != nil {
+	if err := produce(producer, scenario.FirstBatch, scenario.FirstBatch+scenario.SecondBatch); err != nil {
 		return err
 	}
-	seen := newSeenSet()
-	m, err := startMember(seen)
-	if err != nil {
-		return err
-	}
-	err = seen.waitFor(secondBatch)
-	if err == nil {
-		for i := range firstBatch {
-			if seen.has(i) {
-				err = fmt.Errorf("resumed consumer got already-committed record key-%d", i)
-				break
-			}
-		}
-	}
-	if err == nil {
-		pass(4, "resume from committed offsets")
-		current = stepName{5, "list and describe group"}
-		if err = stepDescribeGroup(admin); err == nil {
-			pass(5, "list and describe group")
-		}
-	}
-	if _, closeErr := m.close(); err == nil {
-		err = closeErr
-	}
-	return err
+	return scenario.Resume("sarama", startMember, func() error { return stepDescribeGroup(admin) })
 }
 
 // Runs while the resumed member is still in the group: one Stable member.
@@ -346,15 +216,15 @@ func stepDescribeGroup(admin sarama.ClusterAdmin) error {
 		return err
 	}
 	var total int64
-	for p := int32(0); p < partitions; p++ {
+	for p := int32(0); p < scenario.Partitions; p++ {
 		block := offsets.GetBlock(topic, p)
 		if block == nil || !errors.Is(block.Err, sarama.ErrNoError) {
 			return fmt.Errorf("committed offset of partition %d: %v", p, block)
 		}
 		total += block.Offset
 	}
-	if total != firstBatch+secondBatch {
-		return fmt.Errorf("committed offsets add up to %d, want %d", total, firstBatch+secondBatch)
+	if total != scenario.FirstBatch+scenario.SecondBatch {
+		return fmt.Errorf("committed offsets add up to %d, want %d", total, scenario.FirstBatch+scenario.SecondBatch)
 	}
 	return nil
 }
@@ -415,7 +285,7 @@ func readCommitted() ([]string, error) {
 	}
 	defer pc.Close()
 	var values []string
-	timeout := time.After(waitTimeout)
+	timeout := time.After(scenario.WaitTimeout)
 	for {
 		select {
 		case msg := <-pc.Messages():
@@ -426,7 +296,7 @@ func readCommitted() ([]string, error) {
 		case err := <-pc.Errors():
 			return values, fmt.Errorf("read_committed consumer: %w", err)
 		case <-timeout:
-			return values, fmt.Errorf("no sentinel after %s", waitTimeout)
+			return values, fmt.Errorf("no sentinel after %s", scenario.WaitTimeout)
 		}
 	}
 }
@@ -438,7 +308,7 @@ func stepDeleteTopics(admin sarama.ClusterAdmin) error {
 		}
 	}
 	// Deletion may complete after the answer (it does in Apache Kafka): wait for it.
-	deadline := time.Now().Add(waitTimeout)
+	deadline := time.Now().Add(scenario.WaitTimeout)
 	for {
 		left, err := admin.ListTopics()
 		if err != nil {
@@ -450,25 +320,10 @@ func stepDeleteTopics(admin sarama.ClusterAdmin) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("topics still listed %s after delete", waitTimeout)
+			return fmt.Errorf("topics still listed %s after delete", scenario.WaitTimeout)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-type stepName struct {
-	n    int
-	name string
-}
-
-var (
-	current   stepName
-	stepStart = time.Now()
-)
-
-func pass(n int, name string) {
-	fmt.Printf("STEP %d %s: ok (%d ms)\n", n, name, time.Since(stepStart).Milliseconds())
-	stepStart = time.Now()
 }
 
 func main() {
@@ -490,10 +345,7 @@ func main() {
 		version = parsed
 	}
 	fmt.Printf("  protocol version %s\n", version)
-	if err := run(); err != nil {
-		fmt.Printf("FAIL step %d %s: %v\n", current.n, current.name, err)
-		os.Exit(1)
-	}
+	scenario.ExitOn(run())
 }
 
 func run() error {
@@ -507,26 +359,13 @@ func run() error {
 		return err
 	}
 	defer producer.Close()
-	steps := []struct {
-		stepName
-		run func() error
-	}{
-		{stepName{1, "create topic"}, func() error { return stepCreateTopic(admin) }},
-		{stepName{2, "produce keyed records with headers"}, func() error { return produce(producer, 0, firstBatch) }},
-		{stepName{3, "consumer group of two"}, stepGroupOfTwo},
+	return scenario.RunSteps([]scenario.Stage{
+		scenario.Do(1, "create topic", func() error { return stepCreateTopic(admin) }),
+		scenario.Do(2, "produce keyed records with headers", func() error { return produce(producer, 0, scenario.FirstBatch) }),
+		scenario.Do(3, "consumer group of two", func() error { return scenario.GroupOfTwo("sarama", startMember) }),
 		// Step 4 reports 4 and 5 itself (5 runs while its member is still in the group).
-		{stepName{4, "resume from committed offsets"}, func() error { return stepResume(producer, admin) }},
-		{stepName{6, "transactions"}, stepTransactions},
-		{stepName{7, "delete topic"}, func() error { return stepDeleteTopics(admin) }},
-	}
-	for _, s := range steps {
-		current = s.stepName
-		if err := s.run(); err != nil {
-			return err
-		}
-		if s.n != 4 {
-			pass(s.n, s.name)
-		}
-	}
-	return nil
+		scenario.Do(4, "resume from committed offsets", func() error { return stepResume(producer, admin) }),
+		scenario.Do(6, "transactions", stepTransactions),
+		scenario.Do(7, "delete topic", func() error { return stepDeleteTopics(admin) }),
+	})
 }

@@ -1,0 +1,3 @@
+module sluice/compat/scenario
+
+go 1.26.0
