@@ -913,3 +913,6 @@ fn sealed_indexes_in_memory_stay_under_the_cache_bound_while_everything_reads_ba
         "every timestamp known, if not every index held"
     );
 }
+
+#[path = "log_ops_tests.rs"]
+mod ops;
