@@ -91,7 +91,7 @@ pub fn record_batches(data: &[u8]) -> bool {
             header.max_timestamp,
             i64::MAX,
         ] {
-            if let Some(offset) = batch::first_offset_at_or_after(one, target) {
+            if let Some((offset, _)) = batch::first_record_at_or_after(one, target, Offset(0)) {
                 assert!(offset >= header.base_offset && offset <= header.last_offset());
             }
         }
@@ -208,7 +208,9 @@ fn timestamp_answers(log: &Log<MemStorage>, timestamps: i64) -> Vec<Option<(Offs
         .map(|target| loop {
             match log.cursor_for_timestamp(target) {
                 Ok(None) => break None,
-                Ok(Some(cursor)) => break block_on(cursor.find_timestamp(target)).expect("read"),
+                Ok(Some(cursor)) => {
+                    break block_on(cursor.find_timestamp(target, log.log_start())).expect("read")
+                }
                 Err(load) => {
                     block_on(load.run()).expect("index load");
                 }

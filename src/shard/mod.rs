@@ -457,7 +457,7 @@ impl Shard {
             t if t < 0 => Err(ErrorCode::InvalidRequest),
             t => {
                 let found = match partition::cursor_for_timestamp(&partition, t).await {
-                    Ok(Some(cursor)) => cursor.find_timestamp(t).await,
+                    Ok(Some(cursor)) => cursor.find_timestamp(t, offsets.log_start).await,
                     Ok(None) => Ok(None),
                     Err(err) => Err(err),
                 };

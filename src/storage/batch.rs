@@ -444,12 +444,23 @@ fn assemble(
     b
 }
 
-/// For an uncompressed batch, the offset of its first record with timestamp >= `target`.
-/// Compressed batches are not opened: their base offset is the answer (the earliest candidate).
-pub fn first_offset_at_or_after(batch: &[u8], target_ms: i64) -> Option<Offset> {
+/// The first record of the batch at or after offset `from` with a timestamp of at least
+/// `target`: its offset and timestamp (what ListOffsets answers, as Kafka's record search does).
+/// With log-append time every record has the batch's largest timestamp. Compressed batches are
+/// not opened: their first offset from `from` on is the answer (the earliest candidate), with
+/// the batch's largest timestamp.
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    target_ms: i64,
+    from: Offset,
+) -> Option<(Offset, i64)> {
     let header = BatchHeader::parse(batch)?;
+    if header.last_offset() < from {
+        return None;
+    }
     if header.codec() != 0 || header.attributes & ATTR_LOG_APPEND_TIME != 0 {
-        return (header.max_timestamp >= target_ms).then_some(header.base_offset);
+        let first = header.base_offset.max(from);
+        return (header.max_timestamp >= target_ms).then_some((first, header.max_timestamp));
     }
     let mut at = HEADER_BYTES;
     for _ in 0..header.record_count {
@@ -458,8 +469,10 @@ pub fn first_offset_at_or_after(batch: &[u8], target_ms: i64) -> Option<Offset> 
         at += 1; // attributes
         let timestamp_delta = read_varlong(batch, &mut at)?;
         let offset_delta = read_varlong(batch, &mut at)?;
-        if header.base_timestamp.saturating_add(timestamp_delta) >= target_ms {
-            return Some(Offset(header.base_offset.0 + offset_delta));
+        let timestamp = header.base_timestamp.saturating_add(timestamp_delta);
+        let offset = Offset(header.base_offset.0.saturating_add(offset_delta));
+        if timestamp >= target_ms && offset >= from {
+            return Some((offset, timestamp));
         }
         if length < 0 {
             return None;
@@ -590,19 +603,30 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_lookup_finds_the_record() {
+    fn timestamp_lookup_finds_the_record_from_the_log_start() {
         let mut b = batch(&[b"a", b"b", b"c"], 100, None);
         assign_offset(&mut b, Offset(10), 0);
-        assert_eq!(first_offset_at_or_after(&b, 101), Some(Offset(11)));
-        assert_eq!(first_offset_at_or_after(&b, 0), Some(Offset(10)));
-        assert_eq!(first_offset_at_or_after(&b, 103), None);
+        let find = |target, from| first_record_at_or_after(&b, target, Offset(from));
+        assert_eq!(find(101, 0), Some((Offset(11), 101)));
+        assert_eq!(find(0, 0), Some((Offset(10), 100)));
+        assert_eq!(find(103, 0), None);
+        // Records below the log start are gone: the answer is the first one at or after it.
+        assert_eq!(find(0, 12), Some((Offset(12), 102)));
+        assert_eq!(find(0, 13), None);
+        set_log_append_time(&mut b, 500);
+        let found = first_record_at_or_after(&b, 101, Offset(11));
+        assert_eq!(
+            found,
+            Some((Offset(11), 500)),
+            "every record has the append time"
+        );
     }
 
     proptest::proptest! {
         #[test]
         fn validator_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = validate_produce(&bytes, 1 << 20);
-            let _ = first_offset_at_or_after(&bytes, 5);
+            let _ = first_record_at_or_after(&bytes, 5, Offset(0));
         }
     }
 }

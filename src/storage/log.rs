@@ -262,7 +262,8 @@ pub struct ReadCursor<S: Storage> {
     start: ScanStart<S>,
     readable: u64,
     /// Where the read goes on when this segment ends before the offset it wants (see
-    /// `Segment::next_offset_is_bound`).
+    /// `Segment::next_offset_is_bound`), or a timestamp search when this segment holds no match
+    /// above the log start.
     then: Option<Box<ReadCursor<S>>>,
 }
 
@@ -830,10 +831,36 @@ impl<S: Storage> Log<S> {
     }
 
     /// Where to scan for the first record with timestamp >= `target`, in the first segment whose
-    /// records reach it; `Ok(None)` if no readable record does. `Err`: a segment on the way
-    /// has its largest timestamp still in its index files; load them and ask again.
+    /// records reach it; `Ok(None)` if no readable record does. When that segment starts below
+    /// the log start, its reaching records may all lie below it: the search then goes on in the
+    /// next segment that reaches the target (any later one holds a match above the log start).
+    /// `Err`: a segment on the way has its largest timestamp still in its index files; load
+    /// them and ask again.
     pub fn cursor_for_timestamp(&self, target: i64) -> Result<Option<ReadCursor<S>>, IndexLoad<S>> {
-        for seg in self.segments.iter().filter(|s| s.readable > 0) {
+        let mut segments = self.segments.iter().filter(|s| s.readable > 0);
+        let Some((first, mut cursor)) = self.first_reaching_time(&mut segments, target)? else {
+            return Ok(None);
+        };
+        if first < self.log_start {
+            cursor.then = self
+                .first_reaching_time(&mut segments, target)?
+                .map(|(_, next)| Box::new(next));
+        }
+        Ok(Some(cursor))
+    }
+
+    /// The first of `segments` whose records reach `target`: its base offset and a cursor for
+    /// the search in it.
+    #[allow(clippy::type_complexity)]
+    fn first_reaching_time<'a>(
+        &self,
+        segments: &mut impl Iterator<Item = &'a Segment<S::File>>,
+        target: i64,
+    ) -> Result<Option<(Offset, ReadCursor<S>)>, IndexLoad<S>>
+    where
+        S::File: 'a,
+    {
+        for seg in segments {
             let Some(max_timestamp) = seg.max_timestamp() else {
                 let lazy = seg.unloaded_indexes().expect("no timestamp: not loaded");
                 return Err(self.index_load(lazy));
@@ -844,7 +871,7 @@ impl<S: Storage> Log<S> {
             let Some(file) = seg.file_ref(&self.storage, &self.dir) else {
                 return Ok(None);
             };
-            return Ok(Some(ReadCursor {
+            let cursor = ReadCursor {
                 file,
                 start: ScanStart::new(
                     seg.time_lookup(target),
@@ -853,7 +880,8 @@ impl<S: Storage> Log<S> {
                 ),
                 readable: seg.readable,
                 then: None,
-            }));
+            };
+            return Ok(Some((seg.base_offset, cursor)));
         }
         Ok(None)
     }
@@ -1150,19 +1178,40 @@ impl<S: Storage> ReadCursor<S> {
         }
     }
 
-    /// The offset of the first record with timestamp >= `target` and that record's batch max timestamp.
-    pub async fn find_timestamp(&self, target: i64) -> io::Result<Option<(Offset, i64)>> {
+    /// The first record at or after offset `log_start` with timestamp >= `target`: its offset
+    /// and timestamp. Searches this segment, then the one `then` names if this holds none.
+    pub async fn find_timestamp(
+        &self,
+        target: i64,
+        log_start: Offset,
+    ) -> io::Result<Option<(Offset, i64)>> {
+        let mut cursor = Some(self);
+        while let Some(here) = cursor {
+            if let Some(found) = here.find_timestamp_here(target, log_start).await? {
+                return Ok(Some(found));
+            }
+            cursor = here.then.as_deref();
+        }
+        Ok(None)
+    }
+
+    async fn find_timestamp_here(
+        &self,
+        target: i64,
+        log_start: Offset,
+    ) -> io::Result<Option<(Offset, i64)>> {
         let file = self.file.get().await?;
         let mut from = self.start.position(&file).await?;
         loop {
-            let wanted = |h: &BatchHeader| h.max_timestamp >= target;
+            let wanted =
+                |h: &BatchHeader| h.max_timestamp >= target && h.last_offset() >= log_start;
             let Some((position, header)) = find_batch(&*file, from, self.readable, wanted).await?
             else {
                 return Ok(None);
             };
             let bytes = file.read_at(position, header.total_bytes()).await?;
-            if let Some(offset) = batch::first_offset_at_or_after(&bytes, target) {
-                return Ok(Some((offset, header.max_timestamp)));
+            if let Some(found) = batch::first_record_at_or_after(&bytes, target, log_start) {
+                return Ok(Some(found));
             }
             from = position + header.total_bytes() as u64;
         }

@@ -1,18 +1,23 @@
 //! Random operation sequences against a model of the log: appends whose timestamps sometimes go
-//! back (producers' clocks differ), flushes, rolls, truncations, power losses that tear unsynced
-//! writes, and clean stops, each stop followed by a reopen. Whenever everything is flushed, every
-//! batch reads back at its offsets and every lookup by timestamp answers what the model says:
-//! the first record at or after the timestamp, with its batch's largest timestamp.
+//! back (producers' clocks differ), flushes, rolls, truncations, DeleteRecords, power losses that
+//! tear unsynced writes, and clean stops, each stop followed by a reopen. Whenever everything is
+//! flushed, every batch from the log start on reads back at its offsets, and every lookup by
+//! timestamp answers what the model says: the first record from the log start on whose timestamp
+//! is at least the target, and that record's timestamp.
 
 use super::*;
 
-/// What the log holds: each batch's base offset and its records' timestamps, in offset order.
+/// What the log holds: each batch's base offset and its records' timestamps, in offset order,
+/// and the log start (DeleteRecords).
 #[derive(Default)]
-struct Appended(Vec<(Offset, Vec<i64>)>);
+struct Appended {
+    batches: Vec<(Offset, Vec<i64>)>,
+    start: Offset,
+}
 
 impl Appended {
     fn end(&self) -> Offset {
-        self.0
+        self.batches
             .last()
             .map(|(base, ts)| base.next(ts.len() as i64))
             .unwrap_or(Offset(0))
@@ -20,25 +25,25 @@ impl Appended {
 
     /// Keeps the batches below `end`, which must be a batch boundary.
     fn cut(&mut self, end: Offset) {
-        self.0.retain(|(base, _)| *base < end);
+        self.batches.retain(|(base, _)| *base < end);
         assert_eq!(self.end(), end, "the log ends on a batch boundary");
     }
 
-    /// The first record with a timestamp of at least `target`, and its batch's largest.
-    fn lookup(&self, target: i64) -> Option<(Offset, i64)> {
-        self.0.iter().find_map(|(base, timestamps)| {
-            let i = timestamps.iter().position(|&t| t >= target)?;
-            Some((base.next(i as i64), *timestamps.iter().max().unwrap()))
-        })
+    /// Every record from the log start on: (offset, timestamp).
+    fn records(&self) -> impl Iterator<Item = (Offset, i64)> + '_ {
+        self.batches
+            .iter()
+            .flat_map(|(base, ts)| {
+                ts.iter()
+                    .enumerate()
+                    .map(|(i, t)| (base.next(i as i64), *t))
+            })
+            .filter(|(offset, _)| *offset >= self.start)
     }
 
-    fn as_model(&self) -> Model {
-        let batches = self
-            .0
-            .iter()
-            .map(|(base, ts)| (*base, ts.len() as i32, ts[0]))
-            .collect();
-        Model { batches }
+    /// The first record from the log start on with a timestamp of at least `target`.
+    fn lookup(&self, target: i64) -> Option<(Offset, i64)> {
+        self.records().find(|(_, t)| *t >= target)
     }
 }
 
@@ -55,15 +60,33 @@ fn append_some(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut Rng
         let at = log.append(&bytes, &header, 0, *ts).unwrap().base_offset;
         assert_eq!(at, appended.end());
         appended
-            .0
+            .batches
             .push((at, (0..count as i64).map(|i| *ts + i).collect()));
+    }
+}
+
+/// Reads at every batch's first record from the log start on and at its last: each must return
+/// the batch that holds it.
+fn check_reads_from_start(log: &Log<MemStorage>, appended: &Appended, context: &str) {
+    assert_eq!(log.log_start(), appended.start, "{context}");
+    for (base, timestamps) in &appended.batches {
+        let last = base.next(timestamps.len() as i64 - 1);
+        if last < appended.start {
+            continue;
+        }
+        for offset in [(*base).max(appended.start), last] {
+            let cursor = log.cursor_at(offset).unwrap().expect("readable");
+            let bytes = block_on(cursor.read(offset, 1)).unwrap();
+            let header = BatchHeader::parse(&bytes).expect("a batch");
+            assert_eq!(header.base_offset, *base, "{context}: reading {offset}");
+        }
     }
 }
 
 fn check(log: &Log<MemStorage>, appended: &Appended, context: &str) {
     assert_eq!(log.end(), appended.end(), "{context}");
-    check_reads(log, &appended.as_model());
-    let mut targets: Vec<i64> = appended.0.iter().flat_map(|(_, ts)| ts.clone()).collect();
+    check_reads_from_start(log, appended, context);
+    let mut targets: Vec<i64> = appended.records().map(|(_, t)| t).collect();
     targets.sort_unstable();
     targets.dedup();
     if let Some(&max) = targets.last() {
@@ -71,7 +94,7 @@ fn check(log: &Log<MemStorage>, appended: &Appended, context: &str) {
     }
     for target in targets {
         let found = timestamp_cursor(log, target)
-            .and_then(|cursor| block_on(cursor.find_timestamp(target)).unwrap());
+            .and_then(|cursor| block_on(cursor.find_timestamp(target, log.log_start())).unwrap());
         assert_eq!(
             found,
             appended.lookup(target),
@@ -111,14 +134,33 @@ fn clean_stop_and_reopen(storage: &MemStorage, mut log: Log<MemStorage>) -> Log<
     log
 }
 
+/// Truncates at a batch boundary at or after the log start.
 fn truncate_at_a_random_batch(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut Rng) {
     flush(log).unwrap();
-    if appended.0.is_empty() {
+    let cuts: Vec<Offset> = appended
+        .batches
+        .iter()
+        .map(|(base, _)| *base)
+        .filter(|base| *base >= appended.start)
+        .collect();
+    if cuts.is_empty() {
         return;
     }
-    let (cut, _) = appended.0[rng.below(appended.0.len() as u64) as usize];
+    let cut = cuts[rng.below(cuts.len() as u64) as usize];
     block_on(log.truncate_to(cut)).unwrap();
     appended.cut(cut);
+}
+
+/// DeleteRecords at a random offset in the first third of what is left (inside a batch, often),
+/// persisted as the broker does before answering.
+fn delete_records(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut Rng) {
+    flush(log).unwrap();
+    let left = (appended.end().0 - appended.start.0) as u64;
+    let target = appended.start.next(rng.below(left / 3 + 1) as i64);
+    let (start, checkpoint) = log.advance_log_start(target).unwrap();
+    block_on(checkpoint.write()).unwrap();
+    assert_eq!(start, target);
+    appended.start = target;
 }
 
 #[test]
@@ -131,7 +173,7 @@ fn random_operation_sequences_keep_every_batch_and_every_timestamp_answer() {
         let mut ts = 1_000;
         for step in 0..80 {
             let context = format!("seed {seed}, step {step}");
-            match rng.below(10) {
+            match rng.below(11) {
                 0..=4 => append_some(&mut log, &mut appended, &mut rng, &mut ts),
                 5 | 6 => {
                     flush(&mut log).unwrap();
@@ -145,9 +187,13 @@ fn random_operation_sequences_keep_every_batch_and_every_timestamp_answer() {
                     log = clean_stop_and_reopen(&storage, log);
                     check(&log, &appended, &format!("{context}, after a clean stop"));
                 }
-                _ => {
+                9 => {
                     truncate_at_a_random_batch(&mut log, &mut appended, &mut rng);
                     check(&log, &appended, &format!("{context}, after a truncation"));
+                }
+                _ => {
+                    delete_records(&mut log, &mut appended, &mut rng);
+                    check(&log, &appended, &format!("{context}, after DeleteRecords"));
                 }
             }
         }

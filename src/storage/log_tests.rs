@@ -173,7 +173,9 @@ fn timestamp_lookup_finds_first_record_at_or_after() {
     flush(&mut log).unwrap();
     for &(base, _, ts) in &model.batches {
         let cursor = timestamp_cursor(&log, ts).unwrap();
-        let (offset, _) = block_on(cursor.find_timestamp(ts)).unwrap().unwrap();
+        let (offset, _) = block_on(cursor.find_timestamp(ts, Offset(0)))
+            .unwrap()
+            .unwrap();
         assert_eq!(offset, base, "timestamp {ts}");
     }
     assert!(timestamp_cursor(&log, 1_000_000).is_none());
@@ -202,7 +204,7 @@ fn a_clean_stop_keeps_the_active_segments_largest_timestamp_when_timestamps_go_b
     flush(&mut log).unwrap();
     let answer = |log: &Log<MemStorage>| {
         let cursor = timestamp_cursor(log, 150).expect("a record at or after 150");
-        block_on(cursor.find_timestamp(150)).unwrap()
+        block_on(cursor.find_timestamp(150, Offset(0))).unwrap()
     };
     assert_eq!(answer(&log), Some((Offset(1), 200)));
     block_on(log.close_plan().run()).unwrap();
@@ -720,7 +722,9 @@ fn reopen_after_a_crash_opens_only_the_segments_it_must_scan() {
         check_reads_then(&log, &model, || assert!(storage.open_files() <= 3));
         let ts = model.batches[0].2;
         let cursor = timestamp_cursor(&log, ts).expect("a sealed segment holds it");
-        let (offset, _) = block_on(cursor.find_timestamp(ts)).unwrap().unwrap();
+        let (offset, _) = block_on(cursor.find_timestamp(ts, Offset(0)))
+            .unwrap()
+            .unwrap();
         assert_eq!(offset, Offset(0));
     }
 }
@@ -744,7 +748,7 @@ fn timestamp_answers(log: &Log<MemStorage>, model: &Model) -> Vec<Option<(Offset
         .iter()
         .map(|&(_, _, ts)| {
             let cursor = timestamp_cursor(log, ts).expect("a segment holds it");
-            block_on(cursor.find_timestamp(ts)).unwrap()
+            block_on(cursor.find_timestamp(ts, Offset(0))).unwrap()
         })
         .collect()
 }

@@ -123,6 +123,7 @@ public final class JavaClientTest {
             TopicPartition p0 = new TopicPartition(topic, 0);
             Map<TopicPartition, OffsetAndTimestamp> found = consumer.offsetsForTimes(Map.of(p0, 1_700_000_000_000L + 41));
             check(found.get(p0).offset() == 11, "record 44 (the first at or after 41 on partition 0) is offset 11, got " + found.get(p0));
+            check(found.get(p0).timestamp() == 1_700_000_000_000L + 44, "the record's own timestamp, not its batch's largest, got " + found.get(p0));
             check(consumer.endOffsets(List.of(p0)).get(p0) == n / 4, "end offset");
             consumer.seek(p0, 400);
             ConsumerRecord<String, String> first = null;
