@@ -10,15 +10,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::deliveries::{send_waiting, Deliveries};
+use common::deliveries::{producer, send_waiting};
 use common::{Broker, SHARD_COUNTS};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "damaged";
@@ -28,20 +25,17 @@ const SEGMENT_BYTES: &str = "log.segment.bytes=65536";
 const RECORDS: usize = 3000;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One consumed record: (offset, timestamp, value).
-type Record = (i64, i64, String);
+use common::consumer::Consumed as Record;
 
 /// Sends records `from..to` (about 100 bytes each, round robin) with the idempotent producer, one
 /// small batch at a time so that batches and segments are many; returns what was acknowledged.
 fn produce(broker: &Broker, from: usize, to: usize) -> Vec<(i32, i64, String)> {
-    let deliveries = Deliveries::default();
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
-        .set("batch.num.messages", "20")
-        .create_with_context(deliveries.clone())
-        .unwrap();
+    let settings = [
+        ("enable.idempotence", "true"),
+        ("linger.ms", "0"),
+        ("batch.num.messages", "20"),
+    ];
+    let (producer, deliveries) = producer(broker, &settings);
     for i in from..to {
         let value = format!("{i:06}:{}", "d".repeat(90));
         let record = BaseRecord::<(), _>::to(TOPIC)
@@ -57,42 +51,9 @@ fn produce(broker: &Broker, from: usize, to: usize) -> Vec<(i32, i64, String)> {
     acked
 }
 
-fn consumer(broker: &Broker) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "sluice-tests-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap()
-}
-
 /// Every partition from its beginning to its end.
 fn read_all(broker: &Broker) -> BTreeMap<i32, Vec<Record>> {
-    let consumer = consumer(broker);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut read: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-    let mut at_end = 0;
-    let deadline = Instant::now() + TIMEOUT;
-    while at_end < PARTITIONS {
-        assert!(Instant::now() < deadline, "never reached the end");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => read.entry(m.partition()).or_default().push((
-                m.offset(),
-                m.timestamp().to_millis().unwrap(),
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-            )),
-            Some(Err(KafkaError::PartitionEOF(_))) => at_end += 1,
-            Some(Err(e)) => panic!("consume error: {e}"),
-            None => {}
-        }
-    }
-    read
+    common::consumer::read_partitions(broker, TOPIC, PARTITIONS)
 }
 
 /// The offset ListOffsets answers for `timestamp` in `partition`.
@@ -100,7 +61,9 @@ fn offset_for_time(broker: &Broker, partition: i32, timestamp: i64) -> i64 {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(TOPIC, partition, Offset::Offset(timestamp))
         .unwrap();
-    let found = consumer(broker).offsets_for_times(tpl, TIMEOUT).unwrap();
+    let found = common::consumer::to_the_end(broker)
+        .offsets_for_times(tpl, TIMEOUT)
+        .unwrap();
     match found.elements()[0].offset() {
         Offset::Offset(o) => o,
         other => panic!("offset for time {timestamp}: {other:?}"),

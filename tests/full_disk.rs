@@ -17,10 +17,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::deliveries::{send_waiting, Deliveries};
+use common::deliveries::{producer, send_waiting, Deliveries};
 use common::{call, connect, create_topic, fresh_dir, one_record_batch, Broker, SHARD_COUNTS};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -29,12 +29,7 @@ use kafka_protocol::messages::{
     ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, Producer};
 
 const TOPIC: &str = "filled";
 const PARTITIONS: i32 = 2;
@@ -88,14 +83,12 @@ fn value(i: usize) -> String {
 /// Sends `count` 1 KiB records from `first` on, round robin over the partitions, and waits for
 /// every delivery report (failures come after `message.timeout.ms`).
 fn produce(broker: &Broker, first: usize, count: usize) -> Deliveries {
-    let deliveries = Deliveries::default();
-    let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "4000")
-        .create_with_context(deliveries.clone())
-        .unwrap();
+    let settings = [
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("message.timeout.ms", "4000"),
+    ];
+    let (producer, deliveries) = producer(broker, &settings);
     for i in first..first + count {
         let value = value(i);
         let partition = (i % PARTITIONS as usize) as i32;
@@ -180,35 +173,10 @@ fn metadata_answers(broker: &Broker) -> bool {
 
 /// Every partition from its beginning to its end: partition -> [(offset, value)].
 fn read_all(broker: &Broker) -> BTreeMap<i32, Vec<(i64, String)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "sluice-tests-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut read: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
-    let mut at_end = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while at_end < PARTITIONS {
-        assert!(Instant::now() < deadline, "never reached the end");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => read.entry(m.partition()).or_default().push((
-                m.offset(),
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-            )),
-            Some(Err(KafkaError::PartitionEOF(_))) => at_end += 1,
-            Some(Err(e)) => panic!("consume error: {e}"),
-            None => {}
-        }
-    }
-    read
+    common::consumer::read_partitions(broker, TOPIC, PARTITIONS)
+        .into_iter()
+        .map(|(p, records)| (p, records.into_iter().map(|(o, _, v)| (o, v)).collect()))
+        .collect()
 }
 
 fn fill_then_recover(cores: usize, mount_dir: &Path, log_file: PathBuf) {

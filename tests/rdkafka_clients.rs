@@ -668,13 +668,7 @@ fn retention_bytes_deletes_old_segments_while_clients_run() {
 
 /// Reads a partition from its beginning to its end: (offset, key, value; `None` for a tombstone).
 fn read_to_end(broker: &Broker, topic: &str) -> Vec<(i64, String, Option<String>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "sluice-tests-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
+    let consumer = common::consumer::to_the_end(broker);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, ToBytes};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
@@ -40,6 +41,21 @@ impl ProducerContext for Deliveries {
             )),
         }
     }
+}
+
+/// A producer for `broker` with these settings, and the reports it will collect.
+pub fn producer(
+    broker: &super::Broker,
+    settings: &[(&str, &str)],
+) -> (ThreadedProducer<Deliveries>, Deliveries) {
+    let deliveries = Deliveries::default();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap());
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let producer = config.create_with_context(deliveries.clone()).unwrap();
+    (producer, deliveries)
 }
 
 /// Sends `record`, waiting while librdkafka's queue is full; any other refusal fails the test.

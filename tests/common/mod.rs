@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod consumer;
 pub mod deliveries;
 
 use std::io::{Read, Write};

@@ -174,15 +174,8 @@ func stepDescribeGroup(ctx context.Context, adm *kadm.Client) error {
 		return err
 	}
 	g := described[group]
-	switch {
-	case g.Err != nil:
-		return fmt.Errorf("describe: %w", g.Err)
-	case g.State != "Stable":
-		return fmt.Errorf("group state %s, want Stable", g.State)
-	case len(g.Members) != 1:
-		return fmt.Errorf("group has %d members, want 1", len(g.Members))
-	case g.ProtocolType != "consumer":
-		return fmt.Errorf("protocol type %q", g.ProtocolType)
+	if err := scenario.CheckGroup(g.Err, g.State, len(g.Members), g.ProtocolType); err != nil {
+		return err
 	}
 	offsets, err := adm.FetchOffsets(ctx, group)
 	if err == nil {

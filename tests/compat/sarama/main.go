@@ -201,15 +201,12 @@ func stepDescribeGroup(admin sarama.ClusterAdmin) error {
 		return fmt.Errorf("described %d groups", len(described))
 	}
 	g := described[0]
-	switch {
-	case !errors.Is(g.Err, sarama.ErrNoError):
-		return fmt.Errorf("describe: %w", g.Err)
-	case g.State != "Stable":
-		return fmt.Errorf("group state %s, want Stable", g.State)
-	case len(g.Members) != 1:
-		return fmt.Errorf("group has %d members, want 1", len(g.Members))
-	case g.ProtocolType != "consumer":
-		return fmt.Errorf("protocol type %q", g.ProtocolType)
+	var describeErr error
+	if !errors.Is(g.Err, sarama.ErrNoError) {
+		describeErr = g.Err
+	}
+	if err := scenario.CheckGroup(describeErr, g.State, len(g.Members), g.ProtocolType); err != nil {
+		return err
 	}
 	offsets, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: {0, 1, 2}})
 	if err != nil {

@@ -232,3 +232,19 @@ func ExitOn(err error) {
 func Do(n int, name string, run func() error) Stage {
 	return Stage{Step: Step{N: n, Name: name}, Run: run}
 }
+
+// CheckGroup is step 5's check of a described group: no error, Stable, one member, a consumer
+// group.
+func CheckGroup(err error, state string, members int, protocolType string) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("describe: %w", err)
+	case state != "Stable":
+		return fmt.Errorf("group state %s, want Stable", state)
+	case members != 1:
+		return fmt.Errorf("group has %d members, want 1", members)
+	case protocolType != "consumer":
+		return fmt.Errorf("protocol type %q", protocolType)
+	}
+	return nil
+}
