@@ -42,6 +42,12 @@ pub const TOPIC_READY_POLL: Duration = Duration::from_millis(100);
 
 /// How long one consumer poll blocks (the loops check their exit conditions in between).
 pub const CONSUMER_POLL: Duration = Duration::from_millis(100);
+/// Most messages a catch-up consumer takes from librdkafka in one call (4 MiB of 1 KiB
+/// records)...
+pub const CONSUME_BATCH_MESSAGES: usize = 4096;
+/// ...and how long a call waits to fill that batch: the messages of the run's last call reach
+/// the recorder up to this late.
+pub const CONSUME_BATCH_WAIT: Duration = Duration::from_millis(10);
 /// A catch-up consumer that receives nothing for this long while behind gives up.
 pub const CONSUME_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long e2e consumers wait, after the producers finished, for records still missing.
