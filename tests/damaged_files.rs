@@ -175,12 +175,32 @@ fn damaged_segment_index_and_snapshot_files_lose_no_acknowledged_record() {
     }
 }
 
-/// A clean stop trusts the index files at the next start; one cut short is rebuilt.
+/// A clean stop trusts the index files at the next start; one cut short is rebuilt on its first
+/// read and written back, so the start after that finds nothing to rebuild.
 fn restart_check_after_clean_stop(cores: usize, broker: &mut Broker, acked: &[(i32, i64, String)]) {
     assert!(broker.terminate(), "cores={cores}: a clean stop");
     for p in 0..PARTITIONS {
         cut(&files(broker, p, "index")[0], |size| size / 2 + 3);
     }
+    let count = |broker: &Broker, line: &str| broker.log().matches(line).count();
+    let rebuilt = "damaged or missing; rebuilding";
+    let written = "rebuilt index files written";
+    let before = (count(broker, rebuilt), count(broker, written));
     restart_and_check(cores, "after a clean stop", broker, acked);
     assert!(broker.log().contains("clean start"), "cores={cores}");
+    let cut_indexes = PARTITIONS as usize;
+    assert_eq!(
+        (count(broker, rebuilt), count(broker, written)),
+        (before.0 + cut_indexes, before.1 + cut_indexes),
+        "cores={cores}: each cut index rebuilt and written back"
+    );
+
+    assert!(broker.terminate(), "cores={cores}: a clean stop");
+    let before = count(broker, rebuilt);
+    restart_and_check(cores, "after the indexes were written back", broker, acked);
+    assert_eq!(
+        count(broker, rebuilt),
+        before,
+        "cores={cores}: nothing left to rebuild"
+    );
 }

@@ -23,7 +23,7 @@ use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
 use super::segment::{self, EncodedIndexes, Lookup, ScanRules, Segment};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
-use super::{Storage, StorageFile};
+use super::{rename_durably, write_synced, Storage, StorageFile};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::ErrorCode;
 use crate::limits;
@@ -347,17 +347,69 @@ impl<S: Storage> IndexLoad<S> {
                     lazy.base_offset,
                     lazy.dir.display()
                 );
-                match log {
+                let indexes = match log {
                     Some(file) => self.rebuild(file).await?,
                     None => {
                         let path = segment::log_path(&lazy.dir, lazy.base_offset);
                         self.rebuild(&self.storage.open_existing(&path).await?)
                             .await?
                     }
+                };
+                if lazy.claim_rewrite() {
+                    self.write_back(&indexes).await;
                 }
+                indexes
             }
         };
         Ok(lazy.install(indexes))
+    }
+
+    /// Writes rebuilt indexes over the damaged or missing files, so that later loads (after an
+    /// eviction from the shard's cache, or a restart) read them instead of scanning the segment
+    /// again; Kafka rewrites them too. Each file goes to a temp file of its own, is synced and
+    /// renamed into place, so a crash leaves the old file or the whole new one. The renames
+    /// happen only while the log still holds the segment: checked right before each
+    /// (synchronous) rename, so retention, a cleaning swap or a truncation that let go of it
+    /// meanwhile keeps its own files. After a failure the damaged files stay: loads after an
+    /// eviction scan the segment again, and the next start tries the write again.
+    async fn write_back(&self, indexes: &Indexes) {
+        let lazy = &self.lazy;
+        let files = [
+            (
+                segment::index_path(&lazy.dir, lazy.base_offset),
+                indexes.index.encode(),
+            ),
+            (
+                segment::time_index_path(&lazy.dir, lazy.base_offset),
+                indexes.time_index.encode(),
+            ),
+        ];
+        for (path, contents) in files {
+            let temp = segment::rebuilt_path(&path);
+            let written = write_synced(&self.storage, &temp, contents).await;
+            let renamed = written.and_then(|()| {
+                if lazy.is_retired() {
+                    return Err(io::Error::other("the segment left the log meanwhile"));
+                }
+                rename_durably(&self.storage, &temp, &path)
+            });
+            if let Err(err) = renamed {
+                if self.storage.exists(&temp) {
+                    let _ = self.storage.remove_file(&temp);
+                }
+                tracing::warn!(
+                    "segment {} in {}: rebuilt indexes not written back ({err})",
+                    lazy.base_offset,
+                    lazy.dir.display()
+                );
+                return;
+            }
+        }
+        tracing::info!(
+            "segment {} in {}: rebuilt index files written",
+            lazy.base_offset,
+            lazy.dir.display()
+        );
     }
 
     async fn rebuild(&self, file: &S::File) -> io::Result<Indexes> {
@@ -407,6 +459,7 @@ impl<S: Storage> Log<S> {
         }
         cleaner::recover_swaps(&storage, &dir)?;
         let names: HashSet<String> = storage.list_dir(&dir)?.into_iter().collect();
+        remove_half_rebuilt_indexes(&storage, &dir, &names);
         let mut bases: Vec<Offset> = names
             .iter()
             .filter_map(|n| segment::parse_log_name(n))
@@ -1260,6 +1313,18 @@ fn remove_older_snapshots<S: Storage>(storage: &S, dir: &Path, newest: Offset) {
                 "could not remove an old producer snapshot in {}: {err}",
                 dir.display()
             );
+        }
+    }
+}
+
+/// Removes index files a crash left half written back (see `IndexLoad::write_back`).
+fn remove_half_rebuilt_indexes<S: Storage>(storage: &S, dir: &Path, names: &HashSet<String>) {
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(segment::REBUILT_SUFFIX))
+    {
+        if let Err(err) = storage.remove_file(&dir.join(name)) {
+            tracing::warn!("could not remove {name} in {}: {err}", dir.display());
         }
     }
 }

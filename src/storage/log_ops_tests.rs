@@ -1,6 +1,7 @@
 //! Random operation sequences against a model of the log: appends whose timestamps sometimes go
 //! back (producers' clocks differ), flushes, rolls, truncations, DeleteRecords, power losses that
-//! tear unsynced writes, and clean stops, each stop followed by a reopen. Whenever everything is
+//! tear unsynced writes, clean stops, and index files damaged while stopped, each stop followed
+//! by a reopen. Whenever everything is
 //! flushed, every batch from the log start on reads back at its offsets, and every lookup by
 //! timestamp answers what the model says: the first record from the log start on whose timestamp
 //! is at least the target, and that record's timestamp.
@@ -134,6 +135,72 @@ fn clean_stop_and_reopen(storage: &MemStorage, mut log: Log<MemStorage>) -> Log<
     log
 }
 
+/// A clean stop, then one sealed segment's offset or time index damaged the ways a load can
+/// tell (cut short, an entry past the end of its log, gone), then a reopen. The next check's
+/// reads load every segment's indexes: the damaged one is rebuilt from its log and, unless it
+/// was gone (recovery scanned that segment; a clean stop writes it), written back.
+fn damage_an_index_while_stopped(
+    storage: &MemStorage,
+    mut log: Log<MemStorage>,
+    appended: &Appended,
+    rng: &mut Rng,
+    context: &str,
+) -> Log<MemStorage> {
+    flush(&mut log).unwrap();
+    block_on(log.close_plan().run()).unwrap();
+    // Sealed segments holding offsets from the log start on (the check reads those).
+    let bases: Vec<Offset> = log.segments.iter().map(|s| s.base_offset).collect();
+    let sealed: Vec<Offset> = bases
+        .windows(2)
+        .filter(|pair| pair[1] > appended.start)
+        .map(|pair| pair[0])
+        .collect();
+    drop(log);
+    let Some(&base) = sealed.get(rng.below(sealed.len() as u64 + 1) as usize) else {
+        return open(storage, true).0;
+    };
+    let time_index = rng.below(2) == 0;
+    let path = if time_index {
+        segment::time_index_path(&dir(), base)
+    } else {
+        segment::index_path(&dir(), base)
+    };
+    let intact = storage.file_bytes(&path).unwrap();
+    let removed = match rng.below(3) {
+        0 if !intact.is_empty() => {
+            let file = block_on(storage.open(&path)).unwrap();
+            block_on(file.truncate(intact.len() as u64 / 2 + 3)).unwrap();
+            false
+        }
+        1 if !time_index && intact.len() >= 8 => {
+            storage.corrupt(&path, 4, &[0xff; 4]);
+            false
+        }
+        _ => {
+            storage.remove_file(&path).unwrap();
+            true
+        }
+    };
+    let (log, _) = open(storage, true);
+    check(
+        &log,
+        appended,
+        &format!("{context}, after damage to {path:?}"),
+    );
+    if !removed {
+        // Rebuilt, its sparse entries may differ from the ones appends chose; it must load.
+        let size = storage.file_len(&segment::log_path(&dir(), base)).unwrap() as u64;
+        let files = block_on(load_indexes(storage, &dir(), base, size)).unwrap();
+        assert!(files.is_some(), "{context}: {path:?} written back");
+    }
+    let names = storage.list_dir(&dir()).unwrap();
+    assert!(
+        !names.iter().any(|n| n.ends_with(segment::REBUILT_SUFFIX)),
+        "{context}"
+    );
+    log
+}
+
 /// Truncates at a batch boundary at or after the log start.
 fn truncate_at_a_random_batch(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut Rng) {
     flush(log).unwrap();
@@ -173,7 +240,7 @@ fn random_operation_sequences_keep_every_batch_and_every_timestamp_answer() {
         let mut ts = 1_000;
         for step in 0..80 {
             let context = format!("seed {seed}, step {step}");
-            match rng.below(11) {
+            match rng.below(12) {
                 0..=4 => append_some(&mut log, &mut appended, &mut rng, &mut ts),
                 5 | 6 => {
                     flush(&mut log).unwrap();
@@ -191,9 +258,13 @@ fn random_operation_sequences_keep_every_batch_and_every_timestamp_answer() {
                     truncate_at_a_random_batch(&mut log, &mut appended, &mut rng);
                     check(&log, &appended, &format!("{context}, after a truncation"));
                 }
-                _ => {
+                10 => {
                     delete_records(&mut log, &mut appended, &mut rng);
                     check(&log, &appended, &format!("{context}, after DeleteRecords"));
+                }
+                _ => {
+                    log =
+                        damage_an_index_while_stopped(&storage, log, &appended, &mut rng, &context);
                 }
             }
         }

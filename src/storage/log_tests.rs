@@ -801,6 +801,7 @@ fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log(
         storage.file_len(&index).unwrap_or(0) >= 8,
         "it has an entry"
     );
+    let intact = storage.file_bytes(&index).unwrap();
     storage.corrupt(&index, 4, &[0xff; 4]);
     storage
         .remove_file(&segment::time_index_path(&dir(), bases[2]))
@@ -808,6 +809,66 @@ fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log(
     let (log, _) = open(&storage, true);
     check_reads(&log, &model);
     assert_eq!(timestamp_answers(&log, &model), expected);
+    // The first read of the damaged one wrote its rebuilt index back, synced (the missing one
+    // was scanned at the start, and is written by a clean stop like any scanned segment's).
+    assert_eq!(storage.file_bytes(&index).unwrap(), intact);
+    assert_no_rebuilt_files(&storage);
+    drop(log);
+    storage.crash(|_, _| 0);
+    let (log, _) = open(&storage, true);
+    // Its files are trusted again (the one whose time index is missing is scanned again).
+    assert!(log.segments[1].unloaded_indexes().is_some());
+    assert!(log.segments[2].unloaded_indexes().is_none());
+    check_reads(&log, &model);
+    assert_eq!(timestamp_answers(&log, &model), expected);
+}
+
+fn assert_no_rebuilt_files(storage: &MemStorage) {
+    let names = storage.list_dir(&dir()).unwrap();
+    assert!(
+        !names.iter().any(|n| n.ends_with(segment::REBUILT_SUFFIX)),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn indexes_rebuilt_after_the_log_let_go_of_their_segment_are_not_written_back() {
+    let (storage, _model, _) = stopped_cleanly(6);
+    let (log, _) = open(&storage, true);
+    let base = log.segments[1].base_offset;
+    let index = segment::index_path(&dir(), base);
+    storage.corrupt(&index, 4, &[0xff; 4]);
+    let damaged = storage.file_bytes(&index).unwrap();
+    let load = log
+        .unloaded_indexes()
+        .into_iter()
+        .nth(1)
+        .expect("the second segment's indexes are in their files");
+    // As when retention, a cleaning swap or a deleted topic takes the segment while a read
+    // that started before rebuilds its indexes: the rebuild serves that read, and the files,
+    // no longer the log's, stay as they were.
+    drop(log);
+    let indexes = block_on(load.run()).expect("rebuilt from the log file");
+    assert!(
+        indexes.position_of(u32::MAX) > 0,
+        "the rebuilt index has entries"
+    );
+    assert_eq!(storage.file_bytes(&index).unwrap(), damaged);
+    assert_no_rebuilt_files(&storage);
+}
+
+#[test]
+fn recovery_removes_index_files_a_crash_left_half_written_back() {
+    let (storage, model, _) = stopped_cleanly(7);
+    let half = dir().join(format!(
+        "{}.index{}",
+        segment::file_stem(Offset(0)),
+        segment::REBUILT_SUFFIX
+    ));
+    block_on(write_synced(&storage, &half, vec![1, 2, 3])).unwrap();
+    let (log, _) = open(&storage, true);
+    assert_no_rebuilt_files(&storage);
+    check_reads(&log, &model);
 }
 
 #[test]

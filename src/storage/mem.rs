@@ -137,6 +137,14 @@ impl MemStorage {
         file.synced = file.data.clone();
     }
 
+    pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
+        self.disk
+            .borrow()
+            .files
+            .get(path)
+            .map(|f| f.borrow().data.clone())
+    }
+
     pub fn file_len(&self, path: &Path) -> Option<usize> {
         self.disk
             .borrow()

@@ -97,19 +97,32 @@ pub async fn write_atomically<S: Storage>(
     path: &Path,
     contents: Vec<u8>,
 ) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
     let temp = path.with_extension("tmp");
+    write_synced(storage, &temp, contents).await?;
+    rename_durably(storage, &temp, path)
+}
+
+/// Replaces whatever `path` held with `contents`, and syncs it.
+pub async fn write_synced<S: Storage>(
+    storage: &S,
+    path: &Path,
+    contents: Vec<u8>,
+) -> io::Result<()> {
     let len = contents.len() as u64;
-    let file = storage.open(&temp).await?;
+    let file = storage.open(path).await?;
     file.truncate(0).await?;
     file.write_at(contents, 0).await?;
     file.truncate(len).await?;
-    file.sync_data().await?;
-    drop(file);
-    storage.rename(&temp, path)?;
+    file.sync_data().await
+}
+
+/// Renames `from` to `to`, then syncs their directory so the rename survives a crash.
+pub fn rename_durably<S: Storage>(storage: &S, from: &Path, to: &Path) -> io::Result<()> {
+    storage.rename(from, to)?;
+    let dir = to
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     storage.sync_dir(&dir)
 }
 

@@ -80,6 +80,11 @@ pub struct LazyIndexes {
     /// Its key in the cache's use order while loaded.
     used: Cell<u64>,
     cache: Rc<IndexCache>,
+    /// Set when the log lets go of the segment (retention, DeleteRecords, a cleaning swap, a
+    /// truncation, a deleted topic): its files are gone or another segment's now.
+    retired: Cell<bool>,
+    /// Set by the first load that rebuilt the indexes and writes them back to their files.
+    rewriting: Cell<bool>,
 }
 
 impl LazyIndexes {
@@ -99,7 +104,19 @@ impl LazyIndexes {
             loaded: RefCell::new(None),
             used: Cell::new(0),
             cache,
+            retired: Cell::new(false),
+            rewriting: Cell::new(false),
         }
+    }
+
+    /// Whether the log still holds the segment these indexes belong to.
+    pub fn is_retired(&self) -> bool {
+        self.retired.get()
+    }
+
+    /// Claims the writing back of rebuilt indexes: true for the first caller only.
+    pub fn claim_rewrite(&self) -> bool {
+        !self.rewriting.replace(true)
     }
 
     /// The indexes if in memory, now the most recently used.
@@ -130,6 +147,37 @@ impl LazyIndexes {
     /// Whether the indexes are in memory now (for tests and metrics).
     pub fn is_loaded(&self) -> bool {
         self.loaded.borrow().is_some()
+    }
+}
+
+/// The log's hold on a sealed segment's lazy indexes (readers hold plain `Rc`s): dropping it
+/// marks them retired, so a rebuild that a reader started no longer writes index files for a
+/// segment that is gone.
+#[derive(Debug)]
+pub struct HeldIndexes(Rc<LazyIndexes>);
+
+impl HeldIndexes {
+    pub fn new(lazy: LazyIndexes) -> Self {
+        HeldIndexes(Rc::new(lazy))
+    }
+
+    /// A reader's handle.
+    pub fn shared(&self) -> Rc<LazyIndexes> {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for HeldIndexes {
+    type Target = Rc<LazyIndexes>;
+
+    fn deref(&self) -> &Rc<LazyIndexes> {
+        &self.0
+    }
+}
+
+impl Drop for HeldIndexes {
+    fn drop(&mut self) {
+        self.0.retired.set(true);
     }
 }
 

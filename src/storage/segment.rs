@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use super::batch::BatchHeader;
 use super::index::{OffsetIndex, TimeIndex};
-use super::sealed_indexes::{Indexes, LazyIndexes};
+use super::sealed_indexes::{HeldIndexes, Indexes, LazyIndexes};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
@@ -28,6 +28,17 @@ pub fn index_path(dir: &Path, base: Offset) -> PathBuf {
 pub fn time_index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base)))
 }
+
+/// Where a rebuilt index file is written before it is renamed over `index_file` (a name of its
+/// own: a cleaning writes the same segment's new index files through `<stem>.tmp`).
+pub fn rebuilt_path(index_file: &Path) -> PathBuf {
+    let mut name = index_file.as_os_str().to_owned();
+    name.push(REBUILT_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The suffix of `rebuilt_path`: recovery removes such files, which a crash left half written.
+pub const REBUILT_SUFFIX: &str = ".rebuilt";
 
 /// The segment's aborted-transaction index (written only when the segment holds ABORT markers).
 pub fn txn_index_path(dir: &Path, base: Offset) -> PathBuf {
@@ -97,7 +108,7 @@ enum SegmentIndexes {
     Built(Indexes),
     /// A sealed segment's, left in their files by recovery and in memory only while the
     /// shard's cache holds them (see `sealed_indexes`, `log::IndexLoad`).
-    Lazy(Rc<LazyIndexes>),
+    Lazy(HeldIndexes),
 }
 
 /// What a scan of a segment checks batches against and indexes them by.
@@ -164,14 +175,14 @@ impl<F: StorageFile> Segment<F> {
 
     /// Leaves the indexes in their files until first needed (a sealed segment at recovery).
     pub fn set_lazy_indexes(&mut self, lazy: LazyIndexes) {
-        self.indexes = SegmentIndexes::Lazy(Rc::new(lazy));
+        self.indexes = SegmentIndexes::Lazy(HeldIndexes::new(lazy));
     }
 
     /// The indexes whose largest timestamp is not known yet, for the caller to load (`None`
     /// once it is, even if the indexes were evicted since).
     pub fn unloaded_indexes(&self) -> Option<Rc<LazyIndexes>> {
         match &self.indexes {
-            SegmentIndexes::Lazy(lazy) if lazy.max_timestamp().is_none() => Some(lazy.clone()),
+            SegmentIndexes::Lazy(lazy) if lazy.max_timestamp().is_none() => Some(lazy.shared()),
             _ => None,
         }
     }
@@ -292,7 +303,7 @@ impl<F: StorageFile> Segment<F> {
             SegmentIndexes::Built(indexes) => Lookup::At(indexes.position_of(relative)),
             SegmentIndexes::Lazy(lazy) => match lazy.get() {
                 Some(indexes) => Lookup::At(indexes.position_of(relative)),
-                None => Lookup::Load(lazy.clone()),
+                None => Lookup::Load(lazy.shared()),
             },
         }
     }
@@ -309,7 +320,7 @@ impl<F: StorageFile> Segment<F> {
             SegmentIndexes::Built(indexes) => Lookup::At(indexes.position_at_time(timestamp)),
             SegmentIndexes::Lazy(lazy) => match lazy.get() {
                 Some(indexes) => Lookup::At(indexes.position_at_time(timestamp)),
-                None => Lookup::Load(lazy.clone()),
+                None => Lookup::Load(lazy.shared()),
             },
         }
     }
