@@ -129,11 +129,7 @@ fn the_example_config_starts_a_broker_without_warnings() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sluice.properties");
     // Start through the file (listen, data dir and admin port overridden by flags).
     let dir = std::env::temp_dir().join(format!("sluice-example-config-{}", std::process::id()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--config", config, "--data-dir"])
         .arg(&dir)

@@ -6,10 +6,12 @@
 pub mod consumer;
 pub mod deliveries;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -27,12 +29,24 @@ pub struct Broker {
     launches: usize,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port nothing listens on, never handed out twice in one test process. A broker's shards bind
+/// with SO_REUSEPORT, and a broker refuses a port only if something already listens there when
+/// it starts: two brokers started at once on one port would share it, and a test's connection
+/// could land on another test's broker (once, on one about to be killed: a reset instead of an
+/// answer). The kernel may give a port back as soon as its probe closes, so handed-out ports are
+/// remembered.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn fresh_dir(name: &str) -> PathBuf {
