@@ -109,7 +109,7 @@ impl LazyIndexes {
         }
     }
 
-    /// Whether the log still holds the segment these indexes belong to.
+    /// Whether the log has let go of the segment these indexes belong to.
     pub fn is_retired(&self) -> bool {
         self.retired.get()
     }
