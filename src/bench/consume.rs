@@ -21,7 +21,7 @@ use super::clients::{
 use super::fetch;
 use super::limits::{CONSUME_BATCH_MESSAGES, CONSUME_BATCH_WAIT, CONSUME_STALL_TIMEOUT};
 use super::produce::send_measured;
-use super::progress;
+use super::progress::{self, Goal};
 use super::recorder::Recorder;
 use super::report::{Measured, Report};
 use super::{Options, Reader};
@@ -52,7 +52,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         Reader::Fetch => Some(fetch::leader_address(&consumers[0], &topic)?),
     };
     let recorder = Mutex::new(Recorder::new(Instant::now()));
-    progress::show(opts.progress, &recorder, || {
+    let goal = Goal::Records(backlog(&marks).max(0) as u64);
+    progress::show(opts.progress, goal, &recorder, || {
         std::thread::scope(|scope| {
             let threads: Vec<_> = consumers
                 .iter()

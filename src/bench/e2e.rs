@@ -18,7 +18,7 @@ use super::clients::{
 };
 use super::limits::{CONSUMER_POLL, E2E_DRAIN_TIMEOUT};
 use super::produce::{read_stamp, Producers, Values, STAMP_BYTES};
-use super::progress;
+use super::progress::{self, Goal};
 use super::recorder::Recorder;
 use super::report::{Measured, Report};
 use super::schedule::{Epoch, Schedule};
@@ -39,7 +39,8 @@ pub fn run(opts: &Options) -> Result<Report> {
     delivered.lock().unwrap().origin = schedule.measure_from;
     received.lock().unwrap().origin = schedule.measure_from;
     let flow = Flow::default();
-    progress::show(opts.progress, &received, || {
+    let goal = Goal::of(opts.limit, opts.warmup);
+    progress::show(opts.progress, goal, &received, || {
         std::thread::scope(|scope| {
             let threads: Vec<_> = consumers
                 .iter()

@@ -70,5 +70,7 @@ pub const KEY_SPACE: u64 = 10_000;
 /// Bytes one write of the loopback baseline sends.
 pub const LOOPBACK_CHUNK_BYTES: usize = 1024 * 1024;
 
-/// How often the progress line is updated.
+/// How often the progress bar is updated.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Width of the progress bar, in characters between its brackets.
+pub const PROGRESS_BAR_CELLS: usize = 24;

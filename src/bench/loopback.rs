@@ -6,12 +6,12 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use super::limits::LOOPBACK_CHUNK_BYTES;
-use super::progress;
+use super::progress::{self, Goal};
 use super::recorder::Recorder;
 use super::report::{Measured, Report};
 use super::schedule::Limit;
@@ -27,9 +27,12 @@ pub fn run(opts: &Options) -> Result<Report> {
             .accept()
             .context("accepting the loopback connection")?;
         recorder.lock().unwrap().origin = Instant::now();
-        progress::show(opts.progress, &recorder, || {
-            read(stream, opts.size, &recorder)
-        })?;
+        progress::show(
+            opts.progress,
+            Goal::of(opts.limit, Duration::ZERO),
+            &recorder,
+            || read(stream, opts.size, &recorder),
+        )?;
         writer.join().expect("the loopback writer panicked")
     })?;
     let recorder = recorder.into_inner().unwrap();

@@ -60,7 +60,7 @@ usage: sluice bench produce|consume|e2e|loopback [--bootstrap HOST:PORT] [--topi
   --set K=V    any librdkafka property, for every client
   --cpus LIST  pin the generator (every client thread) to these cores, e.g. 2,3 or 4-7; the
                broker's shards take cores 0..N-1, so pin the generator elsewhere when you can
-  --progress   a progress line every second on stderr (default when stderr is a terminal)
+  --progress   a progress bar on stderr, updated every second (default when stderr is a terminal)
 
   defaults: --bootstrap 127.0.0.1:9092 --size 1024 --partitions 1 --acks all --producers 1
   --consumers 1 --batch-size 1000000 --linger-ms 5 (librdkafka's). Prints msgs/s, MB/s (10^6

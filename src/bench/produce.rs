@@ -21,7 +21,7 @@ use rdkafka::ClientContext;
 
 use super::clients::{prepare_topic, producer_config, Topic};
 use super::limits::{ADMIN_TIMEOUT, FLUSH_TIMEOUT, KEY_SPACE, QUEUE_FULL_BACKOFF};
-use super::progress;
+use super::progress::{self, Goal};
 use super::recorder::Recorder;
 use super::report::{Measured, Report};
 use super::schedule::{Epoch, Schedule, Tickets};
@@ -71,7 +71,8 @@ pub fn send_measured(opts: &Options, topic: &Topic, show_progress: bool) -> Resu
     let producers = Producers::connect(opts, topic, epoch, &recorder, Values::Shared)?;
     let schedule = Schedule::new(opts.rate, opts.warmup, opts.limit);
     recorder.lock().unwrap().origin = schedule.measure_from;
-    progress::show(show_progress, &recorder, || {
+    let goal = Goal::of(opts.limit, opts.warmup);
+    progress::show(show_progress, goal, &recorder, || {
         producers.run(opts, topic, &schedule)
     })?;
     // `run` dropped the producers, and with them every other handle on the recorder.
