@@ -179,9 +179,21 @@ fn consume_fills_a_fresh_topic_or_reads_an_existing_backlog() {
         );
         assert!(ok, "{stderr}");
     }
-    let (ok, json, stderr) = bench(&[&["consume", "--topic", "backlog"], &base[..]].concat());
+    let (ok, json, stderr) = bench(
+        &[
+            &["consume", "--topic", "backlog", "--progress"][..],
+            &base[..],
+        ]
+        .concat(),
+    );
     assert!(ok, "{stderr}");
     assert!(!stderr.contains("filled"), "{stderr}");
+    // The progress bar's last line: the whole backlog read.
+    let last = stderr.lines().rfind(|l| l.starts_with('[')).unwrap_or("");
+    assert!(
+        last.contains("] 100% ") && last.contains(" 3000 records  0 errors"),
+        "{stderr}"
+    );
     check_counts(&json, 3000, 100);
     assert_eq!(json["partitions"].as_i64(), Some(3));
 
