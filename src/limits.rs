@@ -45,6 +45,10 @@ pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 /// little enough that 10,000 briefly busy partitions cannot pin much memory.
 pub const PENDING_WRITE_RESERVE_MAX_BYTES: usize = 1024 * 1024;
 
+/// Largest pending write buffer a partition starts while its first one is full (each doubles the
+/// one before): bounds one allocation, while a flush that covers more simply writes more buffers.
+pub const PENDING_WRITE_CHUNK_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 /// Chunk read at a time when recovery scans a segment.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
 

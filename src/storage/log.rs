@@ -3,7 +3,7 @@
 //!
 //! Appends are synchronous and only copy the batch into a pending buffer, so offsets are assigned
 //! in arrival order without awaiting. A flush job (`take_flush` → `FlushJob::run` →
-//! `complete_flush`) then writes everything pending with one write per segment and one
+//! `complete_flush`) then writes everything pending with one write per pending buffer and one
 //! fdatasync per file, however many appends it covers; appends keep arriving while it runs and
 //! go into the next job. The high watermark moves only when a job completes, so a fetch never
 //! sees data that could still be lost and an acknowledgement waits for it.
@@ -57,12 +57,47 @@ pub struct Appended {
     pub log_append_time: i64,
 }
 
-/// Bytes waiting to be written to one segment.
+/// Bytes waiting to be written to one segment, from `position` on. A buffer never grows past the
+/// capacity it was made with: a batch that does not fit starts the next buffer, so no append
+/// copies earlier appends again (as growing one `Vec` by reallocation would).
 #[derive(Debug)]
 struct PendingWrite {
     segment_base: Offset,
     position: u64,
     bytes: Vec<u8>,
+}
+
+/// The pending buffer that takes the next `incoming` bytes, written at `position` of segment
+/// `segment_base`: the last one when they continue it and fit in its spare capacity, else a new
+/// one. The first buffer of a flush reserves `reserve`; one started because the last is full
+/// doubles its capacity (up to `PENDING_WRITE_CHUNK_MAX_BYTES`), as a growing `Vec` would, but
+/// without copying what the full one holds.
+fn pending_buffer_for(
+    pending: &mut Vec<PendingWrite>,
+    reserve: usize,
+    segment_base: Offset,
+    position: u64,
+    incoming: usize,
+) -> &mut PendingWrite {
+    let last = pending.last();
+    let continues = last.is_some_and(|p| {
+        p.segment_base == segment_base && p.position + p.bytes.len() as u64 == position
+    });
+    let fits = continues && last.is_some_and(|p| p.bytes.capacity() - p.bytes.len() >= incoming);
+    if !fits {
+        let capacity = match last {
+            Some(p) if continues => {
+                (p.bytes.capacity() * 2).min(limits::PENDING_WRITE_CHUNK_MAX_BYTES)
+            }
+            _ => reserve,
+        };
+        pending.push(PendingWrite {
+            segment_base,
+            position,
+            bytes: Vec::with_capacity(capacity.max(incoming)),
+        });
+    }
+    pending.last_mut().expect("a pending buffer")
 }
 
 /// What happened during recovery, for the log line and the tests.
@@ -90,9 +125,9 @@ pub struct Log<S: Storage> {
     end: Offset,
     high_watermark: Offset,
     pending: Vec<PendingWrite>,
-    /// How many bytes the last flush wrote in one piece (capped at `PENDING_WRITE_RESERVE_MAX_BYTES`):
-    /// a new pending buffer reserves that much up front, so it does not grow by reallocation
-    /// (copies and fresh page faults) batch by batch under steady load.
+    /// How many bytes the last flush wrote from one buffer (capped at
+    /// `PENDING_WRITE_RESERVE_MAX_BYTES`): the first pending buffer of a flush reserves that much
+    /// up front, so a steady load fills it without starting more.
     pending_reserve: usize,
     /// Segments rolled since the last flush: their index files must be written and synced.
     sealed: Vec<Offset>,
@@ -636,23 +671,16 @@ impl<S: Storage> Log<S> {
             .last_mut()
             .expect("a log always has an active segment");
         let position = active.size;
-        let pending = match self.pending.last_mut() {
-            Some(p)
-                if p.segment_base == active.base_offset
-                    && p.position + p.bytes.len() as u64 == position =>
-            {
-                p
-            }
-            _ => {
-                self.pending.push(PendingWrite {
-                    segment_base: active.base_offset,
-                    position,
-                    bytes: Vec::with_capacity(self.pending_reserve.max(batch_bytes.len())),
-                });
-                self.pending.last_mut().expect("just pushed")
-            }
-        };
+        let incoming = batch_bytes.len();
+        let pending = pending_buffer_for(
+            &mut self.pending,
+            self.pending_reserve,
+            active.base_offset,
+            position,
+            incoming,
+        );
         let start = pending.bytes.len();
+        debug_assert!(pending.bytes.capacity() - start >= incoming);
         pending.bytes.extend_from_slice(batch_bytes);
         let stored = &mut pending.bytes[start..];
         batch::assign_offset(stored, base_offset, leader_epoch);

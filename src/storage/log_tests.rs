@@ -162,6 +162,43 @@ fn appends_roll_and_every_offset_reads_back() {
 }
 
 #[test]
+fn appends_fill_pending_buffers_without_moving_what_they_hold() {
+    let storage = MemStorage::default();
+    let mut log = open_with(&storage, Config::default().log);
+    let mut model = Model::default();
+    let mut rng = Rng(7);
+    // (address, capacity) of every pending buffer, as first seen.
+    let mut seen: Vec<(*const u8, usize)> = Vec::new();
+    for i in 0..300 {
+        append_random(&mut log, &mut model, &mut rng, 1000 + i);
+        for (k, write) in log.pending.iter().enumerate() {
+            let now = (write.bytes.as_ptr(), write.bytes.capacity());
+            match seen.get(k) {
+                Some(before) => assert_eq!(*before, now, "buffer {k} moved or grew"),
+                None => seen.push(now),
+            }
+        }
+    }
+    assert!(log.pending.len() > 3, "{} buffers", log.pending.len());
+    for pair in log.pending.windows(2) {
+        assert_eq!(
+            pair[0].position + pair[0].bytes.len() as u64,
+            pair[1].position
+        );
+        assert!(pair[1].bytes.capacity() >= 2 * pair[0].bytes.capacity());
+    }
+    let largest = log.pending.iter().map(|w| w.bytes.len()).max().unwrap();
+    flush(&mut log).unwrap();
+    assert_eq!(log.high_watermark(), log.end());
+    check_reads(&log, &model);
+    // The next flush's first buffer reserves what the last one wrote from one buffer.
+    append_random(&mut log, &mut model, &mut rng, 2000);
+    assert_eq!(log.pending[0].bytes.capacity(), largest);
+    flush(&mut log).unwrap();
+    check_reads(&log, &model);
+}
+
+#[test]
 fn timestamp_lookup_finds_first_record_at_or_after() {
     let storage = MemStorage::default();
     let (mut log, _) = open(&storage, false);
