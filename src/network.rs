@@ -229,7 +229,9 @@ fn set_nonblocking(stream: &TcpStream) -> nix::Result<()> {
     Ok(())
 }
 
-/// Reads a frame's size. `Ok(None)` on a clean end of stream; `Err` for an impossible size.
+/// Reads a frame's size. `Ok(None)` when the client closed or reset the connection between
+/// requests (many clients close with a reset: nothing was lost, so no warning); `Err` for an
+/// impossible size or a failed read.
 async fn read_size<R: futures::io::AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
@@ -237,7 +239,14 @@ async fn read_size<R: futures::io::AsyncRead + Unpin>(
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Ok(None)
+        }
         Err(err) => return Err(format!("read failed: {err}")),
     }
     let size = i32::from_be_bytes(size);
@@ -277,6 +286,33 @@ mod tests {
             offset: 100,
             len: FILE_BYTES - 200,
         }
+    }
+
+    /// A reader whose every read fails with `kind`.
+    struct Failing(std::io::ErrorKind);
+
+    impl futures::io::AsyncRead for Failing {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Err(self.0.into()))
+        }
+    }
+
+    #[test]
+    fn a_reset_between_requests_is_a_close_and_other_read_errors_are_not() {
+        use futures::executor::block_on;
+        use std::io::ErrorKind;
+        let mut empty: &[u8] = &[];
+        assert_eq!(block_on(read_size(&mut empty, 100)), Ok(None));
+        let mut reset = Failing(ErrorKind::ConnectionReset);
+        assert_eq!(block_on(read_size(&mut reset, 100)), Ok(None));
+        let mut broken = Failing(ErrorKind::TimedOut);
+        assert!(block_on(read_size(&mut broken, 100)).is_err());
+        let mut frame: &[u8] = &[0, 0, 0, 42];
+        assert_eq!(block_on(read_size(&mut frame, 100)), Ok(Some(42)));
     }
 
     #[test]
