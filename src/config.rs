@@ -79,6 +79,9 @@ pub struct Config {
     /// How long an idle shard spins before parking its thread (microseconds): trades CPU for
     /// cross-shard wake-up latency.
     pub spin_before_park_us: u64,
+    /// `sluice.memory.release.interval.ms`: how often the memory thread looks for freed memory
+    /// to hand back to the system (see `memory`); `None` (0) never.
+    pub memory_release_interval: Option<std::time::Duration>,
     /// `sluice.fetch.zero.copy`: whether fetched record sets go from the page cache to the socket
     /// with sendfile (see `storage::payload`); off, they are read into memory and written.
     pub fetch_zero_copy: bool,
@@ -126,7 +129,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("socket.request.max.bytes", "104857600"),
     ("socket.send.buffer.bytes", SOCKET_BUFFER_DEFAULT),
     ("socket.receive.buffer.bytes", SOCKET_BUFFER_DEFAULT),
-    ("queued.max.request.bytes", "524288000"),
+    ("queued.max.request.bytes", "104857600"),
     ("message.max.bytes", "1048588"),
     ("log.segment.bytes", "1073741824"),
     ("log.roll.ms", "604800000"),
@@ -145,6 +148,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
     ("sluice.spin.before.park.us", "0"),
+    ("sluice.memory.release.interval.ms", "10000"),
     ("sluice.fetch.zero.copy", "true"),
     ("sluice.admin.listen", "127.0.0.1:9644"),
     ("sluice.log.level", "info"),
@@ -312,6 +316,15 @@ impl Config {
                 0,
                 1_000_000,
             )? as u64,
+            memory_release_interval: match parse_in_range(
+                "sluice.memory.release.interval.ms",
+                &get("sluice.memory.release.interval.ms"),
+                0,
+                i64::MAX,
+            )? {
+                0 => None,
+                ms => Some(std::time::Duration::from_millis(ms as u64)),
+            },
             fetch_zero_copy: parse_bool("sluice.fetch.zero.copy", &get("sluice.fetch.zero.copy"))?,
             admin_listen: match get("sluice.admin.listen").trim() {
                 "none" => None,
@@ -606,6 +619,25 @@ mod tests {
         assert_eq!(c.log.flush, FlushPolicy::Durable);
         assert_eq!(c.log.segment_bytes, 1 << 30);
         assert!(c.auto_create_topics);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_released_by_default_and_zero_keeps_it() {
+        let c = Config::default();
+        assert_eq!(c.queued_max_request_bytes, c.socket_request_max_bytes);
+        assert_eq!(
+            c.memory_release_interval,
+            Some(std::time::Duration::from_secs(10))
+        );
+        let mut p = BTreeMap::new();
+        p.insert(
+            "sluice.memory.release.interval.ms".to_string(),
+            "0".to_string(),
+        );
+        assert_eq!(
+            Config::from_properties(&p).unwrap().memory_release_interval,
+            None
+        );
     }
 
     #[test]

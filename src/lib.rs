@@ -8,6 +8,7 @@
 //! - `group`: consumer groups (classic protocol) and committed offsets in `__consumer_offsets`;
 //! - `txn`: the transaction coordinator (`__transaction_state`, markers, timeouts);
 //! - `metadata`: topics, ids and the partition-to-shard map;
+//! - `memory`: hands memory the allocator keeps unused back to the system (its own thread);
 //! - `config`, `limits`, `types`, `error`: settings, bounds, newtypes and Kafka error codes.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod group;
 pub mod internal_log;
 pub mod limits;
 pub mod logging;
+pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod network;

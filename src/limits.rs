@@ -161,3 +161,7 @@ pub const SEALED_SEGMENT_FILES_OPEN_MAX: usize = 1_000;
 /// used evicted first (an evicted index is read from its files again when next needed). At the
 /// default `index.interval.bytes` of 4 KiB that is the indexes of about 25 GiB of log being read.
 pub const SEALED_INDEXES_LOADED_MAX_BYTES: usize = 128 * 1024 * 1024;
+
+/// Free resident memory the allocator may always keep (more is handed back once it also
+/// exceeds the memory in use): the buffers an idle broker reuses without faulting pages in.
+pub const FREE_MEMORY_RELEASE_MIN_BYTES: u64 = 64 * 1024 * 1024;

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 
 use sluice::config::{self, parse_properties, split_assignment, Config};
-use sluice::{logging, metadata, shard};
+use sluice::{logging, memory, metadata, shard};
 
 /// Written to the data dir after every partition was flushed and closed; its presence at start
 /// lets recovery trust index files instead of scanning the logs.
@@ -146,6 +146,9 @@ fn serve(args: &[String]) -> Result<()> {
     check_listen_address_free(config.listen)?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
+    if let Some(interval) = config.memory_release_interval {
+        memory::start_releasing(interval).context("starting the memory thread")?;
+    }
     let data_dir = config.data_dir.clone();
     let clean = shard::runtime::run(config, image, clean_start, stop)?;
     if clean {
