@@ -41,7 +41,7 @@ pub const CROSS_SHARD_QUEUE_DEPTH: usize = 1024;
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
 /// Most a partition's next pending write buffer reserves up front, sized by the last flush (see
-/// `Log::pending_reserve`): enough for a busy partition's group commit without reallocating,
+/// `Log::pending_reserve`): enough for most of a busy partition's group commit in one buffer,
 /// little enough that 10,000 briefly busy partitions cannot pin much memory.
 pub const PENDING_WRITE_RESERVE_MAX_BYTES: usize = 1024 * 1024;
 

@@ -125,9 +125,9 @@ pub struct Log<S: Storage> {
     end: Offset,
     high_watermark: Offset,
     pending: Vec<PendingWrite>,
-    /// How many bytes the last flush wrote from one buffer (capped at
-    /// `PENDING_WRITE_RESERVE_MAX_BYTES`): the first pending buffer of a flush reserves that much
-    /// up front, so a steady load fills it without starting more.
+    /// How many bytes the last flush wrote (capped at `PENDING_WRITE_RESERVE_MAX_BYTES`): the
+    /// first pending buffer of a flush reserves that much up front, so a steady load fills it
+    /// without starting more.
     pending_reserve: usize,
     /// Segments rolled since the last flush: their index files must be written and synced.
     sealed: Vec<Offset>,
@@ -733,8 +733,7 @@ impl<S: Storage> Log<S> {
         self.pending_reserve = pending
             .iter()
             .map(|w| w.bytes.len())
-            .max()
-            .unwrap_or(0)
+            .sum::<usize>()
             .min(limits::PENDING_WRITE_RESERVE_MAX_BYTES);
         let sealed = std::mem::take(&mut self.sealed);
         let mut targets: Vec<FlushTarget<S::File>> = Vec::new();
