@@ -45,7 +45,7 @@ pub async fn rewrite(
         let bytes = batch::build_batch(&pairs, now_ms);
         last = partition
             .borrow_mut()
-            .append_broker_batch(&bytes, now_ms)?
+            .append_broker_batch(bytes, now_ms)?
             .durable_at;
         partition::schedule_flush(partition);
     }

@@ -40,14 +40,9 @@ pub const CROSS_SHARD_QUEUE_DEPTH: usize = 1024;
 /// Producer batches remembered per producer and partition for duplicate detection (Kafka's 5).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 
-/// Most a partition's next pending write buffer reserves up front, sized by the last flush (see
-/// `Log::pending_reserve`): enough for most of a busy partition's group commit in one buffer,
-/// little enough that 10,000 briefly busy partitions cannot pin much memory.
-pub const PENDING_WRITE_RESERVE_MAX_BYTES: usize = 1024 * 1024;
-
-/// Largest pending write buffer a partition starts while its first one is full (each doubles the
-/// one before): bounds one allocation, while a flush that covers more simply writes more buffers.
-pub const PENDING_WRITE_CHUNK_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Pieces (batch headers and batch records) in one vectored write of a flush: Linux's `IOV_MAX`,
+/// beyond which `writev` fails. A flush of more batches makes more writes.
+pub const WRITE_VECTORS_MAX: usize = 1024;
 
 /// Chunk read at a time when recovery scans a segment.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;

@@ -213,7 +213,7 @@ impl<S: Storage> Partition<S> {
                 },
                 SequenceCheck::Append => {
                     let outcome =
-                        self.append_batch(&records[start..start + size], &header, now_ms)?;
+                        self.append_batch(records.slice(start..start + size), &header, now_ms)?;
                     self.stats.bytes_in += size as u64;
                     self.stats.batches_in += 1;
                     self.stats.records_in += header.record_count.max(0) as u64;
@@ -265,7 +265,7 @@ impl<S: Storage> Partition<S> {
     /// Appends one validated batch, taking a producer snapshot first if it rolls the segment.
     fn append_batch(
         &mut self,
-        bytes: &[u8],
+        bytes: Bytes,
         header: &BatchHeader,
         now_ms: i64,
     ) -> Result<ProduceOutcome, ErrorCode> {
@@ -289,13 +289,14 @@ impl<S: Storage> Partition<S> {
     /// the same transaction rules as a producer's batch.
     pub fn append_broker_batch(
         &mut self,
-        bytes: &[u8],
+        bytes: impl Into<Bytes>,
         now_ms: i64,
     ) -> Result<ProduceOutcome, ErrorCode> {
         if self.log.is_failed() {
             return Err(ErrorCode::KafkaStorageError);
         }
-        let header = batch::check_batch(bytes)?;
+        let bytes = bytes.into();
+        let header = batch::check_batch(&bytes)?;
         self.check_transaction(&header)?;
         let outcome = self.append_batch(bytes, &header, now_ms)?;
         let mut stored = header;
@@ -333,7 +334,7 @@ impl<S: Storage> Partition<S> {
         let bytes =
             batch::build_control_batch(producer.0, epoch.0, control, coordinator_epoch, now_ms);
         let header = BatchHeader::parse(&bytes).expect("a built batch has a header");
-        let outcome = self.append_batch(&bytes, &header, now_ms)?;
+        let outcome = self.append_batch(Bytes::from(bytes), &header, now_ms)?;
         self.txn_admitted.remove(&producer);
         if let Some(first) = self.producers.end_transaction(producer, epoch) {
             if control == ControlType::Abort {

@@ -713,7 +713,8 @@ fn partition_files(storage: &MemStorage) -> Vec<PathBuf> {
 
 fn append(log: &mut Log<MemStorage>, bytes: &[u8]) {
     let header = batch::check_batch(bytes).expect("a built batch is valid");
-    log.append(bytes, &header, 0, 0).expect("append");
+    log.append(Bytes::copy_from_slice(bytes), &header, 0, 0)
+        .expect("append");
 }
 
 fn flush(log: &mut Log<MemStorage>) -> Offset {

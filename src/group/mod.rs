@@ -848,7 +848,7 @@ impl GroupCoordinator {
             })
             .collect();
         let batch = records::encode_txn_batch(&records, producer, epoch, now);
-        let appended = partition.borrow_mut().append_broker_batch(&batch, now);
+        let appended = partition.borrow_mut().append_broker_batch(batch, now);
         let written = match appended {
             Ok(outcome) => {
                 partition::schedule_flush(partition);

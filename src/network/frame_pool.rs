@@ -8,8 +8,10 @@
 //! zeroed once and its pages are already mapped.
 //!
 //! A frame is lent out as a slice of the whole buffer. The connection keeps a handle on the whole
-//! buffer and gives it back once the request is answered; if anything still holds part of the
-//! frame then, the buffer is simply dropped, so reuse can never alias live bytes.
+//! buffer and gives it back once the request is answered. If anything still holds part of the
+//! frame then (the batches of a produce with acks=0 wait in their logs' pending writes until the
+//! next flush), the pool keeps the handle and reuses the buffer only once the last holder has let
+//! go, so reuse can never alias live bytes.
 
 use std::cell::RefCell;
 
@@ -59,27 +61,32 @@ impl FrameBuffer {
 pub struct Lent(Bytes);
 
 impl Lent {
-    /// Returns the buffer to this shard's pool if nothing else holds any of it any more.
+    /// Returns the buffer to this shard's pool: free now if nothing else holds any of it, else
+    /// once nothing does.
     pub fn give_back(self) {
-        if self.0.len() < FRAME_POOL_FRAME_MIN_BYTES {
+        if self.0.len() < FRAME_POOL_FRAME_MIN_BYTES || self.0.len() > FRAME_POOL_BUFFER_MAX_BYTES {
             return;
         }
-        if let Ok(buffer) = self.0.try_into_mut() {
-            POOL.with(|pool| pool.put(buffer));
+        match self.0.try_into_mut() {
+            Ok(buffer) => POOL.with(|pool| pool.put(buffer)),
+            Err(still_held) => POOL.with(|pool| pool.hold(still_held)),
         }
     }
 }
 
-/// Free buffers, each fully initialized (`len` is the whole allocation in use).
+/// Free buffers, each fully initialized (`len` is the whole allocation in use), and buffers given
+/// back while still partly held. Together at most `FRAME_POOL_BUFFERS_MAX`.
 #[derive(Default)]
 struct FramePool {
     free: RefCell<Vec<BytesMut>>,
+    held: RefCell<Vec<Bytes>>,
 }
 
 impl FramePool {
     /// The smallest free buffer of at least `len` bytes, or a new one rounded up so that later
     /// frames of about the same size fit it.
     fn take(&self, len: usize) -> BytesMut {
+        self.reclaim();
         let mut free = self.free.borrow_mut();
         let best = free
             .iter()
@@ -90,6 +97,25 @@ impl FramePool {
         match best {
             Some(i) => free.swap_remove(i),
             None => BytesMut::zeroed(len.next_multiple_of(FRAME_POOL_ROUNDING_BYTES)),
+        }
+    }
+
+    /// Keeps a buffer given back while something still holds part of it, if there is room.
+    fn hold(&self, whole: Bytes) {
+        let kept = self.free.borrow().len() + self.held.borrow().len();
+        if kept < FRAME_POOL_BUFFERS_MAX {
+            self.held.borrow_mut().push(whole);
+        }
+    }
+
+    /// Moves the held buffers that nothing else holds any more to the free ones.
+    fn reclaim(&self) {
+        let held = std::mem::take(&mut *self.held.borrow_mut());
+        for whole in held {
+            match whole.try_into_mut() {
+                Ok(buffer) => self.put(buffer),
+                Err(still_held) => self.held.borrow_mut().push(still_held),
+            }
         }
     }
 
@@ -160,18 +186,31 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_still_referenced_is_not_reused() {
+    fn a_buffer_still_referenced_is_reused_only_once_let_go() {
         let (frame, lent) = lend(BIG, 1);
         let batch = frame.slice(10..20);
+        let address = frame.as_ptr();
         drop(frame);
         lent.give_back();
         assert!(free_lens().is_empty(), "a slice still reads the buffer");
-        let (other, _lent) = lend(BIG, 2);
+        let (other, other_lent) = lend(BIG, 2);
         assert!(
             batch.iter().all(|b| *b == 1),
             "the held bytes are untouched"
         );
-        assert_ne!(other.as_ptr(), batch.as_ptr());
+        assert_ne!(other.as_ptr(), address);
+        drop(other);
+        other_lent.give_back();
+
+        // Free now: `other`'s buffer and, once the slice is dropped, the first one.
+        drop(batch);
+        let (first, first_lent) = lend(BIG, 3);
+        let (second, second_lent) = lend(BIG, 4);
+        let addresses = [first.as_ptr(), second.as_ptr()];
+        assert!(addresses.contains(&address), "the buffer let go is reused");
+        drop((first, second));
+        first_lent.give_back();
+        second_lent.give_back();
     }
 
     #[test]

@@ -205,13 +205,14 @@ pub fn assign_offset(batch: &mut [u8], base_offset: Offset, leader_epoch: i32) {
     batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
-/// Stamps a batch with LogAppendTime: sets the attribute and max timestamp, then re-computes the CRC.
-pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
-    let attributes = i16_at(batch, 21) | ATTR_LOG_APPEND_TIME;
-    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
-    batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+/// Stamps a batch with LogAppendTime: sets the attribute and max timestamp in its `header` (its
+/// first `HEADER_BYTES`), then re-computes the CRC over the header and the records after it.
+pub fn set_log_append_time(header: &mut [u8; HEADER_BYTES], records: &[u8], now_ms: i64) {
+    let attributes = i16_at(header, 21) | ATTR_LOG_APPEND_TIME;
+    header[21..23].copy_from_slice(&attributes.to_be_bytes());
+    header[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_START..]), records);
+    header[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Reads a zig-zag varint (Kafka's record fields); `None` when the bytes run out or it overflows.
@@ -591,6 +592,12 @@ mod tests {
         );
     }
 
+    fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
+        let (header, records) = batch.split_at_mut(HEADER_BYTES);
+        let header: &mut [u8; HEADER_BYTES] = header.try_into().unwrap();
+        set_log_append_time(header, records, now_ms);
+    }
+
     #[test]
     fn offset_rewrite_keeps_crc_valid() {
         let mut b = batch(&[b"x", b"y"], 0, None);
@@ -598,7 +605,7 @@ mod tests {
         let h = check_batch(&b).unwrap();
         assert_eq!(h.base_offset, Offset(42));
         assert_eq!(h.partition_leader_epoch, 3);
-        set_log_append_time(&mut b, 99);
+        stamp_log_append_time(&mut b, 99);
         assert_eq!(check_batch(&b).unwrap().max_timestamp, 99);
     }
 
@@ -613,7 +620,7 @@ mod tests {
         // Records below the log start are gone: the answer is the first one at or after it.
         assert_eq!(find(0, 12), Some((Offset(12), 102)));
         assert_eq!(find(0, 13), None);
-        set_log_append_time(&mut b, 500);
+        stamp_log_append_time(&mut b, 500);
         let found = first_record_at_or_after(&b, 101, Offset(11));
         assert_eq!(
             found,

@@ -174,7 +174,9 @@ fn append(
         .collect();
     let bytes = build_batch(&records, now);
     let header = batch::check_batch(&bytes).unwrap();
-    let appended = log.append(&bytes, &header, 0, now).unwrap();
+    let appended = log
+        .append(Bytes::from(bytes.clone()), &header, 0, now)
+        .unwrap();
     for (i, (key, value)) in owned.into_iter().enumerate() {
         latest.insert(key, (Offset(appended.base_offset.0 + i as i64), value));
     }
@@ -342,13 +344,20 @@ fn aborted_transactional_records_go_and_markers_stay() {
     let (mut log, _) = open(&storage, &config, false);
     let committed = build_batch(&[(Some(b"a"), Some(b"committed"))], 1);
     let header = batch::check_batch(&committed).unwrap();
-    log.append(&committed, &header, 0, 1).unwrap();
+    log.append(Bytes::from(committed.clone()), &header, 0, 1)
+        .unwrap();
     let aborted = batch::build_transactional_batch(&[(Some(b"b"), Some(b"aborted"))], 2, 7, 0);
     let header = batch::check_batch(&aborted).unwrap();
-    let first = log.append(&aborted, &header, 0, 2).unwrap().base_offset;
+    let first = log
+        .append(Bytes::from(aborted.clone()), &header, 0, 2)
+        .unwrap()
+        .base_offset;
     let marker = batch::build_control_batch(7, 0, batch::ControlType::Abort, 0, 3);
     let header = BatchHeader::parse(&marker).unwrap();
-    let marker_offset = log.append(&marker, &header, 0, 3).unwrap().base_offset;
+    let marker_offset = log
+        .append(Bytes::from(marker.clone()), &header, 0, 3)
+        .unwrap()
+        .base_offset;
     log.add_aborted(AbortedTxn {
         producer_id: ProducerId(7),
         first_offset: first,

@@ -37,18 +37,29 @@ fn to_io(err: glommio::GlommioError<()>) -> io::Error {
     io::Error::other(err.to_string())
 }
 
+/// A short write to a regular file means the disk is full: fail, never acknowledge.
+fn check_whole(written: usize, total: usize) -> io::Result<()> {
+    if written != total {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {written} of {total} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 impl StorageFile for UringFile {
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()> {
         let total = buf.len();
         let written = self.0.write_at(buf, pos).await.map_err(to_io)?;
-        if written != total {
-            // A short write to a regular file means the disk is full: fail, never ack.
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {total} bytes"),
-            ));
-        }
-        Ok(())
+        check_whole(written, total)
+    }
+
+    async fn write_vectored_at(&self, pieces: Vec<Bytes>, pos: u64) -> io::Result<()> {
+        debug_assert!(pieces.len() <= limits::WRITE_VECTORS_MAX);
+        let total = pieces.iter().map(Bytes::len).sum();
+        let written = self.0.write_vectored_at(pieces, pos).await.map_err(to_io)?;
+        check_whole(written, total)
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
@@ -151,5 +162,33 @@ impl Storage for UringStorage {
     fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
         let dir = std::fs::File::open(path)?;
         nix::unistd::syncfs(dir.as_raw_fd()).map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::LocalExecutorBuilder;
+
+    #[test]
+    fn a_vectored_write_puts_its_pieces_back_to_back() {
+        let dir = std::env::temp_dir().join(format!("sluice-fs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vectored");
+        let read = LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let file = UringStorage.open(&path).await.unwrap();
+                file.write_at(b"0123456789".to_vec(), 0).await.unwrap();
+                let frame = Bytes::from_static(b"..abc..defgh..");
+                let pieces = vec![frame.slice(2..5), Bytes::new(), frame.slice(7..12)];
+                file.write_vectored_at(pieces, 4).await.unwrap();
+                file.sync_data().await.unwrap();
+                file.read_at(0, 100).await.unwrap()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(&read[..], b"0123abcdefgh");
     }
 }

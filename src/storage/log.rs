@@ -1,11 +1,11 @@
 //! A partition's log: an ordered list of segments, appends with group fsync, reads by offset and
 //! timestamp, roll, truncation and crash recovery. Owned by the partition's shard.
 //!
-//! Appends are synchronous and only copy the batch into a pending buffer, so offsets are assigned
-//! in arrival order without awaiting. A flush job (`take_flush` → `FlushJob::run` →
-//! `complete_flush`) then writes everything pending with one write per pending buffer and one
-//! fdatasync per file, however many appends it covers; appends keep arriving while it runs and
-//! go into the next job. The high watermark moves only when a job completes, so a fetch never
+//! Appends are synchronous and only note the batch as pending (its header copied and stamped with
+//! its offsets, its records left in the request's buffer), so offsets are assigned in arrival
+//! order without awaiting. A flush job (`take_flush` → `FlushJob::run` → `complete_flush`) then
+//! writes everything pending with vectored writes and one fdatasync per file, however many
+//! appends it covers; appends keep arriving while it runs and go into the next job. The high watermark moves only when a job completes, so a fetch never
 //! sees data that could still be lost and an acknowledgement waits for it.
 
 use std::collections::HashSet;
@@ -57,47 +57,69 @@ pub struct Appended {
     pub log_append_time: i64,
 }
 
-/// Bytes waiting to be written to one segment, from `position` on. A buffer never grows past the
-/// capacity it was made with: a batch that does not fit starts the next buffer, so no append
-/// copies earlier appends again (as growing one `Vec` by reallocation would).
+/// Batches waiting to be written to one segment, from `position` on. Each batch's header, with
+/// the fields the broker sets, is copied into `headers`; the rest of the batch stays in the
+/// request it arrived in (`bodies` are slices of it, not copies). The flush writes headers and
+/// bodies in file order with vectored writes.
 #[derive(Debug)]
 struct PendingWrite {
     segment_base: Offset,
     position: u64,
-    bytes: Vec<u8>,
+    len: u64,
+    /// `HEADER_BYTES` per batch, in order.
+    headers: Vec<u8>,
+    /// Each batch after its header, in order.
+    bodies: Vec<Bytes>,
 }
 
-/// The pending buffer that takes the next `incoming` bytes, written at `position` of segment
-/// `segment_base`: the last one when they continue it and fit in its spare capacity, else a new
-/// one. The first buffer of a flush reserves `reserve`; one started because the last is full
-/// doubles its capacity (up to `PENDING_WRITE_CHUNK_MAX_BYTES`), as a growing `Vec` would, but
-/// without copying what the full one holds.
-fn pending_buffer_for(
+impl PendingWrite {
+    fn end(&self) -> u64 {
+        self.position + self.len
+    }
+
+    /// Splits these batches into vectored writes (position, pieces in file order) of at most
+    /// `WRITE_VECTORS_MAX` pieces each.
+    fn into_vectored_writes(self) -> Vec<(u64, Vec<Bytes>)> {
+        let headers = Bytes::from(self.headers);
+        let mut pieces = Vec::with_capacity(2 * self.bodies.len());
+        for (i, body) in self.bodies.into_iter().enumerate() {
+            pieces.push(headers.slice(i * HEADER_BYTES..(i + 1) * HEADER_BYTES));
+            pieces.push(body);
+        }
+        let mut writes = Vec::with_capacity(pieces.len().div_ceil(limits::WRITE_VECTORS_MAX));
+        let mut position = self.position;
+        let mut pieces = pieces.into_iter().peekable();
+        while pieces.peek().is_some() {
+            let chunk: Vec<Bytes> = pieces.by_ref().take(limits::WRITE_VECTORS_MAX).collect();
+            let len: u64 = chunk.iter().map(|piece| piece.len() as u64).sum();
+            writes.push((position, chunk));
+            position += len;
+        }
+        debug_assert_eq!(position, self.position + self.len);
+        writes
+    }
+}
+
+/// The pending write that takes a batch at `position` of segment `segment_base`: the last one
+/// when the batch continues it, else a new one.
+fn pending_write_for(
     pending: &mut Vec<PendingWrite>,
-    reserve: usize,
     segment_base: Offset,
     position: u64,
-    incoming: usize,
 ) -> &mut PendingWrite {
-    let last = pending.last();
-    let continues = last.is_some_and(|p| {
-        p.segment_base == segment_base && p.position + p.bytes.len() as u64 == position
-    });
-    let fits = continues && last.is_some_and(|p| p.bytes.capacity() - p.bytes.len() >= incoming);
-    if !fits {
-        let capacity = match last {
-            Some(p) if continues => {
-                (p.bytes.capacity() * 2).min(limits::PENDING_WRITE_CHUNK_MAX_BYTES)
-            }
-            _ => reserve,
-        };
+    let continues = pending
+        .last()
+        .is_some_and(|p| p.segment_base == segment_base && p.end() == position);
+    if !continues {
         pending.push(PendingWrite {
             segment_base,
             position,
-            bytes: Vec::with_capacity(capacity.max(incoming)),
+            len: 0,
+            headers: Vec::new(),
+            bodies: Vec::new(),
         });
     }
-    pending.last_mut().expect("a pending buffer")
+    pending.last_mut().expect("a pending write")
 }
 
 /// What happened during recovery, for the log line and the tests.
@@ -125,10 +147,6 @@ pub struct Log<S: Storage> {
     end: Offset,
     high_watermark: Offset,
     pending: Vec<PendingWrite>,
-    /// How many bytes the last flush wrote (capped at `PENDING_WRITE_RESERVE_MAX_BYTES`): the
-    /// first pending buffer of a flush reserves that much up front, so a steady load fills it
-    /// without starting more.
-    pending_reserve: usize,
     /// Segments rolled since the last flush: their index files must be written and synced.
     sealed: Vec<Offset>,
     messages_unsynced: u64,
@@ -156,7 +174,8 @@ pub struct FlushJob<S: Storage> {
 struct FlushTarget<F> {
     base: Offset,
     file: Option<Rc<F>>,
-    writes: Vec<(u64, Vec<u8>)>,
+    /// Vectored writes: (position, pieces in file order).
+    writes: Vec<(u64, Vec<Bytes>)>,
     written_to: u64,
     seal: Option<EncodedIndexes>,
 }
@@ -176,7 +195,8 @@ impl<S: Storage> FlushJob<S> {
         self.targets
             .iter()
             .flat_map(|t| t.writes.iter())
-            .map(|(_, w)| w.len() as u64)
+            .flat_map(|(_, pieces)| pieces.iter())
+            .map(|piece| piece.len() as u64)
             .sum()
     }
 
@@ -200,8 +220,8 @@ impl<S: Storage> FlushJob<S> {
                     file
                 }
             };
-            for (position, bytes) in target.writes {
-                file.write_at(bytes, position).await?;
+            for (position, pieces) in target.writes {
+                file.write_vectored_at(pieces, position).await?;
             }
             if self.sync || target.seal.is_some() {
                 file.sync_data().await?;
@@ -579,7 +599,6 @@ impl<S: Storage> Log<S> {
             end,
             high_watermark: end,
             pending: Vec::new(),
-            pending_reserve: 0,
             sealed: Vec::new(),
             messages_unsynced: 0,
             roll_snapshots: Vec::new(),
@@ -650,11 +669,12 @@ impl<S: Storage> Log<S> {
         self.roll_snapshots.push((base, bytes));
     }
 
-    /// Appends one validated batch (a complete v2 batch) and returns the offsets it got. The bytes
-    /// are copied once, into the pending buffer, where the broker-owned header fields are set.
+    /// Appends one validated batch (a complete v2 batch) and returns the offsets it got. Only the
+    /// batch's header is copied, to set the broker-owned fields; the records are written from
+    /// `batch` itself, which the flush holds until they are on disk.
     pub fn append(
         &mut self,
-        batch_bytes: &[u8],
+        batch: Bytes,
         header: &BatchHeader,
         leader_epoch: i32,
         now_ms: i64,
@@ -662,36 +682,32 @@ impl<S: Storage> Log<S> {
         if self.failed {
             return Err(ErrorCode::KafkaStorageError);
         }
-        let size = batch_bytes.len() as u64;
+        let size = batch.len() as u64;
         debug_assert_eq!(size as usize, header.total_bytes());
         self.maybe_roll(size, header.last_offset_delta, now_ms);
         let base_offset = self.end;
+        let mut stamped: [u8; HEADER_BYTES] = batch[..HEADER_BYTES]
+            .try_into()
+            .expect("a validated batch has a header");
+        let body = batch.slice(HEADER_BYTES..);
+        batch::assign_offset(&mut stamped, base_offset, leader_epoch);
+        let log_append_time = match self.config.timestamp_type {
+            TimestampType::LogAppendTime => {
+                batch::set_log_append_time(&mut stamped, &body, now_ms);
+                now_ms
+            }
+            TimestampType::CreateTime => -1,
+        };
+        let stored_header = BatchHeader::parse(&stamped).expect("a whole header");
         let active = self
             .segments
             .last_mut()
             .expect("a log always has an active segment");
         let position = active.size;
-        let incoming = batch_bytes.len();
-        let pending = pending_buffer_for(
-            &mut self.pending,
-            self.pending_reserve,
-            active.base_offset,
-            position,
-            incoming,
-        );
-        let start = pending.bytes.len();
-        debug_assert!(pending.bytes.capacity() - start >= incoming);
-        pending.bytes.extend_from_slice(batch_bytes);
-        let stored = &mut pending.bytes[start..];
-        batch::assign_offset(stored, base_offset, leader_epoch);
-        let log_append_time = match self.config.timestamp_type {
-            TimestampType::LogAppendTime => {
-                batch::set_log_append_time(stored, now_ms);
-                now_ms
-            }
-            TimestampType::CreateTime => -1,
-        };
-        let stored_header = BatchHeader::parse(stored).expect("validated batch has a header");
+        let pending = pending_write_for(&mut self.pending, active.base_offset, position);
+        pending.headers.extend_from_slice(&stamped);
+        pending.bodies.push(body);
+        pending.len += size;
         active.note_batch(&stored_header, position, self.config.index_interval_bytes);
         self.end = stored_header.next_offset();
         self.messages_unsynced += stored_header.record_count as u64;
@@ -730,17 +746,12 @@ impl<S: Storage> Log<S> {
             return None;
         }
         let pending = std::mem::take(&mut self.pending);
-        self.pending_reserve = pending
-            .iter()
-            .map(|w| w.bytes.len())
-            .sum::<usize>()
-            .min(limits::PENDING_WRITE_RESERVE_MAX_BYTES);
         let sealed = std::mem::take(&mut self.sealed);
         let mut targets: Vec<FlushTarget<S::File>> = Vec::new();
         for write in pending {
             let target = self.target_for(&mut targets, write.segment_base);
-            target.written_to = write.position + write.bytes.len() as u64;
-            target.writes.push((write.position, write.bytes));
+            target.written_to = write.end();
+            target.writes.extend(write.into_vectored_writes());
         }
         for base in sealed {
             let seg = self.segment(base).expect("sealed segment exists");

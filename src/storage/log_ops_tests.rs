@@ -58,7 +58,10 @@ fn append_some(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut Rng
         let values: Vec<&[u8]> = (0..count).map(|_| value.as_slice()).collect();
         let bytes = batch(&values, *ts, None);
         let header = batch::check_batch(&bytes).unwrap();
-        let at = log.append(&bytes, &header, 0, *ts).unwrap().base_offset;
+        let at = log
+            .append(Bytes::from(bytes.clone()), &header, 0, *ts)
+            .unwrap()
+            .base_offset;
         assert_eq!(at, appended.end());
         appended
             .batches

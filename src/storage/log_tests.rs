@@ -87,7 +87,9 @@ fn append_random(log: &mut Log<MemStorage>, model: &mut Model, rng: &mut Rng, ts
     let values: Vec<&[u8]> = (0..count).map(|_| value.as_slice()).collect();
     let bytes = batch(&values, ts, None);
     let header = batch::check_batch(&bytes).unwrap();
-    let appended = log.append(&bytes, &header, 0, ts).unwrap();
+    let appended = log
+        .append(Bytes::from(bytes.clone()), &header, 0, ts)
+        .unwrap();
     assert_eq!(
         appended.base_offset,
         model
@@ -162,39 +164,59 @@ fn appends_roll_and_every_offset_reads_back() {
 }
 
 #[test]
-fn appends_fill_pending_buffers_without_moving_what_they_hold() {
+fn appends_leave_records_in_the_request_buffer_and_write_stamped_headers() {
     let storage = MemStorage::default();
-    let mut log = open_with(&storage, Config::default().log);
+    let mut config = Config::default().log;
+    config.timestamp_type = crate::config::TimestampType::LogAppendTime;
+    let mut log = open_with(&storage, config);
+    let request = Bytes::from(batch(&[b"a", b"bc", b"def"], 5, None));
+    let header = batch::check_batch(&request).unwrap();
+    log.append(request.clone(), &header, 7, 1000).unwrap();
+    log.append(request.clone(), &header, 7, 2000).unwrap();
+    // Both batches' records are the request's own bytes, not copies.
+    let bodies = &log.pending[0].bodies;
+    assert_eq!(bodies.len(), 2);
+    for body in bodies {
+        assert_eq!(body.as_ptr(), request[HEADER_BYTES..].as_ptr());
+    }
+    flush(&mut log).unwrap();
+    let cursor = log.cursor_at(Offset(0)).unwrap().expect("readable");
+    let stored = block_on(cursor.read(Offset(0), 1 << 20)).unwrap();
+    let (first, second) = stored.split_at(request.len());
+    for (bytes, base, time) in [(first, 0, 1000), (second, 3, 2000)] {
+        let written = batch::check_batch(bytes).expect("stamped header, valid CRC");
+        assert_eq!(written.base_offset, Offset(base));
+        assert_eq!(written.partition_leader_epoch, 7);
+        assert_eq!(written.max_timestamp, time);
+        assert_eq!(bytes[HEADER_BYTES..], request[HEADER_BYTES..]);
+    }
+}
+
+#[test]
+fn a_flush_of_many_batches_writes_at_most_write_vectors_max_pieces_at_a_time() {
+    let storage = MemStorage::default();
+    let mut config = Config::default().log;
+    config.segment_bytes = 64 << 20;
+    let mut log = open_with(&storage, config);
     let mut model = Model::default();
-    let mut rng = Rng(7);
-    // (address, capacity) of every pending buffer, as first seen.
-    let mut seen: Vec<(*const u8, usize)> = Vec::new();
-    for i in 0..300 {
-        append_random(&mut log, &mut model, &mut rng, 1000 + i);
-        for (k, write) in log.pending.iter().enumerate() {
-            let now = (write.bytes.as_ptr(), write.bytes.capacity());
-            match seen.get(k) {
-                Some(before) => assert_eq!(*before, now, "buffer {k} moved or grew"),
-                None => seen.push(now),
-            }
-        }
+    let mut rng = Rng(11);
+    let batches = limits::WRITE_VECTORS_MAX + 100;
+    for i in 0..batches {
+        append_random(&mut log, &mut model, &mut rng, 1000 + i as i64);
     }
-    assert!(log.pending.len() > 3, "{} buffers", log.pending.len());
-    for pair in log.pending.windows(2) {
-        assert_eq!(
-            pair[0].position + pair[0].bytes.len() as u64,
-            pair[1].position
-        );
-        assert!(pair[1].bytes.capacity() >= 2 * pair[0].bytes.capacity());
+    let job = log.take_flush().expect("pending batches");
+    let writes = &job.targets[0].writes;
+    assert_eq!(writes.len(), 3, "2 pieces per batch, {batches} batches");
+    let mut position = 0;
+    for (at, pieces) in writes {
+        assert!(pieces.len() <= limits::WRITE_VECTORS_MAX);
+        assert_eq!(*at, position, "each write continues the last");
+        position += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
     }
-    let written: usize = log.pending.iter().map(|w| w.bytes.len()).sum();
-    flush(&mut log).unwrap();
+    assert_eq!(position, job.bytes());
+    let result = block_on(job.run());
+    log.complete_flush(result).unwrap();
     assert_eq!(log.high_watermark(), log.end());
-    check_reads(&log, &model);
-    // The next flush's first buffer reserves what the last one wrote.
-    append_random(&mut log, &mut model, &mut rng, 2000);
-    assert_eq!(log.pending[0].bytes.capacity(), written);
-    flush(&mut log).unwrap();
     check_reads(&log, &model);
 }
 
@@ -236,7 +258,8 @@ fn a_clean_stop_keeps_the_active_segments_largest_timestamp_when_timestamps_go_b
     ] {
         let bytes = batch(values, ts, None);
         let header = batch::check_batch(&bytes).unwrap();
-        log.append(&bytes, &header, 0, ts).unwrap();
+        log.append(Bytes::from(bytes.clone()), &header, 0, ts)
+            .unwrap();
     }
     flush(&mut log).unwrap();
     let answer = |log: &Log<MemStorage>| {
@@ -396,7 +419,7 @@ fn failed_fsync_never_acknowledges_and_fails_the_log() {
     let bytes = batch(&[b"x"], 3, None);
     let header = batch::check_batch(&bytes).unwrap();
     assert_eq!(
-        log.append(&bytes, &header, 0, 3),
+        log.append(Bytes::from(bytes.clone()), &header, 0, 3),
         Err(ErrorCode::KafkaStorageError)
     );
 }
@@ -479,10 +502,13 @@ fn segments_roll_by_age_on_the_callers_clock() {
     let mut log = open_with(&storage, config);
     let bytes = batch(&[b"x"], 0, None);
     let header = batch::check_batch(&bytes).unwrap();
-    log.append(&bytes, &header, 0, 10).unwrap();
-    log.append(&bytes, &header, 0, 999).unwrap();
+    log.append(Bytes::from(bytes.clone()), &header, 0, 10)
+        .unwrap();
+    log.append(Bytes::from(bytes.clone()), &header, 0, 999)
+        .unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append(&bytes, &header, 0, 1000).unwrap();
+    log.append(Bytes::from(bytes.clone()), &header, 0, 1000)
+        .unwrap();
     assert_eq!(
         log.segment_count(),
         2,
@@ -510,7 +536,8 @@ fn huge_offset_deltas_roll_instead_of_overflowing_relative_offsets() {
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     let header = batch::check_batch(&bytes).unwrap();
     for _ in 0..3 {
-        log.append(&bytes, &header, 0, 0).unwrap();
+        log.append(Bytes::from(bytes.clone()), &header, 0, 0)
+            .unwrap();
     }
     assert_eq!(
         log.segment_count(),

@@ -168,6 +168,11 @@ impl StorageFile for MemFile {
         Ok(())
     }
 
+    async fn write_vectored_at(&self, pieces: Vec<Bytes>, pos: u64) -> io::Result<()> {
+        assert!(pieces.len() <= limits::WRITE_VECTORS_MAX, "too many pieces");
+        self.write_at(pieces.concat(), pos).await
+    }
+
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
         let file = self.inode.borrow();
         let data = file.data.as_slice();

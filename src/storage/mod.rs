@@ -32,6 +32,9 @@ use segment_files::SegmentFiles;
 #[allow(async_fn_in_trait)]
 pub trait StorageFile: 'static {
     async fn write_at(&self, buf: Vec<u8>, pos: u64) -> io::Result<()>;
+    /// Writes `pieces` back to back from `pos` in one vectored write, without copying them
+    /// together; at most `WRITE_VECTORS_MAX` of them.
+    async fn write_vectored_at(&self, pieces: Vec<Bytes>, pos: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `pos`; fewer only at the end of the file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes>;
     async fn sync_data(&self) -> io::Result<()>;

@@ -274,7 +274,7 @@ impl TxnCoordinator {
         let bytes = batch::build_batch(&[(Some(&key), Some(&value))], shard.clock.now_ms());
         let outcome = partition
             .borrow_mut()
-            .append_broker_batch(&bytes, shard.clock.now_ms())?;
+            .append_broker_batch(bytes, shard.clock.now_ms())?;
         partition::schedule_flush(partition);
         partition::wait_durable(partition, outcome.durable_at).await
     }

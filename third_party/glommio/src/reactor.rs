@@ -406,6 +406,45 @@ impl Reactor {
         source
     }
 
+    /// Sluice patch: writes `bufs` one after the other from `pos` with one `IORING_OP_WRITEV`.
+    /// At most `IOV_MAX` (1024) buffers: the kernel refuses more with EINVAL.
+    pub(crate) fn write_buffered_vectored<T: AsRef<[u8]> + 'static>(
+        &self,
+        raw: RawFd,
+        bufs: Vec<T>,
+        pos: u64,
+    ) -> Source {
+        let stats = StatsCollection {
+            fulfilled: Some(|result, stats, op_count| {
+                if let Ok(result) = result {
+                    stats.file_buffered_writes += op_count;
+                    stats.file_buffered_bytes_written += *result as u64 * op_count;
+                }
+            }),
+            reused: None,
+            latency: None,
+        };
+        // The slices stay where they are while `bufs` is boxed: moving a `Vec` moves neither
+        // its elements nor what they own.
+        let iovecs = bufs
+            .iter()
+            .map(|buf| {
+                let buf = buf.as_ref();
+                libc::iovec {
+                    iov_base: buf.as_ptr() as *mut libc::c_void,
+                    iov_len: buf.len(),
+                }
+            })
+            .collect();
+        let source = self.new_source(
+            raw,
+            SourceType::WriteVectored(iovecs, Box::new(bufs)),
+            Some(stats),
+        );
+        self.sys.write_buffered_vectored(&source, pos);
+        source
+    }
+
     pub(crate) fn connect(&self, raw: RawFd, addr: impl SockaddrLike) -> Source {
         let addr = unsafe { SockaddrStorage::from_raw(addr.as_ptr(), Some(addr.len())) }.unwrap();
         let source = self.new_source(raw, SourceType::Connect(addr), None);

@@ -159,6 +159,30 @@ impl BufferedFile {
         })
     }
 
+    /// Sluice patch: writes `bufs` one after the other from position `pos` with one vectored
+    /// write (`IORING_OP_WRITEV`), so pieces of other buffers go to the file without being
+    /// copied together first. Returns the bytes written; at most `IOV_MAX` (1024) buffers.
+    pub async fn write_vectored_at<T: AsRef<[u8]> + 'static>(
+        &self,
+        bufs: Vec<T>,
+        pos: u64,
+    ) -> Result<usize> {
+        let source = self
+            .file
+            .reactor
+            .upgrade()
+            .unwrap()
+            .write_buffered_vectored(self.as_raw_fd(), bufs, pos);
+        source.collect_rw().await.map_err(|source| {
+            GlommioError::create_enhanced(
+                source,
+                "Writing",
+                self.file.path.borrow().as_ref(),
+                Some(self.as_raw_fd()),
+            )
+        })
+    }
+
     /// Reads data at the specified position into a buffer allocated by this
     /// library.
     ///

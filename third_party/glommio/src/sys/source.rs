@@ -31,6 +31,9 @@ use std::{
                     // but they are certainly used, and read by debug
 pub(crate) enum SourceType {
     Write(PollableStatus, IoBuffer),
+    /// Sluice patch: a buffered vectored write. The iovecs point into buffers that the boxed
+    /// owner keeps alive (and in place) until the request completes.
+    WriteVectored(Vec<libc::iovec>, Box<dyn std::any::Any>),
     Read(PollableStatus, Option<IoBuffer>),
     PollAdd,
     SockSend(DmaBuffer),

@@ -60,6 +60,7 @@ enum UringOpDescriptor {
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
+    WriteVectored(*const libc::iovec, usize, u64),
     WriteFixed(*const u8, usize, u64, u32),
     ReadFixed(u64, usize),
     Read(u64, usize),
@@ -286,6 +287,11 @@ fn fill_sqe<F>(
             UringOpDescriptor::Write(ptr, len, pos) => {
                 let buf = std::slice::from_raw_parts(ptr, len);
                 sqe.prep_write(op.fd, buf, pos);
+            }
+            UringOpDescriptor::WriteVectored(iovecs, count, pos) => {
+                // Sluice patch: `IoSlice` is ABI-compatible with `iovec` on Unix.
+                let bufs = std::slice::from_raw_parts(iovecs as *const std::io::IoSlice<'_>, count);
+                sqe.prep_write_vectored(op.fd, bufs, pos);
             }
             UringOpDescriptor::Read(pos, len) => {
                 source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
@@ -1424,6 +1430,22 @@ impl Reactor {
                 IoBuffer::Buffered(buf),
             ) => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
             x => panic!("Unexpected source type for write: {:?}", x),
+        };
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// Sluice patch: submits a `SourceType::WriteVectored` source.
+    pub(crate) fn write_buffered_vectored(&self, source: &Source, pos: u64) {
+        let op = match &*source.source_type() {
+            SourceType::WriteVectored(iovecs, _) => {
+                UringOpDescriptor::WriteVectored(iovecs.as_ptr(), iovecs.len(), pos)
+            }
+            x => panic!("Unexpected source type for vectored write: {:?}", x),
         };
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
