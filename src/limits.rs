@@ -44,6 +44,12 @@ pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
 /// beyond which `writev` fails. A flush of more batches makes more writes.
 pub const WRITE_VECTORS_MAX: usize = 1024;
 
+/// Blocking file operations (buffered writes, fdatasyncs) io_uring runs at once for one shard,
+/// each on a kernel worker thread: enough group commits of different partitions in flight
+/// together to keep the disk's queue full (16 writers appending with O_DSYNC kept 12 writes in
+/// flight at this VM's disk and wrote the most). Linux's own bound is four per CPU at most.
+pub const SHARD_BLOCKING_IO_WORKERS_MAX: u32 = 16;
+
 /// Chunk read at a time when recovery scans a segment.
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
 

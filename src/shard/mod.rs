@@ -6,6 +6,7 @@
 //! additionally runs the metadata controller (`controller`).
 
 pub mod controller;
+mod io_workers;
 pub mod router;
 pub mod runtime;
 

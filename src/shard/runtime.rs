@@ -141,6 +141,10 @@ async fn shard_main(
     stop: Arc<AtomicBool>,
 ) -> Result<bool> {
     glommio::spawn_local(wake_periodically()).detach();
+    if let Err(err) = super::io_workers::set_blocking_workers_bound() {
+        // Older kernels (before 5.15) keep their own bound: slower flushes, nothing worse.
+        tracing::warn!("could not set the bound on io_uring's file workers: {err}");
+    }
     let (router, id, receivers) = match mesh {
         Some(mesh) => {
             let (senders, receivers) = join_mesh(
