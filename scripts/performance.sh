@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 out=${1:-target/performance}
 mkdir -p "$out"
-cargo build -q --release
+cargo build -q --release --features bench
 export SLUICE_BIN=${SLUICE_BIN:-$(realpath "${CARGO_TARGET_DIR:-target}/release/sluice")}
 
 step() { # NAME COMMAND...

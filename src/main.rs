@@ -2,7 +2,6 @@
 //! consume` are the admin CLI (see `cli`), which works against any Kafka-compatible broker;
 //! `sluice bench` is the load generator (see `bench`).
 
-mod bench;
 mod cli;
 
 use std::collections::BTreeMap;
@@ -15,8 +14,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 
-use sluice::config::{self, parse_properties, split_assignment, Config};
-use sluice::{logging, memory, metadata, shard};
+use sluice_broker::config::{self, parse_properties, split_assignment, Config};
+use sluice_broker::{logging, memory, metadata, shard};
 
 /// Written to the data dir after every partition was flushed and closed; its presence at start
 /// lets recovery trust index files instead of scanning the logs.
@@ -57,7 +56,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("bench") => match bench::run(&args[1..]) {
+        #[cfg(feature = "bench")]
+        Some("bench") => match sluice_bench::run(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("sluice: {err:#}");

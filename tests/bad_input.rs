@@ -8,14 +8,20 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use common::{Broker, SHARD_COUNTS};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_client::blocking::read_frame;
+use sluice_client::frame;
+use sluice_client::frame::RequestId;
+
+/// The correlation id of every request `request_frame` builds.
+const CORRELATION_ID: i32 = 42;
 
 fn connect(broker: &Broker) -> TcpStream {
     let stream = TcpStream::connect(broker.bootstrap()).unwrap();
@@ -32,27 +38,19 @@ fn send_raw(stream: &mut TcpStream, frame: &[u8]) {
     stream.write_all(frame).unwrap();
 }
 
+/// A request frame without its size prefix, for tests that send it damaged.
 fn request_frame(api: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(42)
-        .with_client_id(Some(StrBytes::from_static_str("raw")));
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    buf.to_vec()
+    let id = RequestId {
+        correlation_id: CORRELATION_ID,
+        client_id: "raw",
+    };
+    let frame = frame::encode_request(api, version, id, body).unwrap();
+    frame[frame::SIZE_PREFIX_BYTES..].to_vec()
 }
 
 /// Reads one response frame; `None` if the broker closed the connection.
 fn read_response(stream: &mut TcpStream) -> Option<Bytes> {
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).ok()?;
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).ok()?;
-    Some(Bytes::from(body))
+    read_frame(stream, common::RESPONSE_MAX_BYTES).ok()
 }
 
 fn assert_closed(stream: &mut TcpStream, what: &str) {
@@ -66,9 +64,8 @@ fn assert_closed(stream: &mut TcpStream, what: &str) {
 fn call<R: Decodable>(broker: &Broker, api: ApiKey, version: i16, body: &impl Encodable) -> R {
     let mut stream = connect(broker);
     send_raw(&mut stream, &request_frame(api, version, body));
-    let mut response = read_response(&mut stream).expect("a response");
-    ResponseHeader::decode(&mut response, api.response_header_version(version)).unwrap();
-    R::decode(&mut response, version).unwrap()
+    let response = read_response(&mut stream).expect("a response");
+    frame::decode_response(api, version, CORRELATION_ID, response).unwrap()
 }
 
 fn still_serving(broker: &Broker) {
@@ -263,7 +260,7 @@ fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
 
 fn zigzag(v: i64) -> Vec<u8> {
     let mut out = Vec::new();
-    sluice::storage::batch::put_varlong(&mut out, v);
+    sluice_broker::storage::batch::put_varlong(&mut out, v);
     out
 }
 

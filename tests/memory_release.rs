@@ -1,7 +1,7 @@
 //! The memory thread's trim hands back the free middle of an arena, which glibc keeps resident
 //! on its own. Its own test binary: the resident size of the process is what it measures.
 
-use sluice::memory::{anonymous_resident_bytes, release_unused};
+use sluice_broker::memory::{anonymous_resident_bytes, release_unused};
 
 const CHUNK_BYTES: usize = 100 * 1024; // below glibc's mmap threshold: served from an arena
 const CHUNKS: usize = 2_000;

@@ -19,10 +19,10 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use sluice::group::records::partition_for_group;
-use sluice::storage::batch::{self, BatchHeader};
-use sluice::txn::state::{encode_key, encode_value, TxnMetadata, TxnState, TXN_TOPIC};
-use sluice::types::{ProducerEpoch, TopicPartition};
+use sluice_broker::group::records::partition_for_group;
+use sluice_broker::storage::batch::{self, BatchHeader};
+use sluice_broker::txn::state::{encode_key, encode_value, TxnMetadata, TxnState, TXN_TOPIC};
+use sluice_broker::types::{ProducerEpoch, TopicPartition};
 
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -323,7 +323,7 @@ fn a_commit_prepared_before_a_crash_completes_after_the_restart() {
         at += h.total_bytes();
         next = h.next_offset().0;
     }
-    let mut prepared = TxnMetadata::new(sluice::types::ProducerId(p.0), 60_000, 0);
+    let mut prepared = TxnMetadata::new(sluice_broker::types::ProducerId(p.0), 60_000, 0);
     prepared.epoch = ProducerEpoch(p.1);
     prepared.state = TxnState::PrepareCommit;
     prepared.start_ms = 0;

@@ -8,7 +8,7 @@
 if [ -n "${SLUICE_BIN:-}" ]; then
     sluice=$SLUICE_BIN
 else
-    cargo build -q --release
+    cargo build -q --release --features bench
     sluice=${CARGO_TARGET_DIR:-target}/release/sluice
 fi
 generator=()

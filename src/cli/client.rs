@@ -7,17 +7,14 @@
 //! broker for topic and config administration ([`Node::Any`]). Nothing here is specific to Sluice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use kafka_protocol::messages::metadata_response::MetadataResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, RequestHeader, ResponseHeader,
-    TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -100,9 +97,8 @@ pub fn is_coordinator_moving(err: &anyhow::Error) -> bool {
 
 /// One broker connection and the versions it supports.
 struct Connection {
-    stream: TcpStream,
+    connection: sluice_client::Connection,
     versions: HashMap<i16, (i16, i16)>,
-    correlation_id: i32,
 }
 
 impl Connection {
@@ -118,9 +114,8 @@ impl Connection {
         stream.set_read_timeout(Some(SOCKET_TIMEOUT))?;
         stream.set_write_timeout(Some(SOCKET_TIMEOUT))?;
         let mut conn = Connection {
-            stream,
+            connection: sluice_client::Connection::new(stream, CLIENT_ID, RESPONSE_FRAME_MAX_BYTES),
             versions: HashMap::new(),
-            correlation_id: 0,
         };
         // v0 is understood by every broker; its answer lists the versions of everything else.
         let response: ApiVersionsResponse = conn
@@ -165,42 +160,9 @@ impl Connection {
         version: i16,
         body: &Req,
     ) -> Result<Resp> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[0; 4]);
-        header.encode(&mut buf, Req::header_version(version))?;
-        body.encode(&mut buf, version)?;
-        let size = i32::try_from(buf.len() - 4).context("request too large")?;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
-        self.stream.write_all(&buf).context("sending a request")?;
-
-        let mut size = [0u8; 4];
-        self.stream
-            .read_exact(&mut size)
-            .context("reading a response (the broker closed the connection or timed out)")?;
-        let size = i32::from_be_bytes(size);
-        if size < 0 || size as usize > RESPONSE_FRAME_MAX_BYTES {
-            bail!("response frame of {size} bytes is out of bounds");
-        }
-        let mut frame = vec![0u8; size as usize];
-        self.stream
-            .read_exact(&mut frame)
-            .context("reading a response")?;
-        let mut frame = Bytes::from(frame);
-        let header = ResponseHeader::decode(&mut frame, Resp::header_version(version))?;
-        if header.correlation_id != self.correlation_id {
-            bail!(
-                "response correlation id {} does not match request {}",
-                header.correlation_id,
-                self.correlation_id
-            );
-        }
-        Resp::decode(&mut frame, version).with_context(|| format!("decoding {api:?} v{version}"))
+        self.connection
+            .call(api, version, body)
+            .with_context(|| format!("{api:?} v{version}"))
     }
 }
 

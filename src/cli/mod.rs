@@ -14,7 +14,6 @@ use anyhow::{bail, Context, Result};
 use limits::{COORDINATOR_RETRIES, COORDINATOR_RETRY_BACKOFF};
 
 pub use client::Client;
-pub use output::Json;
 
 /// Broker used when `--bootstrap` is not given.
 const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";

@@ -14,9 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_client::blocking::read_frame;
+use sluice_client::frame::{self, RequestId};
 
 pub struct Broker {
     pub port: u16,
@@ -284,6 +285,9 @@ pub fn one_record_batch() -> Vec<u8> {
     b
 }
 
+/// Largest response a test reads.
+pub const RESPONSE_MAX_BYTES: usize = 256 << 20;
+
 /// Sends one request over a raw socket and decodes the answer (correlation id = version).
 pub fn call<R: Decodable>(
     stream: &mut TcpStream,
@@ -291,33 +295,16 @@ pub fn call<R: Decodable>(
     version: i16,
     body: &impl Encodable,
 ) -> R {
-    let mut buf = BytesMut::new();
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(version as i32)
-        .with_client_id(Some(StrBytes::from_static_str("every-version")));
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    // One write: a separate size write would meet Nagle and delayed ACKs (40 ms per call).
-    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&buf);
-    stream.write_all(&frame).unwrap();
-    let mut size = [0u8; 4];
-    stream
-        .read_exact(&mut size)
+    let id = RequestId {
+        correlation_id: version as i32,
+        client_id: "every-version",
+    };
+    let request = frame::encode_request(api, version, id, body).unwrap();
+    stream.write_all(&request).unwrap();
+    let response = read_frame(stream, RESPONSE_MAX_BYTES)
         .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer ({e})"));
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).unwrap();
-    let mut body = Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, api.response_header_version(version)).unwrap();
-    assert_eq!(header.correlation_id, version as i32);
-    let decoded =
-        R::decode(&mut body, version).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
-    assert!(body.is_empty(), "{api:?} v{version}: trailing bytes");
-    decoded
+    frame::decode_response(api, version, version as i32, response)
+        .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"))
 }
 
 /// A raw connection to the broker, with a read timeout so a missing answer fails the test.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
-use sluice::limits;
+use sluice_broker::limits;
 
 /// What the benchmark asks the calling shard to do: this many round trips, each after a pause.
 struct Run {

@@ -11,7 +11,7 @@ use super::clients::Topic;
 use super::recorder::{Recorder, Timeline};
 use super::schedule::Limit;
 use super::{Keys, Options};
-use crate::cli::Json;
+use sluice_client::Json;
 
 /// Which latency a run measured.
 #[derive(Debug, Clone, Copy, PartialEq)]

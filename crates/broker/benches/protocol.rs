@@ -9,10 +9,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use sluice::protocol::fetch_frame::{encode_body, PartitionAnswer, TopicAnswer};
-use sluice::protocol::parse_request;
-use sluice::storage::batch;
-use sluice::storage::payload::Payload;
+use sluice_broker::protocol::fetch_frame::{encode_body, PartitionAnswer, TopicAnswer};
+use sluice_broker::protocol::parse_request;
+use sluice_broker::storage::batch;
+use sluice_broker::storage::payload::Payload;
 
 /// One uncompressed batch of `records` values of `value_bytes` each.
 fn records(records: usize, value_bytes: usize) -> Bytes {

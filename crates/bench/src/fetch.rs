@@ -13,13 +13,12 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use sluice_client::frame::{self, RequestId};
 
 use super::clients::{Topic, Watermarks};
 use super::limits::{
@@ -27,11 +26,14 @@ use super::limits::{
     FETCH_RESPONSE_READ_MAX_BYTES,
 };
 use super::recorder::Recorder;
-use sluice::storage::batch::BatchHeader;
+use sluice_broker::storage::batch::BatchHeader;
 
 /// Fetch v12: the newest version that names topics (v13 on use topic ids), served by Kafka 4
 /// and by Sluice.
 const FETCH_VERSION: i16 = 12;
+
+/// Sent as the client id of every request.
+const CLIENT_ID: &str = "sluice-bench";
 
 /// The address of the one broker that leads every partition of `topic`, from the metadata
 /// `client` sees. Fails when several brokers lead them: this reader talks to one.
@@ -166,40 +168,39 @@ impl Connection {
 
     fn fetch(&mut self, topic: &str, next: &HashMap<i32, i64>) -> Result<FetchResponse> {
         self.correlation_id += 1;
-        self.stream.write_all(&self.request(topic, next)?)?;
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size)?;
-        let size = i32::from_be_bytes(size);
-        let size = usize::try_from(size)
-            .ok()
-            .filter(|size| *size <= FETCH_RESPONSE_READ_MAX_BYTES)
-            .with_context(|| format!("a fetch response of {size} bytes"))?;
+        let id = RequestId {
+            correlation_id: self.correlation_id,
+            client_id: CLIENT_ID,
+        };
+        let request = frame::encode_request(
+            ApiKey::Fetch,
+            FETCH_VERSION,
+            id,
+            &fetch_request(topic, next),
+        )?;
+        self.stream.write_all(&request)?;
+        let mut prefix = [0u8; frame::SIZE_PREFIX_BYTES];
+        self.stream.read_exact(&mut prefix)?;
+        let size = frame::frame_len(prefix, FETCH_RESPONSE_READ_MAX_BYTES)?;
         if self.buffer.len() < size {
             self.buffer.resize(size, 0);
         }
         self.stream.read_exact(&mut self.buffer[..size])?;
         let whole = std::mem::take(&mut self.buffer).freeze();
-        let mut frame = whole.slice(..size);
+        let response_frame = whole.slice(..size);
         self.lent = Some(whole);
-        let header = ResponseHeader::decode(
-            &mut frame,
-            ApiKey::Fetch.response_header_version(FETCH_VERSION),
+        let response: FetchResponse = frame::decode_response(
+            ApiKey::Fetch,
+            FETCH_VERSION,
+            self.correlation_id,
+            response_frame,
         )
-        .context("decoding a fetch response header")?;
-        ensure!(
-            header.correlation_id == self.correlation_id,
-            "response {} to request {}",
-            header.correlation_id,
-            self.correlation_id
-        );
-        let response = FetchResponse::decode(&mut frame, FETCH_VERSION)
-            .context("decoding a fetch response")?;
+        .context("a fetch response")?;
         ensure!(
             response.error_code == 0,
             "fetch failed: error code {}",
             response.error_code
         );
-        ensure!(!frame.has_remaining(), "bytes left after a fetch response");
         Ok(response)
     }
 
@@ -210,49 +211,38 @@ impl Connection {
             self.buffer = whole.try_into_mut().unwrap_or_default();
         }
     }
+}
 
-    fn request(&self, topic: &str, next: &HashMap<i32, i64>) -> Result<BytesMut> {
-        let partitions = next
-            .iter()
-            .map(|(&partition, &offset)| {
-                FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES)
-            })
-            .collect();
-        let body = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(FETCH_MAX_WAIT_MS)
-            .with_min_bytes(1)
-            .with_max_bytes(FETCH_RESPONSE_MAX_BYTES as i32)
-            .with_isolation_level(1)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(partitions)]);
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Fetch as i16)
-            .with_request_api_version(FETCH_VERSION)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-bench")));
-        let mut frame = BytesMut::from(&[0u8; 4][..]);
-        header.encode(
-            &mut frame,
-            ApiKey::Fetch.request_header_version(FETCH_VERSION),
-        )?;
-        body.encode(&mut frame, FETCH_VERSION)?;
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        Ok(frame)
-    }
+/// A read_committed Fetch of `next` (partition to offset) with librdkafka's sizes.
+fn fetch_request(topic: &str, next: &HashMap<i32, i64>) -> FetchRequest {
+    let partitions = next
+        .iter()
+        .map(|(&partition, &offset)| {
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(FETCH_PARTITION_MAX_BYTES)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_RESPONSE_MAX_BYTES as i32)
+        .with_isolation_level(1)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(partitions)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice::storage::batch::{assign_offset, build_batch, build_control_batch, ControlType};
-    use sluice::types::Offset;
+    use sluice_broker::storage::batch::{
+        assign_offset, build_batch, build_control_batch, ControlType,
+    };
+    use sluice_broker::types::Offset;
 
     fn batch_at(base: i64, records: usize) -> Vec<u8> {
         let value = [7u8; 100];

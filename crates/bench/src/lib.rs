@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::cli::{key_value, Args};
+mod args;
+
+use args::{key_value, Args};
 use limits::{ALLOCATOR_MMAP_THRESHOLD_BYTES, ALLOCATOR_TRIM_THRESHOLD_BYTES, CLIENTS_MAX};
 use report::Report;
 use schedule::Limit;

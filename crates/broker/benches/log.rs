@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use futures::executor::block_on;
-use sluice::config::Config;
-use sluice::storage::batch::{self, BatchHeader};
-use sluice::storage::index::OffsetIndex;
-use sluice::storage::log::Log;
-use sluice::storage::mem::MemStorage;
-use sluice::types::Offset;
+use sluice_broker::config::Config;
+use sluice_broker::storage::batch::{self, BatchHeader};
+use sluice_broker::storage::index::OffsetIndex;
+use sluice_broker::storage::log::Log;
+use sluice_broker::storage::mem::MemStorage;
+use sluice_broker::types::Offset;
 
 /// A valid uncompressed batch of `records` records of `value_bytes` each.
 fn make_batch(records: usize, value_bytes: usize) -> Vec<u8> {
