@@ -1,6 +1,7 @@
-//! The `sluice` command: `sluice serve` starts the broker; `sluice topic | group | produce |
-//! consume` are the admin CLI (see `cli`), which works against any Kafka-compatible broker;
-//! `sluice bench` is the load generator (see `bench`).
+//! The `sluice` command: `sluice serve` starts the broker (here); `sluice topic | group | produce
+//! | consume` are the admin CLI, which works against any Kafka-compatible broker; `sluice bench`
+//! is the load generator (the `sluice_bench` crate, with the `bench` feature). `cli` declares
+//! the command line; this module runs each command and turns its result into the exit code.
 
 mod cli;
 
@@ -12,9 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
-use sluice_broker::config::{self, parse_properties, split_assignment, Config};
+use cli::{Cli, Command, EXIT_FAILED, EXIT_USAGE};
+use sluice_broker::config::{self, Config};
 use sluice_broker::{logging, memory, metadata, shard};
 
 /// Written to the data dir after every partition was flushed and closed; its presence at start
@@ -25,91 +28,56 @@ const LOCK_FILE: &str = ".lock";
 const LISTEN_PROBE_ATTEMPTS: u32 = 30;
 const LISTEN_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
-const SERVE_USAGE: &str = "\
-usage: sluice serve [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config FILE] [--set KEY=VALUE]...
-
-  --listen HOST:PORT   address to accept Kafka clients on (default 127.0.0.1:9092)
-  --data-dir DIR       where logs and metadata live (default ./sluice-data)
-  --cores N            shards, one pinned thread each (default: every online core)
-  --config FILE        Kafka-style key=value properties file
-  --set KEY=VALUE      any config key, overriding the file (repeatable)
-
-Environment: SLUICE_LOG=debug|info|warn|error (default info).";
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("serve") {
+    // Help, --version and usage errors exit here: 0 for help, EXIT_USAGE (2) for errors.
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
         logging::init("info", "text").expect("the defaults are valid");
     }
-    match args.first().map(String::as_str) {
-        Some("serve") => match serve(&args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("sluice: {err:#}");
-                ExitCode::from(2)
-            }
-        },
-        Some("topic" | "group" | "produce" | "consume") => match cli::run(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("sluice: {err:#}");
-                ExitCode::FAILURE
-            }
-        },
+    match cli.command {
+        // Every failure of the broker's start (and of its stop) is a 2, as it always was.
+        Command::Serve(args) => exit_status(args.properties().and_then(serve), EXIT_USAGE),
+        Command::Admin(command) => exit_status(cli::run(&command), EXIT_FAILED),
         #[cfg(feature = "bench")]
-        Some("bench") => match sluice_bench::run(&args[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("sluice: {err:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Some("--version") | Some("version") => {
+        Command::Bench(args) => bench(&args),
+        #[cfg(not(feature = "bench"))]
+        Command::Bench(_) => {
+            eprintln!("sluice: {}", cli::NO_BENCH);
+            ExitCode::from(EXIT_USAGE)
+        }
+        Command::Completion { shell } => {
+            cli::print_completion(shell);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some("--help") | Some("-h") | Some("help") => {
-            println!("{SERVE_USAGE}\n\n{}", cli::USAGE);
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("{SERVE_USAGE}\n\n{}", cli::USAGE);
-            ExitCode::from(2)
+    }
+}
+
+/// Success, or `failure` once the error is printed.
+fn exit_status(result: Result<()>, failure: u8) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sluice: {err:#}");
+            ExitCode::from(failure)
         }
     }
 }
 
-/// Merges the properties file and the flags (flags win) into config properties.
-fn properties_from_args(args: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut file_props = BTreeMap::new();
-    let mut flag_props = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => drop(flag_props.insert("listen".to_string(), value()?.clone())),
-            "--data-dir" => drop(flag_props.insert("data.dir".to_string(), value()?.clone())),
-            "--cores" => drop(flag_props.insert("cores".to_string(), value()?.clone())),
-            "--config" => {
-                let path = value()?;
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {path}"))?;
-                file_props =
-                    parse_properties(&text).with_context(|| format!("config file {path}"))?;
-            }
-            "--set" => {
-                let (k, v) = split_assignment(value()?)?;
-                flag_props.insert(k, v);
-            }
-            other => bail!("unknown argument {other:?}\n\n{SERVE_USAGE}"),
-        }
+/// `sluice bench`: options its checks refuse are a usage error (2); a run that failed, or in
+/// which any record failed, is a failed command (1).
+#[cfg(feature = "bench")]
+fn bench(args: &sluice_bench::Bench) -> ExitCode {
+    match args.options() {
+        Ok(opts) => exit_status(sluice_bench::run(&opts), EXIT_FAILED),
+        Err(err) => exit_status(Err(err), EXIT_USAGE),
     }
-    file_props.extend(flag_props);
-    Ok(file_props)
 }
 
-fn serve(args: &[String]) -> Result<()> {
-    let props = properties_from_args(args)?;
+fn serve(props: BTreeMap<String, String>) -> Result<()> {
     // Logging first, so what the config checks say is logged in the chosen format.
     let setting = |key: &str| {
         props

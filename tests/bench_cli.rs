@@ -12,10 +12,16 @@ use serde_json::Value;
 /// Runs `sluice bench ARGS --json`; returns the exit status, the parsed JSON (or Null) and
 /// stderr.
 fn bench(args: &[&str]) -> (bool, Value, String) {
+    bench_with_env(args, &[])
+}
+
+/// `bench` with the environment variables `env` set.
+fn bench_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("bench")
         .args(args)
         .arg("--json")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -255,12 +261,21 @@ fn bad_options_fail_with_a_message() {
         (vec!["produce", "--acks", "2"], "--acks"),
         (
             vec!["produce", "--records", "1", "--duration", "1"],
-            "not both",
+            "cannot be used with",
         ),
         (vec!["produce", "--cpus", "9-3"], "backwards"),
-        (vec!["scan"], "unknown workload"),
+        (vec!["scan"], "invalid value 'scan'"),
     ] {
         let (ok, _, stderr) = bench(&args);
         assert!(!ok && stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn sluice_bootstrap_names_the_broker() {
+    let broker = Broker::start("bench-env", 1, &[]);
+    let args = ["produce", "--records", "200", "--size", "100"];
+    let (ok, json, stderr) = bench_with_env(&args, &[("SLUICE_BOOTSTRAP", &broker.bootstrap())]);
+    assert!(ok, "{stderr}");
+    check_counts(&json, 200, 100);
 }

@@ -1,8 +1,262 @@
-//! The command line: invalid settings stop the start with a message naming the key.
+//! The command line: help on every command, the version, suggestions for mistyped commands,
+//! completion scripts, SLUICE_BOOTSTRAP, the exit codes of usage errors, and invalid settings
+//! stopping the start with a message naming the key.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::process::Command;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `sluice ARGS` with the environment variables `env` set.
+fn sluice_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn sluice(args: &[&str]) -> Output {
+    sluice_with_env(args, &[])
+}
+
+/// The subcommands a help text lists under "Commands:", less clap's `help`.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        // An entry is indented by two spaces; a wrapped description, further.
+        .filter_map(|line| line.strip_prefix("  ").filter(|l| !l.starts_with(' ')))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_command_and_subcommand_has_help() {
+    let mut visited = BTreeSet::new();
+    let mut pending = vec![Vec::<String>::new()];
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = sluice(&args);
+        if path == ["bench"] && !cfg!(feature = "bench") {
+            assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+            assert!(out.stderr.contains("--features bench"), "{}", out.stderr);
+            visited.insert(path.join(" "));
+            continue;
+        }
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        let usage = format!("Usage: sluice {}", path.join(" "));
+        assert!(
+            out.stdout.contains(usage.trim_end()),
+            "{args:?}: {}",
+            out.stdout
+        );
+        let client = ["topic", "group", "produce", "consume", "bench"];
+        if path.first().is_some_and(|c| client.contains(&c.as_str())) {
+            for flag in ["--bootstrap <HOST:PORT>", "SLUICE_BOOTSTRAP", "--json"] {
+                assert!(
+                    out.stdout.contains(flag),
+                    "{args:?} lacks {flag}: {}",
+                    out.stdout
+                );
+            }
+        }
+        for sub in subcommands(&out.stdout) {
+            pending.push(path.iter().cloned().chain([sub]).collect());
+        }
+        visited.insert(path.join(" "));
+    }
+    for expected in [
+        "",
+        "serve",
+        "topic",
+        "topic create",
+        "topic list",
+        "topic describe",
+        "topic delete",
+        "topic add-partitions",
+        "topic alter-config",
+        "group",
+        "group list",
+        "group describe",
+        "group reset-offsets",
+        "group delete",
+        "produce",
+        "consume",
+        "bench",
+        "completion",
+        "version",
+    ] {
+        assert!(
+            visited.contains(expected),
+            "no help reached for {expected:?}: {visited:?}"
+        );
+    }
+    assert_eq!(sluice(&["-h"]).code, 0);
+    assert_eq!(sluice(&["help", "topic", "create"]).code, 0);
+}
+
+#[test]
+fn the_help_documents_the_exit_codes_and_the_environment() {
+    let help = sluice(&["--help"]).stdout;
+    for needle in [
+        "Exit codes:",
+        "0  success",
+        "1  the command failed",
+        "2  usage error",
+    ] {
+        assert!(help.contains(needle), "missing {needle:?}:\n{help}");
+    }
+    let serve = sluice(&["serve", "--help"]).stdout;
+    for env in [
+        "SLUICE_LISTEN",
+        "SLUICE_DATA_DIR",
+        "SLUICE_CORES",
+        "SLUICE_CONFIG",
+    ] {
+        assert!(serve.contains(env), "missing {env}:\n{serve}");
+    }
+}
+
+#[test]
+fn the_version_is_printed() {
+    let expected = format!("sluice {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [["--version"], ["-V"], ["version"]] {
+        let out = sluice(&args);
+        assert_eq!((out.code, out.stdout.as_str()), (0, expected.as_str()));
+    }
+}
+
+#[test]
+fn a_mistyped_command_gets_a_suggestion() {
+    for (args, suggestion) in [
+        (vec!["topc", "list"], "'topic'"),
+        (vec!["topic", "lst"], "'list'"),
+        (vec!["group", "reset-offset", "g"], "'reset-offsets'"),
+    ] {
+        let out = sluice(&args);
+        assert_eq!(out.code, 2, "{args:?}");
+        assert!(
+            out.stderr.contains("tip: a similar subcommand exists")
+                && out.stderr.contains(suggestion),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for (args, needle) in [
+        (
+            vec!["topic", "list", "--frobnicate"],
+            "unexpected argument '--frobnicate'",
+        ),
+        (
+            vec!["consume", "t", "--nope"],
+            "unexpected argument '--nope'",
+        ),
+        (vec!["produce"], "<TOPIC>"),
+        (vec!["topic"], "Usage: sluice topic"),
+        (
+            vec!["topic", "create", "t", "--partitions", "x"],
+            "--partitions",
+        ),
+        (
+            vec!["topic", "create", "t", "--config", "x"],
+            "expected KEY=VALUE",
+        ),
+        (vec!["topic", "alter-config", "t"], "--set"),
+        (vec!["topic", "add-partitions", "t"], "--count"),
+        (
+            vec!["group", "reset-offsets", "g", "--topic", "t"],
+            "--to-earliest",
+        ),
+        (
+            vec!["group", "reset-offsets", "g", "--to-latest"],
+            "--all-topics",
+        ),
+        (
+            vec!["consume", "t", "--offset", "1", "--from-beginning"],
+            "cannot be used",
+        ),
+        (vec!["consume", "t", "--format", "xml"], "possible values"),
+        (vec!["completion", "tcsh"], "possible values"),
+        (vec![], "Usage: sluice"),
+    ] {
+        let out = sluice(&args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+    }
+}
+
+#[cfg(not(feature = "bench"))]
+#[test]
+fn bench_says_how_to_get_it_in_a_build_without_it() {
+    for args in [vec!["bench"], vec!["bench", "produce", "--records", "1"]] {
+        let out = sluice(&args);
+        assert_eq!(out.code, 2, "{args:?}");
+        assert!(
+            out.stderr
+                .contains("cargo build --release --features bench"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn completion_scripts_complete_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sluice(&["completion", shell]);
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        for word in ["sluice", "reset-offsets", "bootstrap"] {
+            assert!(out.stdout.contains(word), "{shell} lacks {word}");
+        }
+    }
+}
+
+#[test]
+fn sluice_bootstrap_names_the_broker_unless_a_flag_does() {
+    let broker = common::Broker::start("cli-env", 1, &[]);
+    let live = broker.bootstrap();
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let out = sluice_with_env(
+        &["topic", "create", "from-env", "--partitions", "1"],
+        &[("SLUICE_BOOTSTRAP", &live)],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = sluice_with_env(&["topic", "list"], &[("SLUICE_BOOTSTRAP", &live)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("from-env"), "{}", out.stdout);
+    // A broker error (here, no broker) is a failed command: 1.
+    let out = sluice_with_env(&["topic", "list"], &[("SLUICE_BOOTSTRAP", &dead)]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains(&dead), "{}", out.stderr);
+    // The flag wins, before or after the subcommand.
+    for args in [
+        ["topic", "--bootstrap", &live, "list"],
+        ["topic", "list", "--bootstrap", &live],
+    ] {
+        let out = sluice_with_env(&args, &[("SLUICE_BOOTSTRAP", &dead)]);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+}
 
 fn serve(args: &[&str]) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
@@ -41,7 +295,7 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
             vec!["--config", "/nonexistent/sluice.properties"],
             "config file",
         ),
-        (vec!["--frobnicate"], "unknown argument"),
+        (vec!["--frobnicate"], "unexpected argument"),
         (
             vec![
                 "--listen",

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, Bytes};
+use clap::{ArgGroup, Args, ValueEnum};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -21,7 +22,7 @@ use super::client::{check, Client, Node, EARLIEST, LATEST};
 use super::group::{commit_offsets, committed_offsets, TopicPartition};
 use super::limits::{FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS, FETCH_PARTITION_MAX_BYTES};
 use super::output::Json;
-use super::Args;
+use super::ClientFlags;
 
 /// A v2 record batch: base offset (8), batch length (4), ..., last offset delta at byte 23.
 const BATCH_LENGTH_END: usize = 12;
@@ -30,36 +31,69 @@ const LAST_OFFSET_DELTA_AT: usize = 23;
 /// Fetched records each with the offset after it; None for a control record or a batch's end.
 type Fetched = Vec<(i64, Option<Record>)>;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let args = Args::parse(
-        args,
-        &[
-            "--partition",
-            "--offset",
-            "--timestamp",
-            "--group",
-            "--max-messages",
-            "--timeout-ms",
-            "--format",
-            "--key-separator",
-        ],
-        &["--from-beginning"],
-    )?;
-    let topic = args.single("topic name")?;
-    let json = match args.value("--format").unwrap_or("text") {
-        "text" => args.json(),
-        "json" => true,
-        other => bail!("--format must be text or json, got {other:?}"),
-    };
-    let max_messages = args.number::<u64>("--max-messages")?;
-    let timeout = args
-        .number::<u64>("--timeout-ms")?
-        .map(Duration::from_millis);
-    let group = args.value("--group");
+/// Print a topic's records, as text or one JSON object a line
+///
+/// Starts at the end unless told otherwise; runs until --max-messages, or until --timeout-ms
+/// passes without a record.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("start").args(["from_beginning", "offset", "timestamp"])))]
+pub struct ConsumeArgs {
+    /// The topic
+    topic: String,
+    /// Read only partition N [default: every partition]
+    #[arg(long, value_name = "N")]
+    partition: Option<i32>,
+    /// Start at each partition's first offset (where --group has committed none)
+    #[arg(long)]
+    from_beginning: bool,
+    /// Start at offset N in every partition
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    offset: Option<i64>,
+    /// Start at the first record at or after this time (milliseconds since the epoch)
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    timestamp: Option<i64>,
+    /// Start at GROUP's committed offsets and commit what was printed (without joining the
+    /// group, so only while it has no members)
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// Stop after N records
+    #[arg(long, value_name = "N")]
+    max_messages: Option<u64>,
+    /// Stop after MS milliseconds without a record
+    #[arg(long, value_name = "MS")]
+    timeout_ms: Option<u64>,
+    /// How records are printed
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Print each record's key, SEP, then its value (text format)
+    #[arg(long, value_name = "SEP", allow_hyphen_values = true)]
+    key_separator: Option<String>,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
 
-    let mut client = args.client()?;
+/// `--format`'s values.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    /// The value, or KEY SEP VALUE with --key-separator; JSON with --json
+    Text,
+    /// One JSON object a line: topic, partition, offset, timestamp, key, value, headers
+    Json,
+}
+
+pub fn run(args: &ConsumeArgs) -> Result<()> {
+    let topic = args.topic.as_str();
+    let json = match args.format {
+        Format::Text => args.flags.json,
+        Format::Json => true,
+    };
+    let max_messages = args.max_messages;
+    let timeout = args.timeout_ms.map(Duration::from_millis);
+    let group = args.group.as_deref();
+
+    let mut client = args.flags.client()?;
     let leaders = client.leaders(topic)?;
-    let partitions: Vec<i32> = match args.number::<i32>("--partition")? {
+    let partitions: Vec<i32> = match args.partition {
         Some(p) if leaders.contains_key(&p) => vec![p],
         Some(p) => bail!("topic {topic} has no partition {p}"),
         None => leaders.keys().copied().collect(),
@@ -68,12 +102,12 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(g) => committed_offsets(&mut client, g)?,
         None => BTreeMap::new(),
     };
-    let mut positions = if let Some(offset) = args.number::<i64>("--offset")? {
+    let mut positions = if let Some(offset) = args.offset {
         partitions.iter().map(|&p| (p, offset)).collect()
-    } else if let Some(ms) = args.number::<i64>("--timestamp")? {
+    } else if let Some(ms) = args.timestamp {
         client.list_offsets(topic, &partitions, ms)?
     } else {
-        let reset = if args.switch("--from-beginning") {
+        let reset = if args.from_beginning {
             EARLIEST
         } else {
             LATEST
@@ -90,7 +124,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     let mut last_record = Instant::now();
-    let separator = args.value("--key-separator");
+    let separator = args.key_separator.as_deref();
     while max_messages.is_none_or(|max| printed < max) {
         let wait = match timeout {
             Some(t) => {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 use bytes::Buf;
+use clap::{ArgGroup, Args, Subcommand};
 use kafka_protocol::messages::consumer_protocol_assignment::ConsumerProtocolAssignment;
 use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
@@ -18,7 +19,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::client::{check, Client, Node, EARLIEST, LATEST};
 use super::output::{report_deleted, Json, Table};
-use super::{Args, USAGE};
+use super::ClientFlags;
 
 /// What a coordinator answers a commit outside any generation while the group has members.
 const UNKNOWN_MEMBER_ID: i16 = 25;
@@ -27,22 +28,91 @@ const ILLEGAL_GENERATION: i16 = 22;
 /// A partition of a topic.
 pub type TopicPartition = (String, i32);
 
-pub fn run(args: &[String]) -> Result<()> {
+#[derive(Args, Debug)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    flags: ClientFlags,
+    #[command(subcommand)]
+    command: GroupCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// List the groups every broker coordinates
+    List,
+    /// Describe groups: members, assignments, committed offsets, log ends and lag
+    Describe {
+        /// Groups to describe
+        #[arg(value_name = "GROUP", required = true)]
+        groups: Vec<String>,
+    },
+    /// Move a group's committed offsets (only while the group has no members)
+    ResetOffsets(ResetOffsets),
+    /// Delete groups (only groups without members)
+    Delete {
+        /// Groups to delete
+        #[arg(value_name = "GROUP", required = true)]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("topics").required(true).args(["topic", "all_topics"])))]
+#[command(group(
+    ArgGroup::new("target")
+        .required(true)
+        .args(["to_earliest", "to_latest", "to_offset", "to_timestamp"])
+))]
+struct ResetOffsets {
+    /// The group whose offsets move
+    group: String,
+    /// A topic whose partitions move (repeatable)
+    #[arg(long, value_name = "TOPIC")]
+    topic: Vec<String>,
+    /// Every topic the group has committed offsets for
+    #[arg(long)]
+    all_topics: bool,
+    /// To each partition's first offset
+    #[arg(long)]
+    to_earliest: bool,
+    /// To each partition's end
+    #[arg(long)]
+    to_latest: bool,
+    /// To offset N (clamped to each partition's log)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    to_offset: Option<i64>,
+    /// To the first offset at or after this time (milliseconds since the epoch)
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    to_timestamp: Option<i64>,
+    /// Show the new offsets without committing them
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl ResetOffsets {
+    /// Where the partitions move: exactly one of the four flags is given (clap's "target"
+    /// group).
+    fn target(&self) -> Target {
+        match (self.to_offset, self.to_timestamp) {
+            (Some(offset), _) => Target::Offset(offset),
+            (_, Some(ms)) => Target::Timestamp(ms),
+            _ if self.to_latest => Target::Latest,
+            _ => Target::Earliest,
+        }
+    }
+}
+
+pub fn run(args: &GroupArgs) -> Result<()> {
     super::while_coordinator_moves(|| run_once(args))
 }
 
-fn run_once(args: &[String]) -> Result<()> {
-    let (sub, rest) = args.split_first().context(USAGE)?;
-    match sub.as_str() {
-        "list" => list(&Args::parse(rest, &[], &[])?),
-        "describe" => describe(&Args::parse(rest, &[], &[])?),
-        "reset-offsets" => reset_offsets(&Args::parse(
-            rest,
-            &["--topic", "--to-offset", "--to-timestamp"],
-            &["--all-topics", "--to-earliest", "--to-latest", "--dry-run"],
-        )?),
-        "delete" => delete(&Args::parse(rest, &[], &[])?),
-        other => bail!("unknown group command {other:?}\n\n{USAGE}"),
+fn run_once(args: &GroupArgs) -> Result<()> {
+    let flags = &args.flags;
+    match &args.command {
+        GroupCommand::List => list(flags),
+        GroupCommand::Describe { groups } => describe(flags, groups),
+        GroupCommand::ResetOffsets(reset) => reset_offsets(flags, reset),
+        GroupCommand::Delete { groups } => delete(flags, groups),
     }
 }
 
@@ -159,8 +229,8 @@ pub fn commit_offsets(
     Ok(())
 }
 
-fn list(args: &Args) -> Result<()> {
-    let mut client = args.client()?;
+fn list(flags: &ClientFlags) -> Result<()> {
+    let mut client = flags.client()?;
     // Each broker lists only the groups it coordinates.
     let mut groups = BTreeMap::new();
     for id in client.broker_ids() {
@@ -174,7 +244,7 @@ fn list(args: &Args) -> Result<()> {
             groups.insert(g.group_id.0.to_string(), g);
         }
     }
-    if args.json() {
+    if flags.json {
         let items = groups
             .iter()
             .map(|(id, g)| {
@@ -217,17 +287,13 @@ fn assignment(protocol_type: &str, bytes: &bytes::Bytes) -> Vec<TopicPartition> 
     }
 }
 
-fn describe(args: &Args) -> Result<()> {
-    let groups = args.positional();
-    if groups.is_empty() {
-        bail!("missing group id\n\n{USAGE}");
-    }
-    let mut client = args.client()?;
+fn describe(flags: &ClientFlags, groups: &[String]) -> Result<()> {
+    let mut client = flags.client()?;
     let mut described = Vec::new();
     for group in groups {
-        described.push(describe_one(&mut client, group, args.json())?);
+        described.push(describe_one(&mut client, group, flags.json)?);
     }
-    if args.json() {
+    if flags.json {
         println!("{}", Json::Array(described));
     }
     Ok(())
@@ -403,30 +469,18 @@ enum Target {
     Timestamp(i64),
 }
 
-fn reset_offsets(args: &Args) -> Result<()> {
-    let group = args.single("group id")?;
-    let targets = [
-        args.switch("--to-earliest").then_some(Target::Earliest),
-        args.switch("--to-latest").then_some(Target::Latest),
-        args.number("--to-offset")?.map(Target::Offset),
-        args.number("--to-timestamp")?.map(Target::Timestamp),
-    ];
-    let mut targets = targets.into_iter().flatten();
-    let (Some(target), None) = (targets.next(), targets.next()) else {
-        bail!("give exactly one of --to-earliest, --to-latest, --to-offset N, --to-timestamp MS");
-    };
-    let mut client = args.client()?;
+fn reset_offsets(flags: &ClientFlags, args: &ResetOffsets) -> Result<()> {
+    let group = args.group.as_str();
+    let target = args.target();
+    let mut client = flags.client()?;
     let committed = committed_offsets(&mut client, group)?;
-    let topics: BTreeSet<String> = if args.switch("--all-topics") {
+    let topics: BTreeSet<String> = if args.all_topics {
         committed.keys().map(|(t, _)| t.clone()).collect()
     } else {
-        args.values("--topic")
-            .iter()
-            .map(|t| t.to_string())
-            .collect()
+        args.topic.iter().cloned().collect()
     };
     if topics.is_empty() {
-        bail!("give --topic T (repeatable) or --all-topics");
+        bail!("group {group} has no committed offsets: name its topics with --topic");
     }
     let mut plan: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     for topic in &topics {
@@ -447,12 +501,12 @@ fn reset_offsets(args: &Args) -> Result<()> {
             plan.insert((topic.clone(), p), offset);
         }
     }
-    let dry_run = args.switch("--dry-run");
+    let dry_run = args.dry_run;
     if !dry_run {
         commit_offsets(&mut client, group, &plan)?;
     }
     let dash = |v: Option<&i64>| v.map_or("-".to_string(), |v| v.to_string());
-    if args.json() {
+    if flags.json {
         let items = plan
             .iter()
             .map(|(tp, new)| {
@@ -495,12 +549,8 @@ fn reset_offsets(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn delete(args: &Args) -> Result<()> {
-    let groups = args.positional();
-    if groups.is_empty() {
-        bail!("missing group id\n\n{USAGE}");
-    }
-    let mut client = args.client()?;
+fn delete(flags: &ClientFlags, groups: &[String]) -> Result<()> {
+    let mut client = flags.client()?;
     let mut deleted = Vec::new();
     let mut failures = Vec::new();
     for group in groups {
@@ -520,5 +570,5 @@ fn delete(args: &Args) -> Result<()> {
             }
         }
     }
-    report_deleted("group", &deleted, &failures, args.json())
+    report_deleted("group", &deleted, &failures, flags.json)
 }

@@ -1,6 +1,9 @@
-//! The admin CLI (`sluice topic | group | produce | consume`), like Kafka's tools and rpk. It
-//! speaks only the Kafka protocol, so it works against any Kafka-compatible cluster: this module
-//! parses arguments and dispatches; `client` talks to the brokers; `output` prints.
+//! The `sluice` command line, on clap: the command tree (`Cli`), the exit codes it documents, the
+//! flags every client command shares (`ClientFlags`) and the admin CLI (`sluice topic | group |
+//! produce | consume`), like Kafka's tools and rpk. The admin commands speak only the Kafka
+//! protocol, so they work against any Kafka-compatible cluster: each command's module declares
+//! its arguments and runs them; `client` talks to the brokers; `output` prints. `main` runs the
+//! commands that are not admin commands and turns results into exit codes.
 
 mod client;
 mod consume;
@@ -8,129 +11,129 @@ mod group;
 mod limits;
 mod output;
 mod produce;
+mod serve;
 mod topic;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use limits::{COORDINATOR_RETRIES, COORDINATOR_RETRY_BACKOFF};
 
 pub use client::Client;
+pub use serve::ServeArgs;
 
-/// Broker used when `--bootstrap` is not given.
+/// Broker used when neither `--bootstrap` nor `SLUICE_BOOTSTRAP` names one.
 const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 
-pub const USAGE: &str = "\
-usage: sluice topic create NAME [--partitions N] [--replication-factor N] [--config KEY=VALUE]...
-       sluice topic list [--internal]
-       sluice topic describe NAME...
-       sluice topic delete NAME...
-       sluice topic add-partitions NAME --count N
-       sluice topic alter-config NAME [--set KEY=VALUE]... [--delete KEY]...
-       sluice group list
-       sluice group describe GROUP...
-       sluice group reset-offsets GROUP (--topic T... | --all-topics)
-                  (--to-earliest | --to-latest | --to-offset N | --to-timestamp MS) [--dry-run]
-       sluice group delete GROUP...
-       sluice produce TOPIC [--file FILE] [--key-separator SEP] [--header KEY=VALUE]... [--partition N]
-       sluice consume TOPIC [--partition N] [--from-beginning | --offset N | --timestamp MS]
-                  [--group G] [--max-messages N] [--timeout-ms MS] [--format text|json]
-                  [--key-separator SEP]
-       sluice bench produce|consume|e2e|loopback [options]   (sluice bench --help)
+/// Exit status of a command that failed (a broker error, a failed record).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status of a usage error: clap's own for bad arguments, and ours for the checks it
+/// cannot make (`sluice bench`'s option checks) and for every failure of `sluice serve`.
+pub const EXIT_USAGE: u8 = 2;
 
-  every command: --bootstrap HOST:PORT (default 127.0.0.1:9092), --json (tables otherwise)
-  produce reads one record per line from stdin or --file; consume --group starts from the
-  group's committed offsets and commits what it printed (it does not join the group).";
+/// Printed under `sluice --help` (and in the README), since scripts and supervisors act on them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the command failed: a broker answered with an error, a connection failed, a record
+     was not acknowledged (sluice bench: any record failed)
+  2  usage error: an unknown command or flag, a missing or invalid value; and sluice serve
+     when the broker cannot start (configuration, data dir, listen address) or stops with
+     errors
 
-/// Parsed arguments of one command: positionals, flags with values, and switches.
-pub struct Args {
-    positional: Vec<String>,
-    values: Vec<(String, String)>,
-    switches: Vec<String>,
+Environment: SLUICE_BOOTSTRAP (--bootstrap of every client command), SLUICE_LISTEN,
+SLUICE_DATA_DIR, SLUICE_CORES, SLUICE_CONFIG (sluice serve), SLUICE_LOG=debug|info|warn|error
+(the broker's log level). A flag given wins over its variable.";
+
+/// A Kafka-compatible streaming broker, its admin tools and its load generator.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, after_help = EXIT_CODES)]
+// A flag given twice takes its last value, as the hand-written parser did.
+#[command(args_override_self = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-impl Args {
-    /// Splits `args` given the flags that take a value and the switches the command knows;
-    /// `--bootstrap` and `--json` are known to all.
-    pub fn parse(args: &[String], value_flags: &[&str], switches: &[&str]) -> Result<Args> {
-        let mut parsed = Args {
-            positional: Vec::new(),
-            values: Vec::new(),
-            switches: Vec::new(),
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            if !arg.starts_with("--") {
-                parsed.positional.push(arg.clone());
-            } else if arg == "--bootstrap" || value_flags.contains(&arg.as_str()) {
-                let value = it.next().with_context(|| format!("{arg} needs a value"))?;
-                parsed.values.push((arg.clone(), value.clone()));
-            } else if arg == "--json" || switches.contains(&arg.as_str()) {
-                parsed.switches.push(arg.clone());
-            } else {
-                bail!("unknown argument {arg:?}\n\n{USAGE}");
-            }
-        }
-        Ok(parsed)
-    }
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Admin(AdminCommand),
+    #[cfg(feature = "bench")]
+    Bench(sluice_bench::Bench),
+    /// Load generator: not in this build (cargo build --release --features bench)
+    #[cfg(not(feature = "bench"))]
+    Bench(NoBench),
+    /// Print a shell completion script
+    ///
+    /// For example: sluice completion bash > /etc/bash_completion.d/sluice, or
+    /// sluice completion zsh > "${fpath[1]}/_sluice".
+    Completion {
+        /// The shell to complete in
+        shell: Shell,
+    },
+    /// Print the version
+    Version,
+}
 
-    pub fn positional(&self) -> &[String] {
-        &self.positional
-    }
+/// The admin CLI's commands: they connect to `--bootstrap` and print tables, or JSON with
+/// `--json`.
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create, list, describe and delete topics; add partitions; alter configs
+    Topic(topic::TopicArgs),
+    /// List, describe and delete consumer groups; reset their committed offsets
+    Group(group::GroupArgs),
+    Produce(produce::ProduceArgs),
+    Consume(consume::ConsumeArgs),
+}
 
-    /// The one positional argument, named `what` in the error when missing or repeated.
-    pub fn single(&self, what: &str) -> Result<&str> {
-        match self.positional.as_slice() {
-            [one] => Ok(one),
-            [] => bail!("missing {what}\n\n{USAGE}"),
-            _ => bail!("expected one {what}, got {:?}", self.positional),
-        }
-    }
+/// What `sluice bench` takes in a build without the load generator: anything at all, so that
+/// the command can say how to get it instead of clap's "unrecognized subcommand".
+#[cfg(not(feature = "bench"))]
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct NoBench {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
 
-    /// The last value of `flag`.
-    pub fn value(&self, flag: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(f, _)| f == flag)
-            .map(|(_, v)| v.as_str())
-    }
+/// What `sluice bench` says in a build without the load generator.
+#[cfg(not(feature = "bench"))]
+pub const NO_BENCH: &str = "this sluice was built without the load generator (sluice bench); \
+build it with: cargo build --release --features bench";
 
-    /// Every value of a repeatable `flag`, in order.
-    pub fn values(&self, flag: &str) -> Vec<&str> {
-        self.values
-            .iter()
-            .filter(|(f, _)| f == flag)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
+/// `--bootstrap` and `--json`, which every client command takes. They are global, so they may
+/// follow a subcommand (`sluice topic list --json`) as well as precede it.
+#[derive(Args, Debug)]
+pub struct ClientFlags {
+    /// Broker to bootstrap from
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT",
+        env = "SLUICE_BOOTSTRAP",
+        default_value = DEFAULT_BOOTSTRAP
+    )]
+    bootstrap: String,
+    /// Print JSON instead of text tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
 
-    /// `flag`'s value parsed as a number.
-    pub fn number<T: std::str::FromStr>(&self, flag: &str) -> Result<Option<T>> {
-        self.value(flag)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| anyhow::anyhow!("{flag} must be a number, got {v:?}"))
-            })
-            .transpose()
-    }
-
-    pub fn switch(&self, name: &str) -> bool {
-        self.switches.iter().any(|s| s == name)
-    }
-
-    pub fn json(&self) -> bool {
-        self.switch("--json")
-    }
-
+impl ClientFlags {
     /// Connects to `--bootstrap`.
     pub fn client(&self) -> Result<Client> {
-        Client::connect(self.value("--bootstrap").unwrap_or(DEFAULT_BOOTSTRAP))
+        Client::connect(&self.bootstrap)
     }
 }
 
-/// Splits `KEY=VALUE`.
-pub fn key_value(s: &str) -> Result<(&str, &str)> {
+/// Splits `KEY=VALUE` (clap's value parser for the admin commands' repeatable settings).
+pub fn key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
-        .with_context(|| format!("expected KEY=VALUE, got {s:?}"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 /// Runs `command`, again after a pause while a group coordinator is starting or moving (Kafka
@@ -149,14 +152,28 @@ pub fn while_coordinator_moves<T>(mut command: impl FnMut() -> Result<T>) -> Res
     }
 }
 
-/// Runs `sluice <command> ...` (`args[0]` is the command).
-pub fn run(args: &[String]) -> Result<()> {
-    let (command, rest) = args.split_first().context(USAGE)?;
-    match command.as_str() {
-        "topic" => topic::run(rest),
-        "group" => group::run(rest),
-        "produce" => produce::run(rest),
-        "consume" => consume::run(rest),
-        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+/// Runs an admin command.
+pub fn run(command: &AdminCommand) -> Result<()> {
+    match command {
+        AdminCommand::Topic(args) => topic::run(args),
+        AdminCommand::Group(args) => group::run(args),
+        AdminCommand::Produce(args) => produce::run(args),
+        AdminCommand::Consume(args) => consume::run(args),
+    }
+}
+
+/// Writes `shell`'s completion script for the whole command tree to stdout.
+pub fn print_completion(shell: Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        // clap's own checks: conflicting names, groups naming unknown args, and so on.
+        Cli::command().debug_assert();
     }
 }

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
+use clap::Args;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
@@ -25,7 +27,7 @@ use super::limits::{
     ADMIN_TIMEOUT_MS, PRODUCE_BATCH_MAX_BYTES, PRODUCE_INPUT_MAX_BYTES, PROGRESS_INTERVAL,
 };
 use super::output::Json;
-use super::{key_value, Args};
+use super::{key_value, ClientFlags};
 
 /// Bytes a record adds to a batch besides its key, value and headers (varints, attributes).
 const RECORD_OVERHEAD_BYTES: usize = 32;
@@ -33,31 +35,53 @@ const RECORD_OVERHEAD_BYTES: usize = 32;
 /// acks=all.
 const ACKS_ALL: i16 = -1;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let args = Args::parse(
-        args,
-        &["--file", "--key-separator", "--header", "--partition"],
-        &[],
-    )?;
-    let topic = args.single("topic name")?;
-    let mut headers = IndexMap::new();
-    for kv in args.values("--header") {
-        let (k, v) = key_value(kv)?;
-        headers.insert(
-            StrBytes::from_string(k.to_string()),
-            Some(Bytes::from(v.to_string())),
-        );
-    }
-    let input = read_input(args.value("--file"))?;
-    let separator = args.value("--key-separator");
+/// Send records, one per line of stdin or --file (acks=all)
+///
+/// A record goes to --partition, else to its key's partition (murmur2, where the Java producer
+/// puts it), else round robin.
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// The topic (created if the broker auto-creates topics)
+    topic: String,
+    /// Read the records from FILE instead of stdin
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Split each line at the first SEP into key and value
+    #[arg(long, value_name = "SEP", allow_hyphen_values = true)]
+    key_separator: Option<String>,
+    /// A header on every record (repeatable)
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = key_value)]
+    headers: Vec<(String, String)>,
+    /// Send every record to partition N
+    #[arg(long, value_name = "N")]
+    partition: Option<i32>,
+    #[command(flatten)]
+    flags: ClientFlags,
+}
 
-    let mut client = args.client()?;
+pub fn run(args: &ProduceArgs) -> Result<()> {
+    let topic = args.topic.as_str();
+    // A header named twice keeps its last value.
+    let headers: IndexMap<_, _> = args
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                StrBytes::from_string(k.clone()),
+                Some(Bytes::from(v.clone())),
+            )
+        })
+        .collect();
+    let input = read_input(args.file.as_deref())?;
+    let separator = args.key_separator.as_deref();
+
+    let mut client = args.flags.client()?;
     let leaders = client.leaders_auto_created(topic)?;
     let partition_count = leaders.len() as i32;
     if partition_count == 0 {
         bail!("topic {topic} has no partitions");
     }
-    let fixed = args.number::<i32>("--partition")?;
+    let fixed = args.partition;
     if let Some(p) = fixed {
         if !leaders.contains_key(&p) {
             bail!("topic {topic} has no partition {p}");
@@ -143,7 +167,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     progress.finish();
-    if args.json() {
+    if args.flags.json {
         println!(
             "{}",
             Json::object([
@@ -195,11 +219,11 @@ impl Progress {
 }
 
 /// All of `--file` or stdin, up to `PRODUCE_INPUT_MAX_BYTES`.
-fn read_input(file: Option<&str>) -> Result<String> {
+fn read_input(file: Option<&Path>) -> Result<String> {
     let reader: Box<dyn Read> = match file {
-        Some(path) => {
-            Box::new(std::fs::File::open(path).with_context(|| format!("opening {path}"))?)
-        }
+        Some(path) => Box::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ),
         None => Box::new(std::io::stdin()),
     };
     let mut input = String::new();

@@ -1,6 +1,7 @@
 //! `sluice topic create | list | describe | delete | add-partitions | alter-config`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::{ArgGroup, Args, Subcommand};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsRequest, CreatePartitionsTopic,
 };
@@ -24,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::client::{check, Client, Node, EARLIEST, LATEST};
 use super::limits::ADMIN_TIMEOUT_MS;
 use super::output::{report_deleted, Json, Table};
-use super::{key_value, Args, USAGE};
+use super::{key_value, ClientFlags};
 
 /// DescribeConfigs / IncrementalAlterConfigs resource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -32,20 +33,85 @@ const RESOURCE_TOPIC: i8 = 2;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (sub, rest) = args.split_first().context(USAGE)?;
-    match sub.as_str() {
-        "create" => create(&Args::parse(
-            rest,
-            &["--partitions", "--replication-factor", "--config"],
-            &[],
-        )?),
-        "list" => list(&Args::parse(rest, &[], &["--internal"])?),
-        "describe" => describe(&Args::parse(rest, &[], &[])?),
-        "delete" => delete(&Args::parse(rest, &[], &[])?),
-        "add-partitions" => add_partitions(&Args::parse(rest, &["--count"], &[])?),
-        "alter-config" => alter_config(&Args::parse(rest, &["--set", "--delete"], &[])?),
-        other => bail!("unknown topic command {other:?}\n\n{USAGE}"),
+#[derive(Args, Debug)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    flags: ClientFlags,
+    #[command(subcommand)]
+    command: TopicCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicCommand {
+    /// Create a topic
+    Create(Create),
+    /// List topics
+    List {
+        /// Include internal topics (__consumer_offsets, __transaction_state)
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Describe topics: partitions, leaders, offsets, record counts, sizes and configs
+    Describe {
+        /// Topics to describe
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+    /// Delete topics
+    Delete {
+        /// Topics to delete
+        #[arg(value_name = "NAME", required = true)]
+        names: Vec<String>,
+    },
+    /// Raise a topic's partition count
+    AddPartitions {
+        /// The topic
+        name: String,
+        /// The new total number of partitions
+        #[arg(long, value_name = "N")]
+        count: i32,
+    },
+    /// Set or delete a topic's configs
+    AlterConfig(AlterConfig),
+}
+
+#[derive(Args, Debug)]
+struct Create {
+    /// The topic's name
+    name: String,
+    /// Partitions [default: the broker's num.partitions]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    partitions: Option<i32>,
+    /// Replicas of each partition [default: the broker's default.replication.factor]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    replication_factor: Option<i16>,
+    /// A topic config, e.g. retention.ms=86400000 (repeatable)
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+    configs: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true).args(["set", "delete"])))]
+struct AlterConfig {
+    /// The topic
+    name: String,
+    /// Set a config (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    set: Vec<(String, String)>,
+    /// Remove a config, back to the broker's default (repeatable)
+    #[arg(long, value_name = "KEY")]
+    delete: Vec<String>,
+}
+
+pub fn run(args: &TopicArgs) -> Result<()> {
+    let flags = &args.flags;
+    match &args.command {
+        TopicCommand::Create(create_args) => create(flags, create_args),
+        TopicCommand::List { internal } => list(flags, *internal),
+        TopicCommand::Describe { names } => describe(flags, names),
+        TopicCommand::Delete { names } => delete(flags, names),
+        TopicCommand::AddPartitions { name, count } => add_partitions(flags, name, *count),
+        TopicCommand::AlterConfig(alter) => alter_config(flags, alter),
     }
 }
 
@@ -53,20 +119,21 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn create(args: &Args) -> Result<()> {
-    let topic = args.single("topic name")?;
-    let partitions = args.number::<i32>("--partitions")?.unwrap_or(-1);
-    let replication = args.number::<i16>("--replication-factor")?.unwrap_or(-1);
-    let mut configs = Vec::new();
-    for kv in args.values("--config") {
-        let (k, v) = key_value(kv)?;
-        configs.push(
+fn create(flags: &ClientFlags, args: &Create) -> Result<()> {
+    let topic = args.name.as_str();
+    // -1 asks the broker for its default.
+    let partitions = args.partitions.unwrap_or(-1);
+    let replication = args.replication_factor.unwrap_or(-1);
+    let configs = args
+        .configs
+        .iter()
+        .map(|(k, v)| {
             CreatableTopicConfig::default()
-                .with_name(StrBytes::from_string(k.to_string()))
-                .with_value(Some(StrBytes::from_string(v.to_string()))),
-        );
-    }
-    let mut client = args.client()?;
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_value(Some(StrBytes::from_string(v.clone())))
+        })
+        .collect();
+    let mut client = flags.client()?;
     let request = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(name(topic))
@@ -90,7 +157,7 @@ fn create(args: &Args) -> Result<()> {
     } else {
         client.leaders(topic)?.len() as i32
     };
-    if args.json() {
+    if flags.json {
         println!(
             "{}",
             Json::object([
@@ -104,19 +171,19 @@ fn create(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn list(args: &Args) -> Result<()> {
-    let mut client = args.client()?;
+fn list(flags: &ClientFlags, internal: bool) -> Result<()> {
+    let mut client = flags.client()?;
     let metadata = client.metadata(None)?;
     let mut topics: Vec<_> = metadata
         .topics
         .iter()
-        .filter(|t| args.switch("--internal") || !t.is_internal)
+        .filter(|t| internal || !t.is_internal)
         .collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     let name_of = |t: &&kafka_protocol::messages::metadata_response::MetadataResponseTopic| {
         t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default()
     };
-    if args.json() {
+    if flags.json {
         let items = topics
             .iter()
             .map(|t| {
@@ -156,17 +223,13 @@ fn config_source(source: i8) -> &'static str {
     }
 }
 
-fn describe(args: &Args) -> Result<()> {
-    let topics = args.positional();
-    if topics.is_empty() {
-        bail!("missing topic name\n\n{USAGE}");
-    }
-    let mut client = args.client()?;
+fn describe(flags: &ClientFlags, topics: &[String]) -> Result<()> {
+    let mut client = flags.client()?;
     let mut described = Vec::new();
     for topic in topics {
-        described.push(describe_one(&mut client, topic, args.json())?);
+        described.push(describe_one(&mut client, topic, flags.json)?);
     }
-    if args.json() {
+    if flags.json {
         println!("{}", Json::Array(described));
     }
     Ok(())
@@ -363,12 +426,8 @@ fn describe_one(client: &mut Client, topic: &str, json: bool) -> Result<Json> {
     ]))
 }
 
-fn delete(args: &Args) -> Result<()> {
-    let topics = args.positional();
-    if topics.is_empty() {
-        bail!("missing topic name\n\n{USAGE}");
-    }
-    let mut client = args.client()?;
+fn delete(flags: &ClientFlags, topics: &[String]) -> Result<()> {
+    let mut client = flags.client()?;
     let version = client.version::<DeleteTopicsRequest>(Node::Any)?;
     let request = if version >= 6 {
         DeleteTopicsRequest::default().with_topics(
@@ -401,15 +460,11 @@ fn delete(args: &Args) -> Result<()> {
             Err(e) => failures.push(format!("{e}")),
         }
     }
-    report_deleted("topic", &deleted, &failures, args.json())
+    report_deleted("topic", &deleted, &failures, flags.json)
 }
 
-fn add_partitions(args: &Args) -> Result<()> {
-    let topic = args.single("topic name")?;
-    let count = args
-        .number::<i32>("--count")?
-        .context("--count N (the new total number of partitions) is required")?;
-    let mut client = args.client()?;
+fn add_partitions(flags: &ClientFlags, topic: &str, count: i32) -> Result<()> {
+    let mut client = flags.client()?;
     let request = CreatePartitionsRequest::default()
         .with_topics(vec![CreatePartitionsTopic::default()
             .with_name(name(topic))
@@ -426,7 +481,7 @@ fn add_partitions(args: &Args) -> Result<()> {
         result.error_message.as_ref(),
         format!("adding partitions to {topic}"),
     )?;
-    if args.json() {
+    if flags.json {
         println!(
             "{}",
             Json::object([
@@ -440,29 +495,21 @@ fn add_partitions(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn alter_config(args: &Args) -> Result<()> {
-    let topic = args.single("topic name")?;
-    let mut changes = Vec::new();
-    for kv in args.values("--set") {
-        let (k, v) = key_value(kv)?;
-        changes.push(
-            AlterableConfig::default()
-                .with_name(StrBytes::from_string(k.to_string()))
-                .with_config_operation(OP_SET)
-                .with_value(Some(StrBytes::from_string(v.to_string()))),
-        );
-    }
-    for k in args.values("--delete") {
-        changes.push(
-            AlterableConfig::default()
-                .with_name(StrBytes::from_string(k.to_string()))
-                .with_config_operation(OP_DELETE),
-        );
-    }
-    if changes.is_empty() {
-        bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
-    }
-    let mut client = args.client()?;
+fn alter_config(flags: &ClientFlags, args: &AlterConfig) -> Result<()> {
+    let topic = args.name.as_str();
+    let set = args.set.iter().map(|(k, v)| {
+        AlterableConfig::default()
+            .with_name(StrBytes::from_string(k.clone()))
+            .with_config_operation(OP_SET)
+            .with_value(Some(StrBytes::from_string(v.clone())))
+    });
+    let deleted = args.delete.iter().map(|k| {
+        AlterableConfig::default()
+            .with_name(StrBytes::from_string(k.clone()))
+            .with_config_operation(OP_DELETE)
+    });
+    let changes = set.chain(deleted).collect();
+    let mut client = flags.client()?;
     let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
             .with_resource_type(RESOURCE_TOPIC)
@@ -479,28 +526,22 @@ fn alter_config(args: &Args) -> Result<()> {
         result.error_message.as_ref(),
         format!("altering configs of {topic}"),
     )?;
-    let set = args.values("--set");
-    let deleted = args.values("--delete");
-    if args.json() {
+    if flags.json {
+        let set = args.set.iter().map(|(k, v)| Json::str(format!("{k}={v}")));
+        let deleted = args.delete.iter().map(Json::str);
         println!(
             "{}",
             Json::object([
                 ("topic", Json::str(topic)),
-                (
-                    "set",
-                    Json::Array(set.iter().map(|s| Json::str(*s)).collect())
-                ),
-                (
-                    "deleted",
-                    Json::Array(deleted.iter().map(|s| Json::str(*s)).collect())
-                ),
+                ("set", Json::Array(set.collect())),
+                ("deleted", Json::Array(deleted.collect())),
             ])
         );
     } else {
         println!(
             "altered topic {topic}: {} set, {} deleted",
-            set.len(),
-            deleted.len()
+            args.set.len(),
+            args.delete.len()
         );
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! and consumer its own client. Sending is open loop (see `schedule`): latency counts from each
 //! record's intended send time, so a slow broker cannot hide behind coordinated omission.
 //!
-//! This module parses the options and dispatches; `produce`, `consume`, `e2e` and `loopback` are
+//! This module declares the command line (`Bench`, embedded by the `sluice` command), checks the
+//! options and dispatches; `produce`, `consume`, `e2e` and `loopback` are
 //! the workloads, `clients` sets up librdkafka and the topic, `recorder` measures, `report`
 //! prints the summary or JSON and `html` the report with plots.
 
@@ -25,71 +26,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, ValueEnum};
 
-mod args;
-
-use args::{key_value, Args};
 use limits::{ALLOCATOR_MMAP_THRESHOLD_BYTES, ALLOCATOR_TRIM_THRESHOLD_BYTES, CLIENTS_MAX};
 use report::Report;
 use schedule::Limit;
 
-pub const USAGE: &str = "\
-usage: sluice bench produce|consume|e2e|loopback [--bootstrap HOST:PORT] [--topic T]
-                  [--size BYTES] [--records N | --duration SECS] [--rate N] [--warmup SECS]
-                  [--partitions N] [--acks 0|1|all] [--producers N] [--consumers N]
-                  [--keys none|random|round-robin] [--batch-size BYTES] [--linger-ms MS]
-                  [--reader librdkafka|fetch] [--set KEY=VALUE]... [--cpus LIST] [--json]
-                  [--html FILE] [--progress]
-
-  produce    records of --size bytes from --producers clients; delivery latency (intended
-             send time -> acknowledgement)
-  consume    catch-up read from the beginning by --consumers clients of everything the topic
-             holds; an empty topic is first filled with --records (or --duration) records
-  e2e        producers at --rate, consumers reading as they go; end-to-end latency (intended
-             send time, carried in the first 8 bytes of each value -> receipt)
-  loopback   baseline without a broker: bytes through one loopback TCP connection
-
-  --topic      existing topic to use (created with --partitions if absent; default: a fresh one)
-  --records N  measured records (default for consume and loopback: 1000000, i.e. the bytes)
-  --duration   seconds of measured sending (default for produce and e2e: 10)
-  --rate N     records/s in total on a fixed timetable (default: as fast as possible)
-  --warmup S   seconds sent first and not measured (default 0)
-  --keys       none: no key, partitions in turn; random or round-robin: keys from a space of
-               10,000, partitioned by murmur2 like the Java client (default none)
-  --reader     consume with librdkafka (default), or with plain Fetch requests that step
-               through record batches by their headers, as a follower does: what the broker
-               serves apart from the client's per-record cost (MB/s then counts whole batches)
-  --set K=V    any librdkafka property, for every client
-  --cpus LIST  pin the generator (every client thread) to these cores, e.g. 2,3 or 4-7; the
-               broker's shards take cores 0..N-1, so pin the generator elsewhere when you can
-  --progress   a progress bar on stderr, updated every second (default when stderr is a terminal)
-
-  defaults: --bootstrap 127.0.0.1:9092 --size 1024 --partitions 1 --acks all --producers 1
-  --consumers 1 --batch-size 1000000 --linger-ms 5 (librdkafka's). Prints msgs/s, MB/s (10^6
-  bytes) and latency percentiles, or with --json one object (msgs_per_sec, mb_per_sec, p50_ms,
-  p90_ms, p99_ms, p999_ms, p9999_ms, max_ms, records, errors and the workload); exits 1 when
-  any record failed.";
-
-/// Flags that take a value (`--bootstrap` is known to every command).
-const VALUE_FLAGS: &[&str] = &[
-    "--topic",
-    "--size",
-    "--records",
-    "--duration",
-    "--rate",
-    "--warmup",
-    "--partitions",
-    "--acks",
-    "--producers",
-    "--consumers",
-    "--keys",
-    "--batch-size",
-    "--linger-ms",
-    "--reader",
-    "--set",
-    "--cpus",
-    "--html",
-];
+/// What `sluice bench --help` says below the options.
+const AFTER_HELP: &str = "\
+Prints msgs/s, MB/s (10^6 bytes) and latency percentiles, or with --json one object
+(msgs_per_sec, mb_per_sec, p50_ms, p90_ms, p99_ms, p999_ms, p9999_ms, max_ms, records, errors
+and the workload). Exits 1 when any record failed, 2 on invalid options.";
 
 const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 const DEFAULT_SIZE_BYTES: usize = 1024;
@@ -100,23 +47,151 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 const DEFAULT_BATCH_SIZE_BYTES: u64 = 1_000_000;
 const DEFAULT_LINGER_MS: u64 = 5;
 
+/// Load generator for any Kafka-compatible broker (librdkafka)
+///
+/// Each producer and consumer is its own librdkafka client on its own thread. With --rate,
+/// records are sent on a fixed timetable and latency counts from each record's intended send
+/// time, so a slow broker cannot hide behind coordinated omission.
+#[derive(Args, Debug)]
+#[command(after_help = AFTER_HELP)]
+pub struct Bench {
+    /// What to measure
+    #[arg(value_enum)]
+    workload: Workload,
+    /// Broker to bootstrap from
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "SLUICE_BOOTSTRAP",
+        default_value = DEFAULT_BOOTSTRAP
+    )]
+    bootstrap: String,
+    /// Existing topic to use, created with --partitions if absent [default: a fresh one]
+    #[arg(long, value_name = "TOPIC")]
+    topic: Option<String>,
+    /// Bytes of each record's value
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SIZE_BYTES)]
+    size: usize,
+    /// Measured records [default for consume and loopback: 1000000]
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    records: Option<u64>,
+    /// Seconds of measured sending [default for produce and e2e: 10]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    duration: Option<Duration>,
+    /// Records/s in total on a fixed timetable [default: as fast as possible]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    rate: Option<f64>,
+    /// Seconds sent first and not measured
+    #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "0")]
+    warmup: Duration,
+    /// Partitions of the topic the run creates
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    partitions: i32,
+    /// Acknowledgements a produce waits for: 0, 1 or all (-1)
+    #[arg(
+        long,
+        value_name = "ACKS",
+        default_value = "all",
+        value_parser = acks,
+        allow_negative_numbers = true
+    )]
+    acks: String,
+    /// Producer clients
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    producers: usize,
+    /// Consumer clients
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    consumers: usize,
+    /// How records are keyed (keys are partitioned by murmur2, like the Java client does)
+    #[arg(long, value_enum, default_value_t = Keys::None)]
+    keys: Keys,
+    /// librdkafka's batch.size
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BATCH_SIZE_BYTES)]
+    batch_size: u64,
+    /// librdkafka's linger.ms
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_LINGER_MS)]
+    linger_ms: u64,
+    /// What consume reads with
+    #[arg(long, value_enum, default_value_t = Reader::Librdkafka)]
+    reader: Reader,
+    /// Any librdkafka property, for every client (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
+    settings: Vec<(String, String)>,
+    /// Pin the generator (every client thread) to these cores, e.g. 2,3 or 4-7; the broker's
+    /// shards take cores 0..N-1, so pin the generator elsewhere when you can
+    #[arg(long, value_name = "LIST", value_parser = cpu_list)]
+    // Fully qualified, so that clap takes the list as one value rather than as repeated ones.
+    cpus: Option<::std::vec::Vec<usize>>,
+    /// Print one JSON object instead of the summary
+    #[arg(long)]
+    json: bool,
+    /// Also write a self-contained HTML report with latency plots to FILE
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// A progress bar on stderr, updated every second [default when stderr is a terminal]
+    #[arg(long)]
+    progress: bool,
+}
+
+/// The workloads.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+enum Workload {
+    /// Records of --size bytes from --producers clients; delivery latency (intended send time ->
+    /// acknowledgement)
+    Produce,
+    /// Catch-up read from the beginning by --consumers clients of everything the topic holds; an
+    /// empty topic is first filled with --records (or --duration) records
+    Consume,
+    /// Producers at --rate, consumers reading as they go; end-to-end latency (intended send
+    /// time, carried in the first 8 bytes of each value -> receipt)
+    E2e,
+    /// Baseline without a broker: bytes through one loopback TCP connection
+    Loopback,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Produce => "produce",
+            Workload::Consume => "consume",
+            Workload::E2e => "e2e",
+            Workload::Loopback => "loopback",
+        }
+    }
+
+    /// How much is measured when neither --records nor --duration says.
+    fn default_limit(self) -> Limit {
+        match self {
+            Workload::Consume | Workload::Loopback => Limit::Records(DEFAULT_BACKLOG_RECORDS),
+            Workload::Produce | Workload::E2e => Limit::Duration(DEFAULT_DURATION),
+        }
+    }
+}
+
 /// How records are keyed.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
 pub enum Keys {
     /// No key; the generator spreads records over the partitions in turn.
     None,
-    /// A key drawn at random from `KEY_SPACE`.
+    /// A key drawn at random from 10,000 keys.
     Random,
-    /// The keys of `KEY_SPACE` in turn.
+    /// The 10,000 keys in turn.
     RoundRobin,
 }
 
 /// What a catch-up consumer reads with.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
 pub enum Reader {
     /// A librdkafka consumer, the reference client.
     Librdkafka,
-    /// Plain Fetch requests, batches stepped through by their headers (`fetch`).
+    /// Plain Fetch requests, stepping through the record batches by their headers as a
+    /// follower does: what the broker serves apart from the client's per-record cost
+    /// (MB/s then counts whole batches).
     Fetch,
 }
 
@@ -147,49 +222,41 @@ pub struct Options {
     pub progress: bool,
 }
 
-impl Options {
-    fn parse(workload: &str, args: &[String]) -> Result<Options> {
-        let args = Args::parse(args, VALUE_FLAGS, &["--progress"])?;
-        ensure!(
-            args.positional().is_empty(),
-            "unexpected arguments {:?}\n\n{USAGE}",
-            args.positional()
-        );
+impl Bench {
+    /// The options of the run: the flags, with the workload's defaults, checked.
+    pub fn options(&self) -> Result<Options> {
         let opts = Options {
-            workload: workload.to_string(),
-            bootstrap: args
-                .value("--bootstrap")
-                .unwrap_or(DEFAULT_BOOTSTRAP)
-                .to_string(),
-            topic: args.value("--topic").map(str::to_string),
-            size: args.number("--size")?.unwrap_or(DEFAULT_SIZE_BYTES),
-            limit: limit(&args, workload)?,
-            rate: args.number("--rate")?,
-            warmup: seconds(args.number("--warmup")?.unwrap_or(0.0), "--warmup")?,
-            partitions: args.number("--partitions")?.unwrap_or(1),
-            acks: acks(args.value("--acks").unwrap_or("all"))?,
-            producers: args.number("--producers")?.unwrap_or(1),
-            consumers: args.number("--consumers")?.unwrap_or(1),
-            keys: keys(args.value("--keys").unwrap_or("none"))?,
-            batch_size: args
-                .number("--batch-size")?
-                .unwrap_or(DEFAULT_BATCH_SIZE_BYTES),
-            linger_ms: args.number("--linger-ms")?.unwrap_or(DEFAULT_LINGER_MS),
-            reader: reader(args.value("--reader").unwrap_or("librdkafka"))?,
-            client_settings: args
-                .values("--set")
-                .into_iter()
-                .map(|kv| key_value(kv).map(|(k, v)| (k.to_string(), v.to_string())))
-                .collect::<Result<_>>()?,
-            cpus: args.value("--cpus").map(cpu_list).transpose()?,
-            json: args.json(),
-            html: args.value("--html").map(PathBuf::from),
-            progress: args.switch("--progress") || std::io::stderr().is_terminal(),
+            workload: self.workload.name().to_string(),
+            bootstrap: self.bootstrap.clone(),
+            topic: self.topic.clone(),
+            size: self.size,
+            limit: match (self.records, self.duration) {
+                (Some(records), _) => Limit::Records(records),
+                (_, Some(duration)) => Limit::Duration(duration),
+                (None, None) => self.workload.default_limit(),
+            },
+            rate: self.rate,
+            warmup: self.warmup,
+            partitions: self.partitions,
+            acks: self.acks.clone(),
+            producers: self.producers,
+            consumers: self.consumers,
+            keys: self.keys,
+            batch_size: self.batch_size,
+            linger_ms: self.linger_ms,
+            reader: self.reader,
+            client_settings: self.settings.clone(),
+            cpus: self.cpus.clone(),
+            json: self.json,
+            html: self.html.clone(),
+            progress: self.progress || std::io::stderr().is_terminal(),
         };
         opts.check()?;
         Ok(opts)
     }
+}
 
+impl Options {
     fn check(&self) -> Result<()> {
         if let Some(rate) = self.rate {
             ensure!(rate.is_finite() && rate > 0.0, "--rate must be above 0");
@@ -209,46 +276,29 @@ impl Options {
     }
 }
 
-/// `--records` or `--duration`, or the workload's default.
-fn limit(args: &Args, workload: &str) -> Result<Limit> {
-    match (args.number("--records")?, args.number::<f64>("--duration")?) {
-        (Some(_), Some(_)) => bail!("give --records or --duration, not both"),
-        (Some(n), None) => Ok(Limit::Records(n)),
-        (None, Some(secs)) => Ok(Limit::Duration(seconds(secs, "--duration")?)),
-        (None, None) if matches!(workload, "consume" | "loopback") => {
-            Ok(Limit::Records(DEFAULT_BACKLOG_RECORDS))
-        }
-        (None, None) => Ok(Limit::Duration(DEFAULT_DURATION)),
-    }
+/// `--duration` and `--warmup`: seconds, fractions allowed.
+fn seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| "must be a number of seconds >= 0".to_string())
 }
 
-fn seconds(secs: f64, flag: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(secs).with_context(|| format!("{flag} must be seconds >= 0"))
-}
-
-fn acks(value: &str) -> Result<String> {
+/// `--acks`: librdkafka's `acks`, with -1 spelled all.
+fn acks(value: &str) -> Result<String, String> {
     match value {
         "0" | "1" | "all" => Ok(value.to_string()),
         "-1" => Ok("all".to_string()),
-        other => bail!("--acks must be 0, 1 or all, got {other:?}"),
+        _ => Err("must be 0, 1 or all (-1 is all)".to_string()),
     }
 }
 
-fn keys(value: &str) -> Result<Keys> {
-    match value {
-        "none" => Ok(Keys::None),
-        "random" => Ok(Keys::Random),
-        "round-robin" => Ok(Keys::RoundRobin),
-        other => bail!("--keys must be none, random or round-robin, got {other:?}"),
-    }
-}
-
-fn reader(value: &str) -> Result<Reader> {
-    match value {
-        "librdkafka" => Ok(Reader::Librdkafka),
-        "fetch" => Ok(Reader::Fetch),
-        other => bail!("--reader must be librdkafka or fetch, got {other:?}"),
-    }
+/// Splits `KEY=VALUE` (`--set`).
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 /// `2,3` or `4-7` or a mix: the cores, in order, without repeats.
@@ -258,13 +308,13 @@ fn cpu_list(list: &str) -> Result<Vec<usize>> {
         let number = |s: &str| {
             s.trim()
                 .parse::<usize>()
-                .with_context(|| format!("--cpus: {s:?} is not a core number"))
+                .with_context(|| format!("{s:?} is not a core number"))
         };
         let (first, last) = match part.split_once('-') {
             Some((a, b)) => (number(a)?, number(b)?),
             None => (number(part)?, number(part)?),
         };
-        ensure!(first <= last, "--cpus: range {part:?} runs backwards");
+        ensure!(first <= last, "range {part:?} runs backwards");
         for cpu in first..=last {
             if !cpus.contains(&cpu) {
                 cpus.push(cpu);
@@ -303,28 +353,41 @@ fn keep_freed_memory() {
     }
 }
 
-/// Runs `sluice bench <workload> ...` (`args[0]` is the workload).
-pub fn run(args: &[String]) -> Result<()> {
-    let Some((workload, rest)) = args.split_first() else {
-        bail!("{USAGE}");
-    };
-    if matches!(workload.as_str(), "--help" | "-h" | "help") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    let opts = Options::parse(workload, rest)?;
+/// Runs the workload `opts` names (see [`Bench::options`]).
+pub fn run(opts: &Options) -> Result<()> {
     if let Some(cpus) = &opts.cpus {
         pin(cpus)?;
     }
     keep_freed_memory();
-    let report = match workload.as_str() {
-        "produce" => produce::run(&opts)?,
-        "consume" => consume::run(&opts)?,
-        "e2e" => e2e::run(&opts)?,
-        "loopback" => loopback::run(&opts)?,
-        other => bail!("unknown workload {other:?}\n\n{USAGE}"),
+    let report = match opts.workload.as_str() {
+        "produce" => produce::run(opts)?,
+        "consume" => consume::run(opts)?,
+        "e2e" => e2e::run(opts)?,
+        "loopback" => loopback::run(opts)?,
+        other => bail!("unknown workload {other:?}"),
     };
-    publish(&opts, &report)
+    publish(opts, &report)
+}
+
+/// `sluice bench` as the root command embeds it, for the unit tests.
+#[cfg(test)]
+#[derive(clap::Parser)]
+#[command(args_override_self = true)]
+struct TestCommand {
+    #[command(flatten)]
+    bench: Bench,
+}
+
+#[cfg(test)]
+impl Options {
+    /// The options `sluice bench WORKLOAD ARGS...` runs with.
+    fn parse(workload: &str, args: &[String]) -> Result<Options> {
+        use clap::Parser;
+        let argv = ["bench", workload]
+            .into_iter()
+            .chain(args.iter().map(String::as_str));
+        TestCommand::try_parse_from(argv)?.bench.options()
+    }
 }
 
 /// Prints the report (and writes the HTML one); fails when records failed.
@@ -369,6 +432,8 @@ mod tests {
         assert!(parse("produce", &["--keys", "sorted"]).is_err());
         assert!(parse("produce", &["stray"]).is_err());
         assert!(parse("consume", &["--reader", "kcat"]).is_err());
+        assert!(parse("scan", &[]).is_err());
+        assert!(parse("produce", &["--duration", "-1"]).is_err());
         assert_eq!(
             parse("consume", &["--reader", "fetch"]).unwrap().reader,
             Reader::Fetch
@@ -382,6 +447,12 @@ mod tests {
             (o.acks.as_str(), o.rate, o.keys),
             ("all", Some(5000.0), Keys::Random)
         );
+        let o = parse("produce", &["--size", "10", "--size", "20", "--set", "a=b"]).unwrap();
+        assert_eq!(o.size, 20, "the last of a repeated flag wins");
+        assert_eq!(o.client_settings, [("a".to_string(), "b".to_string())]);
+        let o = parse("loopback", &["--duration", "1.5", "--cpus", "0-1"]).unwrap();
+        assert_eq!(o.limit, Limit::Duration(Duration::from_millis(1500)));
+        assert_eq!(o.cpus, Some(vec![0, 1]));
     }
 
     #[test]
