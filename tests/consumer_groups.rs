@@ -11,6 +11,7 @@ use std::ffi::{c_void, CStr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::consumer::BoundedClose;
 use common::deliveries::Deliveries;
 use common::{Broker, SHARD_COUNTS};
 use futures::executor::block_on;
@@ -231,7 +232,7 @@ fn group_consumer(
     group: &str,
     settings: &[(&str, &str)],
     events: GroupEvents,
-) -> BaseConsumer<GroupEvents> {
+) -> BoundedClose<GroupEvents> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", broker.bootstrap())
@@ -244,7 +245,7 @@ fn group_consumer(
     for (k, v) in settings {
         config.set(*k, *v);
     }
-    config.create_with_context(events).unwrap()
+    BoundedClose::new(config.create_with_context(events).unwrap())
 }
 
 fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Vec<i32> {
@@ -331,7 +332,7 @@ enum Commits {
 
 struct Member {
     name: String,
-    consumer: BaseConsumer<GroupEvents>,
+    consumer: BoundedClose<GroupEvents>,
     events: GroupEvents,
     mode: Commits,
     uncommitted: usize,
@@ -830,7 +831,7 @@ fn a_new_member_resumes_from_committed_offsets_across_restarts() {
 // c. Static membership.
 
 /// A static member: (group.instance.id, consumer, what its callbacks saw).
-type StaticMember = (String, BaseConsumer<GroupEvents>, GroupEvents);
+type StaticMember = (String, BoundedClose<GroupEvents>, GroupEvents);
 
 fn static_member(broker: &Broker, group: &str, topic: &str, id: &str) -> StaticMember {
     let events = GroupEvents::default();

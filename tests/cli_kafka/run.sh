@@ -9,6 +9,6 @@ source scripts/kafka/kafka.sh
 fetch_kafka
 start_kafka 512m num.partitions=1 offsets.topic.num.partitions=1 group.initial.rebalance.delay.ms=0
 trap stop_kafka EXIT
-SLUICE_TEST_KAFKA_BOOTSTRAP="127.0.0.1:$kafka_port" cargo test -q --locked --test cli_tools -- --ignored \
+SLUICE_TEST_KAFKA_BOOTSTRAP="127.0.0.1:$kafka_port" cargo test -q --locked --all-features --test cli_tools -- --ignored \
     || { echo "the admin CLI failed against Apache Kafka"; exit 1; }
 echo "admin CLI: every command passes against Apache Kafka 4.1.1"

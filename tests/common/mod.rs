@@ -5,8 +5,8 @@
 
 pub mod consumer;
 pub mod deliveries;
+pub mod overrun;
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -30,21 +30,32 @@ pub struct Broker {
     launches: usize,
 }
 
-/// A port nothing listens on, never handed out twice in one test process. A broker's shards bind
-/// with SO_REUSEPORT, and a broker refuses a port only if something already listens there when
-/// it starts: two brokers started at once on one port would share it, and a test's connection
-/// could land on another test's broker (once, on one about to be killed: a reset instead of an
-/// answer). The kernel may give a port back as soon as its probe closes, so handed-out ports are
-/// remembered.
+/// Where test processes reserve the ports they hand out (see `free_port`).
+const PORT_RESERVATIONS_DIR: &str = "sluice-test-ports";
+
+/// A port nothing listens on, never handed out twice while a test process that took it lives.
+/// A broker's shards bind with SO_REUSEPORT, and a broker refuses a port only if something
+/// already listens there when it starts: two brokers started at once on one port would share it,
+/// and a test's connection could land on another test's broker (once, on one about to be
+/// killed: a reset instead of an answer). The kernel may give a port back as soon as its probe
+/// closes, and the test runner runs each test in its own process, so a port is reserved with an
+/// exclusive lock on a file named after it, held until the process exits.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    static RESERVED: Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join(PORT_RESERVATIONS_DIR);
+    std::fs::create_dir_all(&dir).unwrap();
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        if HANDED_OUT.lock().unwrap().insert(port) {
+        // flock(2) locks belong to an open file, so a port this process holds already is
+        // refused here too.
+        let file = std::fs::File::create(dir.join(port.to_string())).unwrap();
+        let exclusive = nix::fcntl::FlockArg::LockExclusiveNonblock;
+        if let Ok(lock) = nix::fcntl::Flock::lock(file, exclusive) {
+            RESERVED.lock().unwrap().push(lock);
             return port;
         }
     }
@@ -118,7 +129,10 @@ impl Broker {
             .open(&self.log_file)
             .unwrap();
         cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
-        self.child = Some(cmd.spawn().expect("start sluice"));
+        overrun::report_on_sigterm();
+        let child = cmd.spawn().expect("start sluice");
+        overrun::broker_started(child.id(), &self.log_file);
+        self.child = Some(child);
         self.launches += 1;
         // Ready when every shard of this launch listens (a connect alone could reach only one).
         let ready = self.cores * self.launches;
@@ -143,41 +157,10 @@ impl Broker {
     /// What each thread of the running broker is doing (for a start that hangs): its state and
     /// kernel wait channel from /proc, and user-space stacks when gdb is installed.
     pub fn thread_dump(&self) -> String {
-        let Some(child) = self.child.as_ref() else {
-            return "no broker running".to_string();
-        };
-        let pid = child.id();
-        let mut dump = String::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for task in tasks.flatten() {
-                let path = task.path();
-                let read = |name: &str| {
-                    std::fs::read_to_string(path.join(name))
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string()
-                };
-                let stat = read("stat");
-                // The state follows the parenthesised name: "pid (comm) S ...".
-                let state = stat.rsplit(") ").next().unwrap_or("").split(' ').next();
-                dump += &format!(
-                    "{} {:?} state {} wchan {} {}\n",
-                    task.file_name().to_string_lossy(),
-                    read("comm"),
-                    state.unwrap_or("?"),
-                    read("wchan"),
-                    read("schedstat"),
-                );
-            }
+        match self.child.as_ref() {
+            Some(child) => overrun::thread_dump(child.id()),
+            None => "no broker running".to_string(),
         }
-        if let Ok(out) = Command::new("gdb")
-            .args(["-batch", "-nx", "-p", &pid.to_string()])
-            .args(["-ex", "thread apply all bt 30"])
-            .output()
-        {
-            dump += &String::from_utf8_lossy(&out.stdout);
-        }
-        dump
     }
 
     pub fn log(&self) -> String {
@@ -205,6 +188,7 @@ impl Broker {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();
+            overrun::broker_stopped(child.id());
         }
     }
 
@@ -215,7 +199,9 @@ impl Broker {
         };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        child.wait().unwrap().success()
+        let status = child.wait().unwrap();
+        overrun::broker_stopped(child.id());
+        status.success()
     }
 
     /// SIGTERM and wait at most `limit`: whether it exited 0, or `None` (then kill -9) if it
@@ -227,12 +213,14 @@ impl Broker {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
+                overrun::broker_stopped(child.id());
                 return Some(status.success());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        overrun::broker_stopped(child.id());
         None
     }
 
