@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use futures::executor::block_on;
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, RequestKind};
 use sluice_broker::config::{Config, LogConfig};
 use sluice_broker::group::records::{CommittedOffset, OffsetsRecord};
 use sluice_broker::limits::TOPIC_PARTITIONS_MAX;
@@ -34,6 +33,7 @@ use sluice_broker::storage::txn_index::{self, AbortedTxn};
 use sluice_broker::storage::{Storage, StorageFile};
 use sluice_broker::txn::state::{self as txn_state, TxnMetadata, TxnState};
 use sluice_broker::types::{Offset, ProducerEpoch, ProducerId, TopicPartition};
+use sluice_client::frame::{self, RequestId};
 
 /// A Produce request's records of one partition are checked against this `max.message.bytes`.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -454,13 +454,11 @@ pub mod seeds {
     /// A request frame (header and body, without the size) as a client sends it.
     pub fn frame(api: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
         let mut buf = BytesMut::new();
-        RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(7)
-            .with_client_id(Some(StrBytes::from_static_str("fuzz")))
-            .encode(&mut buf, api.request_header_version(version))
-            .expect("a default header encodes");
+        let id = RequestId {
+            correlation_id: 7,
+            client_id: "fuzz",
+        };
+        frame::encode_request_header(api, version, id, &mut buf).expect("a default header encodes");
         // A default body may not encode at every version (a field that version cannot carry):
         // then the header alone is the seed.
         let _ = body.encode(&mut buf, version);

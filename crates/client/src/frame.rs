@@ -74,21 +74,31 @@ pub fn encode_request(
     id: RequestId<'_>,
     body: &impl Encodable,
 ) -> Result<BytesMut, FrameError> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(id.correlation_id)
-        .with_client_id(Some(StrBytes::from_string(id.client_id.to_string())));
     let mut frame = BytesMut::from(&[0u8; SIZE_PREFIX_BYTES][..]);
-    header
-        .encode(&mut frame, api.request_header_version(version))
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    encode_request_header(api, version, id, &mut frame)?;
     body.encode(&mut frame, version)
         .map_err(|e| FrameError::Encode(format!("{api:?} v{version}: {e}")))?;
     let len = frame.len() - SIZE_PREFIX_BYTES;
     let size = i32::try_from(len).map_err(|_| FrameError::TooLarge(len))?;
     frame[..SIZE_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
     Ok(frame)
+}
+
+/// Appends the header of a request for `version` of `api` to `buf` (for callers that build a
+/// frame's body themselves, such as the fuzz targets' seeds).
+pub fn encode_request_header(
+    api: ApiKey,
+    version: i16,
+    id: RequestId<'_>,
+    buf: &mut BytesMut,
+) -> Result<(), FrameError> {
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(id.correlation_id)
+        .with_client_id(Some(StrBytes::from_string(id.client_id.to_string())))
+        .encode(buf, api.request_header_version(version))
+        .map_err(|e| FrameError::Encode(e.to_string()))
 }
 
 /// The length of the frame a size prefix announces, refused when negative or above `max_bytes`.
