@@ -14,7 +14,10 @@ use rdkafka::ClientContext;
 /// Acknowledged records: (partition, offset, value).
 pub type Acked = Arc<Mutex<Vec<(i32, i64, String)>>>;
 
-/// A producer context recording each delivery report; clones share the records.
+/// A producer context recording each delivery report; clones share the records. Reports are
+/// pushed as they are served, which is not offset order: `flush` serves the report queue on the
+/// caller's thread while the threaded producer's own poll thread serves it too, so two batches'
+/// reports can land in either order. Sort before comparing positions.
 #[derive(Clone, Default)]
 pub struct Deliveries {
     pub acked: Acked,
