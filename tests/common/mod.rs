@@ -283,16 +283,27 @@ pub fn call<R: Decodable>(
     version: i16,
     body: &impl Encodable,
 ) -> R {
+    try_call(stream, api, version, body).unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"))
+}
+
+/// `call` for a test that expects the connection may fail: says why there was no answer.
+pub fn try_call<R: Decodable>(
+    stream: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    body: &impl Encodable,
+) -> Result<R, String> {
     let id = RequestId {
         correlation_id: version as i32,
         client_id: "every-version",
     };
     let request = frame::encode_request(api, version, id, body).unwrap();
-    stream.write_all(&request).unwrap();
-    let response = read_frame(stream, RESPONSE_MAX_BYTES)
-        .unwrap_or_else(|e| panic!("{api:?} v{version}: no answer ({e})"));
-    frame::decode_response(api, version, version as i32, response)
-        .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"))
+    stream
+        .write_all(&request)
+        .map_err(|e| format!("sending: {e}"))?;
+    let response =
+        read_frame(stream, RESPONSE_MAX_BYTES).map_err(|e| format!("no answer ({e})"))?;
+    frame::decode_response(api, version, version as i32, response).map_err(|e| e.to_string())
 }
 
 /// A raw connection to the broker, with a read timeout so a missing answer fails the test.

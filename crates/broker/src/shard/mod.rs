@@ -174,11 +174,26 @@ impl Shard {
         &self,
         tp: &TopicPartition,
     ) -> Result<PartitionRef<UringStorage>, ErrorCode> {
-        self.partitions
-            .borrow()
-            .get(tp)
-            .cloned()
-            .ok_or(ErrorCode::UnknownTopicOrPartition)
+        if let Some(partition) = self.partitions.borrow().get(tp) {
+            return Ok(partition.clone());
+        }
+        Err(self.not_open_error(tp))
+    }
+
+    /// The answer for a partition this shard has not opened: one the metadata names is on its
+    /// way (being opened, or its topic just created here) and worth a retry after a metadata
+    /// refresh, as Kafka answers for a partition it has not become leader of yet; anything else
+    /// does not exist.
+    fn not_open_error(&self, tp: &TopicPartition) -> ErrorCode {
+        let named = self
+            .image()
+            .topic(&tp.topic)
+            .is_some_and(|topic| (0..topic.partitions).contains(&tp.partition.0));
+        if named {
+            ErrorCode::NotLeaderOrFollower
+        } else {
+            ErrorCode::UnknownTopicOrPartition
+        }
     }
 
     /// Sends `request` to shard `to` (or runs it here when `to` is this shard) and awaits the answer.

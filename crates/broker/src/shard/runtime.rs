@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,41 @@ const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// a missed cross-executor wake-up can cause (see `wake_periodically`).
 const SHARED_CHANNEL_RECHECK_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How often a loaded shard checks whether the others have loaded too (see `StartGate`).
+const START_GATE_POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Holds every shard's listener back until all shards have opened their partitions, groups and
+/// transactions. Connections spread over the shards (SO_REUSEPORT) and any shard routes to any
+/// other: a shard accepting early would hand clients partitions that their owner is still
+/// loading, and clients would see errors for topics that exist.
+struct StartGate {
+    shards: usize,
+    loaded: AtomicUsize,
+}
+
+impl StartGate {
+    fn new(shards: usize) -> StartGate {
+        StartGate {
+            shards,
+            loaded: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts this shard as loaded and waits for the rest; false if the broker is stopping
+    /// first (a shard that failed to load stops them all).
+    async fn pass(&self, stop: &AtomicBool) -> bool {
+        let loaded = self.loaded.fetch_add(1, Ordering::AcqRel) + 1;
+        assert!(loaded <= self.shards, "each shard passes the gate once");
+        while self.loaded.load(Ordering::Acquire) < self.shards {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            glommio::timer::sleep(START_GATE_POLL_INTERVAL).await;
+        }
+        true
+    }
+}
+
 /// Runs the broker until `stop` is set. Returns whether every shard closed its partitions
 /// cleanly, or the first shard's failure (which stops the others).
 pub fn run(
@@ -43,6 +78,7 @@ pub fn run(
 ) -> Result<bool> {
     let config = Arc::new(config);
     let image = Arc::new(image);
+    let gate = Arc::new(StartGate::new(config.cores));
     let mesh = (config.cores > 1)
         .then(|| MeshBuilder::<Envelope, _>::full(config.cores, limits::CROSS_SHARD_QUEUE_DEPTH));
     let online = std::thread::available_parallelism()
@@ -50,14 +86,20 @@ pub fn run(
         .unwrap_or(1);
     let mut handles = Vec::new();
     for core in 0..config.cores {
-        let (config, image, mesh, stop) =
-            (config.clone(), image.clone(), mesh.clone(), stop.clone());
+        let (config, image, mesh, gate, stop) = (
+            config.clone(),
+            image.clone(),
+            mesh.clone(),
+            gate.clone(),
+            stop.clone(),
+        );
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
             .name(&format!("sluice-shard-{core}"))
             .spin_before_park(Duration::from_micros(config.spin_before_park_us));
         let handle = builder
             .spawn(move || async move {
-                let result = shard_main(config, image, mesh, clean_start, stop.clone()).await;
+                let result =
+                    shard_main(config, image, mesh, &gate, clean_start, stop.clone()).await;
                 if result.is_err() {
                     // One shard down means the broker cannot serve its partitions: stop them all.
                     stop.store(true, Ordering::Relaxed);
@@ -137,6 +179,7 @@ async fn shard_main(
     config: Arc<Config>,
     image: Arc<MetadataImage>,
     mesh: Option<MeshBuilder<Envelope, Full>>,
+    gate: &StartGate,
     clean_start: bool,
     stop: Arc<AtomicBool>,
 ) -> Result<bool> {
@@ -180,6 +223,9 @@ async fn shard_main(
     shard.open_owned_partitions(clean_start).await;
     shard.groups.load_owned(&shard).await;
     shard.txns.load_owned(&shard).await;
+    if !gate.pass(&stop).await {
+        return Ok(shard.close_all().await);
+    }
     let listener = glommio::net::TcpListener::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
     tracing::info!(

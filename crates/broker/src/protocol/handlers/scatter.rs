@@ -53,7 +53,8 @@ pub fn route<'a, T, R>(
 
 /// Sends each item to the shard owning its partition and collects the answers. `request` builds
 /// one shard's request from its items; `answers` takes the per-item results out of the response
-/// (a shard that is gone answers NOT_LEADER_OR_FOLLOWER for all of its items).
+/// (a shard that is gone answers NOT_LEADER_OR_FOLLOWER for all of its items, and so does an
+/// owner that does not know a partition `route` found).
 pub async fn scatter<T, R>(
     shard: &Rc<Shard>,
     items: Vec<(Slot, TopicPartition, T)>,
@@ -75,7 +76,14 @@ pub async fn scatter<T, R>(
     let mut collected = HashMap::new();
     for (slots, response) in join_all(calls).await {
         match answers(response) {
-            Some(results) => collected.extend(slots.into_iter().zip(results)),
+            Some(results) => collected.extend(slots.into_iter().zip(results.into_iter().map(
+                // `route` found the partition in this shard's metadata: an owner that does not
+                // know it yet has not applied that metadata, and a retry will find it.
+                |result| match result {
+                    Err(ErrorCode::UnknownTopicOrPartition) => Err(ErrorCode::NotLeaderOrFollower),
+                    other => other,
+                },
+            ))),
             None => collected.extend(
                 slots
                     .into_iter()
