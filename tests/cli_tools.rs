@@ -136,6 +136,30 @@ fn every_cli_command(b: &str) {
     assert!(out.contains(r#"{"topic":"orders","id":""#), "{out}");
     assert_eq!(numbers(&out, "partitions"), [1, 3], "{out}");
 
+    // Explicit replica assignments (kafka-topics.sh's format): the brokers must exist. Both
+    // Sluice and the Kafka that tests/cli_kafka/run.sh starts are node 1.
+    let out = ok(b, "topic create placed --replica-assignment 1,1");
+    assert!(
+        out.contains("created topic placed with 2 partitions"),
+        "{out}"
+    );
+    let out = ok(
+        b,
+        "topic add-partitions placed --count 3 --replica-assignment 1",
+    );
+    assert!(out.contains("now has 3 partitions"), "{out}");
+    let err = fails(b, "topic create misplaced --replica-assignment 1:101");
+    assert!(err.contains("INVALID_REPLICA_ASSIGNMENT (39)"), "{err}");
+    assert!(
+        err.contains("includes broker 101, but no such broker"),
+        "{err}"
+    );
+    let err = fails(
+        b,
+        "topic add-partitions placed --count 5 --replica-assignment 1",
+    );
+    assert!(err.contains("INVALID_REPLICA_ASSIGNMENT (39)"), "{err}");
+
     let out = ok(b, "topic add-partitions orders --count 4");
     assert!(out.contains("now has 4 partitions"), "{out}");
     let err = fails(b, "topic add-partitions orders --count 2");

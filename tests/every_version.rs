@@ -160,7 +160,8 @@ fn every_advertised_version_is_answered() {
         use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
         let topic = CreatePartitionsTopic::default()
             .with_name(name("v3"))
-            .with_count(3 + v as i32);
+            .with_count(3 + v as i32)
+            .with_assignments(None);
         let r: CreatePartitionsResponse = call(
             &mut s,
             ApiKey::CreatePartitions,

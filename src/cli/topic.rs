@@ -3,10 +3,10 @@
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Subcommand};
 use kafka_protocol::messages::create_partitions_request::{
-    CreatePartitionsRequest, CreatePartitionsTopic,
+    CreatePartitionsAssignment, CreatePartitionsRequest, CreatePartitionsTopic,
 };
 use kafka_protocol::messages::create_topics_request::{
-    CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
 };
 use kafka_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -19,7 +19,7 @@ use kafka_protocol::messages::describe_log_dirs_request::{
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
 };
-use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::client::{check, Client, Node, EARLIEST, LATEST};
@@ -70,6 +70,10 @@ enum TopicCommand {
         /// The new total number of partitions
         #[arg(long, value_name = "N")]
         count: i32,
+        /// The replicas of each new partition only, as kafka-topics.sh writes them:
+        /// partitions separated by commas, a partition's broker ids by colons (e.g. 1,1)
+        #[arg(long, value_name = "ASSIGNMENT", value_parser = replica_assignment)]
+        replica_assignment: Option<ReplicaAssignment>,
     },
     /// Set or delete a topic's configs
     AlterConfig(AlterConfig),
@@ -85,6 +89,12 @@ struct Create {
     /// Replicas of each partition [default: the broker's default.replication.factor]
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     replication_factor: Option<i16>,
+    /// Each partition's replicas, as kafka-topics.sh writes them: partitions separated by
+    /// commas, a partition's broker ids by colons, preferred leader first (e.g. 1,1,1 for three
+    /// partitions on broker 1); sets the partition count and replication factor
+    #[arg(long, value_name = "ASSIGNMENT", value_parser = replica_assignment,
+          conflicts_with_all = ["partitions", "replication_factor"])]
+    replica_assignment: Option<ReplicaAssignment>,
     /// A topic config, e.g. retention.ms=86400000 (repeatable)
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
     configs: Vec<(String, String)>,
@@ -110,13 +120,61 @@ pub fn run(args: &TopicArgs) -> Result<()> {
         TopicCommand::List { internal } => list(flags, *internal),
         TopicCommand::Describe { names } => describe(flags, names),
         TopicCommand::Delete { names } => delete(flags, names),
-        TopicCommand::AddPartitions { name, count } => add_partitions(flags, name, *count),
+        TopicCommand::AddPartitions {
+            name,
+            count,
+            replica_assignment,
+        } => add_partitions(flags, name, *count, replica_assignment.as_ref()),
         TopicCommand::AlterConfig(alter) => alter_config(flags, alter),
     }
 }
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// Parses kafka-topics.sh's `--replica-assignment`: `1:2,2:3` is partition 0 on brokers 1 and 2,
+/// partition 1 on brokers 2 and 3.
+fn replica_assignment(text: &str) -> Result<ReplicaAssignment, String> {
+    let partitions = text
+        .split(',')
+        .map(|partition| {
+            partition
+                .split(':')
+                .map(|id| {
+                    id.trim()
+                        .parse::<i32>()
+                        .map_err(|_| format!("{id:?} is not a broker id (expected e.g. 1:2,2:3)"))
+                })
+                .collect()
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(ReplicaAssignment(partitions))
+}
+
+/// Each partition's replicas, in partition order (a type of its own: clap would read a plain
+/// nested `Vec` as a repeated flag).
+#[derive(Clone, Debug)]
+struct ReplicaAssignment(Vec<Vec<i32>>);
+
+fn broker_ids(replicas: &[i32]) -> Vec<BrokerId> {
+    replicas.iter().copied().map(BrokerId).collect()
+}
+
+/// CreateTopics' assignments: partition i gets the i-th replica list.
+fn creatable_assignments(
+    assignment: Option<&ReplicaAssignment>,
+) -> Vec<CreatableReplicaAssignment> {
+    let partitions = assignment.map(|a| a.0.as_slice()).unwrap_or_default();
+    partitions
+        .iter()
+        .zip(0..)
+        .map(|(replicas, index)| {
+            CreatableReplicaAssignment::default()
+                .with_partition_index(index)
+                .with_broker_ids(broker_ids(replicas))
+        })
+        .collect()
 }
 
 fn create(flags: &ClientFlags, args: &Create) -> Result<()> {
@@ -139,6 +197,7 @@ fn create(flags: &ClientFlags, args: &Create) -> Result<()> {
             .with_name(name(topic))
             .with_num_partitions(partitions)
             .with_replication_factor(replication)
+            .with_assignments(creatable_assignments(args.replica_assignment.as_ref()))
             .with_configs(configs)])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
     let response = client.send(Node::Any, &request)?;
@@ -463,13 +522,26 @@ fn delete(flags: &ClientFlags, topics: &[String]) -> Result<()> {
     report_deleted("topic", &deleted, &failures, flags.json)
 }
 
-fn add_partitions(flags: &ClientFlags, topic: &str, count: i32) -> Result<()> {
+fn add_partitions(
+    flags: &ClientFlags,
+    topic: &str,
+    count: i32,
+    assignment: Option<&ReplicaAssignment>,
+) -> Result<()> {
     let mut client = flags.client()?;
+    let assignments = assignment.map(|ReplicaAssignment(partitions)| {
+        partitions
+            .iter()
+            .map(|replicas| {
+                CreatePartitionsAssignment::default().with_broker_ids(broker_ids(replicas))
+            })
+            .collect()
+    });
     let request = CreatePartitionsRequest::default()
         .with_topics(vec![CreatePartitionsTopic::default()
             .with_name(name(topic))
             .with_count(count)
-            .with_assignments(None)])
+            .with_assignments(assignments)])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
     let response = client.send(Node::Any, &request)?;
     let result = response

@@ -163,6 +163,20 @@ tools_step() {
         && [ "$(grep -cE "Topic: $t[[:space:]]+Partition: [0-2][[:space:]]" "$out/describe-paged.txt")" -eq 3 ] \
         || failed "tools: kafka-topics --describe, one partition per response: $(cat "$out/describe-paged.txt")" tools
 
+    # Explicit replica assignments, as rebalancers and provisioning tools send them.
+    local topics="jvm tools org.apache.kafka.tools.TopicCommand --bootstrap-server $bs"
+    $topics --create --topic tools-assigned --replica-assignment 1,1,1 > "$out/assigned.txt" 2>&1 \
+        && grep -q "^Created topic tools-assigned.$" "$out/assigned.txt" \
+        || failed "tools: kafka-topics --create --replica-assignment: $(cat "$out/assigned.txt")" tools
+    $topics --alter --topic tools-assigned --partitions 4 --replica-assignment 1,1,1,1 > "$out/assigned-alter.txt" 2>&1 \
+        && $topics --describe --topic tools-assigned > "$out/assigned-describe.txt" 2>&1 \
+        && grep -q "PartitionCount: 4" "$out/assigned-describe.txt" \
+        || failed "tools: kafka-topics --alter --replica-assignment: $(cat "$out/assigned-alter.txt" "$out/assigned-describe.txt")" tools
+    if $topics --create --topic tools-misassigned --replica-assignment 1,101 > "$out/misassigned.txt" 2>&1 \
+        || ! grep -q "includes broker 101, but no such broker is registered" "$out/misassigned.txt"; then
+        failed "tools: kafka-topics --replica-assignment naming broker 101 must fail: $(cat "$out/misassigned.txt")" tools
+    fi
+
     local n=300
     for i in $(seq 1 $n); do echo "k$i:value $i"; done > "$out/produced.txt"
     jvm tools org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$bs" --topic "$t" \

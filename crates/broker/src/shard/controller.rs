@@ -10,6 +10,7 @@ use glommio::sync::Semaphore;
 use std::cell::Cell;
 use uuid::Uuid;
 
+use super::assignment::{self, Replicas};
 use super::{Shard, ShardRequest};
 use crate::error::ErrorCode;
 use crate::group::records::OFFSETS_TOPIC;
@@ -31,7 +32,18 @@ pub struct NewTopic {
     pub partitions: i32,
     /// -1 or 1: there is one broker.
     pub replication_factor: i16,
+    /// An explicit replica assignment, (partition index, replicas); empty when the broker places
+    /// the replicas. With one, `partitions` and `replication_factor` are -1.
+    pub assignment: Vec<(i32, Replicas)>,
     pub configs: BTreeMap<String, String>,
+}
+
+/// Partitions to add to a topic: the new count, and the replicas of each new partition if the
+/// request names them.
+#[derive(Debug, Clone)]
+pub struct NewPartitions {
+    pub count: i32,
+    pub assignment: Option<Vec<Replicas>>,
 }
 
 /// A change to a topic's configs (AlterConfigs replaces them all; IncrementalAlterConfigs edits).
@@ -58,7 +70,7 @@ pub enum ControllerRequest {
         names: Vec<String>,
     },
     CreatePartitions {
-        topics: Vec<(String, i32)>,
+        topics: Vec<(String, NewPartitions)>,
         validate_only: bool,
     },
     AlterTopicConfigs {
@@ -166,6 +178,11 @@ fn existing<'a>(
     })
 }
 
+/// The brokers a replica assignment may name: this one (the cluster has one broker).
+fn registered_brokers(shard: &Shard) -> std::collections::BTreeSet<i32> {
+    [shard.config.node_id].into()
+}
+
 fn fail(code: ErrorCode, message: impl Into<String>) -> TopicOutcome {
     Err((code, message.into()))
 }
@@ -256,6 +273,7 @@ impl Controller {
             name: name.clone(),
             partitions,
             replication_factor: 1,
+            assignment: Vec::new(),
             configs: [
                 ("cleanup.policy", "compact".to_string()),
                 ("segment.bytes", segment_bytes.to_string()),
@@ -340,7 +358,14 @@ impl Controller {
                 format!("topic '{}' already exists", topic.name),
             );
         }
-        let partitions = if topic.partitions == -1 {
+        let partitions = if !topic.assignment.is_empty() {
+            assignment::check_new_topic(
+                &topic.assignment,
+                topic.partitions,
+                topic.replication_factor,
+                &registered_brokers(shard),
+            )?
+        } else if topic.partitions == -1 {
             shard.config.num_partitions
         } else {
             topic.partitions
@@ -351,7 +376,10 @@ impl Controller {
                 format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX),
             );
         }
-        if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        if topic.assignment.is_empty()
+            && topic.replication_factor != -1
+            && topic.replication_factor != 1
+        {
             return fail(
                 ErrorCode::InvalidReplicationFactor,
                 "replication factor must be 1: there is one broker",
@@ -405,14 +433,15 @@ impl Controller {
     async fn create_partitions(
         &self,
         shard: &Rc<Shard>,
-        topics: Vec<(String, i32)>,
+        topics: Vec<(String, NewPartitions)>,
         validate_only: bool,
     ) -> Vec<(String, TopicOutcome)> {
         let changes = topics
             .into_iter()
-            .map(|(name, count)| (name.clone(), (name, count)))
+            .map(|(name, new)| (name.clone(), (name, new)))
             .collect();
-        self.update_topics(shard, changes, validate_only, |image, (name, count)| {
+        self.update_topics(shard, changes, validate_only, |image, (name, new)| {
+            let count = new.count;
             let meta = existing(image, &name)?;
             if is_internal_topic(&name) {
                 // Its partition count decides which partition holds each group.
@@ -435,6 +464,16 @@ impl Controller {
                     ErrorCode::InvalidPartitions,
                     format!("at most {} partitions", limits::TOPIC_PARTITIONS_MAX),
                 );
+            }
+            if let Some(replicas) = &new.assignment {
+                // One broker: every partition has one replica.
+                let replication_factor = 1;
+                assignment::check_new_partitions(
+                    replicas,
+                    count - meta.partitions,
+                    replication_factor,
+                    &registered_brokers(shard),
+                )?;
             }
             Ok(Arc::new(TopicMeta {
                 partitions: count,

@@ -5,6 +5,7 @@
 //! `ShardRequest` over bounded channels (`router`) and is answered by a `ShardResponse`. Shard 0
 //! additionally runs the metadata controller (`controller`).
 
+pub mod assignment;
 pub mod controller;
 mod io_workers;
 pub mod router;

@@ -1,5 +1,6 @@
-//! CreatePartitions (key 37): grows a topic's partition count; new partitions open on their
-//! owning shards before the answer.
+//! CreatePartitions (key 37): grows a topic's partition count, with the new partitions' replicas
+//! if the request names them (checked as Kafka checks them); new partitions open on their owning
+//! shards before the answer.
 
 use std::rc::Rc;
 
@@ -10,7 +11,7 @@ use kafka_protocol::messages::CreatePartitionsRequest;
 use kafka_protocol::protocol::StrBytes;
 
 use super::create_topics::call_controller;
-use crate::shard::controller::ControllerRequest;
+use crate::shard::controller::{ControllerRequest, NewPartitions};
 use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (0, 3);
@@ -22,7 +23,19 @@ pub async fn handle(
     let topics = request
         .topics
         .iter()
-        .map(|t| (t.name.0.to_string(), t.count))
+        .map(|t| {
+            let assignment = t.assignments.as_ref().map(|assignments| {
+                assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            let new = NewPartitions {
+                count: t.count,
+                assignment,
+            };
+            (t.name.0.to_string(), new)
+        })
         .collect();
     let outcomes = call_controller(
         shard,

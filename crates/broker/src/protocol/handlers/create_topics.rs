@@ -35,18 +35,21 @@ pub async fn handle(
             })
             .collect();
         match configs {
-            _ if !t.assignments.is_empty() => refused.push((
-                name,
-                Err((
-                    ErrorCode::InvalidRequest,
-                    "manual replica assignment is not supported".into(),
-                )),
-            )),
             Err(message) => refused.push((name, Err((ErrorCode::InvalidConfig, message)))),
             Ok(configs) => topics.push(NewTopic {
                 name,
                 partitions: t.num_partitions,
                 replication_factor: t.replication_factor,
+                assignment: t
+                    .assignments
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect(),
                 configs,
             }),
         }

@@ -94,6 +94,7 @@ async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
             name,
             partitions: -1,
             replication_factor: -1,
+            assignment: Vec::new(),
             configs: BTreeMap::new(),
         })
         .collect();

@@ -33,6 +33,7 @@ import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidProducerEpochException;
+import org.apache.kafka.common.errors.InvalidReplicaAssignmentException;
 import org.apache.kafka.common.errors.ProducerFencedException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.StringDeserializer;
@@ -47,6 +48,42 @@ public final class JavaClientTest {
     private static void check(boolean ok, String what) {
         if (!ok) {
             throw new AssertionError(what);
+        }
+    }
+
+    /** Explicit replica assignments: accepted on the broker that exists, refused as Kafka refuses them. */
+    private static void replicaAssignments(Properties common) throws Exception {
+        String topic = "java-assigned-" + System.nanoTime();
+        try (Admin admin = Admin.create(common)) {
+            int broker = admin.describeCluster().nodes().get().iterator().next().id();
+            admin.createTopics(List.of(new NewTopic(topic, Map.of(0, List.of(broker), 1, List.of(broker))))).all().get();
+            admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(3, List.of(List.of(broker))))).all().get();
+            int partitions = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size();
+            check(partitions == 3, "3 partitions after assigned CreateTopics and CreatePartitions, got " + partitions);
+            expectInvalidAssignment(() -> admin.createTopics(List.of(new NewTopic(topic + "-unknown",
+                    Map.of(0, List.of(broker + 100))))).all().get(), "no such broker is registered");
+            expectInvalidAssignment(() -> admin.createTopics(List.of(new NewTopic(topic + "-twice",
+                    Map.of(0, List.of(broker, broker))))).all().get(), "more than once");
+            expectInvalidAssignment(() -> admin.createPartitions(Map.of(topic,
+                    NewPartitions.increaseTo(4, List.of(List.of(broker + 100))))).all().get(), "no such broker is registered");
+            expectInvalidAssignment(() -> admin.createPartitions(Map.of(topic,
+                    NewPartitions.increaseTo(5, List.of(List.of(broker))))).all().get(),
+                    "Attempted to add 2 additional partition(s), but only 1 assignment(s) were specified.");
+            check(!admin.listTopics().names().get().contains(topic + "-unknown"), "a refused topic is not created");
+        }
+    }
+
+    private interface AdminCall {
+        void run() throws Exception;
+    }
+
+    private static void expectInvalidAssignment(AdminCall call, String message) throws Exception {
+        try {
+            call.run();
+            check(false, "an invalid replica assignment must fail (" + message + ")");
+        } catch (ExecutionException e) {
+            check(e.getCause() instanceof InvalidReplicaAssignmentException, "InvalidReplicaAssignmentException, got " + e.getCause());
+            check(e.getCause().getMessage().contains(message), "message with '" + message + "', got " + e.getCause().getMessage());
         }
     }
 
@@ -70,6 +107,7 @@ public final class JavaClientTest {
             check(admin.describeCluster().nodes().get().size() == 1, "one broker");
             check(admin.listTopics().names().get().contains(topic), "listed");
         }
+        replicaAssignments(common);
 
         Properties p = new Properties();
         p.putAll(common);
