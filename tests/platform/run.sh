@@ -214,7 +214,7 @@ tools_step() {
         || failed "tools: kafka-topics --delete: $(cat "$out/delete.txt")" tools
     jvm tools org.apache.kafka.tools.TopicCommand --bootstrap-server "$bs" --list > "$out/list-after.txt" 2>&1 \
         && ! grep -qx "$t" "$out/list-after.txt" || failed "tools: $t still listed after --delete" tools
-    echo "platform: tools: passed (kafka-topics create/list/describe (also paged by 1 partition)/delete, console producer -> consumer $n records, consumer-groups list/describe/reset-offsets, perf test: $perf)"
+    echo "platform: tools: passed (kafka-topics create/list/describe (also paged by 1 partition)/delete, --replica-assignment accepted and refused, console producer -> consumer $n records, consumer-groups list/describe/reset-offsets, perf test: $perf)"
 }
 
 # MirrorMaker 2 from the running broker (cluster a) to a second fresh one (cluster b): a topic is
