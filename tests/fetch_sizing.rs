@@ -323,7 +323,7 @@ fn raw_fetches_are_sized_exactly_as_kafka_sizes_them() {
     for cores in SHARD_COUNTS {
         let broker = Broker::start("fetch-raw-sizing", cores, &[]);
         let partitions = 5;
-        create_topic(&broker, "raw", partitions as i32);
+        create_topic(&broker, "raw", partitions);
         // Partition 4 stays empty; the others get batches of assorted sizes.
         let sizes = [1_000, 30_000, 5_000, 120_000, 800, 60_000, 9_000, 250_000];
         let values: Vec<Vec<u8>> = (0..4 * sizes.len())
@@ -331,16 +331,23 @@ fn raw_fetches_are_sized_exactly_as_kafka_sizes_them() {
             .collect();
         produce(&broker, "raw", 4, &values);
         let mut s = common::connect(&broker);
-        let batches: Vec<Vec<usize>> = (0..partitions as i32)
+        let batches: Vec<Vec<usize>> = (0..partitions)
             .map(|p| batch_sizes(&mut s, "raw", p))
             .collect();
         assert!(batches[4].is_empty());
-        let orders: [Vec<i32>; 3] = [
+        // With 2 shards, partitions 0, 2, 4 share one and 1, 3 the other. In [2, 3, 1, ...] under
+        // max_bytes 200000 and partition_max_bytes 100000, partition 3's shard reads it as if it
+        // came first (its 120 KB first batch whole) and so reads partition 1 short; the exact
+        // answer gives 3 nothing, and 1 is read again for its full share.
+        let orders: [Vec<i32>; 4] = [
             vec![0, 1, 2, 3, 4],
             vec![4, 3, 2, 1, 0],
             vec![2, 4, 0, 3, 1],
+            vec![2, 3, 1, 0, 4],
         ];
-        let limits = [0, 1, 700, 5_000, 29_999, 100_000, 300_000, 1_000_000];
+        let limits = [
+            0, 1, 700, 5_000, 29_999, 100_000, 200_000, 300_000, 1_000_000,
+        ];
         for order in &orders {
             let in_order: Vec<&Vec<usize>> = order.iter().map(|p| &batches[*p as usize]).collect();
             for max_bytes in limits {
