@@ -335,6 +335,7 @@ fn raw_fetches_are_sized_exactly_as_kafka_sizes_them() {
             .map(|p| batch_sizes(&mut s, "raw", p))
             .collect();
         assert!(batches[4].is_empty());
+        let mut returned: usize = batches.iter().flatten().sum();
         // With 2 shards, partitions 0, 2, 4 share one and 1, 3 the other. In [2, 3, 1, ...] under
         // max_bytes 200000 and partition_max_bytes 100000, partition 3's shard reads it as if it
         // came first (its 120 KB first batch whole) and so reads partition 1 short; the exact
@@ -372,6 +373,7 @@ fn raw_fetches_are_sized_exactly_as_kafka_sizes_them() {
                     // The answer never exceeds max_bytes but by the one first batch.
                     let first_batch = in_order.iter().find_map(|b| b.first()).unwrap();
                     let records: usize = got.iter().sum();
+                    returned += records;
                     assert!(records <= max_bytes.max(*first_batch), "{what}: {records}");
                     assert!(
                         frame_size <= records + FRAMING_MAX_BYTES,
@@ -380,5 +382,26 @@ fn raw_fetches_are_sized_exactly_as_kafka_sizes_them() {
                 }
             }
         }
+        // The partitions' traffic counters count what the answers returned, not what the
+        // shards read ahead (they learn it just after each answer is sent).
+        let deadline = Instant::now() + TIMEOUT;
+        while bytes_out(&broker) != returned as f64 {
+            assert!(
+                Instant::now() < deadline,
+                "cores={cores}: bytes out {} != {returned} returned",
+                bytes_out(&broker)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+}
+
+/// Record bytes fetches returned, summed over the partitions' counters.
+fn bytes_out(broker: &Broker) -> f64 {
+    broker
+        .admin_get("/metrics")
+        .lines()
+        .filter(|l| l.starts_with("sluice_partition_bytes_out_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
