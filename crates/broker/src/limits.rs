@@ -56,7 +56,9 @@ pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest `max_wait_ms` a fetch may park for, whatever the client asks.
 pub const FETCH_MAX_WAIT_MS: u64 = 30_000;
 
-/// Largest response a single fetch builds, whatever the client asks (Kafka's fetch.max.bytes default).
+/// Most record bytes one fetch answer holds, whatever the client asks (Kafka's broker-side
+/// `fetch.max.bytes` default); only a first batch larger than this goes out beyond it
+/// (`protocol::fetch_sizing`).
 pub const FETCH_RESPONSE_MAX_BYTES: usize = 55 * 1024 * 1024;
 
 /// Record sets at least this long leave a fetch as a file range the kernel sends (sendfile)

@@ -6,6 +6,7 @@
 //! Produce and Fetch stay as raw bytes.
 
 pub mod fetch_frame;
+pub mod fetch_sizing;
 pub mod handlers;
 
 use std::rc::Rc;

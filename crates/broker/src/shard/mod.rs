@@ -29,6 +29,7 @@ use crate::limits;
 use crate::metadata::{partition_dir, shard_of, MetadataImage};
 use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
+use crate::protocol::fetch_sizing::{self, Budget, ReadLimit, ReadSpan};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::payload::Payload;
@@ -45,7 +46,8 @@ use router::Router;
 pub struct FetchItem {
     pub tp: TopicPartition,
     pub offset: Offset,
-    pub max_bytes: usize,
+    /// The request's `partition_max_bytes`.
+    pub partition_max_bytes: usize,
     /// isolation_level read_committed: stop at the last stable offset and report aborted
     /// transactions.
     pub read_committed: bool,
@@ -57,6 +59,8 @@ pub struct FetchResult {
     pub error: ErrorCode,
     pub offsets: Option<PartitionOffsets>,
     pub records: Payload,
+    /// The sizes the records were cut from (`None` when nothing was readable at the offset).
+    pub span: Option<ReadSpan>,
     /// For read_committed: the aborted transactions overlapping the records returned.
     pub aborted: Vec<AbortedTxn>,
 }
@@ -80,8 +84,14 @@ pub enum ShardRequest {
         acks: i16,
         items: Vec<(TopicPartition, Bytes)>,
     },
+    /// Reads the items in order, sizing them as one answer starting from `budget`.
     Fetch {
         items: Vec<FetchItem>,
+        budget: Budget,
+    },
+    /// Record bytes a fetch answer returned from these partitions (their traffic counters).
+    FetchServed {
+        items: Vec<(TopicPartition, usize)>,
     },
     /// Resolve when any of these partitions has data past its offset, or after `max_wait`.
     WaitForData {
@@ -212,8 +222,16 @@ impl Shard {
                 ShardRequest::Produce { acks, items } => {
                     ShardResponse::Produce(self.produce_local(acks, items).await)
                 }
-                ShardRequest::Fetch { items } => {
-                    ShardResponse::Fetch(self.fetch_local(items).await)
+                ShardRequest::Fetch { items, budget } => {
+                    ShardResponse::Fetch(self.fetch_local(items, budget).await)
+                }
+                ShardRequest::FetchServed { items } => {
+                    for (tp, bytes) in items {
+                        if let Ok(p) = self.partition(&tp) {
+                            p.borrow_mut().stats.bytes_out += bytes as u64;
+                        }
+                    }
+                    ShardResponse::Done
                 }
                 ShardRequest::WaitForData { items, max_wait } => {
                     self.wait_for_data_local(items, max_wait).await;
@@ -356,19 +374,29 @@ impl Shard {
         results
     }
 
-    async fn fetch_local(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<FetchResult> {
+    /// Reads the items in order as if they were the whole answer (`protocol::fetch_sizing`):
+    /// the handler settles the exact answer across shards from these reads.
+    async fn fetch_local(
+        self: &Rc<Self>,
+        items: Vec<FetchItem>,
+        mut budget: Budget,
+    ) -> Vec<FetchResult> {
         let mut results = Vec::with_capacity(items.len());
         for item in items {
-            results.push(self.fetch_one(item).await);
+            let limit = budget.limit(item.partition_max_bytes);
+            let result = self.fetch_one(item, limit).await;
+            budget.take(result.records.len());
+            results.push(result);
         }
         results
     }
 
-    async fn fetch_one(&self, item: FetchItem) -> FetchResult {
+    async fn fetch_one(&self, item: FetchItem, limit: ReadLimit) -> FetchResult {
         let failed = |error, offsets| FetchResult {
             error,
             offsets,
             records: Payload::default(),
+            span: None,
             aborted: Vec::new(),
         };
         let partition = match self.partition(&item.tp) {
@@ -387,19 +415,20 @@ impl Shard {
             }
         };
         let mut looked_again = false;
-        let (records, offsets) = loop {
+        let len_of = |first, available| fetch_sizing::read_len(limit, first, available);
+        let (read, offsets) = loop {
             let (cursor, offsets) = {
                 let p = partition.borrow();
                 (p.cursor_at(item.offset), p.offsets())
             };
             let cursor = match cursor {
                 Err(code) => return failed(code, Some(offsets)),
-                Ok(None) => break (Payload::default(), offsets),
+                Ok(None) => break (None, offsets),
                 Ok(Some(cursor)) => cursor,
             };
-            let read = cursor.read_payload(item.offset, item.max_bytes, zero_copy_min(&offsets));
+            let read = cursor.read_payload(item.offset, len_of, zero_copy_min(&offsets));
             match read.await {
-                Ok(records) => break (records, offsets),
+                Ok(read) => break (read, offsets),
                 // Deleted or compacted while the read opened it: the log now says where to read
                 // (or that the offset is gone). Only once: a second miss fails like any read.
                 Err(err) if is_segment_gone(&err) && !looked_again => looked_again = true,
@@ -409,15 +438,23 @@ impl Shard {
                 }
             }
         };
-        partition.borrow_mut().stats.bytes_out += records.len() as u64;
-        if let Payload::Bytes(bytes) = &records {
-            metrics::with(|m| m.fetch_sent(0, bytes.len()));
-        }
+        let (records, span) = match read {
+            None => (Payload::default(), None),
+            Some(read) => {
+                let span = ReadSpan {
+                    first_batch_bytes: read.first_batch_bytes,
+                    available_bytes: read.available_bytes,
+                    read_bytes: read.records.len(),
+                };
+                (read.records, Some(span))
+            }
+        };
         if !item.read_committed {
             return FetchResult {
                 error: ErrorCode::None,
                 offsets: Some(offsets),
                 records,
+                span,
                 aborted: Vec::new(),
             };
         }
@@ -435,6 +472,7 @@ impl Shard {
             error: ErrorCode::None,
             offsets: Some(offsets),
             records,
+            span,
             aborted,
         }
     }

@@ -322,6 +322,23 @@ pub struct ReadCursor<S: Storage> {
     then: Option<Box<ReadCursor<S>>>,
 }
 
+/// A fetch read: its records, and the sizes they were cut from (see `ReadCursor::read_payload`).
+#[derive(Debug)]
+pub struct PayloadRead {
+    pub records: Payload,
+    pub first_batch_bytes: usize,
+    pub available_bytes: usize,
+}
+
+/// The batch a read starts at, found in its segment file.
+struct Located<F> {
+    file: Rc<F>,
+    position: u64,
+    first_batch_bytes: usize,
+    /// From `position` to the end of what the segment has readable.
+    available_bytes: usize,
+}
+
 /// Where a read starts scanning its segment.
 enum ScanStart<S: Storage> {
     At(u64),
@@ -1206,50 +1223,62 @@ impl<S: Storage> Log<S> {
 
 impl<S: Storage> ReadCursor<S> {
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least
-    /// that first batch, as Kafka does, so a large batch can never stall a consumer). A sealed
-    /// segment's file is opened here, and held only while the read runs.
+    /// that first batch). A sealed segment's file is opened here, and held only while the read
+    /// runs.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> io::Result<Bytes> {
-        let Some((file, position, len)) = self.locate(offset, max_bytes).await? else {
+        let Some(found) = self.locate(offset).await? else {
             return Ok(Bytes::new());
         };
-        file.read_at(position, len).await
+        let len = max_bytes
+            .max(found.first_batch_bytes)
+            .min(found.available_bytes);
+        found.file.read_at(found.position, len).await
     }
 
-    /// What `read` returns, but as a range of the segment file for the socket writer to sendfile
-    /// when it is at least `zero_copy_min_bytes` long and its pages are in the page cache.
+    /// Reads from the batch holding `offset` as many bytes as `len_of(first batch size, bytes
+    /// available)` says (fetch sizing, `protocol::fetch_sizing`): as a range of the segment file
+    /// for the socket writer to sendfile when it is at least `zero_copy_min_bytes` long and its
+    /// pages are in the page cache, else as bytes. `None` when no batch at or after `offset` is
+    /// readable.
     pub async fn read_payload(
         &self,
         offset: Offset,
-        max_bytes: usize,
+        len_of: impl FnOnce(usize, usize) -> usize,
         zero_copy_min_bytes: usize,
-    ) -> io::Result<Payload> {
-        let Some((file, position, len)) = self.locate(offset, max_bytes).await? else {
-            return Ok(Payload::default());
+    ) -> io::Result<Option<PayloadRead>> {
+        let Some(found) = self.locate(offset).await? else {
+            return Ok(None);
         };
+        let len = len_of(found.first_batch_bytes, found.available_bytes);
+        assert!(len <= found.available_bytes, "a read past the readable end");
+        let read = |records| PayloadRead {
+            records,
+            first_batch_bytes: found.first_batch_bytes,
+            available_bytes: found.available_bytes,
+        };
+        if len == 0 {
+            return Ok(Some(read(Payload::default())));
+        }
         if len >= zero_copy_min_bytes {
-            if let Some(fd) = file.dup_fd() {
+            if let Some(fd) = found.file.dup_fd() {
                 let range = FileRange {
                     file: Arc::new(fd),
-                    offset: position,
+                    offset: found.position,
                     len,
                 };
                 if range.is_cached() {
-                    return Ok(Payload::File(range));
+                    return Ok(Some(read(Payload::File(range))));
                 }
             }
         }
-        Ok(Payload::Bytes(file.read_at(position, len).await?))
+        let bytes = found.file.read_at(found.position, len).await?;
+        Ok(Some(read(Payload::Bytes(bytes))))
     }
 
-    /// The file, position and length of whole batches from the one holding `offset`: up to
-    /// `max_bytes`, but at least that first batch, as Kafka does, so a large batch can never
-    /// stall a consumer. Follows the cursor into the next segment when compaction emptied the
-    /// end of this one. `None` when no batch at or after `offset` is readable.
-    async fn locate(
-        &self,
-        offset: Offset,
-        max_bytes: usize,
-    ) -> io::Result<Option<(Rc<S::File>, u64, usize)>> {
+    /// Where the batch holding `offset` starts, its size and the bytes readable from there to
+    /// the end of its segment. Follows the cursor into the next segment when compaction emptied
+    /// the end of this one. `None` when no batch at or after `offset` is readable.
+    async fn locate(&self, offset: Offset) -> io::Result<Option<Located<S::File>>> {
         let mut cursor = self;
         loop {
             let file = cursor.file.get().await?;
@@ -1258,9 +1287,13 @@ impl<S: Storage> ReadCursor<S> {
             if let Some((position, first)) =
                 find_batch(&*file, scan_from, cursor.readable, wanted).await?
             {
-                let available = cursor.readable - position;
-                let len = (max_bytes.max(first.total_bytes()) as u64).min(available);
-                return Ok(Some((file, position, len as usize)));
+                let available_bytes = (cursor.readable - position) as usize;
+                return Ok(Some(Located {
+                    file,
+                    position,
+                    first_batch_bytes: first.total_bytes().min(available_bytes),
+                    available_bytes,
+                }));
             }
             match &cursor.then {
                 Some(next) => cursor = next,

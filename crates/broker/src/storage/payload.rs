@@ -101,6 +101,14 @@ impl Payload {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Keeps the first `len` bytes (fetch sizing cuts a read to the answer's limits).
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Payload::Bytes(bytes) => bytes.truncate(len),
+            Payload::File(range) => range.len = range.len.min(len),
+        }
+    }
 }
 
 impl From<Bytes> for Payload {

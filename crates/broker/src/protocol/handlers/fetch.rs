@@ -1,7 +1,15 @@
 //! Fetch (key 1): reads from the owning shards, long-polls (woken by appends) until `min_bytes`
-//! or `max_wait_ms`, and respects `max_bytes` and per-partition limits (the first batch is always
-//! returned whole, as Kafka does). No fetch sessions: the answer's session id is 0, which tells
-//! clients to keep sending full fetches.
+//! or `max_wait_ms`, and sizes the answer as Kafka does (KIP-74, `protocol::fetch_sizing`): at
+//! most `max_bytes` in all and `partition_max_bytes` per partition, filled in request order, with
+//! the first batch of the first partition that returns records sent whole even when it is larger.
+//! No fetch sessions: the answer's session id is 0, which tells clients to keep sending full
+//! fetches.
+//!
+//! Each owning shard reads its partitions in parallel with the others, sized as if they were the
+//! whole answer; the handler then settles each partition in request order with the bytes really
+//! left, keeping a prefix of what was read (a file range or bytes) and reading again the rare
+//! partition whose read came out shorter than its exact share. Per-partition traffic counters are
+//! told what was returned once the answer is final.
 //!
 //! Records are located in the segment on the owning shard and framed by hand
 //! (`protocol::fetch_frame`): large record sets travel back as file ranges the connection's writer
@@ -16,7 +24,9 @@ use kafka_protocol::messages::FetchRequest;
 
 use crate::error::ErrorCode;
 use crate::limits;
+use crate::metrics;
 use crate::protocol::fetch_frame::{PartitionAnswer, TopicAnswer};
+use crate::protocol::fetch_sizing::{self, Budget, Settled};
 use crate::shard::{FetchItem, FetchResult, Shard, ShardRequest, ShardResponse};
 use crate::storage::payload::Payload;
 use crate::types::{Offset, ShardId, TopicPartition};
@@ -35,10 +45,11 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> 
     let max_wait =
         Duration::from_millis((request.max_wait_ms.max(0) as u64).min(limits::FETCH_MAX_WAIT_MS));
     let deadline = Instant::now() + max_wait;
-    let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = (request.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_MAX_BYTES);
-    let mut results = read_all(shard, &wanted).await;
+    let budget = Budget::new(request.max_bytes);
+    let min_bytes = fetch_sizing::min_bytes(request.min_bytes, &budget);
     loop {
+        let read = read_all(shard, &wanted, budget).await;
+        let results = settle(shard, &wanted, read, budget).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let errored = results.iter().any(|r| r.error != ErrorCode::None);
         let now = Instant::now();
@@ -47,12 +58,11 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> 
             || now >= deadline
             || wanted.iter().all(|w| w.item.is_none())
         {
-            break;
+            served(shard, &wanted, &results);
+            return build_response(&request, wanted, results);
         }
         wait_for_data(shard, &wanted, &results, deadline - now).await;
-        results = read_all(shard, &wanted).await;
     }
-    build_response(&request, wanted, results, max_bytes)
 }
 
 /// Kafka's isolation levels: 0 read_uncommitted, 1 read_committed.
@@ -70,8 +80,7 @@ fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
             let item = known.then(|| FetchItem {
                 tp: TopicPartition::new(name, p.partition),
                 offset: Offset(p.fetch_offset),
-                max_bytes: (p.partition_max_bytes.max(0) as usize)
-                    .min(limits::FETCH_RESPONSE_MAX_BYTES),
+                partition_max_bytes: fetch_sizing::partition_max_bytes(p.partition_max_bytes),
                 read_committed,
             });
             wanted.push(Wanted {
@@ -84,8 +93,9 @@ fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
     wanted
 }
 
-/// Reads every known partition (one call per owning shard, all at once), in request order.
-async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchResult> {
+/// Reads every known partition (one call per owning shard, all at once, each shard sizing its
+/// partitions from the whole `budget`), in request order.
+async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], budget: Budget) -> Vec<FetchResult> {
     let mut routed: HashMap<ShardId, Vec<(usize, FetchItem)>> = HashMap::new();
     for (i, w) in wanted.iter().enumerate() {
         if let Some(item) = &w.item {
@@ -97,23 +107,13 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchResult> {
     }
     let calls = routed.into_iter().map(|(owner, items)| async move {
         let slots: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+        let items = items.into_iter().map(|(_, item)| item).collect();
         let response = shard
-            .call(
-                owner,
-                ShardRequest::Fetch {
-                    items: items.into_iter().map(|(_, item)| item).collect(),
-                },
-            )
+            .call(owner, ShardRequest::Fetch { items, budget })
             .await;
         (slots, response)
     });
-    let unknown = FetchResult {
-        error: ErrorCode::UnknownTopicOrPartition,
-        offsets: None,
-        records: Payload::default(),
-        aborted: Vec::new(),
-    };
-    let mut results = vec![unknown; wanted.len()];
+    let mut results = vec![failed(ErrorCode::UnknownTopicOrPartition); wanted.len()];
     for (slots, response) in join_all(calls).await {
         match response {
             ShardResponse::Fetch(fetched) => {
@@ -129,6 +129,86 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchResult> {
         }
     }
     results
+}
+
+fn failed(error: ErrorCode) -> FetchResult {
+    FetchResult {
+        error,
+        offsets: None,
+        records: Payload::default(),
+        span: None,
+        aborted: Vec::new(),
+    }
+}
+
+/// The exact answer, partition by partition in request order: each keeps what its limit allows
+/// of what its shard read (`fetch_sizing::settle`), and one whose read was too short is read
+/// again under its exact limit.
+async fn settle(
+    shard: &Rc<Shard>,
+    wanted: &[Wanted],
+    read: Vec<FetchResult>,
+    mut budget: Budget,
+) -> Vec<FetchResult> {
+    let mut settled = Vec::with_capacity(read.len());
+    for (w, mut result) in wanted.iter().zip(read) {
+        if let (Some(item), Some(span)) = (&w.item, result.span) {
+            let limit = budget.limit(item.partition_max_bytes);
+            match fetch_sizing::settle(limit, &span, result.records.len()) {
+                Settled::Keep(len) => result.records.truncate(len),
+                Settled::ReadAgain => result = read_again(shard, item, budget).await,
+            }
+        }
+        budget.take(result.records.len());
+        settled.push(result);
+    }
+    settled
+}
+
+/// One partition read under the exact budget left at its place in the answer.
+async fn read_again(shard: &Rc<Shard>, item: &FetchItem, budget: Budget) -> FetchResult {
+    let request = ShardRequest::Fetch {
+        items: vec![item.clone()],
+        budget,
+    };
+    match shard.call(shard.owner_of(&item.tp), request).await {
+        ShardResponse::Fetch(mut fetched) if fetched.len() == 1 => {
+            let result = fetched.remove(0);
+            let limit = budget.limit(item.partition_max_bytes);
+            debug_assert!(result.span.is_none_or(|span| {
+                let len = result.records.len();
+                fetch_sizing::settle(limit, &span, len) == Settled::Keep(len)
+            }));
+            result
+        }
+        _ => failed(ErrorCode::NotLeaderOrFollower),
+    }
+}
+
+/// Counts what the answer returns: record bytes per partition on the owning shards (sent on
+/// without waiting), and bytes read into memory on this shard (file ranges are counted as the
+/// writer sends them).
+fn served(shard: &Rc<Shard>, wanted: &[Wanted], results: &[FetchResult]) {
+    let mut routed: HashMap<ShardId, Vec<(TopicPartition, usize)>> = HashMap::new();
+    for (w, r) in wanted.iter().zip(results) {
+        let (Some(item), false) = (&w.item, r.records.is_empty()) else {
+            continue;
+        };
+        if let Payload::Bytes(bytes) = &r.records {
+            metrics::with(|m| m.fetch_sent(0, bytes.len()));
+        }
+        routed
+            .entry(shard.owner_of(&item.tp))
+            .or_default()
+            .push((item.tp.clone(), r.records.len()));
+    }
+    for (owner, items) in routed {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            shard.call(owner, ShardRequest::FetchServed { items }).await;
+        })
+        .detach();
+    }
 }
 
 /// Parks until any polled partition gets data past its fetch position, or `timeout`.
@@ -171,15 +251,12 @@ async fn wait_for_data(
     select_all(waits).await;
 }
 
-/// Assembles the answer in request order, keeping the total under `max_bytes` (the first
-/// non-empty partition always goes out whole, as Kafka does, so a large batch cannot stall).
+/// Assembles the answer in request order (the records are already sized).
 fn build_response(
     request: &FetchRequest,
     wanted: Vec<Wanted>,
     results: Vec<FetchResult>,
-    max_bytes: usize,
 ) -> Vec<TopicAnswer> {
-    let mut used = 0usize;
     let mut topics: Vec<TopicAnswer> = request
         .topics
         .iter()
@@ -189,11 +266,6 @@ fn build_response(
         })
         .collect();
     for (w, r) in wanted.into_iter().zip(results) {
-        let mut records = r.records;
-        if !records.is_empty() && used > 0 && used + records.len() > max_bytes {
-            records = Payload::default();
-        }
-        used += records.len();
         let offsets = r.offsets;
         topics[w.topic_index].partitions.push(PartitionAnswer {
             partition: w.partition,
@@ -206,7 +278,7 @@ fn build_response(
                 .iter()
                 .map(|a| (a.producer_id.0, a.first_offset.0))
                 .collect(),
-            records,
+            records: r.records,
         });
     }
     topics

@@ -198,6 +198,7 @@ public final class JavaClientTest {
         }
         consumerGroup(common, topic, n);
         transactions(common);
+        fetchSizing(common);
         try (Admin admin = Admin.create(common)) {
             admin.deleteTopics(List.of(topic)).all().get();
             check(!admin.listTopics().names().get().contains(topic), "deleted");
@@ -284,6 +285,67 @@ public final class JavaClientTest {
         p.put("transactional.id", transactionalId);
         p.put("linger.ms", "5");
         return p;
+    }
+
+    /** Record `i` of a fetch sizing case: its index, then `size` bytes in all. */
+    private static String sized(int i, int size) {
+        String head = String.format("%08d", i);
+        return head + String.valueOf((char) ('a' + i % 26)).repeat(size - head.length());
+    }
+
+    /**
+     * Fetch sizing (KIP-74): a consumer whose limits are smaller than a record batch still reads
+     * it (the first batch goes out whole), and one whose per-partition limit is above the total
+     * gets answers cut to the total and still reads everything, in order, byte-exact.
+     */
+    private static void fetchSizing(Properties common) throws Exception {
+        // (partitions, records per partition, record size, fetch.max.bytes, max.partition.fetch.bytes)
+        int[][] cases = {
+            {2, 4, 300_000, 100_000, 50_000},
+            {3, 4, 900_000, 1_000_000, 20_000_000},
+        };
+        for (int[] c : cases) {
+            int partitions = c[0], perPartition = c[1], size = c[2];
+            String topic = "java-sizing-" + System.nanoTime();
+            try (Admin admin = Admin.create(common)) {
+                admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get();
+            }
+            Properties p = new Properties();
+            p.putAll(common);
+            p.put("key.serializer", StringSerializer.class.getName());
+            p.put("value.serializer", StringSerializer.class.getName());
+            p.put("max.request.size", "2000000");
+            try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+                List<Future<RecordMetadata>> sent = new ArrayList<>();
+                for (int i = 0; i < partitions * perPartition; i++) {
+                    sent.add(producer.send(new ProducerRecord<>(topic, i % partitions, null, sized(i, size))));
+                }
+                for (Future<RecordMetadata> f : sent) {
+                    f.get();
+                }
+            }
+            Properties limits = new Properties();
+            limits.putAll(common);
+            limits.put("fetch.max.bytes", Integer.toString(c[3]));
+            limits.put("max.partition.fetch.bytes", Integer.toString(c[4]));
+            String what = "fetch.max.bytes=" + c[3] + " max.partition.fetch.bytes=" + c[4];
+            try (KafkaConsumer<String, String> consumer = reader(limits, topic, partitions, "read_uncommitted")) {
+                List<String> values = readValues(consumer, partitions * perPartition);
+                check(values.size() == partitions * perPartition,
+                    what + ": read " + values.size() + " of " + partitions * perPartition);
+                Map<Integer, Integer> lastPerPartition = new HashMap<>();
+                for (String v : values) {
+                    int i = Integer.parseInt(v.substring(0, 8));
+                    check(v.equals(sized(i, size)), what + ": record " + i + " byte-exact");
+                    int before = lastPerPartition.getOrDefault(i % partitions, i % partitions - partitions);
+                    check(i == before + partitions, what + ": record " + i + " in order after " + before);
+                    lastPerPartition.put(i % partitions, i);
+                }
+            }
+            try (Admin admin = Admin.create(common)) {
+                admin.deleteTopics(List.of(topic)).all().get();
+            }
+        }
     }
 
     /** A consumer assigned every partition of the topic from the beginning. */
