@@ -31,6 +31,7 @@ use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceO
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::payload::Payload;
+use crate::storage::segment_check;
 use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{Clock, Storage, SystemClock};
@@ -387,6 +388,11 @@ impl Shard {
                 // Deleted or compacted while the read opened it: the log now says where to read
                 // (or that the offset is gone). Only once: a second miss fails like any read.
                 Err(err) if is_segment_gone(&err) && !looked_again => looked_again = true,
+                // Logged once when found; each fetch there gets the error clients surface.
+                Err(err) if segment_check::is_damaged(&err) => {
+                    tracing::debug!("fetch {} at {}: {err}", item.tp, item.offset);
+                    return failed(ErrorCode::CorruptMessage, Some(offsets));
+                }
                 Err(err) => {
                     tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
                     return failed(ErrorCode::KafkaStorageError, None);
@@ -660,6 +666,14 @@ impl Shard {
                         Counter,
                     ),
                     m.fetch_copied_bytes.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_log_damaged_ranges_total",
+                        "Damaged ranges found in segments (CRC failures, unreadable or cut-short tails); the log names each.",
+                        Counter,
+                    ),
+                    m.log_damaged_ranges.get() as f64,
                 ),
                 (
                     (

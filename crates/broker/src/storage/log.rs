@@ -21,6 +21,7 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
 use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
 use super::segment::{self, EncodedIndexes, Lookup, ScanRules, Segment};
+use super::segment_check::{self, Health, SegmentCheck};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{rename_durably, write_synced, Storage, StorageFile};
@@ -316,6 +317,9 @@ pub struct ReadCursor<S: Storage> {
     file: FileRef<S>,
     start: ScanStart<S>,
     readable: u64,
+    /// The segment's check, when it has one (see `segment_check`): reads wait for it and never
+    /// serve what it found damaged.
+    check: Option<Rc<SegmentCheck>>,
     /// Where the read goes on when this segment ends before the offset it wants (see
     /// `Segment::next_offset_is_bound`), or a timestamp search when this segment holds no match
     /// above the log start.
@@ -472,7 +476,8 @@ impl<S: Storage> IndexLoad<S> {
         let mut seg = Segment::<S::File>::new(lazy.base_offset, SegmentFile::Unwritten, 0);
         let mut report = RecoveryReport::default();
         let mut no_feed = |_: &BatchHeader, _: Option<ControlType>| None;
-        let (rules, size) = (lazy.rules, lazy.log_size);
+        // A check may have trimmed a segment cut short since recovery took its size.
+        let (rules, size) = (lazy.rules, lazy.log_size.min(file.size().await?));
         scan_batches(
             file,
             &mut seg,
@@ -900,6 +905,7 @@ impl<S: Storage> Log<S> {
             file: seg.file_ref(&self.storage, &self.dir)?,
             start,
             readable: seg.readable,
+            check: seg.check.clone(),
             then,
         })
     }
@@ -970,6 +976,7 @@ impl<S: Storage> Log<S> {
                     IndexKey::Timestamp(target),
                 ),
                 readable: seg.readable,
+                check: seg.check.clone(),
                 then: None,
             };
             return Ok(Some((seg.base_offset, cursor)));
@@ -1253,19 +1260,43 @@ impl<S: Storage> ReadCursor<S> {
         let mut cursor = self;
         loop {
             let file = cursor.file.get().await?;
+            let health = cursor.health(&file).await?;
+            let readable = health
+                .as_ref()
+                .map_or(cursor.readable, |h| h.end.min(cursor.readable));
             let wanted = |h: &BatchHeader| h.next_offset() > offset;
             let scan_from = cursor.start.position(&file).await?;
-            if let Some((position, first)) =
-                find_batch(&*file, scan_from, cursor.readable, wanted).await?
+            if let Some((position, first)) = find_batch(&*file, scan_from, readable, wanted).await?
             {
-                let available = cursor.readable - position;
-                let len = (max_bytes.max(first.total_bytes()) as u64).min(available);
+                // Never a damaged batch, nor one after it in the same answer.
+                let mut stop = readable;
+                if let Some(health) = &health {
+                    if let Some(damage) = health.damage_at(position) {
+                        return Err(segment_check::damaged(*damage));
+                    }
+                    stop = health
+                        .next_damage_after(position)
+                        .map_or(stop, |d| d.min(stop));
+                }
+                let len = (max_bytes.max(first.total_bytes()) as u64).min(stop - position);
                 return Ok(Some((file, position, len as usize)));
+            }
+            if let Some(damage) = health.as_ref().and_then(|h| h.tail_holding(offset)) {
+                return Err(segment_check::damaged(*damage));
             }
             match &cursor.then {
                 Some(next) => cursor = next,
                 None => return Ok(None),
             }
+        }
+    }
+
+    /// What the segment's check found (running it if no read did yet); `None` for a segment
+    /// without one.
+    async fn health(&self, file: &S::File) -> io::Result<Option<Rc<Health>>> {
+        match &self.check {
+            Some(check) => Ok(Some(check.health(file).await?)),
+            None => Ok(None),
         }
     }
 
@@ -1292,14 +1323,25 @@ impl<S: Storage> ReadCursor<S> {
         log_start: Offset,
     ) -> io::Result<Option<(Offset, i64)>> {
         let file = self.file.get().await?;
+        let health = self.health(&file).await?;
+        let readable = health
+            .as_ref()
+            .map_or(self.readable, |h| h.end.min(self.readable));
         let mut from = self.start.position(&file).await?;
         loop {
             let wanted =
                 |h: &BatchHeader| h.max_timestamp >= target && h.last_offset() >= log_start;
-            let Some((position, header)) = find_batch(&*file, from, self.readable, wanted).await?
-            else {
+            let Some((position, header)) = find_batch(&*file, from, readable, wanted).await? else {
                 return Ok(None);
             };
+            if health
+                .as_ref()
+                .is_some_and(|h| h.damage_at(position).is_some())
+            {
+                // Its timestamps cannot be trusted: the answer is a later batch's.
+                from = position + header.total_bytes() as u64;
+                continue;
+            }
             let bytes = file.read_at(position, header.total_bytes()).await?;
             if let Some(found) = batch::first_record_at_or_after(&bytes, target, log_start) {
                 return Ok(Some(found));
@@ -1407,7 +1449,10 @@ async fn load_segment<S: Storage>(
     let mut scan_from = 0u64;
     let mut rescan = true;
     let trusted = seg.base_offset < trusted_below;
-    if trusted {
+    // The active segment is read whole at every start, each batch CRC-checked: a clean stop
+    // says its bytes were synced, not that the disk kept them.
+    let check_whole = trusted && active;
+    if trusted && !active {
         if let Some((index, time_index)) = load_indexes(storage, dir, seg.base_offset, size).await?
         {
             scan_from = index.last().map(|(_, p)| p as u64).unwrap_or(0);
@@ -1422,7 +1467,9 @@ async fn load_segment<S: Storage>(
             rescan = false;
         }
     }
-    if rescan {
+    if check_whole {
+        seg.aborted = load_txn_index(storage, dir, seg.base_offset).await?;
+    } else if rescan {
         report.rebuilt_indexes += 1;
     }
     let verify = active || rescan;
@@ -1448,11 +1495,15 @@ async fn load_segment<S: Storage>(
     seg.readable = valid_end;
     if valid_end < size {
         tracing::warn!(
-            "segment {} in {}: {} bytes after position {valid_end} are torn or corrupt; truncating",
+            "segment {} in {}: {} bytes after position {valid_end} are torn or corrupt; truncating \
+             (offsets from {} on are lost)",
             seg.base_offset,
             dir.display(),
-            size - valid_end
+            size - valid_end,
+            seg.next_offset
         );
+        let end = seg.next_offset;
+        seg.aborted.retain(|a| a.last_offset < end);
         report.truncated_bytes += size - valid_end;
         file.truncate(valid_end).await?;
         file.sync_data().await?;
@@ -1505,6 +1556,13 @@ impl<F: StorageFile> SealedLoad<'_, F> {
         seg.next_offset = if size == 0 { base } else { self.next_base };
         seg.next_offset_is_bound = size > 0;
         seg.indexes_saved = true;
+        let batch_max_bytes = self.rules.batch_max_bytes;
+        seg.check = Some(Rc::new(SegmentCheck::new(
+            base,
+            self.dir.clone(),
+            self.next_base,
+            batch_max_bytes,
+        )));
         seg.file = SegmentFile::Sealed(self.files.seal(None));
         Ok(true)
     }

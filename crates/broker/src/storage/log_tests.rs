@@ -1045,3 +1045,214 @@ fn sealed_indexes_in_memory_stay_under_the_cache_bound_while_everything_reads_ba
 
 #[path = "log_ops_tests.rs"]
 mod ops;
+
+/// The batches of segment `base`'s log file: position and header, in file order.
+fn batches_in(storage: &MemStorage, base: Offset) -> Vec<(usize, BatchHeader)> {
+    let bytes = storage
+        .file_bytes(&segment::log_path(&dir(), base))
+        .unwrap();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = BatchHeader::parse(&bytes[at..]).unwrap();
+        found.push((at, header));
+        at += header.total_bytes();
+    }
+    found
+}
+
+/// The first sealed segment of at least three batches (the log stopped cleanly), its batches,
+/// and the next segment's base.
+fn sealed_of_three_batches(storage: &MemStorage) -> (Offset, Vec<(usize, BatchHeader)>, Offset) {
+    let (log, _) = open(storage, true);
+    let bases: Vec<Offset> = log.segments.iter().map(|s| s.base_offset).collect();
+    bases
+        .windows(2)
+        .map(|pair| (pair[0], batches_in(storage, pair[0]), pair[1]))
+        .find(|(_, batches, _)| batches.len() >= 3)
+        .expect("a sealed segment of three batches")
+}
+
+/// Reads at `offset` as a fetch does, up to `max_bytes`.
+fn read_at(log: &Log<MemStorage>, offset: Offset, max_bytes: usize) -> io::Result<Bytes> {
+    let cursor = log.cursor_at(offset).unwrap().expect("readable");
+    block_on(cursor.read(offset, max_bytes))
+}
+
+/// The base offsets of the batches in `bytes`, each whole and passing its CRC check.
+fn healthy_batches(bytes: &[u8]) -> Vec<Offset> {
+    let mut bases = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let total = BatchHeader::parse(&bytes[at..]).unwrap().total_bytes();
+        let header = batch::check_stored_batch(&bytes[at..at + total]).expect("a healthy batch");
+        bases.push(header.base_offset);
+        at += total;
+    }
+    bases
+}
+
+/// What the check of segment `base` found (it must have run).
+fn health_of(log: &Log<MemStorage>, base: Offset) -> Rc<Health> {
+    let seg = log.segments.iter().find(|s| s.base_offset == base).unwrap();
+    seg.check.as_ref().expect("checked").found().expect("ran")
+}
+
+/// Reads every batch of `model` at its base offset: those in `damaged` (first..next) fail as
+/// damaged, every other answer is healthy batches starting with the one asked for (or, for
+/// offsets in `gone`, with the batch at its end).
+fn check_reads_around(
+    log: &Log<MemStorage>,
+    model: &Model,
+    damaged: (Offset, Offset),
+    gone: (Offset, Offset),
+) {
+    for &(base, _, _) in &model.batches {
+        let read = read_at(log, base, 4096);
+        if (damaged.0..damaged.1).contains(&base) {
+            let err = read.map(|b| healthy_batches(&b)).unwrap_err();
+            assert!(segment_check::is_damaged(&err), "{base}: {err}");
+            continue;
+        }
+        let first = healthy_batches(&read.unwrap())[0];
+        let expected = if (gone.0..gone.1).contains(&base) {
+            gone.1
+        } else {
+            base
+        };
+        assert_eq!(first, expected, "reading {base}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_is_never_served_and_reads_go_on_after_it() {
+    let (storage, model, _) = stopped_cleanly(7);
+    let (base, batches, _) = sealed_of_three_batches(&storage);
+    let (position, damaged) = batches[1];
+    let path = segment::log_path(&dir(), base);
+    // A byte of the records, which the CRC covers.
+    let at = position + damaged.total_bytes() - 2;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[byte ^ 0x10]);
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.truncated_bytes, 0, "sealed segments wait for a read");
+    // A read from the segment's start stops before the damaged batch.
+    let before = read_at(&log, base, 1 << 20).unwrap();
+    assert_eq!(healthy_batches(&before), vec![batches[0].1.base_offset]);
+    let range = (damaged.base_offset, damaged.next_offset());
+    check_reads_around(&log, &model, range, (Offset(0), Offset(0)));
+    let health = health_of(&log, base);
+    assert_eq!(
+        health.damaged,
+        vec![segment_check::Damage {
+            position: position as u64,
+            len: damaged.total_bytes() as u64,
+            first: range.0,
+            next: range.1,
+        }]
+    );
+    assert_eq!(health.trimmed, None);
+    // Timestamp lookups step over it.
+    for &(_, _, ts) in &model.batches {
+        let cursor = timestamp_cursor(&log, ts).expect("a segment holds it");
+        let (offset, _) = block_on(cursor.find_timestamp(ts, Offset(0)))
+            .unwrap()
+            .expect("found");
+        assert!(!(range.0..range.1).contains(&offset));
+    }
+    // DeleteRecords to the offset after it: everything from the log start on reads.
+    let mut log = log;
+    log.advance_log_start(range.1).unwrap();
+    let rest = Model {
+        batches: model
+            .batches
+            .iter()
+            .copied()
+            .filter(|(b, _, _)| *b >= range.1)
+            .collect(),
+    };
+    check_reads(&log, &rest);
+}
+
+#[test]
+fn a_damaged_batch_length_in_a_sealed_segment_fails_reads_to_the_segments_end() {
+    let (storage, model, _) = stopped_cleanly(8);
+    let (base, batches, next_base) = sealed_of_three_batches(&storage);
+    let (position, damaged) = batches[1];
+    // The length lies outside the CRC: from here on no batch can be found. (One that ran just
+    // past the file's end would look like a file cut short, and be trimmed.)
+    let path = segment::log_path(&dir(), base);
+    storage.corrupt(&path, position + 8, &0x7f00_0000i32.to_be_bytes());
+    let (log, _) = open(&storage, true);
+    let before = read_at(&log, base, 1 << 20).unwrap();
+    assert_eq!(healthy_batches(&before), vec![batches[0].1.base_offset]);
+    check_reads_around(
+        &log,
+        &model,
+        (damaged.base_offset, next_base),
+        (Offset(0), Offset(0)),
+    );
+    let health = health_of(&log, base);
+    assert_eq!(health.end, position as u64);
+    assert_eq!(health.damaged.len(), 1);
+    assert_eq!(health.damaged[0].next, next_base);
+}
+
+#[test]
+fn a_sealed_segment_cut_short_is_trimmed_and_reads_go_on_in_the_next_segment() {
+    let (storage, model, _) = stopped_cleanly(9);
+    let (base, batches, next_base) = sealed_of_three_batches(&storage);
+    let (position, cut) = batches[1];
+    let path = segment::log_path(&dir(), base);
+    let file = block_on(storage.open(&path)).unwrap();
+    block_on(file.truncate((position + cut.total_bytes() / 2) as u64)).unwrap();
+    drop(file);
+    let (log, _) = open(&storage, true);
+    // The offsets cut off are gone, as over a gap compaction leaves.
+    check_reads_around(
+        &log,
+        &model,
+        (Offset(0), Offset(0)),
+        (cut.base_offset, next_base),
+    );
+    assert_eq!(
+        storage.file_len(&path),
+        Some(position),
+        "trimmed to its last whole batch"
+    );
+    let health = health_of(&log, base);
+    assert_eq!(health.trimmed, Some((position as u64, cut.base_offset)));
+    assert!(health.damaged.is_empty());
+    // Found once: the next start finds the segment whole.
+    drop(log);
+    let (log, _) = open(&storage, true);
+    read_at(&log, base, 1).unwrap();
+    let health = health_of(&log, base);
+    assert_eq!((health.end, health.trimmed), (position as u64, None));
+}
+
+#[test]
+fn a_flipped_byte_in_the_active_segment_after_a_clean_stop_truncates_from_there() {
+    let (storage, log, model) = many_segments(4, 6);
+    let active = log.segments.last().unwrap().base_offset;
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    let batches = batches_in(&storage, active);
+    let (position, damaged) = *batches.last().unwrap();
+    let path = segment::log_path(&dir(), active);
+    let at = position + damaged.total_bytes() - 2;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[byte ^ 0x01]);
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.truncated_bytes, damaged.total_bytes() as u64);
+    assert_eq!(log.end(), damaged.base_offset);
+    let kept = Model {
+        batches: model
+            .batches
+            .iter()
+            .copied()
+            .filter(|(b, _, _)| *b < damaged.base_offset)
+            .collect(),
+    };
+    check_reads(&log, &kept);
+}
