@@ -398,7 +398,13 @@ fn offsets_and_values(read: &[Record]) -> Vec<(i64, String)> {
 #[test]
 fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_them() {
     for cores in SHARD_COUNTS {
-        let mut broker = Broker::start("damaged-segments", cores, &[SEGMENT_BYTES]);
+        // With one shard reads find the damage (no scrub); with two, the scrub finds it first.
+        let scrub = if cores == 1 {
+            "sluice.log.scrub.bytes.per.sec=0"
+        } else {
+            "sluice.log.scrub.bytes.per.sec=1073741824"
+        };
+        let mut broker = Broker::start("damaged-segments", cores, &[SEGMENT_BYTES, scrub]);
         common::create_topic(&mut common::connect(&broker), TOPIC, PARTITIONS);
         let acked = produce(&broker, 0, RECORDS);
         let end = |p: i32| acked.iter().filter(|(q, _, _)| *q == p).count() as i64;
@@ -423,6 +429,18 @@ fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_th
         let lost1 = [(cut_at.first, second_base), (torn.first, end(1))];
 
         broker.restart();
+        if cores > 1 {
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while !(broker.log().contains("fail their check")
+                && broker.log().contains("cut short inside a batch"))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the scrub found nothing"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         // Raw fetches never see a batch failing its CRC; partition 0 answers CORRUPT_MESSAGE
         // at the damaged batch only, partition 1 skips what it lost.
         let refused = fetch_all_checking_crcs(&broker, 0, 0, end(0), &[damaged]);
@@ -479,6 +497,17 @@ fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_th
             found, 2.0,
             "cores={cores}: the flipped byte and the cut:\n{metrics}"
         );
+        for p in 0..PARTITIONS {
+            let gauge = format!("partition=\"{p}\"}} 1");
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with("sluice_partition_damaged_ranges{")
+                        && l.contains(&format!("topic=\"{TOPIC}\""))
+                        && l.ends_with(&gauge)),
+                "cores={cores}: partition {p}:\n{metrics}"
+            );
+        }
         assert!(broker.terminate());
     }
 }

@@ -809,6 +809,14 @@ impl Shard {
                     ),
                     p.size_bytes() as f64,
                 ),
+                (
+                    (
+                        "sluice_partition_damaged_ranges",
+                        "Damaged ranges found in the partition's segments since the start (the log names each).",
+                        Gauge,
+                    ),
+                    p.damaged_ranges() as f64,
+                ),
             ] {
                 s.push(family, labels(), value);
             }
@@ -850,6 +858,40 @@ impl Shard {
             for p in partitions {
                 partition::apply_retention(&p, now).await;
             }
+        }
+    }
+
+    /// Runs the segment checks no read has run (see `storage::segment_check`), one segment at
+    /// a time, at this shard's share of `sluice.log.scrub.bytes.per.sec`; a round right after
+    /// the start, then every `SCRUB_ROUND_INTERVAL_MS`. What a check finds is logged and counted
+    /// by the check itself.
+    pub async fn scrub_loop(self: Rc<Self>) {
+        let rate = self.config.scrub_bytes_per_sec / self.config.cores.max(1) as u64;
+        if rate == 0 {
+            return;
+        }
+        let interval = Duration::from_millis(crate::limits::SCRUB_ROUND_INTERVAL_MS);
+        loop {
+            let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            for p in partitions {
+                let (tp, pending) = {
+                    let p = p.borrow();
+                    (p.tp.clone(), p.unchecked_segments())
+                };
+                for scrub in pending {
+                    let mut pace = |bytes: usize| {
+                        let wait = Duration::from_secs_f64(bytes as f64 / rate as f64);
+                        glommio::timer::sleep(wait).map(|_| ()).boxed_local()
+                    };
+                    match scrub.run(&mut pace).await {
+                        Ok(()) => {}
+                        // Deleted or compacted meanwhile: nothing left to check.
+                        Err(err) if is_segment_gone(&err) => {}
+                        Err(err) => tracing::warn!("{tp}: scrub could not read a segment: {err}"),
+                    }
+                }
+            }
+            glommio::timer::sleep(interval).await;
         }
     }
 

@@ -21,7 +21,7 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
 use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
 use super::segment::{self, EncodedIndexes, Lookup, ScanRules, Segment};
-use super::segment_check::{self, Health, SegmentCheck};
+use super::segment_check::{self, Health, Pace, SegmentCheck};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{rename_durably, write_synced, Storage, StorageFile};
@@ -309,6 +309,20 @@ impl<S: Storage> ClosePlan<S> {
             write_index_files(&self.storage, &self.dir, base, indexes, false).await?;
         }
         Ok(())
+    }
+}
+
+/// A segment check for the scrub to run, without borrowing the log.
+pub struct SegmentScrub<S: Storage> {
+    file: FileRef<S>,
+    check: Rc<SegmentCheck>,
+}
+
+impl<S: Storage> SegmentScrub<S> {
+    /// Runs the check (unless a read ran it meanwhile), calling `pace` after each chunk read.
+    pub async fn run(&self, pace: &mut Pace<'_>) -> io::Result<()> {
+        let file = self.file.get().await?;
+        self.check.health_paced(&*file, pace).await.map(|_| ())
     }
 }
 
@@ -908,6 +922,29 @@ impl<S: Storage> Log<S> {
             check: seg.check.clone(),
             then,
         })
+    }
+
+    /// The checks no read has run yet (see `segment_check`), for the scrub.
+    pub fn unchecked_segments(&self) -> Vec<SegmentScrub<S>> {
+        self.segments
+            .iter()
+            .filter_map(|seg| {
+                let check = seg.check.as_ref().filter(|c| c.found().is_none())?;
+                Some(SegmentScrub {
+                    file: seg.file_ref(&self.storage, &self.dir)?,
+                    check: check.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Damaged ranges the checks that ran found (a file trimmed counts as one).
+    pub fn damaged_ranges(&self) -> usize {
+        self.segments
+            .iter()
+            .filter_map(|seg| seg.check.as_ref()?.found())
+            .map(|h| h.damaged.len() + usize::from(h.trimmed.is_some()))
+            .sum()
     }
 
     fn index_load(&self, lazy: Rc<LazyIndexes>) -> IndexLoad<S> {

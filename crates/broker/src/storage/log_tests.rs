@@ -1256,3 +1256,41 @@ fn a_flipped_byte_in_the_active_segment_after_a_clean_stop_truncates_from_there(
     };
     check_reads(&log, &kept);
 }
+
+#[test]
+fn the_scrub_checks_each_unread_sealed_segment_once_at_its_pace() {
+    let (storage, model, _) = stopped_cleanly(10);
+    let (base, batches, _) = sealed_of_three_batches(&storage);
+    let path = segment::log_path(&dir(), base);
+    let at = batches[2].0 + 30;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[!byte]);
+    let (log, _) = open(&storage, true);
+    let sealed = log.segment_count() - 1;
+    let sealed_bytes: usize = log.segments[..sealed]
+        .iter()
+        .map(|s| {
+            storage
+                .file_len(&segment::log_path(&dir(), s.base_offset))
+                .unwrap()
+        })
+        .sum();
+    // One read runs its segment's check: the scrub finds the others.
+    read_at(&log, model.batches[0].0, 1).unwrap();
+    let pending = log.unchecked_segments();
+    assert_eq!(pending.len(), sealed - 1);
+    let mut paced = 0;
+    for scrub in &pending {
+        let mut pace = |bytes: usize| {
+            paced += bytes;
+            Box::pin(async {}) as futures::future::LocalBoxFuture<'static, ()>
+        };
+        block_on(scrub.run(&mut pace)).unwrap();
+    }
+    let first_size = storage
+        .file_len(&segment::log_path(&dir(), Offset(0)))
+        .unwrap();
+    assert_eq!(paced, sealed_bytes - first_size, "every byte paced once");
+    assert!(log.unchecked_segments().is_empty());
+    assert_eq!(log.damaged_ranges(), 1, "the flipped byte");
+}

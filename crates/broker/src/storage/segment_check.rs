@@ -15,7 +15,9 @@
 //!   trims the active segment; the offsets from there to the segment's end are lost, and reads
 //!   of them go on in the next segment (as over a gap compaction leaves).
 //!
-//! Each finding is logged once, with file, position and offsets, and counted in /metrics.
+//! Each finding is logged once, with file, position and offsets, and counted in /metrics. A
+//! background scrub (the shard's `scrub_loop`) runs the checks reads have not, at a bounded rate,
+//! so that damage is found before a consumer reaches it.
 //! Owned by the partition's shard, like the segment it belongs to.
 
 use std::cell::RefCell;
@@ -25,6 +27,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 
 use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::segment;
@@ -102,7 +105,11 @@ pub fn damaged(damage: Damage) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, DamagedBatches(damage))
 }
 
-/// A sealed segment's check: run by its first read, shared by all later ones.
+/// Called with the bytes each chunk of a check read, before the next read: the scrub sleeps
+/// there to keep to its rate.
+pub type Pace<'a> = dyn FnMut(usize) -> LocalBoxFuture<'static, ()> + 'a;
+
+/// A sealed segment's check: run by its first read (or the scrub), shared by all later ones.
 #[derive(Debug)]
 pub struct SegmentCheck {
     base_offset: Offset,
@@ -140,17 +147,26 @@ impl SegmentCheck {
         if let Some(health) = self.found() {
             return Ok(health);
         }
+        self.health_paced(file, &mut |_| Box::pin(async {})).await
+    }
+
+    /// `health`, calling `pace` after each chunk the check reads.
+    pub async fn health_paced<F: StorageFile>(
+        &self,
+        file: &F,
+        pace: &mut Pace<'_>,
+    ) -> io::Result<Rc<Health>> {
         let _running = self.running.lock().await;
         if let Some(health) = self.found() {
             return Ok(health);
         }
-        let health = Rc::new(self.run(file).await?);
+        let health = Rc::new(self.run(file, pace).await?);
         self.report(&health);
         *self.found.borrow_mut() = Some(health.clone());
         Ok(health)
     }
 
-    async fn run<F: StorageFile>(&self, file: &F) -> io::Result<Health> {
+    async fn run<F: StorageFile>(&self, file: &F, pace: &mut Pace<'_>) -> io::Result<Health> {
         let size = file.size().await?;
         let mut health = Health::default();
         let mut position = 0u64;
@@ -167,7 +183,8 @@ impl SegmentCheck {
                 health.trimmed = Some((position, expected));
                 break;
             }
-            let header = BatchHeader::parse(&chunk.get(file, position, HEADER_BYTES).await?);
+            let header_bytes = chunk.get(file, position, HEADER_BYTES, pace).await?;
+            let header = BatchHeader::parse(&header_bytes);
             let Some(header) = header.filter(|h| self.plausible(h, expected)) else {
                 health.damaged.push(unreadable);
                 break;
@@ -177,7 +194,7 @@ impl SegmentCheck {
                 health.trimmed = Some((position, expected));
                 break;
             }
-            let whole = chunk.get(file, position, total as usize).await?;
+            let whole = chunk.get(file, position, total as usize, pace).await?;
             if batch::check_stored_batch(&whole).is_err() {
                 health.damaged.push(Damage {
                     position,
@@ -248,11 +265,13 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// `len` bytes at `position`; `pace` hears of every read.
     async fn get<F: StorageFile>(
         &mut self,
         file: &F,
         position: u64,
         len: usize,
+        pace: &mut Pace<'_>,
     ) -> io::Result<Bytes> {
         let end = self.start + self.bytes.len() as u64;
         if position < self.start || position + len as u64 > end {
@@ -260,6 +279,7 @@ impl Chunk {
                 .read_at(position, len.max(limits::RECOVERY_READ_CHUNK_BYTES))
                 .await?;
             self.start = position;
+            pace(self.bytes.len()).await;
             if self.bytes.len() < len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
