@@ -496,7 +496,6 @@ impl<S: Storage> IndexLoad<S> {
             file,
             &mut seg,
             rules,
-            0,
             size,
             false,
             &mut report,
@@ -513,9 +512,10 @@ impl<S: Storage> Log<S> {
     ///
     /// Segments whose base offset is below `trusted_below` were synced, with their index files,
     /// before something durable said so (a clean stop: `Offset(i64::MAX)`; a roll snapshot: its
-    /// offset): their intact index files are used and only the tail after the last entry is read.
-    /// Every other segment is scanned from its start, each batch CRC-checked, and fed to
-    /// `on_batch` in order (producer state is rebuilt from them).
+    /// offset): the sealed ones among them are not read here (see `SealedLoad`). Every other
+    /// segment is scanned from its start, each batch CRC-checked, and, unless trusted, fed to
+    /// `on_batch` in order (producer state is rebuilt from them): the active one always, since a
+    /// clean stop says its bytes were synced, not that the disk kept them.
     pub async fn open(
         storage: S,
         dir: PathBuf,
@@ -556,10 +556,9 @@ impl<S: Storage> Log<S> {
                     index_cache: &index_cache,
                     rules: ScanRules::of(&config),
                 };
-                if sealed.load(&storage, &mut seg).await? {
-                    segments.push(seg);
-                    continue;
-                }
+                sealed.load(&storage, &mut seg).await?;
+                segments.push(seg);
+                continue;
             }
             let intact = load_segment(
                 &storage,
@@ -1222,7 +1221,6 @@ impl<S: Storage> Log<S> {
             &*file,
             &mut rebuilt,
             ScanRules::of(&self.config),
-            0,
             position,
             false,
             &mut report,
@@ -1461,10 +1459,11 @@ fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
     }
 }
 
-/// Loads one segment's state. A trusted segment with intact index files is read only after its
-/// last index entry; otherwise the whole segment is scanned (CRC-checked), indexes are rebuilt,
-/// batches of untrusted segments are fed to `on_batch`, and a torn or corrupt tail is truncated.
-/// Returns false if the segment had to be truncated (later segments are then dropped).
+/// Loads one segment's state by scanning it whole, each batch CRC-checked: its indexes are
+/// built, batches of untrusted segments are fed to `on_batch`, and a torn or corrupt tail is
+/// truncated. A trusted segment scanned here is the active one (trusted sealed ones load without
+/// a scan, see `SealedLoad`): a clean stop says its bytes were synced, not that the disk kept
+/// them. Returns false if the segment had to be truncated (later segments are then dropped).
 #[allow(clippy::too_many_arguments)]
 async fn load_segment<S: Storage>(
     storage: &S,
@@ -1476,6 +1475,8 @@ async fn load_segment<S: Storage>(
     report: &mut RecoveryReport,
     on_batch: &mut OnBatch<'_>,
 ) -> io::Result<bool> {
+    let trusted = seg.base_offset < trusted_below;
+    assert!(active || !trusted, "trusted sealed segments load unscanned");
     let file = Rc::new(
         storage
             .open(&segment::log_path(dir, seg.base_offset))
@@ -1483,33 +1484,11 @@ async fn load_segment<S: Storage>(
     );
     seg.file = SegmentFile::Open(file.clone());
     let size = file.size().await?;
-    let mut scan_from = 0u64;
-    let mut rescan = true;
-    let trusted = seg.base_offset < trusted_below;
-    // The active segment is read whole at every start, each batch CRC-checked: a clean stop
-    // says its bytes were synced, not that the disk kept them.
-    let check_whole = trusted && active;
-    if trusted && !active {
-        if let Some((index, time_index)) = load_indexes(storage, dir, seg.base_offset, size).await?
-        {
-            scan_from = index.last().map(|(_, p)| p as u64).unwrap_or(0);
-            let start = index
-                .last()
-                .map(|(o, _)| seg.base_offset.next(o as i64))
-                .unwrap_or(seg.base_offset);
-            seg.set_indexes(index, time_index);
-            seg.aborted = load_txn_index(storage, dir, seg.base_offset).await?;
-            seg.next_offset = start;
-            seg.size = scan_from;
-            rescan = false;
-        }
-    }
-    if check_whole {
+    if trusted {
         seg.aborted = load_txn_index(storage, dir, seg.base_offset).await?;
-    } else if rescan {
+    } else {
         report.rebuilt_indexes += 1;
     }
-    let verify = active || rescan;
     let mut feed = |h: &BatchHeader, control: Option<ControlType>| {
         if trusted {
             // Its producer state came from a snapshot and its aborted list from its file.
@@ -1522,9 +1501,8 @@ async fn load_segment<S: Storage>(
         &*file,
         seg,
         ScanRules::of(config),
-        scan_from,
         size,
-        verify,
+        true,
         report,
         &mut feed,
     )
@@ -1565,23 +1543,20 @@ impl<F: StorageFile> SealedLoad<'_, F> {
     /// indexes (they load on first need; see `sealed_indexes::LazyIndexes`): its size from the
     /// directory, its end from the next segment's base (an upper bound: see
     /// `Segment::next_offset_is_bound`), its aborted transactions from its txn index if it has
-    /// one. False when an index file is missing: the caller scans the segment instead.
+    /// one. Index files damaged or missing are rebuilt from the log when first needed, and its
+    /// batches are checked by its first read or the scrub (see `segment_check`), so damage in
+    /// one sealed segment costs no other segment anything.
     async fn load<S: Storage<File = F>>(
         &self,
         storage: &S,
         seg: &mut Segment<F>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<()> {
         let base = seg.base_offset;
         let has = |path: PathBuf| {
             path.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| self.names.contains(n))
         };
-        if !has(segment::index_path(self.dir, base))
-            || !has(segment::time_index_path(self.dir, base))
-        {
-            return Ok(false);
-        }
         let size = storage.file_size(&segment::log_path(self.dir, base))?;
         let (dir, cache) = (self.dir.clone(), self.index_cache.clone());
         seg.set_lazy_indexes(LazyIndexes::new(base, dir, size, self.rules, cache));
@@ -1601,7 +1576,7 @@ impl<F: StorageFile> SealedLoad<'_, F> {
             batch_max_bytes,
         )));
         seg.file = SegmentFile::Sealed(self.files.seal(None));
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -1647,7 +1622,7 @@ async fn read_index_file<S: Storage>(
     super::read_whole(storage, path, cap).await
 }
 
-/// Scans batches from `from` to `size`, feeding each to the segment's indexes, and returns the
+/// Scans batches from the start to `size`, feeding each to the segment's indexes, and returns the
 /// end of the last valid batch. A batch is valid when it is complete, continues the offsets,
 /// and (with `verify`) passes the CRC check.
 #[allow(clippy::too_many_arguments)]
@@ -1655,13 +1630,12 @@ async fn scan_batches<F: StorageFile, G: StorageFile>(
     file: &F,
     seg: &mut Segment<G>,
     rules: ScanRules,
-    from: u64,
     size: u64,
     verify: bool,
     report: &mut RecoveryReport,
     on_batch: &mut OnBatch<'_>,
 ) -> io::Result<u64> {
-    let mut position = from;
+    let mut position = 0;
     let mut chunk = Bytes::new();
     let mut chunk_start = position;
     while position + HEADER_BYTES as u64 <= size {

@@ -873,16 +873,16 @@ fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log(
     let (log, _) = open(&storage, true);
     check_reads(&log, &model);
     assert_eq!(timestamp_answers(&log, &model), expected);
-    // The first read of the damaged one wrote its rebuilt index back, synced (the missing one
-    // was scanned at the start, and is written by a clean stop like any scanned segment's).
+    // The first read of each wrote its rebuilt indexes back, synced.
     assert_eq!(storage.file_bytes(&index).unwrap(), intact);
+    assert!(storage.exists(&segment::time_index_path(&dir(), bases[2])));
     assert_no_rebuilt_files(&storage);
     drop(log);
     storage.crash(|_, _| 0);
     let (log, _) = open(&storage, true);
-    // Its files are trusted again (the one whose time index is missing is scanned again).
+    // Their files are trusted again.
     assert!(log.segments[1].unloaded_indexes().is_some());
-    assert!(log.segments[2].unloaded_indexes().is_none());
+    assert!(log.segments[2].unloaded_indexes().is_some());
     check_reads(&log, &model);
     assert_eq!(timestamp_answers(&log, &model), expected);
 }
@@ -1293,4 +1293,25 @@ fn the_scrub_checks_each_unread_sealed_segment_once_at_its_pace() {
     assert_eq!(paced, sealed_bytes - first_size, "every byte paced once");
     assert!(log.unchecked_segments().is_empty());
     assert_eq!(log.damaged_ranges(), 1, "the flipped byte");
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_without_index_files_costs_no_other_segment() {
+    let (storage, model, _) = stopped_cleanly(11);
+    let (base, batches, _) = sealed_of_three_batches(&storage);
+    let (position, damaged) = batches[1];
+    let path = segment::log_path(&dir(), base);
+    let at = position + damaged.total_bytes() - 2;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[byte ^ 0x40]);
+    storage
+        .remove_file(&segment::index_path(&dir(), base))
+        .unwrap();
+    storage
+        .remove_file(&segment::time_index_path(&dir(), base))
+        .unwrap();
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.truncated_bytes, 0);
+    let range = (damaged.base_offset, damaged.next_offset());
+    check_reads_around(&log, &model, range, (Offset(0), Offset(0)));
 }
