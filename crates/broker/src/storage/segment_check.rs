@@ -20,7 +20,7 @@
 //! so that damage is found before a consumer reaches it.
 //! Owned by the partition's shard, like the segment it belongs to.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -122,6 +122,9 @@ pub struct SegmentCheck {
     /// Held while a check runs, so that reads arriving meanwhile wait for it instead of
     /// reading the segment again.
     running: futures::lock::Mutex<()>,
+    /// Set by a read that waits for the check: a scrub running it stops pacing itself, so the
+    /// read waits for the disk, not for the scrub's rate.
+    hurry: Cell<bool>,
 }
 
 impl SegmentCheck {
@@ -134,6 +137,7 @@ impl SegmentCheck {
             batch_max_bytes,
             found: RefCell::new(None),
             running: futures::lock::Mutex::new(()),
+            hurry: Cell::new(false),
         }
     }
 
@@ -147,6 +151,7 @@ impl SegmentCheck {
         if let Some(health) = self.found() {
             return Ok(health);
         }
+        self.hurry.set(true);
         self.health_paced(file, &mut |_| Box::pin(async {})).await
     }
 
@@ -172,6 +177,13 @@ impl SegmentCheck {
         let mut position = 0u64;
         let mut expected = self.base_offset;
         let mut chunk = Chunk::default();
+        let pace = &mut |bytes: usize| -> LocalBoxFuture<'static, ()> {
+            if self.hurry.get() {
+                Box::pin(async {})
+            } else {
+                pace(bytes)
+            }
+        };
         while position < size {
             let unreadable = Damage {
                 position,
