@@ -1315,3 +1315,71 @@ fn a_flipped_byte_in_a_sealed_segment_without_index_files_costs_no_other_segment
     let range = (damaged.base_offset, damaged.next_offset());
     check_reads_around(&log, &model, range, (Offset(0), Offset(0)));
 }
+
+#[test]
+fn a_read_waiting_for_a_paced_scrub_makes_it_stop_pacing() {
+    use futures::channel::oneshot;
+    use futures::executor::LocalPool;
+    use futures::future::LocalBoxFuture;
+    use futures::task::LocalSpawnExt;
+    use std::cell::Cell;
+
+    let storage = MemStorage::default();
+    let mut config = small_config();
+    config.segment_bytes = 2 << 20;
+    let open_at = |trusted_below| {
+        block_on(Log::open(
+            storage.clone(),
+            dir(),
+            config.clone(),
+            trusted_below,
+            0,
+            &mut |_, _| None,
+        ))
+        .unwrap()
+        .0
+    };
+    let mut log = open_at(Offset(0));
+    let value = vec![b'v'; 100_000];
+    for ts in 0..30 {
+        let bytes = batch(&[&value], ts, None);
+        let header = batch::check_batch(&bytes).unwrap();
+        log.append(Bytes::from(bytes), &header, 0, ts).unwrap();
+        flush(&mut log).unwrap();
+    }
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    let log = open_at(Offset(i64::MAX));
+    // The first segment, over 1 MiB: its check reads it in more than one chunk.
+    let scrub = log.unchecked_segments().into_iter().next().unwrap();
+    let (wake, slept) = oneshot::channel::<()>();
+    let mut slept = Some(slept);
+    let paces = Rc::new(Cell::new(0));
+    let counted = paces.clone();
+    let mut pool = LocalPool::new();
+    let spawner = pool.spawner();
+    spawner
+        .spawn_local(async move {
+            let mut pace = move |_| -> LocalBoxFuture<'static, ()> {
+                counted.set(counted.get() + 1);
+                match slept.take() {
+                    Some(rx) => Box::pin(async move {
+                        let _ = rx.await;
+                    }),
+                    None => Box::pin(async {}),
+                }
+            };
+            scrub.run(&mut pace).await.unwrap();
+        })
+        .unwrap();
+    pool.run_until_stalled();
+    assert_eq!(paces.get(), 1, "the scrub sleeps after its first chunk");
+    let cursor = log.cursor_at(Offset(0)).unwrap().unwrap();
+    let read = spawner
+        .spawn_local_with_handle(async move { cursor.read(Offset(0), 1).await })
+        .unwrap();
+    pool.run_until_stalled();
+    wake.send(()).unwrap();
+    assert!(!pool.run_until(read).unwrap().is_empty());
+    assert_eq!(paces.get(), 1, "no more pacing once a read waits");
+}
