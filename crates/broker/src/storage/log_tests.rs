@@ -1383,3 +1383,21 @@ fn a_read_waiting_for_a_paced_scrub_makes_it_stop_pacing() {
     assert!(!pool.run_until(read).unwrap().is_empty());
     assert_eq!(paces.get(), 1, "no more pacing once a read waits");
 }
+
+#[test]
+fn a_sealed_segment_the_disk_cannot_read_fails_reads_as_damaged_and_no_others() {
+    let (storage, model, _) = stopped_cleanly(12);
+    let (base, batches, next_base) = sealed_of_three_batches(&storage);
+    let path = segment::log_path(&dir(), base);
+    // The check reads the segment (under 1 MiB) in one chunk: a bad byte anywhere fails it all.
+    storage.fail_reads_at(&path, batches[2].0 + 10);
+    let (log, _) = open(&storage, true);
+    check_reads_around(&log, &model, (base, next_base), (Offset(0), Offset(0)));
+    let health = health_of(&log, base);
+    assert_eq!(health.end, 0);
+    assert!(health
+        .read_error
+        .as_deref()
+        .unwrap()
+        .contains("injected read"));
+}

@@ -11,6 +11,7 @@
 //!   DeleteRecords). Reads after it go on where the next batch starts.
 //! - bytes from which no batch header makes sense (damage in a length or an offset): the same
 //!   for every offset from there to the segment's end, since nothing there can be found.
+//! - bytes the disk cannot read (a bad sector): the same, from the batch whose read failed;
 //! - a file that ends inside a batch (cut short): trimmed to its last whole batch, as recovery
 //!   trims the active segment; the offsets from there to the segment's end are lost, and reads
 //!   of them go on in the next segment (as over a gap compaction leaves).
@@ -55,6 +56,8 @@ pub struct Health {
     pub damaged: Vec<Damage>,
     /// Where a file cut short was trimmed, and the first offset lost with the trimmed bytes.
     pub trimmed: Option<(u64, Offset)>,
+    /// Why the unreadable tail could not be read, when the disk said so.
+    pub read_error: Option<String>,
 }
 
 impl Health {
@@ -195,7 +198,14 @@ impl SegmentCheck {
                 health.trimmed = Some((position, expected));
                 break;
             }
-            let header_bytes = chunk.get(file, position, HEADER_BYTES, pace).await?;
+            let header_bytes = match chunk.get(file, position, HEADER_BYTES, pace).await {
+                Err(err) if is_bad_read(&err) => {
+                    health.read_error = Some(err.to_string());
+                    health.damaged.push(unreadable);
+                    break;
+                }
+                read => read?,
+            };
             let header = BatchHeader::parse(&header_bytes);
             let Some(header) = header.filter(|h| self.plausible(h, expected)) else {
                 health.damaged.push(unreadable);
@@ -206,7 +216,14 @@ impl SegmentCheck {
                 health.trimmed = Some((position, expected));
                 break;
             }
-            let whole = chunk.get(file, position, total as usize, pace).await?;
+            let whole = match chunk.get(file, position, total as usize, pace).await {
+                Err(err) if is_bad_read(&err) => {
+                    health.read_error = Some(err.to_string());
+                    health.damaged.push(unreadable);
+                    break;
+                }
+                read => read?,
+            };
             if batch::check_stored_batch(&whole).is_err() {
                 health.damaged.push(Damage {
                     position,
@@ -241,6 +258,9 @@ impl SegmentCheck {
     /// Logs and counts what the check found, once.
     fn report(&self, health: &Health) {
         let path = segment::log_path(&self.dir, self.base_offset);
+        if let Some(err) = &health.read_error {
+            tracing::error!("{}: the disk could not read it: {err}", path.display());
+        }
         for d in &health.damaged {
             tracing::error!(
                 "{}: {} bytes at position {} fail their check; offsets {}..{} are not served \
@@ -267,6 +287,15 @@ impl SegmentCheck {
             metrics::with(|m| m.log_damage_found(ranges as u64));
         }
     }
+}
+
+/// Whether a read failed because of the disk (a bad sector: EIO), not because the file went away
+/// (retention, a cleaning swap: the caller looks again) or came out short.
+fn is_bad_read(err: &io::Error) -> bool {
+    !matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// Reads a segment in large chunks, handing out slices of them.
