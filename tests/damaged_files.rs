@@ -494,11 +494,12 @@ fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_th
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         assert_eq!(
-            found, 2.0,
-            "cores={cores}: the flipped byte and the cut:\n{metrics}"
+            found, 3.0,
+            "cores={cores}: the two flipped bytes and the cut:\n{metrics}"
         );
-        for p in 0..PARTITIONS {
-            let gauge = format!("partition=\"{p}\"}} 1");
+        // Partition 0: the flipped byte; partition 1: the cut and the damaged active segment.
+        for (p, ranges) in [(0, 1), (1, 2)] {
+            let gauge = format!("partition=\"{p}\"}} {ranges}");
             assert!(
                 metrics
                     .lines()

@@ -130,6 +130,9 @@ pub struct RecoveryReport {
     pub batches_scanned: usize,
     pub truncated_bytes: u64,
     pub rebuilt_indexes: usize,
+    /// Damaged batches found in a trusted active segment (after a clean stop): damage, not a
+    /// torn tail.
+    pub damaged_ranges: usize,
 }
 
 /// Called for every batch recovery scans (with the marker, for control batches); returns the
@@ -158,6 +161,8 @@ pub struct Log<S: Storage> {
     /// (it would write index files for a segment that no longer exists).
     flushing: Vec<Offset>,
     failed: bool,
+    /// Damaged ranges recovery cut from the active segment (see `RecoveryReport`).
+    damaged_at_open: usize,
     /// How far compaction got, and when it first saw each stretch of tombstones.
     cleaner_checkpoint: cleaner::CleanerCheckpoint,
 }
@@ -623,6 +628,7 @@ impl<S: Storage> Log<S> {
             flush_running: false,
             flushing: Vec::new(),
             failed: false,
+            damaged_at_open: report.damaged_ranges,
             cleaner_checkpoint,
         };
         Ok((log, report))
@@ -939,11 +945,13 @@ impl<S: Storage> Log<S> {
 
     /// Damaged ranges the checks that ran found (a file trimmed counts as one).
     pub fn damaged_ranges(&self) -> usize {
-        self.segments
+        let checked: usize = self
+            .segments
             .iter()
             .filter_map(|seg| seg.check.as_ref()?.found())
             .map(|h| h.damaged.len() + usize::from(h.trimmed.is_some()))
-            .sum()
+            .sum();
+        checked + self.damaged_at_open
     }
 
     fn index_load(&self, lazy: Rc<LazyIndexes>) -> IndexLoad<S> {
@@ -1520,6 +1528,11 @@ async fn load_segment<S: Storage>(
         let end = seg.next_offset;
         seg.aborted.retain(|a| a.last_offset < end);
         report.truncated_bytes += size - valid_end;
+        if trusted {
+            // Synced before the stop: what fails now was damaged on disk, not torn by a crash.
+            report.damaged_ranges += 1;
+            crate::metrics::with(|m| m.log_damage_found(1));
+        }
         file.truncate(valid_end).await?;
         file.sync_data().await?;
         return Ok(false);

@@ -1246,6 +1246,7 @@ fn a_flipped_byte_in_the_active_segment_after_a_clean_stop_truncates_from_there(
     let (log, report) = open(&storage, true);
     assert_eq!(report.truncated_bytes, damaged.total_bytes() as u64);
     assert_eq!(log.end(), damaged.base_offset);
+    assert_eq!((report.damaged_ranges, log.damaged_ranges()), (1, 1));
     let kept = Model {
         batches: model
             .batches
