@@ -5,6 +5,12 @@
 //! producer snapshot cut in half. After a clean stop: a sealed segment's index cut short.
 //! Each restart must serve exactly the acknowledged records at their offsets, answer offsets by
 //! timestamp as before, take new records at the next offsets, and never panic.
+//!
+//! Segments damaged while the broker was stopped cleanly (a failing disk, a careless operator): a
+//! byte flipped in a sealed segment and in the active one, a sealed segment cut short inside a
+//! batch. No fetch may ever answer a batch whose CRC fails; a consumer gets CORRUPT_MESSAGE at
+//! the damaged batch and reads on after DeleteRecords moves the log start past it; the offsets
+//! lost with a cut-short tail or a damaged active segment are skipped, never wedging a reader.
 
 mod common;
 
@@ -14,8 +20,17 @@ use std::time::Duration;
 
 use common::deliveries::{producer, send_waiting};
 use common::{Broker, SHARD_COUNTS};
-use rdkafka::consumer::Consumer;
+use futures::executor::block_on;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "damaged";
@@ -211,4 +226,289 @@ fn restart_check_after_clean_stop(cores: usize, broker: &mut Broker, acked: &[(i
         before,
         "cores={cores}: nothing left to rebuild"
     );
+}
+
+/// A batch in a segment file: its position and length, and its offsets (first..next).
+#[derive(Debug, Clone, Copy)]
+struct StoredBatch {
+    position: usize,
+    len: usize,
+    first: i64,
+    next: i64,
+}
+
+/// The batches of a segment file, from their headers.
+fn stored_batches(path: &Path) -> Vec<StoredBatch> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let first = i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+        let len = 12 + i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let delta = i32::from_be_bytes(bytes[at + 23..at + 27].try_into().unwrap());
+        found.push(StoredBatch {
+            position: at,
+            len,
+            first,
+            next: first + delta as i64 + 1,
+        });
+        at += len;
+    }
+    found
+}
+
+/// Flips one bit of the byte before the last of `batch` (in its records: the CRC covers it).
+fn flip_byte_in(path: &Path, batch: StoredBatch) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[batch.position + batch.len - 2] ^= 0x04;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// One raw Fetch (v12) of `partition` at `offset`: its error code and records.
+fn raw_fetch(s: &mut std::net::TcpStream, partition: i32, offset: i64) -> (i16, Vec<u8>) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(64 << 10)])]);
+    let response: FetchResponse = common::call(s, ApiKey::Fetch, 12, &request);
+    let data = &response.responses[0].partitions[0];
+    let records = data
+        .records
+        .as_ref()
+        .map(|r| r.to_vec())
+        .unwrap_or_default();
+    (data.error_code, records)
+}
+
+/// Fetches `partition` with raw Fetch requests from `from` to `end`, checking every batch of
+/// every answer is whole and passes its CRC check. Returns the offset ranges answered
+/// CORRUPT_MESSAGE, stepping past each to the next offset `damaged` (first..next) names.
+fn fetch_all_checking_crcs(
+    broker: &Broker,
+    partition: i32,
+    from: i64,
+    end: i64,
+    damaged: &[(i64, i64)],
+) -> Vec<i64> {
+    const CORRUPT_MESSAGE: i16 = 2;
+    let mut s = common::connect(broker);
+    let mut refused_at = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let (error, records) = raw_fetch(&mut s, partition, offset);
+        if error == CORRUPT_MESSAGE {
+            let (_, next) = damaged
+                .iter()
+                .find(|(first, next)| (*first..*next).contains(&offset))
+                .unwrap_or_else(|| panic!("partition {partition}: {offset} refused as corrupt"));
+            refused_at.push(offset);
+            offset = *next;
+            continue;
+        }
+        assert_eq!(error, 0, "partition {partition} at {offset}");
+        assert!(
+            !records.is_empty(),
+            "partition {partition}: nothing at {offset}"
+        );
+        let mut at = 0;
+        while at < records.len() {
+            let len =
+                12 + i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+            let batch = &records[at..at + len];
+            let crc = u32::from_be_bytes(batch[17..21].try_into().unwrap());
+            assert_eq!(
+                crc32c::crc32c(&batch[21..]),
+                crc,
+                "partition {partition}: a batch failing its CRC served at {offset}"
+            );
+            let first = i64::from_be_bytes(batch[..8].try_into().unwrap());
+            let delta = i32::from_be_bytes(batch[23..27].try_into().unwrap());
+            offset = offset.max(first + delta as i64 + 1);
+            at += len;
+        }
+    }
+    refused_at
+}
+
+/// A librdkafka consumer reading `partition` from its beginning until an error or its end:
+/// what it read, and the error that stopped it, if one did.
+fn consume_until_error(broker: &Broker, partition: i32) -> (Vec<Record>, Option<KafkaError>) {
+    let consumer: BaseConsumer = common::consumer::to_the_end(broker);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, partition, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut read = Vec::new();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => read.push((
+                m.offset(),
+                m.timestamp().to_millis().unwrap_or(-1),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )),
+            Some(Err(KafkaError::PartitionEOF(_))) => return (read, None),
+            Some(Err(e)) => return (read, Some(e)),
+            None => {}
+        }
+    }
+    panic!("partition {partition}: neither an error nor the end");
+}
+
+/// Kafka's DeleteRecords, through librdkafka's admin client: the log start moves to `offset`.
+fn delete_records_before(broker: &Broker, partition: i32, offset: i64) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, partition, Offset::Offset(offset))
+        .unwrap();
+    let done = block_on(admin.delete_records(&tpl, &AdminOptions::new())).unwrap();
+    assert_eq!(done.elements()[0].error(), Ok(()), "DeleteRecords");
+}
+
+/// The acknowledged records of `partition` outside `lost` (first..next ranges), by offset.
+fn acked_outside(
+    acked: &[(i32, i64, String)],
+    partition: i32,
+    lost: &[(i64, i64)],
+) -> Vec<(i64, String)> {
+    let mut want: Vec<(i64, String)> = acked
+        .iter()
+        .filter(|(p, o, _)| *p == partition && !lost.iter().any(|(a, b)| (*a..*b).contains(o)))
+        .map(|(_, o, v)| (*o, v.clone()))
+        .collect();
+    want.sort();
+    want
+}
+
+fn offsets_and_values(read: &[Record]) -> Vec<(i64, String)> {
+    read.iter().map(|(o, _, v)| (*o, v.clone())).collect()
+}
+
+#[test]
+fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_them() {
+    for cores in SHARD_COUNTS {
+        // With one shard reads find the damage (no scrub); with two, the scrub finds it first.
+        let scrub = if cores == 1 {
+            "sluice.log.scrub.bytes.per.sec=0"
+        } else {
+            "sluice.log.scrub.bytes.per.sec=1073741824"
+        };
+        let mut broker = Broker::start("damaged-segments", cores, &[SEGMENT_BYTES, scrub]);
+        common::create_topic(&mut common::connect(&broker), TOPIC, PARTITIONS);
+        let acked = produce(&broker, 0, RECORDS);
+        let end = |p: i32| acked.iter().filter(|(q, _, _)| *q == p).count() as i64;
+        assert!(broker.terminate(), "cores={cores}: a clean stop");
+
+        // Partition 0: a byte flipped in the second batch of its second (sealed) segment.
+        let logs0 = files(&broker, 0, "log");
+        assert!(logs0.len() >= 3, "cores={cores}: several segments");
+        let flipped = stored_batches(&logs0[1])[1];
+        flip_byte_in(&logs0[1], flipped);
+        let damaged = (flipped.first, flipped.next);
+        // Partition 1: its first segment cut short inside its middle batch, and a byte flipped
+        // in a batch of its active segment.
+        let logs1 = files(&broker, 1, "log");
+        let first_segment = stored_batches(&logs1[0]);
+        let cut_at = first_segment[first_segment.len() / 2];
+        cut(&logs1[0], |_| (cut_at.position + cut_at.len / 2) as u64);
+        let second_base = stored_batches(&logs1[1])[0].first;
+        let active = stored_batches(logs1.last().unwrap());
+        let torn = active[active.len() / 2];
+        flip_byte_in(logs1.last().unwrap(), torn);
+        let lost1 = [(cut_at.first, second_base), (torn.first, end(1))];
+
+        broker.restart();
+        if cores > 1 {
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while !(broker.log().contains("fail their check")
+                && broker.log().contains("cut short inside a batch"))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the scrub found nothing"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Raw fetches never see a batch failing its CRC; partition 0 answers CORRUPT_MESSAGE
+        // at the damaged batch only, partition 1 skips what it lost.
+        let refused = fetch_all_checking_crcs(&broker, 0, 0, end(0), &[damaged]);
+        assert_eq!(refused, vec![damaged.0], "cores={cores}");
+        let refused = fetch_all_checking_crcs(&broker, 1, 0, torn.first, &[]);
+        assert!(refused.is_empty(), "cores={cores}");
+        let log = broker.log();
+        for line in [
+            "fail their check",
+            "cut short inside a batch",
+            "torn or corrupt; truncating",
+        ] {
+            assert!(log.contains(line), "cores={cores}: {line}:\n{log}");
+        }
+        assert!(!log.contains("panicked"), "{log}");
+
+        // librdkafka reads partition 0 up to the damaged batch, then reports the corrupt
+        // message (librdkafka's name for error 2, CORRUPT_MESSAGE, is INVALID_MSG); after
+        // DeleteRecords past it, everything after it.
+        let (read, error) = consume_until_error(&broker, 0);
+        assert!(
+            matches!(
+                error,
+                Some(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::InvalidMessage
+                ))
+            ),
+            "cores={cores}: {error:?}"
+        );
+        let before = acked_outside(&acked, 0, &[(damaged.0, i64::MAX)]);
+        assert_eq!(offsets_and_values(&read), before, "cores={cores}");
+        delete_records_before(&broker, 0, damaged.1);
+        let (read, error) = consume_until_error(&broker, 0);
+        assert!(error.is_none(), "cores={cores}: {error:?}");
+        let after = acked_outside(&acked, 0, &[(0, damaged.1)]);
+        assert_eq!(offsets_and_values(&read), after, "cores={cores}");
+
+        // Partition 1 reads to its end without an error, past the offsets it lost.
+        let (read, error) = consume_until_error(&broker, 1);
+        assert!(error.is_none(), "cores={cores}: {error:?}");
+        assert_eq!(
+            offsets_and_values(&read),
+            acked_outside(&acked, 1, &lost1),
+            "cores={cores}"
+        );
+
+        let metrics = broker.admin_get("/metrics");
+        let found: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("sluice_log_damaged_ranges_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(
+            found, 3.0,
+            "cores={cores}: the two flipped bytes and the cut:\n{metrics}"
+        );
+        // Partition 0: the flipped byte; partition 1: the cut and the damaged active segment.
+        for (p, ranges) in [(0, 1), (1, 2)] {
+            let gauge = format!("partition=\"{p}\"}} {ranges}");
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with("sluice_partition_damaged_ranges{")
+                        && l.contains(&format!("topic=\"{TOPIC}\""))
+                        && l.ends_with(&gauge)),
+                "cores={cores}: partition {p}:\n{metrics}"
+            );
+        }
+        assert!(broker.terminate());
+    }
 }

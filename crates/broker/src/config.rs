@@ -87,6 +87,10 @@ pub struct Config {
     pub fetch_zero_copy: bool,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
+    /// `sluice.log.scrub.bytes.per.sec`: how fast, for the whole broker, the background scrub
+    /// reads the sealed segments a start did not read, checking every batch's CRC (see
+    /// `storage::segment_check`); 0 turns it off (reads still check each segment once).
+    pub scrub_bytes_per_sec: u64,
     /// `log.cleaner.enable`: whether compacted topics are cleaned.
     pub cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: how long a shard's cleaner sleeps when nothing was due.
@@ -150,6 +154,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("sluice.spin.before.park.us", "0"),
     ("sluice.memory.release.interval.ms", "10000"),
     ("sluice.fetch.zero.copy", "true"),
+    ("sluice.log.scrub.bytes.per.sec", "4194304"),
     ("sluice.admin.listen", "127.0.0.1:9644"),
     ("sluice.log.level", "info"),
     ("sluice.log.format", "text"),
@@ -296,6 +301,12 @@ impl Config {
                 &get("log.retention.check.interval.ms"),
                 1,
                 i64::MAX,
+            )? as u64,
+            scrub_bytes_per_sec: parse_in_range(
+                "sluice.log.scrub.bytes.per.sec",
+                &get("sluice.log.scrub.bytes.per.sec"),
+                0,
+                limits::SCRUB_BYTES_PER_SEC_MAX as i64,
             )? as u64,
             cleaner_enable: parse_bool("log.cleaner.enable", &get("log.cleaner.enable"))?,
             cleaner_backoff_ms: parse_in_range(

@@ -50,8 +50,16 @@ pub const WRITE_VECTORS_MAX: usize = 1024;
 /// flight at this VM's disk and wrote the most). Linux's own bound is four per CPU at most.
 pub const SHARD_BLOCKING_IO_WORKERS_MAX: u32 = 16;
 
-/// Chunk read at a time when recovery scans a segment.
+/// Chunk read at a time when recovery scans a segment (and when a segment check reads one).
 pub const RECOVERY_READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Highest `sluice.log.scrub.bytes.per.sec`: 10 GiB/s, faster than any disk, so the setting's
+/// range says "unbounded" without an overflow in the pacing arithmetic.
+pub const SCRUB_BYTES_PER_SEC_MAX: u64 = 10 << 30;
+
+/// How long the scrub waits between rounds over a shard's partitions: a round finds the
+/// segments whose checks no read ran (partitions opened or moved since the last round).
+pub const SCRUB_ROUND_INTERVAL_MS: u64 = 60_000;
 
 /// Largest `max_wait_ms` a fetch may park for, whatever the client asks.
 pub const FETCH_MAX_WAIT_MS: u64 = 30_000;

@@ -46,6 +46,9 @@ pub struct ShardMetrics {
     /// Fetched record bytes read into memory and written: small or uncached record sets,
     /// read_committed cuts, `sluice.fetch.zero.copy=false`, and pieces sent while a socket is full.
     pub fetch_copied_bytes: Cell<u64>,
+    /// Damaged ranges found in segments: batches failing their CRC check, unreadable tails,
+    /// files cut short (see `storage::segment_check`).
+    pub log_damaged_ranges: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -62,6 +65,7 @@ impl Default for ShardMetrics {
             cleaned_bytes_written: Cell::new(0),
             fetch_sendfile_bytes: Cell::new(0),
             fetch_copied_bytes: Cell::new(0),
+            log_damaged_ranges: Cell::new(0),
         }
     }
 }
@@ -79,6 +83,11 @@ impl ShardMetrics {
             took.as_micros() as u64,
             LATENCY_MAX_US,
         );
+    }
+
+    pub fn log_damage_found(&self, ranges: u64) {
+        self.log_damaged_ranges
+            .set(self.log_damaged_ranges.get() + ranges);
     }
 
     pub fn cleaned(&self, bytes_before: u64, bytes_after: u64) {

@@ -24,7 +24,7 @@ use crate::metrics::PartitionStats;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::storage::batch::{self, BatchHeader, ControlType};
 use crate::storage::log::cleaner::CleanedLog;
-use crate::storage::log::{Log, ReadCursor, RecoveryReport};
+use crate::storage::log::{Log, ReadCursor, RecoveryReport, SegmentScrub};
 use crate::storage::records;
 use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
@@ -181,6 +181,16 @@ impl<S: Storage> Partition<S> {
 
     pub fn segment_count(&self) -> usize {
         self.log.segment_count()
+    }
+
+    /// Segment checks no read has run yet, for the scrub.
+    pub fn unchecked_segments(&self) -> Vec<SegmentScrub<S>> {
+        self.log.unchecked_segments()
+    }
+
+    /// Damaged ranges found in the partition's segments since the start.
+    pub fn damaged_ranges(&self) -> usize {
+        self.log.damaged_ranges()
     }
 
     pub fn log_config(&self) -> &LogConfig {

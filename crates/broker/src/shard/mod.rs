@@ -33,6 +33,7 @@ use crate::protocol::fetch_sizing::{self, Budget, ReadLimit, ReadSpan};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::payload::Payload;
+use crate::storage::segment_check;
 use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{Clock, Storage, SystemClock};
@@ -432,6 +433,11 @@ impl Shard {
                 // Deleted or compacted while the read opened it: the log now says where to read
                 // (or that the offset is gone). Only once: a second miss fails like any read.
                 Err(err) if is_segment_gone(&err) && !looked_again => looked_again = true,
+                // Logged once when found; each fetch there gets the error clients surface.
+                Err(err) if segment_check::is_damaged(&err) => {
+                    tracing::debug!("fetch {} at {}: {err}", item.tp, item.offset);
+                    return failed(ErrorCode::CorruptMessage, Some(offsets));
+                }
                 Err(err) => {
                     tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
                     return failed(ErrorCode::KafkaStorageError, None);
@@ -717,6 +723,14 @@ impl Shard {
                 ),
                 (
                     (
+                        "sluice_log_damaged_ranges_total",
+                        "Damaged ranges found in segments (CRC failures, unreadable or cut-short tails); the log names each.",
+                        Counter,
+                    ),
+                    m.log_damaged_ranges.get() as f64,
+                ),
+                (
+                    (
                         "sluice_sealed_segment_files_open",
                         "Sealed-segment files the shard keeps open for reads (at most SEALED_SEGMENT_FILES_OPEN_MAX).",
                         Gauge,
@@ -849,6 +863,14 @@ impl Shard {
                     ),
                     p.size_bytes() as f64,
                 ),
+                (
+                    (
+                        "sluice_partition_damaged_ranges",
+                        "Damaged ranges found in the partition's segments since the start (the log names each).",
+                        Gauge,
+                    ),
+                    p.damaged_ranges() as f64,
+                ),
             ] {
                 s.push(family, labels(), value);
             }
@@ -890,6 +912,40 @@ impl Shard {
             for p in partitions {
                 partition::apply_retention(&p, now).await;
             }
+        }
+    }
+
+    /// Runs the segment checks no read has run (see `storage::segment_check`), one segment at
+    /// a time, at this shard's share of `sluice.log.scrub.bytes.per.sec`; a round right after
+    /// the start, then every `SCRUB_ROUND_INTERVAL_MS`. What a check finds is logged and counted
+    /// by the check itself.
+    pub async fn scrub_loop(self: Rc<Self>) {
+        let rate = self.config.scrub_bytes_per_sec / self.config.cores.max(1) as u64;
+        if rate == 0 {
+            return;
+        }
+        let interval = Duration::from_millis(crate::limits::SCRUB_ROUND_INTERVAL_MS);
+        loop {
+            let partitions: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            for p in partitions {
+                let (tp, pending) = {
+                    let p = p.borrow();
+                    (p.tp.clone(), p.unchecked_segments())
+                };
+                for scrub in pending {
+                    let mut pace = |bytes: usize| {
+                        let wait = Duration::from_secs_f64(bytes as f64 / rate as f64);
+                        glommio::timer::sleep(wait).map(|_| ()).boxed_local()
+                    };
+                    match scrub.run(&mut pace).await {
+                        Ok(()) => {}
+                        // Deleted or compacted meanwhile: nothing left to check.
+                        Err(err) if is_segment_gone(&err) => {}
+                        Err(err) => tracing::warn!("{tp}: scrub could not read a segment: {err}"),
+                    }
+                }
+            }
+            glommio::timer::sleep(interval).await;
         }
     }
 

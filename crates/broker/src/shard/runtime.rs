@@ -239,6 +239,7 @@ async fn shard_main(
     }
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     glommio::spawn_local(shard.clone().cleaner_loop()).detach();
+    glommio::spawn_local(shard.clone().scrub_loop()).detach();
     glommio::spawn_local(TxnCoordinator::timer_loop(shard.clone())).detach();
     glommio::spawn_local(GroupCoordinator::timer_loop(
         shard.clone(),

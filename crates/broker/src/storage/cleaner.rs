@@ -31,7 +31,7 @@ use bytes::Bytes;
 
 use super::{remove_segment_files, slice_of, Log};
 use crate::limits;
-use crate::storage::batch::{BatchHeader, HEADER_BYTES};
+use crate::storage::batch::{self, BatchHeader, HEADER_BYTES};
 use crate::storage::records::{self, RecordRef};
 use crate::storage::segment::{self, Segment};
 use crate::storage::segment_files::{FileRef, SegmentFile};
@@ -273,6 +273,16 @@ impl<'a, F: StorageFile> BatchReader<'a, F> {
             size,
         )
         .await?;
+        // A damaged batch must not come out of a cleaning with a fresh CRC, as if healthy.
+        if batch::check_stored_batch(&batch).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the batch at position {} fails its CRC check; not compacting through it",
+                    self.position
+                ),
+            ));
+        }
         self.position += size;
         Ok(Some((header, batch)))
     }

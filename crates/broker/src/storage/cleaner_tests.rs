@@ -387,3 +387,40 @@ fn aborted_transactional_records_go_and_markers_stay() {
         "the marker stays"
     );
 }
+
+#[test]
+fn a_cleaning_refuses_a_batch_that_fails_its_crc_check() {
+    let config = compact_config(0.0);
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, &config, false);
+    let mut latest = BTreeMap::new();
+    let mut rng = Rng(7);
+    let now = 50_000;
+    for _ in 0..200 {
+        append(&mut log, &mut latest, &mut rng, now);
+    }
+    flush(&mut log);
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    // A byte of the first batch's records, while the broker was down.
+    let path = segment::log_path(&dir(), Offset(0));
+    let at = HEADER_BYTES + 3;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[!byte]);
+    let damaged = storage.file_bytes(&path).unwrap();
+    let (log, _) = open(&storage, &config, true);
+    // The largest timestamps the plan needs, as the shard loads them first.
+    for load in log.unloaded_indexes() {
+        block_on(load.run()).unwrap();
+    }
+    let plan = log
+        .plan_cleaning(log.high_watermark(), now, 1024 * 1024)
+        .expect("dirty");
+    let err = block_on(plan.run()).err().expect("refused");
+    assert!(err.to_string().contains("fails its CRC check"), "{err}");
+    assert_eq!(
+        storage.file_bytes(&path).unwrap(),
+        damaged,
+        "left as it was"
+    );
+}

@@ -21,6 +21,7 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
 use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
 use super::segment::{self, EncodedIndexes, Lookup, ScanRules, Segment};
+use super::segment_check::{self, Health, Pace, SegmentCheck};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{rename_durably, write_synced, Storage, StorageFile};
@@ -129,6 +130,9 @@ pub struct RecoveryReport {
     pub batches_scanned: usize,
     pub truncated_bytes: u64,
     pub rebuilt_indexes: usize,
+    /// Damaged batches found in a trusted active segment (after a clean stop): damage, not a
+    /// torn tail.
+    pub damaged_ranges: usize,
 }
 
 /// Called for every batch recovery scans (with the marker, for control batches); returns the
@@ -157,6 +161,8 @@ pub struct Log<S: Storage> {
     /// (it would write index files for a segment that no longer exists).
     flushing: Vec<Offset>,
     failed: bool,
+    /// Damaged ranges recovery cut from the active segment (see `RecoveryReport`).
+    damaged_at_open: usize,
     /// How far compaction got, and when it first saw each stretch of tombstones.
     cleaner_checkpoint: cleaner::CleanerCheckpoint,
 }
@@ -311,11 +317,28 @@ impl<S: Storage> ClosePlan<S> {
     }
 }
 
+/// A segment check for the scrub to run, without borrowing the log.
+pub struct SegmentScrub<S: Storage> {
+    file: FileRef<S>,
+    check: Rc<SegmentCheck>,
+}
+
+impl<S: Storage> SegmentScrub<S> {
+    /// Runs the check (unless a read ran it meanwhile), calling `pace` after each chunk read.
+    pub async fn run(&self, pace: &mut Pace<'_>) -> io::Result<()> {
+        let file = self.file.get().await?;
+        self.check.health_paced(&*file, pace).await.map(|_| ())
+    }
+}
+
 /// Where a read starts: a file, a position to scan forward from, and how far is readable.
 pub struct ReadCursor<S: Storage> {
     file: FileRef<S>,
     start: ScanStart<S>,
     readable: u64,
+    /// The segment's check, when it has one (see `segment_check`): reads wait for it and never
+    /// serve what it found damaged.
+    check: Option<Rc<SegmentCheck>>,
     /// Where the read goes on when this segment ends before the offset it wants (see
     /// `Segment::next_offset_is_bound`), or a timestamp search when this segment holds no match
     /// above the log start.
@@ -489,12 +512,12 @@ impl<S: Storage> IndexLoad<S> {
         let mut seg = Segment::<S::File>::new(lazy.base_offset, SegmentFile::Unwritten, 0);
         let mut report = RecoveryReport::default();
         let mut no_feed = |_: &BatchHeader, _: Option<ControlType>| None;
-        let (rules, size) = (lazy.rules, lazy.log_size);
+        // A check may have trimmed a segment cut short since recovery took its size.
+        let (rules, size) = (lazy.rules, lazy.log_size.min(file.size().await?));
         scan_batches(
             file,
             &mut seg,
             rules,
-            0,
             size,
             false,
             &mut report,
@@ -511,9 +534,10 @@ impl<S: Storage> Log<S> {
     ///
     /// Segments whose base offset is below `trusted_below` were synced, with their index files,
     /// before something durable said so (a clean stop: `Offset(i64::MAX)`; a roll snapshot: its
-    /// offset): their intact index files are used and only the tail after the last entry is read.
-    /// Every other segment is scanned from its start, each batch CRC-checked, and fed to
-    /// `on_batch` in order (producer state is rebuilt from them).
+    /// offset): the sealed ones among them are not read here (see `SealedLoad`). Every other
+    /// segment is scanned from its start, each batch CRC-checked, and, unless trusted, fed to
+    /// `on_batch` in order (producer state is rebuilt from them): the active one always, since a
+    /// clean stop says its bytes were synced, not that the disk kept them.
     pub async fn open(
         storage: S,
         dir: PathBuf,
@@ -554,10 +578,9 @@ impl<S: Storage> Log<S> {
                     index_cache: &index_cache,
                     rules: ScanRules::of(&config),
                 };
-                if sealed.load(&storage, &mut seg).await? {
-                    segments.push(seg);
-                    continue;
-                }
+                sealed.load(&storage, &mut seg).await?;
+                segments.push(seg);
+                continue;
             }
             let intact = load_segment(
                 &storage,
@@ -622,6 +645,7 @@ impl<S: Storage> Log<S> {
             flush_running: false,
             flushing: Vec::new(),
             failed: false,
+            damaged_at_open: report.damaged_ranges,
             cleaner_checkpoint,
         };
         Ok((log, report))
@@ -917,8 +941,34 @@ impl<S: Storage> Log<S> {
             file: seg.file_ref(&self.storage, &self.dir)?,
             start,
             readable: seg.readable,
+            check: seg.check.clone(),
             then,
         })
+    }
+
+    /// The checks no read has run yet (see `segment_check`), for the scrub.
+    pub fn unchecked_segments(&self) -> Vec<SegmentScrub<S>> {
+        self.segments
+            .iter()
+            .filter_map(|seg| {
+                let check = seg.check.as_ref().filter(|c| c.found().is_none())?;
+                Some(SegmentScrub {
+                    file: seg.file_ref(&self.storage, &self.dir)?,
+                    check: check.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Damaged ranges the checks that ran found (a file trimmed counts as one).
+    pub fn damaged_ranges(&self) -> usize {
+        let checked: usize = self
+            .segments
+            .iter()
+            .filter_map(|seg| seg.check.as_ref()?.found())
+            .map(|h| h.damaged.len() + usize::from(h.trimmed.is_some()))
+            .sum();
+        checked + self.damaged_at_open
     }
 
     fn index_load(&self, lazy: Rc<LazyIndexes>) -> IndexLoad<S> {
@@ -987,6 +1037,7 @@ impl<S: Storage> Log<S> {
                     IndexKey::Timestamp(target),
                 ),
                 readable: seg.readable,
+                check: seg.check.clone(),
                 then: None,
             };
             return Ok(Some((seg.base_offset, cursor)));
@@ -1195,7 +1246,6 @@ impl<S: Storage> Log<S> {
             &*file,
             &mut rebuilt,
             ScanRules::of(&self.config),
-            0,
             position,
             false,
             &mut report,
@@ -1282,12 +1332,25 @@ impl<S: Storage> ReadCursor<S> {
         let mut cursor = self;
         loop {
             let file = cursor.file.get().await?;
+            let health = cursor.health(&file).await?;
+            let readable = health
+                .as_ref()
+                .map_or(cursor.readable, |h| h.end.min(cursor.readable));
             let wanted = |h: &BatchHeader| h.next_offset() > offset;
             let scan_from = cursor.start.position(&file).await?;
-            if let Some((position, first)) =
-                find_batch(&*file, scan_from, cursor.readable, wanted).await?
+            if let Some((position, first)) = find_batch(&*file, scan_from, readable, wanted).await?
             {
-                let available_bytes = (cursor.readable - position) as usize;
+                // Never a damaged batch, nor one after it in the same answer.
+                let mut stop = readable;
+                if let Some(health) = &health {
+                    if let Some(damage) = health.damage_at(position) {
+                        return Err(segment_check::damaged(*damage));
+                    }
+                    stop = health
+                        .next_damage_after(position)
+                        .map_or(stop, |d| d.min(stop));
+                }
+                let available_bytes = (stop - position) as usize;
                 return Ok(Some(Located {
                     file,
                     position,
@@ -1295,10 +1358,22 @@ impl<S: Storage> ReadCursor<S> {
                     available_bytes,
                 }));
             }
+            if let Some(damage) = health.as_ref().and_then(|h| h.tail_holding(offset)) {
+                return Err(segment_check::damaged(*damage));
+            }
             match &cursor.then {
                 Some(next) => cursor = next,
                 None => return Ok(None),
             }
+        }
+    }
+
+    /// What the segment's check found (running it if no read did yet); `None` for a segment
+    /// without one.
+    async fn health(&self, file: &S::File) -> io::Result<Option<Rc<Health>>> {
+        match &self.check {
+            Some(check) => Ok(Some(check.health(file).await?)),
+            None => Ok(None),
         }
     }
 
@@ -1325,14 +1400,25 @@ impl<S: Storage> ReadCursor<S> {
         log_start: Offset,
     ) -> io::Result<Option<(Offset, i64)>> {
         let file = self.file.get().await?;
+        let health = self.health(&file).await?;
+        let readable = health
+            .as_ref()
+            .map_or(self.readable, |h| h.end.min(self.readable));
         let mut from = self.start.position(&file).await?;
         loop {
             let wanted =
                 |h: &BatchHeader| h.max_timestamp >= target && h.last_offset() >= log_start;
-            let Some((position, header)) = find_batch(&*file, from, self.readable, wanted).await?
-            else {
+            let Some((position, header)) = find_batch(&*file, from, readable, wanted).await? else {
                 return Ok(None);
             };
+            if health
+                .as_ref()
+                .is_some_and(|h| h.damage_at(position).is_some())
+            {
+                // Its timestamps cannot be trusted: the answer is a later batch's.
+                from = position + header.total_bytes() as u64;
+                continue;
+            }
             let bytes = file.read_at(position, header.total_bytes()).await?;
             if let Some(found) = batch::first_record_at_or_after(&bytes, target, log_start) {
                 return Ok(Some(found));
@@ -1415,10 +1501,11 @@ fn remove_segment_files<S: Storage>(storage: &S, dir: &Path, base: Offset) {
     }
 }
 
-/// Loads one segment's state. A trusted segment with intact index files is read only after its
-/// last index entry; otherwise the whole segment is scanned (CRC-checked), indexes are rebuilt,
-/// batches of untrusted segments are fed to `on_batch`, and a torn or corrupt tail is truncated.
-/// Returns false if the segment had to be truncated (later segments are then dropped).
+/// Loads one segment's state by scanning it whole, each batch CRC-checked: its indexes are
+/// built, batches of untrusted segments are fed to `on_batch`, and a torn or corrupt tail is
+/// truncated. A trusted segment scanned here is the active one (trusted sealed ones load without
+/// a scan, see `SealedLoad`): a clean stop says its bytes were synced, not that the disk kept
+/// them. Returns false if the segment had to be truncated (later segments are then dropped).
 #[allow(clippy::too_many_arguments)]
 async fn load_segment<S: Storage>(
     storage: &S,
@@ -1430,6 +1517,8 @@ async fn load_segment<S: Storage>(
     report: &mut RecoveryReport,
     on_batch: &mut OnBatch<'_>,
 ) -> io::Result<bool> {
+    let trusted = seg.base_offset < trusted_below;
+    assert!(active || !trusted, "trusted sealed segments load unscanned");
     let file = Rc::new(
         storage
             .open(&segment::log_path(dir, seg.base_offset))
@@ -1437,28 +1526,11 @@ async fn load_segment<S: Storage>(
     );
     seg.file = SegmentFile::Open(file.clone());
     let size = file.size().await?;
-    let mut scan_from = 0u64;
-    let mut rescan = true;
-    let trusted = seg.base_offset < trusted_below;
     if trusted {
-        if let Some((index, time_index)) = load_indexes(storage, dir, seg.base_offset, size).await?
-        {
-            scan_from = index.last().map(|(_, p)| p as u64).unwrap_or(0);
-            let start = index
-                .last()
-                .map(|(o, _)| seg.base_offset.next(o as i64))
-                .unwrap_or(seg.base_offset);
-            seg.set_indexes(index, time_index);
-            seg.aborted = load_txn_index(storage, dir, seg.base_offset).await?;
-            seg.next_offset = start;
-            seg.size = scan_from;
-            rescan = false;
-        }
-    }
-    if rescan {
+        seg.aborted = load_txn_index(storage, dir, seg.base_offset).await?;
+    } else {
         report.rebuilt_indexes += 1;
     }
-    let verify = active || rescan;
     let mut feed = |h: &BatchHeader, control: Option<ControlType>| {
         if trusted {
             // Its producer state came from a snapshot and its aborted list from its file.
@@ -1471,9 +1543,8 @@ async fn load_segment<S: Storage>(
         &*file,
         seg,
         ScanRules::of(config),
-        scan_from,
         size,
-        verify,
+        true,
         report,
         &mut feed,
     )
@@ -1481,12 +1552,21 @@ async fn load_segment<S: Storage>(
     seg.readable = valid_end;
     if valid_end < size {
         tracing::warn!(
-            "segment {} in {}: {} bytes after position {valid_end} are torn or corrupt; truncating",
+            "segment {} in {}: {} bytes after position {valid_end} are torn or corrupt; truncating \
+             (offsets from {} on are lost)",
             seg.base_offset,
             dir.display(),
-            size - valid_end
+            size - valid_end,
+            seg.next_offset
         );
+        let end = seg.next_offset;
+        seg.aborted.retain(|a| a.last_offset < end);
         report.truncated_bytes += size - valid_end;
+        if trusted {
+            // Synced before the stop: what fails now was damaged on disk, not torn by a crash.
+            report.damaged_ranges += 1;
+            crate::metrics::with(|m| m.log_damage_found(1));
+        }
         file.truncate(valid_end).await?;
         file.sync_data().await?;
         return Ok(false);
@@ -1510,23 +1590,20 @@ impl<F: StorageFile> SealedLoad<'_, F> {
     /// indexes (they load on first need; see `sealed_indexes::LazyIndexes`): its size from the
     /// directory, its end from the next segment's base (an upper bound: see
     /// `Segment::next_offset_is_bound`), its aborted transactions from its txn index if it has
-    /// one. False when an index file is missing: the caller scans the segment instead.
+    /// one. Index files damaged or missing are rebuilt from the log when first needed, and its
+    /// batches are checked by its first read or the scrub (see `segment_check`), so damage in
+    /// one sealed segment costs no other segment anything.
     async fn load<S: Storage<File = F>>(
         &self,
         storage: &S,
         seg: &mut Segment<F>,
-    ) -> io::Result<bool> {
+    ) -> io::Result<()> {
         let base = seg.base_offset;
         let has = |path: PathBuf| {
             path.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| self.names.contains(n))
         };
-        if !has(segment::index_path(self.dir, base))
-            || !has(segment::time_index_path(self.dir, base))
-        {
-            return Ok(false);
-        }
         let size = storage.file_size(&segment::log_path(self.dir, base))?;
         let (dir, cache) = (self.dir.clone(), self.index_cache.clone());
         seg.set_lazy_indexes(LazyIndexes::new(base, dir, size, self.rules, cache));
@@ -1538,8 +1615,15 @@ impl<F: StorageFile> SealedLoad<'_, F> {
         seg.next_offset = if size == 0 { base } else { self.next_base };
         seg.next_offset_is_bound = size > 0;
         seg.indexes_saved = true;
+        let batch_max_bytes = self.rules.batch_max_bytes;
+        seg.check = Some(Rc::new(SegmentCheck::new(
+            base,
+            self.dir.clone(),
+            self.next_base,
+            batch_max_bytes,
+        )));
         seg.file = SegmentFile::Sealed(self.files.seal(None));
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -1585,7 +1669,7 @@ async fn read_index_file<S: Storage>(
     super::read_whole(storage, path, cap).await
 }
 
-/// Scans batches from `from` to `size`, feeding each to the segment's indexes, and returns the
+/// Scans batches from the start to `size`, feeding each to the segment's indexes, and returns the
 /// end of the last valid batch. A batch is valid when it is complete, continues the offsets,
 /// and (with `verify`) passes the CRC check.
 #[allow(clippy::too_many_arguments)]
@@ -1593,13 +1677,12 @@ async fn scan_batches<F: StorageFile, G: StorageFile>(
     file: &F,
     seg: &mut Segment<G>,
     rules: ScanRules,
-    from: u64,
     size: u64,
     verify: bool,
     report: &mut RecoveryReport,
     on_batch: &mut OnBatch<'_>,
 ) -> io::Result<u64> {
-    let mut position = from;
+    let mut position = 0;
     let mut chunk = Bytes::new();
     let mut chunk_start = position;
     while position + HEADER_BYTES as u64 <= size {

@@ -873,16 +873,16 @@ fn damaged_or_missing_index_files_found_after_a_reopen_are_rebuilt_from_the_log(
     let (log, _) = open(&storage, true);
     check_reads(&log, &model);
     assert_eq!(timestamp_answers(&log, &model), expected);
-    // The first read of the damaged one wrote its rebuilt index back, synced (the missing one
-    // was scanned at the start, and is written by a clean stop like any scanned segment's).
+    // The first read of each wrote its rebuilt indexes back, synced.
     assert_eq!(storage.file_bytes(&index).unwrap(), intact);
+    assert!(storage.exists(&segment::time_index_path(&dir(), bases[2])));
     assert_no_rebuilt_files(&storage);
     drop(log);
     storage.crash(|_, _| 0);
     let (log, _) = open(&storage, true);
-    // Its files are trusted again (the one whose time index is missing is scanned again).
+    // Their files are trusted again.
     assert!(log.segments[1].unloaded_indexes().is_some());
-    assert!(log.segments[2].unloaded_indexes().is_none());
+    assert!(log.segments[2].unloaded_indexes().is_some());
     check_reads(&log, &model);
     assert_eq!(timestamp_answers(&log, &model), expected);
 }
@@ -1045,3 +1045,360 @@ fn sealed_indexes_in_memory_stay_under_the_cache_bound_while_everything_reads_ba
 
 #[path = "log_ops_tests.rs"]
 mod ops;
+
+/// The batches of segment `base`'s log file: position and header, in file order.
+fn batches_in(storage: &MemStorage, base: Offset) -> Vec<(usize, BatchHeader)> {
+    let bytes = storage
+        .file_bytes(&segment::log_path(&dir(), base))
+        .unwrap();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = BatchHeader::parse(&bytes[at..]).unwrap();
+        found.push((at, header));
+        at += header.total_bytes();
+    }
+    found
+}
+
+/// The first sealed segment of at least three batches (the log stopped cleanly), its batches,
+/// and the next segment's base.
+fn sealed_of_three_batches(storage: &MemStorage) -> (Offset, Vec<(usize, BatchHeader)>, Offset) {
+    let (log, _) = open(storage, true);
+    let bases: Vec<Offset> = log.segments.iter().map(|s| s.base_offset).collect();
+    bases
+        .windows(2)
+        .map(|pair| (pair[0], batches_in(storage, pair[0]), pair[1]))
+        .find(|(_, batches, _)| batches.len() >= 3)
+        .expect("a sealed segment of three batches")
+}
+
+/// Reads at `offset` as a fetch does, up to `max_bytes`.
+fn read_at(log: &Log<MemStorage>, offset: Offset, max_bytes: usize) -> io::Result<Bytes> {
+    let cursor = log.cursor_at(offset).unwrap().expect("readable");
+    block_on(cursor.read(offset, max_bytes))
+}
+
+/// The base offsets of the batches in `bytes`, each whole and passing its CRC check.
+fn healthy_batches(bytes: &[u8]) -> Vec<Offset> {
+    let mut bases = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let total = BatchHeader::parse(&bytes[at..]).unwrap().total_bytes();
+        let header = batch::check_stored_batch(&bytes[at..at + total]).expect("a healthy batch");
+        bases.push(header.base_offset);
+        at += total;
+    }
+    bases
+}
+
+/// What the check of segment `base` found (it must have run).
+fn health_of(log: &Log<MemStorage>, base: Offset) -> Rc<Health> {
+    let seg = log.segments.iter().find(|s| s.base_offset == base).unwrap();
+    seg.check.as_ref().expect("checked").found().expect("ran")
+}
+
+/// Reads every batch of `model` at its base offset: those in `damaged` (first..next) fail as
+/// damaged, every other answer is healthy batches starting with the one asked for (or, for
+/// offsets in `gone`, with the batch at its end).
+fn check_reads_around(
+    log: &Log<MemStorage>,
+    model: &Model,
+    damaged: (Offset, Offset),
+    gone: (Offset, Offset),
+) {
+    for &(base, _, _) in &model.batches {
+        let read = read_at(log, base, 4096);
+        if (damaged.0..damaged.1).contains(&base) {
+            let err = read.map(|b| healthy_batches(&b)).unwrap_err();
+            assert!(segment_check::is_damaged(&err), "{base}: {err}");
+            continue;
+        }
+        let first = healthy_batches(&read.unwrap())[0];
+        let expected = if (gone.0..gone.1).contains(&base) {
+            gone.1
+        } else {
+            base
+        };
+        assert_eq!(first, expected, "reading {base}");
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_is_never_served_and_reads_go_on_after_it() {
+    let (storage, model, _) = stopped_cleanly(7);
+    let (base, batches, _) = sealed_of_three_batches(&storage);
+    let (position, damaged) = batches[1];
+    let path = segment::log_path(&dir(), base);
+    // A byte of the records, which the CRC covers.
+    let at = position + damaged.total_bytes() - 2;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[byte ^ 0x10]);
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.truncated_bytes, 0, "sealed segments wait for a read");
+    // A read from the segment's start stops before the damaged batch.
+    let before = read_at(&log, base, 1 << 20).unwrap();
+    assert_eq!(healthy_batches(&before), vec![batches[0].1.base_offset]);
+    let range = (damaged.base_offset, damaged.next_offset());
+    check_reads_around(&log, &model, range, (Offset(0), Offset(0)));
+    let health = health_of(&log, base);
+    assert_eq!(
+        health.damaged,
+        vec![segment_check::Damage {
+            position: position as u64,
+            len: damaged.total_bytes() as u64,
+            first: range.0,
+            next: range.1,
+        }]
+    );
+    assert_eq!(health.trimmed, None);
+    // Timestamp lookups step over it.
+    for &(_, _, ts) in &model.batches {
+        let cursor = timestamp_cursor(&log, ts).expect("a segment holds it");
+        let (offset, _) = block_on(cursor.find_timestamp(ts, Offset(0)))
+            .unwrap()
+            .expect("found");
+        assert!(!(range.0..range.1).contains(&offset));
+    }
+    // DeleteRecords to the offset after it: everything from the log start on reads.
+    let mut log = log;
+    log.advance_log_start(range.1).unwrap();
+    let rest = Model {
+        batches: model
+            .batches
+            .iter()
+            .copied()
+            .filter(|(b, _, _)| *b >= range.1)
+            .collect(),
+    };
+    check_reads(&log, &rest);
+}
+
+#[test]
+fn a_damaged_batch_length_in_a_sealed_segment_fails_reads_to_the_segments_end() {
+    let (storage, model, _) = stopped_cleanly(8);
+    let (base, batches, next_base) = sealed_of_three_batches(&storage);
+    let (position, damaged) = batches[1];
+    // The length lies outside the CRC: from here on no batch can be found. (One that ran just
+    // past the file's end would look like a file cut short, and be trimmed.)
+    let path = segment::log_path(&dir(), base);
+    storage.corrupt(&path, position + 8, &0x7f00_0000i32.to_be_bytes());
+    let (log, _) = open(&storage, true);
+    let before = read_at(&log, base, 1 << 20).unwrap();
+    assert_eq!(healthy_batches(&before), vec![batches[0].1.base_offset]);
+    check_reads_around(
+        &log,
+        &model,
+        (damaged.base_offset, next_base),
+        (Offset(0), Offset(0)),
+    );
+    let health = health_of(&log, base);
+    assert_eq!(health.end, position as u64);
+    assert_eq!(health.damaged.len(), 1);
+    assert_eq!(health.damaged[0].next, next_base);
+}
+
+#[test]
+fn a_sealed_segment_cut_short_is_trimmed_and_reads_go_on_in_the_next_segment() {
+    let (storage, model, _) = stopped_cleanly(9);
+    let (base, batches, next_base) = sealed_of_three_batches(&storage);
+    let (position, cut) = batches[1];
+    let path = segment::log_path(&dir(), base);
+    let file = block_on(storage.open(&path)).unwrap();
+    block_on(file.truncate((position + cut.total_bytes() / 2) as u64)).unwrap();
+    drop(file);
+    let (log, _) = open(&storage, true);
+    // The offsets cut off are gone, as over a gap compaction leaves.
+    check_reads_around(
+        &log,
+        &model,
+        (Offset(0), Offset(0)),
+        (cut.base_offset, next_base),
+    );
+    assert_eq!(
+        storage.file_len(&path),
+        Some(position),
+        "trimmed to its last whole batch"
+    );
+    let health = health_of(&log, base);
+    assert_eq!(health.trimmed, Some((position as u64, cut.base_offset)));
+    assert!(health.damaged.is_empty());
+    // Found once: the next start finds the segment whole.
+    drop(log);
+    let (log, _) = open(&storage, true);
+    read_at(&log, base, 1).unwrap();
+    let health = health_of(&log, base);
+    assert_eq!((health.end, health.trimmed), (position as u64, None));
+}
+
+#[test]
+fn a_flipped_byte_in_the_active_segment_after_a_clean_stop_truncates_from_there() {
+    let (storage, log, model) = many_segments(4, 6);
+    let active = log.segments.last().unwrap().base_offset;
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    let batches = batches_in(&storage, active);
+    let (position, damaged) = *batches.last().unwrap();
+    let path = segment::log_path(&dir(), active);
+    let at = position + damaged.total_bytes() - 2;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[byte ^ 0x01]);
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.truncated_bytes, damaged.total_bytes() as u64);
+    assert_eq!(log.end(), damaged.base_offset);
+    assert_eq!((report.damaged_ranges, log.damaged_ranges()), (1, 1));
+    let kept = Model {
+        batches: model
+            .batches
+            .iter()
+            .copied()
+            .filter(|(b, _, _)| *b < damaged.base_offset)
+            .collect(),
+    };
+    check_reads(&log, &kept);
+}
+
+#[test]
+fn the_scrub_checks_each_unread_sealed_segment_once_at_its_pace() {
+    let (storage, model, _) = stopped_cleanly(10);
+    let (base, batches, _) = sealed_of_three_batches(&storage);
+    let path = segment::log_path(&dir(), base);
+    let at = batches[2].0 + 30;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[!byte]);
+    let (log, _) = open(&storage, true);
+    let sealed = log.segment_count() - 1;
+    let sealed_bytes: usize = log.segments[..sealed]
+        .iter()
+        .map(|s| {
+            storage
+                .file_len(&segment::log_path(&dir(), s.base_offset))
+                .unwrap()
+        })
+        .sum();
+    // One read runs its segment's check: the scrub finds the others.
+    read_at(&log, model.batches[0].0, 1).unwrap();
+    let pending = log.unchecked_segments();
+    assert_eq!(pending.len(), sealed - 1);
+    let mut paced = 0;
+    for scrub in &pending {
+        let mut pace = |bytes: usize| {
+            paced += bytes;
+            Box::pin(async {}) as futures::future::LocalBoxFuture<'static, ()>
+        };
+        block_on(scrub.run(&mut pace)).unwrap();
+    }
+    let first_size = storage
+        .file_len(&segment::log_path(&dir(), Offset(0)))
+        .unwrap();
+    assert_eq!(paced, sealed_bytes - first_size, "every byte paced once");
+    assert!(log.unchecked_segments().is_empty());
+    assert_eq!(log.damaged_ranges(), 1, "the flipped byte");
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_without_index_files_costs_no_other_segment() {
+    let (storage, model, _) = stopped_cleanly(11);
+    let (base, batches, _) = sealed_of_three_batches(&storage);
+    let (position, damaged) = batches[1];
+    let path = segment::log_path(&dir(), base);
+    let at = position + damaged.total_bytes() - 2;
+    let byte = storage.file_bytes(&path).unwrap()[at];
+    storage.corrupt(&path, at, &[byte ^ 0x40]);
+    storage
+        .remove_file(&segment::index_path(&dir(), base))
+        .unwrap();
+    storage
+        .remove_file(&segment::time_index_path(&dir(), base))
+        .unwrap();
+    let (log, report) = open(&storage, true);
+    assert_eq!(report.truncated_bytes, 0);
+    let range = (damaged.base_offset, damaged.next_offset());
+    check_reads_around(&log, &model, range, (Offset(0), Offset(0)));
+}
+
+#[test]
+fn a_read_waiting_for_a_paced_scrub_makes_it_stop_pacing() {
+    use futures::channel::oneshot;
+    use futures::executor::LocalPool;
+    use futures::future::LocalBoxFuture;
+    use futures::task::LocalSpawnExt;
+    use std::cell::Cell;
+
+    let storage = MemStorage::default();
+    let mut config = small_config();
+    config.segment_bytes = 2 << 20;
+    let open_at = |trusted_below| {
+        block_on(Log::open(
+            storage.clone(),
+            dir(),
+            config.clone(),
+            trusted_below,
+            0,
+            &mut |_, _| None,
+        ))
+        .unwrap()
+        .0
+    };
+    let mut log = open_at(Offset(0));
+    let value = vec![b'v'; 100_000];
+    for ts in 0..30 {
+        let bytes = batch(&[&value], ts, None);
+        let header = batch::check_batch(&bytes).unwrap();
+        log.append(Bytes::from(bytes), &header, 0, ts).unwrap();
+        flush(&mut log).unwrap();
+    }
+    block_on(log.close_plan().run()).unwrap();
+    drop(log);
+    let log = open_at(Offset(i64::MAX));
+    // The first segment, over 1 MiB: its check reads it in more than one chunk.
+    let scrub = log.unchecked_segments().into_iter().next().unwrap();
+    let (wake, slept) = oneshot::channel::<()>();
+    let mut slept = Some(slept);
+    let paces = Rc::new(Cell::new(0));
+    let counted = paces.clone();
+    let mut pool = LocalPool::new();
+    let spawner = pool.spawner();
+    spawner
+        .spawn_local(async move {
+            let mut pace = move |_| -> LocalBoxFuture<'static, ()> {
+                counted.set(counted.get() + 1);
+                match slept.take() {
+                    Some(rx) => Box::pin(async move {
+                        let _ = rx.await;
+                    }),
+                    None => Box::pin(async {}),
+                }
+            };
+            scrub.run(&mut pace).await.unwrap();
+        })
+        .unwrap();
+    pool.run_until_stalled();
+    assert_eq!(paces.get(), 1, "the scrub sleeps after its first chunk");
+    let cursor = log.cursor_at(Offset(0)).unwrap().unwrap();
+    let read = spawner
+        .spawn_local_with_handle(async move { cursor.read(Offset(0), 1).await })
+        .unwrap();
+    pool.run_until_stalled();
+    wake.send(()).unwrap();
+    assert!(!pool.run_until(read).unwrap().is_empty());
+    assert_eq!(paces.get(), 1, "no more pacing once a read waits");
+}
+
+#[test]
+fn a_sealed_segment_the_disk_cannot_read_fails_reads_as_damaged_and_no_others() {
+    let (storage, model, _) = stopped_cleanly(12);
+    let (base, batches, next_base) = sealed_of_three_batches(&storage);
+    let path = segment::log_path(&dir(), base);
+    // The check reads the segment (under 1 MiB) in one chunk: a bad byte anywhere fails it all.
+    storage.fail_reads_at(&path, batches[2].0 + 10);
+    let (log, _) = open(&storage, true);
+    check_reads_around(&log, &model, (base, next_base), (Offset(0), Offset(0)));
+    let health = health_of(&log, base);
+    assert_eq!(health.end, 0);
+    assert!(health
+        .read_error
+        .as_deref()
+        .unwrap()
+        .contains("injected read"));
+}

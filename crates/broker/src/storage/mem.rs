@@ -19,6 +19,8 @@ use crate::limits;
 struct FileState {
     data: Vec<u8>,
     synced: Vec<u8>,
+    /// A byte the disk can no longer read: reads covering it fail (a bad sector).
+    unreadable_at: Option<usize>,
 }
 
 /// A file's contents, shared by its name and its open handles: like an inode, a handle keeps
@@ -137,6 +139,16 @@ impl MemStorage {
         file.synced = file.data.clone();
     }
 
+    /// Makes every read of `path` that covers byte `at` fail, as a bad sector does.
+    pub fn fail_reads_at(&self, path: &Path, at: usize) {
+        let disk = self.disk.borrow();
+        disk.files
+            .get(path)
+            .expect("file exists")
+            .borrow_mut()
+            .unreadable_at = Some(at);
+    }
+
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
         self.disk
             .borrow()
@@ -178,6 +190,12 @@ impl StorageFile for MemFile {
         let data = file.data.as_slice();
         let start = (pos as usize).min(data.len());
         let end = start.saturating_add(len).min(data.len());
+        if file
+            .unreadable_at
+            .is_some_and(|at| (start..end).contains(&at))
+        {
+            return Err(injected("read"));
+        }
         Ok(Bytes::copy_from_slice(&data[start..end]))
     }
 

@@ -14,6 +14,7 @@ pub mod payload;
 pub mod records;
 pub mod sealed_indexes;
 pub mod segment;
+pub mod segment_check;
 pub mod segment_files;
 pub mod txn_index;
 

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use super::batch::BatchHeader;
 use super::index::{OffsetIndex, TimeIndex};
 use super::sealed_indexes::{HeldIndexes, Indexes, LazyIndexes};
+use super::segment_check::SegmentCheck;
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{Storage, StorageFile};
@@ -91,6 +92,9 @@ pub struct Segment<F: StorageFile> {
     pub created_ms: i64,
     /// Transactions aborted by markers in this segment.
     pub aborted: Vec<AbortedTxn>,
+    /// The check of its batches its first read runs: only for a sealed segment recovery did
+    /// not read (what this process wrote or scanned is known whole).
+    pub check: Option<Rc<SegmentCheck>>,
 }
 
 /// A segment's index files, encoded, as a seal or a clean stop writes them.
@@ -154,6 +158,7 @@ impl<F: StorageFile> Segment<F> {
             bytes_since_index: 0,
             created_ms,
             aborted: Vec::new(),
+            check: None,
         }
     }
 
