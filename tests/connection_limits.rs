@@ -112,18 +112,26 @@ fn normal_clients_are_served(broker: &Broker, round: usize) {
     for p in 0..PRODUCERS {
         let (producer, deliveries) = producer(
             broker,
-            &[("client.id", &format!("normal-{round}-{p}")), ("linger.ms", "5")],
+            &[
+                ("client.id", &format!("normal-{round}-{p}")),
+                ("linger.ms", "5"),
+            ],
         );
         for i in 0..RECORDS_PER_PRODUCER {
             let value = format!("r{round}-p{p}-{i}");
             let partition = (i as i32) % PARTITIONS;
             send_waiting(
                 &producer,
-                BaseRecord::<(), _>::to(TOPIC).payload(&value).partition(partition),
+                BaseRecord::<(), _>::to(TOPIC)
+                    .payload(&value)
+                    .partition(partition),
             );
         }
         producer.flush(Duration::from_secs(20)).unwrap();
-        assert_eq!(deliveries.failed.lock().unwrap().as_slice(), &[] as &[String]);
+        assert_eq!(
+            deliveries.failed.lock().unwrap().as_slice(),
+            &[] as &[String]
+        );
         assert_eq!(deliveries.acked.lock().unwrap().len(), RECORDS_PER_PRODUCER);
         sent += RECORDS_PER_PRODUCER;
     }
@@ -150,9 +158,16 @@ fn stalled_and_slow_requests_stall_no_one_and_are_closed_by_the_receive_timeout(
 
     assert!(closed_within(&mut first, CLOSE_WITHIN));
     for stream in &mut stalls {
-        assert!(closed_within(stream, CLOSE_WITHIN), "a stalled request was closed");
+        assert!(
+            closed_within(stream, CLOSE_WITHIN),
+            "a stalled request was closed"
+        );
     }
-    assert_eq!(slow.join().unwrap(), SLOW_SENDERS, "every slow sender was closed");
+    assert_eq!(
+        slow.join().unwrap(),
+        SLOW_SENDERS,
+        "every slow sender was closed"
+    );
     let log = broker.log();
     assert!(
         log.contains("did not arrive within sluice.request.receive.timeout.ms"),
@@ -180,11 +195,7 @@ fn connect_from(from: [u8; 4], broker: &Broker) -> TcpStream {
     let SocketAddr::V4(to) = to else {
         unreachable!("tests listen on 127.0.0.1")
     };
-    socket::connect(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(to),
-    )
-    .unwrap();
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to)).unwrap();
     // SAFETY: `fd` is a connected stream socket this function owns and hands over.
     let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
     stream
@@ -214,7 +225,10 @@ fn eventually_answered(from: [u8; 4], broker: &Broker) -> TcpStream {
         if answered(&mut stream) {
             return stream;
         }
-        assert!(Instant::now() < deadline, "a freed connection slot was never reused");
+        assert!(
+            Instant::now() < deadline,
+            "a freed connection slot was never reused"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -234,15 +248,24 @@ fn connections_over_the_broker_and_per_address_limits_are_refused() {
         (0..n)
             .map(|_| {
                 let mut s = connect_from(from, &broker);
-                assert!(answered(&mut s), "a connection within the limits from {from:?}");
+                assert!(
+                    answered(&mut s),
+                    "a connection within the limits from {from:?}"
+                );
                 s
             })
             .collect()
     };
     let mut one = connect_all([127, 0, 0, 1], 2);
-    assert!(!answered(&mut connect_from([127, 0, 0, 1], &broker)), "a third from .1");
+    assert!(
+        !answered(&mut connect_from([127, 0, 0, 1], &broker)),
+        "a third from .1"
+    );
     let _two = connect_all([127, 0, 0, 2], 3);
-    assert!(!answered(&mut connect_from([127, 0, 0, 2], &broker)), "a fourth from .2");
+    assert!(
+        !answered(&mut connect_from([127, 0, 0, 2], &broker)),
+        "a fourth from .2"
+    );
     let _three = connect_all([127, 0, 0, 3], 1);
     assert!(
         !answered(&mut connect_from([127, 0, 0, 4], &broker)),
@@ -250,7 +273,9 @@ fn connections_over_the_broker_and_per_address_limits_are_refused() {
     );
     drop(one.pop());
     let _four = eventually_answered([127, 0, 0, 4], &broker);
-    assert!(broker.log().contains("refused a connection from 127.0.0.1:"));
+    assert!(broker
+        .log()
+        .contains("refused a connection from 127.0.0.1:"));
     let metrics = broker.admin_get("/metrics");
     assert!(metrics.contains("sluice_connections_refused_total"));
 }
@@ -286,10 +311,15 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
         assert!(answered(&mut busy), "a connection in use stays open");
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert!(closed_within(&mut idle, CLOSE_WITHIN), "the idle one was closed");
+    assert!(
+        closed_within(&mut idle, CLOSE_WITHIN),
+        "the idle one was closed"
+    );
     // Waiting on the broker is not idling: a fetch parked longer than the idle limit is answered.
     let mut waiting = common::connect(&broker);
     long_fetch(&mut waiting, "idle", 2_500);
-    assert!(broker.log().contains("idle for connections.max.idle.ms (1000 ms)"));
+    assert!(broker
+        .log()
+        .contains("idle for connections.max.idle.ms (1000 ms)"));
     assert!(closed_within(&mut setup, CLOSE_WITHIN));
 }

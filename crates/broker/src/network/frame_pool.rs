@@ -42,7 +42,7 @@ impl FrameBuffer {
     /// A buffer for a frame of `len` bytes: a free pooled buffer when one fits, else one that
     /// grows as the bytes arrive.
     pub fn take(len: usize) -> FrameBuffer {
-        let pooled = (len >= FRAME_POOL_FRAME_MIN_BYTES && len <= FRAME_POOL_BUFFER_MAX_BYTES)
+        let pooled = poolable(len)
             .then(|| POOL.with(|pool| pool.take_free(len)))
             .flatten();
         let buffer = pooled.unwrap_or_default();
@@ -79,12 +79,11 @@ impl FrameBuffer {
     /// what was received. A frame the pool could take is rounded up as the pool's own buffers
     /// are, so that it can join the pool once answered.
     fn grow(&mut self) {
-        let whole =
-            if self.len <= FRAME_POOL_BUFFER_MAX_BYTES && self.len >= FRAME_POOL_FRAME_MIN_BYTES {
-                self.len.next_multiple_of(FRAME_POOL_ROUNDING_BYTES)
-            } else {
-                self.len
-            };
+        let whole = if poolable(self.len) {
+            self.len.next_multiple_of(FRAME_POOL_ROUNDING_BYTES)
+        } else {
+            self.len
+        };
         let doubled = (self.buffer.len() * 2).max(FRAME_BUFFER_INITIAL_BYTES);
         let grown = doubled
             .min(self.filled + CONNECTION_FRAME_AHEAD_MAX_BYTES)
@@ -103,6 +102,11 @@ impl FrameBuffer {
         let frame = whole.slice(..self.len);
         (frame, Lent(whole))
     }
+}
+
+/// Whether a frame of `len` bytes is read into a buffer the pool keeps.
+fn poolable(len: usize) -> bool {
+    (FRAME_POOL_FRAME_MIN_BYTES..=FRAME_POOL_BUFFER_MAX_BYTES).contains(&len)
 }
 
 /// The whole buffer behind a frame that was handed out.
