@@ -1,5 +1,12 @@
-//! Connections: accepted on every shard (SO_REUSEPORT), read as length-prefixed frames bounded by
+//! Connections: accepted on every shard (SO_REUSEPORT) within `max.connections` and
+//! `max.connections.per.ip` (`connection_limits`), read as length-prefixed frames bounded by
 //! `socket.request.max.bytes`, served concurrently, answered strictly in request order.
+//!
+//! No connection can hold what the others need: a frame's bytes are charged to the shard's
+//! `queued.max.request.bytes` as they arrive (`request_memory`) into a buffer that grows with them
+//! (`frame_pool`), a frame must arrive within `sluice.request.receive.timeout.ms` of its first
+//! byte, and a connection that neither sends nor is sent anything for `connections.max.idle.ms`
+//! is closed.
 //!
 //! Each connection has a reader (frames → decoded requests → one task each) and a writer that
 //! awaits those tasks in order, so a slow produce never reorders answers while later requests
