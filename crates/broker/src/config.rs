@@ -82,6 +82,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// ...unless `max.connections.per.ip.overrides` (`host:count,...`) names the address.
     pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `max.connection.creation.rate`: new connections taken in per second, all shards together;
+    /// `None` (Kafka's default, 2147483647) for no limit.
+    pub max_connection_creation_rate: Option<u32>,
     /// `connections.max.idle.ms`: a connection that reads and writes nothing this long is closed.
     pub connections_max_idle: Duration,
     /// `sluice.request.receive.timeout.ms`: a request frame must arrive whole within this of its
@@ -145,6 +148,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("max.connections", "2147483647"),
     ("max.connections.per.ip", "2147483647"),
     ("max.connections.per.ip.overrides", ""),
+    ("max.connection.creation.rate", "2147483647"),
     ("connections.max.idle.ms", "600000"),
     ("sluice.request.receive.timeout.ms", "30000"),
     ("message.max.bytes", "1048588"),
@@ -322,6 +326,15 @@ impl Config {
             max_connections_per_ip_overrides: parse_connection_overrides(&get(
                 "max.connections.per.ip.overrides",
             ))?,
+            max_connection_creation_rate: match parse_in_range(
+                "max.connection.creation.rate",
+                &get("max.connection.creation.rate"),
+                1,
+                limits::CONNECTIONS_MAX_DEFAULT,
+            )? {
+                limits::CONNECTIONS_MAX_DEFAULT => None,
+                rate => Some(rate as u32),
+            },
             connections_max_idle: Duration::from_millis(parse_in_range(
                 "connections.max.idle.ms",
                 &get("connections.max.idle.ms"),
@@ -720,6 +733,7 @@ mod tests {
         assert_eq!(c.max_connections, i32::MAX as usize);
         assert_eq!(c.max_connections_per_ip, i32::MAX as usize);
         assert!(c.max_connections_per_ip_overrides.is_empty());
+        assert_eq!(c.max_connection_creation_rate, None);
         assert_eq!(c.connections_max_idle, Duration::from_secs(600));
         assert_eq!(c.request_receive_timeout, Duration::from_secs(30));
         let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
@@ -731,8 +745,10 @@ mod tests {
         let c = Config::from_properties(&props(&[
             ("max.connections.per.ip", "0"),
             ("max.connections.per.ip.overrides", "127.0.0.1:5, [::1]:7"),
+            ("max.connection.creation.rate", "50"),
         ]))
         .unwrap();
+        assert_eq!(c.max_connection_creation_rate, Some(50));
         let overrides = &c.max_connections_per_ip_overrides;
         let localhost: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(overrides[&"::1".parse::<IpAddr>().unwrap()], 7);

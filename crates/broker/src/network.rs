@@ -51,6 +51,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                let delay = shard.connection_limits.creation_delay(Instant::now());
+                if !delay.is_zero() {
+                    // Over `max.connection.creation.rate`: accept nothing more meanwhile.
+                    glommio::timer::sleep(delay).await;
+                }
                 let Some(admitted) = admit(&shard, &stream) else {
                     continue;
                 };

@@ -1,5 +1,6 @@
 //! The broker's connection limits, `max.connections` and `max.connections.per.ip` (with
-//! `max.connections.per.ip.overrides`), counted across every shard.
+//! `max.connections.per.ip.overrides`), counted across every shard, and the rate at which new
+//! connections are taken in, `max.connection.creation.rate` (KIP-612).
 //!
 //! The kernel spreads accepted connections across the shards' listeners (SO_REUSEPORT), so a
 //! limit per shard would depend on how the hash fell: the counts are shared by all shards, an
@@ -12,11 +13,17 @@
 //! another shard without a cross-thread wake-up, and a connection left in the backlog looks open
 //! to its client while nothing answers it; closed at once, the client sees the refusal and
 //! retries after its reconnect backoff.
+//!
+//! Over `max.connection.creation.rate` a shard waits before it takes in the connection it just
+//! accepted, and accepts nothing meanwhile (the kernel keeps new ones in the listen backlog), as
+//! Kafka's acceptor is throttled. The rate is a token bucket shared by the shards, holding at
+//! most one second's worth of connections.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why a new connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +54,20 @@ pub struct ConnectionLimits {
     open: AtomicUsize,
     /// Open connections per address, kept only when some per-address limit is set.
     per_ip_open: Option<Mutex<HashMap<IpAddr, usize>>>,
+    /// `max.connection.creation.rate`, when set.
+    creation_rate: Option<CreationRate>,
+}
+
+/// New connections per second, as a token bucket.
+struct CreationRate {
+    per_second: f64,
+    bucket: Mutex<Bucket>,
+}
+
+struct Bucket {
+    /// Connections that may be taken in now without waiting.
+    tokens: f64,
+    filled_at: Instant,
 }
 
 /// One admitted connection, counted until dropped.
@@ -69,6 +90,40 @@ impl ConnectionLimits {
             per_ip_overrides,
             open: AtomicUsize::new(0),
             per_ip_open: per_ip_counted.then(|| Mutex::new(HashMap::new())),
+            creation_rate: None,
+        }
+    }
+
+    /// Takes in at most `per_second` new connections per second (`max.connection.creation.rate`).
+    pub fn with_creation_rate(mut self, per_second: u32) -> ConnectionLimits {
+        assert!(per_second > 0, "a rate of zero would take in nothing");
+        self.creation_rate = Some(CreationRate {
+            per_second: per_second as f64,
+            bucket: Mutex::new(Bucket {
+                tokens: per_second as f64,
+                filled_at: Instant::now(),
+            }),
+        });
+        self
+    }
+
+    /// Takes a new connection in at `now`: how long to wait first, zero while new connections
+    /// come within `max.connection.creation.rate`. The connection is counted either way, so
+    /// waiters take turns.
+    pub fn creation_delay(&self, now: Instant) -> Duration {
+        let Some(rate) = &self.creation_rate else {
+            return Duration::ZERO;
+        };
+        let mut bucket = rate.bucket.lock().expect("no panic holds this lock");
+        let elapsed = now.saturating_duration_since(bucket.filled_at);
+        bucket.tokens =
+            (bucket.tokens + elapsed.as_secs_f64() * rate.per_second).min(rate.per_second);
+        bucket.filled_at = bucket.filled_at.max(now);
+        bucket.tokens -= 1.0;
+        if bucket.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-bucket.tokens / rate.per_second)
         }
     }
 
@@ -163,6 +218,30 @@ mod tests {
             1,
             "dropped admissions gave their counts back"
         );
+    }
+
+    #[test]
+    fn new_connections_beyond_the_creation_rate_wait_their_turn() {
+        let limits = ConnectionLimits::new(100, 100, HashMap::new()).with_creation_rate(10);
+        let start = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(
+                limits.creation_delay(start),
+                Duration::ZERO,
+                "a second's burst"
+            );
+        }
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(limits.creation_delay(start)), 100);
+        assert_eq!(
+            ms(limits.creation_delay(start)),
+            200,
+            "the next waits behind it"
+        );
+        let later = start + Duration::from_secs(10);
+        assert_eq!(ms(limits.creation_delay(later)), 0, "refilled");
+        let unlimited = ConnectionLimits::new(100, 100, HashMap::new());
+        assert!((0..1000).all(|_| unlimited.creation_delay(start).is_zero()));
     }
 
     #[test]

@@ -43,11 +43,15 @@ pub fn run(
 ) -> Result<bool> {
     let config = Arc::new(config);
     let image = Arc::new(image);
-    let connection_limits = Arc::new(network::ConnectionLimits::new(
+    let mut connection_limits = network::ConnectionLimits::new(
         config.max_connections,
         config.max_connections_per_ip,
         config.max_connections_per_ip_overrides.clone(),
-    ));
+    );
+    if let Some(rate) = config.max_connection_creation_rate {
+        connection_limits = connection_limits.with_creation_rate(rate);
+    }
+    let connection_limits = Arc::new(connection_limits);
     let mesh = (config.cores > 1)
         .then(|| MeshBuilder::<Envelope, _>::full(config.cores, limits::CROSS_SHARD_QUEUE_DEPTH));
     let online = std::thread::available_parallelism()
