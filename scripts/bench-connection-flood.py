@@ -85,9 +85,13 @@ def run_e2e(sluice, bootstrap, args):
     cmd = [sluice, "bench", "e2e", "--bootstrap", bootstrap, "--rate", str(args.rate),
            "--duration", str(args.duration), "--warmup", "2", "--partitions", "4",
            "--producers", "2", "--consumers", "2", "--json"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 120)
-    if out.returncode != 0:
-        sys.exit(f"sluice bench e2e failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    limit = args.duration + 60
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"no result within {limit} s: the broker stopped answering"}
+    if out.returncode != 0 or not out.stdout.strip():
+        return {"failed": f"exit {out.returncode}: {out.stderr.strip()[-500:]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -117,6 +121,10 @@ def measure(label, broker, sluice, bootstrap, args):
     sampler = RssSampler(broker.pid)
     result = run_e2e(sluice, bootstrap, args)
     peak = sampler.finish()
+    if "failed" in result:
+        print(f"{label}: {result['failed']}; broker RSS peak {peak / 1024:.0f} MiB",
+              file=sys.stderr)
+        return {"e2e": result, "rss_peak_mib": round(peak / 1024, 1)}
     print(f"{label}: p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
           f"p99.9 {result['p999_ms']:.2f} ms, max {result['max_ms']:.2f} ms, "
           f"{result['msgs_per_sec']:.0f} msgs/s, errors {result['errors']}; "
