@@ -323,3 +323,64 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
         .contains("idle for connections.max.idle.ms (1000 ms)"));
     assert!(closed_within(&mut setup, CLOSE_WITHIN));
 }
+
+/// How many Fetch requests the client that reads nothing sends, each answered with the whole
+/// partition.
+const UNREAD_FETCHES: usize = 10;
+
+#[test]
+fn a_client_that_reads_no_answers_is_closed_as_idle() {
+    let broker = Broker::start("unread", 2, &["connections.max.idle.ms=1000"]);
+    common::create_topic(&mut common::connect(&broker), "big", 1);
+    let (producer, deliveries) = producer(&broker, &[("linger.ms", "20")]);
+    let value = vec![b'x'; 100 * 1024];
+    for _ in 0..40 {
+        send_waiting(
+            &producer,
+            BaseRecord::<(), _>::to("big").payload(&value).partition(0),
+        );
+    }
+    producer.flush(Duration::from_secs(20)).unwrap();
+    assert_eq!(deliveries.acked.lock().unwrap().len(), 40);
+
+    let mut client = common::connect(&broker);
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(50 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("big")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(50 << 20)])]);
+    for correlation_id in 0..UNREAD_FETCHES as i32 {
+        let id = RequestId {
+            correlation_id,
+            client_id: "unread",
+        };
+        let frame = frame::encode_request(ApiKey::Fetch, 4, id, &request).unwrap();
+        client.write_all(&frame).unwrap();
+    }
+    // The broker's writer is stuck on a full socket; the client has been idle meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buffered = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match client.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buffered += n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the broker never closed a client that read nothing ({e})"),
+        }
+    }
+    let whole_answers = UNREAD_FETCHES * value.len() * 40;
+    assert!(
+        buffered < whole_answers,
+        "closed before sending every answer ({buffered} of over {whole_answers} bytes)"
+    );
+    assert!(broker.log().contains("idle for connections.max.idle.ms"));
+}

@@ -119,7 +119,9 @@ impl Drop for OpenConnection {
 /// What a connection's reader and writer share to tell idling from waiting on the broker.
 #[derive(Default)]
 struct Activity {
-    /// Requests read and not yet answered: while there are any, the connection is not idle.
+    /// Requests read whose answer the broker has not made yet: while there are any, the
+    /// connection is waiting on the broker, not idle. (An answer made but not yet written to a
+    /// client that reads nothing does not count: that client is idle.)
     in_flight: Cell<usize>,
     /// When a request was last read or an answer last written.
     last: Cell<Option<Instant>>,
@@ -153,10 +155,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitt
         let activity = activity.clone();
         async move {
             while let Some(pending) = rx.recv().await {
-                let answer = pending.await;
-                activity.in_flight.set(activity.in_flight.get() - 1);
-                activity.touch();
-                let Some(chunks) = answer else {
+                let Some(chunks) = pending.await else {
                     continue;
                 };
                 if write_chunks(&mut writer, socket, chunks).await.is_err() {
@@ -167,11 +166,13 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitt
             let _ = writer.close().await;
         }
     });
+    let mut timed_out = false;
     loop {
         let (frame, charge, lent) = match read_frame(&shard, &mut reader, &activity).await {
             Ok(Some(read)) => read,
             Ok(None) => break,
             Err(FrameError::TimedOut(reason)) => {
+                timed_out = true;
                 tracing::info!("closing connection from {peer}: {reason}");
                 metrics::with(|m| {
                     m.connections_timed_out
@@ -194,6 +195,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitt
         };
         let shard = shard.clone();
         let peer_ip = peer_ip.clone();
+        let activity = activity.clone();
         activity.in_flight.set(activity.in_flight.get() + 1);
         let task = glommio::spawn_local(async move {
             // Held until the request is answered: bounds the request bytes a shard holds in
@@ -201,6 +203,8 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitt
             let _charge = charge;
             let response = protocol::serve(shard, incoming, &peer_ip).await;
             lent.give_back();
+            activity.in_flight.set(activity.in_flight.get() - 1);
+            activity.touch();
             response
         });
         if tx.send(task).await.is_err() {
@@ -208,7 +212,21 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitt
         }
     }
     drop(tx);
-    writer_task.await;
+    // The writer sends the answers already in flight, but a client that reads none of them keeps
+    // it waiting on a full socket: it gets `connections.max.idle.ms` for them, and nothing after
+    // a timeout (the connection is closed for not keeping up).
+    let linger = if timed_out {
+        Duration::ZERO
+    } else {
+        shard.config.connections_max_idle
+    };
+    let mut writer_task = writer_task;
+    if within(Instant::now() + linger, &mut writer_task)
+        .await
+        .is_none()
+    {
+        writer_task.cancel().await;
+    }
 }
 
 /// Why a connection stops reading.
