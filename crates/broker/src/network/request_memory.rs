@@ -27,7 +27,8 @@ pub struct RequestMemory {
     used_bytes: Cell<u64>,
     overdraft_taken: Cell<bool>,
     /// Connections waiting for room, woken (all of them) whenever bytes or the overdraft are
-    /// given back; waiting happens only while the budget is spent, so the list stays short.
+    /// given back. Waiting happens only while the budget is spent and another frame holds the
+    /// overdraft; each woken connection checks again and, finding no room, waits again.
     waiting: RefCell<Vec<Waker>>,
 }
 
