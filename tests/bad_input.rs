@@ -363,8 +363,16 @@ fn fetch_long_polls_until_an_append_and_refuses_out_of_range_offsets() {
     }
 }
 
+/// A connection that announces a maximal frame (65,536 bytes here) and sends `body` bytes of it.
+fn partial_frame(broker: &Broker, body: usize) -> TcpStream {
+    let mut stream = connect(broker);
+    stream.write_all(&65536i32.to_be_bytes()).unwrap();
+    stream.write_all(&vec![0u8; body]).unwrap();
+    stream
+}
+
 #[test]
-fn request_memory_is_bounded_per_shard_and_released_on_close() {
+fn request_memory_is_charged_as_bytes_arrive_bounded_per_shard_and_released_on_close() {
     let broker = Broker::start(
         "queued",
         1,
@@ -373,12 +381,17 @@ fn request_memory_is_bounded_per_shard_and_released_on_close() {
             "queued.max.request.bytes=65536",
         ],
     );
-    // A client announces a maximal frame and sends nothing more: it holds the whole budget.
-    let mut hog = connect(&broker);
-    hog.write_all(&65536i32.to_be_bytes()).unwrap();
-    hog.write_all(&[0, 3]).unwrap();
+    // Announcing the largest frame and sending 2 bytes of it holds 2 bytes, not the budget.
+    let _announced = partial_frame(&broker, 2);
     std::thread::sleep(Duration::from_millis(100));
-    // Another request waits for memory instead of allocating past the bound...
+    still_serving(&broker);
+    // A client that sends nearly a whole budget's worth holds it...
+    let _hog = partial_frame(&broker, 65536 - 16);
+    std::thread::sleep(Duration::from_millis(100));
+    // ...and one more frame may go past it (so half-read frames cannot wait on each other)...
+    let overdraft = partial_frame(&broker, 100);
+    std::thread::sleep(Duration::from_millis(100));
+    // ...but no other: a request waits for memory instead of allocating past the bound...
     let mut waiting = connect(&broker);
     waiting
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -390,16 +403,15 @@ fn request_memory_is_bounded_per_shard_and_released_on_close() {
     let mut byte = [0u8; 1];
     assert!(
         waiting.read(&mut byte).is_err(),
-        "no answer while the budget is held"
+        "no answer while the budget and the one frame past it are held"
     );
-    // ...and is served as soon as the hog goes away.
-    drop(hog);
+    // ...and is served as soon as a holder goes away.
+    drop(overdraft);
     waiting
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut rest = [0u8; 3];
     waiting.read_exact(&mut rest).unwrap();
-    still_serving(&broker);
 }
 
 #[test]

@@ -4,9 +4,10 @@
 //! An invalid value fails the start with a message naming the key; an unknown key is logged and
 //! ignored, as Kafka does.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -75,6 +76,20 @@ pub struct Config {
     /// Request bytes one shard holds in memory at once (read but not yet answered), across all
     /// its connections; reading pauses above it.
     pub queued_max_request_bytes: usize,
+    /// `max.connections`: connections open at once, all shards together.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`: connections open at once from one address...
+    pub max_connections_per_ip: usize,
+    /// ...unless `max.connections.per.ip.overrides` (`host:count,...`) names the address.
+    pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
+    /// `max.connection.creation.rate`: new connections taken in per second, all shards together;
+    /// `None` (Kafka's default, 2147483647) for no limit.
+    pub max_connection_creation_rate: Option<u32>,
+    /// `connections.max.idle.ms`: a connection that reads and writes nothing this long is closed.
+    pub connections_max_idle: Duration,
+    /// `sluice.request.receive.timeout.ms`: a request frame must arrive whole within this of its
+    /// first byte, or its connection is closed.
+    pub request_receive_timeout: Duration,
     pub log: LogConfig,
     /// How long an idle shard spins before parking its thread (microseconds): trades CPU for
     /// cross-shard wake-up latency.
@@ -134,6 +149,12 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("socket.send.buffer.bytes", SOCKET_BUFFER_DEFAULT),
     ("socket.receive.buffer.bytes", SOCKET_BUFFER_DEFAULT),
     ("queued.max.request.bytes", "104857600"),
+    ("max.connections", "2147483647"),
+    ("max.connections.per.ip", "2147483647"),
+    ("max.connections.per.ip.overrides", ""),
+    ("max.connection.creation.rate", "2147483647"),
+    ("connections.max.idle.ms", "600000"),
+    ("sluice.request.receive.timeout.ms", "30000"),
     ("message.max.bytes", "1048588"),
     ("log.segment.bytes", "1073741824"),
     ("log.roll.ms", "604800000"),
@@ -295,6 +316,42 @@ impl Config {
                 1024,
                 i64::MAX,
             )? as usize,
+            max_connections: parse_in_range(
+                "max.connections",
+                &get("max.connections"),
+                0,
+                limits::CONNECTIONS_MAX_DEFAULT,
+            )? as usize,
+            max_connections_per_ip: parse_in_range(
+                "max.connections.per.ip",
+                &get("max.connections.per.ip"),
+                0,
+                limits::CONNECTIONS_MAX_DEFAULT,
+            )? as usize,
+            max_connections_per_ip_overrides: parse_connection_overrides(&get(
+                "max.connections.per.ip.overrides",
+            ))?,
+            max_connection_creation_rate: match parse_in_range(
+                "max.connection.creation.rate",
+                &get("max.connection.creation.rate"),
+                1,
+                limits::CONNECTIONS_MAX_DEFAULT,
+            )? {
+                limits::CONNECTIONS_MAX_DEFAULT => None,
+                rate => Some(rate as u32),
+            },
+            connections_max_idle: Duration::from_millis(parse_in_range(
+                "connections.max.idle.ms",
+                &get("connections.max.idle.ms"),
+                1,
+                i64::MAX,
+            )? as u64),
+            request_receive_timeout: Duration::from_millis(parse_in_range(
+                "sluice.request.receive.timeout.ms",
+                &get("sluice.request.receive.timeout.ms"),
+                1,
+                i64::MAX,
+            )? as u64),
             log,
             retention_check_interval_ms: parse_in_range(
                 "log.retention.check.interval.ms",
@@ -422,6 +479,10 @@ impl Config {
         if config.group.min_session_timeout_ms > config.group.max_session_timeout_ms {
             bail!("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms");
         }
+        if config.max_connections_per_ip == 0 && config.max_connections_per_ip_overrides.is_empty()
+        {
+            bail!("max.connections.per.ip can be 0 only where max.connections.per.ip.overrides lets some address in");
+        }
         if config.queued_max_request_bytes < config.socket_request_max_bytes {
             bail!("queued.max.request.bytes must be at least socket.request.max.bytes");
         }
@@ -493,6 +554,32 @@ fn parse_in_range(key: &str, value: &str, min: i64, max: i64) -> Result<i64> {
         bail!("{key}: {parsed} is outside the allowed range {min}..={max}");
     }
     Ok(parsed)
+}
+
+/// `max.connections.per.ip.overrides`: `host:count` pairs separated by commas, a host being an
+/// address or a name (resolved at start, every address it has getting the count).
+fn parse_connection_overrides(value: &str) -> Result<HashMap<IpAddr, usize>> {
+    const KEY: &str = "max.connections.per.ip.overrides";
+    let mut overrides = HashMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((host, count)) = pair.rsplit_once(':') else {
+            bail!("{KEY}: {pair:?} is not host:count");
+        };
+        let count = parse_in_range(KEY, count, 0, limits::CONNECTIONS_MAX_DEFAULT)? as usize;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .with_context(|| format!("{KEY}: cannot resolve {host:?}"))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        for ip in addresses {
+            overrides.insert(ip, count);
+        }
+    }
+    Ok(overrides)
 }
 
 /// A socket buffer size: -1 (the kernel's autotuning) or a size in bytes.
@@ -649,6 +736,47 @@ mod tests {
             Config::from_properties(&p).unwrap().memory_release_interval,
             None
         );
+    }
+
+    #[test]
+    fn connection_limits_take_kafkas_names_and_defaults() {
+        let c = Config::default();
+        assert_eq!(c.max_connections, i32::MAX as usize);
+        assert_eq!(c.max_connections_per_ip, i32::MAX as usize);
+        assert!(c.max_connections_per_ip_overrides.is_empty());
+        assert_eq!(c.max_connection_creation_rate, None);
+        assert_eq!(c.connections_max_idle, Duration::from_secs(600));
+        assert_eq!(c.request_receive_timeout, Duration::from_secs(30));
+        let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = Config::from_properties(&props(&[
+            ("max.connections.per.ip", "0"),
+            ("max.connections.per.ip.overrides", "127.0.0.1:5, [::1]:7"),
+            ("max.connection.creation.rate", "50"),
+        ]))
+        .unwrap();
+        assert_eq!(c.max_connection_creation_rate, Some(50));
+        let overrides = &c.max_connections_per_ip_overrides;
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(overrides[&"::1".parse::<IpAddr>().unwrap()], 7);
+        assert_eq!(overrides[&localhost], 5);
+        let named = Config::from_properties(&props(&[(
+            "max.connections.per.ip.overrides",
+            "localhost:3",
+        )]))
+        .unwrap();
+        assert_eq!(named.max_connections_per_ip_overrides[&localhost], 3);
+        let zero = Config::from_properties(&props(&[("max.connections.per.ip", "0")]));
+        assert!(zero
+            .unwrap_err()
+            .to_string()
+            .contains("max.connections.per.ip"));
+        let bad = Config::from_properties(&props(&[("max.connections.per.ip.overrides", "a")]));
+        assert!(bad.unwrap_err().to_string().contains("host:count"));
     }
 
     #[test]

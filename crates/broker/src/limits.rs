@@ -15,6 +15,28 @@ pub const CONNECTION_IN_FLIGHT_REQUESTS_MAX: usize = 64;
 /// Socket read buffer per connection.
 pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// The buffers one connection may hold beyond the request bytes it has been sent: a frame's
+/// buffer grows (doubling, so a large frame is copied few times) as its bytes arrive, never more
+/// than this past them. With the read buffer, a connection that announces a large frame and
+/// stalls holds at most this plus `CONNECTION_READ_BUFFER_BYTES`; the request bytes themselves
+/// count against the shard's `queued.max.request.bytes`. (A frame may also take a free buffer
+/// from the shard's pool, which the pool's own bounds cover.)
+pub const CONNECTION_FRAME_AHEAD_MAX_BYTES: usize = 1024 * 1024;
+
+/// The first buffer a frame that the pool cannot serve is read into (then doubled as it fills).
+pub const FRAME_BUFFER_INITIAL_BYTES: usize = 4 * 1024;
+
+/// Default for `sluice.request.receive.timeout.ms`: how long a request frame may take to arrive,
+/// from its first byte to its last (time spent waiting for the shard's request memory excluded).
+pub const REQUEST_RECEIVE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
+/// Default for `connections.max.idle.ms` (Kafka's): a connection that sends and is sent nothing
+/// this long is closed.
+pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
+
+/// Default for `max.connections` and `max.connections.per.ip` (Kafka's: no limit).
+pub const CONNECTIONS_MAX_DEFAULT: i64 = i32::MAX as i64;
+
 /// Request frames at least this long are read into a reused buffer (see `network::frame_pool`);
 /// zeroing a smaller one afresh costs little.
 pub const FRAME_POOL_FRAME_MIN_BYTES: usize = 64 * 1024;

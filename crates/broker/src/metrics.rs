@@ -33,6 +33,11 @@ pub struct ShardMetrics {
     pub connections_total: Cell<u64>,
     /// Connections closed because of a malformed, oversized or unsupported frame.
     pub frames_refused: Cell<u64>,
+    /// Connections closed at once for being over `max.connections` or `max.connections.per.ip`.
+    pub connections_refused: Cell<u64>,
+    /// Connections closed for idling past `connections.max.idle.ms` or sending a request slower
+    /// than `sluice.request.receive.timeout.ms`.
+    pub connections_timed_out: Cell<u64>,
     /// By API key.
     pub requests: RefCell<BTreeMap<i16, RequestStats>>,
     pub flush_latency_us: RefCell<Histogram<u64>>,
@@ -57,6 +62,8 @@ impl Default for ShardMetrics {
             connections_open: Cell::new(0),
             connections_total: Cell::new(0),
             frames_refused: Cell::new(0),
+            connections_refused: Cell::new(0),
+            connections_timed_out: Cell::new(0),
             requests: RefCell::new(BTreeMap::new()),
             flush_latency_us: RefCell::new(histogram(LATENCY_MAX_US)),
             flush_bytes: RefCell::new(histogram(FLUSH_BYTES_MAX)),

@@ -1,5 +1,12 @@
-//! Connections: accepted on every shard (SO_REUSEPORT), read as length-prefixed frames bounded by
+//! Connections: accepted on every shard (SO_REUSEPORT) within `max.connections` and
+//! `max.connections.per.ip` (`connection_limits`), read as length-prefixed frames bounded by
 //! `socket.request.max.bytes`, served concurrently, answered strictly in request order.
+//!
+//! No connection can hold what the others need: a frame's bytes are charged to the shard's
+//! `queued.max.request.bytes` as they arrive (`request_memory`) into a buffer that grows with them
+//! (`frame_pool`), a frame must arrive within `sluice.request.receive.timeout.ms` of its first
+//! byte, and a connection that neither sends nor is sent anything for `connections.max.idle.ms`
+//! is closed.
 //!
 //! Each connection has a reader (frames → decoded requests → one task each) and a writer that
 //! awaits those tasks in order, so a slow produce never reorders answers while later requests
@@ -11,10 +18,14 @@
 //! room on io_uring. glommio's own reads and writes are unaffected: they always pass
 //! MSG_DONTWAIT and wait for readiness with io_uring polls.
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use futures::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::Bytes;
+use futures::future::{select, Either};
+use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use nix::errno::Errno;
@@ -28,14 +39,26 @@ use crate::metrics;
 use crate::protocol;
 use crate::shard::Shard;
 use crate::storage::payload::{FileRange, Payload};
-use frame_pool::FrameBuffer;
+pub use connection_limits::{Admitted, ConnectionLimits};
+use frame_pool::{FrameBuffer, Lent};
+pub use request_memory::{FrameCharge, RequestMemory};
 
+mod connection_limits;
 mod frame_pool;
+mod request_memory;
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
+                let delay = shard.connection_limits.creation_delay(Instant::now());
+                if !delay.is_zero() {
+                    // Over `max.connection.creation.rate`: accept nothing more meanwhile.
+                    glommio::timer::sleep(delay).await;
+                }
+                let Some(admitted) = admit(&shard, &stream) else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 if let Err(err) = set_buffer_sizes(&stream, &shard.config) {
                     tracing::warn!(
@@ -50,12 +73,26 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     );
                     continue;
                 }
-                glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
+                glommio::spawn_local(serve_connection(shard.clone(), stream, admitted)).detach();
             }
             Err(err) => {
                 tracing::warn!("shard {}: accept failed: {err}", shard.id.0);
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                glommio::timer::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// Counts a new connection against `max.connections` and `max.connections.per.ip`; `None` (the
+/// stream is then dropped, which closes it) when it is over either.
+fn admit(shard: &Shard, stream: &TcpStream) -> Option<Admitted> {
+    let peer = stream.peer_addr().ok()?;
+    match shard.connection_limits.admit(peer.ip()) {
+        Ok(admitted) => Some(admitted),
+        Err(refusal) => {
+            tracing::info!("refused a connection from {peer}: {refusal}");
+            metrics::with(|m| m.connections_refused.set(m.connections_refused.get() + 1));
+            None
         }
     }
 }
@@ -79,7 +116,24 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
+/// What a connection's reader and writer share to tell idling from waiting on the broker.
+#[derive(Default)]
+struct Activity {
+    /// Requests read whose answer the broker has not made yet: while there are any, the
+    /// connection is waiting on the broker, not idle. (An answer made but not yet written to a
+    /// client that reads nothing does not count: that client is idle.)
+    in_flight: Cell<usize>,
+    /// When a request was last read or an answer last written.
+    last: Cell<Option<Instant>>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last.set(Some(Instant::now()));
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitted) {
     let _open = OpenConnection::new();
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr
@@ -95,42 +149,42 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     let (tx, rx) = local_channel::new_bounded::<glommio::Task<Option<Vec<Payload>>>>(
         limits::CONNECTION_IN_FLIGHT_REQUESTS_MAX,
     );
-    let writer_task = glommio::spawn_local(async move {
-        while let Some(pending) = rx.recv().await {
-            let Some(chunks) = pending.await else {
-                continue;
-            };
-            if write_chunks(&mut writer, socket, chunks).await.is_err() {
+    let activity = Rc::new(Activity::default());
+    activity.touch();
+    let writer_task = glommio::spawn_local({
+        let activity = activity.clone();
+        async move {
+            while let Some(pending) = rx.recv().await {
+                let Some(chunks) = pending.await else {
+                    continue;
+                };
+                if write_chunks(&mut writer, socket, chunks).await.is_err() {
+                    break;
+                }
+                activity.touch();
+            }
+            let _ = writer.close().await;
+        }
+    });
+    let mut timed_out = false;
+    loop {
+        let (frame, charge, lent) = match read_frame(&shard, &mut reader, &activity).await {
+            Ok(Some(read)) => read,
+            Ok(None) => break,
+            Err(FrameError::TimedOut(reason)) => {
+                timed_out = true;
+                tracing::info!("closing connection from {peer}: {reason}");
+                metrics::with(|m| {
+                    m.connections_timed_out
+                        .set(m.connections_timed_out.get() + 1)
+                });
                 break;
             }
-        }
-        let _ = writer.close().await;
-    });
-    let max_bytes = shard.config.socket_request_max_bytes;
-    loop {
-        let size = match read_size(&mut reader, max_bytes).await {
-            Ok(Some(size)) => size,
-            Ok(None) => break,
-            Err(reason) => {
+            Err(FrameError::Broken(reason)) => {
                 tracing::warn!("closing connection from {peer}: {reason}");
                 break;
             }
         };
-        // Held until the request is answered: bounds the request bytes a shard holds in memory
-        // (`queued.max.request.bytes`) however many connections send at once.
-        let Ok(permit) = shard
-            .request_memory
-            .acquire_static_permit(size as u64)
-            .await
-        else {
-            break;
-        };
-        let mut buffer = FrameBuffer::take(size);
-        if let Err(err) = reader.read_exact(buffer.bytes_mut()).await {
-            tracing::warn!("closing connection from {peer}: truncated frame: {err}");
-            break;
-        }
-        let (frame, lent) = buffer.freeze();
         let incoming = match protocol::parse_request(frame) {
             Ok(incoming) => incoming,
             Err(err) => {
@@ -141,10 +195,16 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         };
         let shard = shard.clone();
         let peer_ip = peer_ip.clone();
+        let activity = activity.clone();
+        activity.in_flight.set(activity.in_flight.get() + 1);
         let task = glommio::spawn_local(async move {
-            let _permit = permit;
+            // Held until the request is answered: bounds the request bytes a shard holds in
+            // memory (`queued.max.request.bytes`) however many connections send at once.
+            let _charge = charge;
             let response = protocol::serve(shard, incoming, &peer_ip).await;
             lent.give_back();
+            activity.in_flight.set(activity.in_flight.get() - 1);
+            activity.touch();
             response
         });
         if tx.send(task).await.is_err() {
@@ -152,7 +212,122 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         }
     }
     drop(tx);
-    writer_task.await;
+    // The writer sends the answers already in flight, but a client that reads none of them keeps
+    // it waiting on a full socket: it gets `connections.max.idle.ms` for them, and nothing after
+    // a timeout (the connection is closed for not keeping up).
+    let linger = if timed_out {
+        Duration::ZERO
+    } else {
+        shard.config.connections_max_idle
+    };
+    let mut writer_task = writer_task;
+    if within(Instant::now() + linger, &mut writer_task)
+        .await
+        .is_none()
+    {
+        writer_task.cancel().await;
+    }
+}
+
+/// Why a connection stops reading.
+enum FrameError {
+    /// Idle past `connections.max.idle.ms`, or a frame slower than
+    /// `sluice.request.receive.timeout.ms`.
+    TimedOut(String),
+    /// An impossible size, a failed read, a frame cut short.
+    Broken(String),
+}
+
+/// Reads the next request frame, charging its bytes to the shard's request memory as they
+/// arrive. `Ok(None)` when the client closed the connection between requests.
+async fn read_frame<R: AsyncRead + Unpin>(
+    shard: &Shard,
+    reader: &mut BufReader<R>,
+    activity: &Activity,
+) -> Result<Option<(Bytes, FrameCharge, Lent)>, FrameError> {
+    if !wait_for_frame(reader, shard.config.connections_max_idle, activity).await? {
+        return Ok(None);
+    }
+    let timeout = shard.config.request_receive_timeout;
+    let mut deadline = Instant::now() + timeout;
+    let too_slow = |what: &str| {
+        FrameError::TimedOut(format!(
+            "{what} did not arrive within sluice.request.receive.timeout.ms ({} ms)",
+            timeout.as_millis()
+        ))
+    };
+    let size = match within(
+        deadline,
+        read_size(reader, shard.config.socket_request_max_bytes),
+    )
+    .await
+    {
+        None => return Err(too_slow("a request's size")),
+        Some(Ok(Some(size))) => size,
+        Some(Ok(None)) => return Ok(None),
+        Some(Err(reason)) => return Err(FrameError::Broken(reason)),
+    };
+    let mut charge = shard.request_memory.frame();
+    let mut buffer = FrameBuffer::take(size);
+    while !buffer.is_full() {
+        let read = match within(deadline, reader.read(buffer.unfilled())).await {
+            None => return Err(too_slow(&format!("a request of {size} bytes"))),
+            Some(Ok(0)) => Err("the connection closed".to_string()),
+            Some(Ok(read)) => Ok(read),
+            Some(Err(err)) => Err(err.to_string()),
+        }
+        .map_err(|err| FrameError::Broken(format!("truncated frame: {err}")))?;
+        buffer.advance(read);
+        // Waiting for room is the broker's doing, not the client's: it does not count
+        // against the client's time.
+        let waiting_since = Instant::now();
+        charge.add(read as u64).await;
+        deadline += waiting_since.elapsed();
+    }
+    activity.touch();
+    let (frame, lent) = buffer.freeze();
+    Ok(Some((frame, charge, lent)))
+}
+
+/// Waits for the first byte of the next frame: `Ok(false)` when the client closed the
+/// connection (or reset it: many clients close so, and nothing was lost), an error when it
+/// sent nothing and was sent nothing for `idle`.
+async fn wait_for_frame<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    idle: Duration,
+    activity: &Activity,
+) -> Result<bool, FrameError> {
+    loop {
+        let last = activity.last.get().unwrap_or_else(Instant::now);
+        // `fill_buf` consumes nothing, so giving up on it loses no bytes.
+        match within(last + idle, reader.fill_buf()).await {
+            Some(Ok(bytes)) => return Ok(!bytes.is_empty()),
+            Some(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(false)
+            }
+            Some(Err(err)) => return Err(FrameError::Broken(format!("read failed: {err}"))),
+            None if activity.in_flight.get() > 0 => activity.touch(),
+            None if activity.last.get() == Some(last) => {
+                return Err(FrameError::TimedOut(format!(
+                    "idle for connections.max.idle.ms ({} ms)",
+                    idle.as_millis()
+                )))
+            }
+            // An answer was written meanwhile.
+            None => {}
+        }
+    }
+}
+
+/// `future`'s output, or `None` if `deadline` passes first.
+async fn within<F: std::future::Future>(deadline: Instant, future: F) -> Option<F::Output> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let future = std::pin::pin!(future);
+    let timer = std::pin::pin!(glommio::timer::sleep(left));
+    match select(future, timer).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
 }
 
 /// Writes a response's chunks in order. `socket` is the descriptor `writer` writes to; the

@@ -18,43 +18,95 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 
 use crate::limits::{
-    FRAME_POOL_BUFFERS_MAX, FRAME_POOL_BUFFER_MAX_BYTES, FRAME_POOL_FRAME_MIN_BYTES,
-    FRAME_POOL_ROUNDING_BYTES,
+    CONNECTION_FRAME_AHEAD_MAX_BYTES, FRAME_BUFFER_INITIAL_BYTES, FRAME_POOL_BUFFERS_MAX,
+    FRAME_POOL_BUFFER_MAX_BYTES, FRAME_POOL_FRAME_MIN_BYTES, FRAME_POOL_ROUNDING_BYTES,
 };
 
 thread_local! {
     static POOL: FramePool = FramePool::default();
 }
 
-/// A request frame being read: `buffer[..len]` receives the frame's bytes.
+/// A request frame being read: `buffer[..filled]` holds the frame's bytes received so far.
+///
+/// The buffer is sized by the bytes that arrive, not by the size the frame announces: it starts
+/// from a pooled buffer (memory the shard holds already) or small, and doubles as it fills, at
+/// most `CONNECTION_FRAME_AHEAD_MAX_BYTES` past what was received. A connection that announces
+/// 100 MiB and sends nothing holds a few KiB.
 pub struct FrameBuffer {
     buffer: BytesMut,
     len: usize,
+    filled: usize,
 }
 
 impl FrameBuffer {
-    /// A buffer for a frame of `len` bytes, from this shard's pool when one fits.
+    /// A buffer for a frame of `len` bytes: a free pooled buffer when one fits, else one that
+    /// grows as the bytes arrive.
     pub fn take(len: usize) -> FrameBuffer {
-        let buffer = if len < FRAME_POOL_FRAME_MIN_BYTES {
-            BytesMut::zeroed(len)
-        } else {
-            POOL.with(|pool| pool.take(len))
-        };
-        debug_assert!(buffer.len() >= len);
-        FrameBuffer { buffer, len }
+        let pooled = poolable(len)
+            .then(|| POOL.with(|pool| pool.take_free(len)))
+            .flatten();
+        let buffer = pooled.unwrap_or_default();
+        debug_assert!(buffer.is_empty() || buffer.len() >= len);
+        FrameBuffer {
+            buffer,
+            len,
+            filled: 0,
+        }
     }
 
-    /// Where the frame's bytes go.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer[..self.len]
+    pub fn is_full(&self) -> bool {
+        self.filled == self.len
+    }
+
+    /// Where the frame's next bytes go (never empty until the frame is full), grown first when
+    /// the buffer is full.
+    pub fn unfilled(&mut self) -> &mut [u8] {
+        debug_assert!(!self.is_full());
+        if self.filled == self.buffer.len() {
+            self.grow();
+        }
+        let end = self.buffer.len().min(self.len);
+        &mut self.buffer[self.filled..end]
+    }
+
+    /// Counts `bytes` more as received (written into [`FrameBuffer::unfilled`]).
+    pub fn advance(&mut self, bytes: usize) {
+        self.filled += bytes;
+        assert!(self.filled <= self.len.min(self.buffer.len()));
+    }
+
+    /// Doubles the buffer, within the frame's size and `CONNECTION_FRAME_AHEAD_MAX_BYTES` of
+    /// what was received. A frame the pool could take is rounded up as the pool's own buffers
+    /// are, so that it can join the pool once answered.
+    fn grow(&mut self) {
+        let whole = if poolable(self.len) {
+            self.len.next_multiple_of(FRAME_POOL_ROUNDING_BYTES)
+        } else {
+            self.len
+        };
+        let doubled = (self.buffer.len() * 2).max(FRAME_BUFFER_INITIAL_BYTES);
+        let grown = doubled
+            .min(self.filled + CONNECTION_FRAME_AHEAD_MAX_BYTES)
+            .min(whole);
+        assert!(
+            grown > self.buffer.len(),
+            "a frame that is not full can grow"
+        );
+        self.buffer.resize(grown, 0);
     }
 
     /// The frame, and the handle that returns its buffer to the pool (see [`Lent::give_back`]).
     pub fn freeze(self) -> (Bytes, Lent) {
+        assert!(self.is_full(), "only a whole frame is handed out");
         let whole = self.buffer.freeze();
         let frame = whole.slice(..self.len);
         (frame, Lent(whole))
     }
+}
+
+/// Whether a frame of `len` bytes is read into a buffer the pool keeps.
+fn poolable(len: usize) -> bool {
+    (FRAME_POOL_FRAME_MIN_BYTES..=FRAME_POOL_BUFFER_MAX_BYTES).contains(&len)
 }
 
 /// The whole buffer behind a frame that was handed out.
@@ -83,9 +135,8 @@ struct FramePool {
 }
 
 impl FramePool {
-    /// The smallest free buffer of at least `len` bytes, or a new one rounded up so that later
-    /// frames of about the same size fit it.
-    fn take(&self, len: usize) -> BytesMut {
+    /// The smallest free buffer of at least `len` bytes, if any.
+    fn take_free(&self, len: usize) -> Option<BytesMut> {
         self.reclaim();
         let mut free = self.free.borrow_mut();
         let best = free
@@ -94,10 +145,7 @@ impl FramePool {
             .filter(|(_, b)| b.len() >= len)
             .min_by_key(|(_, b)| b.len())
             .map(|(i, _)| i);
-        match best {
-            Some(i) => free.swap_remove(i),
-            None => BytesMut::zeroed(len.next_multiple_of(FRAME_POOL_ROUNDING_BYTES)),
-        }
+        best.map(|i| free.swap_remove(i))
     }
 
     /// Keeps a buffer given back while something still holds part of it, if there is room.
@@ -160,7 +208,12 @@ mod tests {
 
     fn lend(len: usize, fill: u8) -> (Bytes, Lent) {
         let mut buffer = FrameBuffer::take(len);
-        buffer.bytes_mut().fill(fill);
+        while !buffer.is_full() {
+            let unfilled = buffer.unfilled();
+            unfilled.fill(fill);
+            let n = unfilled.len();
+            buffer.advance(n);
+        }
         buffer.freeze()
     }
 
@@ -214,6 +267,25 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_buffer_grows_with_the_bytes_received_not_the_size_announced() {
+        let len = 100 << 20;
+        let mut buffer = FrameBuffer::take(len);
+        assert_eq!(buffer.unfilled().len(), FRAME_BUFFER_INITIAL_BYTES);
+        buffer.advance(10);
+        assert_eq!(buffer.unfilled().len(), FRAME_BUFFER_INITIAL_BYTES - 10);
+        let mut received = 10;
+        while !buffer.is_full() {
+            let n = buffer.unfilled().len();
+            assert!(buffer.buffer.len() - received <= CONNECTION_FRAME_AHEAD_MAX_BYTES);
+            buffer.advance(n);
+            received += n;
+        }
+        assert_eq!(buffer.buffer.len(), len);
+        let (frame, _lent) = buffer.freeze();
+        assert_eq!(frame.len(), len);
+    }
+
+    #[test]
     fn small_and_huge_frames_are_not_pooled() {
         let (small, lent) = lend(FRAME_POOL_FRAME_MIN_BYTES - 1, 0);
         drop(small);
@@ -238,7 +310,7 @@ mod tests {
         assert_eq!(lens[0], FRAME_POOL_ROUNDING_BYTES * 2);
         assert_eq!(*lens.last().unwrap(), FRAME_POOL_BUFFER_MAX_BYTES);
         assert_eq!(
-            pool.take(1).len(),
+            pool.take_free(1).unwrap().len(),
             FRAME_POOL_ROUNDING_BYTES * 2,
             "best fit"
         );

@@ -165,8 +165,10 @@ pub struct Shard {
     pub txns: TxnCoordinator,
     pub clock: SystemClock,
     stopping: Cell<bool>,
-    /// Units are request bytes: `queued.max.request.bytes` shared by this shard's connections.
-    pub request_memory: Rc<glommio::sync::Semaphore>,
+    /// `queued.max.request.bytes`, shared by this shard's connections.
+    pub request_memory: Rc<crate::network::RequestMemory>,
+    /// `max.connections` and `max.connections.per.ip`, shared by every shard.
+    pub connection_limits: Arc<crate::network::ConnectionLimits>,
 }
 
 impl Shard {
@@ -680,6 +682,22 @@ impl Shard {
                         Counter,
                     ),
                     m.frames_refused.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_connections_refused_total",
+                        "Connections closed at once for being over max.connections or max.connections.per.ip.",
+                        Counter,
+                    ),
+                    m.connections_refused.get() as f64,
+                ),
+                (
+                    (
+                        "sluice_connections_timed_out_total",
+                        "Connections closed for idling or for sending a request too slowly.",
+                        Counter,
+                    ),
+                    m.connections_timed_out.get() as f64,
                 ),
                 (
                     (

@@ -79,6 +79,15 @@ pub fn run(
     let config = Arc::new(config);
     let image = Arc::new(image);
     let gate = Arc::new(StartGate::new(config.cores));
+    let mut connection_limits = network::ConnectionLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.max_connections_per_ip_overrides.clone(),
+    );
+    if let Some(rate) = config.max_connection_creation_rate {
+        connection_limits = connection_limits.with_creation_rate(rate);
+    }
+    let connection_limits = Arc::new(connection_limits);
     let mesh = (config.cores > 1)
         .then(|| MeshBuilder::<Envelope, _>::full(config.cores, limits::CROSS_SHARD_QUEUE_DEPTH));
     let online = std::thread::available_parallelism()
@@ -93,13 +102,20 @@ pub fn run(
             gate.clone(),
             stop.clone(),
         );
+        let connection_limits = connection_limits.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
             .name(&format!("sluice-shard-{core}"))
             .spin_before_park(Duration::from_micros(config.spin_before_park_us));
         let handle = builder
             .spawn(move || async move {
-                let result =
-                    shard_main(config, image, mesh, &gate, clean_start, stop.clone()).await;
+                let started = Started {
+                    config,
+                    image,
+                    connection_limits,
+                    gate,
+                    clean_start,
+                };
+                let result = shard_main(started, mesh, stop.clone()).await;
                 if result.is_err() {
                     // One shard down means the broker cannot serve its partitions: stop them all.
                     stop.store(true, Ordering::Relaxed);
@@ -175,14 +191,27 @@ async fn join_mesh(
     }
 }
 
-async fn shard_main(
+/// What every shard starts from.
+struct Started {
     config: Arc<Config>,
     image: Arc<MetadataImage>,
-    mesh: Option<MeshBuilder<Envelope, Full>>,
-    gate: &StartGate,
+    connection_limits: Arc<network::ConnectionLimits>,
+    gate: Arc<StartGate>,
     clean_start: bool,
+}
+
+async fn shard_main(
+    started: Started,
+    mesh: Option<MeshBuilder<Envelope, Full>>,
     stop: Arc<AtomicBool>,
 ) -> Result<bool> {
+    let Started {
+        config,
+        image,
+        connection_limits,
+        gate,
+        clean_start,
+    } = started;
     glommio::spawn_local(wake_periodically()).detach();
     if let Err(err) = super::io_workers::set_blocking_workers_bound() {
         // Older kernels (before 5.15) keep their own bound: slower flushes, nothing worse.
@@ -213,9 +242,11 @@ async fn shard_main(
         txns: TxnCoordinator::new(&config),
         clock: SystemClock,
         stopping: Cell::new(false),
-        request_memory: Rc::new(glommio::sync::Semaphore::new(
+        request_memory: Rc::new(network::RequestMemory::new(
             config.queued_max_request_bytes as u64,
+            config.socket_request_max_bytes as u64,
         )),
+        connection_limits,
     });
     if let Some(receivers) = receivers {
         router::serve(&shard, receivers);
