@@ -132,8 +132,8 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// (CORRUPT_MESSAGE, as Kafka's CRC check), and one record per offset (INVALID_RECORD, as
 /// Kafka's `LogValidator.validateBatch`).
 pub fn check_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
-    let header = check_stored_batch(bytes)?;
-    if header.last_offset_delta != header.record_count - 1 {
+    let header = check_frame(bytes)?;
+    if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
         return Err(ErrorCode::InvalidRecord);
     }
     if header.codec() == 0
@@ -142,12 +142,24 @@ pub fn check_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
         // More records claimed than the bytes could hold: Kafka's record iterator runs out.
         return Err(ErrorCode::InvalidRecord);
     }
-    Ok(header)
+    check_codec(header)
 }
 
 /// Checks one complete batch as the log may hold it (recovery): structure, magic and CRC. A
 /// compacted batch keeps its offset range but may hold fewer records than offsets.
 pub fn check_stored_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
+    let header = check_frame(bytes)?;
+    if header.record_count <= 0
+        || header.last_offset_delta < 0
+        || header.record_count as i64 > header.last_offset_delta as i64 + 1
+    {
+        return Err(ErrorCode::CorruptMessage);
+    }
+    check_codec(header)
+}
+
+/// The header, the batch's length and its CRC.
+fn check_frame(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
     let header = BatchHeader::parse(bytes).ok_or(ErrorCode::CorruptMessage)?;
     if header.magic != 2 {
         return Err(ErrorCode::UnsupportedForMessageFormat);
@@ -155,12 +167,10 @@ pub fn check_stored_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
     if header.total_bytes() != bytes.len() || compute_crc(bytes) != header.crc {
         return Err(ErrorCode::CorruptMessage);
     }
-    if header.record_count <= 0
-        || header.last_offset_delta < 0
-        || header.record_count as i64 > header.last_offset_delta as i64 + 1
-    {
-        return Err(ErrorCode::CorruptMessage);
-    }
+    Ok(header)
+}
+
+fn check_codec(header: BatchHeader) -> Result<BatchHeader, ErrorCode> {
     if header.codec() > 4 {
         return Err(ErrorCode::UnsupportedCompressionType);
     }
