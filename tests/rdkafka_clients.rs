@@ -989,7 +989,7 @@ fn keyless_records_to_a_compacted_topic_fail_alone_with_record_errors() {
         NewTopic::new("keyed", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
     let created = block_on(admin(&broker).create_topics([&topic], &AdminOptions::new()));
     assert!(created.unwrap()[0].is_ok());
-    let keyless = |i: usize| i % 10 == 0;
+    let keyless = |i: usize| i.is_multiple_of(10);
 
     // One batch of all hundred: the ten keyless records are named, the others refused with them.
     let one_batch = [("linger.ms", "1000"), ("batch.num.messages", "1000")];
