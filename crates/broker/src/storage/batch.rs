@@ -236,6 +236,12 @@ pub fn set_log_append_time(header: &mut [u8; HEADER_BYTES], records: &[u8], now_
 
 /// Reads a zig-zag varint (Kafka's record fields); `None` when the bytes run out or it overflows.
 pub(crate) fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let first = *bytes.get(*at)?;
+    if first & 0x80 == 0 {
+        // Most timestamp deltas fit one byte.
+        *at += 1;
+        return Some(i64::from(first >> 1) ^ -i64::from(first & 1));
+    }
     let mut raw: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(*at)?;

@@ -143,6 +143,12 @@ impl Iterator for RecordWalker<'_> {
 /// A zig-zag varint of at most five bytes (a 32-bit value); `None` past the end of `bytes`, or
 /// when wider.
 pub(crate) fn read_varint(bytes: &[u8], at: &mut usize) -> Option<i32> {
+    let first = *bytes.get(*at)?;
+    if first & 0x80 == 0 {
+        // Most lengths and deltas fit one byte.
+        *at += 1;
+        return Some(i32::from(first >> 1) ^ -i32::from(first & 1));
+    }
     let mut raw: u64 = 0;
     for i in 0..VARINT_MAX_BYTES {
         let byte = *bytes.get(*at)?;
