@@ -1,8 +1,10 @@
 //! Record batch v2 headers: parse, validate, and patch the two fields the broker owns.
 //!
-//! Batches travel from the socket to disk and back as bytes. The broker reads only the 61-byte
+//! Batches travel from the socket to disk and back as bytes. The broker reads the 61-byte
 //! header, checks the CRC-32C over the rest, and rewrites base offset and partition leader epoch
-//! (both outside the CRC). Records themselves are decoded only for timestamp lookups.
+//! (both outside the CRC). The records of a produced uncompressed batch are walked once for
+//! validation (`record_check`); after that they are read only for timestamp lookups and
+//! compaction.
 
 use bytes::Bytes;
 
