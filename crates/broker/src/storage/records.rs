@@ -138,6 +138,25 @@ mod tests {
     }
 
     #[test]
+    fn deltas_outside_the_range_and_ranges_past_the_last_offset_are_opaque() {
+        let mut batch = build_batch(&[(Some(b"k"), Some(b"value"))], 0);
+        let delta_at = HEADER_BYTES + 3; // length, attributes, timestamp delta
+        batch[delta_at] = 32; // zig-zag 16, past the header's last offset delta of 0
+        let crc = batch::compute_crc(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(read_records(&batch), None);
+        let mut near_the_end = build_batch(&[(Some(b"a"), None), (Some(b"b"), None)], 0);
+        near_the_end[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        assert_eq!(read_records(&near_the_end), None, "offsets would overflow");
+        near_the_end[0..8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+        let records = read_records(&near_the_end).unwrap();
+        assert_eq!(
+            record_offset(Offset(i64::MAX - 1), &records[1]),
+            Offset(i64::MAX)
+        );
+    }
+
+    #[test]
     fn rebuilt_batch_keeps_offsets_and_passes_the_stored_check() {
         let mut batch = build_batch(
             &[
