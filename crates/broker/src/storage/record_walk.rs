@@ -78,6 +78,9 @@ impl<'a> RecordWalker<'a> {
         }
     }
 
+    // Inlined into the caller's loop: the record then stays in registers instead of being
+    // copied out through memory (the walk took a fifth of the time in the log bench).
+    #[inline]
     fn record(&mut self) -> Result<WalkedRecord, Malformed> {
         let start = self.at;
         let mut at = start;
@@ -123,6 +126,7 @@ impl<'a> RecordWalker<'a> {
 impl Iterator for RecordWalker<'_> {
     type Item = Result<WalkedRecord, Malformed>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
