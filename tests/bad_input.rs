@@ -202,8 +202,8 @@ fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
         bad_count[17..21].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(
             produce_error(&broker, "t", bad_count),
-            2,
-            "lastOffsetDelta vs count"
+            87,
+            "INVALID_RECORD: lastOffsetDelta vs count, as Kafka's validateBatch"
         );
         let mut control = valid_batch();
         control[22] |= 0x20;
@@ -256,6 +256,197 @@ fn bad_batches_and_unknown_topics_get_kafka_error_codes() {
         );
         still_serving(&broker);
     }
+}
+
+/// A batch of one record whose bytes after the length prefix are `body`, its length prefix
+/// `length`: valid CRC, header counting one record at offset delta 0.
+fn one_record(length: &[u8], body: &[u8], timestamp_ms: i64) -> Vec<u8> {
+    let mut b = valid_batch();
+    b.truncate(61);
+    b.extend_from_slice(length);
+    b.extend_from_slice(body);
+    b[27..35].copy_from_slice(&timestamp_ms.to_be_bytes());
+    b[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
+    let total = b.len() as i32 - 12;
+    b[8..12].copy_from_slice(&total.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn create_topic(broker: &Broker, name: &'static str, configs: &[(&'static str, &'static str)]) {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str(k))
+                .with_value(Some(StrBytes::from_static_str(v)))
+        })
+        .collect();
+    let create = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str(name)))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(configs);
+    let response: kafka_protocol::messages::CreateTopicsResponse = call(
+        broker,
+        ApiKey::CreateTopics,
+        5,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![create])
+            .with_timeout_ms(5000),
+    );
+    assert_eq!(response.topics[0].error_code, 0, "{name} created");
+}
+
+fn produce_at(
+    broker: &Broker,
+    topic: &str,
+    records: Vec<u8>,
+    version: i16,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    let response: ProduceResponse = call(
+        broker,
+        ApiKey::Produce,
+        version,
+        &produce_to(topic, Bytes::from(records)),
+    );
+    response.responses[0].partition_responses[0].clone()
+}
+
+#[test]
+fn broken_records_are_refused_and_nothing_of_them_is_stored() {
+    let broker = Broker::start("records", 1, &["auto.create.topics.enable=false"]);
+    create_topic(&broker, "r", &[]);
+    // attributes, timestamp delta, offset delta, key "k", value "v", no headers
+    let body = [0, 0, 0, 2, b'k', 2, b'v', 0];
+    let length = zigzag(body.len() as i64);
+    assert_eq!(
+        produce_error(&broker, "r", one_record(&length, &body, 1000)),
+        0
+    );
+    let overflowing_length = one_record(&[0xff; 10], &body, 1000);
+    let huge_key = [
+        &[0, 0, 0][..],
+        &zigzag(i32::MAX as i64),
+        &[b'k', 2, b'v', 0],
+    ]
+    .concat();
+    let huge_key = one_record(&zigzag(huge_key.len() as i64), &huge_key, 1000);
+    let endless_headers = [
+        &[0, 0, 0, 2, b'k', 2, b'v'][..],
+        &[0xff, 0xff, 0xff, 0xff, 0x07],
+    ]
+    .concat();
+    let endless_headers = one_record(
+        &zigzag(endless_headers.len() as i64),
+        &endless_headers,
+        1000,
+    );
+    // The fuzzer's batch: the header covers one offset, its only record says offset delta 16.
+    let delta_16 = [0, 0, 32, 2, b'k', 2, b'v', 0];
+    let delta_16 = one_record(&length, &delta_16, 1000);
+    for (what, batch) in [
+        ("a length varint that overflows", overflowing_length),
+        ("a key of 2^31-1 bytes", huge_key),
+        ("a header count that never ends", endless_headers),
+        ("offset delta 16 in a one-offset batch", delta_16.clone()),
+    ] {
+        let response = produce_at(&broker, "r", batch, 9);
+        assert_eq!(response.error_code, 87, "INVALID_RECORD: {what}");
+        assert_eq!(response.base_offset, -1, "{what}");
+    }
+    let response = produce_at(&broker, "r", delta_16, 9);
+    assert_eq!(
+        response
+            .record_errors
+            .iter()
+            .map(|e| e.batch_index)
+            .collect::<Vec<_>>(),
+        [0],
+        "the out-of-sequence delta is explained per record"
+    );
+    let stored = fetch(&broker, "r", 0, 0);
+    assert_eq!(stored.high_watermark, 1, "only the valid batch is stored");
+    assert_eq!(
+        produce_error(&broker, "r", one_record(&length, &body, 1000)),
+        0
+    );
+    assert_eq!(fetch(&broker, "r", 0, 0).high_watermark, 2);
+    still_serving(&broker);
+}
+
+#[test]
+fn per_record_refusals_carry_record_errors_from_produce_v8() {
+    let broker = Broker::start(
+        "record-errors",
+        1,
+        &[
+            "auto.create.topics.enable=false",
+            "log.message.timestamp.after.max.ms=60000",
+        ],
+    );
+    create_topic(&broker, "compacted", &[("cleanup.policy", "compact")]);
+    create_topic(
+        &broker,
+        "recent",
+        &[("message.timestamp.before.max.ms", "86400000")],
+    );
+    let keyless = [0, 0, 0, 1, 2, b'v', 0];
+    let keyless = one_record(&zigzag(keyless.len() as i64), &keyless, 1000);
+    for version in [8, 9, 11] {
+        let response = produce_at(&broker, "compacted", keyless.clone(), version);
+        assert_eq!(response.error_code, 87, "v{version}");
+        assert_eq!(response.record_errors.len(), 1, "v{version}");
+        assert_eq!(response.record_errors[0].batch_index, 0);
+        let message = response.record_errors[0]
+            .batch_index_error_message
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            message.as_str(),
+            "Compacted topic cannot accept message without key in topic partition compacted-0."
+        );
+        assert!(response
+            .error_message
+            .unwrap()
+            .starts_with("One or more records have been rejected due to 1 record errors"));
+    }
+    let older = produce_at(&broker, "compacted", keyless, 7);
+    assert_eq!(older.error_code, 87);
+    assert!(older.record_errors.is_empty() && older.error_message.is_none());
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let body = [0, 0, 0, 1, 2, b'v', 0];
+    let length = zigzag(body.len() as i64);
+    assert_eq!(
+        produce_error(&broker, "recent", one_record(&length, &body, now)),
+        0
+    );
+    for (what, timestamp) in [
+        (
+            "two days old (topic's before.max.ms: one day)",
+            now - 2 * 86_400_000,
+        ),
+        (
+            "an hour ahead (broker's after.max.ms: a minute)",
+            now + 3_600_000,
+        ),
+    ] {
+        let response = produce_at(&broker, "recent", one_record(&length, &body, timestamp), 9);
+        assert_eq!(response.error_code, 32, "INVALID_TIMESTAMP: {what}");
+        assert_eq!(response.record_errors.len(), 1, "{what}");
+        assert_eq!(
+            response.error_message.unwrap().as_str(),
+            "One or more records have been rejected due to invalid timestamp"
+        );
+    }
+    assert_eq!(fetch(&broker, "recent", 0, 0).high_watermark, 1);
+    assert_eq!(fetch(&broker, "compacted", 0, 0).high_watermark, 0);
 }
 
 fn zigzag(v: i64) -> Vec<u8> {

@@ -113,6 +113,26 @@ fn record_batches() {
 }
 
 #[test]
+fn record_walk() {
+    replay(
+        "record_walk",
+        targets::record_walk,
+        targets::seeds::record_walk(),
+        MUTANTS_PER_SEED * 10,
+    );
+}
+
+#[test]
+fn cleaner() {
+    replay(
+        "cleaner",
+        targets::cleaner,
+        targets::seeds::cleaner(),
+        RECOVERY_MUTANTS_PER_SEED,
+    );
+}
+
+#[test]
 fn index_files() {
     replay(
         "index_files",

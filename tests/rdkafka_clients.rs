@@ -925,3 +925,97 @@ fn large_fetches_go_from_the_page_cache_to_the_socket_byte_exact() {
         }
     }
 }
+
+/// Delivery reports by value: `None` for an acknowledged record, else librdkafka's error code.
+#[derive(Clone, Default)]
+struct Outcomes(Arc<std::sync::Mutex<HashMap<String, Option<RDKafkaErrorCode>>>>);
+
+impl rdkafka::ClientContext for Outcomes {}
+
+impl rdkafka::producer::ProducerContext for Outcomes {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        let (message, code) = match result {
+            Ok(m) => (m, None),
+            Err((KafkaError::MessageProduction(code), m)) => (m, Some(*code)),
+            Err((e, _)) => panic!("not a produce error: {e}"),
+        };
+        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+        self.0.lock().unwrap().insert(value, code);
+    }
+}
+
+/// Sends 100 records to a compacted topic, every tenth without a key, with `settings`; returns
+/// each record's outcome by index.
+fn produce_every_tenth_keyless(
+    broker: &Broker,
+    topic: &str,
+    settings: &[(&str, &str)],
+) -> Vec<Option<RDKafkaErrorCode>> {
+    let outcomes = Outcomes::default();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap());
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    let producer: ThreadedProducer<Outcomes> =
+        config.create_with_context(outcomes.clone()).unwrap();
+    for i in 0..100 {
+        let value = format!("value-{i}");
+        let key = format!("key-{i}");
+        let record = BaseRecord::to(topic).partition(0).payload(&value);
+        let record = if i % 10 == 0 {
+            record
+        } else {
+            record.key(&key)
+        };
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+    let outcomes = outcomes.0.lock().unwrap();
+    (0..100)
+        .map(|i| {
+            *outcomes
+                .get(&format!("value-{i}"))
+                .expect("a delivery report")
+        })
+        .collect()
+}
+
+#[test]
+fn keyless_records_to_a_compacted_topic_fail_alone_with_record_errors() {
+    let broker = Broker::start("record-errors", 1, &[]);
+    let topic =
+        NewTopic::new("keyed", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let created = block_on(admin(&broker).create_topics([&topic], &AdminOptions::new()));
+    assert!(created.unwrap()[0].is_ok());
+    let keyless = |i: usize| i.is_multiple_of(10);
+
+    // One batch of all hundred: the ten keyless records are named, the others refused with them.
+    let one_batch = [("linger.ms", "1000"), ("batch.num.messages", "1000")];
+    let outcomes = produce_every_tenth_keyless(&broker, "keyed", &one_batch);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let expected = if keyless(i) {
+            RDKafkaErrorCode::InvalidRecord
+        } else {
+            RDKafkaErrorCode::InvalidDifferentRecord
+        };
+        assert_eq!(*outcome, Some(expected), "record {i} of one batch");
+    }
+
+    // One record per batch: the ninety keyed ones are stored.
+    let outcomes = produce_every_tenth_keyless(&broker, "keyed", &[("batch.num.messages", "1")]);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let expected = keyless(i).then_some(RDKafkaErrorCode::InvalidRecord);
+        assert_eq!(*outcome, expected, "record {i} alone in its batch");
+    }
+    let consumer = consumer(&broker);
+    let (low, high) = consumer
+        .fetch_watermarks("keyed", 0, TIMEOUT)
+        .expect("watermarks");
+    assert_eq!(
+        (low, high),
+        (0, 90),
+        "nothing of the refused batch is stored"
+    );
+}

@@ -12,12 +12,13 @@
 //! - by the test suite, on stable (`tests/fuzz_replay.rs` includes this file and runs every
 //!   target over its seeds and thousands of deterministic mutations of them).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use futures::executor::block_on;
 use kafka_protocol::messages::{ApiKey, RequestKind};
-use sluice_broker::config::{Config, LogConfig};
+use sluice_broker::config::{Config, LogConfig, TimestampType};
 use sluice_broker::group::records::{CommittedOffset, OffsetsRecord};
 use sluice_broker::limits::TOPIC_PARTITIONS_MAX;
 use sluice_broker::metadata::{is_valid_topic_name, MetadataImage};
@@ -28,6 +29,8 @@ use sluice_broker::storage::index::{OffsetIndex, TimeIndex};
 use sluice_broker::storage::log::cleaner::CleanerCheckpoint;
 use sluice_broker::storage::log::Log;
 use sluice_broker::storage::mem::MemStorage;
+use sluice_broker::storage::record_check::RecordRules;
+use sluice_broker::storage::record_walk::RecordWalker;
 use sluice_broker::storage::records;
 use sluice_broker::storage::txn_index::{self, AbortedTxn};
 use sluice_broker::storage::{Storage, StorageFile};
@@ -64,17 +67,32 @@ pub fn request_frame(data: &[u8]) -> bool {
     true
 }
 
+/// Rules a fuzzed Produce is validated against: any timestamp passes, keys are required when
+/// `compacted`.
+fn rules(tp: &TopicPartition, compacted: bool) -> RecordRules<'_> {
+    RecordRules {
+        tp,
+        compacted,
+        timestamp_type: TimestampType::CreateTime,
+        timestamp_before_max_ms: i64::MAX,
+        timestamp_after_max_ms: i64::MAX,
+        now_ms: 0,
+    }
+}
+
 /// The records of one partition in a Produce request. What `validate_produce` accepts is a run
-/// of whole batches that each pass `check_batch`; reading the records of an accepted batch
-/// (the compactor, compacted-topic validation, timestamp lookups) answers without panicking, and
-/// a batch rebuilt from all its records is valid again.
+/// of whole batches that each pass `check_batch`, whose records the walker reads in full with
+/// offset deltas 0, 1, 2, ...; reading the records of an accepted batch (the compactor,
+/// timestamp lookups) answers inside the batch's offsets without panicking, and a batch rebuilt
+/// from all its records is valid again.
 pub fn record_batches(data: &[u8]) -> bool {
     let bytes = Bytes::copy_from_slice(data);
     batch::for_each_batch(&bytes, |_| {});
     let (cut, _) = batch::whole_batches_below(&bytes, Offset(i64::MAX));
     assert!(cut.len() <= bytes.len());
     let _ = batch::check_stored_batch(data);
-    let Ok(batches) = batch::validate_produce(data, MAX_MESSAGE_BYTES) else {
+    let tp = TopicPartition::new("fuzz", 0);
+    let Ok(batches) = batch::validate_produce(data, MAX_MESSAGE_BYTES, &rules(&tp, false)) else {
         return false;
     };
     let mut end = 0;
@@ -84,6 +102,12 @@ pub fn record_batches(data: &[u8]) -> bool {
         let one = &data[at..end];
         assert_eq!(batch::check_batch(one), Ok(header));
         assert!(!header.is_control());
+        if header.codec() == 0 {
+            let deltas: Vec<i32> = RecordWalker::new(one, &header)
+                .map(|r| r.expect("an accepted batch walks").offset_delta)
+                .collect();
+            assert_eq!(deltas, (0..header.record_count).collect::<Vec<_>>());
+        }
         for target in [
             i64::MIN,
             0,
@@ -96,7 +120,6 @@ pub fn record_batches(data: &[u8]) -> bool {
             }
         }
         let _ = batch::control_type(one);
-        let _ = records::has_keyless_record(one);
         if let Some(found) = records::read_records(one) {
             assert_eq!(found.len(), header.record_count as usize);
             let kept: Vec<&records::RecordRef> = found.iter().collect();
@@ -108,6 +131,118 @@ pub fn record_batches(data: &[u8]) -> bool {
         }
     }
     assert_eq!(end, data.len(), "validation covers every byte");
+    true
+}
+
+/// One batch's records, walked: whatever the bytes, the walker ends (at most `record_count`
+/// records and one error), and every record it yields lies inside the batch, after the one
+/// before it, with its key and value inside the record. Accepted: the walk ended without error.
+pub fn record_walk(data: &[u8]) -> bool {
+    let Some(header) = BatchHeader::parse(data) else {
+        return false;
+    };
+    let mut end = batch::HEADER_BYTES;
+    let mut yielded = 0usize;
+    for record in RecordWalker::new(data, &header) {
+        yielded += 1;
+        assert!(yielded <= header.record_count.max(0) as usize + 1);
+        let Ok(record) = record else {
+            return false;
+        };
+        assert_eq!(record.bytes.start, end, "records follow each other");
+        assert!(record.bytes.end <= data.len());
+        for field in [&record.key, &record.value].into_iter().flatten() {
+            assert!(record.bytes.start < field.start && field.end <= record.bytes.end);
+        }
+        end = record.bytes.end;
+    }
+    assert_eq!(end, data.len(), "a clean walk covers the batch");
+    true
+}
+
+/// Compaction over batches the produce validator accepts for a compacted topic: `data` is a run
+/// of batches, appended twice (so every key has a newer value), then the log is cleaned. The
+/// cleaner's plan and copy must not panic; every batch it writes passes the stored check and
+/// reads back with offsets inside its range; and a consumer reading from the start sees each
+/// key's latest record at the offset it was written.
+pub fn cleaner(data: &[u8]) -> bool {
+    let tp = TopicPartition::new("fuzz", 0);
+    let Ok(batches) = batch::validate_produce(data, MAX_MESSAGE_BYTES, &rules(&tp, true)) else {
+        return false;
+    };
+    let mut config = Config::default().log;
+    config.segment_bytes = 512;
+    config.cleanup_delete = false;
+    config.cleanup_compact = true;
+    config.min_cleanable_dirty_ratio = 0.0;
+    let storage = MemStorage::default();
+    let mut log = block_on(Log::open(
+        storage,
+        PathBuf::from("/fuzz/compacted-0"),
+        config,
+        Offset(0),
+        0,
+        &mut |_, _| None,
+    ))
+    .expect("an empty log opens")
+    .0;
+    // The latest offset of each key as appended; uncompressed batches only (the cleaner leaves
+    // compressed ones whole).
+    let mut latest: HashMap<Vec<u8>, Offset> = HashMap::new();
+    for _ in 0..2 {
+        for (header, at, size) in &batches {
+            let bytes = Bytes::copy_from_slice(&data[*at..at + size]);
+            let appended = log.append(bytes.clone(), header, 0, 0).expect("an append");
+            if let Some(found) = records::read_records(&bytes) {
+                for record in &found {
+                    let key = bytes[record.key.clone().expect("keyed")].to_vec();
+                    latest.insert(key, records::record_offset(appended.base_offset, record));
+                }
+            }
+        }
+    }
+    if let Some(job) = log.take_flush() {
+        let done = block_on(job.run());
+        log.complete_flush(done).expect("a flush");
+    }
+    if let Some(plan) = log.plan_cleaning(log.high_watermark(), 0, 1 << 20) {
+        if let Some(cleaned) = block_on(plan.run()).expect("cleaning runs") {
+            let finish = log.install_cleaned(cleaned);
+            block_on(finish.write()).expect("cleaning finishes");
+        }
+    }
+    let mut seen: HashMap<Vec<u8>, Offset> = HashMap::new();
+    let mut offset = log.log_start();
+    while offset < log.high_watermark() {
+        let cursor = log
+            .cursor_at(offset)
+            .expect("a cursor")
+            .expect("below the HW");
+        let bytes = block_on(cursor.read(offset, 1 << 20)).expect("a read");
+        let mut at = 0;
+        let before = offset;
+        while let Some(header) = BatchHeader::parse(&bytes[at..]) {
+            let size = header.total_bytes();
+            if size == 0 || at + size > bytes.len() {
+                break;
+            }
+            let whole = &bytes[at..at + size];
+            batch::check_stored_batch(whole).expect("a cleaned batch passes the stored check");
+            for record in records::read_records(whole).unwrap_or_default() {
+                let at_offset = records::record_offset(header.base_offset, &record);
+                assert!(at_offset <= header.last_offset());
+                let key = whole[record.key.clone().expect("keyed")].to_vec();
+                seen.insert(key, at_offset);
+            }
+            offset = header.next_offset();
+            at += size;
+        }
+        assert!(offset > before, "reads make progress");
+    }
+    assert_eq!(
+        seen, latest,
+        "each key's latest record survives where it was written"
+    );
     true
 }
 
@@ -349,6 +484,49 @@ pub mod seeds {
             many,
             [one, keyless].concat(),
         ]
+    }
+
+    /// Single uncompressed batches, as the walker reads them: those of `record_batches`, and
+    /// one with headers on its records.
+    pub fn record_walk() -> Vec<Vec<u8>> {
+        let mut seeds: Vec<Vec<u8>> = record_batches()
+            .into_iter()
+            .filter(|b| BatchHeader::parse(b).is_some_and(|h| h.total_bytes() == b.len()))
+            .collect();
+        seeds.push(with_headers());
+        seeds
+    }
+
+    /// Keyed batches for a compacted topic: repeated keys, tombstones, several batches.
+    pub fn cleaner() -> Vec<Vec<u8>> {
+        let pairs: Vec<batch::KeyValue> = (0..30u8)
+            .map(|i| {
+                let value: Option<&[u8]> = if i % 7 == 6 { None } else { Some(b"value") };
+                (Some(&KEYS[usize::from(i % 5)][..]), value)
+            })
+            .collect();
+        let one = batch::build_batch(&pairs[..10], 1);
+        let other = batch::build_batch(&pairs[10..], 2);
+        vec![one.clone(), [one, other.clone()].concat(), other]
+    }
+
+    /// The keys `cleaner` seeds repeat.
+    const KEYS: [[u8; 2]; 5] = [*b"k0", *b"k1", *b"k2", *b"k3", *b"k4"];
+
+    /// One record with two headers (key "h" value "1", key "n" null value).
+    fn with_headers() -> Vec<u8> {
+        let mut body = vec![0u8, 0, 0]; // attributes, timestamp delta, offset delta
+        body.extend_from_slice(&[2, b'k', 2, b'v']); // key "k", value "v"
+        body.extend_from_slice(&[4, 2, b'h', 2, b'1', 2, b'n', 1]); // 2 headers
+        let mut batch = batch::build_batch(&[(Some(b"k"), Some(b"v"))], 0);
+        batch.truncate(batch::HEADER_BYTES);
+        batch::put_varlong(&mut batch, body.len() as i64);
+        batch.extend_from_slice(&body);
+        let len = (batch.len() - batch::LOG_OVERHEAD_BYTES) as i32;
+        batch[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = batch::compute_crc(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch
     }
 
     /// One valid input of each kind `state_files` reads, behind its selector byte.

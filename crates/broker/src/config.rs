@@ -56,6 +56,12 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms` (KIP-937): with CreateTime, a record stamped more than
+    /// this before the broker's clock is refused (INVALID_TIMESTAMP).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms` (KIP-937): with CreateTime, a record stamped more than
+    /// this after the broker's clock is refused.
+    pub timestamp_after_max_ms: i64,
     pub flush: FlushPolicy,
 }
 
@@ -172,6 +178,8 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.index.interval.bytes", "4096"),
     ("log.flush.interval.messages", "1"),
     ("log.message.timestamp.type", "CreateTime"),
+    ("log.message.timestamp.before.max.ms", "9223372036854775807"),
+    ("log.message.timestamp.after.max.ms", "3600000"),
     ("sluice.spin.before.park.us", "0"),
     ("sluice.memory.release.interval.ms", "10000"),
     ("sluice.fetch.zero.copy", "true"),
@@ -277,6 +285,18 @@ impl Config {
                 i32::MAX as i64,
             )? as usize,
             timestamp_type: parse_timestamp_type(&get("log.message.timestamp.type"))?,
+            timestamp_before_max_ms: parse_in_range(
+                "log.message.timestamp.before.max.ms",
+                &get("log.message.timestamp.before.max.ms"),
+                0,
+                i64::MAX,
+            )?,
+            timestamp_after_max_ms: parse_in_range(
+                "log.message.timestamp.after.max.ms",
+                &get("log.message.timestamp.after.max.ms"),
+                0,
+                i64::MAX,
+            )?,
             flush: parse_flush_policy(&get("log.flush.interval.messages"))?,
         };
         let config = Config {
@@ -664,6 +684,12 @@ impl LogConfig {
                 self.max_message_bytes = parse_in_range(key, value, 0, i32::MAX as i64)? as usize
             }
             "message.timestamp.type" => self.timestamp_type = parse_timestamp_type(value)?,
+            "message.timestamp.before.max.ms" => {
+                self.timestamp_before_max_ms = parse_in_range(key, value, 0, i64::MAX)?
+            }
+            "message.timestamp.after.max.ms" => {
+                self.timestamp_after_max_ms = parse_in_range(key, value, 0, i64::MAX)?
+            }
             "flush.messages" => self.flush = parse_flush_policy(value)?,
             "cleanup.policy" => {
                 (self.cleanup_delete, self.cleanup_compact) = parse_cleanup_policy(value)?
@@ -690,8 +716,6 @@ impl LogConfig {
             | "flush.ms"
             | "preallocate"
             | "message.timestamp.difference.max.ms"
-            | "message.timestamp.before.max.ms"
-            | "message.timestamp.after.max.ms"
             | "segment.jitter.ms"
             | "local.retention.ms"
             | "local.retention.bytes"

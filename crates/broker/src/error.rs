@@ -27,6 +27,7 @@ pub enum ErrorCode {
     KafkaStorageError,
     UnsupportedCompressionType,
     InvalidRecord,
+    InvalidTimestamp,
     OffsetMetadataTooLarge,
     InvalidCommitOffsetSize,
     CoordinatorLoadInProgress,
@@ -81,6 +82,7 @@ impl ErrorCode {
             ErrorCode::KafkaStorageError => 56,
             ErrorCode::UnsupportedCompressionType => 76,
             ErrorCode::InvalidRecord => 87,
+            ErrorCode::InvalidTimestamp => 32,
             ErrorCode::OffsetMetadataTooLarge => 12,
             ErrorCode::InvalidCommitOffsetSize => 28,
             ErrorCode::CoordinatorLoadInProgress => 14,
@@ -113,5 +115,38 @@ impl ErrorCode {
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?} ({})", self, self.code())
+    }
+}
+
+/// A refused produce to one partition: its code and, where Kafka explains the refusal record by
+/// record (KIP-467), which records and why. Built only on the refusal path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceError {
+    pub code: ErrorCode,
+    pub records: Option<Box<RecordErrors>>,
+}
+
+/// The per-record part of a refusal: Produce v8+ carries it as `record_errors` and
+/// `error_message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordErrors {
+    /// At most `limits::PRODUCE_RECORD_ERRORS_MAX`, in batch order.
+    pub errors: Vec<RecordError>,
+    pub message: String,
+}
+
+/// One refused record: its index in its batch, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
+}
+
+impl From<ErrorCode> for ProduceError {
+    fn from(code: ErrorCode) -> ProduceError {
+        ProduceError {
+            code,
+            records: None,
+        }
     }
 }

@@ -198,3 +198,9 @@ pub const SEALED_INDEXES_LOADED_MAX_BYTES: usize = 128 * 1024 * 1024;
 /// Free resident memory the allocator may always keep (more is handed back once it also
 /// exceeds the memory in use): the buffers an idle broker reuses without faulting pages in.
 pub const FREE_MEMORY_RELEASE_MIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Record errors one refused Produce partition lists (KIP-467 `record_errors`). Kafka lists
+/// every one; a batch of a million tiny keyless records would make a response of tens of MB.
+/// Records past the limit are refused all the same (clients report them as refused for another
+/// record's sake).
+pub const PRODUCE_RECORD_ERRORS_MAX: usize = 1_000;

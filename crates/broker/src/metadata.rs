@@ -54,6 +54,14 @@ pub const DYNAMIC_BROKER_CONFIGS: &[(&str, &str)] = &[
     ("log.index.interval.bytes", "index.interval.bytes"),
     ("message.max.bytes", "max.message.bytes"),
     ("log.message.timestamp.type", "message.timestamp.type"),
+    (
+        "log.message.timestamp.before.max.ms",
+        "message.timestamp.before.max.ms",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "message.timestamp.after.max.ms",
+    ),
     ("log.flush.interval.messages", "flush.messages"),
     ("log.cleanup.policy", "cleanup.policy"),
     ("log.cleaner.delete.retention.ms", "delete.retention.ms"),

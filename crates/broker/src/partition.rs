@@ -19,13 +19,13 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::config::LogConfig;
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, ProduceError};
 use crate::metrics::PartitionStats;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::storage::batch::{self, BatchHeader, ControlType};
 use crate::storage::log::cleaner::CleanedLog;
 use crate::storage::log::{Log, ReadCursor, RecoveryReport, SegmentScrub};
-use crate::storage::records;
+use crate::storage::record_check::RecordRules;
 use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{read_whole, segment, write_replacing, Storage};
@@ -199,19 +199,20 @@ impl<S: Storage> Partition<S> {
 
     /// Validates and appends a Produce request's records for this partition. Offsets are assigned
     /// here, synchronously, so requests are ordered as they arrive.
-    pub fn append(&mut self, records: &Bytes, now_ms: i64) -> Result<ProduceOutcome, ErrorCode> {
+    pub fn append(&mut self, records: &Bytes, now_ms: i64) -> Result<ProduceOutcome, ProduceError> {
         if self.log.is_failed() {
-            return Err(ErrorCode::KafkaStorageError);
+            return Err(ErrorCode::KafkaStorageError.into());
         }
-        let batches = batch::validate_produce(records, self.log.config().max_message_bytes)?;
-        if self.log.config().cleanup_compact
-            && batches
-                .iter()
-                .any(|(_, start, size)| records::has_keyless_record(&records[*start..start + size]))
-        {
-            // As Kafka: a compacted topic cannot keep "the latest value" of no key.
-            return Err(ErrorCode::InvalidRecord);
-        }
+        let config = self.log.config();
+        let rules = RecordRules {
+            tp: &self.tp,
+            compacted: config.cleanup_compact,
+            timestamp_type: config.timestamp_type,
+            timestamp_before_max_ms: config.timestamp_before_max_ms,
+            timestamp_after_max_ms: config.timestamp_after_max_ms,
+            now_ms,
+        };
+        let batches = batch::validate_produce(records, config.max_message_bytes, &rules)?;
         let mut first: Option<ProduceOutcome> = None;
         for (header, start, size) in batches {
             self.check_transaction(&header)?;
@@ -694,7 +695,7 @@ mod tests {
         );
         assert_eq!(
             p.append(&record(61), 0),
-            Err(ErrorCode::OutOfOrderSequenceNumber)
+            Err(ErrorCode::OutOfOrderSequenceNumber.into())
         );
         drop(p);
 
@@ -746,7 +747,7 @@ mod tests {
         let mut p = open(false);
         assert_eq!(
             p.append(&transactional(0, 7), 0),
-            Err(ErrorCode::InvalidTxnState),
+            Err(ErrorCode::InvalidTxnState.into()),
             "not added to a transaction by the coordinator"
         );
         p.admit_transaction(p7, epoch);
@@ -761,7 +762,7 @@ mod tests {
         );
         assert_eq!(
             p.append(&Bytes::from(batch(&[b"x"], 0, Some((7, 0, 1)))), 0),
-            Err(ErrorCode::InvalidTxnState),
+            Err(ErrorCode::InvalidTxnState.into()),
             "no plain writes while its transaction is open"
         );
         flush(&mut p);

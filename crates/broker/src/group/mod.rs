@@ -602,7 +602,8 @@ impl GroupCoordinator {
         let batch = encode_batch(records, shard.clock.now_ms());
         let outcome = partition
             .borrow_mut()
-            .append(&batch, shard.clock.now_ms())?;
+            .append(&batch, shard.clock.now_ms())
+            .map_err(|refused| refused.code)?;
         partition::schedule_flush(partition);
         Ok(outcome.durable_at)
     }

@@ -22,7 +22,7 @@ use futures::future::{select, select_all, LocalBoxFuture};
 use futures::FutureExt;
 
 use crate::config::Config;
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, ProduceError};
 use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::limits;
@@ -134,7 +134,7 @@ pub enum ShardRequest {
 /// The answer to a `ShardRequest`.
 #[derive(Debug)]
 pub enum ShardResponse {
-    Produce(Vec<Result<ProduceOutcome, ErrorCode>>),
+    Produce(Vec<Result<ProduceOutcome, ProduceError>>),
     Fetch(Vec<FetchResult>),
     ListOffsets(Vec<OffsetAnswer>),
     DeleteRecords(Vec<Result<Offset, ErrorCode>>),
@@ -302,17 +302,19 @@ impl Shard {
         self: &Rc<Self>,
         acks: i16,
         items: Vec<(TopicPartition, Bytes)>,
-    ) -> Vec<Result<ProduceOutcome, ErrorCode>> {
+    ) -> Vec<Result<ProduceOutcome, ProduceError>> {
         let now = self.clock.now_ms();
         let mut appended = Vec::with_capacity(items.len());
         for (tp, records) in &items {
             let result = if self.is_stopping() {
-                Err(ErrorCode::NotLeaderOrFollower)
+                Err(ErrorCode::NotLeaderOrFollower.into())
             } else {
-                self.partition(tp).and_then(|p| {
-                    let outcome = p.borrow_mut().append(records, now);
-                    outcome.map(|o| (o, p))
-                })
+                self.partition(tp)
+                    .map_err(ProduceError::from)
+                    .and_then(|p| {
+                        let outcome = p.borrow_mut().append(records, now);
+                        outcome.map(|o| (o, p))
+                    })
             };
             if let Ok((_, p)) = &result {
                 partition::schedule_flush(p);
@@ -324,7 +326,8 @@ impl Shard {
             results.push(match result {
                 Ok((outcome, p)) if acks != 0 => partition::wait_durable(&p, outcome.durable_at)
                     .await
-                    .map(|_| outcome),
+                    .map(|_| outcome)
+                    .map_err(ProduceError::from),
                 Ok((outcome, _)) => Ok(outcome),
                 Err(code) => Err(code),
             });

@@ -1,12 +1,16 @@
 //! Record batch v2 headers: parse, validate, and patch the two fields the broker owns.
 //!
-//! Batches travel from the socket to disk and back as bytes. The broker reads only the 61-byte
+//! Batches travel from the socket to disk and back as bytes. The broker reads the 61-byte
 //! header, checks the CRC-32C over the rest, and rewrites base offset and partition leader epoch
-//! (both outside the CRC). Records themselves are decoded only for timestamp lookups.
+//! (both outside the CRC). The records of a produced uncompressed batch are walked once for
+//! validation (`record_check`); after that they are read only for timestamp lookups and
+//! compaction.
 
 use bytes::Bytes;
 
-use crate::error::ErrorCode;
+use super::record_check::{self, RecordRules};
+use super::record_walk::RecordWalker;
+use crate::error::{ErrorCode, ProduceError};
 use crate::types::Offset;
 
 /// Size of the v2 batch header, up to and including the record count.
@@ -126,25 +130,38 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_START..])
 }
 
-/// Checks one complete batch as a producer sent it (exactly `bytes`): structure, magic, CRC,
-/// and one record per offset.
+/// Checks one complete batch as a producer sent it (exactly `bytes`): structure, magic, CRC
+/// (CORRUPT_MESSAGE, as Kafka's CRC check), and one record per offset (INVALID_RECORD, as
+/// Kafka's `LogValidator.validateBatch`).
 pub fn check_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
-    let header = check_stored_batch(bytes)?;
-    if header.last_offset_delta != header.record_count - 1 {
-        return Err(ErrorCode::CorruptMessage);
+    let header = check_frame(bytes)?;
+    if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
+        return Err(ErrorCode::InvalidRecord);
     }
     if header.codec() == 0
         && header.record_count as usize > (bytes.len() - HEADER_BYTES) / RECORD_MIN_BYTES
     {
-        // More records claimed than the bytes could hold: offsets would jump for nothing.
-        return Err(ErrorCode::CorruptMessage);
+        // More records claimed than the bytes could hold: Kafka's record iterator runs out.
+        return Err(ErrorCode::InvalidRecord);
     }
-    Ok(header)
+    check_codec(header)
 }
 
 /// Checks one complete batch as the log may hold it (recovery): structure, magic and CRC. A
 /// compacted batch keeps its offset range but may hold fewer records than offsets.
 pub fn check_stored_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
+    let header = check_frame(bytes)?;
+    if header.record_count <= 0
+        || header.last_offset_delta < 0
+        || header.record_count as i64 > header.last_offset_delta as i64 + 1
+    {
+        return Err(ErrorCode::CorruptMessage);
+    }
+    check_codec(header)
+}
+
+/// The header, the batch's length and its CRC.
+fn check_frame(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
     let header = BatchHeader::parse(bytes).ok_or(ErrorCode::CorruptMessage)?;
     if header.magic != 2 {
         return Err(ErrorCode::UnsupportedForMessageFormat);
@@ -152,12 +169,10 @@ pub fn check_stored_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
     if header.total_bytes() != bytes.len() || compute_crc(bytes) != header.crc {
         return Err(ErrorCode::CorruptMessage);
     }
-    if header.record_count <= 0
-        || header.last_offset_delta < 0
-        || header.record_count as i64 > header.last_offset_delta as i64 + 1
-    {
-        return Err(ErrorCode::CorruptMessage);
-    }
+    Ok(header)
+}
+
+fn check_codec(header: BatchHeader) -> Result<BatchHeader, ErrorCode> {
     if header.codec() > 4 {
         return Err(ErrorCode::UnsupportedCompressionType);
     }
@@ -166,11 +181,14 @@ pub fn check_stored_batch(bytes: &[u8]) -> Result<BatchHeader, ErrorCode> {
 
 /// Validates the records of one partition in a Produce request: one or more complete v2
 /// batches, each within `max_message_bytes`, none a control batch, sequences present when a
-/// producer id is. Returns each batch's header with its byte range.
+/// producer id is, and every record of an uncompressed batch checked against `rules`
+/// (compressed batches are not opened: the broker carries no codecs). Nothing is stored unless
+/// every batch passes. Returns each batch's header with its byte range.
 pub fn validate_produce(
     records: &[u8],
     max_message_bytes: usize,
-) -> Result<Vec<(BatchHeader, usize, usize)>, ErrorCode> {
+    rules: &RecordRules,
+) -> Result<Vec<(BatchHeader, usize, usize)>, ProduceError> {
     let mut batches = Vec::new();
     let mut at = 0;
     while at < records.len() {
@@ -178,23 +196,26 @@ pub fn validate_produce(
         let header = BatchHeader::parse(rest).ok_or(ErrorCode::CorruptMessage)?;
         let size = header.total_bytes();
         if size == 0 || size > rest.len() {
-            return Err(ErrorCode::CorruptMessage);
+            return Err(ErrorCode::CorruptMessage.into());
         }
         if size > max_message_bytes {
-            return Err(ErrorCode::MessageTooLarge);
+            return Err(ErrorCode::MessageTooLarge.into());
         }
         let header = check_batch(&rest[..size])?;
         if header.is_control() {
-            return Err(ErrorCode::InvalidRecord);
+            return Err(ErrorCode::InvalidRecord.into());
         }
         if header.has_producer_id() && header.base_sequence < 0 {
-            return Err(ErrorCode::InvalidRecord);
+            return Err(ErrorCode::InvalidRecord.into());
+        }
+        if header.codec() == 0 {
+            record_check::check_records(&rest[..size], &header, rules)?;
         }
         batches.push((header, at, size));
         at += size;
     }
     if batches.is_empty() {
-        return Err(ErrorCode::CorruptMessage);
+        return Err(ErrorCode::CorruptMessage.into());
     }
     Ok(batches)
 }
@@ -217,6 +238,12 @@ pub fn set_log_append_time(header: &mut [u8; HEADER_BYTES], records: &[u8], now_
 
 /// Reads a zig-zag varint (Kafka's record fields); `None` when the bytes run out or it overflows.
 pub(crate) fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let first = *bytes.get(*at)?;
+    if first & 0x80 == 0 {
+        // Most timestamp deltas fit one byte.
+        *at += 1;
+        return Some(i64::from(first >> 1) ^ -i64::from(first & 1));
+    }
     let mut raw: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(*at)?;
@@ -463,22 +490,22 @@ pub fn first_record_at_or_after(
         let first = header.base_offset.max(from);
         return (header.max_timestamp >= target_ms).then_some((first, header.max_timestamp));
     }
-    let mut at = HEADER_BYTES;
-    for _ in 0..header.record_count {
-        let length = read_varlong(batch, &mut at)?;
-        let record_start = at;
-        at += 1; // attributes
-        let timestamp_delta = read_varlong(batch, &mut at)?;
-        let offset_delta = read_varlong(batch, &mut at)?;
-        let timestamp = header.base_timestamp.saturating_add(timestamp_delta);
-        let offset = Offset(header.base_offset.0.saturating_add(offset_delta));
+    for record in RecordWalker::new(batch, &header) {
+        let record = record.ok()?;
+        if record.offset_delta < 0 || record.offset_delta > header.last_offset_delta {
+            // Only a damaged stored batch: produce validation refuses such deltas.
+            return None;
+        }
+        let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
+        let offset = Offset(
+            header
+                .base_offset
+                .0
+                .saturating_add(i64::from(record.offset_delta)),
+        );
         if timestamp >= target_ms && offset >= from {
             return Some((offset, timestamp));
         }
-        if length < 0 {
-            return None;
-        }
-        at = record_start.checked_add(length as usize)?;
     }
     None
 }
@@ -488,6 +515,19 @@ pub mod test_batches {
     //! Builds valid v2 batches for tests, without a client.
 
     use super::*;
+    use crate::types::TopicPartition;
+
+    /// Rules that let any timestamp through, on a topic that is not compacted.
+    pub fn rules(tp: &TopicPartition) -> RecordRules<'_> {
+        RecordRules {
+            tp,
+            compacted: false,
+            timestamp_type: crate::config::TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            now_ms: 0,
+        }
+    }
 
     /// A batch of `values` (no keys, no headers), timestamps `base_ts + i`, optional producer.
     pub fn batch(values: &[&[u8]], base_ts: i64, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
@@ -530,13 +570,17 @@ pub mod test_batches {
 
 #[cfg(test)]
 mod tests {
-    use super::test_batches::batch;
+    use super::test_batches::{batch, rules};
     use super::*;
+    use crate::types::TopicPartition;
+
+    static TP: std::sync::LazyLock<TopicPartition> =
+        std::sync::LazyLock::new(|| TopicPartition::new("t", 0));
 
     #[test]
     fn valid_batch_passes_and_reports_fields() {
         let b = batch(&[b"a", b"bb", b"ccc"], 1000, Some((7, 0, 5)));
-        let v = validate_produce(&b, 1 << 20).unwrap();
+        let v = validate_produce(&b, 1 << 20, &rules(&TP)).unwrap();
         assert_eq!(v.len(), 1);
         let h = v[0].0;
         assert_eq!(h.record_count, 3);
@@ -551,25 +595,33 @@ mod tests {
         let last = bad_crc.len() - 1;
         bad_crc[last] ^= 1;
         assert_eq!(
-            validate_produce(&bad_crc, 1 << 20).unwrap_err(),
+            validate_produce(&bad_crc, 1 << 20, &rules(&TP))
+                .unwrap_err()
+                .code,
             ErrorCode::CorruptMessage
         );
         let mut bad_magic = good.clone();
         bad_magic[16] = 1;
         assert_eq!(
-            validate_produce(&bad_magic, 1 << 20).unwrap_err(),
+            validate_produce(&bad_magic, 1 << 20, &rules(&TP))
+                .unwrap_err()
+                .code,
             ErrorCode::UnsupportedForMessageFormat
         );
         assert_eq!(
-            validate_produce(&good[..40], 1 << 20).unwrap_err(),
+            validate_produce(&good[..40], 1 << 20, &rules(&TP))
+                .unwrap_err()
+                .code,
             ErrorCode::CorruptMessage
         );
         assert_eq!(
-            validate_produce(&good, 10).unwrap_err(),
+            validate_produce(&good, 10, &rules(&TP)).unwrap_err().code,
             ErrorCode::MessageTooLarge
         );
         assert_eq!(
-            validate_produce(&[], 1 << 20).unwrap_err(),
+            validate_produce(&[], 1 << 20, &rules(&TP))
+                .unwrap_err()
+                .code,
             ErrorCode::CorruptMessage
         );
         let mut inflated = good.clone();
@@ -578,8 +630,10 @@ mod tests {
         let crc = compute_crc(&inflated);
         inflated[17..21].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(
-            validate_produce(&inflated, 1 << 20).unwrap_err(),
-            ErrorCode::CorruptMessage,
+            validate_produce(&inflated, 1 << 20, &rules(&TP))
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidRecord,
             "1000 records in a few bytes"
         );
         let mut control = good.clone();
@@ -587,7 +641,9 @@ mod tests {
         let crc = compute_crc(&control);
         control[17..21].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(
-            validate_produce(&control, 1 << 20).unwrap_err(),
+            validate_produce(&control, 1 << 20, &rules(&TP))
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidRecord
         );
     }
@@ -632,7 +688,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn validator_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let _ = validate_produce(&bytes, 1 << 20);
+            let _ = validate_produce(&bytes, 1 << 20, &rules(&TP));
             let _ = first_record_at_or_after(&bytes, 5, Offset(0));
         }
     }
@@ -640,7 +696,12 @@ mod tests {
 
 #[cfg(test)]
 mod control_tests {
+    use super::test_batches::rules;
     use super::*;
+    use crate::types::TopicPartition;
+
+    static TP: std::sync::LazyLock<TopicPartition> =
+        std::sync::LazyLock::new(|| TopicPartition::new("t", 0));
 
     #[test]
     fn control_batches_carry_their_marker_and_pass_validation_checks() {
@@ -651,7 +712,9 @@ mod control_tests {
             assert_eq!((header.producer_id, header.producer_epoch), (7, 3));
             assert_eq!(control_type(&batch), Some(control));
             assert_eq!(
-                validate_produce(&batch, 1 << 20).unwrap_err(),
+                validate_produce(&batch, 1 << 20, &rules(&TP))
+                    .unwrap_err()
+                    .code,
                 ErrorCode::InvalidRecord,
                 "clients may not send control batches"
             );

@@ -212,7 +212,7 @@ impl KeyMap {
         self.bytes += new_bytes;
         for record in records {
             if let Some(key) = &record.key {
-                let offset = Offset(base.0 + record.offset_delta);
+                let offset = records::record_offset(base, record);
                 self.latest.insert(batch.slice(key.clone()), offset);
             }
         }
@@ -728,7 +728,7 @@ impl<S: Storage> CleaningPlan<S> {
             // Written before the topic was compacted: nothing to compare it with.
             return true;
         };
-        let offset = Offset(base.0 + record.offset_delta);
+        let offset = records::record_offset(base, record);
         if keys.superseded(&batch[key.clone()], offset) {
             return false;
         }

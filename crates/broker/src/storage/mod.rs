@@ -11,6 +11,8 @@ pub mod index;
 pub mod log;
 pub mod mem;
 pub mod payload;
+pub mod record_check;
+pub mod record_walk;
 pub mod records;
 pub mod sealed_indexes;
 pub mod segment;

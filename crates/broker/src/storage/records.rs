@@ -1,13 +1,15 @@
 //! The records inside an uncompressed v2 batch, read in place: where each one lies, its offset
 //! and timestamp deltas, its key, whether it is a tombstone. Used where the broker must look
-//! inside a batch: the compactor (latest value per key) and produce validation of compacted
-//! topics (every record needs a key). Everything else passes batches through as bytes.
+//! inside a batch after it is stored: the compactor (latest value per key). Produce validation
+//! reads the same records through the same walker (`record_walk`).
 //!
 //! Runs on the shard that owns the partition.
 
 use std::ops::Range;
 
-use super::batch::{self, read_varlong, BatchHeader, HEADER_BYTES};
+use super::batch::{self, BatchHeader, HEADER_BYTES};
+use super::record_walk::RecordWalker;
+use crate::types::Offset;
 
 /// One record of a batch, as byte ranges into that batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,60 +24,50 @@ pub struct RecordRef {
     pub tombstone: bool,
 }
 
-/// Reads every record of an uncompressed, non-control batch (exactly one batch). `None` when the
-/// batch is compressed, a control batch, or its records do not parse: callers then treat the
-/// batch as opaque.
+/// Reads every record of an uncompressed, non-control batch (exactly one batch), as the log
+/// holds it: offset deltas strictly increasing within the header's range (a compacted batch may
+/// have gaps). `None` when the batch is compressed, a control batch, or its records do not
+/// parse: callers then treat the batch as opaque.
 pub fn read_records(batch: &[u8]) -> Option<Vec<RecordRef>> {
     let header = BatchHeader::parse(batch)?;
     if header.codec() != 0 || header.is_control() || header.total_bytes() != batch.len() {
         return None;
     }
+    // The base offset lies outside the CRC: a damaged one may put the range past i64::MAX.
+    header
+        .base_offset
+        .0
+        .checked_add(i64::from(header.last_offset_delta))?;
     let mut records = Vec::with_capacity(header.record_count.max(0) as usize);
-    let mut at = HEADER_BYTES;
-    for _ in 0..header.record_count {
-        let start = at;
-        let length = usize::try_from(read_varlong(batch, &mut at)?).ok()?;
-        let end = at.checked_add(length)?;
-        if end > batch.len() {
+    let mut previous = -1i64;
+    for record in RecordWalker::new(batch, &header) {
+        let record = record.ok()?;
+        let delta = i64::from(record.offset_delta);
+        if delta <= previous || delta > i64::from(header.last_offset_delta) {
             return None;
         }
-        let body = &batch[..end];
-        at += 1; // attributes
-        let timestamp_delta = read_varlong(body, &mut at)?;
-        let offset_delta = read_varlong(body, &mut at)?;
-        let key = read_bytes_range(body, &mut at)?;
-        let value = read_bytes_range(body, &mut at)?;
+        previous = delta;
         records.push(RecordRef {
-            bytes: start..end,
-            offset_delta,
-            timestamp_delta,
-            key,
-            tombstone: value.is_none(),
+            bytes: record.bytes,
+            offset_delta: delta,
+            timestamp_delta: record.timestamp_delta,
+            key: record.key,
+            tombstone: record.value.is_none(),
         });
-        at = end;
     }
-    (at == batch.len()).then_some(records)
+    Some(records)
 }
 
-/// A length-prefixed byte field: `Some(None)` for null, `None` when it runs past the end.
-fn read_bytes_range(bytes: &[u8], at: &mut usize) -> Option<Option<Range<usize>>> {
-    let len = read_varlong(bytes, at)?;
-    if len < 0 {
-        return Some(None);
-    }
-    let start = *at;
-    let end = start.checked_add(len as usize)?;
-    if end > bytes.len() {
-        return None;
-    }
-    *at = end;
-    Some(Some(start..end))
-}
-
-/// Whether an uncompressed batch holds a record without a key (which a compacted topic
-/// refuses). Compressed batches are not opened here: the broker carries no codecs.
-pub fn has_keyless_record(batch: &[u8]) -> bool {
-    read_records(batch).is_some_and(|records| records.iter().any(|r| r.key.is_none()))
+/// The offset of a record that `read_records` returned from a batch based at `base` (that
+/// batch's base offset). Its delta lies within the batch's range, whose last offset
+/// `read_records` checked fits: no overflow.
+pub fn record_offset(base: Offset, record: &RecordRef) -> Offset {
+    assert!(record.offset_delta >= 0, "read_records checks deltas");
+    Offset(
+        base.0
+            .checked_add(record.offset_delta)
+            .expect("a record's offset lies within its batch's range"),
+    )
 }
 
 /// A copy of `batch` holding only `kept` (a non-empty, ordered subset of its records). The base
@@ -108,7 +100,6 @@ pub fn rebuild_batch(batch: &[u8], kept: &[&RecordRef]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::storage::batch::{build_batch, check_stored_batch};
-    use crate::types::Offset;
 
     #[test]
     fn reads_keys_tombstones_and_deltas() {
@@ -130,11 +121,6 @@ mod tests {
             records.iter().map(|r| r.offset_delta).collect::<Vec<_>>(),
             [0, 1, 2]
         );
-        assert!(has_keyless_record(&batch));
-        assert!(!has_keyless_record(&build_batch(
-            &[(Some(b"k"), Some(b"v"))],
-            0
-        )));
     }
 
     #[test]
@@ -149,6 +135,25 @@ mod tests {
         let len = (long.len() - batch::LOG_OVERHEAD_BYTES) as i32;
         long[8..12].copy_from_slice(&len.to_be_bytes());
         assert_eq!(read_records(&long), None);
+    }
+
+    #[test]
+    fn deltas_outside_the_range_and_ranges_past_the_last_offset_are_opaque() {
+        let mut batch = build_batch(&[(Some(b"k"), Some(b"value"))], 0);
+        let delta_at = HEADER_BYTES + 3; // length, attributes, timestamp delta
+        batch[delta_at] = 32; // zig-zag 16, past the header's last offset delta of 0
+        let crc = batch::compute_crc(&batch);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(read_records(&batch), None);
+        let mut near_the_end = build_batch(&[(Some(b"a"), None), (Some(b"b"), None)], 0);
+        near_the_end[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        assert_eq!(read_records(&near_the_end), None, "offsets would overflow");
+        near_the_end[0..8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+        let records = read_records(&near_the_end).unwrap();
+        assert_eq!(
+            record_offset(Offset(i64::MAX - 1), &records[1]),
+            Offset(i64::MAX)
+        );
     }
 
     #[test]

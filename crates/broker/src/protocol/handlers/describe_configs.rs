@@ -127,6 +127,14 @@ fn effective_topic_configs(log: &LogConfig) -> Vec<(String, String)> {
             log.max_message_bytes.to_string(),
         ),
         ("message.timestamp.type".into(), timestamp_type.into()),
+        (
+            "message.timestamp.before.max.ms".into(),
+            log.timestamp_before_max_ms.to_string(),
+        ),
+        (
+            "message.timestamp.after.max.ms".into(),
+            log.timestamp_after_max_ms.to_string(),
+        ),
         ("flush.messages".into(), flush),
         ("cleanup.policy".into(), cleanup_policy(log).into()),
         (

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::protocol::StrBytes;
 
 use super::scatter::{known, scatter, Slot};
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, ProduceError};
 use crate::metadata::is_internal_topic;
 use crate::partition::ProduceOutcome;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
@@ -20,14 +21,17 @@ use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (3, 11);
 
+/// The first version whose response carries `record_errors` and `error_message` (KIP-467).
+const RECORD_ERRORS_VERSION: i16 = 8;
+
 pub async fn handle(
     shard: &Rc<Shard>,
     request: ProduceRequest,
-    _version: i16,
+    version: i16,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let image = shard.image();
-    let mut results: HashMap<Slot, Result<ProduceOutcome, ErrorCode>> = HashMap::new();
+    let mut results: HashMap<Slot, Result<ProduceOutcome, ProduceError>> = HashMap::new();
     let mut items = Vec::new();
     for (ti, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
@@ -45,7 +49,7 @@ pub async fn handle(
                 None
             };
             match refused {
-                Some(code) => drop(results.insert((ti, pi), Err(code))),
+                Some(code) => drop(results.insert((ti, pi), Err(code.into()))),
                 None => items.push((
                     (ti, pi),
                     TopicPartition::new(name, data.index),
@@ -55,11 +59,18 @@ pub async fn handle(
         }
     }
     let request_for = |items| ShardRequest::Produce { acks, items };
+    // A shard's answer per partition is itself a result (a refusal may explain its records);
+    // the outer one is the shard's, when it could not answer.
     let answers_of = |response| match response {
-        ShardResponse::Produce(outcomes) => Some(outcomes),
+        ShardResponse::Produce(outcomes) => Some(outcomes.into_iter().map(Ok).collect()),
         _ => None,
     };
-    results.extend(scatter(shard, items, request_for, answers_of).await);
+    let answers = scatter(shard, items, request_for, answers_of).await;
+    results.extend(
+        answers
+            .into_iter()
+            .map(|(slot, answer)| (slot, answer.map_err(ProduceError::from).and_then(|a| a))),
+    );
     if acks == 0 {
         return None;
     }
@@ -78,15 +89,12 @@ pub async fn handle(
                         .with_log_start_offset(-1);
                     match results
                         .remove(&(ti, pi))
-                        .unwrap_or(Err(ErrorCode::UnknownServerError))
+                        .unwrap_or(Err(ErrorCode::UnknownServerError.into()))
                     {
                         Ok(o) => response
                             .with_base_offset(o.base_offset.0)
                             .with_log_append_time_ms(o.log_append_time),
-                        Err(code) => response
-                            .with_error_code(code.code())
-                            .with_base_offset(-1)
-                            .with_log_append_time_ms(-1),
+                        Err(refused) => refusal(response, refused, version),
                     }
                 })
                 .collect();
@@ -96,4 +104,33 @@ pub async fn handle(
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// A refused partition's response: its code and, from v8, which records were refused and why.
+fn refusal(
+    response: PartitionProduceResponse,
+    refused: ProduceError,
+    version: i16,
+) -> PartitionProduceResponse {
+    let response = response
+        .with_error_code(refused.code.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1);
+    match refused.records {
+        Some(records) if version >= RECORD_ERRORS_VERSION => {
+            let errors = records
+                .errors
+                .into_iter()
+                .map(|e| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(e.batch_index)
+                        .with_batch_index_error_message(Some(StrBytes::from_string(e.message)))
+                })
+                .collect();
+            response
+                .with_record_errors(errors)
+                .with_error_message(Some(StrBytes::from_string(records.message)))
+        }
+        _ => response,
+    }
 }

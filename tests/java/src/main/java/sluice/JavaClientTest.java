@@ -30,6 +30,7 @@ import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.InvalidRecordException;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidProducerEpochException;
@@ -197,6 +198,7 @@ public final class JavaClientTest {
             check(low == 100, "DeleteRecords moved the log start to 100, got " + low);
         }
         consumerGroup(common, topic, n);
+        recordErrors(common);
         transactions(common);
         fetchSizing(common);
         try (Admin admin = Admin.create(common)) {
@@ -274,6 +276,61 @@ public final class JavaClientTest {
             admin.deleteConsumerGroups(List.of(group)).all().get();
             check(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().isEmpty(),
                 "a deleted group has no offsets");
+        }
+    }
+
+    /**
+     * KIP-467 per-record errors: one batch of 100 records to a compacted topic, every tenth
+     * without a key (the idempotent producer's default). The ten keyless records fail with
+     * InvalidRecordException and the broker's reason for them, the other ninety for sharing their
+     * batch; nothing is stored. Then each record sent on its own: the ninety keyed ones are
+     * stored, and the idempotent producer goes on after the refusals.
+     */
+    private static void recordErrors(Properties common) throws Exception {
+        String topic = "java-compacted-" + System.nanoTime();
+        try (Admin admin = Admin.create(common)) {
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1)
+                .configs(Map.of("cleanup.policy", "compact")))).all().get();
+        }
+        for (boolean oneBatch : new boolean[] {true, false}) {
+            Properties p = new Properties();
+            p.putAll(common);
+            p.put("key.serializer", StringSerializer.class.getName());
+            p.put("value.serializer", StringSerializer.class.getName());
+            p.put("linger.ms", oneBatch ? "1000" : "0");
+            p.put("batch.size", oneBatch ? "1048576" : "1");
+            List<Future<RecordMetadata>> sent = new ArrayList<>();
+            try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+                for (int i = 0; i < 100; i++) {
+                    String key = i % 10 == 0 ? null : "k" + i;
+                    sent.add(producer.send(new ProducerRecord<>(topic, 0, key, "v" + i)));
+                    if (!oneBatch) {
+                        producer.flush();
+                    }
+                }
+                producer.flush();
+            }
+            for (int i = 0; i < 100; i++) {
+                String what = (oneBatch ? "one batch" : "alone") + ", record " + i;
+                try {
+                    sent.get(i).get();
+                    check(!oneBatch && i % 10 != 0, what + ": must be refused");
+                } catch (ExecutionException e) {
+                    String message = String.valueOf(e.getCause().getMessage());
+                    if (i % 10 == 0) {
+                        check(e.getCause() instanceof InvalidRecordException, what + ": InvalidRecordException, got " + e.getCause());
+                        check(message.contains("Compacted topic cannot accept message without key"), what + ": the broker's reason, got " + message);
+                    } else {
+                        check(oneBatch, what + ": a keyed record alone is stored, got " + e.getCause());
+                        check(message.contains("part of a batch which had one more more invalid records"), what + ": refused for another record, got " + message);
+                    }
+                }
+            }
+        }
+        try (KafkaConsumer<String, String> consumer = reader(common, topic, 1, "read_uncommitted")) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            long end = consumer.endOffsets(List.of(tp)).get(tp);
+            check(end == 90, "only the ninety keyed records sent alone are stored, end offset " + end);
         }
     }
 
