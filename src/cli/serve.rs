@@ -21,9 +21,13 @@ pub struct ServeArgs {
     /// Where logs and metadata live [default: ./sluice-data]
     #[arg(long, value_name = "DIR", env = "SLUICE_DATA_DIR")]
     data_dir: Option<String>,
-    /// Shards, one pinned thread each [default: every online core]
+    /// Shards, one pinned thread each [default: one per CPU of the cpuset]
     #[arg(long, value_name = "N", env = "SLUICE_CORES")]
     cores: Option<String>,
+    /// CPUs to pin the shards to, as taskset writes them (0-3,8), or `unpinned`
+    /// [default: the CPUs the process may run on]
+    #[arg(long, value_name = "LIST", env = "SLUICE_CPUSET")]
+    cpuset: Option<String>,
     /// Kafka-style key=value properties file
     #[arg(long, value_name = "FILE", env = "SLUICE_CONFIG")]
     config: Option<PathBuf>,
@@ -45,6 +49,7 @@ impl ServeArgs {
             ("listen", &self.listen),
             ("data.dir", &self.data_dir),
             ("cores", &self.cores),
+            ("cpuset", &self.cpuset),
         ];
         for (key, value) in flags {
             if let Some(value) = value {

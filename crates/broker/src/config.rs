@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cpuset::CpuPlacement;
 use crate::limits;
 
 /// Whether produce acknowledgements wait for fdatasync.
@@ -71,6 +72,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub cores: usize,
+    /// `cpuset`: the CPUs the shards are pinned to, or none.
+    pub placement: CpuPlacement,
     pub node_id: i32,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
@@ -212,7 +215,7 @@ impl Config {
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<Config> {
         for key in props.keys() {
             let known = BROKER_KEYS.iter().any(|(k, _)| k == key)
-                || ["listen", "data.dir", "log.dirs", "cores"].contains(&key.as_str());
+                || ["listen", "data.dir", "log.dirs", "cores", "cpuset"].contains(&key.as_str());
             if !known {
                 tracing::warn!("config key {key} is not known to sluice; ignored");
             }
@@ -232,11 +235,10 @@ impl Config {
             .or_else(|| props.get("log.dirs"))
             .cloned()
             .unwrap_or_else(|| "./sluice-data".to_string());
+        let placement = CpuPlacement::from_setting(props.get("cpuset").map(String::as_str))?;
         let cores = match props.get("cores") {
             Some(v) => parse_in_range("cores", v, 1, 1024)? as usize,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            None => placement.default_shards()?,
         };
         let log = LogConfig {
             segment_bytes: parse_in_range(
@@ -305,6 +307,7 @@ impl Config {
             })?,
             data_dir: PathBuf::from(data_dir),
             cores,
+            placement,
             node_id: parse_in_range("node.id", &get("node.id"), 0, i32::MAX as i64)? as i32,
             num_partitions: parse_in_range(
                 "num.partitions",

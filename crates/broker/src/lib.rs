@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod cpuset;
 pub mod error;
 pub mod group;
 pub mod internal_log;

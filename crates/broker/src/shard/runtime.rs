@@ -90,9 +90,6 @@ pub fn run(
     let connection_limits = Arc::new(connection_limits);
     let mesh = (config.cores > 1)
         .then(|| MeshBuilder::<Envelope, _>::full(config.cores, limits::CROSS_SHARD_QUEUE_DEPTH));
-    let online = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let mut handles = Vec::new();
     for core in 0..config.cores {
         let (config, image, mesh, gate, stop) = (
@@ -103,7 +100,11 @@ pub fn run(
             stop.clone(),
         );
         let connection_limits = connection_limits.clone();
-        let builder = LocalExecutorBuilder::new(Placement::Fixed(core % online))
+        let placement = match config.placement.cpu_of(core) {
+            Some(cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("sluice-shard-{core}"))
             .spin_before_park(Duration::from_micros(config.spin_before_park_us));
         let handle = builder
