@@ -341,8 +341,9 @@ pub struct ReadCursor<S: Storage> {
     file: FileRef<S>,
     start: ScanStart<S>,
     readable: u64,
-    /// The bound the caller passed, when it lies below the durable end: no batch at or past it
-    /// is served. `None` when the readable bytes already end at the bound.
+    /// The bound the caller passed, when it falls inside this segment's readable batches: no
+    /// batch at or past it is served (the read scans headers for it). `None` when the segment's
+    /// readable bytes end at or below the bound, as they always do on one replica.
     cut: Option<Offset>,
     /// The segment's check, when it has one (see `segment_check`): reads wait for it and never
     /// serve what it found damaged.
@@ -986,7 +987,7 @@ impl<S: Storage> Log<S> {
             file: seg.file_ref(&self.storage, &self.dir)?,
             start,
             readable: seg.readable,
-            cut,
+            cut: cut.filter(|c| *c < seg.next_offset),
             check: seg.check.clone(),
             then,
         })
@@ -1094,7 +1095,7 @@ impl<S: Storage> Log<S> {
                     IndexKey::Timestamp(target),
                 ),
                 readable: seg.readable,
-                cut,
+                cut: cut.filter(|c| *c < seg.next_offset),
                 check: seg.check.clone(),
                 then: None,
             };

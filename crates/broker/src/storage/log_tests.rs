@@ -1495,6 +1495,33 @@ fn a_read_bound_below_the_durable_end_serves_nothing_at_or_past_it() {
 }
 
 #[test]
+fn a_read_bound_cuts_only_the_segment_it_falls_in() {
+    let storage = MemStorage::default();
+    let mut log = open_with(&storage, small_config());
+    let mut model = Model::default();
+    let mut rng = Rng(13);
+    for i in 0..60 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    assert!(log.segment_count() > 5);
+    let bases: Vec<Offset> = model.batches.iter().map(|(o, _, _)| *o).collect();
+    let upto = bases[40];
+    for (i, &base) in bases[..40].iter().enumerate() {
+        let cursor = log.cursor_at(base, upto).unwrap().expect("below the bound");
+        let bounded = batch_bases(&block_on(cursor.read(base, 1 << 20)).unwrap());
+        let whole = log.cursor_at(base, log.durable_end()).unwrap().unwrap();
+        let unbounded = batch_bases(&block_on(whole.read(base, 1 << 20)).unwrap());
+        assert_eq!(bounded.first(), Some(&bases[i]));
+        let below: Vec<Offset> = unbounded.into_iter().filter(|b| *b < upto).collect();
+        assert_eq!(
+            bounded, below,
+            "reading from {base}: the same batches, up to the bound"
+        );
+    }
+}
+
+#[test]
 fn retention_keeps_every_segment_not_wholly_below_its_bound() {
     let storage = MemStorage::default();
     let mut config = small_config();
