@@ -205,7 +205,7 @@ pub fn cleaner(data: &[u8]) -> bool {
         let done = block_on(job.run());
         log.complete_flush(done).expect("a flush");
     }
-    if let Some(plan) = log.plan_cleaning(log.high_watermark(), 0, 1 << 20) {
+    if let Some(plan) = log.plan_cleaning(log.durable_end(), 0, 1 << 20) {
         if let Some(cleaned) = block_on(plan.run()).expect("cleaning runs") {
             let finish = log.install_cleaned(cleaned);
             block_on(finish.write()).expect("cleaning finishes");
@@ -213,9 +213,9 @@ pub fn cleaner(data: &[u8]) -> bool {
     }
     let mut seen: HashMap<Vec<u8>, Offset> = HashMap::new();
     let mut offset = log.log_start();
-    while offset < log.high_watermark() {
+    while offset < log.durable_end() {
         let cursor = log
-            .cursor_at(offset)
+            .cursor_at(offset, log.durable_end())
             .expect("a cursor")
             .expect("below the HW");
         let bytes = block_on(cursor.read(offset, 1 << 20)).expect("a read");
@@ -341,7 +341,7 @@ fn assert_a_clean_stop_keeps_timestamp_answers(
 fn timestamp_answers(log: &Log<MemStorage>, timestamps: i64) -> Vec<Option<(Offset, i64)>> {
     (0..=timestamps)
         .map(|target| loop {
-            match log.cursor_for_timestamp(target) {
+            match log.cursor_for_timestamp(target, log.durable_end()) {
                 Ok(None) => break None,
                 Ok(Some(cursor)) => {
                     break block_on(cursor.find_timestamp(target, log.log_start())).expect("read")
@@ -905,8 +905,11 @@ fn flush(log: &mut Log<MemStorage>) -> Offset {
 /// nothing is left to read.
 fn assert_every_offset_reads_a_valid_batch(log: &Log<MemStorage>) {
     let mut offset = log.log_start();
-    while offset < log.high_watermark() {
-        let cursor = log.cursor_at(offset).expect("in range").expect("readable");
+    while offset < log.durable_end() {
+        let cursor = log
+            .cursor_at(offset, log.durable_end())
+            .expect("in range")
+            .expect("readable");
         let bytes = block_on(cursor.read(offset, 1)).expect("read");
         if bytes.is_empty() {
             // Damage emptied every segment from here on: offsets are never reused, so the
@@ -946,7 +949,7 @@ fn append_one_and_read_it_back(log: &mut Log<MemStorage>, reads: ReadsMust) {
 /// The header of the first batch a read at `offset` returns; `Err` says why there is none.
 fn first_batch_read_at(log: &Log<MemStorage>, offset: Offset) -> Result<BatchHeader, String> {
     let cursor = log
-        .cursor_at(offset)
+        .cursor_at(offset, log.durable_end())
         .map_err(|code| format!("{code:?}"))?
         .ok_or("nothing readable")?;
     let bytes = block_on(cursor.read(offset, 1)).map_err(|err| err.to_string())?;

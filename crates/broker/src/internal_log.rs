@@ -46,10 +46,10 @@ pub async fn rewrite(
         last = partition
             .borrow_mut()
             .append_broker_batch(bytes, now_ms)?
-            .durable_at;
+            .end;
         partition::schedule_flush(partition);
     }
-    partition::wait_durable(partition, last).await?;
+    partition::wait_high_watermark(partition, last).await?;
     partition::delete_records(partition, cut.0).await
 }
 

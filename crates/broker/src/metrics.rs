@@ -244,7 +244,7 @@ pub const COMMITTED_OFFSET: (&str, &str, Kind) = (
 /// A partition's high watermark (labels shard, topic, partition).
 pub const HIGH_WATERMARK: (&str, &str, Kind) = (
     "sluice_partition_high_watermark",
-    "Durable offset: what consumers may read.",
+    "High watermark: what consumers may read (on one replica, the end of what is on disk).",
     Kind::Gauge,
 );
 const LAG: (&str, &str, Kind) = (

@@ -1,11 +1,16 @@
 //! A partition as its owning shard sees it: the log, the idempotent-producer state, the leader
-//! epoch, and the waiters parked on it (produce acks waiting for durability, fetches waiting for
-//! data). Lives on one shard only; other shards reach it by cross-shard message.
+//! epoch, the high watermark, and the waiters parked on it (produce acks waiting for the durable
+//! end or the high watermark, fetches waiting for data). Lives on one shard only; other shards
+//! reach it by cross-shard message.
 //!
 //! Offsets kept distinct from the start, because replication will build on them:
 //! - log end offset: where the next append goes;
-//! - high watermark: what is durable (on one broker, "committed"), what fetches may read and acks
-//!   wait for;
+//! - durable end: what this broker's completed flushes wrote (`Log::durable_end`); acks=1
+//!   waits for it;
+//! - high watermark: what is committed, owned here and moved only by `advance_high_watermark`;
+//!   consumers read below it, acks=all and the coordinators wait for it, retention and the
+//!   cleaner stay below it. On one replica it follows the durable end at every flush;
+//!   replication will move it to what the in-sync replicas hold instead;
 //! - last stable offset: the first offset of the oldest open transaction (or the high
 //!   watermark): read_committed fetches stop there;
 //! - leader epoch: stamped on every batch.
@@ -39,8 +44,10 @@ const PRODUCER_SNAPSHOT_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub struct ProduceOutcome {
     pub base_offset: Offset,
     pub log_append_time: i64,
-    /// The acknowledgement may be sent once the high watermark reaches this offset.
-    pub durable_at: Offset,
+    /// The offset after its last batch: the acknowledgement waits until the durable end
+    /// (acks=1, `wait_durable`) or the high watermark (acks=all, `wait_high_watermark`) reaches
+    /// it.
+    pub end: Offset,
 }
 
 /// The offsets a fetch reports beside the data.
@@ -59,7 +66,9 @@ pub struct Partition<S: Storage> {
     log: Log<S>,
     producers: ProducerStateTable,
     leader_epoch: i32,
-    ack_waiters: Vec<(Offset, oneshot::Sender<Result<(), ErrorCode>>)>,
+    /// What consumers may read: at most the log's durable end, never moving back.
+    high_watermark: Offset,
+    ack_waiters: Vec<AckWaiter>,
     data_waiters: Vec<oneshot::Sender<()>>,
     /// Traffic counters for the metrics endpoint.
     pub stats: PartitionStats,
@@ -92,6 +101,22 @@ fn replay_batch(
 }
 
 pub type PartitionRef<S> = Rc<RefCell<Partition<S>>>;
+
+/// Which offset an acknowledgement waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckLevel {
+    /// The leader's durable end: acks=1, and a clean stop's final flush.
+    Durable,
+    /// The high watermark: acks=all, and the coordinators' own writes.
+    HighWatermark,
+}
+
+/// An acknowledgement parked until `level` reaches `at`.
+struct AckWaiter {
+    level: AckLevel,
+    at: Offset,
+    tx: oneshot::Sender<Result<(), ErrorCode>>,
+}
 
 impl<S: Storage> Partition<S> {
     /// Opens the partition's log in `dir`, recovering it and its producer state.
@@ -133,12 +158,15 @@ impl<S: Storage> Partition<S> {
             },
         )
         .await?;
+        // One replica: everything recovered is committed.
+        let high_watermark = log.durable_end();
         let partition = Partition {
             tp,
             dir,
             log,
             producers,
             leader_epoch: 0,
+            high_watermark,
             ack_waiters: Vec::new(),
             data_waiters: Vec::new(),
             txn_admitted: HashMap::new(),
@@ -148,7 +176,7 @@ impl<S: Storage> Partition<S> {
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
-        let hw = self.log.high_watermark();
+        let hw = self.high_watermark;
         PartitionOffsets {
             log_start: self.log.log_start(),
             high_watermark: hw,
@@ -220,7 +248,7 @@ impl<S: Storage> Partition<S> {
                 SequenceCheck::Duplicate(original) => ProduceOutcome {
                     base_offset: original.base_offset,
                     log_append_time: -1,
-                    durable_at: original.last_offset.next(1),
+                    end: original.last_offset.next(1),
                 },
                 SequenceCheck::Append => {
                     let outcome =
@@ -237,7 +265,7 @@ impl<S: Storage> Partition<S> {
             first = Some(match first {
                 None => outcome,
                 Some(f) => ProduceOutcome {
-                    durable_at: outcome.durable_at.max(f.durable_at),
+                    end: outcome.end.max(f.end),
                     ..f
                 },
             });
@@ -292,7 +320,7 @@ impl<S: Storage> Partition<S> {
         Ok(ProduceOutcome {
             base_offset: appended.base_offset,
             log_append_time: appended.log_append_time,
-            durable_at: appended.last_offset.next(1),
+            end: appended.last_offset.next(1),
         })
     }
 
@@ -370,33 +398,72 @@ impl<S: Storage> Partition<S> {
         self.log.aborted_between(from, to)
     }
 
+    /// Where a consumer reads `offset` from: nothing at or past the high watermark is served.
     pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S>>, ErrorCode> {
         if self.log.is_failed() {
             return Err(ErrorCode::KafkaStorageError);
         }
-        self.log.cursor_at(offset)
+        self.log.cursor_at(offset, self.high_watermark)
     }
 
-    /// Wakes everything the new high watermark satisfies (or fails every ack on a storage error).
+    /// Whether `level` has reached `at`.
+    fn reached(&self, level: AckLevel, at: Offset) -> bool {
+        match level {
+            AckLevel::Durable => self.log.durable_end() >= at,
+            AckLevel::HighWatermark => self.high_watermark >= at,
+        }
+    }
+
+    /// Answers the acknowledgements whose offset is now reached.
+    fn wake_acks(&mut self) {
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
+            .into_iter()
+            .partition(|w| self.reached(w.level, w.at));
+        self.ack_waiters = waiting;
+        for w in done {
+            let _ = w.tx.send(Ok(()));
+        }
+    }
+
+    /// A flush completed: answers what the new durable end satisfies, then moves the high
+    /// watermark to it (one replica: what is on this broker's disk is committed). On a storage
+    /// error every ack fails.
     fn on_flushed(&mut self, result: Result<Offset, ErrorCode>) {
         match result {
-            Ok(hw) => {
-                let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ack_waiters)
-                    .into_iter()
-                    .partition(|(at, _)| *at <= hw);
-                self.ack_waiters = waiting;
-                for (_, tx) in done {
-                    let _ = tx.send(Ok(()));
-                }
-                for tx in self.data_waiters.drain(..) {
-                    let _ = tx.send(());
-                }
+            Ok(durable_end) => {
+                self.wake_acks();
+                self.advance_high_watermark(durable_end);
             }
             Err(code) => {
-                for (_, tx) in self.ack_waiters.drain(..) {
-                    let _ = tx.send(Err(code));
+                for w in self.ack_waiters.drain(..) {
+                    let _ = w.tx.send(Err(code));
                 }
             }
+        }
+    }
+
+    /// The one place the high watermark moves: forward only, never past the durable end. Answers
+    /// the acks=all waiters it satisfies and wakes the fetches parked for data.
+    fn advance_high_watermark(&mut self, to: Offset) {
+        assert!(
+            to >= self.high_watermark,
+            "{}: high watermark moving back from {} to {to}",
+            self.tp,
+            self.high_watermark
+        );
+        assert!(
+            to <= self.log.durable_end(),
+            "{}: high watermark {to} past the durable end {}",
+            self.tp,
+            self.log.durable_end()
+        );
+        if to == self.high_watermark {
+            return;
+        }
+        self.high_watermark = to;
+        self.wake_acks();
+        for tx in self.data_waiters.drain(..) {
+            let _ = tx.send(());
         }
     }
 
@@ -439,9 +506,9 @@ async fn newest_roll_snapshot<S: Storage>(
     Ok(None)
 }
 
-/// A clean stop: waits for pending writes, then writes index files and the producer snapshot,
-/// unsynced: the caller syncs the file system once every partition has closed, before it
-/// writes the clean-shutdown marker that makes the next start trust them.
+/// A clean stop: waits for pending writes to reach the disk, then writes index files and the
+/// producer snapshot, unsynced: the caller syncs the file system once every partition has
+/// closed, before it writes the clean-shutdown marker that makes the next start trust them.
 pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::Result<()> {
     let end = this.borrow().log.end();
     wait_durable(this, end)
@@ -480,8 +547,8 @@ pub fn schedule_flush<S: Storage>(this: &PartitionRef<S>) {
     .detach();
 }
 
-/// DeleteRecords: moves the log start to `offset` (-1: the high watermark), durably; returns the
-/// new low watermark.
+/// DeleteRecords: moves the log start to `offset` (-1: the high watermark; never past it),
+/// durably; returns the new low watermark.
 pub async fn delete_records<S: Storage>(
     this: &PartitionRef<S>,
     offset: i64,
@@ -489,10 +556,13 @@ pub async fn delete_records<S: Storage>(
     let (low, checkpoint) = {
         let mut p = this.borrow_mut();
         let target = if offset == -1 {
-            p.log.high_watermark()
+            p.high_watermark
         } else {
             Offset(offset)
         };
+        if target > p.high_watermark {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
         p.log.advance_log_start(target)?
     };
     checkpoint.write().await.map_err(|err| {
@@ -513,7 +583,10 @@ pub struct CleaningReport {
 /// the index files of those whose age it must know (recovery leaves them unread).
 pub async fn apply_retention<S: Storage>(this: &PartitionRef<S>, now_ms: i64) -> usize {
     loop {
-        let load = this.borrow().log.retention_index_load(now_ms);
+        let load = {
+            let p = this.borrow();
+            p.log.retention_index_load(now_ms, p.high_watermark)
+        };
         let Some(load) = load else { break };
         if let Err(err) = load.run().await {
             tracing::warn!(
@@ -523,17 +596,23 @@ pub async fn apply_retention<S: Storage>(this: &PartitionRef<S>, now_ms: i64) ->
             break;
         }
     }
-    this.borrow_mut().log.apply_retention(now_ms)
+    let mut p = this.borrow_mut();
+    let hw = p.high_watermark;
+    p.log.apply_retention(now_ms, hw)
 }
 
-/// Where to scan for the first record with a timestamp of at least `timestamp` (see
-/// `Log::cursor_for_timestamp`), loading the index files of the segments on the way.
+/// Where to scan for the first record with a timestamp of at least `timestamp` below the high
+/// watermark (see `Log::cursor_for_timestamp`), loading the index files of the segments on the
+/// way.
 pub async fn cursor_for_timestamp<S: Storage>(
     this: &PartitionRef<S>,
     timestamp: i64,
 ) -> std::io::Result<Option<ReadCursor<S>>> {
     loop {
-        let found = this.borrow().log.cursor_for_timestamp(timestamp);
+        let found = {
+            let p = this.borrow();
+            p.log.cursor_for_timestamp(timestamp, p.high_watermark)
+        };
         match found {
             Ok(cursor) => return Ok(cursor),
             Err(load) => {
@@ -557,6 +636,7 @@ pub async fn clean<S: Storage>(
     }
     let plan = {
         let p = this.borrow();
+        // Nothing of an open transaction, nor anything not yet committed.
         let stable = p.offsets().last_stable;
         p.log.plan_cleaning(stable, now_ms, key_map_budget_bytes)
     };
@@ -581,21 +661,39 @@ pub async fn clean<S: Storage>(
     Ok(Some(report))
 }
 
-/// Resolves once the high watermark reaches `offset` (or the partition fails).
+/// Resolves once the leader's durable end reaches `offset` (acks=1: on this broker's disk), or
+/// the partition fails.
 pub async fn wait_durable<S: Storage>(
     this: &PartitionRef<S>,
     offset: Offset,
+) -> Result<(), ErrorCode> {
+    wait_for(this, AckLevel::Durable, offset).await
+}
+
+/// Resolves once the high watermark reaches `offset` (acks=all: committed), or the partition
+/// fails.
+pub async fn wait_high_watermark<S: Storage>(
+    this: &PartitionRef<S>,
+    offset: Offset,
+) -> Result<(), ErrorCode> {
+    wait_for(this, AckLevel::HighWatermark, offset).await
+}
+
+async fn wait_for<S: Storage>(
+    this: &PartitionRef<S>,
+    level: AckLevel,
+    at: Offset,
 ) -> Result<(), ErrorCode> {
     let rx = {
         let mut p = this.borrow_mut();
         if p.log.is_failed() {
             return Err(ErrorCode::KafkaStorageError);
         }
-        if p.log.high_watermark() >= offset {
+        if p.reached(level, at) {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
-        p.ack_waiters.push((offset, tx));
+        p.ack_waiters.push(AckWaiter { level, at, tx });
         rx
     };
     schedule_flush(this);
@@ -608,7 +706,7 @@ pub fn data_arrival<S: Storage>(
     offset: Offset,
 ) -> Option<oneshot::Receiver<()>> {
     let mut p = this.borrow_mut();
-    if p.log.high_watermark() > offset {
+    if p.high_watermark > offset {
         return None;
     }
     // Fetches that timed out dropped their receivers: forget them so idle partitions under
@@ -832,5 +930,134 @@ mod tests {
             .unwrap();
         flush(&mut p);
         assert_eq!(p.offsets().last_stable, p.offsets().high_watermark);
+    }
+
+    fn open_plain(storage: &MemStorage) -> Partition<MemStorage> {
+        let opened = block_on(Partition::open(
+            storage.clone(),
+            TopicPartition::new("h", 0),
+            PathBuf::from("/data/h-0"),
+            Config::default().log,
+            false,
+            0,
+        ));
+        opened.unwrap().0
+    }
+
+    fn waiter(p: &mut Partition<MemStorage>, level: AckLevel, at: Offset) -> AckReceiver {
+        let (tx, rx) = oneshot::channel();
+        p.ack_waiters.push(AckWaiter { level, at, tx });
+        rx
+    }
+
+    type AckReceiver = oneshot::Receiver<Result<(), ErrorCode>>;
+
+    #[test]
+    fn on_one_replica_the_high_watermark_is_the_durable_end_after_every_flush() {
+        let storage = MemStorage::default();
+        let mut p = open_plain(&storage);
+        for round in 0..5 {
+            for seq in 0..3 {
+                p.append(&plain(round * 3 + seq), 0).unwrap();
+            }
+            assert!(p.offsets().high_watermark < p.offsets().log_end);
+            assert!(
+                p.cursor_at(p.offsets().high_watermark).unwrap().is_none(),
+                "nothing at or past the high watermark is served"
+            );
+            flush(&mut p);
+            assert_eq!(p.offsets().high_watermark, p.log.durable_end());
+            assert_eq!(p.offsets().high_watermark, p.offsets().log_end);
+        }
+        drop(p);
+        let p = open_plain(&storage);
+        assert_eq!(
+            p.offsets().high_watermark,
+            Offset(15),
+            "everything recovered is committed"
+        );
+    }
+
+    #[test]
+    fn acks_one_waits_for_the_durable_end_and_acks_all_for_the_high_watermark() {
+        let storage = MemStorage::default();
+        let p = Rc::new(RefCell::new(open_plain(&storage)));
+        let end = p.borrow_mut().append(&plain(0), 0).unwrap().end;
+        let (mut leader, mut all) = {
+            let mut p = p.borrow_mut();
+            let leader = waiter(&mut p, AckLevel::Durable, end);
+            (leader, waiter(&mut p, AckLevel::HighWatermark, end))
+        };
+        let mut arrival = data_arrival(&p, Offset(0)).expect("nothing readable yet");
+        // The flush alone, with the high watermark held back as replication will hold it.
+        {
+            let mut p = p.borrow_mut();
+            let job = p.log.take_flush().unwrap();
+            let durable_end = p.log.complete_flush(block_on(job.run())).unwrap();
+            assert_eq!(durable_end, end);
+            p.wake_acks();
+        }
+        assert_eq!(leader.try_recv(), Ok(Some(Ok(()))), "on the leader's disk");
+        assert_eq!(all.try_recv(), Ok(None), "not committed yet");
+        assert_eq!(arrival.try_recv(), Ok(None));
+        assert!(p.borrow().cursor_at(Offset(0)).unwrap().is_none());
+        p.borrow_mut().advance_high_watermark(end);
+        assert_eq!(all.try_recv(), Ok(Some(Ok(()))));
+        assert_eq!(arrival.try_recv(), Ok(Some(())), "parked fetches wake");
+        assert!(p.borrow().cursor_at(Offset(0)).unwrap().is_some());
+        assert_eq!(block_on(wait_high_watermark(&p, end)), Ok(()));
+        assert_eq!(block_on(wait_durable(&p, end)), Ok(()));
+    }
+
+    #[test]
+    fn retention_and_delete_records_leave_the_high_watermark_where_it_is() {
+        let storage = MemStorage::default();
+        let mut config = Config::default().log;
+        config.segment_bytes = 1024;
+        config.retention_bytes = 1;
+        let opened = block_on(Partition::open(
+            storage.clone(),
+            TopicPartition::new("r", 0),
+            PathBuf::from("/data/r-0"),
+            config,
+            false,
+            0,
+        ));
+        let p = Rc::new(RefCell::new(opened.unwrap().0));
+        for seq in 0..30 {
+            p.borrow_mut().append(&plain(seq), 0).unwrap();
+            flush(&mut p.borrow_mut());
+        }
+        let hw = p.borrow().offsets().high_watermark;
+        assert!(block_on(apply_retention(&p, 0)) > 0);
+        assert_eq!(p.borrow().offsets().high_watermark, hw);
+        assert_eq!(
+            block_on(delete_records(&p, hw.next(1).0)),
+            Err(ErrorCode::OffsetOutOfRange),
+            "never past the high watermark"
+        );
+        assert_eq!(block_on(delete_records(&p, -1)), Ok(hw));
+        assert_eq!(p.borrow().offsets().high_watermark, hw);
+        assert_eq!(p.borrow().offsets().log_start, hw);
+    }
+
+    #[test]
+    #[should_panic(expected = "moving back")]
+    fn the_high_watermark_never_moves_back() {
+        let storage = MemStorage::default();
+        let mut p = open_plain(&storage);
+        p.append(&plain(0), 0).unwrap();
+        p.append(&plain(1), 0).unwrap();
+        flush(&mut p);
+        p.advance_high_watermark(Offset(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "past the durable end")]
+    fn the_high_watermark_never_passes_the_durable_end() {
+        let storage = MemStorage::default();
+        let mut p = open_plain(&storage);
+        p.append(&plain(0), 0).unwrap();
+        p.advance_high_watermark(Offset(1));
     }
 }

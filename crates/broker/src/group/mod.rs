@@ -605,15 +605,17 @@ impl GroupCoordinator {
             .append(&batch, shard.clock.now_ms())
             .map_err(|refused| refused.code)?;
         partition::schedule_flush(partition);
-        Ok(outcome.durable_at)
+        Ok(outcome.end)
     }
 
-    async fn durable(
+    /// Waits until what `appended` wrote is committed (the high watermark reaches it): Kafka's
+    /// coordinators write with acks=all.
+    async fn wait_committed(
         partition: &PartitionRef<UringStorage>,
         appended: Result<Offset, ErrorCode>,
     ) -> Result<Offset, ErrorCode> {
         let at = appended?;
-        partition::wait_durable(partition, at).await?;
+        partition::wait_high_watermark(partition, at).await?;
         Ok(at)
     }
 
@@ -643,7 +645,7 @@ impl GroupCoordinator {
         let partition = partition.clone();
         let group = group.to_string();
         glommio::spawn_local(async move {
-            if let Err(code) = Self::durable(&partition, appended).await {
+            if let Err(code) = Self::wait_committed(&partition, appended).await {
                 tracing::error!("persisting group {group} failed: {code}");
             }
         })
@@ -685,7 +687,7 @@ impl GroupCoordinator {
         if let (Some(generation), Some(record)) = (step.persist_generation, record) {
             let appended = Self::append(shard, partition, &[record]);
             let partition = partition.clone();
-            let result = Self::durable(&partition, appended).await;
+            let result = Self::wait_committed(&partition, appended).await;
             if let Err(code) = result {
                 tracing::error!("persisting group {group} generation {generation}: {code}");
             }
@@ -754,7 +756,7 @@ impl GroupCoordinator {
             })
             .collect();
         let appended = Self::append(shard, partition, &records);
-        let code = match Self::durable(partition, appended).await {
+        let code = match Self::wait_committed(partition, appended).await {
             Ok(at) => {
                 if let Some(entry) = self.groups.borrow_mut().get_mut(group) {
                     for (tp, value) in offsets.iter().cloned() {
@@ -853,7 +855,7 @@ impl GroupCoordinator {
         let written = match appended {
             Ok(outcome) => {
                 partition::schedule_flush(partition);
-                partition::wait_durable(partition, outcome.durable_at)
+                partition::wait_high_watermark(partition, outcome.end)
                     .await
                     .map(|_| outcome.base_offset)
             }
@@ -985,7 +987,7 @@ impl GroupCoordinator {
             records
         };
         let appended = Self::append(shard, partition, &records);
-        match Self::durable(partition, appended).await {
+        match Self::wait_committed(partition, appended).await {
             Ok(_) => ErrorCode::None,
             Err(code) => {
                 tracing::error!("deleting group {group}: {code}");
@@ -1040,7 +1042,7 @@ impl GroupCoordinator {
             return Ok(codes);
         }
         let appended = Self::append(shard, partition, &records);
-        match Self::durable(partition, appended).await {
+        match Self::wait_committed(partition, appended).await {
             Ok(_) => Ok(codes),
             Err(code) => {
                 tracing::error!("deleting offsets of group {group}: {code}");
@@ -1179,7 +1181,7 @@ impl GroupCoordinator {
                 if let Ok(partition) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, p)) {
                     let appended = Self::append(shard, &partition, &records);
                     glommio::spawn_local(async move {
-                        if let Err(code) = Self::durable(&partition, appended).await {
+                        if let Err(code) = Self::wait_committed(&partition, appended).await {
                             tracing::error!("expiring offsets of group {group}: {code}");
                         }
                     })

@@ -296,8 +296,9 @@ impl Shard {
         .boxed_local()
     }
 
-    /// Appends each item to its partition (all owned here), then, unless acks=0, waits until
-    /// every successful append is durable.
+    /// Appends each item to its partition (all owned here), then waits for every successful
+    /// append: acks=1 until it is on this broker's disk (the durable end), acks=all until it is
+    /// committed (the high watermark), acks=0 not at all.
     async fn produce_local(
         self: &Rc<Self>,
         acks: i16,
@@ -324,18 +325,22 @@ impl Shard {
         let mut results = Vec::with_capacity(appended.len());
         for result in appended {
             results.push(match result {
-                Ok((outcome, p)) if acks != 0 => partition::wait_durable(&p, outcome.durable_at)
-                    .await
-                    .map(|_| outcome)
-                    .map_err(ProduceError::from),
-                Ok((outcome, _)) => Ok(outcome),
+                Ok((outcome, p)) => {
+                    // The handler lets only 0, 1 and -1 (all) through.
+                    let acked = match acks {
+                        0 => Ok(()),
+                        1 => partition::wait_durable(&p, outcome.end).await,
+                        _ => partition::wait_high_watermark(&p, outcome.end).await,
+                    };
+                    acked.map(|_| outcome).map_err(ProduceError::from)
+                }
                 Err(code) => Err(code),
             });
         }
         results
     }
 
-    /// Appends `marker` to every partition (all owned here), waits until each is durable, and
+    /// Appends `marker` to every partition (all owned here), waits until each is committed, and
     /// lets the group coordinator settle transactional offsets in offsets partitions.
     async fn write_markers(
         self: &Rc<Self>,
@@ -361,7 +366,7 @@ impl Shard {
         let mut results = Vec::with_capacity(written.len());
         for (tp, result) in partitions.iter().zip(written) {
             let result = match result {
-                Ok((p, outcome)) => partition::wait_durable(&p, outcome.durable_at).await,
+                Ok((p, outcome)) => partition::wait_high_watermark(&p, outcome.end).await,
                 Err(code) => Err(code),
             };
             if result.is_ok() && tp.topic == OFFSETS_TOPIC {

@@ -5,8 +5,9 @@
 //! await, so appends and fetches carry on meanwhile:
 //!
 //! 1. `Log::plan_cleaning` (synchronous) picks the cleanable segments: sealed, durable, below
-//!    the last stable offset, older than `min.compaction.lag.ms`, and only when the dirty share of
-//!    their bytes reaches `min.cleanable.dirty.ratio` (or `max.compaction.lag.ms` forces it).
+//!    the last stable offset (which the partition keeps at or below its high watermark), older
+//!    than `min.compaction.lag.ms`, and only when the dirty share of their bytes reaches
+//!    `min.cleanable.dirty.ratio` (or `max.compaction.lag.ms` forces it).
 //! 2. `CleaningPlan::run` (async, on the segment files only) builds a key → latest offset map of
 //!    the dirty part (bounded by `log.cleaner.dedupe.buffer.size`), then rewrites groups of
 //!    adjacent segments (each group at most `segment.bytes`) into `<base>.cleaned` files, synced.
@@ -355,7 +356,8 @@ pub fn recover_swaps<S: Storage>(storage: &S, dir: &Path) -> io::Result<()> {
 
 impl<S: Storage> Log<S> {
     /// Plans a cleaning if one is due: see the module comment. `stable` is the partition's last
-    /// stable offset (nothing of an open transaction is touched).
+    /// stable offset, itself at most its high watermark: nothing of an open transaction, nor
+    /// anything not yet committed, is touched.
     pub fn plan_cleaning(
         &self,
         stable: Offset,
@@ -363,6 +365,7 @@ impl<S: Storage> Log<S> {
         key_map_budget_bytes: usize,
     ) -> Option<CleaningPlan<S>> {
         let config = &self.config;
+        assert!(stable <= self.durable_end, "cleaning past the durable end");
         if !config.cleanup_compact || self.flush_running || self.failed {
             return None;
         }
@@ -373,7 +376,7 @@ impl<S: Storage> Log<S> {
                 let (seg, next) = (&pair[0], &pair[1]);
                 seg.file.is_written()
                     && !self.sealed.contains(&seg.base_offset)
-                    && next.base_offset <= stable.min(self.high_watermark)
+                    && next.base_offset <= stable
                     && seg.max_timestamp().is_some_and(|newest| {
                         now_ms.saturating_sub(newest) >= config.min_compaction_lag_ms
                     })

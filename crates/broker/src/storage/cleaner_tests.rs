@@ -68,7 +68,7 @@ fn flush(log: &mut Log<MemStorage>) {
 
 /// One cleaning, as the shard runs it; true if it rewrote anything.
 fn clean(log: &mut Log<MemStorage>, now_ms: i64, budget: usize) -> bool {
-    let Some(plan) = log.plan_cleaning(log.high_watermark(), now_ms, budget) else {
+    let Some(plan) = log.plan_cleaning(log.durable_end(), now_ms, budget) else {
         return false;
     };
     let Some(cleaned) = block_on(plan.run()).expect("cleaning runs") else {
@@ -85,11 +85,11 @@ type Seen = Vec<(Offset, Vec<u8>, Option<Vec<u8>>)>;
 fn read_all(log: &Log<MemStorage>) -> Seen {
     let mut seen = Vec::new();
     let mut offset = log.log_start();
-    while offset < log.high_watermark() {
+    while offset < log.durable_end() {
         let cursor = log
-            .cursor_at(offset)
+            .cursor_at(offset, log.durable_end())
             .unwrap()
-            .expect("readable below the HW");
+            .expect("readable below the durable end");
         let bytes = block_on(cursor.read(offset, 64 * 1024)).unwrap();
         let before = offset;
         let mut at = 0;
@@ -290,7 +290,7 @@ fn crash_before_the_commit_point_drops_the_copy_and_after_it_finishes_the_swap()
         }
         flush(&mut log);
         let plan = log
-            .plan_cleaning(log.high_watermark(), 20_000, 1 << 20)
+            .plan_cleaning(log.durable_end(), 20_000, 1 << 20)
             .unwrap();
         let cleaned = block_on(plan.run()).unwrap().unwrap();
         if commit {
@@ -379,7 +379,10 @@ fn aborted_transactional_records_go_and_markers_stay() {
         "aborted record gone"
     );
     check(&log, &latest, 10);
-    let cursor = log.cursor_at(marker_offset).unwrap().unwrap();
+    let cursor = log
+        .cursor_at(marker_offset, log.durable_end())
+        .unwrap()
+        .unwrap();
     let bytes = block_on(cursor.read(marker_offset, 1)).unwrap();
     let header = BatchHeader::parse(&bytes).unwrap();
     assert!(
@@ -414,7 +417,7 @@ fn a_cleaning_refuses_a_batch_that_fails_its_crc_check() {
         block_on(load.run()).unwrap();
     }
     let plan = log
-        .plan_cleaning(log.high_watermark(), now, 1024 * 1024)
+        .plan_cleaning(log.durable_end(), now, 1024 * 1024)
         .expect("dirty");
     let err = block_on(plan.run()).err().expect("refused");
     assert!(err.to_string().contains("fails its CRC check"), "{err}");

@@ -5,8 +5,12 @@
 //! its offsets, its records left in the request's buffer), so offsets are assigned in arrival
 //! order without awaiting. A flush job (`take_flush` → `FlushJob::run` → `complete_flush`) then
 //! writes everything pending with vectored writes and one fdatasync per file, however many
-//! appends it covers; appends keep arriving while it runs and go into the next job. The high watermark moves only when a job completes, so a fetch never
-//! sees data that could still be lost and an acknowledgement waits for it.
+//! appends it covers; appends keep arriving while it runs and go into the next job. The durable
+//! end (the offset after the last batch a completed job wrote) moves only when a job completes.
+//!
+//! The log knows nothing of the high watermark: the partition owns it and passes it in as the
+//! bound of every consumer-facing read, retention and cleaning. Reads may go up to the durable
+//! end, never past it, so nothing served can still be lost.
 
 use std::collections::HashSet;
 use std::io;
@@ -149,7 +153,8 @@ pub struct Log<S: Storage> {
     segments: Vec<Segment<S::File>>,
     log_start: Offset,
     end: Offset,
-    high_watermark: Offset,
+    /// The offset after the last batch a completed flush wrote (see `durable_end`).
+    durable_end: Offset,
     pending: Vec<PendingWrite>,
     /// Segments rolled since the last flush: their index files must be written and synced.
     sealed: Vec<Offset>,
@@ -336,6 +341,10 @@ pub struct ReadCursor<S: Storage> {
     file: FileRef<S>,
     start: ScanStart<S>,
     readable: u64,
+    /// The bound the caller passed, when it falls inside this segment's readable batches: no
+    /// batch at or past it is served (the read scans headers for it). `None` when the segment's
+    /// readable bytes end at or below the bound, as they always do on one replica.
+    cut: Option<Offset>,
     /// The segment's check, when it has one (see `segment_check`): reads wait for it and never
     /// serve what it found damaged.
     check: Option<Rc<SegmentCheck>>,
@@ -637,7 +646,7 @@ impl<S: Storage> Log<S> {
             segments,
             log_start,
             end,
-            high_watermark: end,
+            durable_end: end,
             pending: Vec::new(),
             sealed: Vec::new(),
             messages_unsynced: 0,
@@ -648,6 +657,7 @@ impl<S: Storage> Log<S> {
             damaged_at_open: report.damaged_ranges,
             cleaner_checkpoint,
         };
+        log.assert_offsets_ordered();
         Ok((log, report))
     }
 
@@ -682,8 +692,25 @@ impl<S: Storage> Log<S> {
     pub fn end(&self) -> Offset {
         self.end
     }
-    pub fn high_watermark(&self) -> Offset {
-        self.high_watermark
+    /// The durable end: the offset after the last batch a completed flush wrote, fsynced under
+    /// the default `flush.messages` of 1 (with a larger value, written to the page cache, as in
+    /// Kafka). Kafka's log end offset as a follower reports it: everything below it survives a
+    /// crash of this broker. Reads never go past it.
+    pub fn durable_end(&self) -> Offset {
+        self.durable_end
+    }
+
+    /// `log_start <= durable_end <= end`: nothing readable lies below the start, and only what
+    /// was appended can be durable.
+    fn assert_offsets_ordered(&self) {
+        assert!(
+            self.log_start <= self.durable_end && self.durable_end <= self.end,
+            "{}: offsets out of order: log start {}, durable end {}, end {}",
+            self.dir.display(),
+            self.log_start,
+            self.durable_end,
+            self.end
+        );
     }
     pub fn is_failed(&self) -> bool {
         self.failed
@@ -751,6 +778,7 @@ impl<S: Storage> Log<S> {
         pending.len += size;
         active.note_batch(&stored_header, position, self.config.index_interval_bytes);
         self.end = stored_header.next_offset();
+        debug_assert!(self.log_start <= self.durable_end && self.durable_end <= self.end);
         self.messages_unsynced += stored_header.record_count as u64;
         Ok(Appended {
             base_offset,
@@ -884,20 +912,37 @@ impl<S: Storage> Log<S> {
             }
         }
         assert!(
-            done.end >= self.high_watermark,
-            "high watermark must not move back"
+            done.end >= self.durable_end,
+            "the durable end must not move back"
         );
-        self.high_watermark = done.end;
-        Ok(self.high_watermark)
+        self.durable_end = done.end;
+        self.assert_offsets_ordered();
+        Ok(self.durable_end)
     }
 
-    /// Finds where to read `offset` from. `Ok(None)`: nothing readable there yet (at or past the
-    /// high watermark). OFFSET_OUT_OF_RANGE outside log start..=log end.
-    pub fn cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S>>, ErrorCode> {
+    /// The cut a read bounded by `upto` needs: none when the readable bytes end there anyway.
+    fn cut_at(&self, upto: Offset) -> Option<Offset> {
+        assert!(
+            upto <= self.durable_end,
+            "a read bound ({upto}) past the durable end ({})",
+            self.durable_end
+        );
+        (upto < self.durable_end).then_some(upto)
+    }
+
+    /// Finds where to read `offset` from, serving nothing at or past `upto` (the partition's high
+    /// watermark for consumers; at most the durable end, a batch boundary). `Ok(None)`: nothing
+    /// readable there yet. OFFSET_OUT_OF_RANGE outside log start..=log end.
+    pub fn cursor_at(
+        &self,
+        offset: Offset,
+        upto: Offset,
+    ) -> Result<Option<ReadCursor<S>>, ErrorCode> {
         if offset < self.log_start || offset > self.end {
             return Err(ErrorCode::OffsetOutOfRange);
         }
-        if offset >= self.high_watermark {
+        let cut = self.cut_at(upto);
+        if offset >= upto {
             return Ok(None);
         }
         let holding = self
@@ -909,12 +954,12 @@ impl<S: Storage> Log<S> {
         // Its last batch may end before `offset`: then the read goes on in the next segment
         // with records (whose first batch is the answer).
         let then = if seg.next_offset_is_bound && i + 1 < self.segments.len() {
-            self.cursor_in(self.first_reaching(i + 1, offset), offset, None)
+            self.cursor_in(self.first_reaching(i + 1, offset), offset, cut, None)
                 .map(Box::new)
         } else {
             None
         };
-        Ok(self.cursor_in(i, offset, then))
+        Ok(self.cursor_in(i, offset, cut, then))
     }
 
     /// The first segment from `i` on whose records may reach `offset`: compaction may have
@@ -932,6 +977,7 @@ impl<S: Storage> Log<S> {
         &self,
         i: usize,
         offset: Offset,
+        cut: Option<Offset>,
         then: Option<Box<ReadCursor<S>>>,
     ) -> Option<ReadCursor<S>> {
         let seg = &self.segments[i];
@@ -941,6 +987,7 @@ impl<S: Storage> Log<S> {
             file: seg.file_ref(&self.storage, &self.dir)?,
             start,
             readable: seg.readable,
+            cut: cut.filter(|c| *c < seg.next_offset),
             check: seg.check.clone(),
             then,
         })
@@ -992,16 +1039,26 @@ impl<S: Storage> Log<S> {
     /// records reach it; `Ok(None)` if no readable record does. When that segment starts below
     /// the log start, its reaching records may all lie below it: the search then goes on in the
     /// next segment that reaches the target (any later one holds a match above the log start).
-    /// `Err`: a segment on the way has its largest timestamp still in its index files; load
-    /// them and ask again.
-    pub fn cursor_for_timestamp(&self, target: i64) -> Result<Option<ReadCursor<S>>, IndexLoad<S>> {
-        let mut segments = self.segments.iter().filter(|s| s.readable > 0);
-        let Some((first, mut cursor)) = self.first_reaching_time(&mut segments, target)? else {
+    /// The search finds nothing at or past `upto` (the partition's high watermark; at most the
+    /// durable end). `Err`: a segment on the way has its largest timestamp still in its index
+    /// files; load them and ask again.
+    pub fn cursor_for_timestamp(
+        &self,
+        target: i64,
+        upto: Offset,
+    ) -> Result<Option<ReadCursor<S>>, IndexLoad<S>> {
+        let cut = self.cut_at(upto);
+        let mut segments = self
+            .segments
+            .iter()
+            .filter(|s| s.readable > 0 && s.base_offset < upto);
+        let Some((first, mut cursor)) = self.first_reaching_time(&mut segments, target, cut)?
+        else {
             return Ok(None);
         };
         if first < self.log_start {
             cursor.then = self
-                .first_reaching_time(&mut segments, target)?
+                .first_reaching_time(&mut segments, target, cut)?
                 .map(|(_, next)| Box::new(next));
         }
         Ok(Some(cursor))
@@ -1014,6 +1071,7 @@ impl<S: Storage> Log<S> {
         &self,
         segments: &mut impl Iterator<Item = &'a Segment<S::File>>,
         target: i64,
+        cut: Option<Offset>,
     ) -> Result<Option<(Offset, ReadCursor<S>)>, IndexLoad<S>>
     where
         S::File: 'a,
@@ -1037,6 +1095,7 @@ impl<S: Storage> Log<S> {
                     IndexKey::Timestamp(target),
                 ),
                 readable: seg.readable,
+                cut: cut.filter(|c| *c < seg.next_offset),
                 check: seg.check.clone(),
                 then: None,
             };
@@ -1065,18 +1124,19 @@ impl<S: Storage> Log<S> {
     /// Deletes whole segments below the log start and, under `cleanup.policy` delete, the oldest
     /// whole segments that retention no longer keeps: those whose newest record is older than
     /// `retention.ms`, and while the log is larger than `retention.bytes`. The active segment and
-    /// anything not yet below the high watermark always stay. Moves the log start offset;
-    /// returns how many segments went.
-    pub fn apply_retention(&mut self, now_ms: i64) -> usize {
+    /// any segment not wholly below `upto` (the partition's high watermark: consumers may not
+    /// have seen what lies above it) always stay. Moves the log start offset; returns how many
+    /// segments went.
+    pub fn apply_retention(&mut self, now_ms: i64, upto: Offset) -> usize {
         let below_start = self.remove_segments_below_start();
         if !self.config.cleanup_delete {
             return below_start;
         }
-        self.apply_time_and_size_retention(now_ms) + below_start
+        self.apply_time_and_size_retention(now_ms, upto) + below_start
     }
 
-    fn apply_time_and_size_retention(&mut self, now_ms: i64) -> usize {
-        let (expired, _) = self.expired_segments(now_ms);
+    fn apply_time_and_size_retention(&mut self, now_ms: i64, upto: Offset) -> usize {
+        let (expired, _) = self.expired_segments(now_ms, upto);
         for seg in self.segments.drain(..expired) {
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);
         }
@@ -1088,31 +1148,33 @@ impl<S: Storage> Log<S> {
                 self.log_start
             );
         }
+        self.assert_offsets_ordered();
         expired
     }
 
     /// What retention needs loaded before it can decide about the next segment: one whose
     /// largest timestamp is still in its index files. Load it and apply retention again.
-    pub fn retention_index_load(&self, now_ms: i64) -> Option<IndexLoad<S>> {
+    pub fn retention_index_load(&self, now_ms: i64, upto: Offset) -> Option<IndexLoad<S>> {
         if !self.config.cleanup_delete {
             return None;
         }
-        let (_, undecided) = self.expired_segments(now_ms);
+        let (_, undecided) = self.expired_segments(now_ms, upto);
         undecided.map(|lazy| self.index_load(lazy))
     }
 
     /// How many of the oldest segments retention deletes now: those whose newest record is older
     /// than `retention.ms`, and while the log is larger than `retention.bytes`; never the active
-    /// one, nor one not yet durable. Also the indexes of the segment it stopped at, when it
-    /// stopped only because that segment's largest timestamp is not loaded.
-    fn expired_segments(&self, now_ms: i64) -> (usize, Option<Rc<LazyIndexes>>) {
+    /// one, nor one not wholly below `upto` (at most the durable end) or still being sealed.
+    /// Also the indexes of the segment it stopped at, when it stopped only because that
+    /// segment's largest timestamp is not loaded.
+    fn expired_segments(&self, now_ms: i64, upto: Offset) -> (usize, Option<Rc<LazyIndexes>>) {
+        assert!(upto <= self.durable_end, "retention past the durable end");
         let config = &self.config;
         let mut remaining: u64 = self.segments.iter().map(|s| s.size).sum();
         let sealed = &self.segments[..self.segments.len() - 1];
         for (i, seg) in sealed.iter().enumerate() {
-            let fully_durable =
-                seg.next_offset <= self.high_watermark && !self.is_being_sealed(seg.base_offset);
-            if !fully_durable {
+            let settled = seg.next_offset <= upto && !self.is_being_sealed(seg.base_offset);
+            if !settled {
                 return (i, None);
             }
             let too_big = config.retention_bytes > 0 && remaining > config.retention_bytes as u64;
@@ -1153,17 +1215,19 @@ impl<S: Storage> Log<S> {
         below
     }
 
-    /// DeleteRecords: makes `offset` (at most the high watermark) the log start, deleting whole
-    /// segments below it. Returns the new log start and the checkpoint to write durably before
-    /// answering (the start may now fall inside a segment, which file names cannot say).
+    /// DeleteRecords: makes `offset` (at most the durable end; the partition holds it to its high
+    /// watermark) the log start, deleting whole segments below it. Returns the new log start and
+    /// the checkpoint to write durably before answering (the start may now fall inside a
+    /// segment, which file names cannot say).
     pub fn advance_log_start(
         &mut self,
         offset: Offset,
     ) -> Result<(Offset, LogStartCheckpoint<S>), ErrorCode> {
-        if offset > self.high_watermark || offset.0 < 0 {
+        if offset > self.durable_end || offset.0 < 0 {
             return Err(ErrorCode::OffsetOutOfRange);
         }
         self.log_start = self.log_start.max(offset);
+        self.assert_offsets_ordered();
         self.remove_segments_below_start();
         let checkpoint = LogStartCheckpoint {
             storage: self.storage.clone(),
@@ -1174,7 +1238,7 @@ impl<S: Storage> Log<S> {
     }
 
     /// Removes every record at or after `offset`, which must start a batch (what a diverged
-    /// replica does). Nothing may be pending: flush first.
+    /// replica does); the durable end comes down with it. Nothing may be pending: flush first.
     pub async fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
         if self.has_pending() || self.flush_running {
             return Err(io::Error::new(
@@ -1261,7 +1325,8 @@ impl<S: Storage> Log<S> {
             .collect();
         *seg = rebuilt;
         self.end = offset;
-        self.high_watermark = self.high_watermark.min(offset);
+        self.durable_end = self.durable_end.min(offset);
+        self.assert_offsets_ordered();
         Ok(())
     }
 
@@ -1340,8 +1405,18 @@ impl<S: Storage> ReadCursor<S> {
             let scan_from = cursor.start.position(&file).await?;
             if let Some((position, first)) = find_batch(&*file, scan_from, readable, wanted).await?
             {
-                // Never a damaged batch, nor one after it in the same answer.
+                // Nothing at or past the caller's bound: the first batch there ends the read.
                 let mut stop = readable;
+                if let Some(cut) = cursor.cut {
+                    if first.base_offset >= cut {
+                        return Ok(None);
+                    }
+                    let beyond = |h: &BatchHeader| h.base_offset >= cut;
+                    if let Some((at, _)) = find_batch(&*file, position, readable, beyond).await? {
+                        stop = at;
+                    }
+                }
+                // Never a damaged batch, nor one after it in the same answer.
                 if let Some(health) = &health {
                     if let Some(damage) = health.damage_at(position) {
                         return Err(segment_check::damaged(*damage));
@@ -1411,6 +1486,9 @@ impl<S: Storage> ReadCursor<S> {
             let Some((position, header)) = find_batch(&*file, from, readable, wanted).await? else {
                 return Ok(None);
             };
+            if self.cut.is_some_and(|cut| header.base_offset >= cut) {
+                return Ok(None);
+            }
             if health
                 .as_ref()
                 .is_some_and(|h| h.damage_at(position).is_some())

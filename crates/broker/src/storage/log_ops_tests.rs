@@ -79,7 +79,10 @@ fn check_reads_from_start(log: &Log<MemStorage>, appended: &Appended, context: &
             continue;
         }
         for offset in [(*base).max(appended.start), last] {
-            let cursor = log.cursor_at(offset).unwrap().expect("readable");
+            let cursor = log
+                .cursor_at(offset, log.durable_end())
+                .unwrap()
+                .expect("readable");
             let bytes = block_on(cursor.read(offset, 1)).unwrap();
             let header = BatchHeader::parse(&bytes).expect("a batch");
             assert_eq!(header.base_offset, *base, "{context}: reading {offset}");
@@ -116,7 +119,7 @@ fn crash_and_reopen(
     rng: &mut Rng,
 ) -> Log<MemStorage> {
     let mut log = log;
-    let acked = log.high_watermark();
+    let acked = log.durable_end();
     if let Some(job) = log.take_flush() {
         let _ = block_on(job.run());
     }

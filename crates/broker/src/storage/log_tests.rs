@@ -52,7 +52,7 @@ fn open(storage: &MemStorage, clean: bool) -> (Log<MemStorage>, RecoveryReport) 
 /// `Log::cursor_for_timestamp`, loading the index files it asks for as the shard does.
 fn timestamp_cursor(log: &Log<MemStorage>, timestamp: i64) -> Option<ReadCursor<MemStorage>> {
     loop {
-        match log.cursor_for_timestamp(timestamp) {
+        match log.cursor_for_timestamp(timestamp, log.durable_end()) {
             Ok(cursor) => return cursor,
             Err(load) => {
                 block_on(load.run()).expect("index load");
@@ -107,11 +107,11 @@ fn flush(log: &mut Log<MemStorage>) -> Result<Offset, ErrorCode> {
             let result = block_on(job.run());
             log.complete_flush(result)
         }
-        None => Ok(log.high_watermark()),
+        None => Ok(log.durable_end()),
     }
 }
 
-/// Reads every offset below the high watermark and checks the first batch returned holds it.
+/// Reads every offset below the durable end and checks the first batch returned holds it.
 fn check_reads(log: &Log<MemStorage>, model: &Model) {
     check_reads_then(log, model, || {});
 }
@@ -119,11 +119,14 @@ fn check_reads(log: &Log<MemStorage>, model: &Model) {
 /// `check_reads`, calling `after_each` after every read.
 fn check_reads_then(log: &Log<MemStorage>, model: &Model, mut after_each: impl FnMut()) {
     for &(base, count, _) in &model.batches {
-        if base >= log.high_watermark() {
+        if base >= log.durable_end() {
             break;
         }
         for offset in [base, base.next(count as i64 - 1)] {
-            let cursor = log.cursor_at(offset).unwrap().expect("readable");
+            let cursor = log
+                .cursor_at(offset, log.durable_end())
+                .unwrap()
+                .expect("readable");
             let bytes = block_on(cursor.read(offset, 1)).unwrap();
             let header =
                 batch::check_batch(&bytes[..BatchHeader::parse(&bytes).unwrap().total_bytes()])
@@ -149,15 +152,18 @@ fn appends_roll_and_every_offset_reads_back() {
             }
         }
         flush(&mut log).unwrap();
-        assert_eq!(log.high_watermark(), log.end());
+        assert_eq!(log.durable_end(), log.end());
         assert!(
             log.segment_count() > 3,
             "seed {seed}: small segments must roll"
         );
         check_reads(&log, &model);
-        assert!(log.cursor_at(log.end()).unwrap().is_none());
+        assert!(log
+            .cursor_at(log.end(), log.durable_end())
+            .unwrap()
+            .is_none());
         assert_eq!(
-            log.cursor_at(log.end().next(1)).err(),
+            log.cursor_at(log.end().next(1), log.durable_end()).err(),
             Some(ErrorCode::OffsetOutOfRange)
         );
     }
@@ -180,7 +186,10 @@ fn appends_leave_records_in_the_request_buffer_and_write_stamped_headers() {
         assert_eq!(body.as_ptr(), request[HEADER_BYTES..].as_ptr());
     }
     flush(&mut log).unwrap();
-    let cursor = log.cursor_at(Offset(0)).unwrap().expect("readable");
+    let cursor = log
+        .cursor_at(Offset(0), log.durable_end())
+        .unwrap()
+        .expect("readable");
     let stored = block_on(cursor.read(Offset(0), 1 << 20)).unwrap();
     let (first, second) = stored.split_at(request.len());
     for (bytes, base, time) in [(first, 0, 1000), (second, 3, 2000)] {
@@ -216,7 +225,7 @@ fn a_flush_of_many_batches_writes_at_most_write_vectors_max_pieces_at_a_time() {
     assert_eq!(position, job.bytes());
     let result = block_on(job.run());
     log.complete_flush(result).unwrap();
-    assert_eq!(log.high_watermark(), log.end());
+    assert_eq!(log.durable_end(), log.end());
     check_reads(&log, &model);
 }
 
@@ -286,7 +295,7 @@ fn crash_keeps_every_flushed_batch_and_truncates_torn_tails() {
                 flush(&mut log).unwrap();
             }
         }
-        let acked = log.high_watermark();
+        let acked = log.durable_end();
         // A flush job that wrote (part of) its bytes but never synced: then power is lost.
         if let Some(job) = log.take_flush() {
             let _ = block_on(job.run());
@@ -411,11 +420,11 @@ fn failed_fsync_never_acknowledges_and_fails_the_log() {
     let mut rng = Rng(11);
     append_random(&mut log, &mut model, &mut rng, 1);
     flush(&mut log).unwrap();
-    let acked = log.high_watermark();
+    let acked = log.durable_end();
     append_random(&mut log, &mut model, &mut rng, 2);
     storage.fail_syncs(true);
     assert_eq!(flush(&mut log), Err(ErrorCode::KafkaStorageError));
-    assert_eq!(log.high_watermark(), acked);
+    assert_eq!(log.durable_end(), acked);
     let bytes = batch(&[b"x"], 3, None);
     let header = batch::check_batch(&bytes).unwrap();
     assert_eq!(
@@ -433,7 +442,7 @@ fn full_disk_never_acknowledges() {
     append_random(&mut log, &mut model, &mut rng, 1);
     storage.fail_writes(true);
     assert_eq!(flush(&mut log), Err(ErrorCode::KafkaStorageError));
-    assert_eq!(log.high_watermark(), Offset(0));
+    assert_eq!(log.durable_end(), Offset(0));
 }
 
 #[test]
@@ -474,7 +483,7 @@ fn truncate_drops_later_records_and_segments() {
     let cut = model.batches[40].0;
     block_on(log.truncate_to(cut)).unwrap();
     assert_eq!(log.end(), cut);
-    assert_eq!(log.high_watermark(), cut);
+    assert_eq!(log.durable_end(), cut);
     assert!(log.segment_count() < segments_before);
     model.batches.truncate(40);
     check_reads(&log, &model);
@@ -564,21 +573,21 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
     }
     let before = log.segment_count();
     assert_eq!(
-        log.apply_retention(1_000),
+        log.apply_retention(1_000, log.durable_end()),
         0,
-        "nothing below the high watermark yet: nothing goes"
+        "nothing below the durable end yet: nothing goes"
     );
     flush(&mut log).unwrap();
     let mut compact_only = config.clone();
     compact_only.cleanup_delete = false;
     log.set_config(compact_only);
     assert_eq!(
-        log.apply_retention(1_000),
+        log.apply_retention(1_000, log.durable_end()),
         0,
         "cleanup.policy=compact: retention never deletes"
     );
     log.set_config(config.clone());
-    let deleted = log.apply_retention(1_000);
+    let deleted = log.apply_retention(1_000, log.durable_end());
     assert!(deleted > 0 && log.segment_count() == before - deleted);
     let kept: u64 = model
         .batches
@@ -587,7 +596,7 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
         .count() as u64;
     assert!(kept > 0 && log.log_start() > Offset(0));
     assert_eq!(
-        log.cursor_at(Offset(0)).err(),
+        log.cursor_at(Offset(0), log.durable_end()).err(),
         Some(ErrorCode::OffsetOutOfRange)
     );
     let remaining = Model {
@@ -616,8 +625,12 @@ fn retention_deletes_whole_old_segments_and_moves_the_log_start() {
         append_random(&mut log, &mut model, &mut rng, i);
     }
     flush(&mut log).unwrap();
-    assert_eq!(log.apply_retention(1000), 0, "not old enough yet");
-    assert!(log.apply_retention(5000) > 0);
+    assert_eq!(
+        log.apply_retention(1000, log.durable_end()),
+        0,
+        "not old enough yet"
+    );
+    assert!(log.apply_retention(5000, log.durable_end()) > 0);
     assert_eq!(log.segment_count(), 1, "only the active segment stays");
 }
 
@@ -640,7 +653,7 @@ fn retention_runs_while_a_flush_is_in_flight_but_spares_what_it_writes() {
         append_random(&mut log, &mut model, &mut rng, i);
     }
     let in_flight = log.take_flush().expect("a flush to run");
-    let deleted = log.apply_retention(5_000);
+    let deleted = log.apply_retention(5_000, log.durable_end());
     assert_eq!(
         deleted,
         durable_segments - 1,
@@ -657,7 +670,10 @@ fn retention_runs_while_a_flush_is_in_flight_but_spares_what_it_writes() {
             .collect(),
     };
     check_reads(&log, &remaining);
-    assert!(log.apply_retention(5_000) > 0, "the rest goes once sealed");
+    assert!(
+        log.apply_retention(5_000, log.durable_end()) > 0,
+        "the rest goes once sealed"
+    );
     assert_eq!(log.segment_count(), 1);
     drop(log);
     let reopened = open_with(&storage, config);
@@ -676,7 +692,7 @@ fn delete_records_moves_the_start_inside_a_segment_and_survives_reopen() {
     assert_eq!(
         log.advance_log_start(Offset(1)).err(),
         Some(ErrorCode::OffsetOutOfRange),
-        "above the high watermark"
+        "above the durable end"
     );
     flush(&mut log).unwrap();
     let segments = log.segment_count();
@@ -690,10 +706,10 @@ fn delete_records_moves_the_start_inside_a_segment_and_survives_reopen() {
         "whole segments below the start are deleted"
     );
     assert_eq!(
-        log.cursor_at(base.next(-1)).err(),
+        log.cursor_at(base.next(-1), log.durable_end()).err(),
         Some(ErrorCode::OffsetOutOfRange)
     );
-    assert!(log.cursor_at(target).unwrap().is_some());
+    assert!(log.cursor_at(target, log.durable_end()).unwrap().is_some());
     assert_eq!(
         log.advance_log_start(Offset(0)).unwrap().0,
         target,
@@ -845,7 +861,10 @@ fn a_reopen_leaves_sealed_indexes_in_their_files_until_a_read_needs_them() {
     );
     // One read in the third segment loads that segment's indexes and no other's.
     let (base, _, _) = model.batches[model.batches.len() / 3];
-    let cursor = log.cursor_at(base).unwrap().expect("readable");
+    let cursor = log
+        .cursor_at(base, log.durable_end())
+        .unwrap()
+        .expect("readable");
     block_on(cursor.read(base, 1)).unwrap();
     assert_eq!(unloaded(&log), segments - 2);
     check_reads(&log, &model);
@@ -993,16 +1012,16 @@ fn retention_after_a_reopen_loads_the_timestamps_it_needs_and_no_more() {
     };
     let mut log = reopen();
     assert_eq!(
-        log.apply_retention(100_500),
+        log.apply_retention(100_500, log.durable_end()),
         0,
         "no age known: nothing goes yet"
     );
     let mut loads = 0;
-    while let Some(load) = log.retention_index_load(100_500) {
+    while let Some(load) = log.retention_index_load(100_500, log.durable_end()) {
         block_on(load.run()).unwrap();
         loads += 1;
     }
-    let deleted = log.apply_retention(100_500);
+    let deleted = log.apply_retention(100_500, log.durable_end());
     assert!(deleted > 0, "the old segments go");
     assert_eq!(loads, deleted + 1, "each deleted one, and the one kept");
     assert_eq!(unloaded(&log), segments - 1 - loads);
@@ -1075,7 +1094,10 @@ fn sealed_of_three_batches(storage: &MemStorage) -> (Offset, Vec<(usize, BatchHe
 
 /// Reads at `offset` as a fetch does, up to `max_bytes`.
 fn read_at(log: &Log<MemStorage>, offset: Offset, max_bytes: usize) -> io::Result<Bytes> {
-    let cursor = log.cursor_at(offset).unwrap().expect("readable");
+    let cursor = log
+        .cursor_at(offset, log.durable_end())
+        .unwrap()
+        .expect("readable");
     block_on(cursor.read(offset, max_bytes))
 }
 
@@ -1375,7 +1397,10 @@ fn a_read_waiting_for_a_paced_scrub_makes_it_stop_pacing() {
         .unwrap();
     pool.run_until_stalled();
     assert_eq!(paces.get(), 1, "the scrub sleeps after its first chunk");
-    let cursor = log.cursor_at(Offset(0)).unwrap().unwrap();
+    let cursor = log
+        .cursor_at(Offset(0), log.durable_end())
+        .unwrap()
+        .unwrap();
     let read = spawner
         .spawn_local_with_handle(async move { cursor.read(Offset(0), 1).await })
         .unwrap();
@@ -1401,4 +1426,132 @@ fn a_sealed_segment_the_disk_cannot_read_fails_reads_as_damaged_and_no_others() 
         .as_deref()
         .unwrap()
         .contains("injected read"));
+}
+
+/// The offsets each batch returned by `bytes` starts at.
+fn batch_bases(mut bytes: &[u8]) -> Vec<Offset> {
+    let mut bases = Vec::new();
+    while !bytes.is_empty() {
+        let header = BatchHeader::parse(bytes).expect("whole batches");
+        bases.push(header.base_offset);
+        bytes = &bytes[header.total_bytes()..];
+    }
+    bases
+}
+
+#[test]
+fn a_read_bound_below_the_durable_end_serves_nothing_at_or_past_it() {
+    let storage = MemStorage::default();
+    let mut log = open_with(&storage, Config::default().log);
+    let mut model = Model::default();
+    let mut rng = Rng(5);
+    for i in 0..10 {
+        append_random(&mut log, &mut model, &mut rng, 1000 + 100 * i);
+    }
+    flush(&mut log).unwrap();
+    assert_eq!(log.durable_end(), log.end());
+    let bases: Vec<Offset> = model.batches.iter().map(|(o, _, _)| *o).collect();
+    // A high watermark below the durable end, as replication will leave it.
+    let upto = bases[6];
+    for from in [Offset(0), bases[3], upto.next(-1)] {
+        let cursor = log.cursor_at(from, upto).unwrap().expect("below the bound");
+        let read = block_on(cursor.read(from, 1 << 20)).unwrap();
+        let holding = bases.iter().rposition(|b| *b <= from).unwrap();
+        assert_eq!(batch_bases(&read), bases[holding..6], "reading from {from}");
+        let payload = block_on(cursor.read_payload(from, |_, available| available, usize::MAX));
+        let payload = payload.unwrap().expect("readable");
+        assert_eq!(
+            payload.records.len(),
+            read.len(),
+            "the fetch path stops there too"
+        );
+    }
+    for at_or_past in [upto, bases[8], log.end()] {
+        assert!(log.cursor_at(at_or_past, upto).unwrap().is_none());
+    }
+    let whole = log
+        .cursor_at(Offset(0), log.durable_end())
+        .unwrap()
+        .unwrap();
+    let read = block_on(whole.read(Offset(0), 1 << 20)).unwrap();
+    assert_eq!(
+        batch_bases(&read),
+        bases,
+        "bounded by the durable end: all of it"
+    );
+
+    // ListOffsets by timestamp finds nothing at or past the bound either.
+    let below = |ts| {
+        let cursor = log.cursor_for_timestamp(ts, upto).ok()??;
+        block_on(cursor.find_timestamp(ts, Offset(0))).unwrap()
+    };
+    assert_eq!(below(1300), Some((bases[3], 1300)));
+    assert_eq!(below(1800), None);
+    let found = timestamp_cursor(&log, 1800).expect("below the durable end");
+    assert_eq!(
+        block_on(found.find_timestamp(1800, Offset(0))).unwrap(),
+        Some((bases[8], 1800))
+    );
+}
+
+#[test]
+fn a_read_bound_cuts_only_the_segment_it_falls_in() {
+    let storage = MemStorage::default();
+    let mut log = open_with(&storage, small_config());
+    let mut model = Model::default();
+    let mut rng = Rng(13);
+    for i in 0..60 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    assert!(log.segment_count() > 5);
+    let bases: Vec<Offset> = model.batches.iter().map(|(o, _, _)| *o).collect();
+    let upto = bases[40];
+    for (i, &base) in bases[..40].iter().enumerate() {
+        let cursor = log.cursor_at(base, upto).unwrap().expect("below the bound");
+        let bounded = batch_bases(&block_on(cursor.read(base, 1 << 20)).unwrap());
+        let whole = log.cursor_at(base, log.durable_end()).unwrap().unwrap();
+        let unbounded = batch_bases(&block_on(whole.read(base, 1 << 20)).unwrap());
+        assert_eq!(bounded.first(), Some(&bases[i]));
+        let below: Vec<Offset> = unbounded.into_iter().filter(|b| *b < upto).collect();
+        assert_eq!(
+            bounded, below,
+            "reading from {base}: the same batches, up to the bound"
+        );
+    }
+}
+
+#[test]
+fn retention_keeps_every_segment_not_wholly_below_its_bound() {
+    let storage = MemStorage::default();
+    let mut config = small_config();
+    config.retention_bytes = 1;
+    let mut log = open_with(&storage, config);
+    let mut model = Model::default();
+    let mut rng = Rng(8);
+    for i in 0..120 {
+        append_random(&mut log, &mut model, &mut rng, i);
+    }
+    flush(&mut log).unwrap();
+    let upto = model.batches[60].0;
+    assert!(log.apply_retention(1_000, upto) > 0);
+    assert!(log.log_start() < upto);
+    let last_below = upto.next(-1);
+    assert!(
+        log.cursor_at(last_below, upto).unwrap().is_some(),
+        "the segment holding the bound's last offset stays"
+    );
+    assert!(log.apply_retention(1_000, log.durable_end()) > 0);
+    assert!(log.log_start() > upto);
+}
+
+#[test]
+#[should_panic(expected = "past the durable end")]
+fn a_read_bound_past_the_durable_end_is_a_bug() {
+    let storage = MemStorage::default();
+    let mut log = open_with(&storage, Config::default().log);
+    let bytes = batch(&[b"a"], 0, None);
+    let header = batch::check_batch(&bytes).unwrap();
+    log.append(Bytes::from(bytes), &header, 0, 0).unwrap();
+    let _ = log.cursor_at(Offset(0), log.end());
 }

@@ -8,9 +8,9 @@
 //!
 //! Ending a transaction writes a COMMIT or ABORT marker to every partition in it, on whichever
 //! shards own them (`ShardRequest::WriteMarkers`); offsets partitions settle the transactional
-//! offsets TxnOffsetCommit wrote. EndTxn is answered once every marker is durable, so a
-//! committed transaction is visible to read_committed consumers when the producer learns it
-//! committed. Fencing (a new InitProducerId, or the timeout) bumps the epoch before aborting, so
+//! offsets TxnOffsetCommit wrote. EndTxn is answered once every marker is committed (below its
+//! partition's high watermark), so a committed transaction is visible to read_committed
+//! consumers when the producer learns it committed. Fencing (a new InitProducerId, or the timeout) bumps the epoch before aborting, so
 //! the old producer's later writes and its late EndTxn are refused.
 
 pub mod state;
@@ -276,7 +276,7 @@ impl TxnCoordinator {
             .borrow_mut()
             .append_broker_batch(bytes, shard.clock.now_ms())?;
         partition::schedule_flush(partition);
-        partition::wait_durable(partition, outcome.durable_at).await
+        partition::wait_high_watermark(partition, outcome.end).await
     }
 
     /// Records `m` in memory after persisting it.
@@ -422,7 +422,7 @@ impl TxnCoordinator {
     }
 
     /// Writes the markers of a prepared transaction to all its partitions (retrying until they
-    /// are durable), then records it complete.
+    /// are committed), then records it complete.
     async fn complete(
         &self,
         shard: &Rc<Shard>,

@@ -1,5 +1,5 @@
 //! EndTxn (key 26): commits or aborts the producer's transaction. Answered once the markers are
-//! durable on every partition of the transaction.
+//! committed (below the high watermark) on every partition of the transaction.
 
 use std::rc::Rc;
 

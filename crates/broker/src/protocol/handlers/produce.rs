@@ -1,6 +1,7 @@
 //! Produce (key 0): validates each partition's batches, routes them to the owning shards, and
-//! answers once they are durable (acks=1 and acks=all; one broker means the two are the same).
-//! acks=0 gets no response at all. Advertised from v0 for old librdkafka's feature checks;
+//! answers acks=1 once they are on the leader's disk (its durable end) and acks=all once they are
+//! committed (the high watermark); on one broker the two coincide. acks=0 gets no response at
+//! all. Advertised from v0 for old librdkafka's feature checks;
 //! versions below 3 (message formats 0 and 1) are refused.
 
 use std::collections::HashMap;
