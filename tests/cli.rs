@@ -66,7 +66,7 @@ fn every_command_and_subcommand_has_help() {
             "{args:?}: {}",
             out.stdout
         );
-        let client = ["topic", "group", "produce", "consume", "bench"];
+        let client = ["topic", "group", "log-dirs", "produce", "consume", "bench"];
         if path.first().is_some_and(|c| client.contains(&c.as_str())) {
             for flag in ["--bootstrap <HOST:PORT>", "SLUICE_BOOTSTRAP", "--json"] {
                 assert!(
@@ -96,6 +96,8 @@ fn every_command_and_subcommand_has_help() {
         "group describe",
         "group reset-offsets",
         "group delete",
+        "log-dirs",
+        "log-dirs describe",
         "produce",
         "consume",
         "bench",
@@ -225,7 +227,7 @@ fn completion_scripts_complete_the_commands() {
     for shell in ["bash", "zsh", "fish"] {
         let out = sluice(&["completion", shell]);
         assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
-        for word in ["sluice", "reset-offsets", "bootstrap"] {
+        for word in ["sluice", "reset-offsets", "log-dirs", "bootstrap"] {
             assert!(out.stdout.contains(word), "{shell} lacks {word}");
         }
     }

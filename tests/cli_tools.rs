@@ -214,6 +214,33 @@ fn every_cli_command(b: &str) {
         "partition sizes from DescribeLogDirs: {out}"
     );
 
+    // log-dirs describe: each partition's size and lag, and no damaged ranges
+    let out = ok(b, "log-dirs describe --topic notes");
+    let header = [
+        "BROKER",
+        "LOG-DIR",
+        "TOPIC",
+        "PARTITION",
+        "SIZE",
+        "OFFSET-LAG",
+        "DAMAGED",
+    ];
+    assert!(row(&out, &header).is_some(), "{out}");
+    let cells: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (cells.len(), cells[2], cells[3]),
+        (7, "notes", "0"),
+        "{out}"
+    );
+    assert!(cells[4].parse::<i64>().unwrap() > 0, "{out}");
+    assert_eq!((cells[5], cells[6]), ("0", "-"), "{out}");
+    assert_eq!(out.lines().count(), 2, "notes only: {out}");
+    let out = ok(b, "log-dirs describe --topic notes --topic orders --json");
+    assert_eq!(numbers(&out, "partition"), [0, 0, 1, 2, 3], "{out}");
+    assert_eq!(out.matches(r#""damaged":[]"#).count(), 5, "{out}");
+    let err = fails(b, "log-dirs describe --topic missing");
+    assert!(err.contains("UNKNOWN_TOPIC_OR_PARTITION (3)"), "{err}");
+
     // consume: JSON from the beginning, text from an offset, by timestamp
     let out = ok(
         b,

@@ -11,6 +11,8 @@
 //! batch. No fetch may ever answer a batch whose CRC fails; a consumer gets CORRUPT_MESSAGE at
 //! the damaged batch and reads on after DeleteRecords moves the log start past it; the offsets
 //! lost with a cut-short tail or a damaged active segment are skipped, never wedging a reader.
+//! DescribeLogDirs reports each damaged range in Sluice's tagged field, and `sluice log-dirs
+//! describe` prints them.
 
 mod common;
 
@@ -32,6 +34,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use sluice_client::damaged_ranges::{self, DamageKind, DamagedRange, DAMAGED_RANGES_TAG};
 
 const TOPIC: &str = "damaged";
 const PARTITIONS: i32 = 2;
@@ -414,6 +417,7 @@ fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_th
         let logs0 = files(&broker, 0, "log");
         assert!(logs0.len() >= 3, "cores={cores}: several segments");
         let flipped = stored_batches(&logs0[1])[1];
+        let flipped_segment = base_offset_of(&logs0[1]);
         flip_byte_in(&logs0[1], flipped);
         let damaged = (flipped.first, flipped.next);
         // Partition 1: its first segment cut short inside its middle batch, and a byte flipped
@@ -427,6 +431,36 @@ fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_th
         let torn = active[active.len() / 2];
         flip_byte_in(logs1.last().unwrap(), torn);
         let lost1 = [(cut_at.first, second_base), (torn.first, end(1))];
+        let ranges = [
+            vec![DamagedRange {
+                kind: DamageKind::Corrupt,
+                segment_base_offset: flipped_segment,
+                position: flipped.position as i64,
+                size_bytes: flipped.len as i64,
+                first_offset: damaged.0,
+                last_offset: damaged.1 - 1,
+            }],
+            vec![
+                // Recovery finds the damaged active segment first; the cut one is found later.
+                DamagedRange {
+                    kind: DamageKind::Truncated,
+                    segment_base_offset: base_offset_of(logs1.last().unwrap()),
+                    position: torn.position as i64,
+                    size_bytes: std::fs::metadata(logs1.last().unwrap()).unwrap().len() as i64
+                        - torn.position as i64,
+                    first_offset: torn.first,
+                    last_offset: -1,
+                },
+                DamagedRange {
+                    kind: DamageKind::Lost,
+                    segment_base_offset: base_offset_of(&logs1[0]),
+                    position: cut_at.position as i64,
+                    size_bytes: (cut_at.len / 2) as i64,
+                    first_offset: cut_at.first,
+                    last_offset: second_base - 1,
+                },
+            ],
+        ];
 
         broker.restart();
         if cores > 1 {
@@ -509,6 +543,109 @@ fn damaged_segments_after_a_clean_stop_are_never_served_and_readers_move_past_th
                 "cores={cores}: partition {p}:\n{metrics}"
             );
         }
+        check_log_dirs(cores, &broker, &ranges);
         assert!(broker.terminate());
     }
+}
+
+/// The base offset in a segment file's name.
+fn base_offset_of(path: &Path) -> i64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// DescribeLogDirs at every flexible version reports `ranges[p]` for partition `p` in Sluice's
+/// tagged field (v1 has none), and `sluice log-dirs describe` prints them.
+fn check_log_dirs(cores: usize, broker: &Broker, ranges: &[Vec<DamagedRange>; 2]) {
+    use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
+    let mut s = common::connect(broker);
+    for version in 1..=4 {
+        let response: DescribeLogDirsResponse = common::call(
+            &mut s,
+            ApiKey::DescribeLogDirs,
+            version,
+            &DescribeLogDirsRequest::default().with_topics(None),
+        );
+        let topic = response.results[0]
+            .topics
+            .iter()
+            .find(|t| t.name.as_str() == TOPIC)
+            .expect("the topic is listed");
+        for p in &topic.partitions {
+            let field = p.unknown_tagged_fields.get(&DAMAGED_RANGES_TAG);
+            let found = field.map(|bytes| damaged_ranges::decode(bytes).unwrap());
+            let want = (version >= 2).then(|| ranges[p.partition_index as usize].clone());
+            assert_eq!(
+                found, want,
+                "cores={cores}, v{version}, partition {}",
+                p.partition_index
+            );
+        }
+    }
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["log-dirs", "describe", "--topic", TOPIC, "--bootstrap"])
+            .arg(broker.bootstrap())
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let table = cli(&[]);
+    let corrupt = &ranges[0][0];
+    let row0 = table
+        .lines()
+        .find(|l| l.contains(&format!(" {TOPIC}  0  ")))
+        .unwrap_or_else(|| panic!("cores={cores}: no row for partition 0:\n{table}"));
+    assert!(
+        row0.ends_with(&format!(
+            "corrupt {}-{} ({:020}.log, {} bytes at {})",
+            corrupt.first_offset,
+            corrupt.last_offset,
+            corrupt.segment_base_offset,
+            corrupt.size_bytes,
+            corrupt.position
+        )),
+        "cores={cores}:\n{table}"
+    );
+    let row1 = table
+        .lines()
+        .find(|l| l.contains(&format!(" {TOPIC}  1  ")))
+        .unwrap_or_else(|| panic!("cores={cores}: no row for partition 1:\n{table}"));
+    let (truncated, lost) = (&ranges[1][0], &ranges[1][1]);
+    for text in [
+        format!("truncated {}- ", truncated.first_offset),
+        format!("lost {}-{} ", lost.first_offset, lost.last_offset),
+    ] {
+        assert!(row1.contains(&text), "cores={cores}: {text}:\n{table}");
+    }
+
+    let json = cli(&["--json"]);
+    let expected = format!(
+        "\"damaged\":[{{\"kind\":\"corrupt\",\"first_offset\":{},\"last_offset\":{},\
+         \"segment\":\"{:020}.log\",\"position\":{},\"size_bytes\":{}}}]",
+        corrupt.first_offset,
+        corrupt.last_offset,
+        corrupt.segment_base_offset,
+        corrupt.position,
+        corrupt.size_bytes
+    );
+    assert!(
+        json.contains(&expected),
+        "cores={cores}: {expected}\n{json}"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let partitions = parsed[0]["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), PARTITIONS as usize, "{json}");
+    assert_eq!(
+        partitions[1]["damaged"].as_array().unwrap().len(),
+        2,
+        "{json}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The `sluice` command line, on clap: the command tree (`Cli`), the exit codes it documents, the
 //! flags every client command shares (`ClientFlags`) and the admin CLI (`sluice topic | group |
-//! produce | consume`), like Kafka's tools and rpk. The admin commands speak only the Kafka
+//! log-dirs | produce | consume`), like Kafka's tools and rpk. The admin commands speak only the Kafka
 //! protocol, so they work against any Kafka-compatible cluster: each command's module declares
 //! its arguments and runs them; `client` talks to the brokers; `output` prints. `main` runs the
 //! commands that are not admin commands and turns results into exit codes.
@@ -9,6 +9,7 @@ mod client;
 mod consume;
 mod group;
 mod limits;
+mod log_dirs;
 mod output;
 mod produce;
 mod serve;
@@ -85,6 +86,8 @@ pub enum AdminCommand {
     Topic(topic::TopicArgs),
     /// List, describe and delete consumer groups; reset their committed offsets
     Group(group::GroupArgs),
+    /// Describe the brokers' log dirs: partition sizes and damaged ranges
+    LogDirs(log_dirs::LogDirsArgs),
     Produce(produce::ProduceArgs),
     Consume(consume::ConsumeArgs),
 }
@@ -157,6 +160,7 @@ pub fn run(command: &AdminCommand) -> Result<()> {
     match command {
         AdminCommand::Topic(args) => topic::run(args),
         AdminCommand::Group(args) => group::run(args),
+        AdminCommand::LogDirs(args) => log_dirs::run(args),
         AdminCommand::Produce(args) => produce::run(args),
         AdminCommand::Consume(args) => consume::run(args),
     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Java client test with Maven and runs it against a fresh sluice with 1 and 2 shards.
+# Builds the Java client test with Maven and runs it against a fresh sluice with 1 and 2 shards,
+# then the Java consumer across a batch damaged while the broker was stopped (DamagedBatchTest).
 # Usage: tests/java/run.sh path/to/sluice
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,3 +13,13 @@ for cores in 1 2; do
     java -cp "$cp" sluice.JavaClientTest "127.0.0.1:$port" || broker_failed "java client test failed ($cores shards)"
     stop_broker
 done
+
+# One shard is enough: what a damaged batch does is the partition's affair.
+start_broker "$sluice" 1
+java -cp "$cp" sluice.DamagedBatchTest produce "127.0.0.1:$port" || broker_failed "damaged batch test: produce failed"
+pause_broker
+range=$(java -cp "$cp" sluice.DamagedBatchTest damage "$dir/data") || broker_failed "damaged batch test: damage failed"
+resume_broker "$sluice" 1
+java -cp "$cp" sluice.DamagedBatchTest consume "127.0.0.1:$port" $range || broker_failed "damaged batch test failed"
+grep -q "fail their check" "$dir/broker.log" || broker_failed "damaged batch test: the broker did not log the damage"
+stop_broker

@@ -174,6 +174,11 @@ pub const CLEANER_CHECKPOINT_MAX_BYTES: usize = 4096;
 /// the client asks (Kafka's `max.request.partition.size.limit` default).
 pub const DESCRIBE_TOPIC_PARTITIONS_MAX: i32 = 2000;
 
+/// Damaged ranges one DescribeLogDirs partition lists (the first ones, in segment order): a
+/// disk that damaged every batch of a large partition would otherwise make an answer of many
+/// MB. `sluice_partition_damaged_ranges` counts them all, and the log names each.
+pub const LOG_DIRS_DAMAGED_RANGES_MAX: usize = 1_000;
+
 /// Partitions a shard opens (recovers) at once at start: enough to overlap their file reads,
 /// few enough to bound the memory of their recovery scans.
 pub const RECOVERY_PARTITIONS_IN_FLIGHT: usize = 32;

@@ -31,6 +31,7 @@ use crate::storage::batch::{self, BatchHeader, ControlType};
 use crate::storage::log::cleaner::CleanedLog;
 use crate::storage::log::{Log, ReadCursor, RecoveryReport, SegmentScrub};
 use crate::storage::record_check::RecordRules;
+use crate::storage::segment_check::DamagedRange;
 use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{read_whole, segment, write_replacing, Storage};
@@ -219,6 +220,11 @@ impl<S: Storage> Partition<S> {
     /// Damaged ranges found in the partition's segments since the start.
     pub fn damaged_ranges(&self) -> usize {
         self.log.damaged_ranges()
+    }
+
+    /// The damaged ranges `damaged_ranges` counts, for DescribeLogDirs.
+    pub fn damaged(&self) -> Vec<DamagedRange> {
+        self.log.damaged()
     }
 
     pub fn log_config(&self) -> &LogConfig {

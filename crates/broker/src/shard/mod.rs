@@ -33,7 +33,7 @@ use crate::protocol::fetch_sizing::{self, Budget, ReadLimit, ReadSpan};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::payload::Payload;
-use crate::storage::segment_check;
+use crate::storage::segment_check::{self, DamagedRange};
 use crate::storage::segment_files::is_segment_gone;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::{Clock, Storage, SystemClock};
@@ -125,10 +125,17 @@ pub enum ShardRequest {
     Txn(TxnOp),
     /// The admin endpoint's scrape: this shard's metric samples.
     CollectMetrics,
-    /// DescribeLogDirs: each partition's bytes on disk.
-    PartitionSizes {
+    /// DescribeLogDirs: each partition's bytes on disk and damaged ranges.
+    PartitionLogDirs {
         partitions: Vec<TopicPartition>,
     },
+}
+
+/// What DescribeLogDirs reports of one partition.
+#[derive(Debug)]
+pub struct PartitionLogDir {
+    pub size_bytes: u64,
+    pub damaged: Vec<DamagedRange>,
 }
 
 /// The answer to a `ShardRequest`.
@@ -144,7 +151,7 @@ pub enum ShardResponse {
     Group(GroupAnswer),
     Txn(TxnAnswer),
     Metrics(Vec<Sample>),
-    PartitionSizes(Vec<Result<u64, ErrorCode>>),
+    PartitionLogDirs(Vec<Result<PartitionLogDir, ErrorCode>>),
     Done,
     /// The other shard has stopped (shutdown in progress).
     Unavailable,
@@ -279,10 +286,18 @@ impl Shard {
                 }
                 ShardRequest::Txn(op) => ShardResponse::Txn(self.txns.handle(&self, op).await),
                 ShardRequest::CollectMetrics => ShardResponse::Metrics(self.collect_metrics()),
-                ShardRequest::PartitionSizes { partitions } => ShardResponse::PartitionSizes(
+                ShardRequest::PartitionLogDirs { partitions } => ShardResponse::PartitionLogDirs(
                     partitions
                         .iter()
-                        .map(|tp| self.partition(tp).map(|p| p.borrow().size_bytes()))
+                        .map(|tp| {
+                            self.partition(tp).map(|p| {
+                                let p = p.borrow();
+                                PartitionLogDir {
+                                    size_bytes: p.size_bytes(),
+                                    damaged: p.damaged(),
+                                }
+                            })
+                        })
                         .collect(),
                 ),
                 ShardRequest::Controller(request) => match &self.controller {

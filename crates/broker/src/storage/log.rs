@@ -25,7 +25,7 @@ use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
 use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
 use super::segment::{self, EncodedIndexes, Lookup, ScanRules, Segment};
-use super::segment_check::{self, Health, Pace, SegmentCheck};
+use super::segment_check::{self, DamageKind, DamagedRange, Health, Pace, SegmentCheck};
 use super::segment_files::{FileRef, SegmentFile, SegmentFiles};
 use super::txn_index::{self, AbortedTxn};
 use super::{rename_durably, write_synced, Storage, StorageFile};
@@ -136,7 +136,7 @@ pub struct RecoveryReport {
     pub rebuilt_indexes: usize,
     /// Damaged batches found in a trusted active segment (after a clean stop): damage, not a
     /// torn tail.
-    pub damaged_ranges: usize,
+    pub damaged: Vec<DamagedRange>,
 }
 
 /// Called for every batch recovery scans (with the marker, for control batches); returns the
@@ -167,7 +167,7 @@ pub struct Log<S: Storage> {
     flushing: Vec<Offset>,
     failed: bool,
     /// Damaged ranges recovery cut from the active segment (see `RecoveryReport`).
-    damaged_at_open: usize,
+    damaged_at_open: Vec<DamagedRange>,
     /// How far compaction got, and when it first saw each stretch of tombstones.
     cleaner_checkpoint: cleaner::CleanerCheckpoint,
 }
@@ -654,7 +654,7 @@ impl<S: Storage> Log<S> {
             flush_running: false,
             flushing: Vec::new(),
             failed: false,
-            damaged_at_open: report.damaged_ranges,
+            damaged_at_open: report.damaged.clone(),
             cleaner_checkpoint,
         };
         log.assert_offsets_ordered();
@@ -1015,7 +1015,22 @@ impl<S: Storage> Log<S> {
             .filter_map(|seg| seg.check.as_ref()?.found())
             .map(|h| h.damaged.len() + usize::from(h.trimmed.is_some()))
             .sum();
-        checked + self.damaged_at_open
+        checked + self.damaged_at_open.len()
+    }
+
+    /// The damaged ranges `damaged_ranges` counts: those recovery cut from the active segment,
+    /// then those the checks found, oldest segment first.
+    pub fn damaged(&self) -> Vec<DamagedRange> {
+        let checked = self
+            .segments
+            .iter()
+            .filter_map(|seg| seg.check.as_ref())
+            .flat_map(|check| check.damaged());
+        self.damaged_at_open
+            .iter()
+            .copied()
+            .chain(checked)
+            .collect()
     }
 
     fn index_load(&self, lazy: Rc<LazyIndexes>) -> IndexLoad<S> {
@@ -1642,7 +1657,14 @@ async fn load_segment<S: Storage>(
         report.truncated_bytes += size - valid_end;
         if trusted {
             // Synced before the stop: what fails now was damaged on disk, not torn by a crash.
-            report.damaged_ranges += 1;
+            report.damaged.push(DamagedRange {
+                kind: DamageKind::Truncated,
+                segment: seg.base_offset,
+                position: valid_end,
+                bytes: size - valid_end,
+                first: seg.next_offset,
+                next: None,
+            });
             crate::metrics::with(|m| m.log_damage_found(1));
         }
         file.truncate(valid_end).await?;

@@ -16,8 +16,8 @@
 //!   trims the active segment; the offsets from there to the segment's end are lost, and reads
 //!   of them go on in the next segment (as over a gap compaction leaves).
 //!
-//! Each finding is logged once, with file, position and offsets, and counted in /metrics. A
-//! background scrub (the shard's `scrub_loop`) runs the checks reads have not, at a bounded rate,
+//! Each finding is logged once, with file, position and offsets, counted in /metrics and listed
+//! per partition (`DamagedRange`, which DescribeLogDirs reports). A background scrub (the shard's `scrub_loop`) runs the checks reads have not, at a bounded rate,
 //! so that damage is found before a consumer reaches it.
 //! Owned by the partition's shard, like the segment it belongs to.
 
@@ -56,6 +56,8 @@ pub struct Health {
     pub damaged: Vec<Damage>,
     /// Where a file cut short was trimmed, and the first offset lost with the trimmed bytes.
     pub trimmed: Option<(u64, Offset)>,
+    /// How many bytes the trim removed (0 unless `trimmed`).
+    pub trimmed_bytes: u64,
     /// Why the unreadable tail could not be read, when the disk said so.
     pub read_error: Option<String>,
 }
@@ -80,6 +82,32 @@ impl Health {
             .last()
             .filter(|d| d.position == self.end && d.first <= offset && offset < d.next)
     }
+}
+
+/// What reads get for the offsets of a damaged range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// Batches that fail their check in a sealed segment: fetches there answer CORRUPT_MESSAGE.
+    Corrupt,
+    /// A sealed segment cut short and trimmed: the offsets are gone, fetches skip them.
+    Lost,
+    /// An active segment truncated at a start after a clean stop: the offsets from `first` on
+    /// were written again by later records, so how far the lost ones went is unknown.
+    Truncated,
+}
+
+/// A damaged range of one partition, as an operator needs it: which file, where in it, and
+/// which offsets readers cannot get (first..next; `next` is where DeleteRecords gets past it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedRange {
+    pub kind: DamageKind,
+    /// The base offset of the segment holding the range (its file's name).
+    pub segment: Offset,
+    pub position: u64,
+    pub bytes: u64,
+    pub first: Offset,
+    /// `None` for `Truncated`, whose end is unknown.
+    pub next: Option<Offset>,
 }
 
 /// The error a read gets for offsets in a damaged range: the fetch answers CORRUPT_MESSAGE.
@@ -147,6 +175,30 @@ impl SegmentCheck {
     /// What the check found, once it ran.
     pub fn found(&self) -> Option<Rc<Health>> {
         self.found.borrow().clone()
+    }
+
+    /// The damaged ranges the check found, in file order (none before it ran).
+    pub fn damaged(&self) -> Vec<DamagedRange> {
+        let Some(health) = self.found() else {
+            return Vec::new();
+        };
+        let corrupt = health.damaged.iter().map(|d| DamagedRange {
+            kind: DamageKind::Corrupt,
+            segment: self.base_offset,
+            position: d.position,
+            bytes: d.len,
+            first: d.first,
+            next: Some(d.next),
+        });
+        let lost = health.trimmed.map(|(at, first)| DamagedRange {
+            kind: DamageKind::Lost,
+            segment: self.base_offset,
+            position: at,
+            bytes: health.trimmed_bytes,
+            first,
+            next: Some(self.bound),
+        });
+        corrupt.chain(lost).collect()
     }
 
     /// What the check found in `file` (the segment's log), running it first if no read did.
@@ -237,6 +289,7 @@ impl SegmentCheck {
         }
         health.end = position;
         if let Some((at, _)) = health.trimmed {
+            health.trimmed_bytes = size - at;
             file.truncate(at).await?;
             file.sync_data().await?;
         }

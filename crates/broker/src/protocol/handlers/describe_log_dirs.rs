@@ -1,6 +1,10 @@
 //! DescribeLogDirs (key 35): the one log directory (the data dir) with each partition's size on
 //! disk, read from the owning shards; v4 adds the file system's total and usable bytes. Kafka's
 //! tools (kafka-log-dirs) and the admin CLI's `topic describe` use it for sizes.
+//!
+//! From v2 (the flexible versions) a partition with damaged ranges (see
+//! `storage::segment_check`) carries them in Sluice's tagged field (`sluice_client::
+//! damaged_ranges`), which `sluice log-dirs describe` prints and Kafka's clients skip.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -10,9 +14,12 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use sluice_client::damaged_ranges::{self, DamageKind as WireKind, DAMAGED_RANGES_TAG};
 
 use super::scatter::{known, scatter};
-use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::limits::LOG_DIRS_DAMAGED_RANGES_MAX;
+use crate::shard::{PartitionLogDir, Shard, ShardRequest, ShardResponse};
+use crate::storage::segment_check::{DamageKind, DamagedRange};
 use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (1, 4);
@@ -45,22 +52,21 @@ pub async fn handle(
         .enumerate()
         .map(|(i, tp)| ((i, 0), tp.clone(), ()))
         .collect();
-    let request_for = |items: Vec<(TopicPartition, ())>| ShardRequest::PartitionSizes {
+    let request_for = |items: Vec<(TopicPartition, ())>| ShardRequest::PartitionLogDirs {
         partitions: items.into_iter().map(|(tp, _)| tp).collect(),
     };
     let answers_of = |response| match response {
-        ShardResponse::PartitionSizes(sizes) => Some(sizes),
+        ShardResponse::PartitionLogDirs(dirs) => Some(dirs),
         _ => None,
     };
-    let sizes = scatter(shard, items, request_for, answers_of).await;
+    let dirs = scatter(shard, items, request_for, answers_of).await;
     let mut topics: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     for (i, tp) in wanted.into_iter().enumerate() {
-        if let Some(Ok(size)) = sizes.get(&(i, 0)) {
-            topics.entry(tp.topic).or_default().push(
-                DescribeLogDirsPartition::default()
-                    .with_partition_index(tp.partition.0)
-                    .with_partition_size(*size as i64),
-            );
+        if let Some(Ok(dir)) = dirs.get(&(i, 0)) {
+            topics
+                .entry(tp.topic)
+                .or_default()
+                .push(partition(tp.partition.0, dir, version));
         }
     }
     let dir = &shard.config.data_dir;
@@ -90,4 +96,128 @@ pub async fn handle(
         result = result.with_total_bytes(total).with_usable_bytes(usable);
     }
     DescribeLogDirsResponse::default().with_results(vec![result])
+}
+
+/// One partition's entry; its damaged ranges (the first `LOG_DIRS_DAMAGED_RANGES_MAX`) go in
+/// Sluice's tagged field, which only the flexible versions have.
+fn partition(index: i32, dir: &PartitionLogDir, version: i16) -> DescribeLogDirsPartition {
+    let entry = DescribeLogDirsPartition::default()
+        .with_partition_index(index)
+        .with_partition_size(dir.size_bytes as i64);
+    if version < 2 || dir.damaged.is_empty() {
+        return entry;
+    }
+    let ranges: Vec<_> = dir
+        .damaged
+        .iter()
+        .take(LOG_DIRS_DAMAGED_RANGES_MAX)
+        .map(wire_range)
+        .collect();
+    entry.with_unknown_tagged_field(DAMAGED_RANGES_TAG, damaged_ranges::encode(&ranges))
+}
+
+fn wire_range(d: &DamagedRange) -> damaged_ranges::DamagedRange {
+    damaged_ranges::DamagedRange {
+        kind: match d.kind {
+            DamageKind::Corrupt => WireKind::Corrupt,
+            DamageKind::Lost => WireKind::Lost,
+            DamageKind::Truncated => WireKind::Truncated,
+        },
+        segment_base_offset: d.segment.0,
+        position: d.position as i64,
+        size_bytes: d.bytes as i64,
+        first_offset: d.first.0,
+        // Kafka's messages give ranges by their last offset.
+        last_offset: d.next.map_or(-1, |next| next.0 - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    use super::*;
+    use crate::types::Offset;
+
+    fn corrupt() -> DamagedRange {
+        DamagedRange {
+            kind: DamageKind::Corrupt,
+            segment: Offset(100),
+            position: 2048,
+            bytes: 300,
+            first: Offset(120),
+            next: Some(Offset(140)),
+        }
+    }
+
+    /// Encodes `entry` at `version` and decodes it back, as a client does.
+    fn round_trip(entry: &DescribeLogDirsPartition, version: i16) -> DescribeLogDirsPartition {
+        let mut buf = BytesMut::new();
+        entry.encode(&mut buf, version).unwrap();
+        let mut bytes = buf.freeze();
+        DescribeLogDirsPartition::decode(&mut bytes, version).unwrap()
+    }
+
+    #[test]
+    fn damaged_ranges_travel_in_the_tagged_field_of_flexible_versions_only() {
+        let truncated = DamagedRange {
+            kind: DamageKind::Truncated,
+            segment: Offset(900),
+            position: 64,
+            bytes: 10,
+            first: Offset(950),
+            next: None,
+        };
+        let dir = PartitionLogDir {
+            size_bytes: 5000,
+            damaged: vec![corrupt(), truncated],
+        };
+        for version in 2..=4 {
+            let read = round_trip(&partition(3, &dir, version), version);
+            assert_eq!((read.partition_index, read.partition_size), (3, 5000));
+            let field = &read.unknown_tagged_fields[&DAMAGED_RANGES_TAG];
+            let ranges = damaged_ranges::decode(field).unwrap();
+            assert_eq!(
+                ranges,
+                vec![
+                    damaged_ranges::DamagedRange {
+                        kind: WireKind::Corrupt,
+                        segment_base_offset: 100,
+                        position: 2048,
+                        size_bytes: 300,
+                        first_offset: 120,
+                        last_offset: 139,
+                    },
+                    damaged_ranges::DamagedRange {
+                        kind: WireKind::Truncated,
+                        segment_base_offset: 900,
+                        position: 64,
+                        size_bytes: 10,
+                        first_offset: 950,
+                        last_offset: -1,
+                    },
+                ],
+                "v{version}"
+            );
+        }
+        // v1 has no tagged fields; a healthy partition carries none.
+        assert!(partition(3, &dir, 1).unknown_tagged_fields.is_empty());
+        let healthy = PartitionLogDir {
+            size_bytes: 5000,
+            damaged: Vec::new(),
+        };
+        assert!(partition(3, &healthy, 4).unknown_tagged_fields.is_empty());
+    }
+
+    #[test]
+    fn an_answer_lists_at_most_the_limit_of_ranges() {
+        let dir = PartitionLogDir {
+            size_bytes: 1,
+            damaged: vec![corrupt(); LOG_DIRS_DAMAGED_RANGES_MAX + 5],
+        };
+        let entry = partition(0, &dir, 4);
+        let ranges = damaged_ranges::decode(&entry.unknown_tagged_fields[&DAMAGED_RANGES_TAG]);
+        assert_eq!(ranges.unwrap().len(), LOG_DIRS_DAMAGED_RANGES_MAX);
+    }
 }
