@@ -204,3 +204,11 @@ pub const FREE_MEMORY_RELEASE_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Records past the limit are refused all the same (clients report them as refused for another
 /// record's sake).
 pub const PRODUCE_RECORD_ERRORS_MAX: usize = 1_000;
+
+/// Voters (and learners) a metadata quorum's membership may name. KRaft clusters run 3 or 5
+/// controllers; the bound only keeps a decoded membership from naming millions of nodes.
+pub const QUORUM_MEMBERS_MAX: usize = 64;
+
+/// Entries one quorum AppendEntries message may carry (openraft's `max_payload_entries` is 300
+/// by default): bounds what one decoded message allocates before its bytes are checked.
+pub const QUORUM_APPEND_ENTRIES_MAX: usize = 1_024;

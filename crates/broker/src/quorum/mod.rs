@@ -8,11 +8,14 @@
 //! controller) without a second runtime. 0.10 is still in alpha: the version is pinned exactly and
 //! moves only with a review of its changelog.
 //!
-//! Owns: the runtime adapter (`runtime`). The metadata log store, the state machine over the
-//! `MetadataImage` and the inter-broker transport build on it. Lives on whichever shard spawns the
+//! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`) and the
+//! byte encoding of its messages and log entries (`codec`). The metadata log store, the state
+//! machine over the `MetadataImage` and the inter-broker transport build on these. Lives on whichever shard spawns the
 //! Raft core; nothing here crosses threads.
 
+pub mod codec;
 pub mod runtime;
+pub mod types;
 
 #[cfg(test)]
 mod mem;
