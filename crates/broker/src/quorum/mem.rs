@@ -27,12 +27,7 @@ use openraft::{
     RaftNetworkV2, RaftSnapshotBuilder,
 };
 
-openraft::declare_raft_types!(
-    /// Commands are strings; so are the answers (the command echoed).
-    pub TestConfig: AsyncRuntime = super::runtime::GlommioRuntime,
-);
-
-type C = TestConfig;
+use super::types::{Command, QuorumTypes as C};
 pub type TestRaft = openraft::Raft<C, Rc<MemMachine>>;
 
 #[derive(Debug, Default)]
@@ -47,7 +42,7 @@ pub struct MemLog {
 pub struct Applied {
     pub last: Option<LogIdOf<C>>,
     pub membership: StoredMembershipOf<C>,
-    pub commands: Vec<String>,
+    pub commands: Vec<Command>,
 }
 
 #[derive(Debug, Default)]
@@ -56,8 +51,27 @@ pub struct MemMachine {
     snapshot: RefCell<Option<(SnapshotMetaOf<C>, Vec<u8>)>>,
 }
 
+/// A snapshot's bytes: each command with a 4-byte length before it.
 fn encode(state: &Applied) -> Vec<u8> {
-    state.commands.join("\n").into_bytes()
+    let mut out = Vec::new();
+    for Command(bytes) in &state.commands {
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+fn decode(mut data: &[u8]) -> io::Result<Vec<Command>> {
+    let mut commands = Vec::new();
+    while let Some((len, rest)) = data.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(io::Error::other("snapshot cut short"));
+        }
+        commands.push(Command(bytes::Bytes::copy_from_slice(&rest[..len])));
+        data = &rest[len..];
+    }
+    Ok(commands)
 }
 
 impl RaftLogReader<C> for Rc<MemLog> {
@@ -177,19 +191,15 @@ impl RaftStateMachine<C> for Rc<MemMachine> {
         while let Some((entry, responder)) = entries.try_next().await? {
             let mut state = self.state.borrow_mut();
             state.last = Some(entry.log_id);
-            let answer = match entry.payload {
-                EntryPayload::Blank => String::new(),
-                EntryPayload::Normal(command) => {
-                    state.commands.push(command.clone());
-                    command
-                }
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(command) => state.commands.push(command),
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembershipOf::<C>::new(Some(entry.log_id), m);
-                    String::new()
                 }
-            };
+            }
             if let Some(responder) = responder {
-                responder.send(answer);
+                responder.send(());
             }
         }
         Ok(())
@@ -205,11 +215,10 @@ impl RaftStateMachine<C> for Rc<MemMachine> {
         snapshot: Cursor<Vec<u8>>,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let text = String::from_utf8(data.clone()).map_err(io::Error::other)?;
         *self.state.borrow_mut() = Applied {
             last: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            commands: text.lines().map(str::to_owned).collect(),
+            commands: decode(&data)?,
         };
         *self.snapshot.borrow_mut() = Some((meta.clone(), data));
         Ok(())

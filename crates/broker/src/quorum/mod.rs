@@ -8,12 +8,14 @@
 //! controller) without a second runtime. 0.10 is still in alpha: the version is pinned exactly and
 //! moves only with a review of its changelog.
 //!
-//! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`) and the
-//! byte encoding of its messages and log entries (`codec`). The metadata log store, the state
-//! machine over the `MetadataImage` and the inter-broker transport build on these. Lives on whichever shard spawns the
+//! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`), the
+//! byte encoding of its messages and log entries (`codec`) and the metadata log on disk
+//! (`log_store`). The state machine over the `MetadataImage` and the controllers' transport build
+//! on these. Lives on whichever shard spawns the
 //! Raft core; nothing here crosses threads.
 
 pub mod codec;
+pub mod log_store;
 pub mod runtime;
 pub mod types;
 
