@@ -26,6 +26,7 @@ pub mod network;
 pub mod partition;
 pub mod producer_state;
 pub mod protocol;
+pub mod quorum;
 pub mod shard;
 pub mod storage;
 pub mod txn;

@@ -209,3 +209,25 @@ pub const FREE_MEMORY_RELEASE_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Records past the limit are refused all the same (clients report them as refused for another
 /// record's sake).
 pub const PRODUCE_RECORD_ERRORS_MAX: usize = 1_000;
+
+/// Voters (and learners) a metadata quorum's membership may name. KRaft clusters run 3 or 5
+/// controllers; the bound only keeps a decoded membership from naming millions of nodes.
+pub const QUORUM_MEMBERS_MAX: usize = 64;
+
+/// Entries one quorum AppendEntries message may carry (openraft's `max_payload_entries` is 300
+/// by default): bounds what one decoded message allocates before its bytes are checked.
+pub const QUORUM_APPEND_ENTRIES_MAX: usize = 1_024;
+
+/// Segment size of the metadata quorum's log: entries are small (a topic's records are a few
+/// hundred bytes) and snapshots let the log be purged, so a segment rarely fills.
+pub const QUORUM_LOG_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Bytes one read of the metadata log takes at a time (at least one whole batch).
+pub const QUORUM_LOG_READ_BYTES: usize = 1024 * 1024;
+
+/// Largest quorum state file (the vote and the last purged log id: 40 bytes today).
+pub const QUORUM_STATE_MAX_BYTES: usize = 4096;
+
+/// Largest metadata log entry: one proposal's records (creating a topic of 10,000 partitions
+/// is about 1 MB of partition records).
+pub const QUORUM_ENTRY_MAX_BYTES: usize = 8 * 1024 * 1024;

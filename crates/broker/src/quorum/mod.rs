@@ -1,0 +1,25 @@
+//! The metadata quorum's consensus: openraft (pinned at `=0.10.0-alpha.37`, built
+//! `single-threaded`) running on glommio.
+//!
+//! Why openraft: a Raft used in production (Databend's meta service) with a deterministic fuzzer and
+//! a Jepsen suite in its CI, and a storage test suite (`openraft::testing::log::Suite`) that any log
+//! store must pass. Its 0.10 line has a pluggable async runtime and, with `single-threaded`, no
+//! `Send` bounds, so the Raft core can run as tasks of one shard (shard 0, beside the metadata
+//! controller) without a second runtime. 0.10 is still in alpha: the version is pinned exactly and
+//! moves only with a review of its changelog.
+//!
+//! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`), the
+//! byte encoding of its messages and log entries (`codec`) and the metadata log on disk
+//! (`log_store`). The state machine over the `MetadataImage` and the controllers' transport build
+//! on these. Lives on whichever shard spawns the
+//! Raft core; nothing here crosses threads.
+
+pub mod codec;
+pub mod log_store;
+pub mod runtime;
+pub mod types;
+
+#[cfg(test)]
+mod mem;
+#[cfg(test)]
+mod tests;
