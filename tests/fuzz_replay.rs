@@ -161,3 +161,18 @@ fn state_files() {
         MUTANTS_PER_SEED * 10,
     );
 }
+
+#[test]
+fn quorum_messages() {
+    let seeds = targets::seeds::quorum_messages();
+    assert!(
+        seeds.iter().all(|seed| targets::quorum_messages(seed)),
+        "every seed is a valid quorum message"
+    );
+    replay(
+        "quorum_messages",
+        targets::quorum_messages,
+        seeds,
+        MUTANTS_PER_SEED * 10,
+    );
+}

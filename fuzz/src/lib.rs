@@ -24,6 +24,7 @@ use sluice_broker::limits::TOPIC_PARTITIONS_MAX;
 use sluice_broker::metadata::{is_valid_topic_name, MetadataImage};
 use sluice_broker::producer_state::ProducerStateTable;
 use sluice_broker::protocol::{parse_request, supported_apis, Incoming};
+use sluice_broker::quorum::codec as quorum_codec;
 use sluice_broker::storage::batch::{self, BatchHeader};
 use sluice_broker::storage::index::{OffsetIndex, TimeIndex};
 use sluice_broker::storage::log::cleaner::CleanerCheckpoint;
@@ -446,6 +447,23 @@ fn key_and_value(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
     (key, (len & 0x80 == 0).then_some(value))
 }
 
+/// A message from another quorum member (the controller listener's frames), or an entry read
+/// back from the metadata log: whatever the bytes, the decoder answers; what it accepts
+/// encodes to bytes that decode to the same message.
+pub fn quorum_messages(data: &[u8]) -> bool {
+    if let Ok(entry) = quorum_codec::decode_entry(data) {
+        let again = quorum_codec::decode_entry(&quorum_codec::encode_entry(&entry));
+        assert_eq!(again.expect("an encoded entry decodes"), entry);
+    }
+    let Ok(message) = quorum_codec::decode(data) else {
+        return false;
+    };
+    let again =
+        quorum_codec::decode(&quorum_codec::encode(&message)).expect("an encoded message decodes");
+    assert_eq!(format!("{again:?}"), format!("{message:?}"));
+    true
+}
+
 /// The valid inputs each target's corpus starts from.
 pub mod seeds {
     use super::*;
@@ -630,6 +648,57 @@ pub mod seeds {
     }
 
     /// A request frame (header and body, without the size) as a client sends it.
+    /// Quorum messages written out field by field (`quorum::codec`): a vote request, a vote
+    /// answer, an AppendEntries carrying a command and a membership of three voters, and the
+    /// answer to an InstallSnapshot.
+    pub fn quorum_messages() -> Vec<Vec<u8>> {
+        use bytes::BufMut;
+        let vote = |out: &mut Vec<u8>, term: u64, node: u64, committed: u8| {
+            out.put_u64(term);
+            out.put_u64(node);
+            out.put_u8(committed);
+        };
+        let log_id = |out: &mut Vec<u8>, term: u64, index: u64| {
+            out.put_u8(1);
+            out.put_u64(term);
+            out.put_u64(index);
+        };
+        let mut vote_request = vec![3];
+        vote(&mut vote_request, 4, 2, 0);
+        log_id(&mut vote_request, 3, 17);
+        vote_request.put_u8(0);
+        let mut vote_answer = vec![5];
+        vote(&mut vote_answer, 4, 2, 1);
+        vote_answer.put_u8(1);
+        vote_answer.put_u8(0);
+        let mut append = vec![1];
+        vote(&mut append, 4, 2, 1);
+        log_id(&mut append, 3, 17);
+        log_id(&mut append, 3, 16);
+        append.put_u32(2);
+        log_id(&mut append, 4, 18);
+        append.put_i8(1);
+        append.put_i32(7);
+        append.put_slice(b"records");
+        log_id(&mut append, 4, 19);
+        append.put_i8(2);
+        append.put_u32(1);
+        append.put_u32(3);
+        for id in 1..=3u64 {
+            append.put_u64(id);
+        }
+        append.put_u32(3);
+        for id in 1..=3u64 {
+            append.put_u64(id);
+            let addr = format!("127.0.0.{id}:9093");
+            append.put_i16(addr.len() as i16);
+            append.put_slice(addr.as_bytes());
+        }
+        let mut snapshot_answer = vec![7];
+        vote(&mut snapshot_answer, 4, 2, 1);
+        vec![vote_request, vote_answer, append, snapshot_answer]
+    }
+
     pub fn frame(api: ApiKey, version: i16, body: &RequestKind) -> Vec<u8> {
         let mut buf = BytesMut::new();
         let id = RequestId {

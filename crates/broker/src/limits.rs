@@ -231,3 +231,16 @@ pub const QUORUM_STATE_MAX_BYTES: usize = 4096;
 /// Largest metadata log entry: one proposal's records (creating a topic of 10,000 partitions
 /// is about 1 MB of partition records).
 pub const QUORUM_ENTRY_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest message between quorum members: an AppendEntries of `QUORUM_APPEND_ENTRIES_MAX`
+/// small entries, or a whole snapshot of the metadata image (a cluster of 10,000 topics is a few
+/// MB).
+pub const QUORUM_FRAME_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// A quorum frame that has begun must arrive whole within this: a member that stalls mid-frame
+/// is disconnected rather than holding its buffer.
+pub const QUORUM_FRAME_RECEIVE_TIMEOUT_MS: u64 = 10_000;
+
+/// Connections a member accepts on its controller listener at once: each other member opens a
+/// few (replication, heartbeats, snapshots).
+pub const QUORUM_PEER_CONNECTIONS_MAX: usize = 64;

@@ -1,4 +1,4 @@
-//! The byte encoding of the quorum's Raft messages and log entries, for the wire between
+//! The byte encoding of the quorum's Raft messages (and whole snapshots) and log entries, for the wire between
 //! controllers and for the metadata log on disk.
 //!
 //! Big-endian fixed-width fields, as Kafka's own record fields (`internal_log`). Decoding reads
@@ -10,8 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
-use openraft::type_config::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{EntryOf, LogIdOf, SnapshotMetaOf, StoredMembershipOf, VoteOf};
 use openraft::{BasicNode, EntryPayload, Membership};
 
 use super::types::{Command, QuorumTypes as Q};
@@ -26,6 +28,13 @@ pub enum QuorumMessage {
     Vote(VoteRequest<Q>),
     PreVote(VoteRequest<Q>),
     VoteAnswer(VoteResponse<Q>),
+    /// A whole snapshot of the state machine, for a follower too far behind the leader's log.
+    InstallSnapshot {
+        vote: VoteOf<Q>,
+        meta: SnapshotMetaOf<Q>,
+        data: Bytes,
+    },
+    SnapshotAnswer(SnapshotResponse<Q>),
 }
 
 /// Why bytes did not decode.
@@ -52,6 +61,8 @@ mod tag {
     pub const VOTE: i8 = 3;
     pub const PRE_VOTE: i8 = 4;
     pub const VOTE_ANSWER: i8 = 5;
+    pub const INSTALL_SNAPSHOT: i8 = 6;
+    pub const SNAPSHOT_ANSWER: i8 = 7;
 
     pub const PAYLOAD_BLANK: i8 = 0;
     pub const PAYLOAD_COMMAND: i8 = 1;
@@ -97,6 +108,18 @@ pub fn encode(message: &QuorumMessage) -> Bytes {
             out.put_u8(answer.vote_granted as u8);
             put_log_id(&mut out, answer.last_log_id.as_ref());
         }
+        QuorumMessage::InstallSnapshot { vote, meta, data } => {
+            out.put_i8(tag::INSTALL_SNAPSHOT);
+            put_vote(&mut out, vote);
+            put_log_id(&mut out, meta.last_log_id.as_ref());
+            put_log_id(&mut out, meta.last_membership.log_id().as_ref());
+            put_membership(&mut out, meta.last_membership.membership());
+            put_bytes(&mut out, data);
+        }
+        QuorumMessage::SnapshotAnswer(answer) => {
+            out.put_i8(tag::SNAPSHOT_ANSWER);
+            put_vote(&mut out, &answer.vote);
+        }
     }
     out.freeze()
 }
@@ -136,6 +159,23 @@ pub fn decode(bytes: &[u8]) -> Result<QuorumMessage, DecodeError> {
             vote: vote(&mut r)?,
             vote_granted: flag(&mut r)?,
             last_log_id: log_id(&mut r)?,
+        }),
+        tag::INSTALL_SNAPSHOT => {
+            let vote = vote(&mut r)?;
+            let last_log_id = log_id(&mut r)?;
+            let membership_log_id = log_id(&mut r)?;
+            let membership = membership(&mut r)?;
+            QuorumMessage::InstallSnapshot {
+                vote,
+                meta: SnapshotMetaOf::<Q> {
+                    last_log_id,
+                    last_membership: StoredMembershipOf::<Q>::new(membership_log_id, membership),
+                },
+                data: r.bytes()?,
+            }
+        }
+        tag::SNAPSHOT_ANSWER => QuorumMessage::SnapshotAnswer(SnapshotResponse {
+            vote: vote(&mut r)?,
         }),
         other => return Err(DecodeError(format!("unknown message kind {other}"))),
     };
@@ -372,6 +412,21 @@ mod tests {
                 vote_granted: false,
                 last_log_id: None,
             }),
+            QuorumMessage::InstallSnapshot {
+                vote,
+                meta: SnapshotMetaOf::<Q> {
+                    last_log_id: Some(id(3, 40)),
+                    last_membership: StoredMembershipOf::<Q>::new(
+                        Some(id(1, 0)),
+                        match &entries()[0].payload {
+                            EntryPayload::Membership(m) => m.clone(),
+                            _ => unreachable!("the first entry is a membership"),
+                        },
+                    ),
+                },
+                data: Bytes::from_static(b"the image"),
+            },
+            QuorumMessage::SnapshotAnswer(SnapshotResponse { vote }),
         ]
     }
 

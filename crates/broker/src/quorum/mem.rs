@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
-use std::io::Cursor;
 use std::ops::RangeBounds;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
@@ -68,7 +68,7 @@ fn decode(mut data: &[u8]) -> io::Result<Vec<Command>> {
         if rest.len() < len {
             return Err(io::Error::other("snapshot cut short"));
         }
-        commands.push(Command(bytes::Bytes::copy_from_slice(&rest[..len])));
+        commands.push(Command(Bytes::copy_from_slice(&rest[..len])));
         data = &rest[len..];
     }
     Ok(commands)
@@ -156,9 +156,9 @@ impl RaftLogStorage<C> for Rc<MemLog> {
 }
 
 impl RaftSnapshotBuilder<C> for Rc<MemMachine> {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = Bytes;
 
-    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Cursor<Vec<u8>>>, io::Error> {
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Bytes>, io::Error> {
         let state = self.state.borrow().clone();
         let meta = SnapshotMetaOf::<C> {
             last_log_id: state.last,
@@ -168,13 +168,13 @@ impl RaftSnapshotBuilder<C> for Rc<MemMachine> {
         *self.snapshot.borrow_mut() = Some((meta.clone(), data.clone()));
         Ok(SnapshotOf::<C, _> {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: Bytes::from(data),
         })
     }
 }
 
 impl RaftStateMachine<C> for Rc<MemMachine> {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = Bytes;
     type SnapshotBuilder = Self;
 
     async fn applied_state(
@@ -212,9 +212,9 @@ impl RaftStateMachine<C> for Rc<MemMachine> {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetaOf<C>,
-        snapshot: Cursor<Vec<u8>>,
+        snapshot: Bytes,
     ) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
+        let data = snapshot.to_vec();
         *self.state.borrow_mut() = Applied {
             last: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -224,16 +224,14 @@ impl RaftStateMachine<C> for Rc<MemMachine> {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<SnapshotOf<C, Cursor<Vec<u8>>>>, io::Error> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, Bytes>>, io::Error> {
         Ok(self
             .snapshot
             .borrow()
             .as_ref()
             .map(|(meta, data)| SnapshotOf::<C, _> {
                 meta: meta.clone(),
-                snapshot: Cursor::new(data.clone()),
+                snapshot: Bytes::from(data.clone()),
             }))
     }
 }
@@ -292,7 +290,7 @@ impl RaftNetworkFactory<C> for Factory {
 }
 
 impl RaftNetworkV2<C> for Link {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = Bytes;
 
     async fn append_entries(
         &mut self,
@@ -319,7 +317,7 @@ impl RaftNetworkV2<C> for Link {
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
-        snapshot: SnapshotOf<C, Cursor<Vec<u8>>>,
+        snapshot: SnapshotOf<C, Bytes>,
         _cancel: impl Future<Output = ReplicationClosed> + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {

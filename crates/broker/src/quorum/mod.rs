@@ -9,13 +9,14 @@
 //! moves only with a review of its changelog.
 //!
 //! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`), the
-//! byte encoding of its messages and log entries (`codec`) and the metadata log on disk
-//! (`log_store`). The state machine over the `MetadataImage` and the controllers' transport build
-//! on these. Lives on whichever shard spawns the
+//! byte encoding of its messages and log entries (`codec`), the metadata log on disk
+//! (`log_store`) and the transport between members (`network`). The state machine over the
+//! `MetadataImage` builds on these. Lives on whichever shard spawns the
 //! Raft core; nothing here crosses threads.
 
 pub mod codec;
 pub mod log_store;
+pub mod network;
 pub mod runtime;
 pub mod types;
 

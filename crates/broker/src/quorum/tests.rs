@@ -3,8 +3,11 @@
 //! openraft's storage suite and keep what they acknowledged through a power cut.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,7 @@ use openraft::{AsyncRuntime, BasicNode, EntryPayload, RaftLogReader, StorageErro
 
 use super::log_store::MetadataLogStore;
 use super::mem::{Factory, MemLog, MemMachine, Router, TestRaft};
+use super::network::{self, QuorumNetwork};
 use super::runtime::GlommioRuntime;
 use super::types::{Command, QuorumTypes};
 use crate::storage::mem::MemStorage;
@@ -282,4 +286,134 @@ fn a_voter_restarted_from_its_metadata_log_rejoins_and_catches_up() {
             raft.shutdown().await.unwrap();
         }
     });
+}
+
+/// Polls `ready` every few milliseconds until it yields, or fails the test.
+async fn eventually<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + ELECTION_WAIT_MAX;
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One member on its own executor thread: binds its controller listener, learns the voters,
+/// joins the quorum, proposes if it leads, and reports its applied commands.
+async fn run_member(
+    id: u64,
+    addr_tx: mpsc::Sender<(u64, std::net::SocketAddr)>,
+    voters_rx: mpsc::Receiver<BTreeMap<u64, BasicNode>>,
+    applied_tx: mpsc::Sender<(u64, Vec<Command>)>,
+    stop: Arc<AtomicBool>,
+) {
+    const COMMANDS: usize = 30;
+    let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    addr_tx.send((id, listener.local_addr().unwrap())).unwrap();
+    let voters = eventually("the voters", || voters_rx.try_recv().ok()).await;
+    let log = open_on(&MemStorage::default()).await.unwrap();
+    let machine = Rc::new(MemMachine::default());
+    let raft = TestRaft::new(id, quorum_config(), QuorumNetwork, log, machine.clone())
+        .await
+        .unwrap();
+    glommio::spawn_local(network::serve(listener, raft.clone())).detach();
+    if id == 1 {
+        raft.initialize(voters).await.unwrap();
+    }
+    let deadline = Instant::now() + ELECTION_WAIT_MAX;
+    let mut proposed = 0;
+    while machine.state.borrow().commands.len() < COMMANDS {
+        assert!(
+            Instant::now() < deadline,
+            "member {id}: commands not applied"
+        );
+        if proposed < COMMANDS && raft.current_leader().await == Some(id) {
+            // A leader that loses its leadership midway stops; the next one carries on.
+            match raft
+                .client_write(command(format!("{id}: {proposed}")))
+                .await
+            {
+                Ok(_) => proposed += 1,
+                Err(_) => glommio::timer::sleep(Duration::from_millis(50)).await,
+            }
+            continue;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let applied = machine.state.borrow().commands.clone();
+    applied_tx.send((id, applied)).unwrap();
+    // Keeps serving the others until every member has reported.
+    eventually("the end of the test", || {
+        stop.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    raft.shutdown().await.unwrap();
+}
+
+fn quorum_config() -> Arc<openraft::Config> {
+    let config = openraft::Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    Arc::new(config.validate().unwrap())
+}
+
+#[test]
+fn three_members_on_their_own_threads_agree_over_tcp_and_drop_a_lying_peer() {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (applied_tx, applied_rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut voters_txs = Vec::new();
+    let mut members = Vec::new();
+    for id in 1..=3u64 {
+        let (voters_tx, voters_rx) = mpsc::channel();
+        voters_txs.push(voters_tx);
+        let (addr_tx, applied_tx, stop) = (addr_tx.clone(), applied_tx.clone(), stop.clone());
+        let member = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .name(&format!("quorum-member-{id}"))
+            .spawn(move || run_member(id, addr_tx, voters_rx, applied_tx, stop))
+            .unwrap();
+        members.push(member);
+    }
+    let wait = Duration::from_secs(60);
+    let addrs: BTreeMap<u64, std::net::SocketAddr> = (0..3)
+        .map(|_| addr_rx.recv_timeout(wait).unwrap())
+        .collect();
+    let voters: BTreeMap<u64, BasicNode> = addrs
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr)))
+        .collect();
+    for tx in &voters_txs {
+        tx.send(voters.clone()).unwrap();
+    }
+
+    // A peer that sends a frame which is no quorum message is disconnected, unanswered.
+    let mut liar = std::net::TcpStream::connect(addrs[&2]).unwrap();
+    liar.set_read_timeout(Some(wait)).unwrap();
+    liar.write_all(&[0, 0, 0, 5, 99, 1, 2, 3, 4]).unwrap();
+    let mut answer = Vec::new();
+    assert_eq!(
+        liar.read_to_end(&mut answer).unwrap(),
+        0,
+        "no answer to a lie"
+    );
+
+    let reports: BTreeMap<u64, Vec<Command>> = (0..3)
+        .map(|_| applied_rx.recv_timeout(wait).unwrap())
+        .collect();
+    stop.store(true, Ordering::SeqCst);
+    for member in members {
+        member.join().unwrap();
+    }
+    let first = &reports[&1];
+    assert!(first.len() >= 30);
+    for applied in reports.values() {
+        let common = applied.len().min(first.len());
+        assert_eq!(applied[..common], first[..common]);
+    }
 }

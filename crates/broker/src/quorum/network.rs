@@ -1,0 +1,304 @@
+//! The controllers' transport: Raft messages between quorum members over TCP, on each member's
+//! controller listener.
+//!
+//! A frame is a 4-byte big-endian length and a `codec` message. A connection carries one request
+//! at a time and its answer; openraft opens separate connections for heartbeats and snapshots,
+//! so a snapshot never holds up a heartbeat. Bounds: a frame is at most `QUORUM_FRAME_MAX_BYTES`
+//! and its buffer grows only as its bytes arrive; once a frame has begun it must arrive within
+//! `QUORUM_FRAME_RECEIVE_TIMEOUT_MS`; a member accepts at most `QUORUM_PEER_CONNECTIONS_MAX`
+//! connections. A peer that sends a bad frame is logged and disconnected, never answered with a
+//! guess. Runs on the shard that runs the Raft core.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{AsyncRuntime, BasicNode, Raft, RaftNetworkFactory, RaftNetworkV2};
+
+use super::codec::{self, DecodeError, QuorumMessage};
+use super::runtime::GlommioRuntime;
+use super::types::QuorumTypes as Q;
+use crate::limits;
+
+/// Connects to the members at the addresses their membership entries name.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuorumNetwork;
+
+impl RaftNetworkFactory<Q> for QuorumNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            addr: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// One connection to one member, opened on first use and again after any failure.
+pub struct PeerConnection {
+    target: u64,
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+fn invalid(err: impl ToString) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err.to_string())
+}
+
+async fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
+    if payload.len() > limits::QUORUM_FRAME_MAX_BYTES {
+        return Err(invalid(format!(
+            "a quorum message of {} bytes, over {}",
+            payload.len(),
+            limits::QUORUM_FRAME_MAX_BYTES
+        )));
+    }
+    stream
+        .write_all(&(payload.len() as u32).to_be_bytes())
+        .await?;
+    stream.write_all(payload).await?;
+    stream.flush().await
+}
+
+/// Reads one frame; `Ok(None)` when the peer closed the connection between frames.
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Bytes>> {
+    let mut size = [0u8; 4];
+    if stream.read(&mut size[..1]).await? == 0 {
+        return Ok(None);
+    }
+    let rest = async {
+        stream.read_exact(&mut size[1..]).await?;
+        let len = u32::from_be_bytes(size) as usize;
+        if len > limits::QUORUM_FRAME_MAX_BYTES {
+            return Err(invalid(format!(
+                "a quorum frame of {len} bytes, over {}",
+                limits::QUORUM_FRAME_MAX_BYTES
+            )));
+        }
+        // Grows with the bytes received: a peer that announces a large frame and stalls holds
+        // only what it sent.
+        let mut body = Vec::new();
+        (&mut *stream)
+            .take(len as u64)
+            .read_to_end(&mut body)
+            .await?;
+        if body.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "frame cut short",
+            ));
+        }
+        Ok(Bytes::from(body))
+    };
+    let deadline = Duration::from_millis(limits::QUORUM_FRAME_RECEIVE_TIMEOUT_MS);
+    match GlommioRuntime::timeout(deadline, rest).await {
+        Ok(frame) => frame.map(Some),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "frame not received in time",
+        )),
+    }
+}
+
+impl PeerConnection {
+    /// Sends `request` and reads the answer within `ttl`; any failure drops the connection.
+    async fn call(&mut self, request: QuorumMessage, ttl: Duration) -> io::Result<QuorumMessage> {
+        let bytes = codec::encode(&request);
+        let addr = self.addr.clone();
+        let stream = &mut self.stream;
+        let exchange = async move {
+            if stream.is_none() {
+                let connected = TcpStream::connect(addr.as_str()).await?;
+                connected.set_nodelay(true)?;
+                *stream = Some(connected);
+            }
+            let connection = stream.as_mut().expect("connected above");
+            write_frame(connection, &bytes).await?;
+            let answer = read_frame(connection)
+                .await?
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"))?;
+            codec::decode(&answer).map_err(invalid)
+        };
+        let result = match GlommioRuntime::timeout(ttl, exchange).await {
+            Ok(answered) => answered,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
+        };
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn unreachable(&self, err: io::Error) -> Unreachable<Q> {
+        Unreachable::new(&io::Error::new(
+            err.kind(),
+            format!("quorum member {} at {}: {err}", self.target, self.addr),
+        ))
+    }
+}
+
+fn wrong_answer(answer: QuorumMessage) -> NetworkError<Q> {
+    NetworkError::new(&DecodeError(format!("unexpected answer {answer:?}")))
+}
+
+impl RaftNetworkV2<Q> for PeerConnection {
+    type SnapshotData = Bytes;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<Q>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<Q>, RPCError<Q>> {
+        match self
+            .call(QuorumMessage::AppendEntries(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(QuorumMessage::AppendEntriesAnswer(answer)) => Ok(answer),
+            Ok(other) => Err(RPCError::Network(wrong_answer(other))),
+            Err(err) => Err(RPCError::Unreachable(self.unreachable(err))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<Q>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Q>, RPCError<Q>> {
+        self.ask_vote(QuorumMessage::Vote(rpc), option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<Q>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Q>, RPCError<Q>> {
+        self.ask_vote(QuorumMessage::PreVote(rpc), option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<Q>,
+        snapshot: SnapshotOf<Q, Bytes>,
+        _cancel: impl Future<Output = ReplicationClosed> + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<Q>, StreamingError<Q>> {
+        let request = QuorumMessage::InstallSnapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        match self.call(request, option.hard_ttl()).await {
+            Ok(QuorumMessage::SnapshotAnswer(answer)) => Ok(answer),
+            Ok(other) => Err(StreamingError::Network(wrong_answer(other))),
+            Err(err) => Err(StreamingError::Unreachable(self.unreachable(err))),
+        }
+    }
+}
+
+impl PeerConnection {
+    async fn ask_vote(
+        &mut self,
+        request: QuorumMessage,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Q>, RPCError<Q>> {
+        match self.call(request, option.hard_ttl()).await {
+            Ok(QuorumMessage::VoteAnswer(answer)) => Ok(answer),
+            Ok(other) => Err(RPCError::Network(wrong_answer(other))),
+            Err(err) => Err(RPCError::Unreachable(self.unreachable(err))),
+        }
+    }
+}
+
+/// Accepts members' connections on the controller listener and answers their messages with
+/// `raft`, until the listener fails.
+pub async fn serve<SM>(listener: TcpListener, raft: Raft<Q, SM>)
+where
+    SM: RaftStateMachine<Q, SnapshotData = Bytes>,
+{
+    let open = Rc::new(Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::error!(%err, "controller listener failed");
+                return;
+            }
+        };
+        let peer = stream.peer_addr().ok();
+        if open.get() >= limits::QUORUM_PEER_CONNECTIONS_MAX {
+            tracing::warn!(?peer, "quorum connection refused: too many open");
+            continue;
+        }
+        open.set(open.get() + 1);
+        let raft = raft.clone();
+        let open = open.clone();
+        glommio::spawn_local(async move {
+            if let Err(err) = serve_peer(stream, &raft).await {
+                tracing::warn!(?peer, %err, "quorum connection closed");
+            }
+            open.set(open.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn serve_peer<SM>(mut stream: TcpStream, raft: &Raft<Q, SM>) -> io::Result<()>
+where
+    SM: RaftStateMachine<Q, SnapshotData = Bytes>,
+{
+    stream.set_nodelay(true)?;
+    while let Some(frame) = read_frame(&mut stream).await? {
+        let answer = answer(raft, codec::decode(&frame).map_err(invalid)?).await?;
+        write_frame(&mut stream, &codec::encode(&answer)).await?;
+    }
+    Ok(())
+}
+
+async fn answer<SM>(raft: &Raft<Q, SM>, request: QuorumMessage) -> io::Result<QuorumMessage>
+where
+    SM: RaftStateMachine<Q, SnapshotData = Bytes>,
+{
+    // The Raft refuses only when it is shutting down: the connection closes.
+    let stopped = |err: &dyn std::fmt::Display| io::Error::other(format!("raft: {err}"));
+    Ok(match request {
+        QuorumMessage::AppendEntries(rpc) => QuorumMessage::AppendEntriesAnswer(
+            raft.append_entries(rpc).await.map_err(|e| stopped(&e))?,
+        ),
+        QuorumMessage::Vote(rpc) => {
+            QuorumMessage::VoteAnswer(raft.vote(rpc).await.map_err(|e| stopped(&e))?)
+        }
+        QuorumMessage::PreVote(rpc) => {
+            QuorumMessage::VoteAnswer(raft.pre_vote(rpc).await.map_err(|e| stopped(&e))?)
+        }
+        QuorumMessage::InstallSnapshot { vote, meta, data } => {
+            let snapshot = SnapshotOf::<Q, Bytes> {
+                meta,
+                snapshot: data,
+            };
+            QuorumMessage::SnapshotAnswer(
+                raft.install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| stopped(&e))?,
+            )
+        }
+        answer => {
+            return Err(invalid(format!(
+                "an answer where a request belongs: {answer:?}"
+            )))
+        }
+    })
+}
