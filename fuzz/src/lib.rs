@@ -21,7 +21,8 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use sluice_broker::config::{Config, LogConfig, TimestampType};
 use sluice_broker::group::records::{CommittedOffset, OffsetsRecord};
 use sluice_broker::limits::TOPIC_PARTITIONS_MAX;
-use sluice_broker::metadata::{is_valid_topic_name, MetadataImage};
+use sluice_broker::metadata::records::BrokerId;
+use sluice_broker::metadata::{self, is_valid_topic_name};
 use sluice_broker::producer_state::ProducerStateTable;
 use sluice_broker::protocol::{parse_request, supported_apis, Incoming};
 use sluice_broker::storage::batch::{self, BatchHeader};
@@ -422,17 +423,17 @@ fn txn_index_file(bytes: &[u8]) -> bool {
 
 fn metadata_file(bytes: &[u8]) -> bool {
     let broker = Config::default().log;
-    let text = std::str::from_utf8(bytes).ok();
-    let Some(image) = text.and_then(|text| MetadataImage::decode(text, &broker).ok()) else {
+    let node = BrokerId(1);
+    let Ok(image) = metadata::decode(bytes, node, &broker) else {
         return false;
     };
     for topic in image.topics.values() {
         assert!(is_valid_topic_name(&topic.name), "{:?}", topic.name);
         assert!((1..=TOPIC_PARTITIONS_MAX).contains(&topic.partitions));
     }
-    let encoded = image.encode();
-    let again = MetadataImage::decode(&encoded, &broker).expect("an encoded image decodes");
-    assert_eq!(again.encode(), encoded);
+    let encoded = metadata::encode(&image);
+    let again = metadata::decode(&encoded, node, &broker).expect("an encoded image decodes");
+    assert_eq!(metadata::encode(&again), encoded);
     true
 }
 
