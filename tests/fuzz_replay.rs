@@ -161,3 +161,13 @@ fn state_files() {
         MUTANTS_PER_SEED * 10,
     );
 }
+
+#[test]
+fn metadata_records() {
+    replay(
+        "metadata_records",
+        targets::metadata_records,
+        targets::seeds::metadata_records(),
+        MUTANTS_PER_SEED * 10,
+    );
+}

@@ -6,6 +6,7 @@
 //! an immutable snapshot (`Arc<MetadataImage>`) that the controller replaces by message after
 //! each change. Nothing here is mutated in place once shared.
 
+pub mod codec;
 mod image;
 pub mod records;
 mod text;
@@ -15,7 +16,7 @@ pub use image::{ApplyError, MetadataImage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use uuid::Uuid;
 
 use crate::config::{Config, LogConfig};
@@ -152,8 +153,9 @@ pub fn partition_dir(data_dir: &Path, tp: &TopicPartition) -> PathBuf {
 }
 
 /// Loads the metadata file, or makes a fresh image (new cluster id) when there is none, then
-/// registers this broker in it (a new incarnation with a larger epoch). Runs once at start,
-/// before the shards, with plain blocking I/O.
+/// registers this broker in it (a new incarnation with a larger epoch) and writes the file
+/// back: that persists the registration, and turns a text file of an earlier version into
+/// records (a failed write is logged, not fatal). Runs once at start, before the shards, with plain blocking I/O.
 pub fn load_or_init(config: &Config) -> Result<MetadataImage> {
     let path = config.data_dir.join(METADATA_FILE);
     let node = BrokerId(config.node_id);
@@ -168,7 +170,34 @@ pub fn load_or_init(config: &Config) -> Result<MetadataImage> {
     image.apply(&MetadataRecord::RegisterBroker(registration(
         config, &image,
     )))?;
+    // A full disk must not stop the broker from starting to serve reads: the registration is
+    // then kept in memory until the next commit writes the file (every commit writes it whole).
+    if let Err(err) = write_blocking(&path, &encode(&image)) {
+        tracing::warn!(
+            "writing {}: {err}; the broker runs, and the next metadata change writes it",
+            path.display()
+        );
+    }
     Ok(image)
+}
+
+/// Replaces `path` with `contents` as `write_atomically` does (temp file, fsync, rename,
+/// fsync dir), blocking: for the start, before any executor runs.
+fn write_blocking(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = path.with_extension("tmp");
+    let written = std::fs::File::create(&temp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()
+    });
+    if let Err(err) = written {
+        // Leave no partial file behind to take the space a later write needs.
+        let _ = std::fs::remove_file(&temp);
+        return Err(err);
+    }
+    std::fs::rename(&temp, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// This broker's registration: one PLAINTEXT listener, unfenced (it is the whole cluster, so
@@ -192,16 +221,31 @@ fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
     }
 }
 
-/// The metadata file's contents for `image` (the whole file, replaced atomically).
+/// The metadata file's contents for `image`: the records that rebuild it (the whole file,
+/// replaced atomically).
 pub fn encode(image: &MetadataImage) -> Vec<u8> {
-    text::encode(image).into_bytes()
+    codec::encode(&image.cluster_id, &image.to_records())
 }
 
-/// Reads a metadata file written by `encode`; `node` is this broker, the one replica of every
-/// partition, and `static_log` its configured log settings.
+/// Reads a metadata file: the records `encode` writes, or the text file of earlier versions,
+/// whose partitions all have `node` (this broker) as their one replica. `static_log` is this
+/// broker's configured log settings.
 pub fn decode(bytes: &[u8], node: BrokerId, static_log: &LogConfig) -> Result<MetadataImage> {
-    let text = std::str::from_utf8(bytes).context("the metadata file is not UTF-8")?;
-    text::decode_image(text, node, static_log)
+    if !bytes.starts_with(codec::MAGIC) && bytes.starts_with(text::HEADER.as_bytes()) {
+        let text = std::str::from_utf8(bytes).context("the metadata file is not UTF-8")?;
+        return text::decode_image(text, node, static_log);
+    }
+    let (cluster_id, records) = codec::decode(bytes)?;
+    if cluster_id.is_empty() || !cluster_id.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("cluster id {cluster_id:?} is not printable ASCII");
+    }
+    let mut image = MetadataImage::new(cluster_id, static_log.clone());
+    for (i, record) in records.iter().enumerate() {
+        image
+            .apply(record)
+            .with_context(|| format!("metadata record {i} does not apply"))?;
+    }
+    Ok(image)
 }
 
 /// Kafka's cluster ids are 22-character URL-safe base64 of a UUID; a simple hex form is used here.
@@ -212,6 +256,42 @@ fn new_cluster_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::ProducerId;
+
+    #[test]
+    fn a_text_file_is_upgraded_to_records_in_place() {
+        let dir = std::env::temp_dir().join(format!("sluice-meta-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let id = Uuid::new_v4();
+        let old = format!(
+            "sluice-metadata v1\ncluster.id abc\nproducer.ids.reserved.to 3000\n\
+             topic orders {id} 3 cleanup.policy=compact\n"
+        );
+        std::fs::write(dir.join(METADATA_FILE), old).unwrap();
+        let first = load_or_init(&config).unwrap();
+        let bytes = std::fs::read(dir.join(METADATA_FILE)).unwrap();
+        assert!(bytes.starts_with(codec::MAGIC), "rewritten as records");
+        let second = load_or_init(&config).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for image in [&first, &second] {
+            assert_eq!(image.cluster_id, "abc");
+            assert_eq!(image.topics["orders"].id, id);
+            assert_eq!(image.topics["orders"].partitions, 3);
+            assert_eq!(image.topics["orders"].configs["cleanup.policy"], "compact");
+            assert_eq!(image.next_producer_id, ProducerId(3000));
+        }
+        let node = BrokerId(config.node_id);
+        assert_eq!(first.brokers[&node].epoch, BrokerEpoch(0));
+        assert_eq!(second.brokers[&node].epoch, BrokerEpoch(1));
+        assert_ne!(
+            first.brokers[&node].incarnation_id,
+            second.brokers[&node].incarnation_id
+        );
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

@@ -1,5 +1,6 @@
-//! The text metadata file ("sluice-metadata v1"): one line per topic and setting. Read into the
-//! records that rebuild the image it describes. Runs at start, before the shards.
+//! The text metadata file of earlier versions ("sluice-metadata v1"): one line per topic and
+//! setting. Read into the records that rebuild the image it describes, once, at start; the
+//! file is then rewritten as records (`codec`).
 
 use anyhow::{bail, Context, Result};
 use uuid::Uuid;
@@ -11,29 +12,6 @@ use crate::limits;
 use crate::types::{PartitionId, ProducerId};
 
 pub const HEADER: &str = "sluice-metadata v1";
-
-/// Serializes the image: a header line, then `key value` lines; config values escaped. Keeps
-/// no partition state: every partition has the one broker as its replica and leader.
-pub fn encode(image: &MetadataImage) -> String {
-    let mut out = format!(
-        "{HEADER}\ncluster.id {}\nproducer.ids.reserved.to {}\n",
-        image.cluster_id, image.next_producer_id.0
-    );
-    for (k, v) in &image.broker_configs {
-        out.push_str(&format!("broker.config {}={}\n", escape(k), escape(v)));
-    }
-    for topic in image.topics.values() {
-        out.push_str(&format!(
-            "topic {} {} {}",
-            topic.name, topic.id, topic.partitions
-        ));
-        for (k, v) in &topic.configs {
-            out.push_str(&format!(" {}={}", escape(k), escape(v)));
-        }
-        out.push('\n');
-    }
-    out
-}
 
 /// Parses a text metadata file into its cluster id and the records that rebuild it; each
 /// partition gets `broker` (the one broker that wrote the file) as its replica and leader.
@@ -137,17 +115,6 @@ pub fn decode_image(text: &str, broker: BrokerId, static_log: &LogConfig) -> Res
     Ok(image)
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            ' ' | '%' | '=' | '\n' | '\r' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn unescape(s: &str) -> Result<String> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
@@ -170,49 +137,27 @@ mod tests {
     const NODE: BrokerId = BrokerId(1);
 
     #[test]
-    fn image_round_trips_with_odd_config_values() {
+    fn a_text_file_reads_as_records_with_escaped_config_values() {
         let broker = Config::default().log;
         let id = Uuid::new_v4();
-        let mut image = MetadataImage::new("abc".into(), broker.clone());
-        for record in [
-            MetadataRecord::Topic {
-                name: "t.1_x-y".into(),
-                id,
-            },
-            MetadataRecord::Config {
-                resource: ConfigResource::Topic("t.1_x-y".into()),
-                key: "compression.type".into(),
-                value: Some("delete compact=%".into()),
-            },
-            MetadataRecord::Config {
-                resource: ConfigResource::Topic("t.1_x-y".into()),
-                key: "segment.bytes".into(),
-                value: Some("1048576".into()),
-            },
-            MetadataRecord::Partition {
-                topic_id: id,
-                partition: PartitionId(0),
-                state: PartitionState::online(vec![NODE]),
-            },
-            MetadataRecord::Config {
-                resource: ConfigResource::Brokers,
-                key: "log.retention.ms".into(),
-                value: Some("5000".into()),
-            },
-            MetadataRecord::ProducerIds {
-                broker: NODE,
-                broker_epoch: super::super::records::BrokerEpoch(0),
-                next_producer_id: ProducerId(2000),
-            },
-        ] {
-            image.apply(&record).unwrap();
-        }
-        let decoded = decode_image(&encode(&image), NODE, &broker).unwrap();
-        assert_eq!(decoded.broker_configs, image.broker_configs);
-        assert_eq!(decoded.topics, image.topics);
-        assert_eq!(decoded.topics["t.1_x-y"].log_config.retention_ms, 5000);
-        assert_eq!(decoded.topics["t.1_x-y"].log_config.segment_bytes, 1048576);
-        assert_eq!(decoded.next_producer_id, ProducerId(2000));
+        let text = format!(
+            "{HEADER}\ncluster.id abc\nproducer.ids.reserved.to 2000\n\
+             broker.config log.retention.ms=5000\n\
+             topic t.1_x-y {id} 2 compression.type=delete%20compact%3D%25 segment.bytes=1048576\n"
+        );
+        let image = decode_image(&text, NODE, &broker).unwrap();
+        let topic = &image.topics["t.1_x-y"];
+        assert_eq!(topic.id, id);
+        assert_eq!(topic.configs["compression.type"], "delete compact=%");
+        assert_eq!(topic.log_config.segment_bytes, 1048576);
+        assert_eq!(topic.log_config.retention_ms, 5000);
+        assert_eq!(
+            topic.partition_states[1],
+            PartitionState::online(vec![NODE])
+        );
+        assert_eq!(image.broker_configs["log.retention.ms"], "5000");
+        assert_eq!(image.next_producer_id, ProducerId(2000));
+        assert_eq!(image.cluster_id, "abc");
     }
 
     #[test]

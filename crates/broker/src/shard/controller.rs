@@ -10,10 +10,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::sync::Semaphore;
-use std::cell::Cell;
 use uuid::Uuid;
 
 use super::assignment::{self, Refusal, Replicas};
+use super::producer_ids::ProducerIdBlock;
 use super::{Shard, ShardRequest};
 use crate::config::Config;
 use crate::error::ErrorCode;
@@ -89,7 +89,11 @@ pub enum ControllerRequest {
         change: ConfigChange,
         validate_only: bool,
     },
-    AllocateProducerId,
+    /// A block of producer ids for a broker, at its registration epoch.
+    AllocateProducerIds {
+        broker: BrokerId,
+        broker_epoch: BrokerEpoch,
+    },
     /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) if it does not
     /// exist yet (the first FindCoordinator for it does).
     EnsureInternalTopic(String),
@@ -101,14 +105,21 @@ pub type TopicOutcome = Result<Arc<TopicMeta>, (ErrorCode, String)>;
 #[derive(Debug)]
 pub enum ControllerResponse {
     Topics(Vec<(String, TopicOutcome)>),
-    ProducerId(Result<i64, ErrorCode>),
+    ProducerIds(Result<ProducerIdBlock, ErrorCode>),
     Broker(Result<(), (ErrorCode, String)>),
     NotController,
 }
 
 pub struct Controller {
     one_at_a_time: Semaphore,
-    next_producer_id: Cell<i64>,
+}
+
+impl Default for Controller {
+    fn default() -> Controller {
+        Controller {
+            one_at_a_time: Semaphore::new(1),
+        }
+    }
 }
 
 /// The topic's overrides after `change`, or why it cannot apply.
@@ -208,7 +219,6 @@ pub struct Decision {
 
 /// Decides a request against `image`, changing nothing: the records that carry it out (none
 /// when it is refused or only validated) and the answer. `new_topic_id` names new topics.
-/// Producer ids are not decided here: they come from `decide_producer_ids`.
 pub fn decide(
     image: &MetadataImage,
     config: &Config,
@@ -293,9 +303,13 @@ pub fn decide(
             Ok(records) => (records, ControllerResponse::Broker(Ok(()))),
             Err(refusal) => (Vec::new(), ControllerResponse::Broker(Err(refusal))),
         },
-        ControllerRequest::AllocateProducerId => {
-            unreachable!("producer ids are decided by decide_producer_ids")
-        }
+        ControllerRequest::AllocateProducerIds {
+            broker,
+            broker_epoch,
+        } => match decide_producer_ids(image, broker, broker_epoch) {
+            Ok((record, block)) => (vec![record], ControllerResponse::ProducerIds(Ok(block))),
+            Err(code) => (Vec::new(), ControllerResponse::ProducerIds(Err(code))),
+        },
     };
     Decision { records, response }
 }
@@ -588,34 +602,29 @@ fn broker_configs(
     ))
 }
 
-/// A block of producer ids for `broker`: the record that takes it, and its first id. Refused
+/// A block of producer ids for `broker`: the record that takes it, and the block. Refused
 /// (STALE_BROKER_EPOCH) for a broker that is not registered at `broker_epoch`.
 pub fn decide_producer_ids(
     image: &MetadataImage,
     broker: BrokerId,
     broker_epoch: BrokerEpoch,
-) -> Result<(MetadataRecord, ProducerId), ErrorCode> {
+) -> Result<(MetadataRecord, ProducerIdBlock), ErrorCode> {
     if image.brokers.get(&broker).map(|b| b.epoch) != Some(broker_epoch) {
         return Err(ErrorCode::StaleBrokerEpoch);
     }
-    let first = image.next_producer_id;
+    let block = ProducerIdBlock {
+        next: image.next_producer_id,
+        end: ProducerId(image.next_producer_id.0 + limits::PRODUCER_ID_BLOCK_SIZE),
+    };
     let record = MetadataRecord::ProducerIds {
         broker,
         broker_epoch,
-        next_producer_id: ProducerId(first.0 + limits::PRODUCER_ID_BLOCK_SIZE),
+        next_producer_id: block.end,
     };
-    Ok((record, first))
+    Ok((record, block))
 }
 
 impl Controller {
-    pub fn new(image: &MetadataImage) -> Controller {
-        // Ids below the persisted reservation may have been handed out before a crash: skip them.
-        Controller {
-            one_at_a_time: Semaphore::new(1),
-            next_producer_id: Cell::new(image.next_producer_id.0),
-        }
-    }
-
     pub async fn handle(
         &self,
         shard: &Rc<Shard>,
@@ -626,9 +635,6 @@ impl Controller {
             .acquire_permit(1)
             .await
             .expect("semaphore never closes");
-        if let ControllerRequest::AllocateProducerId = request {
-            return ControllerResponse::ProducerId(self.allocate_producer_id(shard).await);
-        }
         let image = shard.image();
         let decision = decide(&image, &shard.config, request, &mut Uuid::new_v4);
         let mut response = decision.response;
@@ -644,29 +650,13 @@ impl Controller {
                 ControllerResponse::Broker(outcome) => {
                     *outcome = fail(ErrorCode::KafkaStorageError, message)
                 }
-                ControllerResponse::ProducerId(_) | ControllerResponse::NotController => {}
+                ControllerResponse::ProducerIds(outcome) => {
+                    *outcome = Err(ErrorCode::KafkaStorageError)
+                }
+                ControllerResponse::NotController => {}
             }
         }
         response
-    }
-
-    async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, ErrorCode> {
-        let id = self.next_producer_id.get();
-        let image = shard.image();
-        if id >= image.next_producer_id.0 {
-            let (record, first) = decide_producer_ids(
-                &image,
-                BrokerId(shard.config.node_id),
-                own_epoch(&image, shard),
-            )?;
-            self.commit(shard, vec![record])
-                .await
-                .map_err(|_| ErrorCode::KafkaStorageError)?;
-            self.next_producer_id.set(first.0);
-        }
-        let id = self.next_producer_id.get();
-        self.next_producer_id.set(id + 1);
-        Ok(id)
     }
 
     /// Writes the metadata file durably with `records` applied, then installs the image on
@@ -692,19 +682,12 @@ impl Controller {
     }
 }
 
-/// This broker's registration epoch (it registers before the shards start).
-fn own_epoch(image: &MetadataImage, shard: &Shard) -> BrokerEpoch {
-    image
-        .brokers
-        .get(&BrokerId(shard.config.node_id))
-        .expect("the broker registers itself before the shards start")
-        .epoch
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metadata::records::{BrokerRegistration, Endpoint};
+    use crate::shard::producer_ids::ProducerIdAllocator;
+    use futures::executor::block_on;
 
     /// An empty image with the configured broker registered.
     fn registered(config: &Config) -> MetadataImage {
@@ -905,6 +888,49 @@ mod tests {
         assert!(image.topic("a").is_none());
     }
 
+    #[test]
+    fn producer_id_blocks_never_repeat_across_restarts() {
+        let config = Config::default();
+        let node = BrokerId(config.node_id);
+        let mut image = registered(&config);
+        let mut seen = BTreeSet::new();
+        for _restart in 0..3 {
+            // A restarted broker starts with no block, as a fresh allocator.
+            let allocator = ProducerIdAllocator::default();
+            let epoch = image.brokers[&node].epoch;
+            for _ in 0..limits::PRODUCER_ID_BLOCK_SIZE + 5 {
+                let id = block_on(allocator.allocate(|| {
+                    let request = ControllerRequest::AllocateProducerIds {
+                        broker: node,
+                        broker_epoch: epoch,
+                    };
+                    let decision = decide(&image, &config, request, &mut Uuid::new_v4);
+                    for record in &decision.records {
+                        image.apply(record).unwrap();
+                    }
+                    let ControllerResponse::ProducerIds(answer) = decision.response else {
+                        panic!("unexpected {:?}", decision.response);
+                    };
+                    async move { answer }
+                }))
+                .unwrap();
+                assert!(seen.insert(id), "{id:?} handed out twice");
+            }
+            // Restart: the controller rebuilds its image from the persisted records, and the
+            // broker registers again at a new epoch.
+            let persisted = metadata::encode(&image);
+            image = metadata::decode(&persisted, node, &config.log).unwrap();
+            let mut registration = image.brokers[&node].clone();
+            registration.epoch = BrokerEpoch(registration.epoch.0 + 1);
+            image
+                .apply(&MetadataRecord::RegisterBroker(registration))
+                .unwrap();
+            let stale = decide_producer_ids(&image, node, epoch);
+            assert_eq!(stale.unwrap_err(), ErrorCode::StaleBrokerEpoch);
+        }
+        assert_eq!(seen.len() as i64, 3 * (limits::PRODUCER_ID_BLOCK_SIZE + 5));
+    }
+
     /// A small deterministic PRNG (xorshift64*), so a failing sequence can be replayed.
     struct Rng(u64);
 
@@ -962,9 +988,9 @@ mod tests {
                     },
                     _ => {
                         let node = BrokerId(config.node_id);
-                        let (record, first) =
+                        let (record, block) =
                             decide_producer_ids(&image, node, BrokerEpoch(0)).unwrap();
-                        assert_eq!(first, image.next_producer_id);
+                        assert_eq!(block.next, image.next_producer_id);
                         image.apply(&record).unwrap();
                         log.push(record);
                         continue;
