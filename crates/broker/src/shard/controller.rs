@@ -372,7 +372,6 @@ fn internal_topic(config: &Config, name: &str) -> Result<NewTopic, Refusal> {
             )
         }
     };
-    tracing::info!("creating {name} with {partitions} partitions");
     Ok(NewTopic {
         name: name.to_string(),
         partitions,
@@ -671,6 +670,22 @@ impl Controller {
             image
                 .apply(record)
                 .expect("a decided record applies to the image it was decided on");
+        }
+        for record in &records {
+            match record {
+                MetadataRecord::Topic { name, .. } if is_internal_topic(name) => {
+                    let partitions = image.topic(name).map_or(0, |t| t.partitions);
+                    tracing::info!("creating {name} with {partitions} partitions");
+                }
+                MetadataRecord::Config {
+                    resource: ConfigResource::Brokers,
+                    ..
+                } => {
+                    tracing::info!("run-time broker configs are now {:?}", image.broker_configs);
+                    break;
+                }
+                _ => {}
+            }
         }
         let path = shard.config.data_dir.join(METADATA_FILE);
         write_atomically(&UringStorage, &path, metadata::encode(&image)).await?;
