@@ -2,11 +2,11 @@
 # Runs Sluice's fuzz targets (fuzz/: cargo-fuzz, libFuzzer) for a while each: the request frame
 # decoder, Produce record batch validation and the record walker, compaction over accepted records,
 # index files and segment recovery read back from a damaged disk, the broker's own state
-# files and internal-topic records, and the metadata quorum's messages and log entries. The test suite
-# replays the same targets on stable over seeds and mutations (tests/fuzz_replay.rs); this
-# explores much further and belongs outside it.
+# files and internal-topic records, the binary metadata file's records, and the metadata quorum's
+# messages and log entries. The test suite replays the same targets on stable over seeds and
+# mutations (tests/fuzz_replay.rs); this explores much further and belongs outside it.
 #
-#   scripts/fuzz.sh [--seconds N] [TARGET...]     # default: 300 s for each of the eight targets
+#   scripts/fuzz.sh [--seconds N] [TARGET...]     # default: 300 s for each of the nine targets
 #
 # Needs the nightly toolchain (`rustup toolchain install nightly`); installs cargo-fuzz if
 # missing. Each target starts from its seeds (written by the replay test) plus whatever corpus
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(request_frame record_batches record_walk cleaner index_files segment_recovery state_files quorum_messages)
+[ ${#targets[@]} -gt 0 ] || targets=(request_frame record_batches record_walk cleaner index_files segment_recovery state_files metadata_records quorum_messages)
 
 command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
 SLUICE_FUZZ_SEEDS="$PWD/fuzz/corpus" cargo test -q --test fuzz_replay >/dev/null

@@ -163,6 +163,16 @@ fn state_files() {
 }
 
 #[test]
+fn metadata_records() {
+    replay(
+        "metadata_records",
+        targets::metadata_records,
+        targets::seeds::metadata_records(),
+        MUTANTS_PER_SEED * 10,
+    );
+}
+
+#[test]
 fn quorum_messages() {
     let seeds = targets::seeds::quorum_messages();
     assert!(

@@ -21,7 +21,8 @@ use kafka_protocol::messages::{ApiKey, RequestKind};
 use sluice_broker::config::{Config, LogConfig, TimestampType};
 use sluice_broker::group::records::{CommittedOffset, OffsetsRecord};
 use sluice_broker::limits::TOPIC_PARTITIONS_MAX;
-use sluice_broker::metadata::{is_valid_topic_name, MetadataImage};
+use sluice_broker::metadata::records::BrokerId;
+use sluice_broker::metadata::{self, codec, is_valid_topic_name};
 use sluice_broker::producer_state::ProducerStateTable;
 use sluice_broker::protocol::{parse_request, supported_apis, Incoming};
 use sluice_broker::quorum::codec as quorum_codec;
@@ -423,18 +424,74 @@ fn txn_index_file(bytes: &[u8]) -> bool {
 
 fn metadata_file(bytes: &[u8]) -> bool {
     let broker = Config::default().log;
-    let text = std::str::from_utf8(bytes).ok();
-    let Some(image) = text.and_then(|text| MetadataImage::decode(text, &broker).ok()) else {
+    let node = BrokerId(1);
+    let Ok(image) = metadata::decode(bytes, node, &broker) else {
         return false;
     };
     for topic in image.topics.values() {
         assert!(is_valid_topic_name(&topic.name), "{:?}", topic.name);
         assert!((1..=TOPIC_PARTITIONS_MAX).contains(&topic.partitions));
     }
-    let encoded = image.encode();
-    let again = MetadataImage::decode(&encoded, &broker).expect("an encoded image decodes");
-    assert_eq!(again.encode(), encoded);
+    let encoded = metadata::encode(&image);
+    let again = metadata::decode(&encoded, node, &broker).expect("an encoded image decodes");
+    assert_eq!(metadata::encode(&again), encoded);
     true
+}
+
+/// The binary metadata file (`metadata::codec`): the first byte picks raw bytes (0) or record
+/// bodies (otherwise: each a length byte and that many bytes), which are framed here with
+/// their lengths and CRCs so that mutations reach the record decoder. Damage must be refused,
+/// never panic; what is accepted encodes back to the same bytes, and applying its records to
+/// an image answers (an image or an error) without panicking.
+pub fn metadata_records(data: &[u8]) -> bool {
+    let Some((&mode, rest)) = data.split_first() else {
+        return false;
+    };
+    let file = if mode == 0 {
+        rest.to_vec()
+    } else {
+        frame_bodies(rest)
+    };
+    let Ok((cluster_id, records)) = codec::decode(&file) else {
+        return false;
+    };
+    assert_eq!(
+        codec::encode(&cluster_id, &records),
+        file,
+        "encoding is canonical"
+    );
+    let mut image = metadata::MetadataImage::new(cluster_id, Config::default().log);
+    for record in &records {
+        let before = image.clone();
+        if image.apply(record).is_err() {
+            assert_eq!(image, before, "a refused record changes nothing");
+        }
+    }
+    true
+}
+
+/// A metadata file (cluster id "c") of the bodies in `bytes`: each a length byte, then the body;
+/// a length past the end ends the list.
+fn frame_bodies(mut bytes: &[u8]) -> Vec<u8> {
+    let mut bodies = Vec::new();
+    while let Some((&len, rest)) = bytes.split_first() {
+        if usize::from(len) > rest.len() {
+            break;
+        }
+        let (body, rest) = rest.split_at(usize::from(len));
+        bodies.push(body);
+        bytes = rest;
+    }
+    let mut header = vec![0, 1, b'c'];
+    header.extend_from_slice(&(bodies.len() as u32).to_be_bytes());
+    let mut file = codec::MAGIC.to_vec();
+    file.extend_from_slice(&1u16.to_be_bytes());
+    for body in std::iter::once(&header[..]).chain(bodies) {
+        file.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        file.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
+        file.extend_from_slice(body);
+    }
+    file
 }
 
 /// An internal topic's record: a length byte, that many key bytes, then the value (none when
@@ -619,6 +676,31 @@ pub mod seeds {
         let crc = batch::compute_crc(&batch);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
         batch
+    }
+
+    /// A metadata file of every record the text seed converts to, raw (mode 0) and as bodies.
+    pub fn metadata_records() -> Vec<Vec<u8>> {
+        let text = "sluice-metadata v1\ncluster.id abc\nproducer.ids.reserved.to 1000\n\
+             broker.config log.retention.ms=60000\n\
+             topic orders 6f3c2a0e-58f4-4b8e-9d0b-2f1e3c4d5a6b 3 cleanup.policy=compact\n";
+        let image = metadata::decode(text.as_bytes(), BrokerId(1), &Config::default().log)
+            .expect("the text seed decodes");
+        let file = metadata::encode(&image);
+        // Walk the frames (magic, version; then length, CRC, body), past the header frame.
+        let mut bodies = vec![1];
+        let mut at = codec::MAGIC.len() + 2;
+        let mut first = true;
+        while at < file.len() {
+            let len = u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+            let body = &file[at + 8..at + 8 + len];
+            if !first {
+                bodies.push(u8::try_from(len).expect("seed records are short"));
+                bodies.extend_from_slice(body);
+            }
+            first = false;
+            at += 8 + len;
+        }
+        vec![[vec![0], file].concat(), bodies]
     }
 
     /// Index files: (log size / 256, entries) of offset and time indexes.

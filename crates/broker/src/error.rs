@@ -53,6 +53,8 @@ pub enum ErrorCode {
     SecurityDisabled,
     UnstableOffsetCommit,
     ProducerFenced,
+    /// A broker asked with a registration epoch that is not its current one.
+    StaleBrokerEpoch,
 }
 
 impl ErrorCode {
@@ -108,6 +110,7 @@ impl ErrorCode {
             ErrorCode::SecurityDisabled => 54,
             ErrorCode::UnstableOffsetCommit => 88,
             ErrorCode::ProducerFenced => 90,
+            ErrorCode::StaleBrokerEpoch => 77,
         }
     }
 }

@@ -106,8 +106,11 @@ pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 /// Longest topic name (Kafka's limit).
 pub const TOPIC_NAME_MAX_BYTES: usize = 249;
 
-/// Producer ids reserved per write of the metadata file.
+/// Producer ids the controller hands a broker at a time (one ProducerIds record each).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// Largest metadata record (one frame of the metadata file); a larger length is damage.
+pub const METADATA_RECORD_MAX_BYTES: usize = 1024 * 1024;
 
 /// Groups one shard coordinates at most; joins and commits for new groups beyond it are refused.
 pub const GROUPS_PER_SHARD_MAX: usize = 100_000;

@@ -1,28 +1,35 @@
-//! The metadata controller, on shard 0: creates, deletes and grows topics, hands out producer
-//! ids, persists the metadata file (write-temp, fsync, rename, fsync dir) and then pushes the new
-//! snapshot to every shard before answering. Operations run one at a time.
+//! The metadata controller, on shard 0: creates, deletes and grows topics, changes configs and
+//! hands out producer ids. Each operation is decided first, by pure functions that turn the
+//! current image and the request into metadata records and per-item outcomes (Kafka's error
+//! codes); the commit then persists the metadata file (write-temp, fsync, rename, fsync dir),
+//! applies the records to a copy of the image and pushes it to every shard before answering.
+//! Operations run one at a time, so nothing moves the image between deciding and committing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use glommio::sync::Semaphore;
-use std::cell::Cell;
 use uuid::Uuid;
 
-use super::assignment::{self, Replicas};
+use super::assignment::{self, Refusal, Replicas};
+use super::producer_ids::ProducerIdBlock;
 use super::{Shard, ShardRequest};
+use crate::config::Config;
 use crate::error::ErrorCode;
 use crate::group::records::OFFSETS_TOPIC;
 use crate::limits;
+use crate::metadata::records::{
+    BrokerEpoch, BrokerId, ConfigResource, MetadataRecord, PartitionState,
+};
 use crate::metadata::{
-    is_internal_topic, is_valid_topic_name, topic_log_config, MetadataImage, TopicMeta,
-    METADATA_FILE,
+    self, broker_log_defaults, is_internal_topic, is_valid_topic_name, topic_log_config,
+    MetadataImage, TopicMeta, METADATA_FILE,
 };
 use crate::storage::fs::UringStorage;
 use crate::storage::write_atomically;
 use crate::txn::state::TXN_TOPIC;
-use crate::types::ShardId;
+use crate::types::{PartitionId, ProducerId, ShardId};
 
 /// A topic to create.
 #[derive(Debug, Clone)]
@@ -82,7 +89,11 @@ pub enum ControllerRequest {
         change: ConfigChange,
         validate_only: bool,
     },
-    AllocateProducerId,
+    /// A block of producer ids for a broker, at its registration epoch.
+    AllocateProducerIds {
+        broker: BrokerId,
+        broker_epoch: BrokerEpoch,
+    },
     /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) if it does not
     /// exist yet (the first FindCoordinator for it does).
     EnsureInternalTopic(String),
@@ -94,14 +105,21 @@ pub type TopicOutcome = Result<Arc<TopicMeta>, (ErrorCode, String)>;
 #[derive(Debug)]
 pub enum ControllerResponse {
     Topics(Vec<(String, TopicOutcome)>),
-    ProducerId(Result<i64, ErrorCode>),
+    ProducerIds(Result<ProducerIdBlock, ErrorCode>),
     Broker(Result<(), (ErrorCode, String)>),
     NotController,
 }
 
 pub struct Controller {
     one_at_a_time: Semaphore,
-    next_producer_id: Cell<i64>,
+}
+
+impl Default for Controller {
+    fn default() -> Controller {
+        Controller {
+            one_at_a_time: Semaphore::new(1),
+        }
+    }
 }
 
 /// The topic's overrides after `change`, or why it cannot apply.
@@ -178,24 +196,434 @@ fn existing<'a>(
     })
 }
 
-/// The brokers a replica assignment may name: this one (the cluster has one broker).
-fn registered_brokers(shard: &Shard) -> std::collections::BTreeSet<i32> {
-    [shard.config.node_id].into()
+/// The brokers a replica assignment may name: the registered, unfenced ones.
+fn registered_brokers(image: &MetadataImage) -> BTreeSet<i32> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| b.id.0)
+        .collect()
 }
 
-fn fail(code: ErrorCode, message: impl Into<String>) -> TopicOutcome {
+fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> {
     Err((code, message.into()))
 }
 
-impl Controller {
-    pub fn new(image: &MetadataImage) -> Controller {
-        // Ids below the persisted reservation may have been handed out before a crash: skip them.
-        Controller {
-            one_at_a_time: Semaphore::new(1),
-            next_producer_id: Cell::new(image.producer_ids_reserved_to),
-        }
-    }
+/// What an operation decided: the records to commit, and the answer to give once they are.
+#[derive(Debug)]
+pub struct Decision {
+    pub records: Vec<MetadataRecord>,
+    pub response: ControllerResponse,
+}
 
+/// Decides a request against `image`, changing nothing: the records that carry it out (none
+/// when it is refused or only validated) and the answer. `new_topic_id` names new topics.
+pub fn decide(
+    image: &MetadataImage,
+    config: &Config,
+    request: ControllerRequest,
+    new_topic_id: &mut dyn FnMut() -> Uuid,
+) -> Decision {
+    let (records, response) = match request {
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only,
+        } => {
+            let items = topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+            let (records, outcomes) = decide_topics(image, items, validate_only, |image, topic| {
+                if is_internal_topic(&topic.name) && image.topic(&topic.name).is_none() {
+                    return fail(
+                        ErrorCode::InvalidRequest,
+                        format!("{} is an internal topic; the broker creates it", topic.name),
+                    );
+                }
+                new_topic(config, image, &topic, new_topic_id())
+            });
+            (records, ControllerResponse::Topics(outcomes))
+        }
+        ControllerRequest::EnsureInternalTopic(name) => {
+            let items = vec![(name.clone(), name)];
+            let (records, outcomes) = decide_topics(image, items, false, |image, name| {
+                if image.topic(&name).is_some() {
+                    return Ok(Vec::new());
+                }
+                let topic = internal_topic(config, &name)?;
+                new_topic(config, image, &topic, new_topic_id())
+            });
+            (records, ControllerResponse::Topics(outcomes))
+        }
+        ControllerRequest::DeleteTopics { names } => {
+            let items = names.into_iter().map(|n| (n.clone(), n)).collect();
+            let (records, outcomes) = decide_topics(image, items, false, |image, name| {
+                if is_internal_topic(&name) {
+                    return fail(
+                        ErrorCode::InvalidRequest,
+                        format!("{name} is an internal topic and cannot be deleted"),
+                    );
+                }
+                let meta = existing(image, &name)?;
+                Ok(vec![MetadataRecord::RemoveTopic { id: meta.id }])
+            });
+            (records, ControllerResponse::Topics(outcomes))
+        }
+        ControllerRequest::CreatePartitions {
+            topics,
+            validate_only,
+        } => {
+            let items = topics
+                .into_iter()
+                .map(|(name, new)| (name.clone(), (name, new)))
+                .collect();
+            let (records, outcomes) =
+                decide_topics(image, items, validate_only, |image, (name, new)| {
+                    new_partitions(config, image, &name, new)
+                });
+            (records, ControllerResponse::Topics(outcomes))
+        }
+        ControllerRequest::AlterTopicConfigs {
+            changes,
+            validate_only,
+        } => {
+            let items = changes
+                .into_iter()
+                .map(|(name, change)| (name.clone(), (name, change)))
+                .collect();
+            let (records, outcomes) =
+                decide_topics(image, items, validate_only, |image, (name, change)| {
+                    topic_configs(image, &name, change)
+                });
+            (records, ControllerResponse::Topics(outcomes))
+        }
+        ControllerRequest::AlterBrokerConfigs {
+            change,
+            validate_only,
+        } => match broker_configs(image, change) {
+            Ok(_) if validate_only => (Vec::new(), ControllerResponse::Broker(Ok(()))),
+            Ok(records) => (records, ControllerResponse::Broker(Ok(()))),
+            Err(refusal) => (Vec::new(), ControllerResponse::Broker(Err(refusal))),
+        },
+        ControllerRequest::AllocateProducerIds {
+            broker,
+            broker_epoch,
+        } => match decide_producer_ids(image, broker, broker_epoch) {
+            Ok((record, block)) => (vec![record], ControllerResponse::ProducerIds(Ok(block))),
+            Err(code) => (Vec::new(), ControllerResponse::ProducerIds(Err(code))),
+        },
+    };
+    Decision { records, response }
+}
+
+/// Decides each topic's change against the image as changed by the topics before it (unless
+/// `validate_only`); each success answers with the topic as it stands after its records (or,
+/// deleted, as it stood).
+fn decide_topics<T>(
+    image: &MetadataImage,
+    items: Vec<(String, T)>,
+    validate_only: bool,
+    mut decide: impl FnMut(&MetadataImage, T) -> Result<Vec<MetadataRecord>, Refusal>,
+) -> (Vec<MetadataRecord>, Vec<(String, TopicOutcome)>) {
+    let mut working = image.clone();
+    let mut records = Vec::new();
+    let mut outcomes = Vec::new();
+    for (name, item) in items {
+        let outcome = decide(&working, item).and_then(|decided| {
+            let mut next = working.clone();
+            for record in &decided {
+                next.apply(record).map_err(|err| {
+                    tracing::error!("the controller decided a record that does not apply: {err}");
+                    (
+                        ErrorCode::UnknownServerError,
+                        format!("metadata record refused: {err}"),
+                    )
+                })?;
+            }
+            let meta = next
+                .topic(&name)
+                .or_else(|| working.topic(&name))
+                .cloned()
+                .expect("a decided topic exists before or after its records");
+            if !validate_only {
+                working = next;
+                records.extend(decided);
+            }
+            Ok(meta)
+        });
+        outcomes.push((name, outcome));
+    }
+    (records, outcomes)
+}
+
+/// The settings of an internal topic, or INVALID_REQUEST for any other.
+fn internal_topic(config: &Config, name: &str) -> Result<NewTopic, Refusal> {
+    let (partitions, segment_bytes) = match name {
+        OFFSETS_TOPIC => (
+            config.offsets_topic_num_partitions,
+            config.offsets_topic_segment_bytes,
+        ),
+        TXN_TOPIC => (
+            config.transaction_state_partitions,
+            config.transaction_state_segment_bytes,
+        ),
+        other => {
+            return fail(
+                ErrorCode::InvalidRequest,
+                format!("{other} is not internal"),
+            )
+        }
+    };
+    Ok(NewTopic {
+        name: name.to_string(),
+        partitions,
+        replication_factor: 1,
+        assignment: Vec::new(),
+        configs: [
+            ("cleanup.policy", "compact".to_string()),
+            ("segment.bytes", segment_bytes.to_string()),
+            (
+                "max.message.bytes",
+                limits::OFFSETS_TOPIC_MAX_MESSAGE_BYTES.to_string(),
+            ),
+            ("compression.type", "producer".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    })
+}
+
+/// The records that create `topic` with id `id`: the topic, its configs, its partitions.
+fn new_topic(
+    config: &Config,
+    image: &MetadataImage,
+    topic: &NewTopic,
+    id: Uuid,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    if !is_valid_topic_name(&topic.name) {
+        return fail(
+            ErrorCode::InvalidTopicException,
+            format!("topic name {:?} is not valid", topic.name),
+        );
+    }
+    if image.topic(&topic.name).is_some() {
+        return fail(
+            ErrorCode::TopicAlreadyExists,
+            format!("topic '{}' already exists", topic.name),
+        );
+    }
+    let partitions = if !topic.assignment.is_empty() {
+        assignment::check_new_topic(
+            &topic.assignment,
+            topic.partitions,
+            topic.replication_factor,
+            &registered_brokers(image),
+        )?
+    } else if topic.partitions == -1 {
+        config.num_partitions
+    } else {
+        topic.partitions
+    };
+    if !(1..=limits::TOPIC_PARTITIONS_MAX).contains(&partitions) {
+        return fail(
+            ErrorCode::InvalidPartitions,
+            format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX),
+        );
+    }
+    if topic.assignment.is_empty()
+        && topic.replication_factor != -1
+        && topic.replication_factor != 1
+    {
+        return fail(
+            ErrorCode::InvalidReplicationFactor,
+            "replication factor must be 1: there is one broker",
+        );
+    }
+    let defaults = image
+        .log_defaults(&image.static_log_config)
+        .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
+    if let Err(err) = topic_log_config(&defaults, &topic.configs) {
+        return fail(ErrorCode::InvalidConfig, err.to_string());
+    }
+    let mut replicas: Vec<Replicas> = if topic.assignment.is_empty() {
+        vec![vec![config.node_id]; partitions as usize]
+    } else {
+        let mut by_index = topic.assignment.clone();
+        by_index.sort_by_key(|(index, _)| *index);
+        by_index.into_iter().map(|(_, replicas)| replicas).collect()
+    };
+    let mut records = vec![MetadataRecord::Topic {
+        name: topic.name.clone(),
+        id,
+    }];
+    records.extend(
+        topic
+            .configs
+            .iter()
+            .map(|(key, value)| MetadataRecord::Config {
+                resource: ConfigResource::Topic(topic.name.clone()),
+                key: key.clone(),
+                value: Some(value.clone()),
+            }),
+    );
+    records.extend(
+        replicas
+            .drain(..)
+            .enumerate()
+            .map(|(p, replicas)| partition_record(id, p as i32, replicas)),
+    );
+    Ok(records)
+}
+
+fn partition_record(topic_id: Uuid, partition: i32, replicas: Replicas) -> MetadataRecord {
+    MetadataRecord::Partition {
+        topic_id,
+        partition: PartitionId(partition),
+        state: PartitionState::online(replicas.into_iter().map(BrokerId).collect()),
+    }
+}
+
+/// The records that grow topic `name` to `new.count` partitions.
+fn new_partitions(
+    config: &Config,
+    image: &MetadataImage,
+    name: &str,
+    new: NewPartitions,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    let count = new.count;
+    let meta = existing(image, name)?;
+    if is_internal_topic(name) {
+        // Its partition count decides which partition holds each group.
+        return fail(
+            ErrorCode::InvalidRequest,
+            format!("{name} is an internal topic; its partitions cannot change"),
+        );
+    }
+    if count <= meta.partitions {
+        return fail(
+            ErrorCode::InvalidPartitions,
+            format!(
+                "topic has {} partitions; the new count must be larger, not {count}",
+                meta.partitions
+            ),
+        );
+    }
+    if count > limits::TOPIC_PARTITIONS_MAX {
+        return fail(
+            ErrorCode::InvalidPartitions,
+            format!("at most {} partitions", limits::TOPIC_PARTITIONS_MAX),
+        );
+    }
+    let added = count - meta.partitions;
+    let replicas = match new.assignment {
+        Some(replicas) => {
+            // The new partitions have as many replicas as the first one has.
+            let replication_factor = meta
+                .partition_states
+                .first()
+                .map_or(1, |p| p.replicas.len());
+            assignment::check_new_partitions(
+                &replicas,
+                added,
+                replication_factor,
+                &registered_brokers(image),
+            )?;
+            replicas
+        }
+        None => vec![vec![config.node_id]; added as usize],
+    };
+    Ok(replicas
+        .into_iter()
+        .zip(meta.partitions..count)
+        .map(|(replicas, p)| partition_record(meta.id, p, replicas))
+        .collect())
+}
+
+/// Config records that turn `current` into `wanted`: deletions, then changed values.
+fn config_records(
+    resource: &ConfigResource,
+    current: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let removed = current
+        .keys()
+        .filter(|key| !wanted.contains_key(*key))
+        .map(|key| (key, None));
+    let set = wanted
+        .iter()
+        .filter(|(key, value)| current.get(*key) != Some(value))
+        .map(|(key, value)| (key, Some(value.clone())));
+    removed
+        .chain(set)
+        .map(|(key, value)| MetadataRecord::Config {
+            resource: resource.clone(),
+            key: key.clone(),
+            value,
+        })
+        .collect()
+}
+
+/// The records that change topic `name`'s configs.
+fn topic_configs(
+    image: &MetadataImage,
+    name: &str,
+    change: ConfigChange,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    let meta = existing(image, name)?;
+    let configs = apply_change(&meta.configs, change)
+        .map_err(|message| (ErrorCode::InvalidConfig, message))?;
+    let defaults = image
+        .log_defaults(&image.static_log_config)
+        .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
+    topic_log_config(&defaults, &configs)
+        .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
+    let resource = ConfigResource::Topic(name.to_string());
+    Ok(config_records(&resource, &meta.configs, &configs))
+}
+
+/// The records that change the run-time broker configs, checked against every topic (each
+/// topic's log config is re-derived from the new defaults, and partitions pick them up live).
+fn broker_configs(
+    image: &MetadataImage,
+    change: ConfigChange,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    let invalid = |message: String| (ErrorCode::InvalidConfig, message);
+    let configs = apply_change(&image.broker_configs, change).map_err(invalid)?;
+    let defaults = broker_log_defaults(&image.static_log_config, &configs)
+        .map_err(|err| invalid(format!("{err:#}")))?;
+    for meta in image.topics.values() {
+        topic_log_config(&defaults, &meta.configs)
+            .map_err(|err| invalid(format!("topic {}: {err:#}", meta.name)))?;
+    }
+    Ok(config_records(
+        &ConfigResource::Brokers,
+        &image.broker_configs,
+        &configs,
+    ))
+}
+
+/// A block of producer ids for `broker`: the record that takes it, and the block. Refused
+/// (STALE_BROKER_EPOCH) for a broker that is not registered at `broker_epoch`.
+pub fn decide_producer_ids(
+    image: &MetadataImage,
+    broker: BrokerId,
+    broker_epoch: BrokerEpoch,
+) -> Result<(MetadataRecord, ProducerIdBlock), ErrorCode> {
+    if image.brokers.get(&broker).map(|b| b.epoch) != Some(broker_epoch) {
+        return Err(ErrorCode::StaleBrokerEpoch);
+    }
+    let block = ProducerIdBlock {
+        next: image.next_producer_id,
+        end: ProducerId(image.next_producer_id.0 + limits::PRODUCER_ID_BLOCK_SIZE),
+    };
+    let record = MetadataRecord::ProducerIds {
+        broker,
+        broker_epoch,
+        next_producer_id: block.end,
+    };
+    Ok((record, block))
+}
+
+impl Controller {
     pub async fn handle(
         &self,
         shard: &Rc<Shard>,
@@ -206,386 +634,61 @@ impl Controller {
             .acquire_permit(1)
             .await
             .expect("semaphore never closes");
-        match request {
-            ControllerRequest::CreateTopics {
-                topics,
-                validate_only,
-            } => ControllerResponse::Topics(self.create_topics(shard, topics, validate_only).await),
-            ControllerRequest::DeleteTopics { names } => {
-                ControllerResponse::Topics(self.delete_topics(shard, names).await)
-            }
-            ControllerRequest::CreatePartitions {
-                topics,
-                validate_only,
-            } => ControllerResponse::Topics(
-                self.create_partitions(shard, topics, validate_only).await,
-            ),
-            ControllerRequest::AlterTopicConfigs {
-                changes,
-                validate_only,
-            } => ControllerResponse::Topics(
-                self.alter_topic_configs(shard, changes, validate_only)
-                    .await,
-            ),
-            ControllerRequest::EnsureInternalTopic(name) => {
-                ControllerResponse::Topics(self.ensure_internal_topic(shard, name).await)
-            }
-            ControllerRequest::AlterBrokerConfigs {
-                change,
-                validate_only,
-            } => ControllerResponse::Broker(
-                self.alter_broker_configs(shard, change, validate_only)
-                    .await,
-            ),
-            ControllerRequest::AllocateProducerId => {
-                ControllerResponse::ProducerId(self.allocate_producer_id(shard).await)
+        let image = shard.image();
+        let decision = decide(&image, &shard.config, request, &mut Uuid::new_v4);
+        let mut response = decision.response;
+        if let Err(err) = self.commit(shard, decision.records).await {
+            let message = format!("metadata write failed: {err}");
+            match &mut response {
+                ControllerResponse::Topics(outcomes) => {
+                    // Nothing changed: every success turns into KAFKA_STORAGE_ERROR.
+                    for (_, outcome) in outcomes.iter_mut().filter(|(_, o)| o.is_ok()) {
+                        *outcome = fail(ErrorCode::KafkaStorageError, message.clone());
+                    }
+                }
+                ControllerResponse::Broker(outcome) => {
+                    *outcome = fail(ErrorCode::KafkaStorageError, message)
+                }
+                ControllerResponse::ProducerIds(outcome) => {
+                    *outcome = Err(ErrorCode::KafkaStorageError)
+                }
+                ControllerResponse::NotController => {}
             }
         }
+        response
     }
 
-    async fn ensure_internal_topic(
-        &self,
-        shard: &Rc<Shard>,
-        name: String,
-    ) -> Vec<(String, TopicOutcome)> {
-        if let Some(meta) = shard.image().topic(&name) {
-            return vec![(name, Ok(meta.clone()))];
-        }
-        let config = &shard.config;
-        let (partitions, segment_bytes) = match name.as_str() {
-            OFFSETS_TOPIC => (
-                config.offsets_topic_num_partitions,
-                config.offsets_topic_segment_bytes,
-            ),
-            TXN_TOPIC => (
-                config.transaction_state_partitions,
-                config.transaction_state_segment_bytes,
-            ),
-            other => {
-                let refusal = fail(
-                    ErrorCode::InvalidRequest,
-                    format!("{other} is not internal"),
-                );
-                return vec![(name.clone(), refusal)];
-            }
-        };
-        let topic = NewTopic {
-            name: name.clone(),
-            partitions,
-            replication_factor: 1,
-            assignment: Vec::new(),
-            configs: [
-                ("cleanup.policy", "compact".to_string()),
-                ("segment.bytes", segment_bytes.to_string()),
-                (
-                    "max.message.bytes",
-                    limits::OFFSETS_TOPIC_MAX_MESSAGE_BYTES.to_string(),
-                ),
-                ("compression.type", "producer".to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        };
-        tracing::info!("creating {name} with {partitions} partitions");
-        self.update_topics(shard, vec![(name, topic)], false, |image, topic| {
-            self.check_topic(shard, image, &topic)
-        })
-        .await
-    }
-
-    async fn create_topics(
-        &self,
-        shard: &Rc<Shard>,
-        topics: Vec<NewTopic>,
-        validate_only: bool,
-    ) -> Vec<(String, TopicOutcome)> {
-        let changes = topics.into_iter().map(|t| (t.name.clone(), t)).collect();
-        self.update_topics(shard, changes, validate_only, |image, topic| {
-            self.check_new_topic(shard, image, &topic)
-        })
-        .await
-    }
-
-    /// Decides each topic's new state against the image as updated by the topics before it,
-    /// then persists and publishes the result once (unless `validate_only`).
-    async fn update_topics<T>(
-        &self,
-        shard: &Rc<Shard>,
-        changes: Vec<(String, T)>,
-        validate_only: bool,
-        decide: impl Fn(&MetadataImage, T) -> TopicOutcome,
-    ) -> Vec<(String, TopicOutcome)> {
-        let mut image = (*shard.image()).clone();
-        let mut outcomes = Vec::new();
-        for (name, change) in changes {
-            let outcome = decide(&image, change);
-            if let (Ok(meta), false) = (&outcome, validate_only) {
-                image.topics.insert(name.clone(), meta.clone());
-            }
-            outcomes.push((name, outcome));
-        }
-        self.commit_if_changed(shard, image, &mut outcomes).await;
-        outcomes
-    }
-
-    /// A topic a client asked for: never one of the broker's internal topics.
-    fn check_new_topic(
-        &self,
-        shard: &Shard,
-        image: &MetadataImage,
-        topic: &NewTopic,
-    ) -> TopicOutcome {
-        if is_internal_topic(&topic.name) && image.topic(&topic.name).is_none() {
-            return fail(
-                ErrorCode::InvalidRequest,
-                format!("{} is an internal topic; the broker creates it", topic.name),
-            );
-        }
-        self.check_topic(shard, image, topic)
-    }
-
-    fn check_topic(&self, shard: &Shard, image: &MetadataImage, topic: &NewTopic) -> TopicOutcome {
-        if !is_valid_topic_name(&topic.name) {
-            return fail(
-                ErrorCode::InvalidTopicException,
-                format!("topic name {:?} is not valid", topic.name),
-            );
-        }
-        if image.topic(&topic.name).is_some() {
-            return fail(
-                ErrorCode::TopicAlreadyExists,
-                format!("topic '{}' already exists", topic.name),
-            );
-        }
-        let partitions = if !topic.assignment.is_empty() {
-            assignment::check_new_topic(
-                &topic.assignment,
-                topic.partitions,
-                topic.replication_factor,
-                &registered_brokers(shard),
-            )?
-        } else if topic.partitions == -1 {
-            shard.config.num_partitions
-        } else {
-            topic.partitions
-        };
-        if !(1..=limits::TOPIC_PARTITIONS_MAX).contains(&partitions) {
-            return fail(
-                ErrorCode::InvalidPartitions,
-                format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX),
-            );
-        }
-        if topic.assignment.is_empty()
-            && topic.replication_factor != -1
-            && topic.replication_factor != 1
-        {
-            return fail(
-                ErrorCode::InvalidReplicationFactor,
-                "replication factor must be 1: there is one broker",
-            );
-        }
-        let defaults = image
-            .log_defaults(&shard.config.log)
-            .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
-        let log_config = match topic_log_config(&defaults, &topic.configs) {
-            Ok(c) => c,
-            Err(err) => return fail(ErrorCode::InvalidConfig, err.to_string()),
-        };
-        Ok(Arc::new(TopicMeta {
-            name: topic.name.clone(),
-            id: Uuid::new_v4(),
-            partitions,
-            configs: topic.configs.clone(),
-            log_config,
-        }))
-    }
-
-    async fn delete_topics(
-        &self,
-        shard: &Rc<Shard>,
-        names: Vec<String>,
-    ) -> Vec<(String, TopicOutcome)> {
-        let mut image = (*shard.image()).clone();
-        let mut outcomes = Vec::new();
-        for name in names {
-            if is_internal_topic(&name) {
-                let refusal = fail(
-                    ErrorCode::InvalidRequest,
-                    format!("{name} is an internal topic and cannot be deleted"),
-                );
-                outcomes.push((name, refusal));
-                continue;
-            }
-            let outcome = match image.topics.remove(&name) {
-                Some(meta) => Ok(meta),
-                None => fail(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic '{name}' does not exist"),
-                ),
-            };
-            outcomes.push((name, outcome));
-        }
-        self.commit_if_changed(shard, image, &mut outcomes).await;
-        outcomes
-    }
-
-    async fn create_partitions(
-        &self,
-        shard: &Rc<Shard>,
-        topics: Vec<(String, NewPartitions)>,
-        validate_only: bool,
-    ) -> Vec<(String, TopicOutcome)> {
-        let changes = topics
-            .into_iter()
-            .map(|(name, new)| (name.clone(), (name, new)))
-            .collect();
-        self.update_topics(shard, changes, validate_only, |image, (name, new)| {
-            let count = new.count;
-            let meta = existing(image, &name)?;
-            if is_internal_topic(&name) {
-                // Its partition count decides which partition holds each group.
-                return fail(
-                    ErrorCode::InvalidRequest,
-                    format!("{name} is an internal topic; its partitions cannot change"),
-                );
-            }
-            if count <= meta.partitions {
-                return fail(
-                    ErrorCode::InvalidPartitions,
-                    format!(
-                        "topic has {} partitions; the new count must be larger, not {count}",
-                        meta.partitions
-                    ),
-                );
-            }
-            if count > limits::TOPIC_PARTITIONS_MAX {
-                return fail(
-                    ErrorCode::InvalidPartitions,
-                    format!("at most {} partitions", limits::TOPIC_PARTITIONS_MAX),
-                );
-            }
-            if let Some(replicas) = &new.assignment {
-                // One broker: every partition has one replica.
-                let replication_factor = 1;
-                assignment::check_new_partitions(
-                    replicas,
-                    count - meta.partitions,
-                    replication_factor,
-                    &registered_brokers(shard),
-                )?;
-            }
-            Ok(Arc::new(TopicMeta {
-                partitions: count,
-                ..(**meta).clone()
-            }))
-        })
-        .await
-    }
-
-    async fn alter_topic_configs(
-        &self,
-        shard: &Rc<Shard>,
-        changes: Vec<(String, ConfigChange)>,
-        validate_only: bool,
-    ) -> Vec<(String, TopicOutcome)> {
-        let changes = changes
-            .into_iter()
-            .map(|(name, change)| (name.clone(), (name, change)))
-            .collect();
-        self.update_topics(shard, changes, validate_only, |image, (name, change)| {
-            let meta = existing(image, &name)?;
-            let configs = apply_change(&meta.configs, change)
-                .map_err(|message| (ErrorCode::InvalidConfig, message))?;
-            let defaults = image
-                .log_defaults(&shard.config.log)
-                .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
-            let log_config = topic_log_config(&defaults, &configs)
-                .map_err(|err| (ErrorCode::InvalidConfig, err.to_string()))?;
-            Ok(Arc::new(TopicMeta {
-                configs,
-                log_config,
-                ..(**meta).clone()
-            }))
-        })
-        .await
-    }
-
-    /// Applies run-time broker configs: validated, then every topic's log config re-derived
-    /// from the new defaults, persisted and published (partitions pick them up live).
-    async fn alter_broker_configs(
-        &self,
-        shard: &Rc<Shard>,
-        change: ConfigChange,
-        validate_only: bool,
-    ) -> Result<(), (ErrorCode, String)> {
-        let invalid = |message: String| (ErrorCode::InvalidConfig, message);
-        let mut image = (*shard.image()).clone();
-        image.broker_configs = apply_change(&image.broker_configs, change).map_err(invalid)?;
-        let defaults = image
-            .log_defaults(&shard.config.log)
-            .map_err(|err| invalid(format!("{err:#}")))?;
-        for meta in image.topics.values_mut() {
-            let log_config = topic_log_config(&defaults, &meta.configs)
-                .map_err(|err| invalid(format!("topic {}: {err:#}", meta.name)))?;
-            *meta = Arc::new(TopicMeta {
-                log_config,
-                ..(**meta).clone()
-            });
-        }
-        if validate_only || image.broker_configs == shard.image().broker_configs {
+    /// Writes the metadata file durably with `records` applied, then installs the image on
+    /// every shard. Nothing to do without records.
+    async fn commit(&self, shard: &Rc<Shard>, records: Vec<MetadataRecord>) -> std::io::Result<()> {
+        if records.is_empty() {
             return Ok(());
         }
-        tracing::info!("run-time broker configs are now {:?}", image.broker_configs);
-        self.commit(shard, image).await.map_err(|err| {
-            (
-                ErrorCode::KafkaStorageError,
-                format!("metadata write failed: {err}"),
-            )
-        })
-    }
-
-    async fn allocate_producer_id(&self, shard: &Rc<Shard>) -> Result<i64, ErrorCode> {
-        let id = self.next_producer_id.get();
-        let image = shard.image();
-        if id >= image.producer_ids_reserved_to {
-            let mut next = (*image).clone();
-            next.producer_ids_reserved_to = id + limits::PRODUCER_ID_BLOCK_SIZE;
-            self.commit(shard, next)
-                .await
-                .map_err(|_| ErrorCode::KafkaStorageError)?;
+        let mut image = (*shard.image()).clone();
+        for record in &records {
+            // Decided against this very image (operations run one at a time).
+            image
+                .apply(record)
+                .expect("a decided record applies to the image it was decided on");
         }
-        self.next_producer_id.set(id + 1);
-        Ok(id)
-    }
-
-    /// Persists and publishes `image` if any outcome succeeded; on a storage failure every
-    /// success turns into KAFKA_STORAGE_ERROR (nothing was changed).
-    async fn commit_if_changed(
-        &self,
-        shard: &Rc<Shard>,
-        image: MetadataImage,
-        outcomes: &mut [(String, TopicOutcome)],
-    ) {
-        if image.topics == shard.image().topics {
-            return;
-        }
-        if let Err(err) = self.commit(shard, image).await {
-            for (_, outcome) in outcomes.iter_mut() {
-                if outcome.is_ok() {
-                    *outcome = fail(
-                        ErrorCode::KafkaStorageError,
-                        format!("metadata write failed: {err}"),
-                    );
+        for record in &records {
+            match record {
+                MetadataRecord::Topic { name, .. } if is_internal_topic(name) => {
+                    let partitions = image.topic(name).map_or(0, |t| t.partitions);
+                    tracing::info!("creating {name} with {partitions} partitions");
                 }
+                MetadataRecord::Config {
+                    resource: ConfigResource::Brokers,
+                    ..
+                } => {
+                    tracing::info!("run-time broker configs are now {:?}", image.broker_configs);
+                    break;
+                }
+                _ => {}
             }
         }
-    }
-
-    /// Writes the metadata file durably, then installs the image on every shard.
-    async fn commit(&self, shard: &Rc<Shard>, image: MetadataImage) -> std::io::Result<()> {
         let path = shard.config.data_dir.join(METADATA_FILE);
-        write_atomically(&UringStorage, &path, image.encode().into_bytes()).await?;
+        write_atomically(&UringStorage, &path, metadata::encode(&image)).await?;
         let image = Arc::new(image);
         let calls = (0..shard.count)
             .map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
@@ -597,6 +700,336 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::records::{BrokerRegistration, Endpoint};
+    use crate::shard::producer_ids::ProducerIdAllocator;
+    use futures::executor::block_on;
+
+    /// An empty image with the configured broker registered.
+    fn registered(config: &Config) -> MetadataImage {
+        let mut image = MetadataImage::new("c".into(), config.log.clone());
+        image
+            .apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
+                id: BrokerId(config.node_id),
+                incarnation_id: Uuid::new_v4(),
+                epoch: BrokerEpoch(0),
+                endpoints: vec![Endpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                }],
+                fenced: false,
+            }))
+            .unwrap();
+        image
+    }
+
+    fn topic(name: &str, partitions: i32) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: -1,
+            assignment: Vec::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    /// Decides `request`, applies its records to `image`, and returns the per-topic codes.
+    fn run(
+        image: &mut MetadataImage,
+        config: &Config,
+        request: ControllerRequest,
+    ) -> Vec<ErrorCode> {
+        let decision = decide(image, config, request, &mut Uuid::new_v4);
+        for record in &decision.records {
+            image.apply(record).unwrap();
+        }
+        match decision.response {
+            ControllerResponse::Topics(outcomes) => outcomes
+                .into_iter()
+                .map(|(_, o)| o.map_or_else(|(code, _)| code, |_| ErrorCode::None))
+                .collect(),
+            ControllerResponse::Broker(outcome) => {
+                vec![outcome.map_or_else(|(code, _)| code, |_| ErrorCode::None)]
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn create(topics: Vec<NewTopic>, validate_only: bool) -> ControllerRequest {
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only,
+        }
+    }
+
+    #[test]
+    fn creating_topics_answers_kafka_codes_and_decides_records() {
+        let config = Config::default();
+        let mut image = registered(&config);
+        let before = image.clone();
+        let validated = run(&mut image, &config, create(vec![topic("a", 2)], true));
+        assert_eq!(validated, [ErrorCode::None]);
+        assert_eq!(image, before, "validate_only decides no records");
+
+        let mut bad_config = topic("c", 1);
+        bad_config
+            .configs
+            .insert("segment.bytes".into(), "nope".into());
+        let mut three_replicas = topic("d", 1);
+        three_replicas.replication_factor = 3;
+        let mut elsewhere = topic("e", -1);
+        elsewhere.assignment = vec![(0, vec![config.node_id + 1])];
+        let request = create(
+            vec![
+                topic("a", 2),
+                topic("a", 2),
+                topic("b/x", 1),
+                bad_config,
+                three_replicas,
+                topic("f", 0),
+                elsewhere,
+                topic(OFFSETS_TOPIC, 1),
+            ],
+            false,
+        );
+        assert_eq!(
+            run(&mut image, &config, request),
+            [
+                ErrorCode::None,
+                ErrorCode::TopicAlreadyExists,
+                ErrorCode::InvalidTopicException,
+                ErrorCode::InvalidConfig,
+                ErrorCode::InvalidReplicationFactor,
+                ErrorCode::InvalidPartitions,
+                ErrorCode::InvalidReplicaAssignment,
+                ErrorCode::InvalidRequest,
+            ]
+        );
+        let a = &image.topics["a"];
+        assert_eq!(a.partitions, 2);
+        assert_eq!(a.partition_states[1].leader, BrokerId(config.node_id));
+        assert_eq!(image.topics.len(), 1);
+
+        let ensure = ControllerRequest::EnsureInternalTopic(TXN_TOPIC.into());
+        assert_eq!(run(&mut image, &config, ensure), [ErrorCode::None]);
+        assert_eq!(
+            image.topics[TXN_TOPIC].partitions,
+            config.transaction_state_partitions
+        );
+        assert_eq!(image.topics[TXN_TOPIC].configs["cleanup.policy"], "compact");
+    }
+
+    #[test]
+    fn deleting_growing_and_configuring_answer_kafka_codes() {
+        let config = Config::default();
+        let mut image = registered(&config);
+        run(&mut image, &config, create(vec![topic("a", 1)], false));
+        let ensure = ControllerRequest::EnsureInternalTopic(OFFSETS_TOPIC.into());
+        run(&mut image, &config, ensure);
+
+        let grow =
+            |name: &str, count, assignment| (name.to_string(), NewPartitions { count, assignment });
+        let request = ControllerRequest::CreatePartitions {
+            topics: vec![
+                grow("a", 1, None),
+                grow("nope", 5, None),
+                grow(OFFSETS_TOPIC, 100, None),
+                grow(
+                    "a",
+                    3,
+                    Some(vec![vec![config.node_id], vec![config.node_id, 7]]),
+                ),
+                grow("a", 3, None),
+            ],
+            validate_only: false,
+        };
+        assert_eq!(
+            run(&mut image, &config, request),
+            [
+                ErrorCode::InvalidPartitions,
+                ErrorCode::UnknownTopicOrPartition,
+                ErrorCode::InvalidRequest,
+                ErrorCode::InvalidReplicaAssignment,
+                ErrorCode::None,
+            ]
+        );
+        assert_eq!(image.topics["a"].partition_states.len(), 3);
+
+        let set = |key: &str, value: &str| {
+            ConfigChange::Incremental(vec![(key.to_string(), 0, Some(value.to_string()))])
+        };
+        let request = ControllerRequest::AlterTopicConfigs {
+            changes: vec![
+                ("a".into(), set("retention.ms", "1234")),
+                ("a".into(), set("retention.ms", "soon")),
+                ("nope".into(), set("retention.ms", "1")),
+            ],
+            validate_only: false,
+        };
+        assert_eq!(
+            run(&mut image, &config, request),
+            [
+                ErrorCode::None,
+                ErrorCode::InvalidConfig,
+                ErrorCode::UnknownTopicOrPartition
+            ]
+        );
+        assert_eq!(image.topics["a"].log_config.retention_ms, 1234);
+
+        let brokers = |change| ControllerRequest::AlterBrokerConfigs {
+            change,
+            validate_only: false,
+        };
+        let not_dynamic = brokers(set("num.io.threads", "4"));
+        assert_eq!(
+            run(&mut image, &config, not_dynamic),
+            [ErrorCode::InvalidConfig]
+        );
+        let segments = brokers(set("log.segment.bytes", "100000"));
+        assert_eq!(run(&mut image, &config, segments), [ErrorCode::None]);
+        assert_eq!(image.topics["a"].log_config.segment_bytes, 100_000);
+
+        let delete = ControllerRequest::DeleteTopics {
+            names: vec!["a".into(), "a".into(), OFFSETS_TOPIC.into()],
+        };
+        assert_eq!(
+            run(&mut image, &config, delete),
+            [
+                ErrorCode::None,
+                ErrorCode::UnknownTopicOrPartition,
+                ErrorCode::InvalidRequest
+            ]
+        );
+        assert!(image.topic("a").is_none());
+    }
+
+    #[test]
+    fn producer_id_blocks_never_repeat_across_restarts() {
+        let config = Config::default();
+        let node = BrokerId(config.node_id);
+        let mut image = registered(&config);
+        let mut seen = BTreeSet::new();
+        for _restart in 0..3 {
+            // A restarted broker starts with no block, as a fresh allocator.
+            let allocator = ProducerIdAllocator::default();
+            let epoch = image.brokers[&node].epoch;
+            for _ in 0..limits::PRODUCER_ID_BLOCK_SIZE + 5 {
+                let id = block_on(allocator.allocate(|| {
+                    let request = ControllerRequest::AllocateProducerIds {
+                        broker: node,
+                        broker_epoch: epoch,
+                    };
+                    let decision = decide(&image, &config, request, &mut Uuid::new_v4);
+                    for record in &decision.records {
+                        image.apply(record).unwrap();
+                    }
+                    let ControllerResponse::ProducerIds(answer) = decision.response else {
+                        panic!("unexpected {:?}", decision.response);
+                    };
+                    async move { answer }
+                }))
+                .unwrap();
+                assert!(seen.insert(id), "{id:?} handed out twice");
+            }
+            // Restart: the controller rebuilds its image from the persisted records, and the
+            // broker registers again at a new epoch.
+            let persisted = metadata::encode(&image);
+            image = metadata::decode(&persisted, node, &config.log).unwrap();
+            let mut registration = image.brokers[&node].clone();
+            registration.epoch = BrokerEpoch(registration.epoch.0 + 1);
+            image
+                .apply(&MetadataRecord::RegisterBroker(registration))
+                .unwrap();
+            let stale = decide_producer_ids(&image, node, epoch);
+            assert_eq!(stale.unwrap_err(), ErrorCode::StaleBrokerEpoch);
+        }
+        assert_eq!(seen.len() as i64, 3 * (limits::PRODUCER_ID_BLOCK_SIZE + 5));
+    }
+
+    /// A small deterministic PRNG (xorshift64*), so a failing sequence can be replayed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    #[test]
+    fn replaying_the_records_rebuilds_the_image() {
+        let config = Config::default();
+        for seed in 1..=8u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut image = registered(&config);
+            let mut log = image.to_records();
+            for _ in 0..200 {
+                let name = format!("t{}", rng.below(6));
+                let request = match rng.below(6) {
+                    0 => create(vec![topic(&name, 1 + rng.below(4) as i32)], false),
+                    1 => ControllerRequest::DeleteTopics { names: vec![name] },
+                    2 => ControllerRequest::CreatePartitions {
+                        topics: vec![(
+                            name,
+                            NewPartitions {
+                                count: 1 + rng.below(8) as i32,
+                                assignment: None,
+                            },
+                        )],
+                        validate_only: false,
+                    },
+                    3 => ControllerRequest::AlterTopicConfigs {
+                        changes: vec![(
+                            name,
+                            ConfigChange::Incremental(vec![(
+                                "retention.ms".into(),
+                                rng.below(2) as i8,
+                                Some(rng.below(100_000).to_string()),
+                            )]),
+                        )],
+                        validate_only: false,
+                    },
+                    4 => ControllerRequest::AlterBrokerConfigs {
+                        change: ConfigChange::Replace(
+                            [(
+                                "log.retention.bytes".to_string(),
+                                rng.below(1 << 30).to_string(),
+                            )]
+                            .into(),
+                        ),
+                        validate_only: false,
+                    },
+                    _ => {
+                        let node = BrokerId(config.node_id);
+                        let (record, block) =
+                            decide_producer_ids(&image, node, BrokerEpoch(0)).unwrap();
+                        assert_eq!(block.next, image.next_producer_id);
+                        image.apply(&record).unwrap();
+                        log.push(record);
+                        continue;
+                    }
+                };
+                let decision = decide(&image, &config, request, &mut Uuid::new_v4);
+                for record in decision.records {
+                    image.apply(&record).unwrap();
+                    log.push(record);
+                }
+            }
+            assert!(log.len() > 100, "seed {seed}: the sequence changed little");
+            let mut replayed = MetadataImage::new("c".into(), config.log.clone());
+            for record in &log {
+                replayed.apply(record).unwrap();
+            }
+            assert_eq!(replayed, image, "seed {seed}");
+            let mut from_snapshot = MetadataImage::new("c".into(), config.log.clone());
+            for record in image.to_records() {
+                from_snapshot.apply(&record).unwrap();
+            }
+            assert_eq!(from_snapshot, image, "seed {seed}");
+        }
+    }
 
     fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -8,6 +8,7 @@
 pub mod assignment;
 pub mod controller;
 mod io_workers;
+pub mod producer_ids;
 pub mod router;
 pub mod runtime;
 
@@ -26,6 +27,7 @@ use crate::error::{ErrorCode, ProduceError};
 use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::limits;
+use crate::metadata::records::BrokerId;
 use crate::metadata::{partition_dir, shard_of, MetadataImage};
 use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
@@ -166,6 +168,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<TopicPartition, PartitionRef<UringStorage>>>,
     pub(crate) router: Router,
     controller: Option<Controller>,
+    /// This shard's block of producer ids.
+    pub(crate) producer_ids: producer_ids::ProducerIdAllocator,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
     /// The transactional ids this shard coordinates.
@@ -215,6 +219,29 @@ impl Shard {
         } else {
             ErrorCode::UnknownTopicOrPartition
         }
+    }
+
+    /// A producer id no one else has, from this shard's block (a new block from the controller
+    /// when it is used up).
+    pub async fn allocate_producer_id(self: &Rc<Self>) -> Result<ProducerId, ErrorCode> {
+        self.producer_ids
+            .allocate(|| async {
+                let broker = BrokerId(self.config.node_id);
+                let registered = self.image().brokers.get(&broker).map(|b| b.epoch);
+                let broker_epoch = registered.ok_or(ErrorCode::StaleBrokerEpoch)?;
+                let request = ControllerRequest::AllocateProducerIds {
+                    broker,
+                    broker_epoch,
+                };
+                match self
+                    .call(ShardId(0), ShardRequest::Controller(request))
+                    .await
+                {
+                    ShardResponse::Controller(ControllerResponse::ProducerIds(answer)) => answer,
+                    _ => Err(ErrorCode::CoordinatorNotAvailable),
+                }
+            })
+            .await
     }
 
     /// Sends `request` to shard `to` (or runs it here when `to` is this shard) and awaits the answer.

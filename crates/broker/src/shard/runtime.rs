@@ -230,7 +230,7 @@ async fn shard_main(
         }
         None => (Router::single(), 0, None),
     };
-    let controller = (id == 0).then(|| Controller::new(&image));
+    let controller = (id == 0).then(Controller::default);
     let shard = Rc::new(Shard {
         id: ShardId(id),
         count: config.cores,
@@ -239,6 +239,7 @@ async fn shard_main(
         partitions: RefCell::new(HashMap::new()),
         router,
         controller,
+        producer_ids: Default::default(),
         groups: GroupCoordinator::new(&config),
         txns: TxnCoordinator::new(&config),
         clock: SystemClock,

@@ -29,7 +29,6 @@ use crate::group::records::partition_for_group;
 use crate::internal_log;
 use crate::limits;
 use crate::partition::{self, PartitionRef};
-use crate::shard::controller::{ControllerRequest, ControllerResponse};
 use crate::shard::{Marker, Shard, ShardRequest, ShardResponse};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
@@ -301,7 +300,7 @@ impl TxnCoordinator {
         let now = shard.clock.now_ms();
         let current = self.txns.borrow().get(txn_id).cloned();
         let Some(mut m) = current else {
-            let id = allocate_producer_id(shard).await?;
+            let id = shard.allocate_producer_id().await?;
             let m = TxnMetadata::new(id, timeout_ms, now);
             self.save(shard, txn_id, m.clone()).await?;
             return Ok((m.producer_id, m.epoch));
@@ -322,7 +321,7 @@ impl TxnCoordinator {
         match m.next_epoch() {
             Some(epoch) => m.epoch = epoch,
             None => {
-                m.producer_id = allocate_producer_id(shard).await?;
+                m.producer_id = shard.allocate_producer_id().await?;
                 m.epoch = ProducerEpoch(0);
             }
         }
@@ -542,15 +541,6 @@ impl TxnCoordinator {
                 Err(code) => tracing::error!("{TXN_TOPIC}-{p}: compaction failed: {code}"),
             }
         }
-    }
-}
-
-async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<ProducerId, ErrorCode> {
-    let request = ShardRequest::Controller(ControllerRequest::AllocateProducerId);
-    match shard.call(ShardId(0), request).await {
-        ShardResponse::Controller(ControllerResponse::ProducerId(Ok(id))) => Ok(ProducerId(id)),
-        ShardResponse::Controller(ControllerResponse::ProducerId(Err(code))) => Err(code),
-        _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
 }
 

@@ -97,9 +97,8 @@ pub async fn call_controller(
         ControllerRequest::AlterTopicConfigs { changes, .. } => {
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
-        ControllerRequest::AllocateProducerId | ControllerRequest::AlterBrokerConfigs { .. } => {
-            Vec::new()
-        }
+        ControllerRequest::AllocateProducerIds { .. }
+        | ControllerRequest::AlterBrokerConfigs { .. } => Vec::new(),
         ControllerRequest::EnsureInternalTopic(name) => vec![name.clone()],
     };
     match shard

@@ -9,11 +9,9 @@ use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 
 use super::coordinator;
-use crate::error::ErrorCode;
-use crate::shard::controller::{ControllerRequest, ControllerResponse};
-use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::shard::Shard;
 use crate::txn::{TxnAnswer, TxnOp};
-use crate::types::{ProducerEpoch, ProducerId as TxnProducerId, ShardId};
+use crate::types::{ProducerEpoch, ProducerId as TxnProducerId};
 
 pub const VERSIONS: (i16, i16) = (0, 5);
 
@@ -42,19 +40,10 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
     }
     // Without a transactional id Kafka always hands out a fresh producer id at epoch 0, even
     // when the client presents its old one (KIP-360): the new id starts with no sequence history.
-    let answer = shard
-        .call(
-            ShardId(0),
-            ShardRequest::Controller(ControllerRequest::AllocateProducerId),
-        )
-        .await;
-    match answer {
-        ShardResponse::Controller(ControllerResponse::ProducerId(Ok(id))) => response
-            .with_producer_id(ProducerId(id))
+    match shard.allocate_producer_id().await {
+        Ok(id) => response
+            .with_producer_id(ProducerId(id.0))
             .with_producer_epoch(0),
-        ShardResponse::Controller(ControllerResponse::ProducerId(Err(code))) => {
-            response.with_error_code(code.code())
-        }
-        _ => response.with_error_code(ErrorCode::NotLeaderOrFollower.code()),
+        Err(code) => response.with_error_code(code.code()),
     }
 }
