@@ -111,9 +111,7 @@ pub fn encode(message: &QuorumMessage) -> Bytes {
         QuorumMessage::InstallSnapshot { vote, meta, data } => {
             out.put_i8(tag::INSTALL_SNAPSHOT);
             put_vote(&mut out, vote);
-            put_log_id(&mut out, meta.last_log_id.as_ref());
-            put_log_id(&mut out, meta.last_membership.log_id().as_ref());
-            put_membership(&mut out, meta.last_membership.membership());
+            put_snapshot_meta(&mut out, meta);
             put_bytes(&mut out, data);
         }
         QuorumMessage::SnapshotAnswer(answer) => {
@@ -162,15 +160,10 @@ pub fn decode(bytes: &[u8]) -> Result<QuorumMessage, DecodeError> {
         }),
         tag::INSTALL_SNAPSHOT => {
             let vote = vote(&mut r)?;
-            let last_log_id = log_id(&mut r)?;
-            let membership_log_id = log_id(&mut r)?;
-            let membership = membership(&mut r)?;
+            let meta = snapshot_meta(&mut r)?;
             QuorumMessage::InstallSnapshot {
                 vote,
-                meta: SnapshotMetaOf::<Q> {
-                    last_log_id,
-                    last_membership: StoredMembershipOf::<Q>::new(membership_log_id, membership),
-                },
+                meta,
                 data: r.bytes()?,
             }
         }
@@ -258,6 +251,24 @@ fn log_id(r: &mut FieldReader) -> Result<Option<LogIdOf<Q>>, DecodeError> {
     let term = u64_field(r)?;
     let index = u64_field(r)?;
     Ok(Some(LogIdOf::<Q>::new_term_index(term, index)))
+}
+
+/// A snapshot's description (its last log id and the membership it holds), as the
+/// `InstallSnapshot` message and the snapshot file carry it.
+pub fn put_snapshot_meta(out: &mut BytesMut, meta: &SnapshotMetaOf<Q>) {
+    put_log_id(out, meta.last_log_id.as_ref());
+    put_log_id(out, meta.last_membership.log_id().as_ref());
+    put_membership(out, meta.last_membership.membership());
+}
+
+pub fn snapshot_meta(r: &mut FieldReader) -> Result<SnapshotMetaOf<Q>, DecodeError> {
+    let last_log_id = log_id(r)?;
+    let membership_log_id = log_id(r)?;
+    let membership = membership(r)?;
+    Ok(SnapshotMetaOf::<Q> {
+        last_log_id,
+        last_membership: StoredMembershipOf::<Q>::new(membership_log_id, membership),
+    })
 }
 
 fn put_entry(out: &mut BytesMut, entry: &EntryOf<Q>) {

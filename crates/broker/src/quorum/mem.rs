@@ -199,7 +199,7 @@ impl RaftStateMachine<C> for Rc<MemMachine> {
                 }
             }
             if let Some(responder) = responder {
-                responder.send(());
+                responder.send(Ok(()));
             }
         }
         Ok(())
@@ -236,14 +236,32 @@ impl RaftStateMachine<C> for Rc<MemMachine> {
     }
 }
 
-#[derive(Clone, Default)]
-pub struct Router {
-    pub nodes: Rc<RefCell<BTreeMap<u64, TestRaft>>>,
+/// The members of an in-process quorum whose state machines are `SM`.
+pub struct Router<SM: RaftStateMachine<C>> {
+    pub nodes: Rc<RefCell<BTreeMap<u64, openraft::Raft<C, SM>>>>,
     pub down: Rc<RefCell<BTreeSet<u64>>>,
 }
 
-pub struct Link {
-    router: Router,
+impl<SM: RaftStateMachine<C>> Clone for Router<SM> {
+    fn clone(&self) -> Self {
+        Router {
+            nodes: self.nodes.clone(),
+            down: self.down.clone(),
+        }
+    }
+}
+
+impl<SM: RaftStateMachine<C>> Default for Router<SM> {
+    fn default() -> Self {
+        Router {
+            nodes: Rc::default(),
+            down: Rc::default(),
+        }
+    }
+}
+
+pub struct Link<SM: RaftStateMachine<C>> {
+    router: Router<SM>,
     from: u64,
     to: u64,
 }
@@ -257,8 +275,8 @@ impl std::fmt::Display for Down {
 }
 impl std::error::Error for Down {}
 
-impl Link {
-    fn target(&self) -> Result<TestRaft, Unreachable<C>> {
+impl<SM: RaftStateMachine<C>> Link<SM> {
+    fn target(&self) -> Result<openraft::Raft<C, SM>, Unreachable<C>> {
         let down = self.router.down.borrow();
         if down.contains(&self.from) || down.contains(&self.to) {
             return Err(Unreachable::new(&Down));
@@ -272,15 +290,15 @@ impl Link {
     }
 }
 
-pub struct Factory {
-    pub router: Router,
+pub struct Factory<SM: RaftStateMachine<C>> {
+    pub router: Router<SM>,
     pub id: u64,
 }
 
-impl RaftNetworkFactory<C> for Factory {
-    type Network = Link;
+impl<SM: RaftStateMachine<C, SnapshotData = Bytes>> RaftNetworkFactory<C> for Factory<SM> {
+    type Network = Link<SM>;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Link {
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Link<SM> {
         Link {
             router: self.router.clone(),
             from: self.id,
@@ -289,7 +307,7 @@ impl RaftNetworkFactory<C> for Factory {
     }
 }
 
-impl RaftNetworkV2<C> for Link {
+impl<SM: RaftStateMachine<C, SnapshotData = Bytes>> RaftNetworkV2<C> for Link<SM> {
     type SnapshotData = Bytes;
 
     async fn append_entries(

@@ -10,14 +10,15 @@
 //!
 //! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`), the
 //! byte encoding of its messages and log entries (`codec`), the metadata log on disk
-//! (`log_store`) and the transport between members (`network`). The state machine over the
-//! `MetadataImage` builds on these. Lives on whichever shard spawns the
+//! (`log_store`), the transport between members (`network`) and the state machine, the
+//! `MetadataImage` moved by committed metadata records (`state_machine`). Lives on whichever shard spawns the
 //! Raft core; nothing here crosses threads.
 
 pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod runtime;
+pub mod state_machine;
 pub mod types;
 
 #[cfg(test)]

@@ -18,6 +18,14 @@ use openraft::{AsyncRuntime, BasicNode, EntryPayload, RaftLogReader, StorageErro
 
 use super::log_store::MetadataLogStore;
 use super::mem::{Factory, MemLog, MemMachine, Router, TestRaft};
+use super::state_machine::{command as metadata_command, MetadataMachine, Publish};
+use crate::metadata::records::{BrokerId, MetadataRecord, PartitionState};
+use crate::metadata::MetadataImage;
+use std::cell::RefCell;
+
+type MemRouter = Router<Rc<MemMachine>>;
+type MetadataRouter = Router<SluiceMachine>;
+type MetadataFactory = Factory<SluiceMachine>;
 use super::network::{self, QuorumNetwork};
 use super::runtime::GlommioRuntime;
 use super::types::{Command, QuorumTypes};
@@ -71,7 +79,7 @@ fn the_in_memory_log_store_passes_openraft_storage_suite() {
 }
 
 async fn start_node(
-    router: &Router,
+    router: &MemRouter,
     id: u64,
     log: impl RaftLogStorage<QuorumTypes>,
 ) -> (TestRaft, Rc<MemMachine>) {
@@ -100,7 +108,7 @@ async fn start_node(
 }
 
 /// The leader a node that is not cut off reports, other than `not`.
-async fn elected_leader(router: &Router, nodes: &[TestRaft], not: Option<u64>) -> u64 {
+async fn elected_leader(router: &MemRouter, nodes: &[TestRaft], not: Option<u64>) -> u64 {
     let deadline = Instant::now() + ELECTION_WAIT_MAX;
     loop {
         for (id, raft) in (1..).zip(nodes) {
@@ -131,7 +139,7 @@ async fn wait_applied(machines: &[Rc<MemMachine>], count: usize) {
 #[test]
 fn three_voters_replicate_and_survive_the_loss_of_the_leader() {
     GlommioRuntime::new(1).block_on(async {
-        let router = Router::default();
+        let router = MemRouter::default();
         let mut nodes = Vec::new();
         let mut machines = Vec::new();
         for id in 1..=3 {
@@ -239,7 +247,7 @@ fn a_damaged_quorum_state_file_stops_the_open() {
 #[test]
 fn a_voter_restarted_from_its_metadata_log_rejoins_and_catches_up() {
     GlommioRuntime::new(1).block_on(async {
-        let router = Router::default();
+        let router = MemRouter::default();
         let disks: Vec<MemStorage> = (0..3).map(|_| MemStorage::default()).collect();
         let mut nodes = Vec::new();
         let mut machines = Vec::new();
@@ -415,5 +423,199 @@ fn three_members_on_their_own_threads_agree_over_tcp_and_drop_a_lying_peer() {
     for applied in reports.values() {
         let common = applied.len().min(first.len());
         assert_eq!(applied[..common], first[..common]);
+    }
+}
+
+type SluiceMachine = MetadataMachine<MemStorage>;
+type MetadataRaft = openraft::Raft<QuorumTypes, SluiceMachine>;
+
+/// The images a member's state machine published, newest last.
+type Published = Rc<RefCell<Vec<Arc<MetadataImage>>>>;
+
+fn empty_image() -> MetadataImage {
+    MetadataImage::new("test-cluster".into(), crate::config::Config::default().log)
+}
+
+async fn open_machine(disk: &MemStorage, published: &Published) -> SluiceMachine {
+    let published = published.clone();
+    let publish: Publish = Box::new(move |image| {
+        published.borrow_mut().push(image);
+        Box::pin(async {})
+    });
+    MetadataMachine::open(
+        disk.clone(),
+        Path::new("/data"),
+        BrokerId(1),
+        empty_image(),
+        publish,
+    )
+    .await
+    .unwrap()
+}
+
+/// A metadata log and its state machine on a fresh simulated disk each time.
+struct MetadataBuilder;
+
+impl StoreBuilder<QuorumTypes, SluiceLogStore, SluiceMachine, ()> for MetadataBuilder {
+    async fn build(
+        &self,
+    ) -> Result<((), SluiceLogStore, SluiceMachine), StorageError<QuorumTypes>> {
+        let disk = MemStorage::default();
+        let log = open_on(&disk).await.unwrap();
+        Ok(((), log, open_machine(&disk, &Published::default()).await))
+    }
+}
+
+#[test]
+fn the_metadata_log_and_state_machine_pass_openraft_storage_suite() {
+    GlommioRuntime::new(1)
+        .block_on(Suite::test_all(MetadataBuilder))
+        .unwrap();
+}
+
+/// The records that create topic `name` with `partitions` partitions led by broker 1.
+fn topic_records(name: &str, partitions: i32) -> Vec<MetadataRecord> {
+    let id = uuid::Uuid::new_v4();
+    let mut records = vec![MetadataRecord::Topic {
+        name: name.to_string(),
+        id,
+    }];
+    records.extend((0..partitions).map(|p| MetadataRecord::Partition {
+        topic_id: id,
+        partition: crate::types::PartitionId(p),
+        state: PartitionState::online(vec![BrokerId(1)]),
+    }));
+    records
+}
+
+struct MetadataMember {
+    raft: MetadataRaft,
+    machine: SluiceMachine,
+    published: Published,
+}
+
+async fn start_metadata_member(
+    router: &MetadataRouter,
+    id: u64,
+    disk: &MemStorage,
+) -> MetadataMember {
+    let published = Published::default();
+    let machine = open_machine(disk, &published).await;
+    let raft = MetadataRaft::new(
+        id,
+        quorum_config(),
+        MetadataFactory {
+            router: router.clone(),
+            id,
+        },
+        open_on(disk).await.unwrap(),
+        machine.clone(),
+    )
+    .await
+    .unwrap();
+    router.nodes.borrow_mut().insert(id, raft.clone());
+    MetadataMember {
+        raft,
+        machine,
+        published,
+    }
+}
+
+#[test]
+fn members_apply_metadata_commands_alike_and_restart_from_a_snapshot() {
+    GlommioRuntime::new(1).block_on(async {
+        let router = MetadataRouter::default();
+        let disks: Vec<MemStorage> = (0..3).map(|_| MemStorage::default()).collect();
+        let mut members = Vec::new();
+        for (id, disk) in (1..=3).zip(&disks) {
+            members.push(start_metadata_member(&router, id, disk).await);
+        }
+        let voters: BTreeMap<u64, BasicNode> =
+            (1..=3).map(|id| (id, BasicNode::default())).collect();
+        members[0].raft.initialize(voters).await.unwrap();
+        let leader = eventually_leader(&members).await;
+        let propose = |records: Vec<MetadataRecord>| {
+            let raft = members[leader].raft.clone();
+            async move {
+                raft.client_write(metadata_command("test-cluster", &records))
+                    .await
+                    .unwrap()
+                    .data
+            }
+        };
+        assert_eq!(propose(topic_records("orders", 3)).await, Ok(()));
+        assert_eq!(propose(topic_records("payments", 1)).await, Ok(()));
+
+        // Records decided against another image change nothing, on every member.
+        let orphan = MetadataRecord::Partition {
+            topic_id: uuid::Uuid::new_v4(),
+            partition: crate::types::PartitionId(0),
+            state: PartitionState::online(vec![BrokerId(1)]),
+        };
+        let refused = propose(vec![
+            MetadataRecord::RemoveTopic {
+                id: uuid::Uuid::new_v4(),
+            },
+            orphan,
+        ]);
+        assert!(refused.await.is_err());
+
+        let expected: Vec<String> = vec!["orders".into(), "payments".into()];
+        for member in &members {
+            let topics = eventually("the topics on every member", || {
+                let image = member.machine.image();
+                (image.topics.len() == 2).then(|| image.topics.keys().cloned().collect::<Vec<_>>())
+            })
+            .await;
+            assert_eq!(topics, expected);
+            assert_eq!(member.machine.image().topics["orders"].partitions, 3);
+            // Published to the broker once per applied command.
+            assert_eq!(member.published.borrow().len(), 2);
+        }
+
+        // A snapshot lets the log go; a member restarted from its disk starts from it.
+        let follower = (0..3).find(|&i| i != leader).unwrap();
+        members[follower].raft.trigger().snapshot().await.unwrap();
+        eventually("the snapshot", || {
+            disks[follower]
+                .file_len(Path::new("/data/__cluster_metadata-0/snapshot"))
+                .filter(|&len| len > 0)
+        })
+        .await;
+        members[follower].raft.shutdown().await.unwrap();
+        router.nodes.borrow_mut().remove(&(follower as u64 + 1));
+        assert_eq!(propose(topic_records("refunds", 2)).await, Ok(()));
+        members[follower] =
+            start_metadata_member(&router, follower as u64 + 1, &disks[follower]).await;
+        let restarted = &members[follower];
+        assert!(
+            restarted.machine.image().topics.contains_key("orders"),
+            "from the snapshot"
+        );
+        eventually("the command it missed", || {
+            restarted
+                .machine
+                .image()
+                .topics
+                .contains_key("refunds")
+                .then_some(())
+        })
+        .await;
+        for member in &members {
+            member.raft.shutdown().await.unwrap();
+        }
+    });
+}
+
+async fn eventually_leader(members: &[MetadataMember]) -> usize {
+    let deadline = Instant::now() + ELECTION_WAIT_MAX;
+    loop {
+        for member in members {
+            if let Some(leader) = member.raft.current_leader().await {
+                return leader as usize - 1;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }

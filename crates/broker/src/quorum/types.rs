@@ -26,11 +26,15 @@ impl fmt::Display for Command {
     }
 }
 
+/// What applying a command came to. A command whose records do not all apply (decided on an image
+/// that has moved since) changes nothing, on every member alike.
+pub type CommandOutcome = Result<(), String>;
+
 openraft::declare_raft_types!(
     /// Node ids are Kafka's `node.id`; a node's address is its controller listener, host:port.
     pub QuorumTypes:
         D = Command,
-        R = (),
+        R = CommandOutcome,
         NodeId = u64,
         Node = openraft::BasicNode,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
