@@ -200,7 +200,7 @@ fn write_blocking(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// This broker's registration: one PLAINTEXT listener, unfenced (it is the whole cluster, so
+/// This broker's registration: every advertised listener, unfenced (it is the whole cluster, so
 /// always caught up), at the epoch after its last.
 fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
     let id = BrokerId(config.node_id);
@@ -212,11 +212,15 @@ fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
         id,
         incarnation_id: Uuid::new_v4(),
         epoch,
-        endpoints: vec![Endpoint {
-            name: "PLAINTEXT".into(),
-            host: config.listen.ip().to_string(),
-            port: config.listen.port(),
-        }],
+        endpoints: config
+            .advertised_listeners
+            .iter()
+            .map(|l| Endpoint {
+                name: l.name.clone(),
+                host: l.host.clone(),
+                port: l.port,
+            })
+            .collect(),
         fenced: false,
     }
 }
