@@ -176,7 +176,10 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
         "listener.security.protocol.map",
         listeners::SECURITY_PROTOCOL_MAP_DEFAULT,
     ),
-    ("inter.broker.listener.name", ""),
+    (
+        "inter.broker.listener.name",
+        listeners::INTER_BROKER_LISTENER_DEFAULT,
+    ),
     ("controller.listener.names", ""),
     ("controller.quorum.voters", ""),
     ("controller.quorum.bootstrap.servers", ""),
