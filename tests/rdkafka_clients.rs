@@ -1083,3 +1083,49 @@ fn clients_follow_advertised_listeners_and_describe_configs_reports_them() {
     assert_eq!(value("controller.quorum.voters").as_deref(), Some(""));
     assert_eq!(value("controller.listener.names").as_deref(), Some(""));
 }
+
+#[test]
+fn each_listener_answers_its_own_advertised_address() {
+    use kafka_protocol::messages::{
+        ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    };
+    let (port, other) = (common::free_port(), common::free_port());
+    let dir = common::fresh_dir("two-listeners");
+    let settings = [
+        format!("listeners=PLAINTEXT://127.0.0.1:{port},OTHER://127.0.0.1:{other}"),
+        format!("advertised.listeners=PLAINTEXT://localhost:{port},OTHER://127.0.0.1:{other}"),
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,OTHER:PLAINTEXT".to_string(),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let _broker = Broker::start_on(dir.clone(), dir.join("broker.log"), 2, port, &settings);
+    for (connect_to, host, answered_port) in
+        [(port, "localhost", port), (other, "127.0.0.1", other)]
+    {
+        // Several connections, so that both shards' accept loops answer.
+        for _ in 0..4 {
+            let mut kafka = std::net::TcpStream::connect(("127.0.0.1", connect_to)).unwrap();
+            let metadata: MetadataResponse = common::call(
+                &mut kafka,
+                ApiKey::Metadata,
+                12,
+                &MetadataRequest::default(),
+            );
+            let broker = &metadata.brokers[0];
+            assert_eq!(
+                (broker.host.as_str(), broker.port),
+                (host, i32::from(answered_port))
+            );
+            let cluster: DescribeClusterResponse = common::call(
+                &mut kafka,
+                ApiKey::DescribeCluster,
+                0,
+                &DescribeClusterRequest::default(),
+            );
+            let broker = &cluster.brokers[0];
+            assert_eq!(
+                (broker.host.as_str(), broker.port),
+                (host, i32::from(answered_port))
+            );
+        }
+    }
+}

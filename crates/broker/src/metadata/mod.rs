@@ -263,6 +263,43 @@ mod tests {
     use crate::types::ProducerId;
 
     #[test]
+    fn the_registration_carries_every_advertised_listener() {
+        let props = [
+            (
+                "listeners",
+                "PLAINTEXT://:9092,INTERNAL://10.0.0.1:9094,CONTROLLER://10.0.0.1:9093",
+            ),
+            (
+                "advertised.listeners",
+                "PLAINTEXT://kafka-1.example:9092,INTERNAL://10.0.0.1:9094",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            ("inter.broker.listener.name", "INTERNAL"),
+            ("controller.listener.names", "CONTROLLER"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::from_properties(&props).unwrap();
+        let image = MetadataImage::new("c".to_string(), config.log.clone());
+        let endpoint = |name: &str, host: &str, port| Endpoint {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+        };
+        assert_eq!(
+            registration(&config, &image).endpoints,
+            vec![
+                endpoint("PLAINTEXT", "kafka-1.example", 9092),
+                endpoint("INTERNAL", "10.0.0.1", 9094),
+            ]
+        );
+    }
+
+    #[test]
     fn a_text_file_is_upgraded_to_records_in_place() {
         let dir = std::env::temp_dir().join(format!("sluice-meta-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
