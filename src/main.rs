@@ -111,7 +111,18 @@ fn serve(props: BTreeMap<String, String>) -> Result<()> {
             "recovering (no clean-shutdown marker)"
         }
     );
-    check_listen_address_free(config.listen)?;
+    if !config.process_roles.broker {
+        bail!(
+            "process.roles=controller: a controller-only node is not supported yet; \
+             use broker,controller (the default) or broker"
+        );
+    }
+    for listener in config.broker_listeners() {
+        let addr = listener
+            .socket_addr()
+            .with_context(|| format!("resolving {listener}"))?;
+        check_listen_address_free(addr)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     if let Some(interval) = config.memory_release_interval {

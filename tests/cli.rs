@@ -286,6 +286,34 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
         (vec!["--set", "sluice.log.format=xml"], "sluice.log.format"),
         (vec!["--listen", "nowhere"], "listen"),
         (
+            vec![
+                "--listen",
+                "127.0.0.1:1",
+                "--set",
+                "listeners=PLAINTEXT://127.0.0.1:2",
+            ],
+            "listen and listeners are both set",
+        ),
+        (
+            vec!["--set", "listeners=SSL://127.0.0.1:9093"],
+            "security is not yet supported",
+        ),
+        (
+            vec!["--set", "advertised.listeners=PLAINTEXT://0.0.0.0:9092"],
+            "advertised.listeners",
+        ),
+        (
+            vec![
+                "--set",
+                "process.roles=controller",
+                "--set",
+                "listeners=CONTROLLER://127.0.0.1:9093",
+                "--set",
+                "controller.listener.names=CONTROLLER",
+            ],
+            "controller-only node is not supported yet",
+        ),
+        (
             vec!["--set", "default.replication.factor=3"],
             "default.replication.factor",
         ),

@@ -1019,3 +1019,113 @@ fn keyless_records_to_a_compacted_topic_fail_alone_with_record_errors() {
         "nothing of the refused batch is stored"
     );
 }
+
+#[test]
+fn clients_follow_advertised_listeners_and_describe_configs_reports_them() {
+    use rdkafka::admin::ResourceSpecifier;
+    let port = common::free_port();
+    let dir = common::fresh_dir("advertised-listeners");
+    let listeners = format!("listeners=PLAINTEXT://127.0.0.1:{port}");
+    let advertised = format!("advertised.listeners=PLAINTEXT://localhost:{port}");
+    let broker = Broker::start_on(
+        dir.clone(),
+        dir.join("broker.log"),
+        2,
+        port,
+        &[&listeners, &advertised],
+    );
+    // Metadata answers the advertised name, not the address the client bootstrapped from.
+    let metadata = consumer(&broker).fetch_metadata(None, TIMEOUT).unwrap();
+    let brokers: Vec<(String, i32)> = metadata
+        .brokers()
+        .iter()
+        .map(|b| (b.host().to_string(), b.port()))
+        .collect();
+    assert_eq!(brokers, vec![("localhost".to_string(), i32::from(port))]);
+
+    // Producing and consuming go through the advertised address ("localhost" on IPv4: the
+    // broker listens on 127.0.0.1 only).
+    let topic = "through-advertised";
+    create_topic(&broker, topic, 2);
+    let (producer, deliveries) = producer(&broker, &[("broker.address.family", "v4")]);
+    for i in 0..100 {
+        let value = format!("value-{i}");
+        producer
+            .send(
+                BaseRecord::<(), _>::to(topic)
+                    .partition(i % 2)
+                    .payload(&value),
+            )
+            .unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+    assert!(deliveries.failed.lock().unwrap().is_empty());
+    assert_eq!(
+        consume_all(&broker, topic, 2, Offset::Beginning, 100).len(),
+        100
+    );
+
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let described =
+        block_on(admin(&broker).describe_configs([&ResourceSpecifier::Broker(1)], &opts)).unwrap();
+    let entries = described[0].as_ref().unwrap();
+    let value = |key: &str| entries.get(key).and_then(|e| e.value.clone());
+    assert_eq!(
+        value("listeners"),
+        Some(format!("PLAINTEXT://127.0.0.1:{port}"))
+    );
+    assert_eq!(
+        value("advertised.listeners"),
+        Some(format!("PLAINTEXT://localhost:{port}"))
+    );
+    assert_eq!(value("process.roles").as_deref(), Some("broker,controller"));
+    assert_eq!(value("node.id").as_deref(), Some("1"));
+    assert_eq!(value("controller.quorum.voters").as_deref(), Some(""));
+    assert_eq!(value("controller.listener.names").as_deref(), Some(""));
+}
+
+#[test]
+fn each_listener_answers_its_own_advertised_address() {
+    use kafka_protocol::messages::{
+        ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    };
+    let (port, other) = (common::free_port(), common::free_port());
+    let dir = common::fresh_dir("two-listeners");
+    let settings = [
+        format!("listeners=PLAINTEXT://127.0.0.1:{port},OTHER://127.0.0.1:{other}"),
+        format!("advertised.listeners=PLAINTEXT://localhost:{port},OTHER://127.0.0.1:{other}"),
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,OTHER:PLAINTEXT".to_string(),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let _broker = Broker::start_on(dir.clone(), dir.join("broker.log"), 2, port, &settings);
+    for (connect_to, host, answered_port) in
+        [(port, "localhost", port), (other, "127.0.0.1", other)]
+    {
+        // Several connections, so that both shards' accept loops answer.
+        for _ in 0..4 {
+            let mut kafka = std::net::TcpStream::connect(("127.0.0.1", connect_to)).unwrap();
+            let metadata: MetadataResponse = common::call(
+                &mut kafka,
+                ApiKey::Metadata,
+                12,
+                &MetadataRequest::default(),
+            );
+            let broker = &metadata.brokers[0];
+            assert_eq!(
+                (broker.host.as_str(), broker.port),
+                (host, i32::from(answered_port))
+            );
+            let cluster: DescribeClusterResponse = common::call(
+                &mut kafka,
+                ApiKey::DescribeCluster,
+                0,
+                &DescribeClusterRequest::default(),
+            );
+            let broker = &cluster.brokers[0];
+            assert_eq!(
+                (broker.host.as_str(), broker.port),
+                (host, i32::from(answered_port))
+            );
+        }
+    }
+}

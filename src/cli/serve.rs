@@ -15,7 +15,8 @@ use sluice_broker::config::{parse_properties, split_assignment};
 #[derive(Args, Debug)]
 #[command(after_help = "Environment: SLUICE_LOG=debug|info|warn|error overrides the log level.")]
 pub struct ServeArgs {
-    /// Address to accept Kafka clients on [default: 127.0.0.1:9092]
+    /// Address to accept Kafka clients on: replaces `listeners` with PLAINTEXT://HOST:PORT
+    /// [default: 127.0.0.1:9092]
     #[arg(long, value_name = "HOST:PORT", env = "SLUICE_LISTEN")]
     listen: Option<String>,
     /// Where logs and metadata live [default: ./sluice-data]
@@ -51,6 +52,10 @@ impl ServeArgs {
             ("cores", &self.cores),
             ("cpuset", &self.cpuset),
         ];
+        if self.listen.is_some() {
+            // The flag wins over the file, whichever of the two spellings the file uses.
+            props.remove("listeners");
+        }
         for (key, value) in flags {
             if let Some(value) = value {
                 props.insert(key.to_string(), value.clone());

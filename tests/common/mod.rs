@@ -91,8 +91,20 @@ impl Broker {
         cores: usize,
         settings: &[&str],
     ) -> Broker {
+        Broker::start_on(data_dir, log_file, cores, free_port(), settings)
+    }
+
+    /// Starts a broker whose clients connect to `port` (from `free_port`): given `listen` by
+    /// flag, unless `settings` set `listeners` themselves (then on `port`).
+    pub fn start_on(
+        data_dir: PathBuf,
+        log_file: PathBuf,
+        cores: usize,
+        port: u16,
+        settings: &[&str],
+    ) -> Broker {
         let mut broker = Broker {
-            port: free_port(),
+            port,
             cores,
             data_dir,
             log_file,
@@ -110,10 +122,11 @@ impl Broker {
 
     fn launch(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(self.bootstrap())
-            .arg("--data-dir")
+        cmd.arg("serve");
+        if !self.extra.iter().any(|s| s.starts_with("listeners=")) {
+            cmd.arg("--listen").arg(self.bootstrap());
+        }
+        cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--cores")
             .arg(self.cores.to_string())

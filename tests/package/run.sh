@@ -125,7 +125,7 @@ grep -qx 'ExecStart=/usr/bin/sluice serve --config /etc/sluice/sluice.properties
 grep -qx 'LimitMEMLOCK=infinity' /lib/systemd/system/sluice.service || fail "sluice.service LimitMEMLOCK"
 grep -qx 'ExecStart=/usr/bin/sluice-tune apply --state-dir /var/lib/sluice/tuning' \
     /lib/systemd/system/sluice-tune.service || fail "sluice-tune.service ExecStart"
-grep -qx 'listen=127.0.0.1:9092' /etc/sluice/sluice.properties || fail "default listen"
+grep -qx 'listeners=PLAINTEXT://127.0.0.1:9092' /etc/sluice/sluice.properties || fail "default listeners"
 grep -qx 'log.dirs=/var/lib/sluice/data' /etc/sluice/sluice.properties || fail "default log.dirs"
 IFS=: read -r _ _ uid gid _ home shell < <(getent passwd sluice) || fail "no user sluice"
 [ "$(getent group sluice | cut -d: -f3)" = "$gid" ] || fail "user sluice is not in group sluice"
@@ -146,7 +146,7 @@ say "installed: files, user sluice (uid $uid), /var/lib/sluice, default config"
 port=$(free_port)
 admin_port=$(free_port)
 cores=$(( $(nproc) < 2 ? 1 : 2 ))
-sed -i -e "s/^listen=.*/listen=127.0.0.1:$port/" \
+sed -i -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port|" \
     -e "s/^sluice.admin.listen=.*/sluice.admin.listen=127.0.0.1:$admin_port/" \
     /etc/sluice/sluice.properties
 echo "cores=$cores" >> /etc/sluice/sluice.properties

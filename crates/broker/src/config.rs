@@ -14,6 +14,10 @@ use anyhow::{bail, Context, Result};
 use crate::cpuset::CpuPlacement;
 use crate::limits;
 
+mod listeners;
+
+pub use listeners::{Listener, ProcessRoles, QuorumVoter};
+
 /// Whether produce acknowledgements wait for fdatasync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushPolicy {
@@ -69,7 +73,21 @@ pub struct LogConfig {
 /// Everything `sluice serve` runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// `process.roles`: whether this node is a broker, a controller, or both.
+    pub process_roles: ProcessRoles,
+    /// `listeners` (or the older `listen`, one PLAINTEXT listener): what the node binds.
+    pub listeners: Vec<Listener>,
+    /// `advertised.listeners`: what clients are told to connect to; by default `listeners`
+    /// less the controller listeners.
+    pub advertised_listeners: Vec<Listener>,
+    /// `controller.listener.names`: the listeners the quorum talks on.
+    pub controller_listener_names: Vec<String>,
+    /// `inter.broker.listener.name`: the listener other brokers reach this one on.
+    pub inter_broker_listener_name: String,
+    /// `controller.quorum.voters`: the quorum's members, when fixed by configuration.
+    pub quorum_voters: Vec<QuorumVoter>,
+    /// `controller.quorum.bootstrap.servers`: controllers to learn the quorum from.
+    pub quorum_bootstrap_servers: Vec<(String, u16)>,
     pub data_dir: PathBuf,
     pub cores: usize,
     /// `cpuset`: the CPUs the shards are pinned to, or none.
@@ -151,6 +169,20 @@ const SOCKET_BUFFER_DEFAULT: &str = "-1";
 /// The broker keys Sluice understands, with their defaults, as DescribeConfigs reports them.
 pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("node.id", "1"),
+    ("process.roles", listeners::PROCESS_ROLES_DEFAULT),
+    ("listeners", listeners::LISTENERS_DEFAULT),
+    ("advertised.listeners", ""),
+    (
+        "listener.security.protocol.map",
+        listeners::SECURITY_PROTOCOL_MAP_DEFAULT,
+    ),
+    (
+        "inter.broker.listener.name",
+        listeners::INTER_BROKER_LISTENER_DEFAULT,
+    ),
+    ("controller.listener.names", ""),
+    ("controller.quorum.voters", ""),
+    ("controller.quorum.bootstrap.servers", ""),
     ("num.partitions", "1"),
     ("auto.create.topics.enable", "true"),
     ("default.replication.factor", "1"),
@@ -226,10 +258,6 @@ impl Config {
                 .cloned()
                 .unwrap_or_else(|| default_of(key).to_string())
         };
-        let listen = props
-            .get("listen")
-            .map(String::as_str)
-            .unwrap_or("127.0.0.1:9092");
         let data_dir = props
             .get("data.dir")
             .or_else(|| props.get("log.dirs"))
@@ -301,14 +329,28 @@ impl Config {
             )?,
             flush: parse_flush_policy(&get("log.flush.interval.messages"))?,
         };
+        let node_id = parse_in_range("node.id", &get("node.id"), 0, i32::MAX as i64)? as i32;
+        let network = listeners::parse(props, node_id)?;
+        let mut overrides = props.clone();
+        if overrides.remove("listen").is_some() {
+            // DescribeConfigs reports the key Kafka knows, as set (through `listen`).
+            overrides.insert(
+                "listeners".to_string(),
+                listeners::render_listeners(&network.listeners),
+            );
+        }
         let config = Config {
-            listen: listen.parse().with_context(|| {
-                format!("listen: {listen:?} is not HOST:PORT (an IP address and port)")
-            })?,
+            process_roles: network.process_roles,
+            listeners: network.listeners,
+            advertised_listeners: network.advertised_listeners,
+            controller_listener_names: network.controller_listener_names,
+            inter_broker_listener_name: network.inter_broker_listener_name,
+            quorum_voters: network.quorum_voters,
+            quorum_bootstrap_servers: network.quorum_bootstrap_servers,
             data_dir: PathBuf::from(data_dir),
             cores,
             placement,
-            node_id: parse_in_range("node.id", &get("node.id"), 0, i32::MAX as i64)? as i32,
+            node_id,
             num_partitions: parse_in_range(
                 "num.partitions",
                 &get("num.partitions"),
@@ -497,7 +539,7 @@ impl Config {
                 14,
                 1 << 31,
             )? as u64,
-            overrides: props.clone(),
+            overrides,
         };
         if config.group.min_session_timeout_ms > config.group.max_session_timeout_ms {
             bail!("group.min.session.timeout.ms must not exceed group.max.session.timeout.ms");
@@ -521,8 +563,59 @@ impl Config {
         Ok(config)
     }
 
+    /// The listener clients and other brokers connect to: the inter-broker listener, or (on a
+    /// controller-only node, which has none) the first listener that is not a controller's.
+    pub fn client_listener(&self) -> &Listener {
+        let not_controller = |l: &&Listener| !self.controller_listener_names.contains(&l.name);
+        self.listeners
+            .iter()
+            .find(|l| l.name == self.inter_broker_listener_name)
+            .or_else(|| self.listeners.iter().find(not_controller))
+            .or(self.listeners.first())
+            .expect("listeners is never empty")
+    }
+
+    /// The listener the quorum talks on (the first of `controller.listener.names` this node
+    /// listens on), if any.
+    pub fn controller_listener(&self) -> Option<&Listener> {
+        self.controller_listener_names
+            .iter()
+            .find_map(|name| self.listeners.iter().find(|l| &l.name == name))
+    }
+
+    /// The listeners clients connect to: every one but the controllers'.
+    pub fn broker_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners
+            .iter()
+            .filter(|l| !self.controller_listener_names.contains(&l.name))
+    }
+
+    /// The advertised address for the listener named `name`, else the client listener's.
+    pub fn advertised_for(&self, name: &str) -> &Listener {
+        let client = &self.client_listener().name;
+        self.advertised_listeners
+            .iter()
+            .find(|l| l.name == name)
+            .or_else(|| self.advertised_listeners.iter().find(|l| &l.name == client))
+            .expect("a broker advertises its inter-broker listener")
+    }
+
     /// The effective value of a broker key, for DescribeConfigs.
     pub fn value_of(&self, key: &str) -> Option<String> {
+        match key {
+            "process.roles" => return Some(self.process_roles.to_string()),
+            "listeners" => return Some(listeners::render_listeners(&self.listeners)),
+            "advertised.listeners" => {
+                return Some(listeners::render_listeners(&self.advertised_listeners))
+            }
+            "controller.listener.names" => return Some(self.controller_listener_names.join(",")),
+            "inter.broker.listener.name" => return Some(self.inter_broker_listener_name.clone()),
+            "controller.quorum.voters" => {
+                return Some(listeners::render_voters(&self.quorum_voters))
+            }
+            "node.id" => return Some(self.node_id.to_string()),
+            _ => {}
+        }
         self.overrides.get(key).cloned().or_else(|| {
             BROKER_KEYS
                 .iter()
@@ -740,7 +833,11 @@ mod tests {
     #[test]
     fn defaults_are_kafka_like_and_durable() {
         let c = Config::default();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(
+            c.client_listener().socket_addr().unwrap().to_string(),
+            "127.0.0.1:9092"
+        );
+        assert_eq!(c.controller_listener(), None);
         assert_eq!(c.log.flush, FlushPolicy::Durable);
         assert_eq!(c.log.segment_bytes, 1 << 30);
         assert!(c.auto_create_topics);

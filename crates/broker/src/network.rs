@@ -47,7 +47,9 @@ mod connection_limits;
 mod frame_pool;
 mod request_memory;
 
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections on one of the shard's listeners (`name`, a key of `listeners`), until
+/// the shard stops.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, name: Rc<str>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -73,7 +75,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     );
                     continue;
                 }
-                glommio::spawn_local(serve_connection(shard.clone(), stream, admitted)).detach();
+                glommio::spawn_local(serve_connection(
+                    shard.clone(),
+                    stream,
+                    admitted,
+                    name.clone(),
+                ))
+                .detach();
             }
             Err(err) => {
                 tracing::warn!("shard {}: accept failed: {err}", shard.id.0);
@@ -133,7 +141,13 @@ impl Activity {
     }
 }
 
-async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitted) {
+/// Serves one connection that came in on the listener named `listener`.
+async fn serve_connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    _admitted: Admitted,
+    listener: Rc<str>,
+) {
     let _open = OpenConnection::new();
     let peer_addr = stream.peer_addr().ok();
     let peer = peer_addr
@@ -195,13 +209,14 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, _admitted: Admitt
         };
         let shard = shard.clone();
         let peer_ip = peer_ip.clone();
+        let listener = listener.clone();
         let activity = activity.clone();
         activity.in_flight.set(activity.in_flight.get() + 1);
         let task = glommio::spawn_local(async move {
             // Held until the request is answered: bounds the request bytes a shard holds in
             // memory (`queued.max.request.bytes`) however many connections send at once.
             let _charge = charge;
-            let response = protocol::serve(shard, incoming, &peer_ip).await;
+            let response = protocol::serve(shard, incoming, &peer_ip, listener).await;
             lent.give_back();
             activity.in_flight.set(activity.in_flight.get() - 1);
             activity.touch();

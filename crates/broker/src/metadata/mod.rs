@@ -200,7 +200,7 @@ fn write_blocking(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// This broker's registration: one PLAINTEXT listener, unfenced (it is the whole cluster, so
+/// This broker's registration: every advertised listener, unfenced (it is the whole cluster, so
 /// always caught up), at the epoch after its last.
 fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
     let id = BrokerId(config.node_id);
@@ -212,11 +212,15 @@ fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
         id,
         incarnation_id: Uuid::new_v4(),
         epoch,
-        endpoints: vec![Endpoint {
-            name: "PLAINTEXT".into(),
-            host: config.listen.ip().to_string(),
-            port: config.listen.port(),
-        }],
+        endpoints: config
+            .advertised_listeners
+            .iter()
+            .map(|l| Endpoint {
+                name: l.name.clone(),
+                host: l.host.clone(),
+                port: l.port,
+            })
+            .collect(),
         fenced: false,
     }
 }
@@ -257,6 +261,43 @@ fn new_cluster_id() -> String {
 mod tests {
     use super::*;
     use crate::types::ProducerId;
+
+    #[test]
+    fn the_registration_carries_every_advertised_listener() {
+        let props = [
+            (
+                "listeners",
+                "PLAINTEXT://:9092,INTERNAL://10.0.0.1:9094,CONTROLLER://10.0.0.1:9093",
+            ),
+            (
+                "advertised.listeners",
+                "PLAINTEXT://kafka-1.example:9092,INTERNAL://10.0.0.1:9094",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            ("inter.broker.listener.name", "INTERNAL"),
+            ("controller.listener.names", "CONTROLLER"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::from_properties(&props).unwrap();
+        let image = MetadataImage::new("c".to_string(), config.log.clone());
+        let endpoint = |name: &str, host: &str, port| Endpoint {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+        };
+        assert_eq!(
+            registration(&config, &image).endpoints,
+            vec![
+                endpoint("PLAINTEXT", "kafka-1.example", 9092),
+                endpoint("INTERNAL", "10.0.0.1", 9094),
+            ]
+        );
+    }
 
     #[test]
     fn a_text_file_is_upgraded_to_records_in_place() {

@@ -138,8 +138,13 @@ pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
 }
 
 /// Serves one request, returning the response frame as chunks to write in order; `None` when no
-/// response is due (Produce with acks=0).
-pub async fn serve(shard: Rc<Shard>, incoming: Incoming, peer_ip: &str) -> Option<Vec<Payload>> {
+/// response is due (Produce with acks=0). `listener` names the listener the connection came in on.
+pub async fn serve(
+    shard: Rc<Shard>,
+    incoming: Incoming,
+    peer_ip: &str,
+    listener: Rc<str>,
+) -> Option<Vec<Payload>> {
     match incoming {
         Incoming::ApiVersionsTooNew { correlation_id } => {
             let body =
@@ -161,6 +166,7 @@ pub async fn serve(shard: Rc<Shard>, incoming: Incoming, peer_ip: &str) -> Optio
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
                 host: format!("/{peer_ip}"),
+                listener,
             };
             let started = std::time::Instant::now();
             let reply = handlers::dispatch(&shard, *body, version, &client).await;

@@ -259,14 +259,21 @@ async fn shard_main(
     if !gate.pass(&stop).await {
         return Ok(shard.close_all().await);
     }
-    let listener = glommio::net::TcpListener::bind(config.listen)
-        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", config.listen))?;
+    // Every listener but the controllers' takes clients; the quorum serves its own.
+    let mut bound = Vec::new();
+    for listener in config.broker_listeners() {
+        let addr = listener.socket_addr()?;
+        let socket = glommio::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("listening on {listener}: {e}"))?;
+        let name: Rc<str> = listener.name.as_str().into();
+        glommio::spawn_local(network::accept_loop(shard.clone(), socket, name)).detach();
+        bound.push(listener.to_string());
+    }
     tracing::info!(
         "shard {id} serving {} partitions, listening on {}",
         shard.partitions.borrow().len(),
-        config.listen
+        bound.join(",")
     );
-    glommio::spawn_local(network::accept_loop(shard.clone(), listener)).detach();
     if id == 0 {
         start_admin_endpoint(&shard);
     }

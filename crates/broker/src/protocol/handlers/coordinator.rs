@@ -7,12 +7,15 @@ use crate::group::{coordinator_of, GroupAnswer, GroupCoordinator, GroupOp};
 use crate::shard::{Shard, ShardRequest, ShardResponse};
 use crate::txn::{TxnAnswer, TxnOp};
 
-/// Who sent a request: what JoinGroup records as the member's client id and host.
+/// Who sent a request: what JoinGroup records as the member's client id and host, and the
+/// listener it came in on.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
     pub client_id: String,
     /// As Kafka shows it: `/` and the peer's IP address.
     pub host: String,
+    /// The listener the request came in on (a name from `listeners`).
+    pub listener: Rc<str>,
 }
 
 /// Runs `op` on the group's coordinator shard (here or across the mesh).

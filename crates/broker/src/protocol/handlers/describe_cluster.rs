@@ -6,13 +6,13 @@ use kafka_protocol::messages::describe_cluster_response::{
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 
-use super::advertised;
+use super::{advertised, coordinator::Client};
 use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (0, 1);
 
-pub fn handle(shard: &Shard) -> DescribeClusterResponse {
-    let (host, port) = advertised(shard);
+pub fn handle(shard: &Shard, client: &Client) -> DescribeClusterResponse {
+    let (host, port) = advertised(shard, client);
     let node = BrokerId(shard.config.node_id);
     DescribeClusterResponse::default()
         .with_endpoint_type(1)

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::advertised;
+use super::coordinator::Client;
 use super::create_topics::call_controller;
 use crate::error::ErrorCode;
 use crate::group::records::OFFSETS_TOPIC;
@@ -25,13 +26,14 @@ pub async fn handle(
     shard: &Rc<Shard>,
     request: FindCoordinatorRequest,
     version: i16,
+    client: &Client,
 ) -> FindCoordinatorResponse {
     let error = match request.key_type {
         KEY_TYPE_GROUP => ensure_internal_topic(shard, OFFSETS_TOPIC).await,
         KEY_TYPE_TRANSACTION => ensure_internal_topic(shard, TXN_TOPIC).await,
         _ => ErrorCode::InvalidRequest,
     };
-    let (host, port) = advertised(shard);
+    let (host, port) = advertised(shard, client);
     let node = BrokerId(shard.config.node_id);
     let message = (error != ErrorCode::None).then(|| StrBytes::from_string(error.to_string()));
     if version >= 4 {

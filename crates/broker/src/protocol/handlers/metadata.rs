@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::advertised;
+use super::coordinator::Client;
 use crate::error::ErrorCode;
 use crate::metadata::{is_internal_topic, is_valid_topic_name, TopicMeta};
 use crate::shard::controller::{ControllerRequest, NewTopic};
@@ -20,7 +21,12 @@ use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (0, 12);
 
-pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: MetadataRequest,
+    version: i16,
+    client: &Client,
+) -> MetadataResponse {
     let wanted = requested_topics(shard, &request, version);
     if let Some(names) = &wanted {
         let may_create =
@@ -52,7 +58,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
             })
             .collect(),
     };
-    let (host, port) = advertised(shard);
+    let (host, port) = advertised(shard, client);
     let node = BrokerId(shard.config.node_id);
     MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()

@@ -65,7 +65,7 @@ pub async fn dispatch(
         }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(shard, r, version).await)
+            ResponseKind::Metadata(metadata::handle(shard, r, version, client).await)
         }
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(shard, r, version).await?),
         RequestKind::ListOffsets(r) => {
@@ -84,7 +84,7 @@ pub async fn dispatch(
             ResponseKind::DescribeConfigs(describe_configs::handle(shard, r, version))
         }
         RequestKind::DescribeCluster(_) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(shard))
+            ResponseKind::DescribeCluster(describe_cluster::handle(shard, client))
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await)
@@ -99,7 +99,7 @@ pub async fn dispatch(
             ResponseKind::DeleteRecords(delete_records::handle(shard, r).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version).await)
+            ResponseKind::FindCoordinator(find_coordinator::handle(shard, r, version, client).await)
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(join_group::handle(shard, r, version, client).await)
@@ -157,14 +157,12 @@ pub async fn dispatch(
     Some(Reply::Message(Box::new(message)))
 }
 
-/// The host and port clients should connect to: the listen address (loopback when it is a
-/// wildcard).
-pub fn advertised(shard: &Shard) -> (StrBytes, i32) {
-    let listen = shard.config.listen;
-    let host = if listen.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        listen.ip().to_string()
-    };
-    (StrBytes::from_string(host), listen.port() as i32)
+/// The host and port `client` should connect to: as Kafka answers, the advertised address of
+/// the listener the request came in on (else the client listener's).
+pub fn advertised(shard: &Shard, client: &coordinator::Client) -> (StrBytes, i32) {
+    let listener = shard.config.advertised_for(&client.listener);
+    (
+        StrBytes::from_string(listener.host.clone()),
+        i32::from(listener.port),
+    )
 }
