@@ -94,7 +94,21 @@ fn serve(props: BTreeMap<String, String>) -> Result<()> {
     raise_open_files_limit();
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_start = marker.exists();
-    let image = metadata::load_or_init(&config)?;
+    let quorum_named =
+        !config.quorum_voters.is_empty() || !config.quorum_bootstrap_servers.is_empty();
+    if quorum_named && !config.in_quorum() {
+        bail!(
+            "a node that is not a controller voter cannot join a metadata quorum yet: \
+             give every node process.roles=broker,controller and the same controller.quorum.voters \
+             (controller.quorum.bootstrap.servers alone, and broker-only nodes, are not supported yet)"
+        );
+    }
+    let image = if config.in_quorum() {
+        // The quorum's log holds the metadata; shards start empty and follow what it applies.
+        metadata::MetadataImage::new(String::new(), config.log.clone())
+    } else {
+        metadata::load_or_init(&config)?
+    };
     if clean_start {
         std::fs::remove_file(&marker).context("removing the clean-shutdown marker")?;
         File::open(&config.data_dir)?.sync_all()?;

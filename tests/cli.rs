@@ -314,6 +314,17 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
             "controller-only node is not supported yet",
         ),
         (
+            vec![
+                "--set",
+                "process.roles=broker",
+                "--set",
+                "controller.listener.names=CONTROLLER",
+                "--set",
+                "controller.quorum.voters=2@127.0.0.1:9093",
+            ],
+            "cannot join a metadata quorum yet",
+        ),
+        (
             vec!["--set", "default.replication.factor=3"],
             "default.replication.factor",
         ),

@@ -577,6 +577,12 @@ impl Config {
 
     /// The listener the quorum talks on (the first of `controller.listener.names` this node
     /// listens on), if any.
+    /// Whether this broker is a member of a metadata quorum (a controller with
+    /// `controller.quorum.voters`): its metadata is then the quorum's, not the local file.
+    pub fn in_quorum(&self) -> bool {
+        self.process_roles.controller && !self.quorum_voters.is_empty()
+    }
+
     pub fn controller_listener(&self) -> Option<&Listener> {
         self.controller_listener_names
             .iter()

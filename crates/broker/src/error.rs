@@ -19,6 +19,8 @@ pub enum ErrorCode {
     InvalidReplicationFactor,
     InvalidReplicaAssignment,
     InvalidConfig,
+    /// The metadata quorum has no leader to commit a change yet (retriable).
+    NotController,
     InvalidRequest,
     UnsupportedForMessageFormat,
     OutOfOrderSequenceNumber,
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::InvalidReplicationFactor => 38,
             ErrorCode::InvalidReplicaAssignment => 39,
             ErrorCode::InvalidConfig => 40,
+            ErrorCode::NotController => 41,
             ErrorCode::InvalidRequest => 42,
             ErrorCode::UnsupportedForMessageFormat => 43,
             ErrorCode::OutOfOrderSequenceNumber => 45,

@@ -247,3 +247,18 @@ pub const QUORUM_FRAME_RECEIVE_TIMEOUT_MS: u64 = 10_000;
 /// Connections a member accepts on its controller listener at once: each other member opens a
 /// few (replication, heartbeats, snapshots).
 pub const QUORUM_PEER_CONNECTIONS_MAX: usize = 64;
+
+/// The quorum leader's heartbeat: well inside the election timeout, so that a member on a loaded
+/// machine does not start elections (Kafka's controllers fetch every 500 ms or so).
+pub const QUORUM_HEARTBEAT_INTERVAL_MS: u64 = 250;
+
+/// A member that hears no leader for a random time in this range starts an election (Kafka's
+/// `controller.quorum.election.timeout.ms` is 1,000).
+pub const QUORUM_ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
+pub const QUORUM_ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+
+/// How long a member waits before trying again to name the cluster or register.
+pub const QUORUM_RETRY_INTERVAL_MS: u64 = 200;
+
+/// How long a member waits for the leader to answer a forwarded proposal.
+pub const QUORUM_PROPOSE_TIMEOUT_MS: u64 = 10_000;

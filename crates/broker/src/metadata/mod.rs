@@ -202,7 +202,7 @@ fn write_blocking(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// This broker's registration: every advertised listener, unfenced (it is the whole cluster, so
 /// always caught up), at the epoch after its last.
-fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
+pub fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
     let id = BrokerId(config.node_id);
     let epoch = image
         .brokers

@@ -16,7 +16,7 @@ use openraft::raft::{
 use openraft::type_config::alias::{EntryOf, LogIdOf, SnapshotMetaOf, StoredMembershipOf, VoteOf};
 use openraft::{BasicNode, EntryPayload, Membership};
 
-use super::types::{Command, QuorumTypes as Q};
+use super::types::{Command, CommandOutcome, QuorumTypes as Q};
 use crate::internal_log::{put_bytes, put_string, FieldReader};
 use crate::limits;
 
@@ -35,6 +35,9 @@ pub enum QuorumMessage {
         data: Bytes,
     },
     SnapshotAnswer(SnapshotResponse<Q>),
+    /// A member that is not the leader hands the leader a command to commit.
+    Propose(Command),
+    ProposeAnswer(CommandOutcome),
 }
 
 /// Why bytes did not decode.
@@ -63,6 +66,8 @@ mod tag {
     pub const VOTE_ANSWER: i8 = 5;
     pub const INSTALL_SNAPSHOT: i8 = 6;
     pub const SNAPSHOT_ANSWER: i8 = 7;
+    pub const PROPOSE: i8 = 8;
+    pub const PROPOSE_ANSWER: i8 = 9;
 
     pub const PAYLOAD_BLANK: i8 = 0;
     pub const PAYLOAD_COMMAND: i8 = 1;
@@ -118,6 +123,20 @@ pub fn encode(message: &QuorumMessage) -> Bytes {
             out.put_i8(tag::SNAPSHOT_ANSWER);
             put_vote(&mut out, &answer.vote);
         }
+        QuorumMessage::Propose(Command(bytes)) => {
+            out.put_i8(tag::PROPOSE);
+            put_bytes(&mut out, bytes);
+        }
+        QuorumMessage::ProposeAnswer(outcome) => {
+            out.put_i8(tag::PROPOSE_ANSWER);
+            match outcome {
+                Ok(()) => out.put_u8(0),
+                Err(why) => {
+                    out.put_u8(1);
+                    put_string(&mut out, why);
+                }
+            }
+        }
     }
     out.freeze()
 }
@@ -169,6 +188,11 @@ pub fn decode(bytes: &[u8]) -> Result<QuorumMessage, DecodeError> {
         }
         tag::SNAPSHOT_ANSWER => QuorumMessage::SnapshotAnswer(SnapshotResponse {
             vote: vote(&mut r)?,
+        }),
+        tag::PROPOSE => QuorumMessage::Propose(Command(r.bytes()?)),
+        tag::PROPOSE_ANSWER => QuorumMessage::ProposeAnswer(match flag(&mut r)? {
+            false => Ok(()),
+            true => Err(r.string()?),
         }),
         other => return Err(DecodeError(format!("unknown message kind {other}"))),
     };
@@ -438,6 +462,9 @@ mod tests {
                 data: Bytes::from_static(b"the image"),
             },
             QuorumMessage::SnapshotAnswer(SnapshotResponse { vote }),
+            QuorumMessage::Propose(Command(Bytes::from_static(b"records"))),
+            QuorumMessage::ProposeAnswer(Ok(())),
+            QuorumMessage::ProposeAnswer(Err("record 0 of the command: no such topic".into())),
         ]
     }
 

@@ -10,12 +10,14 @@
 //!
 //! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`), the
 //! byte encoding of its messages and log entries (`codec`), the metadata log on disk
-//! (`log_store`), the transport between members (`network`) and the state machine, the
-//! `MetadataImage` moved by committed metadata records (`state_machine`). Lives on whichever shard spawns the
+//! (`log_store`), the transport between members (`network`), the state machine, the
+//! `MetadataImage` moved by committed metadata records (`state_machine`), and this broker as a
+//! member: starting it, naming the cluster, committing or forwarding records (`member`). Lives on whichever shard spawns the
 //! Raft core; nothing here crosses threads.
 
 pub mod codec;
 pub mod log_store;
+pub mod member;
 pub mod network;
 pub mod runtime;
 pub mod state_machine;

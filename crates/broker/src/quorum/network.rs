@@ -210,6 +210,26 @@ impl RaftNetworkV2<Q> for PeerConnection {
 }
 
 impl PeerConnection {
+    /// Asks the member at `addr` (the leader) to commit `command`.
+    pub async fn forward(
+        addr: &str,
+        command: super::types::Command,
+        ttl: Duration,
+    ) -> io::Result<super::types::CommandOutcome> {
+        let mut connection = PeerConnection {
+            target: 0,
+            addr: addr.to_string(),
+            stream: None,
+        };
+        match connection
+            .call(QuorumMessage::Propose(command), ttl)
+            .await?
+        {
+            QuorumMessage::ProposeAnswer(outcome) => Ok(outcome),
+            other => Err(invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     async fn ask_vote(
         &mut self,
         request: QuorumMessage,
@@ -294,6 +314,12 @@ where
                     .await
                     .map_err(|e| stopped(&e))?,
             )
+        }
+        QuorumMessage::Propose(command) => {
+            QuorumMessage::ProposeAnswer(match raft.client_write(command).await {
+                Ok(written) => written.data,
+                Err(err) => Err(format!("not committed here: {err}")),
+            })
         }
         answer => {
             return Err(invalid(format!(

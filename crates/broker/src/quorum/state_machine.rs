@@ -42,6 +42,12 @@ const SNAPSHOT_VERSION: i8 = 1;
 /// Hands a new image to the broker (every shard), finishing when it is installed.
 pub type Publish = Box<dyn Fn(Arc<MetadataImage>) -> Pin<Box<dyn Future<Output = ()>>>>;
 
+/// The command that names a new cluster: no records, only its id. The quorum's first leader
+/// proposes it; once one is applied, any other is refused (it names another cluster).
+pub fn bootstrap_command(cluster_id: &str) -> Command {
+    command(cluster_id, &[])
+}
+
 /// The records of one command, for `client_write`.
 pub fn command(cluster_id: &str, records: &[MetadataRecord]) -> Command {
     Command(Bytes::from(metadata::codec::encode(cluster_id, records)))
@@ -130,7 +136,10 @@ impl<S: Storage> MetadataMachine<S> {
         let (cluster_id, records) =
             metadata::codec::decode(bytes).map_err(|err| format!("undecodable command: {err}"))?;
         let mut image = (*self.image()).clone();
-        if cluster_id != image.cluster_id {
+        if image.cluster_id.is_empty() {
+            // The first command a new quorum commits names the cluster (`bootstrap_command`).
+            image.cluster_id = cluster_id;
+        } else if cluster_id != image.cluster_id {
             return Err(format!(
                 "a command for cluster {cluster_id} in cluster {}",
                 image.cluster_id

@@ -5,6 +5,7 @@
 //! applies the records to a copy of the image and pushes it to every shard before answering.
 //! Operations run one at a time, so nothing moves the image between deciding and committing.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::metadata::{
     self, broker_log_defaults, is_internal_topic, is_valid_topic_name, topic_log_config,
     MetadataImage, TopicMeta, METADATA_FILE,
 };
+use crate::quorum::member::{ProposeError, QuorumMember};
 use crate::storage::fs::UringStorage;
 use crate::storage::write_atomically;
 use crate::txn::state::TXN_TOPIC;
@@ -110,14 +112,27 @@ pub enum ControllerResponse {
     NotController,
 }
 
+/// Why decided records were not committed.
+#[derive(Debug)]
+enum CommitError {
+    /// The metadata file could not be written (a single broker).
+    Disk(std::io::Error),
+    /// The quorum did not commit them.
+    Quorum(ProposeError),
+}
+
 pub struct Controller {
     one_at_a_time: Semaphore,
+    /// The metadata quorum this broker is a member of, once it has started; `None` on a single
+    /// broker, whose metadata is the local file.
+    quorum: RefCell<Option<Rc<QuorumMember>>>,
 }
 
 impl Default for Controller {
     fn default() -> Controller {
         Controller {
             one_at_a_time: Semaphore::new(1),
+            quorum: RefCell::new(None),
         }
     }
 }
@@ -435,7 +450,7 @@ fn new_topic(
     {
         return fail(
             ErrorCode::InvalidReplicationFactor,
-            "replication factor must be 1: there is one broker",
+            "replication factor must be 1: partitions are not replicated yet",
         );
     }
     let defaults = image
@@ -445,7 +460,7 @@ fn new_topic(
         return fail(ErrorCode::InvalidConfig, err.to_string());
     }
     let mut replicas: Vec<Replicas> = if topic.assignment.is_empty() {
-        vec![vec![config.node_id]; partitions as usize]
+        spread(image, config, 0..partitions)
     } else {
         let mut by_index = topic.assignment.clone();
         by_index.sort_by_key(|(index, _)| *index);
@@ -472,6 +487,28 @@ fn new_topic(
             .map(|(p, replicas)| partition_record(id, p as i32, replicas)),
     );
     Ok(records)
+}
+
+/// One replica per partition, placed round-robin over the registered brokers by partition
+/// index, so a topic's partitions (and their leaders) spread across the cluster. With no broker
+/// registered yet (a single broker's first start), on this one.
+fn spread(
+    image: &MetadataImage,
+    config: &Config,
+    partitions: std::ops::Range<i32>,
+) -> Vec<Replicas> {
+    let brokers: Vec<i32> = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| b.id.0)
+        .collect();
+    partitions
+        .map(|p| match brokers.len() {
+            0 => vec![config.node_id],
+            n => vec![brokers[p as usize % n]],
+        })
+        .collect()
 }
 
 fn partition_record(topic_id: Uuid, partition: i32, replicas: Replicas) -> MetadataRecord {
@@ -529,7 +566,7 @@ fn new_partitions(
             )?;
             replicas
         }
-        None => vec![vec![config.node_id]; added as usize],
+        None => spread(image, config, meta.partitions..count),
     };
     Ok(replicas
         .into_iter()
@@ -638,31 +675,49 @@ impl Controller {
         let decision = decide(&image, &shard.config, request, &mut Uuid::new_v4);
         let mut response = decision.response;
         if let Err(err) = self.commit(shard, decision.records).await {
-            let message = format!("metadata write failed: {err}");
+            // Nothing changed: every success turns into the error.
+            let (code, message) = match &err {
+                CommitError::Disk(err) => (
+                    ErrorCode::KafkaStorageError,
+                    format!("metadata write failed: {err}"),
+                ),
+                // Retriable: a client asks again once the quorum has a leader, and the change
+                // is decided again on the newer image.
+                CommitError::Quorum(err) => (ErrorCode::NotController, err.to_string()),
+            };
             match &mut response {
                 ControllerResponse::Topics(outcomes) => {
-                    // Nothing changed: every success turns into KAFKA_STORAGE_ERROR.
                     for (_, outcome) in outcomes.iter_mut().filter(|(_, o)| o.is_ok()) {
-                        *outcome = fail(ErrorCode::KafkaStorageError, message.clone());
+                        *outcome = fail(code, message.clone());
                     }
                 }
-                ControllerResponse::Broker(outcome) => {
-                    *outcome = fail(ErrorCode::KafkaStorageError, message)
-                }
-                ControllerResponse::ProducerIds(outcome) => {
-                    *outcome = Err(ErrorCode::KafkaStorageError)
-                }
+                ControllerResponse::Broker(outcome) => *outcome = fail(code, message),
+                ControllerResponse::ProducerIds(outcome) => *outcome = Err(code),
                 ControllerResponse::NotController => {}
             }
         }
         response
     }
 
-    /// Writes the metadata file durably with `records` applied, then installs the image on
-    /// every shard. Nothing to do without records.
-    async fn commit(&self, shard: &Rc<Shard>, records: Vec<MetadataRecord>) -> std::io::Result<()> {
+    /// From now on, metadata changes are committed through `quorum`.
+    pub fn join_quorum(&self, quorum: Rc<QuorumMember>) {
+        *self.quorum.borrow_mut() = Some(quorum);
+    }
+
+    /// Commits `records`: through the quorum when this broker is a member of one (every member
+    /// then applies them and installs the image on its shards), else by writing the metadata
+    /// file and installing the image here. Nothing to do without records.
+    async fn commit(
+        &self,
+        shard: &Rc<Shard>,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(), CommitError> {
         if records.is_empty() {
             return Ok(());
+        }
+        let quorum = self.quorum.borrow().clone();
+        if let Some(quorum) = quorum {
+            return quorum.propose(&records).await.map_err(CommitError::Quorum);
         }
         let mut image = (*shard.image()).clone();
         for record in &records {
@@ -688,7 +743,9 @@ impl Controller {
             }
         }
         let path = shard.config.data_dir.join(METADATA_FILE);
-        write_atomically(&UringStorage, &path, metadata::encode(&image)).await?;
+        write_atomically(&UringStorage, &path, metadata::encode(&image))
+            .await
+            .map_err(CommitError::Disk)?;
         let image = Arc::new(image);
         let calls = (0..shard.count)
             .map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));

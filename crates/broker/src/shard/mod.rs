@@ -28,7 +28,7 @@ use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::limits;
 use crate::metadata::records::BrokerId;
-use crate::metadata::{partition_dir, shard_of, MetadataImage};
+use crate::metadata::{partition_dir, shard_of, MetadataImage, TopicMeta};
 use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
 use crate::protocol::fetch_sizing::{self, Budget, ReadLimit, ReadSpan};
@@ -632,7 +632,7 @@ impl Shard {
                 .filter(|t| t.id == topic.id)
                 .map(|t| t.partitions)
                 .unwrap_or(0);
-            for p in known..topic.partitions {
+            for p in (known..topic.partitions).filter(|&p| self.holds_replica(topic, p)) {
                 let tp = TopicPartition::new(topic.name.clone(), p);
                 let dir = partition_dir(&self.config.data_dir, &tp);
                 if self.owner_of(&tp) == self.id && dir.exists() {
@@ -648,6 +648,16 @@ impl Shard {
         }
     }
 
+    /// Whether this broker holds a replica of partition `p` of `topic`: a cluster's brokers
+    /// store only the partitions placed on them (a single broker, all of them).
+    fn holds_replica(&self, topic: &TopicMeta, p: i32) -> bool {
+        let me = BrokerId(self.config.node_id);
+        topic
+            .partition_states
+            .get(p as usize)
+            .is_some_and(|state| state.replicas.contains(&me))
+    }
+
     /// Opens every partition in the current image that this shard owns and has not opened yet,
     /// `RECOVERY_PARTITIONS_IN_FLIGHT` at a time: a restart with many partitions waits on file
     /// reads, which overlap.
@@ -660,10 +670,12 @@ impl Shard {
             .topics
             .values()
             .flat_map(|topic| {
-                (0..topic.partitions).map(|p| {
-                    let tp = TopicPartition::new(topic.name.clone(), p);
-                    (tp, topic.log_config.clone())
-                })
+                (0..topic.partitions)
+                    .filter(|&p| self.holds_replica(topic, p))
+                    .map(|p| {
+                        let tp = TopicPartition::new(topic.name.clone(), p);
+                        (tp, topic.log_config.clone())
+                    })
             })
             .filter(|(tp, _)| {
                 self.owner_of(tp) == self.id && !self.partitions.borrow().contains_key(tp)

@@ -16,12 +16,15 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::controller::Controller;
 use super::router::{self, Envelope, Router};
-use super::Shard;
+use super::{Shard, ShardRequest};
 use crate::config::Config;
 use crate::group::GroupCoordinator;
 use crate::limits;
-use crate::metadata::MetadataImage;
+use crate::metadata::records::MetadataRecord;
+use crate::metadata::{self, MetadataImage};
 use crate::network;
+use crate::quorum::member::QuorumMember;
+use crate::quorum::state_machine::Publish;
 use crate::storage::SystemClock;
 use crate::txn::TxnCoordinator;
 use crate::types::ShardId;
@@ -276,6 +279,9 @@ async fn shard_main(
     );
     if id == 0 {
         start_admin_endpoint(&shard);
+        if config.in_quorum() {
+            join_metadata_quorum(&shard).await?;
+        }
     }
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     glommio::spawn_local(shard.clone().cleaner_loop()).detach();
@@ -298,6 +304,62 @@ async fn shard_main(
         if clean { "clean" } else { "with errors" }
     );
     Ok(clean)
+}
+
+/// Shard 0 of a quorum member: starts the member, commits this broker's metadata changes
+/// through it from now on, and registers the broker once the cluster is named. Every image the
+/// quorum applies is installed on every shard.
+async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<()> {
+    let weak = Rc::downgrade(shard);
+    let publish: Publish = Box::new(move |image| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            if let Some(shard) = weak.upgrade() {
+                let calls = (0..shard.count)
+                    .map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
+                futures::future::join_all(calls).await;
+            }
+        })
+    });
+    let member = QuorumMember::start(&shard.config, publish).await?;
+    shard
+        .controller
+        .as_ref()
+        .expect("shard 0 runs the controller")
+        .join_quorum(member.clone());
+    glommio::spawn_local(register_broker(shard.clone(), member)).detach();
+    Ok(())
+}
+
+/// Registers this broker (its endpoints, a new incarnation, the next broker epoch) with the
+/// quorum, retrying until the quorum has a leader and a cluster id.
+async fn register_broker(shard: Rc<Shard>, member: Rc<QuorumMember>) {
+    let retry = Duration::from_millis(limits::QUORUM_RETRY_INTERVAL_MS);
+    loop {
+        let image = member.image();
+        if !image.cluster_id.is_empty() {
+            let registration = metadata::registration(&shard.config, &image);
+            let epoch = registration.epoch;
+            match member
+                .propose(&[MetadataRecord::RegisterBroker(registration)])
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(
+                        "registered with cluster {} at broker epoch {}",
+                        image.cluster_id,
+                        epoch.0
+                    );
+                    return;
+                }
+                Err(err) => tracing::debug!("registering: {err}"),
+            }
+        }
+        if shard.is_stopping() {
+            return;
+        }
+        glommio::timer::sleep(retry).await;
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Metadata (key 3): brokers (this one), topics with ids and partitions (this broker leads all,
-//! leader epoch 0), auto-creating unknown topics when `auto.create.topics.enable` allows it.
+//! Metadata (key 3): the registered brokers at their addresses on the request's listener, topics
+//! with ids and partitions (leader, leader epoch, replicas and ISR as the metadata records say),
+//! auto-creating unknown topics when `auto.create.topics.enable` allows it.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use super::advertised;
 use super::coordinator::Client;
 use crate::error::ErrorCode;
-use crate::metadata::{is_internal_topic, is_valid_topic_name, TopicMeta};
+use crate::metadata::{is_internal_topic, is_valid_topic_name, MetadataImage, TopicMeta};
 use crate::shard::controller::{ControllerRequest, NewTopic};
 use crate::shard::Shard;
 
@@ -48,27 +49,50 @@ pub async fn handle(
         None => image
             .topics
             .values()
-            .map(|t| describe_topic(shard, version, t))
+            .map(|t| describe_topic(version, t))
             .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match name.as_deref().and_then(|n| image.topic(n)) {
-                Some(topic) => describe_topic(shard, version, topic),
+                Some(topic) => describe_topic(version, topic),
                 None => unknown_topic(name),
             })
             .collect(),
     };
-    let (host, port) = advertised(shard, client);
     let node = BrokerId(shard.config.node_id);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(host)
-            .with_port(port)])
+        .with_brokers(brokers(shard, &image, client))
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
+        // Any broker takes admin requests and commits them through the quorum.
         .with_controller_id(node)
         .with_cluster_authorized_operations(i32::MIN)
         .with_topics(topics)
+}
+
+/// Every registered, unfenced broker at its address on the listener the request came in on;
+/// this broker always (before its registration is applied, it is the one clients reached).
+fn brokers(shard: &Shard, image: &MetadataImage, client: &Client) -> Vec<MetadataResponseBroker> {
+    let me = shard.config.node_id;
+    let (host, port) = advertised(shard, client);
+    let mut brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(BrokerId(me))
+        .with_host(host)
+        .with_port(port)];
+    for broker in image.brokers.values().filter(|b| !b.fenced && b.id.0 != me) {
+        let endpoint = broker
+            .endpoints
+            .iter()
+            .find(|e| *e.name == *client.listener);
+        if let Some(endpoint) = endpoint {
+            brokers.push(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(broker.id.0))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port)),
+            );
+        }
+    }
+    brokers
 }
 
 /// `None`: all topics. Names may be missing (a topic id this broker does not know).
@@ -126,16 +150,21 @@ async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     }
 }
 
-fn describe_topic(shard: &Shard, version: i16, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
-    let partitions = (0..topic.partitions)
-        .map(|p| {
+fn describe_topic(version: i16, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
+    let ids = |brokers: &[crate::metadata::records::BrokerId]| {
+        brokers.iter().map(|b| BrokerId(b.0)).collect::<Vec<_>>()
+    };
+    let partitions = topic
+        .partition_states
+        .iter()
+        .zip(0..)
+        .map(|(state, p)| {
             MetadataResponsePartition::default()
                 .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(BrokerId(state.leader.0))
+                .with_leader_epoch(state.leader_epoch.0)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr))
         })
         .collect();
     MetadataResponseTopic::default()
