@@ -12,8 +12,8 @@
 //! byte encoding of its messages and log entries (`codec`), the metadata log on disk
 //! (`log_store`), the transport between members (`network`), the state machine, the
 //! `MetadataImage` moved by committed metadata records (`state_machine`), and this broker as a
-//! member: starting it, naming the cluster, committing or forwarding records (`member`). Lives on whichever shard spawns the
-//! Raft core; nothing here crosses threads.
+//! member: starting it, naming the cluster, committing or forwarding records (`member`). Lives
+//! on the shard that runs the Raft core (shard 0); nothing here crosses threads.
 
 pub mod codec;
 pub mod log_store;
