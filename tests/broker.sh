@@ -19,7 +19,9 @@ resume_broker() {
     "$1" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" --cores "$2" "${@:3}" 2> "$dir/broker.log" &
     pid=$!
     for _ in $(seq 1 500); do
-        [ "$(grep -c 'listening on' "$dir/broker.log" || true)" -ge "$2" ] && return 0
+        # The log may not exist yet in the first few milliseconds.
+        listening=$(grep -c 'listening on' "$dir/broker.log" 2>/dev/null)
+        [ "${listening:-0}" -ge "$2" ] && return 0
         sleep 0.02
     done
     echo "broker did not start:"; cat "$dir/broker.log"; return 1
