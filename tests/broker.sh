@@ -20,7 +20,7 @@ resume_broker() {
     pid=$!
     for _ in $(seq 1 500); do
         # The log may not exist yet in the first few milliseconds.
-        listening=$(grep -c 'listening on' "$dir/broker.log" 2>/dev/null)
+        listening=$(grep -c 'listening on' "$dir/broker.log" 2>/dev/null || true)
         [ "${listening:-0}" -ge "$2" ] && return 0
         sleep 0.02
     done
