@@ -4,6 +4,9 @@
 //! taking metadata changes after its leader is killed; the killed broker restarts and catches up.
 //! librdkafka, bootstrapped from one broker, produces to and consumes from each partition's
 //! leader, with an idempotent producer and a consumer group whose coordinator may be any broker.
+//! Brokers heartbeat to the quorum's leader: one that dies is fenced after its session and leads
+//! nothing (its partitions answer LEADER_NOT_AVAILABLE) until it returns; one that stops with
+//! SIGTERM is fenced before it exits (a controlled shutdown).
 
 mod common;
 
@@ -56,6 +59,9 @@ impl Cluster {
                     format!("controller.quorum.voters={voters}"),
                     // Three brokers share two cores.
                     "cpuset=unpinned".to_string(),
+                    // Fence a silent broker within seconds, not Kafka's 9.
+                    "broker.heartbeat.interval.ms=500".to_string(),
+                    "broker.session.timeout.ms=3000".to_string(),
                 ];
                 let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
                 Broker::start_on(dir.clone(), dir.join("broker.log"), 1, *client, &settings)
@@ -160,6 +166,70 @@ fn wait_for_topic(cluster: &Cluster, running: &[usize], topic: &str, partitions:
     }
 }
 
+/// A partition as Metadata describes it: (error code, leader, leader epoch).
+type PartitionSeen = (i16, i32, i32);
+
+/// What `broker`'s Metadata says: the live brokers' ids, and per partition of `topic` its error
+/// code, leader and leader epoch (never creating it).
+fn metadata_of(broker: &Broker, topic: &str) -> Option<(Vec<i32>, Vec<PartitionSeen>)> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(false);
+    let answer: MetadataResponse =
+        try_call(&mut connect(broker), ApiKey::Metadata, 12, &request).ok()?;
+    let mut brokers: Vec<i32> = answer.brokers.iter().map(|b| b.node_id.0).collect();
+    brokers.sort();
+    let partitions = answer.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.error_code, p.leader_id.0, p.leader_epoch))
+        .collect();
+    Some((brokers, partitions))
+}
+
+/// Waits until `broker`'s Metadata satisfies `holds`, describing the wait as `what`.
+fn wait_metadata(
+    broker: &Broker,
+    topic: &str,
+    what: &str,
+    holds: impl Fn(&[i32], &[PartitionSeen]) -> bool,
+) -> Vec<PartitionSeen> {
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    loop {
+        let seen = metadata_of(broker, topic);
+        if let Some((brokers, partitions)) = &seen {
+            if holds(brokers, partitions) {
+                return partitions.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: metadata stays {seen:?}; log:\n{}",
+            broker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+/// Waits until each running broker holds `each` partition directories of `topic`.
+fn wait_spread(cluster: &Cluster, running: &[usize], topic: &str, each: usize) {
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    while running
+        .iter()
+        .any(|&i| partition_dirs(&cluster.brokers[i], topic) != each)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}'s partitions do not spread {each} per broker"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The partition directories a broker holds for `topic`.
 fn partition_dirs(broker: &Broker, topic: &str) -> usize {
     std::fs::read_dir(&broker.data_dir)
@@ -177,39 +247,95 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
     let mut cluster = Cluster::start();
     let all = [0, 1, 2];
     cluster.wait_registered(&all);
+    // Every broker is live (unfenced) in the metadata of the one that creates the topic.
+    wait_metadata(
+        &cluster.brokers[1],
+        "orders",
+        "three live brokers",
+        |b, _| b == [1, 2, 3],
+    );
 
     // A topic created through one broker reaches all three, its partitions spread over them.
     create_topic(&cluster.brokers[1], "orders", 6);
     wait_for_topic(&cluster, &all, "orders", 6);
-    let deadline = Instant::now() + QUORUM_WAIT_MAX;
-    while all
-        .iter()
-        .any(|&i| partition_dirs(&cluster.brokers[i], "orders") != 2)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the partitions do not spread two per broker"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_spread(&cluster, &all, "orders", 2);
 
     // Clients find each partition's leader: every acknowledged record reads back once, and a
     // consumer group commits through whichever broker coordinates it.
     produce_and_consume(&cluster.brokers[0], &cluster.brokers[2], "orders", 6, 300);
 
-    // The quorum's leader dies; the other two elect one and keep taking changes.
+    // The quorum's leader dies; the other two elect one and keep taking changes. Once its
+    // session is over it is fenced: it is no longer listed and its partitions have no leader.
     let leader = cluster.leader(&all) - 1;
+    let dead = leader as i32 + 1;
     cluster.brokers[leader].kill9();
     let survivors: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let fenced = wait_metadata(
+        &cluster.brokers[survivors[0]],
+        "orders",
+        "the dead broker fenced",
+        |brokers, partitions| {
+            !brokers.contains(&dead)
+                && partitions.iter().all(|&(error, leader, _)| {
+                    (leader == -1 && error == LEADER_NOT_AVAILABLE)
+                        || (leader != dead && error == 0)
+                })
+        },
+    );
+    let leaderless = fenced.iter().filter(|p| p.1 == -1).count();
+    assert_eq!(
+        leaderless, 2,
+        "the dead broker led two partitions: {fenced:?}"
+    );
     create_topic(&cluster.brokers[survivors[0]], "payments", 2);
     wait_for_topic(&cluster, &survivors, "payments", 2);
+    wait_spread(&cluster, &survivors, "payments", 1);
 
-    // It comes back on its disk and catches up with what it missed.
+    // It comes back on its disk, catches up with what it missed, is unfenced and leads its
+    // partitions again under a new leader epoch.
     cluster.brokers[leader].restart();
     wait_for_topic(&cluster, &[leader], "payments", 2);
     wait_for_topic(&cluster, &[leader], "orders", 6);
+    let back = wait_metadata(
+        &cluster.brokers[survivors[1]],
+        "orders",
+        "the restarted broker leading again",
+        |brokers, partitions| {
+            brokers == [1, 2, 3]
+                && partitions
+                    .iter()
+                    .all(|&(error, leader, _)| error == 0 && leader > 0)
+        },
+    );
+    for (before, after) in fenced.iter().zip(&back) {
+        if before.1 == -1 {
+            assert_eq!(after.1, dead, "{back:?}");
+            assert!(
+                after.2 > before.2,
+                "a new leader epoch: {fenced:?} then {back:?}"
+            );
+        }
+    }
+
+    // A controlled shutdown: the broker is fenced before it exits, so its partitions are
+    // leaderless (not unreachable) as soon as it is gone.
+    let stopping = survivors[1];
+    assert!(cluster.brokers[stopping].terminate(), "a clean stop");
+    let log = cluster.brokers[stopping].log();
+    assert!(log.contains("controlled shutdown: fenced"), "log:\n{log}");
+    let gone = stopping as i32 + 1;
+    wait_metadata(
+        &cluster.brokers[leader],
+        "orders",
+        "the stopped broker fenced",
+        |brokers, partitions| {
+            !brokers.contains(&gone) && partitions.iter().filter(|p| p.1 == -1).count() == 2
+        },
+    );
     for broker in &mut cluster.brokers {
-        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
+        if broker.is_running() {
+            assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
+        }
     }
 }
 

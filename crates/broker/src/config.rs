@@ -88,6 +88,11 @@ pub struct Config {
     pub quorum_voters: Vec<QuorumVoter>,
     /// `controller.quorum.bootstrap.servers`: controllers to learn the quorum from.
     pub quorum_bootstrap_servers: Vec<(String, u16)>,
+    /// `broker.heartbeat.interval.ms`: how often a broker in a cluster tells the quorum's leader
+    /// it is alive.
+    pub broker_heartbeat_interval: Duration,
+    /// `broker.session.timeout.ms`: a broker the leader has not heard from this long is fenced.
+    pub broker_session_timeout: Duration,
     pub data_dir: PathBuf,
     pub cores: usize,
     /// `cpuset`: the CPUs the shards are pinned to, or none.
@@ -183,6 +188,8 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("controller.listener.names", ""),
     ("controller.quorum.voters", ""),
     ("controller.quorum.bootstrap.servers", ""),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.session.timeout.ms", "9000"),
     ("num.partitions", "1"),
     ("auto.create.topics.enable", "true"),
     ("default.replication.factor", "1"),
@@ -330,6 +337,15 @@ impl Config {
             flush: parse_flush_policy(&get("log.flush.interval.messages"))?,
         };
         let node_id = parse_in_range("node.id", &get("node.id"), 0, i32::MAX as i64)? as i32;
+        let millis = |key: &str| -> Result<Duration> {
+            let ms = parse_in_range(key, &get(key), 1, i32::MAX as i64)?;
+            Ok(Duration::from_millis(ms as u64))
+        };
+        let broker_heartbeat_interval = millis("broker.heartbeat.interval.ms")?;
+        let broker_session_timeout = millis("broker.session.timeout.ms")?;
+        if broker_session_timeout <= broker_heartbeat_interval {
+            bail!("broker.session.timeout.ms must be longer than broker.heartbeat.interval.ms");
+        }
         let network = listeners::parse(props, node_id)?;
         let mut overrides = props.clone();
         if overrides.remove("listen").is_some() {
@@ -347,6 +363,8 @@ impl Config {
             inter_broker_listener_name: network.inter_broker_listener_name,
             quorum_voters: network.quorum_voters,
             quorum_bootstrap_servers: network.quorum_bootstrap_servers,
+            broker_heartbeat_interval,
+            broker_session_timeout,
             data_dir: PathBuf::from(data_dir),
             cores,
             placement,

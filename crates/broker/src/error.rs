@@ -10,6 +10,12 @@ pub enum ErrorCode {
     CorruptMessage,
     UnknownTopicOrPartition,
     NotLeaderOrFollower,
+    /// The partition has no leader now (its only replica's broker is fenced): retriable.
+    LeaderNotAvailable,
+    /// The client names an older leader epoch than the partition's (KIP-320).
+    FencedLeaderEpoch,
+    /// The client names a newer leader epoch than this broker knows.
+    UnknownLeaderEpoch,
     MessageTooLarge,
     InvalidTopicException,
     InvalidRequiredAcks,
@@ -69,6 +75,9 @@ impl ErrorCode {
             ErrorCode::CorruptMessage => 2,
             ErrorCode::UnknownTopicOrPartition => 3,
             ErrorCode::NotLeaderOrFollower => 6,
+            ErrorCode::LeaderNotAvailable => 5,
+            ErrorCode::FencedLeaderEpoch => 74,
+            ErrorCode::UnknownLeaderEpoch => 75,
             ErrorCode::MessageTooLarge => 10,
             ErrorCode::InvalidTopicException => 17,
             ErrorCode::InvalidRequiredAcks => 21,

@@ -213,6 +213,18 @@ pub const FREE_MEMORY_RELEASE_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// record's sake).
 pub const PRODUCE_RECORD_ERRORS_MAX: usize = 1_000;
 
+/// Brokers one cluster may register: bounds what the quorum leader keeps per broker (its last
+/// heartbeat). Kafka clusters run up to a few hundred brokers.
+pub const CLUSTER_BROKERS_MAX: usize = 4_096;
+
+/// How often the quorum leader's controller checks which brokers are alive: fencing happens at
+/// most this long after a session expires, unfencing this long after a heartbeat.
+pub const BROKER_LIVENESS_CHECK_INTERVAL_MS: u64 = 200;
+
+/// How long a stopping broker waits for the quorum to fence it (so that clients learn at once
+/// that it leads nothing) before it stops anyway: the quorum may have lost its majority.
+pub const CONTROLLED_SHUTDOWN_TIMEOUT_MS: u64 = 5_000;
+
 /// Voters (and learners) a metadata quorum's membership may name. KRaft clusters run 3 or 5
 /// controllers; the bound only keeps a decoded membership from naming millions of nodes.
 pub const QUORUM_MEMBERS_MAX: usize = 64;

@@ -25,6 +25,7 @@ use futures::channel::oneshot;
 
 use crate::config::LogConfig;
 use crate::error::{ErrorCode, ProduceError};
+use crate::metadata::records::LeaderEpoch;
 use crate::metrics::PartitionStats;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::storage::batch::{self, BatchHeader, ControlType};
@@ -66,7 +67,11 @@ pub struct Partition<S: Storage> {
     dir: PathBuf,
     log: Log<S>,
     producers: ProducerStateTable,
-    leader_epoch: i32,
+    /// Whether this broker leads the partition, as the metadata image says; a partition it does
+    /// not lead refuses clients' produce, fetch and offset requests.
+    leading: bool,
+    /// The leader epoch the image gives it: stamped on every batch appended here.
+    leader_epoch: LeaderEpoch,
     /// What consumers may read: at most the log's durable end, never moving back.
     high_watermark: Offset,
     ack_waiters: Vec<AckWaiter>,
@@ -166,7 +171,8 @@ impl<S: Storage> Partition<S> {
             dir,
             log,
             producers,
-            leader_epoch: 0,
+            leading: false,
+            leader_epoch: LeaderEpoch(0),
             high_watermark,
             ack_waiters: Vec::new(),
             data_waiters: Vec::new(),
@@ -193,8 +199,30 @@ impl<S: Storage> Partition<S> {
         self.log.set_config(config);
     }
 
-    pub fn leader_epoch(&self) -> i32 {
+    pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
+    }
+
+    /// Takes the leadership the metadata image gives this broker.
+    pub fn set_leadership(&mut self, leading: bool, epoch: LeaderEpoch) {
+        self.leading = leading;
+        self.leader_epoch = epoch;
+    }
+
+    /// Refuses a client's request unless this broker leads the partition, under the leader
+    /// epoch the client knows when it names one (-1: it does not): an older epoch is
+    /// FENCED_LEADER_EPOCH (the client's metadata is stale), a newer one UNKNOWN_LEADER_EPOCH
+    /// (this broker's is), as Kafka answers (KIP-320).
+    pub fn check_leader(&self, client_epoch: i32) -> Result<(), ErrorCode> {
+        if !self.leading {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        match client_epoch {
+            -1 => Ok(()),
+            e if e < self.leader_epoch.0 => Err(ErrorCode::FencedLeaderEpoch),
+            e if e > self.leader_epoch.0 => Err(ErrorCode::UnknownLeaderEpoch),
+            _ => Ok(()),
+        }
     }
 
     /// Deletes whole segments below the log start that an earlier move could not (a flush was
@@ -319,7 +347,9 @@ impl<S: Storage> Partition<S> {
             .log
             .will_roll(bytes.len() as u64, header.last_offset_delta, now_ms);
         let snapshot = rolls.then(|| self.producers.encode());
-        let appended = self.log.append(bytes, header, self.leader_epoch, now_ms)?;
+        let appended = self
+            .log
+            .append(bytes, header, self.leader_epoch.0, now_ms)?;
         if let Some(snapshot) = snapshot {
             self.log.add_roll_snapshot(appended.base_offset, snapshot);
         }

@@ -36,6 +36,9 @@ const PARTITION: u8 = 3;
 const REMOVE_TOPIC: u8 = 4;
 const CONFIG: u8 = 5;
 const PRODUCER_IDS: u8 = 6;
+const FENCE_BROKER: u8 = 7;
+const UNFENCE_BROKER: u8 = 8;
+const PARTITION_CHANGE: u8 = 9;
 
 // Config resource types, Kafka's numbers.
 const RESOURCE_TOPIC: u8 = 2;
@@ -165,6 +168,9 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
         MetadataRecord::RemoveTopic { .. } => REMOVE_TOPIC,
         MetadataRecord::Config { .. } => CONFIG,
         MetadataRecord::ProducerIds { .. } => PRODUCER_IDS,
+        MetadataRecord::FenceBroker { .. } => FENCE_BROKER,
+        MetadataRecord::UnfenceBroker { .. } => UNFENCE_BROKER,
+        MetadataRecord::PartitionChange { .. } => PARTITION_CHANGE,
     };
     out.extend_from_slice(&[kind, RECORD_VERSION]);
     match record {
@@ -224,6 +230,27 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
             out.extend_from_slice(&broker.0.to_be_bytes());
             out.extend_from_slice(&broker_epoch.0.to_be_bytes());
             out.extend_from_slice(&next_producer_id.0.to_be_bytes());
+        }
+        MetadataRecord::FenceBroker { id, epoch } | MetadataRecord::UnfenceBroker { id, epoch } => {
+            out.extend_from_slice(&id.0.to_be_bytes());
+            out.extend_from_slice(&epoch.0.to_be_bytes());
+        }
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader,
+            isr,
+        } => {
+            out.extend_from_slice(topic_id.as_bytes());
+            out.extend_from_slice(&partition.0.to_be_bytes());
+            out.push(leader.is_some() as u8);
+            if let Some(leader) = leader {
+                out.extend_from_slice(&leader.0.to_be_bytes());
+            }
+            out.push(isr.is_some() as u8);
+            if let Some(isr) = isr {
+                put_brokers(out, isr);
+            }
         }
     }
 }
@@ -295,6 +322,26 @@ fn decode_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
             broker: BrokerId(r.i32()?),
             broker_epoch: BrokerEpoch(r.i64()?),
             next_producer_id: ProducerId(r.i64()?),
+        },
+        FENCE_BROKER => MetadataRecord::FenceBroker {
+            id: BrokerId(r.i32()?),
+            epoch: BrokerEpoch(r.i64()?),
+        },
+        UNFENCE_BROKER => MetadataRecord::UnfenceBroker {
+            id: BrokerId(r.i32()?),
+            epoch: BrokerEpoch(r.i64()?),
+        },
+        PARTITION_CHANGE => MetadataRecord::PartitionChange {
+            topic_id: r.uuid()?,
+            partition: PartitionId(r.i32()?),
+            leader: match r.bool()? {
+                true => Some(BrokerId(r.i32()?)),
+                false => None,
+            },
+            isr: match r.bool()? {
+                true => Some(r.brokers()?),
+                false => None,
+            },
         },
         _ => return Err(DecodeError::UnknownRecord { kind, version }),
     })
@@ -441,6 +488,26 @@ mod tests {
                 topic_id: id,
                 partition: PartitionId(0),
                 state: PartitionState::online(vec![BrokerId(1), BrokerId(2)]),
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: PartitionId(0),
+                leader: Some(BrokerId::NONE),
+                isr: None,
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: PartitionId(0),
+                leader: None,
+                isr: Some(vec![BrokerId(2)]),
+            },
+            MetadataRecord::FenceBroker {
+                id: BrokerId(1),
+                epoch: BrokerEpoch(4),
+            },
+            MetadataRecord::UnfenceBroker {
+                id: BrokerId(1),
+                epoch: BrokerEpoch(4),
             },
             MetadataRecord::RemoveTopic { id },
             MetadataRecord::ProducerIds {

@@ -53,6 +53,15 @@ pub enum ApplyError {
     TooManyPartitions(String),
     BadPartitionState(String),
     BrokerEpochWentBack(BrokerId),
+    /// A fence or unfence of a broker that is not registered at that epoch.
+    NotRegistered {
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+    },
+    UnknownPartition {
+        topic: String,
+        partition: i32,
+    },
     ProducerIdsWentBack {
         had: i64,
         got: i64,
@@ -88,6 +97,14 @@ impl fmt::Display for ApplyError {
                     "broker {} registered with an epoch not above its last",
                     id.0
                 )
+            }
+            ApplyError::NotRegistered { broker, epoch } => write!(
+                f,
+                "broker {} is not registered at epoch {}",
+                broker.0, epoch.0
+            ),
+            ApplyError::UnknownPartition { topic, partition } => {
+                write!(f, "{topic} has no partition {partition}")
             }
             ApplyError::ProducerIdsWentBack { had, got } => {
                 write!(f, "producer ids go back from {had} to {got}")
@@ -138,6 +155,29 @@ impl MetadataImage {
                     }
                 }
                 self.brokers.insert(registration.id, registration.clone());
+            }
+            MetadataRecord::FenceBroker { id, epoch } => self.set_fenced(*id, *epoch, true)?,
+            MetadataRecord::UnfenceBroker { id, epoch } => self.set_fenced(*id, *epoch, false)?,
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+            } => {
+                let meta = self
+                    .topic_by_id(*topic_id)
+                    .ok_or(ApplyError::UnknownTopicId(*topic_id))?;
+                let state = meta.partition_states.get(partition.0 as usize).ok_or(
+                    ApplyError::UnknownPartition {
+                        topic: meta.name.clone(),
+                        partition: partition.0,
+                    },
+                )?;
+                let changed = state.changed(*leader, isr.as_deref());
+                check_partition_state(&changed).map_err(ApplyError::BadPartitionState)?;
+                let mut next = (**meta).clone();
+                next.partition_states[partition.0 as usize] = changed;
+                self.topics.insert(next.name.clone(), Arc::new(next));
             }
             MetadataRecord::Topic { name, id } => {
                 if !is_valid_topic_name(name) {
@@ -260,6 +300,26 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+
+    fn set_fenced(
+        &mut self,
+        broker: BrokerId,
+        epoch: BrokerEpoch,
+        fenced: bool,
+    ) -> Result<(), ApplyError> {
+        match self.brokers.get_mut(&broker) {
+            Some(registration) if registration.epoch == epoch => {
+                registration.fenced = fenced;
+                Ok(())
+            }
+            _ => Err(ApplyError::NotRegistered { broker, epoch }),
+        }
+    }
+
+    /// Whether `broker` is registered and not fenced.
+    pub fn is_live(&self, broker: BrokerId) -> bool {
+        self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
 
     /// The records that rebuild this image from `MetadataImage::new` (its snapshot): brokers,

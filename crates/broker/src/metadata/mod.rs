@@ -167,8 +167,9 @@ pub fn load_or_init(config: &Config) -> Result<MetadataImage> {
         }
         Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
     };
+    // A single broker has no quorum to unfence it: it registers unfenced.
     image.apply(&MetadataRecord::RegisterBroker(registration(
-        config, &image,
+        config, &image, false,
     )))?;
     // A full disk must not stop the broker from starting to serve reads: the registration is
     // then kept in memory until the next commit writes the file (every commit writes it whole).
@@ -200,9 +201,9 @@ fn write_blocking(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// This broker's registration: every advertised listener, unfenced (it is the whole cluster, so
-/// always caught up), at the epoch after its last.
-pub fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistration {
+/// This broker's registration: every advertised listener, at the epoch after its last; fenced
+/// or not as the caller says.
+pub fn registration(config: &Config, image: &MetadataImage, fenced: bool) -> BrokerRegistration {
     let id = BrokerId(config.node_id);
     let epoch = image
         .brokers
@@ -221,7 +222,7 @@ pub fn registration(config: &Config, image: &MetadataImage) -> BrokerRegistratio
                 port: l.port,
             })
             .collect(),
-        fenced: false,
+        fenced,
     }
 }
 
@@ -291,7 +292,7 @@ mod tests {
             port,
         };
         assert_eq!(
-            registration(&config, &image).endpoints,
+            registration(&config, &image, false).endpoints,
             vec![
                 endpoint("PLAINTEXT", "kafka-1.example", 9092),
                 endpoint("INTERNAL", "10.0.0.1", 9094),

@@ -96,6 +96,28 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// A broker stops heartbeating (or asks to shut down): it leads nothing until unfenced
+    /// (Kafka's FenceBrokerRecord). `epoch` is the registration it fences.
+    FenceBroker {
+        id: BrokerId,
+        epoch: BrokerEpoch,
+    },
+    /// A fenced broker heartbeats again at its registration epoch (Kafka's UnfenceBrokerRecord).
+    UnfenceBroker {
+        id: BrokerId,
+        epoch: BrokerEpoch,
+    },
+    /// A partition's leader and/or ISR change (Kafka's PartitionChangeRecord): the partition
+    /// epoch goes up by one, and the leader epoch too when a leader is given (a new leadership
+    /// term, even for the same broker: one that re-registered must not carry on its old term).
+    PartitionChange {
+        topic_id: Uuid,
+        partition: PartitionId,
+        /// The leader of a new term (`BrokerId::NONE`: none), or `None`: unchanged.
+        leader: Option<BrokerId>,
+        /// The new ISR, or `None`: unchanged.
+        isr: Option<Vec<BrokerId>>,
+    },
     /// A block of producer ids handed to a broker: every id below `next_producer_id` is taken.
     ProducerIds {
         broker: BrokerId,
@@ -105,6 +127,20 @@ pub enum MetadataRecord {
 }
 
 impl PartitionState {
+    /// This state after `change`'s leader and ISR (epochs bumped as the record says).
+    pub fn changed(&self, leader: Option<BrokerId>, isr: Option<&[BrokerId]>) -> PartitionState {
+        let mut next = self.clone();
+        if let Some(isr) = isr {
+            next.isr = isr.to_vec();
+        }
+        if let Some(leader) = leader {
+            next.leader = leader;
+            next.leader_epoch = LeaderEpoch(self.leader_epoch.0.saturating_add(1));
+        }
+        next.partition_epoch = PartitionEpoch(self.partition_epoch.0.saturating_add(1));
+        next
+    }
+
     /// A new partition with every replica in sync and the first leading, at epoch 0.
     pub fn online(replicas: Vec<BrokerId>) -> PartitionState {
         assert!(!replicas.is_empty(), "a partition has a replica");

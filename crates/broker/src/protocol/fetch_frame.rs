@@ -5,7 +5,7 @@
 //! memcpy); larger ones go to the socket as they are.
 //!
 //! Fields this broker never sets are written at their defaults: no throttling, no fetch session,
-//! no preferred read replica, and no tagged fields.
+//! no preferred read replica; the one tagged field written is a partition's `CurrentLeader`.
 
 use bytes::{BufMut, BytesMut};
 
@@ -28,6 +28,9 @@ pub struct PartitionAnswer {
     /// Aborted transactions in range (read_committed): (producer id, first offset).
     pub aborted: Vec<(i64, i64)>,
     pub records: Payload,
+    /// Where the partition's leader is (leader id, leader epoch), for a partition refused as
+    /// not led here: the `CurrentLeader` tagged field (v12+, KIP-951).
+    pub current_leader: Option<(i32, i32)>,
 }
 
 /// One topic's part of the answer.
@@ -74,6 +77,19 @@ impl Chunks {
         if self.flexible {
             self.uvarint(0);
         }
+    }
+
+    /// A partition's tagged fields holding only `CurrentLeader` (tag 1): its leader id and
+    /// epoch and its own (empty) tagged fields.
+    fn current_leader(&mut self, leader_id: i32, leader_epoch: i32) {
+        const CURRENT_LEADER_TAG: u32 = 1;
+        const CURRENT_LEADER_SIZE: u32 = 4 + 4 + 1;
+        self.uvarint(1);
+        self.uvarint(CURRENT_LEADER_TAG);
+        self.uvarint(CURRENT_LEADER_SIZE);
+        self.framing.put_i32(leader_id);
+        self.framing.put_i32(leader_epoch);
+        self.uvarint(0);
     }
 
     fn records(&mut self, records: &Payload) {
@@ -137,7 +153,12 @@ pub fn encode_body(version: i16, topics: &[TopicAnswer]) -> Vec<Payload> {
                 out.framing.put_i32(-1); // preferred_read_replica
             }
             out.records(&p.records);
-            out.no_tagged_fields();
+            match p.current_leader {
+                Some((leader_id, leader_epoch)) if out.flexible => {
+                    out.current_leader(leader_id, leader_epoch)
+                }
+                _ => out.no_tagged_fields(),
+            }
         }
         out.no_tagged_fields();
     }
@@ -161,6 +182,7 @@ mod tests {
             log_start_offset: 5,
             aborted: (0..i as i64).map(|n| (1000 + n, 7 * n)).collect(),
             records: Payload::Bytes(Bytes::from(vec![i as u8; len])),
+            current_leader: (i == 1).then_some((3, 7)),
         };
         vec![
             TopicAnswer {
@@ -202,6 +224,11 @@ mod tests {
                             .map(|a| (a.producer_id.0, a.first_offset))
                             .collect();
                         assert_eq!(aborted, w.aborted);
+                        let leader = (p.current_leader.leader_id.0, p.current_leader.leader_epoch);
+                        match w.current_leader {
+                            Some(hint) if version >= 12 => assert_eq!(leader, hint),
+                            _ => assert_eq!(leader, (-1, -1)),
+                        }
                         assert_eq!(
                             p.records.as_ref().unwrap(),
                             &flatten(std::slice::from_ref(&w.records))

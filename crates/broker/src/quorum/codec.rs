@@ -19,6 +19,7 @@ use openraft::{BasicNode, EntryPayload, Membership};
 use super::types::{Command, CommandOutcome, QuorumTypes as Q};
 use crate::internal_log::{put_bytes, put_string, FieldReader};
 use crate::limits;
+use crate::metadata::records::{BrokerEpoch, BrokerId};
 
 /// A message between two controllers: a request or its answer.
 #[derive(Debug)]
@@ -38,6 +39,19 @@ pub enum QuorumMessage {
     /// A member that is not the leader hands the leader a command to commit.
     Propose(Command),
     ProposeAnswer(CommandOutcome),
+    /// A broker tells the leader it is alive at its registration epoch, or that it is shutting
+    /// down (and wants to lead nothing from now on).
+    Heartbeat(BrokerHeartbeat),
+    /// Whether the leader took the heartbeat (a member that does not lead refuses it).
+    HeartbeatAnswer(Result<(), String>),
+}
+
+/// One broker heartbeat (Kafka's BrokerHeartbeatRequest, the fields Sluice needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerHeartbeat {
+    pub broker: BrokerId,
+    pub epoch: BrokerEpoch,
+    pub shutting_down: bool,
 }
 
 /// Why bytes did not decode.
@@ -68,6 +82,8 @@ mod tag {
     pub const SNAPSHOT_ANSWER: i8 = 7;
     pub const PROPOSE: i8 = 8;
     pub const PROPOSE_ANSWER: i8 = 9;
+    pub const HEARTBEAT: i8 = 10;
+    pub const HEARTBEAT_ANSWER: i8 = 11;
 
     pub const PAYLOAD_BLANK: i8 = 0;
     pub const PAYLOAD_COMMAND: i8 = 1;
@@ -129,13 +145,17 @@ pub fn encode(message: &QuorumMessage) -> Bytes {
         }
         QuorumMessage::ProposeAnswer(outcome) => {
             out.put_i8(tag::PROPOSE_ANSWER);
-            match outcome {
-                Ok(()) => out.put_u8(0),
-                Err(why) => {
-                    out.put_u8(1);
-                    put_string(&mut out, why);
-                }
-            }
+            put_outcome(&mut out, outcome);
+        }
+        QuorumMessage::Heartbeat(beat) => {
+            out.put_i8(tag::HEARTBEAT);
+            out.put_i32(beat.broker.0);
+            out.put_i64(beat.epoch.0);
+            out.put_u8(beat.shutting_down as u8);
+        }
+        QuorumMessage::HeartbeatAnswer(outcome) => {
+            out.put_i8(tag::HEARTBEAT_ANSWER);
+            put_outcome(&mut out, outcome);
         }
     }
     out.freeze()
@@ -190,10 +210,13 @@ pub fn decode(bytes: &[u8]) -> Result<QuorumMessage, DecodeError> {
             vote: vote(&mut r)?,
         }),
         tag::PROPOSE => QuorumMessage::Propose(Command(r.bytes()?)),
-        tag::PROPOSE_ANSWER => QuorumMessage::ProposeAnswer(match flag(&mut r)? {
-            false => Ok(()),
-            true => Err(r.string()?),
+        tag::PROPOSE_ANSWER => QuorumMessage::ProposeAnswer(outcome(&mut r)?),
+        tag::HEARTBEAT => QuorumMessage::Heartbeat(BrokerHeartbeat {
+            broker: BrokerId(r.i32()?),
+            epoch: BrokerEpoch(r.i64()?),
+            shutting_down: flag(&mut r)?,
         }),
+        tag::HEARTBEAT_ANSWER => QuorumMessage::HeartbeatAnswer(outcome(&mut r)?),
         other => return Err(DecodeError(format!("unknown message kind {other}"))),
     };
     finished(&r)?;
@@ -219,6 +242,23 @@ fn finished(r: &FieldReader) -> Result<(), DecodeError> {
         0 => Ok(()),
         left => Err(DecodeError(format!("{left} bytes after the message"))),
     }
+}
+
+fn put_outcome(out: &mut BytesMut, outcome: &Result<(), String>) {
+    match outcome {
+        Ok(()) => out.put_u8(0),
+        Err(why) => {
+            out.put_u8(1);
+            put_string(out, why);
+        }
+    }
+}
+
+fn outcome(r: &mut FieldReader) -> Result<Result<(), String>, DecodeError> {
+    Ok(match flag(r)? {
+        false => Ok(()),
+        true => Err(r.string()?),
+    })
 }
 
 fn u64_field(r: &mut FieldReader) -> Result<u64, DecodeError> {
@@ -465,6 +505,13 @@ mod tests {
             QuorumMessage::Propose(Command(Bytes::from_static(b"records"))),
             QuorumMessage::ProposeAnswer(Ok(())),
             QuorumMessage::ProposeAnswer(Err("record 0 of the command: no such topic".into())),
+            QuorumMessage::Heartbeat(BrokerHeartbeat {
+                broker: BrokerId(2),
+                epoch: BrokerEpoch(7),
+                shutting_down: true,
+            }),
+            QuorumMessage::HeartbeatAnswer(Ok(())),
+            QuorumMessage::HeartbeatAnswer(Err("not the leader".into())),
         ]
     }
 

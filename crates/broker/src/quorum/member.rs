@@ -6,6 +6,7 @@
 //! A new quorum names its cluster once: its first leader commits a command with a fresh cluster
 //! id and no records; members propose nothing before they know it.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use openraft::BasicNode;
 use openraft_rt::WatchReceiver;
 use uuid::Uuid;
 
+use super::codec::BrokerHeartbeat;
+use super::heartbeats::Heartbeats;
 use super::log_store::MetadataLogStore;
 use super::network::{self, PeerConnection, QuorumNetwork};
 use super::state_machine::{bootstrap_command, command, MetadataMachine, Publish};
@@ -55,6 +58,8 @@ pub struct QuorumMember {
     machine: MetadataMachine<UringStorage>,
     /// Every voter's controller address, by node id.
     voters: BTreeMap<u64, BasicNode>,
+    /// The brokers' heartbeats, while this member leads.
+    heartbeats: Rc<RefCell<Heartbeats>>,
 }
 
 /// Raft's timing: heartbeats well inside the election timeout even on a loaded machine.
@@ -106,7 +111,8 @@ impl QuorumMember {
         let raft = MetadataRaft::new(node, raft_config()?, QuorumNetwork, log, machine.clone())
             .await
             .context("starting the metadata quorum")?;
-        glommio::spawn_local(network::serve(socket, raft.clone())).detach();
+        let heartbeats = Rc::new(RefCell::new(Heartbeats::default()));
+        glommio::spawn_local(network::serve(socket, raft.clone(), heartbeats.clone())).detach();
         if !raft.is_initialized().await? {
             // Every voter forms the quorum with the same voters: safe, one leader wins.
             if let Err(err) = raft.initialize(voters.clone()).await {
@@ -119,6 +125,7 @@ impl QuorumMember {
             raft,
             machine,
             voters,
+            heartbeats,
         });
         glommio::spawn_local(member.clone().name_the_cluster()).detach();
         glommio::spawn_local(member.clone().log_leader_changes()).detach();
@@ -150,10 +157,35 @@ impl QuorumMember {
                     leader.unwrap_or_default()
                 );
             }
+            if leader == Some(self.node) {
+                self.heartbeats.borrow_mut().lead(std::time::Instant::now());
+            } else {
+                self.heartbeats.borrow_mut().follow();
+            }
             known = leader;
             if metrics.changed().await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// The brokers' heartbeats as this member has heard them (none while it follows).
+    pub fn heartbeats(&self) -> &RefCell<Heartbeats> {
+        &self.heartbeats
+    }
+
+    /// Hands `beat` to the quorum's leader (this member or another) within `ttl`.
+    pub async fn heartbeat(&self, beat: BrokerHeartbeat, ttl: Duration) -> Result<(), String> {
+        let leader = self.raft.current_leader().await;
+        if leader == Some(self.node) {
+            return network::take_heartbeat(&self.heartbeats, beat);
+        }
+        let Some(node) = leader.and_then(|id| self.voters.get(&id)) else {
+            return Err("no quorum leader elected yet".into());
+        };
+        match PeerConnection::heartbeat(&node.addr, beat, ttl).await {
+            Ok(outcome) => outcome,
+            Err(err) => Err(format!("leader at {}: {err}", node.addr)),
         }
     }
 

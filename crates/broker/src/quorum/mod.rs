@@ -16,6 +16,7 @@
 //! on the shard that runs the Raft core (shard 0); nothing here crosses threads.
 
 pub mod codec;
+pub mod heartbeats;
 pub mod log_store;
 pub mod member;
 pub mod network;

@@ -9,7 +9,7 @@
 //! connections. A peer that sends a bad frame is logged and disconnected, never answered with a
 //! guess. Runs on the shard that runs the Raft core.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
@@ -27,7 +27,8 @@ use openraft::storage::RaftStateMachine;
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{AsyncRuntime, BasicNode, Raft, RaftNetworkFactory, RaftNetworkV2};
 
-use super::codec::{self, DecodeError, QuorumMessage};
+use super::codec::{self, BrokerHeartbeat, DecodeError, QuorumMessage};
+use super::heartbeats::Heartbeats;
 use super::runtime::GlommioRuntime;
 use super::types::QuorumTypes as Q;
 use crate::limits;
@@ -230,6 +231,23 @@ impl PeerConnection {
         }
     }
 
+    /// Tells the member at `addr` (the leader) that this broker is alive (or shutting down).
+    pub async fn heartbeat(
+        addr: &str,
+        beat: BrokerHeartbeat,
+        ttl: Duration,
+    ) -> io::Result<Result<(), String>> {
+        let mut connection = PeerConnection {
+            target: 0,
+            addr: addr.to_string(),
+            stream: None,
+        };
+        match connection.call(QuorumMessage::Heartbeat(beat), ttl).await? {
+            QuorumMessage::HeartbeatAnswer(outcome) => Ok(outcome),
+            other => Err(invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     async fn ask_vote(
         &mut self,
         request: QuorumMessage,
@@ -244,9 +262,12 @@ impl PeerConnection {
 }
 
 /// Accepts members' connections on the controller listener and answers their messages with
-/// `raft`, until the listener fails.
-pub async fn serve<SM>(listener: TcpListener, raft: Raft<Q, SM>)
-where
+/// `raft` (broker heartbeats go to `heartbeats`), until the listener fails.
+pub async fn serve<SM>(
+    listener: TcpListener,
+    raft: Raft<Q, SM>,
+    heartbeats: Rc<RefCell<Heartbeats>>,
+) where
     SM: RaftStateMachine<Q, SnapshotData = Bytes>,
 {
     let open = Rc::new(Cell::new(0usize));
@@ -266,8 +287,9 @@ where
         open.set(open.get() + 1);
         let raft = raft.clone();
         let open = open.clone();
+        let heartbeats = heartbeats.clone();
         glommio::spawn_local(async move {
-            if let Err(err) = serve_peer(stream, &raft).await {
+            if let Err(err) = serve_peer(stream, &raft, &heartbeats).await {
                 tracing::warn!(?peer, %err, "quorum connection closed");
             }
             open.set(open.get() - 1);
@@ -276,14 +298,43 @@ where
     }
 }
 
-async fn serve_peer<SM>(mut stream: TcpStream, raft: &Raft<Q, SM>) -> io::Result<()>
+async fn serve_peer<SM>(
+    mut stream: TcpStream,
+    raft: &Raft<Q, SM>,
+    heartbeats: &RefCell<Heartbeats>,
+) -> io::Result<()>
 where
     SM: RaftStateMachine<Q, SnapshotData = Bytes>,
 {
     stream.set_nodelay(true)?;
     while let Some(frame) = read_frame(&mut stream).await? {
-        let answer = answer(raft, codec::decode(&frame).map_err(invalid)?).await?;
+        let request = codec::decode(&frame).map_err(invalid)?;
+        let answer = match request {
+            QuorumMessage::Heartbeat(beat) => {
+                QuorumMessage::HeartbeatAnswer(take_heartbeat(heartbeats, beat))
+            }
+            request => answer(raft, request).await?,
+        };
         write_frame(&mut stream, &codec::encode(&answer)).await?;
+    }
+    Ok(())
+}
+
+/// Records `beat` if this member leads (the one place brokers' liveness is judged).
+pub fn take_heartbeat(
+    heartbeats: &RefCell<Heartbeats>,
+    beat: BrokerHeartbeat,
+) -> Result<(), String> {
+    let mut heartbeats = heartbeats.borrow_mut();
+    if !heartbeats.is_leading() {
+        return Err("this controller is not the quorum's leader".into());
+    }
+    let now = std::time::Instant::now();
+    if !heartbeats.record(beat.broker, beat.epoch, beat.shutting_down, now) {
+        return Err(format!(
+            "heartbeats from more than {} brokers",
+            limits::CLUSTER_BROKERS_MAX
+        ));
     }
     Ok(())
 }

@@ -326,7 +326,7 @@ async fn run_member(
     let raft = TestRaft::new(id, quorum_config(), QuorumNetwork, log, machine.clone())
         .await
         .unwrap();
-    glommio::spawn_local(network::serve(listener, raft.clone())).detach();
+    glommio::spawn_local(network::serve(listener, raft.clone(), Default::default())).detach();
     if id == 1 {
         raft.initialize(voters).await.unwrap();
     }

@@ -99,6 +99,11 @@ pub enum ControllerRequest {
     /// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) if it does not
     /// exist yet (the first FindCoordinator for it does).
     EnsureInternalTopic(String),
+    /// Fences and unfences brokers, and moves partition leadership, to match the brokers alive
+    /// at their epochs (`liveness::decide`). Only the quorum's leader asks.
+    ReconcileLiveness {
+        live: BTreeMap<BrokerId, BrokerEpoch>,
+    },
 }
 
 /// Per-topic outcome: the topic as it now stands, or an error code with a message.
@@ -318,6 +323,10 @@ pub fn decide(
             Ok(records) => (records, ControllerResponse::Broker(Ok(()))),
             Err(refusal) => (Vec::new(), ControllerResponse::Broker(Err(refusal))),
         },
+        ControllerRequest::ReconcileLiveness { live } => (
+            super::liveness::decide(image, &live),
+            ControllerResponse::Broker(Ok(())),
+        ),
         ControllerRequest::AllocateProducerIds {
             broker,
             broker_epoch,
@@ -717,7 +726,12 @@ impl Controller {
         }
         let quorum = self.quorum.borrow().clone();
         if let Some(quorum) = quorum {
-            return quorum.propose(&records).await.map_err(CommitError::Quorum);
+            quorum
+                .propose(&records)
+                .await
+                .map_err(CommitError::Quorum)?;
+            log_liveness_changes(&records);
+            return Ok(());
         }
         let mut image = (*shard.image()).clone();
         for record in &records {
@@ -751,6 +765,28 @@ impl Controller {
             .map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
         futures::future::join_all(calls).await;
         Ok(())
+    }
+}
+
+/// Logs the brokers a commit fenced or unfenced, and how many partitions changed leader.
+fn log_liveness_changes(records: &[MetadataRecord]) {
+    let mut moved = 0usize;
+    for record in records {
+        match record {
+            MetadataRecord::FenceBroker { id, epoch } => {
+                tracing::info!("fenced broker {} (epoch {})", id.0, epoch.0)
+            }
+            MetadataRecord::UnfenceBroker { id, epoch } => {
+                tracing::info!("unfenced broker {} (epoch {})", id.0, epoch.0)
+            }
+            MetadataRecord::PartitionChange {
+                leader: Some(_), ..
+            } => moved += 1,
+            _ => {}
+        }
+    }
+    if moved > 0 {
+        tracing::info!("{moved} partitions have a new leader term");
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod assignment;
 pub mod controller;
 mod io_workers;
+mod liveness;
 pub mod producer_ids;
 pub mod router;
 pub mod runtime;
@@ -27,7 +28,7 @@ use crate::error::{ErrorCode, ProduceError};
 use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::limits;
-use crate::metadata::records::BrokerId;
+use crate::metadata::records::{BrokerId, LeaderEpoch};
 use crate::metadata::{partition_dir, shard_of, MetadataImage, TopicMeta};
 use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
@@ -54,6 +55,8 @@ pub struct FetchItem {
     /// isolation_level read_committed: stop at the last stable offset and report aborted
     /// transactions.
     pub read_committed: bool,
+    /// The leader epoch the client knows (v9+), or -1.
+    pub current_leader_epoch: i32,
 }
 
 /// What a fetch read from one partition.
@@ -77,8 +80,17 @@ pub struct Marker {
     pub coordinator_epoch: i32,
 }
 
-/// A ListOffsets answer: (timestamp, offset).
-pub type OffsetAnswer = Result<(i64, Offset), ErrorCode>;
+/// An offset ListOffsets found: the record's timestamp (-1 for earliest and latest), its offset,
+/// and the partition's leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetFound {
+    pub timestamp: i64,
+    pub offset: Offset,
+    pub leader_epoch: LeaderEpoch,
+}
+
+/// A ListOffsets answer.
+pub type OffsetAnswer = Result<OffsetFound, ErrorCode>;
 
 /// Work one shard asks of another.
 #[derive(Debug)]
@@ -101,8 +113,9 @@ pub enum ShardRequest {
         items: Vec<(TopicPartition, Offset)>,
         max_wait: Duration,
     },
+    /// ListOffsets: (partition, (timestamp, the client's leader epoch or -1)).
     ListOffsets {
-        items: Vec<(TopicPartition, i64)>,
+        items: Vec<(TopicPartition, (i64, i32))>,
     },
     /// DeleteRecords: move each partition's log start to the offset (-1: the high watermark).
     DeleteRecords {
@@ -205,6 +218,29 @@ impl Shard {
         Err(self.not_open_error(tp))
     }
 
+    /// The partition, if this broker leads it under the leader epoch the client names (-1: any);
+    /// else the error Kafka answers (`Partition::check_leader`).
+    pub(crate) fn led_partition(
+        &self,
+        tp: &TopicPartition,
+        client_epoch: i32,
+    ) -> Result<PartitionRef<UringStorage>, ErrorCode> {
+        let partition = self.partition(tp)?;
+        partition.borrow().check_leader(client_epoch)?;
+        Ok(partition)
+    }
+
+    /// Whether this broker leads `tp` in `image`, and under which leader epoch.
+    fn leadership_in(&self, image: &MetadataImage, tp: &TopicPartition) -> (bool, LeaderEpoch) {
+        let me = BrokerId(self.config.node_id);
+        image
+            .topic(&tp.topic)
+            .and_then(|t| t.partition_states.get(tp.partition.0 as usize))
+            .map_or((false, LeaderEpoch(0)), |s| {
+                (s.leader == me, s.leader_epoch)
+            })
+    }
+
     /// The answer for a partition this shard has not opened: one the metadata names is on its
     /// way (being opened, or its topic just created here) and worth a retry after a metadata
     /// refresh, as Kafka answers for a partition it has not become leader of yet; anything else
@@ -280,7 +316,7 @@ impl Shard {
                 ShardRequest::DeleteRecords { items } => {
                     let mut results = Vec::with_capacity(items.len());
                     for (tp, offset) in items {
-                        results.push(match self.partition(&tp) {
+                        results.push(match self.led_partition(&tp, -1) {
                             Ok(p) => partition::delete_records(&p, offset).await,
                             Err(code) => Err(code),
                         });
@@ -352,7 +388,7 @@ impl Shard {
             let result = if self.is_stopping() {
                 Err(ErrorCode::NotLeaderOrFollower.into())
             } else {
-                self.partition(tp)
+                self.led_partition(tp, -1)
                     .map_err(ProduceError::from)
                     .and_then(|p| {
                         let outcome = p.borrow_mut().append(records, now);
@@ -452,7 +488,7 @@ impl Shard {
             span: None,
             aborted: Vec::new(),
         };
-        let partition = match self.partition(&item.tp) {
+        let partition = match self.led_partition(&item.tp, item.current_leader_epoch) {
             Ok(p) => p,
             Err(code) => return failed(code, None),
         };
@@ -551,32 +587,46 @@ impl Shard {
         let _ = select(select_all(arrivals), timeout).await;
     }
 
-    async fn list_offsets_local(&self, items: Vec<(TopicPartition, i64)>) -> Vec<OffsetAnswer> {
+    async fn list_offsets_local(
+        &self,
+        items: Vec<(TopicPartition, (i64, i32))>,
+    ) -> Vec<OffsetAnswer> {
         let mut answers = Vec::with_capacity(items.len());
-        for (tp, timestamp) in items {
-            answers.push(self.list_offset(&tp, timestamp).await);
+        for (tp, (timestamp, client_epoch)) in items {
+            answers.push(self.list_offset(&tp, timestamp, client_epoch).await);
         }
         answers
     }
 
-    async fn list_offset(&self, tp: &TopicPartition, timestamp: i64) -> OffsetAnswer {
+    async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        timestamp: i64,
+        client_epoch: i32,
+    ) -> OffsetAnswer {
         const LATEST: i64 = -1;
         const EARLIEST: i64 = -2;
-        let partition = self.partition(tp)?;
+        let partition = self.led_partition(tp, client_epoch)?;
         let offsets = partition.borrow().offsets();
+        let leader_epoch = partition.borrow().leader_epoch();
+        let found = |timestamp, offset| OffsetFound {
+            timestamp,
+            offset,
+            leader_epoch,
+        };
         match timestamp {
-            LATEST => Ok((-1, offsets.high_watermark)),
-            EARLIEST => Ok((-1, offsets.log_start)),
+            LATEST => Ok(found(-1, offsets.high_watermark)),
+            EARLIEST => Ok(found(-1, offsets.log_start)),
             t if t < 0 => Err(ErrorCode::InvalidRequest),
             t => {
-                let found = match partition::cursor_for_timestamp(&partition, t).await {
+                let located = match partition::cursor_for_timestamp(&partition, t).await {
                     Ok(Some(cursor)) => cursor.find_timestamp(t, offsets.log_start).await,
                     Ok(None) => Ok(None),
                     Err(err) => Err(err),
                 };
-                match found {
-                    Ok(Some((offset, ts))) => Ok((ts, offset)),
-                    Ok(None) => Ok((-1, Offset(-1))),
+                match located {
+                    Ok(Some((offset, ts))) => Ok(found(ts, offset)),
+                    Ok(None) => Ok(found(-1, Offset(-1))),
                     Err(err) => {
                         tracing::error!("list offsets {tp} at {t}: {err}");
                         Err(ErrorCode::KafkaStorageError)
@@ -615,6 +665,8 @@ impl Shard {
                 if p.log_config() != &topic.log_config {
                     p.set_log_config(topic.log_config.clone());
                 }
+                let (leading, epoch) = self.leadership_in(&image, tp);
+                p.set_leadership(leading, epoch);
             }
         }
         self.remove_stale_directories(&old, &image);
@@ -701,6 +753,9 @@ impl Shard {
                         rebuilt += 1;
                         tracing::debug!("recovered {tp}: {report:?}");
                     }
+                    let mut partition = partition;
+                    let (leading, epoch) = self.leadership_in(&self.image(), &tp);
+                    partition.set_leadership(leading, epoch);
                     self.partitions
                         .borrow_mut()
                         .insert(tp, Rc::new(RefCell::new(partition)));

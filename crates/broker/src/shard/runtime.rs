@@ -15,6 +15,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::controller::Controller;
+use super::liveness;
 use super::router::{self, Envelope, Router};
 use super::{Shard, ShardRequest};
 use crate::config::Config;
@@ -277,10 +278,11 @@ async fn shard_main(
         shard.partitions.borrow().len(),
         bound.join(",")
     );
+    let mut member = None;
     if id == 0 {
         start_admin_endpoint(&shard);
         if config.in_quorum() {
-            join_metadata_quorum(&shard).await?;
+            member = Some(join_metadata_quorum(&shard).await?);
         }
     }
     glommio::spawn_local(shard.clone().retention_loop()).detach();
@@ -294,6 +296,12 @@ async fn shard_main(
     .detach();
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL_INTERVAL).await;
+    }
+    if let Some(member) = &member {
+        liveness::leave(&shard, member).await;
+    } else if config.in_quorum() {
+        // Serve until shard 0's controlled shutdown has fenced the broker (or given up).
+        liveness::wait_until_fenced(&shard).await;
     }
     let clean = shard.close_all().await;
     if let Some(stats) = shard.router.stats_summary() {
@@ -309,7 +317,7 @@ async fn shard_main(
 /// Shard 0 of a quorum member: starts the member, commits this broker's metadata changes
 /// through it from now on, and registers the broker once the cluster is named. Every image the
 /// quorum applies is installed on every shard.
-async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<()> {
+async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<Rc<QuorumMember>> {
     let weak = Rc::downgrade(shard);
     let publish: Publish = Box::new(move |image| {
         let weak = weak.clone();
@@ -327,18 +335,25 @@ async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<()> {
         .as_ref()
         .expect("shard 0 runs the controller")
         .join_quorum(member.clone());
-    glommio::spawn_local(register_broker(shard.clone(), member)).detach();
-    Ok(())
+    glommio::spawn_local(register_broker(shard.clone(), member.clone())).detach();
+    glommio::spawn_local(liveness::fence_silent_brokers(
+        shard.clone(),
+        member.clone(),
+    ))
+    .detach();
+    Ok(member)
 }
 
 /// Registers this broker (its endpoints, a new incarnation, the next broker epoch) with the
-/// quorum, retrying until the quorum has a leader and a cluster id.
+/// quorum, retrying until the quorum has a leader and a cluster id; then heartbeats.
 async fn register_broker(shard: Rc<Shard>, member: Rc<QuorumMember>) {
     let retry = Duration::from_millis(limits::QUORUM_RETRY_INTERVAL_MS);
     loop {
         let image = member.image();
         if !image.cluster_id.is_empty() {
-            let registration = metadata::registration(&shard.config, &image);
+            // Fenced until its first heartbeat at the new epoch reaches the leader (as Kafka's
+            // brokers register), so that it leads under a new term.
+            let registration = metadata::registration(&shard.config, &image, true);
             let epoch = registration.epoch;
             match member
                 .propose(&[MetadataRecord::RegisterBroker(registration)])
@@ -350,6 +365,7 @@ async fn register_broker(shard: Rc<Shard>, member: Rc<QuorumMember>) {
                         image.cluster_id,
                         epoch.0
                     );
+                    liveness::heartbeat(shard, member, epoch).await;
                     return;
                 }
                 Err(err) => tracing::debug!("registering: {err}"),

@@ -98,7 +98,8 @@ pub async fn call_controller(
             changes.iter().map(|(n, _)| n.clone()).collect()
         }
         ControllerRequest::AllocateProducerIds { .. }
-        | ControllerRequest::AlterBrokerConfigs { .. } => Vec::new(),
+        | ControllerRequest::AlterBrokerConfigs { .. }
+        | ControllerRequest::ReconcileLiveness { .. } => Vec::new(),
         ControllerRequest::EnsureInternalTopic(name) => vec![name.clone()],
     };
     match shard

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use futures::future::{join_all, select_all, FutureExt};
 use kafka_protocol::messages::FetchRequest;
 
+use super::coordinator::Client;
+use super::leader_hints::LeaderHints;
 use crate::error::ErrorCode;
 use crate::limits;
 use crate::metrics;
@@ -33,6 +35,9 @@ use crate::types::{Offset, ShardId, TopicPartition};
 
 pub const VERSIONS: (i16, i16) = (4, 12);
 
+/// The first version whose partitions tell a refused client where the leader is (`CurrentLeader`).
+const LEADER_HINT_VERSION: i16 = 12;
+
 /// One requested partition, in request order.
 struct Wanted {
     topic_index: usize,
@@ -40,7 +45,12 @@ struct Wanted {
     item: Option<FetchItem>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> Vec<TopicAnswer> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: FetchRequest,
+    version: i16,
+    client: &Client,
+) -> Vec<TopicAnswer> {
     let wanted = resolve(shard, &request);
     let max_wait =
         Duration::from_millis((request.max_wait_ms.max(0) as u64).min(limits::FETCH_MAX_WAIT_MS));
@@ -59,7 +69,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, _version: i16) -> 
             || wanted.iter().all(|w| w.item.is_none())
         {
             served(shard, &wanted, &results);
-            return build_response(&request, wanted, results);
+            let hints = LeaderHints::new(shard, client, version >= LEADER_HINT_VERSION);
+            return build_response(&request, wanted, results, hints);
         }
         wait_for_data(shard, &wanted, &results, deadline - now).await;
     }
@@ -82,6 +93,7 @@ fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
                 offset: Offset(p.fetch_offset),
                 partition_max_bytes: fetch_sizing::partition_max_bytes(p.partition_max_bytes),
                 read_committed,
+                current_leader_epoch: p.current_leader_epoch,
             });
             wanted.push(Wanted {
                 topic_index,
@@ -256,6 +268,7 @@ fn build_response(
     request: &FetchRequest,
     wanted: Vec<Wanted>,
     results: Vec<FetchResult>,
+    mut hints: LeaderHints,
 ) -> Vec<TopicAnswer> {
     let mut topics: Vec<TopicAnswer> = request
         .topics
@@ -267,7 +280,11 @@ fn build_response(
         .collect();
     for (w, r) in wanted.into_iter().zip(results) {
         let offsets = r.offsets;
+        let current_leader = hints
+            .hint(&topics[w.topic_index].name, w.partition, r.error)
+            .map(|hint| (hint.leader.0, hint.epoch));
         topics[w.topic_index].partitions.push(PartitionAnswer {
+            current_leader,
             partition: w.partition,
             error_code: r.error.code(),
             high_watermark: offsets.map(|o| o.high_watermark.0).unwrap_or(-1),

@@ -1,5 +1,6 @@
 //! ListOffsets (key 2): earliest (-2), latest (-1, the high watermark, which is also the last
-//! stable offset until transactions exist) and by timestamp, from the owning shards.
+//! stable offset until transactions exist) and by timestamp, from the owning shards, which
+//! refuse partitions this broker does not lead under the client's leader epoch (v4+).
 
 use std::rc::Rc;
 
@@ -10,8 +11,7 @@ use kafka_protocol::messages::ListOffsetsRequest;
 
 use super::scatter::{route, scatter, Routed};
 use crate::error::ErrorCode;
-use crate::shard::{Shard, ShardRequest, ShardResponse};
-use crate::types::Offset;
+use crate::shard::{OffsetFound, Shard, ShardRequest, ShardResponse};
 
 pub const VERSIONS: (i16, i16) = (1, 6);
 
@@ -20,16 +20,17 @@ pub async fn handle(
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
-    // The leader epoch field exists from v4; earlier versions must leave it at its default.
-    let leader_epoch = if version >= 4 { 0 } else { -1 };
+    // The leader epoch fields exist from v4; earlier versions must leave them at their defaults.
+    let epochs = version >= 4;
     let topics = request.topics.iter().map(|t| {
-        let partitions = t
-            .partitions
-            .iter()
-            .map(|p| (p.partition_index, p.timestamp));
+        let partitions = t.partitions.iter().map(|p| {
+            let client_epoch = if epochs { p.current_leader_epoch } else { -1 };
+            (p.partition_index, (p.timestamp, client_epoch))
+        });
         (t.name.0.as_str(), partitions.collect())
     });
-    let (items, mut answers): Routed<i64, (i64, Offset)> = route(&shard.image(), topics, |_| None);
+    let (items, mut answers): Routed<(i64, i32), OffsetFound> =
+        route(&shard.image(), topics, |_| None);
     let request_for = |items| ShardRequest::ListOffsets { items };
     let answers_of = |response| match response {
         ShardResponse::ListOffsets(results) => Some(results),
@@ -52,10 +53,10 @@ pub async fn handle(
                         .remove(&(ti, pi))
                         .unwrap_or(Err(ErrorCode::UnknownServerError))
                     {
-                        Ok((timestamp, offset)) => response
-                            .with_timestamp(timestamp)
-                            .with_offset(offset.0)
-                            .with_leader_epoch(leader_epoch),
+                        Ok(found) => response
+                            .with_timestamp(found.timestamp)
+                            .with_offset(found.offset.0)
+                            .with_leader_epoch(if epochs { found.leader_epoch.0 } else { -1 }),
                         Err(code) => response
                             .with_error_code(code.code())
                             .with_timestamp(-1)

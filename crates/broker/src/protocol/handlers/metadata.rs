@@ -49,12 +49,12 @@ pub async fn handle(
         None => image
             .topics
             .values()
-            .map(|t| describe_topic(version, t))
+            .map(|t| describe_topic(version, &image, t))
             .collect(),
         Some(names) => names
             .into_iter()
             .map(|name| match name.as_deref().and_then(|n| image.topic(n)) {
-                Some(topic) => describe_topic(version, topic),
+                Some(topic) => describe_topic(version, &image, topic),
                 None => unknown_topic(name),
             })
             .collect(),
@@ -70,14 +70,24 @@ pub async fn handle(
 }
 
 /// Every registered, unfenced broker at its address on the listener the request came in on;
-/// this broker always (before its registration is applied, it is the one clients reached).
+/// this broker too before its registration is applied (it is the one clients reached), but not
+/// while the metadata has it fenced (it leads nothing then: clients are better sent elsewhere).
 fn brokers(shard: &Shard, image: &MetadataImage, client: &Client) -> Vec<MetadataResponseBroker> {
     let me = shard.config.node_id;
     let (host, port) = advertised(shard, client);
-    let mut brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(BrokerId(me))
-        .with_host(host)
-        .with_port(port)];
+    let fenced = image
+        .brokers
+        .get(&crate::metadata::records::BrokerId(me))
+        .is_some_and(|b| b.fenced);
+    let mut brokers = Vec::new();
+    if !fenced {
+        brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(me))
+                .with_host(host)
+                .with_port(port),
+        );
+    }
     for broker in image.brokers.values().filter(|b| !b.fenced && b.id.0 != me) {
         let endpoint = broker
             .endpoints
@@ -150,21 +160,35 @@ async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     }
 }
 
-fn describe_topic(version: i16, topic: &Arc<TopicMeta>) -> MetadataResponseTopic {
-    let ids = |brokers: &[crate::metadata::records::BrokerId]| {
-        brokers.iter().map(|b| BrokerId(b.0)).collect::<Vec<_>>()
+/// A topic's partitions as the image has them: a partition without a leader (its replicas'
+/// brokers fenced) answers LEADER_NOT_AVAILABLE, and replicas on fenced brokers are offline.
+fn describe_topic(
+    version: i16,
+    image: &MetadataImage,
+    topic: &Arc<TopicMeta>,
+) -> MetadataResponseTopic {
+    let ids = |brokers: &mut dyn Iterator<Item = &crate::metadata::records::BrokerId>| {
+        brokers.map(|b| BrokerId(b.0)).collect::<Vec<_>>()
     };
     let partitions = topic
         .partition_states
         .iter()
         .zip(0..)
         .map(|(state, p)| {
+            let error = if state.leader == crate::metadata::records::BrokerId::NONE {
+                ErrorCode::LeaderNotAvailable
+            } else {
+                ErrorCode::None
+            };
+            let mut offline = state.replicas.iter().filter(|r| !image.is_live(**r));
             MetadataResponsePartition::default()
+                .with_error_code(error.code())
                 .with_partition_index(p)
                 .with_leader_id(BrokerId(state.leader.0))
                 .with_leader_epoch(state.leader_epoch.0)
-                .with_replica_nodes(ids(&state.replicas))
-                .with_isr_nodes(ids(&state.isr))
+                .with_replica_nodes(ids(&mut state.replicas.iter()))
+                .with_isr_nodes(ids(&mut state.isr.iter()))
+                .with_offline_replicas(ids(&mut offline))
         })
         .collect();
     MetadataResponseTopic::default()

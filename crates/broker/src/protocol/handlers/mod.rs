@@ -24,6 +24,7 @@ pub mod find_coordinator;
 pub mod heartbeat;
 pub mod init_producer_id;
 pub mod join_group;
+pub mod leader_hints;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
@@ -60,14 +61,16 @@ pub async fn dispatch(
 ) -> Option<Reply> {
     let message = match request {
         RequestKind::Fetch(r) => {
-            let topics = fetch::handle(shard, r, version).await;
+            let topics = fetch::handle(shard, r, version, client).await;
             return Some(Reply::Chunks(fetch_frame::encode_body(version, &topics)));
         }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(shard, r, version, client).await)
         }
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(shard, r, version).await?),
+        RequestKind::Produce(r) => {
+            ResponseKind::Produce(produce::handle(shard, r, version, client).await?)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await)
         }

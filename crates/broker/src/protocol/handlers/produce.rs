@@ -13,6 +13,8 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::protocol::StrBytes;
 
+use super::coordinator::Client;
+use super::leader_hints::LeaderHints;
 use super::scatter::{known, scatter, Slot};
 use crate::error::{ErrorCode, ProduceError};
 use crate::metadata::is_internal_topic;
@@ -25,10 +27,14 @@ pub const VERSIONS: (i16, i16) = (3, 11);
 /// The first version whose response carries `record_errors` and `error_message` (KIP-467).
 const RECORD_ERRORS_VERSION: i16 = 8;
 
+/// The first version whose response tells a client where a partition's leader went (KIP-951).
+const LEADER_HINT_VERSION: i16 = 10;
+
 pub async fn handle(
     shard: &Rc<Shard>,
     request: ProduceRequest,
     version: i16,
+    client: &Client,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let image = shard.image();
@@ -75,6 +81,7 @@ pub async fn handle(
     if acks == 0 {
         return None;
     }
+    let mut hints = LeaderHints::new(shard, client, version >= LEADER_HINT_VERSION);
     let responses = request
         .topic_data
         .iter()
@@ -95,7 +102,10 @@ pub async fn handle(
                         Ok(o) => response
                             .with_base_offset(o.base_offset.0)
                             .with_log_append_time_ms(o.log_append_time),
-                        Err(refused) => refusal(response, refused, version),
+                        Err(refused) => {
+                            let hint = hints.for_refusal(&topic.name.0, data.index, refused.code);
+                            refusal(response, refused, version).with_current_leader(hint)
+                        }
                     }
                 })
                 .collect();
@@ -104,7 +114,11 @@ pub async fn handle(
                 .with_partition_responses(partitions)
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(hints.endpoints()),
+    )
 }
 
 /// A refused partition's response: its code and, from v8, which records were refused and why.
