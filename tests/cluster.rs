@@ -254,6 +254,16 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         "three live brokers",
         |b, _| b == [1, 2, 3],
     );
+    let described: DescribeClusterResponse = try_call(
+        &mut connect(&cluster.brokers[1]),
+        ApiKey::DescribeCluster,
+        1,
+        &DescribeClusterRequest::default().with_endpoint_type(1),
+    )
+    .unwrap();
+    let mut ids: Vec<i32> = described.brokers.iter().map(|b| b.broker_id.0).collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3], "DescribeCluster lists every live broker");
 
     // A topic created through one broker reaches all three, its partitions spread over them.
     create_topic(&cluster.brokers[1], "orders", 6);

@@ -63,6 +63,8 @@ pub enum ErrorCode {
     ProducerFenced,
     /// A broker asked with a registration epoch that is not its current one.
     StaleBrokerEpoch,
+    /// DescribeCluster for endpoints this node does not have (KIP-919).
+    UnsupportedEndpointType,
 }
 
 impl ErrorCode {
@@ -123,6 +125,7 @@ impl ErrorCode {
             ErrorCode::UnstableOffsetCommit => 88,
             ErrorCode::ProducerFenced => 90,
             ErrorCode::StaleBrokerEpoch => 77,
+            ErrorCode::UnsupportedEndpointType => 115,
         }
     }
 }

@@ -453,14 +453,8 @@ fn new_topic(
             format!("partitions must be 1..={}", limits::TOPIC_PARTITIONS_MAX),
         );
     }
-    if topic.assignment.is_empty()
-        && topic.replication_factor != -1
-        && topic.replication_factor != 1
-    {
-        return fail(
-            ErrorCode::InvalidReplicationFactor,
-            "replication factor must be 1: partitions are not replicated yet",
-        );
+    if topic.assignment.is_empty() {
+        check_replication_factor(image, topic.replication_factor)?;
     }
     let defaults = image
         .log_defaults(&image.static_log_config)
@@ -496,6 +490,30 @@ fn new_topic(
             .map(|(p, replicas)| partition_record(id, p as i32, replicas)),
     );
     Ok(records)
+}
+
+/// A requested replication factor (-1: the default, 1) against the live brokers, with Kafka's
+/// messages; anything above 1 is refused for now (partitions are not replicated yet).
+fn check_replication_factor(image: &MetadataImage, replication_factor: i16) -> Result<(), Refusal> {
+    let live = registered_brokers(image).len().max(1);
+    match replication_factor {
+        -1 | 1 => Ok(()),
+        rf if rf < 1 => fail(
+            ErrorCode::InvalidReplicationFactor,
+            "Replication factor must be larger than 0, or -1 to use the default value.",
+        ),
+        rf if rf as usize > live => fail(
+            ErrorCode::InvalidReplicationFactor,
+            format!(
+                "Unable to replicate the partition {rf} time(s): The target replication factor \
+                 of {rf} cannot be reached because only {live} broker(s) are registered."
+            ),
+        ),
+        _ => fail(
+            ErrorCode::InvalidReplicationFactor,
+            "replication factor must be 1: partitions are not replicated yet",
+        ),
+    }
 }
 
 /// One replica per partition, placed round-robin over the registered brokers by partition
@@ -852,6 +870,35 @@ mod tests {
         ControllerRequest::CreateTopics {
             topics,
             validate_only,
+        }
+    }
+
+    #[test]
+    fn a_replication_factor_above_the_live_brokers_is_refused_as_kafka_words_it() {
+        let config = Config::default();
+        let image = registered(&config);
+        for (rf, says) in [
+            (
+                3,
+                "cannot be reached because only 1 broker(s) are registered",
+            ),
+            (0, "must be larger than 0"),
+        ] {
+            let request = ControllerRequest::CreateTopics {
+                topics: vec![NewTopic {
+                    replication_factor: rf,
+                    ..topic("r", 1)
+                }],
+                validate_only: false,
+            };
+            let decision = decide(&image, &config, request, &mut Uuid::new_v4);
+            let ControllerResponse::Topics(outcomes) = decision.response else {
+                panic!("topics answer")
+            };
+            let (code, message) = outcomes[0].1.clone().unwrap_err();
+            assert_eq!(code, ErrorCode::InvalidReplicationFactor);
+            assert!(message.contains(says), "{message}");
+            assert!(decision.records.is_empty());
         }
     }
 

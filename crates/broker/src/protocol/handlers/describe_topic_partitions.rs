@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::error::ErrorCode;
 use crate::limits::DESCRIBE_TOPIC_PARTITIONS_MAX;
-use crate::metadata::{is_internal_topic, TopicMeta};
+use crate::metadata::{is_internal_topic, records, MetadataImage, TopicMeta};
 use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (0, 0);
@@ -68,7 +68,7 @@ pub fn handle(
             break;
         }
         let last = meta.partitions.min(first.saturating_add(budget));
-        topics.push(describe(shard, meta, first..last));
+        topics.push(describe(&image, meta, first..last));
         budget -= (last - first).max(0);
         if last < meta.partitions {
             next_cursor = Some(cursor(name, last));
@@ -86,21 +86,33 @@ fn cursor(topic: &str, partition: i32) -> Cursor {
         .with_partition_index(partition)
 }
 
-/// One topic with the given partitions: this broker leads and is the only replica of each.
+/// One topic with the given partitions as the image has them: a partition without a leader
+/// answers LEADER_NOT_AVAILABLE, as Metadata does. No eligible leader replicas (KIP-966) yet.
 fn describe(
-    shard: &Shard,
+    image: &MetadataImage,
     topic: &Arc<TopicMeta>,
     partitions: std::ops::Range<i32>,
 ) -> DescribeTopicPartitionsResponseTopic {
-    let node = BrokerId(shard.config.node_id);
+    let ids = |brokers: &mut dyn Iterator<Item = &records::BrokerId>| {
+        brokers.map(|b| BrokerId(b.0)).collect::<Vec<_>>()
+    };
     let partitions = partitions
-        .map(|p| {
+        .filter_map(|p| Some((p, topic.partition_states.get(p as usize)?)))
+        .map(|(p, state)| {
+            let error = if state.leader == records::BrokerId::NONE {
+                ErrorCode::LeaderNotAvailable
+            } else {
+                ErrorCode::None
+            };
+            let mut offline = state.replicas.iter().filter(|r| !image.is_live(**r));
             DescribeTopicPartitionsResponsePartition::default()
+                .with_error_code(error.code())
                 .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_leader_id(BrokerId(state.leader.0))
+                .with_leader_epoch(state.leader_epoch.0)
+                .with_replica_nodes(ids(&mut state.replicas.iter()))
+                .with_isr_nodes(ids(&mut state.isr.iter()))
+                .with_offline_replicas(ids(&mut offline))
                 .with_eligible_leader_replicas(Some(vec![]))
                 .with_last_known_elr(Some(vec![]))
         })

@@ -13,8 +13,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::advertised;
 use super::coordinator::Client;
+use super::live_brokers;
 use crate::error::ErrorCode;
 use crate::metadata::{is_internal_topic, is_valid_topic_name, MetadataImage, TopicMeta};
 use crate::shard::controller::{ControllerRequest, NewTopic};
@@ -69,40 +69,17 @@ pub async fn handle(
         .with_topics(topics)
 }
 
-/// Every registered, unfenced broker at its address on the listener the request came in on;
-/// this broker too before its registration is applied (it is the one clients reached), but not
-/// while the metadata has it fenced (it leads nothing then: clients are better sent elsewhere).
+/// The live brokers, as Metadata lists them.
 fn brokers(shard: &Shard, image: &MetadataImage, client: &Client) -> Vec<MetadataResponseBroker> {
-    let me = shard.config.node_id;
-    let (host, port) = advertised(shard, client);
-    let fenced = image
-        .brokers
-        .get(&crate::metadata::records::BrokerId(me))
-        .is_some_and(|b| b.fenced);
-    let mut brokers = Vec::new();
-    if !fenced {
-        brokers.push(
+    live_brokers(shard, image, client)
+        .into_iter()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(me))
-                .with_host(host)
-                .with_port(port),
-        );
-    }
-    for broker in image.brokers.values().filter(|b| !b.fenced && b.id.0 != me) {
-        let endpoint = broker
-            .endpoints
-            .iter()
-            .find(|e| *e.name == *client.listener);
-        if let Some(endpoint) = endpoint {
-            brokers.push(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(broker.id.0))
-                    .with_host(StrBytes::from_string(endpoint.host.clone()))
-                    .with_port(i32::from(endpoint.port)),
-            );
-        }
-    }
-    brokers
+                .with_node_id(BrokerId(b.id))
+                .with_host(b.host)
+                .with_port(b.port)
+        })
+        .collect()
 }
 
 /// `None`: all topics. Names may be missing (a topic id this broker does not know).

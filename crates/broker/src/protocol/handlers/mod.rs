@@ -42,6 +42,8 @@ use std::rc::Rc;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::metadata::records::BrokerId;
+use crate::metadata::MetadataImage;
 use crate::protocol::fetch_frame;
 use crate::shard::Shard;
 use crate::storage::payload::Payload;
@@ -86,8 +88,8 @@ pub async fn dispatch(
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(shard, r, version))
         }
-        RequestKind::DescribeCluster(_) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(shard, client))
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(shard, r, client))
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(init_producer_id::handle(shard, r).await)
@@ -158,6 +160,45 @@ pub async fn dispatch(
         }
     };
     Some(Reply::Message(Box::new(message)))
+}
+
+/// A broker clients may connect to, at its address on their listener.
+pub struct LiveBroker {
+    pub id: i32,
+    pub host: StrBytes,
+    pub port: i32,
+}
+
+/// Every registered, unfenced broker at its address on the listener the request came in on;
+/// this broker too before its registration is applied (it is the one clients reached), but not
+/// while the metadata has it fenced (it leads nothing then: clients are better sent elsewhere).
+/// What Metadata and DescribeCluster list.
+pub fn live_brokers(
+    shard: &Shard,
+    image: &MetadataImage,
+    client: &coordinator::Client,
+) -> Vec<LiveBroker> {
+    let me = shard.config.node_id;
+    let mut brokers = Vec::new();
+    let fenced = image.brokers.get(&BrokerId(me)).is_some_and(|b| b.fenced);
+    if !fenced {
+        let (host, port) = advertised(shard, client);
+        brokers.push(LiveBroker { id: me, host, port });
+    }
+    for broker in image.brokers.values().filter(|b| !b.fenced && b.id.0 != me) {
+        let endpoint = broker
+            .endpoints
+            .iter()
+            .find(|e| *e.name == *client.listener);
+        if let Some(endpoint) = endpoint {
+            brokers.push(LiveBroker {
+                id: broker.id.0,
+                host: StrBytes::from_string(endpoint.host.clone()),
+                port: i32::from(endpoint.port),
+            });
+        }
+    }
+    brokers
 }
 
 /// The host and port `client` should connect to: as Kafka answers, the advertised address of
