@@ -37,3 +37,60 @@ stop_broker() {
 broker_failed() {
     echo "$*"; echo "broker log:"; cat "$dir/broker.log"; kill -9 "$pid"; exit 1
 }
+
+# start_cluster SLUICE: three fresh brokers, one shard each, every one a voter of the metadata
+# quorum; waits until the quorum has unfenced all three. Sets $cluster_dir, $cluster_pids and
+# $cluster_bootstraps (host:port of brokers 1, 2, 3). stop_cluster: SIGTERM each, wait, clean up.
+start_cluster() {
+    cluster_dir=$(mktemp -d)
+    local ports voters="" i
+    ports=$(python3 -c 'import socket
+ss=[socket.socket() for _ in range(6)]
+[s.bind(("127.0.0.1",0)) for s in ss]
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+    read -r -a ports <<< "$ports"
+    for i in 1 2 3; do
+        voters+="${voters:+,}$i@127.0.0.1:${ports[$((2 * i - 1))]}"
+    done
+    cluster_pids=()
+    cluster_bootstraps=()
+    for i in 1 2 3; do
+        local client=${ports[$((2 * i - 2))]} controller=${ports[$((2 * i - 1))]}
+        "$1" serve --data-dir "$cluster_dir/data-$i" --cores 1 \
+            --set node.id=$i \
+            --set "listeners=PLAINTEXT://127.0.0.1:$client,CONTROLLER://127.0.0.1:$controller" \
+            --set controller.listener.names=CONTROLLER \
+            --set "controller.quorum.voters=$voters" \
+            --set cpuset=unpinned \
+            --set group.initial.rebalance.delay.ms=0 \
+            2> "$cluster_dir/broker-$i.log" &
+        cluster_pids+=($!)
+        cluster_bootstraps+=("127.0.0.1:$client")
+    done
+    for _ in $(seq 1 600); do
+        local unfenced
+        unfenced=$(cat "$cluster_dir"/broker-*.log 2>/dev/null | grep -o 'unfenced broker [0-9]' | sort -u | wc -l)
+        [ "$unfenced" -ge 3 ] && return 0
+        sleep 0.1
+    done
+    echo "the cluster did not form:"; tail -n 30 "$cluster_dir"/broker-*.log; return 1
+}
+
+stop_cluster() {
+    local pid
+    for pid in "${cluster_pids[@]}"; do
+        kill -TERM "$pid"
+    done
+    for pid in "${cluster_pids[@]}"; do
+        wait "$pid"
+    done
+    rm -rf "$cluster_dir"
+}
+
+# cluster_failed MESSAGE: prints the message and every broker's log tail, kills them, exits 1.
+cluster_failed() {
+    echo "$*"
+    tail -n 60 "$cluster_dir"/broker-*.log
+    kill -9 "${cluster_pids[@]}" 2>/dev/null
+    exit 1
+}

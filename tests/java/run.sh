@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Java client test with Maven and runs it against a fresh sluice with 1 and 2 shards,
-# then the Java consumer across a batch damaged while the broker was stopped (DamagedBatchTest).
+# then the Java consumer across a batch damaged while the broker was stopped (DamagedBatchTest),
+# then admin, produce, consume and a group of two against a cluster of three (ClusterTest).
 # Usage: tests/java/run.sh path/to/sluice
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,3 +24,8 @@ resume_broker "$sluice" 1
 java -cp "$cp" sluice.DamagedBatchTest consume "127.0.0.1:$port" $range || broker_failed "damaged batch test failed"
 grep -q "fail their check" "$dir/broker.log" || broker_failed "damaged batch test: the broker did not log the damage"
 stop_broker
+
+# A cluster of three brokers, every one a voter of the metadata quorum.
+start_cluster "$sluice"
+java -cp "$cp" sluice.ClusterTest "${cluster_bootstraps[@]}" || cluster_failed "java cluster test failed"
+stop_cluster
