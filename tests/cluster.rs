@@ -1,4 +1,5 @@
-//! Three `sluice serve` processes on one machine form one metadata quorum (Kafka's combined
+//! Three `sluice serve` processes on one machine (brokers 1 and 3 with one shard, broker 2 with
+//! two, so partitions also land on a shard that is not the controller's) form one metadata quorum (Kafka's combined
 //! mode: every broker a controller voter, `controller.quorum.voters`): a topic created through
 //! any broker reaches every broker, its partitions spread across them, and the quorum keeps
 //! taking metadata changes after its leader is killed; the killed broker restarts and catches up.
@@ -64,7 +65,7 @@ impl Cluster {
                     "broker.session.timeout.ms=3000".to_string(),
                 ];
                 let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-                Broker::start_on(dir.clone(), dir.join("broker.log"), 1, *client, &settings)
+                Broker::start_on(dir.clone(), dir.join("broker.log"), 1 + i % 2, *client, &settings)
             })
             .collect();
         Cluster { brokers }
