@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::consumer::read_partitions;
 use common::deliveries::{producer, send_waiting};
-use common::{free_port, fresh_dir, try_call, Broker};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use common::{create_topic_request, free_port, fresh_dir, try_call, Broker};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -121,12 +120,7 @@ fn connect(broker: &Broker) -> TcpStream {
 
 /// Creates `topic` through `broker`, asking again while the quorum has no leader.
 fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1)])
-        .with_timeout_ms(5000);
+    let request = create_topic_request(topic, partitions);
     let deadline = Instant::now() + QUORUM_WAIT_MAX;
     loop {
         let answer: Result<CreateTopicsResponse, String> =

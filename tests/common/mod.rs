@@ -333,15 +333,24 @@ pub fn connect(broker: &Broker) -> TcpStream {
 
 /// Creates a topic over a raw connection (CreateTopics v7) and checks it worked.
 pub fn create_topic(s: &mut TcpStream, topic: &str, partitions: i32) {
+    use kafka_protocol::messages::*;
+    let request = create_topic_request(topic, partitions);
+    let r: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 7, &request);
+    assert_eq!(r.topics[0].error_code, 0, "creating {topic}");
+}
+
+/// CreateTopics (v7) of one topic with `partitions` partitions and one replica each.
+pub fn create_topic_request(
+    topic: &str,
+    partitions: i32,
+) -> kafka_protocol::messages::CreateTopicsRequest {
     use kafka_protocol::messages::{create_topics_request::CreatableTopic, *};
-    let request = CreateTopicsRequest::default()
+    CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_num_partitions(partitions)
             .with_replication_factor(1)])
-        .with_timeout_ms(5000);
-    let r: CreateTopicsResponse = call(s, ApiKey::CreateTopics, 7, &request);
-    assert_eq!(r.topics[0].error_code, 0, "creating {topic}");
+        .with_timeout_ms(5000)
 }
 
 /// A partition's log start offset (ListOffsets v6, earliest).

@@ -126,14 +126,11 @@ async fn elected_leader(router: &MemRouter, nodes: &[TestRaft], not: Option<u64>
 }
 
 async fn wait_applied(machines: &[Rc<MemMachine>], count: usize) {
-    let deadline = Instant::now() + ELECTION_WAIT_MAX;
-    while machines
-        .iter()
-        .any(|m| m.state.borrow().commands.len() < count)
-    {
-        assert!(Instant::now() < deadline, "commands not applied everywhere");
-        glommio::timer::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("commands applied everywhere", || {
+        let applied = |m: &Rc<MemMachine>| m.state.borrow().commands.len() >= count;
+        machines.iter().all(applied).then_some(())
+    })
+    .await
 }
 
 #[test]
