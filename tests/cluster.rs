@@ -209,6 +209,31 @@ fn wait_metadata(
 }
 
 const LEADER_NOT_AVAILABLE: i16 = 5;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELECTION_NOT_NEEDED: i16 = 84;
+
+/// ElectLeaders (v2, preferred) through `broker` for the first `partitions` partitions of
+/// `topic` (`None`: every partition of every topic); the error codes answered for `topic`.
+fn elect_preferred(broker: &Broker, topic: &str, partitions: Option<i32>) -> Vec<i16> {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let asked = partitions.map(|n| {
+        vec![TopicPartitions::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions((0..n).collect())]
+    });
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_topic_partitions(asked)
+        .with_timeout_ms(5000);
+    let answer: ElectLeadersResponse =
+        try_call(&mut connect(broker), ApiKey::ElectLeaders, 2, &request).unwrap();
+    answer
+        .replica_election_results
+        .iter()
+        .filter(|r| r.topic.0.as_str() == topic)
+        .flat_map(|r| r.partition_result.iter().map(|p| p.error_code))
+        .collect()
+}
 
 /// Waits until each running broker holds `each` partition directories of `topic`.
 fn wait_spread(cluster: &Cluster, running: &[usize], topic: &str, each: usize) {
@@ -292,6 +317,12 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         leaderless, 2,
         "the dead broker led two partitions: {fenced:?}"
     );
+    // A preferred election cannot bring them back while their one replica is fenced.
+    let elections = elect_preferred(&cluster.brokers[survivors[0]], "orders", None);
+    assert_eq!(
+        elections, [PREFERRED_LEADER_NOT_AVAILABLE; 2],
+        "every partition asked for, those needing nothing left out"
+    );
     create_topic(&cluster.brokers[survivors[0]], "payments", 2);
     wait_for_topic(&cluster, &survivors, "payments", 2);
     wait_spread(&cluster, &survivors, "payments", 1);
@@ -312,6 +343,8 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
                     .all(|&(error, leader, _)| error == 0 && leader > 0)
         },
     );
+    let elections = elect_preferred(&cluster.brokers[survivors[0]], "orders", Some(6));
+    assert_eq!(elections, [ELECTION_NOT_NEEDED; 6]);
     for (before, after) in fenced.iter().zip(&back) {
         if before.1 == -1 {
             assert_eq!(after.1, dead, "{back:?}");

@@ -163,6 +163,12 @@ tools_step() {
         && [ "$(grep -cE "Topic: $t[[:space:]]+Partition: [0-2][[:space:]]" "$out/describe-paged.txt")" -eq 3 ] \
         || failed "tools: kafka-topics --describe, one partition per response: $(cat "$out/describe-paged.txt")" tools
 
+    # A preferred election where the preferred replica leads already: nothing to do (ElectLeaders).
+    jvm tools org.apache.kafka.tools.LeaderElectionCommand --bootstrap-server "$bs" --election-type PREFERRED \
+        --topic "$t" --partition 0 > "$out/elect.txt" 2>&1 \
+        && grep -q "^Valid replica already elected for partitions $t-0$" "$out/elect.txt" \
+        || failed "tools: kafka-leader-election: $(cat "$out/elect.txt")" tools
+
     # Explicit replica assignments, as rebalancers and provisioning tools send them.
     local topics="jvm tools org.apache.kafka.tools.TopicCommand --bootstrap-server $bs"
     $topics --create --topic tools-assigned --replica-assignment 1,1,1 > "$out/assigned.txt" 2>&1 \

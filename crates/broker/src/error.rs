@@ -65,6 +65,12 @@ pub enum ErrorCode {
     StaleBrokerEpoch,
     /// DescribeCluster for endpoints this node does not have (KIP-919).
     UnsupportedEndpointType,
+    /// ElectLeaders: the partition already has the leader the election would give it.
+    ElectionNotNeeded,
+    /// ElectLeaders (preferred): the preferred replica is fenced or out of the ISR.
+    PreferredLeaderNotAvailable,
+    /// ElectLeaders (unclean): no live replica could lead.
+    EligibleLeadersNotAvailable,
 }
 
 impl ErrorCode {
@@ -126,6 +132,9 @@ impl ErrorCode {
             ErrorCode::ProducerFenced => 90,
             ErrorCode::StaleBrokerEpoch => 77,
             ErrorCode::UnsupportedEndpointType => 115,
+            ErrorCode::ElectionNotNeeded => 84,
+            ErrorCode::PreferredLeaderNotAvailable => 80,
+            ErrorCode::EligibleLeadersNotAvailable => 83,
         }
     }
 }

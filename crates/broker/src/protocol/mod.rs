@@ -81,6 +81,7 @@ pub fn supported_apis() -> Vec<ApiRange> {
             ApiKey::DescribeTopicPartitions,
             describe_topic_partitions::VERSIONS,
         ),
+        range(ApiKey::ElectLeaders, elect_leaders::VERSIONS),
         range(ApiKey::DescribeAcls, describe_acls::VERSIONS),
         range(ApiKey::CreateAcls, create_acls::VERSIONS),
         range(ApiKey::DeleteAcls, delete_acls::VERSIONS),

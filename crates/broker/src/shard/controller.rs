@@ -14,6 +14,7 @@ use glommio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::assignment::{self, Refusal, Replicas};
+use super::elections::{ElectionOutcome, ElectionType};
 use super::producer_ids::ProducerIdBlock;
 use super::{Shard, ShardRequest};
 use crate::config::Config;
@@ -104,6 +105,11 @@ pub enum ControllerRequest {
     ReconcileLiveness {
         live: BTreeMap<BrokerId, BrokerEpoch>,
     },
+    /// ElectLeaders: the partitions asked for by topic (`None`: every partition).
+    ElectLeaders {
+        kind: ElectionType,
+        partitions: Option<BTreeMap<String, Vec<i32>>>,
+    },
 }
 
 /// Per-topic outcome: the topic as it now stands, or an error code with a message.
@@ -114,6 +120,7 @@ pub enum ControllerResponse {
     Topics(Vec<(String, TopicOutcome)>),
     ProducerIds(Result<ProducerIdBlock, ErrorCode>),
     Broker(Result<(), (ErrorCode, String)>),
+    Elections(Vec<ElectionOutcome>),
     NotController,
 }
 
@@ -323,6 +330,10 @@ pub fn decide(
             Ok(records) => (records, ControllerResponse::Broker(Ok(()))),
             Err(refusal) => (Vec::new(), ControllerResponse::Broker(Err(refusal))),
         },
+        ControllerRequest::ElectLeaders { kind, partitions } => {
+            let (records, outcomes) = super::elections::decide(image, kind, partitions.as_ref());
+            (records, ControllerResponse::Elections(outcomes))
+        }
         ControllerRequest::ReconcileLiveness { live } => (
             super::liveness::decide(image, &live),
             ControllerResponse::Broker(Ok(())),
@@ -720,6 +731,13 @@ impl Controller {
                 }
                 ControllerResponse::Broker(outcome) => *outcome = fail(code, message),
                 ControllerResponse::ProducerIds(outcome) => *outcome = Err(code),
+                ControllerResponse::Elections(outcomes) => {
+                    for (_, _, outcome) in outcomes.iter_mut() {
+                        if *outcome == ErrorCode::None {
+                            *outcome = code;
+                        }
+                    }
+                }
                 ControllerResponse::NotController => {}
             }
         }

@@ -7,6 +7,7 @@
 
 pub mod assignment;
 pub mod controller;
+pub mod elections;
 mod io_workers;
 mod liveness;
 pub mod producer_ids;

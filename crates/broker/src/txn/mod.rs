@@ -366,6 +366,14 @@ impl TxnCoordinator {
         if let Err(code) = m.check_add(producer, epoch) {
             return code;
         }
+        if let Some(foreign) = partitions.iter().find(|tp| !led_here(shard, tp)) {
+            // Markers and admissions do not cross brokers yet: refuse before the transaction
+            // names a partition its markers could never reach (EndTxn would wait forever).
+            tracing::warn!(
+                "transaction {txn_id}: {foreign} is led by another broker; transactions across brokers are not supported yet"
+            );
+            return ErrorCode::NotLeaderOrFollower;
+        }
         let now = shard.clock.now_ms();
         let new: Vec<&TopicPartition> = partitions
             .iter()
@@ -554,6 +562,16 @@ fn by_owner(
         routed.entry(shard.owner_of(&tp)).or_default().push(tp);
     }
     routed
+}
+
+/// Whether this broker leads `tp` (a single broker leads every partition).
+fn led_here(shard: &Shard, tp: &TopicPartition) -> bool {
+    let me = shard.config.node_id;
+    shard
+        .image()
+        .topic(&tp.topic)
+        .and_then(|t| t.partition_states.get(tp.partition.0 as usize))
+        .is_some_and(|state| state.leader.0 == me)
 }
 
 /// Lets `producer` start its transaction on each partition.

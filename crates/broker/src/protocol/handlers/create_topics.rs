@@ -99,7 +99,8 @@ pub async fn call_controller(
         }
         ControllerRequest::AllocateProducerIds { .. }
         | ControllerRequest::AlterBrokerConfigs { .. }
-        | ControllerRequest::ReconcileLiveness { .. } => Vec::new(),
+        | ControllerRequest::ReconcileLiveness { .. }
+        | ControllerRequest::ElectLeaders { .. } => Vec::new(),
         ControllerRequest::EnsureInternalTopic(name) => vec![name.clone()],
     };
     match shard

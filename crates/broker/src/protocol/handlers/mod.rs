@@ -18,6 +18,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_topic_partitions;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -150,6 +151,9 @@ pub async fn dispatch(
         RequestKind::DescribeAcls(_) => ResponseKind::DescribeAcls(describe_acls::handle()),
         RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(create_acls::handle(r)),
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(r)),
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(shard, r, version).await)
+        }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(offset_delete::handle(shard, r).await)
         }

@@ -1,0 +1,245 @@
+//! Leader elections on request (ElectLeaders, `kafka-leader-election.sh`): decided by a pure
+//! function on the controller (shard 0), as Kafka's ReplicationControlManager decides them.
+//!
+//! A preferred election gives a partition its first replica as leader when that replica is live
+//! and in the ISR; an unclean one gives a leaderless partition any live replica (the ISR first),
+//! shrinking the ISR to it. Either starts a new leader epoch. With every partition asked for
+//! (no list), partitions that need no election are left out of the answer, as Kafka leaves them.
+
+use std::collections::BTreeMap;
+
+use crate::error::ErrorCode;
+use crate::metadata::records::{BrokerId, MetadataRecord};
+use crate::metadata::MetadataImage;
+use crate::types::PartitionId;
+
+/// Kafka's election types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    Preferred,
+    Unclean,
+}
+
+/// One partition's outcome: its topic, index and error (NONE: elected).
+pub type ElectionOutcome = (String, i32, ErrorCode);
+
+/// The records that carry out the elections asked for (`None`: every partition), and each
+/// partition's outcome.
+pub fn decide(
+    image: &MetadataImage,
+    kind: ElectionType,
+    asked: Option<&BTreeMap<String, Vec<i32>>>,
+) -> (Vec<MetadataRecord>, Vec<ElectionOutcome>) {
+    let wanted: Vec<(String, i32)> = match asked {
+        Some(asked) => asked
+            .iter()
+            .flat_map(|(topic, partitions)| partitions.iter().map(|p| (topic.clone(), *p)))
+            .collect(),
+        None => image
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+            .collect(),
+    };
+    let mut records = Vec::new();
+    let mut outcomes = Vec::new();
+    for (topic, partition) in wanted {
+        let outcome = elect(image, kind, &topic, partition);
+        match outcome {
+            Ok(record) => {
+                records.push(record);
+                outcomes.push((topic, partition, ErrorCode::None));
+            }
+            Err(ErrorCode::ElectionNotNeeded) if asked.is_none() => {}
+            Err(code) => outcomes.push((topic, partition, code)),
+        }
+    }
+    (records, outcomes)
+}
+
+fn elect(
+    image: &MetadataImage,
+    kind: ElectionType,
+    topic: &str,
+    partition: i32,
+) -> Result<MetadataRecord, ErrorCode> {
+    let meta = image
+        .topic(topic)
+        .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+    let state = usize::try_from(partition)
+        .ok()
+        .and_then(|p| meta.partition_states.get(p))
+        .ok_or(ErrorCode::UnknownTopicOrPartition)?;
+    let change = |leader: BrokerId, isr: Option<Vec<BrokerId>>| MetadataRecord::PartitionChange {
+        topic_id: meta.id,
+        partition: PartitionId(partition),
+        leader: Some(leader),
+        isr,
+    };
+    match kind {
+        ElectionType::Preferred => {
+            let preferred = state.replicas[0];
+            if state.leader == preferred {
+                Err(ErrorCode::ElectionNotNeeded)
+            } else if image.is_live(preferred) && state.isr.contains(&preferred) {
+                Ok(change(preferred, None))
+            } else {
+                Err(ErrorCode::PreferredLeaderNotAvailable)
+            }
+        }
+        ElectionType::Unclean => {
+            if state.leader != BrokerId::NONE {
+                return Err(ErrorCode::ElectionNotNeeded);
+            }
+            let live = |r: &&BrokerId| image.is_live(**r);
+            if let Some(&in_sync) = state.isr.iter().find(live) {
+                return Ok(change(in_sync, None));
+            }
+            match state.replicas.iter().find(live) {
+                Some(&any) => Ok(change(any, Some(vec![any]))),
+                None => Err(ErrorCode::EligibleLeadersNotAvailable),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metadata::records::{BrokerEpoch, BrokerRegistration, PartitionState};
+    use uuid::Uuid;
+
+    /// Brokers 1 and 2, 2 fenced. Topic t: p0 on [1] led by 1; p1 on [2] without a leader; p2
+    /// on [2, 1] led by 1 (2 is preferred but fenced); p3 on [1, 2] led by 1, only 1 in sync.
+    fn image() -> MetadataImage {
+        let mut image = MetadataImage::new("c".into(), Config::default().log);
+        for (id, fenced) in [(1, false), (2, true)] {
+            image
+                .apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
+                    id: BrokerId(id),
+                    incarnation_id: Uuid::nil(),
+                    epoch: BrokerEpoch(0),
+                    endpoints: Vec::new(),
+                    fenced,
+                }))
+                .unwrap();
+        }
+        let id = Uuid::new_v4();
+        image
+            .apply(&MetadataRecord::Topic {
+                name: "t".into(),
+                id,
+            })
+            .unwrap();
+        let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+        let states = [
+            PartitionState::online(ids(&[1])),
+            PartitionState {
+                leader: BrokerId::NONE,
+                ..PartitionState::online(ids(&[2]))
+            },
+            PartitionState {
+                leader: BrokerId(1),
+                ..PartitionState::online(ids(&[2, 1]))
+            },
+            PartitionState {
+                isr: ids(&[1]),
+                leader: BrokerId(1),
+                ..PartitionState::online(ids(&[1, 2]))
+            },
+        ];
+        for (p, state) in states.into_iter().enumerate() {
+            image
+                .apply(&MetadataRecord::Partition {
+                    topic_id: id,
+                    partition: PartitionId(p as i32),
+                    state,
+                })
+                .unwrap();
+        }
+        image
+    }
+
+    fn codes(outcomes: &[ElectionOutcome]) -> Vec<(i32, ErrorCode)> {
+        outcomes.iter().map(|(_, p, code)| (*p, *code)).collect()
+    }
+
+    #[test]
+    fn preferred_elections_answer_as_kafka_does() {
+        let image = image();
+        let asked: BTreeMap<String, Vec<i32>> = [
+            ("t".to_string(), vec![0, 1, 2, 9]),
+            ("gone".to_string(), vec![0]),
+        ]
+        .into_iter()
+        .collect();
+        let (records, outcomes) = decide(&image, ElectionType::Preferred, Some(&asked));
+        assert!(records.is_empty());
+        assert_eq!(
+            codes(&outcomes),
+            [
+                (0, ErrorCode::UnknownTopicOrPartition),
+                (0, ErrorCode::ElectionNotNeeded),
+                (1, ErrorCode::PreferredLeaderNotAvailable),
+                (2, ErrorCode::PreferredLeaderNotAvailable),
+                (9, ErrorCode::UnknownTopicOrPartition),
+            ]
+        );
+        // Every partition: those that need nothing are left out.
+        let (_, outcomes) = decide(&image, ElectionType::Preferred, None);
+        assert_eq!(
+            codes(&outcomes),
+            [
+                (1, ErrorCode::PreferredLeaderNotAvailable),
+                (2, ErrorCode::PreferredLeaderNotAvailable)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_preferred_replica_back_in_service_leads_again() {
+        let mut image = image();
+        image
+            .apply(&MetadataRecord::UnfenceBroker {
+                id: BrokerId(2),
+                epoch: BrokerEpoch(0),
+            })
+            .unwrap();
+        let (records, outcomes) = decide(&image, ElectionType::Preferred, None);
+        assert_eq!(
+            codes(&outcomes),
+            [(1, ErrorCode::None), (2, ErrorCode::None)]
+        );
+        for record in &records {
+            image.apply(record).unwrap();
+        }
+        let states = &image.topics["t"].partition_states;
+        assert_eq!(states[1].leader, BrokerId(2));
+        assert_eq!(states[2].leader, BrokerId(2));
+        assert_eq!(states[2].leader_epoch.0, 1);
+    }
+
+    #[test]
+    fn an_unclean_election_takes_any_live_replica_only_for_a_leaderless_partition() {
+        let mut image = image();
+        let (records, outcomes) = decide(&image, ElectionType::Unclean, None);
+        // p1's only replica is fenced; the others have leaders.
+        assert!(records.is_empty());
+        assert_eq!(
+            codes(&outcomes),
+            [(1, ErrorCode::EligibleLeadersNotAvailable)]
+        );
+        image
+            .apply(&MetadataRecord::UnfenceBroker {
+                id: BrokerId(2),
+                epoch: BrokerEpoch(0),
+            })
+            .unwrap();
+        let (records, _) = decide(&image, ElectionType::Unclean, None);
+        for record in &records {
+            image.apply(record).unwrap();
+        }
+        assert_eq!(image.topics["t"].partition_states[1].leader, BrokerId(2));
+    }
+}
