@@ -233,6 +233,29 @@ fn eventually_answered(from: [u8; 4], broker: &Broker) -> TcpStream {
     }
 }
 
+/// Waits until the broker counts no open connection: the start-up probe's (`Broker::start`
+/// connects once to see the port open) counts against the limits until the broker has seen it
+/// closed, which a loaded machine may delay past the test's first connections.
+fn wait_until_no_connections(broker: &Broker) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = broker.admin_get("/metrics");
+        let open: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("sluice_connections_open{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if open == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the start-up probe's connection stays open:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn connections_over_the_broker_and_per_address_limits_are_refused() {
     let broker = Broker::start(
@@ -244,6 +267,7 @@ fn connections_over_the_broker_and_per_address_limits_are_refused() {
             "max.connections.per.ip.overrides=127.0.0.2:3",
         ],
     );
+    wait_until_no_connections(&broker);
     let connect_all = |from: [u8; 4], n: usize| -> Vec<TcpStream> {
         (0..n)
             .map(|_| {
