@@ -16,7 +16,9 @@ pause_broker() {
 }
 
 resume_broker() {
-    "$1" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" --cores "$2" "${@:3}" 2> "$dir/broker.log" &
+    # Its stdout goes nowhere: a broker left running must never hold a caller's pipe open.
+    "$1" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" --cores "$2" "${@:3}" \
+        > /dev/null 2> "$dir/broker.log" &
     pid=$!
     for _ in $(seq 1 500); do
         # The log may not exist yet in the first few milliseconds.
@@ -24,7 +26,7 @@ resume_broker() {
         [ "${listening:-0}" -ge "$2" ] && return 0
         sleep 0.02
     done
-    echo "broker did not start:"; cat "$dir/broker.log"; return 1
+    echo "broker did not start:"; cat "$dir/broker.log"; kill -9 "$pid"; return 1
 }
 
 stop_broker() {
@@ -39,11 +41,13 @@ broker_failed() {
 }
 
 # start_cluster SLUICE: three fresh brokers, one shard each, every one a voter of the metadata
-# quorum; waits until the quorum has unfenced all three. Sets $cluster_dir, $cluster_pids and
-# $cluster_bootstraps (host:port of brokers 1, 2, 3). stop_cluster: SIGTERM each, wait, clean up.
+# quorum; waits until each of them answers Metadata with all three (kcat), so that no client
+# meets a broker that has not yet learnt of the others' unfencing. Sets $cluster_dir,
+# $cluster_pids and $cluster_bootstraps (host:port of brokers 1, 2, 3). On failure it prints the
+# logs, kills the brokers and returns 1. stop_cluster: SIGTERM each, wait, clean up.
 start_cluster() {
     cluster_dir=$(mktemp -d)
-    local ports voters="" i
+    local ports voters="" i bootstrap
     ports=$(python3 -c 'import socket
 ss=[socket.socket() for _ in range(6)]
 [s.bind(("127.0.0.1",0)) for s in ss]
@@ -62,18 +66,30 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))')
             --set controller.listener.names=CONTROLLER \
             --set "controller.quorum.voters=$voters" \
             --set cpuset=unpinned \
+            --set sluice.admin.listen=none \
             --set group.initial.rebalance.delay.ms=0 \
-            2> "$cluster_dir/broker-$i.log" &
+            > /dev/null 2> "$cluster_dir/broker-$i.log" &
         cluster_pids+=($!)
         cluster_bootstraps+=("127.0.0.1:$client")
     done
-    for _ in $(seq 1 600); do
-        local unfenced
-        unfenced=$(cat "$cluster_dir"/broker-*.log 2>/dev/null | grep -o 'unfenced broker [0-9]' | sort -u | wc -l)
-        [ "$unfenced" -ge 3 ] && return 0
-        sleep 0.1
+    for bootstrap in "${cluster_bootstraps[@]}"; do
+        cluster_knows_three "$bootstrap" || {
+            echo "the cluster did not form ($bootstrap does not list three brokers):"
+            tail -n 30 "$cluster_dir"/broker-*.log
+            kill -9 "${cluster_pids[@]}" 2>/dev/null
+            return 1
+        }
     done
-    echo "the cluster did not form:"; tail -n 30 "$cluster_dir"/broker-*.log; return 1
+}
+
+# cluster_knows_three HOST:PORT: true once that broker's Metadata lists three brokers (60 s at most).
+cluster_knows_three() {
+    local _
+    for _ in $(seq 1 300); do
+        timeout 10 kcat -L -b "$1" -m 5 2>/dev/null | grep -q '^ *3 brokers:' && return 0
+        sleep 0.2
+    done
+    return 1
 }
 
 stop_cluster() {

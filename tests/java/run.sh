@@ -9,6 +9,10 @@ sluice=$(realpath "$1")
 source "$here/../broker.sh"
 mvn -q -f "$here/pom.xml" -DskipTests package dependency:copy-dependencies -DoutputDirectory="$here/target/dependency"
 cp="$here/target/classes:$here/target/dependency/*"
+# java ARGS...: the JVM under a time limit; at the limit SIGQUIT makes it print its threads'
+# stacks (where it hangs), and 10 s later it is killed: a hang fails here, in minutes.
+java_bin=$(command -v java)
+java() { timeout -s QUIT -k 10 240 "$java_bin" "$@"; }
 for cores in 1 2; do
     start_broker "$sluice" "$cores"
     java -cp "$cp" sluice.JavaClientTest "127.0.0.1:$port" || broker_failed "java client test failed ($cores shards)"

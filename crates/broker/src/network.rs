@@ -43,6 +43,17 @@ pub use connection_limits::{Admitted, ConnectionLimits};
 use frame_pool::{FrameBuffer, Lent};
 pub use request_memory::{FrameCharge, RequestMemory};
 
+/// A listener that one process alone owns: unlike `glommio::net::TcpListener::bind`, which sets
+/// SO_REUSEPORT (right for the client listener every shard shares), a second broker on the same
+/// host and port fails here with "address in use" instead of silently taking half the
+/// connections. For the listeners one shard serves: the admin endpoint and the quorum's.
+pub fn bind_exclusive(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let listener = std::net::TcpListener::bind(addr)?;
+    // SAFETY: `into_raw_fd` hands over the only owner of a listening socket's descriptor.
+    Ok(unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) })
+}
+
 mod connection_limits;
 mod frame_pool;
 mod request_memory;

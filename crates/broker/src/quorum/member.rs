@@ -93,7 +93,7 @@ impl QuorumMember {
         let listener = config
             .controller_listener()
             .context("a quorum member needs a controller listener")?;
-        let socket = glommio::net::TcpListener::bind(listener.socket_addr()?)
+        let socket = crate::network::bind_exclusive(listener.socket_addr()?)
             .map_err(|e| anyhow::anyhow!("listening on {listener}: {e}"))?;
         let log = MetadataLogStore::open(UringStorage, SystemClock, &config.data_dir)
             .await

@@ -153,7 +153,7 @@ fn start_admin_endpoint(shard: &Rc<Shard>) {
     let Some(addr) = shard.config.admin_listen else {
         return;
     };
-    match glommio::net::TcpListener::bind(addr) {
+    match crate::network::bind_exclusive(addr) {
         Ok(listener) => {
             let bound = listener
                 .local_addr()
