@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(request_frame record_batches record_walk cleaner index_files segment_recovery state_files metadata_records quorum_messages)
+[ ${#targets[@]} -gt 0 ] || targets=(request_frame record_batches record_walk cleaner index_files segment_recovery state_files metadata_records quorum_messages peer_answers)
 
 command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
 SLUICE_FUZZ_SEEDS="$PWD/fuzz/corpus" cargo test -q --test fuzz_replay >/dev/null

@@ -23,7 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 /// How long the quorum may take to elect a leader, name the cluster, register the brokers or
 /// apply a change everywhere: generous, for a loaded 2-core CI machine (each takes well under a
@@ -295,6 +295,12 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
     // consumer group commits through whichever broker coordinates it.
     produce_and_consume(&cluster.brokers[0], &cluster.brokers[2], "orders", 6, 300);
 
+    // A transaction over partitions of all three brokers: markers and verifications cross them.
+    create_topic(&cluster.brokers[1], "ledger", 6);
+    wait_for_topic(&cluster, &all, "ledger", 6);
+    wait_spread(&cluster, &all, "ledger", 2);
+    commit_and_abort_across_brokers(&cluster.brokers[2], &cluster.brokers[0], "ledger", 6);
+
     // The quorum's leader dies; the other two elect one and keep taking changes. Once its
     // session is over it is fenced: it is no longer listed and its partitions have no leader.
     let leader = cluster.leader(&all) - 1;
@@ -375,6 +381,57 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         if broker.is_running() {
             assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
         }
+    }
+}
+
+/// Through `producer_at`, a transactional producer writes one record to every partition and
+/// commits, then one more and aborts; a read_committed consumer through `reader_at` sees the
+/// committed records only.
+fn commit_and_abort_across_brokers(
+    producer_at: &Broker,
+    reader_at: &Broker,
+    topic: &str,
+    partitions: i32,
+) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", producer_at.bootstrap())
+        .set("transactional.id", "cluster-ledger")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).unwrap();
+    for (prefix, commit) in [("committed", true), ("aborted", false)] {
+        producer.begin_transaction().unwrap();
+        for p in 0..partitions {
+            let value = format!("{prefix} {p}");
+            producer
+                .send(
+                    BaseRecord::<(), str>::to(topic)
+                        .partition(p)
+                        .payload(&value),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(timeout).unwrap();
+        if commit {
+            producer.commit_transaction(timeout).unwrap();
+        } else {
+            producer.abort_transaction(timeout).unwrap();
+        }
+    }
+    // librdkafka reads committed by default: offset 0 of each partition, and past the markers.
+    let read = read_partitions(reader_at, topic, partitions);
+    for p in 0..partitions {
+        let values: Vec<&str> = read.get(&p).map_or(Vec::new(), |r| {
+            r.iter().map(|(_, _, v)| v.as_str()).collect()
+        });
+        assert_eq!(
+            values,
+            [format!("committed {p}")],
+            "partition {p}: {read:?}"
+        );
     }
 }
 

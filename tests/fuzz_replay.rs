@@ -186,3 +186,13 @@ fn quorum_messages() {
         MUTANTS_PER_SEED * 10,
     );
 }
+
+#[test]
+fn peer_answers() {
+    replay(
+        "peer_answers",
+        targets::peer_answers,
+        targets::seeds::peer_answers(),
+        MUTANTS_PER_SEED * 10,
+    );
+}

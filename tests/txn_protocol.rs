@@ -96,9 +96,11 @@ fn txn_batch((pid, epoch): (i64, i16), seq: i32, value: &str) -> Bytes {
     Bytes::from(b)
 }
 
-fn produce(s: &mut TcpStream, topic: &str, partition: i32, records: Bytes) -> i16 {
+/// A Produce of `records` on behalf of transactional id `txn_id` (which the partition's leader
+/// asks the coordinator about before the first batch of a transaction).
+fn produce(s: &mut TcpStream, txn_id: &str, topic: &str, partition: i32, records: Bytes) -> i16 {
     let request = ProduceRequest::default()
-        .with_transactional_id(Some(TransactionalId(text("raw"))))
+        .with_transactional_id(Some(TransactionalId(text(txn_id))))
         .with_acks(-1)
         .with_timeout_ms(5000)
         .with_topic_data(vec![TopicProduceData::default()
@@ -242,7 +244,7 @@ fn bad_transactional_requests_get_kafka_error_codes() {
         vec![OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION]
     );
     assert_eq!(
-        produce(&mut s, "b", 1, txn_batch(p, 0, "x")),
+        produce(&mut s, "bad", "b", 1, txn_batch(p, 0, "x")),
         INVALID_TXN_STATE,
         "partition never added"
     );
@@ -250,9 +252,12 @@ fn bad_transactional_requests_get_kafka_error_codes() {
         add_partitions(&mut s, 3, "bad", p, "b", vec![0, 1]),
         vec![NONE, NONE]
     );
-    assert_eq!(produce(&mut s, "b", 0, txn_batch(p, 0, "in-txn")), NONE);
     assert_eq!(
-        produce(&mut s, "b", 2, txn_batch(p, 0, "x")),
+        produce(&mut s, "bad", "b", 0, txn_batch(p, 0, "in-txn")),
+        NONE
+    );
+    assert_eq!(
+        produce(&mut s, "bad", "b", 2, txn_batch(p, 0, "x")),
         INVALID_TXN_STATE,
         "partition 2 is not in it"
     );
@@ -266,7 +271,7 @@ fn bad_transactional_requests_get_kafka_error_codes() {
         "the zombie cannot commit"
     );
     assert_eq!(
-        produce(&mut s, "b", 0, txn_batch(p, 1, "late")),
+        produce(&mut s, "bad", "b", 0, txn_batch(p, 1, "late")),
         47,
         "INVALID_PRODUCER_EPOCH"
     );
@@ -298,8 +303,14 @@ fn a_commit_prepared_before_a_crash_completes_after_the_restart() {
         add_partitions(&mut s, 3, "crashy", p, "c", vec![0, 1]),
         vec![NONE, NONE]
     );
-    assert_eq!(produce(&mut s, "c", 0, txn_batch(p, 0, "zero")), NONE);
-    assert_eq!(produce(&mut s, "c", 1, txn_batch(p, 0, "one")), NONE);
+    assert_eq!(
+        produce(&mut s, "crashy", "c", 0, txn_batch(p, 0, "zero")),
+        NONE
+    );
+    assert_eq!(
+        produce(&mut s, "crashy", "c", 1, txn_batch(p, 0, "one")),
+        NONE
+    );
     assert_eq!(fetch(&mut s, "c", 0).1, 0, "held at the open transaction");
     drop(s);
     broker.kill9();

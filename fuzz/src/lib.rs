@@ -521,6 +521,50 @@ pub fn quorum_messages(data: &[u8]) -> bool {
     true
 }
 
+/// An answer another broker sends this one (`network::peers`), the frame after its size prefix:
+/// a transaction verification (AddPartitionsToTxn v4) or markers written (WriteTxnMarkers v1).
+/// Whatever the bytes, the decoders answer; what one accepts encodes back to the same answer.
+pub fn peer_answers(data: &[u8]) -> bool {
+    use kafka_protocol::messages::{AddPartitionsToTxnResponse, WriteTxnMarkersResponse};
+    // The answer's correlation id is whatever the input says: the decoder must look further.
+    let sent = data.get(..4).map_or(0, |id| {
+        i32::from_be_bytes(id.try_into().expect("four bytes"))
+    });
+    let frame = Bytes::copy_from_slice(data);
+    let verified = peer_answer_round_trip::<AddPartitionsToTxnResponse>(
+        ApiKey::AddPartitionsToTxn,
+        4,
+        sent,
+        frame.clone(),
+    );
+    let markers =
+        peer_answer_round_trip::<WriteTxnMarkersResponse>(ApiKey::WriteTxnMarkers, 1, sent, frame);
+    verified || markers
+}
+
+/// Decodes `frame` as the answer to `api` at `version`; an accepted answer must encode to a
+/// frame that decodes to it again.
+fn peer_answer_round_trip<R>(api: ApiKey, version: i16, sent: i32, frame: Bytes) -> bool
+where
+    R: kafka_protocol::protocol::Decodable
+        + kafka_protocol::protocol::Encodable
+        + PartialEq
+        + std::fmt::Debug,
+{
+    let Ok(answer) = frame::decode_response::<R>(api, version, sent, frame) else {
+        return false;
+    };
+    let again = frame::decode_response::<R>(
+        api,
+        version,
+        sent,
+        seeds::answer(api, version, sent, &answer),
+    )
+    .expect("an encoded answer decodes");
+    assert_eq!(again, answer);
+    true
+}
+
 /// The valid inputs each target's corpus starts from.
 pub mod seeds {
     use super::*;
@@ -727,6 +771,67 @@ pub mod seeds {
             programs.push(vec![batches, clean, 3, 2, 0, 0]);
         }
         programs
+    }
+
+    /// Answers brokers send one another: a verification that found the partition in the
+    /// transaction and one that did not, and markers written on two partitions.
+    pub fn peer_answers() -> Vec<Vec<u8>> {
+        use kafka_protocol::messages::add_partitions_to_txn_response::*;
+        use kafka_protocol::messages::write_txn_markers_response::*;
+        use kafka_protocol::messages::{
+            AddPartitionsToTxnResponse, ProducerId as WireProducerId, TopicName, TransactionalId,
+            WriteTxnMarkersResponse,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let name = |s: &str| StrBytes::from_string(s.to_string());
+        let verified = |code: i16| {
+            AddPartitionsToTxnResponse::default().with_results_by_transaction(vec![
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(TransactionalId(name("orders-app")))
+                    .with_topic_results(vec![AddPartitionsToTxnTopicResult::default()
+                        .with_name(TopicName(name("orders")))
+                        .with_results_by_partition(vec![
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(3)
+                                .with_partition_error_code(code),
+                        ])]),
+            ])
+        };
+        let markers = WriteTxnMarkersResponse::default().with_markers(vec![
+            WritableTxnMarkerResult::default()
+                .with_producer_id(WireProducerId(4001))
+                .with_topics(vec![WritableTxnMarkerTopicResult::default()
+                    .with_name(TopicName(name("orders")))
+                    .with_partitions(vec![
+                        WritableTxnMarkerPartitionResult::default().with_partition_index(0),
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(5)
+                            .with_error_code(6),
+                    ])]),
+        ]);
+        vec![
+            answer(ApiKey::AddPartitionsToTxn, 4, 7, &verified(0)).to_vec(),
+            answer(ApiKey::AddPartitionsToTxn, 4, 8, &verified(48)).to_vec(),
+            answer(ApiKey::WriteTxnMarkers, 1, 9, &markers).to_vec(),
+        ]
+    }
+
+    /// An answer frame (header and body, without the size) as a broker sends it.
+    pub fn answer(
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        body: &impl kafka_protocol::protocol::Encodable,
+    ) -> Bytes {
+        use kafka_protocol::messages::ResponseHeader;
+        use kafka_protocol::protocol::Encodable;
+        let mut out = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut out, api.response_header_version(version))
+            .expect("a header encodes");
+        body.encode(&mut out, version).expect("an answer encodes");
+        out.freeze()
     }
 
     /// A request frame (header and body, without the size) as a client sends it.

@@ -2,7 +2,8 @@
 of the metadata quorum): the admin client creates a topic whose partitions are led by all three,
 an idempotent acks=all producer bootstrapped from one broker writes to every leader, a consumer
 bootstrapped from another reads every record back once, and a group of two consumers shares the
-partitions and commits through whichever broker coordinates the group."""
+partitions and commits through whichever broker coordinates the group; transactions over
+partitions of all three brokers commit and abort as on one broker."""
 
 import os
 import subprocess
@@ -13,7 +14,15 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from test_kafka_python import SLUICE, GroupMember, consume, free_port, wait_for
+from test_kafka_python import (
+    SLUICE,
+    GroupMember,
+    consume,
+    free_port,
+    isolated_consume,
+    transactional_producer,
+    wait_for,
+)
 
 
 class ClusterBroker:
@@ -138,3 +147,35 @@ def test_clients_follow_leaders_across_three_brokers(cluster):
     assert {tp: om.offset for tp, om in offsets.items()} == {
         TopicPartition(topic, p): n // partitions for p in range(partitions)
     }
+
+
+def test_transactions_span_brokers(cluster):
+    """A transaction's partitions are led by three brokers: the coordinator's markers and each
+    leader's verification (KIP-890) cross brokers, and read_committed sees exactly the
+    committed transactions, through a broker that coordinates neither."""
+    first, second, third = cluster
+    topic, partitions = "py-cluster-txn", 6
+    admin = KafkaAdminClient(bootstrap_servers=first.bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])
+    admin.close()
+    wait_for(
+        lambda: set(leaders(second, topic).values()) == {1, 2, 3},
+        lambda: f"partitions led by all three brokers: {leaders(second, topic)}",
+        timeout=60,
+    )
+    producer = transactional_producer(third, "py-cluster-txn")
+    for prefix, commit in [(b"c0", True), (b"a", False), (b"c1", True)]:
+        producer.begin_transaction()
+        for i in range(30):
+            producer.send(topic, value=b"%s-%d" % (prefix, i), partition=i % partitions)
+        if commit:
+            producer.commit_transaction()
+        else:
+            producer.flush()
+            producer.abort_transaction()
+    producer.close()
+    committed = sorted(b"%s-%d" % (p, i) for p in (b"c0", b"c1") for i in range(30))
+    records, positions = isolated_consume(first, topic, partitions, 60, "read_committed")
+    assert sorted(r.value for r in records) == committed, "read_committed: exactly the committed records"
+    # Each partition: 5 records per transaction and a marker after each.
+    assert positions == {p: 18 for p in range(partitions)}, positions

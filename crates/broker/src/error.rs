@@ -71,6 +71,9 @@ pub enum ErrorCode {
     PreferredLeaderNotAvailable,
     /// ElectLeaders (unclean): no live replica could lead.
     EligibleLeadersNotAvailable,
+    /// Produce: retriable; also what a transactional batch gets when its coordinator could not
+    /// be asked whether the partition is in the transaction (as Kafka answers).
+    NotEnoughReplicas,
 }
 
 impl ErrorCode {
@@ -135,6 +138,7 @@ impl ErrorCode {
             ErrorCode::ElectionNotNeeded => 84,
             ErrorCode::PreferredLeaderNotAvailable => 80,
             ErrorCode::EligibleLeadersNotAvailable => 83,
+            ErrorCode::NotEnoughReplicas => 19,
         }
     }
 }

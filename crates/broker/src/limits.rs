@@ -274,3 +274,11 @@ pub const QUORUM_RETRY_INTERVAL_MS: u64 = 200;
 
 /// How long a member waits for the leader to answer a forwarded proposal.
 pub const QUORUM_PROPOSE_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a request to another broker (a transaction marker, a transaction verification) may
+/// take, connecting included, before the connection is dropped and the caller retries or fails.
+pub const PEER_REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// The largest answer another broker may send to one request: these answers are error codes per
+/// partition, kilobytes even for a transaction over thousands of partitions.
+pub const PEER_RESPONSE_MAX_BYTES: usize = 1024 * 1024;

@@ -56,6 +56,7 @@ pub fn bind_exclusive(addr: std::net::SocketAddr) -> std::io::Result<TcpListener
 
 mod connection_limits;
 mod frame_pool;
+pub mod peers;
 mod request_memory;
 
 /// Accepts connections on one of the shard's listeners (`name`, a key of `listeners`), until

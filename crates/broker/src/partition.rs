@@ -22,6 +22,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::config::LogConfig;
 use crate::error::{ErrorCode, ProduceError};
@@ -78,9 +79,34 @@ pub struct Partition<S: Storage> {
     data_waiters: Vec<oneshot::Sender<()>>,
     /// Traffic counters for the metrics endpoint.
     pub stats: PartitionStats,
-    /// Producers the transaction coordinator has added this partition for (AddPartitionsToTxn),
-    /// at that epoch: only they may start a transaction here.
-    txn_admitted: HashMap<ProducerId, ProducerEpoch>,
+    /// Producers whose transaction the coordinator has confirmed includes this partition, or is
+    /// being asked (KIP-890 verification): only an admitted producer may start a transaction here.
+    txn_admitted: HashMap<ProducerId, Admission>,
+    /// Verifications take turns, so a producer's batches waiting on one are appended in the
+    /// order they arrived.
+    admission_turn: Rc<Semaphore>,
+    /// Tells verifications apart (see `Admission::Verifying`).
+    next_verification: u64,
+}
+
+/// Where a producer stands with the transaction coordinator on this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// The coordinator is being asked. A marker that ends the producer's transaction meanwhile
+    /// removes the entry, so a late "yes" cannot start a transaction the coordinator has already
+    /// ended (Kafka's verification guard).
+    Verifying {
+        epoch: ProducerEpoch,
+        verification: u64,
+    },
+    /// The coordinator confirmed the open transaction at this epoch includes the partition.
+    Admitted(ProducerEpoch),
+}
+
+/// A verification in progress on one partition: hold it until the verified batch is appended.
+pub struct AdmissionTicket {
+    pub(crate) verification: u64,
+    _turn: StaticPermit,
 }
 
 /// Recovery's view of one scanned batch: data batches feed the producer state; a marker ends
@@ -177,6 +203,8 @@ impl<S: Storage> Partition<S> {
             ack_waiters: Vec::new(),
             data_waiters: Vec::new(),
             txn_admitted: HashMap::new(),
+            admission_turn: Rc::new(Semaphore::new(1)),
+            next_verification: 0,
             stats: PartitionStats::default(),
         };
         Ok((partition, report))
@@ -328,7 +356,7 @@ impl<S: Storage> Partition<S> {
         let open = known.and_then(|(e, first)| first.map(|_| e));
         match (header.is_transactional(), open) {
             (true, Some(open_epoch)) if open_epoch == epoch => Ok(()),
-            (true, _) if self.txn_admitted.get(&id) == Some(&epoch) => Ok(()),
+            (true, _) if self.txn_admitted.get(&id) == Some(&Admission::Admitted(epoch)) => Ok(()),
             (true, _) => Err(ErrorCode::InvalidTxnState),
             (false, Some(_)) => Err(ErrorCode::InvalidTxnState),
             (false, None) => Ok(()),
@@ -380,9 +408,76 @@ impl<S: Storage> Partition<S> {
         Ok(outcome)
     }
 
-    /// AddPartitionsToTxn reached this partition: `producer` at `epoch` may start a transaction.
+    /// Whether a transactional batch of `producer` at `epoch` needs the coordinator's word before
+    /// it may be appended: no transaction of that epoch is open here and none is admitted. (A
+    /// fenced epoch needs nothing: the append refuses it.)
+    pub fn needs_admission(&self, producer: ProducerId, epoch: ProducerEpoch) -> bool {
+        let known = self.producers.transaction_of(producer);
+        let fenced = known.is_some_and(|(current, _)| epoch < current);
+        let open = known.is_some_and(|(e, first)| e == epoch && first.is_some());
+        let admitted = self.txn_admitted.get(&producer) == Some(&Admission::Admitted(epoch));
+        !fenced && !open && !admitted
+    }
+
+    /// What a confirmed verification leaves behind (for tests of what follows admission).
+    #[cfg(test)]
     pub fn admit_transaction(&mut self, producer: ProducerId, epoch: ProducerEpoch) {
-        self.txn_admitted.insert(producer, epoch);
+        self.txn_admitted
+            .insert(producer, Admission::Admitted(epoch));
+    }
+
+    /// The turn at verifying an admission here: at most one verification runs per partition.
+    pub fn admission_turn(&self) -> Rc<Semaphore> {
+        self.admission_turn.clone()
+    }
+
+    /// Starts asking the coordinator about `producer`'s transaction (holding the turn).
+    pub fn begin_verification(
+        &mut self,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        turn: StaticPermit,
+    ) -> AdmissionTicket {
+        self.next_verification += 1;
+        let verification = self.next_verification;
+        self.txn_admitted.insert(
+            producer,
+            Admission::Verifying {
+                epoch,
+                verification,
+            },
+        );
+        AdmissionTicket {
+            verification,
+            _turn: turn,
+        }
+    }
+
+    /// The coordinator answered: admits the producer if it said yes and no marker ended the
+    /// transaction meanwhile. Returns whether the producer is admitted.
+    pub fn finish_verification(
+        &mut self,
+        producer: ProducerId,
+        ticket: &AdmissionTicket,
+        confirmed: bool,
+    ) -> bool {
+        let Some(Admission::Verifying {
+            epoch,
+            verification,
+        }) = self.txn_admitted.get(&producer).copied()
+        else {
+            return false;
+        };
+        if verification != ticket.verification {
+            return false;
+        }
+        if confirmed {
+            self.txn_admitted
+                .insert(producer, Admission::Admitted(epoch));
+        } else {
+            self.txn_admitted.remove(&producer);
+        }
+        confirmed
     }
 
     /// Writes a COMMIT or ABORT marker ending `producer`'s transaction here (whether or not it
@@ -966,6 +1061,43 @@ mod tests {
             .unwrap();
         flush(&mut p);
         assert_eq!(p.offsets().last_stable, p.offsets().high_watermark);
+    }
+
+    #[test]
+    fn a_marker_during_verification_keeps_a_late_yes_from_starting_a_transaction() {
+        let mut p = open_plain(&MemStorage::default());
+        let (producer, epoch) = (ProducerId(7), ProducerEpoch(0));
+        assert!(p.needs_admission(producer, epoch));
+        let turn = p.admission_turn();
+        let permit = turn.try_acquire_static_permit(1).unwrap();
+        let ticket = p.begin_verification(producer, epoch, permit);
+        assert!(
+            turn.try_acquire_static_permit(1).is_err(),
+            "one verification at a time"
+        );
+        p.write_marker(producer, epoch, ControlType::Abort, 0, 0)
+            .unwrap();
+        assert!(!p.finish_verification(producer, &ticket, true));
+        assert!(p.needs_admission(producer, epoch));
+        assert_eq!(
+            p.append(&transactional(0, 7), 0),
+            Err(ErrorCode::InvalidTxnState.into())
+        );
+        drop(ticket);
+
+        let permit = turn.try_acquire_static_permit(1).unwrap();
+        let ticket = p.begin_verification(producer, epoch, permit);
+        assert!(p.finish_verification(producer, &ticket, true));
+        assert!(!p.needs_admission(producer, epoch));
+        p.append(&transactional(0, 7), 0).unwrap();
+        assert!(
+            !p.needs_admission(producer, epoch),
+            "its transaction is open here"
+        );
+        assert!(
+            p.needs_admission(producer, ProducerEpoch(1)),
+            "a new epoch asks again"
+        );
     }
 
     fn open_plain(storage: &MemStorage) -> Partition<MemStorage> {

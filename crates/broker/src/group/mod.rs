@@ -86,6 +86,8 @@ pub enum GroupOp {
     /// TxnOffsetCommit: offsets that become committed with the producer's transaction.
     TxnCommit {
         group: String,
+        /// What the offsets partition asks the transaction's coordinator about.
+        txn_id: String,
         producer: ProducerId,
         epoch: ProducerEpoch,
         generation: i32,
@@ -496,6 +498,7 @@ impl GroupCoordinator {
             } => GroupAnswer::Offsets(Ok(self.fetch_offsets(&group, partitions, require_stable))),
             GroupOp::TxnCommit {
                 group,
+                txn_id,
                 producer,
                 epoch,
                 generation,
@@ -507,7 +510,7 @@ impl GroupCoordinator {
                     shard,
                     &partition,
                     &group,
-                    (producer, epoch),
+                    (&txn_id, producer, epoch),
                     (generation, &member_id, instance_id.as_deref()),
                     offsets,
                 )
@@ -821,17 +824,27 @@ impl GroupCoordinator {
     }
 
     /// TxnOffsetCommit: validates like a commit (v3+ carries the member), then appends the
-    /// offsets as a transactional batch of the producer. They stay pending (invisible to
+    /// offsets as a transactional batch of the producer, once the transaction's coordinator has
+    /// confirmed it includes this partition (`txn::verify`). They stay pending (invisible to
     /// OffsetFetch) until the transaction's marker reaches this partition.
     async fn txn_commit(
         &self,
         shard: &Rc<Shard>,
         partition: &PartitionRef<UringStorage>,
         group: &str,
-        (producer, epoch): (ProducerId, ProducerEpoch),
+        (txn_id, producer, epoch): (&str, ProducerId, ProducerEpoch),
         (generation, member_id, instance_id): (i32, &str, Option<&str>),
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        // Held until the batch is appended.
+        let _ticket = crate::txn::verify::admit(shard, partition, Some(txn_id), producer, epoch)
+            .await
+            .map_err(|code| match code {
+                // A coordinator that could not be asked: the client finds the coordinator again
+                // and retries (TxnOffsetCommit knows no NOT_ENOUGH_REPLICAS).
+                ErrorCode::NotEnoughReplicas => ErrorCode::CoordinatorNotAvailable,
+                code => code,
+            })?;
         let now = shard.clock.now_ms();
         self.with_group(group, true, now, |e| {
             let member_given = generation >= 0 || !member_id.is_empty() || instance_id.is_some();

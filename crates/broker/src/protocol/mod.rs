@@ -76,6 +76,7 @@ pub fn supported_apis() -> Vec<ApiRange> {
         range(ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS),
         range(ApiKey::EndTxn, end_txn::VERSIONS),
         range(ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS),
+        range(ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS),
         range(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
         range(
             ApiKey::DescribeTopicPartitions,

@@ -34,7 +34,7 @@ use crate::metadata::{partition_dir, shard_of, MetadataImage, TopicMeta};
 use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
 use crate::protocol::fetch_sizing::{self, Budget, ReadLimit, ReadSpan};
-use crate::storage::batch::{self, ControlType};
+use crate::storage::batch::{self, BatchHeader, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::payload::Payload;
 use crate::storage::segment_check::{self, DamagedRange};
@@ -98,6 +98,8 @@ pub type OffsetAnswer = Result<OffsetFound, ErrorCode>;
 pub enum ShardRequest {
     Produce {
         acks: i16,
+        /// The request's `transactional_id`: what a partition asks the coordinator about.
+        transactional_id: Option<Arc<str>>,
         items: Vec<(TopicPartition, Bytes)>,
     },
     /// Reads the items in order, sizing them as one answer starting from `budget`.
@@ -121,12 +123,6 @@ pub enum ShardRequest {
     /// DeleteRecords: move each partition's log start to the offset (-1: the high watermark).
     DeleteRecords {
         items: Vec<(TopicPartition, i64)>,
-    },
-    /// AddPartitionsToTxn: the producer may start a transaction on these partitions.
-    AdmitTransaction {
-        producer: ProducerId,
-        epoch: ProducerEpoch,
-        partitions: Vec<TopicPartition>,
     },
     /// EndTxn: write the marker on each partition and answer once they are durable.
     WriteMarkers {
@@ -161,7 +157,7 @@ pub enum ShardResponse {
     Fetch(Vec<FetchResult>),
     ListOffsets(Vec<OffsetAnswer>),
     DeleteRecords(Vec<Result<Offset, ErrorCode>>),
-    /// One result per partition of AdmitTransaction or WriteMarkers.
+    /// One result per partition of WriteMarkers.
     PerPartition(Vec<Result<(), ErrorCode>>),
     Controller(ControllerResponse),
     Group(GroupAnswer),
@@ -188,6 +184,8 @@ pub struct Shard {
     pub groups: GroupCoordinator,
     /// The transactional ids this shard coordinates.
     pub txns: TxnCoordinator,
+    /// Connections to the other brokers (transaction markers and verification).
+    pub peers: crate::network::peers::Peers,
     pub clock: SystemClock,
     stopping: Cell<bool>,
     /// `queued.max.request.bytes`, shared by this shard's connections.
@@ -293,9 +291,14 @@ impl Shard {
     pub fn handle(self: Rc<Self>, request: ShardRequest) -> LocalBoxFuture<'static, ShardResponse> {
         async move {
             match request {
-                ShardRequest::Produce { acks, items } => {
-                    ShardResponse::Produce(self.produce_local(acks, items).await)
-                }
+                ShardRequest::Produce {
+                    acks,
+                    transactional_id,
+                    items,
+                } => ShardResponse::Produce(
+                    self.produce_local(acks, transactional_id.as_deref(), items)
+                        .await,
+                ),
                 ShardRequest::Fetch { items, budget } => {
                     ShardResponse::Fetch(self.fetch_local(items, budget).await)
                 }
@@ -324,20 +327,6 @@ impl Shard {
                     }
                     ShardResponse::DeleteRecords(results)
                 }
-                ShardRequest::AdmitTransaction {
-                    producer,
-                    epoch,
-                    partitions,
-                } => ShardResponse::PerPartition(
-                    partitions
-                        .iter()
-                        .map(|tp| {
-                            let p = self.partition(tp)?;
-                            p.borrow_mut().admit_transaction(producer, epoch);
-                            Ok(())
-                        })
-                        .collect(),
-                ),
                 ShardRequest::WriteMarkers { marker, partitions } => {
                     ShardResponse::PerPartition(self.write_markers(marker, partitions).await)
                 }
@@ -381,20 +370,15 @@ impl Shard {
     async fn produce_local(
         self: &Rc<Self>,
         acks: i16,
+        transactional_id: Option<&str>,
         items: Vec<(TopicPartition, Bytes)>,
     ) -> Vec<Result<ProduceOutcome, ProduceError>> {
-        let now = self.clock.now_ms();
         let mut appended = Vec::with_capacity(items.len());
         for (tp, records) in &items {
             let result = if self.is_stopping() {
                 Err(ErrorCode::NotLeaderOrFollower.into())
             } else {
-                self.led_partition(tp, -1)
-                    .map_err(ProduceError::from)
-                    .and_then(|p| {
-                        let outcome = p.borrow_mut().append(records, now);
-                        outcome.map(|o| (o, p))
-                    })
+                self.append_led(tp, records, transactional_id).await
             };
             if let Ok((_, p)) = &result {
                 partition::schedule_flush(p);
@@ -419,6 +403,30 @@ impl Shard {
         results
     }
 
+    /// Appends a produce's records to `tp` if this broker leads it, once a transactional batch's
+    /// coordinator has confirmed the transaction includes the partition (`txn::verify`).
+    async fn append_led(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        records: &Bytes,
+        transactional_id: Option<&str>,
+    ) -> Result<(ProduceOutcome, PartitionRef<UringStorage>), ProduceError> {
+        let p = self.led_partition(tp, -1)?;
+        let transaction = BatchHeader::parse(records)
+            .filter(|h| h.is_transactional() && h.has_producer_id())
+            .map(|h| (ProducerId(h.producer_id), ProducerEpoch(h.producer_epoch)));
+        // Held until the batch is appended: the producer's next batches wait their turn.
+        let _ticket = match transaction {
+            Some((producer, epoch)) => {
+                crate::txn::verify::admit(self, &p, transactional_id, producer, epoch).await?
+            }
+            None => None,
+        };
+        // Time is read after the wait, so the batch's append time is when it was appended.
+        let outcome = p.borrow_mut().append(records, self.clock.now_ms())?;
+        Ok((outcome, p))
+    }
+
     /// Appends `marker` to every partition (all owned here), waits until each is committed, and
     /// lets the group coordinator settle transactional offsets in offsets partitions.
     async fn write_markers(
@@ -429,7 +437,7 @@ impl Shard {
         let now = self.clock.now_ms();
         let mut written = Vec::with_capacity(partitions.len());
         for tp in &partitions {
-            let result = self.partition(tp).and_then(|p| {
+            let result = self.led_partition(tp, -1).and_then(|p| {
                 let outcome = p.borrow_mut().write_marker(
                     marker.producer,
                     marker.epoch,

@@ -246,6 +246,7 @@ async fn shard_main(
         producer_ids: Default::default(),
         groups: GroupCoordinator::new(&config),
         txns: TxnCoordinator::new(&config),
+        peers: network::peers::Peers::new(&config.inter_broker_listener_name, config.node_id),
         clock: SystemClock,
         stopping: Cell::new(false),
         request_memory: Rc::new(network::RequestMemory::new(

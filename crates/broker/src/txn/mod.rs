@@ -6,14 +6,20 @@
 //! partitions, finishes transactions that were prepared (their markers are written again, which
 //! is harmless), and lets the timeout abort the ones left open.
 //!
-//! Ending a transaction writes a COMMIT or ABORT marker to every partition in it, on whichever
-//! shards own them (`ShardRequest::WriteMarkers`); offsets partitions settle the transactional
-//! offsets TxnOffsetCommit wrote. EndTxn is answered once every marker is committed (below its
+//! A partition's leader lets a producer start a transaction there only once this coordinator has
+//! confirmed the transaction includes the partition (`verify`, KIP-890). Ending a transaction
+//! writes a COMMIT or ABORT marker to every partition in it, through each partition's leader,
+//! this broker's shards or another broker (`markers`); offsets partitions settle the
+//! transactional offsets TxnOffsetCommit wrote. EndTxn is answered once every marker is committed (below its
 //! partition's high watermark), so a committed transaction is visible to read_committed
 //! consumers when the producer learns it committed. Fencing (a new InitProducerId, or the timeout) bumps the epoch before aborting, so
 //! the old producer's later writes and its late EndTxn are refused.
 
+mod markers;
 pub mod state;
+pub mod verify;
+
+pub use markers::WRITE_TXN_MARKERS_VERSION;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -21,7 +27,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::join_all;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::error::ErrorCode;
@@ -29,7 +34,7 @@ use crate::group::records::partition_for_group;
 use crate::internal_log;
 use crate::limits;
 use crate::partition::{self, PartitionRef};
-use crate::shard::{Marker, Shard, ShardRequest, ShardResponse};
+use crate::shard::{Marker, Shard};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::Clock;
@@ -57,6 +62,13 @@ pub enum TxnOp {
         epoch: ProducerEpoch,
         commit: bool,
     },
+    /// A partition leader asks whether the open transaction includes these partitions (KIP-890).
+    Verify {
+        txn_id: String,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        partitions: Vec<TopicPartition>,
+    },
 }
 
 impl TxnOp {
@@ -64,7 +76,8 @@ impl TxnOp {
         match self {
             TxnOp::InitProducerId { txn_id, .. }
             | TxnOp::AddPartitions { txn_id, .. }
-            | TxnOp::EndTxn { txn_id, .. } => txn_id,
+            | TxnOp::EndTxn { txn_id, .. }
+            | TxnOp::Verify { txn_id, .. } => txn_id,
         }
     }
 }
@@ -73,6 +86,8 @@ impl TxnOp {
 pub enum TxnAnswer {
     Producer(Result<(ProducerId, ProducerEpoch), ErrorCode>),
     Code(ErrorCode),
+    /// Verify: a code per partition, in the order asked.
+    Verified(Vec<ErrorCode>),
 }
 
 /// Which shard coordinates `txn_id`, and its `__transaction_state` partition;
@@ -205,6 +220,20 @@ impl TxnCoordinator {
     }
 
     pub async fn handle(&self, shard: &Rc<Shard>, op: TxnOp) -> TxnAnswer {
+        if let TxnOp::Verify {
+            txn_id,
+            producer,
+            epoch,
+            partitions,
+        } = &op
+        {
+            // A read of the state, not a change: it waits for no other operation.
+            let codes = match self.partition_of(shard, txn_id) {
+                Ok(_) => self.verify(txn_id, *producer, *epoch, partitions),
+                Err(code) => vec![code; partitions.len()],
+            };
+            return TxnAnswer::Verified(codes);
+        }
         let _one_at_a_time = self.lock(op.txn_id()).await;
         let partition = match self.partition_of(shard, op.txn_id()) {
             Ok(p) => p,
@@ -216,6 +245,7 @@ impl TxnCoordinator {
             }
         };
         match op {
+            TxnOp::Verify { .. } => unreachable!("answered above"),
             TxnOp::InitProducerId {
                 txn_id,
                 timeout_ms,
@@ -243,6 +273,34 @@ impl TxnCoordinator {
                     .await,
             ),
         }
+    }
+
+    /// Whether the open transaction of `txn_id`, of `producer` at `epoch`, includes each
+    /// partition (Kafka's codes: an unknown producer, a fenced epoch, or INVALID_TXN_STATE).
+    fn verify(
+        &self,
+        txn_id: &str,
+        producer: ProducerId,
+        epoch: ProducerEpoch,
+        partitions: &[TopicPartition],
+    ) -> Vec<ErrorCode> {
+        let txns = self.txns.borrow();
+        let m = txns.get(txn_id);
+        let refused = match m {
+            None => Some(ErrorCode::InvalidProducerIdMapping),
+            Some(m) if m.producer_id != producer => Some(ErrorCode::InvalidProducerIdMapping),
+            Some(m) if m.epoch != epoch => Some(ErrorCode::ProducerFenced),
+            Some(m) if m.state != TxnState::Ongoing => Some(ErrorCode::InvalidTxnState),
+            Some(_) => None,
+        };
+        partitions
+            .iter()
+            .map(|tp| match (refused, m) {
+                (Some(code), _) => code,
+                (None, Some(m)) if m.partitions.contains(tp) => ErrorCode::None,
+                (None, _) => ErrorCode::InvalidTxnState,
+            })
+            .collect()
     }
 
     fn partition_of(
@@ -366,14 +424,6 @@ impl TxnCoordinator {
         if let Err(code) = m.check_add(producer, epoch) {
             return code;
         }
-        if let Some(foreign) = partitions.iter().find(|tp| !led_here(shard, tp)) {
-            // Markers and admissions do not cross brokers yet: refuse before the transaction
-            // names a partition its markers could never reach (EndTxn would wait forever).
-            tracing::warn!(
-                "transaction {txn_id}: {foreign} is led by another broker; transactions across brokers are not supported yet"
-            );
-            return ErrorCode::NotLeaderOrFollower;
-        }
         let now = shard.clock.now_ms();
         let new: Vec<&TopicPartition> = partitions
             .iter()
@@ -385,14 +435,14 @@ impl TxnCoordinator {
                 m.start_ms = now;
                 m.partitions.clear();
             }
-            m.partitions.extend(partitions.iter().cloned());
+            m.partitions.extend(partitions);
             m.last_update_ms = now;
             if let Err(code) = self.save(shard, txn_id, m).await {
                 return code;
             }
         }
-        // Always (re)admit: a restart forgets admissions, the transaction does not.
-        admit(shard, producer, epoch, partitions).await
+        // Each partition's leader asks (`verify`) before the first batch starts the transaction.
+        ErrorCode::None
     }
 
     async fn end(
@@ -447,7 +497,7 @@ impl TxnCoordinator {
         };
         let mut remaining: BTreeSet<TopicPartition> = m.partitions.clone();
         loop {
-            remaining = write_markers(shard, marker, remaining).await;
+            remaining = markers::write_markers(shard, marker, remaining).await;
             if remaining.is_empty() {
                 break;
             }
@@ -550,94 +600,4 @@ impl TxnCoordinator {
             }
         }
     }
-}
-
-/// Groups partitions by owning shard.
-fn by_owner(
-    shard: &Shard,
-    partitions: impl IntoIterator<Item = TopicPartition>,
-) -> HashMap<ShardId, Vec<TopicPartition>> {
-    let mut routed: HashMap<ShardId, Vec<TopicPartition>> = HashMap::new();
-    for tp in partitions {
-        routed.entry(shard.owner_of(&tp)).or_default().push(tp);
-    }
-    routed
-}
-
-/// Whether this broker leads `tp` (a single broker leads every partition).
-fn led_here(shard: &Shard, tp: &TopicPartition) -> bool {
-    let me = shard.config.node_id;
-    shard
-        .image()
-        .topic(&tp.topic)
-        .and_then(|t| t.partition_states.get(tp.partition.0 as usize))
-        .is_some_and(|state| state.leader.0 == me)
-}
-
-/// Lets `producer` start its transaction on each partition.
-async fn admit(
-    shard: &Rc<Shard>,
-    producer: ProducerId,
-    epoch: ProducerEpoch,
-    partitions: Vec<TopicPartition>,
-) -> ErrorCode {
-    let calls = by_owner(shard, partitions)
-        .into_iter()
-        .map(|(owner, partitions)| {
-            shard.call(
-                owner,
-                ShardRequest::AdmitTransaction {
-                    producer,
-                    epoch,
-                    partitions,
-                },
-            )
-        });
-    for response in join_all(calls).await {
-        match response {
-            ShardResponse::PerPartition(results) => {
-                if let Some(Err(code)) = results.into_iter().find(|r| r.is_err()) {
-                    return code;
-                }
-            }
-            _ => return ErrorCode::CoordinatorNotAvailable,
-        }
-    }
-    ErrorCode::None
-}
-
-/// Writes `marker` on every partition, all owning shards at once; returns the partitions that
-/// still need it (those of deleted topics are done).
-async fn write_markers(
-    shard: &Rc<Shard>,
-    marker: Marker,
-    partitions: BTreeSet<TopicPartition>,
-) -> BTreeSet<TopicPartition> {
-    let calls = by_owner(shard, partitions)
-        .into_iter()
-        .map(|(owner, partitions)| async move {
-            let request = ShardRequest::WriteMarkers {
-                marker,
-                partitions: partitions.clone(),
-            };
-            (partitions, shard.call(owner, request).await)
-        });
-    let image = shard.image();
-    let mut remaining = BTreeSet::new();
-    for (partitions, response) in join_all(calls).await {
-        let results = match response {
-            ShardResponse::PerPartition(results) => results,
-            _ => vec![Err(ErrorCode::CoordinatorNotAvailable); partitions.len()],
-        };
-        for (tp, result) in partitions.into_iter().zip(results) {
-            let gone = image
-                .topic(&tp.topic)
-                .is_none_or(|t| tp.partition.0 >= t.partitions);
-            if result.is_err() && !gone {
-                tracing::warn!("marker for {tp}: {:?}", result);
-                remaining.insert(tp);
-            }
-        }
-    }
-    remaining
 }

@@ -35,7 +35,7 @@ pub async fn handle(shard: &Rc<Shard>, request: AddOffsetsToTxnRequest) -> AddOf
             };
             match coordinator::call_txn(shard, op).await {
                 TxnAnswer::Code(code) => code,
-                TxnAnswer::Producer(_) => ErrorCode::UnknownServerError,
+                TxnAnswer::Producer(_) | TxnAnswer::Verified(_) => ErrorCode::UnknownServerError,
             }
         }
     };

@@ -1,11 +1,12 @@
-//! AddPartitionsToTxn (key 24, the client versions 0-3): adds partitions to the producer's open
-//! transaction (starting it if needed) and lets the producer write transactional batches there.
-//! v4+ is broker-to-broker and not advertised.
+//! AddPartitionsToTxn (key 24): v0-3, from clients, add partitions to the producer's open
+//! transaction (starting it if needed). v4+ (KIP-890) is what brokers send one another, several
+//! transactions a request: a partition leader asks with `verify_only` whether a transaction
+//! includes its partition before letting it start there (`txn::verify`).
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
@@ -17,12 +18,19 @@ use crate::shard::Shard;
 use crate::txn::{TxnAnswer, TxnOp};
 use crate::types::{ProducerEpoch, ProducerId, TopicPartition};
 
-pub const VERSIONS: (i16, i16) = (0, 3);
+pub const VERSIONS: (i16, i16) = (0, 5);
+
+/// The first version with several transactions a request, sent by brokers.
+const BROKER_VERSION: i16 = 4;
 
 pub async fn handle(
     shard: &Rc<Shard>,
     request: AddPartitionsToTxnRequest,
+    version: i16,
 ) -> AddPartitionsToTxnResponse {
+    if version >= BROKER_VERSION {
+        return handle_from_broker(shard, request).await;
+    }
     let image = shard.image();
     let topics = &request.v3_and_below_topics;
     let unknown = |name: &str, p: i32| !known(&image, name, p) || is_internal_topic(name);
@@ -48,7 +56,7 @@ pub async fn handle(
         };
         match coordinator::call_txn(shard, op).await {
             TxnAnswer::Code(code) => code,
-            TxnAnswer::Producer(_) => ErrorCode::UnknownServerError,
+            TxnAnswer::Producer(_) | TxnAnswer::Verified(_) => ErrorCode::UnknownServerError,
         }
     };
     let results = topics
@@ -74,4 +82,77 @@ pub async fn handle(
         })
         .collect();
     AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+}
+
+/// v4+: each transaction verified (`verify_only`) or added, with a code per partition.
+async fn handle_from_broker(
+    shard: &Rc<Shard>,
+    request: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let mut results = Vec::with_capacity(request.transactions.len());
+    for transaction in request.transactions {
+        let partitions: Vec<TopicPartition> = transaction
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| TopicPartition::new(t.name.to_string(), *p))
+            })
+            .collect();
+        let txn_id = transaction.transactional_id.to_string();
+        let producer = ProducerId(transaction.producer_id.0);
+        let epoch = ProducerEpoch(transaction.producer_epoch);
+        let codes = if transaction.verify_only {
+            let op = TxnOp::Verify {
+                txn_id,
+                producer,
+                epoch,
+                partitions: partitions.clone(),
+            };
+            match coordinator::call_txn(shard, op).await {
+                TxnAnswer::Verified(codes) => codes,
+                TxnAnswer::Code(code) => vec![code; partitions.len()],
+                TxnAnswer::Producer(_) => vec![ErrorCode::UnknownServerError; partitions.len()],
+            }
+        } else {
+            let op = TxnOp::AddPartitions {
+                txn_id,
+                producer,
+                epoch,
+                partitions: partitions.clone(),
+            };
+            let code = match coordinator::call_txn(shard, op).await {
+                TxnAnswer::Code(code) => code,
+                _ => ErrorCode::UnknownServerError,
+            };
+            vec![code; partitions.len()]
+        };
+        let mut codes = codes.into_iter();
+        let topics = transaction
+            .topics
+            .iter()
+            .map(|t| {
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_results_by_partition(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let code = codes.next().unwrap_or(ErrorCode::UnknownServerError);
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(*p)
+                                    .with_partition_error_code(code.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(transaction.transactional_id)
+                .with_topic_results(topics),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }

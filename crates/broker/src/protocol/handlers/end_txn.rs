@@ -22,7 +22,7 @@ pub async fn handle(shard: &Rc<Shard>, request: EndTxnRequest) -> EndTxnResponse
     };
     let code = match coordinator::call_txn(shard, op).await {
         TxnAnswer::Code(code) => code,
-        TxnAnswer::Producer(_) => ErrorCode::UnknownServerError,
+        TxnAnswer::Producer(_) | TxnAnswer::Verified(_) => ErrorCode::UnknownServerError,
     };
     EndTxnResponse::default().with_error_code(code.code())
 }

@@ -9,6 +9,7 @@ use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 
 use super::coordinator;
+use crate::error::ErrorCode;
 use crate::shard::Shard;
 use crate::txn::{TxnAnswer, TxnOp};
 use crate::types::{ProducerEpoch, ProducerId as TxnProducerId};
@@ -35,6 +36,9 @@ pub async fn handle(shard: &Rc<Shard>, request: InitProducerIdRequest) -> InitPr
                 .with_producer_epoch(epoch.0),
             TxnAnswer::Producer(Err(code)) | TxnAnswer::Code(code) => {
                 response.with_error_code(code.code())
+            }
+            TxnAnswer::Verified(_) => {
+                response.with_error_code(ErrorCode::UnknownServerError.code())
             }
         };
     }

@@ -37,6 +37,7 @@ pub mod produce;
 pub mod scatter;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::rc::Rc;
 
@@ -133,7 +134,7 @@ pub async fn dispatch(
             ResponseKind::DeleteGroups(delete_groups::handle(shard, r).await)
         }
         RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(shard, r).await)
+            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(shard, r, version).await)
         }
         RequestKind::AddOffsetsToTxn(r) => {
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(shard, r).await)
@@ -153,6 +154,9 @@ pub async fn dispatch(
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(r)),
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(shard, r, version).await)
+        }
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, r).await)
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(offset_delete::handle(shard, r).await)

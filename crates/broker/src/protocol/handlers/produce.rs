@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
@@ -65,7 +66,15 @@ pub async fn handle(
             }
         }
     }
-    let request_for = |items| ShardRequest::Produce { acks, items };
+    let transactional_id: Option<Arc<str>> = request
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str().into());
+    let request_for = |items| ShardRequest::Produce {
+        acks,
+        transactional_id: transactional_id.clone(),
+        items,
+    };
     // A shard's answer per partition is itself a result (a refusal may explain its records);
     // the outer one is the shard's, when it could not answer.
     let answers_of = |response| match response {

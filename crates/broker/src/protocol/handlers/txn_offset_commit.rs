@@ -69,6 +69,7 @@ pub async fn handle(
         };
         let op = GroupOp::TxnCommit {
             group,
+            txn_id: request.transactional_id.to_string(),
             producer: ProducerId(request.producer_id.0),
             epoch: ProducerEpoch(request.producer_epoch),
             generation,

@@ -29,7 +29,10 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * and a topic whose partitions are led by all of them (describeTopics goes through
  * DescribeTopicPartitions in Kafka 4's client); an idempotent acks=all producer bootstrapped from
  * the first broker writes every partition; a consumer bootstrapped from the second reads every
- * record once; a group of two bootstrapped from the third shares the partitions and commits.
+ * record once; a group of two bootstrapped from the third shares the partitions and commits; a
+ * transactional producer writes every partition (so its markers and verifications cross brokers)
+ * and commits offsets of a group in its transaction, then aborts a second transaction, and a
+ * read_committed consumer sees exactly the committed one.
  * Usage: ClusterTest FIRST SECOND THIRD (host:port each). Exits non-zero on the first mismatch.
  */
 public final class ClusterTest {
@@ -161,6 +164,66 @@ public final class ClusterTest {
                     "committed to the end of " + tp + ": " + offsets.get(tp));
             }
         }
+        transactions(args, topic, tps);
         System.out.println("java client: all cluster checks passed");
+    }
+
+    /** One committed and one aborted transaction over every partition, across all brokers. */
+    private static void transactions(String[] args, String topic, List<TopicPartition> tps)
+            throws Exception {
+        String group = "java-cluster-txn-group-" + System.nanoTime();
+        Properties p = bootstrap(args[2]);
+        p.put("key.serializer", StringSerializer.class.getName());
+        p.put("value.serializer", StringSerializer.class.getName());
+        p.put("transactional.id", "java-cluster-txn-" + System.nanoTime());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+            producer.initTransactions();
+            producer.beginTransaction();
+            for (int i = 0; i < PARTITIONS; i++) {
+                producer.send(new ProducerRecord<>(topic, i, "t", "committed-" + i));
+            }
+            Map<TopicPartition, OffsetAndMetadata> offsets = Map.of(tps.get(0), new OffsetAndMetadata(7));
+            producer.sendOffsetsToTransaction(offsets, new org.apache.kafka.clients.consumer.ConsumerGroupMetadata(group));
+            producer.commitTransaction();
+            producer.beginTransaction();
+            for (int i = 0; i < PARTITIONS; i++) {
+                producer.send(new ProducerRecord<>(topic, i, "t", "aborted-" + i));
+            }
+            producer.flush();
+            producer.abortTransaction();
+        }
+        Properties c = bootstrap(args[0]);
+        c.put("key.deserializer", StringDeserializer.class.getName());
+        c.put("value.deserializer", StringDeserializer.class.getName());
+        c.put("isolation.level", "read_committed");
+        c.put("enable.auto.commit", "false");
+        Set<String> committed = new HashSet<>();
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c)) {
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            long deadline = System.currentTimeMillis() + 60_000;
+            // Past both transactions: the aborted one's records and markers included.
+            while (System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                    check(!r.value().startsWith("aborted"), "read_committed sees no aborted record: " + r);
+                    if (r.value().startsWith("committed")) {
+                        committed.add(r.value());
+                    }
+                }
+                boolean past = true;
+                Map<TopicPartition, Long> ends = consumer.endOffsets(tps);
+                for (TopicPartition tp : tps) {
+                    past &= consumer.position(tp) >= ends.get(tp);
+                }
+                if (past && committed.size() == PARTITIONS) {
+                    break;
+                }
+            }
+        }
+        check(committed.size() == PARTITIONS, "the committed transaction on every partition: " + committed);
+        try (Admin admin = Admin.create(bootstrap(args[1]))) {
+            OffsetAndMetadata o = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get().get(tps.get(0));
+            check(o != null && o.offset() == 7, "offsets committed in the transaction: " + o);
+        }
     }
 }
