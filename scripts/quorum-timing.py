@@ -12,7 +12,9 @@ defaults):
     after the new leader took over, by design: it gives every broker one session to be heard).
 
 The load is `sluice bench produce` with P1's shape (1 KiB records to 16 partitions, acks=all, as
-fast as it goes) from one client bootstrapped from broker 1. Run it on a quiet machine:
+fast as it goes) from one client. Its topic lives on the two brokers that do not lead the quorum,
+and the client bootstraps from one of them, so killing the leader measures the quorum, not a
+load that lost a third of its partitions (they have one replica). Run it on a quiet machine:
 
   scripts/quorum-timing.py [--creates N] [--load-seconds S] [--sluice PATH]
                             (defaults: 50 creates, 60 s of load, target/release/sluice)
@@ -154,15 +156,23 @@ def main():
         follower = next(n for n in (1, 2, 3) if n != leader)
         idle = latencies(cluster, follower, "idle", args.creates)
 
+        others = [n for n in (1, 2, 3) if n != leader]
+        assignment = ",".join(str(others[p % 2]) for p in range(16))
+        created = subprocess.run(
+            [sluice, "topic", "create", "p1", "--replica-assignment", assignment, "--bootstrap", cluster.bootstrap(follower)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if created.returncode != 0:
+            sys.exit(f"creating the load's topic failed: {created.stderr}")
         load = subprocess.Popen(
-            [sluice, "bench", "produce", "--bootstrap", cluster.bootstrap(1), "--partitions", "16", "--size", "1024",
+            [sluice, "bench", "produce", "--bootstrap", cluster.bootstrap(follower), "--topic", "p1", "--size", "1024",
              "--acks", "all", "--duration", str(args.load_seconds)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(8)
         loaded = latencies(cluster, follower, "loaded", args.creates)
 
-        leader = cluster.leader()
-        survivors = [n for n in (1, 2, 3) if n != leader]
+        if cluster.leader() != leader:
+            sys.exit(f"the quorum's leader changed under load before the kill; logs in {cluster.dir}")
+        survivors = others
         killed_at = time.time()
         cluster.procs[leader].kill()
         cluster.procs[leader].wait()
@@ -175,7 +185,7 @@ def main():
         serving = time.time() - killed_at
         cluster.wait_for(lambda: first_line_after(cluster, survivors, rf"fenced broker {leader} ", killed_at), "the fence")
         fenced = first_line_after(cluster, survivors, rf"fenced broker {leader} ", killed_at) - killed_at
-        bench = load.communicate(timeout=180)[0]
+        bench = load.communicate(timeout=args.load_seconds + 60)[0]
         throughput = next((l.strip() for l in bench.splitlines() if "records/s" in l or "msgs/s" in l), "see the bench output")
 
         print(f"| measurement (3 brokers on this host, {datetime.date.today()}) | result |")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"sluice/compat/scenario"
@@ -61,15 +62,19 @@ func produce(ctx context.Context, cl *kgo.Client, from, to int) error {
 // member is one consumer of the group. It blocks rebalances while it handles a poll and commits
 // what it handled before allowing them, so no record reaches two members.
 type member struct {
-	client   *kgo.Client
-	assigned chan int
-	count    int
-	done     chan struct{}
-	pollErr  error
+	client *kgo.Client
+	// The partitions of the topic it owns: cooperative rebalances (franz-go's default) hand
+	// out and take back partitions a few at a time.
+	mu      sync.Mutex
+	owned   map[int32]bool
+	started bool
+	count   int
+	done    chan struct{}
+	pollErr error
 }
 
 func startMember(seen *scenario.Seen) (scenario.Member, error) {
-	m := &member{assigned: make(chan int, 16), done: make(chan struct{})}
+	m := &member{owned: map[int32]bool{}, done: make(chan struct{})}
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(bootstrap),
 		kgo.ConsumerGroup(group),
@@ -79,7 +84,13 @@ func startMember(seen *scenario.Seen) (scenario.Member, error) {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(fetchMaxWait),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
-			m.assigned <- len(a[topic])
+			m.change(a[topic], true)
+		}),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, r map[string][]int32) {
+			m.change(r[topic], false)
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, l map[string][]int32) {
+			m.change(l[topic], false)
 		}),
 	)
 	if err != nil {
@@ -115,18 +126,34 @@ func (m *member) run(seen *scenario.Seen) {
 	}
 }
 
-func (m *member) Close() (assigned, handled int, err error) {
-	m.client.Close()
-	<-m.done
-	assigned = -1
-	for {
-		select {
-		case n := <-m.assigned:
-			assigned = n
-		default:
-			return assigned, m.count, m.pollErr
+func (m *member) change(partitions []int32, owned bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.started = true
+	for _, p := range partitions {
+		if owned {
+			m.owned[p] = true
+		} else {
+			delete(m.owned, p)
 		}
 	}
+}
+
+func (m *member) Holds() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.started {
+		return -1
+	}
+	return len(m.owned)
+}
+
+// Close reports what it owned before leaving (leaving revokes everything).
+func (m *member) Close() (assigned, handled int, err error) {
+	assigned = m.Holds()
+	m.client.Close()
+	<-m.done
+	return assigned, m.count, m.pollErr
 }
 
 func stepCreateTopic(ctx context.Context, adm *kadm.Client) error {

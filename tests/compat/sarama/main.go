@@ -145,6 +145,12 @@ func (m *member) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Con
 	return nil
 }
 
+func (m *member) Holds() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.assigned
+}
+
 func (m *member) Close() (assigned, handled int, err error) {
 	m.cancel()
 	closeErr := m.group.Close()

@@ -134,8 +134,11 @@ func Pass(n int, name string) {
 
 // Member is one consumer of the scenario's group, started by a client's program.
 type Member interface {
-	// Close leaves the group and reports the partition count of its last assignment, the
-	// records it handled, and its first error.
+	// Holds is how many partitions of the topic the member owns now (-1 before its first
+	// assignment).
+	Holds() int
+	// Close leaves the group and reports the partition count it owned last, the records it
+	// handled, and its first error.
 	Close() (assigned, handled int, err error)
 }
 
@@ -155,6 +158,11 @@ func GroupOfTwo(client string, start Start) error {
 		members = append(members, m)
 	}
 	waitErr := seen.WaitFor(FirstBatch)
+	if waitErr == nil {
+		// The first member may read the whole batch before the second has joined: the group
+		// settles (both own partitions) before they leave.
+		waitErr = bothHold(members)
+	}
 	var counts []string
 	for n, m := range members {
 		assigned, handled, err := m.Close()
@@ -170,6 +178,28 @@ func GroupOfTwo(client string, start Start) error {
 		fmt.Printf("  group of two: members got %s records\n", strings.Join(counts, " and "))
 	}
 	return waitErr
+}
+
+// bothHold waits until every member owns partitions, for at most WaitTimeout.
+func bothHold(members []Member) error {
+	deadline := time.Now().Add(WaitTimeout)
+	for {
+		settled := true
+		for _, m := range members {
+			settled = settled && m.Holds() > 0
+		}
+		if settled {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			var held []string
+			for _, m := range members {
+				held = append(held, strconv.Itoa(m.Holds()))
+			}
+			return fmt.Errorf("members own %s partitions after %s", strings.Join(held, " and "), WaitTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Resume is steps 4 and 5, once the caller produced the second batch: a new member gets exactly
