@@ -7,7 +7,8 @@
 //! leader, with an idempotent producer and a consumer group whose coordinator may be any broker.
 //! Brokers heartbeat to the quorum's leader: one that dies is fenced after its session and leads
 //! nothing (its partitions answer LEADER_NOT_AVAILABLE) until it returns; one that stops with
-//! SIGTERM is fenced before it exits (a controlled shutdown).
+//! SIGTERM is fenced before it exits (a controlled shutdown). Transactions span the three
+//! brokers, and clients ride out a broker stopping and returning with nothing acknowledged lost.
 
 mod common;
 
@@ -382,6 +383,118 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
             assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
         }
     }
+}
+
+/// Leadership moving while clients run: an idempotent acks=all producer writes every partition
+/// and a consumer group reads, while one broker stops (a controlled shutdown) and returns. Its
+/// partitions have one replica, so they are leaderless meanwhile: the producer holds their
+/// records and sends them to the returned leader (new leader epoch), no record fails, every
+/// acknowledged record is stored once, and the group reads them all.
+#[test]
+fn clients_ride_out_a_broker_stopping_and_returning() {
+    let mut cluster = Cluster::start();
+    let all = [0, 1, 2];
+    cluster.wait_registered(&all);
+    wait_metadata(
+        &cluster.brokers[0],
+        "stream",
+        "three live brokers",
+        |b, _| b == [1, 2, 3],
+    );
+    create_topic(&cluster.brokers[0], "stream", 6);
+    wait_for_topic(&cluster, &all, "stream", 6);
+    wait_spread(&cluster, &all, "stream", 2);
+
+    let group = std::thread::spawn({
+        let bootstrap = cluster.brokers[2].bootstrap();
+        move || read_in_group(&bootstrap, "stream", "riders", RIDE_RECORDS)
+    });
+    let (sender, deliveries) = producer(
+        &cluster.brokers[0],
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "120000"),
+        ],
+    );
+    let send = |from: usize, to: usize| {
+        for i in from..to {
+            let value = format!("ride {i}");
+            send_waiting(
+                &sender,
+                BaseRecord::<(), str>::to("stream")
+                    .partition((i % 6) as i32)
+                    .payload(&value),
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let third = RIDE_RECORDS / 3;
+    send(0, third);
+    // Broker 2 (two shards) stops cleanly: fenced first, its partitions leaderless.
+    assert!(cluster.brokers[1].terminate(), "a clean stop");
+    send(third, 2 * third);
+    cluster.brokers[1].restart();
+    send(2 * third, RIDE_RECORDS);
+    sender.flush(Duration::from_secs(120)).unwrap();
+    let failed = deliveries.failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "failed deliveries: {failed:?}");
+    let mut acked: Vec<String> = deliveries
+        .acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.2.clone())
+        .collect();
+    acked.sort();
+    assert_eq!(acked.len(), RIDE_RECORDS);
+
+    let mut stored: Vec<String> = read_partitions(&cluster.brokers[0], "stream", 6)
+        .into_values()
+        .flatten()
+        .map(|(_, _, value)| value)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, acked, "every acknowledged record stored once");
+    let read = group.join().expect("the group reader");
+    assert_eq!(read.len(), RIDE_RECORDS, "the group read every record");
+    for broker in &mut cluster.brokers {
+        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
+    }
+}
+
+/// Records the producer writes while a broker stops and returns.
+const RIDE_RECORDS: usize = 600;
+
+/// A group member reading `topic` until it has seen `count` distinct records (or
+/// `QUORUM_WAIT_MAX` twice over passed), committing as it goes; what it read.
+fn read_in_group(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    count: usize,
+) -> std::collections::BTreeSet<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200")
+        .create()
+        .unwrap();
+    let consumer = common::consumer::BoundedClose::new(consumer);
+    consumer.subscribe(&[topic]).unwrap();
+    let mut read = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + 2 * QUORUM_WAIT_MAX;
+    while read.len() < count && Instant::now() < deadline {
+        // Errors while a broker is away (its connections refused, its partitions leaderless)
+        // are transient: librdkafka retries them itself.
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            read.insert(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    read
 }
 
 /// Through `producer_at`, a transactional producer writes one record to every partition and

@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{select, select_all, LocalBoxFuture};
 use futures::FutureExt;
+use uuid::Uuid;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, ProduceError};
@@ -92,6 +93,25 @@ pub struct OffsetFound {
 
 /// A ListOffsets answer.
 pub type OffsetAnswer = Result<OffsetFound, ErrorCode>;
+
+/// Kafka's file in each partition directory naming the topic id it belongs to (KIP-516).
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// The topic id `dir`'s `partition.metadata` names, if it has a readable one.
+fn partition_topic_id(dir: &std::path::Path) -> Option<Uuid> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("topic_id: "))
+        .and_then(|id| Uuid::parse_str(id.trim()).ok())
+}
+
+/// Writes `dir`'s `partition.metadata` (Kafka's layout; the id as simple hex, as Sluice writes
+/// cluster ids), replacing it atomically.
+fn record_partition_topic_id(dir: &std::path::Path, id: Uuid) -> std::io::Result<()> {
+    let temp = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
+    std::fs::write(&temp, format!("version: 0\ntopic_id: {}\n", id.simple()))?;
+    std::fs::rename(&temp, dir.join(PARTITION_METADATA_FILE))
+}
 
 /// Work one shard asks of another.
 #[derive(Debug)]
@@ -684,8 +704,13 @@ impl Shard {
         self.txns.load_owned(self).await;
     }
 
-    /// A partition that is new in `image` must start empty: a directory left under its name (a
-    /// deleted topic whose removal a crash interrupted) is removed before the partition opens.
+    /// A partition that is new in `image` must start empty: a directory left under its name by
+    /// a deleted topic (whose removal a crash interrupted, or that was deleted and created again
+    /// while this broker was away) is removed before the partition opens. The directory's
+    /// `partition.metadata` says which topic it belongs to: one of this very topic is kept and
+    /// recovered, as at every start of a broker whose metadata comes from the quorum (its image
+    /// starts empty, so every partition looks new). A directory without the file, from a
+    /// version that did not write it, is kept too: losing data is worse than keeping some.
     fn remove_stale_directories(&self, old: &MetadataImage, image: &MetadataImage) {
         for topic in image.topics.values() {
             let known = old
@@ -696,13 +721,23 @@ impl Shard {
             for p in (known..topic.partitions).filter(|&p| self.holds_replica(topic, p)) {
                 let tp = TopicPartition::new(topic.name.clone(), p);
                 let dir = partition_dir(&self.config.data_dir, &tp);
-                if self.owner_of(&tp) == self.id && dir.exists() {
-                    tracing::warn!(
-                        "removing stale directory {} before creating {tp}",
-                        dir.display()
-                    );
-                    if let Err(err) = std::fs::remove_dir_all(&dir) {
-                        tracing::error!("removing {}: {err}", dir.display());
+                if self.owner_of(&tp) != self.id || !dir.exists() {
+                    continue;
+                }
+                match partition_topic_id(&dir) {
+                    Some(id) if id == topic.id => {}
+                    None => {
+                        tracing::info!("{tp}: keeping {}, which names no topic id", dir.display())
+                    }
+                    Some(other) => {
+                        tracing::warn!(
+                            "removing stale directory {} (topic id {other}) before creating {tp} (topic id {})",
+                            dir.display(),
+                            topic.id
+                        );
+                        if let Err(err) = std::fs::remove_dir_all(&dir) {
+                            tracing::error!("removing {}: {err}", dir.display());
+                        }
                     }
                 }
             }
@@ -727,7 +762,7 @@ impl Shard {
         let image = self.image();
         let started = std::time::Instant::now();
         let (mut opened, mut rebuilt, mut truncated) = (0usize, 0usize, 0usize);
-        let wanted: Vec<(TopicPartition, crate::config::LogConfig)> = image
+        let wanted: Vec<(TopicPartition, crate::config::LogConfig, Uuid)> = image
             .topics
             .values()
             .flat_map(|topic| {
@@ -735,19 +770,31 @@ impl Shard {
                     .filter(|&p| self.holds_replica(topic, p))
                     .map(|p| {
                         let tp = TopicPartition::new(topic.name.clone(), p);
-                        (tp, topic.log_config.clone())
+                        (tp, topic.log_config.clone(), topic.id)
                     })
             })
-            .filter(|(tp, _)| {
+            .filter(|(tp, _, _)| {
                 self.owner_of(tp) == self.id && !self.partitions.borrow().contains_key(tp)
             })
             .collect();
         let mut opening = futures::stream::iter(wanted)
-            .map(|(tp, log_config)| async move {
+            .map(|(tp, log_config, topic_id)| async move {
                 let dir = partition_dir(&self.config.data_dir, &tp);
                 let now = self.clock.now_ms();
-                let result =
-                    Partition::open(UringStorage, tp.clone(), dir, log_config, clean, now).await;
+                let result = Partition::open(
+                    UringStorage,
+                    tp.clone(),
+                    dir.clone(),
+                    log_config,
+                    clean,
+                    now,
+                )
+                .await;
+                if result.is_ok() && partition_topic_id(&dir) != Some(topic_id) {
+                    if let Err(err) = record_partition_topic_id(&dir, topic_id) {
+                        tracing::warn!("{tp}: writing its topic id: {err}");
+                    }
+                }
                 (tp, result)
             })
             .buffer_unordered(crate::limits::RECOVERY_PARTITIONS_IN_FLIGHT);
