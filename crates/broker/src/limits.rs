@@ -150,8 +150,12 @@ pub const TXN_INDEX_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How often each shard looks for transactions open longer than their timeout.
 pub const TXN_TICK_MS: u64 = 200;
 
-/// Wait between attempts to write a transaction's remaining markers.
+/// Wait before the first retry of a transaction's remaining markers; it doubles with each
+/// retry up to `TXN_MARKER_RETRY_MAX_MS` (a partition's leader may be away for minutes).
 pub const TXN_MARKER_RETRY_MS: u64 = 100;
+
+/// The longest wait between retries of a transaction's remaining markers.
+pub const TXN_MARKER_RETRY_MAX_MS: u64 = 5_000;
 
 /// Largest HTTP request head the admin endpoint reads.
 pub const ADMIN_REQUEST_MAX_BYTES: usize = 8 * 1024;

@@ -496,6 +496,7 @@ impl TxnCoordinator {
             coordinator_epoch: 0,
         };
         let mut remaining: BTreeSet<TopicPartition> = m.partitions.clone();
+        let mut wait_ms = limits::TXN_MARKER_RETRY_MS;
         loop {
             remaining = markers::write_markers(shard, marker, remaining).await;
             if remaining.is_empty() {
@@ -505,10 +506,11 @@ impl TxnCoordinator {
                 return Err(ErrorCode::CoordinatorNotAvailable);
             }
             tracing::warn!(
-                "transaction {txn_id}: {} markers not written yet; retrying",
+                "transaction {txn_id}: {} markers not written yet; retrying in {wait_ms} ms",
                 remaining.len()
             );
-            glommio::timer::sleep(Duration::from_millis(limits::TXN_MARKER_RETRY_MS)).await;
+            glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+            wait_ms = (wait_ms * 2).min(limits::TXN_MARKER_RETRY_MAX_MS);
         }
         let mut done = m;
         done.state = match control {
