@@ -46,6 +46,7 @@ broker_failed() {
 # $cluster_pids and $cluster_bootstraps (host:port of brokers 1, 2, 3). On failure it prints the
 # logs, kills the brokers and returns 1. stop_cluster: SIGTERM each, wait, clean up.
 start_cluster() {
+    command -v kcat > /dev/null || { echo "start_cluster needs kcat (apt-get install kcat)"; return 1; }
     cluster_dir=$(mktemp -d)
     local ports voters="" i bootstrap
     ports=$(python3 -c 'import socket
