@@ -72,6 +72,20 @@ impl Cluster {
         Cluster { brokers }
     }
 
+    /// Three brokers, registered, every one live (unfenced) in the metadata of broker `via`
+    /// (the one a test then creates topics through).
+    fn formed(via: usize) -> Cluster {
+        let cluster = Cluster::start();
+        cluster.wait_registered(&[0, 1, 2]);
+        wait_metadata(
+            &cluster.brokers[via],
+            "any",
+            "three live brokers",
+            |b, _| b == [1, 2, 3],
+        );
+        cluster
+    }
+
     /// Waits until every running broker logged its registration with the cluster.
     fn wait_registered(&self, running: &[usize]) {
         let deadline = Instant::now() + QUORUM_WAIT_MAX;
@@ -252,6 +266,15 @@ fn wait_spread(cluster: &Cluster, running: &[usize], topic: &str, each: usize) {
     }
 }
 
+/// Creates a six-partition `topic` through broker `via` and waits until each of the three holds
+/// two of its partitions.
+fn create_spread(cluster: &Cluster, via: usize, topic: &str) {
+    let all = [0, 1, 2];
+    create_topic(&cluster.brokers[via], topic, 6);
+    wait_for_topic(cluster, &all, topic, 6);
+    wait_spread(cluster, &all, topic, 2);
+}
+
 /// The partition directories a broker holds for `topic`.
 fn partition_dirs(broker: &Broker, topic: &str) -> usize {
     std::fs::read_dir(&broker.data_dir)
@@ -266,16 +289,8 @@ fn partition_dirs(broker: &Broker, topic: &str) -> usize {
 
 #[test]
 fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::formed(1);
     let all = [0, 1, 2];
-    cluster.wait_registered(&all);
-    // Every broker is live (unfenced) in the metadata of the one that creates the topic.
-    wait_metadata(
-        &cluster.brokers[1],
-        "orders",
-        "three live brokers",
-        |b, _| b == [1, 2, 3],
-    );
     let described: DescribeClusterResponse = try_call(
         &mut connect(&cluster.brokers[1]),
         ApiKey::DescribeCluster,
@@ -288,18 +303,14 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
     assert_eq!(ids, [1, 2, 3], "DescribeCluster lists every live broker");
 
     // A topic created through one broker reaches all three, its partitions spread over them.
-    create_topic(&cluster.brokers[1], "orders", 6);
-    wait_for_topic(&cluster, &all, "orders", 6);
-    wait_spread(&cluster, &all, "orders", 2);
+    create_spread(&cluster, 1, "orders");
 
     // Clients find each partition's leader: every acknowledged record reads back once, and a
     // consumer group commits through whichever broker coordinates it.
     produce_and_consume(&cluster.brokers[0], &cluster.brokers[2], "orders", 6, 300);
 
     // A transaction over partitions of all three brokers: markers and verifications cross them.
-    create_topic(&cluster.brokers[1], "ledger", 6);
-    wait_for_topic(&cluster, &all, "ledger", 6);
-    wait_spread(&cluster, &all, "ledger", 2);
+    create_spread(&cluster, 1, "ledger");
     commit_and_abort_across_brokers(&cluster.brokers[2], &cluster.brokers[0], "ledger", 6);
 
     // The quorum's leader dies; the other two elect one and keep taking changes. Once its
@@ -392,18 +403,8 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
 /// acknowledged record is stored once, and the group reads them all.
 #[test]
 fn clients_ride_out_a_broker_stopping_and_returning() {
-    let mut cluster = Cluster::start();
-    let all = [0, 1, 2];
-    cluster.wait_registered(&all);
-    wait_metadata(
-        &cluster.brokers[0],
-        "stream",
-        "three live brokers",
-        |b, _| b == [1, 2, 3],
-    );
-    create_topic(&cluster.brokers[0], "stream", 6);
-    wait_for_topic(&cluster, &all, "stream", 6);
-    wait_spread(&cluster, &all, "stream", 2);
+    let mut cluster = Cluster::formed(0);
+    create_spread(&cluster, 0, "stream");
 
     let group = std::thread::spawn({
         let bootstrap = cluster.brokers[2].bootstrap();

@@ -17,6 +17,7 @@ from kafka.admin import NewTopic
 from test_kafka_python import (
     SLUICE,
     GroupMember,
+    commit_abort_commit,
     consume,
     free_port,
     isolated_consume,
@@ -103,17 +104,23 @@ def leaders(broker, topic):
         admin.close()
 
 
-def test_clients_follow_leaders_across_three_brokers(cluster):
-    first, second, third = cluster
-    topic, partitions, n = "py-cluster", 6, 600
-    admin = KafkaAdminClient(bootstrap_servers=first.bootstrap)
+def create_spread(through, seen_by, topic, partitions):
+    """Creates the topic through one broker and waits until another sees its partitions led by
+    all three."""
+    admin = KafkaAdminClient(bootstrap_servers=through.bootstrap)
     admin.create_topics([NewTopic(topic, partitions, 1)])
     admin.close()
     wait_for(
-        lambda: set(leaders(third, topic).values()) == {1, 2, 3},
-        lambda: f"partitions led by all three brokers: {leaders(third, topic)}",
+        lambda: set(leaders(seen_by, topic).values()) == {1, 2, 3},
+        lambda: f"partitions led by all three brokers: {leaders(seen_by, topic)}",
         timeout=60,
     )
+
+
+def test_clients_follow_leaders_across_three_brokers(cluster):
+    first, second, third = cluster
+    topic, partitions, n = "py-cluster", 6, 600
+    create_spread(first, third, topic, partitions)
 
     producer = KafkaProducer(bootstrap_servers=first.bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     futures = [producer.send(topic, key=b"k%d" % i, value=b"%d" % i, partition=i % partitions) for i in range(n)]
@@ -155,26 +162,8 @@ def test_transactions_span_brokers(cluster):
     committed transactions, through a broker that coordinates neither."""
     first, second, third = cluster
     topic, partitions = "py-cluster-txn", 6
-    admin = KafkaAdminClient(bootstrap_servers=first.bootstrap)
-    admin.create_topics([NewTopic(topic, partitions, 1)])
-    admin.close()
-    wait_for(
-        lambda: set(leaders(second, topic).values()) == {1, 2, 3},
-        lambda: f"partitions led by all three brokers: {leaders(second, topic)}",
-        timeout=60,
-    )
-    producer = transactional_producer(third, "py-cluster-txn")
-    for prefix, commit in [(b"c0", True), (b"a", False), (b"c1", True)]:
-        producer.begin_transaction()
-        for i in range(30):
-            producer.send(topic, value=b"%s-%d" % (prefix, i), partition=i % partitions)
-        if commit:
-            producer.commit_transaction()
-        else:
-            producer.flush()
-            producer.abort_transaction()
-    producer.close()
-    committed = sorted(b"%s-%d" % (p, i) for p in (b"c0", b"c1") for i in range(30))
+    create_spread(first, second, topic, partitions)
+    committed = commit_abort_commit(transactional_producer(third, "py-cluster-txn"), topic, partitions)
     records, positions = isolated_consume(first, topic, partitions, 60, "read_committed")
     assert sorted(r.value for r in records) == committed, "read_committed: exactly the committed records"
     # Each partition: 5 records per transaction and a marker after each.

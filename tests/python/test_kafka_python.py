@@ -486,21 +486,26 @@ def transactional_producer(broker, transactional_id):
     return producer
 
 
-def test_transactions_read_committed_sees_only_committed_records(broker):
-    topic = "py-txn"
-    create_topics(broker, [NewTopic(topic, 3, 1)])
-    producer = transactional_producer(broker, "py-txn-producer")
+def commit_abort_commit(producer, topic, partitions):
+    """Three transactions of 30 records each over the partitions (c0 committed, a aborted, c1
+    committed); closes the producer and returns the committed values, sorted."""
     for prefix, commit in [(b"c0", True), (b"a", False), (b"c1", True)]:
         producer.begin_transaction()
         for i in range(30):
-            producer.send(topic, value=b"%s-%d" % (prefix, i), partition=i % 3)
+            producer.send(topic, value=b"%s-%d" % (prefix, i), partition=i % partitions)
         if commit:
             producer.commit_transaction()
         else:
             producer.flush()
             producer.abort_transaction()
     producer.close()
-    committed = sorted(b"%s-%d" % (p, i) for p in (b"c0", b"c1") for i in range(30))
+    return sorted(b"%s-%d" % (p, i) for p in (b"c0", b"c1") for i in range(30))
+
+
+def test_transactions_read_committed_sees_only_committed_records(broker):
+    topic = "py-txn"
+    create_topics(broker, [NewTopic(topic, 3, 1)])
+    committed = commit_abort_commit(transactional_producer(broker, "py-txn-producer"), topic, 3)
     everything = sorted(committed + [b"a-%d" % i for i in range(30)])
 
     records, positions = isolated_consume(broker, topic, 3, 60, "read_committed")

@@ -286,14 +286,22 @@ func stepDeleteTopics(ctx context.Context, adm *kadm.Client) error {
 	if err != nil {
 		return err
 	}
-	left, err := adm.ListTopics(ctx)
-	if err != nil {
-		return err
+	// The answer means the deletion is committed; a broker that has not applied it yet (in a
+	// cluster, as in Apache Kafka's) may still list the topics for a moment.
+	deadline := time.Now().Add(scenario.WaitTimeout)
+	for {
+		left, err := adm.ListTopics(ctx)
+		if err != nil {
+			return err
+		}
+		if !left.Has(topic) && !left.Has(txnTopic) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topics still listed %s after delete: %v", scenario.WaitTimeout, left.Names())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if left.Has(topic) || left.Has(txnTopic) {
-		return fmt.Errorf("topics still listed after delete: %v", left.Names())
-	}
-	return nil
 }
 
 func main() {

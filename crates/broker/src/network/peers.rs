@@ -20,7 +20,7 @@ use futures::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::Request;
 use sluice_client::frame::{self, FrameError, RequestId, SIZE_PREFIX_BYTES};
 
 use crate::limits;
@@ -72,15 +72,15 @@ impl Peers {
         }
     }
 
-    /// Sends `body` as `version` of `api` to broker `to` and decodes its answer.
-    pub async fn call<Request: Encodable, Response: Decodable>(
+    /// Sends `body` at `version` to broker `to` and decodes its answer.
+    pub async fn call<R: Request>(
         &self,
         image: &MetadataImage,
         to: BrokerId,
-        api: ApiKey,
         version: i16,
-        body: &Request,
-    ) -> Result<Response, PeerError> {
+        body: &R,
+    ) -> Result<R::Response, PeerError> {
+        let api = ApiKey::try_from(R::KEY).expect("every request type has a known API key");
         let address = self.address_of(image, to)?;
         let correlation_id = self.next_correlation_id.get();
         self.next_correlation_id

@@ -11,9 +11,7 @@ use futures::future::join_all;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use kafka_protocol::messages::{
-    ApiKey, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
-};
+use kafka_protocol::messages::{TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::error::ErrorCode;
@@ -124,15 +122,9 @@ async fn write_remote(
 ) -> Vec<TopicPartition> {
     let request =
         WriteTxnMarkersRequest::default().with_markers(vec![marker_request(marker, &partitions)]);
-    let answer: Result<WriteTxnMarkersResponse, _> = shard
+    let answer = shard
         .peers
-        .call(
-            image,
-            to,
-            ApiKey::WriteTxnMarkers,
-            WRITE_TXN_MARKERS_VERSION,
-            &request,
-        )
+        .call(image, to, WRITE_TXN_MARKERS_VERSION, &request)
         .await;
     let response = match answer {
         Ok(response) => response,

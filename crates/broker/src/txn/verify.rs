@@ -14,9 +14,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::add_partitions_to_txn_request::{
     AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
 };
-use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, TopicName, TransactionalId,
-};
+use kafka_protocol::messages::{AddPartitionsToTxnRequest, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 
 use super::state::TXN_TOPIC;
@@ -125,12 +123,11 @@ async fn ask_remote(
         .with_verify_only(true)
         .with_topics(vec![topic]);
     let request = AddPartitionsToTxnRequest::default().with_transactions(vec![transaction]);
-    let answer: Result<AddPartitionsToTxnResponse, _> = shard
+    let answer = shard
         .peers
         .call(
             &shard.image(),
             to,
-            ApiKey::AddPartitionsToTxn,
             ADD_PARTITIONS_TO_TXN_BROKER_VERSION,
             &request,
         )

@@ -5,6 +5,7 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
@@ -59,29 +60,38 @@ pub async fn handle(
             TxnAnswer::Producer(_) | TxnAnswer::Verified(_) => ErrorCode::UnknownServerError,
         }
     };
-    let results = topics
+    let results = topic_results(topics, |name, p| {
+        if any_unknown && unknown(name, p) {
+            ErrorCode::UnknownTopicOrPartition
+        } else {
+            code
+        }
+    });
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+}
+
+/// Each topic's partitions with the code `code_of(topic, partition)` gives, in request order.
+fn topic_results(
+    topics: &[AddPartitionsToTxnTopic],
+    mut code_of: impl FnMut(&str, i32) -> ErrorCode,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
         .iter()
         .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(*p)
+                        .with_partition_error_code(code_of(&t.name, *p).code())
+                })
+                .collect();
             AddPartitionsToTxnTopicResult::default()
                 .with_name(t.name.clone())
-                .with_results_by_partition(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            let code = if any_unknown && unknown(&t.name, *p) {
-                                ErrorCode::UnknownTopicOrPartition
-                            } else {
-                                code
-                            };
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(*p)
-                                .with_partition_error_code(code.code())
-                        })
-                        .collect(),
-                )
+                .with_results_by_partition(partitions)
         })
-        .collect();
-    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+        .collect()
 }
 
 /// v4+: each transaction verified (`verify_only`) or added, with a code per partition.
@@ -129,25 +139,9 @@ async fn handle_from_broker(
             vec![code; partitions.len()]
         };
         let mut codes = codes.into_iter();
-        let topics = transaction
-            .topics
-            .iter()
-            .map(|t| {
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_results_by_partition(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                let code = codes.next().unwrap_or(ErrorCode::UnknownServerError);
-                                AddPartitionsToTxnPartitionResult::default()
-                                    .with_partition_index(*p)
-                                    .with_partition_error_code(code.code())
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
+        let topics = topic_results(&transaction.topics, |_, _| {
+            codes.next().unwrap_or(ErrorCode::UnknownServerError)
+        });
         results.push(
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(transaction.transactional_id)
