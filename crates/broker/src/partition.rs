@@ -537,6 +537,16 @@ impl<S: Storage> Partition<S> {
         self.log.cursor_at(offset, self.high_watermark)
     }
 
+    /// Where a follower reads `offset` from: up to the log end as reads see it (what completed
+    /// flushes wrote, `Log::durable_end`), past the high watermark, which waits for the
+    /// followers themselves. Never for consumers.
+    pub fn follower_cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S>>, ErrorCode> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        self.log.cursor_at(offset, self.log.durable_end())
+    }
+
     /// Whether `level` has reached `at`.
     fn reached(&self, level: AckLevel, at: Offset) -> bool {
         match level {
@@ -1175,6 +1185,47 @@ mod tests {
         assert!(p.borrow().cursor_at(Offset(0)).unwrap().is_some());
         assert_eq!(block_on(wait_high_watermark(&p, end)), Ok(()));
         assert_eq!(block_on(wait_durable(&p, end)), Ok(()));
+    }
+
+    #[test]
+    fn followers_read_past_the_high_watermark_up_to_the_durable_end() {
+        let storage = MemStorage::default();
+        let mut p = open_plain(&storage);
+        p.append(&plain(0), 0).unwrap();
+        flush(&mut p);
+        let hw = p.offsets().high_watermark;
+        let end = p.append(&plain(1), 0).unwrap().end;
+        // The flush alone, with the high watermark held back as replication will hold it.
+        let job = p.log.take_flush().unwrap();
+        p.log.complete_flush(block_on(job.run())).unwrap();
+        assert!(hw < end && p.offsets().high_watermark == hw);
+        let readable = |cursor: Option<ReadCursor<MemStorage>>| {
+            let read = |_, available| available;
+            let cursor = cursor.expect("something readable");
+            let payload = block_on(cursor.read_payload(Offset(0), read, usize::MAX));
+            payload.unwrap().unwrap().available_bytes
+        };
+        let consumer = readable(p.cursor_at(Offset(0)).unwrap());
+        let follower = readable(p.follower_cursor_at(Offset(0)).unwrap());
+        assert_eq!(
+            consumer,
+            plain(0).len(),
+            "consumers stop at the high watermark"
+        );
+        assert_eq!(
+            follower,
+            plain(0).len() + plain(1).len(),
+            "followers read on"
+        );
+        assert!(p.cursor_at(hw).unwrap().is_none());
+        assert!(p.follower_cursor_at(hw).unwrap().is_some());
+        // Appended, not flushed: not readable by anyone yet.
+        let unflushed = p.append(&plain(2), 0).unwrap().end;
+        assert!(p.follower_cursor_at(end).unwrap().is_none());
+        assert_eq!(
+            p.follower_cursor_at(unflushed.next(1)).err(),
+            Some(ErrorCode::OffsetOutOfRange)
+        );
     }
 
     #[test]
