@@ -9,7 +9,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use sluice_broker::protocol::fetch_frame::{encode_body, PartitionAnswer, TopicAnswer};
+use sluice_broker::protocol::fetch_frame::{
+    encode_body, FetchAnswer, PartitionAnswer, TopicAnswer,
+};
 use sluice_broker::protocol::parse_request;
 use sluice_broker::storage::batch;
 use sluice_broker::storage::payload::Payload;
@@ -65,26 +67,30 @@ fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
     for (partitions, per_partition) in [(1, 1usize << 20), (16, 64 * 1024), (256, 1024)] {
         let records = records(per_partition / 1024, 1000);
-        let topics = vec![TopicAnswer {
-            name: "bench".into(),
-            partitions: (0..partitions)
-                .map(|p| PartitionAnswer {
-                    partition: p,
-                    high_watermark: 1000,
-                    last_stable_offset: 1000,
-                    log_start_offset: 0,
-                    records: Payload::Bytes(records.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-        }];
+        let answer = FetchAnswer {
+            topics: vec![TopicAnswer {
+                name: "bench".into(),
+                topic_id: Default::default(),
+                partitions: (0..partitions)
+                    .map(|p| PartitionAnswer {
+                        partition: p,
+                        high_watermark: 1000,
+                        last_stable_offset: 1000,
+                        log_start_offset: 0,
+                        records: Payload::Bytes(records.clone()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }],
+            ..Default::default()
+        };
         group.throughput(Throughput::Bytes(records.len() as u64 * partitions as u64));
         group.bench_function(
             format!(
                 "fetch v12, {partitions} partitions x {} KiB",
                 per_partition / 1024
             ),
-            |b| b.iter(|| encode_body(12, &topics)),
+            |b| b.iter(|| encode_body(12, &answer)),
         );
     }
     group.finish();

@@ -74,6 +74,8 @@ pub enum ErrorCode {
     /// Produce: retriable; also what a transactional batch gets when its coordinator could not
     /// be asked whether the partition is in the transaction (as Kafka answers).
     NotEnoughReplicas,
+    /// A request names a topic by an id the metadata does not know (KIP-516).
+    UnknownTopicId,
 }
 
 impl ErrorCode {
@@ -89,6 +91,7 @@ impl ErrorCode {
             ErrorCode::LeaderNotAvailable => 5,
             ErrorCode::FencedLeaderEpoch => 74,
             ErrorCode::UnknownLeaderEpoch => 75,
+            ErrorCode::UnknownTopicId => 100,
             ErrorCode::MessageTooLarge => 10,
             ErrorCode::InvalidTopicException => 17,
             ErrorCode::InvalidRequiredAcks => 21,

@@ -30,7 +30,7 @@ use crate::error::{ErrorCode, ProduceError};
 use crate::group::records::OFFSETS_TOPIC;
 use crate::group::{GroupAnswer, GroupCoordinator, GroupOp};
 use crate::limits;
-use crate::metadata::records::{BrokerId, LeaderEpoch};
+use crate::metadata::records::{BrokerEpoch, BrokerId, LeaderEpoch};
 use crate::metadata::{partition_dir, shard_of, MetadataImage, TopicMeta};
 use crate::metrics::{self, Sample, Samples};
 use crate::partition::{self, Partition, PartitionOffsets, PartitionRef, ProduceOutcome};
@@ -59,6 +59,12 @@ pub struct FetchItem {
     pub read_committed: bool,
     /// The leader epoch the client knows (v9+), or -1.
     pub current_leader_epoch: i32,
+    /// The replica fetching (a follower: its broker id and registration epoch, -1 when it sent
+    /// none), or `None` for a consumer.
+    pub replica: Option<(BrokerId, BrokerEpoch)>,
+    /// The epoch of the last batch the fetcher holds (v12+), or -1: what divergence is checked
+    /// against.
+    pub last_fetched_epoch: i32,
 }
 
 /// What a fetch read from one partition.
@@ -71,6 +77,69 @@ pub struct FetchResult {
     pub span: Option<ReadSpan>,
     /// For read_committed: the aborted transactions overlapping the records returned.
     pub aborted: Vec<AbortedTxn>,
+    /// Where the fetcher's log parts from this one (the last epoch they share and where it
+    /// ends here), when `last_fetched_epoch` says it has diverged: no records then.
+    pub diverging_epoch: Option<(LeaderEpoch, Offset)>,
+}
+
+impl FetchResult {
+    pub fn failed(error: ErrorCode, offsets: Option<PartitionOffsets>) -> FetchResult {
+        FetchResult {
+            error,
+            offsets,
+            records: Payload::default(),
+            span: None,
+            aborted: Vec::new(),
+            diverging_epoch: None,
+        }
+    }
+
+    fn read(offsets: PartitionOffsets, records: Payload, span: Option<ReadSpan>) -> FetchResult {
+        FetchResult {
+            error: ErrorCode::None,
+            offsets: Some(offsets),
+            records,
+            span,
+            aborted: Vec::new(),
+            diverging_epoch: None,
+        }
+    }
+}
+
+/// Who a fetch reads for, which decides how far it may read.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    /// Below the high watermark: only what is committed.
+    Consumer,
+    /// Up to the log end (`Partition::follower_cursor_at`).
+    Follower,
+}
+
+/// Whether `replica` may fetch `tp` from its leader `me`: one of the partition's other assigned
+/// replicas. Kafka refuses any other with UNKNOWN_LEADER_EPOCH when the request names the
+/// (current) leader epoch, since the replica may be in a newer assignment than this broker's
+/// image and should retry, and with NOT_LEADER_OR_FOLLOWER when it names none.
+fn check_follower(
+    image: &MetadataImage,
+    me: BrokerId,
+    tp: &TopicPartition,
+    replica: BrokerId,
+    client_epoch: i32,
+) -> Result<(), ErrorCode> {
+    let assigned = image
+        .topic(&tp.topic)
+        .and_then(|t| {
+            t.partition_states
+                .get(usize::try_from(tp.partition.0).ok()?)
+        })
+        .is_some_and(|s| s.replicas.contains(&replica));
+    if assigned && replica != me {
+        Ok(())
+    } else if client_epoch == -1 {
+        Err(ErrorCode::NotLeaderOrFollower)
+    } else {
+        Err(ErrorCode::UnknownLeaderEpoch)
+    }
 }
 
 /// One partition's part of ending a transaction.
@@ -510,17 +579,92 @@ impl Shard {
     }
 
     async fn fetch_one(&self, item: FetchItem, limit: ReadLimit) -> FetchResult {
-        let failed = |error, offsets| FetchResult {
-            error,
-            offsets,
-            records: Payload::default(),
-            span: None,
-            aborted: Vec::new(),
-        };
         let partition = match self.led_partition(&item.tp, item.current_leader_epoch) {
             Ok(p) => p,
-            Err(code) => return failed(code, None),
+            Err(code) => return FetchResult::failed(code, None),
         };
+        match item.replica {
+            None => self.consumer_fetch(&partition, &item, limit).await,
+            Some((replica, _epoch)) => self.follower_fetch(&partition, &item, replica, limit).await,
+        }
+    }
+
+    /// A consumer's fetch: what is committed (below the high watermark), and for read_committed
+    /// only what is stable, with the aborted transactions to skip.
+    async fn consumer_fetch(
+        &self,
+        partition: &PartitionRef<UringStorage>,
+        item: &FetchItem,
+        limit: ReadLimit,
+    ) -> FetchResult {
+        let (records, span, offsets) = match self
+            .read_records(partition, item, limit, Reader::Consumer)
+            .await
+        {
+            Ok(read) => read,
+            Err(failed) => return failed,
+        };
+        if !item.read_committed {
+            return FetchResult::read(offsets, records, span);
+        }
+        // read_committed: nothing from the oldest open transaction on, and the aborted
+        // transactions the client must skip in what it gets.
+        let (records, end) = match records {
+            Payload::Bytes(bytes) => {
+                let (kept, end) = batch::whole_batches_below(&bytes, offsets.last_stable);
+                (Payload::Bytes(kept), end)
+            }
+            range => (range, offsets.last_stable),
+        };
+        FetchResult {
+            aborted: partition.borrow().aborted_between(item.offset, end),
+            ..FetchResult::read(offsets, records, span)
+        }
+    }
+
+    /// A follower's fetch (Kafka's LOG_END isolation, whatever isolation level it sent): up to
+    /// the log end, past the high watermark that waits for the followers themselves; only from
+    /// a replica the partition's assignment names.
+    async fn follower_fetch(
+        &self,
+        partition: &PartitionRef<UringStorage>,
+        item: &FetchItem,
+        replica: BrokerId,
+        limit: ReadLimit,
+    ) -> FetchResult {
+        let me = BrokerId(self.config.node_id);
+        let check = check_follower(
+            &self.image(),
+            me,
+            &item.tp,
+            replica,
+            item.current_leader_epoch,
+        );
+        if let Err(code) = check {
+            return FetchResult::failed(code, None);
+        }
+        let (records, span, offsets) = match self
+            .read_records(partition, item, limit, Reader::Follower)
+            .await
+        {
+            Ok(read) => read,
+            Err(failed) => return failed,
+        };
+        // The follower's fetch is served, read from its fetch offset: that offset is its log
+        // end, the progress the leader records for the high watermark and the ISR.
+        FetchResult::read(offsets, records, span)
+    }
+
+    /// Reads `item` up to where `reader` may read, sized by `limit`: the records (none when
+    /// nothing is readable there yet), the sizes they were cut from, and the offsets they were
+    /// read under; or the failed answer.
+    async fn read_records(
+        &self,
+        partition: &PartitionRef<UringStorage>,
+        item: &FetchItem,
+        limit: ReadLimit,
+        reader: Reader,
+    ) -> Result<(Payload, Option<ReadSpan>, PartitionOffsets), FetchResult> {
         // read_committed stops at the last stable offset: below an open transaction the batches
         // must be parsed to cut there, so they are read into memory. With none open, every
         // readable batch is stable and the range can go out as it is.
@@ -537,10 +681,14 @@ impl Shard {
         let (read, offsets) = loop {
             let (cursor, offsets) = {
                 let p = partition.borrow();
-                (p.cursor_at(item.offset), p.offsets())
+                let cursor = match reader {
+                    Reader::Consumer => p.cursor_at(item.offset),
+                    Reader::Follower => p.follower_cursor_at(item.offset),
+                };
+                (cursor, p.offsets())
             };
             let cursor = match cursor {
-                Err(code) => return failed(code, Some(offsets)),
+                Err(code) => return Err(FetchResult::failed(code, Some(offsets))),
                 Ok(None) => break (None, offsets),
                 Ok(Some(cursor)) => cursor,
             };
@@ -553,51 +701,28 @@ impl Shard {
                 // Logged once when found; each fetch there gets the error clients surface.
                 Err(err) if segment_check::is_damaged(&err) => {
                     tracing::debug!("fetch {} at {}: {err}", item.tp, item.offset);
-                    return failed(ErrorCode::CorruptMessage, Some(offsets));
+                    return Err(FetchResult::failed(
+                        ErrorCode::CorruptMessage,
+                        Some(offsets),
+                    ));
                 }
                 Err(err) => {
                     tracing::error!("fetch {} at {}: read failed: {err}", item.tp, item.offset);
-                    return failed(ErrorCode::KafkaStorageError, None);
+                    return Err(FetchResult::failed(ErrorCode::KafkaStorageError, None));
                 }
             }
         };
-        let (records, span) = match read {
-            None => (Payload::default(), None),
+        Ok(match read {
+            None => (Payload::default(), None, offsets),
             Some(read) => {
                 let span = ReadSpan {
                     first_batch_bytes: read.first_batch_bytes,
                     available_bytes: read.available_bytes,
                     read_bytes: read.records.len(),
                 };
-                (read.records, Some(span))
+                (read.records, Some(span), offsets)
             }
-        };
-        if !item.read_committed {
-            return FetchResult {
-                error: ErrorCode::None,
-                offsets: Some(offsets),
-                records,
-                span,
-                aborted: Vec::new(),
-            };
-        }
-        // read_committed: nothing from the oldest open transaction on, and the aborted
-        // transactions the client must skip in what it gets.
-        let (records, end) = match records {
-            Payload::Bytes(bytes) => {
-                let (kept, end) = batch::whole_batches_below(&bytes, offsets.last_stable);
-                (Payload::Bytes(kept), end)
-            }
-            range => (range, offsets.last_stable),
-        };
-        let aborted = partition.borrow().aborted_between(item.offset, end);
-        FetchResult {
-            error: ErrorCode::None,
-            offsets: Some(offsets),
-            records,
-            span,
-            aborted,
-        }
+        })
     }
 
     async fn wait_for_data_local(&self, items: Vec<(TopicPartition, Offset)>, max_wait: Duration) {
@@ -1208,5 +1333,48 @@ impl Shard {
             clean = false;
         }
         clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::records::{MetadataRecord, PartitionState};
+    use crate::types::PartitionId;
+
+    #[test]
+    fn only_the_other_assigned_replicas_fetch_as_followers() {
+        let mut image = MetadataImage::new("c".into(), Config::default().log);
+        let topic_id = Uuid::new_v4();
+        image
+            .apply(&MetadataRecord::Topic {
+                name: "t".into(),
+                id: topic_id,
+            })
+            .unwrap();
+        let replicas = [1, 2, 3].map(BrokerId).to_vec();
+        image
+            .apply(&MetadataRecord::Partition {
+                topic_id,
+                partition: PartitionId(0),
+                state: PartitionState::online(replicas),
+            })
+            .unwrap();
+        let me = BrokerId(1);
+        let check = |topic: &str, partition: i32, replica: i32, epoch: i32| {
+            let tp = TopicPartition::new(topic, partition);
+            check_follower(&image, me, &tp, BrokerId(replica), epoch)
+        };
+        assert_eq!(check("t", 0, 2, -1), Ok(()));
+        assert_eq!(check("t", 0, 3, 0), Ok(()));
+        let (no_epoch, epoch) = (
+            Err(ErrorCode::NotLeaderOrFollower),
+            Err(ErrorCode::UnknownLeaderEpoch),
+        );
+        assert_eq!(check("t", 0, 4, -1), no_epoch, "not assigned");
+        assert_eq!(check("t", 0, 4, 0), epoch, "perhaps in a newer assignment");
+        assert_eq!(check("t", 0, 1, -1), no_epoch, "the leader itself");
+        assert_eq!(check("t", 1, 2, -1), no_epoch, "no such partition");
+        assert_eq!(check("u", 0, 2, 0), epoch, "no such topic");
     }
 }

@@ -14,9 +14,19 @@
 //! Records are located in the segment on the owning shard and framed by hand
 //! (`protocol::fetch_frame`): large record sets travel back as file ranges the connection's writer
 //! sends from the page cache with sendfile (`storage::payload`), small ones as bytes.
+//!
+//! Versions: up to v12 topics are named, from v13 they are addressed by id (an id the metadata
+//! does not know gets UNKNOWN_TOPIC_ID). A fetch from a replica (a follower: `ReplicaId` >= 0 up
+//! to v14, the tagged `ReplicaState` from v15) reads up to the log end whatever its isolation
+//! level, and only from a leader that has it in the partition's assignment (`shard::fetch_one`).
+//! Read and ignored: `ClusterId`, `RackId` (no follower fetching for consumers), the
+//! per-partition `LogStartOffset` (until followers are tracked), `ReplicaDirectoryId` (v17,
+//! one log directory per broker) and `HighWatermark` (v18, KIP-1166: lets a leader answer a
+//! parked follower fetch when the follower's high watermark is stale).
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{join_all, select_all, FutureExt};
@@ -26,23 +36,25 @@ use super::coordinator::Client;
 use super::leader_hints::LeaderHints;
 use crate::error::ErrorCode;
 use crate::limits;
+use crate::metadata::records::{BrokerEpoch, BrokerId};
+use crate::metadata::{MetadataImage, TopicMeta};
 use crate::metrics;
-use crate::protocol::fetch_frame::{PartitionAnswer, TopicAnswer};
+use crate::protocol::fetch_frame::{FetchAnswer, PartitionAnswer, TopicAnswer, TOPIC_ID_VERSION};
 use crate::protocol::fetch_sizing::{self, Budget, Settled};
 use crate::shard::{FetchItem, FetchResult, Shard, ShardRequest, ShardResponse};
 use crate::storage::payload::Payload;
 use crate::types::{Offset, ShardId, TopicPartition};
 
-pub const VERSIONS: (i16, i16) = (4, 12);
+pub const VERSIONS: (i16, i16) = (4, 18);
 
 /// The first version whose partitions tell a refused client where the leader is (`CurrentLeader`).
 const LEADER_HINT_VERSION: i16 = 12;
 
-/// One requested partition, in request order.
+/// One requested partition, in request order: what to read, or why nothing is.
 struct Wanted {
     topic_index: usize,
     partition: i32,
-    item: Option<FetchItem>,
+    item: Result<FetchItem, ErrorCode>,
 }
 
 pub async fn handle(
@@ -50,8 +62,9 @@ pub async fn handle(
     request: FetchRequest,
     version: i16,
     client: &Client,
-) -> Vec<TopicAnswer> {
-    let wanted = resolve(shard, &request);
+) -> FetchAnswer {
+    let topics = resolve_topics(&shard.image(), &request, version);
+    let wanted = resolve(&request, version, &topics);
     let max_wait =
         Duration::from_millis((request.max_wait_ms.max(0) as u64).min(limits::FETCH_MAX_WAIT_MS));
     let deadline = Instant::now() + max_wait;
@@ -66,11 +79,11 @@ pub async fn handle(
         if bytes >= min_bytes
             || errored
             || now >= deadline
-            || wanted.iter().all(|w| w.item.is_none())
+            || wanted.iter().all(|w| w.item.is_err())
         {
             served(shard, &wanted, &results);
             let hints = LeaderHints::new(shard, client, version >= LEADER_HINT_VERSION);
-            return build_response(&request, wanted, results, hints);
+            return build_response(topics, wanted, results, hints);
         }
         wait_for_data(shard, &wanted, &results, deadline - now).await;
     }
@@ -79,22 +92,77 @@ pub async fn handle(
 /// Kafka's isolation levels: 0 read_uncommitted, 1 read_committed.
 const READ_COMMITTED: i8 = 1;
 
-fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
-    let image = shard.image();
-    let read_committed = request.isolation_level == READ_COMMITTED;
+/// The replica a fetch comes from (Kafka's `FetchRequest.replicaId`): `ReplicaId` up to v14,
+/// the tagged `ReplicaState` from v15, where `ReplicaId` is off the wire and reads as -1.
+/// Consumers send a negative id (-1; -2 for Kafka's debugging consumer) and get `None`.
+fn fetching_replica(request: &FetchRequest) -> Option<(BrokerId, BrokerEpoch)> {
+    let (id, epoch) = if request.replica_id.0 != -1 {
+        (request.replica_id.0, -1)
+    } else {
+        let state = &request.replica_state;
+        (state.replica_id.0, state.replica_epoch)
+    };
+    (id >= 0).then_some((BrokerId(id), BrokerEpoch(epoch)))
+}
+
+/// Each requested topic as the metadata image knows it (by name up to v12, by id from v13),
+/// with the name and id its answer carries.
+fn resolve_topics(
+    image: &MetadataImage,
+    request: &FetchRequest,
+    version: i16,
+) -> Vec<(TopicAnswer, Option<Arc<TopicMeta>>)> {
+    request
+        .topics
+        .iter()
+        .map(|topic| {
+            let meta = if version >= TOPIC_ID_VERSION {
+                image.topic_by_id(topic.topic_id)
+            } else {
+                image.topic(&topic.topic.0)
+            };
+            let answer = TopicAnswer {
+                name: meta.map_or_else(|| topic.topic.0.to_string(), |m| m.name.clone()),
+                topic_id: meta.map_or(topic.topic_id, |m| m.id),
+                partitions: Vec::new(),
+            };
+            (answer, meta.cloned())
+        })
+        .collect()
+}
+
+fn resolve(
+    request: &FetchRequest,
+    version: i16,
+    topics: &[(TopicAnswer, Option<Arc<TopicMeta>>)],
+) -> Vec<Wanted> {
+    let replica = fetching_replica(request);
+    // A follower reads up to the log end whatever it asks (Kafka's LOG_END isolation).
+    let read_committed = replica.is_none() && request.isolation_level == READ_COMMITTED;
+    let unknown_topic = if version >= TOPIC_ID_VERSION {
+        ErrorCode::UnknownTopicId
+    } else {
+        ErrorCode::UnknownTopicOrPartition
+    };
     let mut wanted = Vec::new();
-    for (topic_index, topic) in request.topics.iter().enumerate() {
-        let name = topic.topic.0.as_str();
-        let meta = image.topic(name);
+    for (topic_index, (topic, (answer, meta))) in request.topics.iter().zip(topics).enumerate() {
         for p in &topic.partitions {
-            let known = meta.is_some_and(|m| p.partition >= 0 && p.partition < m.partitions);
-            let item = known.then(|| FetchItem {
-                tp: TopicPartition::new(name, p.partition),
-                offset: Offset(p.fetch_offset),
-                partition_max_bytes: fetch_sizing::partition_max_bytes(p.partition_max_bytes),
-                read_committed,
-                current_leader_epoch: p.current_leader_epoch,
-            });
+            let item = match meta {
+                None => Err(unknown_topic),
+                Some(m) if p.partition < 0 || p.partition >= m.partitions => {
+                    Err(ErrorCode::UnknownTopicOrPartition)
+                }
+                Some(_) => Ok(FetchItem {
+                    tp: TopicPartition::new(&answer.name, p.partition),
+                    offset: Offset(p.fetch_offset),
+                    partition_max_bytes: fetch_sizing::partition_max_bytes(p.partition_max_bytes),
+                    read_committed,
+                    current_leader_epoch: p.current_leader_epoch,
+                    replica,
+                    // v12+; decoded as its default, -1, before.
+                    last_fetched_epoch: p.last_fetched_epoch,
+                }),
+            };
             wanted.push(Wanted {
                 topic_index,
                 partition: p.partition,
@@ -110,7 +178,7 @@ fn resolve(shard: &Shard, request: &FetchRequest) -> Vec<Wanted> {
 async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], budget: Budget) -> Vec<FetchResult> {
     let mut routed: HashMap<ShardId, Vec<(usize, FetchItem)>> = HashMap::new();
     for (i, w) in wanted.iter().enumerate() {
-        if let Some(item) = &w.item {
+        if let Ok(item) = &w.item {
             routed
                 .entry(shard.owner_of(&item.tp))
                 .or_default()
@@ -125,7 +193,19 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], budget: Budget) -> Vec<F
             .await;
         (slots, response)
     });
-    let mut results = vec![failed(ErrorCode::UnknownTopicOrPartition); wanted.len()];
+    let mut results: Vec<FetchResult> = wanted
+        .iter()
+        .map(|w| {
+            FetchResult::failed(
+                w.item
+                    .as_ref()
+                    .err()
+                    .copied()
+                    .unwrap_or(ErrorCode::UnknownTopicOrPartition),
+                None,
+            )
+        })
+        .collect();
     for (slots, response) in join_all(calls).await {
         match response {
             ShardResponse::Fetch(fetched) => {
@@ -143,16 +223,6 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], budget: Budget) -> Vec<F
     results
 }
 
-fn failed(error: ErrorCode) -> FetchResult {
-    FetchResult {
-        error,
-        offsets: None,
-        records: Payload::default(),
-        span: None,
-        aborted: Vec::new(),
-    }
-}
-
 /// The exact answer, partition by partition in request order: each keeps what its limit allows
 /// of what its shard read (`fetch_sizing::settle`), and one whose read was too short is read
 /// again under its exact limit.
@@ -164,7 +234,7 @@ async fn settle(
 ) -> Vec<FetchResult> {
     let mut settled = Vec::with_capacity(read.len());
     for (w, mut result) in wanted.iter().zip(read) {
-        if let (Some(item), Some(span)) = (&w.item, result.span) {
+        if let (Ok(item), Some(span)) = (&w.item, result.span) {
             let limit = budget.limit(item.partition_max_bytes);
             match fetch_sizing::settle(limit, &span, result.records.len()) {
                 Settled::Keep(len) => result.records.truncate(len),
@@ -193,7 +263,7 @@ async fn read_again(shard: &Rc<Shard>, item: &FetchItem, budget: Budget) -> Fetc
             }));
             result
         }
-        _ => failed(ErrorCode::NotLeaderOrFollower),
+        _ => FetchResult::failed(ErrorCode::NotLeaderOrFollower, None),
     }
 }
 
@@ -203,7 +273,7 @@ async fn read_again(shard: &Rc<Shard>, item: &FetchItem, budget: Budget) -> Fetc
 fn served(shard: &Rc<Shard>, wanted: &[Wanted], results: &[FetchResult]) {
     let mut routed: HashMap<ShardId, Vec<(TopicPartition, usize)>> = HashMap::new();
     for (w, r) in wanted.iter().zip(results) {
-        let (Some(item), false) = (&w.item, r.records.is_empty()) else {
+        let (Ok(item), false) = (&w.item, r.records.is_empty()) else {
             continue;
         };
         if let Payload::Bytes(bytes) = &r.records {
@@ -232,7 +302,7 @@ async fn wait_for_data(
 ) {
     let mut routed: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
     for (w, r) in wanted.iter().zip(results) {
-        if let Some(item) = &w.item {
+        if let Ok(item) = &w.item {
             // Wait for data past what this round already returned.
             let seen = r
                 .offsets
@@ -265,19 +335,12 @@ async fn wait_for_data(
 
 /// Assembles the answer in request order (the records are already sized).
 fn build_response(
-    request: &FetchRequest,
+    topics: Vec<(TopicAnswer, Option<Arc<TopicMeta>>)>,
     wanted: Vec<Wanted>,
     results: Vec<FetchResult>,
     mut hints: LeaderHints,
-) -> Vec<TopicAnswer> {
-    let mut topics: Vec<TopicAnswer> = request
-        .topics
-        .iter()
-        .map(|t| TopicAnswer {
-            name: t.topic.0.to_string(),
-            partitions: Vec::new(),
-        })
-        .collect();
+) -> FetchAnswer {
+    let mut topics: Vec<TopicAnswer> = topics.into_iter().map(|(answer, _)| answer).collect();
     for (w, r) in wanted.into_iter().zip(results) {
         let offsets = r.offsets;
         let current_leader = hints
@@ -296,7 +359,132 @@ fn build_response(
                 .map(|a| (a.producer_id.0, a.first_offset.0))
                 .collect(),
             records: r.records,
+            diverging_epoch: r.diverging_epoch.map(|(epoch, end)| (epoch.0, end.0)),
         });
     }
-    topics
+    FetchAnswer {
+        topics,
+        node_endpoints: hints.leader_endpoints(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metadata::records::{MetadataRecord, PartitionState};
+    use crate::types::PartitionId;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+    use kafka_protocol::messages::{BrokerId as WireBrokerId, TopicName};
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use uuid::Uuid;
+
+    /// `request` as a broker receives it at `version`: encoded and decoded again.
+    fn on_the_wire(request: &FetchRequest, version: i16) -> FetchRequest {
+        let mut buf = BytesMut::new();
+        request.encode(&mut buf, version).unwrap();
+        FetchRequest::decode(&mut buf.freeze(), version).unwrap()
+    }
+
+    #[test]
+    fn the_replica_comes_from_replica_id_then_replica_state() {
+        let follower = (BrokerId(3), BrokerEpoch(42));
+        for version in VERSIONS.0..=VERSIONS.1 {
+            let request = if version < 15 {
+                FetchRequest::default().with_replica_id(WireBrokerId(3))
+            } else {
+                FetchRequest::default().with_replica_state(
+                    ReplicaState::default()
+                        .with_replica_id(WireBrokerId(3))
+                        .with_replica_epoch(42),
+                )
+            };
+            let want = if version < 15 {
+                (BrokerId(3), BrokerEpoch(-1))
+            } else {
+                follower
+            };
+            let got = fetching_replica(&on_the_wire(&request, version));
+            assert_eq!(got, Some(want), "v{version}");
+            let consumer = FetchRequest::default().with_replica_id(WireBrokerId(-1));
+            assert_eq!(fetching_replica(&on_the_wire(&consumer, version)), None);
+            let debugging = FetchRequest::default().with_replica_id(WireBrokerId(-2));
+            if version < 15 {
+                assert_eq!(fetching_replica(&on_the_wire(&debugging, version)), None);
+            }
+        }
+    }
+
+    #[test]
+    fn topics_by_name_then_by_id() {
+        let mut image = MetadataImage::new("c".into(), Config::default().log);
+        let id = Uuid::new_v4();
+        image
+            .apply(&MetadataRecord::Topic {
+                name: "t".into(),
+                id,
+            })
+            .unwrap();
+        let state = PartitionState::online(vec![BrokerId(1), BrokerId(2)]);
+        image
+            .apply(&MetadataRecord::Partition {
+                topic_id: id,
+                partition: PartitionId(0),
+                state,
+            })
+            .unwrap();
+        let partitions = |indexes: &[i32]| {
+            indexes
+                .iter()
+                .map(|&i| {
+                    FetchPartition::default()
+                        .with_partition(i)
+                        .with_fetch_offset(5)
+                        .with_last_fetched_epoch(2)
+                })
+                .collect::<Vec<_>>()
+        };
+        let name = |s: &str| TopicName(StrBytes::from_string(s.into()));
+        let request = FetchRequest::default()
+            .with_isolation_level(READ_COMMITTED)
+            .with_replica_state(ReplicaState::default().with_replica_id(WireBrokerId(2)))
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(name("t"))
+                    .with_topic_id(id)
+                    .with_partitions(partitions(&[0, 1])),
+                FetchTopic::default()
+                    .with_topic(name("gone"))
+                    .with_topic_id(Uuid::new_v4())
+                    .with_partitions(partitions(&[0])),
+            ]);
+        for version in [12, 13, VERSIONS.1] {
+            let request = on_the_wire(&request, version);
+            let topics = resolve_topics(&image, &request, version);
+            assert_eq!((topics[0].0.name.as_str(), topics[0].0.topic_id), ("t", id));
+            let wanted = resolve(&request, version, &topics);
+            let item = wanted[0].item.as_ref().unwrap();
+            assert_eq!(item.tp, TopicPartition::new("t", 0));
+            assert_eq!(item.offset, Offset(5));
+            assert_eq!(item.last_fetched_epoch, 2);
+            assert_eq!(
+                wanted[1].item.as_ref().err(),
+                Some(&ErrorCode::UnknownTopicOrPartition)
+            );
+            let unknown = if version >= TOPIC_ID_VERSION {
+                ErrorCode::UnknownTopicId
+            } else {
+                ErrorCode::UnknownTopicOrPartition
+            };
+            assert_eq!(wanted[2].item.as_ref().err(), Some(&unknown), "v{version}");
+            if version >= 15 {
+                assert_eq!(item.replica, Some((BrokerId(2), BrokerEpoch(-1))));
+                assert!(!item.read_committed, "a follower reads to the log end");
+            } else {
+                assert_eq!(item.replica, None);
+                assert!(item.read_committed);
+            }
+        }
+    }
 }

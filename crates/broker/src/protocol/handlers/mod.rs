@@ -65,8 +65,8 @@ pub async fn dispatch(
 ) -> Option<Reply> {
     let message = match request {
         RequestKind::Fetch(r) => {
-            let topics = fetch::handle(shard, r, version, client).await;
-            return Some(Reply::Chunks(fetch_frame::encode_body(version, &topics)));
+            let answer = fetch::handle(shard, r, version, client).await;
+            return Some(Reply::Chunks(fetch_frame::encode_body(version, &answer)));
         }
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => {
