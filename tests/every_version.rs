@@ -89,20 +89,36 @@ fn every_advertised_version_is_answered() {
             "Produce v{v}"
         );
     }
-    for v in 4..=12 {
+    let metadata: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("v2")))
+        ])),
+    );
+    let topic_id = metadata.topics[0].topic_id;
+    for v in 4..=18 {
         let partition = FetchPartition::default()
             .with_partition(0)
             .with_fetch_offset(0)
             .with_partition_max_bytes(1 << 20);
-        let topic = FetchTopic::default()
-            .with_topic(name("v2"))
-            .with_partitions(vec![partition]);
+        // By name up to v12, by id from v13.
+        let topic = if v <= 12 {
+            FetchTopic::default().with_topic(name("v2"))
+        } else {
+            FetchTopic::default().with_topic_id(topic_id)
+        }
+        .with_partitions(vec![partition]);
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(10)
             .with_max_bytes(1 << 20)
             .with_topics(vec![topic]);
         let r: FetchResponse = call(&mut s, ApiKey::Fetch, v, &request);
+        if v >= 13 {
+            assert_eq!(r.responses[0].topic_id, topic_id, "Fetch v{v}");
+        }
         let p = &r.responses[0].partitions[0];
         assert_eq!((p.error_code, p.high_watermark), (0, 9), "Fetch v{v}");
         assert!(!p.records.as_ref().unwrap().is_empty());
