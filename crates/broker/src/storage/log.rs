@@ -21,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
+use super::epoch_cache::LeaderEpochCache;
 use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
 use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
@@ -32,6 +33,7 @@ use super::{rename_durably, write_synced, Storage, StorageFile};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::ErrorCode;
 use crate::limits;
+use crate::metadata::records::LeaderEpoch;
 use crate::types::Offset;
 
 #[path = "cleaner.rs"]
@@ -39,6 +41,9 @@ pub mod cleaner;
 
 /// The log start offset, when DeleteRecords moved it past the first segment's base.
 const LOG_START_FILE: &str = "log-start-offset";
+
+/// The leader-epoch cache (see `epoch_cache`), under Kafka's name for it.
+const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 
 /// A log start offset to persist (write-temp, fsync, rename, fsync dir).
 pub struct LogStartCheckpoint<S: Storage> {
@@ -170,6 +175,11 @@ pub struct Log<S: Storage> {
     damaged_at_open: Vec<DamagedRange>,
     /// How far compaction got, and when it first saw each stretch of tombstones.
     cleaner_checkpoint: cleaner::CleanerCheckpoint,
+    /// Where each leader epoch's records start (see `epoch_cache`).
+    epochs: LeaderEpochCache,
+    /// The cache changed since its file was last written: the next flush (or clean stop)
+    /// writes it.
+    epochs_unsaved: bool,
 }
 
 /// One round of group commit, run without borrowing the log.
@@ -178,6 +188,8 @@ pub struct FlushJob<S: Storage> {
     dir: PathBuf,
     targets: Vec<FlushTarget<S::File>>,
     roll_snapshots: Vec<(Offset, Vec<u8>)>,
+    /// The leader-epoch cache's file, when it changed since it was last written.
+    epoch_checkpoint: Option<Vec<u8>>,
     sync: bool,
     end: Offset,
 }
@@ -213,6 +225,15 @@ impl<S: Storage> FlushJob<S> {
 
     /// Writes, syncs and seals; the log is untouched until `complete_flush`.
     pub async fn run(self) -> io::Result<FlushDone<S::File>> {
+        // Before any batch of this round: a batch of a new epoch must never be durable while
+        // the file that says where the epoch starts is not (replicas would then cut their logs
+        // at the wrong place after a crash). Written synchronously, whatever `flush.messages`
+        // says, since it changes only at a new epoch or a truncation. An entry written ahead of
+        // batches a crash then tears is harmless: recovery cuts the cache at the log end.
+        if let Some(checkpoint) = self.epoch_checkpoint {
+            let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
+            super::write_atomically(&self.storage, &path, checkpoint).await?;
+        }
         let mut opened = Vec::new();
         let mut written = Vec::new();
         let mut sealed = Vec::new();
@@ -311,10 +332,17 @@ pub struct ClosePlan<S: Storage> {
     dir: PathBuf,
     /// The segments whose index files the stop writes (base offset, encoded indexes).
     indexes: Vec<(Offset, EncodedIndexes)>,
+    /// The leader-epoch cache's file, when it changed since it was last written (an epoch
+    /// assigned without records since: see `Log::assign_epoch_start`).
+    epoch_checkpoint: Option<Vec<u8>>,
 }
 
 impl<S: Storage> ClosePlan<S> {
     pub async fn run(self) -> io::Result<()> {
+        if let Some(checkpoint) = self.epoch_checkpoint {
+            let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
+            super::write_replacing(&self.storage, &path, checkpoint).await?;
+        }
         for (base, indexes) in self.indexes {
             write_index_files(&self.storage, &self.dir, base, indexes, false).await?;
         }
@@ -574,6 +602,8 @@ impl<S: Storage> Log<S> {
         let files = storage.segment_files();
         let index_cache = storage.index_cache();
         let mut report = RecoveryReport::default();
+        let saved_epochs = load_epoch_checkpoint(&storage, &dir).await?;
+        let mut epochs = saved_epochs.clone().unwrap_or_default();
         let mut segments = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
@@ -599,7 +629,10 @@ impl<S: Storage> Log<S> {
                 trusted_below,
                 next_base.is_none(),
                 &mut report,
-                on_batch,
+                &mut |h: &BatchHeader, control: Option<ControlType>| {
+                    epochs.note_batch(LeaderEpoch(h.partition_leader_epoch), h.base_offset);
+                    on_batch(h, control)
+                },
             )
             .await?;
             if intact && next_base.is_some() {
@@ -638,6 +671,14 @@ impl<S: Storage> Log<S> {
             .unwrap_or(Offset(0))
             .clamp(segments[0].base_offset, end);
         let cleaner_checkpoint = cleaner::load_checkpoint(&storage, &dir).await;
+        // Entries past a torn tail, or below a start DeleteRecords or retention moved, may still
+        // be in the file (those moves do not write it at once).
+        epochs.truncate_from_end(end);
+        epochs.truncate_from_start(log_start);
+        let epochs_unsaved = match &saved_epochs {
+            Some(saved) => *saved != epochs,
+            None => !epochs.entries().is_empty(),
+        };
         let log = Log {
             storage,
             files,
@@ -656,6 +697,8 @@ impl<S: Storage> Log<S> {
             failed: false,
             damaged_at_open: report.damaged.clone(),
             cleaner_checkpoint,
+            epochs,
+            epochs_unsaved,
         };
         log.assert_offsets_ordered();
         Ok((log, report))
@@ -728,7 +771,36 @@ impl<S: Storage> Log<S> {
         self.segments.len()
     }
     pub fn has_pending(&self) -> bool {
+        self.has_unwritten_batches() || self.epochs_unsaved
+    }
+
+    /// Batches, seals or roll snapshots not yet handed to a flush.
+    fn has_unwritten_batches(&self) -> bool {
         !self.pending.is_empty() || !self.sealed.is_empty() || !self.roll_snapshots.is_empty()
+    }
+
+    /// The epoch of the newest entry in the leader-epoch cache (Kafka's `latestEpoch`).
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.epochs.latest().map(|e| e.epoch)
+    }
+
+    /// Where `epoch` ends in this log, with the log end as the end of the latest epoch (see
+    /// `LeaderEpochCache::end_offset_for`); `None` where Kafka answers UNDEFINED (-1, -1).
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.epochs.end_offset_for(epoch, self.end)
+    }
+
+    /// Records that `epoch` starts at `start` (a broker becoming leader at a new epoch: the log
+    /// end, before any record of it is written, as Kafka's `makeLeader` does). Without the entry
+    /// a follower holding records of an older epoch past this log's end could not learn where
+    /// that epoch ended here. Written by the next flush or clean stop.
+    pub fn assign_epoch_start(&mut self, epoch: LeaderEpoch, start: Offset) {
+        self.epochs_unsaved |= self.epochs.assign(epoch, start);
+    }
+
+    /// The leader-epoch cache's entries (for tests and diagnostics).
+    pub fn epoch_entries(&self) -> &[super::epoch_cache::EpochEntry] {
+        self.epochs.entries()
     }
 
     /// Records the producer state as of a roll (everything below `base`, the new segment's base);
@@ -767,6 +839,9 @@ impl<S: Storage> Log<S> {
             TimestampType::CreateTime => -1,
         };
         let stored_header = BatchHeader::parse(&stamped).expect("a whole header");
+        self.epochs_unsaved |= self
+            .epochs
+            .note_batch(LeaderEpoch(leader_epoch), base_offset);
         let active = self
             .segments
             .last_mut()
@@ -847,9 +922,16 @@ impl<S: Storage> Log<S> {
             dir: self.dir.clone(),
             targets,
             roll_snapshots: std::mem::take(&mut self.roll_snapshots),
+            epoch_checkpoint: self.take_epoch_checkpoint(),
             sync,
             end: self.end,
         })
+    }
+
+    /// The cache's file contents when it changed since last written; it counts as written from
+    /// here (a failed write fails the log).
+    fn take_epoch_checkpoint(&mut self) -> Option<Vec<u8>> {
+        std::mem::take(&mut self.epochs_unsaved).then(|| self.epochs.encode())
     }
 
     fn target_for<'a>(
@@ -1133,6 +1215,8 @@ impl<S: Storage> Log<S> {
             storage: self.storage.clone(),
             dir: self.dir.clone(),
             indexes,
+            // The log is not written after a stop: no need to note the file as written.
+            epoch_checkpoint: self.epochs_unsaved.then(|| self.epochs.encode()),
         }
     }
 
@@ -1157,6 +1241,7 @@ impl<S: Storage> Log<S> {
         }
         if expired > 0 {
             self.log_start = self.log_start.max(self.segments[0].base_offset);
+            self.epochs_unsaved |= self.epochs.truncate_from_start(self.log_start);
             tracing::info!(
                 "{}: retention deleted {expired} segments; log start is now {}",
                 self.dir.display(),
@@ -1242,6 +1327,7 @@ impl<S: Storage> Log<S> {
             return Err(ErrorCode::OffsetOutOfRange);
         }
         self.log_start = self.log_start.max(offset);
+        self.epochs_unsaved |= self.epochs.truncate_from_start(self.log_start);
         self.assert_offsets_ordered();
         self.remove_segments_below_start();
         let checkpoint = LogStartCheckpoint {
@@ -1255,7 +1341,9 @@ impl<S: Storage> Log<S> {
     /// Removes every record at or after `offset`, which must start a batch (what a diverged
     /// replica does); the durable end comes down with it. Nothing may be pending: flush first.
     pub async fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
-        if self.has_pending() || self.flush_running {
+        // The epoch cache's file may be unsaved: it is written later, and a crash meanwhile
+        // leaves entries past the new end that recovery cuts.
+        if self.has_unwritten_batches() || self.flush_running {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "truncate with writes pending",
@@ -1339,6 +1427,7 @@ impl<S: Storage> Log<S> {
             .copied()
             .collect();
         *seg = rebuilt;
+        self.epochs_unsaved |= self.epochs.truncate_from_end(offset);
         self.end = offset;
         self.durable_end = self.durable_end.min(offset);
         self.assert_offsets_ordered();
@@ -1546,6 +1635,39 @@ async fn find_batch<F: StorageFile>(
 
 fn corrupt(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// The leader-epoch cache as its file last saved it; `None` when there is no file, or it does
+/// not decode. Either way recovery then rebuilds the cache from the batches it scans (as Kafka
+/// does for a log without the file): a missing file is a log written before the cache existed,
+/// or a new one; a damaged one is logged. What the rebuilt cache lacks are the epochs of trusted
+/// sealed segments, which recovery does not read: a follower asking about them is told they end
+/// where the first known epoch starts.
+async fn load_epoch_checkpoint<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> io::Result<Option<LeaderEpochCache>> {
+    let path = dir.join(EPOCH_CHECKPOINT_FILE);
+    let bytes =
+        match super::read_whole(storage, &path, limits::LEADER_EPOCH_CHECKPOINT_MAX_BYTES).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!("{err}; rebuilding the leader-epoch cache from recovery's scan");
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+    match LeaderEpochCache::decode(&bytes) {
+        Ok(cache) => Ok(Some(cache)),
+        Err(err) => {
+            tracing::warn!(
+                "{}: {err}; rebuilding the leader-epoch cache from recovery's scan",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Keeps only the newest roll snapshot: older ones describe states recovery no longer needs.
