@@ -371,9 +371,12 @@ impl<S: Storage> Partition<S> {
         now_ms: i64,
     ) -> Result<ProduceOutcome, ErrorCode> {
         // A roll snapshot holds the state of every batch before the new segment.
-        let rolls = self
-            .log
-            .will_roll(bytes.len() as u64, header.last_offset_delta, now_ms);
+        let rolls = self.log.will_roll(
+            bytes.len() as u64,
+            self.log.end(),
+            header.last_offset_delta,
+            now_ms,
+        );
         let snapshot = rolls.then(|| self.producers.encode());
         let appended = self
             .log
@@ -386,6 +389,61 @@ impl<S: Storage> Partition<S> {
             log_append_time: appended.log_append_time,
             end: appended.last_offset.next(1),
         })
+    }
+
+    /// A follower's append: the batches of a Fetch answer from the leader, stored exactly as the
+    /// leader wrote them (offsets, epochs, timestamps). Each is checked (header and CRC) and fed
+    /// to the producer state and the aborted-transaction index as recovery feeds them
+    /// (`replay_batch`): the leader already ran the producer checks. Batches wholly below the log
+    /// end are held already and skipped; one that starts past it follows a gap compaction left in
+    /// the leader's log. The answer may end with a partial batch (the fetch's size limit cut it):
+    /// it is left for the next fetch. Returns the new log end. On an error, the batches before
+    /// the bad one stay appended. Not counted in `stats`, which are clients' traffic (Kafka
+    /// counts replication apart too).
+    pub fn append_replicated(&mut self, records: &Bytes, now_ms: i64) -> Result<Offset, ErrorCode> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let mut at = 0;
+        while let Some(header) = BatchHeader::parse(&records[at..]) {
+            let size = header.total_bytes();
+            if size == 0 {
+                return Err(ErrorCode::CorruptMessage);
+            }
+            if size > records.len() - at {
+                break;
+            }
+            let bytes = records.slice(at..at + size);
+            at += size;
+            let header = batch::check_stored_batch(&bytes)?;
+            if header.next_offset() <= self.log.end() {
+                continue;
+            }
+            if header.base_offset < self.log.end() {
+                // Straddles the log end: the leader's batches do not line up with ours.
+                return Err(ErrorCode::CorruptMessage);
+            }
+            let rolls = self.log.will_roll(
+                size as u64,
+                header.base_offset,
+                header.last_offset_delta,
+                now_ms,
+            );
+            let snapshot = rolls.then(|| self.producers.encode());
+            let control = if header.is_control() {
+                batch::control_type(&bytes)
+            } else {
+                None
+            };
+            self.log.append_replicated(bytes, &header, now_ms)?;
+            if let Some(snapshot) = snapshot {
+                self.log.add_roll_snapshot(header.base_offset, snapshot);
+            }
+            if let Some(aborted) = replay_batch(&mut self.producers, &header, control) {
+                self.log.add_aborted(aborted);
+            }
+        }
+        Ok(self.log.end())
     }
 
     /// Appends a batch the broker built itself (transactional offsets): no sequence checks, but
@@ -1207,6 +1265,115 @@ mod tests {
         assert_eq!(block_on(delete_records(&p, -1)), Ok(hw));
         assert_eq!(p.borrow().offsets().high_watermark, hw);
         assert_eq!(p.borrow().offsets().log_start, hw);
+    }
+
+    /// Everything the partition's log holds, as a Fetch from offset 0 would return it.
+    fn log_bytes(p: &Partition<MemStorage>) -> Bytes {
+        let cursor = p.cursor_at(Offset(0)).unwrap().expect("records");
+        block_on(cursor.read(Offset(0), 1 << 20)).unwrap()
+    }
+
+    /// A leader partition at epoch 3 with plain and transactional batches, an abort, a commit
+    /// and an open transaction, all flushed.
+    fn leader_with_transactions() -> Partition<MemStorage> {
+        let mut leader = open_plain(&MemStorage::default());
+        leader.set_leadership(true, LeaderEpoch(3));
+        let epoch = ProducerEpoch(0);
+        leader.append(&plain(0), 0).unwrap();
+        leader.admit_transaction(ProducerId(7), epoch);
+        leader.append(&transactional(0, 7), 0).unwrap();
+        leader.append(&plain(1), 0).unwrap();
+        leader
+            .write_marker(ProducerId(7), epoch, ControlType::Abort, 0, 0)
+            .unwrap();
+        leader.admit_transaction(ProducerId(8), epoch);
+        leader.append(&transactional(0, 8), 0).unwrap();
+        flush(&mut leader);
+        leader
+    }
+
+    #[test]
+    fn a_follower_appends_the_leaders_batches_as_they_are() {
+        let leader = leader_with_transactions();
+        let records = log_bytes(&leader);
+        let mut follower = open_plain(&MemStorage::default());
+        // The answer cut inside its last batch: that batch waits for the next fetch.
+        let cut = records.slice(..records.len() - 10);
+        let end = follower.append_replicated(&cut, 0).unwrap();
+        assert_eq!(end, Offset(4));
+        assert_eq!(
+            follower.append_replicated(&records.slice(..30), 0),
+            Ok(Offset(4)),
+            "a partial header alone"
+        );
+        // The whole answer again: what is held is skipped.
+        assert_eq!(follower.append_replicated(&records, 0), Ok(Offset(5)));
+        flush(&mut follower);
+        assert_eq!(log_bytes(&follower), records, "stored byte for byte");
+        assert_eq!(follower.offsets(), leader.offsets());
+        assert_eq!(follower.producers, leader.producers);
+        assert_eq!(
+            follower.aborted_between(Offset(0), Offset(10)),
+            leader.aborted_between(Offset(0), Offset(10))
+        );
+        assert_eq!(follower.log.epoch_entries(), leader.log.epoch_entries());
+        assert_eq!(
+            follower.log.latest_epoch(),
+            Some(LeaderEpoch(3)),
+            "the leader's epoch, not the follower's"
+        );
+    }
+
+    #[test]
+    fn a_follower_refuses_damaged_or_misplaced_batches() {
+        let leader = leader_with_transactions();
+        let records = log_bytes(&leader);
+        let first = BatchHeader::parse(&records).unwrap().total_bytes();
+        let mut damaged = records.to_vec();
+        damaged[first + 70] ^= 1;
+        let mut follower = open_plain(&MemStorage::default());
+        assert_eq!(
+            follower.append_replicated(&Bytes::from(damaged), 0),
+            Err(ErrorCode::CorruptMessage)
+        );
+        assert_eq!(
+            follower.offsets().log_end,
+            Offset(1),
+            "the batch before stays"
+        );
+        assert_eq!(
+            follower.append_replicated(&plain_at(1, 3), 0),
+            Ok(Offset(4))
+        );
+        assert_eq!(
+            follower.append_replicated(&plain_at(2, 3), 0),
+            Err(ErrorCode::CorruptMessage),
+            "a batch straddling the log end does not line up with ours"
+        );
+        assert_eq!(follower.offsets().log_end, Offset(4));
+    }
+
+    /// A producer-less plain batch of `count` records stamped at `base`, as a leader stores it.
+    fn plain_at(base: i64, count: usize) -> Bytes {
+        let values: Vec<&[u8]> = (0..count).map(|_| &b"g"[..]).collect();
+        let mut b = batch(&values, 0, None);
+        batch::assign_offset(&mut b, Offset(base), 0);
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn a_follower_keeps_the_gaps_of_a_compacted_leader_log() {
+        let mut follower = open_plain(&MemStorage::default());
+        let mut records = plain_at(0, 2).to_vec();
+        records.extend_from_slice(&plain_at(7, 3));
+        assert_eq!(
+            follower.append_replicated(&Bytes::from(records), 0),
+            Ok(Offset(10))
+        );
+        flush(&mut follower);
+        let cursor = follower.cursor_at(Offset(4)).unwrap().expect("readable");
+        let read = block_on(cursor.read(Offset(4), 1)).unwrap();
+        assert_eq!(BatchHeader::parse(&read).unwrap().base_offset, Offset(7));
     }
 
     #[test]

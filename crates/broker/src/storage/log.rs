@@ -824,7 +824,7 @@ impl<S: Storage> Log<S> {
         }
         let size = batch.len() as u64;
         debug_assert_eq!(size as usize, header.total_bytes());
-        self.maybe_roll(size, header.last_offset_delta, now_ms);
+        self.maybe_roll(size, self.end, header.last_offset_delta, now_ms);
         let base_offset = self.end;
         let mut stamped: [u8; HEADER_BYTES] = batch[..HEADER_BYTES]
             .try_into()
@@ -838,10 +838,63 @@ impl<S: Storage> Log<S> {
             }
             TimestampType::CreateTime => -1,
         };
+        Ok(self.add_batch(stamped, body, log_append_time))
+    }
+
+    /// Appends a batch exactly as the leader wrote it (a follower's append): its offsets, leader
+    /// epoch and timestamps are kept, and it must be a complete stored batch (the caller checks
+    /// its CRC). It may start past the log end, never below: a compacted leader log has gaps
+    /// between batches, and the follower's log keeps them, as Kafka's does.
+    pub fn append_replicated(
+        &mut self,
+        batch: Bytes,
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<Appended, ErrorCode> {
+        if self.failed {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        if header.base_offset < self.end || batch.len() != header.total_bytes() {
+            return Err(ErrorCode::CorruptMessage);
+        }
+        let size = batch.len() as u64;
+        if size > ScanRules::of(&self.config).batch_max_bytes {
+            // Recovery would take it for damage and cut the log there.
+            return Err(ErrorCode::MessageTooLarge);
+        }
+        self.maybe_roll(size, header.base_offset, header.last_offset_delta, now_ms);
+        let active_base = self.segments.last().expect("active segment").base_offset;
+        if header.last_offset().0 - active_base.0 > i32::MAX as i64 {
+            // Only after a gap of 2^31 offsets into an empty active segment: the index could not
+            // say where its records are.
+            return Err(ErrorCode::CorruptMessage);
+        }
+        let stamped: [u8; HEADER_BYTES] = batch[..HEADER_BYTES]
+            .try_into()
+            .expect("a whole batch has a header");
+        let log_append_time = if header.is_log_append_time() {
+            header.max_timestamp
+        } else {
+            -1
+        };
+        Ok(self.add_batch(stamped, batch.slice(HEADER_BYTES..), log_append_time))
+    }
+
+    /// Notes a batch, its header as stored (`stamped`) and the records after it (`body`), as
+    /// pending in the active segment, and its epoch in the cache.
+    fn add_batch(
+        &mut self,
+        stamped: [u8; HEADER_BYTES],
+        body: Bytes,
+        log_append_time: i64,
+    ) -> Appended {
         let stored_header = BatchHeader::parse(&stamped).expect("a whole header");
-        self.epochs_unsaved |= self
-            .epochs
-            .note_batch(LeaderEpoch(leader_epoch), base_offset);
+        let size = stored_header.total_bytes() as u64;
+        let base_offset = stored_header.base_offset;
+        self.epochs_unsaved |= self.epochs.note_batch(
+            LeaderEpoch(stored_header.partition_leader_epoch),
+            base_offset,
+        );
         let active = self
             .segments
             .last_mut()
@@ -855,32 +908,40 @@ impl<S: Storage> Log<S> {
         self.end = stored_header.next_offset();
         debug_assert!(self.log_start <= self.durable_end && self.durable_end <= self.end);
         self.messages_unsynced += stored_header.record_count as u64;
-        Ok(Appended {
+        Appended {
             base_offset,
             last_offset: stored_header.last_offset(),
             log_append_time,
-        })
+        }
     }
 
-    /// Whether appending a batch of `incoming` bytes now starts a new segment: it would not fit,
-    /// the active segment is older than `segment.ms`, or the batch's offsets would not fit the
+    /// Whether appending a batch of `incoming` bytes starting at offset `first` (the log end,
+    /// unless a replicated batch follows a gap) now starts a new segment: it would not fit, the
+    /// active segment is older than `segment.ms`, or the batch's offsets would not fit the
     /// index's 32-bit relative offsets.
-    pub fn will_roll(&self, incoming: u64, last_offset_delta: i32, now_ms: i64) -> bool {
+    pub fn will_roll(
+        &self,
+        incoming: u64,
+        first: Offset,
+        last_offset_delta: i32,
+        now_ms: i64,
+    ) -> bool {
         let active = self.segments.last().expect("active segment");
         let full = active.size > 0 && active.size + incoming > self.config.segment_bytes;
         let old = active.size > 0 && now_ms - active.created_ms >= self.config.segment_ms;
-        let last_relative = self.end.0 + last_offset_delta as i64 - active.base_offset.0;
+        let last_relative = first.0 + last_offset_delta as i64 - active.base_offset.0;
         let offsets_overflow = active.size > 0 && last_relative > i32::MAX as i64;
         full || old || offsets_overflow
     }
 
-    fn maybe_roll(&mut self, incoming: u64, last_offset_delta: i32, now_ms: i64) {
-        if self.will_roll(incoming, last_offset_delta, now_ms) {
+    /// Rolls if `will_roll` says so; the new segment starts at `first`, the batch's offset.
+    fn maybe_roll(&mut self, incoming: u64, first: Offset, last_offset_delta: i32, now_ms: i64) {
+        if self.will_roll(incoming, first, last_offset_delta, now_ms) {
             let active = self.segments.last_mut().expect("active segment");
             active.finish_time_index();
             self.sealed.push(active.base_offset);
             self.segments
-                .push(Segment::new(self.end, SegmentFile::Unwritten, now_ms));
+                .push(Segment::new(first, SegmentFile::Unwritten, now_ms));
         }
     }
 
