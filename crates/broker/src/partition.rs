@@ -668,6 +668,15 @@ async fn newest_roll_snapshot<S: Storage>(
     storage: &S,
     dir: &Path,
 ) -> std::io::Result<Option<(Offset, ProducerStateTable)>> {
+    newest_roll_snapshot_at_or_below(storage, dir, Offset(i64::MAX)).await
+}
+
+/// `newest_roll_snapshot`, among those taken at or below `limit`.
+async fn newest_roll_snapshot_at_or_below<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    limit: Offset,
+) -> std::io::Result<Option<(Offset, ProducerStateTable)>> {
     if !storage.exists(dir) {
         return Ok(None);
     }
@@ -675,6 +684,7 @@ async fn newest_roll_snapshot<S: Storage>(
         .list_dir(dir)?
         .iter()
         .filter_map(|n| segment::parse_snapshot_name(n))
+        .filter(|base| *base <= limit)
         .collect();
     bases.sort();
     for base in bases.into_iter().rev() {
@@ -713,6 +723,72 @@ pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::
     };
     plan.run().await?;
     write_replacing(storage, &path, snapshot).await
+}
+
+/// A diverged follower's truncation: removes every record at or after `offset` (a batch
+/// boundary), from the log and its epoch cache, and rebuilds the producer state to match what is
+/// left the way a start does: from the newest roll snapshot at or below `offset` (later ones
+/// describe records that are gone, and are deleted so no recovery trusts them), replaying the
+/// batches after it. Pending writes are flushed first. The high watermark comes down to the new
+/// log end if it was above: a follower's may move back (Kafka caps it to the log end too).
+pub async fn truncate_to<S: Storage>(
+    this: &PartitionRef<S>,
+    offset: Offset,
+) -> std::io::Result<()> {
+    let truncation = loop {
+        let end = this.borrow().log.end();
+        wait_durable(this, end)
+            .await
+            .map_err(|e| std::io::Error::other(format!("flush before truncation failed: {e}")))?;
+        match this.borrow_mut().log.begin_truncation(offset) {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            begun => break begun?,
+        }
+        // The flush that reached the end may still be running (writing the epoch checkpoint,
+        // or a next round it armed).
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    let Some(truncation) = truncation else {
+        return Ok(());
+    };
+    {
+        let mut p = this.borrow_mut();
+        // Not `advance_high_watermark`, which only moves forward: this is the one place the
+        // high watermark moves back, on a follower whose log lost records above it.
+        p.high_watermark = p.high_watermark.min(offset);
+    }
+    let done = truncation.run().await;
+    this.borrow_mut().log.finish_truncation(done)?;
+
+    let (storage, dir) = {
+        let p = this.borrow();
+        (p.log.storage().clone(), p.dir.clone())
+    };
+    for base in storage
+        .list_dir(&dir)?
+        .iter()
+        .filter_map(|n| segment::parse_snapshot_name(n))
+        .filter(|base| *base > offset)
+    {
+        storage.remove_file(&segment::snapshot_path(&dir, base))?;
+    }
+    let (from, mut producers) = newest_roll_snapshot_at_or_below(&storage, &dir, offset)
+        .await?
+        .unwrap_or_default();
+    let replay = this.borrow().log.replay_from(from);
+    replay
+        .run(&mut |h: &BatchHeader, control: Option<ControlType>| {
+            replay_batch(&mut producers, h, control)
+        })
+        .await?;
+    let mut p = this.borrow_mut();
+    if p.log.end() != offset {
+        return Err(std::io::Error::other(
+            "appended to during a truncation: producer state not rebuilt",
+        ));
+    }
+    p.producers = producers;
+    Ok(())
 }
 
 /// Starts a flush job for the partition if one is due and none is running; it re-arms itself
@@ -1351,6 +1427,78 @@ mod tests {
             "a batch straddling the log end does not line up with ours"
         );
         assert_eq!(follower.offsets().log_end, Offset(4));
+    }
+
+    /// A follower with small segments (rolls, roll snapshots) holding the leader's records.
+    fn follower_of(storage: &MemStorage, records: &Bytes) -> Partition<MemStorage> {
+        let mut config = Config::default().log;
+        config.segment_bytes = 400;
+        let opened = block_on(Partition::open(
+            storage.clone(),
+            TopicPartition::new("f", 0),
+            PathBuf::from("/data/f-0"),
+            config,
+            false,
+            0,
+        ));
+        let mut follower = opened.unwrap().0;
+        follower.append_replicated(records, 0).unwrap();
+        flush(&mut follower);
+        follower
+    }
+
+    #[test]
+    fn a_truncated_follower_matches_one_that_never_held_the_cut_records() {
+        let mut leader = leader_with_transactions();
+        for seq in 2..12 {
+            leader.append(&plain(seq), 0).unwrap();
+        }
+        leader.set_leadership(true, LeaderEpoch(5));
+        leader.append(&plain(12), 0).unwrap();
+        flush(&mut leader);
+        let records = log_bytes(&leader);
+        let mut bases = Vec::new();
+        let mut at = 0;
+        while at < records.len() {
+            let header = BatchHeader::parse(&records[at..]).unwrap();
+            bases.push((header.base_offset, at));
+            at += header.total_bytes();
+        }
+        for &(cut, bytes) in bases.iter().rev() {
+            let storage = MemStorage::default();
+            let follower = Rc::new(RefCell::new(follower_of(&storage, &records)));
+            assert!(follower.borrow().log.segment_count() > 2);
+            block_on(truncate_to(&follower, cut)).unwrap();
+            let expected = follower_of(&MemStorage::default(), &records.slice(..bytes));
+            let p = follower.borrow();
+            let context = format!("truncated at {cut}");
+            assert_eq!(p.offsets(), expected.offsets(), "{context}");
+            assert_eq!(p.producers, expected.producers, "{context}");
+            assert_eq!(
+                p.aborted_between(Offset(0), Offset(100)),
+                expected.aborted_between(Offset(0), Offset(100)),
+                "{context}"
+            );
+            assert_eq!(
+                p.log.epoch_entries(),
+                expected.log.epoch_entries(),
+                "{context}"
+            );
+            drop(p);
+            // Power loss right after: recovery must not trust a snapshot of the cut records.
+            drop(follower);
+            storage.crash(|_, _| 0);
+            let reopened = follower_of(&storage, &Bytes::new());
+            assert_eq!(
+                reopened.producers, expected.producers,
+                "{context}, reopened"
+            );
+            assert_eq!(
+                reopened.offsets(),
+                expected.offsets(),
+                "{context}, reopened"
+            );
+        }
     }
 
     /// A producer-less plain batch of `count` records stamped at `base`, as a leader stores it.

@@ -180,6 +180,8 @@ pub struct Log<S: Storage> {
     /// The cache changed since its file was last written: the next flush (or clean stop)
     /// writes it.
     epochs_unsaved: bool,
+    /// A truncation is cutting the active segment (see `begin_truncation`).
+    truncating: bool,
 }
 
 /// One round of group commit, run without borrowing the log.
@@ -699,6 +701,7 @@ impl<S: Storage> Log<S> {
             cleaner_checkpoint,
             epochs,
             epochs_unsaved,
+            truncating: false,
         };
         log.assert_offsets_ordered();
         Ok((log, report))
@@ -819,9 +822,7 @@ impl<S: Storage> Log<S> {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<Appended, ErrorCode> {
-        if self.failed {
-            return Err(ErrorCode::KafkaStorageError);
-        }
+        self.check_appendable()?;
         let size = batch.len() as u64;
         debug_assert_eq!(size as usize, header.total_bytes());
         self.maybe_roll(size, self.end, header.last_offset_delta, now_ms);
@@ -851,9 +852,7 @@ impl<S: Storage> Log<S> {
         header: &BatchHeader,
         now_ms: i64,
     ) -> Result<Appended, ErrorCode> {
-        if self.failed {
-            return Err(ErrorCode::KafkaStorageError);
-        }
+        self.check_appendable()?;
         if header.base_offset < self.end || batch.len() != header.total_bytes() {
             return Err(ErrorCode::CorruptMessage);
         }
@@ -878,6 +877,18 @@ impl<S: Storage> Log<S> {
             -1
         };
         Ok(self.add_batch(stamped, batch.slice(HEADER_BYTES..), log_append_time))
+    }
+
+    /// Refuses appends to a failed log, and during a truncation (only a follower truncates, and
+    /// its fetcher appends again once the truncation is done).
+    fn check_appendable(&self) -> Result<(), ErrorCode> {
+        if self.failed {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        if self.truncating {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        Ok(())
     }
 
     /// Notes a batch, its header as stored (`stamped`) and the records after it (`body`), as
@@ -947,7 +958,7 @@ impl<S: Storage> Log<S> {
 
     /// Takes everything pending as one flush job, unless one is already running.
     pub fn take_flush(&mut self) -> Option<FlushJob<S>> {
-        if self.flush_running || self.failed || !self.has_pending() {
+        if self.flush_running || self.failed || self.truncating || !self.has_pending() {
             return None;
         }
         let pending = std::mem::take(&mut self.pending);
@@ -1401,17 +1412,37 @@ impl<S: Storage> Log<S> {
 
     /// Removes every record at or after `offset`, which must start a batch (what a diverged
     /// replica does); the durable end comes down with it. Nothing may be pending: flush first.
+    /// `begin_truncation`, `Truncation::run` and `finish_truncation` in one, for a caller that
+    /// may hold the log across the awaits.
     pub async fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
+        let Some(truncation) = self.begin_truncation(offset)? else {
+            return Ok(());
+        };
+        let done = truncation.run().await;
+        self.finish_truncation(done)
+    }
+
+    /// Whether nothing written waits for a flush and none runs: a truncation may begin.
+    pub fn is_quiet(&self) -> bool {
+        !self.has_unwritten_batches() && !self.flush_running
+    }
+
+    /// Starts removing every record at or after `offset` (a batch boundary): later segments go
+    /// at once, the log end, durable end and epoch cache come down to `offset`, and the
+    /// returned truncation cuts the segment holding it, without borrowing the log. Until
+    /// `finish_truncation`, appends and flushes are refused. `None` when `offset` is at or past
+    /// the end. Nothing may be pending (WouldBlock): flush first.
+    pub fn begin_truncation(&mut self, offset: Offset) -> io::Result<Option<Truncation<S>>> {
         // The epoch cache's file may be unsaved: it is written later, and a crash meanwhile
         // leaves entries past the new end that recovery cuts.
-        if self.has_unwritten_batches() || self.flush_running {
+        if !self.is_quiet() || self.truncating {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "truncate with writes pending",
             ));
         }
         if offset >= self.end {
-            return Ok(());
+            return Ok(None);
         }
         if offset < self.log_start {
             return Err(io::Error::new(
@@ -1419,6 +1450,8 @@ impl<S: Storage> Log<S> {
                 "truncate below the log start",
             ));
         }
+        // Later segments go first: a crash before the cut below must not leave them to follow
+        // a shortened segment at the next recovery.
         while self.segments.len() > 1
             && self
                 .segments
@@ -1428,27 +1461,155 @@ impl<S: Storage> Log<S> {
             let seg = self.segments.pop().expect("checked");
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);
         }
-        let seg = self.segments.last_mut().expect("one segment remains");
+        let seg = self.segments.last().expect("one segment remains");
         let Some(file) = seg.file_ref(&self.storage, &self.dir) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "segment file missing",
             ));
         };
-        // The segment becomes the active one again: it keeps its file open from here on.
-        let file = file.get().await?;
-        let scan_from = match seg.lookup(offset) {
-            Lookup::At(position) => position,
-            Lookup::Load(lazy) => {
-                let relative = seg.relative_to_base(offset);
-                let load = IndexLoad {
-                    storage: self.storage.clone(),
-                    lazy,
-                };
-                load.run().await?.position_of(relative)
+        let truncation = Truncation {
+            rules: ScanRules::of(&self.config),
+            offset,
+            base: seg.base_offset,
+            created_ms: seg.created_ms,
+            file,
+            start: ScanStart::new(
+                seg.lookup(offset),
+                &self.storage,
+                IndexKey::Offset(seg.relative_to_base(offset)),
+            ),
+            readable: seg.readable,
+        };
+        self.epochs_unsaved |= self.epochs.truncate_from_end(offset);
+        self.end = offset;
+        self.durable_end = self.durable_end.min(offset);
+        self.truncating = true;
+        self.assert_offsets_ordered();
+        Ok(Some(truncation))
+    }
+
+    /// The scan that feeds recovery's `on_batch` every batch from `from` on (producer state
+    /// rebuilt after a truncation, from a roll snapshot at `from`), run without borrowing the
+    /// log.
+    pub fn replay_from(&self, from: Offset) -> Replay<S> {
+        let segments = self
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > from && s.readable > 0)
+            .filter_map(|s| {
+                Some((
+                    s.base_offset,
+                    s.file_ref(&self.storage, &self.dir)?,
+                    s.readable,
+                ))
+            })
+            .collect();
+        Replay {
+            rules: ScanRules::of(&self.config),
+            from,
+            segments,
+        }
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Installs the segment a truncation cut. On an error the log is failed: its active
+    /// segment's file may be cut or not, and only recovery can tell.
+    pub fn finish_truncation(&mut self, done: io::Result<Segment<S::File>>) -> io::Result<()> {
+        self.truncating = false;
+        let rebuilt = match done {
+            Ok(rebuilt) => rebuilt,
+            Err(err) => {
+                tracing::error!(
+                    "log {}: truncation failed, failing the partition: {err}",
+                    self.dir.display()
+                );
+                self.failed = true;
+                return Err(err);
             }
         };
-        let found = find_batch(&*file, scan_from, seg.readable, |h| {
+        let seg = self.segments.last_mut().expect("a log has a segment");
+        assert_eq!(
+            seg.base_offset, rebuilt.base_offset,
+            "the truncated segment"
+        );
+        let end = self.end;
+        let aborted = seg.aborted.iter().filter(|a| a.last_offset < end).copied();
+        let aborted = aborted.collect();
+        *seg = rebuilt;
+        seg.aborted = aborted;
+        Ok(())
+    }
+
+    /// Removes the log's directory (topic deletion).
+    pub fn delete(&self) -> io::Result<()> {
+        self.storage.remove_dir_all(&self.dir)
+    }
+}
+
+/// A scan of the log's batches from an offset on (see `Log::replay_from`).
+pub struct Replay<S: Storage> {
+    rules: ScanRules,
+    from: Offset,
+    /// The segments to scan: base offset, file, readable bytes.
+    segments: Vec<(Offset, FileRef<S>, u64)>,
+}
+
+impl<S: Storage> Replay<S> {
+    /// Feeds every batch from `from` on to `on_batch`, in order, as recovery's scan does (what it
+    /// returns is dropped: the log's txn index already holds those ranges).
+    pub async fn run(self, on_batch: &mut OnBatch<'_>) -> io::Result<()> {
+        let from = self.from;
+        for (base, file, readable) in self.segments {
+            let file = file.get().await?;
+            let mut scratch = Segment::<S::File>::new(base, SegmentFile::Unwritten, 0);
+            let mut report = RecoveryReport::default();
+            let mut feed = |h: &BatchHeader, control: Option<ControlType>| {
+                if h.base_offset >= from {
+                    on_batch(h, control);
+                }
+                None
+            };
+            scan_batches(
+                &*file,
+                &mut scratch,
+                self.rules,
+                readable,
+                false,
+                &mut report,
+                &mut feed,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The cut of the segment that holds a truncation's offset (see `Log::begin_truncation`),
+/// run without borrowing the log.
+pub struct Truncation<S: Storage> {
+    rules: ScanRules,
+    offset: Offset,
+    base: Offset,
+    created_ms: i64,
+    file: FileRef<S>,
+    /// Where to scan for the batch at `offset` from.
+    start: ScanStart<S>,
+    readable: u64,
+}
+
+impl<S: Storage> Truncation<S> {
+    /// Finds the batch at the offset, cuts the file there and syncs it, and rebuilds the
+    /// segment's indexes from what is left.
+    pub async fn run(self) -> io::Result<Segment<S::File>> {
+        // The segment becomes the active one again: it keeps its file open from here on.
+        let file = self.file.get().await?;
+        let scan_from = self.start.position(&file).await?;
+        let offset = self.offset;
+        let found = find_batch(&*file, scan_from, self.readable, |h| {
             h.next_offset() > offset
         })
         .await?;
@@ -1460,20 +1621,16 @@ impl<S: Storage> Log<S> {
                     format!("{offset} is not a batch boundary"),
                 ))
             }
-            None => seg.readable,
+            None => self.readable,
         };
         file.truncate(position).await?;
         file.sync_data().await?;
-        let mut rebuilt = Segment::new(
-            seg.base_offset,
-            SegmentFile::Open(file.clone()),
-            seg.created_ms,
-        );
+        let mut rebuilt = Segment::new(self.base, SegmentFile::Open(file.clone()), self.created_ms);
         let mut report = RecoveryReport::default();
         scan_batches(
             &*file,
             &mut rebuilt,
-            ScanRules::of(&self.config),
+            self.rules,
             position,
             false,
             &mut report,
@@ -1481,23 +1638,7 @@ impl<S: Storage> Log<S> {
         )
         .await?;
         rebuilt.readable = position;
-        rebuilt.aborted = seg
-            .aborted
-            .iter()
-            .filter(|a| a.last_offset < offset)
-            .copied()
-            .collect();
-        *seg = rebuilt;
-        self.epochs_unsaved |= self.epochs.truncate_from_end(offset);
-        self.end = offset;
-        self.durable_end = self.durable_end.min(offset);
-        self.assert_offsets_ordered();
-        Ok(())
-    }
-
-    /// Removes the log's directory (topic deletion).
-    pub fn delete(&self) -> io::Result<()> {
-        self.storage.remove_dir_all(&self.dir)
+        Ok(rebuilt)
     }
 }
 
