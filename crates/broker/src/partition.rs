@@ -231,10 +231,51 @@ impl<S: Storage> Partition<S> {
         self.leader_epoch
     }
 
-    /// Takes the leadership the metadata image gives this broker.
+    /// Takes the leadership the metadata image gives this broker. Leading at an epoch newer than
+    /// any in the log, it records that the epoch starts at the log end before any record of it
+    /// is written (Kafka's `makeLeader`): followers holding records of an older epoch past this
+    /// end learn from it where to cut. An older epoch never rewrites the cache (Kafka's `assign`
+    /// would drop the newer entries; the image cannot be behind the log's batches).
     pub fn set_leadership(&mut self, leading: bool, epoch: LeaderEpoch) {
         self.leading = leading;
         self.leader_epoch = epoch;
+        if leading && self.log.latest_epoch().is_none_or(|latest| epoch > latest) {
+            let end = self.log.end();
+            self.log.assign_epoch_start(epoch, end);
+        }
+    }
+
+    /// Where `epoch` ends in this replica's log (the latest ends at the log end); `None` where
+    /// Kafka answers UNDEFINED (-1, -1). OffsetForLeaderEpoch's answer.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.log.end_offset_for_epoch(epoch)
+    }
+
+    /// The leader's check of a follower's fetch (Fetch v12+ `LastFetchedEpoch`): `Some((E, O))`,
+    /// Fetch's `DivergingEpoch`, when the follower's log diverged from this one: this log's end
+    /// of `last_fetched_epoch` is at an older epoch E or below `fetch_offset` (the follower then
+    /// truncates to O and fetches again, with no records in this answer). OFFSET_OUT_OF_RANGE when
+    /// this log knows no end for the epoch, or when `fetch_offset` is below the log start (after
+    /// the divergence check, as Kafka orders them). -1 (no epoch sent): no check.
+    pub fn diverging_epoch(
+        &self,
+        last_fetched_epoch: i32,
+        fetch_offset: Offset,
+    ) -> Result<Option<(LeaderEpoch, Offset)>, ErrorCode> {
+        if last_fetched_epoch == -1 {
+            return Ok(None);
+        }
+        let (epoch, end) = self
+            .log
+            .end_offset_for_epoch(LeaderEpoch(last_fetched_epoch))
+            .ok_or(ErrorCode::OffsetOutOfRange)?;
+        if epoch.0 < last_fetched_epoch || end < fetch_offset {
+            return Ok(Some((epoch, end)));
+        }
+        if fetch_offset < self.log.log_start() {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        Ok(None)
     }
 
     /// Refuses a client's request unless this broker leads the partition, under the leader
@@ -1499,6 +1540,88 @@ mod tests {
                 "{context}, reopened"
             );
         }
+    }
+
+    #[test]
+    fn becoming_leader_at_a_new_epoch_starts_it_at_the_log_end() {
+        let mut p = open_plain(&MemStorage::default());
+        p.append(&plain(0), 0).unwrap();
+        p.set_leadership(true, LeaderEpoch(2));
+        assert_eq!(p.log.latest_epoch(), Some(LeaderEpoch(2)));
+        assert_eq!(
+            p.end_offset_for_epoch(LeaderEpoch(0)),
+            Some((LeaderEpoch(0), Offset(1))),
+            "epoch 0 ends where epoch 2 starts, before any record of it"
+        );
+        p.set_leadership(false, LeaderEpoch(3));
+        p.set_leadership(true, LeaderEpoch(1));
+        assert_eq!(
+            p.log.latest_epoch(),
+            Some(LeaderEpoch(2)),
+            "as follower, or older: none"
+        );
+        p.append(&plain(1), 0).unwrap();
+        assert_eq!(
+            p.end_offset_for_epoch(LeaderEpoch(2)),
+            Some((LeaderEpoch(2), Offset(2)))
+        );
+        assert_eq!(p.end_offset_for_epoch(LeaderEpoch(4)), None);
+    }
+
+    /// The memo's cases of the leader's DivergingEpoch check.
+    #[test]
+    fn the_leader_tells_a_diverged_follower_where_to_cut() {
+        let mut p = open_plain(&MemStorage::default());
+        // Epoch 1 holds 0..3, epoch 3 holds 3..5.
+        p.set_leadership(true, LeaderEpoch(1));
+        for seq in 0..3 {
+            p.append(&plain(seq), 0).unwrap();
+        }
+        p.set_leadership(true, LeaderEpoch(3));
+        for seq in 3..5 {
+            p.append(&plain(seq), 0).unwrap();
+        }
+        flush(&mut p);
+        let at = |e: i32, o: i64| Some((LeaderEpoch(e), Offset(o)));
+        assert_eq!(p.diverging_epoch(-1, Offset(9)), Ok(None), "no check asked");
+        assert_eq!(p.diverging_epoch(3, Offset(4)), Ok(None), "in step");
+        assert_eq!(
+            p.diverging_epoch(1, Offset(3)),
+            Ok(None),
+            "epoch 1 ends at 3 here too"
+        );
+        assert_eq!(
+            p.diverging_epoch(1, Offset(4)),
+            Ok(at(1, 3)),
+            "the follower has epoch-1 records past where ours end"
+        );
+        assert_eq!(
+            p.diverging_epoch(2, Offset(4)),
+            Ok(at(1, 3)),
+            "an epoch this log never had: E < LastFetchedEpoch"
+        );
+        assert_eq!(
+            p.diverging_epoch(3, Offset(6)),
+            Ok(at(3, 5)),
+            "past our end at the latest epoch"
+        );
+        assert_eq!(
+            p.diverging_epoch(4, Offset(5)),
+            Err(ErrorCode::OffsetOutOfRange),
+            "an epoch newer than ours: undefined"
+        );
+        let (_, checkpoint) = p.log.advance_log_start(Offset(3)).unwrap();
+        block_on(checkpoint.write()).unwrap();
+        assert_eq!(
+            p.diverging_epoch(3, Offset(2)),
+            Err(ErrorCode::OffsetOutOfRange),
+            "below the log start"
+        );
+        assert_eq!(
+            p.diverging_epoch(0, Offset(4)),
+            Ok(at(0, 3)),
+            "older than every entry: ends where the first starts"
+        );
     }
 
     /// A producer-less plain batch of `count` records stamped at `base`, as a leader stores it.
