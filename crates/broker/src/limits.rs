@@ -147,6 +147,15 @@ pub const INTERNAL_COMPACT_BATCH_RECORDS: usize = 1_000;
 /// per segment).
 pub const TXN_INDEX_MAX_BYTES: usize = 8 * 1024 * 1024;
 
+/// Entries a partition's `leader-epoch-checkpoint` may hold: one per leader epoch that wrote
+/// records still in the log (a new leader every minute for two months). A file announcing more
+/// is treated as damaged and the cache is rebuilt from what recovery scans.
+pub const LEADER_EPOCH_CHECKPOINT_ENTRIES_MAX: usize = 100_000;
+
+/// The largest `leader-epoch-checkpoint` file read: the entry limit at 31 bytes an entry (a
+/// 10-digit epoch, a space, a 19-digit offset, a newline) plus the version and count lines.
+pub const LEADER_EPOCH_CHECKPOINT_MAX_BYTES: usize = LEADER_EPOCH_CHECKPOINT_ENTRIES_MAX * 31 + 16;
+
 /// How often each shard looks for transactions open longer than their timeout.
 pub const TXN_TICK_MS: u64 = 200;
 

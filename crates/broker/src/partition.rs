@@ -231,10 +231,51 @@ impl<S: Storage> Partition<S> {
         self.leader_epoch
     }
 
-    /// Takes the leadership the metadata image gives this broker.
+    /// Takes the leadership the metadata image gives this broker. Leading at an epoch newer than
+    /// any in the log, it records that the epoch starts at the log end before any record of it
+    /// is written (Kafka's `makeLeader`): followers holding records of an older epoch past this
+    /// end learn from it where to cut. An older epoch never rewrites the cache (Kafka's `assign`
+    /// would drop the newer entries; the image cannot be behind the log's batches).
     pub fn set_leadership(&mut self, leading: bool, epoch: LeaderEpoch) {
         self.leading = leading;
         self.leader_epoch = epoch;
+        if leading && self.log.latest_epoch().is_none_or(|latest| epoch > latest) {
+            let end = self.log.end();
+            self.log.assign_epoch_start(epoch, end);
+        }
+    }
+
+    /// Where `epoch` ends in this replica's log (the latest ends at the log end); `None` where
+    /// Kafka answers UNDEFINED (-1, -1). OffsetForLeaderEpoch's answer.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.log.end_offset_for_epoch(epoch)
+    }
+
+    /// The leader's check of a follower's fetch (Fetch v12+ `LastFetchedEpoch`): `Some((E, O))`,
+    /// Fetch's `DivergingEpoch`, when the follower's log diverged from this one: this log's end
+    /// of `last_fetched_epoch` is at an older epoch E or below `fetch_offset` (the follower then
+    /// truncates to O and fetches again, with no records in this answer). OFFSET_OUT_OF_RANGE when
+    /// this log knows no end for the epoch, or when `fetch_offset` is below the log start (after
+    /// the divergence check, as Kafka orders them). -1 (no epoch sent): no check.
+    pub fn diverging_epoch(
+        &self,
+        last_fetched_epoch: i32,
+        fetch_offset: Offset,
+    ) -> Result<Option<(LeaderEpoch, Offset)>, ErrorCode> {
+        if last_fetched_epoch == -1 {
+            return Ok(None);
+        }
+        let (epoch, end) = self
+            .log
+            .end_offset_for_epoch(LeaderEpoch(last_fetched_epoch))
+            .ok_or(ErrorCode::OffsetOutOfRange)?;
+        if epoch.0 < last_fetched_epoch || end < fetch_offset {
+            return Ok(Some((epoch, end)));
+        }
+        if fetch_offset < self.log.log_start() {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        Ok(None)
     }
 
     /// Refuses a client's request unless this broker leads the partition, under the leader
@@ -371,9 +412,12 @@ impl<S: Storage> Partition<S> {
         now_ms: i64,
     ) -> Result<ProduceOutcome, ErrorCode> {
         // A roll snapshot holds the state of every batch before the new segment.
-        let rolls = self
-            .log
-            .will_roll(bytes.len() as u64, header.last_offset_delta, now_ms);
+        let rolls = self.log.will_roll(
+            bytes.len() as u64,
+            self.log.end(),
+            header.last_offset_delta,
+            now_ms,
+        );
         let snapshot = rolls.then(|| self.producers.encode());
         let appended = self
             .log
@@ -386,6 +430,61 @@ impl<S: Storage> Partition<S> {
             log_append_time: appended.log_append_time,
             end: appended.last_offset.next(1),
         })
+    }
+
+    /// A follower's append: the batches of a Fetch answer from the leader, stored exactly as the
+    /// leader wrote them (offsets, epochs, timestamps). Each is checked (header and CRC) and fed
+    /// to the producer state and the aborted-transaction index as recovery feeds them
+    /// (`replay_batch`): the leader already ran the producer checks. Batches wholly below the log
+    /// end are held already and skipped; one that starts past it follows a gap compaction left in
+    /// the leader's log. The answer may end with a partial batch (the fetch's size limit cut it):
+    /// it is left for the next fetch. Returns the new log end. On an error, the batches before
+    /// the bad one stay appended. Not counted in `stats`, which are clients' traffic (Kafka
+    /// counts replication apart too).
+    pub fn append_replicated(&mut self, records: &Bytes, now_ms: i64) -> Result<Offset, ErrorCode> {
+        if self.log.is_failed() {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        let mut at = 0;
+        while let Some(header) = BatchHeader::parse(&records[at..]) {
+            let size = header.total_bytes();
+            if size == 0 {
+                return Err(ErrorCode::CorruptMessage);
+            }
+            if size > records.len() - at {
+                break;
+            }
+            let bytes = records.slice(at..at + size);
+            at += size;
+            let header = batch::check_stored_batch(&bytes)?;
+            if header.next_offset() <= self.log.end() {
+                continue;
+            }
+            if header.base_offset < self.log.end() {
+                // Straddles the log end: the leader's batches do not line up with ours.
+                return Err(ErrorCode::CorruptMessage);
+            }
+            let rolls = self.log.will_roll(
+                size as u64,
+                header.base_offset,
+                header.last_offset_delta,
+                now_ms,
+            );
+            let snapshot = rolls.then(|| self.producers.encode());
+            let control = if header.is_control() {
+                batch::control_type(&bytes)
+            } else {
+                None
+            };
+            self.log.append_replicated(bytes, &header, now_ms)?;
+            if let Some(snapshot) = snapshot {
+                self.log.add_roll_snapshot(header.base_offset, snapshot);
+            }
+            if let Some(aborted) = replay_batch(&mut self.producers, &header, control) {
+                self.log.add_aborted(aborted);
+            }
+        }
+        Ok(self.log.end())
     }
 
     /// Appends a batch the broker built itself (transactional offsets): no sequence checks, but
@@ -620,6 +719,15 @@ async fn newest_roll_snapshot<S: Storage>(
     storage: &S,
     dir: &Path,
 ) -> std::io::Result<Option<(Offset, ProducerStateTable)>> {
+    newest_roll_snapshot_at_or_below(storage, dir, Offset(i64::MAX)).await
+}
+
+/// `newest_roll_snapshot`, among those taken at or below `limit`.
+async fn newest_roll_snapshot_at_or_below<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    limit: Offset,
+) -> std::io::Result<Option<(Offset, ProducerStateTable)>> {
     if !storage.exists(dir) {
         return Ok(None);
     }
@@ -627,6 +735,7 @@ async fn newest_roll_snapshot<S: Storage>(
         .list_dir(dir)?
         .iter()
         .filter_map(|n| segment::parse_snapshot_name(n))
+        .filter(|base| *base <= limit)
         .collect();
     bases.sort();
     for base in bases.into_iter().rev() {
@@ -665,6 +774,72 @@ pub async fn close<S: Storage>(this: &PartitionRef<S>, storage: &S) -> std::io::
     };
     plan.run().await?;
     write_replacing(storage, &path, snapshot).await
+}
+
+/// A diverged follower's truncation: removes every record at or after `offset` (a batch
+/// boundary), from the log and its epoch cache, and rebuilds the producer state to match what is
+/// left the way a start does: from the newest roll snapshot at or below `offset` (later ones
+/// describe records that are gone, and are deleted so no recovery trusts them), replaying the
+/// batches after it. Pending writes are flushed first. The high watermark comes down to the new
+/// log end if it was above: a follower's may move back (Kafka caps it to the log end too).
+pub async fn truncate_to<S: Storage>(
+    this: &PartitionRef<S>,
+    offset: Offset,
+) -> std::io::Result<()> {
+    let truncation = loop {
+        let end = this.borrow().log.end();
+        wait_durable(this, end)
+            .await
+            .map_err(|e| std::io::Error::other(format!("flush before truncation failed: {e}")))?;
+        match this.borrow_mut().log.begin_truncation(offset) {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            begun => break begun?,
+        }
+        // The flush that reached the end may still be running (writing the epoch checkpoint,
+        // or a next round it armed).
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    let Some(truncation) = truncation else {
+        return Ok(());
+    };
+    {
+        let mut p = this.borrow_mut();
+        // Not `advance_high_watermark`, which only moves forward: this is the one place the
+        // high watermark moves back, on a follower whose log lost records above it.
+        p.high_watermark = p.high_watermark.min(offset);
+    }
+    let done = truncation.run().await;
+    this.borrow_mut().log.finish_truncation(done)?;
+
+    let (storage, dir) = {
+        let p = this.borrow();
+        (p.log.storage().clone(), p.dir.clone())
+    };
+    for base in storage
+        .list_dir(&dir)?
+        .iter()
+        .filter_map(|n| segment::parse_snapshot_name(n))
+        .filter(|base| *base > offset)
+    {
+        storage.remove_file(&segment::snapshot_path(&dir, base))?;
+    }
+    let (from, mut producers) = newest_roll_snapshot_at_or_below(&storage, &dir, offset)
+        .await?
+        .unwrap_or_default();
+    let replay = this.borrow().log.replay_from(from);
+    replay
+        .run(&mut |h: &BatchHeader, control: Option<ControlType>| {
+            replay_batch(&mut producers, h, control)
+        })
+        .await?;
+    let mut p = this.borrow_mut();
+    if p.log.end() != offset {
+        return Err(std::io::Error::other(
+            "appended to during a truncation: producer state not rebuilt",
+        ));
+    }
+    p.producers = producers;
+    Ok(())
 }
 
 /// Starts a flush job for the partition if one is due and none is running; it re-arms itself
@@ -1258,6 +1433,269 @@ mod tests {
         assert_eq!(block_on(delete_records(&p, -1)), Ok(hw));
         assert_eq!(p.borrow().offsets().high_watermark, hw);
         assert_eq!(p.borrow().offsets().log_start, hw);
+    }
+
+    /// Everything the partition's log holds, as a Fetch from offset 0 would return it.
+    fn log_bytes(p: &Partition<MemStorage>) -> Bytes {
+        let cursor = p.cursor_at(Offset(0)).unwrap().expect("records");
+        block_on(cursor.read(Offset(0), 1 << 20)).unwrap()
+    }
+
+    /// A leader partition at epoch 3 with plain and transactional batches, an abort, a commit
+    /// and an open transaction, all flushed.
+    fn leader_with_transactions() -> Partition<MemStorage> {
+        let mut leader = open_plain(&MemStorage::default());
+        leader.set_leadership(true, LeaderEpoch(3));
+        let epoch = ProducerEpoch(0);
+        leader.append(&plain(0), 0).unwrap();
+        leader.admit_transaction(ProducerId(7), epoch);
+        leader.append(&transactional(0, 7), 0).unwrap();
+        leader.append(&plain(1), 0).unwrap();
+        leader
+            .write_marker(ProducerId(7), epoch, ControlType::Abort, 0, 0)
+            .unwrap();
+        leader.admit_transaction(ProducerId(8), epoch);
+        leader.append(&transactional(0, 8), 0).unwrap();
+        flush(&mut leader);
+        leader
+    }
+
+    #[test]
+    fn a_follower_appends_the_leaders_batches_as_they_are() {
+        let leader = leader_with_transactions();
+        let records = log_bytes(&leader);
+        let mut follower = open_plain(&MemStorage::default());
+        // The answer cut inside its last batch: that batch waits for the next fetch.
+        let cut = records.slice(..records.len() - 10);
+        let end = follower.append_replicated(&cut, 0).unwrap();
+        assert_eq!(end, Offset(4));
+        assert_eq!(
+            follower.append_replicated(&records.slice(..30), 0),
+            Ok(Offset(4)),
+            "a partial header alone"
+        );
+        // The whole answer again: what is held is skipped.
+        assert_eq!(follower.append_replicated(&records, 0), Ok(Offset(5)));
+        flush(&mut follower);
+        assert_eq!(log_bytes(&follower), records, "stored byte for byte");
+        assert_eq!(follower.offsets(), leader.offsets());
+        assert_eq!(follower.producers, leader.producers);
+        assert_eq!(
+            follower.aborted_between(Offset(0), Offset(10)),
+            leader.aborted_between(Offset(0), Offset(10))
+        );
+        assert_eq!(follower.log.epoch_entries(), leader.log.epoch_entries());
+        assert_eq!(
+            follower.log.latest_epoch(),
+            Some(LeaderEpoch(3)),
+            "the leader's epoch, not the follower's"
+        );
+    }
+
+    #[test]
+    fn a_follower_refuses_damaged_or_misplaced_batches() {
+        let leader = leader_with_transactions();
+        let records = log_bytes(&leader);
+        let first = BatchHeader::parse(&records).unwrap().total_bytes();
+        let mut damaged = records.to_vec();
+        damaged[first + 70] ^= 1;
+        let mut follower = open_plain(&MemStorage::default());
+        assert_eq!(
+            follower.append_replicated(&Bytes::from(damaged), 0),
+            Err(ErrorCode::CorruptMessage)
+        );
+        assert_eq!(
+            follower.offsets().log_end,
+            Offset(1),
+            "the batch before stays"
+        );
+        assert_eq!(
+            follower.append_replicated(&plain_at(1, 3), 0),
+            Ok(Offset(4))
+        );
+        assert_eq!(
+            follower.append_replicated(&plain_at(2, 3), 0),
+            Err(ErrorCode::CorruptMessage),
+            "a batch straddling the log end does not line up with ours"
+        );
+        assert_eq!(follower.offsets().log_end, Offset(4));
+    }
+
+    /// A follower with small segments (rolls, roll snapshots) holding the leader's records.
+    fn follower_of(storage: &MemStorage, records: &Bytes) -> Partition<MemStorage> {
+        let mut config = Config::default().log;
+        config.segment_bytes = 400;
+        let opened = block_on(Partition::open(
+            storage.clone(),
+            TopicPartition::new("f", 0),
+            PathBuf::from("/data/f-0"),
+            config,
+            false,
+            0,
+        ));
+        let mut follower = opened.unwrap().0;
+        follower.append_replicated(records, 0).unwrap();
+        flush(&mut follower);
+        follower
+    }
+
+    #[test]
+    fn a_truncated_follower_matches_one_that_never_held_the_cut_records() {
+        let mut leader = leader_with_transactions();
+        for seq in 2..12 {
+            leader.append(&plain(seq), 0).unwrap();
+        }
+        leader.set_leadership(true, LeaderEpoch(5));
+        leader.append(&plain(12), 0).unwrap();
+        flush(&mut leader);
+        let records = log_bytes(&leader);
+        let mut bases = Vec::new();
+        let mut at = 0;
+        while at < records.len() {
+            let header = BatchHeader::parse(&records[at..]).unwrap();
+            bases.push((header.base_offset, at));
+            at += header.total_bytes();
+        }
+        for &(cut, bytes) in bases.iter().rev() {
+            let storage = MemStorage::default();
+            let follower = Rc::new(RefCell::new(follower_of(&storage, &records)));
+            assert!(follower.borrow().log.segment_count() > 2);
+            block_on(truncate_to(&follower, cut)).unwrap();
+            let expected = follower_of(&MemStorage::default(), &records.slice(..bytes));
+            let p = follower.borrow();
+            let context = format!("truncated at {cut}");
+            assert_eq!(p.offsets(), expected.offsets(), "{context}");
+            assert_eq!(p.producers, expected.producers, "{context}");
+            assert_eq!(
+                p.aborted_between(Offset(0), Offset(100)),
+                expected.aborted_between(Offset(0), Offset(100)),
+                "{context}"
+            );
+            assert_eq!(
+                p.log.epoch_entries(),
+                expected.log.epoch_entries(),
+                "{context}"
+            );
+            drop(p);
+            // Power loss right after: recovery must not trust a snapshot of the cut records.
+            drop(follower);
+            storage.crash(|_, _| 0);
+            let reopened = follower_of(&storage, &Bytes::new());
+            assert_eq!(
+                reopened.producers, expected.producers,
+                "{context}, reopened"
+            );
+            assert_eq!(
+                reopened.offsets(),
+                expected.offsets(),
+                "{context}, reopened"
+            );
+        }
+    }
+
+    #[test]
+    fn becoming_leader_at_a_new_epoch_starts_it_at_the_log_end() {
+        let mut p = open_plain(&MemStorage::default());
+        p.append(&plain(0), 0).unwrap();
+        p.set_leadership(true, LeaderEpoch(2));
+        assert_eq!(p.log.latest_epoch(), Some(LeaderEpoch(2)));
+        assert_eq!(
+            p.end_offset_for_epoch(LeaderEpoch(0)),
+            Some((LeaderEpoch(0), Offset(1))),
+            "epoch 0 ends where epoch 2 starts, before any record of it"
+        );
+        p.set_leadership(false, LeaderEpoch(3));
+        p.set_leadership(true, LeaderEpoch(1));
+        assert_eq!(
+            p.log.latest_epoch(),
+            Some(LeaderEpoch(2)),
+            "as follower, or older: none"
+        );
+        p.append(&plain(1), 0).unwrap();
+        assert_eq!(
+            p.end_offset_for_epoch(LeaderEpoch(2)),
+            Some((LeaderEpoch(2), Offset(2)))
+        );
+        assert_eq!(p.end_offset_for_epoch(LeaderEpoch(4)), None);
+    }
+
+    /// The memo's cases of the leader's DivergingEpoch check.
+    #[test]
+    fn the_leader_tells_a_diverged_follower_where_to_cut() {
+        let mut p = open_plain(&MemStorage::default());
+        // Epoch 1 holds 0..3, epoch 3 holds 3..5.
+        p.set_leadership(true, LeaderEpoch(1));
+        for seq in 0..3 {
+            p.append(&plain(seq), 0).unwrap();
+        }
+        p.set_leadership(true, LeaderEpoch(3));
+        for seq in 3..5 {
+            p.append(&plain(seq), 0).unwrap();
+        }
+        flush(&mut p);
+        let at = |e: i32, o: i64| Some((LeaderEpoch(e), Offset(o)));
+        assert_eq!(p.diverging_epoch(-1, Offset(9)), Ok(None), "no check asked");
+        assert_eq!(p.diverging_epoch(3, Offset(4)), Ok(None), "in step");
+        assert_eq!(
+            p.diverging_epoch(1, Offset(3)),
+            Ok(None),
+            "epoch 1 ends at 3 here too"
+        );
+        assert_eq!(
+            p.diverging_epoch(1, Offset(4)),
+            Ok(at(1, 3)),
+            "the follower has epoch-1 records past where ours end"
+        );
+        assert_eq!(
+            p.diverging_epoch(2, Offset(4)),
+            Ok(at(1, 3)),
+            "an epoch this log never had: E < LastFetchedEpoch"
+        );
+        assert_eq!(
+            p.diverging_epoch(3, Offset(6)),
+            Ok(at(3, 5)),
+            "past our end at the latest epoch"
+        );
+        assert_eq!(
+            p.diverging_epoch(4, Offset(5)),
+            Err(ErrorCode::OffsetOutOfRange),
+            "an epoch newer than ours: undefined"
+        );
+        let (_, checkpoint) = p.log.advance_log_start(Offset(3)).unwrap();
+        block_on(checkpoint.write()).unwrap();
+        assert_eq!(
+            p.diverging_epoch(3, Offset(2)),
+            Err(ErrorCode::OffsetOutOfRange),
+            "below the log start"
+        );
+        assert_eq!(
+            p.diverging_epoch(0, Offset(4)),
+            Ok(at(0, 3)),
+            "older than every entry: ends where the first starts"
+        );
+    }
+
+    /// A producer-less plain batch of `count` records stamped at `base`, as a leader stores it.
+    fn plain_at(base: i64, count: usize) -> Bytes {
+        let values: Vec<&[u8]> = (0..count).map(|_| &b"g"[..]).collect();
+        let mut b = batch(&values, 0, None);
+        batch::assign_offset(&mut b, Offset(base), 0);
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn a_follower_keeps_the_gaps_of_a_compacted_leader_log() {
+        let mut follower = open_plain(&MemStorage::default());
+        let mut records = plain_at(0, 2).to_vec();
+        records.extend_from_slice(&plain_at(7, 3));
+        assert_eq!(
+            follower.append_replicated(&Bytes::from(records), 0),
+            Ok(Offset(10))
+        );
+        flush(&mut follower);
+        let cursor = follower.cursor_at(Offset(4)).unwrap().expect("readable");
+        let read = block_on(cursor.read(Offset(4), 1)).unwrap();
+        assert_eq!(BatchHeader::parse(&read).unwrap().base_offset, Offset(7));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
+use super::epoch_cache::LeaderEpochCache;
 use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
 use super::sealed_indexes::{IndexCache, Indexes, LazyIndexes};
@@ -32,6 +33,7 @@ use super::{rename_durably, write_synced, Storage, StorageFile};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::ErrorCode;
 use crate::limits;
+use crate::metadata::records::LeaderEpoch;
 use crate::types::Offset;
 
 #[path = "cleaner.rs"]
@@ -39,6 +41,9 @@ pub mod cleaner;
 
 /// The log start offset, when DeleteRecords moved it past the first segment's base.
 const LOG_START_FILE: &str = "log-start-offset";
+
+/// The leader-epoch cache (see `epoch_cache`), under Kafka's name for it.
+const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 
 /// A log start offset to persist (write-temp, fsync, rename, fsync dir).
 pub struct LogStartCheckpoint<S: Storage> {
@@ -170,6 +175,13 @@ pub struct Log<S: Storage> {
     damaged_at_open: Vec<DamagedRange>,
     /// How far compaction got, and when it first saw each stretch of tombstones.
     cleaner_checkpoint: cleaner::CleanerCheckpoint,
+    /// Where each leader epoch's records start (see `epoch_cache`).
+    epochs: LeaderEpochCache,
+    /// The cache changed since its file was last written: the next flush (or clean stop)
+    /// writes it.
+    epochs_unsaved: bool,
+    /// A truncation is cutting the active segment (see `begin_truncation`).
+    truncating: bool,
 }
 
 /// One round of group commit, run without borrowing the log.
@@ -178,6 +190,8 @@ pub struct FlushJob<S: Storage> {
     dir: PathBuf,
     targets: Vec<FlushTarget<S::File>>,
     roll_snapshots: Vec<(Offset, Vec<u8>)>,
+    /// The leader-epoch cache's file, when it changed since it was last written.
+    epoch_checkpoint: Option<Vec<u8>>,
     sync: bool,
     end: Offset,
 }
@@ -213,6 +227,15 @@ impl<S: Storage> FlushJob<S> {
 
     /// Writes, syncs and seals; the log is untouched until `complete_flush`.
     pub async fn run(self) -> io::Result<FlushDone<S::File>> {
+        // Before any batch of this round: a batch of a new epoch must never be durable while
+        // the file that says where the epoch starts is not (replicas would then cut their logs
+        // at the wrong place after a crash). Written synchronously, whatever `flush.messages`
+        // says, since it changes only at a new epoch or a truncation. An entry written ahead of
+        // batches a crash then tears is harmless: recovery cuts the cache at the log end.
+        if let Some(checkpoint) = self.epoch_checkpoint {
+            let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
+            super::write_atomically(&self.storage, &path, checkpoint).await?;
+        }
         let mut opened = Vec::new();
         let mut written = Vec::new();
         let mut sealed = Vec::new();
@@ -311,10 +334,17 @@ pub struct ClosePlan<S: Storage> {
     dir: PathBuf,
     /// The segments whose index files the stop writes (base offset, encoded indexes).
     indexes: Vec<(Offset, EncodedIndexes)>,
+    /// The leader-epoch cache's file, when it changed since it was last written (an epoch
+    /// assigned without records since: see `Log::assign_epoch_start`).
+    epoch_checkpoint: Option<Vec<u8>>,
 }
 
 impl<S: Storage> ClosePlan<S> {
     pub async fn run(self) -> io::Result<()> {
+        if let Some(checkpoint) = self.epoch_checkpoint {
+            let path = self.dir.join(EPOCH_CHECKPOINT_FILE);
+            super::write_replacing(&self.storage, &path, checkpoint).await?;
+        }
         for (base, indexes) in self.indexes {
             write_index_files(&self.storage, &self.dir, base, indexes, false).await?;
         }
@@ -574,6 +604,8 @@ impl<S: Storage> Log<S> {
         let files = storage.segment_files();
         let index_cache = storage.index_cache();
         let mut report = RecoveryReport::default();
+        let saved_epochs = load_epoch_checkpoint(&storage, &dir).await?;
+        let mut epochs = saved_epochs.clone().unwrap_or_default();
         let mut segments = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
@@ -599,7 +631,10 @@ impl<S: Storage> Log<S> {
                 trusted_below,
                 next_base.is_none(),
                 &mut report,
-                on_batch,
+                &mut |h: &BatchHeader, control: Option<ControlType>| {
+                    epochs.note_batch(LeaderEpoch(h.partition_leader_epoch), h.base_offset);
+                    on_batch(h, control)
+                },
             )
             .await?;
             if intact && next_base.is_some() {
@@ -638,6 +673,14 @@ impl<S: Storage> Log<S> {
             .unwrap_or(Offset(0))
             .clamp(segments[0].base_offset, end);
         let cleaner_checkpoint = cleaner::load_checkpoint(&storage, &dir).await;
+        // Entries past a torn tail, or below a start DeleteRecords or retention moved, may still
+        // be in the file (those moves do not write it at once).
+        epochs.truncate_from_end(end);
+        epochs.truncate_from_start(log_start);
+        let epochs_unsaved = match &saved_epochs {
+            Some(saved) => *saved != epochs,
+            None => !epochs.entries().is_empty(),
+        };
         let log = Log {
             storage,
             files,
@@ -656,6 +699,9 @@ impl<S: Storage> Log<S> {
             failed: false,
             damaged_at_open: report.damaged.clone(),
             cleaner_checkpoint,
+            epochs,
+            epochs_unsaved,
+            truncating: false,
         };
         log.assert_offsets_ordered();
         Ok((log, report))
@@ -728,7 +774,36 @@ impl<S: Storage> Log<S> {
         self.segments.len()
     }
     pub fn has_pending(&self) -> bool {
+        self.has_unwritten_batches() || self.epochs_unsaved
+    }
+
+    /// Batches, seals or roll snapshots not yet handed to a flush.
+    fn has_unwritten_batches(&self) -> bool {
         !self.pending.is_empty() || !self.sealed.is_empty() || !self.roll_snapshots.is_empty()
+    }
+
+    /// The epoch of the newest entry in the leader-epoch cache (Kafka's `latestEpoch`).
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.epochs.latest().map(|e| e.epoch)
+    }
+
+    /// Where `epoch` ends in this log, with the log end as the end of the latest epoch (see
+    /// `LeaderEpochCache::end_offset_for`); `None` where Kafka answers UNDEFINED (-1, -1).
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.epochs.end_offset_for(epoch, self.end)
+    }
+
+    /// Records that `epoch` starts at `start` (a broker becoming leader at a new epoch: the log
+    /// end, before any record of it is written, as Kafka's `makeLeader` does). Without the entry
+    /// a follower holding records of an older epoch past this log's end could not learn where
+    /// that epoch ended here. Written by the next flush or clean stop.
+    pub fn assign_epoch_start(&mut self, epoch: LeaderEpoch, start: Offset) {
+        self.epochs_unsaved |= self.epochs.assign(epoch, start);
+    }
+
+    /// The leader-epoch cache's entries (for tests and diagnostics).
+    pub fn epoch_entries(&self) -> &[super::epoch_cache::EpochEntry] {
+        self.epochs.entries()
     }
 
     /// Records the producer state as of a roll (everything below `base`, the new segment's base);
@@ -747,12 +822,10 @@ impl<S: Storage> Log<S> {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<Appended, ErrorCode> {
-        if self.failed {
-            return Err(ErrorCode::KafkaStorageError);
-        }
+        self.check_appendable()?;
         let size = batch.len() as u64;
         debug_assert_eq!(size as usize, header.total_bytes());
-        self.maybe_roll(size, header.last_offset_delta, now_ms);
+        self.maybe_roll(size, self.end, header.last_offset_delta, now_ms);
         let base_offset = self.end;
         let mut stamped: [u8; HEADER_BYTES] = batch[..HEADER_BYTES]
             .try_into()
@@ -766,7 +839,73 @@ impl<S: Storage> Log<S> {
             }
             TimestampType::CreateTime => -1,
         };
+        Ok(self.add_batch(stamped, body, log_append_time))
+    }
+
+    /// Appends a batch exactly as the leader wrote it (a follower's append): its offsets, leader
+    /// epoch and timestamps are kept, and it must be a complete stored batch (the caller checks
+    /// its CRC). It may start past the log end, never below: a compacted leader log has gaps
+    /// between batches, and the follower's log keeps them, as Kafka's does.
+    pub fn append_replicated(
+        &mut self,
+        batch: Bytes,
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<Appended, ErrorCode> {
+        self.check_appendable()?;
+        if header.base_offset < self.end || batch.len() != header.total_bytes() {
+            return Err(ErrorCode::CorruptMessage);
+        }
+        let size = batch.len() as u64;
+        if size > ScanRules::of(&self.config).batch_max_bytes {
+            // Recovery would take it for damage and cut the log there.
+            return Err(ErrorCode::MessageTooLarge);
+        }
+        self.maybe_roll(size, header.base_offset, header.last_offset_delta, now_ms);
+        let active_base = self.segments.last().expect("active segment").base_offset;
+        if header.last_offset().0 - active_base.0 > i32::MAX as i64 {
+            // Only after a gap of 2^31 offsets into an empty active segment: the index could not
+            // say where its records are.
+            return Err(ErrorCode::CorruptMessage);
+        }
+        let stamped: [u8; HEADER_BYTES] = batch[..HEADER_BYTES]
+            .try_into()
+            .expect("a whole batch has a header");
+        let log_append_time = if header.is_log_append_time() {
+            header.max_timestamp
+        } else {
+            -1
+        };
+        Ok(self.add_batch(stamped, batch.slice(HEADER_BYTES..), log_append_time))
+    }
+
+    /// Refuses appends to a failed log, and during a truncation (only a follower truncates, and
+    /// its fetcher appends again once the truncation is done).
+    fn check_appendable(&self) -> Result<(), ErrorCode> {
+        if self.failed {
+            return Err(ErrorCode::KafkaStorageError);
+        }
+        if self.truncating {
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
+        Ok(())
+    }
+
+    /// Notes a batch, its header as stored (`stamped`) and the records after it (`body`), as
+    /// pending in the active segment, and its epoch in the cache.
+    fn add_batch(
+        &mut self,
+        stamped: [u8; HEADER_BYTES],
+        body: Bytes,
+        log_append_time: i64,
+    ) -> Appended {
         let stored_header = BatchHeader::parse(&stamped).expect("a whole header");
+        let size = stored_header.total_bytes() as u64;
+        let base_offset = stored_header.base_offset;
+        self.epochs_unsaved |= self.epochs.note_batch(
+            LeaderEpoch(stored_header.partition_leader_epoch),
+            base_offset,
+        );
         let active = self
             .segments
             .last_mut()
@@ -780,38 +919,46 @@ impl<S: Storage> Log<S> {
         self.end = stored_header.next_offset();
         debug_assert!(self.log_start <= self.durable_end && self.durable_end <= self.end);
         self.messages_unsynced += stored_header.record_count as u64;
-        Ok(Appended {
+        Appended {
             base_offset,
             last_offset: stored_header.last_offset(),
             log_append_time,
-        })
+        }
     }
 
-    /// Whether appending a batch of `incoming` bytes now starts a new segment: it would not fit,
-    /// the active segment is older than `segment.ms`, or the batch's offsets would not fit the
+    /// Whether appending a batch of `incoming` bytes starting at offset `first` (the log end,
+    /// unless a replicated batch follows a gap) now starts a new segment: it would not fit, the
+    /// active segment is older than `segment.ms`, or the batch's offsets would not fit the
     /// index's 32-bit relative offsets.
-    pub fn will_roll(&self, incoming: u64, last_offset_delta: i32, now_ms: i64) -> bool {
+    pub fn will_roll(
+        &self,
+        incoming: u64,
+        first: Offset,
+        last_offset_delta: i32,
+        now_ms: i64,
+    ) -> bool {
         let active = self.segments.last().expect("active segment");
         let full = active.size > 0 && active.size + incoming > self.config.segment_bytes;
         let old = active.size > 0 && now_ms - active.created_ms >= self.config.segment_ms;
-        let last_relative = self.end.0 + last_offset_delta as i64 - active.base_offset.0;
+        let last_relative = first.0 + last_offset_delta as i64 - active.base_offset.0;
         let offsets_overflow = active.size > 0 && last_relative > i32::MAX as i64;
         full || old || offsets_overflow
     }
 
-    fn maybe_roll(&mut self, incoming: u64, last_offset_delta: i32, now_ms: i64) {
-        if self.will_roll(incoming, last_offset_delta, now_ms) {
+    /// Rolls if `will_roll` says so; the new segment starts at `first`, the batch's offset.
+    fn maybe_roll(&mut self, incoming: u64, first: Offset, last_offset_delta: i32, now_ms: i64) {
+        if self.will_roll(incoming, first, last_offset_delta, now_ms) {
             let active = self.segments.last_mut().expect("active segment");
             active.finish_time_index();
             self.sealed.push(active.base_offset);
             self.segments
-                .push(Segment::new(self.end, SegmentFile::Unwritten, now_ms));
+                .push(Segment::new(first, SegmentFile::Unwritten, now_ms));
         }
     }
 
     /// Takes everything pending as one flush job, unless one is already running.
     pub fn take_flush(&mut self) -> Option<FlushJob<S>> {
-        if self.flush_running || self.failed || !self.has_pending() {
+        if self.flush_running || self.failed || self.truncating || !self.has_pending() {
             return None;
         }
         let pending = std::mem::take(&mut self.pending);
@@ -847,9 +994,16 @@ impl<S: Storage> Log<S> {
             dir: self.dir.clone(),
             targets,
             roll_snapshots: std::mem::take(&mut self.roll_snapshots),
+            epoch_checkpoint: self.take_epoch_checkpoint(),
             sync,
             end: self.end,
         })
+    }
+
+    /// The cache's file contents when it changed since last written; it counts as written from
+    /// here (a failed write fails the log).
+    fn take_epoch_checkpoint(&mut self) -> Option<Vec<u8>> {
+        std::mem::take(&mut self.epochs_unsaved).then(|| self.epochs.encode())
     }
 
     fn target_for<'a>(
@@ -1133,6 +1287,8 @@ impl<S: Storage> Log<S> {
             storage: self.storage.clone(),
             dir: self.dir.clone(),
             indexes,
+            // The log is not written after a stop: no need to note the file as written.
+            epoch_checkpoint: self.epochs_unsaved.then(|| self.epochs.encode()),
         }
     }
 
@@ -1157,6 +1313,7 @@ impl<S: Storage> Log<S> {
         }
         if expired > 0 {
             self.log_start = self.log_start.max(self.segments[0].base_offset);
+            self.epochs_unsaved |= self.epochs.truncate_from_start(self.log_start);
             tracing::info!(
                 "{}: retention deleted {expired} segments; log start is now {}",
                 self.dir.display(),
@@ -1242,6 +1399,7 @@ impl<S: Storage> Log<S> {
             return Err(ErrorCode::OffsetOutOfRange);
         }
         self.log_start = self.log_start.max(offset);
+        self.epochs_unsaved |= self.epochs.truncate_from_start(self.log_start);
         self.assert_offsets_ordered();
         self.remove_segments_below_start();
         let checkpoint = LogStartCheckpoint {
@@ -1254,15 +1412,37 @@ impl<S: Storage> Log<S> {
 
     /// Removes every record at or after `offset`, which must start a batch (what a diverged
     /// replica does); the durable end comes down with it. Nothing may be pending: flush first.
+    /// `begin_truncation`, `Truncation::run` and `finish_truncation` in one, for a caller that
+    /// may hold the log across the awaits.
     pub async fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
-        if self.has_pending() || self.flush_running {
+        let Some(truncation) = self.begin_truncation(offset)? else {
+            return Ok(());
+        };
+        let done = truncation.run().await;
+        self.finish_truncation(done)
+    }
+
+    /// Whether nothing written waits for a flush and none runs: a truncation may begin.
+    pub fn is_quiet(&self) -> bool {
+        !self.has_unwritten_batches() && !self.flush_running
+    }
+
+    /// Starts removing every record at or after `offset` (a batch boundary): later segments go
+    /// at once, the log end, durable end and epoch cache come down to `offset`, and the
+    /// returned truncation cuts the segment holding it, without borrowing the log. Until
+    /// `finish_truncation`, appends and flushes are refused. `None` when `offset` is at or past
+    /// the end. Nothing may be pending (WouldBlock): flush first.
+    pub fn begin_truncation(&mut self, offset: Offset) -> io::Result<Option<Truncation<S>>> {
+        // The epoch cache's file may be unsaved: it is written later, and a crash meanwhile
+        // leaves entries past the new end that recovery cuts.
+        if !self.is_quiet() || self.truncating {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "truncate with writes pending",
             ));
         }
         if offset >= self.end {
-            return Ok(());
+            return Ok(None);
         }
         if offset < self.log_start {
             return Err(io::Error::new(
@@ -1270,6 +1450,8 @@ impl<S: Storage> Log<S> {
                 "truncate below the log start",
             ));
         }
+        // Later segments go first: a crash before the cut below must not leave them to follow
+        // a shortened segment at the next recovery.
         while self.segments.len() > 1
             && self
                 .segments
@@ -1279,27 +1461,155 @@ impl<S: Storage> Log<S> {
             let seg = self.segments.pop().expect("checked");
             remove_segment_files(&self.storage, &self.dir, seg.base_offset);
         }
-        let seg = self.segments.last_mut().expect("one segment remains");
+        let seg = self.segments.last().expect("one segment remains");
         let Some(file) = seg.file_ref(&self.storage, &self.dir) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "segment file missing",
             ));
         };
-        // The segment becomes the active one again: it keeps its file open from here on.
-        let file = file.get().await?;
-        let scan_from = match seg.lookup(offset) {
-            Lookup::At(position) => position,
-            Lookup::Load(lazy) => {
-                let relative = seg.relative_to_base(offset);
-                let load = IndexLoad {
-                    storage: self.storage.clone(),
-                    lazy,
-                };
-                load.run().await?.position_of(relative)
+        let truncation = Truncation {
+            rules: ScanRules::of(&self.config),
+            offset,
+            base: seg.base_offset,
+            created_ms: seg.created_ms,
+            file,
+            start: ScanStart::new(
+                seg.lookup(offset),
+                &self.storage,
+                IndexKey::Offset(seg.relative_to_base(offset)),
+            ),
+            readable: seg.readable,
+        };
+        self.epochs_unsaved |= self.epochs.truncate_from_end(offset);
+        self.end = offset;
+        self.durable_end = self.durable_end.min(offset);
+        self.truncating = true;
+        self.assert_offsets_ordered();
+        Ok(Some(truncation))
+    }
+
+    /// The scan that feeds recovery's `on_batch` every batch from `from` on (producer state
+    /// rebuilt after a truncation, from a roll snapshot at `from`), run without borrowing the
+    /// log.
+    pub fn replay_from(&self, from: Offset) -> Replay<S> {
+        let segments = self
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > from && s.readable > 0)
+            .filter_map(|s| {
+                Some((
+                    s.base_offset,
+                    s.file_ref(&self.storage, &self.dir)?,
+                    s.readable,
+                ))
+            })
+            .collect();
+        Replay {
+            rules: ScanRules::of(&self.config),
+            from,
+            segments,
+        }
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Installs the segment a truncation cut. On an error the log is failed: its active
+    /// segment's file may be cut or not, and only recovery can tell.
+    pub fn finish_truncation(&mut self, done: io::Result<Segment<S::File>>) -> io::Result<()> {
+        self.truncating = false;
+        let rebuilt = match done {
+            Ok(rebuilt) => rebuilt,
+            Err(err) => {
+                tracing::error!(
+                    "log {}: truncation failed, failing the partition: {err}",
+                    self.dir.display()
+                );
+                self.failed = true;
+                return Err(err);
             }
         };
-        let found = find_batch(&*file, scan_from, seg.readable, |h| {
+        let seg = self.segments.last_mut().expect("a log has a segment");
+        assert_eq!(
+            seg.base_offset, rebuilt.base_offset,
+            "the truncated segment"
+        );
+        let end = self.end;
+        let aborted = seg.aborted.iter().filter(|a| a.last_offset < end).copied();
+        let aborted = aborted.collect();
+        *seg = rebuilt;
+        seg.aborted = aborted;
+        Ok(())
+    }
+
+    /// Removes the log's directory (topic deletion).
+    pub fn delete(&self) -> io::Result<()> {
+        self.storage.remove_dir_all(&self.dir)
+    }
+}
+
+/// A scan of the log's batches from an offset on (see `Log::replay_from`).
+pub struct Replay<S: Storage> {
+    rules: ScanRules,
+    from: Offset,
+    /// The segments to scan: base offset, file, readable bytes.
+    segments: Vec<(Offset, FileRef<S>, u64)>,
+}
+
+impl<S: Storage> Replay<S> {
+    /// Feeds every batch from `from` on to `on_batch`, in order, as recovery's scan does (what it
+    /// returns is dropped: the log's txn index already holds those ranges).
+    pub async fn run(self, on_batch: &mut OnBatch<'_>) -> io::Result<()> {
+        let from = self.from;
+        for (base, file, readable) in self.segments {
+            let file = file.get().await?;
+            let mut scratch = Segment::<S::File>::new(base, SegmentFile::Unwritten, 0);
+            let mut report = RecoveryReport::default();
+            let mut feed = |h: &BatchHeader, control: Option<ControlType>| {
+                if h.base_offset >= from {
+                    on_batch(h, control);
+                }
+                None
+            };
+            scan_batches(
+                &*file,
+                &mut scratch,
+                self.rules,
+                readable,
+                false,
+                &mut report,
+                &mut feed,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The cut of the segment that holds a truncation's offset (see `Log::begin_truncation`),
+/// run without borrowing the log.
+pub struct Truncation<S: Storage> {
+    rules: ScanRules,
+    offset: Offset,
+    base: Offset,
+    created_ms: i64,
+    file: FileRef<S>,
+    /// Where to scan for the batch at `offset` from.
+    start: ScanStart<S>,
+    readable: u64,
+}
+
+impl<S: Storage> Truncation<S> {
+    /// Finds the batch at the offset, cuts the file there and syncs it, and rebuilds the
+    /// segment's indexes from what is left.
+    pub async fn run(self) -> io::Result<Segment<S::File>> {
+        // The segment becomes the active one again: it keeps its file open from here on.
+        let file = self.file.get().await?;
+        let scan_from = self.start.position(&file).await?;
+        let offset = self.offset;
+        let found = find_batch(&*file, scan_from, self.readable, |h| {
             h.next_offset() > offset
         })
         .await?;
@@ -1311,20 +1621,16 @@ impl<S: Storage> Log<S> {
                     format!("{offset} is not a batch boundary"),
                 ))
             }
-            None => seg.readable,
+            None => self.readable,
         };
         file.truncate(position).await?;
         file.sync_data().await?;
-        let mut rebuilt = Segment::new(
-            seg.base_offset,
-            SegmentFile::Open(file.clone()),
-            seg.created_ms,
-        );
+        let mut rebuilt = Segment::new(self.base, SegmentFile::Open(file.clone()), self.created_ms);
         let mut report = RecoveryReport::default();
         scan_batches(
             &*file,
             &mut rebuilt,
-            ScanRules::of(&self.config),
+            self.rules,
             position,
             false,
             &mut report,
@@ -1332,22 +1638,7 @@ impl<S: Storage> Log<S> {
         )
         .await?;
         rebuilt.readable = position;
-        rebuilt.aborted = seg
-            .aborted
-            .iter()
-            .filter(|a| a.last_offset < offset)
-            .copied()
-            .collect();
-        *seg = rebuilt;
-        self.end = offset;
-        self.durable_end = self.durable_end.min(offset);
-        self.assert_offsets_ordered();
-        Ok(())
-    }
-
-    /// Removes the log's directory (topic deletion).
-    pub fn delete(&self) -> io::Result<()> {
-        self.storage.remove_dir_all(&self.dir)
+        Ok(rebuilt)
     }
 }
 
@@ -1546,6 +1837,39 @@ async fn find_batch<F: StorageFile>(
 
 fn corrupt(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// The leader-epoch cache as its file last saved it; `None` when there is no file, or it does
+/// not decode. Either way recovery then rebuilds the cache from the batches it scans (as Kafka
+/// does for a log without the file): a missing file is a log written before the cache existed,
+/// or a new one; a damaged one is logged. What the rebuilt cache lacks are the epochs of trusted
+/// sealed segments, which recovery does not read: a follower asking about them is told they end
+/// where the first known epoch starts.
+async fn load_epoch_checkpoint<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> io::Result<Option<LeaderEpochCache>> {
+    let path = dir.join(EPOCH_CHECKPOINT_FILE);
+    let bytes =
+        match super::read_whole(storage, &path, limits::LEADER_EPOCH_CHECKPOINT_MAX_BYTES).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!("{err}; rebuilding the leader-epoch cache from recovery's scan");
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+    match LeaderEpochCache::decode(&bytes) {
+        Ok(cache) => Ok(Some(cache)),
+        Err(err) => {
+            tracing::warn!(
+                "{}: {err}; rebuilding the leader-epoch cache from recovery's scan",
+                path.display()
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Keeps only the newest roll snapshot: older ones describe states recovery no longer needs.

@@ -1,19 +1,22 @@
 //! Random operation sequences against a model of the log: appends whose timestamps sometimes go
-//! back (producers' clocks differ), flushes, rolls, truncations, DeleteRecords, power losses that
-//! tear unsynced writes, clean stops, and index files damaged while stopped, each stop followed
-//! by a reopen. Whenever everything is
+//! back (producers' clocks differ), flushes, rolls, truncations, DeleteRecords, new leader
+//! epochs, power losses that tear unsynced writes, clean stops, and index files damaged while
+//! stopped, each stop followed by a reopen. Whenever everything is
 //! flushed, every batch from the log start on reads back at its offsets, and every lookup by
 //! timestamp answers what the model says: the first record from the log start on whose timestamp
-//! is at least the target, and that record's timestamp.
+//! is at least the target, and that record's timestamp. The leader-epoch cache agrees with the
+//! epochs of the batches the log holds.
 
 use super::*;
 
 /// What the log holds: each batch's base offset and its records' timestamps, in offset order,
-/// and the log start (DeleteRecords).
+/// the leader epoch of each batch, the log start (DeleteRecords), and the epoch appends get now.
 #[derive(Default)]
 struct Appended {
     batches: Vec<(Offset, Vec<i64>)>,
+    epochs: Vec<i32>,
     start: Offset,
+    epoch: i32,
 }
 
 impl Appended {
@@ -27,6 +30,7 @@ impl Appended {
     /// Keeps the batches below `end`, which must be a batch boundary.
     fn cut(&mut self, end: Offset) {
         self.batches.retain(|(base, _)| *base < end);
+        self.epochs.truncate(self.batches.len());
         assert_eq!(self.end(), end, "the log ends on a batch boundary");
     }
 
@@ -59,13 +63,14 @@ fn append_some(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut Rng
         let bytes = batch(&values, *ts, None);
         let header = batch::check_batch(&bytes).unwrap();
         let at = log
-            .append(Bytes::from(bytes.clone()), &header, 0, *ts)
+            .append(Bytes::from(bytes.clone()), &header, appended.epoch, *ts)
             .unwrap()
             .base_offset;
         assert_eq!(at, appended.end());
         appended
             .batches
             .push((at, (0..count as i64).map(|i| *ts + i).collect()));
+        appended.epochs.push(appended.epoch);
     }
 }
 
@@ -90,8 +95,52 @@ fn check_reads_from_start(log: &Log<MemStorage>, appended: &Appended, context: &
     }
 }
 
+/// The leader-epoch cache against the batches: an entry where each run of batches of one epoch
+/// starts (or at the log start, for the run it cuts), none elsewhere but one at the log end for
+/// an epoch assigned before any record of it; entries rise in both fields.
+fn check_epochs(log: &Log<MemStorage>, appended: &Appended, context: &str) {
+    let entries: Vec<(i32, Offset)> = log
+        .epoch_entries()
+        .iter()
+        .map(|e| (e.epoch.0, e.start))
+        .collect();
+    let mut expected: Vec<(i32, Offset)> = Vec::new();
+    for ((base, timestamps), &epoch) in appended.batches.iter().zip(&appended.epochs) {
+        if base.next(timestamps.len() as i64) <= appended.start {
+            continue;
+        }
+        if expected.last().is_none_or(|(last, _)| *last != epoch) {
+            expected.push((epoch, (*base).max(appended.start)));
+        }
+    }
+    let (recorded, beyond) = entries.split_at(expected.len().min(entries.len()));
+    assert_eq!(recorded, expected, "{context}: epochs of the batches held");
+    match beyond {
+        [] => {}
+        [(epoch, start)] => {
+            assert_eq!(*start, log.end(), "{context}: an epoch without records");
+            assert!(
+                expected.last().is_none_or(|(last, _)| last < epoch),
+                "{context}"
+            );
+        }
+        _ => panic!("{context}: entries past the batches: {entries:?}"),
+    }
+    assert_eq!(
+        LeaderEpochCache::decode(&log.epochs.encode()).as_ref(),
+        Ok(&log.epochs),
+        "{context}: the file reads back"
+    );
+    assert_eq!(
+        log.latest_epoch().map(|e| e.0),
+        entries.last().map(|e| e.0),
+        "{context}"
+    );
+}
+
 fn check(log: &Log<MemStorage>, appended: &Appended, context: &str) {
     assert_eq!(log.end(), appended.end(), "{context}");
+    check_epochs(log, appended, context);
     check_reads_from_start(log, appended, context);
     let mut targets: Vec<i64> = appended.records().map(|(_, t)| t).collect();
     targets.sort_unstable();
@@ -236,6 +285,12 @@ fn delete_records(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut 
     appended.start = target;
 }
 
+/// This broker becomes leader at a new epoch: its start is the log end, before any record.
+fn new_leader_epoch(log: &mut Log<MemStorage>, appended: &mut Appended, rng: &mut Rng) {
+    appended.epoch += 1 + rng.below(2) as i32;
+    log.assign_epoch_start(LeaderEpoch(appended.epoch), log.end());
+}
+
 #[test]
 fn random_operation_sequences_keep_every_batch_and_every_timestamp_answer() {
     for seed in 1..=60 {
@@ -246,8 +301,9 @@ fn random_operation_sequences_keep_every_batch_and_every_timestamp_answer() {
         let mut ts = 1_000;
         for step in 0..80 {
             let context = format!("seed {seed}, step {step}");
-            match rng.below(12) {
+            match rng.below(13) {
                 0..=4 => append_some(&mut log, &mut appended, &mut rng, &mut ts),
+                12 => new_leader_epoch(&mut log, &mut appended, &mut rng),
                 5 | 6 => {
                     flush(&mut log).unwrap();
                     check(&log, &appended, &context);

@@ -1589,3 +1589,114 @@ fn a_read_bound_past_the_durable_end_is_a_bug() {
     log.append(Bytes::from(bytes), &header, 0, 0).unwrap();
     let _ = log.cursor_at(Offset(0), log.end());
 }
+
+/// Appends one small batch at leader epoch `epoch`; returns its base offset.
+fn append_at_epoch(log: &mut Log<MemStorage>, epoch: i32) -> Offset {
+    let bytes = batch(&[b"v"], 0, None);
+    let header = batch::check_batch(&bytes).unwrap();
+    log.append(Bytes::from(bytes), &header, epoch, 0)
+        .unwrap()
+        .base_offset
+}
+
+fn epoch_pairs(log: &Log<MemStorage>) -> Vec<(i32, i64)> {
+    log.epoch_entries()
+        .iter()
+        .map(|e| (e.epoch.0, e.start.0))
+        .collect()
+}
+
+#[test]
+fn the_epoch_cache_is_written_with_the_flush_and_survives_crashes() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    let path = dir().join(EPOCH_CHECKPOINT_FILE);
+    append_at_epoch(&mut log, 0);
+    log.assign_epoch_start(LeaderEpoch(2), log.end());
+    append_at_epoch(&mut log, 2);
+    append_at_epoch(&mut log, 2);
+    assert_eq!(epoch_pairs(&log), [(0, 0), (2, 1)]);
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(2)));
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(0)),
+        Some((LeaderEpoch(0), Offset(1)))
+    );
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(2)),
+        Some((LeaderEpoch(2), Offset(3))),
+        "the latest epoch ends at the log end"
+    );
+    assert!(storage.file_bytes(&path).is_none());
+    flush(&mut log).unwrap();
+    assert_eq!(storage.file_bytes(&path).unwrap(), b"0\n2\n0 0\n2 1\n");
+
+    // An epoch assigned without records, then power loss: recovery drops it with the log end.
+    log.assign_epoch_start(LeaderEpoch(3), log.end());
+    assert!(log.has_pending(), "the changed cache waits for a flush");
+    flush(&mut log).unwrap();
+    drop(log);
+    storage.crash(|_, _| 0);
+    let (mut log, _) = open(&storage, false);
+    assert_eq!(epoch_pairs(&log), [(0, 0), (2, 1)]);
+
+    // Unflushed batches of a new epoch torn by power loss: their entry goes with them.
+    append_at_epoch(&mut log, 4);
+    flush(&mut log).unwrap();
+    append_at_epoch(&mut log, 5);
+    let job = log.take_flush().unwrap();
+    drop(job);
+    drop(log);
+    storage.crash(|_, _| 0);
+    let (mut log, _) = open(&storage, false);
+    assert_eq!(log.end(), Offset(4));
+    assert_eq!(epoch_pairs(&log), [(0, 0), (2, 1), (4, 3)]);
+
+    // Truncation and DeleteRecords cut it from either end.
+    block_on(log.truncate_to(Offset(2))).unwrap();
+    assert_eq!(epoch_pairs(&log), [(0, 0), (2, 1)]);
+    flush(&mut log).unwrap();
+    let (_, checkpoint) = log.advance_log_start(Offset(2)).unwrap();
+    block_on(checkpoint.write()).unwrap();
+    assert_eq!(epoch_pairs(&log), [(2, 2)]);
+    flush(&mut log).unwrap();
+    assert_eq!(storage.file_bytes(&path).unwrap(), b"0\n1\n2 2\n");
+}
+
+#[test]
+fn a_missing_or_damaged_epoch_checkpoint_is_rebuilt_from_the_scanned_batches() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    for epoch in [1, 1, 3, 3, 3, 6] {
+        append_at_epoch(&mut log, epoch);
+    }
+    flush(&mut log).unwrap();
+    let expected = epoch_pairs(&log);
+    assert_eq!(expected, [(1, 0), (3, 2), (6, 5)]);
+    drop(log);
+    let path = dir().join(EPOCH_CHECKPOINT_FILE);
+    for damage in [
+        None,
+        Some(&b"0\n3\n1 0\n"[..]),
+        Some(&b"0\n2\n3 1\n1 4\n"[..]),
+    ] {
+        match damage {
+            None => storage.remove_file(&path).unwrap(),
+            Some(text) => block_on(super::super::write_atomically(
+                &storage,
+                &path,
+                text.to_vec(),
+            ))
+            .unwrap(),
+        }
+        let (mut log, _) = open(&storage, false);
+        assert_eq!(epoch_pairs(&log), expected, "{damage:?}");
+        assert!(log.has_pending(), "the rebuilt cache is written back");
+        flush(&mut log).unwrap();
+        assert_eq!(
+            LeaderEpochCache::decode(&storage.file_bytes(&path).unwrap())
+                .unwrap()
+                .entries(),
+            log.epoch_entries()
+        );
+    }
+}

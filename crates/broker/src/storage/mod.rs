@@ -6,6 +6,7 @@
 //! unsynced writes or fail on command.
 
 pub mod batch;
+pub mod epoch_cache;
 pub mod fs;
 pub mod index;
 pub mod log;
