@@ -74,6 +74,14 @@ pub enum ErrorCode {
     /// Produce: retriable; also what a transactional batch gets when its coordinator could not
     /// be asked whether the partition is in the transaction (as Kafka answers).
     NotEnoughReplicas,
+    /// A topic id this broker does not know (AlterPartition, and requests by topic id).
+    UnknownTopicId,
+    /// AlterPartition: the partition epoch sent is older than the controller's (the sender
+    /// missed a change and must wait for the newer metadata).
+    InvalidUpdateVersion,
+    /// AlterPartition: a new ISR member is fenced, shutting down, unregistered, or at another
+    /// registration epoch.
+    IneligibleReplica,
 }
 
 impl ErrorCode {
@@ -139,6 +147,9 @@ impl ErrorCode {
             ErrorCode::PreferredLeaderNotAvailable => 80,
             ErrorCode::EligibleLeadersNotAvailable => 83,
             ErrorCode::NotEnoughReplicas => 19,
+            ErrorCode::UnknownTopicId => 100,
+            ErrorCode::InvalidUpdateVersion => 95,
+            ErrorCode::IneligibleReplica => 107,
         }
     }
 }

@@ -1062,6 +1062,49 @@ mod tests {
     }
 
     #[test]
+    fn replication_configs_are_validated_and_read_back_effective() {
+        let config = Config::default();
+        let mut image = registered(&config);
+        run(&mut image, &config, create(vec![topic("a", 1)], false));
+        let set = |key: &str, value: &str| {
+            ConfigChange::Incremental(vec![(key.to_string(), 0, Some(value.to_string()))])
+        };
+        let alter = |key: &str, value: &str| ControllerRequest::AlterTopicConfigs {
+            changes: vec![("a".into(), set(key, value))],
+            validate_only: false,
+        };
+        for (key, bad) in [
+            ("min.insync.replicas", "0"),
+            ("min.insync.replicas", "two"),
+            ("unclean.leader.election.enable", "yes"),
+        ] {
+            assert_eq!(
+                run(&mut image, &config, alter(key, bad)),
+                [ErrorCode::InvalidConfig],
+                "{key}={bad}"
+            );
+        }
+        let log = &image.topics["a"].log_config;
+        assert_eq!(log.min_insync_replicas.get(), 1, "Kafka's default");
+        assert!(!log.unclean_leader_election, "Kafka's default");
+
+        // Cluster-wide defaults, then a topic override over them.
+        let brokers = ControllerRequest::AlterBrokerConfigs {
+            change: set("unclean.leader.election.enable", "true"),
+            validate_only: false,
+        };
+        assert_eq!(run(&mut image, &config, brokers), [ErrorCode::None]);
+        assert!(image.topics["a"].log_config.unclean_leader_election);
+        let request = alter("min.insync.replicas", "2");
+        assert_eq!(run(&mut image, &config, request), [ErrorCode::None]);
+        let min_isr = image.topics["a"].log_config.min_insync_replicas;
+        assert_eq!(
+            (min_isr.get(), min_isr.effective(3), min_isr.effective(1)),
+            (2, 2, 1)
+        );
+    }
+
+    #[test]
     fn producer_id_blocks_never_repeat_across_restarts() {
         let config = Config::default();
         let node = BrokerId(config.node_id);
