@@ -13,6 +13,7 @@ use std::sync::Arc;
 use glommio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::alter_partition::{AlterPartition, AlterPartitionAnswer};
 use super::assignment::{self, Refusal, Replicas};
 use super::elections::{ElectionOutcome, ElectionType};
 use super::producer_ids::ProducerIdBlock;
@@ -110,6 +111,8 @@ pub enum ControllerRequest {
         kind: ElectionType,
         partitions: Option<BTreeMap<String, Vec<i32>>>,
     },
+    /// AlterPartition: a partition leader's ISR changes (`alter_partition::decide`).
+    AlterPartition(AlterPartition),
 }
 
 /// Per-topic outcome: the topic as it now stands, or an error code with a message.
@@ -121,6 +124,7 @@ pub enum ControllerResponse {
     ProducerIds(Result<ProducerIdBlock, ErrorCode>),
     Broker(Result<(), (ErrorCode, String)>),
     Elections(Vec<ElectionOutcome>),
+    AlterPartition(AlterPartitionAnswer),
     NotController,
 }
 
@@ -333,6 +337,10 @@ pub fn decide(
         ControllerRequest::ElectLeaders { kind, partitions } => {
             let (records, outcomes) = super::elections::decide(image, kind, partitions.as_ref());
             (records, ControllerResponse::Elections(outcomes))
+        }
+        ControllerRequest::AlterPartition(request) => {
+            let (records, answer) = super::alter_partition::decide(image, &request);
+            (records, ControllerResponse::AlterPartition(answer))
         }
         ControllerRequest::ReconcileLiveness { live } => (
             super::liveness::decide(image, &live),
@@ -738,7 +746,13 @@ impl Controller {
                         }
                     }
                 }
-                ControllerResponse::NotController => {}
+                ControllerResponse::AlterPartition(Ok(topics)) => {
+                    let partitions = topics.iter_mut().flat_map(|(_, p)| p.iter_mut());
+                    for (_, outcome) in partitions.filter(|(_, o)| o.is_ok()) {
+                        *outcome = Err(code);
+                    }
+                }
+                ControllerResponse::AlterPartition(Err(_)) | ControllerResponse::NotController => {}
             }
         }
         response
