@@ -482,7 +482,9 @@ fn new_topic(
         return fail(ErrorCode::InvalidConfig, err.to_string());
     }
     let mut replicas: Vec<Replicas> = if topic.assignment.is_empty() {
-        spread(image, config, 0..partitions)
+        // -1 is the default, which a single broker's config holds at 1.
+        let replication_factor = usize::try_from(topic.replication_factor).unwrap_or(1);
+        spread(image, config, 0..partitions, replication_factor)?
     } else {
         let mut by_index = topic.assignment.clone();
         by_index.sort_by_key(|(index, _)| *index);
@@ -514,47 +516,53 @@ fn new_topic(
 /// A requested replication factor (-1: the default, 1) against the live brokers, with Kafka's
 /// messages; anything above 1 is refused for now (partitions are not replicated yet).
 fn check_replication_factor(image: &MetadataImage, replication_factor: i16) -> Result<(), Refusal> {
-    let live = registered_brokers(image).len().max(1);
     match replication_factor {
         -1 | 1 => Ok(()),
         rf if rf < 1 => fail(
             ErrorCode::InvalidReplicationFactor,
             "Replication factor must be larger than 0, or -1 to use the default value.",
         ),
-        rf if rf as usize > live => fail(
-            ErrorCode::InvalidReplicationFactor,
-            format!(
-                "Unable to replicate the partition {rf} time(s): The target replication factor \
-                 of {rf} cannot be reached because only {live} broker(s) are registered."
-            ),
-        ),
-        _ => fail(
-            ErrorCode::InvalidReplicationFactor,
-            "replication factor must be 1: partitions are not replicated yet",
-        ),
+        rf => {
+            enough_brokers(image, rf as usize)?;
+            fail(
+                ErrorCode::InvalidReplicationFactor,
+                "replication factor must be 1: partitions are not replicated yet",
+            )
+        }
     }
 }
 
-/// One replica per partition, placed round-robin over the registered brokers by partition
-/// index, so a topic's partitions (and their leaders) spread across the cluster. With no broker
-/// registered yet (a single broker's first start), on this one.
+/// Refuses a replication factor above the registered unfenced brokers, as Kafka words it.
+fn enough_brokers(image: &MetadataImage, replication_factor: usize) -> Result<(), Refusal> {
+    let live = registered_brokers(image).len().max(1);
+    if replication_factor > live {
+        return fail(
+            ErrorCode::InvalidReplicationFactor,
+            format!(
+                "Unable to replicate the partition {replication_factor} time(s): The target \
+                 replication factor of {replication_factor} cannot be reached because only \
+                 {live} broker(s) are registered."
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Replicas for `partitions`, `replication_factor` each, placed over the registered unfenced
+/// brokers (`assignment::place`), so a topic's partitions (and their leaders) spread across
+/// the cluster. With no broker registered yet (a single broker's first start), on this one.
 fn spread(
     image: &MetadataImage,
     config: &Config,
     partitions: std::ops::Range<i32>,
-) -> Vec<Replicas> {
-    let brokers: Vec<i32> = image
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .map(|b| b.id.0)
-        .collect();
-    partitions
-        .map(|p| match brokers.len() {
-            0 => vec![config.node_id],
-            n => vec![brokers[p as usize % n]],
-        })
-        .collect()
+    replication_factor: usize,
+) -> Result<Vec<Replicas>, Refusal> {
+    enough_brokers(image, replication_factor)?;
+    let mut brokers: Vec<i32> = registered_brokers(image).into_iter().collect();
+    if brokers.is_empty() {
+        brokers.push(config.node_id);
+    }
+    Ok(assignment::place(&brokers, partitions, replication_factor))
 }
 
 fn partition_record(topic_id: Uuid, partition: i32, replicas: Replicas) -> MetadataRecord {
@@ -597,13 +605,13 @@ fn new_partitions(
         );
     }
     let added = count - meta.partitions;
+    // The new partitions have as many replicas as the first one has, as Kafka adds them.
+    let replication_factor = meta
+        .partition_states
+        .first()
+        .map_or(1, |p| p.replicas.len());
     let replicas = match new.assignment {
         Some(replicas) => {
-            // The new partitions have as many replicas as the first one has.
-            let replication_factor = meta
-                .partition_states
-                .first()
-                .map_or(1, |p| p.replicas.len());
             assignment::check_new_partitions(
                 &replicas,
                 added,
@@ -612,7 +620,7 @@ fn new_partitions(
             )?;
             replicas
         }
-        None => spread(image, config, meta.partitions..count),
+        None => spread(image, config, meta.partitions..count, replication_factor)?,
     };
     Ok(replicas
         .into_iter()
@@ -1073,6 +1081,56 @@ mod tests {
             ]
         );
         assert!(image.topic("a").is_none());
+    }
+
+    #[test]
+    fn added_partitions_are_placed_with_the_topics_replication_factor() {
+        let config = Config::default();
+        let mut image = registered(&config);
+        let me = config.node_id;
+        let other = BrokerRegistration {
+            id: BrokerId(me + 1),
+            incarnation_id: Uuid::new_v4(),
+            epoch: BrokerEpoch(0),
+            endpoints: Vec::new(),
+            fenced: false,
+        };
+        image
+            .apply(&MetadataRecord::RegisterBroker(other.clone()))
+            .unwrap();
+        let mut two = topic("two", -1);
+        two.assignment = vec![(0, vec![me, me + 1])];
+        run(&mut image, &config, create(vec![two], false));
+        let grow = |count| ControllerRequest::CreatePartitions {
+            topics: vec![(
+                "two".to_string(),
+                NewPartitions {
+                    count,
+                    assignment: None,
+                },
+            )],
+            validate_only: false,
+        };
+        assert_eq!(run(&mut image, &config, grow(3)), [ErrorCode::None]);
+        let replicas: Vec<Vec<i32>> = image.topics["two"]
+            .partition_states
+            .iter()
+            .map(|p| p.replicas.iter().map(|b| b.0).collect())
+            .collect();
+        assert_eq!(
+            replicas,
+            [vec![me, me + 1], vec![me + 1, me], vec![me, me + 1]]
+        );
+        image
+            .apply(&MetadataRecord::FenceBroker {
+                id: other.id,
+                epoch: other.epoch,
+            })
+            .unwrap();
+        assert_eq!(
+            run(&mut image, &config, grow(4)),
+            [ErrorCode::InvalidReplicationFactor]
+        );
     }
 
     #[test]
