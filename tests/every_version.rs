@@ -67,6 +67,62 @@ fn every_advertised_version_is_answered() {
         );
         assert_eq!(r.topics[0].partitions.len(), 2, "Metadata v{v}");
     }
+    // AlterPartition from the partition's leader (this broker: node 1, registered at epoch 0 on
+    // its first start): a change to the ISR it has answers its state; a stale broker epoch is
+    // refused whole; an ISR naming a broker that is not a replica is refused.
+    {
+        use kafka_protocol::messages::alter_partition_request::{
+            BrokerState, PartitionData, TopicData,
+        };
+        let r: MetadataResponse = call(
+            &mut s,
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("v2")))
+            ])),
+        );
+        let topic_id = r.topics[0].topic_id;
+        for v in 2..=3 {
+            let ask = |epoch: i64, isr: &[i32], s: &mut TcpStream| -> AlterPartitionResponse {
+                let mut partition = PartitionData::default().with_partition_index(0);
+                if v >= 3 {
+                    partition.new_isr_with_epochs = isr
+                        .iter()
+                        .map(|&id| {
+                            BrokerState::default()
+                                .with_broker_id(BrokerId(id))
+                                .with_broker_epoch(-1)
+                        })
+                        .collect();
+                } else {
+                    partition.new_isr = isr.iter().map(|&id| BrokerId(id)).collect();
+                }
+                let topic = TopicData::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![partition]);
+                let request = AlterPartitionRequest::default()
+                    .with_broker_id(BrokerId(1))
+                    .with_broker_epoch(epoch)
+                    .with_topics(vec![topic]);
+                call(s, ApiKey::AlterPartition, v, &request)
+            };
+            let r = ask(0, &[1], &mut s);
+            assert_eq!(r.error_code, 0, "AlterPartition v{v}");
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(
+                (p.error_code, p.leader_id.0, p.isr.len(), p.partition_epoch),
+                (0, 1, 1, 0),
+                "AlterPartition v{v}"
+            );
+            assert_eq!(ask(5, &[1], &mut s).error_code, 77, "AlterPartition v{v}");
+            let r = ask(0, &[1, 2], &mut s);
+            assert_eq!(
+                r.topics[0].partitions[0].error_code, 42,
+                "AlterPartition v{v}"
+            );
+        }
+    }
     for v in 3..=11 {
         use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
         let data = PartitionProduceData::default()

@@ -68,6 +68,34 @@ pub struct LogConfig {
     /// this after the broker's clock is refused.
     pub timestamp_after_max_ms: i64,
     pub flush: FlushPolicy,
+    /// `min.insync.replicas`: the fewest in-sync replicas an acks=all produce needs (Kafka's
+    /// effective value is the smaller of this and the partition's replica count).
+    pub min_insync_replicas: MinInsyncReplicas,
+    /// `unclean.leader.election.enable`: whether a partition with no live in-sync replica may be
+    /// led by a live replica outside the ISR (losing what only the ISR had).
+    pub unclean_leader_election: bool,
+}
+
+/// `min.insync.replicas`: at least 1, as Kafka validates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinInsyncReplicas(i32);
+
+impl MinInsyncReplicas {
+    pub fn parse(key: &str, value: &str) -> Result<MinInsyncReplicas> {
+        Ok(MinInsyncReplicas(
+            parse_in_range(key, value, 1, i32::MAX as i64)? as i32,
+        ))
+    }
+
+    /// The value as configured.
+    pub fn get(self) -> i32 {
+        self.0
+    }
+
+    /// What a partition with `replicas` replicas requires: never more than it has.
+    pub fn effective(self, replicas: usize) -> usize {
+        (self.0 as usize).min(replicas)
+    }
 }
 
 /// Everything `sluice serve` runs with.
@@ -222,6 +250,8 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "CreateTime"),
     ("log.message.timestamp.before.max.ms", "9223372036854775807"),
     ("log.message.timestamp.after.max.ms", "3600000"),
+    ("min.insync.replicas", "1"),
+    ("unclean.leader.election.enable", "false"),
     ("sluice.spin.before.park.us", "0"),
     ("sluice.memory.release.interval.ms", "10000"),
     ("sluice.fetch.zero.copy", "true"),
@@ -335,6 +365,14 @@ impl Config {
                 i64::MAX,
             )?,
             flush: parse_flush_policy(&get("log.flush.interval.messages"))?,
+            min_insync_replicas: MinInsyncReplicas::parse(
+                "min.insync.replicas",
+                &get("min.insync.replicas"),
+            )?,
+            unclean_leader_election: parse_bool(
+                "unclean.leader.election.enable",
+                &get("unclean.leader.election.enable"),
+            )?,
         };
         let node_id = parse_in_range("node.id", &get("node.id"), 0, i32::MAX as i64)? as i32;
         let millis = |key: &str| -> Result<Duration> {
@@ -826,12 +864,16 @@ impl LogConfig {
             "max.compaction.lag.ms" => {
                 self.max_compaction_lag_ms = parse_in_range(key, value, 1, i64::MAX)?
             }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = MinInsyncReplicas::parse(key, value)?
+            }
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election = parse_bool(key, value)?
+            }
             // Accepted and reported back; not interpreted by a single broker.
             "segment.index.bytes"
-            | "min.insync.replicas"
             | "compression.type"
             | "message.downconversion.enable"
-            | "unclean.leader.election.enable"
             | "file.delete.delay.ms"
             | "flush.ms"
             | "preallocate"

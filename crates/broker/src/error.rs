@@ -76,6 +76,12 @@ pub enum ErrorCode {
     NotEnoughReplicas,
     /// A request names a topic by an id the metadata does not know (KIP-516).
     UnknownTopicId,
+    /// AlterPartition: the partition epoch sent is older than the controller's (the sender
+    /// missed a change and must wait for the newer metadata).
+    InvalidUpdateVersion,
+    /// AlterPartition: a new ISR member is fenced, shutting down, unregistered, or at another
+    /// registration epoch.
+    IneligibleReplica,
 }
 
 impl ErrorCode {
@@ -142,6 +148,8 @@ impl ErrorCode {
             ErrorCode::PreferredLeaderNotAvailable => 80,
             ErrorCode::EligibleLeadersNotAvailable => 83,
             ErrorCode::NotEnoughReplicas => 19,
+            ErrorCode::InvalidUpdateVersion => 95,
+            ErrorCode::IneligibleReplica => 107,
         }
     }
 }

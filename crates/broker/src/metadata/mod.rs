@@ -71,6 +71,11 @@ pub const DYNAMIC_BROKER_CONFIGS: &[(&str, &str)] = &[
     ),
     ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
     ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
 /// The topic config a dynamic broker config is the default of.

@@ -83,6 +83,7 @@ pub fn supported_apis() -> Vec<ApiRange> {
             describe_topic_partitions::VERSIONS,
         ),
         range(ApiKey::ElectLeaders, elect_leaders::VERSIONS),
+        range(ApiKey::AlterPartition, alter_partition::VERSIONS),
         range(ApiKey::DescribeAcls, describe_acls::VERSIONS),
         range(ApiKey::CreateAcls, create_acls::VERSIONS),
         range(ApiKey::DeleteAcls, delete_acls::VERSIONS),

@@ -3,6 +3,11 @@
 //! error codes and messages: tools, Terraform providers and rebalancers always send them, and
 //! tell a bad one from a good one by INVALID_REPLICA_ASSIGNMENT. Pure functions; the controller
 //! (shard 0) calls them with the brokers the metadata has registered.
+//!
+//! When a request names no replicas, `place` chooses them as Kafka's rack-unaware placement
+//! does: leaders round-robin over the brokers, each partition's followers on the brokers after
+//! its leader, at a distance that shifts once per round, so that no two brokers share every
+//! partition and a failed broker's load spreads over all the others.
 
 use std::collections::BTreeSet;
 
@@ -118,6 +123,31 @@ pub fn check_new_partitions(
     assignment
         .iter()
         .try_for_each(|replicas| check_partition(replicas, registered, Some(replication_factor)))
+}
+
+/// Replicas for partitions `partitions` (indexes), `replication_factor` each, over `brokers`
+/// (ids in a fixed order; at least `replication_factor` of them, which the caller checks).
+/// Partition p's leader is the broker at p mod n; its j-th follower (j from 0) is the broker
+/// `1 + (shift + j) mod (n - 1)` places after it, where the shift grows by one each time the
+/// leaders have gone once round the brokers. Deterministic (Kafka starts at a random broker
+/// and shift; the controller decides records by pure functions), and the same for the
+/// partitions CreatePartitions adds as for a topic created with them.
+pub fn place(
+    brokers: &[i32],
+    partitions: std::ops::Range<i32>,
+    replication_factor: usize,
+) -> Vec<Replicas> {
+    let n = brokers.len();
+    partitions
+        .map(|p| {
+            let p = p.max(0) as usize;
+            let first = p % n;
+            let shift = p / n;
+            let followers = (0..replication_factor.saturating_sub(1))
+                .map(|j| brokers[(first + 1 + (shift + j) % (n - 1).max(1)) % n]);
+            std::iter::once(brokers[first]).chain(followers).collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -236,5 +266,45 @@ mod tests {
         assert!(said.contains("broker 101, but no such broker is registered"));
         let (_, said) = message(check_new_partitions(&[vec![1, 1]], 1, 1, &one));
         assert!(said.contains("more than once"));
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_followers_as_kafka_does() {
+        // Five brokers, RF 3: leaders round-robin; followers right after the leader in the
+        // first round, one further in the second.
+        let placed = place(&[1, 2, 3, 4, 5], 0..10, 3);
+        assert_eq!(
+            placed,
+            [
+                vec![1, 2, 3],
+                vec![2, 3, 4],
+                vec![3, 4, 5],
+                vec![4, 5, 1],
+                vec![5, 1, 2],
+                vec![1, 3, 4],
+                vec![2, 4, 5],
+                vec![3, 5, 1],
+                vec![4, 1, 2],
+                vec![5, 2, 3],
+            ]
+        );
+        for replicas in &placed {
+            let distinct: BTreeSet<_> = replicas.iter().collect();
+            assert_eq!(distinct.len(), 3, "{replicas:?}");
+        }
+        // Each broker leads twice and holds six replicas.
+        for b in 1..=5 {
+            assert_eq!(placed.iter().filter(|r| r[0] == b).count(), 2);
+            assert_eq!(placed.iter().flatten().filter(|&&r| r == b).count(), 6);
+        }
+        // Added partitions continue where the topic left off.
+        assert_eq!(place(&[1, 2, 3, 4, 5], 5..7, 3), placed[5..7]);
+        // One replica each: round-robin; as many replicas as brokers: every broker.
+        assert_eq!(place(&[7, 8], 0..3, 1), [vec![7], vec![8], vec![7]]);
+        assert_eq!(
+            place(&[7, 8], 0..3, 2),
+            [vec![7, 8], vec![8, 7], vec![7, 8]]
+        );
+        assert_eq!(place(&[7], 0..2, 1), [vec![7], vec![7]]);
     }
 }

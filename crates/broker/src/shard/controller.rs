@@ -13,6 +13,7 @@ use std::sync::Arc;
 use glommio::sync::Semaphore;
 use uuid::Uuid;
 
+use super::alter_partition::{AlterPartition, AlterPartitionAnswer};
 use super::assignment::{self, Refusal, Replicas};
 use super::elections::{ElectionOutcome, ElectionType};
 use super::producer_ids::ProducerIdBlock;
@@ -110,6 +111,8 @@ pub enum ControllerRequest {
         kind: ElectionType,
         partitions: Option<BTreeMap<String, Vec<i32>>>,
     },
+    /// AlterPartition: a partition leader's ISR changes (`alter_partition::decide`).
+    AlterPartition(AlterPartition),
 }
 
 /// Per-topic outcome: the topic as it now stands, or an error code with a message.
@@ -121,6 +124,7 @@ pub enum ControllerResponse {
     ProducerIds(Result<ProducerIdBlock, ErrorCode>),
     Broker(Result<(), (ErrorCode, String)>),
     Elections(Vec<ElectionOutcome>),
+    AlterPartition(AlterPartitionAnswer),
     NotController,
 }
 
@@ -334,6 +338,10 @@ pub fn decide(
             let (records, outcomes) = super::elections::decide(image, kind, partitions.as_ref());
             (records, ControllerResponse::Elections(outcomes))
         }
+        ControllerRequest::AlterPartition(request) => {
+            let (records, answer) = super::alter_partition::decide(image, &request);
+            (records, ControllerResponse::AlterPartition(answer))
+        }
         ControllerRequest::ReconcileLiveness { live } => (
             super::liveness::decide(image, &live),
             ControllerResponse::Broker(Ok(())),
@@ -474,7 +482,9 @@ fn new_topic(
         return fail(ErrorCode::InvalidConfig, err.to_string());
     }
     let mut replicas: Vec<Replicas> = if topic.assignment.is_empty() {
-        spread(image, config, 0..partitions)
+        // -1 is the default, which a single broker's config holds at 1.
+        let replication_factor = usize::try_from(topic.replication_factor).unwrap_or(1);
+        spread(image, config, 0..partitions, replication_factor)?
     } else {
         let mut by_index = topic.assignment.clone();
         by_index.sort_by_key(|(index, _)| *index);
@@ -506,47 +516,53 @@ fn new_topic(
 /// A requested replication factor (-1: the default, 1) against the live brokers, with Kafka's
 /// messages; anything above 1 is refused for now (partitions are not replicated yet).
 fn check_replication_factor(image: &MetadataImage, replication_factor: i16) -> Result<(), Refusal> {
-    let live = registered_brokers(image).len().max(1);
     match replication_factor {
         -1 | 1 => Ok(()),
         rf if rf < 1 => fail(
             ErrorCode::InvalidReplicationFactor,
             "Replication factor must be larger than 0, or -1 to use the default value.",
         ),
-        rf if rf as usize > live => fail(
-            ErrorCode::InvalidReplicationFactor,
-            format!(
-                "Unable to replicate the partition {rf} time(s): The target replication factor \
-                 of {rf} cannot be reached because only {live} broker(s) are registered."
-            ),
-        ),
-        _ => fail(
-            ErrorCode::InvalidReplicationFactor,
-            "replication factor must be 1: partitions are not replicated yet",
-        ),
+        rf => {
+            enough_brokers(image, rf as usize)?;
+            fail(
+                ErrorCode::InvalidReplicationFactor,
+                "replication factor must be 1: partitions are not replicated yet",
+            )
+        }
     }
 }
 
-/// One replica per partition, placed round-robin over the registered brokers by partition
-/// index, so a topic's partitions (and their leaders) spread across the cluster. With no broker
-/// registered yet (a single broker's first start), on this one.
+/// Refuses a replication factor above the registered unfenced brokers, as Kafka words it.
+fn enough_brokers(image: &MetadataImage, replication_factor: usize) -> Result<(), Refusal> {
+    let live = registered_brokers(image).len().max(1);
+    if replication_factor > live {
+        return fail(
+            ErrorCode::InvalidReplicationFactor,
+            format!(
+                "Unable to replicate the partition {replication_factor} time(s): The target \
+                 replication factor of {replication_factor} cannot be reached because only \
+                 {live} broker(s) are registered."
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Replicas for `partitions`, `replication_factor` each, placed over the registered unfenced
+/// brokers (`assignment::place`), so a topic's partitions (and their leaders) spread across
+/// the cluster. With no broker registered yet (a single broker's first start), on this one.
 fn spread(
     image: &MetadataImage,
     config: &Config,
     partitions: std::ops::Range<i32>,
-) -> Vec<Replicas> {
-    let brokers: Vec<i32> = image
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .map(|b| b.id.0)
-        .collect();
-    partitions
-        .map(|p| match brokers.len() {
-            0 => vec![config.node_id],
-            n => vec![brokers[p as usize % n]],
-        })
-        .collect()
+    replication_factor: usize,
+) -> Result<Vec<Replicas>, Refusal> {
+    enough_brokers(image, replication_factor)?;
+    let mut brokers: Vec<i32> = registered_brokers(image).into_iter().collect();
+    if brokers.is_empty() {
+        brokers.push(config.node_id);
+    }
+    Ok(assignment::place(&brokers, partitions, replication_factor))
 }
 
 fn partition_record(topic_id: Uuid, partition: i32, replicas: Replicas) -> MetadataRecord {
@@ -589,13 +605,13 @@ fn new_partitions(
         );
     }
     let added = count - meta.partitions;
+    // The new partitions have as many replicas as the first one has, as Kafka adds them.
+    let replication_factor = meta
+        .partition_states
+        .first()
+        .map_or(1, |p| p.replicas.len());
     let replicas = match new.assignment {
         Some(replicas) => {
-            // The new partitions have as many replicas as the first one has.
-            let replication_factor = meta
-                .partition_states
-                .first()
-                .map_or(1, |p| p.replicas.len());
             assignment::check_new_partitions(
                 &replicas,
                 added,
@@ -604,7 +620,7 @@ fn new_partitions(
             )?;
             replicas
         }
-        None => spread(image, config, meta.partitions..count),
+        None => spread(image, config, meta.partitions..count, replication_factor)?,
     };
     Ok(replicas
         .into_iter()
@@ -738,7 +754,13 @@ impl Controller {
                         }
                     }
                 }
-                ControllerResponse::NotController => {}
+                ControllerResponse::AlterPartition(Ok(topics)) => {
+                    let partitions = topics.iter_mut().flat_map(|(_, p)| p.iter_mut());
+                    for (_, outcome) in partitions.filter(|(_, o)| o.is_ok()) {
+                        *outcome = Err(code);
+                    }
+                }
+                ControllerResponse::AlterPartition(Err(_)) | ControllerResponse::NotController => {}
             }
         }
         response
@@ -1059,6 +1081,99 @@ mod tests {
             ]
         );
         assert!(image.topic("a").is_none());
+    }
+
+    #[test]
+    fn added_partitions_are_placed_with_the_topics_replication_factor() {
+        let config = Config::default();
+        let mut image = registered(&config);
+        let me = config.node_id;
+        let other = BrokerRegistration {
+            id: BrokerId(me + 1),
+            incarnation_id: Uuid::new_v4(),
+            epoch: BrokerEpoch(0),
+            endpoints: Vec::new(),
+            fenced: false,
+        };
+        image
+            .apply(&MetadataRecord::RegisterBroker(other.clone()))
+            .unwrap();
+        let mut two = topic("two", -1);
+        two.assignment = vec![(0, vec![me, me + 1])];
+        run(&mut image, &config, create(vec![two], false));
+        let grow = |count| ControllerRequest::CreatePartitions {
+            topics: vec![(
+                "two".to_string(),
+                NewPartitions {
+                    count,
+                    assignment: None,
+                },
+            )],
+            validate_only: false,
+        };
+        assert_eq!(run(&mut image, &config, grow(3)), [ErrorCode::None]);
+        let replicas: Vec<Vec<i32>> = image.topics["two"]
+            .partition_states
+            .iter()
+            .map(|p| p.replicas.iter().map(|b| b.0).collect())
+            .collect();
+        assert_eq!(
+            replicas,
+            [vec![me, me + 1], vec![me + 1, me], vec![me, me + 1]]
+        );
+        image
+            .apply(&MetadataRecord::FenceBroker {
+                id: other.id,
+                epoch: other.epoch,
+            })
+            .unwrap();
+        assert_eq!(
+            run(&mut image, &config, grow(4)),
+            [ErrorCode::InvalidReplicationFactor]
+        );
+    }
+
+    #[test]
+    fn replication_configs_are_validated_and_read_back_effective() {
+        let config = Config::default();
+        let mut image = registered(&config);
+        run(&mut image, &config, create(vec![topic("a", 1)], false));
+        let set = |key: &str, value: &str| {
+            ConfigChange::Incremental(vec![(key.to_string(), 0, Some(value.to_string()))])
+        };
+        let alter = |key: &str, value: &str| ControllerRequest::AlterTopicConfigs {
+            changes: vec![("a".into(), set(key, value))],
+            validate_only: false,
+        };
+        for (key, bad) in [
+            ("min.insync.replicas", "0"),
+            ("min.insync.replicas", "two"),
+            ("unclean.leader.election.enable", "yes"),
+        ] {
+            assert_eq!(
+                run(&mut image, &config, alter(key, bad)),
+                [ErrorCode::InvalidConfig],
+                "{key}={bad}"
+            );
+        }
+        let log = &image.topics["a"].log_config;
+        assert_eq!(log.min_insync_replicas.get(), 1, "Kafka's default");
+        assert!(!log.unclean_leader_election, "Kafka's default");
+
+        // Cluster-wide defaults, then a topic override over them.
+        let brokers = ControllerRequest::AlterBrokerConfigs {
+            change: set("unclean.leader.election.enable", "true"),
+            validate_only: false,
+        };
+        assert_eq!(run(&mut image, &config, brokers), [ErrorCode::None]);
+        assert!(image.topics["a"].log_config.unclean_leader_election);
+        let request = alter("min.insync.replicas", "2");
+        assert_eq!(run(&mut image, &config, request), [ErrorCode::None]);
+        let min_isr = image.topics["a"].log_config.min_insync_replicas;
+        assert_eq!(
+            (min_isr.get(), min_isr.effective(3), min_isr.effective(1)),
+            (2, 2, 1)
+        );
     }
 
     #[test]

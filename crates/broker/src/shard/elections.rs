@@ -1,17 +1,90 @@
-//! Leader elections on request (ElectLeaders, `kafka-leader-election.sh`): decided by a pure
-//! function on the controller (shard 0), as Kafka's ReplicationControlManager decides them.
+//! Leader elections, decided by pure functions on the controller (shard 0) as Kafka's
+//! ReplicationControlManager and PartitionChangeBuilder decide them: on request (ElectLeaders,
+//! `kafka-leader-election.sh`: `decide`), and when brokers leave or return to service
+//! (`after_liveness`, which `liveness::decide` runs over every partition).
 //!
 //! A preferred election gives a partition its first replica as leader when that replica is live
 //! and in the ISR; an unclean one gives a leaderless partition any live replica (the ISR first),
 //! shrinking the ISR to it. Either starts a new leader epoch. With every partition asked for
 //! (no list), partitions that need no election are left out of the answer, as Kafka leaves them.
+//! Wherever several replicas could lead, the first in assignment order does (Kafka's order, so
+//! that leadership returns to preferred replicas first).
 
 use std::collections::BTreeMap;
 
 use crate::error::ErrorCode;
-use crate::metadata::records::{BrokerId, MetadataRecord};
+use crate::metadata::records::{BrokerId, MetadataRecord, PartitionState};
 use crate::metadata::MetadataImage;
 use crate::types::PartitionId;
+
+/// A partition's change of leader and ISR: a new term under `leader` (`None`: the same term),
+/// and the new ISR (`None`: unchanged). The fields of a `MetadataRecord::PartitionChange`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderAndIsr {
+    pub leader: Option<BrokerId>,
+    pub isr: Option<Vec<BrokerId>>,
+}
+
+/// How liveness elections see the brokers, at one decision.
+pub struct Service<'a> {
+    /// Whether a broker can be in sync and lead: registered, heard from at its registration
+    /// epoch, not shutting down (it may still be fenced in the image, about to be unfenced).
+    pub in_service: &'a dyn Fn(BrokerId) -> bool,
+    /// Whether a leader may carry on its current term: in service and already unfenced (a
+    /// broker that registered again must lead under a new term).
+    pub keeps_term: &'a dyn Fn(BrokerId) -> bool,
+    /// `unclean.leader.election.enable` for the partition's topic.
+    pub unclean: bool,
+}
+
+/// The change `state` needs once the brokers out of service are gone (none: it needs none).
+///
+/// The ISR loses every member out of service but never its last one (KIP-841 without eligible
+/// leader replicas: a partition whose whole ISR is gone keeps it, so that the replicas holding
+/// every committed record lead again when they return). The leader keeps its term while it can;
+/// otherwise the first replica in assignment order that is in the new ISR and in service leads.
+/// With none, an unclean election (if enabled) takes the first replica in service and makes it
+/// the whole ISR; else the partition is left without a leader.
+pub fn after_liveness(state: &PartitionState, service: &Service<'_>) -> Option<LeaderAndIsr> {
+    let in_service = service.in_service;
+    let mut isr: Vec<BrokerId> = state
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| in_service(*b))
+        .collect();
+    if isr.is_empty() {
+        isr = state.isr.clone();
+    }
+    let keeps = state.leader != BrokerId::NONE
+        && isr.contains(&state.leader)
+        && (service.keeps_term)(state.leader);
+    // The leader of a new term, if the partition needs one.
+    let new_term = if keeps {
+        None
+    } else if let Some(&next) = state
+        .replicas
+        .iter()
+        .find(|r| isr.contains(r) && in_service(**r))
+    {
+        Some(next)
+    } else if let Some(&any) = state
+        .replicas
+        .iter()
+        .find(|r| service.unclean && in_service(**r))
+    {
+        isr = vec![any];
+        Some(any)
+    } else {
+        // Offline; a term without a leader only if it had one.
+        (state.leader != BrokerId::NONE).then_some(BrokerId::NONE)
+    };
+    let change = LeaderAndIsr {
+        leader: new_term,
+        isr: (isr != state.isr).then_some(isr),
+    };
+    (change.leader.is_some() || change.isr.is_some()).then_some(change)
+}
 
 /// Kafka's election types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +165,8 @@ fn elect(
                 return Err(ErrorCode::ElectionNotNeeded);
             }
             let live = |r: &&BrokerId| image.is_live(**r);
-            if let Some(&in_sync) = state.isr.iter().find(live) {
+            let in_sync = |r: &&BrokerId| state.isr.contains(r) && image.is_live(**r);
+            if let Some(&in_sync) = state.replicas.iter().find(in_sync) {
                 return Ok(change(in_sync, None));
             }
             match state.replicas.iter().find(live) {
@@ -241,5 +315,46 @@ mod tests {
             image.apply(record).unwrap();
         }
         assert_eq!(image.topics["t"].partition_states[1].leader, BrokerId(2));
+    }
+
+    #[test]
+    fn an_unclean_election_prefers_the_first_in_sync_replica_in_assignment_order() {
+        let mut image = image();
+        for id in [3, 4] {
+            image
+                .apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
+                    id: BrokerId(id),
+                    incarnation_id: Uuid::nil(),
+                    epoch: BrokerEpoch(0),
+                    endpoints: Vec::new(),
+                    fenced: false,
+                }))
+                .unwrap();
+        }
+        let id = image.topics["t"].id;
+        let state = PartitionState {
+            isr: vec![BrokerId(4), BrokerId(3)],
+            leader: BrokerId::NONE,
+            ..PartitionState::online(vec![BrokerId(2), BrokerId(3), BrokerId(4)])
+        };
+        image
+            .apply(&MetadataRecord::Partition {
+                topic_id: id,
+                partition: PartitionId(4),
+                state,
+            })
+            .unwrap();
+        let asked = [("t".to_string(), vec![4])].into_iter().collect();
+        let (records, outcomes) = decide(&image, ElectionType::Unclean, Some(&asked));
+        assert_eq!(codes(&outcomes), [(4, ErrorCode::None)]);
+        assert_eq!(
+            records,
+            [MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: PartitionId(4),
+                leader: Some(BrokerId(3)),
+                isr: None,
+            }]
+        );
     }
 }

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::controller::{ControllerRequest, ControllerResponse};
+use super::elections::{after_liveness, Service};
 use super::Shard;
 use crate::limits;
 use crate::metadata::records::{BrokerEpoch, BrokerId, MetadataRecord};
@@ -22,11 +23,11 @@ use crate::quorum::member::QuorumMember;
 use crate::types::PartitionId;
 
 /// The records that make `image` agree with `live` (the brokers alive, at their registered
-/// epochs): fence the registered brokers not in it, unfence the fenced ones in it, and give each
-/// partition whose leader is fenced or not live a new leadership term: under the first replica
-/// in its ISR that is live (the same broker, when it has just registered again), else under no
-/// one. The ISR is left as it is (with one replica it keeps its last member, as Kafka's KIP-841
-/// keeps it, so that the broker leads again when it returns).
+/// epochs; a broker in controlled shutdown is not): fence the registered brokers not in it,
+/// unfence the fenced ones in it, and change each partition as `elections::after_liveness`
+/// decides: brokers out of service leave its ISR (never its last member), and a partition whose
+/// leader is out of service (or registered again, and so needs a new term) gets a new one. A
+/// broker back in service leads the leaderless partitions whose ISR it is in.
 pub fn decide(
     image: &MetadataImage,
     live: &BTreeMap<BrokerId, BrokerEpoch>,
@@ -52,24 +53,20 @@ pub fn decide(
         }
     }
     // A leader keeps its term only while it is unfenced and live.
-    let keeps = |id: BrokerId| image.is_live(id) && is_live(id);
+    let keeps_term = |id: BrokerId| image.is_live(id) && is_live(id);
     for topic in image.topics.values() {
+        let service = Service {
+            in_service: &is_live,
+            keeps_term: &keeps_term,
+            unclean: topic.log_config.unclean_leader_election,
+        };
         for (index, state) in topic.partition_states.iter().enumerate() {
-            if keeps(state.leader) {
-                continue;
-            }
-            let leader = state
-                .replicas
-                .iter()
-                .copied()
-                .find(|r| state.isr.contains(r) && is_live(*r))
-                .unwrap_or(BrokerId::NONE);
-            if leader != BrokerId::NONE || state.leader != BrokerId::NONE {
+            if let Some(change) = after_liveness(state, &service) {
                 records.push(MetadataRecord::PartitionChange {
                     topic_id: topic.id,
                     partition: PartitionId(index as i32),
-                    leader: Some(leader),
-                    isr: None,
+                    leader: change.leader,
+                    isr: change.isr,
                 });
             }
         }
@@ -181,7 +178,9 @@ pub async fn wait_until_fenced(shard: &Shard) {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::metadata::records::{BrokerRegistration, LeaderEpoch, PartitionState};
+    use crate::metadata::records::{
+        BrokerRegistration, ConfigResource, LeaderEpoch, PartitionState,
+    };
     use uuid::Uuid;
 
     fn image_with(brokers: &[(i32, bool)], partitions: &[Vec<i32>]) -> MetadataImage {
@@ -214,6 +213,27 @@ mod tests {
                 .unwrap();
         }
         image
+    }
+
+    fn ids(v: &[i32]) -> Vec<BrokerId> {
+        v.iter().copied().map(BrokerId).collect()
+    }
+
+    /// Replaces partition `p`'s ISR and leader (one change record: partition epoch 1).
+    fn set_isr(image: &mut MetadataImage, p: i32, isr: &[i32], leader: i32) {
+        let topic_id = image.topics["t"].id;
+        image
+            .apply(&MetadataRecord::PartitionChange {
+                topic_id,
+                partition: PartitionId(p),
+                leader: Some(BrokerId(leader)),
+                isr: Some(ids(isr)),
+            })
+            .unwrap();
+    }
+
+    fn state(image: &MetadataImage, p: usize) -> PartitionState {
+        image.topics["t"].partition_states[p].clone()
     }
 
     fn live(ids: &[i32]) -> BTreeMap<BrokerId, BrokerEpoch> {
@@ -288,5 +308,96 @@ mod tests {
         assert!(image.is_live(BrokerId(1)));
         assert_eq!(leaders(&image), [(1, 1)]);
         assert!(decide(&image, &heard).is_empty());
+    }
+
+    #[test]
+    fn a_follower_out_of_service_leaves_the_isr_without_a_new_leader_term() {
+        let brokers = [(1, false), (2, false), (3, false)];
+        let mut image = image_with(&brokers, &[vec![1, 2, 3]]);
+        let records = decide(&image, &live(&[1, 2]));
+        apply_all(&mut image, &records);
+        let now = state(&image, 0);
+        assert_eq!(now.isr, ids(&[1, 2]));
+        assert_eq!(now.leader, BrokerId(1));
+        assert_eq!(now.leader_epoch, LeaderEpoch(0), "same term");
+        assert_eq!(now.partition_epoch.0, 1, "a new partition epoch");
+        assert!(decide(&image, &live(&[1, 2])).is_empty(), "settled");
+        // Back in service, it does not rejoin the ISR by itself: its leader asks, once it has
+        // caught up (AlterPartition).
+        let records = decide(&image, &live(&[1, 2, 3]));
+        assert!(
+            !records
+                .iter()
+                .any(|r| matches!(r, MetadataRecord::PartitionChange { .. })),
+            "{records:?}"
+        );
+    }
+
+    #[test]
+    fn the_next_leader_is_the_first_in_assignment_order_not_isr_order() {
+        let brokers = [(1, false), (2, false), (3, false)];
+        let mut image = image_with(&brokers, &[vec![3, 1, 2]]);
+        set_isr(&mut image, 0, &[2, 1, 3], 3);
+        let records = decide(&image, &live(&[1, 2]));
+        apply_all(&mut image, &records);
+        let now = state(&image, 0);
+        assert_eq!(
+            (now.leader, now.leader_epoch),
+            (BrokerId(1), LeaderEpoch(2))
+        );
+        assert_eq!(now.isr, ids(&[2, 1]));
+        assert_eq!(now.partition_epoch.0, 2);
+    }
+
+    #[test]
+    fn an_isr_gone_at_once_is_kept_whole_and_leads_again_when_a_member_returns() {
+        let brokers = [(1, false), (2, false), (3, false)];
+        let mut image = image_with(&brokers, &[vec![1, 2, 3]]);
+        set_isr(&mut image, 0, &[1, 2], 1);
+        let records = decide(&image, &live(&[3]));
+        apply_all(&mut image, &records);
+        let now = state(&image, 0);
+        // Broker 3 is live but out of sync: it may not lead (unclean elections are off).
+        assert_eq!(now.leader, BrokerId::NONE);
+        assert_eq!(now.isr, ids(&[1, 2]), "the ISR never empties");
+        assert!(decide(&image, &live(&[3])).is_empty(), "settled");
+
+        let records = decide(&image, &live(&[2, 3]));
+        apply_all(&mut image, &records);
+        let now = state(&image, 0);
+        assert_eq!(now.leader, BrokerId(2));
+        assert_eq!(now.isr, ids(&[2]), "1 is still out of service");
+
+        // One at a time, the last member stays.
+        let records = decide(&image, &live(&[3]));
+        apply_all(&mut image, &records);
+        let now = state(&image, 0);
+        assert_eq!((now.leader, now.isr), (BrokerId::NONE, ids(&[2])));
+    }
+
+    #[test]
+    fn unclean_elections_take_a_live_replica_out_of_sync_when_the_topic_allows_them() {
+        let brokers = [(1, false), (2, false)];
+        let mut image = image_with(&brokers, &[vec![1, 2]]);
+        set_isr(&mut image, 0, &[1], 1);
+        let records = decide(&image, &live(&[2]));
+        apply_all(&mut image, &records);
+        let now = state(&image, 0);
+        assert_eq!((now.leader, now.isr), (BrokerId::NONE, ids(&[1])));
+
+        // Turned on while the partition is offline: the next check elects the live replica.
+        image
+            .apply(&MetadataRecord::Config {
+                resource: ConfigResource::Topic("t".into()),
+                key: "unclean.leader.election.enable".into(),
+                value: Some("true".into()),
+            })
+            .unwrap();
+        let records = decide(&image, &live(&[2]));
+        apply_all(&mut image, &records);
+        let now = state(&image, 0);
+        assert_eq!((now.leader, now.isr), (BrokerId(2), ids(&[2])));
+        assert_eq!(now.leader_epoch, LeaderEpoch(3));
+        assert!(decide(&image, &live(&[2])).is_empty(), "settled");
     }
 }

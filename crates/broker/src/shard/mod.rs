@@ -5,6 +5,7 @@
 //! `ShardRequest` over bounded channels (`router`) and is answered by a `ShardResponse`. Shard 0
 //! additionally runs the metadata controller (`controller`).
 
+pub mod alter_partition;
 pub mod assignment;
 pub mod controller;
 pub mod elections;

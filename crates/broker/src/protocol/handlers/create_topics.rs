@@ -100,7 +100,8 @@ pub async fn call_controller(
         ControllerRequest::AllocateProducerIds { .. }
         | ControllerRequest::AlterBrokerConfigs { .. }
         | ControllerRequest::ReconcileLiveness { .. }
-        | ControllerRequest::ElectLeaders { .. } => Vec::new(),
+        | ControllerRequest::ElectLeaders { .. }
+        | ControllerRequest::AlterPartition(_) => Vec::new(),
         ControllerRequest::EnsureInternalTopic(name) => vec![name.clone()],
     };
     match shard

@@ -153,7 +153,14 @@ fn effective_topic_configs(log: &LogConfig) -> Vec<(String, String)> {
             "max.compaction.lag.ms".into(),
             log.max_compaction_lag_ms.to_string(),
         ),
-        ("min.insync.replicas".into(), "1".into()),
+        (
+            "min.insync.replicas".into(),
+            log.min_insync_replicas.get().to_string(),
+        ),
+        (
+            "unclean.leader.election.enable".into(),
+            log.unclean_leader_election.to_string(),
+        ),
     ]
 }
 

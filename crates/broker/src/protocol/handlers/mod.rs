@@ -3,6 +3,7 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_partition;
 pub mod api_versions;
 pub mod coordinator;
 pub mod create_acls;
@@ -154,6 +155,9 @@ pub async fn dispatch(
         RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(delete_acls::handle(r)),
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(shard, r, version).await)
+        }
+        RequestKind::AlterPartition(r) => {
+            ResponseKind::AlterPartition(alter_partition::handle(shard, r, version).await)
         }
         RequestKind::WriteTxnMarkers(r) => {
             ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, r).await)
