@@ -12,217 +12,21 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::cluster::{
+    create_spread, create_topic, wait_for_topic, wait_metadata, wait_spread, Cluster,
+    QUORUM_WAIT_MAX,
+};
 use common::consumer::read_partitions;
 use common::deliveries::{producer, send_waiting};
-use common::{create_topic_request, free_port, fresh_dir, try_call, Broker};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use common::{connect, try_call, Broker};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-/// How long the quorum may take to elect a leader, name the cluster, register the brokers or
-/// apply a change everywhere: generous, for a loaded 2-core CI machine (each takes well under a
-/// second when idle).
-const QUORUM_WAIT_MAX: Duration = Duration::from_secs(60);
-
-const NOT_CONTROLLER: i16 = 41;
-
-struct Cluster {
-    brokers: Vec<Broker>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let voters = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let brokers = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, controller))| {
-                let dir = fresh_dir(&format!("cluster-{}", i + 1));
-                let settings = [
-                    format!("node.id={}", i + 1),
-                    format!(
-                        "listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}"
-                    ),
-                    "controller.listener.names=CONTROLLER".to_string(),
-                    format!("controller.quorum.voters={voters}"),
-                    // Three brokers share two cores.
-                    "cpuset=unpinned".to_string(),
-                    // Fence a silent broker within seconds, not Kafka's 9, yet never one that a loaded
-                    // CI machine merely slowed down.
-                    "broker.heartbeat.interval.ms=500".to_string(),
-                    "broker.session.timeout.ms=6000".to_string(),
-                ];
-                let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-                Broker::start_on(dir.clone(), dir.join("broker.log"), 1 + i % 2, *client, &settings)
-            })
-            .collect();
-        Cluster { brokers }
-    }
-
-    /// Three brokers, registered, every one live (unfenced) in the metadata of broker `via`
-    /// (the one a test then creates topics through).
-    fn formed(via: usize) -> Cluster {
-        let cluster = Cluster::start();
-        cluster.wait_registered(&[0, 1, 2]);
-        wait_metadata(
-            &cluster.brokers[via],
-            "any",
-            "three live brokers",
-            |b, _| b == [1, 2, 3],
-        );
-        cluster
-    }
-
-    /// Waits until every running broker logged its registration with the cluster.
-    fn wait_registered(&self, running: &[usize]) {
-        let deadline = Instant::now() + QUORUM_WAIT_MAX;
-        for &i in running {
-            while !self.brokers[i].log().contains("registered with cluster") {
-                assert!(
-                    Instant::now() < deadline,
-                    "broker {} never registered; log:\n{}",
-                    i + 1,
-                    self.brokers[i].log()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-
-    /// The node id the quorum's leader has, as the latest line any running broker logged says.
-    fn leader(&self, running: &[usize]) -> usize {
-        let deadline = Instant::now() + QUORUM_WAIT_MAX;
-        loop {
-            let said = running.iter().filter_map(|&i| {
-                let log = self.brokers[i].log();
-                let line = log
-                    .lines()
-                    .rev()
-                    .find(|l| l.contains("metadata quorum leader is now"))?;
-                let id = line
-                    .split("leader is now ")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?;
-                id.parse::<usize>().ok()
-            });
-            if let Some(id) = said.max() {
-                return id;
-            }
-            assert!(Instant::now() < deadline, "no quorum leader logged");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn connect(broker: &Broker) -> TcpStream {
-    let s = TcpStream::connect(broker.bootstrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
-}
-
-/// Creates `topic` through `broker`, asking again while the quorum has no leader.
-fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
-    let request = create_topic_request(topic, partitions);
-    let deadline = Instant::now() + QUORUM_WAIT_MAX;
-    loop {
-        let answer: Result<CreateTopicsResponse, String> =
-            try_call(&mut connect(broker), ApiKey::CreateTopics, 7, &request);
-        match answer.map(|r| (r.topics[0].error_code, r.topics[0].error_message.clone())) {
-            Ok((0, _)) => return,
-            Ok((NOT_CONTROLLER, _)) | Err(_) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(200))
-            }
-            other => panic!("creating {topic}: {other:?}; log:\n{}", broker.log()),
-        }
-    }
-}
-
-/// The partition count of `topic` in `broker`'s metadata, or none while it does not know it.
-fn partitions_known(broker: &Broker, topic: &str) -> Option<usize> {
-    let request =
-        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
-    let answer: MetadataResponse =
-        try_call(&mut connect(broker), ApiKey::Metadata, 12, &request).ok()?;
-    let found = &answer.topics[0];
-    (found.error_code == 0).then_some(found.partitions.len())
-}
-
-fn wait_for_topic(cluster: &Cluster, running: &[usize], topic: &str, partitions: usize) {
-    let deadline = Instant::now() + QUORUM_WAIT_MAX;
-    for &i in running {
-        while partitions_known(&cluster.brokers[i], topic) != Some(partitions) {
-            assert!(
-                Instant::now() < deadline,
-                "broker {} never learned of {topic}; log:\n{}",
-                i + 1,
-                cluster.brokers[i].log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A partition as Metadata describes it: (error code, leader, leader epoch).
-type PartitionSeen = (i16, i32, i32);
-
-/// What `broker`'s Metadata says: the live brokers' ids, and per partition of `topic` its error
-/// code, leader and leader epoch (never creating it).
-fn metadata_of(broker: &Broker, topic: &str) -> Option<(Vec<i32>, Vec<PartitionSeen>)> {
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
-            TopicName(StrBytes::from_string(topic.to_string())),
-        ))]))
-        .with_allow_auto_topic_creation(false);
-    let answer: MetadataResponse =
-        try_call(&mut connect(broker), ApiKey::Metadata, 12, &request).ok()?;
-    let mut brokers: Vec<i32> = answer.brokers.iter().map(|b| b.node_id.0).collect();
-    brokers.sort();
-    let partitions = answer.topics[0]
-        .partitions
-        .iter()
-        .map(|p| (p.error_code, p.leader_id.0, p.leader_epoch))
-        .collect();
-    Some((brokers, partitions))
-}
-
-/// Waits until `broker`'s Metadata satisfies `holds`, describing the wait as `what`.
-fn wait_metadata(
-    broker: &Broker,
-    topic: &str,
-    what: &str,
-    holds: impl Fn(&[i32], &[PartitionSeen]) -> bool,
-) -> Vec<PartitionSeen> {
-    let deadline = Instant::now() + QUORUM_WAIT_MAX;
-    loop {
-        let seen = metadata_of(broker, topic);
-        if let Some((brokers, partitions)) = &seen {
-            if holds(brokers, partitions) {
-                return partitions.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: metadata stays {seen:?}; log:\n{}",
-            broker.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
@@ -249,42 +53,6 @@ fn elect_preferred(broker: &Broker, topic: &str, partitions: Option<i32>) -> Vec
         .filter(|r| r.topic.0.as_str() == topic)
         .flat_map(|r| r.partition_result.iter().map(|p| p.error_code))
         .collect()
-}
-
-/// Waits until each running broker holds `each` partition directories of `topic`.
-fn wait_spread(cluster: &Cluster, running: &[usize], topic: &str, each: usize) {
-    let deadline = Instant::now() + QUORUM_WAIT_MAX;
-    while running
-        .iter()
-        .any(|&i| partition_dirs(&cluster.brokers[i], topic) != each)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{topic}'s partitions do not spread {each} per broker"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Creates a six-partition `topic` through broker `via` and waits until each of the three holds
-/// two of its partitions.
-fn create_spread(cluster: &Cluster, via: usize, topic: &str) {
-    let all = [0, 1, 2];
-    create_topic(&cluster.brokers[via], topic, 6);
-    wait_for_topic(cluster, &all, topic, 6);
-    wait_spread(cluster, &all, topic, 2);
-}
-
-/// The partition directories a broker holds for `topic`.
-fn partition_dirs(broker: &Broker, topic: &str) -> usize {
-    std::fs::read_dir(&broker.data_dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.rsplit_once('-').is_some_and(|(t, _)| t == topic)
-        })
-        .count()
 }
 
 #[test]
@@ -325,13 +93,13 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         "the dead broker fenced",
         |brokers, partitions| {
             !brokers.contains(&dead)
-                && partitions.iter().all(|&(error, leader, _)| {
-                    (leader == -1 && error == LEADER_NOT_AVAILABLE)
-                        || (leader != dead && error == 0)
+                && partitions.iter().all(|p| {
+                    (p.leader == -1 && p.error == LEADER_NOT_AVAILABLE)
+                        || (p.leader != dead && p.error == 0)
                 })
         },
     );
-    let leaderless = fenced.iter().filter(|p| p.1 == -1).count();
+    let leaderless = fenced.iter().filter(|p| p.leader == -1).count();
     assert_eq!(
         leaderless, 2,
         "the dead broker led two partitions: {fenced:?}"
@@ -356,19 +124,16 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         "orders",
         "the restarted broker leading again",
         |brokers, partitions| {
-            brokers == [1, 2, 3]
-                && partitions
-                    .iter()
-                    .all(|&(error, leader, _)| error == 0 && leader > 0)
+            brokers == [1, 2, 3] && partitions.iter().all(|p| p.error == 0 && p.leader > 0)
         },
     );
     let elections = elect_preferred(&cluster.brokers[survivors[0]], "orders", Some(6));
     assert_eq!(elections, [ELECTION_NOT_NEEDED; 6]);
     for (before, after) in fenced.iter().zip(&back) {
-        if before.1 == -1 {
-            assert_eq!(after.1, dead, "{back:?}");
+        if before.leader == -1 {
+            assert_eq!(after.leader, dead, "{back:?}");
             assert!(
-                after.2 > before.2,
+                after.leader_epoch > before.leader_epoch,
                 "a new leader epoch: {fenced:?} then {back:?}"
             );
         }
@@ -386,7 +151,7 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         "orders",
         "the stopped broker fenced",
         |brokers, partitions| {
-            !brokers.contains(&gone) && partitions.iter().filter(|p| p.1 == -1).count() == 2
+            !brokers.contains(&gone) && partitions.iter().filter(|p| p.leader == -1).count() == 2
         },
     );
     for broker in &mut cluster.brokers {

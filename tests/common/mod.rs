@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod consumer;
 pub mod deliveries;
 pub mod overrun;

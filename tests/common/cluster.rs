@@ -1,0 +1,354 @@
+//! A cluster of three `sluice serve` processes on one machine (brokers 1 and 3 with one shard,
+//! broker 2 with two), every broker a voter of one metadata quorum (Kafka's combined mode), and
+//! the requests the cluster tests make of it: creating topics while the quorum may still be
+//! electing, reading Metadata (leaders, epochs, replicas, ISR) and waiting for it to say
+//! something, finding which broker holds which partition on disk.
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{connect, free_port, fresh_dir, try_call, Broker};
+
+/// How long the quorum may take to elect a leader, name the cluster, register the brokers or
+/// apply a change everywhere: generous, for a loaded 2-core CI machine (each takes well under a
+/// second when idle).
+pub const QUORUM_WAIT_MAX: Duration = Duration::from_secs(60);
+
+pub const NOT_CONTROLLER: i16 = 41;
+
+pub struct Cluster {
+    pub brokers: Vec<Broker>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// Three brokers, each also given the `key=value` settings in `extra` (a test's own
+    /// replication timing, say); restarts keep them.
+    pub fn start_with(extra: &[&str]) -> Cluster {
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let brokers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, controller))| {
+                let dir = fresh_dir(&format!("cluster-{}", i + 1));
+                let mut settings = vec![
+                    format!("node.id={}", i + 1),
+                    format!(
+                        "listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}"
+                    ),
+                    "controller.listener.names=CONTROLLER".to_string(),
+                    format!("controller.quorum.voters={voters}"),
+                    // Three brokers share two cores.
+                    "cpuset=unpinned".to_string(),
+                    // Fence a silent broker within seconds, not Kafka's 9, yet never one that a loaded
+                    // CI machine merely slowed down.
+                    "broker.heartbeat.interval.ms=500".to_string(),
+                    "broker.session.timeout.ms=6000".to_string(),
+                ];
+                settings.extend(extra.iter().map(|s| s.to_string()));
+                let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+                Broker::start_on(dir.clone(), dir.join("broker.log"), 1 + i % 2, *client, &settings)
+            })
+            .collect();
+        Cluster { brokers }
+    }
+
+    /// Three brokers, registered, every one live (unfenced) in the metadata of broker `via`
+    /// (the one a test then creates topics through).
+    pub fn formed(via: usize) -> Cluster {
+        Cluster::formed_with(via, &[])
+    }
+
+    /// `formed`, the brokers started with the extra settings of `start_with`.
+    pub fn formed_with(via: usize, extra: &[&str]) -> Cluster {
+        let cluster = Cluster::start_with(extra);
+        cluster.wait_registered(&[0, 1, 2]);
+        wait_metadata(
+            &cluster.brokers[via],
+            "any",
+            "three live brokers",
+            |b, _| b == [1, 2, 3],
+        );
+        cluster
+    }
+
+    /// Waits until every running broker logged its registration with the cluster.
+    pub fn wait_registered(&self, running: &[usize]) {
+        let deadline = Instant::now() + QUORUM_WAIT_MAX;
+        for &i in running {
+            while !self.brokers[i].log().contains("registered with cluster") {
+                assert!(
+                    Instant::now() < deadline,
+                    "broker {} never registered; log:\n{}",
+                    i + 1,
+                    self.brokers[i].log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The node id the quorum's leader has, as the latest line any running broker logged says.
+    pub fn leader(&self, running: &[usize]) -> usize {
+        let deadline = Instant::now() + QUORUM_WAIT_MAX;
+        loop {
+            let said = running.iter().filter_map(|&i| {
+                let log = self.brokers[i].log();
+                let line = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("metadata quorum leader is now"))?;
+                let id = line
+                    .split("leader is now ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?;
+                id.parse::<usize>().ok()
+            });
+            if let Some(id) = said.max() {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no quorum leader logged");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last `lines` lines of every broker's log, each under a heading: what a failing
+    /// cluster test prints, since the cause may lie with any of the three.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut all = String::new();
+        for (i, broker) in self.brokers.iter().enumerate() {
+            let log = broker.log();
+            let kept: Vec<&str> = log.lines().collect();
+            let from = kept.len().saturating_sub(lines);
+            all.push_str(&format!(
+                "\n--- broker {} ({}), last {} lines ---\n{}\n",
+                i + 1,
+                broker.log_file.display(),
+                kept.len() - from,
+                kept[from..].join("\n")
+            ));
+        }
+        all
+    }
+
+    /// `wait_metadata` against broker `via`, showing every broker's log tail if it times out.
+    pub fn wait_metadata(
+        &self,
+        via: usize,
+        topic: &str,
+        what: &str,
+        holds: impl Fn(&[i32], &[PartitionSeen]) -> bool,
+    ) -> Vec<PartitionSeen> {
+        wait_metadata_or(&self.brokers[via], topic, what, holds, || {
+            self.log_tails(200)
+        })
+    }
+}
+
+/// The index in `Cluster::brokers` of the broker with node id `node` (1, 2, 3 in start order).
+pub fn index_of(node: i32) -> usize {
+    usize::try_from(node - 1).unwrap_or_else(|_| panic!("no broker has node id {node}"))
+}
+
+/// Creates `topic` through `broker` (one replica per partition, no topic configs), asking
+/// again while the quorum has no leader.
+pub fn create_topic(broker: &Broker, topic: &str, partitions: i32) {
+    create_topic_with(broker, topic, partitions, 1, &[]);
+}
+
+/// Creates `topic` through `broker` with `replication_factor` replicas per partition and the
+/// topic configs `configs` (`min.insync.replicas`, say), asking again while the quorum has no
+/// leader; any other refusal fails the test with the broker's answer and log.
+pub fn create_topic_with(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+) {
+    let configs = configs
+        .iter()
+        .map(|(name, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(name.to_string()))
+                .with_value(Some(StrBytes::from_string(value.to_string())))
+        })
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)
+            .with_configs(configs)])
+        .with_timeout_ms(5000);
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    loop {
+        let answer: Result<CreateTopicsResponse, String> =
+            try_call(&mut connect(broker), ApiKey::CreateTopics, 7, &request);
+        match answer.map(|r| (r.topics[0].error_code, r.topics[0].error_message.clone())) {
+            Ok((0, _)) => return,
+            Ok((NOT_CONTROLLER, _)) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            other => panic!("creating {topic}: {other:?}; log:\n{}", broker.log()),
+        }
+    }
+}
+
+/// The partition count of `topic` in `broker`'s metadata, or none while it does not know it.
+pub fn partitions_known(broker: &Broker, topic: &str) -> Option<usize> {
+    let request =
+        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
+    let answer: MetadataResponse =
+        try_call(&mut connect(broker), ApiKey::Metadata, 12, &request).ok()?;
+    let found = &answer.topics[0];
+    (found.error_code == 0).then_some(found.partitions.len())
+}
+
+/// Waits until each of the `running` brokers knows `topic` with `partitions` partitions.
+pub fn wait_for_topic(cluster: &Cluster, running: &[usize], topic: &str, partitions: usize) {
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    for &i in running {
+        while partitions_known(&cluster.brokers[i], topic) != Some(partitions) {
+            assert!(
+                Instant::now() < deadline,
+                "broker {} never learned of {topic}; log:\n{}",
+                i + 1,
+                cluster.brokers[i].log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A partition as Metadata (v12) describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionSeen {
+    pub index: i32,
+    pub error: i16,
+    /// The leader's node id, -1 for none.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// Node ids in assignment order (the order Kafka elects leaders in).
+    pub replicas: Vec<i32>,
+    /// Node ids, sorted (the ISR's order carries no meaning).
+    pub isr: Vec<i32>,
+}
+
+/// What `broker`'s Metadata says: the live brokers' ids (sorted), and each partition of `topic`
+/// in index order (never creating it); none while the broker does not answer.
+pub fn metadata_of(broker: &Broker, topic: &str) -> Option<(Vec<i32>, Vec<PartitionSeen>)> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
+        .with_allow_auto_topic_creation(false);
+    let answer: MetadataResponse =
+        try_call(&mut connect(broker), ApiKey::Metadata, 12, &request).ok()?;
+    let mut brokers: Vec<i32> = answer.brokers.iter().map(|b| b.node_id.0).collect();
+    brokers.sort();
+    let mut partitions: Vec<PartitionSeen> = answer.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut isr: Vec<i32> = p.isr_nodes.iter().map(|n| n.0).collect();
+            isr.sort();
+            PartitionSeen {
+                index: p.partition_index,
+                error: p.error_code,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|n| n.0).collect(),
+                isr,
+            }
+        })
+        .collect();
+    partitions.sort_by_key(|p| p.index);
+    Some((brokers, partitions))
+}
+
+/// Waits until `broker`'s Metadata satisfies `holds`, describing the wait as `what`.
+pub fn wait_metadata(
+    broker: &Broker,
+    topic: &str,
+    what: &str,
+    holds: impl Fn(&[i32], &[PartitionSeen]) -> bool,
+) -> Vec<PartitionSeen> {
+    wait_metadata_or(broker, topic, what, holds, || broker.log())
+}
+
+/// `wait_metadata`, showing `logs()` if the wait times out.
+fn wait_metadata_or(
+    broker: &Broker,
+    topic: &str,
+    what: &str,
+    holds: impl Fn(&[i32], &[PartitionSeen]) -> bool,
+    logs: impl Fn() -> String,
+) -> Vec<PartitionSeen> {
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    loop {
+        let seen = metadata_of(broker, topic);
+        if let Some((brokers, partitions)) = &seen {
+            if holds(brokers, partitions) {
+                return partitions.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: metadata stays {seen:?}; log:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until each running broker holds `each` partition directories of `topic`.
+pub fn wait_spread(cluster: &Cluster, running: &[usize], topic: &str, each: usize) {
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    while running
+        .iter()
+        .any(|&i| partition_dirs(&cluster.brokers[i], topic) != each)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}'s partitions do not spread {each} per broker"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Creates a six-partition `topic` through broker `via` and waits until each of the three holds
+/// two of its partitions.
+pub fn create_spread(cluster: &Cluster, via: usize, topic: &str) {
+    let all = [0, 1, 2];
+    create_topic(&cluster.brokers[via], topic, 6);
+    wait_for_topic(cluster, &all, topic, 6);
+    wait_spread(cluster, &all, topic, 2);
+}
+
+/// The partition directories a broker holds for `topic`.
+pub fn partition_dirs(broker: &Broker, topic: &str) -> usize {
+    std::fs::read_dir(&broker.data_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.rsplit_once('-').is_some_and(|(t, _)| t == topic)
+        })
+        .count()
+}

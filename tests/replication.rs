@@ -1,0 +1,628 @@
+//! Replication across three `sluice serve` processes (Kafka's ISR protocol, replication factor
+//! 3), held to Kafka's rules:
+//! - a record acknowledged to an acks=all producer survives its leader's kill -9: a new leader
+//!   (higher leader epoch) has it, at the same offset, and nothing is stored twice;
+//! - followers copy the leader's batches verbatim, so once they have caught up every replica of a
+//!   partition holds the same bytes, even after a killed leader came back and truncated what it
+//!   alone had written;
+//! - with fewer in-sync replicas than `min.insync.replicas`, an acks=all Produce is refused
+//!   before anything is written (NOT_ENOUGH_REPLICAS) while acks=1 is still taken; it is
+//!   accepted again once the missing replica has caught up and rejoined the ISR;
+//! - a follower that was killed and missed writes catches up after its restart, rejoins the
+//!   ISR and, elected when the leader stops (a controlled shutdown), serves every record.
+//!
+//! `replica.lag.time.max.ms=4000` (Kafka's default is 30 s) lets a stuck follower leave the ISR
+//! within seconds; the brokers' session timeout (6 s, see `Cluster::start_with`) fences a dead one.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpStream;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::cluster::{
+    create_topic_with, index_of, metadata_of, wait_for_topic, Cluster, PartitionSeen,
+    QUORUM_WAIT_MAX,
+};
+use common::consumer::{read_partitions, Consumed};
+use common::deliveries::{producer, send_waiting, Deliveries};
+use common::{one_record_batch, try_call, Broker};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+/// A follower that has not caught up for this long leaves the ISR.
+const REPLICA_LAG: &str = "replica.lag.time.max.ms=4000";
+
+const REQUEST_TIMED_OUT: i16 = 7;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+
+/// Lines of each broker's log a failure shows.
+const LOG_LINES: usize = 300;
+
+/// The settings of a producer that must lose nothing and store nothing twice: idempotent,
+/// acknowledged by every in-sync replica, and patient enough to outlast a leader election.
+const SAFE_PRODUCER: [(&str, &str); 4] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("message.timeout.ms", "120000"),
+];
+
+#[test]
+fn a_replicated_topic_keeps_every_acknowledged_record_through_a_leader_kill() {
+    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    let (_, deliveries) = traffic_through_a_leader_kill(&mut cluster, "replicated");
+    let read = read_back(&cluster, 0, "replicated", 3, &deliveries);
+    check_read_back(&cluster, &deliveries, TRAFFIC_RECORDS, &read);
+    stop_all(&mut cluster);
+}
+
+#[test]
+fn replicas_hold_the_same_bytes() {
+    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    let (killed, _) = traffic_through_a_leader_kill(&mut cluster, "replicated");
+    // A follower's fetches trail the leader's high watermark by a round trip; one that fell
+    // out of the ISR meanwhile is not waited for by acks=all. Give every replica the time to
+    // reach the leader's end before the brokers stop.
+    wait_same_sizes(&cluster, "replicated", 3);
+    stop_all(&mut cluster);
+    for partition in 0..3 {
+        let logs: Vec<(Vec<String>, Vec<u8>)> = cluster
+            .brokers
+            .iter()
+            .map(|b| partition_log(b, "replicated", partition))
+            .collect();
+        for (i, (segments, bytes)) in logs.iter().enumerate().skip(1) {
+            let (first_segments, first) = &logs[0];
+            assert!(
+                bytes == first,
+                "partition {partition}: broker {} holds {} bytes in {segments:?}, broker 1 holds \
+                 {} bytes in {first_segments:?}, first difference at byte {:?} (broker {killed} \
+                 was killed while leading partition 0){}",
+                i + 1,
+                bytes.len(),
+                first.len(),
+                first_difference(first, bytes),
+                cluster.log_tails(LOG_LINES)
+            );
+        }
+        assert!(
+            !logs[0].1.is_empty(),
+            "partition {partition} holds records{}",
+            cluster.log_tails(LOG_LINES)
+        );
+    }
+}
+
+#[test]
+fn acks_all_below_min_insync_replicas_is_refused() {
+    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    let topic = "guarded";
+    let before = replicated_topic(&cluster, topic, 1, "3");
+    let leader = before[0].leader;
+    let follower = first_follower(&before[0]);
+    let at_leader = index_of(leader);
+
+    // All three in sync: acks=all is taken.
+    assert_eq!(
+        produce_until(&cluster, at_leader, topic, -1, &[]),
+        0,
+        "acks=all with every replica in sync{}",
+        cluster.log_tails(LOG_LINES)
+    );
+
+    // One follower dies. Once the leader has dropped it from the ISR (two left, three needed),
+    // acks=all is refused before the append and acks=1 is still taken.
+    cluster.brokers[index_of(follower)].kill9();
+    cluster.wait_metadata(
+        at_leader,
+        topic,
+        "the dead follower out of the ISR",
+        |_, partitions| {
+            partitions.first().is_some_and(|p| {
+                p.leader == leader && p.isr.len() == 2 && !p.isr.contains(&follower)
+            })
+        },
+    );
+    // The leader may take the ISR change into its partition a moment after its Metadata shows
+    // it; a record it accepted in that moment cannot reach three replicas and is answered
+    // NOT_ENOUGH_REPLICAS_AFTER_APPEND or REQUEST_TIMED_OUT (Kafka's DelayedProduce), so those
+    // are asked again; anything else is final.
+    let refused = produce_until(
+        &cluster,
+        at_leader,
+        topic,
+        -1,
+        &[NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT],
+    );
+    assert_eq!(
+        refused,
+        NOT_ENOUGH_REPLICAS,
+        "acks=all with an ISR of 2 below min.insync.replicas=3{}",
+        cluster.log_tails(LOG_LINES)
+    );
+    assert_eq!(
+        produce_until(&cluster, at_leader, topic, 1, &[]),
+        0,
+        "acks=1 does not wait for the ISR{}",
+        cluster.log_tails(LOG_LINES)
+    );
+
+    // It comes back, catches up and rejoins: acks=all is taken again (the leader may lag its
+    // own Metadata by a moment here too, answering NOT_ENOUGH_REPLICAS meanwhile).
+    cluster.brokers[index_of(follower)].restart();
+    cluster.wait_metadata(
+        at_leader,
+        topic,
+        "the restarted follower back in the ISR",
+        |_, partitions| fully_in_sync(partitions, 1),
+    );
+    assert_eq!(
+        produce_until(&cluster, at_leader, topic, -1, &[NOT_ENOUGH_REPLICAS]),
+        0,
+        "acks=all once the ISR is whole again{}",
+        cluster.log_tails(LOG_LINES)
+    );
+    stop_all(&mut cluster);
+}
+
+#[test]
+fn a_follower_that_restarts_catches_up() {
+    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    let topic = "catching-up";
+    let before = replicated_topic(&cluster, topic, 1, "2");
+    let leader = before[0].leader;
+    // Kafka elects the first replica in assignment order that is in the ISR: once the leader
+    // stops, that is this follower (if it is back in the ISR by then).
+    let follower = first_follower(&before[0]);
+
+    let (sender, deliveries) = producer(&cluster.brokers[index_of(leader)], &SAFE_PRODUCER);
+    send_phase(&sender, topic, 1, 0..CATCH_UP_RECORDS);
+    flush(&cluster, &sender);
+
+    // The follower misses half the records: the leader goes on with an ISR of two.
+    cluster.brokers[index_of(follower)].kill9();
+    send_phase(&sender, topic, 1, CATCH_UP_RECORDS..2 * CATCH_UP_RECORDS);
+    flush(&cluster, &sender);
+
+    cluster.brokers[index_of(follower)].restart();
+    let live = index_of(leader);
+    cluster.wait_metadata(
+        live,
+        topic,
+        "the restarted follower back in the ISR",
+        |_, partitions| fully_in_sync(partitions, 1),
+    );
+
+    // A controlled shutdown of the leader hands the partition to an in-sync replica.
+    let stopped = cluster.brokers[index_of(leader)].terminate_within(QUORUM_WAIT_MAX);
+    assert_eq!(
+        stopped,
+        Some(true),
+        "the leader stops cleanly{}",
+        cluster.log_tails(LOG_LINES)
+    );
+    let after = cluster.wait_metadata(
+        index_of(follower),
+        topic,
+        "a new leader once the old one stopped",
+        |_, partitions| {
+            partitions
+                .first()
+                .is_some_and(|p| new_leader(p, leader, before[0].leader_epoch))
+        },
+    );
+    assert_eq!(
+        after[0].leader,
+        follower,
+        "the first in-sync replica in assignment order {:?} leads: {after:?}{}",
+        before[0].replicas,
+        cluster.log_tails(LOG_LINES)
+    );
+
+    let read = read_back(&cluster, index_of(follower), topic, 1, &deliveries);
+    check_read_back(&cluster, &deliveries, 2 * CATCH_UP_RECORDS, &read);
+    drop(sender);
+    stop_all(&mut cluster);
+}
+
+/// Records written before a follower dies, and again while it is away.
+const CATCH_UP_RECORDS: usize = 2000;
+
+/// Records `traffic_through_a_leader_kill` sends, a third in each phase.
+const TRAFFIC_RECORDS: usize = 900;
+
+/// Creates `topic` (three partitions, replication factor 3, `min.insync.replicas=2`) and sends
+/// it `TRAFFIC_RECORDS` unique values through an idempotent acks=all producer in three phases:
+/// the broker leading partition 0 is killed (kill -9) after the first, once a new leader has
+/// been elected the second is sent, and once the killed broker is back in every ISR the third.
+/// Returns the killed broker's node id and the producer's delivery reports, every record
+/// reported; fails if any delivery failed.
+fn traffic_through_a_leader_kill(cluster: &mut Cluster, topic: &str) -> (i32, Deliveries) {
+    let before = replicated_topic(cluster, topic, 3, "2");
+    let killed = before[0].leader;
+    let survivor = index_of(if killed == 1 { 2 } else { 1 });
+    let (sender, deliveries) = producer(&cluster.brokers[survivor], &SAFE_PRODUCER);
+    let third = TRAFFIC_RECORDS / 3;
+
+    // Phase 1; the leader dies with the end of it still in flight, so some records may be
+    // written on it and not yet acknowledged: the producer sends them again to the new leader.
+    send_phase(&sender, topic, 3, 0..third);
+    cluster.brokers[index_of(killed)].kill9();
+    cluster.wait_metadata(
+        survivor,
+        topic,
+        "a new leader for partition 0",
+        |_, partitions| {
+            partitions
+                .first()
+                .is_some_and(|p| new_leader(p, killed, before[0].leader_epoch))
+        },
+    );
+
+    // Phase 2, with one replica of every partition gone (an ISR of two, enough for min 2).
+    send_phase(&sender, topic, 3, third..2 * third);
+
+    // The killed broker returns on its disk, drops whatever it alone had written, catches up and
+    // rejoins every ISR.
+    cluster.brokers[index_of(killed)].restart();
+    cluster.wait_metadata(
+        survivor,
+        topic,
+        "the restarted broker back in every ISR",
+        |_, partitions| fully_in_sync(partitions, 3),
+    );
+
+    // Phase 3.
+    send_phase(&sender, topic, 3, 2 * third..TRAFFIC_RECORDS);
+    flush(cluster, &sender);
+    let failed = deliveries.failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "{} deliveries failed, the first: {:?}{}",
+        failed.len(),
+        &failed[..failed.len().min(10)],
+        cluster.log_tails(LOG_LINES)
+    );
+    (killed, deliveries)
+}
+
+/// Creates `topic` through broker 1 with `partitions` partitions, three replicas each and
+/// `min.insync.replicas` = `min_insync`, and waits until every broker knows it and Metadata
+/// shows each partition led with all three replicas in sync. What Metadata then says.
+fn replicated_topic(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    min_insync: &str,
+) -> Vec<PartitionSeen> {
+    create_topic_with(
+        &cluster.brokers[0],
+        topic,
+        partitions,
+        3,
+        &[("min.insync.replicas", min_insync)],
+    );
+    wait_for_topic(cluster, &[0, 1, 2], topic, partitions as usize);
+    cluster.wait_metadata(
+        0,
+        topic,
+        "every partition with three replicas, all in sync",
+        |_, seen| fully_in_sync(seen, partitions as usize),
+    )
+}
+
+/// Whether Metadata shows `count` partitions, each led, with three replicas, all in the ISR.
+fn fully_in_sync(partitions: &[PartitionSeen], count: usize) -> bool {
+    partitions.len() == count
+        && partitions
+            .iter()
+            .all(|p| p.error == 0 && p.leader > 0 && p.replicas.len() == 3 && p.isr == [1, 2, 3])
+}
+
+/// Whether `partition` is led by a broker other than `old`, under an epoch above `epoch`. The
+/// error code is not looked at: Kafka's Metadata answers NONE while a replica is down (from
+/// v1 on), but whether it does is not what these tests are about.
+fn new_leader(partition: &PartitionSeen, old: i32, epoch: i32) -> bool {
+    partition.leader > 0 && partition.leader != old && partition.leader_epoch > epoch
+}
+
+/// The first replica of `partition`, in assignment order, that does not lead it.
+fn first_follower(partition: &PartitionSeen) -> i32 {
+    *partition
+        .replicas
+        .iter()
+        .find(|&&r| r != partition.leader)
+        .unwrap_or_else(|| panic!("no follower: {partition:?}"))
+}
+
+/// Sends the values `record <i>` for `i` in `range`, round-robin over `partitions` partitions,
+/// a little apart so that the traffic spans the time a test does something to a broker.
+fn send_phase(
+    sender: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    partitions: usize,
+    range: Range<usize>,
+) {
+    for i in range {
+        let value = format!("record {i}");
+        send_waiting(
+            sender,
+            BaseRecord::<(), str>::to(topic)
+                .partition((i % partitions) as i32)
+                .payload(&value),
+        );
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Waits until every record sent has a delivery report.
+fn flush(cluster: &Cluster, sender: &ThreadedProducer<Deliveries>) {
+    if let Err(e) = sender.flush(Duration::from_secs(150)) {
+        panic!(
+            "the producer still has records unreported: {e}{}",
+            cluster.log_tails(LOG_LINES)
+        );
+    }
+}
+
+/// Every record of `partitions` partitions of `topic`, read through broker `via` (librdkafka
+/// reads each partition from its leader); a failed read shows every broker's log. A consumer
+/// stops at the high watermark, and a newly elected leader's may trail what was acknowledged
+/// until its followers fetch again, so the read waits first for each leader's high watermark to
+/// pass the last offset `deliveries` acknowledged there (or for `QUORUM_WAIT_MAX`: then what
+/// is missing is left for `check_read_back` to show).
+fn read_back(
+    cluster: &Cluster,
+    via: usize,
+    topic: &str,
+    partitions: i32,
+    deliveries: &Deliveries,
+) -> BTreeMap<i32, Vec<Consumed>> {
+    let mut ends = vec![0; partitions as usize];
+    for (partition, offset, _) in deliveries.acked.lock().unwrap().iter() {
+        let end = &mut ends[*partition as usize];
+        *end = (*end).max(offset + 1);
+    }
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    loop {
+        let seen = high_watermarks(cluster, via, topic);
+        if seen.len() == ends.len() && seen.iter().zip(&ends).all(|(hw, end)| hw >= end) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("high watermarks {seen:?} never reached the acknowledged ends {ends:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    catch_unwind(AssertUnwindSafe(|| {
+        read_partitions(&cluster.brokers[via], topic, partitions)
+    }))
+    .unwrap_or_else(|_| {
+        panic!(
+            "reading {topic} back failed{}",
+            cluster.log_tails(LOG_LINES)
+        )
+    })
+}
+
+/// Each partition's high watermark as the leader broker `via`'s Metadata names answers it, -1
+/// where it does not (no leader, a leader down or refusing: a newly elected one answers
+/// OFFSET_NOT_AVAILABLE until its high watermark reaches its epoch's start).
+fn high_watermarks(cluster: &Cluster, via: usize, topic: &str) -> Vec<i64> {
+    let Some((_, seen)) = metadata_of(&cluster.brokers[via], topic) else {
+        return Vec::new();
+    };
+    seen.iter()
+        .map(|p| {
+            if p.leader <= 0 {
+                return -1;
+            }
+            high_watermark(&cluster.brokers[index_of(p.leader)], topic, p.index).unwrap_or(-1)
+        })
+        .collect()
+}
+
+/// The high watermark of `topic`'s `partition` as `broker` answers ListOffsets (v6, latest,
+/// read_uncommitted) for it; none if it is down or refuses.
+fn high_watermark(broker: &Broker, topic: &str, partition: i32) -> Option<i64> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(0)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let answer: ListOffsetsResponse =
+        try_call(&mut try_connect(broker)?, ApiKey::ListOffsets, 6, &request).ok()?;
+    let found = answer.topics.first()?.partitions.first()?;
+    (found.error_code == 0).then_some(found.offset)
+}
+
+/// A raw connection to a broker that may be down.
+fn try_connect(broker: &Broker) -> Option<TcpStream> {
+    let s = TcpStream::connect(broker.bootstrap()).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    Some(s)
+}
+
+/// Checks what was read back against the producer's delivery reports, `sent` records in all:
+/// none failed, each acknowledged (partition, offset, value) is stored exactly there, no value is
+/// stored twice, and nothing is stored that was not acknowledged (only a record whose delivery
+/// failed could be, and none may fail).
+fn check_read_back(
+    cluster: &Cluster,
+    deliveries: &Deliveries,
+    sent: usize,
+    read: &BTreeMap<i32, Vec<Consumed>>,
+) {
+    let failed = deliveries.failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "{} deliveries failed, the first: {:?}{}",
+        failed.len(),
+        &failed[..failed.len().min(10)],
+        cluster.log_tails(LOG_LINES)
+    );
+    let acked = deliveries.acked.lock().unwrap().clone();
+    assert_eq!(
+        acked.len(),
+        sent,
+        "every record sent has a report{}",
+        cluster.log_tails(LOG_LINES)
+    );
+
+    let mut stored: BTreeMap<(i32, i64), &str> = BTreeMap::new();
+    let mut twice = Vec::new();
+    let mut values = BTreeSet::new();
+    for (&partition, records) in read {
+        for (offset, _, value) in records {
+            stored.insert((partition, *offset), value);
+            if !values.insert(value.as_str()) {
+                twice.push((partition, *offset, value.clone()));
+            }
+        }
+    }
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(p, o, v)| stored.get(&(*p, *o)) != Some(&v.as_str()))
+        .map(|(p, o, v)| (p, o, v, stored.get(&(*p, *o))))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records are not stored where they were acknowledged (partition, \
+         offset, value, what is stored there), the first: {:?}{}",
+        lost.len(),
+        &lost[..lost.len().min(20)],
+        cluster.log_tails(LOG_LINES)
+    );
+    assert!(
+        twice.is_empty(),
+        "values stored twice (partition, offset, value): {:?}{}",
+        &twice[..twice.len().min(20)],
+        cluster.log_tails(LOG_LINES)
+    );
+    let acked_values: BTreeSet<&str> = acked.iter().map(|(_, _, v)| v.as_str()).collect();
+    let unacked: Vec<_> = stored
+        .iter()
+        .filter(|(_, v)| !acked_values.contains(*v))
+        .collect();
+    assert!(
+        unacked.is_empty(),
+        "stored but never acknowledged ((partition, offset), value): {:?}{}",
+        &unacked[..unacked.len().min(20)],
+        cluster.log_tails(LOG_LINES)
+    );
+}
+
+/// Sends one raw Produce (v9, one record, the given `acks`) for partition 0 of `topic` to
+/// broker `at` and returns its error code, asking again for `QUORUM_WAIT_MAX` while the answer
+/// is one of `transient`; a lost connection fails the test.
+fn produce_until(cluster: &Cluster, at: usize, topic: &str, acks: i16, transient: &[i16]) -> i16 {
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(one_record_batch())))])]);
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    loop {
+        let answer: Result<ProduceResponse, String> = try_call(
+            &mut common::connect(&cluster.brokers[at]),
+            ApiKey::Produce,
+            9,
+            &request,
+        );
+        let code = match answer {
+            Ok(r) => r.responses[0].partition_responses[0].error_code,
+            Err(e) => panic!(
+                "Produce (acks={acks}) to broker {}: {e}{}",
+                at + 1,
+                cluster.log_tails(LOG_LINES)
+            ),
+        };
+        if !transient.contains(&code) || Instant::now() >= deadline {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (at most `QUORUM_WAIT_MAX`) until every broker holds as many segment bytes as the
+/// others for each of `partitions` partitions of `topic`; returns either way, the comparison
+/// that follows says what differs.
+fn wait_same_sizes(cluster: &Cluster, topic: &str, partitions: i32) {
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    while Instant::now() < deadline {
+        let differ = (0..partitions).any(|p| {
+            let sizes: BTreeSet<usize> = cluster
+                .brokers
+                .iter()
+                .map(|b| partition_log(b, topic, p).1.len())
+                .collect();
+            sizes.len() > 1
+        });
+        if !differ {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `topic`'s `partition` as `broker` stores it: its segment files' names in offset order and
+/// their bytes concatenated. Segments are named by their base offset, zero-padded to 20 digits,
+/// so name order is offset order; where each replica rolled its segments does not matter.
+fn partition_log(broker: &Broker, topic: &str, partition: i32) -> (Vec<String>, Vec<u8>) {
+    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
+    let mut segments: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            name.strip_suffix(".log")
+                .is_some_and(|base| base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    segments.sort();
+    let mut bytes = Vec::new();
+    for name in &segments {
+        bytes.extend(std::fs::read(dir.join(name)).unwrap());
+    }
+    (segments, bytes)
+}
+
+/// The first position at which two byte strings differ, if they do (one a prefix of the other
+/// differs at the shorter one's end).
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    (common < a.len().max(b.len())).then_some(common)
+}
+
+/// Stops every running broker with SIGTERM (a controlled shutdown); each must exit cleanly.
+fn stop_all(cluster: &mut Cluster) {
+    for i in 0..cluster.brokers.len() {
+        if cluster.brokers[i].is_running() {
+            let stopped = cluster.brokers[i].terminate_within(QUORUM_WAIT_MAX);
+            assert_eq!(
+                stopped,
+                Some(true),
+                "broker {} stops cleanly{}",
+                i + 1,
+                cluster.log_tails(LOG_LINES)
+            );
+        }
+    }
+}
