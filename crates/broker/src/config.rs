@@ -188,6 +188,8 @@ pub struct Config {
     pub offset_metadata_max_bytes: usize,
     /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
     pub transaction_max_timeout_ms: i32,
+    /// `replica.*`: how followers fetch, and how long one may lag before it leaves the ISR.
+    pub replica: crate::replication::ReplicaConfig,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     pub transaction_state_partitions: i32,
     /// `transaction.state.log.segment.bytes`.
@@ -269,9 +271,51 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("offsets.topic.segment.bytes", "104857600"),
     ("offset.metadata.max.bytes", "4096"),
     ("transaction.max.timeout.ms", "900000"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.min.bytes", "1"),
+    ("replica.fetch.backoff.ms", "1000"),
+    ("replica.lag.time.max.ms", "30000"),
     ("transaction.state.log.num.partitions", "50"),
     ("transaction.state.log.segment.bytes", "104857600"),
 ];
+
+/// The `replica.*` settings, bounded as Kafka bounds them (the wait below the peer request
+/// timeout, so a fetch held at the leader is never taken for a dead connection).
+fn replica_config(
+    get: &dyn Fn(&str) -> String,
+    millis: &dyn Fn(&str) -> Result<Duration>,
+) -> Result<crate::replication::ReplicaConfig> {
+    let bytes = |key: &str, min: i64| -> Result<i32> {
+        Ok(parse_in_range(key, &get(key), min, i32::MAX as i64)? as i32)
+    };
+    let fetch_wait_max = millis("replica.fetch.wait.max.ms")?;
+    if fetch_wait_max.as_millis() as u64 >= limits::PEER_REQUEST_TIMEOUT_MS {
+        bail!(
+            "replica.fetch.wait.max.ms must be below {} ms",
+            limits::PEER_REQUEST_TIMEOUT_MS
+        );
+    }
+    let lag_time_max = millis("replica.lag.time.max.ms")?;
+    if fetch_wait_max > lag_time_max {
+        // Kafka's rule: a follower held this long at the leader would look stuck.
+        bail!("replica.fetch.wait.max.ms must not exceed replica.lag.time.max.ms");
+    }
+    Ok(crate::replication::ReplicaConfig {
+        fetch_max_bytes: bytes("replica.fetch.max.bytes", 0)?,
+        fetch_response_max_bytes: parse_in_range(
+            "replica.fetch.response.max.bytes",
+            &get("replica.fetch.response.max.bytes"),
+            0,
+            limits::FETCH_RESPONSE_MAX_BYTES as i64,
+        )? as i32,
+        fetch_wait_max,
+        fetch_min_bytes: bytes("replica.fetch.min.bytes", 1)?,
+        fetch_backoff: millis("replica.fetch.backoff.ms")?,
+        lag_time_max,
+    })
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -384,6 +428,7 @@ impl Config {
         if broker_session_timeout <= broker_heartbeat_interval {
             bail!("broker.session.timeout.ms must be longer than broker.heartbeat.interval.ms");
         }
+        let replica = replica_config(&get, &millis)?;
         let network = listeners::parse(props, node_id)?;
         let mut overrides = props.clone();
         if overrides.remove("listen").is_some() {
@@ -403,6 +448,7 @@ impl Config {
             quorum_bootstrap_servers: network.quorum_bootstrap_servers,
             broker_heartbeat_interval,
             broker_session_timeout,
+            replica,
             data_dir: PathBuf::from(data_dir),
             cores,
             placement,

@@ -74,6 +74,9 @@ pub enum ErrorCode {
     /// Produce: retriable; also what a transactional batch gets when its coordinator could not
     /// be asked whether the partition is in the transaction (as Kafka answers).
     NotEnoughReplicas,
+    /// Produce with acks=all: appended, but the ISR fell below `min.insync.replicas` before the
+    /// records were committed (a retry may duplicate them unless the producer is idempotent).
+    NotEnoughReplicasAfterAppend,
     /// A request names a topic by an id the metadata does not know (KIP-516).
     UnknownTopicId,
     /// AlterPartition: the partition epoch sent is older than the controller's (the sender
@@ -148,6 +151,7 @@ impl ErrorCode {
             ErrorCode::PreferredLeaderNotAvailable => 80,
             ErrorCode::EligibleLeadersNotAvailable => 83,
             ErrorCode::NotEnoughReplicas => 19,
+            ErrorCode::NotEnoughReplicasAfterAppend => 20,
             ErrorCode::InvalidUpdateVersion => 95,
             ErrorCode::IneligibleReplica => 107,
         }

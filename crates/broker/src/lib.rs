@@ -4,6 +4,7 @@
 //! - `network` and `protocol`: connections, frames, one handler per Kafka API;
 //! - `shard`: the per-core runtime, cross-core routing, and the metadata controller (shard 0);
 //! - `partition` and `producer_state`: a partition's offsets, waiters and idempotence;
+//! - `replication`: followers fetching from leaders, the high watermark and the ISR;
 //! - `storage`: the log (segments, indexes, group fsync, recovery) behind small I/O traits;
 //! - `group`: consumer groups (classic protocol) and committed offsets in `__consumer_offsets`;
 //! - `txn`: the transaction coordinator (`__transaction_state`, markers, timeouts);
@@ -27,6 +28,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod protocol;
 pub mod quorum;
+pub mod replication;
 pub mod shard;
 pub mod storage;
 pub mod txn;

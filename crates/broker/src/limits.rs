@@ -292,6 +292,15 @@ pub const QUORUM_PROPOSE_TIMEOUT_MS: u64 = 10_000;
 /// take, connecting included, before the connection is dropped and the caller retries or fails.
 pub const PEER_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
+/// How long a leader waits, after the controller refused an ISR change, before it asks for one
+/// again (the refusal is settled by a later image or registration, not by asking at once).
+pub const ISR_CHANGE_RETRY_BACKOFF_MS: i64 = 1_000;
+
+/// The largest fetch answer a replica fetcher reads: its own ask (`replica.fetch.response.max.bytes`,
+/// at most `FETCH_RESPONSE_MAX_BYTES`) or a single first batch above it, which a produce request
+/// (`socket.request.max.bytes`, at most 100 MiB by default) bounds; framing on top.
+pub const REPLICA_FETCH_ANSWER_MAX_BYTES: usize = 128 * 1024 * 1024;
+
 /// The largest answer another broker may send to one request: these answers are error codes per
 /// partition, kilobytes even for a transaction over thousands of partitions.
 pub const PEER_RESPONSE_MAX_BYTES: usize = 1024 * 1024;

@@ -15,6 +15,8 @@
 //!   watermark): read_committed fetches stop there;
 //! - leader epoch: stamped on every batch.
 
+mod role;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,10 +75,18 @@ pub struct Partition<S: Storage> {
     leading: bool,
     /// The leader epoch the image gives it: stamped on every batch appended here.
     leader_epoch: LeaderEpoch,
-    /// What consumers may read: at most the log's durable end, never moving back.
+    /// What consumers may read: at most the log's durable end. On the leader it never moves
+    /// back; a follower takes its leader's (`role`).
     high_watermark: Offset,
+    /// As leader, the followers' progress and the ISR (`role`); `None` as follower.
+    replicas: Option<crate::replication::replica_set::ReplicaSet>,
+    /// Whether the image has given this partition a role since it opened (`take_role`).
+    role_taken: bool,
     ack_waiters: Vec<AckWaiter>,
+    /// Consumers' long polls, woken when the high watermark moves.
     data_waiters: Vec<oneshot::Sender<()>>,
+    /// Followers' long polls, woken when the durable end moves: they read up to it.
+    follower_waiters: Vec<oneshot::Sender<()>>,
     /// Traffic counters for the metrics endpoint.
     pub stats: PartitionStats,
     /// Producers whose transaction the coordinator has confirmed includes this partition, or is
@@ -200,8 +210,11 @@ impl<S: Storage> Partition<S> {
             leading: false,
             leader_epoch: LeaderEpoch(0),
             high_watermark,
+            replicas: None,
+            role_taken: false,
             ack_waiters: Vec::new(),
             data_waiters: Vec::new(),
+            follower_waiters: Vec::new(),
             txn_admitted: HashMap::new(),
             admission_turn: Rc::new(Semaphore::new(1)),
             next_verification: 0,
@@ -229,20 +242,6 @@ impl<S: Storage> Partition<S> {
 
     pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
-    }
-
-    /// Takes the leadership the metadata image gives this broker. Leading at an epoch newer than
-    /// any in the log, it records that the epoch starts at the log end before any record of it
-    /// is written (Kafka's `makeLeader`): followers holding records of an older epoch past this
-    /// end learn from it where to cut. An older epoch never rewrites the cache (Kafka's `assign`
-    /// would drop the newer entries; the image cannot be behind the log's batches).
-    pub fn set_leadership(&mut self, leading: bool, epoch: LeaderEpoch) {
-        self.leading = leading;
-        self.leader_epoch = epoch;
-        if leading && self.log.latest_epoch().is_none_or(|latest| epoch > latest) {
-            let end = self.log.end();
-            self.log.assign_epoch_start(epoch, end);
-        }
     }
 
     /// Where `epoch` ends in this replica's log (the latest ends at the log end); `None` where
@@ -665,14 +664,23 @@ impl<S: Storage> Partition<S> {
         }
     }
 
-    /// A flush completed: answers what the new durable end satisfies, then moves the high
-    /// watermark to it (one replica: what is on this broker's disk is committed). On a storage
-    /// error every ack fails.
+    /// A flush completed: answers what the new durable end satisfies, moves the high watermark
+    /// as far as the replicas allow (`role`; on one replica, to the durable end) and wakes the
+    /// followers' long polls. On a storage error every ack fails.
     fn on_flushed(&mut self, result: Result<Offset, ErrorCode>) {
         match result {
-            Ok(durable_end) => {
+            Ok(durable_end) if !self.role_taken => {
+                // Not placed by an image yet (only between opening and taking a role, and in
+                // tests): one replica's rule, the durable end is committed.
                 self.wake_acks();
                 self.advance_high_watermark(durable_end);
+            }
+            Ok(_) => {
+                self.wake_acks();
+                self.advance_committed();
+                for tx in self.follower_waiters.drain(..) {
+                    let _ = tx.send(());
+                }
             }
             Err(code) => {
                 for w in self.ack_waiters.drain(..) {
@@ -1016,20 +1024,32 @@ async fn wait_for<S: Storage>(
     rx.await.unwrap_or(Err(ErrorCode::KafkaStorageError))
 }
 
-/// Resolves when data past `offset` may have become readable (the high watermark moved).
+/// Resolves when data past `offset` may have become readable: for a consumer when the high
+/// watermark moved, for a follower (`follower`) when the durable end did.
 pub fn data_arrival<S: Storage>(
     this: &PartitionRef<S>,
     offset: Offset,
+    follower: bool,
 ) -> Option<oneshot::Receiver<()>> {
     let mut p = this.borrow_mut();
-    if p.high_watermark > offset {
+    let readable = if follower {
+        p.log.durable_end()
+    } else {
+        p.high_watermark
+    };
+    if readable > offset {
         return None;
     }
+    let waiters = if follower {
+        &mut p.follower_waiters
+    } else {
+        &mut p.data_waiters
+    };
     // Fetches that timed out dropped their receivers: forget them so idle partitions under
     // long polls do not accumulate waiters.
-    p.data_waiters.retain(|tx| !tx.is_canceled());
+    waiters.retain(|tx| !tx.is_canceled());
     let (tx, rx) = oneshot::channel();
-    p.data_waiters.push(tx);
+    waiters.push(tx);
     Some(rx)
 }
 
@@ -1037,6 +1057,23 @@ pub fn data_arrival<S: Storage>(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::metadata::records::{BrokerId, PartitionEpoch, PartitionState};
+
+    impl Partition<MemStorage> {
+        /// The image makes broker 1, the only replica, leader at `epoch` (or, `leading` false,
+        /// broker 2 leads at it).
+        fn set_leadership(&mut self, leading: bool, epoch: LeaderEpoch) {
+            let leader = BrokerId(if leading { 1 } else { 2 });
+            let state = PartitionState {
+                replicas: vec![BrokerId(1)],
+                isr: vec![leader],
+                leader,
+                leader_epoch: epoch,
+                partition_epoch: PartitionEpoch(0),
+            };
+            self.take_role(BrokerId(1), &state, 0);
+        }
+    }
     use crate::storage::batch::test_batches::batch;
     use crate::storage::mem::MemStorage;
     use futures::executor::block_on;
@@ -1341,7 +1378,7 @@ mod tests {
             let leader = waiter(&mut p, AckLevel::Durable, end);
             (leader, waiter(&mut p, AckLevel::HighWatermark, end))
         };
-        let mut arrival = data_arrival(&p, Offset(0)).expect("nothing readable yet");
+        let mut arrival = data_arrival(&p, Offset(0), false).expect("nothing readable yet");
         // The flush alone, with the high watermark held back as replication will hold it.
         {
             let mut p = p.borrow_mut();

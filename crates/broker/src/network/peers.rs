@@ -1,10 +1,12 @@
 //! Requests this broker sends other brokers: transaction markers to a partition's leader
-//! (WriteTxnMarkers) and transaction verification to a transactional id's coordinator
-//! (AddPartitionsToTxn v4, KIP-890), in Kafka's own protocol over the peer's
+//! (WriteTxnMarkers), transaction verification to a transactional id's coordinator
+//! (AddPartitionsToTxn v4, KIP-890), ISR changes to the controller (AlterPartition) and, on a
+//! replica fetcher's own `Peers`, follower fetches, in Kafka's own protocol over the peer's
 //! `inter.broker.listener.name` listener.
 //!
 //! Each shard keeps its own connections (one per peer broker, opened on first use) and sends one
-//! request at a time on each: these requests are a few per transaction, not a data path. A
+//! request at a time on each: the control requests are a few per transaction or ISR change, and
+//! each replica fetcher has connections of its own (`Peers::for_replication`). A
 //! request is bounded in time (`PEER_REQUEST_TIMEOUT_MS`, connecting included) and its answer in
 //! size (`PEER_RESPONSE_MAX_BYTES`); any failure drops the connection, and the next request
 //! connects again, to wherever the image then says the peer listens.
@@ -53,6 +55,9 @@ pub struct Peers {
     client_id: String,
     connections: RefCell<HashMap<BrokerId, Rc<PeerConnection>>>,
     next_correlation_id: Cell<i32>,
+    /// The largest answer read: `PEER_RESPONSE_MAX_BYTES` for the control requests, the fetch
+    /// answer's bound for a replica fetcher's own connections.
+    response_max_bytes: usize,
 }
 
 struct PeerConnection {
@@ -64,11 +69,23 @@ struct PeerConnection {
 
 impl Peers {
     pub fn new(listener: &str, node_id: i32) -> Peers {
+        Peers::with_response_max(listener, node_id, limits::PEER_RESPONSE_MAX_BYTES)
+    }
+
+    /// Connections of their own for a replica fetcher: its fetches wait at the leader for data,
+    /// and must not hold up the markers and verifications on the shard's shared connections.
+    /// Its answers carry records, up to the bound of any fetch answer.
+    pub fn for_replication(listener: &str, node_id: i32) -> Peers {
+        Peers::with_response_max(listener, node_id, limits::REPLICA_FETCH_ANSWER_MAX_BYTES)
+    }
+
+    fn with_response_max(listener: &str, node_id: i32, response_max_bytes: usize) -> Peers {
         Peers {
             listener: listener.to_string(),
             client_id: format!("broker-{node_id}"),
             connections: RefCell::new(HashMap::new()),
             next_correlation_id: Cell::new(0),
+            response_max_bytes,
         }
     }
 
@@ -99,7 +116,7 @@ impl Peers {
         let taken = connection.stream.borrow_mut().take();
         let open = taken.filter(|(opened_to, _)| *opened_to == address);
         let deadline = Duration::from_millis(limits::PEER_REQUEST_TIMEOUT_MS);
-        let exchange = exchange(open, &address, &request);
+        let exchange = exchange(open, &address, &request, self.response_max_bytes);
         let answered = match glommio::timer::timeout(deadline, async { Ok(exchange.await) }).await {
             Ok(answered) => answered,
             Err(_) => Err(PeerError::Failed(format!(
@@ -144,6 +161,7 @@ async fn exchange(
     open: Option<(String, TcpStream)>,
     address: &str,
     request: &BytesMut,
+    response_max_bytes: usize,
 ) -> Result<(TcpStream, Bytes), PeerError> {
     let mut stream = match open {
         Some((_, stream)) => stream,
@@ -158,7 +176,7 @@ async fn exchange(
     stream.write_all(request).await.map_err(io_failed)?;
     let mut prefix = [0u8; SIZE_PREFIX_BYTES];
     stream.read_exact(&mut prefix).await.map_err(io_failed)?;
-    let len = frame::frame_len(prefix, limits::PEER_RESPONSE_MAX_BYTES).map_err(failed)?;
+    let len = frame::frame_len(prefix, response_max_bytes).map_err(failed)?;
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await.map_err(io_failed)?;
     Ok((stream, Bytes::from(body)))

@@ -514,7 +514,7 @@ fn new_topic(
 }
 
 /// A requested replication factor (-1: the default, 1) against the live brokers, with Kafka's
-/// messages; anything above 1 is refused for now (partitions are not replicated yet).
+/// messages.
 fn check_replication_factor(image: &MetadataImage, replication_factor: i16) -> Result<(), Refusal> {
     match replication_factor {
         -1 | 1 => Ok(()),
@@ -522,13 +522,7 @@ fn check_replication_factor(image: &MetadataImage, replication_factor: i16) -> R
             ErrorCode::InvalidReplicationFactor,
             "Replication factor must be larger than 0, or -1 to use the default value.",
         ),
-        rf => {
-            enough_brokers(image, rf as usize)?;
-            fail(
-                ErrorCode::InvalidReplicationFactor,
-                "replication factor must be 1: partitions are not replicated yet",
-            )
-        }
+        rf => enough_brokers(image, rf as usize),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod elections;
 mod io_workers;
 mod liveness;
 pub mod producer_ids;
+mod replicas;
 pub mod router;
 pub mod runtime;
 
@@ -201,9 +202,11 @@ pub enum ShardRequest {
     FetchServed {
         items: Vec<(TopicPartition, usize)>,
     },
-    /// Resolve when any of these partitions has data past its offset, or after `max_wait`.
+    /// Resolve when any of these partitions has data past its offset, or after `max_wait`:
+    /// committed data for a consumer, durable data for a follower.
     WaitForData {
         items: Vec<(TopicPartition, Offset)>,
+        follower: bool,
         max_wait: Duration,
     },
     /// ListOffsets: (partition, (timestamp, the client's leader epoch or -1)).
@@ -259,6 +262,9 @@ pub enum ShardResponse {
     Unavailable,
 }
 
+/// Produce's `acks` for "every in-sync replica".
+pub const ACKS_ALL: i16 = -1;
+
 /// The state of one shard, shared by the tasks on its executor (never across threads).
 pub struct Shard {
     pub id: ShardId,
@@ -276,6 +282,8 @@ pub struct Shard {
     pub txns: TxnCoordinator,
     /// Connections to the other brokers (transaction markers and verification).
     pub peers: crate::network::peers::Peers,
+    /// The leaders this shard has a replica fetcher pulling from (`replication::fetcher`).
+    fetchers: RefCell<std::collections::HashSet<BrokerId>>,
     pub clock: SystemClock,
     stopping: Cell<bool>,
     /// `queued.max.request.bytes`, shared by this shard's connections.
@@ -319,15 +327,16 @@ impl Shard {
         Ok(partition)
     }
 
-    /// Whether this broker leads `tp` in `image`, and under which leader epoch.
-    fn leadership_in(&self, image: &MetadataImage, tp: &TopicPartition) -> (bool, LeaderEpoch) {
-        let me = BrokerId(self.config.node_id);
-        image
+    /// Gives `partition` the role `image` gives this broker in it (leader or follower).
+    fn take_role_in(&self, image: &MetadataImage, partition: &mut Partition<UringStorage>) {
+        let tp = &partition.tp;
+        let state = image
             .topic(&tp.topic)
-            .and_then(|t| t.partition_states.get(tp.partition.0 as usize))
-            .map_or((false, LeaderEpoch(0)), |s| {
-                (s.leader == me, s.leader_epoch)
-            })
+            .and_then(|t| t.partition_states.get(tp.partition.0 as usize));
+        if let Some(state) = state {
+            let me = BrokerId(self.config.node_id);
+            partition.take_role(me, state, self.clock.now_ms());
+        }
     }
 
     /// The answer for a partition this shard has not opened: one the metadata names is on its
@@ -400,8 +409,12 @@ impl Shard {
                     }
                     ShardResponse::Done
                 }
-                ShardRequest::WaitForData { items, max_wait } => {
-                    self.wait_for_data_local(items, max_wait).await;
+                ShardRequest::WaitForData {
+                    items,
+                    follower,
+                    max_wait,
+                } => {
+                    self.wait_for_data_local(items, follower, max_wait).await;
                     ShardResponse::Done
                 }
                 ShardRequest::ListOffsets { items } => {
@@ -468,7 +481,7 @@ impl Shard {
             let result = if self.is_stopping() {
                 Err(ErrorCode::NotLeaderOrFollower.into())
             } else {
-                self.append_led(tp, records, transactional_id).await
+                self.append_led(tp, records, acks, transactional_id).await
             };
             if let Ok((_, p)) = &result {
                 partition::schedule_flush(p);
@@ -479,7 +492,7 @@ impl Shard {
         for result in appended {
             results.push(match result {
                 Ok((outcome, p)) => {
-                    // The handler lets only 0, 1 and -1 (all) through.
+                    // The handler lets only 0, 1 and -1 (ACKS_ALL) through.
                     let acked = match acks {
                         0 => Ok(()),
                         1 => partition::wait_durable(&p, outcome.end).await,
@@ -499,6 +512,7 @@ impl Shard {
         self: &Rc<Self>,
         tp: &TopicPartition,
         records: &Bytes,
+        acks: i16,
         transactional_id: Option<&str>,
     ) -> Result<(ProduceOutcome, PartitionRef<UringStorage>), ProduceError> {
         let p = self.led_partition(tp, -1)?;
@@ -512,6 +526,9 @@ impl Shard {
             }
             None => None,
         };
+        if acks == ACKS_ALL {
+            p.borrow().check_min_insync()?;
+        }
         // Time is read after the wait, so the batch's append time is when it was appended.
         let outcome = p.borrow_mut().append(records, self.clock.now_ms())?;
         Ok((outcome, p))
@@ -579,14 +596,18 @@ impl Shard {
         results
     }
 
-    async fn fetch_one(&self, item: FetchItem, limit: ReadLimit) -> FetchResult {
+    async fn fetch_one(self: &Rc<Self>, item: FetchItem, limit: ReadLimit) -> FetchResult {
         let partition = match self.led_partition(&item.tp, item.current_leader_epoch) {
             Ok(p) => p,
             Err(code) => return FetchResult::failed(code, None),
         };
         match item.replica {
             None => self.consumer_fetch(&partition, &item, limit).await,
-            Some((replica, _epoch)) => self.follower_fetch(&partition, &item, replica, limit).await,
+            Some((replica, epoch)) => {
+                let epoch = (epoch.0 >= 0).then_some(epoch);
+                self.follower_fetch(&partition, &item, (replica, epoch), limit)
+                    .await
+            }
         }
     }
 
@@ -627,10 +648,10 @@ impl Shard {
     /// the log end, past the high watermark that waits for the followers themselves; only from
     /// a replica the partition's assignment names.
     async fn follower_fetch(
-        &self,
+        self: &Rc<Self>,
         partition: &PartitionRef<UringStorage>,
         item: &FetchItem,
-        replica: BrokerId,
+        (replica, epoch): (BrokerId, Option<BrokerEpoch>),
         limit: ReadLimit,
     ) -> FetchResult {
         let me = BrokerId(self.config.node_id);
@@ -644,6 +665,21 @@ impl Shard {
         if let Err(code) = check {
             return FetchResult::failed(code, None);
         }
+        // A follower whose last epoch ends elsewhere here has a history this log does not
+        // share: it is told where to cut, with no records, and its offset is not progress.
+        let diverging = partition
+            .borrow()
+            .diverging_epoch(item.last_fetched_epoch, item.offset);
+        match diverging {
+            Err(code) => return FetchResult::failed(code, Some(partition.borrow().offsets())),
+            Ok(Some(diverging)) => {
+                return FetchResult {
+                    diverging_epoch: Some(diverging),
+                    ..FetchResult::read(partition.borrow().offsets(), Payload::default(), None)
+                };
+            }
+            Ok(None) => {}
+        }
         let (records, span, offsets) = match self
             .read_records(partition, item, limit, Reader::Follower)
             .await
@@ -651,8 +687,9 @@ impl Shard {
             Ok(read) => read,
             Err(failed) => return failed,
         };
-        // The follower's fetch is served, read from its fetch offset: that offset is its log
-        // end, the progress the leader records for the high watermark and the ISR.
+        // The follower fetches from its durable end: the progress the high watermark and the
+        // ISR are decided on.
+        self.note_follower_fetch(partition, (replica, epoch), item.offset);
         FetchResult::read(offsets, records, span)
     }
 
@@ -726,11 +763,16 @@ impl Shard {
         })
     }
 
-    async fn wait_for_data_local(&self, items: Vec<(TopicPartition, Offset)>, max_wait: Duration) {
+    async fn wait_for_data_local(
+        &self,
+        items: Vec<(TopicPartition, Offset)>,
+        follower: bool,
+        max_wait: Duration,
+    ) {
         let mut arrivals = Vec::new();
         for (tp, offset) in items {
             let Ok(p) = self.partition(&tp) else { return };
-            match partition::data_arrival(&p, offset) {
+            match partition::data_arrival(&p, offset, follower) {
                 Some(rx) => arrivals.push(rx),
                 None => return,
             }
@@ -820,12 +862,12 @@ impl Shard {
                 if p.log_config() != &topic.log_config {
                     p.set_log_config(topic.log_config.clone());
                 }
-                let (leading, epoch) = self.leadership_in(&image, tp);
-                p.set_leadership(leading, epoch);
+                self.take_role_in(&image, &mut p);
             }
         }
         self.remove_stale_directories(&old, &image);
         self.open_owned_partitions(false).await;
+        self.start_fetchers();
         self.groups.load_owned(self).await;
         self.txns.load_owned(self).await;
     }
@@ -936,8 +978,7 @@ impl Shard {
                         tracing::debug!("recovered {tp}: {report:?}");
                     }
                     let mut partition = partition;
-                    let (leading, epoch) = self.leadership_in(&self.image(), &tp);
-                    partition.set_leadership(leading, epoch);
+                    self.take_role_in(&self.image(), &mut partition);
                     self.partitions
                         .borrow_mut()
                         .insert(tp, Rc::new(RefCell::new(partition)));

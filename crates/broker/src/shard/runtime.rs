@@ -3,7 +3,7 @@
 //! (SO_REUSEPORT, so the kernel spreads connections across shards).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -247,6 +247,7 @@ async fn shard_main(
         groups: GroupCoordinator::new(&config),
         txns: TxnCoordinator::new(&config),
         peers: network::peers::Peers::new(&config.inter_broker_listener_name, config.node_id),
+        fetchers: RefCell::new(HashSet::new()),
         clock: SystemClock,
         stopping: Cell::new(false),
         request_memory: Rc::new(network::RequestMemory::new(
@@ -289,6 +290,7 @@ async fn shard_main(
     glommio::spawn_local(shard.clone().retention_loop()).detach();
     glommio::spawn_local(shard.clone().cleaner_loop()).detach();
     glommio::spawn_local(shard.clone().scrub_loop()).detach();
+    glommio::spawn_local(shard.clone().isr_expiration_loop()).detach();
     glommio::spawn_local(TxnCoordinator::timer_loop(shard.clone())).detach();
     glommio::spawn_local(GroupCoordinator::timer_loop(
         shard.clone(),

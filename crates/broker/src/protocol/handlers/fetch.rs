@@ -301,14 +301,20 @@ async fn wait_for_data(
     timeout: Duration,
 ) {
     let mut routed: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
+    let mut follower = false;
     for (w, r) in wanted.iter().zip(results) {
         if let Ok(item) = &w.item {
-            // Wait for data past what this round already returned.
-            let seen = r
-                .offsets
-                .map(|o| o.high_watermark)
-                .unwrap_or(item.offset)
-                .max(item.offset);
+            follower = item.replica.is_some();
+            // Wait for data past what this round already returned: a consumer's reads stop at
+            // the high watermark, a follower's at the durable end, past its fetch offset.
+            let seen = match follower {
+                true => item.offset,
+                false => r
+                    .offsets
+                    .map(|o| o.high_watermark)
+                    .unwrap_or(item.offset)
+                    .max(item.offset),
+            };
             routed
                 .entry(shard.owner_of(&item.tp))
                 .or_default()
@@ -325,6 +331,7 @@ async fn wait_for_data(
                 owner,
                 ShardRequest::WaitForData {
                     items,
+                    follower,
                     max_wait: timeout,
                 },
             )
