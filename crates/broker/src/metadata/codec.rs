@@ -24,8 +24,10 @@ use crate::types::{PartitionId, ProducerId};
 pub const MAGIC: &[u8; 8] = b"SLUICEMD";
 /// The format this code writes (and the newest it reads).
 const FORMAT_VERSION: u16 = 1;
-/// Every record type is at version 0.
+/// Every record type is at version 0, but PartitionChange, which is at 1 (it names the partition
+/// epoch it was decided at) and still reads version 0.
 const RECORD_VERSION: u8 = 0;
+const PARTITION_CHANGE_VERSION: u8 = 1;
 /// A string's length that stands for "absent".
 const ABSENT: u16 = u16::MAX;
 
@@ -172,7 +174,14 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
         MetadataRecord::UnfenceBroker { .. } => UNFENCE_BROKER,
         MetadataRecord::PartitionChange { .. } => PARTITION_CHANGE,
     };
-    out.extend_from_slice(&[kind, RECORD_VERSION]);
+    let version = match record {
+        MetadataRecord::PartitionChange {
+            decided_at: Some(_),
+            ..
+        } => PARTITION_CHANGE_VERSION,
+        _ => RECORD_VERSION,
+    };
+    out.extend_from_slice(&[kind, version]);
     match record {
         MetadataRecord::RegisterBroker(b) => {
             out.extend_from_slice(&b.id.0.to_be_bytes());
@@ -240,6 +249,7 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
             partition,
             leader,
             isr,
+            decided_at,
         } => {
             out.extend_from_slice(topic_id.as_bytes());
             out.extend_from_slice(&partition.0.to_be_bytes());
@@ -251,6 +261,9 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
             if let Some(isr) = isr {
                 put_brokers(out, isr);
             }
+            if let Some(at) = decided_at {
+                out.extend_from_slice(&at.0.to_be_bytes());
+            }
         }
     }
 }
@@ -258,7 +271,9 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
 fn decode_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
     let kind = r.u8()?;
     let version = r.u8()?;
-    if version != RECORD_VERSION {
+    let known = version == RECORD_VERSION
+        || (kind == PARTITION_CHANGE && version == PARTITION_CHANGE_VERSION);
+    if !known {
         return Err(DecodeError::UnknownRecord { kind, version });
     }
     Ok(match kind {
@@ -341,6 +356,10 @@ fn decode_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
             isr: match r.bool()? {
                 true => Some(r.brokers()?),
                 false => None,
+            },
+            decided_at: match version {
+                PARTITION_CHANGE_VERSION => Some(PartitionEpoch(r.i32()?)),
+                _ => None,
             },
         },
         _ => return Err(DecodeError::UnknownRecord { kind, version }),
@@ -494,12 +513,14 @@ mod tests {
                 partition: PartitionId(0),
                 leader: Some(BrokerId::NONE),
                 isr: None,
+                decided_at: None,
             },
             MetadataRecord::PartitionChange {
                 topic_id: id,
                 partition: PartitionId(0),
                 leader: None,
                 isr: Some(vec![BrokerId(2)]),
+                decided_at: Some(PartitionEpoch(1)),
             },
             MetadataRecord::FenceBroker {
                 id: BrokerId(1),

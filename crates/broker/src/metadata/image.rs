@@ -51,6 +51,14 @@ pub enum ApplyError {
         expected: i32,
     },
     TooManyPartitions(String),
+    /// A partition change decided at another partition epoch than the partition's now: decided
+    /// on an image the quorum had moved past.
+    StalePartitionChange {
+        topic: String,
+        partition: i32,
+        decided_at: i32,
+        now: i32,
+    },
     BadPartitionState(String),
     BrokerEpochWentBack(BrokerId),
     /// A fence or unfence of a broker that is not registered at that epoch.
@@ -89,6 +97,15 @@ impl fmt::Display for ApplyError {
                 f,
                 "{topic}: more than {} partitions",
                 limits::TOPIC_PARTITIONS_MAX
+            ),
+            ApplyError::StalePartitionChange {
+                topic,
+                partition,
+                decided_at,
+                now,
+            } => write!(
+                f,
+                "{topic}-{partition}: a change decided at partition epoch {decided_at}, now at {now}"
             ),
             ApplyError::BadPartitionState(why) => write!(f, "bad partition state: {why}"),
             ApplyError::BrokerEpochWentBack(id) => {
@@ -163,6 +180,7 @@ impl MetadataImage {
                 partition,
                 leader,
                 isr,
+                decided_at,
             } => {
                 let meta = self
                     .topic_by_id(*topic_id)
@@ -173,6 +191,14 @@ impl MetadataImage {
                         partition: partition.0,
                     },
                 )?;
+                if decided_at.is_some_and(|at| at != state.partition_epoch) {
+                    return Err(ApplyError::StalePartitionChange {
+                        topic: meta.name.clone(),
+                        partition: partition.0,
+                        decided_at: decided_at.map_or(-1, |at| at.0),
+                        now: state.partition_epoch.0,
+                    });
+                }
                 let changed = state.changed(*leader, isr.as_deref());
                 check_partition_state(&changed).map_err(ApplyError::BadPartitionState)?;
                 let mut next = (**meta).clone();
@@ -493,6 +519,24 @@ mod tests {
         }
         image.apply(&partition(id, 0, one)).unwrap();
         assert_eq!(image.topics["t"].partitions, 1);
+        let change_at = |epoch| MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: PartitionId(0),
+            leader: Some(BrokerId(1)),
+            isr: None,
+            decided_at: Some(PartitionEpoch(epoch)),
+        };
+        image.apply(&change_at(0)).unwrap();
+        refused(
+            &mut image,
+            change_at(0),
+            ApplyError::StalePartitionChange {
+                topic: "t".into(),
+                partition: 0,
+                decided_at: 0,
+                now: 1,
+            },
+        );
         let before = image.clone();
         let bad_config = MetadataRecord::Config {
             resource: ConfigResource::Topic("t".into()),

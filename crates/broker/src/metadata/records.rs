@@ -117,6 +117,13 @@ pub enum MetadataRecord {
         leader: Option<BrokerId>,
         /// The new ISR, or `None`: unchanged.
         isr: Option<Vec<BrokerId>>,
+        /// The partition epoch the change was decided at: it applies only to a partition still
+        /// at that epoch. Sluice's controllers decide on their own broker's image, which the
+        /// quorum may have moved past by the time the change commits (a new leader, another ISR
+        /// change); applied blindly, a stale ISR could bring back a broker that misses committed
+        /// records. Kafka needs no such field: its one active controller decides on the latest
+        /// state. `None` only in records written before the field existed.
+        decided_at: Option<PartitionEpoch>,
     },
     /// A block of producer ids handed to a broker: every id below `next_producer_id` is taken.
     ProducerIds {

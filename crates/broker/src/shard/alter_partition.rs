@@ -151,6 +151,7 @@ fn decide_one(
         partition: change.partition,
         leader: None,
         isr: Some(new_isr.clone()),
+        decided_at: Some(state.partition_epoch),
     };
     Ok((state.changed(None, Some(&new_isr)), Some(record)))
 }
@@ -204,6 +205,7 @@ mod tests {
                 partition: PartitionId(0),
                 leader: Some(BrokerId(1)),
                 isr: Some(ids(&[1, 2])),
+                decided_at: None,
             },
         ];
         for record in &records {

@@ -148,6 +148,7 @@ fn elect(
         partition: PartitionId(partition),
         leader: Some(leader),
         isr,
+        decided_at: Some(state.partition_epoch),
     };
     match kind {
         ElectionType::Preferred => {
@@ -347,6 +348,7 @@ mod tests {
         let asked = [("t".to_string(), vec![4])].into_iter().collect();
         let (records, outcomes) = decide(&image, ElectionType::Unclean, Some(&asked));
         assert_eq!(codes(&outcomes), [(4, ErrorCode::None)]);
+        let decided_at = image.topics["t"].partition_states[4].partition_epoch;
         assert_eq!(
             records,
             [MetadataRecord::PartitionChange {
@@ -354,6 +356,7 @@ mod tests {
                 partition: PartitionId(4),
                 leader: Some(BrokerId(3)),
                 isr: None,
+                decided_at: Some(decided_at),
             }]
         );
     }

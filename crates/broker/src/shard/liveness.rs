@@ -67,6 +67,7 @@ pub fn decide(
                     partition: PartitionId(index as i32),
                     leader: change.leader,
                     isr: change.isr,
+                    decided_at: Some(state.partition_epoch),
                 });
             }
         }
@@ -228,6 +229,7 @@ mod tests {
                 partition: PartitionId(p),
                 leader: Some(BrokerId(leader)),
                 isr: Some(ids(isr)),
+                decided_at: None,
             })
             .unwrap();
     }
