@@ -161,6 +161,11 @@ impl<S: Storage> Partition<S> {
         }
     }
 
+    /// Whether this broker leads the partition, as the image last said.
+    pub fn is_leading(&self) -> bool {
+        self.leading
+    }
+
     /// Whether this broker leads and `follower` is one of the partition's replicas.
     pub fn has_follower(&self, follower: BrokerId) -> bool {
         self.replicas

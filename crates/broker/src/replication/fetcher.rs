@@ -168,7 +168,7 @@ async fn apply(
             };
             match take_partition(f, data, now_ms).await {
                 Taken::Appended(hw) => appended.push((f, hw)),
-                Taken::Truncated => {}
+                Taken::Truncated | Taken::Moved => {}
                 Taken::Stalled(why) => {
                     tracing::info!("{}: following waits for new metadata: {why}", f.tp);
                     stalled.insert(f.tp.clone(), (f.leader_epoch, retry_at));
@@ -214,6 +214,8 @@ enum Taken {
     Appended(Offset),
     /// Truncated to where the leader's history and this one agree: fetched again at once.
     Truncated,
+    /// The image moved the partition while the fetch was out: its answer is dropped.
+    Moved,
     /// Refused for a reason new metadata changes, here or at the leader.
     Stalled(String),
     /// Anything else: fetched again after the backoff.
@@ -221,6 +223,15 @@ enum Taken {
 }
 
 async fn take_partition(f: &Followed, data: PartitionData, now_ms: i64) -> Taken {
+    // The image may have moved while the fetch was out: an answer from a leader this replica no
+    // longer follows at that epoch must not touch its log.
+    let moved = {
+        let p = f.partition.borrow();
+        p.is_leading() || p.leader_epoch() != f.leader_epoch
+    };
+    if moved {
+        return Taken::Moved;
+    }
     if data.error_code != ErrorCode::None.code() {
         let code = data.error_code;
         return if WAIT_FOR_METADATA.iter().any(|c| c.code() == code) {

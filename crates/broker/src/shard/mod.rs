@@ -665,6 +665,13 @@ impl Shard {
         if let Err(code) = check {
             return FetchResult::failed(code, None);
         }
+        // A fetch from an earlier incarnation of the follower (a process since restarted and
+        // registered again) must not count as progress of the new one (Kafka's stale fetch
+        // state check).
+        let registered = self.image().brokers.get(&replica).map(|b| b.epoch);
+        if epoch.zip(registered).is_some_and(|(sent, now)| sent < now) {
+            return FetchResult::failed(ErrorCode::NotLeaderOrFollower, None);
+        }
         // A follower whose last epoch ends elsewhere here has a history this log does not
         // share: it is told where to cut, with no records, and its offset is not progress.
         let diverging = partition
