@@ -190,6 +190,13 @@ pub struct Config {
     pub transaction_max_timeout_ms: i32,
     /// `replica.*`: how followers fetch, and how long one may lag before it leaves the ISR.
     pub replica: crate::replication::ReplicaConfig,
+    /// `auto.leader.rebalance.enable`: whether the quorum's leader gives partitions back to their
+    /// preferred replicas, every `leader.imbalance.check.interval.seconds`, for brokers whose
+    /// share of preferred partitions led elsewhere is above
+    /// `leader.imbalance.per.broker.percentage`.
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval: Duration,
+    pub leader_imbalance_per_broker_percentage: u32,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     pub transaction_state_partitions: i32,
     /// `transaction.state.log.segment.bytes`.
@@ -271,6 +278,9 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("offsets.topic.segment.bytes", "104857600"),
     ("offset.metadata.max.bytes", "4096"),
     ("transaction.max.timeout.ms", "900000"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("leader.imbalance.per.broker.percentage", "10"),
     ("replica.fetch.max.bytes", "1048576"),
     ("replica.fetch.response.max.bytes", "10485760"),
     ("replica.fetch.wait.max.ms", "500"),
@@ -449,6 +459,22 @@ impl Config {
             broker_heartbeat_interval,
             broker_session_timeout,
             replica,
+            auto_leader_rebalance: parse_bool(
+                "auto.leader.rebalance.enable",
+                &get("auto.leader.rebalance.enable"),
+            )?,
+            leader_imbalance_check_interval: Duration::from_secs(parse_in_range(
+                "leader.imbalance.check.interval.seconds",
+                &get("leader.imbalance.check.interval.seconds"),
+                1,
+                i32::MAX as i64,
+            )? as u64),
+            leader_imbalance_per_broker_percentage: parse_in_range(
+                "leader.imbalance.per.broker.percentage",
+                &get("leader.imbalance.per.broker.percentage"),
+                0,
+                100,
+            )? as u32,
             data_dir: PathBuf::from(data_dir),
             cores,
             placement,

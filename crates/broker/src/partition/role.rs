@@ -166,13 +166,6 @@ impl<S: Storage> Partition<S> {
         self.leading
     }
 
-    /// Whether this broker leads and `follower` is one of the partition's replicas.
-    pub fn has_follower(&self, follower: BrokerId) -> bool {
-        self.replicas
-            .as_ref()
-            .is_some_and(|set| set.is_replica(follower))
-    }
-
     /// The latest leader epoch in this replica's log (`None`: empty history).
     pub fn latest_epoch(&self) -> Option<crate::metadata::records::LeaderEpoch> {
         self.log.latest_epoch()

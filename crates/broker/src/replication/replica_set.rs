@@ -140,10 +140,7 @@ impl ReplicaSet {
         self.replicas.len()
     }
 
-    pub fn is_replica(&self, id: BrokerId) -> bool {
-        self.replicas.contains(&id)
-    }
-
+    #[cfg(test)]
     pub fn pending(&self) -> Option<&PendingIsr> {
         self.pending.as_ref()
     }

@@ -86,6 +86,64 @@ pub fn after_liveness(state: &PartitionState, service: &Service<'_>) -> Option<L
     (change.leader.is_some() || change.isr.is_some()).then_some(change)
 }
 
+/// The partitions whose preferred replica should lead again, for the automatic rebalance
+/// (`auto.leader.rebalance.enable`, Kafka's controller task of the same name): for every broker
+/// whose share of its preferred partitions led by others is above `imbalance_percent`
+/// (`leader.imbalance.per.broker.percentage`), the ones it can take back now (live and in the
+/// ISR). `None`: no broker is that imbalanced.
+pub fn rebalance_candidates(
+    image: &MetadataImage,
+    imbalance_percent: u32,
+) -> Option<BTreeMap<String, Vec<i32>>> {
+    let mut preferred: BTreeMap<BrokerId, Preferred<'_>> = BTreeMap::new();
+    for topic in image.topics.values() {
+        for (index, state) in topic.partition_states.iter().enumerate() {
+            let Some(&first) = state.replicas.first() else {
+                continue;
+            };
+            let entry = preferred.entry(first).or_default();
+            entry.total += 1;
+            if state.leader != first {
+                entry.led_elsewhere.push((&topic.name, index as i32));
+            }
+        }
+    }
+    let mut candidates: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (
+        broker,
+        Preferred {
+            total,
+            led_elsewhere: not_led,
+        },
+    ) in preferred
+    {
+        let over = not_led.len() * 100 > total * imbalance_percent as usize;
+        if !over || !image.is_live(broker) {
+            continue;
+        }
+        for (topic, partition) in not_led {
+            let in_sync = image
+                .topic(topic)
+                .and_then(|t| t.partition_states.get(partition as usize))
+                .is_some_and(|s| s.isr.contains(&broker));
+            if in_sync {
+                candidates
+                    .entry(topic.to_string())
+                    .or_default()
+                    .push(partition);
+            }
+        }
+    }
+    (!candidates.is_empty()).then_some(candidates)
+}
+
+/// The partitions that prefer one broker (list it first): how many, and which others lead.
+#[derive(Default)]
+struct Preferred<'a> {
+    total: usize,
+    led_elsewhere: Vec<(&'a str, i32)>,
+}
+
 /// Kafka's election types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElectionType {
@@ -234,6 +292,23 @@ mod tests {
                 .unwrap();
         }
         image
+    }
+
+    #[test]
+    fn the_rebalance_gives_an_imbalanced_live_broker_back_what_it_prefers_and_can_lead() {
+        let mut image = image();
+        assert_eq!(rebalance_candidates(&image, 10), None, "broker 2 is fenced");
+        image
+            .apply(&MetadataRecord::UnfenceBroker {
+                id: BrokerId(2),
+                epoch: BrokerEpoch(0),
+            })
+            .unwrap();
+        // Broker 2 prefers p1 (leaderless) and p2 (led by 1), in sync in both: 2 of 2 led by
+        // others. Broker 1 leads both partitions it prefers.
+        let expected: BTreeMap<String, Vec<i32>> = [("t".to_string(), vec![1, 2])].into();
+        assert_eq!(rebalance_candidates(&image, 10), Some(expected));
+        assert_eq!(rebalance_candidates(&image, 100), None, "not above 100%");
     }
 
     fn codes(outcomes: &[ElectionOutcome]) -> Vec<(i32, ErrorCode)> {

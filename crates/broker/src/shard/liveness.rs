@@ -83,8 +83,15 @@ pub async fn fence_silent_brokers(shard: Rc<Shard>, member: Rc<QuorumMember>) {
         .controller
         .as_ref()
         .expect("shard 0 runs the controller");
+    let mut last_rebalance = Instant::now();
     while !shard.is_stopping() {
         glommio::timer::sleep(tick).await;
+        if member.heartbeats().borrow().is_leading()
+            && last_rebalance.elapsed() >= shard.config.leader_imbalance_check_interval
+        {
+            last_rebalance = Instant::now();
+            rebalance_leaders(&shard, controller).await;
+        }
         let image = member.image();
         let live = member.heartbeats().borrow().live(
             &image.brokers,
@@ -103,6 +110,30 @@ pub async fn fence_silent_brokers(shard: Rc<Shard>, member: Rc<QuorumMember>) {
         {
             tracing::warn!("changing broker liveness: {why}");
         }
+    }
+}
+
+/// Kafka's automatic leader rebalance (`auto.leader.rebalance.enable`): gives each broker whose
+/// preferred partitions are led elsewhere beyond `leader.imbalance.per.broker.percentage` the
+/// ones it can lead again (`elections::rebalance_candidates`), as preferred elections.
+async fn rebalance_leaders(shard: &Rc<Shard>, controller: &super::controller::Controller) {
+    if !shard.config.auto_leader_rebalance {
+        return;
+    }
+    let percent = shard.config.leader_imbalance_per_broker_percentage;
+    let Some(partitions) = super::elections::rebalance_candidates(&shard.image(), percent) else {
+        return;
+    };
+    let request = ControllerRequest::ElectLeaders {
+        kind: super::elections::ElectionType::Preferred,
+        partitions: Some(partitions),
+    };
+    if let ControllerResponse::Elections(outcomes) = controller.handle(shard, request).await {
+        let moved = outcomes
+            .iter()
+            .filter(|(_, _, code)| *code == crate::error::ErrorCode::None)
+            .count();
+        tracing::info!("leader rebalance: {moved} partitions led by their preferred replica again");
     }
 }
 
