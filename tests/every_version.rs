@@ -195,6 +195,73 @@ fn every_advertised_version_is_answered() {
         );
         assert_eq!(r.topics[0].partitions[0].offset, 9, "ListOffsets v{v}");
     }
+    // OffsetForLeaderEpoch: partition 0 of v2 holds 9 records, all written under its current
+    // leader epoch, whose end is therefore the log end; a newer epoch is undefined (-1, -1, no
+    // error); a newer current epoch than the partition's is UNKNOWN_LEADER_EPOCH; partitions and
+    // topics that do not exist are UNKNOWN_TOPIC_OR_PARTITION. A consumer (-1) and a follower (a
+    // broker id, v3+) are answered alike.
+    let epoch = metadata.topics[0].partitions[0].leader_epoch;
+    for v in 2..=4 {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        let ask = |partition: i32, current: i32, asked: i32| {
+            OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(asked)
+        };
+        let topics = vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(name("v2"))
+                .with_partitions(vec![
+                    ask(0, -1, epoch),
+                    ask(0, epoch, epoch + 1),
+                    ask(0, epoch + 1, epoch),
+                    ask(2, -1, epoch),
+                ]),
+            OffsetForLeaderTopic::default()
+                .with_topic(name("nope"))
+                .with_partitions(vec![ask(0, -1, epoch)]),
+        ];
+        for replica in [-1, 1] {
+            let r: OffsetForLeaderEpochResponse = call(
+                &mut s,
+                ApiKey::OffsetForLeaderEpoch,
+                v,
+                &OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(BrokerId(if v >= 3 { replica } else { -2 }))
+                    .with_topics(topics.clone()),
+            );
+            let answers: Vec<(&str, i32, i16, i32, i64)> = r
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        let topic = t.topic.0.as_str();
+                        (
+                            topic,
+                            p.partition,
+                            p.error_code,
+                            p.leader_epoch,
+                            p.end_offset,
+                        )
+                    })
+                })
+                .collect();
+            assert_eq!(
+                answers,
+                [
+                    ("v2", 0, 0, epoch, 9),
+                    ("v2", 0, 0, -1, -1),
+                    ("v2", 0, 75, -1, -1),
+                    ("v2", 2, 3, -1, -1),
+                    ("nope", 0, 3, -1, -1),
+                ],
+                "OffsetForLeaderEpoch v{v}, replica {replica}"
+            );
+        }
+    }
     for v in 1..=4 {
         let resource = DescribeConfigsResource::default()
             .with_resource_type(2)

@@ -9,7 +9,9 @@
 //!   before anything is written (NOT_ENOUGH_REPLICAS) while acks=1 is still taken; it is
 //!   accepted again once the missing replica has caught up and rejoined the ISR;
 //! - a follower that was killed and missed writes catches up after its restart, rejoins the
-//!   ISR and, elected when the leader stops (a controlled shutdown), serves every record.
+//!   ISR and, elected when the leader stops (a controlled shutdown), serves every record;
+//! - OffsetForLeaderEpoch, answered by the leader only, places an old epoch's end where the new
+//!   leader's epoch began.
 //!
 //! `replica.lag.time.max.ms=4000` (Kafka's default is 30 s) lets a stuck follower leave the ISR
 //! within seconds; the brokers' session timeout (6 s, see `Cluster::start_with`) fences a dead one.
@@ -39,9 +41,12 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 /// A follower that has not caught up for this long leaves the ISR.
 const REPLICA_LAG: &str = "replica.lag.time.max.ms=4000";
 
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
 /// Lines of each broker's log a failure shows.
 const LOG_LINES: usize = 300;
@@ -231,6 +236,109 @@ fn a_follower_that_restarts_catches_up() {
     check_read_back(&cluster, &deliveries, 2 * CATCH_UP_RECORDS, &read);
     drop(sender);
     stop_all(&mut cluster);
+}
+
+/// OffsetForLeaderEpoch across a leader change, as a consumer asks it to check its position
+/// (KIP-320): only the leader answers; after a controlled shutdown hands the partition to a
+/// follower at a newer epoch, the new leader places the old epoch's end where its own began,
+/// its own epoch's end at its log end, and refuses a current epoch that is stale (fenced) or
+/// newer than its own.
+#[test]
+fn offset_for_leader_epoch_places_epochs_across_a_leader_change() {
+    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    let topic = "epochs";
+    let before = replicated_topic(&cluster, topic, 1, "1");
+    let (leader, old) = (before[0].leader, before[0].leader_epoch);
+    let follower = first_follower(&before[0]);
+    // Acknowledged by all three replicas: every one holds them under the old epoch.
+    for _ in 0..3 {
+        let code = produce_until(&cluster, index_of(leader), topic, -1, &[]);
+        assert_eq!(code, 0, "{}", cluster.log_tails(LOG_LINES));
+    }
+    assert_eq!(epoch_end(&cluster, leader, topic, -1, old), (0, old, 3));
+    assert_eq!(
+        epoch_end(&cluster, follower, topic, -1, old),
+        (NOT_LEADER_OR_FOLLOWER, -1, -1)
+    );
+
+    let stopped = cluster.brokers[index_of(leader)].terminate_within(QUORUM_WAIT_MAX);
+    assert_eq!(stopped, Some(true), "{}", cluster.log_tails(LOG_LINES));
+    let after = cluster.wait_metadata(
+        index_of(follower),
+        topic,
+        "a new leader once the old one stopped",
+        |_, partitions| {
+            partitions
+                .first()
+                .is_some_and(|p| new_leader(p, leader, old))
+        },
+    );
+    let (leader, new) = (after[0].leader, after[0].leader_epoch);
+    // Two more records under the new epoch, once the new leader has taken the partition.
+    for _ in 0..2 {
+        let code = produce_until(
+            &cluster,
+            index_of(leader),
+            topic,
+            -1,
+            &[NOT_LEADER_OR_FOLLOWER],
+        );
+        assert_eq!(code, 0, "{}", cluster.log_tails(LOG_LINES));
+    }
+    assert_eq!(epoch_end(&cluster, leader, topic, -1, old), (0, old, 3));
+    assert_eq!(epoch_end(&cluster, leader, topic, new, new), (0, new, 5));
+    assert_eq!(
+        epoch_end(&cluster, leader, topic, new, new + 1),
+        (0, -1, -1)
+    );
+    assert_eq!(
+        epoch_end(&cluster, leader, topic, old, new),
+        (FENCED_LEADER_EPOCH, -1, -1)
+    );
+    assert_eq!(
+        epoch_end(&cluster, leader, topic, new + 1, new),
+        (UNKNOWN_LEADER_EPOCH, -1, -1)
+    );
+    stop_all(&mut cluster);
+}
+
+/// Broker `node`'s OffsetForLeaderEpoch answer (v4, as a consumer) for partition 0 of `topic`:
+/// (error code, leader epoch, end offset).
+fn epoch_end(
+    cluster: &Cluster,
+    node: i32,
+    topic: &str,
+    current: i32,
+    epoch: i32,
+) -> (i16, i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)])]);
+    let broker = &cluster.brokers[index_of(node)];
+    let answer: Result<OffsetForLeaderEpochResponse, String> = try_call(
+        &mut common::connect(broker),
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        &request,
+    );
+    match answer {
+        Ok(r) => {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        }
+        Err(e) => panic!(
+            "OffsetForLeaderEpoch to broker {node}: {e}{}",
+            cluster.log_tails(LOG_LINES)
+        ),
+    }
 }
 
 /// Records written before a follower dies, and again while it is away.

@@ -97,6 +97,22 @@ fn seed_requests() -> Vec<(ApiKey, i16, RequestKind)> {
     let metadata = MetadataRequest::default().with_topics(Some(vec![
         metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
     ]));
+    let epoch_ends = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(topic())
+                .with_partitions(
+                    (0..PARTITIONS)
+                        .map(|p| {
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(p)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(p - 1)
+                        })
+                        .collect(),
+                ),
+        ]);
     let group = || GroupId(name("g"));
     let commit = OffsetCommitRequest::default()
         .with_group_id(group())
@@ -217,6 +233,11 @@ fn seed_requests() -> Vec<(ApiKey, i16, RequestKind)> {
         (ApiKey::ListOffsets, 6, R::ListOffsets(list_offsets)),
         (ApiKey::Metadata, 1, R::Metadata(metadata.clone())),
         (ApiKey::Metadata, 12, R::Metadata(metadata)),
+        (
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            R::OffsetForLeaderEpoch(epoch_ends),
+        ),
         (ApiKey::OffsetCommit, 8, R::OffsetCommit(commit)),
         (ApiKey::OffsetFetch, 7, R::OffsetFetch(offset_fetch)),
         (ApiKey::JoinGroup, 7, R::JoinGroup(join)),

@@ -906,6 +906,9 @@ pub mod seeds {
             ApiKey::Fetch => RequestKind::Fetch(FetchRequest::default()),
             ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default()),
             ApiKey::Metadata => RequestKind::Metadata(MetadataRequest::default()),
+            ApiKey::OffsetForLeaderEpoch => {
+                RequestKind::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default())
+            }
             ApiKey::OffsetCommit => RequestKind::OffsetCommit(OffsetCommitRequest::default()),
             ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
             ApiKey::FindCoordinator => {

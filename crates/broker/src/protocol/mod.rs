@@ -48,6 +48,10 @@ pub fn supported_apis() -> Vec<ApiRange> {
         range(ApiKey::Fetch, fetch::VERSIONS),
         range(ApiKey::ListOffsets, list_offsets::VERSIONS),
         range(ApiKey::Metadata, metadata::VERSIONS),
+        range(
+            ApiKey::OffsetForLeaderEpoch,
+            offset_for_leader_epoch::VERSIONS,
+        ),
         range(ApiKey::ApiVersions, api_versions::VERSIONS),
         range(ApiKey::CreateTopics, create_topics::VERSIONS),
         range(ApiKey::DeleteTopics, delete_topics::VERSIONS),

@@ -165,6 +165,10 @@ pub struct OffsetFound {
 /// A ListOffsets answer.
 pub type OffsetAnswer = Result<OffsetFound, ErrorCode>;
 
+/// An OffsetForLeaderEpoch answer: where the asked epoch ends in the leader's log (`None`:
+/// undefined, Kafka's -1/-1).
+pub type EpochEndAnswer = Result<Option<(LeaderEpoch, Offset)>, ErrorCode>;
+
 /// Kafka's file in each partition directory naming the topic id it belongs to (KIP-516).
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
@@ -213,6 +217,11 @@ pub enum ShardRequest {
     ListOffsets {
         items: Vec<(TopicPartition, (i64, i32))>,
     },
+    /// OffsetForLeaderEpoch: (partition, (the client's current leader epoch or -1, the epoch
+    /// whose end it asks for)).
+    EpochEnds {
+        items: Vec<(TopicPartition, (i32, i32))>,
+    },
     /// DeleteRecords: move each partition's log start to the offset (-1: the high watermark).
     DeleteRecords {
         items: Vec<(TopicPartition, i64)>,
@@ -249,6 +258,7 @@ pub enum ShardResponse {
     Produce(Vec<Result<ProduceOutcome, ProduceError>>),
     Fetch(Vec<FetchResult>),
     ListOffsets(Vec<OffsetAnswer>),
+    EpochEnds(Vec<EpochEndAnswer>),
     DeleteRecords(Vec<Result<Offset, ErrorCode>>),
     /// One result per partition of WriteMarkers.
     PerPartition(Vec<Result<(), ErrorCode>>),
@@ -419,6 +429,14 @@ impl Shard {
                 }
                 ShardRequest::ListOffsets { items } => {
                     ShardResponse::ListOffsets(self.list_offsets_local(items).await)
+                }
+                ShardRequest::EpochEnds { items } => {
+                    let answers = items.into_iter().map(|(tp, (current, asked))| {
+                        let partition = self.led_partition(&tp, current)?;
+                        let end = partition.borrow().end_offset_for_epoch(LeaderEpoch(asked));
+                        Ok(end)
+                    });
+                    ShardResponse::EpochEnds(answers.collect())
                 }
                 ShardRequest::DeleteRecords { items } => {
                     let mut results = Vec::with_capacity(items.len());

@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
 import java.util.Set;
 import java.util.concurrent.ExecutionException;
@@ -174,6 +175,19 @@ public final class JavaClientTest {
                 }
             }
             check(first.offset() == 400 && first.value().equals("v1600"), "seek to 400 gives v1600, got " + first.value());
+
+            // A position that carries a leader epoch is checked with OffsetForLeaderEpoch before
+            // the consumer fetches from it (KIP-320). Every record was written under one epoch,
+            // which ends at the log end: a position inside the log stands; one past the end is
+            // taken for a truncated log and moved back to where the epoch ends (with a reset
+            // policy; auto.offset.reset=none would throw LogTruncationException instead).
+            int epoch = first.leaderEpoch().orElse(-1);
+            check(epoch >= 0, "records carry their leader epoch, got " + first.leaderEpoch());
+            consumer.seek(p0, new OffsetAndMetadata(300, Optional.of(epoch), ""));
+            check(consumer.position(p0) == 300, "a position inside the epoch stands, got " + consumer.position(p0));
+            consumer.seek(p0, new OffsetAndMetadata(n / 4 + 10, Optional.of(epoch), ""));
+            long moved = consumer.position(p0);
+            check(moved == n / 4, "a position past the epoch's end moves back to it (" + n / 4 + "), got " + moved);
         }
 
         try (Admin admin = Admin.create(common)) {
