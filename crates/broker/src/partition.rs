@@ -1630,6 +1630,24 @@ mod tests {
         }
     }
 
+    /// A broker that led at epoch 3 without appending anything, then follows a leader whose log
+    /// never had epoch 3: told to truncate at its own end (the leader's end of epoch 1), it drops
+    /// the empty epoch, so its next fetch names epoch 1 and the two agree.
+    #[test]
+    fn truncating_at_the_log_end_drops_an_epoch_that_holds_no_record() {
+        let mut p = open_plain(&MemStorage::default());
+        p.set_leadership(true, LeaderEpoch(1));
+        p.append(&plain(0), 0).unwrap();
+        p.set_leadership(true, LeaderEpoch(3));
+        p.set_leadership(false, LeaderEpoch(4));
+        flush(&mut p);
+        assert_eq!(p.latest_epoch(), Some(LeaderEpoch(3)));
+        let p = Rc::new(RefCell::new(p));
+        block_on(truncate_to(&p, Offset(1))).unwrap();
+        assert_eq!(p.borrow().latest_epoch(), Some(LeaderEpoch(1)));
+        assert_eq!(p.borrow().offsets().log_end, Offset(1));
+    }
+
     #[test]
     fn becoming_leader_at_a_new_epoch_starts_it_at_the_log_end() {
         let mut p = open_plain(&MemStorage::default());

@@ -1431,7 +1431,8 @@ impl<S: Storage> Log<S> {
     /// at once, the log end, durable end and epoch cache come down to `offset`, and the
     /// returned truncation cuts the segment holding it, without borrowing the log. Until
     /// `finish_truncation`, appends and flushes are refused. `None` when `offset` is at or past
-    /// the end. Nothing may be pending (WouldBlock): flush first.
+    /// the end: no record goes, but epochs that start at the end (with no record yet) do. Nothing
+    /// may be pending (WouldBlock): flush first.
     pub fn begin_truncation(&mut self, offset: Offset) -> io::Result<Option<Truncation<S>>> {
         // The epoch cache's file may be unsaved: it is written later, and a crash meanwhile
         // leaves entries past the new end that recovery cuts.
@@ -1442,6 +1443,11 @@ impl<S: Storage> Log<S> {
             ));
         }
         if offset >= self.end {
+            // A broker that became leader recorded its epoch's start at its log end, and may
+            // have lost the leadership before appending anything: as a follower, that entry
+            // names an epoch the leader's log never had, and every fetch naming it would be told
+            // to truncate here again (Kafka cuts the cache at the log end in this case too).
+            self.epochs_unsaved |= self.epochs.truncate_from_end(self.end);
             return Ok(None);
         }
         if offset < self.log_start {
