@@ -590,6 +590,20 @@ impl Checker {
             deliveries_log,
             log_tails: checker.cluster.log_tails(LOG_LINES),
         };
+        // The brokers' data directories go with the cluster; a run that found something keeps
+        // their whole logs beside the delivery reports.
+        if !outcome.findings.is_clean() || ran.is_err() {
+            for (i, broker) in checker.cluster.brokers.iter().enumerate() {
+                let _ = std::fs::copy(
+                    &broker.log_file,
+                    run_dir.join(format!("broker-{}.log", i + 1)),
+                );
+            }
+            eprintln!(
+                "delivery reports and broker logs kept in {}",
+                run_dir.display()
+            );
+        }
         if let Err(panic) = ran {
             eprintln!("the checker stopped on a panic{}", outcome.report());
             resume_unwind(panic);
