@@ -1,0 +1,1386 @@
+//! A fault-injection checker for replication: nothing a broker acknowledged to an acks=all
+//! producer may be lost, moved or duplicated, whatever happens to the brokers, and the replicas of
+//! a partition end up byte-identical.
+//!
+//! Three brokers (`replica.lag.time.max.ms=4000`, 6 s sessions) carry a topic of three partitions,
+//! replication factor 3, `min.insync.replicas=2`. An idempotent acks=all producer writes unique
+//! values all along while a seeded schedule of faults runs, one at a time with pauses between:
+//! kill -9 of a partition leader or of a follower (restarted after a random delay), SIGSTOP of a
+//! leader for longer than the broker session then SIGCONT, a clean restart (SIGTERM) of any
+//! broker, and now and then kill -9 of all three at once. At most one broker is down at a time
+//! except in that last fault, so two of three replicas stay in sync and producing goes on.
+//!
+//! Afterwards every broker runs again, every partition gets its leader and its ISR of three back,
+//! the producer flushes, and the checker reads each partition from its start:
+//! (a) every acknowledged (partition, offset, value) is stored exactly there;
+//! (b) no value is stored at two offsets;
+//! (c) nothing is stored that was never produced;
+//! (d) once every replica's log end matches the others' and the brokers stopped cleanly, each
+//!     partition's replicas hold the same segment bytes.
+//!
+//! Environment:
+//! - `SLUICE_CHECKER_SEED` (decimal or 0x-hex): the schedule's seed; the default is fixed and
+//!   printed first, so any failing run can be replayed with the seed it prints.
+//! - `SLUICE_CHECKER_SECONDS`: how long faults are injected (default `DEFAULT_SECONDS`, which
+//!   keeps the test within a few minutes on a busy 2-core machine). `scripts/replication-checker`
+//!   runs it for hours over several seeds.
+//! - `SLUICE_CHECKER_CONTROL=unclean`: run the control scenario instead (unclean leader election
+//!   with `min.insync.replicas=1`, arranged so acknowledged records are lost); the checker must
+//!   then fail. `the_checker_sees_loss_under_unclean_election` runs that control and passes only
+//!   when the checker reports the loss.
+//!
+//! On failure the test prints the seed, the faults that ran (with their times), what the
+//! checker found, where the delivery-report log is, and the tail of every broker's log.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::TcpStream;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::cluster::{
+    create_topic_with, index_of, metadata_of, wait_for_topic, Cluster, PartitionSeen,
+    QUORUM_WAIT_MAX,
+};
+use common::{try_call, Broker};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// The seed a run without `SLUICE_CHECKER_SEED` uses.
+const DEFAULT_SEED: u64 = 0x5EED_C0DE_2026;
+/// Seconds of faults a run without `SLUICE_CHECKER_SECONDS` injects.
+const DEFAULT_SECONDS: u64 = 75;
+
+const TOPIC: &str = "checked";
+const PARTITIONS: i32 = 3;
+
+/// A follower that has not caught up for this long leaves the ISR (Kafka's default is 30 s).
+const REPLICA_LAG: &str = "replica.lag.time.max.ms=4000";
+/// `broker.session.timeout.ms` as `Cluster::start_with` sets it: a broker silent this long is
+/// fenced. A SIGSTOP fault lasts longer than this, so that the paused leader is replaced.
+const SESSION: Duration = Duration::from_millis(6000);
+
+/// How long the producer keeps retrying a record: longer than any fault (the longest is all
+/// three brokers down and restarting), so no delivery should fail.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Lines of each broker's log a failure shows.
+const LOG_LINES: usize = 300;
+
+/// Limit on the wait for the cluster to heal between faults; a cluster that does not is noted in
+/// the schedule (the final heal, with a longer limit, is what fails the run).
+const SETTLE_MAX: Duration = QUORUM_WAIT_MAX;
+/// Limit on a clean stop (SIGTERM): a broker still running after it is a hang.
+const STOP_MAX: Duration = QUORUM_WAIT_MAX;
+
+#[test]
+fn acknowledged_records_survive_random_faults() {
+    let seed = seed_from_env();
+    let control = std::env::var("SLUICE_CHECKER_CONTROL").unwrap_or_default();
+    let seconds = seconds_from_env();
+    let outcome = match control.as_str() {
+        "" => Checker::run(seed, Scenario::RandomFaults { seconds }),
+        "unclean" => Checker::run(seed, Scenario::UncleanElection),
+        other => panic!("SLUICE_CHECKER_CONTROL={other}: the only control is `unclean`"),
+    };
+    outcome.assert_clean();
+}
+
+/// The control: with unclean leader election allowed and `min.insync.replicas=1`, a leader that
+/// acknowledges records alone and is then killed is replaced by a follower that never had them.
+/// The checker must see that loss; this test fails if it does not (or if the scenario could not
+/// be set up: then it proves nothing).
+#[test]
+fn the_checker_sees_loss_under_unclean_election() {
+    let outcome = Checker::run(seed_from_env(), Scenario::UncleanElection);
+    assert!(
+        !outcome.findings.lost.is_empty(),
+        "the control lost no acknowledged record, so it does not show that the checker sees \
+         loss{}",
+        outcome.report()
+    );
+    eprintln!(
+        "the control lost {} acknowledged records, as it should: the checker sees loss",
+        outcome.findings.lost.len()
+    );
+}
+
+fn seed_from_env() -> u64 {
+    match std::env::var("SLUICE_CHECKER_SEED") {
+        Ok(text) => parse_number(&text)
+            .unwrap_or_else(|| panic!("SLUICE_CHECKER_SEED={text} is not a number")),
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
+fn seconds_from_env() -> u64 {
+    match std::env::var("SLUICE_CHECKER_SECONDS") {
+        Ok(text) => parse_number(&text)
+            .unwrap_or_else(|| panic!("SLUICE_CHECKER_SECONDS={text} is not a number")),
+        Err(_) => DEFAULT_SECONDS,
+    }
+}
+
+/// A decimal or 0x-prefixed hexadecimal number.
+fn parse_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// SplitMix64: a tiny, well-mixed generator, so a seed alone decides the schedule (no crate
+/// needed, and the same seed gives the same faults on every machine).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (the modulo bias is negligible for the small `n` used here).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// A duration between `low_ms` and `high_ms` milliseconds.
+    fn millis(&mut self, low_ms: u64, high_ms: u64) -> Duration {
+        Duration::from_millis(low_ms + self.below(high_ms - low_ms + 1))
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len() as u64) as usize]
+    }
+}
+
+/// The kinds of fault, with how often each is drawn (out of the weights' sum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    LeaderKill,
+    FollowerKill,
+    LeaderPause,
+    CleanRestart,
+    AllKill,
+}
+
+impl Fault {
+    const WEIGHTS: [(Fault, u64); 5] = [
+        (Fault::LeaderKill, 3),
+        (Fault::FollowerKill, 2),
+        (Fault::LeaderPause, 2),
+        (Fault::CleanRestart, 2),
+        (Fault::AllKill, 1),
+    ];
+
+    fn draw(rng: &mut Rng) -> Fault {
+        let total: u64 = Fault::WEIGHTS.iter().map(|(_, w)| w).sum();
+        let mut at = rng.below(total);
+        for (fault, weight) in Fault::WEIGHTS {
+            if at < weight {
+                return fault;
+            }
+            at -= weight;
+        }
+        unreachable!("the draw is below the weights' sum")
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::LeaderKill => "leader-kill",
+            Fault::FollowerKill => "follower-kill",
+            Fault::LeaderPause => "leader-pause",
+            Fault::CleanRestart => "clean-restart",
+            Fault::AllKill => "all-kill",
+        }
+    }
+}
+
+/// What a checker run does to the cluster.
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    /// Seeded random faults for this many seconds.
+    RandomFaults { seconds: u64 },
+    /// The control: an unclean election that loses acknowledged records.
+    UncleanElection,
+}
+
+/// What the test has done to a broker's process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Up,
+    Down,
+    Paused,
+}
+
+/// The faults that ran and what the checker saw along the way, each line with its time since the
+/// run started; printed as it happens (shown by the test runner on failure) and kept for the
+/// failure report.
+struct Schedule {
+    start: Instant,
+    lines: Vec<String>,
+}
+
+impl Schedule {
+    fn note(&mut self, what: String) {
+        let line = format!("[{:>8.1}s] {what}", self.start.elapsed().as_secs_f64());
+        eprintln!("{line}");
+        self.lines.push(line);
+    }
+}
+
+/// What the checker found wrong, by rule.
+#[derive(Default, Debug)]
+struct Findings {
+    /// (a) acknowledged records not stored where they were acknowledged.
+    lost: Vec<String>,
+    /// (b) values stored at more than one offset.
+    twice: Vec<String>,
+    /// (c) values stored that were never produced.
+    unknown: Vec<String>,
+    /// (d) partitions whose replicas hold different bytes.
+    divergent: Vec<String>,
+    /// Anything else that must not happen: a broker that crashed or did not stop cleanly, a
+    /// cluster that did not heal, a producer that could not flush.
+    anomalies: Vec<String>,
+}
+
+impl Findings {
+    fn is_clean(&self) -> bool {
+        self.lost.is_empty()
+            && self.twice.is_empty()
+            && self.unknown.is_empty()
+            && self.divergent.is_empty()
+            && self.anomalies.is_empty()
+    }
+
+    fn describe(&self) -> String {
+        let mut text = String::new();
+        for (rule, found) in [
+            ("(a) acknowledged but not stored there", &self.lost),
+            ("(b) stored at two offsets", &self.twice),
+            ("(c) stored but never produced", &self.unknown),
+            ("(d) replicas that differ", &self.divergent),
+            ("anomalies", &self.anomalies),
+        ] {
+            if found.is_empty() {
+                continue;
+            }
+            text.push_str(&format!("\n{rule}: {} found, the first:\n", found.len()));
+            for line in found.iter().take(20) {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+        text
+    }
+}
+
+/// A finished run: what it found and everything needed to report it.
+struct Outcome {
+    seed: u64,
+    summary: String,
+    findings: Findings,
+    schedule: Vec<String>,
+    deliveries_log: PathBuf,
+    log_tails: String,
+}
+
+impl Outcome {
+    fn report(&self) -> String {
+        format!(
+            "\n{}\nseed {:#x} (replay: SLUICE_CHECKER_SEED={:#x}){}\nschedule:\n{}\ndelivery \
+             reports: {}\nbroker logs:{}",
+            self.summary,
+            self.seed,
+            self.seed,
+            self.findings.describe(),
+            self.schedule.join("\n"),
+            self.deliveries_log.display(),
+            self.log_tails
+        )
+    }
+
+    fn assert_clean(&self) {
+        assert!(
+            self.findings.is_clean(),
+            "the checker failed{}",
+            self.report()
+        );
+        // A passing run leaves nothing behind.
+        let _ = std::fs::remove_file(&self.deliveries_log);
+        if let Some(dir) = self.deliveries_log.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Delivery reports as they arrive, also written one per line to a file (the producer's view,
+/// for reading after a failure): `acked <partition> <offset> <value>` or `failed <value> <error>`.
+struct Reports {
+    acked: Vec<(i32, i64, String)>,
+    failed: Vec<(String, String)>,
+    log: BufWriter<File>,
+}
+
+#[derive(Clone)]
+struct Reporter(Arc<Mutex<Reports>>);
+
+impl ClientContext for Reporter {}
+
+impl ProducerContext for Reporter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut reports = self.0.lock().unwrap();
+        match result {
+            Ok(m) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                let _ = writeln!(
+                    reports.log,
+                    "acked {} {} {value}",
+                    m.partition(),
+                    m.offset()
+                );
+                reports.acked.push((m.partition(), m.offset(), value));
+            }
+            Err((e, m)) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+                let _ = writeln!(reports.log, "failed {value} {e}");
+                reports.failed.push((value, e.to_string()));
+            }
+        }
+    }
+}
+
+/// How the producer paces itself.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// This many records, then a 10 ms pause: steady traffic that a loaded machine keeps up with.
+    Steady(u64),
+    /// As fast as librdkafka's queue takes them.
+    Flat,
+}
+
+/// A producer thread writing the unique values `v<n>` (n = 0, 1, ...) round-robin over the
+/// topic's partitions until told to stop.
+struct Traffic {
+    producer: Arc<ThreadedProducer<Reporter>>,
+    reporter: Reporter,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(
+        bootstrap: &str,
+        topic: &'static str,
+        partitions: i32,
+        pace: Pace,
+        settings: &[(&str, &str)],
+        log: &Path,
+    ) -> Traffic {
+        let reporter = Reporter(Arc::new(Mutex::new(Reports {
+            acked: Vec::new(),
+            failed: Vec::new(),
+            log: BufWriter::new(File::create(log).unwrap()),
+        })));
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                MESSAGE_TIMEOUT.as_millis().to_string(),
+            );
+        for (key, value) in settings {
+            config.set(*key, *value);
+        }
+        let producer: Arc<ThreadedProducer<Reporter>> =
+            Arc::new(config.create_with_context(reporter.clone()).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (producer, stop, sent) = (producer.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut n: u64 = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let value = format!("v{n}");
+                    let mut record = BaseRecord::<(), str>::to(topic)
+                        .partition((n % partitions as u64) as i32)
+                        .payload(&value);
+                    // Wait while librdkafka's queue is full (a fault holds records back); any
+                    // other refusal (a fatal idempotence error, say) ends the traffic: the
+                    // flush and the checks that follow say what it meant.
+                    loop {
+                        match producer.send(record) {
+                            Ok(()) => break,
+                            Err((
+                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                back,
+                            )) if !stop.load(Ordering::SeqCst) => {
+                                record = back;
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            Err((e, _)) => {
+                                eprintln!("the producer refused record v{n}: {e}");
+                                return;
+                            }
+                        }
+                    }
+                    n += 1;
+                    sent.store(n, Ordering::SeqCst);
+                    if let Pace::Steady(burst) = pace {
+                        if n.is_multiple_of(burst) {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+            })
+        };
+        Traffic {
+            producer,
+            reporter,
+            stop,
+            sent,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sending new records; those already sent are still delivered (see `flush`).
+    fn stop_sending(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the producer thread");
+        }
+    }
+
+    /// Waits (at most `limit`) until every record sent has its delivery report.
+    fn flush(&self, limit: Duration) -> Result<(), String> {
+        let flushed = self.producer.flush(limit).map_err(|e| e.to_string());
+        let mut reports = self.reporter.0.lock().unwrap();
+        let _ = reports.log.flush();
+        flushed
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    fn acked(&self) -> Vec<(i32, i64, String)> {
+        self.reporter.0.lock().unwrap().acked.clone()
+    }
+
+    fn failed(&self) -> Vec<(String, String)> {
+        self.reporter.0.lock().unwrap().failed.clone()
+    }
+
+    /// librdkafka's fatal error, if it raised one (an idempotent producer does when the broker's
+    /// answers break its sequence guarantees).
+    fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, why)| format!("{code:?}: {why}"))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One checker run: the cluster, what the test did to each broker, and the schedule so far.
+struct Checker {
+    seed: u64,
+    rng: Rng,
+    cluster: Cluster,
+    state: [State; 3],
+    schedule: Schedule,
+    faults: BTreeMap<&'static str, usize>,
+    findings: Findings,
+    topic: &'static str,
+    partitions: i32,
+    /// How long the read-back waits for the high watermarks to pass every acknowledged offset:
+    /// the control, which loses some, waits less.
+    read_wait: Duration,
+    /// How long the final heal may take: the control's followers, a batch per fetch, take
+    /// minutes to catch up, and the control does not need them to.
+    heal_wait: Duration,
+    /// Whether rule (d) is checked (not in the control, whose followers may still trail).
+    compare_replicas: bool,
+}
+
+impl Checker {
+    /// Runs `scenario` from seed `seed` and checks the result. A panic along the way (a broker
+    /// that would not start, a wait that ran out) is reported with the seed, the schedule and the
+    /// brokers' logs, then goes on unwinding.
+    fn run(seed: u64, scenario: Scenario) -> Outcome {
+        eprintln!(
+            "replication checker: seed {seed:#x} ({scenario:?}); replay with \
+             SLUICE_CHECKER_SEED={seed:#x}"
+        );
+        let run_dir =
+            std::env::temp_dir().join(format!("sluice-checker-{seed:x}-{}", std::process::id()));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let deliveries_log = run_dir.join("deliveries.log");
+
+        let mut extra = vec![REPLICA_LAG];
+        if let Scenario::UncleanElection = scenario {
+            // A follower fetches one batch at a time, so one that was away catches up slowly
+            // and the control can find the ISR down to the leader with both followers running.
+            extra.push("replica.fetch.max.bytes=1");
+        }
+        let start = Instant::now();
+        let cluster = Cluster::formed_with(0, &extra);
+        let mut checker = Checker {
+            seed,
+            rng: Rng(seed),
+            cluster,
+            state: [State::Up; 3],
+            schedule: Schedule {
+                start,
+                lines: Vec::new(),
+            },
+            faults: BTreeMap::new(),
+            findings: Findings::default(),
+            topic: TOPIC,
+            partitions: PARTITIONS,
+            read_wait: QUORUM_WAIT_MAX,
+            heal_wait: 2 * QUORUM_WAIT_MAX,
+            compare_replicas: true,
+        };
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            checker.scenario(scenario, &deliveries_log)
+        }));
+        let summary = match &ran {
+            Ok((acked, failed)) => checker.summary(scenario, *acked, *failed, start.elapsed()),
+            Err(_) => checker.summary(scenario, 0, 0, start.elapsed()) + " (panicked)",
+        };
+        eprintln!("{summary}");
+        let outcome = Outcome {
+            seed,
+            summary,
+            findings: std::mem::take(&mut checker.findings),
+            schedule: checker.schedule.lines.clone(),
+            deliveries_log,
+            log_tails: checker.cluster.log_tails(LOG_LINES),
+        };
+        // The brokers' data directories go with the cluster; a run that found something keeps
+        // their whole logs beside the delivery reports.
+        if !outcome.findings.is_clean() || ran.is_err() {
+            for (i, broker) in checker.cluster.brokers.iter().enumerate() {
+                let _ = std::fs::copy(
+                    &broker.log_file,
+                    run_dir.join(format!("broker-{}.log", i + 1)),
+                );
+            }
+            eprintln!(
+                "delivery reports and broker logs kept in {}",
+                run_dir.display()
+            );
+        }
+        if let Err(panic) = ran {
+            eprintln!("the checker stopped on a panic{}", outcome.report());
+            resume_unwind(panic);
+        }
+        outcome
+    }
+
+    /// The scenario, then the checks; the acknowledged and failed delivery counts.
+    fn scenario(&mut self, scenario: Scenario, deliveries_log: &Path) -> (usize, usize) {
+        let mut traffic = match scenario {
+            Scenario::RandomFaults { seconds } => {
+                self.create_topic(&[("min.insync.replicas", "2")]);
+                let traffic = Traffic::start(
+                    &self.bootstrap(),
+                    self.topic,
+                    self.partitions,
+                    Pace::Steady(5),
+                    &[],
+                    deliveries_log,
+                );
+                self.schedule
+                    .note(format!("producing; injecting faults for {seconds} s"));
+                self.random_faults(Duration::from_secs(seconds));
+                traffic
+            }
+            Scenario::UncleanElection => {
+                self.partitions = 1;
+                self.topic = "control";
+                self.read_wait = Duration::from_secs(10);
+                self.heal_wait = Duration::from_secs(10);
+                self.compare_replicas = false;
+                self.create_topic(&[
+                    ("min.insync.replicas", "1"),
+                    ("unclean.leader.election.enable", "true"),
+                ]);
+                // Every record its own batch, as fast as the leader takes them: the followers,
+                // fetching a batch at a time, fall far behind whenever they are away.
+                let traffic = Traffic::start(
+                    &self.bootstrap(),
+                    self.topic,
+                    self.partitions,
+                    Pace::Flat,
+                    &[
+                        ("linger.ms", "0"),
+                        ("batch.num.messages", "1"),
+                        ("queue.buffering.max.messages", "20000"),
+                    ],
+                    deliveries_log,
+                );
+                self.unclean_election(traffic)
+            }
+        };
+        self.verify(&mut traffic)
+    }
+
+    fn bootstrap(&self) -> String {
+        self.cluster
+            .brokers
+            .iter()
+            .map(Broker::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Creates the topic (replication factor 3, `configs`) and waits until each partition is
+    /// led with all three replicas in sync.
+    fn create_topic(&mut self, configs: &[(&str, &str)]) {
+        create_topic_with(
+            &self.cluster.brokers[0],
+            self.topic,
+            self.partitions,
+            3,
+            configs,
+        );
+        wait_for_topic(
+            &self.cluster,
+            &[0, 1, 2],
+            self.topic,
+            self.partitions as usize,
+        );
+        let (topic, partitions) = (self.topic, self.partitions as usize);
+        self.cluster
+            .wait_metadata(0, topic, "the new topic in sync", |_, seen| {
+                healed(seen, partitions)
+            });
+        self.schedule.note(format!(
+            "created {topic}: {partitions} partitions, replication factor 3, {configs:?}"
+        ));
+    }
+
+    /// Draws and injects faults until `length` has passed, one at a time.
+    fn random_faults(&mut self, length: Duration) {
+        let until = Instant::now() + length;
+        while Instant::now() < until {
+            let fault = Fault::draw(&mut self.rng);
+            *self.faults.entry(fault.name()).or_default() += 1;
+            self.inject(fault);
+            self.look_for_crashes();
+            // Mostly let the cluster heal before the next fault; sometimes strike while a
+            // replica is still catching up (never with more than one broker down).
+            if self.rng.below(10) < 7 {
+                self.settle();
+            }
+            let pause = self.rng.millis(1000, 5000);
+            std::thread::sleep(pause);
+        }
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::LeaderKill => {
+                let (partition, target) = self.leader_of_some_partition();
+                self.schedule.note(format!(
+                    "{}: kill -9 broker {target} (leads partition {partition})",
+                    fault.name()
+                ));
+                self.kill9(target);
+                let down = self.rng.millis(500, 9000);
+                std::thread::sleep(down);
+                self.restart(target);
+            }
+            Fault::FollowerKill => {
+                let (partition, target) = self.follower_of_some_partition();
+                self.schedule.note(format!(
+                    "{}: kill -9 broker {target} (follows partition {partition})",
+                    fault.name()
+                ));
+                self.kill9(target);
+                let down = self.rng.millis(500, 10000);
+                std::thread::sleep(down);
+                self.restart(target);
+            }
+            Fault::LeaderPause => {
+                let (partition, target) = self.leader_of_some_partition();
+                let pause = SESSION + self.rng.millis(500, 4000);
+                self.schedule.note(format!(
+                    "{}: SIGSTOP broker {target} (leads partition {partition}) for {:.1} s",
+                    fault.name(),
+                    pause.as_secs_f64()
+                ));
+                self.signal(target, Signal::SIGSTOP);
+                self.state[index_of(target)] = State::Paused;
+                std::thread::sleep(pause);
+                self.signal(target, Signal::SIGCONT);
+                self.state[index_of(target)] = State::Up;
+                self.schedule.note(format!("SIGCONT broker {target}"));
+            }
+            Fault::CleanRestart => {
+                let target = self.rng.pick(&[1, 2, 3]);
+                self.schedule
+                    .note(format!("{}: SIGTERM broker {target}", fault.name()));
+                let stopped = self.cluster.brokers[index_of(target)].terminate_within(STOP_MAX);
+                self.state[index_of(target)] = State::Down;
+                if stopped != Some(true) {
+                    self.anomaly(format!(
+                        "broker {target} did not stop cleanly within {STOP_MAX:?}: {stopped:?}"
+                    ));
+                }
+                let down = self.rng.millis(0, 3000);
+                std::thread::sleep(down);
+                self.restart(target);
+            }
+            Fault::AllKill => {
+                self.schedule
+                    .note(format!("{}: kill -9 brokers 1, 2 and 3", fault.name()));
+                for target in 1..=3 {
+                    self.kill9(target);
+                }
+                let down = self.rng.millis(500, 4000);
+                std::thread::sleep(down);
+                for target in 1..=3 {
+                    self.restart(target);
+                }
+            }
+        }
+    }
+
+    fn kill9(&mut self, node: i32) {
+        self.cluster.brokers[index_of(node)].kill9();
+        self.state[index_of(node)] = State::Down;
+    }
+
+    fn restart(&mut self, node: i32) {
+        self.cluster.brokers[index_of(node)].restart();
+        self.state[index_of(node)] = State::Up;
+        self.schedule.note(format!("restarted broker {node}"));
+    }
+
+    fn signal(&mut self, node: i32, signal: Signal) {
+        let pid = self.cluster.brokers[index_of(node)]
+            .pid()
+            .unwrap_or_else(|| panic!("broker {node} runs"));
+        kill(Pid::from_raw(pid as i32), signal).unwrap();
+    }
+
+    fn anomaly(&mut self, what: String) {
+        self.schedule.note(format!("ANOMALY: {what}"));
+        self.findings.anomalies.push(what);
+    }
+
+    /// A broker the test believes is running but whose process exited crashed on its own: noted,
+    /// and restarted so the run can go on.
+    fn look_for_crashes(&mut self) {
+        for i in 0..3 {
+            if self.state[i] == State::Up && !self.cluster.brokers[i].is_running() {
+                self.anomaly(format!("broker {} exited on its own", i + 1));
+                self.cluster.brokers[i].kill9();
+                self.restart(i as i32 + 1);
+            }
+        }
+    }
+
+    /// Metadata of the topic from the first running broker that answers.
+    fn metadata(&mut self) -> Option<(Vec<i32>, Vec<PartitionSeen>)> {
+        for i in 0..3 {
+            if self.state[i] == State::Up && self.cluster.brokers[i].is_running() {
+                if let Some(seen) = metadata_of(&self.cluster.brokers[i], self.topic) {
+                    return Some(seen);
+                }
+            }
+        }
+        None
+    }
+
+    /// A random partition and the node id of its leader (a random broker if no partition has
+    /// one just now).
+    fn leader_of_some_partition(&mut self) -> (i32, i32) {
+        let partition = self.rng.below(self.partitions as u64) as i32;
+        let leader = self
+            .metadata()
+            .and_then(|(_, seen)| seen.get(partition as usize).map(|p| p.leader))
+            .filter(|&leader| (1..=3).contains(&leader));
+        (
+            partition,
+            leader.unwrap_or_else(|| self.rng.pick(&[1, 2, 3])),
+        )
+    }
+
+    /// A random partition and one of its followers.
+    fn follower_of_some_partition(&mut self) -> (i32, i32) {
+        let (partition, leader) = self.leader_of_some_partition();
+        let followers: Vec<i32> = [1, 2, 3].into_iter().filter(|&b| b != leader).collect();
+        (partition, self.rng.pick(&followers))
+    }
+
+    /// Waits (at most `SETTLE_MAX`) until every partition is led with all three replicas in
+    /// sync; notes how long that took, or that it did not happen.
+    fn settle(&mut self) {
+        let started = Instant::now();
+        let partitions = self.partitions as usize;
+        while started.elapsed() < SETTLE_MAX {
+            if self
+                .metadata()
+                .is_some_and(|(_, seen)| healed(&seen, partitions))
+            {
+                self.schedule.note(format!(
+                    "healed: every partition led, ISR of 3 ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                ));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let seen = self.metadata();
+        self.schedule.note(format!(
+            "not healed after {SETTLE_MAX:?}; metadata: {seen:?}"
+        ));
+    }
+
+    /// The control scenario: with unclean elections on and `min.insync.replicas=1`, shrink the
+    /// ISR to the leader while both followers run (each is paused in turn until it leaves the
+    /// ISR, and, fetching one batch at a time, is still catching up once resumed), let the
+    /// leader acknowledge records alone, then kill it: the quorum (the two followers) fences it
+    /// and elects a follower that lacks those records.
+    fn unclean_election(&mut self, mut traffic: Traffic) -> Traffic {
+        let (_, seen) = self.metadata().expect("metadata");
+        let before = seen[0].clone();
+        let leader = before.leader;
+        let followers: Vec<i32> = before
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&r| r != leader)
+            .collect();
+        self.schedule.note(format!(
+            "control: partition 0 led by {leader} at epoch {}, followers {followers:?}",
+            before.leader_epoch
+        ));
+        std::thread::sleep(Duration::from_secs(1));
+        let (first, second) = (followers[0], followers[1]);
+
+        // The first follower is paused until it leaves the ISR, and a while longer: the leader
+        // goes on with the second, so the first falls behind by what the second copied.
+        self.schedule
+            .note(format!("SIGSTOP follower {first} until it leaves the ISR"));
+        self.signal(first, Signal::SIGSTOP);
+        self.state[index_of(first)] = State::Paused;
+        self.wait_partition("the first follower out of the ISR", |_, p| {
+            !p.isr.contains(&first)
+        });
+        std::thread::sleep(Duration::from_secs(6));
+
+        // It resumes (a quorum member again) and the second is paused at once. The first, a
+        // batch per fetch, needs longer to reach the high watermark than the second needs to
+        // leave the ISR: the leader is then alone in it, with both followers behind.
+        self.signal(first, Signal::SIGCONT);
+        self.state[index_of(first)] = State::Up;
+        self.signal(second, Signal::SIGSTOP);
+        self.state[index_of(second)] = State::Paused;
+        self.schedule.note(format!(
+            "SIGCONT follower {first}, SIGSTOP follower {second} until it leaves the ISR"
+        ));
+        let alone = self.wait_partition("the second follower out of the ISR", |_, p| {
+            !p.isr.contains(&second)
+        });
+        self.schedule.note(format!(
+            "partition 0 is now {alone:?}; {} records sent",
+            traffic.sent()
+        ));
+        if alone.leader != leader || alone.isr != [leader] {
+            self.anomaly(format!(
+                "control: follower {first} caught up before follower {second} left the ISR, so \
+                 the leader is not alone in it: {alone:?}"
+            ));
+            self.signal(second, Signal::SIGCONT);
+            self.state[index_of(second)] = State::Up;
+            traffic.stop_sending();
+            return traffic;
+        }
+
+        // The leader acknowledges records alone for a moment; then the producer stops, has
+        // everything acknowledged, and the leader is killed before the followers catch up. The
+        // quorum (the two followers) fences it and, with no in-sync replica left in service,
+        // elects a follower uncleanly.
+        std::thread::sleep(Duration::from_secs(1));
+        traffic.stop_sending();
+        let flushed = traffic.flush(Duration::from_secs(30));
+        self.signal(second, Signal::SIGCONT);
+        self.state[index_of(second)] = State::Up;
+        self.kill9(leader);
+        self.schedule.note(format!(
+            "flushed ({flushed:?}): {} records acknowledged; SIGCONT follower {second}, kill -9 \
+             leader {leader}",
+            traffic.acked().len()
+        ));
+        let after = self.wait_partition("an unclean election", |_, p| {
+            p.leader > 0 && p.leader != leader && p.leader_epoch > before.leader_epoch
+        });
+        self.schedule
+            .note(format!("after the election partition 0 is {after:?}"));
+        self.restart(leader);
+        traffic
+    }
+
+    /// Waits (at most `QUORUM_WAIT_MAX`) until partition 0, as a running broker's metadata shows
+    /// it with the live brokers, satisfies `holds`; returns it.
+    fn wait_partition(
+        &mut self,
+        what: &str,
+        holds: impl Fn(&[i32], &PartitionSeen) -> bool,
+    ) -> PartitionSeen {
+        let deadline = Instant::now() + QUORUM_WAIT_MAX;
+        loop {
+            let seen = self.metadata();
+            if let Some((live, partitions)) = &seen {
+                if let Some(p) = partitions.first().filter(|p| holds(live, p)) {
+                    return p.clone();
+                }
+            }
+            assert!(Instant::now() < deadline, "{what}: metadata stays {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// After the faults: every broker running, the cluster healed, the producer flushed; then the
+    /// checks (a) to (d). Returns the acknowledged and failed delivery counts.
+    fn verify(&mut self, traffic: &mut Traffic) -> (usize, usize) {
+        traffic.stop_sending();
+        self.schedule.note(format!(
+            "faults over ({:?}); {} records sent; bringing every broker back",
+            self.faults,
+            traffic.sent()
+        ));
+        for node in 1..=3 {
+            match self.state[index_of(node)] {
+                State::Up => {}
+                State::Paused => {
+                    self.signal(node, Signal::SIGCONT);
+                    self.state[index_of(node)] = State::Up;
+                }
+                State::Down => self.restart(node),
+            }
+        }
+        self.look_for_crashes();
+
+        // Every partition led, ISR 3: twice a quorum wait, as brokers may have just restarted.
+        let partitions = self.partitions as usize;
+        let deadline = Instant::now() + self.heal_wait;
+        loop {
+            if self
+                .metadata()
+                .is_some_and(|(_, seen)| healed(&seen, partitions))
+            {
+                self.schedule
+                    .note("healed: every partition led, ISR of 3".to_string());
+                break;
+            }
+            if Instant::now() >= deadline {
+                let seen = self.metadata();
+                let what = format!(
+                    "the cluster did not heal within {:?} of the last fault: {seen:?}",
+                    self.heal_wait
+                );
+                if self.compare_replicas {
+                    self.anomaly(what);
+                } else {
+                    self.schedule.note(what);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+
+        // The control flushed before its kill; it does not wait out the producer's timeout.
+        let flush_max = if self.compare_replicas {
+            MESSAGE_TIMEOUT + Duration::from_secs(30)
+        } else {
+            Duration::from_secs(30)
+        };
+        if let Err(e) = traffic.flush(flush_max) {
+            self.anomaly(format!("the producer did not flush: {e}"));
+        }
+        if let Some(fatal) = traffic.fatal_error() {
+            self.anomaly(format!(
+                "the idempotent producer raised a fatal error: {fatal}"
+            ));
+        }
+        let acked = traffic.acked();
+        let failed = traffic.failed();
+        let sent = traffic.sent();
+        self.schedule.note(format!(
+            "flushed: {} acknowledged, {} failed, of {sent} sent",
+            acked.len(),
+            failed.len()
+        ));
+        if !failed.is_empty() {
+            // Not loss (the producer was told), but with this timeout none should fail.
+            self.anomaly(format!(
+                "{} deliveries failed, the first: {:?}",
+                failed.len(),
+                &failed[..failed.len().min(5)]
+            ));
+        }
+
+        let read = self.read_back(&acked);
+        self.check_records(&acked, sent, &read);
+        if self.compare_replicas {
+            self.check_replicas();
+        }
+        (acked.len(), failed.len())
+    }
+
+    /// Every record of the topic, read from the start of each partition to its high watermark,
+    /// once each leader's high watermark has passed the last offset acknowledged there (or a
+    /// quorum wait has passed: then what is missing is for the checks to show).
+    fn read_back(&mut self, acked: &[(i32, i64, String)]) -> BTreeMap<i32, Vec<(i64, String)>> {
+        let mut ends = vec![0i64; self.partitions as usize];
+        for (partition, offset, _) in acked {
+            let end = &mut ends[*partition as usize];
+            *end = (*end).max(offset + 1);
+        }
+        let deadline = Instant::now() + self.read_wait;
+        loop {
+            let seen = self.high_watermarks();
+            if seen.len() == ends.len() && seen.iter().zip(&ends).all(|(hw, end)| hw >= end) {
+                self.schedule.note(format!(
+                    "high watermarks {seen:?} reach the acknowledged ends"
+                ));
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.schedule.note(format!(
+                    "high watermarks {seen:?} never reached the acknowledged ends {ends:?}"
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // A minute, and more for a long run's millions of records.
+        let limit = QUORUM_WAIT_MAX + Duration::from_millis(acked.len() as u64 / 10);
+        match read_all(&self.bootstrap(), self.topic, self.partitions, limit) {
+            Ok(read) => {
+                let count: usize = read.values().map(Vec::len).sum();
+                self.schedule.note(format!("read back {count} records"));
+                read
+            }
+            Err(e) => {
+                self.anomaly(format!("reading back: {e}"));
+                BTreeMap::new()
+            }
+        }
+    }
+
+    /// Each partition's high watermark as its leader answers ListOffsets; -1 where none does.
+    fn high_watermarks(&mut self) -> Vec<i64> {
+        let Some((_, seen)) = self.metadata() else {
+            return Vec::new();
+        };
+        seen.iter()
+            .map(|p| {
+                if p.leader <= 0 {
+                    return -1;
+                }
+                high_watermark(
+                    &self.cluster.brokers[index_of(p.leader)],
+                    self.topic,
+                    p.index,
+                )
+                .unwrap_or(-1)
+            })
+            .collect()
+    }
+
+    /// Rules (a), (b) and (c).
+    fn check_records(
+        &mut self,
+        acked: &[(i32, i64, String)],
+        sent: u64,
+        read: &BTreeMap<i32, Vec<(i64, String)>>,
+    ) {
+        let mut stored: BTreeMap<(i32, i64), &str> = BTreeMap::new();
+        let mut first_seen: BTreeMap<&str, (i32, i64)> = BTreeMap::new();
+        for (&partition, records) in read {
+            for (offset, value) in records {
+                stored.insert((partition, *offset), value);
+                if let Some(earlier) = first_seen.insert(value, (partition, *offset)) {
+                    self.findings.twice.push(format!(
+                        "{value:?} at partition {}, offset {} and at partition {partition}, \
+                         offset {offset}",
+                        earlier.0, earlier.1
+                    ));
+                }
+                let produced = value
+                    .strip_prefix('v')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n < sent);
+                if !produced {
+                    self.findings.unknown.push(format!(
+                        "{value:?} at partition {partition}, offset {offset}"
+                    ));
+                }
+            }
+        }
+        for (partition, offset, value) in acked {
+            let there = stored.get(&(*partition, *offset));
+            if there != Some(&value.as_str()) {
+                let elsewhere = first_seen.get(value.as_str());
+                self.findings.lost.push(format!(
+                    "{value:?} acknowledged at partition {partition}, offset {offset}; stored \
+                     there: {there:?}; stored at: {elsewhere:?}"
+                ));
+            }
+        }
+        self.schedule.note(format!(
+            "records checked: {} lost or moved, {} stored twice, {} never produced",
+            self.findings.lost.len(),
+            self.findings.twice.len(),
+            self.findings.unknown.len()
+        ));
+    }
+
+    /// Rule (d): once every replica's log is as long as the others' (a follower trails its
+    /// leader by a fetch), every broker stops cleanly and each partition's replicas must hold
+    /// the same segment bytes.
+    fn check_replicas(&mut self) {
+        let deadline = Instant::now() + QUORUM_WAIT_MAX;
+        loop {
+            let sizes: Vec<Vec<u64>> = (0..self.partitions)
+                .map(|p| {
+                    self.cluster
+                        .brokers
+                        .iter()
+                        .map(|b| log_size(b, self.topic, p))
+                        .collect()
+                })
+                .collect();
+            if sizes.iter().all(|s| s.iter().all(|&x| x == s[0])) {
+                self.schedule
+                    .note(format!("replica log sizes match: {sizes:?}"));
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.schedule.note(format!(
+                    "replica log sizes still differ after {QUORUM_WAIT_MAX:?}: {sizes:?}"
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for i in 0..3 {
+            let stopped = self.cluster.brokers[i].terminate_within(STOP_MAX);
+            self.state[i] = State::Down;
+            if stopped != Some(true) {
+                self.anomaly(format!(
+                    "broker {} did not stop cleanly within {STOP_MAX:?}: {stopped:?}",
+                    i + 1
+                ));
+            }
+        }
+        for partition in 0..self.partitions {
+            let (first_segments, first) =
+                partition_log(&self.cluster.brokers[0], self.topic, partition);
+            for i in 1..3 {
+                let (segments, bytes) =
+                    partition_log(&self.cluster.brokers[i], self.topic, partition);
+                if bytes != first {
+                    let common = first.iter().zip(&bytes).take_while(|(a, b)| a == b).count();
+                    self.findings.divergent.push(format!(
+                        "partition {partition}: broker 1 holds {} bytes in {first_segments:?}, \
+                         broker {} holds {} bytes in {segments:?}; they differ from byte {common}",
+                        first.len(),
+                        i + 1,
+                        bytes.len()
+                    ));
+                }
+            }
+        }
+        self.schedule.note(format!(
+            "replicas compared: {} partitions differ",
+            self.findings.divergent.len()
+        ));
+    }
+
+    /// The line `scripts/replication-checker` collects per seed.
+    fn summary(&self, scenario: Scenario, acked: usize, failed: usize, took: Duration) -> String {
+        let faults: Vec<String> = Fault::WEIGHTS
+            .iter()
+            .map(|(f, _)| format!("{}={}", f.name(), self.faults.get(f.name()).unwrap_or(&0)))
+            .collect();
+        let total: usize = self.faults.values().sum();
+        let result = if self.findings.is_clean() {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        format!(
+            "checker summary: seed={:#x} scenario={scenario:?} faults={total} ({}) \
+             acknowledged={acked} failed={failed} lost={} twice={} unknown={} divergent={} \
+             anomalies={} took={}s result={result}",
+            self.seed,
+            faults.join(" "),
+            self.findings.lost.len(),
+            self.findings.twice.len(),
+            self.findings.unknown.len(),
+            self.findings.divergent.len(),
+            self.findings.anomalies.len(),
+            took.as_secs()
+        )
+    }
+}
+
+/// Whether Metadata shows `count` partitions, each led, with all three replicas in its ISR.
+fn healed(partitions: &[PartitionSeen], count: usize) -> bool {
+    partitions.len() == count
+        && partitions
+            .iter()
+            .all(|p| p.leader > 0 && p.replicas.len() == 3 && p.isr == [1, 2, 3])
+}
+
+/// The high watermark of `topic`'s `partition` as `broker` answers ListOffsets (v6, latest,
+/// read_uncommitted); none if it is down or refuses (a new leader refuses until its high
+/// watermark reaches its epoch's start).
+fn high_watermark(broker: &Broker, topic: &str, partition: i32) -> Option<i64> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(0)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let mut stream = TcpStream::connect(broker.bootstrap()).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let answer: ListOffsetsResponse =
+        try_call(&mut stream, ApiKey::ListOffsets, 6, &request).ok()?;
+    let found = answer.topics.first()?.partitions.first()?;
+    (found.error_code == 0).then_some(found.offset)
+}
+
+/// Reads partitions `0..partitions` of `topic` from their start to their end (the high
+/// watermark), within `limit`: each partition's (offset, value) in the order read.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    limit: Duration,
+) -> Result<BTreeMap<i32, Vec<(i64, String)>>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "sluice-replication-checker")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let mut read: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let mut at_end = BTreeSet::new();
+    let deadline = Instant::now() + limit;
+    while at_end.len() < partitions as usize {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "never reached the end of every partition within {limit:?} (at the end: \
+                 {at_end:?})"
+            ));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => read.entry(m.partition()).or_default().push((
+                m.offset(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => return Err(format!("consuming: {e}")),
+            None => {}
+        }
+    }
+    Ok(read)
+}
+
+/// The names of `topic`'s `partition`'s segment files on `broker`, in offset order (they are
+/// named by base offset, zero-padded to 20 digits).
+fn segment_names(broker: &Broker, topic: &str, partition: i32) -> Vec<String> {
+    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
+    let mut segments: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| {
+                    name.strip_suffix(".log").is_some_and(|base| {
+                        base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    segments.sort();
+    segments
+}
+
+/// The total size of a partition's segment files on `broker`: its log end, in bytes.
+fn log_size(broker: &Broker, topic: &str, partition: i32) -> u64 {
+    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
+    segment_names(broker, topic, partition)
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A partition as `broker` stores it: its segment names and their bytes concatenated (where
+/// each replica rolled its segments does not matter).
+fn partition_log(broker: &Broker, topic: &str, partition: i32) -> (Vec<String>, Vec<u8>) {
+    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
+    let segments = segment_names(broker, topic, partition);
+    let mut bytes = Vec::new();
+    for name in &segments {
+        bytes.extend(std::fs::read(dir.join(name)).unwrap_or_default());
+    }
+    (segments, bytes)
+}
