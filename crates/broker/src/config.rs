@@ -184,6 +184,9 @@ pub struct Config {
     pub offsets_topic_num_partitions: i32,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: u64,
+    /// `offsets.topic.replication.factor`: replicas of each `__consumer_offsets` partition when
+    /// it is created, capped at the live brokers then (Kafka refuses to create it instead).
+    pub offsets_topic_replication_factor: i16,
     /// `offset.metadata.max.bytes`: the longest metadata string an offset commit may carry.
     pub offset_metadata_max_bytes: usize,
     /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
@@ -201,6 +204,11 @@ pub struct Config {
     pub transaction_state_partitions: i32,
     /// `transaction.state.log.segment.bytes`.
     pub transaction_state_segment_bytes: u64,
+    /// `transaction.state.log.replication.factor`: replicas of each `__transaction_state`
+    /// partition, capped as `offsets_topic_replication_factor` is.
+    pub transaction_state_replication_factor: i16,
+    /// `transaction.state.log.min.isr`: the `min.insync.replicas` of `__transaction_state`.
+    pub transaction_state_min_isr: MinInsyncReplicas,
     /// Every key that was set, as given, for DescribeConfigs.
     pub overrides: BTreeMap<String, String>,
 }
@@ -276,6 +284,7 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("offsets.retention.check.interval.ms", "600000"),
     ("offsets.topic.num.partitions", "50"),
     ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.topic.replication.factor", "3"),
     ("offset.metadata.max.bytes", "4096"),
     ("transaction.max.timeout.ms", "900000"),
     ("auto.leader.rebalance.enable", "true"),
@@ -289,6 +298,8 @@ pub const BROKER_KEYS: &[(&str, &str)] = &[
     ("replica.lag.time.max.ms", "30000"),
     ("transaction.state.log.num.partitions", "50"),
     ("transaction.state.log.segment.bytes", "104857600"),
+    ("transaction.state.log.replication.factor", "3"),
+    ("transaction.state.log.min.isr", "2"),
 ];
 
 /// The `replica.*` settings, bounded as Kafka bounds them (the wait below the peer request
@@ -643,6 +654,12 @@ impl Config {
                 14,
                 1 << 31,
             )? as u64,
+            offsets_topic_replication_factor: parse_in_range(
+                "offsets.topic.replication.factor",
+                &get("offsets.topic.replication.factor"),
+                1,
+                i16::MAX as i64,
+            )? as i16,
             offset_metadata_max_bytes: parse_in_range(
                 "offset.metadata.max.bytes",
                 &get("offset.metadata.max.bytes"),
@@ -667,6 +684,16 @@ impl Config {
                 14,
                 1 << 31,
             )? as u64,
+            transaction_state_replication_factor: parse_in_range(
+                "transaction.state.log.replication.factor",
+                &get("transaction.state.log.replication.factor"),
+                1,
+                i16::MAX as i64,
+            )? as i16,
+            transaction_state_min_isr: MinInsyncReplicas::parse(
+                "transaction.state.log.min.isr",
+                &get("transaction.state.log.min.isr"),
+            )?,
             overrides,
         };
         if config.group.min_session_timeout_ms > config.group.max_session_timeout_ms {

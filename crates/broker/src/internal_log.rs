@@ -53,21 +53,26 @@ pub async fn rewrite(
     partition::delete_records(partition, cut.0).await
 }
 
-/// Reads the partition from its log start to its high watermark in bounded chunks, handing
-/// each chunk to `on_chunk`, which decodes the whole batches in it and returns the offset after
-/// the last one (a chunk may end inside a batch: the next read starts there).
+/// Reads the partition from its log start to its durable end in bounded chunks, handing each chunk
+/// to `on_chunk`, which decodes the whole batches in it and returns the offset after the last
+/// one (a chunk may end inside a batch: the next read starts there).
+///
+/// Past the high watermark, as Kafka loads its coordinators (to the log end): a newly elected
+/// leader learns the high watermark from its followers only after it has been elected, so its
+/// own may still sit below records the old leader had already committed and acknowledged. It
+/// reads as followers do, up to what is on disk, which holds every committed record.
 pub async fn replay(
     partition: &PartitionRef<UringStorage>,
     mut on_chunk: impl FnMut(&Bytes) -> Option<Offset>,
 ) -> std::io::Result<()> {
     let (mut offset, end) = {
         let o = partition.borrow().offsets();
-        (o.log_start, o.high_watermark)
+        (o.log_start, o.log_end)
     };
     while offset < end {
         let cursor = partition
             .borrow()
-            .cursor_at(offset)
+            .follower_cursor_at(offset)
             .map_err(|code| std::io::Error::other(code.to_string()))?;
         let Some(cursor) = cursor else { break };
         let bytes = cursor

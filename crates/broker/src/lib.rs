@@ -8,12 +8,14 @@
 //! - `storage`: the log (segments, indexes, group fsync, recovery) behind small I/O traits;
 //! - `group`: consumer groups (classic protocol) and committed offsets in `__consumer_offsets`;
 //! - `txn`: the transaction coordinator (`__transaction_state`, markers, timeouts);
+//! - `coordination`: which internal partitions each coordinator serves (those this broker leads);
 //! - `metadata`: topics, ids and the partition-to-shard map;
 //! - `memory`: hands memory the allocator keeps unused back to the system (its own thread);
 //! - `config`, `limits`, `types`, `error`: settings, bounds, newtypes and Kafka error codes.
 
 pub mod admin;
 pub mod config;
+pub mod coordination;
 pub mod cpuset;
 pub mod error;
 pub mod group;

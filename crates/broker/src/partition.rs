@@ -637,7 +637,8 @@ impl<S: Storage> Partition<S> {
 
     /// Where a follower reads `offset` from: up to the log end as reads see it (what completed
     /// flushes wrote, `Log::durable_end`), past the high watermark, which waits for the
-    /// followers themselves. Never for consumers.
+    /// followers themselves; also where a coordinator replays its internal partition from.
+    /// Never for consumers.
     pub fn follower_cursor_at(&self, offset: Offset) -> Result<Option<ReadCursor<S>>, ErrorCode> {
         if self.log.is_failed() {
             return Err(ErrorCode::KafkaStorageError);

@@ -6,8 +6,12 @@
 //! on other shards travel there as `ShardRequest::Group`.
 //!
 //! Durability: offset commits and group metadata are appended to the offsets partition through
-//! the same log and group fsync as any produce, and answered only once durable. At start (and
-//! when the topic is created) each shard replays its offsets partitions to rebuild the groups.
+//! the same log and group fsync as any produce, and answered only once committed (the high
+//! watermark passed them: acks=all), so a new leader of the partition holds them.
+//!
+//! A shard coordinates the groups of an offsets partition only while this broker leads it
+//! (`coordination`): elected, it replays the partition to rebuild the groups; resigned, it drops
+//! them (pending joins and syncs are answered NOT_COORDINATOR) and the new leader takes over.
 //!
 //! - `state`: the pure group state machine (clock passed in);
 //! - `records`: the offsets-log record format (Kafka's);
@@ -24,9 +28,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use glommio::sync::Semaphore;
 use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
 
+use crate::coordination::{self, Served, Term};
 use crate::error::ErrorCode;
 use crate::internal_log;
 use crate::limits;
@@ -239,9 +245,10 @@ pub struct GroupCoordinator {
     config: GroupConfig,
     offsets_retention_ms: i64,
     groups: RefCell<HashMap<String, Entry>>,
-    /// Offsets partitions (owned here) whose groups have been replayed, with the offset from
-    /// which their log was last rewritten (see `compact`).
-    loaded: RefCell<HashMap<i32, Offset>>,
+    /// The offsets partitions this shard leads, and whether their groups are replayed yet.
+    served: Served,
+    /// One pass over a new image at a time: two replays of one partition must not interleave.
+    following: Semaphore,
 }
 
 /// Which shard coordinates `group`, and the offsets partition it lives in; COORDINATOR_NOT_AVAILABLE
@@ -276,37 +283,59 @@ impl GroupCoordinator {
             config: config.group.clone(),
             offsets_retention_ms: config.offsets_retention_ms,
             groups: RefCell::new(HashMap::new()),
-            loaded: RefCell::new(HashMap::new()),
+            served: Served::default(),
+            following: Semaphore::new(1),
         }
     }
 
-    /// Replays every offsets partition this shard owns that has not been loaded yet (at start,
-    /// and when the offsets topic is created).
-    pub async fn load_owned(&self, shard: &Rc<Shard>) {
-        let Some(topic) = shard.image().topic(OFFSETS_TOPIC).cloned() else {
+    /// Follows the leadership of the offsets partitions this shard owns, after each image:
+    /// drops the groups of partitions this broker no longer leads, and replays those it leads in
+    /// a new term (at start, when the topic is created, after a failover).
+    pub async fn follow_leadership(&self, shard: &Rc<Shard>) {
+        let _one_pass = self.following.acquire_permit(1).await;
+        let Some(count) = shard.image().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
             return;
         };
-        for p in 0..topic.partitions {
+        let changes = self
+            .served
+            .follow(&coordination::led_partitions(shard, OFFSETS_TOPIC));
+        for p in changes.resigned {
+            let dropped = self.drop_partition(p, count);
+            tracing::info!("{OFFSETS_TOPIC}-{p}: no longer led here; dropped {dropped} groups");
+        }
+        for (p, epoch) in changes.elected {
             let tp = TopicPartition::new(OFFSETS_TOPIC, p);
-            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains_key(&p) {
-                continue;
-            }
+            // Whatever a former term left in memory may be stale: the log is the truth.
+            self.drop_partition(p, count);
             let Ok(partition) = shard.partition(&tp) else {
                 continue;
             };
             match self.replay(shard, &partition).await {
                 Ok(records) => {
-                    if records > 0 {
-                        tracing::info!("{tp}: loaded {records} group records");
-                    }
                     let start = partition.borrow().offsets().log_start;
-                    self.loaded.borrow_mut().insert(p, start);
+                    if self.served.loaded(p, epoch, start) {
+                        tracing::info!(
+                            "{tp}: coordinating its groups at leader epoch {} ({records} records loaded)",
+                            epoch.0
+                        );
+                    } else {
+                        self.drop_partition(p, count);
+                    }
                 }
                 Err(err) => {
                     tracing::error!("{tp}: loading groups failed: {err}; they stay offline")
                 }
             }
         }
+    }
+
+    /// Forgets every group of offsets partition `p` (of `count`); returns how many. Pending
+    /// joins and syncs of those groups see their reply dropped and answer NOT_COORDINATOR.
+    fn drop_partition(&self, p: i32, count: i32) -> usize {
+        let mut groups = self.groups.borrow_mut();
+        let before = groups.len();
+        groups.retain(|id, _| records::partition_for_group(id, count) != p);
+        before - groups.len()
     }
 
     async fn replay(
@@ -405,10 +434,11 @@ impl GroupCoordinator {
             return GroupAnswer::List(self.list());
         }
         let group = op.group().expect("not List").to_string();
-        let partition = match self.partition_of(shard, &group) {
-            Ok(p) => p,
+        let term = match self.partition_of(shard, &group) {
+            Ok(term) => term,
             Err(code) => return Self::failed(&op, code),
         };
+        let partition = &term.partition;
         let now = shard.clock.now_ms();
         let answer = match op {
             GroupOp::Join { group, request } => {
@@ -419,11 +449,12 @@ impl GroupCoordinator {
                     Ok(reply) => reply,
                     Err(code) => Reply::Now(JoinResponse::error(code, &request.member_id)),
                 };
-                self.persist_if_dirty(shard, &partition, &group);
+                self.persist_if_dirty(shard, partition, &group);
                 GroupAnswer::Join(match reply {
                     Reply::Now(r) => r,
+                    // The reply is dropped when the group goes with its partition's resignation.
                     Reply::Later(rx) => rx.await.unwrap_or_else(|_| {
-                        JoinResponse::error(ErrorCode::CoordinatorNotAvailable, &request.member_id)
+                        JoinResponse::error(ErrorCode::NotCoordinator, &request.member_id)
                     }),
                 })
             }
@@ -438,7 +469,7 @@ impl GroupCoordinator {
             } => GroupAnswer::Sync(
                 self.sync(
                     shard,
-                    &partition,
+                    partition,
                     &group,
                     generation,
                     &member_id,
@@ -470,7 +501,7 @@ impl GroupCoordinator {
                         })
                         .collect()
                 });
-                self.persist_if_dirty(shard, &partition, &group);
+                self.persist_if_dirty(shard, partition, &group);
                 GroupAnswer::Codes(codes)
             }
             GroupOp::Commit {
@@ -482,7 +513,7 @@ impl GroupCoordinator {
             } => GroupAnswer::Codes(
                 self.commit(
                     shard,
-                    &partition,
+                    partition,
                     &group,
                     generation,
                     &member_id,
@@ -508,7 +539,7 @@ impl GroupCoordinator {
             } => GroupAnswer::Codes(
                 self.txn_commit(
                     shard,
-                    &partition,
+                    &term,
                     &group,
                     (&txn_id, producer, epoch),
                     (generation, &member_id, instance_id.as_deref()),
@@ -518,10 +549,10 @@ impl GroupCoordinator {
             ),
             GroupOp::Describe { group } => GroupAnswer::Describe(self.describe(&group)),
             GroupOp::Delete { group } => {
-                GroupAnswer::Code(self.delete(shard, &partition, &group).await)
+                GroupAnswer::Code(self.delete(shard, partition, &group).await)
             }
             GroupOp::DeleteOffsets { group, partitions } => GroupAnswer::Codes(
-                self.delete_offsets(shard, &partition, &group, partitions)
+                self.delete_offsets(shard, partition, &group, partitions)
                     .await,
             ),
             GroupOp::List => unreachable!("answered above"),
@@ -552,22 +583,14 @@ impl GroupCoordinator {
         }
     }
 
-    /// The group's offsets partition, if this shard owns it and has loaded it.
-    fn partition_of(
-        &self,
-        shard: &Rc<Shard>,
-        group: &str,
-    ) -> Result<PartitionRef<UringStorage>, ErrorCode> {
+    /// The term under which this shard coordinates the group's offsets partition: it owns the
+    /// partition, this broker leads it, and its groups are loaded.
+    fn partition_of(&self, shard: &Rc<Shard>, group: &str) -> Result<Term, ErrorCode> {
         let (owner, p) = coordinator_of(shard, group)?;
         if owner != shard.id {
             return Err(ErrorCode::NotCoordinator);
         }
-        if !self.loaded.borrow().contains_key(&p) {
-            return Err(ErrorCode::CoordinatorLoadInProgress);
-        }
-        shard
-            .partition(&TopicPartition::new(OFFSETS_TOPIC, p))
-            .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+        coordination::current_term(&self.served, shard, OFFSETS_TOPIC, p)
     }
 
     /// Runs `f` on the group's entry; creates an empty group first when `create` is set.
@@ -603,6 +626,8 @@ impl GroupCoordinator {
         records: &[OffsetsRecord],
     ) -> Result<Offset, ErrorCode> {
         let batch = encode_batch(records, shard.clock.now_ms());
+        // Refused up front, as an acks=all produce is: the high watermark would not move.
+        partition.borrow().check_min_insync()?;
         let outcome = partition
             .borrow_mut()
             .append(&batch, shard.clock.now_ms())
@@ -702,9 +727,10 @@ impl GroupCoordinator {
         }
         match step.reply {
             Reply::Now(r) => r,
+            // Dropped when the group goes with its partition's resignation.
             Reply::Later(rx) => rx
                 .await
-                .unwrap_or_else(|_| SyncResponse::error(ErrorCode::CoordinatorNotAvailable)),
+                .unwrap_or_else(|_| SyncResponse::error(ErrorCode::NotCoordinator)),
         }
     }
 
@@ -776,8 +802,8 @@ impl GroupCoordinator {
             }
             Err(ErrorCode::MessageTooLarge) => ErrorCode::InvalidCommitOffsetSize,
             Err(code) => {
-                tracing::error!("committing offsets for group {group}: {code}");
-                ErrorCode::NotCoordinator
+                tracing::warn!("committing offsets for group {group}: {code}");
+                coordination::write_error(code)
             }
         };
         vec![code; offsets.len()]
@@ -830,12 +856,13 @@ impl GroupCoordinator {
     async fn txn_commit(
         &self,
         shard: &Rc<Shard>,
-        partition: &PartitionRef<UringStorage>,
+        term: &Term,
         group: &str,
         (txn_id, producer, epoch): (&str, ProducerId, ProducerEpoch),
         (generation, member_id, instance_id): (i32, &str, Option<&str>),
         offsets: Vec<(TopicPartition, CommittedOffset)>,
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let partition = &term.partition;
         // Held until the batch is appended.
         let _ticket = crate::txn::verify::admit(shard, partition, Some(txn_id), producer, epoch)
             .await
@@ -845,6 +872,10 @@ impl GroupCoordinator {
                 ErrorCode::NotEnoughReplicas => ErrorCode::CoordinatorNotAvailable,
                 code => code,
             })?;
+        if !self.served.is_current(term) {
+            // Resigned while the transaction's coordinator was asked: the group is not ours.
+            return Err(ErrorCode::NotCoordinator);
+        }
         let now = shard.clock.now_ms();
         self.with_group(group, true, now, |e| {
             let member_given = generation >= 0 || !member_id.is_empty() || instance_id.is_some();
@@ -1086,8 +1117,8 @@ impl GroupCoordinator {
                 })
                 .collect();
             for group in dirty {
-                if let Ok(partition) = coordinator.partition_of(&shard, &group) {
-                    coordinator.persist_if_dirty(&shard, &partition, &group);
+                if let Ok(term) = coordinator.partition_of(&shard, &group) {
+                    coordinator.persist_if_dirty(&shard, &term.partition, &group);
                 }
             }
             // Groups that only ever saw MEMBER_ID_REQUIRED (or a refused join) leave no trace.
@@ -1116,12 +1147,15 @@ impl GroupCoordinator {
         let Some(topic) = shard.image().topic(OFFSETS_TOPIC).cloned() else {
             return;
         };
-        let owned: Vec<(i32, Offset)> =
-            self.loaded.borrow().iter().map(|(p, o)| (*p, *o)).collect();
-        for (p, rewritten_at) in owned {
-            let Ok(partition) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, p)) else {
+        for (p, epoch, rewritten_at) in self.served.loaded_partitions() {
+            // An earlier partition's rewrite may have outlasted this one's term.
+            let Ok(term) = coordination::current_term(&self.served, shard, OFFSETS_TOPIC, p) else {
                 continue;
             };
+            if term.epoch != epoch {
+                continue;
+            }
+            let partition = term.partition;
             let Some(live) = self.live_records(p, topic.partitions) else {
                 continue;
             };
@@ -1136,7 +1170,7 @@ impl GroupCoordinator {
                         "{OFFSETS_TOPIC}-{p}: compacted to {} live records; log start {cut}",
                         live.len()
                     );
-                    self.loaded.borrow_mut().insert(p, cut);
+                    self.served.compacted(p, epoch, cut);
                 }
                 Err(code) => tracing::error!("{OFFSETS_TOPIC}-{p}: compaction failed: {code}"),
             }
@@ -1174,13 +1208,25 @@ impl GroupCoordinator {
     }
 
     /// Deletes the offsets of groups that have been empty for `offsets.retention.minutes`, and
-    /// then the groups themselves.
+    /// then the groups themselves (only of loaded partitions: the others may not be complete).
     fn expire_offsets(&self, shard: &Rc<Shard>, now_ms: i64) {
+        let Some(count) = shard.image().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
+            return;
+        };
+        let loaded: BTreeSet<i32> = self
+            .served
+            .loaded_partitions()
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .collect();
         let retention = self.offsets_retention_ms;
         let mut by_group: Vec<(String, Vec<OffsetsRecord>)> = Vec::new();
         {
             let mut groups = self.groups.borrow_mut();
             for entry in groups.values_mut() {
+                if !loaded.contains(&records::partition_for_group(&entry.group.id, count)) {
+                    continue;
+                }
                 let records = entry.expire(now_ms, retention);
                 if !records.is_empty() {
                     by_group.push((entry.group.id.clone(), records));
@@ -1190,16 +1236,15 @@ impl GroupCoordinator {
         }
         for (group, records) in by_group {
             tracing::info!("group {group}: {} offsets records expired", records.len());
-            if let Ok((_, p)) = coordinator_of(shard, &group) {
-                if let Ok(partition) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, p)) {
-                    let appended = Self::append(shard, &partition, &records);
-                    glommio::spawn_local(async move {
-                        if let Err(code) = Self::wait_committed(&partition, appended).await {
-                            tracing::error!("expiring offsets of group {group}: {code}");
-                        }
-                    })
-                    .detach();
-                }
+            if let Ok(term) = self.partition_of(shard, &group) {
+                let partition = term.partition;
+                let appended = Self::append(shard, &partition, &records);
+                glommio::spawn_local(async move {
+                    if let Err(code) = Self::wait_committed(&partition, appended).await {
+                        tracing::error!("expiring offsets of group {group}: {code}");
+                    }
+                })
+                .detach();
             }
         }
     }

@@ -279,7 +279,7 @@ pub fn decide(
                 if image.topic(&name).is_some() {
                     return Ok(Vec::new());
                 }
-                let topic = internal_topic(config, &name)?;
+                let topic = internal_topic(config, image, &name)?;
                 new_topic(config, image, &topic, new_topic_id())
             });
             (records, ControllerResponse::Topics(outcomes))
@@ -397,16 +397,21 @@ fn decide_topics<T>(
     (records, outcomes)
 }
 
-/// The settings of an internal topic, or INVALID_REQUEST for any other.
-fn internal_topic(config: &Config, name: &str) -> Result<NewTopic, Refusal> {
-    let (partitions, segment_bytes) = match name {
+/// The settings of an internal topic, or INVALID_REQUEST for any other. Its replication factor
+/// is the configured one capped at the registered unfenced brokers, so that a single broker (or
+/// a cluster still forming) has coordinators at once; Kafka answers COORDINATOR_NOT_AVAILABLE
+/// until enough brokers exist instead.
+fn internal_topic(config: &Config, image: &MetadataImage, name: &str) -> Result<NewTopic, Refusal> {
+    let (partitions, segment_bytes, replication_factor) = match name {
         OFFSETS_TOPIC => (
             config.offsets_topic_num_partitions,
             config.offsets_topic_segment_bytes,
+            config.offsets_topic_replication_factor,
         ),
         TXN_TOPIC => (
             config.transaction_state_partitions,
             config.transaction_state_segment_bytes,
+            config.transaction_state_replication_factor,
         ),
         other => {
             return fail(
@@ -415,23 +420,33 @@ fn internal_topic(config: &Config, name: &str) -> Result<NewTopic, Refusal> {
             )
         }
     };
+    let live = i16::try_from(registered_brokers(image).len().max(1)).unwrap_or(i16::MAX);
+    let mut configs: BTreeMap<String, String> = [
+        ("cleanup.policy", "compact".to_string()),
+        ("segment.bytes", segment_bytes.to_string()),
+        (
+            "max.message.bytes",
+            limits::OFFSETS_TOPIC_MAX_MESSAGE_BYTES.to_string(),
+        ),
+        ("compression.type", "producer".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if name == TXN_TOPIC {
+        // Kafka's `transaction.state.log.min.isr`; a partition with fewer replicas requires
+        // them all (see `MinInsyncReplicas::effective`).
+        configs.insert(
+            "min.insync.replicas".to_string(),
+            config.transaction_state_min_isr.get().to_string(),
+        );
+    }
     Ok(NewTopic {
         name: name.to_string(),
         partitions,
-        replication_factor: 1,
+        replication_factor: replication_factor.min(live),
         assignment: Vec::new(),
-        configs: [
-            ("cleanup.policy", "compact".to_string()),
-            ("segment.bytes", segment_bytes.to_string()),
-            (
-                "max.message.bytes",
-                limits::OFFSETS_TOPIC_MAX_MESSAGE_BYTES.to_string(),
-            ),
-            ("compression.type", "producer".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
+        configs,
     })
 }
 
@@ -991,6 +1006,49 @@ mod tests {
             config.transaction_state_partitions
         );
         assert_eq!(image.topics[TXN_TOPIC].configs["cleanup.policy"], "compact");
+    }
+
+    #[test]
+    fn internal_topics_take_the_configured_replicas_capped_at_the_live_brokers() {
+        let config = Config::default();
+        let mut alone = registered(&config);
+        let ensure = |name: &str| ControllerRequest::EnsureInternalTopic(name.into());
+        assert_eq!(
+            run(&mut alone, &config, ensure(TXN_TOPIC)),
+            [ErrorCode::None]
+        );
+        let txn = &alone.topics[TXN_TOPIC];
+        assert!(
+            txn.partition_states.iter().all(|s| s.replicas.len() == 1),
+            "one broker: one replica, not a refusal"
+        );
+        assert_eq!(txn.configs["min.insync.replicas"], "2");
+
+        let mut three = registered(&config);
+        for id in [2, 3] {
+            three
+                .apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
+                    id: BrokerId(id),
+                    incarnation_id: Uuid::new_v4(),
+                    epoch: BrokerEpoch(0),
+                    endpoints: Vec::new(),
+                    fenced: false,
+                }))
+                .unwrap();
+        }
+        assert_eq!(
+            run(&mut three, &config, ensure(OFFSETS_TOPIC)),
+            [ErrorCode::None]
+        );
+        let offsets = &three.topics[OFFSETS_TOPIC];
+        assert!(offsets
+            .partition_states
+            .iter()
+            .all(|s| s.replicas.len() == 3 && s.isr.len() == 3));
+        assert!(
+            !offsets.configs.contains_key("min.insync.replicas"),
+            "the offsets topic keeps the broker's default, as in Kafka"
+        );
     }
 
     #[test]

@@ -893,8 +893,8 @@ impl Shard {
         self.remove_stale_directories(&old, &image);
         self.open_owned_partitions(false).await;
         self.start_fetchers();
-        self.groups.load_owned(self).await;
-        self.txns.load_owned(self).await;
+        self.groups.follow_leadership(self).await;
+        self.txns.follow_leadership(self).await;
     }
 
     /// A partition that is new in `image` must start empty: a directory left under its name by

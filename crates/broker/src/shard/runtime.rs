@@ -260,8 +260,8 @@ async fn shard_main(
         router::serve(&shard, receivers);
     }
     shard.open_owned_partitions(clean_start).await;
-    shard.groups.load_owned(&shard).await;
-    shard.txns.load_owned(&shard).await;
+    shard.groups.follow_leadership(&shard).await;
+    shard.txns.follow_leadership(&shard).await;
     if !gate.pass(&stop).await {
         return Ok(shard.close_all().await);
     }

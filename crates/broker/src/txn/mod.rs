@@ -1,10 +1,15 @@
 //! Transactions: the transaction coordinator.
 //!
 //! Each transactional id is coordinated by one shard: the owner of its `__transaction_state`
-//! partition (the same hash Kafka uses), where its `TxnMetadata` lives. Every state change is
-//! appended to that partition and awaited before it counts; at start each shard replays its
-//! partitions, finishes transactions that were prepared (their markers are written again, which
-//! is harmless), and lets the timeout abort the ones left open.
+//! partition (the same hash Kafka uses), on the broker leading that partition, where its
+//! `TxnMetadata` lives. Every state change is appended to that partition and counts once
+//! committed (the high watermark passed it: acks=all), so a new leader holds every decision.
+//!
+//! A shard serves a partition only while this broker leads it (`coordination`). Elected (at
+//! start, or at a failover), it replays the partition, finishes the transactions that were
+//! prepared (their markers are written again, which is harmless) and lets the timeout abort the
+//! ones left open. Resigned, it drops the partition's transactions; operations, marker retries
+//! and timeouts started under the old term stop and answer NOT_COORDINATOR.
 //!
 //! A partition's leader lets a producer start a transaction there only once this coordinator has
 //! confirmed the transaction includes the partition (`verify`, KIP-890). Ending a transaction
@@ -29,6 +34,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::sync::{Semaphore, StaticPermit};
 
+use crate::coordination::{self, Served, Term};
 use crate::error::ErrorCode;
 use crate::group::records::partition_for_group;
 use crate::internal_log;
@@ -38,7 +44,7 @@ use crate::shard::{Marker, Shard};
 use crate::storage::batch::{self, ControlType};
 use crate::storage::fs::UringStorage;
 use crate::storage::Clock;
-use crate::types::{Offset, ProducerEpoch, ProducerId, ShardId, TopicPartition};
+use crate::types::{ProducerEpoch, ProducerId, ShardId, TopicPartition};
 use state::{InitDecision, TxnMetadata, TxnState, TXN_TOPIC};
 
 /// A transaction operation, addressed to the transactional id's coordinator shard.
@@ -108,9 +114,10 @@ pub fn coordinator_of(shard: &Shard, txn_id: &str) -> Result<(ShardId, i32), Err
 pub struct TxnCoordinator {
     max_timeout_ms: i32,
     txns: RefCell<HashMap<String, TxnMetadata>>,
-    /// `__transaction_state` partitions (owned here) that have been replayed, with the offset
-    /// their log was last rewritten from (see `compact`).
-    loaded: RefCell<HashMap<i32, Offset>>,
+    /// The `__transaction_state` partitions this shard leads, and whether they are replayed yet.
+    served: Served,
+    /// One pass over a new image at a time: two replays of one partition must not interleave.
+    following: Semaphore,
     /// One operation at a time per transactional id: clients pipeline AddPartitionsToTxn and
     /// AddOffsetsToTxn, and each reads, changes and persists the whole state.
     locks: RefCell<HashMap<String, Rc<Semaphore>>>,
@@ -121,7 +128,8 @@ impl TxnCoordinator {
         TxnCoordinator {
             max_timeout_ms: config.transaction_max_timeout_ms,
             txns: RefCell::new(HashMap::new()),
-            loaded: RefCell::new(HashMap::new()),
+            served: Served::default(),
+            following: Semaphore::new(1),
             locks: RefCell::new(HashMap::new()),
         }
     }
@@ -149,35 +157,76 @@ impl TxnCoordinator {
             .expect("never closed")
     }
 
-    /// Replays the `__transaction_state` partitions this shard owns and has not loaded yet,
-    /// then finishes every transaction that was being prepared.
-    pub async fn load_owned(&self, shard: &Rc<Shard>) {
-        let Some(topic) = shard.image().topic(TXN_TOPIC).cloned() else {
+    /// Follows the leadership of the `__transaction_state` partitions this shard owns, after
+    /// each image: drops the transactions of partitions this broker no longer leads, replays
+    /// those it leads in a new term, and finishes the transactions they left prepared (Kafka's
+    /// loadTransactionsForTxnTopicPartition / removeTransactionsForTxnTopicPartition).
+    pub async fn follow_leadership(&self, shard: &Rc<Shard>) {
+        let _one_pass = self.following.acquire_permit(1).await;
+        let Some(count) = shard.image().topic(TXN_TOPIC).map(|t| t.partitions) else {
             return;
         };
-        for p in 0..topic.partitions {
-            let tp = TopicPartition::new(TXN_TOPIC, p);
-            if shard.owner_of(&tp) != shard.id || self.loaded.borrow().contains_key(&p) {
-                continue;
-            }
-            let Ok(partition) = shard.partition(&tp) else {
+        let changes = self
+            .served
+            .follow(&coordination::led_partitions(shard, TXN_TOPIC));
+        for p in changes.resigned {
+            let dropped = self.drop_partition(p, count);
+            tracing::info!(
+                "{TXN_TOPIC}-{p}: no longer led here; dropped {dropped} transactional ids"
+            );
+        }
+        for (p, epoch) in changes.elected {
+            // Whatever a former term left in memory may be stale: the log is the truth.
+            self.drop_partition(p, count);
+            let Ok(partition) = shard.partition(&TopicPartition::new(TXN_TOPIC, p)) else {
                 continue;
             };
-            match self.replay(&partition).await {
+            let term = Term {
+                index: p,
+                epoch,
+                partition,
+            };
+            let loaded = match self.replay(&term.partition).await {
                 Ok(n) => {
-                    if n > 0 {
-                        tracing::info!("{tp}: loaded {n} transaction records");
+                    let start = term.partition.borrow().offsets().log_start;
+                    let current = self.served.loaded(p, epoch, start);
+                    if current {
+                        tracing::info!(
+                            "{TXN_TOPIC}-{p}: coordinating at leader epoch {} ({n} records loaded)",
+                            epoch.0
+                        );
                     }
-                    let start = partition.borrow().offsets().log_start;
-                    self.loaded.borrow_mut().insert(p, start);
+                    current
                 }
-                Err(err) => tracing::error!("{tp}: loading transactions failed: {err}"),
+                Err(err) => {
+                    tracing::error!("{TXN_TOPIC}-{p}: loading transactions failed: {err}");
+                    false
+                }
+            };
+            if loaded {
+                self.finish_prepared(shard, &term, count);
+            } else {
+                self.drop_partition(p, count);
             }
         }
+    }
+
+    /// Forgets the transactional ids of partition `p` (of `count`); returns how many.
+    fn drop_partition(&self, p: i32, count: i32) -> usize {
+        let mut txns = self.txns.borrow_mut();
+        let before = txns.len();
+        txns.retain(|id, _| partition_for_group(id, count) != p);
+        before - txns.len()
+    }
+
+    /// Completes, under `term`, every transaction of its partition that a former coordinator
+    /// decided but did not finish.
+    fn finish_prepared(&self, shard: &Rc<Shard>, term: &Term, count: i32) {
         let prepared: Vec<(String, ControlType)> = self
             .txns
             .borrow()
             .iter()
+            .filter(|(id, _)| partition_for_group(id, count) == term.index)
             .filter_map(|(id, m)| match m.state {
                 TxnState::PrepareCommit => Some((id.clone(), ControlType::Commit)),
                 TxnState::PrepareAbort => Some((id.clone(), ControlType::Abort)),
@@ -185,11 +234,24 @@ impl TxnCoordinator {
             })
             .collect();
         for (id, control) in prepared {
-            tracing::info!("transaction {id}: finishing its prepared {control:?} after a restart");
+            tracing::info!(
+                "transaction {id}: finishing its prepared {control:?} as new coordinator"
+            );
             let shard = shard.clone();
+            let term = term.clone();
             glommio::spawn_local(async move {
                 let _one_at_a_time = shard.txns.lock(&id).await;
-                let _ = shard.txns.complete(&shard, &id, control).await;
+                let still_prepared = shard
+                    .txns
+                    .txns
+                    .borrow()
+                    .get(&id)
+                    .is_some_and(|m| m.state.is_preparing());
+                if still_prepared {
+                    if let Err(code) = shard.txns.complete(&shard, &term, &id, control).await {
+                        tracing::warn!("transaction {id}: not finished here: {code}");
+                    }
+                }
             })
             .detach();
         }
@@ -235,8 +297,8 @@ impl TxnCoordinator {
             return TxnAnswer::Verified(codes);
         }
         let _one_at_a_time = self.lock(op.txn_id()).await;
-        let partition = match self.partition_of(shard, op.txn_id()) {
-            Ok(p) => p,
+        let term = match self.partition_of(shard, op.txn_id()) {
+            Ok(term) => term,
             Err(code) => {
                 return match op {
                     TxnOp::InitProducerId { .. } => TxnAnswer::Producer(Err(code)),
@@ -251,7 +313,7 @@ impl TxnCoordinator {
                 timeout_ms,
                 presented,
             } => TxnAnswer::Producer(
-                self.init(shard, &partition, &txn_id, timeout_ms, presented)
+                self.init(shard, &term, &txn_id, timeout_ms, presented)
                     .await,
             ),
             TxnOp::AddPartitions {
@@ -260,7 +322,7 @@ impl TxnCoordinator {
                 epoch,
                 partitions,
             } => TxnAnswer::Code(
-                self.add_partitions(shard, &partition, &txn_id, producer, epoch, partitions)
+                self.add_partitions(shard, &term, &txn_id, producer, epoch, partitions)
                     .await,
             ),
             TxnOp::EndTxn {
@@ -269,7 +331,7 @@ impl TxnCoordinator {
                 epoch,
                 commit,
             } => TxnAnswer::Code(
-                self.end(shard, &partition, &txn_id, producer, epoch, commit)
+                self.end(shard, &term, &txn_id, producer, epoch, commit)
                     .await,
             ),
         }
@@ -303,24 +365,17 @@ impl TxnCoordinator {
             .collect()
     }
 
-    fn partition_of(
-        &self,
-        shard: &Rc<Shard>,
-        txn_id: &str,
-    ) -> Result<PartitionRef<UringStorage>, ErrorCode> {
+    /// The term under which this shard coordinates `txn_id`'s partition: it owns the partition,
+    /// this broker leads it, and it is loaded.
+    fn partition_of(&self, shard: &Rc<Shard>, txn_id: &str) -> Result<Term, ErrorCode> {
         let (owner, p) = coordinator_of(shard, txn_id)?;
         if owner != shard.id {
             return Err(ErrorCode::NotCoordinator);
         }
-        if !self.loaded.borrow().contains_key(&p) {
-            return Err(ErrorCode::CoordinatorLoadInProgress);
-        }
-        shard
-            .partition(&TopicPartition::new(TXN_TOPIC, p))
-            .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+        coordination::current_term(&self.served, shard, TXN_TOPIC, p)
     }
 
-    /// Makes `m` the transaction's state, durably, before anything acts on it.
+    /// Makes `m` the transaction's state, committed (acks=all), before anything acts on it.
     async fn persist(
         shard: &Shard,
         partition: &PartitionRef<UringStorage>,
@@ -329,6 +384,8 @@ impl TxnCoordinator {
     ) -> Result<(), ErrorCode> {
         let (key, value) = (state::encode_key(txn_id), state::encode_value(m));
         let bytes = batch::build_batch(&[(Some(&key), Some(&value))], shard.clock.now_ms());
+        // Refused up front, as an acks=all produce is: the high watermark would not move.
+        partition.borrow().check_min_insync()?;
         let outcome = partition
             .borrow_mut()
             .append_broker_batch(bytes, shard.clock.now_ms())?;
@@ -336,10 +393,24 @@ impl TxnCoordinator {
         partition::wait_high_watermark(partition, outcome.end).await
     }
 
-    /// Records `m` in memory after persisting it.
-    async fn save(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMetadata) -> Result<(), ErrorCode> {
-        let partition = self.partition_of(shard, txn_id)?;
-        Self::persist(shard, &partition, txn_id, &m).await?;
+    /// Records `m` in memory after persisting it, if `term` is still current before and after:
+    /// a coordinator that resigned meanwhile neither writes nor remembers.
+    async fn save(
+        &self,
+        shard: &Rc<Shard>,
+        term: &Term,
+        txn_id: &str,
+        m: TxnMetadata,
+    ) -> Result<(), ErrorCode> {
+        if !self.served.is_current(term) {
+            return Err(ErrorCode::NotCoordinator);
+        }
+        Self::persist(shard, &term.partition, txn_id, &m)
+            .await
+            .map_err(coordination::write_error)?;
+        if !self.served.is_current(term) {
+            return Err(ErrorCode::NotCoordinator);
+        }
         self.txns.borrow_mut().insert(txn_id.to_string(), m);
         Ok(())
     }
@@ -347,7 +418,7 @@ impl TxnCoordinator {
     async fn init(
         &self,
         shard: &Rc<Shard>,
-        _partition: &PartitionRef<UringStorage>,
+        term: &Term,
         txn_id: &str,
         timeout_ms: i32,
         presented: Option<(ProducerId, ProducerEpoch)>,
@@ -360,13 +431,13 @@ impl TxnCoordinator {
         let Some(mut m) = current else {
             let id = shard.allocate_producer_id().await?;
             let m = TxnMetadata::new(id, timeout_ms, now);
-            self.save(shard, txn_id, m.clone()).await?;
+            self.save(shard, term, txn_id, m.clone()).await?;
             return Ok((m.producer_id, m.epoch));
         };
         match m.decide_init(presented)? {
             InitDecision::Retry => return Err(ErrorCode::ConcurrentTransactions),
             InitDecision::FenceAndAbort => {
-                self.fence_and_abort(shard, txn_id).await?;
+                self.fence_and_abort(shard, term, txn_id).await?;
                 m = self
                     .txns
                     .borrow()
@@ -387,13 +458,18 @@ impl TxnCoordinator {
         m.state = TxnState::Empty;
         m.partitions.clear();
         m.last_update_ms = now;
-        self.save(shard, txn_id, m.clone()).await?;
+        self.save(shard, term, txn_id, m.clone()).await?;
         Ok((m.producer_id, m.epoch))
     }
 
     /// Aborts the open transaction under a bumped epoch: the old producer's later writes and
     /// markers are refused.
-    async fn fence_and_abort(&self, shard: &Rc<Shard>, txn_id: &str) -> Result<(), ErrorCode> {
+    async fn fence_and_abort(
+        &self,
+        shard: &Rc<Shard>,
+        term: &Term,
+        txn_id: &str,
+    ) -> Result<(), ErrorCode> {
         let Some(mut m) = self.txns.borrow().get(txn_id).cloned() else {
             return Ok(());
         };
@@ -405,14 +481,14 @@ impl TxnCoordinator {
         }
         m.state = TxnState::PrepareAbort;
         m.last_update_ms = shard.clock.now_ms();
-        self.save(shard, txn_id, m).await?;
-        self.complete(shard, txn_id, ControlType::Abort).await
+        self.save(shard, term, txn_id, m).await?;
+        self.complete(shard, term, txn_id, ControlType::Abort).await
     }
 
     async fn add_partitions(
         &self,
         shard: &Rc<Shard>,
-        _partition: &PartitionRef<UringStorage>,
+        term: &Term,
         txn_id: &str,
         producer: ProducerId,
         epoch: ProducerEpoch,
@@ -437,7 +513,7 @@ impl TxnCoordinator {
             }
             m.partitions.extend(partitions);
             m.last_update_ms = now;
-            if let Err(code) = self.save(shard, txn_id, m).await {
+            if let Err(code) = self.save(shard, term, txn_id, m).await {
                 return code;
             }
         }
@@ -448,7 +524,7 @@ impl TxnCoordinator {
     async fn end(
         &self,
         shard: &Rc<Shard>,
-        _partition: &PartitionRef<UringStorage>,
+        term: &Term,
         txn_id: &str,
         producer: ProducerId,
         epoch: ProducerEpoch,
@@ -469,20 +545,21 @@ impl TxnCoordinator {
         };
         m.state = state;
         m.last_update_ms = shard.clock.now_ms();
-        if let Err(code) = self.save(shard, txn_id, m).await {
+        if let Err(code) = self.save(shard, term, txn_id, m).await {
             return code;
         }
-        match self.complete(shard, txn_id, control).await {
+        match self.complete(shard, term, txn_id, control).await {
             Ok(()) => ErrorCode::None,
             Err(code) => code,
         }
     }
 
     /// Writes the markers of a prepared transaction to all its partitions (retrying until they
-    /// are committed), then records it complete.
+    /// are committed, while `term` lasts), then records it complete.
     async fn complete(
         &self,
         shard: &Rc<Shard>,
+        term: &Term,
         txn_id: &str,
         control: ControlType,
     ) -> Result<(), ErrorCode> {
@@ -493,7 +570,8 @@ impl TxnCoordinator {
             producer: m.producer_id,
             epoch: m.epoch,
             control,
-            coordinator_epoch: 0,
+            // Kafka's coordinator epoch is its partition's leader epoch.
+            coordinator_epoch: term.epoch.0,
         };
         let mut remaining: BTreeSet<TopicPartition> = m.partitions.clone();
         let mut wait_ms = limits::TXN_MARKER_RETRY_MS;
@@ -504,6 +582,10 @@ impl TxnCoordinator {
             }
             if shard.is_stopping() {
                 return Err(ErrorCode::CoordinatorNotAvailable);
+            }
+            if !self.served.is_current(term) {
+                // The new coordinator loads the prepared state and writes the markers itself.
+                return Err(ErrorCode::NotCoordinator);
             }
             tracing::warn!(
                 "transaction {txn_id}: {} markers not written yet; retrying in {wait_ms} ms",
@@ -519,7 +601,7 @@ impl TxnCoordinator {
         };
         done.partitions.clear();
         done.last_update_ms = shard.clock.now_ms();
-        self.save(shard, txn_id, done).await
+        self.save(shard, term, txn_id, done).await
     }
 
     /// Every `TXN_TICK_MS`: aborts transactions open longer than their timeout (fencing the
@@ -555,8 +637,12 @@ impl TxnCoordinator {
                 if !still_expired {
                     continue;
                 }
+                // Only for a partition led here: the new coordinator times out its own.
+                let Ok(term) = shard.txns.partition_of(&shard, &id) else {
+                    continue;
+                };
                 tracing::info!("transaction {id} timed out: aborting it");
-                if let Err(code) = shard.txns.fence_and_abort(&shard, &id).await {
+                if let Err(code) = shard.txns.fence_and_abort(&shard, &term, &id).await {
                     tracing::error!("aborting timed-out transaction {id}: {code}");
                 }
             }
@@ -573,12 +659,15 @@ impl TxnCoordinator {
         let Some(topic) = shard.image().topic(TXN_TOPIC).cloned() else {
             return;
         };
-        let owned: Vec<(i32, Offset)> =
-            self.loaded.borrow().iter().map(|(p, o)| (*p, *o)).collect();
-        for (p, rewritten_at) in owned {
-            let Ok(partition) = shard.partition(&TopicPartition::new(TXN_TOPIC, p)) else {
+        for (p, epoch, rewritten_at) in self.served.loaded_partitions() {
+            // An earlier partition's rewrite may have outlasted this one's term.
+            let Ok(term) = coordination::current_term(&self.served, shard, TXN_TOPIC, p) else {
                 continue;
             };
+            if term.epoch != epoch {
+                continue;
+            }
+            let partition = term.partition;
             let busy = self.locks.borrow().values().any(|l| l.available() == 0);
             let live: Vec<(Bytes, Option<Bytes>)> = self
                 .txns
@@ -596,7 +685,7 @@ impl TxnCoordinator {
                         "{TXN_TOPIC}-{p}: compacted to {} live records; log start {cut}",
                         live.len()
                     );
-                    self.loaded.borrow_mut().insert(p, cut);
+                    self.served.compacted(p, epoch, cut);
                 }
                 Err(code) => tracing::error!("{TXN_TOPIC}-{p}: compaction failed: {code}"),
             }
