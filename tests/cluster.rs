@@ -8,15 +8,17 @@
 //! Brokers heartbeat to the quorum's leader: one that dies is fenced after its session and leads
 //! nothing (its partitions answer LEADER_NOT_AVAILABLE) until it returns; one that stops with
 //! SIGTERM is fenced before it exits (a controlled shutdown). Transactions span the three
-//! brokers, and clients ride out a broker stopping and returning with nothing acknowledged lost.
+//! brokers, and clients ride out a broker stopping and returning with nothing acknowledged lost;
+//! on a replicated topic, leadership moves (a controlled shutdown, then a preferred election)
+//! while a producer and a consumer group run.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    create_spread, create_topic, wait_for_topic, wait_metadata, wait_spread, Cluster,
-    QUORUM_WAIT_MAX,
+    create_spread, create_topic, create_topic_with, index_of, wait_for_topic, wait_metadata,
+    wait_spread, Cluster, QUORUM_WAIT_MAX,
 };
 use common::consumer::read_partitions;
 use common::deliveries::{producer, send_waiting};
@@ -217,6 +219,117 @@ fn clients_ride_out_a_broker_stopping_and_returning() {
     assert_eq!(acked.len(), RIDE_RECORDS);
 
     let mut stored: Vec<String> = read_partitions(&cluster.brokers[0], "stream", 6)
+        .into_values()
+        .flatten()
+        .map(|(_, _, value)| value)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, acked, "every acknowledged record stored once");
+    let read = group.join().expect("the group reader");
+    assert_eq!(read.len(), RIDE_RECORDS, "the group read every record");
+    for broker in &mut cluster.brokers {
+        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
+    }
+}
+
+/// Leadership moves while clients run, on a replicated topic (3 replicas, min.insync.replicas
+/// 2): a controlled shutdown (SIGTERM) of the broker leading partition 0 moves its leaderships
+/// to in-sync followers before it stops, and once it is back in every ISR a preferred election
+/// gives each partition its first replica again. An idempotent acks=all producer and a consumer
+/// group run throughout: no delivery fails, every acknowledged record is stored once, and the
+/// group reads every one.
+#[test]
+fn leadership_moves_while_clients_run() {
+    let mut cluster = Cluster::formed_with(
+        0,
+        &[
+            "replica.lag.time.max.ms=4000",
+            // The preferred election is the test's, not the controller's own rebalance.
+            "auto.leader.rebalance.enable=false",
+        ],
+    );
+    let topic = "moving";
+    create_topic_with(
+        &cluster.brokers[0],
+        topic,
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let all_in_sync = |_: &[i32], seen: &[common::cluster::PartitionSeen]| {
+        seen.len() == 3 && seen.iter().all(|p| p.isr.len() == 3 && p.leader > 0)
+    };
+    wait_metadata(
+        &cluster.brokers[0],
+        topic,
+        "three in-sync replicas",
+        all_in_sync,
+    );
+
+    let group = std::thread::spawn({
+        let bootstrap = cluster.brokers[2].bootstrap();
+        move || read_in_group(&bootstrap, topic, "movers", RIDE_RECORDS)
+    });
+    let (sender, deliveries) = producer(
+        &cluster.brokers[0],
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "120000"),
+        ],
+    );
+    let send = |from: usize, to: usize| {
+        for i in from..to {
+            let value = format!("move {i}");
+            send_waiting(
+                &sender,
+                BaseRecord::<(), str>::to(topic)
+                    .partition((i % 3) as i32)
+                    .payload(&value),
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let third = RIDE_RECORDS / 3;
+    send(0, third);
+    let seen = wait_metadata(&cluster.brokers[0], topic, "a leader", all_in_sync);
+    let stopping = index_of(seen[0].leader);
+    assert!(cluster.brokers[stopping].terminate(), "a clean stop");
+    send(third, 2 * third);
+    cluster.brokers[stopping].restart();
+    wait_metadata(
+        &cluster.brokers[(stopping + 1) % 3],
+        topic,
+        "the restarted broker back in every ISR",
+        all_in_sync,
+    );
+    // Its partitions are led by others now: a preferred election gives them back.
+    let codes = elect_preferred(&cluster.brokers[(stopping + 1) % 3], topic, Some(3));
+    assert!(
+        codes.iter().all(|&c| c == 0 || c == ELECTION_NOT_NEEDED),
+        "preferred elections: {codes:?}"
+    );
+    wait_metadata(
+        &cluster.brokers[0],
+        topic,
+        "every partition led by its first replica",
+        |_, seen| seen.iter().all(|p| p.replicas.first() == Some(&p.leader)),
+    );
+    send(2 * third, RIDE_RECORDS);
+    sender.flush(Duration::from_secs(120)).unwrap();
+    let failed = deliveries.failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "failed deliveries: {failed:?}");
+    let mut acked: Vec<String> = deliveries
+        .acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.2.clone())
+        .collect();
+    acked.sort();
+    assert_eq!(acked.len(), RIDE_RECORDS);
+    let mut stored: Vec<String> = read_partitions(&cluster.brokers[0], topic, 3)
         .into_values()
         .flatten()
         .map(|(_, _, value)| value)
