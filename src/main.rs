@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
         logging::init("info", "text").expect("the defaults are valid");
+        end_quietly_on_a_closed_pipe();
     }
     match cli.command {
         // Every failure of the broker's start (and of its stop) is a 2, as it always was.
@@ -53,6 +54,17 @@ fn main() -> ExitCode {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// A command-line tool whose reader goes away (`sluice topic describe | head`) ends as other
+/// Unix tools do, killed by SIGPIPE, instead of panicking in `println!` (Rust ignores SIGPIPE by
+/// default). Not for `serve`: a broker must see a closed client socket as an error, not die.
+fn end_quietly_on_a_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler};
+    // SAFETY: SIG_DFL installs no handler code; this runs before any other thread starts.
+    if let Err(err) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!("restoring SIGPIPE: {err}");
     }
 }
 

@@ -1,6 +1,6 @@
 //! The command line: help on every command, the version, suggestions for mistyped commands,
-//! completion scripts, SLUICE_BOOTSTRAP, the exit codes of usage errors, and invalid settings
-//! stopping the start with a message naming the key.
+//! completion scripts, SLUICE_BOOTSTRAP, the exit codes of usage errors, a reader closing the
+//! output early, and invalid settings stopping the start with a message naming the key.
 
 mod common;
 
@@ -220,6 +220,30 @@ fn bench_says_how_to_get_it_in_a_build_without_it() {
             out.stderr
         );
     }
+}
+
+/// `sluice ... | head` closes the pipe early: the command ends as Unix tools do (SIGPIPE), never
+/// with a panic about a failed print.
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["completion", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let sigpipe = 13;
+    assert!(
+        out.status.success() || out.status.signal() == Some(sigpipe),
+        "{:?}: {stderr}",
+        out.status
+    );
 }
 
 #[test]
