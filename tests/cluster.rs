@@ -23,6 +23,7 @@ use common::cluster::{
 use common::consumer::read_partitions;
 use common::deliveries::{producer, send_waiting};
 use common::{connect, try_call, Broker};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -57,6 +58,37 @@ fn elect_preferred(broker: &Broker, topic: &str, partitions: Option<i32>) -> Vec
         .collect()
 }
 
+/// CreateTopics for `topic` sent through every broker of `cluster` at the same moment; the
+/// error codes answered, sorted.
+fn create_through_all_at_once(cluster: &Cluster, topic: &str) -> Vec<i16> {
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_num_partitions(3)
+            .with_replication_factor(1)])
+        .with_timeout_ms(5000);
+    let start = std::sync::Barrier::new(cluster.brokers.len());
+    let mut codes: Vec<i16> = std::thread::scope(|scope| {
+        let asks: Vec<_> = cluster
+            .brokers
+            .iter()
+            .map(|broker| {
+                let mut stream = connect(broker);
+                let (start, request) = (&start, &request);
+                scope.spawn(move || {
+                    start.wait();
+                    let answer: CreateTopicsResponse =
+                        try_call(&mut stream, ApiKey::CreateTopics, 7, request).unwrap();
+                    answer.topics[0].error_code
+                })
+            })
+            .collect();
+        asks.into_iter().map(|ask| ask.join().unwrap()).collect()
+    });
+    codes.sort();
+    codes
+}
+
 #[test]
 fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
     let mut cluster = Cluster::formed(1);
@@ -74,6 +106,13 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
 
     // A topic created through one broker reaches all three, its partitions spread over them.
     create_spread(&cluster, 1, "orders");
+
+    // Every broker asked at once to create one topic: one creates it and the others answer
+    // TOPIC_ALREADY_EXISTS, as Kafka's single controller would, never NOT_CONTROLLER.
+    assert_eq!(
+        create_through_all_at_once(&cluster, "contested"),
+        [0, 36, 36]
+    );
 
     // Clients find each partition's leader: every acknowledged record reads back once, and a
     // consumer group commits through whichever broker coordinates it.

@@ -288,6 +288,13 @@ pub const QUORUM_RETRY_INTERVAL_MS: u64 = 200;
 /// How long a member waits for the leader to answer a forwarded proposal.
 pub const QUORUM_PROPOSE_TIMEOUT_MS: u64 = 10_000;
 
+/// How many times the controller decides a change again when the quorum refused it because
+/// another broker's change committed first.
+pub const CONTROLLER_REDECIDE_ATTEMPTS: u32 = 3;
+
+/// How often a shard waiting for a newer metadata image looks for one.
+pub const IMAGE_POLL_INTERVAL_MS: u64 = 10;
+
 /// How long a request to another broker (a transaction marker, a transaction verification) may
 /// take, connecting included, before the connection is dropped and the caller retries or fails.
 pub const PEER_REQUEST_TIMEOUT_MS: u64 = 10_000;

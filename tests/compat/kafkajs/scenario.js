@@ -139,6 +139,10 @@ async function stepGroupOfTwo (failure) {
   ]
   try {
     await waitFor(`${FIRST_BATCH} records`, () => failure.error || seen.size >= FIRST_BATCH)
+    // The first member may read the whole batch before the second has joined: the group
+    // settles (both own partitions) before they leave.
+    await waitFor('both members to own partitions', () => failure.error ||
+      members.every(m => m.assigned.length > 0 && m.assigned[m.assigned.length - 1] > 0))
     await sleep(QUIET_MS)
     if (failure.error) throw failure.error
     check(seen.size === FIRST_BATCH, `got ${seen.size} records, want ${FIRST_BATCH}`)

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use glommio::sync::Semaphore;
 use uuid::Uuid;
@@ -71,7 +72,7 @@ const LIST_CONFIGS: &[(&str, &str)] = &[
     ("log.cleanup.policy", "delete"),
 ];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ControllerRequest {
     CreateTopics {
         topics: Vec<NewTopic>,
@@ -734,10 +735,25 @@ impl Controller {
             .acquire_permit(1)
             .await
             .expect("semaphore never closes");
-        let image = shard.image();
-        let decision = decide(&image, &shard.config, request, &mut Uuid::new_v4);
-        let mut response = decision.response;
-        if let Err(err) = self.commit(shard, decision.records).await {
+        let mut refusals = 0;
+        let (mut response, outcome) = loop {
+            let image = shard.image();
+            let decision = decide(&image, &shard.config, request.clone(), &mut Uuid::new_v4);
+            match self.commit(shard, decision.records).await {
+                // Another broker's change committed first (two FindCoordinators creating the
+                // same internal topic): decide again once this broker's image holds it, so the
+                // answer is the one Kafka's single controller would give.
+                Err(CommitError::Quorum(ProposeError::Refused(why)))
+                    if refusals < limits::CONTROLLER_REDECIDE_ATTEMPTS =>
+                {
+                    refusals += 1;
+                    tracing::debug!("deciding again after a refusal: {why}");
+                    wait_for_newer_image(shard, &image).await;
+                }
+                outcome => break (decision.response, outcome),
+            }
+        };
+        if let Err(err) = outcome {
             // Nothing changed: every success turns into the error.
             let (code, message) = match &err {
                 CommitError::Disk(err) => (
@@ -832,6 +848,16 @@ impl Controller {
             .map(|to| shard.call(ShardId(to), ShardRequest::ApplyMetadata(image.clone())));
         futures::future::join_all(calls).await;
         Ok(())
+    }
+}
+
+/// Waits until this shard installs an image newer than `seen`, for at most
+/// `QUORUM_PROPOSE_TIMEOUT_MS`: a refused command committed after the change that refused it, so
+/// the image that holds the refused command holds that change too.
+async fn wait_for_newer_image(shard: &Rc<Shard>, seen: &Arc<MetadataImage>) {
+    let deadline = Instant::now() + Duration::from_millis(limits::QUORUM_PROPOSE_TIMEOUT_MS);
+    while Arc::ptr_eq(&shard.image(), seen) && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(limits::IMAGE_POLL_INTERVAL_MS)).await;
     }
 }
 
