@@ -10,6 +10,8 @@
 //!   accepted again once the missing replica has caught up and rejoined the ISR;
 //! - a follower that was killed and missed writes catches up after its restart, rejoins the
 //!   ISR and, elected when the leader stops (a controlled shutdown), serves every record;
+//! - acks=all produces waiting for their followers give their request memory back
+//!   (`queued.max.request.bytes`), so the followers' fetches are still read;
 //! - OffsetForLeaderEpoch, answered by the leader only, places an old epoch's end where the new
 //!   leader's epoch began.
 //!
@@ -175,6 +177,56 @@ fn acks_all_below_min_insync_replicas_is_refused() {
         "acks=all once the ISR is whole again{}",
         cluster.log_tails(LOG_LINES)
     );
+    stop_all(&mut cluster);
+}
+
+#[test]
+fn produces_waiting_for_followers_leave_room_for_their_fetches() {
+    // Each shard may hold one produce's worth of request bytes. Produces waiting for their
+    // followers once held theirs, so the followers' fetches, which would answer them, could not
+    // be read until the followers fell out of the ISR (`replica.lag.time.max.ms`, 30 s here).
+    let budget = [
+        "socket.request.max.bytes=262144",
+        "queued.max.request.bytes=262144",
+    ];
+    let mut cluster = Cluster::formed_with(0, &budget);
+    let topic = "crowded";
+    let partitions = 3;
+    replicated_topic(&cluster, topic, partitions, "2");
+    let value = "v".repeat(4096);
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (sender, deliveries) = producer(
+                &cluster.brokers[0],
+                &[
+                    SAFE_PRODUCER.as_slice(),
+                    &[("batch.size", "131072"), ("linger.ms", "20")],
+                ]
+                .concat(),
+            );
+            for i in 0..500 {
+                send_waiting(
+                    &sender,
+                    BaseRecord::<(), str>::to(topic)
+                        .partition(i % partitions)
+                        .payload(&value),
+                );
+            }
+            (sender, deliveries)
+        })
+        .collect();
+    for (sender, deliveries) in &senders {
+        flush(&cluster, sender);
+        assert_eq!(deliveries.acked.lock().unwrap().len(), 500);
+        assert!(deliveries.failed.lock().unwrap().is_empty());
+    }
+    for broker in &cluster.brokers {
+        assert!(
+            !broker.log().contains("shrinking the ISR"),
+            "a follower fell behind{}",
+            cluster.log_tails(LOG_LINES)
+        );
+    }
     stop_all(&mut cluster);
 }
 

@@ -57,7 +57,7 @@ pub fn bind_exclusive(addr: std::net::SocketAddr) -> std::io::Result<TcpListener
 mod connection_limits;
 mod frame_pool;
 pub mod peers;
-mod request_memory;
+pub mod request_memory;
 
 /// Accepts connections on one of the shard's listeners (`name`, a key of `listeners`), until
 /// the shard stops.
@@ -225,10 +225,10 @@ async fn serve_connection(
         let activity = activity.clone();
         activity.in_flight.set(activity.in_flight.get() + 1);
         let task = glommio::spawn_local(async move {
-            // Held until the request is answered: bounds the request bytes a shard holds in
-            // memory (`queued.max.request.bytes`) however many connections send at once.
-            let _charge = charge;
-            let response = protocol::serve(shard, incoming, &peer_ip, listener).await;
+            // Held until the request is answered, or only waits (`request_memory`): bounds the
+            // request bytes a shard holds in memory (`queued.max.request.bytes`) however many
+            // connections send at once.
+            let response = protocol::serve(shard, incoming, charge, &peer_ip, listener).await;
             lent.give_back();
             activity.in_flight.set(activity.in_flight.get() - 1);
             activity.touch();

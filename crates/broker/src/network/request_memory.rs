@@ -13,11 +13,19 @@
 //! therefore always finish, and the shard holds at most the budget plus one frame
 //! (`socket.request.max.bytes`). A connection that takes the overdraft and then stalls holds it
 //! only until `sluice.request.receive.timeout.ms` closes it.
+//!
+//! A request that only waits gives its bytes back before its answer: an acks=all produce to
+//! replicated partitions, once its records are appended (`FrameCharge::until_signalled`). Its
+//! answer waits for the followers' fetches, which need room to be read; had it kept its charge,
+//! enough such produces would spend the budget and wait forever for fetches the shard no longer
+//! reads. Kafka's request memory pool is likewise given back when a handler parks a produce.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+
+use futures::channel::oneshot;
 
 /// The budget of one shard.
 pub struct RequestMemory {
@@ -110,6 +118,49 @@ impl FrameCharge {
     }
 }
 
+/// A frame's charge held until every signal it handed out has fired (or been dropped).
+pub struct SignalledRelease {
+    charge: RefCell<Option<FrameCharge>>,
+    signals_left: Cell<usize>,
+}
+
+impl FrameCharge {
+    /// Holds this charge until every signal made by `SignalledRelease::signal` has fired.
+    /// Signals are made before the first await that could fire one: the charge goes back when
+    /// the count returns to zero, so one made after that would find it given back already.
+    pub fn until_signalled(self) -> Rc<SignalledRelease> {
+        Rc::new(SignalledRelease {
+            charge: RefCell::new(Some(self)),
+            signals_left: Cell::new(0),
+        })
+    }
+}
+
+impl SignalledRelease {
+    /// A signal to fire (send, or drop) once what it stands for no longer needs the bytes. It
+    /// may be fired on another shard.
+    pub fn signal(self: &Rc<Self>) -> oneshot::Sender<()> {
+        self.signals_left.set(self.signals_left.get() + 1);
+        let (fire, fired) = oneshot::channel();
+        let release = self.clone();
+        glommio::spawn_local(async move {
+            let _ = fired.await;
+            release.one_fired();
+        })
+        .detach();
+        fire
+    }
+
+    fn one_fired(&self) {
+        let left = self.signals_left.get();
+        assert!(left > 0, "a signal fires once");
+        self.signals_left.set(left - 1);
+        if left == 1 {
+            self.charge.borrow_mut().take();
+        }
+    }
+}
+
 impl Drop for FrameCharge {
     fn drop(&mut self) {
         if self.bytes > 0 || self.overdraft {
@@ -153,6 +204,32 @@ mod tests {
             .expect("room again once b is answered");
         c.add(1).now_or_never().expect("and for c");
         assert_eq!(memory.used_bytes(), 61);
+    }
+
+    #[test]
+    fn a_charge_held_for_signals_goes_back_when_the_last_fires() {
+        let used = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let memory = Rc::new(RequestMemory::new(100, 100));
+                let mut frame = memory.frame();
+                frame.add(80).await;
+                let release = frame.until_signalled();
+                let (first, second) = (release.signal(), release.signal());
+                drop(release);
+                let mut used = vec![memory.used_bytes()];
+                first.send(()).unwrap();
+                glommio::yield_if_needed().await;
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                used.push(memory.used_bytes());
+                drop(second);
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                used.push(memory.used_bytes());
+                used
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(used, [80, 80, 0], "a dropped signal counts as fired");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::network::request_memory::FrameCharge;
 use crate::shard::Shard;
 use crate::storage::payload::Payload;
 
@@ -149,6 +150,7 @@ pub fn parse_request(mut frame: Bytes) -> Result<Incoming, FrameError> {
 pub async fn serve(
     shard: Rc<Shard>,
     incoming: Incoming,
+    charge: FrameCharge,
     peer_ip: &str,
     listener: Rc<str>,
 ) -> Option<Vec<Payload>> {
@@ -176,7 +178,7 @@ pub async fn serve(
                 listener,
             };
             let started = std::time::Instant::now();
-            let reply = handlers::dispatch(&shard, *body, version, &client).await;
+            let reply = handlers::dispatch(&shard, *body, version, &client, charge).await;
             crate::metrics::with(|m| m.request_served(api as i16, started.elapsed()));
             Some(frame(header.correlation_id, api, version, reply?))
         }

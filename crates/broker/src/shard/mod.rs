@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::channel::oneshot;
 use futures::future::{select, select_all, LocalBoxFuture};
 use futures::FutureExt;
 use uuid::Uuid;
@@ -196,6 +197,9 @@ pub enum ShardRequest {
         /// The request's `transactional_id`: what a partition asks the coordinator about.
         transactional_id: Option<Arc<str>>,
         items: Vec<(TopicPartition, Bytes)>,
+        /// Fired once the items are appended, before their acknowledgement is waited for: the
+        /// connection's shard then gives the request's memory back (`request_memory`).
+        appended: Option<oneshot::Sender<()>>,
     },
     /// Reads the items in order, sizing them as one answer starting from `budget`.
     Fetch {
@@ -404,8 +408,9 @@ impl Shard {
                     acks,
                     transactional_id,
                     items,
+                    appended,
                 } => ShardResponse::Produce(
-                    self.produce_local(acks, transactional_id.as_deref(), items)
+                    self.produce_local(acks, transactional_id.as_deref(), items, appended)
                         .await,
                 ),
                 ShardRequest::Fetch { items, budget } => {
@@ -485,26 +490,31 @@ impl Shard {
         .boxed_local()
     }
 
-    /// Appends each item to its partition (all owned here), then waits for every successful
-    /// append: acks=1 until it is on this broker's disk (the durable end), acks=all until it is
-    /// committed (the high watermark), acks=0 not at all.
+    /// Appends each item to its partition (all owned here), fires `appended`, then waits for
+    /// every successful append: acks=1 until it is on this broker's disk (the durable end),
+    /// acks=all until it is committed (the high watermark), acks=0 not at all.
     async fn produce_local(
         self: &Rc<Self>,
         acks: i16,
         transactional_id: Option<&str>,
         items: Vec<(TopicPartition, Bytes)>,
+        appended_signal: Option<oneshot::Sender<()>>,
     ) -> Vec<Result<ProduceOutcome, ProduceError>> {
         let mut appended = Vec::with_capacity(items.len());
-        for (tp, records) in &items {
+        // Each item's bytes are let go once appended: its log holds them until its flush.
+        for (tp, records) in items {
             let result = if self.is_stopping() {
                 Err(ErrorCode::NotLeaderOrFollower.into())
             } else {
-                self.append_led(tp, records, acks, transactional_id).await
+                self.append_led(&tp, &records, acks, transactional_id).await
             };
             if let Ok((_, p)) = &result {
                 partition::schedule_flush(p);
             }
             appended.push(result);
+        }
+        if let Some(signal) = appended_signal {
+            let _ = signal.send(());
         }
         let mut results = Vec::with_capacity(appended.len());
         for result in appended {

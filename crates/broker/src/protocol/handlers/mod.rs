@@ -48,6 +48,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::metadata::records::BrokerId;
 use crate::metadata::MetadataImage;
+use crate::network::request_memory::FrameCharge;
 use crate::protocol::fetch_frame;
 use crate::shard::Shard;
 use crate::storage::payload::Payload;
@@ -58,13 +59,24 @@ pub enum Reply {
     Chunks(Vec<Payload>),
 }
 
-/// Runs the handler for a decoded request; `None` when the request gets no response.
+/// Runs the handler for a decoded request; `None` when the request gets no response. The
+/// request's bytes stay charged to the shard's request memory until it is answered, except where
+/// a handler gives them back sooner (`request_memory`).
 pub async fn dispatch(
     shard: &Rc<Shard>,
     request: RequestKind,
     version: i16,
     client: &coordinator::Client,
+    charge: FrameCharge,
 ) -> Option<Reply> {
+    let (charge, request) = match request {
+        RequestKind::Produce(r) => {
+            let answer = produce::handle(shard, r, version, client, charge).await?;
+            return Some(Reply::Message(Box::new(ResponseKind::Produce(answer))));
+        }
+        other => (charge, other),
+    };
+    let _held_until_answered = charge;
     let message = match request {
         RequestKind::Fetch(r) => {
             let answer = fetch::handle(shard, r, version, client).await;
@@ -73,9 +85,6 @@ pub async fn dispatch(
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle(shard, r, version, client).await)
-        }
-        RequestKind::Produce(r) => {
-            ResponseKind::Produce(produce::handle(shard, r, version, client).await?)
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(shard, r, version).await)

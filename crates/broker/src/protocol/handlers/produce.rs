@@ -18,9 +18,10 @@ use super::coordinator::Client;
 use super::leader_hints::LeaderHints;
 use super::scatter::{known, scatter, Slot};
 use crate::error::{ErrorCode, ProduceError};
-use crate::metadata::is_internal_topic;
+use crate::metadata::{is_internal_topic, MetadataImage};
+use crate::network::request_memory::FrameCharge;
 use crate::partition::ProduceOutcome;
-use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::shard::{Shard, ShardRequest, ShardResponse, ACKS_ALL};
 use crate::types::TopicPartition;
 
 pub const VERSIONS: (i16, i16) = (3, 11);
@@ -31,19 +32,24 @@ const RECORD_ERRORS_VERSION: i16 = 8;
 /// The first version whose response tells a client where a partition's leader went (KIP-951).
 const LEADER_HINT_VERSION: i16 = 10;
 
+/// `charge` holds the request's bytes in the shard's request memory. An acks=all produce to
+/// replicated partitions gives them back once every owning shard has appended its records:
+/// waiting for the followers holds none of the memory their fetches need to be read.
 pub async fn handle(
     shard: &Rc<Shard>,
-    request: ProduceRequest,
+    mut request: ProduceRequest,
     version: i16,
     client: &Client,
+    charge: FrameCharge,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let image = shard.image();
     let mut results: HashMap<Slot, Result<ProduceOutcome, ProduceError>> = HashMap::new();
     let mut items = Vec::new();
-    for (ti, topic) in request.topic_data.iter().enumerate() {
+    let mut replicated = false;
+    for (ti, topic) in request.topic_data.iter_mut().enumerate() {
         let name = topic.name.0.as_str();
-        for (pi, data) in topic.partition_data.iter().enumerate() {
+        for (pi, data) in topic.partition_data.iter_mut().enumerate() {
             let refused = if !matches!(acks, -1..=1) {
                 Some(ErrorCode::InvalidRequiredAcks)
             } else if !known(&image, name, data.index) {
@@ -58,22 +64,33 @@ pub async fn handle(
             };
             match refused {
                 Some(code) => drop(results.insert((ti, pi), Err(code.into()))),
-                None => items.push((
-                    (ti, pi),
-                    TopicPartition::new(name, data.index),
-                    data.records.clone().unwrap_or_default(),
-                )),
+                None => {
+                    replicated |= has_followers(&image, name, data.index);
+                    // Taken, not copied: once the shards let go of them, nothing holds them.
+                    items.push((
+                        (ti, pi),
+                        TopicPartition::new(name, data.index),
+                        data.records.take().unwrap_or_default(),
+                    ))
+                }
             }
         }
     }
+    let (release, _held_until_answered) = if acks == ACKS_ALL && replicated {
+        (Some(charge.until_signalled()), None)
+    } else {
+        (None, Some(charge))
+    };
     let transactional_id: Option<Arc<str>> = request
         .transactional_id
         .as_ref()
         .map(|t| t.0.as_str().into());
+    // scatter builds every shard's request before it first waits, as `until_signalled` needs.
     let request_for = |items| ShardRequest::Produce {
         acks,
         transactional_id: transactional_id.clone(),
         items,
+        appended: release.as_ref().map(|release| release.signal()),
     };
     // A shard's answer per partition is itself a result (a refusal may explain its records);
     // the outer one is the shard's, when it could not answer.
@@ -128,6 +145,15 @@ pub async fn handle(
             .with_responses(responses)
             .with_node_endpoints(hints.endpoints()),
     )
+}
+
+/// Whether `partition` of `topic` has replicas besides its leader (its acks=all produces wait
+/// for followers).
+fn has_followers(image: &MetadataImage, topic: &str, partition: i32) -> bool {
+    image
+        .topic(topic)
+        .and_then(|meta| meta.partition_states.get(usize::try_from(partition).ok()?))
+        .is_some_and(|state| state.replicas.len() > 1)
 }
 
 /// A refused partition's response: its code and, from v8, which records were refused and why.
