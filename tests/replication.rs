@@ -12,6 +12,8 @@
 //!   ISR and, elected when the leader stops (a controlled shutdown), serves every record;
 //! - acks=all produces waiting for their followers give their request memory back
 //!   (`queued.max.request.bytes`), so the followers' fetches are still read;
+//! - a follower away while its leader deleted records starts over at the leader's log start,
+//!   and one in sync follows it there;
 //! - OffsetForLeaderEpoch, answered by the leader only, places an old epoch's end where the new
 //!   leader's epoch began.
 //!
@@ -34,6 +36,9 @@ use common::cluster::{
 use common::consumer::{read_partitions, Consumed};
 use common::deliveries::{producer, send_waiting, Deliveries};
 use common::{one_record_batch, try_call, Broker};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -288,6 +293,104 @@ fn a_follower_that_restarts_catches_up() {
     check_read_back(&cluster, &deliveries, 2 * CATCH_UP_RECORDS, &read);
     drop(sender);
     stop_all(&mut cluster);
+}
+
+/// A follower that was away while its leader deleted the records it would fetch next
+/// (DeleteRecords) starts over at the leader's log start, and one in sync follows the leader's
+/// log start: once the ISR is whole, every replica starts where the leader does, and the one that
+/// was away, elected, serves every acknowledged record from there on.
+#[test]
+fn followers_start_where_their_leader_does() {
+    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    let topic = "trimmed";
+    let before = replicated_topic(&cluster, topic, 1, "2");
+    let leader = before[0].leader;
+    let away = first_follower(&before[0]);
+    let (sender, deliveries) = producer(&cluster.brokers[index_of(leader)], &SAFE_PRODUCER);
+    send_phase(&sender, topic, 1, 0..CATCH_UP_RECORDS);
+    flush(&cluster, &sender);
+
+    cluster.brokers[index_of(away)].kill9();
+    send_phase(&sender, topic, 1, CATCH_UP_RECORDS..2 * CATCH_UP_RECORDS);
+    flush(&cluster, &sender);
+    let start = (CATCH_UP_RECORDS + CATCH_UP_RECORDS / 2) as i64;
+    delete_records_before(&cluster, index_of(leader), topic, start);
+    send_phase(
+        &sender,
+        topic,
+        1,
+        2 * CATCH_UP_RECORDS..3 * CATCH_UP_RECORDS,
+    );
+    flush(&cluster, &sender);
+
+    cluster.brokers[index_of(away)].restart();
+    cluster.wait_metadata(
+        index_of(leader),
+        topic,
+        "the restarted follower back in the ISR",
+        |_, partitions| fully_in_sync(partitions, 1),
+    );
+    for broker in &cluster.brokers {
+        let saved = broker.data_dir.join(format!("{topic}-0/log-start-offset"));
+        let deadline = Instant::now() + QUORUM_WAIT_MAX;
+        while std::fs::read_to_string(&saved).ok().as_deref() != Some(&start.to_string()) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never started at {start}{}",
+                saved.display(),
+                cluster.log_tails(LOG_LINES)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let stopped = cluster.brokers[index_of(leader)].terminate_within(QUORUM_WAIT_MAX);
+    assert_eq!(stopped, Some(true), "{}", cluster.log_tails(LOG_LINES));
+    cluster.wait_metadata(
+        index_of(away),
+        topic,
+        "the returned follower leads",
+        |_, p| p.first().is_some_and(|p| p.leader == away),
+    );
+    let read = read_back(&cluster, index_of(away), topic, 1, &deliveries);
+    let read: Vec<(i64, String)> = read[&0].iter().map(|(o, _, v)| (*o, v.clone())).collect();
+    let mut kept: Vec<(i64, String)> = deliveries
+        .acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, offset, _)| *offset >= start)
+        .map(|(_, offset, value)| (*offset, value.clone()))
+        .collect();
+    kept.sort();
+    assert_eq!(read, kept, "{}", cluster.log_tails(LOG_LINES));
+    drop(sender);
+    stop_all(&mut cluster);
+}
+
+/// DeleteRecords through broker `via`: `topic`'s partition 0 starts at `offset`.
+fn delete_records_before(cluster: &Cluster, via: usize, topic: &str, offset: i64) {
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(offset)])]);
+    let answer: DeleteRecordsResponse = try_call(
+        &mut common::connect(&cluster.brokers[via]),
+        ApiKey::DeleteRecords,
+        2,
+        &request,
+    )
+    .unwrap();
+    let partition = &answer.topics[0].partitions[0];
+    assert_eq!(
+        (partition.error_code, partition.low_watermark),
+        (0, offset),
+        "DeleteRecords{}",
+        cluster.log_tails(LOG_LINES)
+    );
 }
 
 /// OffsetForLeaderEpoch across a leader change, as a consumer asks it to check its position

@@ -795,19 +795,7 @@ pub async fn truncate_to<S: Storage>(
     this: &PartitionRef<S>,
     offset: Offset,
 ) -> std::io::Result<()> {
-    let truncation = loop {
-        let end = this.borrow().log.end();
-        wait_durable(this, end)
-            .await
-            .map_err(|e| std::io::Error::other(format!("flush before truncation failed: {e}")))?;
-        match this.borrow_mut().log.begin_truncation(offset) {
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            begun => break begun?,
-        }
-        // The flush that reached the end may still be running (writing the epoch checkpoint,
-        // or a next round it armed).
-        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-    };
+    let truncation = when_quiet(this, |log| log.begin_truncation(offset)).await?;
     let Some(truncation) = truncation else {
         return Ok(());
     };
@@ -820,18 +808,7 @@ pub async fn truncate_to<S: Storage>(
     let done = truncation.run().await;
     this.borrow_mut().log.finish_truncation(done)?;
 
-    let (storage, dir) = {
-        let p = this.borrow();
-        (p.log.storage().clone(), p.dir.clone())
-    };
-    for base in storage
-        .list_dir(&dir)?
-        .iter()
-        .filter_map(|n| segment::parse_snapshot_name(n))
-        .filter(|base| *base > offset)
-    {
-        storage.remove_file(&segment::snapshot_path(&dir, base))?;
-    }
+    let (storage, dir) = remove_roll_snapshots(this, |base| base > offset)?;
     let (from, mut producers) = newest_roll_snapshot_at_or_below(&storage, &dir, offset)
         .await?
         .unwrap_or_default();
@@ -849,6 +826,68 @@ pub async fn truncate_to<S: Storage>(
     }
     p.producers = producers;
     Ok(())
+}
+
+/// A follower below its leader's log start starts over there: its log is emptied and starts at
+/// `offset` (see `Log::restart_at`: above its end, or anywhere while it holds no record), with
+/// no producer state (its producers' batches are gone) and `offset` as its high watermark, as
+/// Kafka's `truncateFullyAndStartAt` leaves a replica.
+pub async fn restart_at<S: Storage>(
+    this: &PartitionRef<S>,
+    offset: Offset,
+    now_ms: i64,
+) -> std::io::Result<()> {
+    let checkpoint = when_quiet(this, |log| log.restart_at(offset, now_ms)).await?;
+    {
+        let mut p = this.borrow_mut();
+        p.high_watermark = offset;
+        p.producers = ProducerStateTable::default();
+    }
+    remove_roll_snapshots(this, |_| true)?;
+    checkpoint.write().await
+}
+
+/// Runs `op` on the log once everything written to it is durable and no flush runs (`op`
+/// answers WouldBlock while one does).
+async fn when_quiet<S: Storage, T>(
+    this: &PartitionRef<S>,
+    mut op: impl FnMut(&mut Log<S>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    loop {
+        let end = this.borrow().log.end();
+        wait_durable(this, end).await.map_err(|e| {
+            std::io::Error::other(format!("flush before cutting the log failed: {e}"))
+        })?;
+        match op(&mut this.borrow_mut().log) {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            done => return done,
+        }
+        // The flush that reached the end may still be running (writing the epoch checkpoint,
+        // or a next round it armed).
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// Deletes the producer-state snapshots taken at segment rolls whose base `gone` picks (they
+/// describe records no longer in the log, and no recovery may trust them). Returns the storage
+/// and directory they were in.
+fn remove_roll_snapshots<S: Storage>(
+    this: &PartitionRef<S>,
+    gone: impl Fn(Offset) -> bool,
+) -> std::io::Result<(S, PathBuf)> {
+    let (storage, dir) = {
+        let p = this.borrow();
+        (p.log.storage().clone(), p.dir.clone())
+    };
+    for base in storage
+        .list_dir(&dir)?
+        .iter()
+        .filter_map(|n| segment::parse_snapshot_name(n))
+        .filter(|base| gone(*base))
+    {
+        storage.remove_file(&segment::snapshot_path(&dir, base))?;
+    }
+    Ok((storage, dir))
 }
 
 /// Starts a flush job for the partition if one is due and none is running; it re-arms itself
@@ -878,18 +917,38 @@ pub async fn delete_records<S: Storage>(
     this: &PartitionRef<S>,
     offset: i64,
 ) -> Result<Offset, ErrorCode> {
-    let (low, checkpoint) = {
-        let mut p = this.borrow_mut();
-        let target = if offset == -1 {
-            p.high_watermark
-        } else {
-            Offset(offset)
-        };
-        if target > p.high_watermark {
-            return Err(ErrorCode::OffsetOutOfRange);
-        }
-        p.log.advance_log_start(target)?
+    let hw = this.borrow().high_watermark;
+    let target = if offset == -1 { hw } else { Offset(offset) };
+    if target > hw {
+        return Err(ErrorCode::OffsetOutOfRange);
+    }
+    move_log_start(this, target).await
+}
+
+/// A follower's log start follows its leader's (moved there by DeleteRecords or retention), up
+/// to its own high watermark, as Kafka's followers do: what the leader no longer serves goes
+/// here too.
+pub async fn follow_log_start<S: Storage>(
+    this: &PartitionRef<S>,
+    leader_log_start: Offset,
+) -> Result<(), ErrorCode> {
+    let (start, hw) = {
+        let p = this.borrow();
+        (p.log.log_start(), p.high_watermark)
     };
+    let target = leader_log_start.min(hw);
+    if target > start {
+        move_log_start(this, target).await?;
+    }
+    Ok(())
+}
+
+/// Moves the log start to `target` (at most the durable end), durably; the new log start.
+async fn move_log_start<S: Storage>(
+    this: &PartitionRef<S>,
+    target: Offset,
+) -> Result<Offset, ErrorCode> {
+    let (low, checkpoint) = this.borrow_mut().log.advance_log_start(target)?;
     checkpoint.write().await.map_err(|err| {
         tracing::error!("persisting the log start offset: {err}");
         ErrorCode::KafkaStorageError
@@ -1575,6 +1634,68 @@ mod tests {
         follower.append_replicated(records, 0).unwrap();
         flush(&mut follower);
         follower
+    }
+
+    #[test]
+    fn a_follower_below_its_leaders_log_start_starts_over_there() {
+        let records = log_bytes(&leader_with_transactions());
+        let storage = MemStorage::default();
+        let follower = Rc::new(RefCell::new(follower_of(&storage, &records)));
+        assert_eq!(
+            block_on(restart_at(&follower, Offset(3), 0)).map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::InvalidInput),
+            "only above its end"
+        );
+        block_on(restart_at(&follower, Offset(40), 0)).unwrap();
+        {
+            let p = follower.borrow();
+            let at_40 = PartitionOffsets {
+                log_start: Offset(40),
+                high_watermark: Offset(40),
+                last_stable: Offset(40),
+                log_end: Offset(40),
+            };
+            assert_eq!(p.offsets(), at_40);
+            assert_eq!(p.producers, ProducerStateTable::default());
+            assert!(p.log.epoch_entries().is_empty());
+            assert!(p.aborted_between(Offset(0), Offset(100)).is_empty());
+        }
+        // Empty, it may start lower: where the leader's first batch from 40 begins.
+        block_on(restart_at(&follower, Offset(38), 0)).unwrap();
+        {
+            let mut p = follower.borrow_mut();
+            assert_eq!(p.append_replicated(&plain_at(38, 5), 0), Ok(Offset(43)));
+            flush(&mut p);
+        }
+        drop(follower);
+        // Reopened (no roll snapshot of the old records left to trust), it starts at 38.
+        let reopened = follower_of(&storage, &Bytes::new());
+        assert_eq!(reopened.offsets().log_start, Offset(38));
+        assert_eq!(reopened.offsets().log_end, Offset(43));
+        assert_eq!(reopened.producers, ProducerStateTable::default());
+    }
+
+    #[test]
+    fn a_follower_log_start_follows_its_leaders_up_to_its_high_watermark() {
+        let records = log_bytes(&leader_with_transactions());
+        let storage = MemStorage::default();
+        let follower = Rc::new(RefCell::new(follower_of(&storage, &records)));
+        follower.borrow_mut().follow_high_watermark(Offset(3));
+        block_on(follow_log_start(&follower, Offset(5))).unwrap();
+        assert_eq!(
+            follower.borrow().offsets().log_start,
+            Offset(3),
+            "capped at its HW"
+        );
+        block_on(follow_log_start(&follower, Offset(1))).unwrap();
+        assert_eq!(
+            follower.borrow().offsets().log_start,
+            Offset(3),
+            "never back"
+        );
+        drop(follower);
+        let reopened = follower_of(&storage, &Bytes::new());
+        assert_eq!(reopened.offsets().log_start, Offset(3), "durably");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::metadata::records::{BrokerId, LeaderEpoch};
 use crate::network::peers::Peers;
 use crate::partition::{self, PartitionRef};
 use crate::shard::Shard;
+use crate::storage::batch::BatchHeader;
 use crate::storage::fs::UringStorage;
 use crate::storage::Clock;
 use crate::types::{Offset, TopicPartition};
@@ -167,7 +168,7 @@ async fn apply(
                 continue;
             };
             match take_partition(f, data, now_ms).await {
-                Taken::Appended(hw) => appended.push((f, hw)),
+                Taken::Appended(leader) => appended.push((f, leader)),
                 Taken::Truncated | Taken::Moved => {}
                 Taken::Stalled(why) => {
                     tracing::info!("{}: following waits for new metadata: {why}", f.tp);
@@ -187,18 +188,25 @@ async fn apply(
         partition::wait_durable(&f.partition, end)
     });
     let results = join_all(durable).await;
-    for ((f, leader_hw), result) in appended.iter().zip(results) {
-        match result {
-            Ok(()) => f.partition.borrow_mut().follow_high_watermark(*leader_hw),
-            Err(code) => tracing::error!("{}: replica append not durable: {code:?}", f.tp),
+    for ((f, leader), result) in appended.iter().zip(results) {
+        if let Err(code) = result {
+            tracing::error!("{}: replica append not durable: {code:?}", f.tp);
+            continue;
+        }
+        f.partition
+            .borrow_mut()
+            .follow_high_watermark(leader.high_watermark);
+        if let Err(code) = partition::follow_log_start(&f.partition, leader.log_start).await {
+            tracing::error!("{}: following the leader's log start: {code:?}", f.tp);
         }
     }
     failed > 0 && appended.is_empty()
 }
 
 /// Refusals only a new image can lift: the leader moved, or the partition is not (yet) known
-/// there. OFFSET_OUT_OF_RANGE too: this replica's end is below the leader's log start, and
-/// starting over from there is not built yet.
+/// there. OFFSET_OUT_OF_RANGE too, unless this replica's end is below the leader's log start
+/// (it then starts over there): the leader knows no end for this replica's latest epoch, and a
+/// new leader or new records may.
 const WAIT_FOR_METADATA: [ErrorCode; 6] = [
     ErrorCode::NotLeaderOrFollower,
     ErrorCode::FencedLeaderEpoch,
@@ -208,11 +216,18 @@ const WAIT_FOR_METADATA: [ErrorCode; 6] = [
     ErrorCode::OffsetOutOfRange,
 ];
 
+/// The leader's offsets an answer carried beside a partition's records.
+struct LeaderOffsets {
+    high_watermark: Offset,
+    log_start: Offset,
+}
+
 /// What became of one partition's part of an answer.
 enum Taken {
-    /// Its records (if any) appended; the leader's high watermark beside them.
-    Appended(Offset),
-    /// Truncated to where the leader's history and this one agree: fetched again at once.
+    /// Its records (if any) appended; the leader's offsets beside them.
+    Appended(LeaderOffsets),
+    /// Truncated to where the leader's history and this one agree, or started over at the
+    /// leader's log start: fetched again at once.
     Truncated,
     /// The image moved the partition while the fetch was out: its answer is dropped.
     Moved,
@@ -232,6 +247,10 @@ async fn take_partition(f: &Followed, data: PartitionData, now_ms: i64) -> Taken
     if moved {
         return Taken::Moved;
     }
+    let leader_start = Offset(data.log_start_offset);
+    if data.error_code == ErrorCode::OffsetOutOfRange.code() && below_log_start(f, leader_start) {
+        return restart_at(f, leader_start, now_ms).await;
+    }
     if data.error_code != ErrorCode::None.code() {
         let code = data.error_code;
         return if WAIT_FOR_METADATA.iter().any(|c| c.code() == code) {
@@ -246,6 +265,14 @@ async fn take_partition(f: &Followed, data: PartitionData, now_ms: i64) -> Taken
         return truncate(f, leader).await;
     }
     let records: Bytes = data.records.unwrap_or_default();
+    if let Some(base) = first_batch_before_empty_log(f, &records) {
+        // The leader's log start falls inside its first batch (DeleteRecords moved it there):
+        // this replica holds nothing yet, so it starts at that batch, and follows the leader's
+        // log start back up once its high watermark allows (Kafka does the same).
+        if let Err(err) = partition::restart_at(&f.partition, base, now_ms).await {
+            return Taken::Failed(format!("starting over at {base}: {err}"));
+        }
+    }
     if !records.is_empty() {
         let appended = f.partition.borrow_mut().append_replicated(&records, now_ms);
         if let Err(code) = appended {
@@ -253,7 +280,39 @@ async fn take_partition(f: &Followed, data: PartitionData, now_ms: i64) -> Taken
         }
         partition::schedule_flush(&f.partition);
     }
-    Taken::Appended(Offset(data.high_watermark))
+    Taken::Appended(LeaderOffsets {
+        high_watermark: Offset(data.high_watermark),
+        log_start: leader_start,
+    })
+}
+
+/// Whether this replica's log ends below the leader's log start: the records it would fetch
+/// next are gone there (deleted, or past retention while it was away).
+fn below_log_start(f: &Followed, leader_start: Offset) -> bool {
+    f.partition.borrow().offsets().log_end < leader_start
+}
+
+/// The base offset of the first batch in `records` when it begins below this replica's log end
+/// and this replica holds no record: the batch reaches past the end, which an append refuses.
+fn first_batch_before_empty_log(f: &Followed, records: &Bytes) -> Option<Offset> {
+    let header = BatchHeader::parse(records)?;
+    let offsets = f.partition.borrow().offsets();
+    let empty = offsets.log_start == offsets.log_end;
+    let straddles = header.base_offset < offsets.log_end && header.last_offset() >= offsets.log_end;
+    (empty && straddles).then_some(header.base_offset)
+}
+
+/// Empties this replica's log and starts it at the leader's log start.
+async fn restart_at(f: &Followed, leader_start: Offset, now_ms: i64) -> Taken {
+    let end = f.partition.borrow().offsets().log_end;
+    tracing::info!(
+        "{}: its log ends at {end}, below the leader's log start {leader_start}: starting over there",
+        f.tp
+    );
+    match partition::restart_at(&f.partition, leader_start, now_ms).await {
+        Ok(()) => Taken::Truncated,
+        Err(err) => Taken::Failed(format!("starting over at {leader_start}: {err}")),
+    }
 }
 
 /// Truncates to where this replica's history and the leader's agree.

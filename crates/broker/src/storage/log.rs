@@ -1402,12 +1402,49 @@ impl<S: Storage> Log<S> {
         self.epochs_unsaved |= self.epochs.truncate_from_start(self.log_start);
         self.assert_offsets_ordered();
         self.remove_segments_below_start();
-        let checkpoint = LogStartCheckpoint {
+        Ok((self.log_start, self.log_start_checkpoint()))
+    }
+
+    /// Empties the log and starts it again at `offset`, above its end (or anywhere when it holds
+    /// no record): what a follower does that fell below its leader's log start, or whose first
+    /// batch from there begins below it (Kafka's `truncateFullyAndStartAt`). Every segment goes
+    /// and the epoch cache is emptied; the returned checkpoint says where the log now starts. A
+    /// crash before it is written reopens an empty log at 0, which the leader again answers
+    /// OFFSET_OUT_OF_RANGE. Nothing may be pending (WouldBlock): flush first.
+    pub fn restart_at(&mut self, offset: Offset, now_ms: i64) -> io::Result<LogStartCheckpoint<S>> {
+        if !self.is_quiet() || self.truncating {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "restart with writes pending",
+            ));
+        }
+        if offset <= self.end && self.log_start < self.end {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a log holding records restarts only above its end",
+            ));
+        }
+        for seg in self.segments.drain(..) {
+            remove_segment_files(&self.storage, &self.dir, seg.base_offset);
+        }
+        self.segments
+            .push(Segment::new(offset, SegmentFile::Unwritten, now_ms));
+        self.log_start = offset;
+        self.end = offset;
+        self.durable_end = offset;
+        self.messages_unsynced = 0;
+        self.epochs_unsaved |= self.epochs.truncate_from_end(Offset(0));
+        self.assert_offsets_ordered();
+        Ok(self.log_start_checkpoint())
+    }
+
+    /// The log start as it stands, to write durably.
+    fn log_start_checkpoint(&self) -> LogStartCheckpoint<S> {
+        LogStartCheckpoint {
             storage: self.storage.clone(),
             path: self.dir.join(LOG_START_FILE),
             contents: self.log_start.0.to_string().into_bytes(),
-        };
-        Ok((self.log_start, checkpoint))
+        }
     }
 
     /// Removes every record at or after `offset`, which must start a batch (what a diverged
