@@ -421,7 +421,20 @@ fn internal_topic(config: &Config, image: &MetadataImage, name: &str) -> Result<
             )
         }
     };
-    let live = i16::try_from(registered_brokers(image).len().max(1)).unwrap_or(i16::MAX);
+    // Kafka creates an internal topic only once as many brokers as its replication factor are
+    // live. Sluice caps the factor at the cluster's size (its quorum's voters, or the brokers
+    // ever registered), so that one broker on its own needs no config; but a cluster must not
+    // create it with fewer replicas merely because its other brokers are not up yet: the factor
+    // is fixed at creation.
+    let size = config.quorum_voters.len().max(image.brokers.len()).max(1);
+    let replicas = replication_factor.min(i16::try_from(size).unwrap_or(i16::MAX));
+    let live = registered_brokers(image).len();
+    if live < replicas as usize {
+        return fail(
+            ErrorCode::CoordinatorNotAvailable,
+            format!("{name} needs {replicas} live brokers for its replicas; {live} are live"),
+        );
+    }
     let mut configs: BTreeMap<String, String> = [
         ("cleanup.policy", "compact".to_string()),
         ("segment.bytes", segment_bytes.to_string()),
@@ -445,7 +458,7 @@ fn internal_topic(config: &Config, image: &MetadataImage, name: &str) -> Result<
     Ok(NewTopic {
         name: name.to_string(),
         partitions,
-        replication_factor: replication_factor.min(live),
+        replication_factor: replicas,
         assignment: Vec::new(),
         configs,
     })
@@ -1035,7 +1048,7 @@ mod tests {
     }
 
     #[test]
-    fn internal_topics_take_the_configured_replicas_capped_at_the_live_brokers() {
+    fn internal_topics_take_the_configured_replicas_capped_at_the_cluster_size() {
         let config = Config::default();
         let mut alone = registered(&config);
         let ensure = |name: &str| ControllerRequest::EnsureInternalTopic(name.into());
@@ -1049,6 +1062,21 @@ mod tests {
             "one broker: one replica, not a refusal"
         );
         assert_eq!(txn.configs["min.insync.replicas"], "2");
+
+        // Three voters, one broker up so far: refused (retriable), never created with one.
+        let mut voting = config.clone();
+        voting.quorum_voters = (1..=3)
+            .map(|id| crate::config::QuorumVoter {
+                id,
+                host: "127.0.0.1".into(),
+                port: 9093,
+            })
+            .collect();
+        let mut first_up = registered(&voting);
+        assert_eq!(
+            run(&mut first_up, &voting, ensure(OFFSETS_TOPIC)),
+            [ErrorCode::CoordinatorNotAvailable]
+        );
 
         let mut three = registered(&config);
         for id in [2, 3] {

@@ -130,8 +130,10 @@ pub async fn ensure_internal_topic(shard: &Rc<Shard>, name: &str) -> ErrorCode {
     let outcomes = call_controller(shard, request).await;
     match outcomes.into_iter().next() {
         Some((_, Ok(_))) => ErrorCode::None,
+        // Retriable either way: the client asks again (a cluster still starting, a quorum
+        // without a leader yet).
         Some((_, Err((code, message)))) => {
-            tracing::error!("creating {name}: {code}: {message}");
+            tracing::info!("{name} not created yet: {code}: {message}");
             ErrorCode::CoordinatorNotAvailable
         }
         None => ErrorCode::CoordinatorNotAvailable,
