@@ -16,7 +16,11 @@
 //! (b) no value is stored at two offsets;
 //! (c) nothing is stored that was never produced;
 //! (d) once every replica's log end matches the others' and the brokers stopped cleanly, each
-//!     partition's replicas hold the same segment bytes.
+//!     partition's replicas hold the same segment bytes;
+//! (e) every record a read_committed consumer read while the faults ran is stored at the offset
+//!     it read it at (no consumer is served what a failover then takes back);
+//! (f) that consumer skipped no offset and never lost its position (OFFSET_OUT_OF_RANGE, or a
+//!     truncation below it, with no reset allowed).
 //!
 //! Environment:
 //! - `SLUICE_CHECKER_SEED` (decimal or 0x-hex): the schedule's seed; the default is fixed and
@@ -27,7 +31,7 @@
 //! - `SLUICE_CHECKER_CONTROL=unclean`: run the control scenario instead (unclean leader election
 //!   with `min.insync.replicas=1`, arranged so acknowledged records are lost); the checker must
 //!   then fail. `the_checker_sees_loss_under_unclean_election` runs that control and passes only
-//!   when the checker reports the loss.
+//!   when the checker reports the loss and the consumer's reads of what was lost.
 //!
 //! On failure the test prints the seed, the faults that ran (with their times), what the
 //! checker found, where the delivery-report log is, and the tail of every broker's log.
@@ -105,7 +109,7 @@ fn acknowledged_records_survive_random_faults() {
 
 /// The control: with unclean leader election allowed and `min.insync.replicas=1`, a leader that
 /// acknowledges records alone and is then killed is replaced by a follower that never had them.
-/// The checker must see that loss; this test fails if it does not (or if the scenario could not
+/// The checker must see that loss, and the consumer that read those records (rule (e)); this test fails if it does not (or if the scenario could not
 /// be set up: then it proves nothing).
 #[test]
 fn the_checker_sees_loss_under_unclean_election() {
@@ -116,10 +120,17 @@ fn the_checker_sees_loss_under_unclean_election() {
          loss{}",
         outcome.report()
     );
+    assert!(
+        !outcome.findings.uncommitted_reads.is_empty(),
+        "the control's consumer read nothing that was then taken back, so it does not show \
+         that the checker sees such reads{}",
+        outcome.report()
+    );
     eprintln!(
         "the control lost {} acknowledged records, as it should: the checker sees loss",
         outcome.findings.lost.len()
     );
+    outcome.discard();
 }
 
 fn seed_from_env() -> u64 {
@@ -261,6 +272,11 @@ struct Findings {
     unknown: Vec<String>,
     /// (d) partitions whose replicas hold different bytes.
     divergent: Vec<String>,
+    /// (e) records a consumer read during the faults that the log does not hold there in the
+    /// end: it read past what was committed.
+    uncommitted_reads: Vec<String>,
+    /// (f) offsets a consumer reading during the faults skipped, or could not go on from.
+    skipped_reads: Vec<String>,
     /// Anything else that must not happen: a broker that crashed or did not stop cleanly, a
     /// cluster that did not heal, a producer that could not flush.
     anomalies: Vec<String>,
@@ -272,6 +288,8 @@ impl Findings {
             && self.twice.is_empty()
             && self.unknown.is_empty()
             && self.divergent.is_empty()
+            && self.uncommitted_reads.is_empty()
+            && self.skipped_reads.is_empty()
             && self.anomalies.is_empty()
     }
 
@@ -282,6 +300,11 @@ impl Findings {
             ("(b) stored at two offsets", &self.twice),
             ("(c) stored but never produced", &self.unknown),
             ("(d) replicas that differ", &self.divergent),
+            (
+                "(e) read by a consumer but not committed",
+                &self.uncommitted_reads,
+            ),
+            ("(f) skipped by a consumer", &self.skipped_reads),
             ("anomalies", &self.anomalies),
         ] {
             if found.is_empty() {
@@ -327,10 +350,14 @@ impl Outcome {
             "the checker failed{}",
             self.report()
         );
-        // A passing run leaves nothing behind.
-        let _ = std::fs::remove_file(&self.deliveries_log);
+        self.discard();
+    }
+
+    /// Removes the run's directory (delivery reports, kept broker logs): a run whose outcome was
+    /// the expected one leaves nothing behind.
+    fn discard(&self) {
         if let Some(dir) = self.deliveries_log.parent() {
-            let _ = std::fs::remove_dir(dir);
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -514,6 +541,96 @@ impl Drop for Traffic {
     }
 }
 
+/// Each record a consumer read from one partition, in order: (offset, value).
+type PartitionRead = Vec<(i64, String)>;
+
+/// A read_committed consumer that reads every partition from its start while the faults run,
+/// as an application would: what it reads must be in the log at the same offsets in the end (a
+/// consumer is served only what is committed, which no failover takes back), one offset after
+/// another. Its position is never reset: OFFSET_OUT_OF_RANGE or a truncation librdkafka detects
+/// (KIP-320) is reported, not skipped past.
+struct Watcher {
+    read: Arc<Mutex<Vec<PartitionRead>>>,
+    /// Errors that stop a consumer from going on where it was.
+    stuck: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(bootstrap: &str, topic: &str, partitions: i32) -> Watcher {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "checker-watch")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "error")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let read = Arc::new(Mutex::new(vec![Vec::new(); partitions as usize]));
+        let stuck = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (read, stuck, stop) = (read.clone(), stuck.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            let value = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                            read.lock().unwrap()[m.partition() as usize]
+                                .push((m.offset(), value.into_owned()));
+                        }
+                        Some(Err(e)) if is_position_lost(&e) => {
+                            stuck.lock().unwrap().push(e.to_string())
+                        }
+                        // Brokers going away, leaders moving: librdkafka retries.
+                        Some(Err(_)) | None => {}
+                    }
+                }
+            })
+        };
+        Watcher {
+            read,
+            stuck,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops reading; what was read, per partition, and the errors that stopped a partition.
+    fn stop(&mut self) -> (Vec<PartitionRead>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the watching consumer's thread");
+        }
+        let read = std::mem::take(&mut *self.read.lock().unwrap());
+        let stuck = std::mem::take(&mut *self.stuck.lock().unwrap());
+        (read, stuck)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether a consumer error means its position is gone: out of range with no reset allowed, or
+/// a truncation below it.
+fn is_position_lost(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+    ) || error.to_string().contains("truncation")
+}
+
 /// One checker run: the cluster, what the test did to each broker, and the schedule so far.
 struct Checker {
     seed: u64,
@@ -613,9 +730,10 @@ impl Checker {
 
     /// The scenario, then the checks; the acknowledged and failed delivery counts.
     fn scenario(&mut self, scenario: Scenario, deliveries_log: &Path) -> (usize, usize) {
-        let mut traffic = match scenario {
+        let (mut traffic, watcher) = match scenario {
             Scenario::RandomFaults { seconds } => {
                 self.create_topic(&[("min.insync.replicas", "2")]);
+                let watcher = Watcher::start(&self.bootstrap(), self.topic, self.partitions);
                 let traffic = Traffic::start(
                     &self.bootstrap(),
                     self.topic,
@@ -627,7 +745,7 @@ impl Checker {
                 self.schedule
                     .note(format!("producing; injecting faults for {seconds} s"));
                 self.random_faults(Duration::from_secs(seconds));
-                traffic
+                (traffic, Some(watcher))
             }
             Scenario::UncleanElection => {
                 self.partitions = 1;
@@ -653,10 +771,13 @@ impl Checker {
                     ],
                     deliveries_log,
                 );
-                self.unclean_election(traffic)
+                // The consumer reads records the leader acknowledged alone, which the unclean
+                // election then takes back: rule (e) must see them.
+                let watcher = Watcher::start(&self.bootstrap(), self.topic, self.partitions);
+                (self.unclean_election(traffic), Some(watcher))
             }
         };
-        self.verify(&mut traffic)
+        self.verify(&mut traffic, watcher)
     }
 
     fn bootstrap(&self) -> String {
@@ -980,7 +1101,7 @@ impl Checker {
 
     /// After the faults: every broker running, the cluster healed, the producer flushed; then the
     /// checks (a) to (d). Returns the acknowledged and failed delivery counts.
-    fn verify(&mut self, traffic: &mut Traffic) -> (usize, usize) {
+    fn verify(&mut self, traffic: &mut Traffic, watcher: Option<Watcher>) -> (usize, usize) {
         traffic.stop_sending();
         self.schedule.note(format!(
             "faults over ({:?}); {} records sent; bringing every broker back",
@@ -1060,6 +1181,10 @@ impl Checker {
 
         let read = self.read_back(&acked);
         self.check_records(&acked, sent, &read);
+        if let Some(mut watcher) = watcher {
+            let (watched, stuck) = watcher.stop();
+            self.check_watched(&watched, &stuck, &read);
+        }
         if self.compare_replicas {
             self.check_replicas();
         }
@@ -1128,6 +1253,48 @@ impl Checker {
     }
 
     /// Rules (a), (b) and (c).
+    /// Rules (e) and (f): each partition as the watching consumer read it, against the log.
+    fn check_watched(
+        &mut self,
+        watched: &[PartitionRead],
+        stuck: &[String],
+        read: &BTreeMap<i32, Vec<(i64, String)>>,
+    ) {
+        for error in stuck {
+            self.findings
+                .skipped_reads
+                .push(format!("the consumer lost its position: {error}"));
+        }
+        let mut counts = Vec::new();
+        for (partition, records) in watched.iter().enumerate() {
+            let partition = partition as i32;
+            let stored: BTreeMap<i64, &str> = read
+                .get(&partition)
+                .map(|r| r.iter().map(|(o, v)| (*o, v.as_str())).collect())
+                .unwrap_or_default();
+            let mut next = 0;
+            for (offset, value) in records {
+                if *offset > next {
+                    self.findings.skipped_reads.push(format!(
+                        "partition {partition}: read {offset} after {}",
+                        next - 1
+                    ));
+                }
+                if stored.get(offset) != Some(&value.as_str()) {
+                    self.findings.uncommitted_reads.push(format!(
+                        "partition {partition} offset {offset}: read {value:?}, the log holds {:?}",
+                        stored.get(offset)
+                    ));
+                }
+                next = next.max(offset + 1);
+            }
+            counts.push(records.len());
+        }
+        self.schedule.note(format!(
+            "a consumer read {counts:?} records during the faults"
+        ));
+    }
+
     fn check_records(
         &mut self,
         acked: &[(i32, i64, String)],
@@ -1252,13 +1419,15 @@ impl Checker {
         format!(
             "checker summary: seed={:#x} scenario={scenario:?} faults={total} ({}) \
              acknowledged={acked} failed={failed} lost={} twice={} unknown={} divergent={} \
-             anomalies={} took={}s result={result}",
+             uncommitted_reads={} skipped_reads={} anomalies={} took={}s result={result}",
             self.seed,
             faults.join(" "),
             self.findings.lost.len(),
             self.findings.twice.len(),
             self.findings.unknown.len(),
             self.findings.divergent.len(),
+            self.findings.uncommitted_reads.len(),
+            self.findings.skipped_reads.len(),
             self.findings.anomalies.len(),
             took.as_secs()
         )
