@@ -14,14 +14,16 @@
 
 mod common;
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
     create_spread, create_topic, create_topic_with, index_of, wait_for_topic, wait_metadata,
-    wait_spread, Cluster, QUORUM_WAIT_MAX,
+    wait_spread, Cluster, QUORUM_WAIT_MAX, REPLICA_LAG,
 };
 use common::consumer::read_partitions;
-use common::deliveries::{producer, send_waiting};
+use common::deliveries::{producer, send_waiting, Deliveries, SAFE_PRODUCER};
+use common::transactions::{transactional, write_transaction};
 use common::{connect, try_call, Broker};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
@@ -29,7 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
@@ -216,27 +218,8 @@ fn clients_ride_out_a_broker_stopping_and_returning() {
         let bootstrap = cluster.brokers[2].bootstrap();
         move || read_in_group(&bootstrap, "stream", "riders", RIDE_RECORDS)
     });
-    let (sender, deliveries) = producer(
-        &cluster.brokers[0],
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "5"),
-            ("message.timeout.ms", "120000"),
-        ],
-    );
-    let send = |from: usize, to: usize| {
-        for i in from..to {
-            let value = format!("ride {i}");
-            send_waiting(
-                &sender,
-                BaseRecord::<(), str>::to("stream")
-                    .partition((i % 6) as i32)
-                    .payload(&value),
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let (sender, deliveries) = producer(&cluster.brokers[0], &SAFE_PRODUCER);
+    let send = |from: usize, to: usize| send_paced(&sender, "stream", 6, "ride", from..to);
     let third = RIDE_RECORDS / 3;
     send(0, third);
     // Broker 2 (two shards) stops cleanly: fenced first, its partitions leaderless.
@@ -245,25 +228,7 @@ fn clients_ride_out_a_broker_stopping_and_returning() {
     cluster.brokers[1].restart();
     send(2 * third, RIDE_RECORDS);
     sender.flush(Duration::from_secs(120)).unwrap();
-    let failed = deliveries.failed.lock().unwrap().clone();
-    assert!(failed.is_empty(), "failed deliveries: {failed:?}");
-    let mut acked: Vec<String> = deliveries
-        .acked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|a| a.2.clone())
-        .collect();
-    acked.sort();
-    assert_eq!(acked.len(), RIDE_RECORDS);
-
-    let mut stored: Vec<String> = read_partitions(&cluster.brokers[0], "stream", 6)
-        .into_values()
-        .flatten()
-        .map(|(_, _, value)| value)
-        .collect();
-    stored.sort();
-    assert_eq!(stored, acked, "every acknowledged record stored once");
+    check_stored_once(&cluster.brokers[0], &deliveries, "stream", 6, RIDE_RECORDS);
     let read = group.join().expect("the group reader");
     assert_eq!(read.len(), RIDE_RECORDS, "the group read every record");
     for broker in &mut cluster.brokers {
@@ -282,7 +247,7 @@ fn leadership_moves_while_clients_run() {
     let mut cluster = Cluster::formed_with(
         0,
         &[
-            "replica.lag.time.max.ms=4000",
+            REPLICA_LAG,
             // The preferred election is the test's, not the controller's own rebalance.
             "auto.leader.rebalance.enable=false",
         ],
@@ -309,27 +274,8 @@ fn leadership_moves_while_clients_run() {
         let bootstrap = cluster.brokers[2].bootstrap();
         move || read_in_group(&bootstrap, topic, "movers", RIDE_RECORDS)
     });
-    let (sender, deliveries) = producer(
-        &cluster.brokers[0],
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "5"),
-            ("message.timeout.ms", "120000"),
-        ],
-    );
-    let send = |from: usize, to: usize| {
-        for i in from..to {
-            let value = format!("move {i}");
-            send_waiting(
-                &sender,
-                BaseRecord::<(), str>::to(topic)
-                    .partition((i % 3) as i32)
-                    .payload(&value),
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let (sender, deliveries) = producer(&cluster.brokers[0], &SAFE_PRODUCER);
+    let send = |from: usize, to: usize| send_paced(&sender, topic, 3, "move", from..to);
     let third = RIDE_RECORDS / 3;
     send(0, third);
     let seen = wait_metadata(&cluster.brokers[0], topic, "a leader", all_in_sync);
@@ -357,6 +303,48 @@ fn leadership_moves_while_clients_run() {
     );
     send(2 * third, RIDE_RECORDS);
     sender.flush(Duration::from_secs(120)).unwrap();
+    check_stored_once(&cluster.brokers[0], &deliveries, topic, 3, RIDE_RECORDS);
+    let read = group.join().expect("the group reader");
+    assert_eq!(read.len(), RIDE_RECORDS, "the group read every record");
+    for broker in &mut cluster.brokers {
+        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
+    }
+}
+
+/// Records the producer writes while a broker stops and returns.
+const RIDE_RECORDS: usize = 600;
+
+/// Sends `{prefix} {i}` for each `i` in `range` to partition `i % partitions`, 5 ms apart, so
+/// that the traffic spans what the test does to a broker meanwhile.
+fn send_paced(
+    sender: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    partitions: usize,
+    prefix: &str,
+    range: Range<usize>,
+) {
+    for i in range {
+        let value = format!("{prefix} {i}");
+        send_waiting(
+            sender,
+            BaseRecord::<(), str>::to(topic)
+                .partition((i % partitions) as i32)
+                .payload(&value),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Checks the producer's delivery reports against what `partitions` partitions of `topic` hold,
+/// read through `broker`: no delivery failed, `count` records were acknowledged, and each is
+/// stored once.
+fn check_stored_once(
+    broker: &Broker,
+    deliveries: &Deliveries,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) {
     let failed = deliveries.failed.lock().unwrap().clone();
     assert!(failed.is_empty(), "failed deliveries: {failed:?}");
     let mut acked: Vec<String> = deliveries
@@ -367,23 +355,15 @@ fn leadership_moves_while_clients_run() {
         .map(|a| a.2.clone())
         .collect();
     acked.sort();
-    assert_eq!(acked.len(), RIDE_RECORDS);
-    let mut stored: Vec<String> = read_partitions(&cluster.brokers[0], topic, 3)
+    assert_eq!(acked.len(), count);
+    let mut stored: Vec<String> = read_partitions(broker, topic, partitions)
         .into_values()
         .flatten()
         .map(|(_, _, value)| value)
         .collect();
     stored.sort();
     assert_eq!(stored, acked, "every acknowledged record stored once");
-    let read = group.join().expect("the group reader");
-    assert_eq!(read.len(), RIDE_RECORDS, "the group read every record");
-    for broker in &mut cluster.brokers {
-        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
-    }
 }
-
-/// Records the producer writes while a broker stops and returns.
-const RIDE_RECORDS: usize = 600;
 
 /// A group member reading `topic` until it has seen `count` distinct records (or
 /// `QUORUM_WAIT_MAX` twice over passed), committing as it goes; what it read.
@@ -424,27 +404,11 @@ fn commit_and_abort_across_brokers(
     topic: &str,
     partitions: i32,
 ) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", producer_at.bootstrap())
-        .set("transactional.id", "cluster-ledger")
-        .set("linger.ms", "1")
-        .create()
-        .unwrap();
+    let producer = transactional(&producer_at.bootstrap(), "cluster-ledger");
     let timeout = Duration::from_secs(30);
     producer.init_transactions(timeout).unwrap();
     for (prefix, commit) in [("committed", true), ("aborted", false)] {
-        producer.begin_transaction().unwrap();
-        for p in 0..partitions {
-            let value = format!("{prefix} {p}");
-            producer
-                .send(
-                    BaseRecord::<(), str>::to(topic)
-                        .partition(p)
-                        .payload(&value),
-                )
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
+        write_transaction(&producer, topic, partitions, prefix);
         producer.flush(timeout).unwrap();
         if commit {
             producer.commit_transaction(timeout).unwrap();
@@ -489,19 +453,7 @@ fn produce_and_consume(
         send_waiting(&sender, BaseRecord::to(topic).key(&key).payload(&value));
     }
     sender.flush(Duration::from_secs(60)).unwrap();
-    assert!(
-        deliveries.failed.lock().unwrap().is_empty(),
-        "{:?}",
-        deliveries.failed
-    );
-    let mut acked: Vec<String> = deliveries
-        .acked
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|a| a.2.clone())
-        .collect();
-    assert_eq!(acked.len(), count);
+    check_stored_once(second, &deliveries, topic, partitions, count);
     let used = deliveries
         .acked
         .lock()
@@ -513,15 +465,6 @@ fn produce_and_consume(
         used.len() > 1,
         "records went to more than one partition: {used:?}"
     );
-
-    let mut read: Vec<String> = read_partitions(second, topic, partitions)
-        .into_values()
-        .flatten()
-        .map(|(_, _, value)| value)
-        .collect();
-    acked.sort();
-    read.sort();
-    assert_eq!(read, acked, "every acknowledged record, once");
 
     let group: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", second.bootstrap())

@@ -14,38 +14,33 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::cluster::{create_topic_with, index_of, wait_for_topic, Cluster, QUORUM_WAIT_MAX};
+use common::cluster::{
+    create_topic_with, index_of, wait_for_topic, Cluster, LOG_LINES, QUORUM_WAIT_MAX, REPLICA_LAG,
+};
 use common::consumer::{read_partitions, BoundedClose};
 use common::deliveries::{producer, send_waiting};
+use common::transactions::{transactional, write_transaction};
 use common::{connect, try_call};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use sluice_broker::group::records::{partition_for_group, OFFSETS_TOPIC};
 use sluice_broker::txn::state::TXN_TOPIC;
-
-/// A follower that has not caught up for this long leaves the ISR (as in tests/replication.rs).
-const REPLICA_LAG: &str = "replica.lag.time.max.ms=4000";
-
-/// Lines of each broker's log a failure shows.
-const LOG_LINES: usize = 300;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 #[test]
 fn committed_offsets_survive_the_group_coordinators_kill() {
-    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
     let topic = "orders";
     let partitions = 3;
-    create_topic_with(&cluster.brokers[0], topic, partitions, 3, &[]);
-    wait_for_topic(&cluster, &[0, 1, 2], topic, partitions as usize);
+    let mut cluster = cluster_with(topic, partitions);
     let records = 300;
     produce(&cluster, topic, partitions, records);
-    let bootstrap = bootstrap(&cluster);
+    let bootstrap = cluster.bootstrap();
 
     // The first member reads part of the topic and commits where it stopped.
     let group = "failover-group";
@@ -109,17 +104,15 @@ fn committed_offsets_survive_the_group_coordinators_kill() {
         .sum();
     assert_eq!(total, records as i64, "committed at the end: {committed:?}");
     drop(second);
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
 #[test]
 fn transactions_survive_the_transaction_coordinators_kill() {
-    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
     let topic = "ledger";
     let partitions = 2;
-    create_topic_with(&cluster.brokers[0], topic, partitions, 3, &[]);
-    wait_for_topic(&cluster, &[0, 1, 2], topic, partitions as usize);
-    let bootstrap = bootstrap(&cluster);
+    let mut cluster = cluster_with(topic, partitions);
+    let bootstrap = cluster.bootstrap();
     let txn_id = "failover-ledger";
     let timeout = Duration::from_secs(60);
 
@@ -168,17 +161,16 @@ fn transactions_survive_the_transaction_coordinators_kill() {
         );
     }
     drop((old, new));
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
-/// Every broker, so clients outlive any one of them.
-fn bootstrap(cluster: &Cluster) -> String {
+/// Three brokers, and `topic` with `partitions` partitions of three replicas known to all of
+/// them.
+fn cluster_with(topic: &str, partitions: i32) -> Cluster {
+    let cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    create_topic_with(&cluster.brokers[0], topic, partitions, 3, &[]);
+    wait_for_topic(&cluster, &[0, 1, 2], topic, partitions as usize);
     cluster
-        .brokers
-        .iter()
-        .map(|b| b.bootstrap())
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Writes `count` records, each acknowledged by every in-sync replica, round-robin over the
@@ -238,31 +230,6 @@ fn read_some(
     }
     assert_eq!(read.len(), count, "records read in the group");
     read
-}
-
-fn transactional(bootstrap: &str, txn_id: &str) -> BaseProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("transactional.id", txn_id)
-        .set("linger.ms", "1")
-        .create()
-        .unwrap()
-}
-
-/// Begins a transaction and writes `{prefix} {p}` to every partition `p`.
-fn write_transaction(producer: &BaseProducer, topic: &str, partitions: i32, prefix: &str) {
-    producer.begin_transaction().unwrap();
-    for p in 0..partitions {
-        let value = format!("{prefix} {p}");
-        producer
-            .send(
-                BaseRecord::<(), str>::to(topic)
-                    .partition(p)
-                    .payload(&value),
-            )
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
 }
 
 /// The node id FindCoordinator names for `key` through broker index `via`, asking again while
@@ -325,19 +292,4 @@ fn wait_new_leader(cluster: &Cluster, via: usize, topic: &str, p: i32, old: i32)
         seen.get(p as usize)
             .is_some_and(|s| s.leader != old && s.leader != -1)
     });
-}
-
-fn stop_all(cluster: &mut Cluster) {
-    for i in 0..cluster.brokers.len() {
-        if cluster.brokers[i].is_running() {
-            let stopped = cluster.brokers[i].terminate_within(QUORUM_WAIT_MAX);
-            assert_eq!(
-                stopped,
-                Some(true),
-                "broker {} stops cleanly{}",
-                i + 1,
-                cluster.log_tails(LOG_LINES)
-            );
-        }
-    }
 }

@@ -10,12 +10,11 @@ mod common;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{connect, free_port, fresh_dir, try_call, Broker};
+use common::cluster::{quorum_ports, voter_settings};
+use common::{connect, fresh_dir, produce_one, try_call, Broker};
 use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -30,29 +29,19 @@ const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// Two brokers (node ids 1 and 2), both voters of one metadata quorum.
 fn two_brokers() -> Vec<Broker> {
-    let ports: Vec<(u16, u16)> = (0..2).map(|_| (free_port(), free_port())).collect();
-    let voters = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, (client, controller))| {
+    let ports = quorum_ports(2);
+    (0..ports.len())
+        .map(|i| {
             let dir = fresh_dir(&format!("follower-fetch-{}", i + 1));
-            let settings = [
-                format!("node.id={}", i + 1),
-                format!(
-                    "listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}"
-                ),
-                "controller.listener.names=CONTROLLER".to_string(),
-                format!("controller.quorum.voters={voters}"),
-                "cpuset=unpinned".to_string(),
-            ];
+            let settings = voter_settings(&ports, i);
             let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-            Broker::start_on(dir.clone(), dir.join("broker.log"), 1, *client, &settings)
+            Broker::start_on(
+                dir.clone(),
+                dir.join("broker.log"),
+                1,
+                ports[i].0,
+                &settings,
+            )
         })
         .collect()
 }
@@ -119,21 +108,9 @@ fn create_on_both(brokers: &[Broker], topic: &str) -> Uuid {
 fn produce(broker: &Broker, topic: &str, count: usize) {
     let mut s = connect(broker);
     for _ in 0..count {
-        let data = PartitionProduceData::default()
-            .with_index(0)
-            .with_records(Some(Bytes::from(common::one_record_batch())));
-        let request = ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![data])]);
-        let r: ProduceResponse = eventually(broker, "producing", || {
-            let r: ProduceResponse = try_call(&mut s, ApiKey::Produce, 9, &request).ok()?;
-            let code = r.responses[0].partition_responses[0].error_code;
-            (code == 0).then_some(r)
+        eventually(broker, "producing", || {
+            (produce_one(&mut s, topic, 1).ok()? == 0).then_some(())
         });
-        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     }
 }
 

@@ -23,30 +23,24 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpStream;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::cluster::{
-    create_topic_with, index_of, metadata_of, wait_for_topic, Cluster, PartitionSeen,
-    QUORUM_WAIT_MAX,
+    acknowledged_ends, create_topic_with, fully_in_sync, index_of, metadata_of, partition_log,
+    wait_for_topic, wait_high_watermarks, Cluster, PartitionSeen, LOG_LINES, QUORUM_WAIT_MAX,
+    REPLICA_LAG,
 };
 use common::consumer::{read_partitions, Consumed};
-use common::deliveries::{producer, send_waiting, Deliveries};
-use common::{one_record_batch, try_call, Broker};
+use common::deliveries::{producer, send_waiting, Deliveries, SAFE_PRODUCER};
+use common::{connect, produce_one, try_call};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-
-/// A follower that has not caught up for this long leaves the ISR.
-const REPLICA_LAG: &str = "replica.lag.time.max.ms=4000";
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
@@ -55,25 +49,13 @@ const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
-/// Lines of each broker's log a failure shows.
-const LOG_LINES: usize = 300;
-
-/// The settings of a producer that must lose nothing and store nothing twice: idempotent,
-/// acknowledged by every in-sync replica, and patient enough to outlast a leader election.
-const SAFE_PRODUCER: [(&str, &str); 4] = [
-    ("enable.idempotence", "true"),
-    ("acks", "all"),
-    ("linger.ms", "5"),
-    ("message.timeout.ms", "120000"),
-];
-
 #[test]
 fn a_replicated_topic_keeps_every_acknowledged_record_through_a_leader_kill() {
     let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
     let (_, deliveries) = traffic_through_a_leader_kill(&mut cluster, "replicated");
     let read = read_back(&cluster, 0, "replicated", 3, &deliveries);
     check_read_back(&cluster, &deliveries, TRAFFIC_RECORDS, &read);
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
 #[test]
@@ -83,8 +65,9 @@ fn replicas_hold_the_same_bytes() {
     // A follower's fetches trail the leader's high watermark by a round trip; one that fell
     // out of the ISR meanwhile is not waited for by acks=all. Give every replica the time to
     // reach the leader's end before the brokers stop.
-    wait_same_sizes(&cluster, "replicated", 3);
-    stop_all(&mut cluster);
+    // Either way: the comparison below says what differs.
+    let _ = cluster.wait_same_log_sizes("replicated", 3);
+    cluster.stop_all();
     for partition in 0..3 {
         let logs: Vec<(Vec<String>, Vec<u8>)> = cluster
             .brokers
@@ -115,11 +98,10 @@ fn replicas_hold_the_same_bytes() {
 
 #[test]
 fn acks_all_below_min_insync_replicas_is_refused() {
-    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
     let topic = "guarded";
-    let before = replicated_topic(&cluster, topic, 1, "3");
-    let leader = before[0].leader;
-    let follower = first_follower(&before[0]);
+    let (mut cluster, before) = one_replicated_partition(topic, "3");
+    let leader = before.leader;
+    let follower = first_follower(&before);
     let at_leader = index_of(leader);
 
     // All three in sync: acks=all is taken.
@@ -182,7 +164,7 @@ fn acks_all_below_min_insync_replicas_is_refused() {
         "acks=all once the ISR is whole again{}",
         cluster.log_tails(LOG_LINES)
     );
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
 #[test]
@@ -232,18 +214,17 @@ fn produces_waiting_for_followers_leave_room_for_their_fetches() {
             cluster.log_tails(LOG_LINES)
         );
     }
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
 #[test]
 fn a_follower_that_restarts_catches_up() {
-    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
     let topic = "catching-up";
-    let before = replicated_topic(&cluster, topic, 1, "2");
-    let leader = before[0].leader;
+    let (mut cluster, before) = one_replicated_partition(topic, "2");
+    let leader = before.leader;
     // Kafka elects the first replica in assignment order that is in the ISR: once the leader
     // stops, that is this follower (if it is back in the ISR by then).
-    let follower = first_follower(&before[0]);
+    let follower = first_follower(&before);
 
     let (sender, deliveries) = producer(&cluster.brokers[index_of(leader)], &SAFE_PRODUCER);
     send_phase(&sender, topic, 1, 0..CATCH_UP_RECORDS);
@@ -264,35 +245,19 @@ fn a_follower_that_restarts_catches_up() {
     );
 
     // A controlled shutdown of the leader hands the partition to an in-sync replica.
-    let stopped = cluster.brokers[index_of(leader)].terminate_within(QUORUM_WAIT_MAX);
-    assert_eq!(
-        stopped,
-        Some(true),
-        "the leader stops cleanly{}",
-        cluster.log_tails(LOG_LINES)
-    );
-    let after = cluster.wait_metadata(
-        index_of(follower),
-        topic,
-        "a new leader once the old one stopped",
-        |_, partitions| {
-            partitions
-                .first()
-                .is_some_and(|p| new_leader(p, leader, before[0].leader_epoch))
-        },
-    );
+    let after = stop_leader(&mut cluster, topic, leader, before.leader_epoch, follower);
     assert_eq!(
         after[0].leader,
         follower,
         "the first in-sync replica in assignment order {:?} leads: {after:?}{}",
-        before[0].replicas,
+        before.replicas,
         cluster.log_tails(LOG_LINES)
     );
 
     let read = read_back(&cluster, index_of(follower), topic, 1, &deliveries);
     check_read_back(&cluster, &deliveries, 2 * CATCH_UP_RECORDS, &read);
     drop(sender);
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
 /// A follower that was away while its leader deleted the records it would fetch next
@@ -365,7 +330,7 @@ fn followers_start_where_their_leader_does() {
     kept.sort();
     assert_eq!(read, kept, "{}", cluster.log_tails(LOG_LINES));
     drop(sender);
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
 /// DeleteRecords through broker `via`: `topic`'s partition 0 starts at `offset`.
@@ -400,11 +365,10 @@ fn delete_records_before(cluster: &Cluster, via: usize, topic: &str, offset: i64
 /// newer than its own.
 #[test]
 fn offset_for_leader_epoch_places_epochs_across_a_leader_change() {
-    let mut cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
     let topic = "epochs";
-    let before = replicated_topic(&cluster, topic, 1, "1");
-    let (leader, old) = (before[0].leader, before[0].leader_epoch);
-    let follower = first_follower(&before[0]);
+    let (mut cluster, before) = one_replicated_partition(topic, "1");
+    let (leader, old) = (before.leader, before.leader_epoch);
+    let follower = first_follower(&before);
     // Acknowledged by all three replicas: every one holds them under the old epoch.
     for _ in 0..3 {
         let code = produce_until(&cluster, index_of(leader), topic, -1, &[]);
@@ -416,18 +380,7 @@ fn offset_for_leader_epoch_places_epochs_across_a_leader_change() {
         (NOT_LEADER_OR_FOLLOWER, -1, -1)
     );
 
-    let stopped = cluster.brokers[index_of(leader)].terminate_within(QUORUM_WAIT_MAX);
-    assert_eq!(stopped, Some(true), "{}", cluster.log_tails(LOG_LINES));
-    let after = cluster.wait_metadata(
-        index_of(follower),
-        topic,
-        "a new leader once the old one stopped",
-        |_, partitions| {
-            partitions
-                .first()
-                .is_some_and(|p| new_leader(p, leader, old))
-        },
-    );
+    let after = stop_leader(&mut cluster, topic, leader, old, follower);
     let (leader, new) = (after[0].leader, after[0].leader_epoch);
     // Two more records under the new epoch, once the new leader has taken the partition.
     for _ in 0..2 {
@@ -454,7 +407,7 @@ fn offset_for_leader_epoch_places_epochs_across_a_leader_change() {
         epoch_end(&cluster, leader, topic, new + 1, new),
         (UNKNOWN_LEADER_EPOCH, -1, -1)
     );
-    stop_all(&mut cluster);
+    cluster.stop_all();
 }
 
 /// Broker `node`'s OffsetForLeaderEpoch answer (v4, as a consumer) for partition 0 of `topic`:
@@ -479,7 +432,7 @@ fn epoch_end(
                 .with_leader_epoch(epoch)])]);
     let broker = &cluster.brokers[index_of(node)];
     let answer: Result<OffsetForLeaderEpochResponse, String> = try_call(
-        &mut common::connect(broker),
+        &mut connect(broker),
         ApiKey::OffsetForLeaderEpoch,
         4,
         &request,
@@ -546,14 +499,7 @@ fn traffic_through_a_leader_kill(cluster: &mut Cluster, topic: &str) -> (i32, De
     // Phase 3.
     send_phase(&sender, topic, 3, 2 * third..TRAFFIC_RECORDS);
     flush(cluster, &sender);
-    let failed = deliveries.failed.lock().unwrap().clone();
-    assert!(
-        failed.is_empty(),
-        "{} deliveries failed, the first: {:?}{}",
-        failed.len(),
-        &failed[..failed.len().min(10)],
-        cluster.log_tails(LOG_LINES)
-    );
+    assert_none_failed(cluster, &deliveries);
     (killed, deliveries)
 }
 
@@ -582,12 +528,12 @@ fn replicated_topic(
     )
 }
 
-/// Whether Metadata shows `count` partitions, each led, with three replicas, all in the ISR.
-fn fully_in_sync(partitions: &[PartitionSeen], count: usize) -> bool {
-    partitions.len() == count
-        && partitions
-            .iter()
-            .all(|p| p.error == 0 && p.leader > 0 && p.replicas.len() == 3 && p.isr == [1, 2, 3])
+/// Three brokers and a one-partition `topic` created as `replicated_topic` does: the cluster, and
+/// the partition as Metadata then shows it.
+fn one_replicated_partition(topic: &str, min_insync: &str) -> (Cluster, PartitionSeen) {
+    let cluster = Cluster::formed_with(0, &[REPLICA_LAG]);
+    let seen = replicated_topic(&cluster, topic, 1, min_insync);
+    (cluster, seen[0].clone())
 }
 
 /// Whether `partition` is led by a broker other than `old`, under an epoch above `epoch`. The
@@ -595,6 +541,35 @@ fn fully_in_sync(partitions: &[PartitionSeen], count: usize) -> bool {
 /// v1 on), but whether it does is not what these tests are about.
 fn new_leader(partition: &PartitionSeen, old: i32, epoch: i32) -> bool {
     partition.leader > 0 && partition.leader != old && partition.leader_epoch > epoch
+}
+
+/// Stops broker `leader`, leading partition 0 of `topic` at `epoch`, with a controlled shutdown,
+/// which hands the partition to an in-sync replica, and waits until broker `follower` names a new
+/// leader: what its Metadata then says.
+fn stop_leader(
+    cluster: &mut Cluster,
+    topic: &str,
+    leader: i32,
+    epoch: i32,
+    follower: i32,
+) -> Vec<PartitionSeen> {
+    let stopped = cluster.brokers[index_of(leader)].terminate_within(QUORUM_WAIT_MAX);
+    assert_eq!(
+        stopped,
+        Some(true),
+        "the leader stops cleanly{}",
+        cluster.log_tails(LOG_LINES)
+    );
+    cluster.wait_metadata(
+        index_of(follower),
+        topic,
+        "a new leader once the old one stopped",
+        |_, partitions| {
+            partitions
+                .first()
+                .is_some_and(|p| new_leader(p, leader, epoch))
+        },
+    )
 }
 
 /// The first replica of `partition`, in assignment order, that does not lead it.
@@ -638,6 +613,18 @@ fn flush(cluster: &Cluster, sender: &ThreadedProducer<Deliveries>) {
     }
 }
 
+/// Fails the test, with every broker's log, if any delivery failed.
+fn assert_none_failed(cluster: &Cluster, deliveries: &Deliveries) {
+    let failed = deliveries.failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "{} deliveries failed, the first: {:?}{}",
+        failed.len(),
+        &failed[..failed.len().min(10)],
+        cluster.log_tails(LOG_LINES)
+    );
+}
+
 /// Every record of `partitions` partitions of `topic`, read through broker `via` (librdkafka
 /// reads each partition from its leader); a failed read shows every broker's log. A consumer
 /// stops at the high watermark, and a newly elected leader's may trail what was acknowledged
@@ -651,22 +638,14 @@ fn read_back(
     partitions: i32,
     deliveries: &Deliveries,
 ) -> BTreeMap<i32, Vec<Consumed>> {
-    let mut ends = vec![0; partitions as usize];
-    for (partition, offset, _) in deliveries.acked.lock().unwrap().iter() {
-        let end = &mut ends[*partition as usize];
-        *end = (*end).max(offset + 1);
-    }
-    let deadline = Instant::now() + QUORUM_WAIT_MAX;
-    loop {
-        let seen = high_watermarks(cluster, via, topic);
-        if seen.len() == ends.len() && seen.iter().zip(&ends).all(|(hw, end)| hw >= end) {
-            break;
-        }
-        if Instant::now() >= deadline {
-            eprintln!("high watermarks {seen:?} never reached the acknowledged ends {ends:?}");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let ends = acknowledged_ends(&deliveries.acked.lock().unwrap(), partitions);
+    // Each partition's high watermark as the leader broker `via`'s Metadata names answers it.
+    let high_watermarks = || match metadata_of(&cluster.brokers[via], topic) {
+        Some((_, partitions)) => cluster.high_watermarks(topic, &partitions),
+        None => Vec::new(),
+    };
+    if let Err(seen) = wait_high_watermarks(&ends, QUORUM_WAIT_MAX, high_watermarks) {
+        eprintln!("high watermarks {seen:?} never reached the acknowledged ends {ends:?}");
     }
     catch_unwind(AssertUnwindSafe(|| {
         read_partitions(&cluster.brokers[via], topic, partitions)
@@ -679,47 +658,6 @@ fn read_back(
     })
 }
 
-/// Each partition's high watermark as the leader broker `via`'s Metadata names answers it, -1
-/// where it does not (no leader, a leader down or refusing: a newly elected one answers
-/// OFFSET_NOT_AVAILABLE until its high watermark reaches its epoch's start).
-fn high_watermarks(cluster: &Cluster, via: usize, topic: &str) -> Vec<i64> {
-    let Some((_, seen)) = metadata_of(&cluster.brokers[via], topic) else {
-        return Vec::new();
-    };
-    seen.iter()
-        .map(|p| {
-            if p.leader <= 0 {
-                return -1;
-            }
-            high_watermark(&cluster.brokers[index_of(p.leader)], topic, p.index).unwrap_or(-1)
-        })
-        .collect()
-}
-
-/// The high watermark of `topic`'s `partition` as `broker` answers ListOffsets (v6, latest,
-/// read_uncommitted) for it; none if it is down or refuses.
-fn high_watermark(broker: &Broker, topic: &str, partition: i32) -> Option<i64> {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_isolation_level(0)
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(partition)
-                .with_timestamp(-1)])]);
-    let answer: ListOffsetsResponse =
-        try_call(&mut try_connect(broker)?, ApiKey::ListOffsets, 6, &request).ok()?;
-    let found = answer.topics.first()?.partitions.first()?;
-    (found.error_code == 0).then_some(found.offset)
-}
-
-/// A raw connection to a broker that may be down.
-fn try_connect(broker: &Broker) -> Option<TcpStream> {
-    let s = TcpStream::connect(broker.bootstrap()).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    Some(s)
-}
-
 /// Checks what was read back against the producer's delivery reports, `sent` records in all:
 /// none failed, each acknowledged (partition, offset, value) is stored exactly there, no value is
 /// stored twice, and nothing is stored that was not acknowledged (only a record whose delivery
@@ -730,14 +668,7 @@ fn check_read_back(
     sent: usize,
     read: &BTreeMap<i32, Vec<Consumed>>,
 ) {
-    let failed = deliveries.failed.lock().unwrap().clone();
-    assert!(
-        failed.is_empty(),
-        "{} deliveries failed, the first: {:?}{}",
-        failed.len(),
-        &failed[..failed.len().min(10)],
-        cluster.log_tails(LOG_LINES)
-    );
+    assert_none_failed(cluster, deliveries);
     let acked = deliveries.acked.lock().unwrap().clone();
     assert_eq!(
         acked.len(),
@@ -793,30 +724,16 @@ fn check_read_back(
 /// broker `at` and returns its error code, asking again for `QUORUM_WAIT_MAX` while the answer
 /// is one of `transient`; a lost connection fails the test.
 fn produce_until(cluster: &Cluster, at: usize, topic: &str, acks: i16, transient: &[i16]) -> i16 {
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(Bytes::from(one_record_batch())))])]);
     let deadline = Instant::now() + QUORUM_WAIT_MAX;
     loop {
-        let answer: Result<ProduceResponse, String> = try_call(
-            &mut common::connect(&cluster.brokers[at]),
-            ApiKey::Produce,
-            9,
-            &request,
-        );
-        let code = match answer {
-            Ok(r) => r.responses[0].partition_responses[0].error_code,
-            Err(e) => panic!(
-                "Produce (acks={acks}) to broker {}: {e}{}",
-                at + 1,
-                cluster.log_tails(LOG_LINES)
-            ),
-        };
+        let code =
+            produce_one(&mut connect(&cluster.brokers[at]), topic, acks).unwrap_or_else(|e| {
+                panic!(
+                    "Produce (acks={acks}) to broker {}: {e}{}",
+                    at + 1,
+                    cluster.log_tails(LOG_LINES)
+                )
+            });
         if !transient.contains(&code) || Instant::now() >= deadline {
             return code;
         }
@@ -824,68 +741,9 @@ fn produce_until(cluster: &Cluster, at: usize, topic: &str, acks: i16, transient
     }
 }
 
-/// Waits (at most `QUORUM_WAIT_MAX`) until every broker holds as many segment bytes as the
-/// others for each of `partitions` partitions of `topic`; returns either way, the comparison
-/// that follows says what differs.
-fn wait_same_sizes(cluster: &Cluster, topic: &str, partitions: i32) {
-    let deadline = Instant::now() + QUORUM_WAIT_MAX;
-    while Instant::now() < deadline {
-        let differ = (0..partitions).any(|p| {
-            let sizes: BTreeSet<usize> = cluster
-                .brokers
-                .iter()
-                .map(|b| partition_log(b, topic, p).1.len())
-                .collect();
-            sizes.len() > 1
-        });
-        if !differ {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// `topic`'s `partition` as `broker` stores it: its segment files' names in offset order and
-/// their bytes concatenated. Segments are named by their base offset, zero-padded to 20 digits,
-/// so name order is offset order; where each replica rolled its segments does not matter.
-fn partition_log(broker: &Broker, topic: &str, partition: i32) -> (Vec<String>, Vec<u8>) {
-    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
-    let mut segments: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| {
-            name.strip_suffix(".log")
-                .is_some_and(|base| base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .collect();
-    segments.sort();
-    let mut bytes = Vec::new();
-    for name in &segments {
-        bytes.extend(std::fs::read(dir.join(name)).unwrap());
-    }
-    (segments, bytes)
-}
-
 /// The first position at which two byte strings differ, if they do (one a prefix of the other
 /// differs at the shorter one's end).
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
     let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     (common < a.len().max(b.len())).then_some(common)
-}
-
-/// Stops every running broker with SIGTERM (a controlled shutdown); each must exit cleanly.
-fn stop_all(cluster: &mut Cluster) {
-    for i in 0..cluster.brokers.len() {
-        if cluster.brokers[i].is_running() {
-            let stopped = cluster.brokers[i].terminate_within(QUORUM_WAIT_MAX);
-            assert_eq!(
-                stopped,
-                Some(true),
-                "broker {} stops cleanly{}",
-                i + 1,
-                cluster.log_tails(LOG_LINES)
-            );
-        }
-    }
 }

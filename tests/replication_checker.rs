@@ -41,7 +41,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::TcpStream;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,13 +49,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    create_topic_with, index_of, metadata_of, wait_for_topic, Cluster, PartitionSeen,
-    QUORUM_WAIT_MAX,
+    acknowledged_ends, create_topic_with, fully_in_sync, index_of, metadata_of, partition_log,
+    wait_for_topic, wait_high_watermarks, Cluster, PartitionSeen, LOG_LINES, QUORUM_WAIT_MAX,
+    REPLICA_LAG,
 };
-use common::{try_call, Broker};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rdkafka::config::ClientConfig;
@@ -75,8 +71,6 @@ const DEFAULT_SECONDS: u64 = 75;
 const TOPIC: &str = "checked";
 const PARTITIONS: i32 = 3;
 
-/// A follower that has not caught up for this long leaves the ISR (Kafka's default is 30 s).
-const REPLICA_LAG: &str = "replica.lag.time.max.ms=4000";
 /// `broker.session.timeout.ms` as `Cluster::start_with` sets it: a broker silent this long is
 /// fenced. A SIGSTOP fault lasts longer than this, so that the paused leader is replaced.
 const SESSION: Duration = Duration::from_millis(6000);
@@ -84,9 +78,6 @@ const SESSION: Duration = Duration::from_millis(6000);
 /// How long the producer keeps retrying a record: longer than any fault (the longest is all
 /// three brokers down and restarting), so no delivery should fail.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Lines of each broker's log a failure shows.
-const LOG_LINES: usize = 300;
 
 /// Limit on the wait for the cluster to heal between faults; a cluster that does not is noted in
 /// the schedule (the final heal, with a longer limit, is what fails the run).
@@ -733,9 +724,10 @@ impl Checker {
         let (mut traffic, watcher) = match scenario {
             Scenario::RandomFaults { seconds } => {
                 self.create_topic(&[("min.insync.replicas", "2")]);
-                let watcher = Watcher::start(&self.bootstrap(), self.topic, self.partitions);
+                let watcher =
+                    Watcher::start(&self.cluster.bootstrap(), self.topic, self.partitions);
                 let traffic = Traffic::start(
-                    &self.bootstrap(),
+                    &self.cluster.bootstrap(),
                     self.topic,
                     self.partitions,
                     Pace::Steady(5),
@@ -760,7 +752,7 @@ impl Checker {
                 // Every record its own batch, as fast as the leader takes them: the followers,
                 // fetching a batch at a time, fall far behind whenever they are away.
                 let traffic = Traffic::start(
-                    &self.bootstrap(),
+                    &self.cluster.bootstrap(),
                     self.topic,
                     self.partitions,
                     Pace::Flat,
@@ -773,20 +765,12 @@ impl Checker {
                 );
                 // The consumer reads records the leader acknowledged alone, which the unclean
                 // election then takes back: rule (e) must see them.
-                let watcher = Watcher::start(&self.bootstrap(), self.topic, self.partitions);
+                let watcher =
+                    Watcher::start(&self.cluster.bootstrap(), self.topic, self.partitions);
                 (self.unclean_election(traffic), Some(watcher))
             }
         };
         self.verify(&mut traffic, watcher)
-    }
-
-    fn bootstrap(&self) -> String {
-        self.cluster
-            .brokers
-            .iter()
-            .map(Broker::bootstrap)
-            .collect::<Vec<_>>()
-            .join(",")
     }
 
     /// Creates the topic (replication factor 3, `configs`) and waits until each partition is
@@ -808,7 +792,7 @@ impl Checker {
         let (topic, partitions) = (self.topic, self.partitions as usize);
         self.cluster
             .wait_metadata(0, topic, "the new topic in sync", |_, seen| {
-                healed(seen, partitions)
+                fully_in_sync(seen, partitions)
             });
         self.schedule.note(format!(
             "created {topic}: {partitions} partitions, replication factor 3, {configs:?}"
@@ -978,7 +962,7 @@ impl Checker {
         while started.elapsed() < SETTLE_MAX {
             if self
                 .metadata()
-                .is_some_and(|(_, seen)| healed(&seen, partitions))
+                .is_some_and(|(_, seen)| fully_in_sync(&seen, partitions))
             {
                 self.schedule.note(format!(
                     "healed: every partition led, ISR of 3 ({:.1} s)",
@@ -1126,7 +1110,7 @@ impl Checker {
         loop {
             if self
                 .metadata()
-                .is_some_and(|(_, seen)| healed(&seen, partitions))
+                .is_some_and(|(_, seen)| fully_in_sync(&seen, partitions))
             {
                 self.schedule
                     .note("healed: every partition led, ISR of 3".to_string());
@@ -1195,31 +1179,22 @@ impl Checker {
     /// once each leader's high watermark has passed the last offset acknowledged there (or a
     /// quorum wait has passed: then what is missing is for the checks to show).
     fn read_back(&mut self, acked: &[(i32, i64, String)]) -> BTreeMap<i32, Vec<(i64, String)>> {
-        let mut ends = vec![0i64; self.partitions as usize];
-        for (partition, offset, _) in acked {
-            let end = &mut ends[*partition as usize];
-            *end = (*end).max(offset + 1);
-        }
-        let deadline = Instant::now() + self.read_wait;
-        loop {
-            let seen = self.high_watermarks();
-            if seen.len() == ends.len() && seen.iter().zip(&ends).all(|(hw, end)| hw >= end) {
-                self.schedule.note(format!(
-                    "high watermarks {seen:?} reach the acknowledged ends"
-                ));
-                break;
+        let ends = acknowledged_ends(acked, self.partitions);
+        let note = match wait_high_watermarks(&ends, self.read_wait, || self.high_watermarks()) {
+            Ok(seen) => format!("high watermarks {seen:?} reach the acknowledged ends"),
+            Err(seen) => {
+                format!("high watermarks {seen:?} never reached the acknowledged ends {ends:?}")
             }
-            if Instant::now() >= deadline {
-                self.schedule.note(format!(
-                    "high watermarks {seen:?} never reached the acknowledged ends {ends:?}"
-                ));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        };
+        self.schedule.note(note);
         // A minute, and more for a long run's millions of records.
         let limit = QUORUM_WAIT_MAX + Duration::from_millis(acked.len() as u64 / 10);
-        match read_all(&self.bootstrap(), self.topic, self.partitions, limit) {
+        match read_all(
+            &self.cluster.bootstrap(),
+            self.topic,
+            self.partitions,
+            limit,
+        ) {
             Ok(read) => {
                 let count: usize = read.values().map(Vec::len).sum();
                 self.schedule.note(format!("read back {count} records"));
@@ -1237,19 +1212,7 @@ impl Checker {
         let Some((_, seen)) = self.metadata() else {
             return Vec::new();
         };
-        seen.iter()
-            .map(|p| {
-                if p.leader <= 0 {
-                    return -1;
-                }
-                high_watermark(
-                    &self.cluster.brokers[index_of(p.leader)],
-                    self.topic,
-                    p.index,
-                )
-                .unwrap_or(-1)
-            })
-            .collect()
+        self.cluster.high_watermarks(self.topic, &seen)
     }
 
     /// Rules (a), (b) and (c).
@@ -1346,30 +1309,16 @@ impl Checker {
     /// leader by a fetch), every broker stops cleanly and each partition's replicas must hold
     /// the same segment bytes.
     fn check_replicas(&mut self) {
-        let deadline = Instant::now() + QUORUM_WAIT_MAX;
-        loop {
-            let sizes: Vec<Vec<u64>> = (0..self.partitions)
-                .map(|p| {
-                    self.cluster
-                        .brokers
-                        .iter()
-                        .map(|b| log_size(b, self.topic, p))
-                        .collect()
-                })
-                .collect();
-            if sizes.iter().all(|s| s.iter().all(|&x| x == s[0])) {
-                self.schedule
-                    .note(format!("replica log sizes match: {sizes:?}"));
-                break;
+        let note = match self
+            .cluster
+            .wait_same_log_sizes(self.topic, self.partitions)
+        {
+            Ok(sizes) => format!("replica log sizes match: {sizes:?}"),
+            Err(sizes) => {
+                format!("replica log sizes still differ after {QUORUM_WAIT_MAX:?}: {sizes:?}")
             }
-            if Instant::now() >= deadline {
-                self.schedule.note(format!(
-                    "replica log sizes still differ after {QUORUM_WAIT_MAX:?}: {sizes:?}"
-                ));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        };
+        self.schedule.note(note);
         for i in 0..3 {
             let stopped = self.cluster.brokers[i].terminate_within(STOP_MAX);
             self.state[i] = State::Down;
@@ -1434,36 +1383,6 @@ impl Checker {
     }
 }
 
-/// Whether Metadata shows `count` partitions, each led, with all three replicas in its ISR.
-fn healed(partitions: &[PartitionSeen], count: usize) -> bool {
-    partitions.len() == count
-        && partitions
-            .iter()
-            .all(|p| p.leader > 0 && p.replicas.len() == 3 && p.isr == [1, 2, 3])
-}
-
-/// The high watermark of `topic`'s `partition` as `broker` answers ListOffsets (v6, latest,
-/// read_uncommitted); none if it is down or refuses (a new leader refuses until its high
-/// watermark reaches its epoch's start).
-fn high_watermark(broker: &Broker, topic: &str, partition: i32) -> Option<i64> {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_isolation_level(0)
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(partition)
-                .with_timestamp(-1)])]);
-    let mut stream = TcpStream::connect(broker.bootstrap()).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let answer: ListOffsetsResponse =
-        try_call(&mut stream, ApiKey::ListOffsets, 6, &request).ok()?;
-    let found = answer.topics.first()?.partitions.first()?;
-    (found.error_code == 0).then_some(found.offset)
-}
-
 /// Reads partitions `0..partitions` of `topic` from their start to their end (the high
 /// watermark), within `limit`: each partition's (offset, value) in the order read.
 fn read_all(
@@ -1509,47 +1428,4 @@ fn read_all(
         }
     }
     Ok(read)
-}
-
-/// The names of `topic`'s `partition`'s segment files on `broker`, in offset order (they are
-/// named by base offset, zero-padded to 20 digits).
-fn segment_names(broker: &Broker, topic: &str, partition: i32) -> Vec<String> {
-    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
-    let mut segments: Vec<String> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| {
-                    name.strip_suffix(".log").is_some_and(|base| {
-                        base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit())
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    segments.sort();
-    segments
-}
-
-/// The total size of a partition's segment files on `broker`: its log end, in bytes.
-fn log_size(broker: &Broker, topic: &str, partition: i32) -> u64 {
-    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
-    segment_names(broker, topic, partition)
-        .iter()
-        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// A partition as `broker` stores it: its segment names and their bytes concatenated (where
-/// each replica rolled its segments does not matter).
-fn partition_log(broker: &Broker, topic: &str, partition: i32) -> (Vec<String>, Vec<u8>) {
-    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
-    let segments = segment_names(broker, topic, partition);
-    let mut bytes = Vec::new();
-    for name in &segments {
-        bytes.extend(std::fs::read(dir.join(name)).unwrap_or_default());
-    }
-    (segments, bytes)
 }

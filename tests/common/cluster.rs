@@ -2,7 +2,8 @@
 //! broker 2 with two), every broker a voter of one metadata quorum (Kafka's combined mode), and
 //! the requests the cluster tests make of it: creating topics while the quorum may still be
 //! electing, reading Metadata (leaders, epochs, replicas, ISR) and waiting for it to say
-//! something, finding which broker holds which partition on disk.
+//! something, asking each partition's leader its high watermark, finding which broker holds
+//! which partition on disk and reading a replica's log files, stopping every broker cleanly.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::{connect, free_port, fresh_dir, try_call, Broker};
+use super::{connect, free_port, fresh_dir, high_watermark, try_call, Broker};
 
 /// How long the quorum may take to elect a leader, name the cluster, register the brokers or
 /// apply a change everywhere: generous, for a loaded 2-core CI machine (each takes well under a
@@ -19,6 +20,13 @@ use super::{connect, free_port, fresh_dir, try_call, Broker};
 pub const QUORUM_WAIT_MAX: Duration = Duration::from_secs(60);
 
 pub const NOT_CONTROLLER: i16 = 41;
+
+/// A follower that has not caught up for this long leaves the ISR: seconds, not Kafka's 30, so
+/// that a test sees a stuck follower leave.
+pub const REPLICA_LAG: &str = "replica.lag.time.max.ms=4000";
+
+/// Lines of each broker's log a failing cluster test shows.
+pub const LOG_LINES: usize = 300;
 
 pub struct Cluster {
     pub brokers: Vec<Broker>,
@@ -32,35 +40,27 @@ impl Cluster {
     /// Three brokers, each also given the `key=value` settings in `extra` (a test's own
     /// replication timing, say); restarts keep them.
     pub fn start_with(extra: &[&str]) -> Cluster {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let voters = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, controller))| format!("{}@127.0.0.1:{controller}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let brokers = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (client, controller))| {
+        let ports = quorum_ports(3);
+        let brokers = (0..ports.len())
+            .map(|i| {
                 let dir = fresh_dir(&format!("cluster-{}", i + 1));
-                let mut settings = vec![
-                    format!("node.id={}", i + 1),
-                    format!(
-                        "listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}"
-                    ),
-                    "controller.listener.names=CONTROLLER".to_string(),
-                    format!("controller.quorum.voters={voters}"),
-                    // Three brokers share two cores.
-                    "cpuset=unpinned".to_string(),
-                    // Fence a silent broker within seconds, not Kafka's 9, yet never one that a loaded
-                    // CI machine merely slowed down.
+                let mut settings = voter_settings(&ports, i);
+                settings.extend([
+                    // Fence a silent broker within seconds, not Kafka's 9, yet never one that a
+                    // loaded CI machine merely slowed down.
                     "broker.heartbeat.interval.ms=500".to_string(),
                     "broker.session.timeout.ms=6000".to_string(),
-                ];
+                ]);
                 settings.extend(extra.iter().map(|s| s.to_string()));
                 let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-                Broker::start_on(dir.clone(), dir.join("broker.log"), 1 + i % 2, *client, &settings)
+                let client = ports[i].0;
+                Broker::start_on(
+                    dir.clone(),
+                    dir.join("broker.log"),
+                    1 + i % 2,
+                    client,
+                    &settings,
+                )
             })
             .collect();
         Cluster { brokers }
@@ -145,6 +145,65 @@ impl Cluster {
         all
     }
 
+    /// Every broker's address, so that a client outlives any one of them.
+    pub fn bootstrap(&self) -> String {
+        let addresses: Vec<String> = self.brokers.iter().map(Broker::bootstrap).collect();
+        addresses.join(",")
+    }
+
+    /// Each of the `seen` partitions' high watermark as its leader answers it, -1 where there
+    /// is none (no leader, a leader down or refusing).
+    pub fn high_watermarks(&self, topic: &str, seen: &[PartitionSeen]) -> Vec<i64> {
+        seen.iter()
+            .map(|p| {
+                if p.leader <= 0 {
+                    return -1;
+                }
+                high_watermark(&self.brokers[index_of(p.leader)], topic, p.index).unwrap_or(-1)
+            })
+            .collect()
+    }
+
+    /// Waits (at most `QUORUM_WAIT_MAX`) until every broker holds as many segment bytes as the
+    /// others for each of `partitions` partitions of `topic` (a follower trails its leader by a
+    /// fetch): `Ok` with the sizes once they match, `Err` with them if they never did.
+    pub fn wait_same_log_sizes(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Vec<Vec<u64>>, Vec<Vec<u64>>> {
+        let deadline = Instant::now() + QUORUM_WAIT_MAX;
+        loop {
+            let sizes: Vec<Vec<u64>> = (0..partitions)
+                .map(|p| self.brokers.iter().map(|b| log_size(b, topic, p)).collect())
+                .collect();
+            if sizes.iter().all(|s| s.iter().all(|&x| x == s[0])) {
+                return Ok(sizes);
+            }
+            if Instant::now() >= deadline {
+                return Err(sizes);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops every running broker with SIGTERM (a controlled shutdown); each must exit cleanly
+    /// within `QUORUM_WAIT_MAX`.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.brokers.len() {
+            if self.brokers[i].is_running() {
+                let stopped = self.brokers[i].terminate_within(QUORUM_WAIT_MAX);
+                assert_eq!(
+                    stopped,
+                    Some(true),
+                    "broker {} stops cleanly{}",
+                    i + 1,
+                    self.log_tails(LOG_LINES)
+                );
+            }
+        }
+    }
+
     /// `wait_metadata` against broker `via`, showing every broker's log tail if it times out.
     pub fn wait_metadata(
         &self,
@@ -157,6 +216,31 @@ impl Cluster {
             self.log_tails(200)
         })
     }
+}
+
+/// A client and a controller port for each of `count` brokers.
+pub fn quorum_ports(count: usize) -> Vec<(u16, u16)> {
+    (0..count).map(|_| (free_port(), free_port())).collect()
+}
+
+/// The settings that make the broker with index `i` (node id `i + 1`) listen on its `ports` and
+/// vote, with every other broker on `ports`, in one metadata quorum.
+pub fn voter_settings(ports: &[(u16, u16)], i: usize) -> Vec<String> {
+    let voters = ports
+        .iter()
+        .enumerate()
+        .map(|(n, (_, controller))| format!("{}@127.0.0.1:{controller}", n + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (client, controller) = ports[i];
+    vec![
+        format!("node.id={}", i + 1),
+        format!("listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}"),
+        "controller.listener.names=CONTROLLER".to_string(),
+        format!("controller.quorum.voters={voters}"),
+        // Several brokers share the machine's cores.
+        "cpuset=unpinned".to_string(),
+    ]
 }
 
 /// The index in `Cluster::brokers` of the broker with node id `node` (1, 2, 3 in start order).
@@ -282,6 +366,14 @@ pub fn metadata_of(broker: &Broker, topic: &str) -> Option<(Vec<i32>, Vec<Partit
     Some((brokers, partitions))
 }
 
+/// Whether Metadata shows `count` partitions, each led, with three replicas, all in the ISR.
+pub fn fully_in_sync(partitions: &[PartitionSeen], count: usize) -> bool {
+    partitions.len() == count
+        && partitions
+            .iter()
+            .all(|p| p.error == 0 && p.leader > 0 && p.replicas.len() == 3 && p.isr == [1, 2, 3])
+}
+
 /// Waits until `broker`'s Metadata satisfies `holds`, describing the wait as `what`.
 pub fn wait_metadata(
     broker: &Broker,
@@ -351,4 +443,83 @@ pub fn partition_dirs(broker: &Broker, topic: &str) -> usize {
             name.rsplit_once('-').is_some_and(|(t, _)| t == topic)
         })
         .count()
+}
+
+/// The offset just past the last record `acked` acknowledged in each of `partitions` partitions
+/// (0 where none was): where each partition's high watermark must be before a read from the
+/// start can find every acknowledged record.
+pub fn acknowledged_ends(acked: &[(i32, i64, String)], partitions: i32) -> Vec<i64> {
+    let mut ends = vec![0; partitions as usize];
+    for (partition, offset, _) in acked {
+        let end = &mut ends[*partition as usize];
+        *end = (*end).max(offset + 1);
+    }
+    ends
+}
+
+/// Waits at most `limit` until the high watermarks `seen()` answers (one a partition) reach
+/// `ends`: a consumer stops at the high watermark, and a newly elected leader's may trail what
+/// was acknowledged until its followers fetch again. `Ok` with the high watermarks once they do,
+/// `Err` with them if they never did.
+pub fn wait_high_watermarks(
+    ends: &[i64],
+    limit: Duration,
+    mut seen: impl FnMut() -> Vec<i64>,
+) -> Result<Vec<i64>, Vec<i64>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let high_watermarks = seen();
+        let reached = high_watermarks.len() == ends.len()
+            && high_watermarks.iter().zip(ends).all(|(hw, end)| hw >= end);
+        if reached {
+            return Ok(high_watermarks);
+        }
+        if Instant::now() >= deadline {
+            return Err(high_watermarks);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The names of `topic`'s `partition`'s segment files on `broker`, in offset order (they are
+/// named by base offset, zero-padded to 20 digits); none where it holds no such partition.
+pub fn segment_names(broker: &Broker, topic: &str, partition: i32) -> Vec<String> {
+    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
+    let mut segments: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| {
+                    name.strip_suffix(".log").is_some_and(|base| {
+                        base.len() == 20 && base.bytes().all(|b| b.is_ascii_digit())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    segments.sort();
+    segments
+}
+
+/// The total size of a partition's segment files on `broker`: its log end, in bytes.
+pub fn log_size(broker: &Broker, topic: &str, partition: i32) -> u64 {
+    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
+    segment_names(broker, topic, partition)
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A partition as `broker` stores it: its segment names and their bytes concatenated (where
+/// each replica rolled its segments does not matter).
+pub fn partition_log(broker: &Broker, topic: &str, partition: i32) -> (Vec<String>, Vec<u8>) {
+    let dir = broker.data_dir.join(format!("{topic}-{partition}"));
+    let segments = segment_names(broker, topic, partition);
+    let mut bytes = Vec::new();
+    for name in &segments {
+        bytes.extend(std::fs::read(dir.join(name)).unwrap_or_default());
+    }
+    (segments, bytes)
 }

@@ -1,5 +1,6 @@
-//! librdkafka delivery reports, collected: what the broker acknowledged and what failed; and a
-//! send that waits while the producer's queue is full.
+//! librdkafka delivery reports, collected: what the broker acknowledged and what failed; the
+//! settings of a producer that must lose nothing; and a send that waits while the producer's
+//! queue is full.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +11,15 @@ use rdkafka::message::{Message, ToBytes};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
+
+/// The settings of a producer that must lose nothing and store nothing twice: idempotent,
+/// acknowledged by every in-sync replica, and patient enough to outlast a leader election.
+pub const SAFE_PRODUCER: [(&str, &str); 4] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("message.timeout.ms", "120000"),
+];
 
 /// Acknowledged records: (partition, offset, value).
 pub type Acked = Arc<Mutex<Vec<(i32, i64, String)>>>;

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod consumer;
 pub mod deliveries;
 pub mod overrun;
+pub mod transactions;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -332,6 +333,13 @@ pub fn connect(broker: &Broker) -> TcpStream {
     s
 }
 
+/// `connect` for a test that expects the broker may be down: none if it takes no connection.
+pub fn try_connect(broker: &Broker) -> Option<TcpStream> {
+    let s = TcpStream::connect(broker.bootstrap()).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    Some(s)
+}
+
 /// Creates a topic over a raw connection (CreateTopics v7) and checks it worked.
 pub fn create_topic(s: &mut TcpStream, topic: &str, partitions: i32) {
     use kafka_protocol::messages::*;
@@ -356,16 +364,57 @@ pub fn create_topic_request(
 
 /// A partition's log start offset (ListOffsets v6, earliest).
 pub fn earliest_offset(s: &mut TcpStream, topic: &str, partition: i32) -> i64 {
+    use kafka_protocol::messages::*;
+    let request = list_offsets_request(topic, partition, -2);
+    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 6, &request);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    r.topics[0].partitions[0].offset
+}
+
+/// The high watermark of `topic`'s `partition` as `broker` answers ListOffsets (v6, latest,
+/// read_uncommitted); none if it is down or refuses (a newly elected leader refuses until its
+/// high watermark reaches its epoch's start).
+pub fn high_watermark(broker: &Broker, topic: &str, partition: i32) -> Option<i64> {
+    use kafka_protocol::messages::*;
+    let request = list_offsets_request(topic, partition, -1);
+    let answer: ListOffsetsResponse =
+        try_call(&mut try_connect(broker)?, ApiKey::ListOffsets, 6, &request).ok()?;
+    let found = answer.topics.first()?.partitions.first()?;
+    (found.error_code == 0).then_some(found.offset)
+}
+
+/// ListOffsets (v6, read_uncommitted) for one partition at `timestamp`: -2 asks for the log
+/// start, -1 for the high watermark.
+fn list_offsets_request(
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> kafka_protocol::messages::ListOffsetsRequest {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::*;
-    let request = ListOffsetsRequest::default()
+    ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
+        .with_isolation_level(0)
         .with_topics(vec![ListOffsetsTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(partition)
-                .with_timestamp(-2)])]);
-    let r: ListOffsetsResponse = call(s, ApiKey::ListOffsets, 6, &request);
-    assert_eq!(r.topics[0].partitions[0].error_code, 0);
-    r.topics[0].partitions[0].offset
+                .with_timestamp(timestamp)])])
+}
+
+/// Produce (v9) of one record (`one_record_batch`) to partition 0 of `topic` with `acks`: the
+/// error code the partition answers, or why no answer came.
+pub fn produce_one(s: &mut TcpStream, topic: &str, acks: i16) -> Result<i16, String> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(one_record_batch())))])]);
+    let answer: ProduceResponse = try_call(s, ApiKey::Produce, 9, &request)?;
+    Ok(answer.responses[0].partition_responses[0].error_code)
 }

@@ -4,15 +4,17 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::delete_records_request::DeleteRecordsPartition;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::DeleteRecordsRequest;
 
-use super::scatter::{route, scatter};
+use super::scatter::ask_owners;
 use crate::error::ErrorCode;
 use crate::metadata::is_internal_topic;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
+use crate::types::Offset;
 
 pub const VERSIONS: (i16, i16) = (0, 2);
 
@@ -24,38 +26,35 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> DeleteR
     // The coordinators replay the internal logs from their start: deleting records there
     // would silently drop committed offsets or transaction state.
     let refuse = |name: &str| is_internal_topic(name).then_some(ErrorCode::InvalidTopicException);
-    let (items, mut answers) = route(&shard.image(), topics, refuse);
-    let request_for = |items| ShardRequest::DeleteRecords { items };
-    let answers_of = |response| match response {
-        ShardResponse::DeleteRecords(results) => Some(results),
-        _ => None,
-    };
-    answers.extend(scatter(shard, items, request_for, answers_of).await);
-    let topics = request
-        .topics
-        .iter()
-        .enumerate()
-        .map(|(ti, topic)| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .enumerate()
-                .map(|(pi, p)| {
-                    let result = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index);
-                    match answers
-                        .remove(&(ti, pi))
-                        .unwrap_or(Err(ErrorCode::UnknownServerError))
-                    {
-                        Ok(low) => result.with_low_watermark(low.0),
-                        Err(code) => result.with_low_watermark(-1).with_error_code(code.code()),
-                    }
-                })
-                .collect();
-            DeleteRecordsTopicResult::default()
-                .with_name(topic.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    DeleteRecordsResponse::default().with_topics(topics)
+    let answers = ask_owners(
+        shard,
+        topics,
+        refuse,
+        |items| ShardRequest::DeleteRecords { items },
+        |response| match response {
+            ShardResponse::DeleteRecords(results) => Some(results),
+            _ => None,
+        },
+    )
+    .await;
+    let topics = request.topics.iter().zip(answers).map(|(topic, answers)| {
+        let partitions = topic.partitions.iter().zip(answers);
+        DeleteRecordsTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_partitions(partitions.map(|(p, low)| result(p, low)).collect())
+    });
+    DeleteRecordsResponse::default().with_topics(topics.collect())
+}
+
+/// A partition's new low watermark, or -1 and why not.
+fn result(
+    partition: &DeleteRecordsPartition,
+    low: Result<Offset, ErrorCode>,
+) -> DeleteRecordsPartitionResult {
+    let result =
+        DeleteRecordsPartitionResult::default().with_partition_index(partition.partition_index);
+    match low {
+        Ok(low) => result.with_low_watermark(low.0),
+        Err(code) => result.with_low_watermark(-1).with_error_code(code.code()),
+    }
 }

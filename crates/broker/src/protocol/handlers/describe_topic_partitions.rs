@@ -11,14 +11,15 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::metadata::describe_partition;
 use crate::error::ErrorCode;
 use crate::limits::DESCRIBE_TOPIC_PARTITIONS_MAX;
-use crate::metadata::{is_internal_topic, records, MetadataImage, TopicMeta};
+use crate::metadata::{is_internal_topic, MetadataImage, TopicMeta};
 use crate::shard::Shard;
 
 pub const VERSIONS: (i16, i16) = (0, 0);
@@ -86,33 +87,17 @@ fn cursor(topic: &str, partition: i32) -> Cursor {
         .with_partition_index(partition)
 }
 
-/// One topic with the given partitions as the image has them: a partition without a leader
-/// answers LEADER_NOT_AVAILABLE, as Metadata does. No eligible leader replicas (KIP-966) yet.
+/// One topic with the given partitions as the image has them, as Metadata describes them (see
+/// `describe_partition`). No eligible leader replicas (KIP-966) yet.
 fn describe(
     image: &MetadataImage,
     topic: &Arc<TopicMeta>,
     partitions: std::ops::Range<i32>,
 ) -> DescribeTopicPartitionsResponseTopic {
-    let ids = |brokers: &mut dyn Iterator<Item = &records::BrokerId>| {
-        brokers.map(|b| BrokerId(b.0)).collect::<Vec<_>>()
-    };
     let partitions = partitions
         .filter_map(|p| Some((p, topic.partition_states.get(p as usize)?)))
         .map(|(p, state)| {
-            let error = if state.leader == records::BrokerId::NONE {
-                ErrorCode::LeaderNotAvailable
-            } else {
-                ErrorCode::None
-            };
-            let mut offline = state.replicas.iter().filter(|r| !image.is_live(**r));
-            DescribeTopicPartitionsResponsePartition::default()
-                .with_error_code(error.code())
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(state.leader.0))
-                .with_leader_epoch(state.leader_epoch.0)
-                .with_replica_nodes(ids(&mut state.replicas.iter()))
-                .with_isr_nodes(ids(&mut state.isr.iter()))
-                .with_offline_replicas(ids(&mut offline))
+            describe_partition!(DescribeTopicPartitionsResponsePartition, image, state, p)
                 .with_eligible_leader_replicas(Some(vec![]))
                 .with_last_known_elr(Some(vec![]))
         })

@@ -4,12 +4,13 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::ListOffsetsRequest;
 
-use super::scatter::{route, scatter, Routed};
+use super::scatter::ask_owners;
 use crate::error::ErrorCode;
 use crate::shard::{OffsetFound, Shard, ShardRequest, ShardResponse};
 
@@ -29,46 +30,45 @@ pub async fn handle(
         });
         (t.name.0.as_str(), partitions.collect())
     });
-    let (items, mut answers): Routed<(i64, i32), OffsetFound> =
-        route(&shard.image(), topics, |_| None);
-    let request_for = |items| ShardRequest::ListOffsets { items };
-    let answers_of = |response| match response {
-        ShardResponse::ListOffsets(results) => Some(results),
-        _ => None,
-    };
-    answers.extend(scatter(shard, items, request_for, answers_of).await);
-    let topics = request
-        .topics
-        .iter()
-        .enumerate()
-        .map(|(ti, topic)| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .enumerate()
-                .map(|(pi, p)| {
-                    let response = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index);
-                    match answers
-                        .remove(&(ti, pi))
-                        .unwrap_or(Err(ErrorCode::UnknownServerError))
-                    {
-                        Ok(found) => response
-                            .with_timestamp(found.timestamp)
-                            .with_offset(found.offset.0)
-                            .with_leader_epoch(if epochs { found.leader_epoch.0 } else { -1 }),
-                        Err(code) => response
-                            .with_error_code(code.code())
-                            .with_timestamp(-1)
-                            .with_offset(-1)
-                            .with_leader_epoch(-1),
-                    }
-                })
-                .collect();
-            ListOffsetsTopicResponse::default()
-                .with_name(topic.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    ListOffsetsResponse::default().with_topics(topics)
+    let answers = ask_owners(
+        shard,
+        topics,
+        |_| None,
+        |items| ShardRequest::ListOffsets { items },
+        |response| match response {
+            ShardResponse::ListOffsets(results) => Some(results),
+            _ => None,
+        },
+    )
+    .await;
+    let topics = request.topics.iter().zip(answers).map(|(topic, answers)| {
+        let partitions = topic.partitions.iter().zip(answers);
+        let partitions = partitions.map(|(p, found)| response(p, found, epochs));
+        ListOffsetsTopicResponse::default()
+            .with_name(topic.name.clone())
+            .with_partitions(partitions.collect())
+    });
+    ListOffsetsResponse::default().with_topics(topics.collect())
+}
+
+/// The offset found for a partition, or -1 everywhere and why not; the leader epoch only where
+/// the version has the field (`epochs`).
+fn response(
+    partition: &ListOffsetsPartition,
+    found: Result<OffsetFound, ErrorCode>,
+    epochs: bool,
+) -> ListOffsetsPartitionResponse {
+    let response =
+        ListOffsetsPartitionResponse::default().with_partition_index(partition.partition_index);
+    match found {
+        Ok(found) => response
+            .with_timestamp(found.timestamp)
+            .with_offset(found.offset.0)
+            .with_leader_epoch(if epochs { found.leader_epoch.0 } else { -1 }),
+        Err(code) => response
+            .with_error_code(code.code())
+            .with_timestamp(-1)
+            .with_offset(-1)
+            .with_leader_epoch(-1),
+    }
 }

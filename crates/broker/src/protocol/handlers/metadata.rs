@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::coordinator::Client;
 use super::live_brokers;
 use crate::error::ErrorCode;
+use crate::metadata::records::{self, PartitionState};
 use crate::metadata::{is_internal_topic, is_valid_topic_name, MetadataImage, TopicMeta};
 use crate::shard::controller::{ControllerRequest, NewTopic};
 use crate::shard::Shard;
@@ -137,36 +138,55 @@ async fn auto_create(shard: &Rc<Shard>, names: Vec<String>) {
     }
 }
 
-/// A topic's partitions as the image has them: a partition without a leader (its replicas'
-/// brokers fenced) answers LEADER_NOT_AVAILABLE, and replicas on fenced brokers are offline.
+/// A partition of a Metadata or DescribeTopicPartitions answer, `$partition` (each API has a
+/// type of its own, with the same fields), as the image's `$state` of partition `$index` says:
+/// a partition without a leader (its replicas' brokers fenced) answers LEADER_NOT_AVAILABLE, and
+/// replicas on fenced brokers are offline. A macro, so that one body serves both types.
+macro_rules! describe_partition {
+    ($partition:ident, $image:expr, $state:expr, $index:expr) => {{
+        use $crate::protocol::handlers::metadata::{broker_ids, leader_error};
+        let state: &$crate::metadata::records::PartitionState = $state;
+        let image: &$crate::metadata::MetadataImage = $image;
+        let offline = state.replicas.iter().filter(|r| !image.is_live(**r));
+        $partition::default()
+            .with_error_code(leader_error(state).code())
+            .with_partition_index($index)
+            .with_leader_id(kafka_protocol::messages::BrokerId(state.leader.0))
+            .with_leader_epoch(state.leader_epoch.0)
+            .with_replica_nodes(broker_ids(&state.replicas))
+            .with_isr_nodes(broker_ids(&state.isr))
+            .with_offline_replicas(broker_ids(offline))
+    }};
+}
+pub(super) use describe_partition;
+
+/// LEADER_NOT_AVAILABLE for a partition without a leader: a client asks again later.
+pub(super) fn leader_error(state: &PartitionState) -> ErrorCode {
+    if state.leader == records::BrokerId::NONE {
+        ErrorCode::LeaderNotAvailable
+    } else {
+        ErrorCode::None
+    }
+}
+
+/// Brokers as the wire names them.
+pub(super) fn broker_ids<'a>(
+    brokers: impl IntoIterator<Item = &'a records::BrokerId>,
+) -> Vec<BrokerId> {
+    brokers.into_iter().map(|b| BrokerId(b.0)).collect()
+}
+
+/// A topic with its partitions as the image has them (see `describe_partition`).
 fn describe_topic(
     version: i16,
     image: &MetadataImage,
     topic: &Arc<TopicMeta>,
 ) -> MetadataResponseTopic {
-    let ids = |brokers: &mut dyn Iterator<Item = &crate::metadata::records::BrokerId>| {
-        brokers.map(|b| BrokerId(b.0)).collect::<Vec<_>>()
-    };
     let partitions = topic
         .partition_states
         .iter()
         .zip(0..)
-        .map(|(state, p)| {
-            let error = if state.leader == crate::metadata::records::BrokerId::NONE {
-                ErrorCode::LeaderNotAvailable
-            } else {
-                ErrorCode::None
-            };
-            let mut offline = state.replicas.iter().filter(|r| !image.is_live(**r));
-            MetadataResponsePartition::default()
-                .with_error_code(error.code())
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(state.leader.0))
-                .with_leader_epoch(state.leader_epoch.0)
-                .with_replica_nodes(ids(&mut state.replicas.iter()))
-                .with_isr_nodes(ids(&mut state.isr.iter()))
-                .with_offline_replicas(ids(&mut offline))
-        })
+        .map(|(state, p)| describe_partition!(MetadataResponsePartition, image, state, p))
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))

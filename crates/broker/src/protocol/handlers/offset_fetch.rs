@@ -30,14 +30,7 @@ pub async fn handle(
         let mut groups = Vec::new();
         for g in request.groups {
             let partitions = g.topics.map(|topics| {
-                topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partition_indexes
-                            .iter()
-                            .map(|p| TopicPartition::new(t.name.to_string(), *p))
-                    })
-                    .collect()
+                partitions_of(topics.iter().map(|t| (&t.name, &t.partition_indexes)))
             });
             let fetched = fetch(
                 shard,
@@ -50,16 +43,9 @@ pub async fn handle(
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let partitions = request.topics.map(|topics| {
-        topics
-            .iter()
-            .flat_map(|t| {
-                t.partition_indexes
-                    .iter()
-                    .map(|p| TopicPartition::new(t.name.to_string(), *p))
-            })
-            .collect::<Vec<_>>()
-    });
+    let partitions = request
+        .topics
+        .map(|topics| partitions_of(topics.iter().map(|t| (&t.name, &t.partition_indexes))));
     let requested = partitions.clone();
     let require_stable = version >= 7 && request.require_stable;
     match fetch(
@@ -84,6 +70,20 @@ pub async fn handle(
             OffsetFetchResponse::default().with_topics(encode_topics(topics))
         }
     }
+}
+
+/// The partitions a request lists, each topic with its partition indexes (v8+ lists them per
+/// group, in types of their own).
+fn partitions_of<'a>(
+    topics: impl Iterator<Item = (&'a TopicName, &'a Vec<i32>)>,
+) -> Vec<TopicPartition> {
+    topics
+        .flat_map(|(name, indexes)| {
+            indexes
+                .iter()
+                .map(|p| TopicPartition::new(name.to_string(), *p))
+        })
+        .collect()
 }
 
 async fn fetch(
@@ -119,28 +119,38 @@ fn by_topic(offsets: FetchedOffsets) -> TopicOffsets {
     topics
 }
 
+/// `TopicOffsets` as a response's `$topic`s of `$partition`s. v8+ answers per group, in types
+/// of their own (`OffsetFetchResponseTopics`, `OffsetFetchResponsePartitions`) with the same
+/// fields as the older versions' (`OffsetFetchResponseTopic`, `OffsetFetchResponsePartition`):
+/// a macro, so that one body serves both.
+macro_rules! encode_topics_as {
+    ($topics:expr, $topic:ident, $partition:ident) => {
+        $topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let partitions = partitions.into_iter().map(|(index, value)| {
+                    let (offset, epoch, metadata, error) = fields(value);
+                    $partition::default()
+                        .with_partition_index(index)
+                        .with_error_code(error.code())
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(metadata))
+                });
+                $topic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions.collect())
+            })
+            .collect()
+    };
+}
+
 fn encode_topics(topics: TopicOffsets) -> Vec<OffsetFetchResponseTopic> {
-    topics
-        .into_iter()
-        .map(|(name, partitions)| {
-            OffsetFetchResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(name)))
-                .with_partitions(
-                    partitions
-                        .into_iter()
-                        .map(|(index, value)| {
-                            let (offset, epoch, metadata, error) = fields(value);
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(index)
-                                .with_error_code(error.code())
-                                .with_committed_offset(offset)
-                                .with_committed_leader_epoch(epoch)
-                                .with_metadata(Some(metadata))
-                        })
-                        .collect(),
-                )
-        })
-        .collect()
+    encode_topics_as!(
+        topics,
+        OffsetFetchResponseTopic,
+        OffsetFetchResponsePartition
+    )
 }
 
 fn encode_group(
@@ -150,29 +160,11 @@ fn encode_group(
     let group = OffsetFetchResponseGroup::default().with_group_id(group_id);
     match fetched {
         Err(code) => group.with_error_code(code.code()),
-        Ok(topics) => group.with_topics(
-            topics
-                .into_iter()
-                .map(|(name, partitions)| {
-                    OffsetFetchResponseTopics::default()
-                        .with_name(TopicName(StrBytes::from_string(name)))
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|(index, value)| {
-                                    let (offset, epoch, metadata, error) = fields(value);
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(index)
-                                        .with_error_code(error.code())
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(epoch)
-                                        .with_metadata(Some(metadata))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        ),
+        Ok(topics) => group.with_topics(encode_topics_as!(
+            topics,
+            OffsetFetchResponseTopics,
+            OffsetFetchResponsePartitions
+        )),
     }
 }
 

@@ -13,12 +13,13 @@
 
 use std::rc::Rc;
 
+use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::OffsetForLeaderEpochRequest;
 
-use super::scatter::{route, scatter, Routed};
+use super::scatter::ask_owners;
 use crate::error::ErrorCode;
 use crate::metadata::records::LeaderEpoch;
 use crate::shard::{Shard, ShardRequest, ShardResponse};
@@ -39,42 +40,36 @@ pub async fn handle(
             .map(|p| (p.partition, (p.current_leader_epoch, p.leader_epoch)));
         (t.topic.0.as_str(), partitions.collect())
     });
-    let (items, mut answers): Routed<(i32, i32), Option<(LeaderEpoch, Offset)>> =
-        route(&shard.image(), topics, |_| None);
-    let request_for = |items| ShardRequest::EpochEnds { items };
-    let answers_of = |response| match response {
-        ShardResponse::EpochEnds(results) => Some(results),
-        _ => None,
-    };
-    answers.extend(scatter(shard, items, request_for, answers_of).await);
-    let topics = request
-        .topics
-        .iter()
-        .enumerate()
-        .map(|(ti, topic)| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .enumerate()
-                .map(|(pi, p)| {
-                    // The defaults are Kafka's UNDEFINED: epoch -1, end offset -1.
-                    let answer = EpochEndOffset::default().with_partition(p.partition);
-                    match answers
-                        .remove(&(ti, pi))
-                        .unwrap_or(Err(ErrorCode::UnknownServerError))
-                    {
-                        Ok(Some((epoch, end))) => {
-                            answer.with_leader_epoch(epoch.0).with_end_offset(end.0)
-                        }
-                        Ok(None) => answer,
-                        Err(code) => answer.with_error_code(code.code()),
-                    }
-                })
-                .collect();
-            OffsetForLeaderTopicResult::default()
-                .with_topic(topic.topic.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    OffsetForLeaderEpochResponse::default().with_topics(topics)
+    let answers = ask_owners(
+        shard,
+        topics,
+        |_| None,
+        |items| ShardRequest::EpochEnds { items },
+        |response| match response {
+            ShardResponse::EpochEnds(results) => Some(results),
+            _ => None,
+        },
+    )
+    .await;
+    let topics = request.topics.iter().zip(answers).map(|(topic, answers)| {
+        let partitions = topic.partitions.iter().zip(answers);
+        OffsetForLeaderTopicResult::default()
+            .with_topic(topic.topic.clone())
+            .with_partitions(partitions.map(|(p, end)| epoch_end(p, end)).collect())
+    });
+    OffsetForLeaderEpochResponse::default().with_topics(topics.collect())
+}
+
+/// Where the asked epoch ends in a partition's log; the defaults are Kafka's UNDEFINED (epoch -1,
+/// end offset -1), for an epoch the log cannot place and alongside an error.
+fn epoch_end(
+    partition: &OffsetForLeaderPartition,
+    end: Result<Option<(LeaderEpoch, Offset)>, ErrorCode>,
+) -> EpochEndOffset {
+    let answer = EpochEndOffset::default().with_partition(partition.partition);
+    match end {
+        Ok(Some((epoch, end))) => answer.with_leader_epoch(epoch.0).with_end_offset(end.0),
+        Ok(None) => answer,
+        Err(code) => answer.with_error_code(code.code()),
+    }
 }

@@ -21,18 +21,59 @@ pub fn known(image: &MetadataImage, topic: &str, partition: i32) -> bool {
         .is_some_and(|m| partition >= 0 && partition < m.partitions)
 }
 
+/// Every partition's answer in the request's order: `answers[t][p]`.
+pub type Answers<R> = Vec<Vec<Result<R, ErrorCode>>>;
+
+/// Answers a request's partitions, `topics[t] = (name, [(partition, item)])`, from their owning
+/// shards: `route` answers what is refused or unknown, `scatter` asks the owners the rest
+/// (`request` and `answers` as there). The answers come in the request's order, so a handler
+/// builds its response by zipping them with the request's own topics and partitions.
+pub async fn ask_owners<'a, T, R>(
+    shard: &Rc<Shard>,
+    topics: impl IntoIterator<Item = (&'a str, Vec<(i32, T)>)>,
+    refuse: impl Fn(&str) -> Option<ErrorCode>,
+    request: impl Fn(Vec<(TopicPartition, T)>) -> ShardRequest,
+    answers: impl Fn(ShardResponse) -> Option<Vec<Result<R, ErrorCode>>>,
+) -> Answers<R> {
+    let topics: Vec<_> = topics.into_iter().collect();
+    let counts: Vec<usize> = topics
+        .iter()
+        .map(|(_, partitions)| partitions.len())
+        .collect();
+    let (items, mut answered) = route(&shard.image(), topics, refuse);
+    answered.extend(scatter(shard, items, request, answers).await);
+    in_request_order(&counts, answered)
+}
+
+/// `answered` laid out as the request's topics (`counts[t]` partitions each). A slot without an
+/// answer (a shard that answered fewer items than it was sent) gets UNKNOWN_SERVER_ERROR.
+fn in_request_order<R>(
+    counts: &[usize],
+    mut answered: HashMap<Slot, Result<R, ErrorCode>>,
+) -> Answers<R> {
+    let mut take = |slot| {
+        answered
+            .remove(&slot)
+            .unwrap_or(Err(ErrorCode::UnknownServerError))
+    };
+    counts
+        .iter()
+        .enumerate()
+        .map(|(ti, &count)| (0..count).map(|pi| take((ti, pi))).collect())
+        .collect()
+}
+
 /// Work for the owning shards, and the answers known before any shard is asked.
-pub type Routed<T, R> = (
+type Routed<T, R> = (
     Vec<(Slot, TopicPartition, T)>,
     HashMap<Slot, Result<R, ErrorCode>>,
 );
 
-/// Splits a request's partitions, `topics[t] = (name, [(partition, item)])`, into work for
-/// the owning shards and early answers: `refuse` may turn a whole topic away, and partitions
-/// that do not exist get UNKNOWN_TOPIC_OR_PARTITION.
-pub fn route<'a, T, R>(
+/// Splits a request's partitions into work for the owning shards and early answers: `refuse` may
+/// turn a whole topic away, and partitions that do not exist get UNKNOWN_TOPIC_OR_PARTITION.
+fn route<T, R>(
     image: &MetadataImage,
-    topics: impl IntoIterator<Item = (&'a str, Vec<(i32, T)>)>,
+    topics: Vec<(&str, Vec<(i32, T)>)>,
     refuse: impl Fn(&str) -> Option<ErrorCode>,
 ) -> Routed<T, R> {
     let mut items = Vec::new();

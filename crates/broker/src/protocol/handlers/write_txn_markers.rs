@@ -11,7 +11,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
-use super::scatter::{route, scatter};
+use super::scatter::ask_owners;
 use crate::error::ErrorCode;
 use crate::shard::{Marker, Shard, ShardRequest, ShardResponse};
 use crate::storage::batch::ControlType;
@@ -32,12 +32,10 @@ pub async fn handle(shard: &Rc<Shard>, request: WriteTxnMarkersRequest) -> Write
             },
             coordinator_epoch: marker.coordinator_epoch,
         };
-        let image = shard.image();
         let topics = marker.topics.iter().map(|t| {
             let partitions = t.partition_indexes.iter().map(|p| (*p, ())).collect();
             (t.name.0.as_str(), partitions)
         });
-        let (items, mut answers) = route::<(), ()>(&image, topics, |_| None);
         let request_for = |items: Vec<(_, ())>| ShardRequest::WriteMarkers {
             marker: written,
             partitions: items.into_iter().map(|(tp, ())| tp).collect(),
@@ -46,36 +44,21 @@ pub async fn handle(shard: &Rc<Shard>, request: WriteTxnMarkersRequest) -> Write
             ShardResponse::PerPartition(results) => Some(results),
             _ => None,
         };
-        answers.extend(scatter(shard, items, request_for, answers_of).await);
-        let topics = marker
-            .topics
-            .iter()
-            .enumerate()
-            .map(|(ti, t)| {
-                let partitions = t
-                    .partition_indexes
-                    .iter()
-                    .enumerate()
-                    .map(|(pi, p)| {
-                        let code = match answers.remove(&(ti, pi)) {
-                            Some(Ok(())) => ErrorCode::None,
-                            Some(Err(code)) => code,
-                            None => ErrorCode::UnknownServerError,
-                        };
-                        WritableTxnMarkerPartitionResult::default()
-                            .with_partition_index(*p)
-                            .with_error_code(code.code())
-                    })
-                    .collect();
-                WritableTxnMarkerTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(partitions)
-            })
-            .collect();
+        let answers = ask_owners(shard, topics, |_| None, request_for, answers_of).await;
+        let topics = marker.topics.iter().zip(answers).map(|(t, answers)| {
+            let partitions = t.partition_indexes.iter().zip(answers).map(|(p, answer)| {
+                WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(*p)
+                    .with_error_code(answer.err().unwrap_or(ErrorCode::None).code())
+            });
+            WritableTxnMarkerTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions.collect())
+        });
         results.push(
             WritableTxnMarkerResult::default()
                 .with_producer_id(marker.producer_id)
-                .with_topics(topics),
+                .with_topics(topics.collect()),
         );
     }
     WriteTxnMarkersResponse::default().with_markers(results)
