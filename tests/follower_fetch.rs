@@ -33,7 +33,7 @@ fn two_brokers() -> Vec<Broker> {
     (0..ports.len())
         .map(|i| {
             let dir = fresh_dir(&format!("follower-fetch-{}", i + 1));
-            let settings = voter_settings(&ports, i);
+            let settings = voter_settings(&["127.0.0.1"; 2], &ports, i);
             let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
             Broker::start_on(
                 dir.clone(),

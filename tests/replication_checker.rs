@@ -7,8 +7,11 @@
 //! values all along while a seeded schedule of faults runs, one at a time with pauses between:
 //! kill -9 of a partition leader or of a follower (restarted after a random delay), SIGSTOP of a
 //! leader for longer than the broker session then SIGCONT, a clean restart (SIGTERM) of any
-//! broker, and now and then kill -9 of all three at once. At most one broker is down at a time
-//! except in that last fault, so two of three replicas stay in sync and producing goes on.
+//! broker, a leader's network link down past the session (each broker runs in a network
+//! namespace of its own, `common::netns`), one direction of a broker's packets dropped
+//! (nftables) past the session, and now and then kill -9 of all three at once. At most one
+//! broker is down or cut off at a time except in that last fault, so two of three replicas stay
+//! in sync and producing goes on.
 //!
 //! Afterwards every broker runs again, every partition gets its leader and its ISR of three back,
 //! the producer flushes, and the checker reads each partition from its start:
@@ -28,6 +31,8 @@
 //! - `SLUICE_CHECKER_SECONDS`: how long faults are injected (default `DEFAULT_SECONDS`, which
 //!   keeps the test within a few minutes on a busy 2-core machine). `scripts/replication-checker`
 //!   runs it for hours over several seeds.
+//! - `SLUICE_CHECKER_PARTITIONS=off`: no network faults, for a machine where the test cannot
+//!   make network namespaces (it must run as root, with iproute2 and nftables).
 //! - `SLUICE_CHECKER_CONTROL=unclean`: run the control scenario instead (unclean leader election
 //!   with `min.insync.replicas=1`, arranged so acknowledged records are lost); the checker must
 //!   then fail. `the_checker_sees_loss_under_unclean_election` runs that control and passes only
@@ -53,6 +58,7 @@ use common::cluster::{
     wait_for_topic, wait_high_watermarks, Cluster, PartitionSeen, LOG_LINES, QUORUM_WAIT_MAX,
     REPLICA_LAG,
 };
+use common::netns::{Direction, Network};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rdkafka::config::ClientConfig;
@@ -124,6 +130,24 @@ fn the_checker_sees_loss_under_unclean_election() {
     outcome.discard();
 }
 
+/// The brokers' network namespaces, for the faults that cut links: made when the test runs as
+/// root with `ip` and `nft` (as CI does); elsewhere the run panics unless
+/// `SLUICE_CHECKER_PARTITIONS=off` says to go without those faults.
+fn network_for_partitions() -> Option<Network> {
+    let off = std::env::var("SLUICE_CHECKER_PARTITIONS").is_ok_and(|v| v == "off");
+    if off {
+        eprintln!("SLUICE_CHECKER_PARTITIONS=off: no faults that cut the network");
+        return None;
+    }
+    match Network::create(3) {
+        Ok(network) => Some(network),
+        Err(why) => panic!(
+            "the checker's network faults need namespaces: {why} (run as root with iproute2 and \
+             nftables, or set SLUICE_CHECKER_PARTITIONS=off to go without them)"
+        ),
+    }
+}
+
 fn seed_from_env() -> u64 {
     match std::env::var("SLUICE_CHECKER_SEED") {
         Ok(text) => parse_number(&text)
@@ -185,27 +209,44 @@ enum Fault {
     LeaderPause,
     CleanRestart,
     AllKill,
+    /// A partition leader's network link goes down past the broker session, then comes back.
+    Isolate,
+    /// One direction of a broker's traffic is dropped past the broker session (its TCP
+    /// connections hang half open), then flows again.
+    HalfOpen,
 }
 
 impl Fault {
-    const WEIGHTS: [(Fault, u64); 5] = [
+    const WEIGHTS: [(Fault, u64); 7] = [
         (Fault::LeaderKill, 3),
         (Fault::FollowerKill, 2),
         (Fault::LeaderPause, 2),
         (Fault::CleanRestart, 2),
         (Fault::AllKill, 1),
+        (Fault::Isolate, 2),
+        (Fault::HalfOpen, 1),
     ];
 
-    fn draw(rng: &mut Rng) -> Fault {
-        let total: u64 = Fault::WEIGHTS.iter().map(|(_, w)| w).sum();
+    /// A fault drawn by weight; with `partitions` false, never one that needs the brokers'
+    /// network namespaces.
+    fn draw(rng: &mut Rng, partitions: bool) -> Fault {
+        let possible: Vec<(Fault, u64)> = Fault::WEIGHTS
+            .into_iter()
+            .filter(|(fault, _)| partitions || !fault.cuts_the_network())
+            .collect();
+        let total: u64 = possible.iter().map(|(_, w)| w).sum();
         let mut at = rng.below(total);
-        for (fault, weight) in Fault::WEIGHTS {
+        for (fault, weight) in possible {
             if at < weight {
                 return fault;
             }
             at -= weight;
         }
         unreachable!("the draw is below the weights' sum")
+    }
+
+    fn cuts_the_network(self) -> bool {
+        matches!(self, Fault::Isolate | Fault::HalfOpen)
     }
 
     fn name(self) -> &'static str {
@@ -215,6 +256,8 @@ impl Fault {
             Fault::LeaderPause => "leader-pause",
             Fault::CleanRestart => "clean-restart",
             Fault::AllKill => "all-kill",
+            Fault::Isolate => "isolate",
+            Fault::HalfOpen => "half-open",
         }
     }
 }
@@ -626,7 +669,10 @@ fn is_position_lost(error: &KafkaError) -> bool {
 struct Checker {
     seed: u64,
     rng: Rng,
+    /// Dropped before `network`: its brokers stop before their namespaces go.
     cluster: Cluster,
+    /// The brokers' network namespaces, for the faults that cut links (none: loopback only).
+    network: Option<Network>,
     state: [State; 3],
     schedule: Schedule,
     faults: BTreeMap<&'static str, usize>,
@@ -664,11 +710,19 @@ impl Checker {
             extra.push("replica.fetch.max.bytes=1");
         }
         let start = Instant::now();
-        let cluster = Cluster::formed_with(0, &extra);
+        let network = match scenario {
+            Scenario::RandomFaults { .. } => network_for_partitions(),
+            Scenario::UncleanElection => None,
+        };
+        let cluster = match &network {
+            Some(network) => Cluster::formed_in(network, 0, &extra),
+            None => Cluster::formed_with(0, &extra),
+        };
         let mut checker = Checker {
             seed,
             rng: Rng(seed),
             cluster,
+            network,
             state: [State::Up; 3],
             schedule: Schedule {
                 start,
@@ -803,7 +857,7 @@ impl Checker {
     fn random_faults(&mut self, length: Duration) {
         let until = Instant::now() + length;
         while Instant::now() < until {
-            let fault = Fault::draw(&mut self.rng);
+            let fault = Fault::draw(&mut self.rng, self.network.is_some());
             *self.faults.entry(fault.name()).or_default() += 1;
             self.inject(fault);
             self.look_for_crashes();
@@ -870,6 +924,36 @@ impl Checker {
                 let down = self.rng.millis(0, 3000);
                 std::thread::sleep(down);
                 self.restart(target);
+            }
+            Fault::Isolate => {
+                let (partition, target) = self.leader_of_some_partition();
+                let length = SESSION + self.rng.millis(500, 4000);
+                self.schedule.note(format!(
+                    "{}: broker {target}'s link down (it leads partition {partition}) for {:.1} s",
+                    fault.name(),
+                    length.as_secs_f64()
+                ));
+                let network = self.network.as_ref().expect("drawn only with namespaces");
+                network.isolate(index_of(target));
+                std::thread::sleep(length);
+                network.heal(index_of(target));
+                self.schedule.note(format!("broker {target}'s link up"));
+            }
+            Fault::HalfOpen => {
+                let target = self.rng.pick(&[1, 2, 3]);
+                let direction = self.rng.pick(&[Direction::Outbound, Direction::Inbound]);
+                let length = SESSION + self.rng.millis(500, 4000);
+                self.schedule.note(format!(
+                    "{}: broker {target}'s {direction:?} packets dropped for {:.1} s",
+                    fault.name(),
+                    length.as_secs_f64()
+                ));
+                let network = self.network.as_ref().expect("drawn only with namespaces");
+                network.cut(index_of(target), direction);
+                std::thread::sleep(length);
+                network.heal(index_of(target));
+                self.schedule
+                    .note(format!("broker {target}'s packets flow again"));
             }
             Fault::AllKill => {
                 self.schedule

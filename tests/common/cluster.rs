@@ -12,7 +12,8 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::{connect, free_port, fresh_dir, high_watermark, try_call, Broker};
+use super::netns::Network;
+use super::{connect, free_port, fresh_dir, high_watermark, try_call, Broker, Place};
 
 /// How long the quorum may take to elect a leader, name the cluster, register the brokers or
 /// apply a change everywhere: generous, for a loaded 2-core CI machine (each takes well under a
@@ -40,11 +41,26 @@ impl Cluster {
     /// Three brokers, each also given the `key=value` settings in `extra` (a test's own
     /// replication timing, say); restarts keep them.
     pub fn start_with(extra: &[&str]) -> Cluster {
+        let loopback = (0..3).map(|_| ("127.0.0.1".to_string(), None)).collect();
+        Cluster::start_at(loopback, extra)
+    }
+
+    /// `start_with`, each broker in a namespace of `network`, at its address there.
+    pub fn start_in(network: &Network, extra: &[&str]) -> Cluster {
+        let places = (0..3)
+            .map(|i| (network.address(i), Some(network.namespace(i))))
+            .collect();
+        Cluster::start_at(places, extra)
+    }
+
+    /// Three brokers, the `i`th at `places[i]`: (address, namespace).
+    fn start_at(places: Vec<(String, Option<String>)>, extra: &[&str]) -> Cluster {
         let ports = quorum_ports(3);
+        let hosts: Vec<&str> = places.iter().map(|(host, _)| host.as_str()).collect();
         let brokers = (0..ports.len())
             .map(|i| {
                 let dir = fresh_dir(&format!("cluster-{}", i + 1));
-                let mut settings = voter_settings(&ports, i);
+                let mut settings = voter_settings(&hosts, &ports, i);
                 settings.extend([
                     // Fence a silent broker within seconds, not Kafka's 9, yet never one that a
                     // loaded CI machine merely slowed down.
@@ -53,8 +69,13 @@ impl Cluster {
                 ]);
                 settings.extend(extra.iter().map(|s| s.to_string()));
                 let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+                let place = Place {
+                    host: places[i].0.clone(),
+                    netns: places[i].1.clone(),
+                };
                 let client = ports[i].0;
-                Broker::start_on(
+                Broker::start_at(
+                    place,
                     dir.clone(),
                     dir.join("broker.log"),
                     1 + i % 2,
@@ -74,7 +95,17 @@ impl Cluster {
 
     /// `formed`, the brokers started with the extra settings of `start_with`.
     pub fn formed_with(via: usize, extra: &[&str]) -> Cluster {
-        let cluster = Cluster::start_with(extra);
+        Cluster::start_with(extra).formed_from(via)
+    }
+
+    /// `formed_with`, each broker in a namespace of `network` (see `start_in`).
+    pub fn formed_in(network: &Network, via: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_in(network, extra).formed_from(via)
+    }
+
+    /// This cluster once it is formed as `formed` says.
+    fn formed_from(self, via: usize) -> Cluster {
+        let cluster = self;
         cluster.wait_registered(&[0, 1, 2]);
         wait_metadata(
             &cluster.brokers[via],
@@ -223,19 +254,21 @@ pub fn quorum_ports(count: usize) -> Vec<(u16, u16)> {
     (0..count).map(|_| (free_port(), free_port())).collect()
 }
 
-/// The settings that make the broker with index `i` (node id `i + 1`) listen on its `ports` and
-/// vote, with every other broker on `ports`, in one metadata quorum.
-pub fn voter_settings(ports: &[(u16, u16)], i: usize) -> Vec<String> {
+/// The settings that make the broker with index `i` (node id `i + 1`) listen on its host and
+/// `ports` and vote, with every other broker on theirs, in one metadata quorum.
+pub fn voter_settings(hosts: &[&str], ports: &[(u16, u16)], i: usize) -> Vec<String> {
     let voters = ports
         .iter()
+        .zip(hosts)
         .enumerate()
-        .map(|(n, (_, controller))| format!("{}@127.0.0.1:{controller}", n + 1))
+        .map(|(n, ((_, controller), host))| format!("{}@{host}:{controller}", n + 1))
         .collect::<Vec<_>>()
         .join(",");
     let (client, controller) = ports[i];
+    let host = hosts[i];
     vec![
         format!("node.id={}", i + 1),
-        format!("listeners=PLAINTEXT://127.0.0.1:{client},CONTROLLER://127.0.0.1:{controller}"),
+        format!("listeners=PLAINTEXT://{host}:{client},CONTROLLER://{host}:{controller}"),
         "controller.listener.names=CONTROLLER".to_string(),
         format!("controller.quorum.voters={voters}"),
         // Several brokers share the machine's cores.

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod consumer;
 pub mod deliveries;
+pub mod netns;
 pub mod overrun;
 pub mod transactions;
 
@@ -22,14 +23,25 @@ use sluice_client::blocking::read_frame;
 use sluice_client::frame::{self, RequestId};
 
 pub struct Broker {
+    /// The address its clients connect to (loopback, or its network namespace's).
+    pub host: String,
     pub port: u16,
     pub cores: usize,
     pub data_dir: PathBuf,
     /// The broker's stderr: in the data dir, unless that is a file system the test fills.
     pub log_file: PathBuf,
+    /// The network namespace it runs in (`netns::Network`), if not the test's.
+    netns: Option<String>,
     child: Option<Child>,
     extra: Vec<String>,
     launches: usize,
+}
+
+/// Where a broker runs: the address its clients connect to, and the network namespace it runs
+/// in (`netns::Network`; none: the test's own, on loopback).
+pub struct Place {
+    pub host: String,
+    pub netns: Option<String>,
 }
 
 /// Where test processes reserve the ports they hand out (see `free_port`).
@@ -105,7 +117,25 @@ impl Broker {
         port: u16,
         settings: &[&str],
     ) -> Broker {
+        let place = Place {
+            host: "127.0.0.1".to_string(),
+            netns: None,
+        };
+        Broker::start_at(place, data_dir, log_file, cores, port, settings)
+    }
+
+    /// `start_on`, at `place`: clients connect to its host, and it runs in its namespace.
+    pub fn start_at(
+        place: Place,
+        data_dir: PathBuf,
+        log_file: PathBuf,
+        cores: usize,
+        port: u16,
+        settings: &[&str],
+    ) -> Broker {
         let mut broker = Broker {
+            host: place.host,
+            netns: place.netns,
             port,
             cores,
             data_dir,
@@ -119,11 +149,19 @@ impl Broker {
     }
 
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        // `ip netns exec` enters the namespace and execs the broker: the child is the broker.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_sluice")]);
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+        };
         cmd.arg("serve");
         if !self.extra.iter().any(|s| s.starts_with("listeners=")) {
             cmd.arg("--listen").arg(self.bootstrap());
@@ -134,7 +172,7 @@ impl Broker {
             .arg(self.cores.to_string())
             // Brokers run side by side in tests: each takes a free port for its admin endpoint.
             .arg("--set")
-            .arg("sluice.admin.listen=127.0.0.1:0");
+            .arg(format!("sluice.admin.listen={}:0", self.host));
         for setting in &self.extra {
             cmd.arg("--set").arg(setting);
         }
@@ -191,12 +229,15 @@ impl Broker {
     pub fn admin_get(&self, path: &str) -> String {
         let log = self.log();
         let port: u16 = log
-            .rsplit("admin endpoint (metrics, health) at http://127.0.0.1:")
+            .rsplit(&format!(
+                "admin endpoint (metrics, health) at http://{}:",
+                self.host
+            ))
             .next()
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|p| p.parse().ok())
             .expect("the admin port is logged");
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = TcpStream::connect((self.host.as_str(), port)).unwrap();
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
