@@ -142,14 +142,8 @@ start_sluice_node() {
 }
 
 sluice_wait_node() {
-    local i=$1
-    for _ in $(seq 1 600); do
-        (echo > "/dev/tcp/127.0.0.1/${sluice_ports[i]}") 2>/dev/null && return 0
-        kill -0 "${sluice_pids[i]}" 2>/dev/null \
-            || { echo "Sluice node $i did not start:"; cat "$sluice_cluster_dir/node-$i/broker.log"; return 1; } >&2
-        sleep 0.1
-    done
-    echo "Sluice node $i did not start in 60 s" >&2; return 1
+    wait_listening "${sluice_ports[$1]}" "${sluice_pids[$1]}" 60 "Sluice node $1" \
+        "$sluice_cluster_dir/node-$1/broker.log"
 }
 
 stop_sluice_cluster() {

@@ -927,33 +927,14 @@ impl Checker {
             }
             Fault::Isolate => {
                 let (partition, target) = self.leader_of_some_partition();
-                let length = SESSION + self.rng.millis(500, 4000);
-                self.schedule.note(format!(
-                    "{}: broker {target}'s link down (it leads partition {partition}) for {:.1} s",
-                    fault.name(),
-                    length.as_secs_f64()
-                ));
-                let network = self.network.as_ref().expect("drawn only with namespaces");
-                network.isolate(index_of(target));
-                std::thread::sleep(length);
-                network.heal(index_of(target));
-                self.schedule.note(format!("broker {target}'s link up"));
+                let what = format!("link down (it leads partition {partition})");
+                self.cut_off(fault, target, what, |network, i| network.isolate(i));
             }
             Fault::HalfOpen => {
                 let target = self.rng.pick(&[1, 2, 3]);
                 let direction = self.rng.pick(&[Direction::Outbound, Direction::Inbound]);
-                let length = SESSION + self.rng.millis(500, 4000);
-                self.schedule.note(format!(
-                    "{}: broker {target}'s {direction:?} packets dropped for {:.1} s",
-                    fault.name(),
-                    length.as_secs_f64()
-                ));
-                let network = self.network.as_ref().expect("drawn only with namespaces");
-                network.cut(index_of(target), direction);
-                std::thread::sleep(length);
-                network.heal(index_of(target));
-                self.schedule
-                    .note(format!("broker {target}'s packets flow again"));
+                let what = format!("{direction:?} packets dropped");
+                self.cut_off(fault, target, what, |network, i| network.cut(i, direction));
             }
             Fault::AllKill => {
                 self.schedule
@@ -968,6 +949,29 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// Cuts broker `target` off the network with `cut` for longer than its session, then heals
+    /// its link: what the isolate and half-open faults share.
+    fn cut_off(
+        &mut self,
+        fault: Fault,
+        target: i32,
+        what: String,
+        cut: impl FnOnce(&Network, usize),
+    ) {
+        let length = SESSION + self.rng.millis(500, 4000);
+        self.schedule.note(format!(
+            "{}: broker {target}'s {what} for {:.1} s",
+            fault.name(),
+            length.as_secs_f64()
+        ));
+        let network = self.network.as_ref().expect("drawn only with namespaces");
+        cut(network, index_of(target));
+        std::thread::sleep(length);
+        network.heal(index_of(target));
+        self.schedule
+            .note(format!("broker {target}'s network healed"));
     }
 
     fn kill9(&mut self, node: i32) {

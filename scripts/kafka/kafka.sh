@@ -17,6 +17,9 @@
 #                                     until every node accepts
 #   start_kafka_node N                starts node N of that cluster again (after a kill), on its
 #                                     data and ports; waits until it accepts
+#   wait_listening PORT PID SECS WHAT LOG...
+#                                     waits until 127.0.0.1:PORT accepts; fails, showing the
+#                                     logs, if PID exits or SECS pass first
 #   stop_kafka_cluster                stops the three (SIGTERM, SIGKILL after 10 s) and removes
 #                                     the directory; a no-op when none runs
 #   stop_processes PID...             SIGTERM, SIGKILL after 10 s, reaped
@@ -145,14 +148,21 @@ start_kafka_node() {
 }
 
 kafka_wait_node() {
-    local i=$1
-    for _ in $(seq 1 900); do
-        (echo > "/dev/tcp/127.0.0.1/${kafka_ports[i]}") 2>/dev/null && return 0
-        kill -0 "${kafka_pids[i]}" 2>/dev/null \
-            || { echo "Apache Kafka node $i did not start:"; cat "$kafka_cluster_dir/node-$i/"{format,kafka}.log; return 1; } >&2
+    wait_listening "${kafka_ports[$1]}" "${kafka_pids[$1]}" 90 "Apache Kafka node $1" \
+        "$kafka_cluster_dir/node-$1/"{format,kafka}.log
+}
+
+# wait_listening PORT PID SECONDS WHAT LOG...: waits until something accepts on 127.0.0.1:PORT;
+# if process PID exits first, or SECONDS pass, prints why (and the LOG files) and returns 1.
+wait_listening() {
+    local port=$1 pid=$2 seconds=$3 what=$4
+    shift 4
+    for _ in $(seq 1 $((seconds * 10))); do
+        (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "$what did not start:"; cat "$@"; return 1; } >&2
         sleep 0.1
     done
-    echo "Apache Kafka node $i did not start in 90 s" >&2
+    echo "$what did not start in $seconds s" >&2
     return 1
 }
 
