@@ -34,8 +34,9 @@
 //! - `SLUICE_CHECKER_PARTITIONS=off`: no network faults, for a machine where the test cannot
 //!   make network namespaces (it must run as root, with iproute2 and nftables).
 //! - `SLUICE_CHECKER_CONTROL=unclean`: run the control scenario instead (unclean leader election
-//!   with `min.insync.replicas=1`, arranged so acknowledged records are lost); the checker must
-//!   then fail. `the_checker_sees_loss_under_unclean_election` runs that control and passes only
+//!   with `min.insync.replicas=1`: both followers' fetches are cut by nftables while their
+//!   quorum traffic flows, so acknowledged records are lost); the checker must then fail. It
+//!   always needs network namespaces. `the_checker_sees_loss_under_unclean_election` runs that control and passes only
 //!   when the checker reports the loss and the consumer's reads of what was lost.
 //!
 //! On failure the test prints the seed, the faults that ran (with their times), what the
@@ -146,6 +147,17 @@ fn network_for_partitions() -> Option<Network> {
              nftables, or set SLUICE_CHECKER_PARTITIONS=off to go without them)"
         ),
     }
+}
+
+/// The control's namespaces: it cuts replication but not the metadata quorum, which only a
+/// network rule can do, so it needs them (and root) wherever it runs.
+fn network_for_control() -> Network {
+    Network::create(3).unwrap_or_else(|why| {
+        panic!(
+            "the control cuts followers off their leader in network namespaces: {why} (run as \
+             root with iproute2 and nftables)"
+        )
+    })
 }
 
 fn seed_from_env() -> u64 {
@@ -703,16 +715,11 @@ impl Checker {
         std::fs::create_dir_all(&run_dir).unwrap();
         let deliveries_log = run_dir.join("deliveries.log");
 
-        let mut extra = vec![REPLICA_LAG];
-        if let Scenario::UncleanElection = scenario {
-            // A follower fetches one batch at a time, so one that was away catches up slowly
-            // and the control can find the ISR down to the leader with both followers running.
-            extra.push("replica.fetch.max.bytes=1");
-        }
+        let extra = [REPLICA_LAG];
         let start = Instant::now();
         let network = match scenario {
             Scenario::RandomFaults { .. } => network_for_partitions(),
-            Scenario::UncleanElection => None,
+            Scenario::UncleanElection => Some(network_for_control()),
         };
         let cluster = match &network {
             Some(network) => Cluster::formed_in(network, 0, &extra),
@@ -966,12 +973,20 @@ impl Checker {
             fault.name(),
             length.as_secs_f64()
         ));
-        let network = self.network.as_ref().expect("drawn only with namespaces");
+        let network = self.namespaces();
         cut(network, index_of(target));
         std::thread::sleep(length);
         network.heal(index_of(target));
         self.schedule
             .note(format!("broker {target}'s network healed"));
+    }
+
+    /// The brokers' network namespaces: those of the control, and of the faults drawn only
+    /// when the checker has them.
+    fn namespaces(&self) -> &Network {
+        self.network
+            .as_ref()
+            .expect("the checker runs in network namespaces")
     }
 
     fn kill9(&mut self, node: i32) {
@@ -1066,11 +1081,11 @@ impl Checker {
         ));
     }
 
-    /// The control scenario: with unclean elections on and `min.insync.replicas=1`, shrink the
-    /// ISR to the leader while both followers run (each is paused in turn until it leaves the
-    /// ISR, and, fetching one batch at a time, is still catching up once resumed), let the
-    /// leader acknowledge records alone, then kill it: the quorum (the two followers) fences it
-    /// and elects a follower that lacks those records.
+    /// The control scenario: with unclean elections on and `min.insync.replicas=1`, cut both
+    /// followers' fetches from the leader (their metadata quorum traffic, on the controller
+    /// listener, still flows, so the quorum shrinks the ISR to the leader), let the leader
+    /// acknowledge records alone, then kill it: the quorum (the two followers) fences it and
+    /// elects a follower that lacks those records.
     fn unclean_election(&mut self, mut traffic: Traffic) -> Traffic {
         let (_, seen) = self.metadata().expect("metadata");
         let before = seen[0].clone();
@@ -1086,60 +1101,39 @@ impl Checker {
             before.leader_epoch
         ));
         std::thread::sleep(Duration::from_secs(1));
-        let (first, second) = (followers[0], followers[1]);
 
-        // The first follower is paused until it leaves the ISR, and a while longer: the leader
-        // goes on with the second, so the first falls behind by what the second copied.
-        self.schedule
-            .note(format!("SIGSTOP follower {first} until it leaves the ISR"));
-        self.signal(first, Signal::SIGSTOP);
-        self.state[index_of(first)] = State::Paused;
-        self.wait_partition("the first follower out of the ISR", |_, p| {
-            !p.isr.contains(&first)
-        });
-        std::thread::sleep(Duration::from_secs(6));
-
-        // It resumes (a quorum member again) and the second is paused at once. The first, a
-        // batch per fetch, needs longer to reach the high watermark than the second needs to
-        // leave the ISR: the leader is then alone in it, with both followers behind.
-        self.signal(first, Signal::SIGCONT);
-        self.state[index_of(first)] = State::Up;
-        self.signal(second, Signal::SIGSTOP);
-        self.state[index_of(second)] = State::Paused;
+        let leads = &self.cluster.brokers[index_of(leader)];
+        let (host, port) = (leads.host.clone(), leads.port);
+        let network = self.namespaces();
+        for &follower in &followers {
+            network.block(index_of(follower), &host, port);
+        }
         self.schedule.note(format!(
-            "SIGCONT follower {first}, SIGSTOP follower {second} until it leaves the ISR"
+            "followers {followers:?} cut off from the leader's listener {host}:{port}"
         ));
-        let alone = self.wait_partition("the second follower out of the ISR", |_, p| {
-            !p.isr.contains(&second)
+        let alone = self.wait_partition("the leader alone in the ISR", |_, p| {
+            p.leader == leader && p.isr == [leader]
         });
         self.schedule.note(format!(
             "partition 0 is now {alone:?}; {} records sent",
             traffic.sent()
         ));
-        if alone.leader != leader || alone.isr != [leader] {
-            self.anomaly(format!(
-                "control: follower {first} caught up before follower {second} left the ISR, so \
-                 the leader is not alone in it: {alone:?}"
-            ));
-            self.signal(second, Signal::SIGCONT);
-            self.state[index_of(second)] = State::Up;
-            traffic.stop_sending();
-            return traffic;
-        }
 
         // The leader acknowledges records alone for a moment; then the producer stops, has
-        // everything acknowledged, and the leader is killed before the followers catch up. The
-        // quorum (the two followers) fences it and, with no in-sync replica left in service,
-        // elects a follower uncleanly.
+        // everything acknowledged, and the leader is killed before the followers can fetch
+        // again. The quorum (the two followers) fences it and, with no in-sync replica left in
+        // service, elects a follower uncleanly.
         std::thread::sleep(Duration::from_secs(1));
         traffic.stop_sending();
         let flushed = traffic.flush(Duration::from_secs(30));
-        self.signal(second, Signal::SIGCONT);
-        self.state[index_of(second)] = State::Up;
         self.kill9(leader);
+        let network = self.namespaces();
+        for &follower in &followers {
+            network.heal(index_of(follower));
+        }
         self.schedule.note(format!(
-            "flushed ({flushed:?}): {} records acknowledged; SIGCONT follower {second}, kill -9 \
-             leader {leader}",
+            "flushed ({flushed:?}): {} records acknowledged; kill -9 leader {leader}, followers' \
+             cut healed",
             traffic.acked().len()
         ));
         let after = self.wait_partition("an unclean election", |_, p| {

@@ -3,7 +3,8 @@
 //! address on a subnet of its own: the test's clients and the other brokers reach it only over
 //! that link. So taking the link down partitions a broker from everyone, both directions at once,
 //! and an nftables rule in its namespace drops one direction only (a half-open partition: its
-//! packets go out and nothing comes back, or the other way round).
+//! packets go out and nothing comes back, or the other way round), or only what it sends to one
+//! peer's port (replication cut while the metadata quorum still talks).
 //!
 //! Needs root, iproute2's `ip` and nftables' `nft`; `Network::create` says what is missing. Each
 //! test process names its namespaces and bridge after its process id, and removes them when the
@@ -70,24 +71,34 @@ impl Network {
 
     /// Drops the member's traffic in one direction; the other still flows.
     pub fn cut(&self, member: usize, direction: Direction) {
-        let (chain, hook, interface) = match direction {
-            Direction::Outbound => ("out", "output", "oifname"),
-            Direction::Inbound => ("in", "input", "iifname"),
-        };
+        match direction {
+            Direction::Outbound => self.drop_where(member, "output", &["oifname", "eth0"]),
+            Direction::Inbound => self.drop_where(member, "input", &["iifname", "eth0"]),
+        }
+    }
+
+    /// Drops what the member sends to `host:port` over TCP, and only that: its other
+    /// connections (to another listener of the same peer, say) still flow.
+    pub fn block(&self, member: usize, host: &str, port: u16) {
+        let port = port.to_string();
+        let matching = ["ip", "daddr", host, "tcp", "dport", &port];
+        self.drop_where(member, "output", &matching);
+    }
+
+    /// Adds a rule to the member's namespace that drops the packets `matching` selects at
+    /// netfilter hook `hook` (its chain is named after the hook).
+    fn drop_where(&self, member: usize, hook: &str, matching: &[&str]) {
         let ns = self.namespace(member);
         nft(&ns, &["add", "table", "inet", CUT_TABLE]).unwrap();
         let spec = format!("{{ type filter hook {hook} priority 0; policy accept; }}");
-        nft(&ns, &["add", "chain", "inet", CUT_TABLE, chain, &spec]).unwrap();
-        nft(
-            &ns,
-            &[
-                "add", "rule", "inet", CUT_TABLE, chain, interface, "eth0", "drop",
-            ],
-        )
-        .unwrap();
+        nft(&ns, &["add", "chain", "inet", CUT_TABLE, hook, &spec]).unwrap();
+        let mut rule = vec!["add", "rule", "inet", CUT_TABLE, hook];
+        rule.extend(matching);
+        rule.push("drop");
+        nft(&ns, &rule).unwrap();
     }
 
-    /// Undoes `isolate` and `cut`: the member's link is up and nothing is dropped.
+    /// Undoes `isolate`, `cut` and `block`: the member's link is up and nothing is dropped.
     pub fn heal(&self, member: usize) {
         let ns = self.namespace(member);
         ip(&["-n", &ns, "link", "set", "eth0", "up"]).unwrap();
