@@ -115,11 +115,13 @@ fn serve(props: BTreeMap<String, String>) -> Result<()> {
              (controller.quorum.bootstrap.servers alone, and broker-only nodes, are not supported yet)"
         );
     }
+    // This run of the broker, as its registration names it.
+    let incarnation = metadata::new_incarnation();
     let image = if config.in_quorum() {
         // The quorum's log holds the metadata; shards start empty and follow what it applies.
         metadata::MetadataImage::new(String::new(), config.log.clone())
     } else {
-        metadata::load_or_init(&config)?
+        metadata::load_or_init(&config, incarnation)?
     };
     if clean_start {
         std::fs::remove_file(&marker).context("removing the clean-shutdown marker")?;
@@ -155,7 +157,7 @@ fn serve(props: BTreeMap<String, String>) -> Result<()> {
         memory::start_releasing(interval).context("starting the memory thread")?;
     }
     let data_dir = config.data_dir.clone();
-    let clean = shard::runtime::run(config, image, clean_start, stop)?;
+    let clean = shard::runtime::run(config, image, incarnation, clean_start, stop)?;
     if clean {
         File::create(data_dir.join(CLEAN_SHUTDOWN_MARKER))?.sync_all()?;
         File::open(&data_dir)?.sync_all()?;

@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -24,14 +25,17 @@ use common::cluster::{
 use common::consumer::read_partitions;
 use common::deliveries::{producer, send_waiting, Deliveries, SAFE_PRODUCER};
 use common::transactions::{transactional, write_transaction};
-use common::{connect, try_call, Broker};
+use common::{connect, try_call, Broker, RESPONSE_MAX_BYTES};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use sluice_client::blocking::read_frame;
+use sluice_client::frame::{self, RequestId};
 
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
@@ -201,6 +205,55 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         if broker.is_running() {
             assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
         }
+    }
+}
+
+/// A broker restarting in a cluster starts from an empty metadata image and replays the
+/// quorum's log: it answers no request until it has caught up (its image holds its own new
+/// registration), as Kafka's brokers process none before their initial catch-up. Alone, with
+/// no quorum, it keeps a Metadata request waiting rather than answer that a topic does not
+/// exist (which makes librdkafka fail the records it holds for that topic's partitions); once
+/// the other two are back, it answers, with the topic.
+#[test]
+fn a_restarted_broker_answers_once_its_metadata_has_caught_up() {
+    let mut cluster = Cluster::formed(0);
+    create_spread(&cluster, 0, "kept");
+    for broker in &mut cluster.brokers {
+        broker.kill9();
+    }
+    cluster.brokers[0].restart();
+    let mut stream = connect(&cluster.brokers[0]);
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("kept"))))]))
+        .with_allow_auto_topic_creation(false);
+    let id = RequestId {
+        correlation_id: 7,
+        client_id: "catch-up",
+    };
+    let frame = frame::encode_request(ApiKey::Metadata, 12, id, &request).unwrap();
+    stream.write_all(&frame).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let early = read_frame(&mut stream, RESPONSE_MAX_BYTES);
+    assert!(
+        early.is_err(),
+        "a broker with no quorum answered from the metadata it had: {early:?}"
+    );
+
+    cluster.brokers[1].restart();
+    cluster.brokers[2].restart();
+    stream.set_read_timeout(Some(QUORUM_WAIT_MAX)).unwrap();
+    let answer = read_frame(&mut stream, RESPONSE_MAX_BYTES).expect("an answer once caught up");
+    let answer: MetadataResponse = frame::decode_response(ApiKey::Metadata, 12, 7, answer).unwrap();
+    let topic = &answer.topics[0];
+    assert_eq!(topic.error_code, 0, "{answer:?}");
+    assert_eq!(topic.partitions.len(), 6, "{answer:?}");
+    let log = cluster.brokers[0].log();
+    assert!(log.contains("metadata caught up"), "log:\n{log}");
+    for broker in &mut cluster.brokers {
+        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
     }
 }
 

@@ -331,8 +331,9 @@ pub fn partitions_known(broker: &Broker, topic: &str) -> Option<usize> {
     let request =
         MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(topic.to_string()))))]));
-    let answer: MetadataResponse =
-        try_call(&mut connect(broker), ApiKey::Metadata, 12, &request).ok()?;
+    let mut stream = connect(broker);
+    stream.set_read_timeout(Some(METADATA_ANSWER_WAIT)).ok()?;
+    let answer: MetadataResponse = try_call(&mut stream, ApiKey::Metadata, 12, &request).ok()?;
     let found = &answer.topics[0];
     (found.error_code == 0).then_some(found.partitions.len())
 }
@@ -367,6 +368,10 @@ pub struct PartitionSeen {
     pub isr: Vec<i32>,
 }
 
+/// How long `metadata_of` waits for an answer: a restarting broker answers nothing until its
+/// metadata has caught up, and a caller polling the cluster should move on meanwhile.
+const METADATA_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// What `broker`'s Metadata says: the live brokers' ids (sorted), and each partition of `topic`
 /// in index order (never creating it); none while the broker does not answer.
 pub fn metadata_of(broker: &Broker, topic: &str) -> Option<(Vec<i32>, Vec<PartitionSeen>)> {
@@ -375,8 +380,9 @@ pub fn metadata_of(broker: &Broker, topic: &str) -> Option<(Vec<i32>, Vec<Partit
             TopicName(StrBytes::from_string(topic.to_string())),
         ))]))
         .with_allow_auto_topic_creation(false);
-    let answer: MetadataResponse =
-        try_call(&mut connect(broker), ApiKey::Metadata, 12, &request).ok()?;
+    let mut stream = connect(broker);
+    stream.set_read_timeout(Some(METADATA_ANSWER_WAIT)).ok()?;
+    let answer: MetadataResponse = try_call(&mut stream, ApiKey::Metadata, 12, &request).ok()?;
     let mut brokers: Vec<i32> = answer.brokers.iter().map(|b| b.node_id.0).collect();
     brokers.sort();
     let mut partitions: Vec<PartitionSeen> = answer.topics[0]

@@ -161,7 +161,8 @@ pub fn partition_dir(data_dir: &Path, tp: &TopicPartition) -> PathBuf {
 /// registers this broker in it (a new incarnation with a larger epoch) and writes the file
 /// back: that persists the registration, and turns a text file of an earlier version into
 /// records (a failed write is logged, not fatal). Runs once at start, before the shards, with plain blocking I/O.
-pub fn load_or_init(config: &Config) -> Result<MetadataImage> {
+/// `incarnation` names this process's run of the broker.
+pub fn load_or_init(config: &Config, incarnation: Uuid) -> Result<MetadataImage> {
     let path = config.data_dir.join(METADATA_FILE);
     let node = BrokerId(config.node_id);
     let mut image = match std::fs::read(&path) {
@@ -174,7 +175,10 @@ pub fn load_or_init(config: &Config) -> Result<MetadataImage> {
     };
     // A single broker has no quorum to unfence it: it registers unfenced.
     image.apply(&MetadataRecord::RegisterBroker(registration(
-        config, &image, false,
+        config,
+        &image,
+        false,
+        incarnation,
     )))?;
     // A full disk must not stop the broker from starting to serve reads: the registration is
     // then kept in memory until the next commit writes the file (every commit writes it whole).
@@ -206,9 +210,20 @@ fn write_blocking(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// This broker's registration: every advertised listener, at the epoch after its last; fenced
-/// or not as the caller says.
-pub fn registration(config: &Config, image: &MetadataImage, fenced: bool) -> BrokerRegistration {
+/// A new name for a run of this broker: one per process start.
+pub fn new_incarnation() -> Uuid {
+    Uuid::new_v4()
+}
+
+/// This broker's registration: every advertised listener, at the epoch after its last, as
+/// incarnation `incarnation` (one per process start, as Kafka's); fenced or not as the caller
+/// says.
+pub fn registration(
+    config: &Config,
+    image: &MetadataImage,
+    fenced: bool,
+    incarnation: Uuid,
+) -> BrokerRegistration {
     let id = BrokerId(config.node_id);
     let epoch = image
         .brokers
@@ -216,7 +231,7 @@ pub fn registration(config: &Config, image: &MetadataImage, fenced: bool) -> Bro
         .map_or(BrokerEpoch(0), |had| BrokerEpoch(had.epoch.0 + 1));
     BrokerRegistration {
         id,
-        incarnation_id: Uuid::new_v4(),
+        incarnation_id: incarnation,
         epoch,
         endpoints: config
             .advertised_listeners
@@ -297,7 +312,7 @@ mod tests {
             port,
         };
         assert_eq!(
-            registration(&config, &image, false).endpoints,
+            registration(&config, &image, false, Uuid::new_v4()).endpoints,
             vec![
                 endpoint("PLAINTEXT", "kafka-1.example", 9092),
                 endpoint("INTERNAL", "10.0.0.1", 9094),
@@ -319,10 +334,10 @@ mod tests {
              topic orders {id} 3 cleanup.policy=compact\n"
         );
         std::fs::write(dir.join(METADATA_FILE), old).unwrap();
-        let first = load_or_init(&config).unwrap();
+        let first = load_or_init(&config, Uuid::new_v4()).unwrap();
         let bytes = std::fs::read(dir.join(METADATA_FILE)).unwrap();
         assert!(bytes.starts_with(codec::MAGIC), "rewritten as records");
-        let second = load_or_init(&config).unwrap();
+        let second = load_or_init(&config, Uuid::new_v4()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         for image in [&first, &second] {
             assert_eq!(image.cluster_id, "abc");

@@ -285,6 +285,8 @@ pub struct Shard {
     pub count: usize,
     pub config: Arc<Config>,
     image: RefCell<Arc<MetadataImage>>,
+    /// This run of the broker, as its registration names it.
+    pub incarnation: Uuid,
     partitions: RefCell<HashMap<TopicPartition, PartitionRef<UringStorage>>>,
     pub(crate) router: Router,
     controller: Option<Controller>,
@@ -313,6 +315,17 @@ impl Shard {
 
     pub fn owner_of(&self, tp: &TopicPartition) -> ShardId {
         shard_of(tp, self.count)
+    }
+
+    /// Whether this shard's image holds the broker's registration of this run (and so what
+    /// the quorum committed before it).
+    pub fn knows_this_run(&self) -> bool {
+        let node = BrokerId(self.config.node_id);
+        let image = self.image.borrow();
+        image
+            .brokers
+            .get(&node)
+            .is_some_and(|registered| registered.incarnation_id == self.incarnation)
     }
 
     pub fn is_stopping(&self) -> bool {

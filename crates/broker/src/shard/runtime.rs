@@ -7,12 +7,14 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use futures::future::{select, Either};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
+use uuid::Uuid;
 
 use super::controller::Controller;
 use super::liveness;
@@ -36,6 +38,10 @@ const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How often a shard's executor wakes to re-check its cross-shard channels, bounding the delay
 /// a missed cross-executor wake-up can cause (see `wake_periodically`).
 const SHARED_CHANNEL_RECHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How often a shard waiting to accept clients checks whether its metadata has caught up (see
+/// `accept_once_caught_up`).
+const CATCH_UP_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often a loaded shard checks whether the others have loaded too (see `StartGate`).
 const START_GATE_POLL_INTERVAL: Duration = Duration::from_millis(2);
@@ -77,6 +83,7 @@ impl StartGate {
 pub fn run(
     config: Config,
     image: MetadataImage,
+    incarnation: Uuid,
     clean_start: bool,
     stop: Arc<AtomicBool>,
 ) -> Result<bool> {
@@ -116,6 +123,7 @@ pub fn run(
                 let started = Started {
                     config,
                     image,
+                    incarnation,
                     connection_limits,
                     gate,
                     clean_start,
@@ -200,6 +208,7 @@ async fn join_mesh(
 struct Started {
     config: Arc<Config>,
     image: Arc<MetadataImage>,
+    incarnation: Uuid,
     connection_limits: Arc<network::ConnectionLimits>,
     gate: Arc<StartGate>,
     clean_start: bool,
@@ -213,6 +222,7 @@ async fn shard_main(
     let Started {
         config,
         image,
+        incarnation,
         connection_limits,
         gate,
         clean_start,
@@ -240,6 +250,7 @@ async fn shard_main(
         count: config.cores,
         config: config.clone(),
         image: RefCell::new(image),
+        incarnation,
         partitions: RefCell::new(HashMap::new()),
         router,
         controller,
@@ -272,7 +283,7 @@ async fn shard_main(
         let socket = glommio::net::TcpListener::bind(addr)
             .map_err(|e| anyhow::anyhow!("listening on {listener}: {e}"))?;
         let name: Rc<str> = listener.name.as_str().into();
-        glommio::spawn_local(network::accept_loop(shard.clone(), socket, name)).detach();
+        glommio::spawn_local(accept_once_caught_up(shard.clone(), socket, name)).detach();
         bound.push(listener.to_string());
     }
     tracing::info!(
@@ -317,6 +328,32 @@ async fn shard_main(
     Ok(clean)
 }
 
+/// Accepts clients on `socket` once this shard's metadata has caught up: its image holds this
+/// broker's registration of this run. Images apply the quorum's log in order, so everything
+/// committed before the registration is in it too. Until then the socket is bound and the
+/// kernel queues connections, but no request is read: a broker restarting in a cluster starts
+/// from an empty image, and an answer from it (a topic missing from Metadata, say) would make
+/// clients drop records for partitions that exist, as Kafka's brokers avoid by processing no
+/// request before their initial catch-up. A broker without a quorum registered before its
+/// shards started.
+async fn accept_once_caught_up(shard: Rc<Shard>, socket: TcpListener, name: Rc<str>) {
+    let waiting_since = Instant::now();
+    while !shard.knows_this_run() {
+        if shard.is_stopping() {
+            return;
+        }
+        glommio::timer::sleep(CATCH_UP_POLL_INTERVAL).await;
+    }
+    if shard.config.in_quorum() {
+        tracing::info!(
+            "shard {}: metadata caught up in {} ms; accepting clients on {name}",
+            shard.id.0,
+            waiting_since.elapsed().as_millis()
+        );
+    }
+    network::accept_loop(shard, socket, name).await
+}
+
 /// Shard 0 of a quorum member: starts the member, commits this broker's metadata changes
 /// through it from now on, and registers the broker once the cluster is named. Every image the
 /// quorum applies is installed on every shard.
@@ -356,7 +393,8 @@ async fn register_broker(shard: Rc<Shard>, member: Rc<QuorumMember>) {
         if !image.cluster_id.is_empty() {
             // Fenced until its first heartbeat at the new epoch reaches the leader (as Kafka's
             // brokers register), so that it leads under a new term.
-            let registration = metadata::registration(&shard.config, &image, true);
+            let registration =
+                metadata::registration(&shard.config, &image, true, shard.incarnation);
             let epoch = registration.epoch;
             match member
                 .propose(&[MetadataRecord::RegisterBroker(registration)])
