@@ -19,8 +19,8 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    create_spread, create_topic, create_topic_with, index_of, wait_for_topic, wait_metadata,
-    wait_spread, Cluster, QUORUM_WAIT_MAX, REPLICA_LAG,
+    create_spread, create_topic, create_topic_with, index_of, metadata_of, wait_for_topic,
+    wait_metadata, wait_spread, Cluster, PartitionSeen, QUORUM_WAIT_MAX, REPLICA_LAG,
 };
 use common::consumer::read_partitions;
 use common::deliveries::{producer, send_waiting, Deliveries, SAFE_PRODUCER};
@@ -30,6 +30,8 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -205,6 +207,59 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
         if broker.is_running() {
             assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
         }
+    }
+}
+
+/// A broker whose process is gone is fenced without waiting out its session: the quorum
+/// leader's connections to its controller listener are refused. Here the session is longer
+/// than any wait of the test (`QUORUM_WAIT_MAX`), so only that can fence it, as the quorum's
+/// leader (a new leader, who heard nothing from it) and as a follower. A paused broker refuses
+/// nothing (the kernel still takes its connections) and keeps its session.
+#[test]
+fn a_killed_broker_is_fenced_without_waiting_out_its_session() {
+    const LONG_SESSION: &str = "broker.session.timeout.ms=180000";
+    let mut cluster = Cluster::formed_with(0, &[LONG_SESSION]);
+    let all = [0, 1, 2];
+    create_spread(&cluster, 0, "watched");
+    let fenced_without = |cluster: &Cluster, gone: usize, survivor: usize| {
+        let dead = gone as i32 + 1;
+        wait_metadata(
+            &cluster.brokers[survivor],
+            "watched",
+            "the killed broker fenced",
+            |brokers, partitions| {
+                !brokers.contains(&dead) && partitions.iter().all(|p| p.leader != dead)
+            },
+        );
+    };
+
+    let all_listed = |brokers: &[i32], _: &[PartitionSeen]| brokers == [1, 2, 3];
+    let leader = cluster.leader(&all) - 1;
+    cluster.brokers[leader].kill9();
+    fenced_without(&cluster, leader, (leader + 1) % 3);
+    cluster.brokers[leader].restart();
+    wait_metadata(&cluster.brokers[leader], "watched", "all back", all_listed);
+
+    let leader = cluster.leader(&all) - 1;
+    let (follower, paused) = ((leader + 1) % 3, (leader + 2) % 3);
+    cluster.brokers[follower].kill9();
+    fenced_without(&cluster, follower, leader);
+    cluster.brokers[follower].restart();
+    wait_metadata(&cluster.brokers[leader], "watched", "all back", all_listed);
+
+    // With a quorum of the other two, a paused broker could be fenced; it is not.
+    let pid = Pid::from_raw(cluster.brokers[paused].pid().unwrap() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let listed = metadata_of(&cluster.brokers[leader], "watched").map(|(brokers, _)| brokers);
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert_eq!(
+        listed,
+        Some(vec![1, 2, 3]),
+        "a paused broker keeps its session"
+    );
+    for broker in &mut cluster.brokers {
+        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
     }
 }
 

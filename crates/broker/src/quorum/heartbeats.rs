@@ -2,6 +2,14 @@
 //! registration epoch, and whether the broker asked to shut down. The controller on the same
 //! shard turns it into the set of live brokers (`live`) and fences the others.
 //!
+//! Silence fences a broker once its session is over; a refused connection fences it at once. The
+//! leader's Raft traffic reaches every voter's controller listener several times a second, and a
+//! broker process listens there for its whole life: a connection refused after the broker's last
+//! heartbeat means the process that sent it is gone (kill -9, a crash), so waiting out its session
+//! would only keep its partitions leaderless. A broker that is merely slow, paused or cut off
+//! refuses nothing (its connections time out), and keeps its session. Fencing a live broker by
+//! mistake would cost availability, never data: it is unfenced by its next heartbeat.
+//!
 //! Held only in memory and only by the leader, as Kafka's controller holds broker heartbeats: a
 //! new leader has heard from no one yet, so for one session timeout after taking over it counts
 //! every unfenced broker as alive, and fences only those that stay silent. Lives on the shard
@@ -24,6 +32,8 @@ struct Heard {
 #[derive(Debug, Default)]
 pub struct Heartbeats {
     heard: BTreeMap<BrokerId, Heard>,
+    /// When a connection to each broker's controller listener was last refused.
+    refused: BTreeMap<BrokerId, Instant>,
     /// When this member became the leader; `None` while it follows.
     leading_since: Option<Instant>,
 }
@@ -57,6 +67,16 @@ impl Heartbeats {
         true
     }
 
+    /// Notes that a connection to `broker`'s controller listener was refused at `now` (kept
+    /// only while this member leads: a new leader starts over).
+    pub fn refused(&mut self, broker: BrokerId, now: Instant) {
+        let known = self.heard.contains_key(&broker) || self.refused.contains_key(&broker);
+        if !self.is_leading() || (!known && self.refused.len() >= limits::CLUSTER_BROKERS_MAX) {
+            return;
+        }
+        self.refused.insert(broker, now);
+    }
+
     /// Whether this member leads (and since when).
     pub fn is_leading(&self) -> bool {
         self.leading_since.is_some()
@@ -66,6 +86,7 @@ impl Heartbeats {
     pub fn lead(&mut self, now: Instant) {
         if self.leading_since.is_none() {
             self.heard.clear();
+            self.refused.clear();
             self.leading_since = Some(now);
         }
     }
@@ -73,12 +94,14 @@ impl Heartbeats {
     /// This member no longer leads.
     pub fn follow(&mut self) {
         self.heard.clear();
+        self.refused.clear();
         self.leading_since = None;
     }
 
     /// The brokers alive at `now`, at their registered epochs: each heard at that epoch within
-    /// `session` and not shutting down; and, within `session` of this member taking over, each
-    /// unfenced one not heard from yet. Empty while this member follows.
+    /// `session`, not shutting down, and not refusing connections since; and, within `session`
+    /// of this member taking over, each unfenced one not heard from yet that has refused no
+    /// connection. Empty while this member follows.
     pub fn live(
         &self,
         brokers: &BTreeMap<BrokerId, BrokerRegistration>,
@@ -89,11 +112,15 @@ impl Heartbeats {
             return BTreeMap::new();
         };
         let within = |at: Instant| now.saturating_duration_since(at) <= session;
+        let refused_since =
+            |id: BrokerId, at: Instant| self.refused.get(&id).is_some_and(|r| *r > at);
         brokers
             .values()
             .filter(|b| match self.heard.get(&b.id) {
-                Some(heard) if heard.epoch == b.epoch => !heard.shutting_down && within(heard.at),
-                _ => !b.fenced && within(since),
+                Some(heard) if heard.epoch == b.epoch => {
+                    !heard.shutting_down && within(heard.at) && !refused_since(b.id, heard.at)
+                }
+                _ => !b.fenced && within(since) && !refused_since(b.id, since),
             })
             .map(|b| (b.id, b.epoch))
             .collect()
@@ -144,6 +171,39 @@ mod tests {
         assert_eq!(ids(heartbeats.live(&brokers, later, session)), [1]);
         heartbeats.follow();
         assert!(heartbeats.live(&brokers, later, session).is_empty());
+    }
+
+    #[test]
+    fn a_broker_refusing_connections_after_its_last_heartbeat_is_not_live() {
+        let session = Duration::from_secs(9);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let brokers: BTreeMap<_, _> = [broker(1, 0, false), broker(2, 0, false)]
+            .into_iter()
+            .collect();
+        let mut heartbeats = Heartbeats::default();
+        heartbeats.refused(BrokerId(2), at(0));
+        heartbeats.lead(at(0));
+        let ids =
+            |live: BTreeMap<BrokerId, BrokerEpoch>| live.keys().map(|b| b.0).collect::<Vec<_>>();
+        assert_eq!(
+            ids(heartbeats.live(&brokers, at(10), session)),
+            [1, 2],
+            "a refusal heard while following is forgotten"
+        );
+        // Not heard from since the takeover, and refusing: gone, with no session to wait out.
+        heartbeats.refused(BrokerId(2), at(100));
+        assert_eq!(ids(heartbeats.live(&brokers, at(110), session)), [1]);
+        // Its new process heartbeats (the refusal is older): live again.
+        heartbeats.record(BrokerId(2), BrokerEpoch(0), false, at(500));
+        assert_eq!(ids(heartbeats.live(&brokers, at(510), session)), [1, 2]);
+        // Heard, then refusing: gone.
+        heartbeats.record(BrokerId(1), BrokerEpoch(0), false, at(600));
+        heartbeats.refused(BrokerId(1), at(700));
+        assert_eq!(ids(heartbeats.live(&brokers, at(710), session)), [2]);
+        heartbeats.follow();
+        heartbeats.lead(at(800));
+        assert_eq!(ids(heartbeats.live(&brokers, at(810), session)), [1, 2]);
     }
 
     #[test]

@@ -108,10 +108,13 @@ impl QuorumMember {
         )
         .await
         .context("opening the metadata snapshot")?;
-        let raft = MetadataRaft::new(node, raft_config()?, QuorumNetwork, log, machine.clone())
+        let heartbeats = Rc::new(RefCell::new(Heartbeats::default()));
+        let transport = QuorumNetwork {
+            heartbeats: heartbeats.clone(),
+        };
+        let raft = MetadataRaft::new(node, raft_config()?, transport, log, machine.clone())
             .await
             .context("starting the metadata quorum")?;
-        let heartbeats = Rc::new(RefCell::new(Heartbeats::default()));
         glommio::spawn_local(network::serve(socket, raft.clone(), heartbeats.clone())).detach();
         if !raft.is_initialized().await? {
             // Every voter forms the quorum with the same voters: safe, one leader wins.

@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,10 +32,14 @@ use super::heartbeats::Heartbeats;
 use super::runtime::GlommioRuntime;
 use super::types::QuorumTypes as Q;
 use crate::limits;
+use crate::metadata::records::BrokerId;
 
-/// Connects to the members at the addresses their membership entries name.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct QuorumNetwork;
+/// Connects to the members at the addresses their membership entries name, and tells the
+/// leader's `Heartbeats` of each connection a member refuses (its process is gone).
+#[derive(Debug, Clone)]
+pub struct QuorumNetwork {
+    pub heartbeats: Rc<RefCell<Heartbeats>>,
+}
 
 impl RaftNetworkFactory<Q> for QuorumNetwork {
     type Network = PeerConnection;
@@ -45,6 +49,7 @@ impl RaftNetworkFactory<Q> for QuorumNetwork {
             target,
             addr: node.addr.clone(),
             stream: None,
+            refusals: Some(self.heartbeats.clone()),
         }
     }
 }
@@ -54,6 +59,8 @@ pub struct PeerConnection {
     target: u64,
     addr: String,
     stream: Option<TcpStream>,
+    /// Where a refused connection is noted (the Raft core's connections to its peers).
+    refusals: Option<Rc<RefCell<Heartbeats>>>,
 }
 
 fn invalid(err: impl ToString) -> io::Error {
@@ -120,10 +127,22 @@ impl PeerConnection {
     async fn call(&mut self, request: QuorumMessage, ttl: Duration) -> io::Result<QuorumMessage> {
         let bytes = codec::encode(&request);
         let addr = self.addr.clone();
+        let (target, refusals) = (self.target, &self.refusals);
         let stream = &mut self.stream;
         let exchange = async move {
             if stream.is_none() {
-                let connected = TcpStream::connect(addr.as_str()).await?;
+                let connected = TcpStream::connect(addr.as_str());
+                let connected = connected
+                    .await
+                    .map_err(io::Error::from)
+                    .inspect_err(|err| {
+                        if err.kind() == io::ErrorKind::ConnectionRefused {
+                            if let Some(heartbeats) = refusals {
+                                let broker = BrokerId(target as i32);
+                                heartbeats.borrow_mut().refused(broker, Instant::now());
+                            }
+                        }
+                    })?;
                 connected.set_nodelay(true)?;
                 *stream = Some(connected);
             }
@@ -221,6 +240,7 @@ impl PeerConnection {
             target: 0,
             addr: addr.to_string(),
             stream: None,
+            refusals: None,
         };
         match connection
             .call(QuorumMessage::Propose(command), ttl)
@@ -241,6 +261,7 @@ impl PeerConnection {
             target: 0,
             addr: addr.to_string(),
             stream: None,
+            refusals: None,
         };
         match connection.call(QuorumMessage::Heartbeat(beat), ttl).await? {
             QuorumMessage::HeartbeatAnswer(outcome) => Ok(outcome),

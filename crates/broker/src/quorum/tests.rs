@@ -26,6 +26,7 @@ use std::cell::RefCell;
 type MemRouter = Router<Rc<MemMachine>>;
 type MetadataRouter = Router<SluiceMachine>;
 type MetadataFactory = Factory<SluiceMachine>;
+use super::heartbeats::Heartbeats;
 use super::network::{self, QuorumNetwork};
 use super::runtime::GlommioRuntime;
 use super::types::{Command, QuorumTypes};
@@ -320,10 +321,14 @@ async fn run_member(
     let voters = eventually("the voters", || voters_rx.try_recv().ok()).await;
     let log = open_on(&MemStorage::default()).await.unwrap();
     let machine = Rc::new(MemMachine::default());
-    let raft = TestRaft::new(id, quorum_config(), QuorumNetwork, log, machine.clone())
+    let heartbeats: Rc<RefCell<Heartbeats>> = Default::default();
+    let transport = QuorumNetwork {
+        heartbeats: heartbeats.clone(),
+    };
+    let raft = TestRaft::new(id, quorum_config(), transport, log, machine.clone())
         .await
         .unwrap();
-    glommio::spawn_local(network::serve(listener, raft.clone(), Default::default())).detach();
+    glommio::spawn_local(network::serve(listener, raft.clone(), heartbeats)).detach();
     if id == 1 {
         raft.initialize(voters).await.unwrap();
     }
