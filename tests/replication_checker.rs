@@ -5,7 +5,8 @@
 //! Three brokers (`replica.lag.time.max.ms=4000`, 6 s sessions) carry a topic of three partitions,
 //! replication factor 3, `min.insync.replicas=2`. An idempotent acks=all producer writes unique
 //! values all along while a seeded schedule of faults runs, one at a time with pauses between:
-//! kill -9 of a partition leader or of a follower (restarted after a random delay), SIGSTOP of a
+//! kill -9 of a partition leader, of a follower or of the metadata quorum's leader (the active
+//! controller; each restarted after a random delay), SIGSTOP of a
 //! leader for longer than the broker session then SIGCONT, a clean restart (SIGTERM) of any
 //! broker, a leader's network link down past the session (each broker runs in a network
 //! namespace of its own, `common::netns`), one direction of a broker's packets dropped
@@ -218,6 +219,8 @@ impl Rng {
 enum Fault {
     LeaderKill,
     FollowerKill,
+    /// The metadata quorum's leader (the active controller) is killed -9, then restarted.
+    ControllerKill,
     LeaderPause,
     CleanRestart,
     AllKill,
@@ -229,9 +232,10 @@ enum Fault {
 }
 
 impl Fault {
-    const WEIGHTS: [(Fault, u64); 7] = [
+    const WEIGHTS: [(Fault, u64); 8] = [
         (Fault::LeaderKill, 3),
         (Fault::FollowerKill, 2),
+        (Fault::ControllerKill, 2),
         (Fault::LeaderPause, 2),
         (Fault::CleanRestart, 2),
         (Fault::AllKill, 1),
@@ -265,6 +269,7 @@ impl Fault {
         match self {
             Fault::LeaderKill => "leader-kill",
             Fault::FollowerKill => "follower-kill",
+            Fault::ControllerKill => "controller-kill",
             Fault::LeaderPause => "leader-pause",
             Fault::CleanRestart => "clean-restart",
             Fault::AllKill => "all-kill",
@@ -902,6 +907,18 @@ impl Checker {
                 std::thread::sleep(down);
                 self.restart(target);
             }
+            Fault::ControllerKill => {
+                let running: Vec<usize> = (0..3).filter(|&i| self.state[i] == State::Up).collect();
+                let target = self.cluster.leader(&running) as i32;
+                self.schedule.note(format!(
+                    "{}: kill -9 broker {target} (the metadata quorum's leader)",
+                    fault.name()
+                ));
+                self.kill9(target);
+                let down = self.rng.millis(500, 9000);
+                std::thread::sleep(down);
+                self.restart(target);
+            }
             Fault::LeaderPause => {
                 let (partition, target) = self.leader_of_some_partition();
                 let pause = SESSION + self.rng.millis(500, 4000);
@@ -1125,6 +1142,11 @@ impl Checker {
         // service, elects a follower uncleanly.
         std::thread::sleep(Duration::from_secs(1));
         traffic.stop_sending();
+        self.schedule.note(format!(
+            "producer stopped: {} records sent, {} acknowledged",
+            traffic.sent(),
+            traffic.acked().len()
+        ));
         let flushed = traffic.flush(Duration::from_secs(30));
         self.kill9(leader);
         let network = self.namespaces();

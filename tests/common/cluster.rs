@@ -132,24 +132,26 @@ impl Cluster {
         }
     }
 
-    /// The node id the quorum's leader has, as the latest line any running broker logged says.
+    /// The node id of the metadata quorum's leader: of the leaders the `running` brokers logged
+    /// (each logs every new leader it learns of, with its term), the one of the highest term.
     pub fn leader(&self, running: &[usize]) -> usize {
         let deadline = Instant::now() + QUORUM_WAIT_MAX;
         loop {
-            let said = running.iter().filter_map(|&i| {
-                let log = self.brokers[i].log();
-                let line = log
-                    .lines()
-                    .rev()
-                    .find(|l| l.contains("metadata quorum leader is now"))?;
-                let id = line
-                    .split("leader is now ")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?;
-                id.parse::<usize>().ok()
-            });
-            if let Some(id) = said.max() {
+            let latest = running
+                .iter()
+                .filter_map(|&i| {
+                    let log = self.brokers[i].log();
+                    let line = log
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("metadata quorum leader is now"))?;
+                    let (_, said) = line.split_once("leader is now ")?;
+                    let (id, term) = said.split_once(" (term ")?;
+                    let term: u64 = term.trim_end_matches(')').parse().ok()?;
+                    Some((term, id.parse::<usize>().ok()?))
+                })
+                .max();
+            if let Some((_, id)) = latest {
                 return id;
             }
             assert!(Instant::now() < deadline, "no quorum leader logged");

@@ -8,7 +8,8 @@
 //!
 //! Needs root, iproute2's `ip` and nftables' `nft`; `Network::create` says what is missing. Each
 //! test process names its namespaces and bridge after its process id, and removes them when the
-//! `Network` drops (also what an earlier run with the same id left).
+//! `Network` drops (also what an earlier run with the same id left, and what runs killed before
+//! their `Network` dropped left: any whose process is gone).
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
@@ -49,6 +50,7 @@ impl Network {
             id: std::process::id(),
             members,
         };
+        remove_orphans();
         network.remove();
         network.build()?;
         Ok(network)
@@ -159,6 +161,39 @@ impl Network {
 impl Drop for Network {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// Removes the namespaces and bridges of test processes that are gone (a run killed before its
+/// `Network` dropped): their names carry the process id.
+fn remove_orphans() {
+    let gone = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let listing = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    // `ip netns list`: "sluice<pid>-<member> (id: N)".
+    for line in listing(&["netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let pid = name
+            .strip_prefix("sluice")
+            .and_then(|rest| rest.split('-').next());
+        if pid.is_some_and(gone) {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+    // `ip -o link show type bridge`: "N: slbr<pid>: <...> ...".
+    for line in listing(&["-o", "link", "show", "type", "bridge"]).lines() {
+        let name = line.split(": ").nth(1).unwrap_or_default();
+        if name.strip_prefix("slbr").is_some_and(gone) {
+            let _ = ip(&["link", "del", name]);
+        }
     }
 }
 
