@@ -5,6 +5,7 @@
 //! something, asking each partition's leader its high watermark, finding which broker holds
 //! which partition on disk and reading a replica's log files, stopping every broker cleanly.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -33,6 +34,14 @@ pub struct Cluster {
     pub brokers: Vec<Broker>,
 }
 
+/// Where a cluster's three brokers run, beyond the loopback and fresh directories of
+/// `start_with`: each in a namespace of `network`, each keeping its data on `disks[i]`.
+#[derive(Default)]
+pub struct Hosting<'a> {
+    pub network: Option<&'a Network>,
+    pub disks: Option<&'a [PathBuf]>,
+}
+
 impl Cluster {
     pub fn start() -> Cluster {
         Cluster::start_with(&[])
@@ -41,25 +50,34 @@ impl Cluster {
     /// Three brokers, each also given the `key=value` settings in `extra` (a test's own
     /// replication timing, say); restarts keep them.
     pub fn start_with(extra: &[&str]) -> Cluster {
-        let loopback = (0..3).map(|_| ("127.0.0.1".to_string(), None)).collect();
-        Cluster::start_at(loopback, extra)
+        Cluster::start_hosted(&Hosting::default(), extra)
     }
 
-    /// `start_with`, each broker in a namespace of `network`, at its address there.
-    pub fn start_in(network: &Network, extra: &[&str]) -> Cluster {
+    /// `start_with`, each broker placed as `host` says: in a namespace of its network, at its
+    /// address there, and keeping its data on a disk of its own.
+    pub fn start_hosted(host: &Hosting, extra: &[&str]) -> Cluster {
         let places = (0..3)
-            .map(|i| (network.address(i), Some(network.namespace(i))))
+            .map(|i| match host.network {
+                Some(network) => (network.address(i), Some(network.namespace(i))),
+                None => ("127.0.0.1".to_string(), None),
+            })
             .collect();
-        Cluster::start_at(places, extra)
+        Cluster::start_at(places, host.disks, extra)
     }
 
-    /// Three brokers, the `i`th at `places[i]`: (address, namespace).
-    fn start_at(places: Vec<(String, Option<String>)>, extra: &[&str]) -> Cluster {
+    /// Three brokers, the `i`th at `places[i]`: (address, namespace); its data on `disks[i]`
+    /// if given (its log then beside, not on, that disk), else in a fresh directory.
+    fn start_at(
+        places: Vec<(String, Option<String>)>,
+        disks: Option<&[PathBuf]>,
+        extra: &[&str],
+    ) -> Cluster {
         let ports = quorum_ports(3);
         let hosts: Vec<&str> = places.iter().map(|(host, _)| host.as_str()).collect();
         let brokers = (0..ports.len())
             .map(|i| {
                 let dir = fresh_dir(&format!("cluster-{}", i + 1));
+                let data_dir = disks.map_or(dir.clone(), |disks| disks[i].clone());
                 let mut settings = voter_settings(&hosts, &ports, i);
                 settings.extend([
                     // Fence a silent broker within seconds, not Kafka's 9, yet never one that a
@@ -76,7 +94,7 @@ impl Cluster {
                 let client = ports[i].0;
                 Broker::start_at(
                     place,
-                    dir.clone(),
+                    data_dir,
                     dir.join("broker.log"),
                     1 + i % 2,
                     client,
@@ -98,9 +116,9 @@ impl Cluster {
         Cluster::start_with(extra).formed_from(via)
     }
 
-    /// `formed_with`, each broker in a namespace of `network` (see `start_in`).
-    pub fn formed_in(network: &Network, via: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_in(network, extra).formed_from(via)
+    /// `formed_with`, the brokers placed as `host` says (see `start_hosted`).
+    pub fn formed_hosted(host: &Hosting, via: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_hosted(host, extra).formed_from(via)
     }
 
     /// This cluster once it is formed as `formed` says.

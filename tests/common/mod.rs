@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod consumer;
 pub mod deliveries;
+pub mod lazyfs;
 pub mod netns;
 pub mod overrun;
 pub mod transactions;
