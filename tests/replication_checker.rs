@@ -196,8 +196,8 @@ fn network_for_control() -> Network {
 
 /// Each broker's LazyFS disk, for the faults that cut the power, when `SLUICE_CHECKER_POWER=on`
 /// asks for them (root, FUSE, and LazyFS's build dependencies). They are off by default: under
-/// load LazyFS now and then fails an ftruncate of a file just created with ENOENT, a fault of
-/// its own that would fail the run.
+/// load LazyFS now and then fails an ftruncate of a file just created with ENOENT, or its daemon
+/// exits (ENOTCONN), faults of its own that would fail the run.
 fn disks_for_power() -> Option<Vec<LazyFs>> {
     if !std::env::var("SLUICE_CHECKER_POWER").is_ok_and(|v| v == "on") {
         return None;
