@@ -203,11 +203,7 @@ fn three_brokers_share_metadata_through_a_quorum_that_survives_its_leader() {
             !brokers.contains(&gone) && partitions.iter().filter(|p| p.leader == -1).count() == 2
         },
     );
-    for broker in &mut cluster.brokers {
-        if broker.is_running() {
-            assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
-        }
-    }
+    cluster.stop_all();
 }
 
 /// A broker whose process is gone is fenced without waiting out its session: the quorum
@@ -258,9 +254,7 @@ fn a_killed_broker_is_fenced_without_waiting_out_its_session() {
         Some(vec![1, 2, 3]),
         "a paused broker keeps its session"
     );
-    for broker in &mut cluster.brokers {
-        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
-    }
+    cluster.stop_all();
 }
 
 /// A broker restarting in a cluster starts from an empty metadata image and replays the
@@ -307,9 +301,7 @@ fn a_restarted_broker_answers_once_its_metadata_has_caught_up() {
     assert_eq!(topic.partitions.len(), 6, "{answer:?}");
     let log = cluster.brokers[0].log();
     assert!(log.contains("metadata caught up"), "log:\n{log}");
-    for broker in &mut cluster.brokers {
-        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
-    }
+    cluster.stop_all();
 }
 
 /// Leadership moving while clients run: an idempotent acks=all producer writes every partition
@@ -339,9 +331,7 @@ fn clients_ride_out_a_broker_stopping_and_returning() {
     check_stored_once(&cluster.brokers[0], &deliveries, "stream", 6, RIDE_RECORDS);
     let read = group.join().expect("the group reader");
     assert_eq!(read.len(), RIDE_RECORDS, "the group read every record");
-    for broker in &mut cluster.brokers {
-        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
-    }
+    cluster.stop_all();
 }
 
 /// Leadership moves while clients run, on a replicated topic (3 replicas, min.insync.replicas
@@ -414,9 +404,7 @@ fn leadership_moves_while_clients_run() {
     check_stored_once(&cluster.brokers[0], &deliveries, topic, 3, RIDE_RECORDS);
     let read = group.join().expect("the group reader");
     assert_eq!(read.len(), RIDE_RECORDS, "the group read every record");
-    for broker in &mut cluster.brokers {
-        assert!(broker.terminate(), "a clean stop; log:\n{}", broker.log());
-    }
+    cluster.stop_all();
 }
 
 /// Records the producer writes while a broker stops and returns.

@@ -364,6 +364,15 @@ enum Scenario {
     PowerLossWithoutFsync,
 }
 
+/// How a fault takes a broker down.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// kill -9: what it wrote stays in the page cache.
+    Kill,
+    /// kill -9, and its disk drops every write it had not synced.
+    PowerLoss,
+}
+
 /// What the test has done to a broker's process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -1012,10 +1021,7 @@ impl Checker {
                     "{}: kill -9 broker {target} (leads partition {partition})",
                     fault.name()
                 ));
-                self.kill9(target);
-                let down = self.rng.millis(500, 9000);
-                std::thread::sleep(down);
-                self.restart(target);
+                self.outage(target, Outage::Kill, 9000);
             }
             Fault::FollowerKill => {
                 let (partition, target) = self.follower_of_some_partition();
@@ -1023,10 +1029,7 @@ impl Checker {
                     "{}: kill -9 broker {target} (follows partition {partition})",
                     fault.name()
                 ));
-                self.kill9(target);
-                let down = self.rng.millis(500, 10000);
-                std::thread::sleep(down);
-                self.restart(target);
+                self.outage(target, Outage::Kill, 10000);
             }
             Fault::ControllerKill => {
                 let running: Vec<usize> = (0..3).filter(|&i| self.state[i] == State::Up).collect();
@@ -1035,10 +1038,7 @@ impl Checker {
                     "{}: kill -9 broker {target} (the metadata quorum's leader)",
                     fault.name()
                 ));
-                self.kill9(target);
-                let down = self.rng.millis(500, 9000);
-                std::thread::sleep(down);
-                self.restart(target);
+                self.outage(target, Outage::Kill, 9000);
             }
             Fault::LeaderPause => {
                 let (partition, target) = self.leader_of_some_partition();
@@ -1087,34 +1087,17 @@ impl Checker {
                     "{}: broker {target} (leads partition {partition}) loses power",
                     fault.name()
                 ));
-                self.power_off(target);
-                let down = self.rng.millis(500, 9000);
-                std::thread::sleep(down);
-                self.restart(target);
+                self.outage(target, Outage::PowerLoss, 9000);
             }
             Fault::AllPowerLoss => {
                 self.schedule
                     .note(format!("{}: brokers 1, 2 and 3 lose power", fault.name()));
-                for target in 1..=3 {
-                    self.power_off(target);
-                }
-                let down = self.rng.millis(500, 4000);
-                std::thread::sleep(down);
-                for target in 1..=3 {
-                    self.restart(target);
-                }
+                self.outage_of_all(Outage::PowerLoss, 4000);
             }
             Fault::AllKill => {
                 self.schedule
                     .note(format!("{}: kill -9 brokers 1, 2 and 3", fault.name()));
-                for target in 1..=3 {
-                    self.kill9(target);
-                }
-                let down = self.rng.millis(500, 4000);
-                std::thread::sleep(down);
-                for target in 1..=3 {
-                    self.restart(target);
-                }
+                self.outage_of_all(Outage::Kill, 4000);
             }
         }
     }
@@ -1148,6 +1131,34 @@ impl Checker {
         self.network
             .as_ref()
             .expect("the checker runs in network namespaces")
+    }
+
+    /// Takes broker `node` down as `how` says, keeps it down between 500 ms and `longest_ms`,
+    /// and restarts it.
+    fn outage(&mut self, node: i32, how: Outage, longest_ms: u64) {
+        self.take_down(node, how);
+        let down = self.rng.millis(500, longest_ms);
+        std::thread::sleep(down);
+        self.restart(node);
+    }
+
+    /// `outage` of all three brokers at once.
+    fn outage_of_all(&mut self, how: Outage, longest_ms: u64) {
+        for node in 1..=3 {
+            self.take_down(node, how);
+        }
+        let down = self.rng.millis(500, longest_ms);
+        std::thread::sleep(down);
+        for node in 1..=3 {
+            self.restart(node);
+        }
+    }
+
+    fn take_down(&mut self, node: i32, how: Outage) {
+        match how {
+            Outage::Kill => self.kill9(node),
+            Outage::PowerLoss => self.power_off(node),
+        }
     }
 
     /// kill -9, and the broker's disk drops what it had not synced.
