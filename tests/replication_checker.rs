@@ -4,7 +4,10 @@
 //!
 //! Three brokers (`replica.lag.time.max.ms=4000`, 6 s sessions) carry a topic of three partitions,
 //! replication factor 3, `min.insync.replicas=2`. An idempotent acks=all producer writes unique
-//! values all along while a seeded schedule of faults runs, one at a time with pauses between:
+//! values all along, a transactional producer writes transactions of a few records each and
+//! commits three in four of them, aborting the rest (`checker/transactions.rs`), and a
+//! read_committed and a read_uncommitted consumer read, while a seeded schedule of faults runs,
+//! one at a time with pauses between:
 //! kill -9 of a partition leader, of a follower or of the metadata quorum's leader (the active
 //! controller; each restarted after a random delay), SIGSTOP of a
 //! leader for longer than the broker session then SIGCONT, a clean restart (SIGTERM) of any
@@ -17,16 +20,21 @@
 //! in sync and producing goes on.
 //!
 //! Afterwards every broker runs again, every partition gets its leader and its ISR of three back,
-//! the producer flushes, and the checker reads each partition from its start:
-//! (a) every acknowledged (partition, offset, value) is stored exactly there;
+//! the producers flush and settle, and the checker reads each partition from its start, as
+//! read_uncommitted (every record stored) and read_committed (what applications see):
+//! (a) every acknowledged (partition, offset, value) is stored exactly there, whatever became of
+//!     its transaction;
 //! (b) no value is stored at two offsets;
 //! (c) nothing is stored that was never produced;
 //! (d) once every replica's log end matches the others' and the brokers stopped cleanly, each
 //!     partition's replicas hold the same segment bytes;
-//! (e) every record a read_committed consumer read while the faults ran is stored at the offset
-//!     it read it at (no consumer is served what a failover then takes back);
-//! (f) that consumer skipped no offset and never lost its position (OFFSET_OUT_OF_RANGE, or a
-//!     truncation below it, with no reset allowed).
+//! (e) every record a consumer read while the faults ran is stored at the offset it read it at
+//!     (no consumer is served what a failover then takes back);
+//! (f) those consumers skipped no record their isolation level shows and never lost their
+//!     position (OFFSET_OUT_OF_RANGE, or a truncation below it, with no reset allowed);
+//! (g) read_committed shows every record of each committed transaction and none of an aborted
+//!     one, during the faults and after; a transaction whose end its producer could not learn is
+//!     an anomaly.
 //!
 //! Environment:
 //! - `SLUICE_CHECKER_SEED` (decimal or 0x-hex): the schedule's seed; the default is fixed and
@@ -53,6 +61,8 @@
 //! checker found, where the delivery-report log is, and the tail of every broker's log.
 
 mod common;
+#[path = "checker/transactions.rs"]
+mod transactions;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -80,6 +90,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use transactions::{Ledger, Transactions};
 
 /// The seed a run without `SLUICE_CHECKER_SEED` uses.
 const DEFAULT_SEED: u64 = 0x5EED_C0DE_2026;
@@ -413,6 +424,9 @@ struct Findings {
     uncommitted_reads: Vec<String>,
     /// (f) offsets a consumer reading during the faults skipped, or could not go on from.
     skipped_reads: Vec<String>,
+    /// (g) records of an aborted transaction that a read_committed consumer read, or of a
+    /// committed one that it cannot read.
+    transactions: Vec<String>,
     /// Anything else that must not happen: a broker that crashed or did not stop cleanly, a
     /// cluster that did not heal, a producer that could not flush.
     anomalies: Vec<String>,
@@ -426,6 +440,7 @@ impl Findings {
             && self.divergent.is_empty()
             && self.uncommitted_reads.is_empty()
             && self.skipped_reads.is_empty()
+            && self.transactions.is_empty()
             && self.anomalies.is_empty()
     }
 
@@ -441,6 +456,10 @@ impl Findings {
                 &self.uncommitted_reads,
             ),
             ("(f) skipped by a consumer", &self.skipped_reads),
+            (
+                "(g) read_committed against transactions' outcomes",
+                &self.transactions,
+            ),
             ("anomalies", &self.anomalies),
         ] {
             if found.is_empty() {
@@ -680,12 +699,34 @@ impl Drop for Traffic {
 /// Each record a consumer read from one partition, in order: (offset, value).
 type PartitionRead = Vec<(i64, String)>;
 
-/// A read_committed consumer that reads every partition from its start while the faults run,
-/// as an application would: what it reads must be in the log at the same offsets in the end (a
-/// consumer is served only what is committed, which no failover takes back), one offset after
-/// another. Its position is never reset: OFFSET_OUT_OF_RANGE or a truncation librdkafka detects
-/// (KIP-320) is reported, not skipped past.
+/// Each partition's records as a consumer reads them: partition -> (offset, value) in order.
+type TopicRead = BTreeMap<i32, Vec<(i64, String)>>;
+
+/// Which records a consumer is served: `isolation.level`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isolation {
+    /// Only committed transactions' records, below the last stable offset.
+    ReadCommitted,
+    /// Every record below the high watermark, aborted transactions' too.
+    ReadUncommitted,
+}
+
+impl Isolation {
+    fn setting(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
+}
+
+/// A consumer that reads every partition from its start while the faults run, as an
+/// application would: what it reads must be in the log at the same offsets in the end (a
+/// consumer is served only what is committed, which no failover takes back), skipping nothing
+/// its isolation level shows. Its position is never reset: OFFSET_OUT_OF_RANGE or a truncation
+/// librdkafka detects (KIP-320) is reported, not skipped past.
 struct Watcher {
+    isolation: Isolation,
     read: Arc<Mutex<Vec<PartitionRead>>>,
     /// Errors that stop a consumer from going on where it was.
     stuck: Arc<Mutex<Vec<String>>>,
@@ -694,12 +735,12 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(bootstrap: &str, topic: &str, partitions: i32) -> Watcher {
+    fn start(bootstrap: &str, topic: &str, partitions: i32, isolation: Isolation) -> Watcher {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", "checker-watch")
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", isolation.setting())
             .set("auto.offset.reset", "error")
             .create()
             .unwrap();
@@ -733,6 +774,7 @@ impl Watcher {
             })
         };
         Watcher {
+            isolation,
             read,
             stuck,
             stop,
@@ -792,6 +834,8 @@ struct Checker {
     heal_wait: Duration,
     /// Whether rule (d) is checked (not in the control, whose followers may still trail).
     compare_replicas: bool,
+    /// Transactions (committed, aborted, of unknown outcome), for the summary.
+    transaction_counts: (usize, usize, usize),
 }
 
 impl Checker {
@@ -841,6 +885,7 @@ impl Checker {
             read_wait: QUORUM_WAIT_MAX,
             heal_wait: 2 * QUORUM_WAIT_MAX,
             compare_replicas: true,
+            transaction_counts: (0, 0, 0),
         };
         let ran = catch_unwind(AssertUnwindSafe(|| {
             checker.scenario(scenario, &deliveries_log)
@@ -881,13 +926,24 @@ impl Checker {
 
     /// The scenario, then the checks; the acknowledged and failed delivery counts.
     fn scenario(&mut self, scenario: Scenario, deliveries_log: &Path) -> (usize, usize) {
-        let (mut traffic, watcher) = match scenario {
+        let bootstrap = self.cluster.bootstrap();
+        let (mut traffic, watchers, transactions) = match scenario {
             Scenario::RandomFaults { seconds } => {
                 self.create_topic(&[("min.insync.replicas", "2")]);
-                let watcher =
-                    Watcher::start(&self.cluster.bootstrap(), self.topic, self.partitions);
+                let watchers = [Isolation::ReadCommitted, Isolation::ReadUncommitted]
+                    .map(|isolation| {
+                        Watcher::start(&bootstrap, self.topic, self.partitions, isolation)
+                    })
+                    .into();
+                let transactions = Transactions::start(
+                    &bootstrap,
+                    self.topic,
+                    self.partitions,
+                    self.seed,
+                    &deliveries_log.with_file_name("transactions.log"),
+                );
                 let traffic = Traffic::start(
-                    &self.cluster.bootstrap(),
+                    &bootstrap,
                     self.topic,
                     self.partitions,
                     Pace::Steady(5),
@@ -897,7 +953,7 @@ impl Checker {
                 self.schedule
                     .note(format!("producing; injecting faults for {seconds} s"));
                 self.random_faults(Duration::from_secs(seconds));
-                (traffic, Some(watcher))
+                (traffic, watchers, Some(transactions))
             }
             Scenario::UncleanElection => {
                 self.partitions = 1;
@@ -912,7 +968,7 @@ impl Checker {
                 // Every record its own batch, as fast as the leader takes them: the followers,
                 // fetching a batch at a time, fall far behind whenever they are away.
                 let traffic = Traffic::start(
-                    &self.cluster.bootstrap(),
+                    &bootstrap,
                     self.topic,
                     self.partitions,
                     Pace::Flat,
@@ -925,9 +981,13 @@ impl Checker {
                 );
                 // The consumer reads records the leader acknowledged alone, which the unclean
                 // election then takes back: rule (e) must see them.
-                let watcher =
-                    Watcher::start(&self.cluster.bootstrap(), self.topic, self.partitions);
-                (self.unclean_election(traffic), Some(watcher))
+                let watcher = Watcher::start(
+                    &bootstrap,
+                    self.topic,
+                    self.partitions,
+                    Isolation::ReadCommitted,
+                );
+                (self.unclean_election(traffic), vec![watcher], None)
             }
             Scenario::PowerLossWithoutFsync => {
                 self.topic = "unflushed";
@@ -939,10 +999,14 @@ impl Checker {
                     ("flush.messages", "1000000"),
                     ("flush.ms", "3600000"),
                 ]);
-                let watcher =
-                    Watcher::start(&self.cluster.bootstrap(), self.topic, self.partitions);
+                let watcher = Watcher::start(
+                    &bootstrap,
+                    self.topic,
+                    self.partitions,
+                    Isolation::ReadCommitted,
+                );
                 let mut traffic = Traffic::start(
-                    &self.cluster.bootstrap(),
+                    &bootstrap,
                     self.topic,
                     self.partitions,
                     Pace::Steady(5),
@@ -963,10 +1027,10 @@ impl Checker {
                 for target in 1..=3 {
                     self.restart(target);
                 }
-                (traffic, Some(watcher))
+                (traffic, vec![watcher], None)
             }
         };
-        self.verify(&mut traffic, watcher)
+        self.verify(&mut traffic, watchers, transactions)
     }
 
     /// Creates the topic (replication factor 3, `configs`) and waits until each partition is
@@ -1349,10 +1413,18 @@ impl Checker {
         }
     }
 
-    /// After the faults: every broker running, the cluster healed, the producer flushed; then the
-    /// checks (a) to (d). Returns the acknowledged and failed delivery counts.
-    fn verify(&mut self, traffic: &mut Traffic, watcher: Option<Watcher>) -> (usize, usize) {
+    /// After the faults: every broker running, the cluster healed, the producers flushed and
+    /// settled; then the checks (a) to (g). Returns the acknowledged and failed delivery counts.
+    fn verify(
+        &mut self,
+        traffic: &mut Traffic,
+        watchers: Vec<Watcher>,
+        transactions: Option<Transactions>,
+    ) -> (usize, usize) {
         traffic.stop_sending();
+        if let Some(transactions) = &transactions {
+            transactions.stop_sending();
+        }
         self.schedule.note(format!(
             "faults over ({:?}); {} records sent; bringing every broker back",
             self.faults,
@@ -1412,7 +1484,7 @@ impl Checker {
                 "the idempotent producer raised a fatal error: {fatal}"
             ));
         }
-        let acked = traffic.acked();
+        let mut acked = traffic.acked();
         let failed = traffic.failed();
         let sent = traffic.sent();
         self.schedule.note(format!(
@@ -1420,6 +1492,10 @@ impl Checker {
             acked.len(),
             failed.len()
         ));
+        let ledger = transactions.map(|t| self.settle_transactions(t));
+        if let Some(ledger) = &ledger {
+            acked.extend(ledger.acked.iter().cloned());
+        }
         if !failed.is_empty() {
             // Not loss (the producer was told), but with this timeout none should fail.
             self.anomaly(format!(
@@ -1429,11 +1505,24 @@ impl Checker {
             ));
         }
 
-        let read = self.read_back(&acked);
-        self.check_records(&acked, sent, &read);
-        if let Some(mut watcher) = watcher {
+        let txn_sent = ledger.as_ref().map_or(0, |l| l.sent);
+        let stored = self.read_back(&acked, Isolation::ReadUncommitted);
+        self.check_records(&acked, (sent, txn_sent), &stored);
+        let visible = self.read_all(Isolation::ReadCommitted, read_limit(acked.len()));
+        for mut watcher in watchers {
             let (watched, stuck) = watcher.stop();
-            self.check_watched(&watched, &stuck, &read);
+            let log = match watcher.isolation {
+                Isolation::ReadCommitted => &visible,
+                Isolation::ReadUncommitted => &stored,
+            };
+            self.check_watched(watcher.isolation, &watched, &stuck, log);
+            if let (Isolation::ReadCommitted, Some(ledger)) = (watcher.isolation, &ledger) {
+                let read = watched.iter().flatten().map(|(_, value)| value);
+                self.check_aborted_unread("the consumer during the faults", read, ledger);
+            }
+        }
+        if let Some(ledger) = &ledger {
+            self.check_transactions(&stored, &visible, ledger);
         }
         if self.compare_replicas {
             self.check_replicas();
@@ -1441,10 +1530,28 @@ impl Checker {
         (acked.len(), failed.len())
     }
 
-    /// Every record of the topic, read from the start of each partition to its high watermark,
-    /// once each leader's high watermark has passed the last offset acknowledged there (or a
-    /// quorum wait has passed: then what is missing is for the checks to show).
-    fn read_back(&mut self, acked: &[(i32, i64, String)]) -> BTreeMap<i32, Vec<(i64, String)>> {
+    /// Waits for the transactional producer to end its last transaction; its ledger, with what
+    /// went wrong noted as anomalies.
+    fn settle_transactions(&mut self, transactions: Transactions) -> Ledger {
+        let ledger = transactions.finish();
+        self.transaction_counts = ledger.counts;
+        let (committed, aborted, unknown) = ledger.counts;
+        self.schedule.note(format!(
+            "transactions settled: {committed} committed, {aborted} aborted, {unknown} of unknown \
+             outcome; {} of their records acknowledged",
+            ledger.acked.len()
+        ));
+        for anomaly in &ledger.anomalies {
+            self.anomaly(format!("transactions: {anomaly}"));
+        }
+        ledger
+    }
+
+    /// Every record of the topic that a consumer with `isolation` reads, from the start of
+    /// each partition to its end, once each leader's high watermark has passed the last offset
+    /// acknowledged there (or a quorum wait has passed: then what is missing is for the checks
+    /// to show).
+    fn read_back(&mut self, acked: &[(i32, i64, String)], isolation: Isolation) -> TopicRead {
         let ends = acknowledged_ends(acked, self.partitions);
         let note = match wait_high_watermarks(&ends, self.read_wait, || self.high_watermarks()) {
             Ok(seen) => format!("high watermarks {seen:?} reach the acknowledged ends"),
@@ -1453,21 +1560,25 @@ impl Checker {
             }
         };
         self.schedule.note(note);
-        // A minute, and more for a long run's millions of records.
-        let limit = QUORUM_WAIT_MAX + Duration::from_millis(acked.len() as u64 / 10);
-        match read_all(
-            &self.cluster.bootstrap(),
-            self.topic,
-            self.partitions,
-            limit,
-        ) {
+        self.read_all(isolation, read_limit(acked.len()))
+    }
+
+    /// Every record of the topic that a consumer with `isolation` reads from the start of each
+    /// partition to its end (its high watermark or last stable offset), within `limit`.
+    fn read_all(&mut self, isolation: Isolation, limit: Duration) -> TopicRead {
+        let (bootstrap, topic, partitions) =
+            (self.cluster.bootstrap(), self.topic, self.partitions);
+        match read_all(&bootstrap, topic, partitions, isolation, limit) {
             Ok(read) => {
                 let count: usize = read.values().map(Vec::len).sum();
-                self.schedule.note(format!("read back {count} records"));
+                self.schedule.note(format!(
+                    "read back {count} records, {}",
+                    isolation.setting()
+                ));
                 read
             }
             Err(e) => {
-                self.anomaly(format!("reading back: {e}"));
+                self.anomaly(format!("reading back {}: {e}", isolation.setting()));
                 BTreeMap::new()
             }
         }
@@ -1481,37 +1592,42 @@ impl Checker {
         self.cluster.high_watermarks(self.topic, &seen)
     }
 
-    /// Rules (a), (b) and (c).
-    /// Rules (e) and (f): each partition as the watching consumer read it, against the log.
+    /// Rules (e) and (f): each partition as a consumer with `isolation` read it during the
+    /// faults, against `log`, what a consumer with that isolation reads in the end.
     fn check_watched(
         &mut self,
+        isolation: Isolation,
         watched: &[PartitionRead],
         stuck: &[String],
-        read: &BTreeMap<i32, Vec<(i64, String)>>,
+        log: &TopicRead,
     ) {
+        let who = format!("the {} consumer", isolation.setting());
         for error in stuck {
             self.findings
                 .skipped_reads
-                .push(format!("the consumer lost its position: {error}"));
+                .push(format!("{who} lost its position: {error}"));
         }
         let mut counts = Vec::new();
         for (partition, records) in watched.iter().enumerate() {
             let partition = partition as i32;
-            let stored: BTreeMap<i64, &str> = read
+            let stored: BTreeMap<i64, &str> = log
                 .get(&partition)
                 .map(|r| r.iter().map(|(o, v)| (*o, v.as_str())).collect())
                 .unwrap_or_default();
             let mut next = 0;
             for (offset, value) in records {
-                if *offset > next {
+                // Offsets the log holds no record at for this consumer (control records, an
+                // aborted transaction's records under read_committed) are skipped rightly.
+                if let Some((skipped, _)) = stored.range(next..*offset).next() {
                     self.findings.skipped_reads.push(format!(
-                        "partition {partition}: read {offset} after {}",
+                        "{who}, partition {partition}: read {offset} after {}, skipping {skipped}",
                         next - 1
                     ));
                 }
                 if stored.get(offset) != Some(&value.as_str()) {
                     self.findings.uncommitted_reads.push(format!(
-                        "partition {partition} offset {offset}: read {value:?}, the log holds {:?}",
+                        "{who}, partition {partition} offset {offset}: read {value:?}, the log \
+                         holds {:?}",
                         stored.get(offset)
                     ));
                 }
@@ -1519,17 +1635,51 @@ impl Checker {
             }
             counts.push(records.len());
         }
+        self.schedule
+            .note(format!("{who} read {counts:?} records during the faults"));
+    }
+
+    /// Rule (g) for a read_committed consumer's `read` values: none of an aborted transaction.
+    fn check_aborted_unread<'a>(
+        &mut self,
+        who: &str,
+        read: impl Iterator<Item = &'a String>,
+        ledger: &Ledger,
+    ) {
+        for value in read.filter(|value| ledger.aborted.contains(*value)) {
+            self.findings.transactions.push(format!(
+                "{who} (read_committed) read {value:?} of an aborted transaction"
+            ));
+        }
+    }
+
+    /// Rule (g) for the log as a read_committed consumer reads it in the end (`visible`): every
+    /// committed transaction's records, none of an aborted one's, though the log holds them
+    /// (`stored`).
+    fn check_transactions(&mut self, stored: &TopicRead, visible: &TopicRead, ledger: &Ledger) {
+        let aborted_stored = stored
+            .values()
+            .flatten()
+            .filter(|(_, v)| ledger.aborted.contains(v))
+            .count();
+        let read: BTreeSet<&String> = visible.values().flatten().map(|(_, v)| v).collect();
+        for value in ledger.committed.iter().filter(|v| !read.contains(v)) {
+            self.findings.transactions.push(format!(
+                "{value:?} of a committed transaction is not read by read_committed"
+            ));
+        }
+        self.check_aborted_unread("the final read", read.into_iter(), ledger);
         self.schedule.note(format!(
-            "a consumer read {counts:?} records during the faults"
+            "transactions checked: {} committed records visible; {} aborted records, {} of them \
+             in the log, invisible",
+            ledger.committed.len(),
+            ledger.aborted.len(),
+            aborted_stored
         ));
     }
 
-    fn check_records(
-        &mut self,
-        acked: &[(i32, i64, String)],
-        sent: u64,
-        read: &BTreeMap<i32, Vec<(i64, String)>>,
-    ) {
+    /// Rules (a), (b) and (c). `sent`: how many of the values `v<n>` and of the transactional values `t<n>` were sent.
+    fn check_records(&mut self, acked: &[(i32, i64, String)], sent: (u64, u64), read: &TopicRead) {
         let mut stored: BTreeMap<(i32, i64), &str> = BTreeMap::new();
         let mut first_seen: BTreeMap<&str, (i32, i64)> = BTreeMap::new();
         for (&partition, records) in read {
@@ -1542,10 +1692,7 @@ impl Checker {
                         earlier.0, earlier.1
                     ));
                 }
-                let produced = value
-                    .strip_prefix('v')
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|n| n < sent);
+                let produced = was_sent(value, 'v', sent.0) || was_sent(value, 't', sent.1);
                 if !produced {
                     self.findings.unknown.push(format!(
                         "{value:?} at partition {partition}, offset {offset}"
@@ -1634,7 +1781,8 @@ impl Checker {
         format!(
             "checker summary: seed={:#x} scenario={scenario:?} faults={total} ({}) \
              acknowledged={acked} failed={failed} lost={} twice={} unknown={} divergent={} \
-             uncommitted_reads={} skipped_reads={} anomalies={} took={}s result={result}",
+             uncommitted_reads={} skipped_reads={} transactions={}/{}/{} txn_findings={} \
+             anomalies={} took={}s result={result}",
             self.seed,
             faults.join(" "),
             self.findings.lost.len(),
@@ -1643,25 +1791,46 @@ impl Checker {
             self.findings.divergent.len(),
             self.findings.uncommitted_reads.len(),
             self.findings.skipped_reads.len(),
+            self.transaction_counts.0,
+            self.transaction_counts.1,
+            self.transaction_counts.2,
+            self.findings.transactions.len(),
             self.findings.anomalies.len(),
             took.as_secs()
         )
     }
 }
 
+/// Whether `value` is `<prefix><n>` with `n` below `sent`.
+fn was_sent(value: &str, prefix: char, sent: u64) -> bool {
+    value
+        .strip_prefix(prefix)
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n < sent)
+}
+
+/// How long reading back `records` records may take: a minute, and more for a long run's
+/// millions of records.
+fn read_limit(records: usize) -> Duration {
+    QUORUM_WAIT_MAX + Duration::from_millis(records as u64 / 10)
+}
+
 /// Reads partitions `0..partitions` of `topic` from their start to their end (the high
-/// watermark), within `limit`: each partition's (offset, value) in the order read.
+/// watermark, or the last stable offset for read_committed) within `limit`: each partition's
+/// (offset, value) in the order read.
 fn read_all(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
+    isolation: Isolation,
     limit: Duration,
-) -> Result<BTreeMap<i32, Vec<(i64, String)>>, String> {
+) -> Result<TopicRead, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "sluice-replication-checker")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation.setting())
         .create()
         .map_err(|e| e.to_string())?;
     let mut assignment = TopicPartitionList::new();
@@ -1671,7 +1840,7 @@ fn read_all(
             .map_err(|e| e.to_string())?;
     }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
-    let mut read: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let mut read = TopicRead::new();
     let mut at_end = BTreeSet::new();
     let deadline = Instant::now() + limit;
     while at_end.len() < partitions as usize {
