@@ -7,7 +7,10 @@
 //!   (nothing read twice, nothing skipped), then commits through the new coordinator;
 //! - a committed transaction stays committed, the one left open is aborted when a new producer
 //!   with the same transactional id initializes (fencing the old one), and read_committed sees
-//!   exactly the records of committed transactions.
+//!   exactly the records of committed transactions;
+//! - the killed coordinator, restarted, coordinates nothing before its metadata has caught up:
+//!   replaying the quorum's log, it passes through images in which it still leads its old
+//!   partitions, and a coordinator acting on one would write markers from a stale log.
 
 mod common;
 
@@ -146,6 +149,8 @@ fn transactions_survive_the_transaction_coordinators_kill() {
     );
     write_transaction(&new, topic, partitions, "second");
     new.commit_transaction(timeout).unwrap();
+    cluster.brokers[index_of(coordinator)].restart();
+    assert_no_coordinating_before_catch_up(&cluster, coordinator);
 
     // librdkafka reads committed by default.
     let read = read_partitions(&cluster.brokers[survivor], topic, partitions);
@@ -162,6 +167,42 @@ fn transactions_survive_the_transaction_coordinators_kill() {
     }
     drop((old, new));
     cluster.stop_all();
+}
+
+/// Waits (at most `QUORUM_WAIT_MAX`) until broker `node`'s log says, in its last run, that its
+/// metadata caught up; fails if a coordinator took a partition in that run before.
+fn assert_no_coordinating_before_catch_up(cluster: &Cluster, node: i32) {
+    let log_file = &cluster.brokers[index_of(node)].log_file;
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    loop {
+        let log = std::fs::read_to_string(log_file).unwrap_or_default();
+        let last_run: Vec<&str> = log
+            .lines()
+            .rev()
+            .take_while(|line| !line.contains(" starting: "))
+            .collect();
+        if let Some(caught_up) = last_run
+            .iter()
+            .position(|line| line.contains("metadata caught up"))
+        {
+            // `last_run` is newest first: what comes after the catch-up line came before it.
+            let early: Vec<&&str> = last_run[caught_up..]
+                .iter()
+                .filter(|line| line.contains("coordinating at leader epoch"))
+                .collect();
+            assert!(
+                early.is_empty(),
+                "broker {node} coordinated before its metadata caught up: {early:#?}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {node}'s metadata never caught up{}",
+            cluster.log_tails(LOG_LINES)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Three brokers, and `topic` with `partitions` partitions of three replicas known to all of

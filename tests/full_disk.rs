@@ -9,6 +9,10 @@
 //! - once there is space again, the restarted broker holds every acknowledged record at the
 //!   offset it was acknowledged with, and takes new records.
 //!
+//! That is a broker alone, which no replica could take over from. In a cluster the broker stops
+//! instead, as Kafka's do when their last log dir fails, so that its partitions move to replicas
+//! that can still write (the last test).
+//!
 //! Mounting a tmpfs needs root (CAP_SYS_ADMIN), which `.ci/run` has; elsewhere the test says it
 //! was skipped.
 
@@ -16,11 +20,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::deliveries::{producer, send_waiting, Deliveries};
+use common::cluster::{
+    create_topic_with, fully_in_sync, index_of, wait_for_topic, Cluster, Hosting, QUORUM_WAIT_MAX,
+    REPLICA_LAG,
+};
+use common::consumer::read_partitions;
+use common::deliveries::{producer, send_waiting, Deliveries, SAFE_PRODUCER};
+use common::tmpfs::Tmpfs;
 use common::{call, connect, create_topic, fresh_dir, one_record_batch, Broker, SHARD_COUNTS};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -38,43 +47,10 @@ const DISK_MIB: usize = 12;
 /// 1 KiB values, round robin: each partition's share alone is more than the disk holds, so every
 /// partition meets the full disk.
 const RECORDS: usize = PARTITIONS as usize * (DISK_MIB + 2) * 1024;
+/// Each broker's disk in the cluster test: room for everything it writes but the filler.
+const CLUSTER_DISK_MIB: usize = 256;
 /// Kafka's error code for a failed write (KafkaStorageException).
 const KAFKA_STORAGE_ERROR: i16 = 56;
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, mib: usize) -> Option<Tmpfs> {
-        let mounted = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={mib}m"),
-                "sluice-full-disk",
-            ])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    fn resize(&self, mib: usize) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={mib}m")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remounting {}", self.0.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 fn value(i: usize) -> String {
     format!("{i:08}:{}", "x".repeat(1015))
@@ -301,4 +277,111 @@ fn a_full_disk_fails_produce_with_storage_errors_and_loses_no_acknowledged_recor
         fill_then_recover(cores, &mount_dir, log_file);
         let _ = std::fs::remove_dir_all(&scratch);
     }
+}
+
+/// In a cluster, a broker whose disk fills stops, with a log line and a non-zero exit status, as
+/// Kafka's brokers stop when their last log dir fails: the partition it led moves to another
+/// in-sync replica, an acks=all producer goes on through it and loses nothing it was told was
+/// written, and once there is space again the restarted broker rejoins every ISR.
+#[test]
+fn in_a_cluster_a_full_disk_stops_the_broker_and_its_partitions_fail_over() {
+    let disks: Result<Vec<Tmpfs>, String> = (1..=3)
+        .map(|node| Tmpfs::named(&format!("cluster-{node}"), CLUSTER_DISK_MIB))
+        .collect();
+    let disks = match disks {
+        Ok(disks) => disks,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let paths: Vec<PathBuf> = disks.iter().map(Tmpfs::data).collect();
+    let host = Hosting {
+        network: None,
+        disks: Some(&paths),
+    };
+    let mut cluster = Cluster::formed_hosted(&host, 0, &[REPLICA_LAG]);
+    let topic = "replicated";
+    create_topic_with(
+        &cluster.brokers[0],
+        topic,
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    wait_for_topic(&cluster, &[0, 1, 2], topic, PARTITIONS as usize);
+    let seen = cluster.wait_metadata(0, topic, "every replica in sync", |_, seen| {
+        fully_in_sync(seen, PARTITIONS as usize)
+    });
+    let filled = seen[0].leader;
+    let survivor = index_of(if filled == 1 { 2 } else { 1 });
+    let (sender, deliveries) = producer(&cluster.brokers[survivor], &SAFE_PRODUCER);
+    let mut sent = 0;
+    let mut send = |count: usize| {
+        for _ in 0..count {
+            let value = value(sent);
+            let record = BaseRecord::<(), str>::to(topic)
+                .partition((sent % PARTITIONS as usize) as i32)
+                .payload(&value);
+            send_waiting(&sender, record);
+            sent += 1;
+        }
+    };
+    send(200);
+    sender.flush(Duration::from_secs(60)).unwrap();
+
+    // Records keep coming while the disk is full, so the broker meets it at its next write.
+    disks[index_of(filled)].fill();
+    let broker = &mut cluster.brokers[index_of(filled)];
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    let status = loop {
+        send(20);
+        if let Some(status) = broker.wait_exit(Duration::from_millis(200)) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {filled} still runs on a full disk{}",
+            broker.log()
+        );
+    };
+    assert!(!status.success(), "a failed disk is not a clean stop");
+    assert!(
+        broker
+            .log()
+            .contains("its log failed a write; stopping the broker"),
+        "the broker says why it stopped{}",
+        broker.log()
+    );
+    cluster.wait_metadata(survivor, topic, "partition 0 led elsewhere", |_, seen| {
+        seen[0].leader > 0 && seen[0].leader != filled
+    });
+    send(200);
+    sender.flush(Duration::from_secs(120)).unwrap();
+    assert!(
+        deliveries.failed.lock().unwrap().is_empty(),
+        "deliveries failed: {:?}",
+        deliveries.failed.lock().unwrap()
+    );
+
+    disks[index_of(filled)].drain();
+    cluster.brokers[index_of(filled)].restart();
+    cluster.wait_metadata(
+        survivor,
+        topic,
+        "the broker back in every ISR",
+        |_, seen| fully_in_sync(seen, PARTITIONS as usize),
+    );
+    let read = read_partitions(&cluster.brokers[survivor], topic, PARTITIONS);
+    let acked = deliveries.acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), sent, "every record acknowledged");
+    for (partition, offset, value) in &acked {
+        let stored = read[partition].iter().find(|(o, _, _)| o == offset);
+        assert_eq!(
+            stored.map(|(_, _, v)| v),
+            Some(value),
+            "acknowledged record at {partition}/{offset}"
+        );
+    }
+    cluster.stop_all();
 }

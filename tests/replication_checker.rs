@@ -13,9 +13,12 @@
 //! leader for longer than the broker session then SIGCONT, a clean restart (SIGTERM) of any
 //! broker, a leader's network link down past the session (each broker runs in a network
 //! namespace of its own, `common::netns`), one direction of a broker's packets dropped
-//! (nftables) past the session, with `SLUICE_CHECKER_POWER=on` a power loss of a leader (kill
-//! -9, and its disk, a LazyFS mount per broker (`common::lazyfs`), drops every write it had not
-//! synced), and now and then kill -9 or a power loss of all three at once. At most one
+//! (nftables) past the session, a leader's disk filling up (each broker's data on a small tmpfs,
+//! `common::tmpfs`: the broker must stop, as Kafka's do when their last log dir fails; it is
+//! restarted once the space is back), with `SLUICE_CHECKER_POWER=on` a power loss of a leader
+//! (kill -9, and its disk, a LazyFS mount per broker (`common::lazyfs`), in place of the tmpfs,
+//! drops every write it had not synced), and now and then kill -9 or a power loss of all three
+//! at once. At most one
 //! broker is down or cut off at a time except in that last fault, so two of three replicas stay
 //! in sync and producing goes on.
 //!
@@ -81,6 +84,7 @@ use common::cluster::{
 };
 use common::lazyfs::LazyFs;
 use common::netns::{Direction, Network};
+use common::tmpfs::Tmpfs;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rdkafka::config::ClientConfig;
@@ -96,6 +100,10 @@ use transactions::{Ledger, Transactions};
 const DEFAULT_SEED: u64 = 0x5EED_C0DE_2026;
 /// Seconds of faults a run without `SLUICE_CHECKER_SECONDS` injects.
 const DEFAULT_SECONDS: u64 = 75;
+
+/// Each broker's disk, when it is a tmpfs the full-disk fault fills: an hour of faults writes
+/// about 110 MiB to each.
+const SMALL_DISK_MIB: usize = 512;
 
 const TOPIC: &str = "checked";
 const PARTITIONS: i32 = 3;
@@ -205,30 +213,70 @@ fn network_for_control() -> Network {
     })
 }
 
-/// Each broker's LazyFS disk, for the faults that cut the power, when `SLUICE_CHECKER_POWER=on`
-/// asks for them (root, FUSE, and LazyFS's build dependencies). They are off by default: under
-/// load LazyFS now and then fails an ftruncate of a file just created with ENOENT, or its daemon
-/// exits (ENOTCONN), faults of its own that would fail the run.
-fn disks_for_power() -> Option<Vec<LazyFs>> {
-    if !std::env::var("SLUICE_CHECKER_POWER").is_ok_and(|v| v == "on") {
-        return None;
+/// Each broker's disk for the random faults. With `SLUICE_CHECKER_POWER=on`, a LazyFS mount,
+/// for the faults that cut the power (root, FUSE, and LazyFS's build dependencies); they are
+/// off by default: under load LazyFS now and then fails an ftruncate of a file just created with
+/// ENOENT, or its daemon exits (ENOTCONN), faults of its own that would fail the run. Otherwise
+/// a small tmpfs, for the full-disk fault, where the test may mount one (root).
+fn disks_for_faults() -> Disks {
+    if std::env::var("SLUICE_CHECKER_POWER").is_ok_and(|v| v == "on") {
+        return Disks::LazyFs(mount_lazyfs().unwrap_or_else(|why| {
+            panic!("SLUICE_CHECKER_POWER=on: the power faults need LazyFS: {why} (root, FUSE)")
+        }));
     }
-    Some(mount_disks().unwrap_or_else(|why| {
-        panic!("SLUICE_CHECKER_POWER=on: the power faults need LazyFS: {why} (root, FUSE)")
-    }))
+    let small: Result<Vec<Tmpfs>, String> = (1..=3)
+        .map(|node| Tmpfs::named(&format!("broker-{node}"), SMALL_DISK_MIB))
+        .collect();
+    match small {
+        Ok(disks) => Disks::Small(disks),
+        Err(why) => {
+            eprintln!("no full-disk faults: {why}");
+            Disks::Plain
+        }
+    }
 }
 
 /// The power control's disks: it cannot run without them.
-fn disks_for_control() -> Vec<LazyFs> {
-    mount_disks().unwrap_or_else(|why| {
+fn disks_for_control() -> Disks {
+    Disks::LazyFs(mount_lazyfs().unwrap_or_else(|why| {
         panic!("the power control needs LazyFS: {why} (run as root with FUSE)")
-    })
+    }))
 }
 
-fn mount_disks() -> Result<Vec<LazyFs>, String> {
+fn mount_lazyfs() -> Result<Vec<LazyFs>, String> {
     (1..=3)
         .map(|node| LazyFs::mount(&format!("broker-{node}")))
         .collect()
+}
+
+/// What the brokers keep their data on.
+enum Disks {
+    /// Directories of the machine's disk.
+    Plain,
+    /// A small tmpfs each, which the full-disk fault fills.
+    Small(Vec<Tmpfs>),
+    /// A LazyFS mount each, which the power faults cut.
+    LazyFs(Vec<LazyFs>),
+}
+
+impl Disks {
+    /// Each broker's data dir, unless they are plain directories (the cluster makes those).
+    fn paths(&self) -> Option<Vec<PathBuf>> {
+        match self {
+            Disks::Plain => None,
+            Disks::Small(disks) => Some(disks.iter().map(Tmpfs::data).collect()),
+            Disks::LazyFs(disks) => Some(disks.iter().map(LazyFs::path).collect()),
+        }
+    }
+
+    /// Whether the faults that need these disks can be drawn.
+    fn allow(&self, fault: Fault) -> bool {
+        match self {
+            Disks::Plain => !fault.cuts_the_power() && !fault.fills_a_disk(),
+            Disks::Small(_) => !fault.cuts_the_power(),
+            Disks::LazyFs(_) => !fault.fills_a_disk(),
+        }
+    }
 }
 
 fn seed_from_env() -> u64 {
@@ -304,10 +352,14 @@ enum Fault {
     PowerLoss,
     /// All three lose power at once.
     AllPowerLoss,
+    /// A partition leader's disk fills up (a tmpfs per broker): its next write fails and it
+    /// stops, as Kafka's brokers stop when their last log dir fails; the space comes back after
+    /// a while and it is restarted.
+    FullDisk,
 }
 
 impl Fault {
-    const WEIGHTS: [(Fault, u64); 10] = [
+    const WEIGHTS: [(Fault, u64); 11] = [
         (Fault::LeaderKill, 3),
         (Fault::FollowerKill, 2),
         (Fault::ControllerKill, 2),
@@ -318,15 +370,16 @@ impl Fault {
         (Fault::HalfOpen, 1),
         (Fault::PowerLoss, 2),
         (Fault::AllPowerLoss, 1),
+        (Fault::FullDisk, 2),
     ];
 
     /// A fault drawn by weight; with `partitions` false, never one that needs the brokers'
-    /// network namespaces, with `power` false never one that needs their `LazyFs` disks.
-    fn draw(rng: &mut Rng, partitions: bool, power: bool) -> Fault {
+    /// network namespaces, and only those `disks` allow.
+    fn draw(rng: &mut Rng, partitions: bool, disks: &Disks) -> Fault {
         let possible: Vec<(Fault, u64)> = Fault::WEIGHTS
             .into_iter()
             .filter(|(fault, _)| partitions || !fault.cuts_the_network())
-            .filter(|(fault, _)| power || !fault.cuts_the_power())
+            .filter(|(fault, _)| disks.allow(*fault))
             .collect();
         let total: u64 = possible.iter().map(|(_, w)| w).sum();
         let mut at = rng.below(total);
@@ -341,6 +394,10 @@ impl Fault {
 
     fn cuts_the_power(self) -> bool {
         matches!(self, Fault::PowerLoss | Fault::AllPowerLoss)
+    }
+
+    fn fills_a_disk(self) -> bool {
+        self == Fault::FullDisk
     }
 
     fn cuts_the_network(self) -> bool {
@@ -359,6 +416,7 @@ impl Fault {
             Fault::HalfOpen => "half-open",
             Fault::PowerLoss => "power-loss",
             Fault::AllPowerLoss => "all-power-loss",
+            Fault::FullDisk => "full-disk",
         }
     }
 }
@@ -817,9 +875,9 @@ struct Checker {
     cluster: Cluster,
     /// The brokers' network namespaces, for the faults that cut links (none: loopback only).
     network: Option<Network>,
-    /// Each broker's disk, for the faults that cut the power (none: plain directories).
-    /// Dropped after `cluster`: its brokers stop before their disks are unmounted.
-    disks: Option<Vec<LazyFs>>,
+    /// Each broker's disk, for the faults that cut the power or fill it. Dropped after
+    /// `cluster`: its brokers stop before their disks are unmounted.
+    disks: Disks,
     state: [State; 3],
     schedule: Schedule,
     faults: BTreeMap<&'static str, usize>,
@@ -855,13 +913,11 @@ impl Checker {
         let extra = [REPLICA_LAG];
         let start = Instant::now();
         let (network, disks) = match scenario {
-            Scenario::RandomFaults { .. } => (network_for_partitions(), disks_for_power()),
-            Scenario::UncleanElection => (Some(network_for_control()), None),
-            Scenario::PowerLossWithoutFsync => (None, Some(disks_for_control())),
+            Scenario::RandomFaults { .. } => (network_for_partitions(), disks_for_faults()),
+            Scenario::UncleanElection => (Some(network_for_control()), Disks::Plain),
+            Scenario::PowerLossWithoutFsync => (None, disks_for_control()),
         };
-        let paths: Option<Vec<PathBuf>> = disks
-            .as_ref()
-            .map(|disks| disks.iter().map(LazyFs::path).collect());
+        let paths = disks.paths();
         let host = Hosting {
             network: network.as_ref(),
             disks: paths.as_deref(),
@@ -1063,7 +1119,7 @@ impl Checker {
     fn random_faults(&mut self, length: Duration) {
         let until = Instant::now() + length;
         while Instant::now() < until {
-            let fault = Fault::draw(&mut self.rng, self.network.is_some(), self.disks.is_some());
+            let fault = Fault::draw(&mut self.rng, self.network.is_some(), &self.disks);
             *self.faults.entry(fault.name()).or_default() += 1;
             self.inject(fault);
             self.look_for_crashes();
@@ -1158,12 +1214,54 @@ impl Checker {
                     .note(format!("{}: brokers 1, 2 and 3 lose power", fault.name()));
                 self.outage_of_all(Outage::PowerLoss, 4000);
             }
+            Fault::FullDisk => {
+                let (partition, target) = self.leader_of_some_partition();
+                self.fill_disk(fault, target, partition);
+            }
             Fault::AllKill => {
                 self.schedule
                     .note(format!("{}: kill -9 brokers 1, 2 and 3", fault.name()));
                 self.outage_of_all(Outage::Kill, 4000);
             }
         }
+    }
+
+    /// Fills broker `target`'s disk; it must stop on its own, with a non-zero status, soon after
+    /// (its next write fails). The space comes back after a while, and it is restarted.
+    fn fill_disk(&mut self, fault: Fault, target: i32, partition: i32) {
+        let Disks::Small(disks) = &self.disks else {
+            panic!("drawn only with small disks");
+        };
+        let disk = &disks[index_of(target)];
+        let taken = disk.fill();
+        self.schedule.note(format!(
+            "{}: broker {target}'s disk is full (it leads partition {partition}; {} MiB taken)",
+            fault.name(),
+            taken >> 20
+        ));
+        let broker = &mut self.cluster.brokers[index_of(target)];
+        let exited = broker.wait_exit(STOP_MAX);
+        self.state[index_of(target)] = State::Down;
+        match exited {
+            Some(status) if !status.success() => self.schedule.note(format!(
+                "broker {target} stopped on its full disk ({status})"
+            )),
+            Some(status) => self.anomaly(format!(
+                "broker {target} stopped on its full disk claiming success ({status})"
+            )),
+            None => {
+                self.anomaly(format!(
+                    "broker {target} still runs {STOP_MAX:?} after its disk filled"
+                ));
+                self.kill9(target);
+            }
+        }
+        let full = self.rng.millis(500, 4000);
+        std::thread::sleep(full);
+        if let Disks::Small(disks) = &self.disks {
+            disks[index_of(target)].drain();
+        }
+        self.restart(target);
     }
 
     /// Cuts broker `target` off the network with `cut` for longer than its session, then heals
@@ -1228,7 +1326,9 @@ impl Checker {
     /// kill -9, and the broker's disk drops what it had not synced.
     fn power_off(&mut self, node: i32) {
         self.kill9(node);
-        let disks = self.disks.as_ref().expect("drawn only with LazyFS disks");
+        let Disks::LazyFs(disks) = &self.disks else {
+            panic!("drawn only with LazyFS disks");
+        };
         disks[index_of(node)].power_loss();
     }
 

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,7 +159,13 @@ impl Writer {
         self.ledger
     }
 
+    /// Notes a transaction's outcome in the ledger and in the delivery-report log (for reading
+    /// after a failure: `committed t5 t6 t7`).
     fn record(&mut self, values: Vec<String>, outcome: Outcome) {
+        {
+            let mut reports = self.reporter.0.lock().unwrap();
+            let _ = writeln!(reports.log, "{outcome:?} {}", values.join(" "));
+        }
         let (set, count) = match outcome {
             Outcome::Committed => (&mut self.ledger.committed, &mut self.ledger.counts.0),
             Outcome::Aborted => (&mut self.ledger.aborted, &mut self.ledger.counts.1),
@@ -297,8 +303,11 @@ fn transaction_error(error: &KafkaError) -> Option<&RDKafkaError> {
     }
 }
 
+/// rust-rdkafka's commit flushes first: a flush that timed out (a fault holds deliveries back)
+/// leaves the transaction as it was, to commit again.
 fn retriable(error: &KafkaError) -> bool {
-    transaction_error(error).is_some_and(RDKafkaError::is_retriable)
+    matches!(error, KafkaError::Flush(_))
+        || transaction_error(error).is_some_and(RDKafkaError::is_retriable)
 }
 
 fn requires_abort(error: &KafkaError) -> bool {
@@ -306,5 +315,5 @@ fn requires_abort(error: &KafkaError) -> bool {
 }
 
 fn fatal(error: &KafkaError) -> bool {
-    transaction_error(error).is_none_or(RDKafkaError::is_fatal)
+    transaction_error(error).is_some_and(RDKafkaError::is_fatal)
 }

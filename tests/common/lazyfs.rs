@@ -37,7 +37,7 @@ impl LazyFs {
     /// the mount point.
     pub fn mount(name: &str) -> Result<LazyFs, String> {
         let binary = build()?;
-        unmount_orphans();
+        super::tmpfs::unmount_orphans(MOUNT_DIR_PREFIX);
         let dir =
             std::env::temp_dir().join(format!("{MOUNT_DIR_PREFIX}{}-{name}", std::process::id()));
         let _ = Command::new("umount")
@@ -181,25 +181,4 @@ fn is_mounted(path: &Path) -> bool {
     mounts
         .lines()
         .any(|line| line.split_whitespace().nth(1) == Some(path.as_str()))
-}
-
-/// Unmounts the LazyFS mounts of test processes that are gone.
-fn unmount_orphans() {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let prefix = std::env::temp_dir()
-        .join(MOUNT_DIR_PREFIX)
-        .display()
-        .to_string();
-    for point in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-        let Some(rest) = point.strip_prefix(&prefix) else {
-            continue;
-        };
-        let pid = rest.split('-').next().unwrap_or_default();
-        let gone = pid
-            .parse::<u32>()
-            .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-        if gone {
-            let _ = Command::new("umount").arg("-l").arg(point).output();
-        }
-    }
 }

@@ -9,6 +9,7 @@ pub mod deliveries;
 pub mod lazyfs;
 pub mod netns;
 pub mod overrun;
+pub mod tmpfs;
 pub mod transactions;
 
 use std::io::{Read, Write};
@@ -283,6 +284,22 @@ impl Broker {
         child.kill().unwrap();
         child.wait().unwrap();
         overrun::broker_stopped(child.id());
+        None
+    }
+
+    /// Waits (at most `limit`) for the broker to exit on its own; its exit status, or `None` if
+    /// it still runs then (or was not running).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().unwrap() {
+                overrun::broker_stopped(child.id());
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         None
     }
 

@@ -234,6 +234,11 @@ pub const CLUSTER_BROKERS_MAX: usize = 4_096;
 /// most this long after a session expires, unfencing this long after a heartbeat.
 pub const BROKER_LIVENESS_CHECK_INTERVAL_MS: u64 = 200;
 
+/// How often each shard of a broker in a cluster looks for a partition whose log failed a write
+/// (`liveness::stop_on_storage_failure`): the broker stops at most this long after its disk
+/// fills or fails.
+pub const STORAGE_FAILURE_CHECK_INTERVAL_MS: u64 = 200;
+
 /// How long a stopping broker waits for the quorum to fence it (so that clients learn at once
 /// that it leads nothing) before it stops anyway: the quorum may have lost its majority.
 pub const CONTROLLED_SHUTDOWN_TIMEOUT_MS: u64 = 5_000;

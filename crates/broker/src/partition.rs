@@ -323,6 +323,12 @@ impl<S: Storage> Partition<S> {
         self.log.damaged()
     }
 
+    /// Whether the log failed a write or a truncation: it refuses every append until a restart
+    /// recovers it.
+    pub fn log_failed(&self) -> bool {
+        self.log.is_failed()
+    }
+
     pub fn log_config(&self) -> &LogConfig {
         self.log.config()
     }
@@ -1788,6 +1794,12 @@ mod tests {
             Some(LeaderEpoch(2)),
             "as follower, or older: none"
         );
+        assert_eq!(
+            p.append(&plain(1), 0).unwrap_err().code,
+            ErrorCode::NotLeaderOrFollower,
+            "a leader at an epoch older than the log's (a stale image) writes nothing"
+        );
+        p.set_leadership(true, LeaderEpoch(2));
         p.append(&plain(1), 0).unwrap();
         assert_eq!(
             p.end_offset_for_epoch(LeaderEpoch(2)),

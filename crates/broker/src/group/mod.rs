@@ -291,7 +291,14 @@ impl GroupCoordinator {
     /// Follows the leadership of the offsets partitions this shard owns, after each image:
     /// drops the groups of partitions this broker no longer leads, and replays those it leads in
     /// a new term (at start, when the topic is created, after a failover).
+    ///
+    /// Not before the image has caught up with this run of the broker (see the transaction
+    /// coordinator's `follow_leadership`): a stale term would serve and expire groups from a
+    /// stale log.
     pub async fn follow_leadership(&self, shard: &Rc<Shard>) {
+        if !shard.knows_this_run() {
+            return;
+        }
         let _one_pass = self.following.acquire_permit(1).await;
         let Some(count) = shard.image().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
             return;

@@ -55,8 +55,9 @@ pub async fn run(shard: Rc<Shard>, leader: BrokerId) {
     let me = BrokerId(shard.config.node_id);
     let config = shard.config.replica.clone();
     let peer = Peers::for_replication(&shard.config.inter_broker_listener_name, me.0);
-    // Partitions refused at a leader epoch: skipped until the image moves them on, or for
-    // `replica.fetch.backoff.ms` (the leader's own image may merely be behind this one's).
+    // Partitions refused at a leader epoch, or whose answer failed to apply: skipped until the
+    // image moves them on, or for `replica.fetch.backoff.ms` (the leader's own image may merely
+    // be behind this one's; a disk may have room again).
     let mut stalled: HashMap<TopicPartition, (LeaderEpoch, Instant)> = HashMap::new();
     tracing::info!("shard {} follows broker {}", shard.id.0, leader.0);
     while !shard.is_stopping() {
@@ -176,7 +177,10 @@ async fn apply(
                     failed += 1;
                 }
                 Taken::Failed(why) => {
+                    // Backed off alone: the other partitions of the fetch go on, and a failure
+                    // that repeats (a full disk) is not retried, and logged, in a busy loop.
                     tracing::warn!("{}: replica fetch failed: {why}", f.tp);
+                    stalled.insert(f.tp.clone(), (f.leader_epoch, retry_at));
                     failed += 1;
                 }
             }

@@ -302,6 +302,13 @@ async fn shard_main(
     glommio::spawn_local(shard.clone().cleaner_loop()).detach();
     glommio::spawn_local(shard.clone().scrub_loop()).detach();
     glommio::spawn_local(shard.clone().isr_expiration_loop()).detach();
+    if !config.quorum_voters.is_empty() {
+        glommio::spawn_local(liveness::stop_on_storage_failure(
+            shard.clone(),
+            stop.clone(),
+        ))
+        .detach();
+    }
     glommio::spawn_local(TxnCoordinator::timer_loop(shard.clone())).detach();
     glommio::spawn_local(GroupCoordinator::timer_loop(
         shard.clone(),

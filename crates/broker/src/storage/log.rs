@@ -823,6 +823,17 @@ impl<S: Storage> Log<S> {
         now_ms: i64,
     ) -> Result<Appended, ErrorCode> {
         self.check_appendable()?;
+        if let Some(latest) = self.latest_epoch().filter(|latest| leader_epoch < latest.0) {
+            // Only a leader acting on a stale image gets here: its batch would put an older epoch
+            // after a newer one, which no follower's divergence check could then find.
+            tracing::warn!(
+                "log {}: refusing an append at leader epoch {leader_epoch}, below the log's \
+                 latest epoch {}",
+                self.dir.display(),
+                latest.0
+            );
+            return Err(ErrorCode::NotLeaderOrFollower);
+        }
         let size = batch.len() as u64;
         debug_assert_eq!(size as usize, header.total_bytes());
         self.maybe_roll(size, self.end, header.last_offset_delta, now_ms);

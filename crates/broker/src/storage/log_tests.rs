@@ -1599,6 +1599,29 @@ fn append_at_epoch(log: &mut Log<MemStorage>, epoch: i32) -> Offset {
         .base_offset
 }
 
+/// A leader acting on a stale image (a restarted broker replaying the quorum's log) may believe
+/// it leads at an epoch the log has moved past: its batch would put an older epoch after a newer
+/// one, where no follower's divergence check could find it, so it is refused.
+#[test]
+fn an_append_below_the_latest_epoch_is_refused() {
+    let storage = MemStorage::default();
+    let (mut log, _) = open(&storage, false);
+    append_at_epoch(&mut log, 18);
+    let end = log.end();
+    let bytes = batch(&[b"v"], 0, None);
+    let header = batch::check_batch(&bytes).unwrap();
+    assert_eq!(
+        log.append(Bytes::from(bytes), &header, 15, 0).err(),
+        Some(ErrorCode::NotLeaderOrFollower)
+    );
+    assert_eq!(log.end(), end, "nothing appended");
+    assert_eq!(
+        append_at_epoch(&mut log, 18),
+        end,
+        "the current epoch appends"
+    );
+}
+
 fn epoch_pairs(log: &Log<MemStorage>) -> Vec<(i32, i64)> {
     log.epoch_entries()
         .iter()

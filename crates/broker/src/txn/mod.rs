@@ -161,7 +161,16 @@ impl TxnCoordinator {
     /// each image: drops the transactions of partitions this broker no longer leads, replays
     /// those it leads in a new term, and finishes the transactions they left prepared (Kafka's
     /// loadTransactionsForTxnTopicPartition / removeTransactionsForTxnTopicPartition).
+    ///
+    /// Not before the image has caught up with this run of the broker: a restarted broker
+    /// replays the quorum's log from its start, through images in which it led partitions
+    /// long since led elsewhere, and a coordinator taking such a stale term would finish
+    /// transactions its stale log left prepared, writing markers into other coordinators'
+    /// transactions.
     pub async fn follow_leadership(&self, shard: &Rc<Shard>) {
+        if !shard.knows_this_run() {
+            return;
+        }
         let _one_pass = self.following.acquire_permit(1).await;
         let Some(count) = shard.image().topic(TXN_TOPIC).map(|t| t.partitions) else {
             return;
