@@ -208,6 +208,32 @@ pub async fn wait_until_fenced(shard: &Shard) {
     }
 }
 
+/// In a cluster, a partition whose log failed a write (a full or failing disk) stops the broker,
+/// as Kafka halts once its last log dir has failed: leadership of its partitions moves to
+/// replicas that can still write, instead of staying on a broker that refuses every record until
+/// someone restarts it. The stop is the usual controlled shutdown, but not a clean one (the next
+/// start recovers the logs) and the exit status is non-zero, for the supervisor. A broker alone
+/// keeps running and serving reads instead: no replica could take its partitions over.
+pub async fn stop_on_storage_failure(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
+    let interval = Duration::from_millis(limits::STORAGE_FAILURE_CHECK_INTERVAL_MS);
+    while !shard.is_stopping() && !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(interval).await;
+        let failed = shard
+            .partitions
+            .borrow()
+            .values()
+            .find(|p| p.borrow().log_failed())
+            .map(|p| p.borrow().tp.clone());
+        if let Some(tp) = failed {
+            tracing::error!(
+                "{tp}: its log failed a write; stopping the broker so that its partitions move \
+                 to replicas that can write (the next start recovers the logs)"
+            );
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,31 +460,5 @@ mod tests {
         assert_eq!((now.leader, now.isr), (BrokerId(2), ids(&[2])));
         assert_eq!(now.leader_epoch, LeaderEpoch(3));
         assert!(decide(&image, &live(&[2])).is_empty(), "settled");
-    }
-}
-
-/// In a cluster, a partition whose log failed a write (a full or failing disk) stops the broker,
-/// as Kafka halts once its last log dir has failed: leadership of its partitions moves to
-/// replicas that can still write, instead of staying on a broker that refuses every record until
-/// someone restarts it. The stop is the usual controlled shutdown, but not a clean one (the next
-/// start recovers the logs) and the exit status is non-zero, for the supervisor. A broker alone
-/// keeps running and serving reads instead: no replica could take its partitions over.
-pub async fn stop_on_storage_failure(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
-    let interval = Duration::from_millis(limits::STORAGE_FAILURE_CHECK_INTERVAL_MS);
-    while !shard.is_stopping() && !stop.load(Ordering::Relaxed) {
-        glommio::timer::sleep(interval).await;
-        let failed = shard
-            .partitions
-            .borrow()
-            .values()
-            .find(|p| p.borrow().log_failed())
-            .map(|p| p.borrow().tp.clone());
-        if let Some(tp) = failed {
-            tracing::error!(
-                "{tp}: its log failed a write; stopping the broker so that its partitions move \
-                 to replicas that can write (the next start recovers the logs)"
-            );
-            stop.store(true, Ordering::Relaxed);
-        }
     }
 }
