@@ -31,7 +31,7 @@ use crate::error::{ErrorCode, ProduceError};
 use crate::metadata::records::LeaderEpoch;
 use crate::metrics::PartitionStats;
 use crate::producer_state::{ProducerStateTable, SequenceCheck};
-use crate::storage::batch::{self, BatchHeader, ControlType};
+use crate::storage::batch::{self, BatchHeader, ControlRecord, ControlType};
 use crate::storage::log::cleaner::CleanedLog;
 use crate::storage::log::{Log, ReadCursor, RecoveryReport, SegmentScrub};
 use crate::storage::record_check::RecordRules;
@@ -124,15 +124,17 @@ pub struct AdmissionTicket {
 fn replay_batch(
     producers: &mut ProducerStateTable,
     header: &BatchHeader,
-    control: Option<ControlType>,
+    control: Option<ControlRecord>,
 ) -> Option<AbortedTxn> {
     if !header.is_control() {
         producers.record(header);
         return None;
     }
     let id = ProducerId(header.producer_id);
-    let first = producers.end_transaction(id, ProducerEpoch(header.producer_epoch))?;
-    (control == Some(ControlType::Abort)).then(|| AbortedTxn {
+    let coordinator_epoch = control.map_or(-1, |c| c.coordinator_epoch);
+    let first =
+        producers.end_transaction(id, ProducerEpoch(header.producer_epoch), coordinator_epoch)?;
+    (control.map(|c| c.kind) == Some(ControlType::Abort)).then(|| AbortedTxn {
         producer_id: id,
         first_offset: first,
         last_offset: header.base_offset,
@@ -195,7 +197,7 @@ impl<S: Storage> Partition<S> {
             config,
             trusted_below,
             now_ms,
-            &mut |h: &BatchHeader, control: Option<ControlType>| {
+            &mut |h: &BatchHeader, control: Option<ControlRecord>| {
                 replay_batch(&mut producers, h, control)
             },
         )
@@ -477,7 +479,7 @@ impl<S: Storage> Partition<S> {
             );
             let snapshot = rolls.then(|| self.producers.encode());
             let control = if header.is_control() {
-                batch::control_type(&bytes)
+                batch::control_record(&bytes)
             } else {
                 None
             };
@@ -586,7 +588,8 @@ impl<S: Storage> Partition<S> {
 
     /// Writes a COMMIT or ABORT marker ending `producer`'s transaction here (whether or not it
     /// wrote anything), and records an aborted range in the txn index. A marker from an older
-    /// epoch than the producer's is refused.
+    /// epoch than the producer's is refused, and one from a coordinator older than the one that
+    /// wrote the producer's last marker here.
     pub fn write_marker(
         &mut self,
         producer: ProducerId,
@@ -605,12 +608,17 @@ impl<S: Storage> Partition<S> {
         {
             return Err(ErrorCode::InvalidProducerEpoch);
         }
+        self.producers
+            .check_coordinator(producer, coordinator_epoch)?;
         let bytes =
             batch::build_control_batch(producer.0, epoch.0, control, coordinator_epoch, now_ms);
         let header = BatchHeader::parse(&bytes).expect("a built batch has a header");
         let outcome = self.append_batch(Bytes::from(bytes), &header, now_ms)?;
         self.txn_admitted.remove(&producer);
-        if let Some(first) = self.producers.end_transaction(producer, epoch) {
+        if let Some(first) = self
+            .producers
+            .end_transaction(producer, epoch, coordinator_epoch)
+        {
             if control == ControlType::Abort {
                 let marker = outcome.base_offset;
                 let stable = self
@@ -820,7 +828,7 @@ pub async fn truncate_to<S: Storage>(
         .unwrap_or_default();
     let replay = this.borrow().log.replay_from(from);
     replay
-        .run(&mut |h: &BatchHeader, control: Option<ControlType>| {
+        .run(&mut |h: &BatchHeader, control: Option<ControlRecord>| {
             replay_batch(&mut producers, h, control)
         })
         .await?;
@@ -1290,7 +1298,7 @@ mod tests {
             "held at the open transaction"
         );
         p.append(&transactional(1, 7), 0).unwrap();
-        let abort = p.write_marker(p7, epoch, ControlType::Abort, 0, 0).unwrap();
+        let abort = p.write_marker(p7, epoch, ControlType::Abort, 2, 0).unwrap();
         assert_eq!(abort.base_offset, Offset(3));
         p.admit_transaction(p8, epoch);
         p.append(&transactional(0, 8), 0).unwrap();
@@ -1327,11 +1335,16 @@ mod tests {
         drop(p);
 
         storage.crash(|_, _| 0);
-        let p = open(false);
+        let mut p = open(false);
         assert_eq!(
             (p.offsets(), p.aborted_between(Offset(0), Offset(100))),
             state,
             "after a crash"
+        );
+        assert_eq!(
+            p.write_marker(p7, epoch, ControlType::Commit, 1, 0),
+            Err(ErrorCode::TransactionCoordinatorFenced),
+            "the coordinator epoch of p7's abort, replayed from the log, fences an older one"
         );
         let p = Rc::new(RefCell::new(p));
         block_on(close(&p, &storage)).unwrap();
@@ -1344,6 +1357,11 @@ mod tests {
             (p.offsets(), p.aborted_between(Offset(0), Offset(100))),
             state,
             "after a clean stop and a power loss"
+        );
+        assert_eq!(
+            p.write_marker(p7, epoch, ControlType::Commit, 1, 0),
+            Err(ErrorCode::TransactionCoordinatorFenced),
+            "and from the producer snapshot"
         );
         p.write_marker(p9, epoch, ControlType::Commit, 0, 0)
             .unwrap();

@@ -1,7 +1,9 @@
 //! Idempotent-producer state of one partition: per producer id, its epoch and the last
 //! `PRODUCER_BATCHES_REMEMBERED` batches, so a retried batch gets its original offsets back and a
-//! gap or an old epoch is refused. Lives with the partition on its shard; rebuilt from the log's
-//! batch headers after an unclean stop, or loaded from a snapshot after a clean one.
+//! gap or an old epoch is refused; and the epoch of the transaction coordinator that wrote its
+//! last marker here, so a marker from a coordinator since replaced is refused (Kafka's
+//! TRANSACTION_COORDINATOR_FENCED). Lives with the partition on its shard; rebuilt from the log's
+//! batches after an unclean stop, or loaded from a snapshot after a clean one.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -26,6 +28,8 @@ struct ProducerEntry {
     batches: VecDeque<BatchMetadata>,
     /// The first offset of the producer's open transaction on this partition.
     txn_first_offset: Option<Offset>,
+    /// The epoch of the coordinator that wrote the producer's last marker here (-1: none yet).
+    coordinator_epoch: i32,
 }
 
 /// What a produce check decided.
@@ -46,7 +50,8 @@ pub struct ProducerStateTable {
 }
 
 /// Snapshot format version (a leading i16; older snapshots fail to parse and the log is scanned).
-const SNAPSHOT_VERSION: i16 = 2;
+/// Version 3 added each producer's coordinator epoch.
+const SNAPSHOT_VERSION: i16 = 3;
 
 fn next_sequence(last: i32) -> i32 {
     if last == i32::MAX {
@@ -124,6 +129,7 @@ impl ProducerStateTable {
             epoch,
             batches: VecDeque::new(),
             txn_first_offset: None,
+            coordinator_epoch: -1,
         });
         if epoch > entry.epoch {
             entry.epoch = epoch;
@@ -132,10 +138,33 @@ impl ProducerStateTable {
         entry
     }
 
-    /// A COMMIT or ABORT marker from `id` at `epoch` was written: its transaction here ends.
-    /// Returns the transaction's first offset, if it had written anything here.
-    pub fn end_transaction(&mut self, id: ProducerId, epoch: ProducerEpoch) -> Option<Offset> {
+    /// Refuses a marker for `id` from a coordinator older than the one that wrote its last
+    /// marker here: that coordinator has been replaced, and its marker could end a transaction
+    /// the new one runs (Kafka's check in `ProducerAppendInfo.appendEndTxnMarker`).
+    pub fn check_coordinator(
+        &self,
+        id: ProducerId,
+        coordinator_epoch: i32,
+    ) -> Result<(), ErrorCode> {
+        match self.producers.get(&id) {
+            Some(entry) if entry.coordinator_epoch > coordinator_epoch => {
+                Err(ErrorCode::TransactionCoordinatorFenced)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A COMMIT or ABORT marker from `id` at `epoch`, written by the coordinator at
+    /// `coordinator_epoch`, is in the log: its transaction here ends. Returns the transaction's
+    /// first offset, if it had written anything here.
+    pub fn end_transaction(
+        &mut self,
+        id: ProducerId,
+        epoch: ProducerEpoch,
+        coordinator_epoch: i32,
+    ) -> Option<Offset> {
         let entry = self.entry(id, epoch);
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
         let first = entry.txn_first_offset.take()?;
         self.open_transactions.remove(&(first, id));
         Some(first)
@@ -169,6 +198,7 @@ impl ProducerStateTable {
         for (id, entry) in &self.producers {
             out.extend_from_slice(&id.0.to_be_bytes());
             out.extend_from_slice(&entry.epoch.0.to_be_bytes());
+            out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
             let first = entry.txn_first_offset.map(|o| o.0).unwrap_or(-1);
             out.extend_from_slice(&first.to_be_bytes());
             out.push(entry.batches.len() as u8);
@@ -201,6 +231,7 @@ impl ProducerStateTable {
         for _ in 0..count.min(body.len()) {
             let id = ProducerId(r.i64()?);
             let epoch = ProducerEpoch(r.i16()?);
+            let coordinator_epoch = r.i32()?;
             let first = r.i64()?;
             let txn_first_offset = (first >= 0).then_some(Offset(first));
             let n = r.u8()? as usize;
@@ -226,6 +257,7 @@ impl ProducerStateTable {
                     epoch,
                     batches,
                     txn_first_offset,
+                    coordinator_epoch,
                 },
             );
         }
@@ -322,9 +354,29 @@ mod tests {
     }
 
     #[test]
+    fn a_marker_from_a_replaced_coordinator_is_fenced() {
+        let mut t = ProducerStateTable::default();
+        let id = ProducerId(7);
+        assert_eq!(t.check_coordinator(id, 0), Ok(()), "no marker yet");
+        t.end_transaction(id, ProducerEpoch(0), 5);
+        assert_eq!(t.check_coordinator(id, 5), Ok(()), "the same coordinator");
+        assert_eq!(t.check_coordinator(id, 6), Ok(()), "a newer coordinator");
+        assert_eq!(
+            t.check_coordinator(id, 4),
+            Err(ErrorCode::TransactionCoordinatorFenced)
+        );
+        assert_eq!(
+            t.check_coordinator(ProducerId(8), 0),
+            Ok(()),
+            "per producer"
+        );
+    }
+
+    #[test]
     fn snapshot_round_trips_and_detects_corruption() {
         let mut t = ProducerStateTable::default();
         t.record(&header(5, 2, 0, 4, 10));
+        t.end_transaction(ProducerId(5), ProducerEpoch(2), 9);
         let bytes = t.encode();
         assert_eq!(ProducerStateTable::decode(&bytes), Some(t));
         let mut bad = bytes.clone();

@@ -402,8 +402,22 @@ pub fn whole_batches_below(records: &Bytes, limit: Offset) -> (Bytes, Offset) {
     (records.slice(..at), end)
 }
 
+/// A transaction marker as a control batch stores it: COMMIT or ABORT, and the epoch of the
+/// coordinator that wrote it (its `__transaction_state` partition's leader epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlRecord {
+    pub kind: ControlType,
+    pub coordinator_epoch: i32,
+}
+
 /// The marker a control batch carries (`None` when it is not a readable control batch).
 pub fn control_type(batch: &[u8]) -> Option<ControlType> {
+    control_record(batch).map(|c| c.kind)
+}
+
+/// The marker and coordinator epoch a control batch carries (`None` when it is not a readable
+/// control batch; a value too short for the epoch reads as epoch -1, unknown).
+pub fn control_record(batch: &[u8]) -> Option<ControlRecord> {
     let header = BatchHeader::parse(batch)?;
     if !header.is_control() || header.codec() != 0 {
         return None;
@@ -418,11 +432,23 @@ pub fn control_type(batch: &[u8]) -> Option<ControlType> {
         return None;
     }
     let key = batch.get(at..at + 4)?;
-    match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Some(ControlType::Abort),
-        1 => Some(ControlType::Commit),
-        _ => None,
-    }
+    let kind = match i16::from_be_bytes([key[2], key[3]]) {
+        0 => ControlType::Abort,
+        1 => ControlType::Commit,
+        _ => return None,
+    };
+    at += key_len as usize;
+    let value_len = read_varlong(batch, &mut at).unwrap_or(-1);
+    let coordinator_epoch = match batch.get(at..at + 6) {
+        Some(value) if value_len >= 6 => {
+            i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+        }
+        _ => -1,
+    };
+    Some(ControlRecord {
+        kind,
+        coordinator_epoch,
+    })
 }
 
 fn assemble(
@@ -706,11 +732,18 @@ mod control_tests {
     #[test]
     fn control_batches_carry_their_marker_and_pass_validation_checks() {
         for control in [ControlType::Abort, ControlType::Commit] {
-            let batch = build_control_batch(7, 3, control, 0, 1000);
+            let batch = build_control_batch(7, 3, control, 12, 1000);
             let header = check_batch(&batch).expect("valid");
             assert!(header.is_control() && header.is_transactional());
             assert_eq!((header.producer_id, header.producer_epoch), (7, 3));
             assert_eq!(control_type(&batch), Some(control));
+            assert_eq!(
+                control_record(&batch),
+                Some(ControlRecord {
+                    kind: control,
+                    coordinator_epoch: 12
+                })
+            );
             assert_eq!(
                 validate_produce(&batch, 1 << 20, &rules(&TP))
                     .unwrap_err()

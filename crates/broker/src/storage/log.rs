@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::batch::{self, BatchHeader, ControlType, HEADER_BYTES};
+use super::batch::{self, BatchHeader, ControlRecord, HEADER_BYTES};
 use super::epoch_cache::LeaderEpochCache;
 use super::index::{OffsetIndex, TimeIndex};
 use super::payload::{FileRange, Payload};
@@ -146,7 +146,7 @@ pub struct RecoveryReport {
 
 /// Called for every batch recovery scans (with the marker, for control batches); returns the
 /// aborted transaction an ABORT marker ends, for the segment's txn index.
-pub type OnBatch<'a> = dyn FnMut(&BatchHeader, Option<ControlType>) -> Option<AbortedTxn> + 'a;
+pub type OnBatch<'a> = dyn FnMut(&BatchHeader, Option<ControlRecord>) -> Option<AbortedTxn> + 'a;
 
 /// A partition's log.
 pub struct Log<S: Storage> {
@@ -550,7 +550,7 @@ impl<S: Storage> IndexLoad<S> {
         let lazy = &self.lazy;
         let mut seg = Segment::<S::File>::new(lazy.base_offset, SegmentFile::Unwritten, 0);
         let mut report = RecoveryReport::default();
-        let mut no_feed = |_: &BatchHeader, _: Option<ControlType>| None;
+        let mut no_feed = |_: &BatchHeader, _: Option<ControlRecord>| None;
         // A check may have trimmed a segment cut short since recovery took its size.
         let (rules, size) = (lazy.rules, lazy.log_size.min(file.size().await?));
         scan_batches(
@@ -631,7 +631,7 @@ impl<S: Storage> Log<S> {
                 trusted_below,
                 next_base.is_none(),
                 &mut report,
-                &mut |h: &BatchHeader, control: Option<ControlType>| {
+                &mut |h: &BatchHeader, control: Option<ControlRecord>| {
                     epochs.note_batch(LeaderEpoch(h.partition_leader_epoch), h.base_offset);
                     on_batch(h, control)
                 },
@@ -1621,7 +1621,7 @@ impl<S: Storage> Replay<S> {
             let file = file.get().await?;
             let mut scratch = Segment::<S::File>::new(base, SegmentFile::Unwritten, 0);
             let mut report = RecoveryReport::default();
-            let mut feed = |h: &BatchHeader, control: Option<ControlType>| {
+            let mut feed = |h: &BatchHeader, control: Option<ControlRecord>| {
                 if h.base_offset >= from {
                     on_batch(h, control);
                 }
@@ -2002,7 +2002,7 @@ async fn load_segment<S: Storage>(
     } else {
         report.rebuilt_indexes += 1;
     }
-    let mut feed = |h: &BatchHeader, control: Option<ControlType>| {
+    let mut feed = |h: &BatchHeader, control: Option<ControlRecord>| {
         if trusted {
             // Its producer state came from a snapshot and its aborted list from its file.
             None
@@ -2195,7 +2195,7 @@ async fn scan_batches<F: StorageFile, G: StorageFile>(
         seg.note_batch(&header, position, rules.index_interval_bytes);
         let control = if header.is_control() {
             let whole = slice_of(file, &mut chunk, &mut chunk_start, position, total).await?;
-            batch::control_type(&whole)
+            batch::control_record(&whole)
         } else {
             None
         };
