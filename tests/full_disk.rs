@@ -299,6 +299,7 @@ fn in_a_cluster_a_full_disk_stops_the_broker_and_its_partitions_fail_over() {
     let host = Hosting {
         network: None,
         disks: Some(&paths),
+        proxied: false,
     };
     let mut cluster = Cluster::formed_hosted(&host, 0, &[REPLICA_LAG]);
     let topic = "replicated";

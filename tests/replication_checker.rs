@@ -15,7 +15,9 @@
 //! namespace of its own, `common::netns`), one direction of a broker's packets dropped
 //! (nftables) past the session, a leader's disk filling up (each broker's data on a small tmpfs,
 //! `common::tmpfs`: the broker must stop, as Kafka's do when their last log dir fails; it is
-//! restarted once the space is back), with `SLUICE_CHECKER_POWER=on` a power loss of a leader
+//! restarted once the space is back), a leader's client link slowed down (each broker advertises
+//! a delaying TCP proxy, `common::proxy`, which clients and the other brokers' fetches go
+//! through), with `SLUICE_CHECKER_POWER=on` a power loss of a leader
 //! (kill -9, and its disk, a LazyFS mount per broker (`common::lazyfs`), in place of the tmpfs,
 //! drops every write it had not synced), and now and then kill -9 or a power loss of all three
 //! at once. At most one
@@ -356,10 +358,14 @@ enum Fault {
     /// stops, as Kafka's brokers stop when their last log dir fails; the space comes back after
     /// a while and it is restarted.
     FullDisk,
+    /// Everything to and from a partition leader's client listener (clients, and the other
+    /// brokers' fetches and markers) is held back by up to 1.5 s for a few seconds, by the
+    /// `DelayProxy` it advertises.
+    SlowLink,
 }
 
 impl Fault {
-    const WEIGHTS: [(Fault, u64); 11] = [
+    const WEIGHTS: [(Fault, u64); 12] = [
         (Fault::LeaderKill, 3),
         (Fault::FollowerKill, 2),
         (Fault::ControllerKill, 2),
@@ -371,15 +377,14 @@ impl Fault {
         (Fault::PowerLoss, 2),
         (Fault::AllPowerLoss, 1),
         (Fault::FullDisk, 2),
+        (Fault::SlowLink, 2),
     ];
 
-    /// A fault drawn by weight; with `partitions` false, never one that needs the brokers'
-    /// network namespaces, and only those `disks` allow.
-    fn draw(rng: &mut Rng, partitions: bool, disks: &Disks) -> Fault {
+    /// A fault drawn by weight among those `possible` says the run can inject.
+    fn draw(rng: &mut Rng, possible: impl Fn(Fault) -> bool) -> Fault {
         let possible: Vec<(Fault, u64)> = Fault::WEIGHTS
             .into_iter()
-            .filter(|(fault, _)| partitions || !fault.cuts_the_network())
-            .filter(|(fault, _)| disks.allow(*fault))
+            .filter(|(fault, _)| possible(*fault))
             .collect();
         let total: u64 = possible.iter().map(|(_, w)| w).sum();
         let mut at = rng.below(total);
@@ -417,6 +422,7 @@ impl Fault {
             Fault::PowerLoss => "power-loss",
             Fault::AllPowerLoss => "all-power-loss",
             Fault::FullDisk => "full-disk",
+            Fault::SlowLink => "slow-link",
         }
     }
 }
@@ -921,6 +927,7 @@ impl Checker {
         let host = Hosting {
             network: network.as_ref(),
             disks: paths.as_deref(),
+            proxied: matches!(scenario, Scenario::RandomFaults { .. }),
         };
         let cluster = Cluster::formed_hosted(&host, 0, &extra);
         let mut checker = Checker {
@@ -1119,7 +1126,16 @@ impl Checker {
     fn random_faults(&mut self, length: Duration) {
         let until = Instant::now() + length;
         while Instant::now() < until {
-            let fault = Fault::draw(&mut self.rng, self.network.is_some(), &self.disks);
+            let (partitions, proxied, disks) = (
+                self.network.is_some(),
+                !self.cluster.proxies.is_empty(),
+                &self.disks,
+            );
+            let fault = Fault::draw(&mut self.rng, |fault| {
+                (partitions || !fault.cuts_the_network())
+                    && (proxied || fault != Fault::SlowLink)
+                    && disks.allow(fault)
+            });
             *self.faults.entry(fault.name()).or_default() += 1;
             self.inject(fault);
             self.look_for_crashes();
@@ -1217,6 +1233,24 @@ impl Checker {
             Fault::FullDisk => {
                 let (partition, target) = self.leader_of_some_partition();
                 self.fill_disk(fault, target, partition);
+            }
+            Fault::SlowLink => {
+                let (partition, target) = self.leader_of_some_partition();
+                let delay = self.rng.millis(100, 1500);
+                let length = self.rng.millis(3000, 10000);
+                self.schedule.note(format!(
+                    "{}: broker {target}'s client link (it leads partition {partition}) delays \
+                     everything by {} ms for {:.1} s",
+                    fault.name(),
+                    delay.as_millis(),
+                    length.as_secs_f64()
+                ));
+                let proxy = &self.cluster.proxies[index_of(target)];
+                proxy.set_delay(delay);
+                std::thread::sleep(length);
+                proxy.set_delay(Duration::ZERO);
+                self.schedule
+                    .note(format!("broker {target}'s client link is fast again"));
             }
             Fault::AllKill => {
                 self.schedule

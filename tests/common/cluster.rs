@@ -14,6 +14,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::netns::Network;
+use super::proxy::DelayProxy;
 use super::{connect, free_port, fresh_dir, high_watermark, try_call, Broker, Place};
 
 /// How long the quorum may take to elect a leader, name the cluster, register the brokers or
@@ -32,14 +33,18 @@ pub const LOG_LINES: usize = 300;
 
 pub struct Cluster {
     pub brokers: Vec<Broker>,
+    /// With `Hosting::proxied`, each broker's `DelayProxy`: the address it advertises.
+    pub proxies: Vec<DelayProxy>,
 }
 
 /// Where a cluster's three brokers run, beyond the loopback and fresh directories of
-/// `start_with`: each in a namespace of `network`, each keeping its data on `disks[i]`.
+/// `start_with`: each in a namespace of `network`, each keeping its data on `disks[i]`, and
+/// with `proxied` each reached by clients and the other brokers only through a `DelayProxy`.
 #[derive(Default)]
 pub struct Hosting<'a> {
     pub network: Option<&'a Network>,
     pub disks: Option<&'a [PathBuf]>,
+    pub proxied: bool,
 }
 
 impl Cluster {
@@ -62,18 +67,35 @@ impl Cluster {
                 None => ("127.0.0.1".to_string(), None),
             })
             .collect();
-        Cluster::start_at(places, host.disks, extra)
+        // The proxies listen where every broker can reach them: the test's own end of the
+        // namespaces' bridge, or the loopback.
+        let proxy_host = host.proxied.then(|| {
+            host.network
+                .map_or("127.0.0.1".to_string(), Network::gateway)
+        });
+        Cluster::start_at(places, host.disks, proxy_host.as_deref(), extra)
     }
 
     /// Three brokers, the `i`th at `places[i]`: (address, namespace); its data on `disks[i]`
     /// if given (its log then beside, not on, that disk), else in a fresh directory.
+    /// With `proxy_host`, each broker advertises a `DelayProxy` there in front of its client
+    /// listener.
     fn start_at(
         places: Vec<(String, Option<String>)>,
         disks: Option<&[PathBuf]>,
+        proxy_host: Option<&str>,
         extra: &[&str],
     ) -> Cluster {
         let ports = quorum_ports(3);
         let hosts: Vec<&str> = places.iter().map(|(host, _)| host.as_str()).collect();
+        let proxies: Vec<DelayProxy> = proxy_host.map_or(Vec::new(), |proxy_host| {
+            (0..ports.len())
+                .map(|i| {
+                    let target = format!("{}:{}", hosts[i], ports[i].0);
+                    DelayProxy::start(proxy_host, target.parse().unwrap())
+                })
+                .collect()
+        });
         let brokers = (0..ports.len())
             .map(|i| {
                 let dir = fresh_dir(&format!("cluster-{}", i + 1));
@@ -85,6 +107,12 @@ impl Cluster {
                     "broker.heartbeat.interval.ms=500".to_string(),
                     "broker.session.timeout.ms=6000".to_string(),
                 ]);
+                if let Some(proxy) = proxies.get(i) {
+                    settings.push(format!(
+                        "advertised.listeners=PLAINTEXT://{}",
+                        proxy.address()
+                    ));
+                }
                 settings.extend(extra.iter().map(|s| s.to_string()));
                 let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
                 let place = Place {
@@ -102,7 +130,7 @@ impl Cluster {
                 )
             })
             .collect();
-        Cluster { brokers }
+        Cluster { brokers, proxies }
     }
 
     /// Three brokers, registered, every one live (unfenced) in the metadata of broker `via`
@@ -196,9 +224,17 @@ impl Cluster {
         all
     }
 
-    /// Every broker's address, so that a client outlives any one of them.
+    /// Every broker's address (its proxy's, where it has one), so that a client outlives any
+    /// one of them.
     pub fn bootstrap(&self) -> String {
-        let addresses: Vec<String> = self.brokers.iter().map(Broker::bootstrap).collect();
+        let addresses: Vec<String> = if self.proxies.is_empty() {
+            self.brokers.iter().map(Broker::bootstrap).collect()
+        } else {
+            self.proxies
+                .iter()
+                .map(|p| p.address().to_string())
+                .collect()
+        };
         addresses.join(",")
     }
 

@@ -9,6 +9,7 @@ pub mod deliveries;
 pub mod lazyfs;
 pub mod netns;
 pub mod overrun;
+pub mod proxy;
 pub mod tmpfs;
 pub mod transactions;
 

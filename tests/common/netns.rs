@@ -61,6 +61,11 @@ impl Network {
         format!("{}.{}", self.subnet(), member + 1)
     }
 
+    /// The test's own address on the bridge: what listens here is reachable from every member.
+    pub fn gateway(&self) -> String {
+        format!("{}.254", self.subnet())
+    }
+
     /// The namespace member `member` runs in (`ip netns exec` it).
     pub fn namespace(&self, member: usize) -> String {
         format!("sluice{}-{member}", self.id)
