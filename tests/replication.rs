@@ -15,7 +15,10 @@
 //! - a follower away while its leader deleted records starts over at the leader's log start,
 //!   and one in sync follows it there;
 //! - OffsetForLeaderEpoch, answered by the leader only, places an old epoch's end where the new
-//!   leader's epoch began.
+//!   leader's epoch began;
+//! - a leader paused (SIGSTOP) past its session is replaced, and an acks=all Produce it reads
+//!   once it runs again, still believing it leads, is never acknowledged: its followers now
+//!   fetch from the new leader, so the zombie's high watermark cannot pass the record.
 //!
 //! `replica.lag.time.max.ms=4000` (Kafka's default is 30 s) lets a stuck follower leave the ISR
 //! within seconds; the brokers' session timeout (6 s, see `Cluster::start_with`) fences a dead one.
@@ -40,6 +43,8 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -738,6 +743,59 @@ fn produce_until(cluster: &Cluster, at: usize, topic: &str, acks: i16, transient
             return code;
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_paused_leader_never_acknowledges_an_acks_all_write_after_its_replacement() {
+    let topic = "zombie";
+    let (mut cluster, before) = one_replicated_partition(topic, "2");
+    let leader = before.leader;
+    let survivor = index_of(first_follower(&before));
+    let mut stream = connect(&cluster.brokers[index_of(leader)]);
+    assert_eq!(
+        produce_one(&mut stream, topic, -1),
+        Ok(0),
+        "the leader takes a write"
+    );
+    let pid = Pid::from_raw(cluster.brokers[index_of(leader)].pid().unwrap() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    // Sent while it is paused: the kernel queues the request, and the leader reads it only
+    // after SIGCONT, at the epoch it had.
+    let zombie_answer = std::thread::spawn(move || produce_one(&mut stream, topic, -1));
+    let after = cluster.wait_metadata(survivor, topic, "a new leader", |_, seen| {
+        new_leader(&seen[0], leader, before.leader_epoch)
+    });
+    let new_leader_at = index_of(after[0].leader);
+    let transient = [NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS];
+    assert_eq!(
+        produce_until(&cluster, new_leader_at, topic, -1, &transient),
+        0,
+        "the new leader takes writes"
+    );
+    kill(pid, Signal::SIGCONT).unwrap();
+    let code = zombie_answer.join().unwrap();
+    eprintln!("the replaced leader answered the write it read late with {code:?}");
+    assert!(
+        matches!(code, Ok(code) if code != 0),
+        "the replaced leader answered an acks=all write it read after its replacement with \
+         {code:?}, not an error{}",
+        cluster.log_tails(LOG_LINES)
+    );
+    // Back in the ISR, it holds what the new leader holds: its own write is cut.
+    cluster.wait_metadata(survivor, topic, "the old leader back in sync", |_, seen| {
+        fully_in_sync(seen, 1)
+    });
+    let sizes = cluster.wait_same_log_sizes(topic, 1);
+    assert!(sizes.is_ok(), "replica log sizes: {sizes:?}");
+    cluster.stop_all();
+    let (_, first) = partition_log(&cluster.brokers[0], topic, 0);
+    for broker in &cluster.brokers[1..] {
+        assert_eq!(
+            partition_log(broker, topic, 0).1,
+            first,
+            "the replicas hold the same bytes"
+        );
     }
 }
 
