@@ -1725,7 +1725,7 @@ int LazyFS::lfs_truncate (const char* path, off_t truncate_size, struct fuse_fil
         spdlog::info ("[lazyfs.ops]: {}(path={},size={})", __FUNCTION__, path, truncate_size);
     }
 
-    int res;
+    int res = 0;
 
     string owner (path);
     string inode = this_ ()->FSCache->get_original_inode (owner);
@@ -1802,8 +1802,6 @@ int LazyFS::lfs_truncate (const char* path, off_t truncate_size, struct fuse_fil
         int r = lfs_write (path, buf, add_bytes_total, add_bytes_from_offset, fi);
 
         if (r != add_bytes_total) {
-
-            int res;
 
             if (fi != NULL)
                 res = ftruncate (fi->fh, truncate_size);
