@@ -49,9 +49,9 @@
 //!   runs it for hours over several seeds.
 //! - `SLUICE_CHECKER_PARTITIONS=off`: no network faults, for a machine where the test cannot
 //!   make network namespaces (it must run as root, with iproute2 and nftables).
-//! - `SLUICE_CHECKER_POWER=on`: power faults too (off by default: LazyFS itself now and then
-//!   fails an operation under load). Needs root, FUSE 3, and what `scripts/build-lazyfs` needs
-//!   to build LazyFS.
+//! - `SLUICE_CHECKER_POWER=on`: power faults too, each broker on a LazyFS mount in place of its
+//!   tmpfs, so no full-disk faults (off by default: they need the FUSE device, which a container
+//!   may lack). Needs root, FUSE 3, and what `scripts/build-lazyfs` needs to build LazyFS.
 //! - `SLUICE_CHECKER_CONTROL=unclean`: run the control scenario instead (unclean leader election
 //!   with `min.insync.replicas=1`: both followers' fetches are cut by nftables while their
 //!   quorum traffic flows, so acknowledged records are lost); the checker must then fail. It
@@ -166,11 +166,11 @@ fn the_checker_sees_loss_under_unclean_election() {
 
 /// The second control: a topic acknowledged from the page cache (`flush.messages`, as Kafka
 /// acknowledges by default) on all three brokers, which then lose power together. The records
-/// they acknowledged are gone; the checker must say so. Ignored in the suite for the reason the
-/// power faults are off by default (`disks_for_power`); `scripts/replication-checker --power`
-/// runs it.
+/// they acknowledged are gone; the checker must say so. Ignored in the main run because it needs
+/// the FUSE device (`/dev/fuse`), which a container may lack: `scripts/test` runs it where the
+/// device exists, and so does `scripts/replication-checker --power`.
 #[test]
-#[ignore = "LazyFS power losses are opt-in: scripts/replication-checker --power"]
+#[ignore = "needs /dev/fuse: scripts/test runs it where the device exists"]
 fn the_checker_sees_loss_when_unsynced_brokers_lose_power() {
     let outcome = Checker::run(seed_from_env(), Scenario::PowerLossWithoutFsync);
     assert!(
@@ -216,10 +216,8 @@ fn network_for_control() -> Network {
 }
 
 /// Each broker's disk for the random faults. With `SLUICE_CHECKER_POWER=on`, a LazyFS mount,
-/// for the faults that cut the power (root, FUSE, and LazyFS's build dependencies); they are
-/// off by default: under load LazyFS now and then fails an ftruncate of a file just created with
-/// ENOENT, or its daemon exits (ENOTCONN), faults of its own that would fail the run. Otherwise
-/// a small tmpfs, for the full-disk fault, where the test may mount one (root).
+/// for the faults that cut the power (root, `/dev/fuse`, and LazyFS's build dependencies).
+/// Otherwise a small tmpfs, for the full-disk fault, where the test may mount one (root).
 fn disks_for_faults() -> Disks {
     if std::env::var("SLUICE_CHECKER_POWER").is_ok_and(|v| v == "on") {
         return Disks::LazyFs(mount_lazyfs().unwrap_or_else(|why| {
