@@ -590,6 +590,17 @@ struct Reports {
 #[derive(Clone)]
 struct Reporter(Arc<Mutex<Reports>>);
 
+impl Reporter {
+    /// No reports yet; each one is also written to `log`.
+    fn writing_to(log: &Path) -> Reporter {
+        Reporter(Arc::new(Mutex::new(Reports {
+            acked: Vec::new(),
+            failed: Vec::new(),
+            log: BufWriter::new(File::create(log).unwrap()),
+        })))
+    }
+}
+
 impl ClientContext for Reporter {}
 
 impl ProducerContext for Reporter {
@@ -645,11 +656,7 @@ impl Traffic {
         settings: &[(&str, &str)],
         log: &Path,
     ) -> Traffic {
-        let reporter = Reporter(Arc::new(Mutex::new(Reports {
-            acked: Vec::new(),
-            failed: Vec::new(),
-            log: BufWriter::new(File::create(log).unwrap()),
-        })));
+        let reporter = Reporter::writing_to(log);
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", bootstrap)

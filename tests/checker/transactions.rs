@@ -12,11 +12,10 @@
 //! transaction stays open to hold the last stable offset back.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use rdkafka::error::{KafkaError, RDKafkaError};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Reporter, Reports, Rng};
+use super::{Reporter, Rng};
 
 /// The transactional id of the checker's producer.
 const TRANSACTIONAL_ID: &str = "checker-transactions";
@@ -80,11 +79,7 @@ impl Transactions {
         seed: u64,
         log: &Path,
     ) -> Transactions {
-        let reporter = Reporter(Arc::new(Mutex::new(Reports {
-            acked: Vec::new(),
-            failed: Vec::new(),
-            log: BufWriter::new(File::create(log).unwrap()),
-        })));
+        let reporter = Reporter::writing_to(log);
         let stop = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             bootstrap: bootstrap.to_string(),
