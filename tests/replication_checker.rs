@@ -87,6 +87,7 @@ use common::cluster::{
 use common::lazyfs::LazyFs;
 use common::netns::{Direction, Network};
 use common::tmpfs::Tmpfs;
+use common::{produce_one, try_connect};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rdkafka::config::ClientConfig;
@@ -109,6 +110,10 @@ const SMALL_DISK_MIB: usize = 512;
 
 const TOPIC: &str = "checked";
 const PARTITIONS: i32 = 3;
+/// A topic of one partition, three replicas, that the full-disk fault writes to (one record at a
+/// time, acks=1) so that the filled broker meets its full disk even when no other traffic
+/// reaches it (the producers may be waiting out an earlier fault). Never checked.
+const DISK_FILLING_TOPIC: &str = "disk-filling";
 
 /// `broker.session.timeout.ms` as `Cluster::start_with` sets it: a broker silent this long is
 /// fenced. A SIGSTOP fault lasts longer than this, so that the paused leader is replaced.
@@ -998,6 +1003,9 @@ impl Checker {
         let (mut traffic, watchers, transactions) = match scenario {
             Scenario::RandomFaults { seconds } => {
                 self.create_topic(&[("min.insync.replicas", "2")]);
+                if matches!(self.disks, Disks::Small(_)) {
+                    create_topic_with(&self.cluster.brokers[0], DISK_FILLING_TOPIC, 1, 3, &[]);
+                }
                 let watchers = [Isolation::ReadCommitted, Isolation::ReadUncommitted]
                     .map(|isolation| {
                         Watcher::start(&bootstrap, self.topic, self.partitions, isolation)
@@ -1278,8 +1286,7 @@ impl Checker {
             fault.name(),
             taken >> 20
         ));
-        let broker = &mut self.cluster.brokers[index_of(target)];
-        let exited = broker.wait_exit(STOP_MAX);
+        let exited = self.wait_exit_on_full_disk(target);
         self.state[index_of(target)] = State::Down;
         match exited {
             Some(status) if !status.success() => self.schedule.note(format!(
@@ -1301,6 +1308,31 @@ impl Checker {
             disks[index_of(target)].drain();
         }
         self.restart(target);
+    }
+
+    /// Waits (at most `STOP_MAX`) for broker `target`, whose disk is full, to exit; writes a
+    /// record to `DISK_FILLING_TOPIC` now and then, which every broker stores (as its leader or
+    /// a follower), so that it meets the full disk whatever else goes on.
+    fn wait_exit_on_full_disk(&mut self, target: i32) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + STOP_MAX;
+        while Instant::now() < deadline {
+            let broker = &mut self.cluster.brokers[index_of(target)];
+            if let Some(status) = broker.wait_exit(Duration::from_millis(500)) {
+                return Some(status);
+            }
+            let leader = (0..3)
+                .filter(|&i| self.state[i] == State::Up && i != index_of(target))
+                .find_map(|i| metadata_of(&self.cluster.brokers[i], DISK_FILLING_TOPIC))
+                .and_then(|(_, seen)| seen.first().map(|p| p.leader))
+                .filter(|leader| (1..=3).contains(leader));
+            if let Some(stream) =
+                leader.and_then(|l| try_connect(&self.cluster.brokers[index_of(l)]))
+            {
+                let mut stream = stream;
+                let _ = produce_one(&mut stream, DISK_FILLING_TOPIC, 1);
+            }
+        }
+        None
     }
 
     /// Cuts broker `target` off the network with `cut` for longer than its session, then heals
