@@ -140,6 +140,14 @@ impl QuorumMember {
         self.machine.image()
     }
 
+    /// Why this member's Raft core stopped for good (its metadata log failed a write, say), if
+    /// it did: the member then neither votes nor applies, and its broker must not go on.
+    pub fn fatal(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let state = metrics.borrow_watched();
+        state.running_state.as_ref().err().map(|e| e.to_string())
+    }
+
     /// The current leader's node id, if one is known.
     pub async fn leader(&self) -> Option<u64> {
         self.raft.current_leader().await

@@ -214,10 +214,25 @@ pub async fn wait_until_fenced(shard: &Shard) {
 /// someone restarts it. The stop is the usual controlled shutdown, but not a clean one (the next
 /// start recovers the logs) and the exit status is non-zero, for the supervisor. A broker alone
 /// keeps running and serving reads instead: no replica could take its partitions over.
-pub async fn stop_on_storage_failure(shard: Rc<Shard>, stop: Arc<AtomicBool>) {
+///
+/// So does the quorum `member`'s Raft core stopping for good (its metadata log failed a write):
+/// the broker would go on with a frozen image, leading partitions the quorum gave to others.
+pub async fn stop_on_storage_failure(
+    shard: Rc<Shard>,
+    member: Option<Rc<QuorumMember>>,
+    stop: Arc<AtomicBool>,
+) {
     let interval = Duration::from_millis(limits::STORAGE_FAILURE_CHECK_INTERVAL_MS);
     while !shard.is_stopping() && !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(interval).await;
+        if let Some(why) = member.as_ref().and_then(|m| m.fatal()) {
+            tracing::error!(
+                "the metadata quorum member stopped: {why}; stopping the broker (the next start \
+                 recovers the logs)"
+            );
+            stop.store(true, Ordering::Relaxed);
+            return;
+        }
         let failed = shard
             .partitions
             .borrow()

@@ -305,6 +305,7 @@ async fn shard_main(
     if !config.quorum_voters.is_empty() {
         glommio::spawn_local(liveness::stop_on_storage_failure(
             shard.clone(),
+            member.clone(),
             stop.clone(),
         ))
         .detach();
@@ -324,7 +325,9 @@ async fn shard_main(
         // Serve until shard 0's controlled shutdown has fenced the broker (or given up).
         liveness::wait_until_fenced(&shard).await;
     }
-    let clean = shard.close_all().await;
+    // A quorum member whose Raft core died left its metadata log failed: not a clean stop.
+    let member_failed = member.as_ref().is_some_and(|m| m.fatal().is_some());
+    let clean = shard.close_all().await && !member_failed;
     if let Some(stats) = shard.router.stats_summary() {
         tracing::info!("shard {id} {stats}");
     }
