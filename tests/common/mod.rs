@@ -29,6 +29,10 @@ pub struct Broker {
     /// The address its clients connect to (loopback, or its network namespace's).
     pub host: String,
     pub port: u16,
+    /// Its admin endpoint's port, reserved as `free_port` reserves ports: a port the kernel
+    /// picked (`:0`) could be one another listener of a test broker has reserved and not yet
+    /// bound, which then fails to start with EADDRINUSE.
+    admin_port: u16,
     pub cores: usize,
     pub data_dir: PathBuf,
     /// The broker's stderr: in the data dir, unless that is a file system the test fills.
@@ -140,6 +144,7 @@ impl Broker {
             host: place.host,
             netns: place.netns,
             port,
+            admin_port: free_port(),
             cores,
             data_dir,
             log_file,
@@ -173,9 +178,13 @@ impl Broker {
             .arg(&self.data_dir)
             .arg("--cores")
             .arg(self.cores.to_string())
-            // Brokers run side by side in tests: each takes a free port for its admin endpoint.
+            // Brokers run side by side in tests: each takes a port of its own for its admin
+            // endpoint.
             .arg("--set")
-            .arg(format!("sluice.admin.listen={}:0", self.host));
+            .arg(format!(
+                "sluice.admin.listen={}:{}",
+                self.host, self.admin_port
+            ));
         for setting in &self.extra {
             cmd.arg("--set").arg(setting);
         }
