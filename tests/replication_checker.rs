@@ -637,6 +637,11 @@ impl Reporter {
 
 /// librdkafka's own log lines (its warnings and errors, and with `debug` set its debug lines)
 /// go to the same file as the delivery reports, for reading after a failure.
+/// librdkafka's debug contexts for the producers: `SLUICE_CHECKER_RDKAFKA_DEBUG`, else `eos`.
+fn rdkafka_debug() -> String {
+    std::env::var("SLUICE_CHECKER_RDKAFKA_DEBUG").unwrap_or_else(|_| "eos".into())
+}
+
 impl ClientContext for Reporter {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let mut reports = self.0.lock().unwrap();
@@ -704,8 +709,10 @@ impl Traffic {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            // Its idempotence state machine's steps, in the delivery-report log.
-            .set("debug", "eos")
+            // Its idempotence state machine's steps, in the delivery-report log (more with
+            // SLUICE_CHECKER_RDKAFKA_DEBUG, librdkafka's `debug` contexts).
+            .set("debug", rdkafka_debug())
+            .set_log_level(RDKafkaLogLevel::Debug)
             .set(
                 "message.timeout.ms",
                 MESSAGE_TIMEOUT.as_millis().to_string(),
@@ -1445,6 +1452,9 @@ impl Checker {
     }
 
     fn kill9(&mut self, node: i32) {
+        if let Some(proxy) = self.cluster.proxies.get(index_of(node)) {
+            proxy.target_going_down();
+        }
         self.cluster.brokers[index_of(node)].kill9();
         self.state[index_of(node)] = State::Down;
     }

@@ -40,3 +40,8 @@ pub const TOPIC_CREATION_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// How often a long command (`sluice produce` of a large input) updates its progress line.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long `sluice topic reassign --wait` waits for the moves to complete...
+pub const REASSIGNMENT_WAIT: Duration = Duration::from_secs(600);
+/// ...and how often it asks.
+pub const REASSIGNMENT_POLL_INTERVAL: Duration = Duration::from_millis(500);

@@ -12,6 +12,7 @@ mod limits;
 mod log_dirs;
 mod output;
 mod produce;
+mod reassign;
 mod serve;
 mod topic;
 

@@ -1,4 +1,5 @@
-//! `sluice topic create | list | describe | delete | add-partitions | alter-config`.
+//! `sluice topic create | list | describe | delete | add-partitions | alter-config` (and
+//! `reassign`, in `reassign.rs`).
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Subcommand};
@@ -77,6 +78,8 @@ enum TopicCommand {
     },
     /// Set or delete a topic's configs
     AlterConfig(AlterConfig),
+    /// Move partitions to other brokers, cancel the moves, or list those under way
+    Reassign(super::reassign::Reassign),
 }
 
 #[derive(Args, Debug)]
@@ -126,16 +129,17 @@ pub fn run(args: &TopicArgs) -> Result<()> {
             replica_assignment,
         } => add_partitions(flags, name, *count, replica_assignment.as_ref()),
         TopicCommand::AlterConfig(alter) => alter_config(flags, alter),
+        TopicCommand::Reassign(reassign) => super::reassign::run(flags, reassign),
     }
 }
 
-fn name(s: &str) -> TopicName {
+pub(super) fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
 /// Parses kafka-topics.sh's `--replica-assignment`: `1:2,2:3` is partition 0 on brokers 1 and 2,
 /// partition 1 on brokers 2 and 3.
-fn replica_assignment(text: &str) -> Result<ReplicaAssignment, String> {
+pub(super) fn replica_assignment(text: &str) -> Result<ReplicaAssignment, String> {
     let partitions = text
         .split(',')
         .map(|partition| {
@@ -155,9 +159,9 @@ fn replica_assignment(text: &str) -> Result<ReplicaAssignment, String> {
 /// Each partition's replicas, in partition order (a type of its own: clap would read a plain
 /// nested `Vec` as a repeated flag).
 #[derive(Clone, Debug)]
-struct ReplicaAssignment(Vec<Vec<i32>>);
+pub(super) struct ReplicaAssignment(pub(super) Vec<Vec<i32>>);
 
-fn broker_ids(replicas: &[i32]) -> Vec<BrokerId> {
+pub(super) fn broker_ids(replicas: &[i32]) -> Vec<BrokerId> {
     replicas.iter().copied().map(BrokerId).collect()
 }
 

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     InvalidPartitions,
     InvalidReplicationFactor,
     InvalidReplicaAssignment,
+    /// A reassignment cancelled where none is under way.
+    NoReassignmentInProgress,
     InvalidConfig,
     /// The metadata quorum has no leader to commit a change yet (retriable).
     NotController,
@@ -109,6 +111,7 @@ impl ErrorCode {
             ErrorCode::InvalidPartitions => 37,
             ErrorCode::InvalidReplicationFactor => 38,
             ErrorCode::InvalidReplicaAssignment => 39,
+            ErrorCode::NoReassignmentInProgress => 85,
             ErrorCode::InvalidConfig => 40,
             ErrorCode::NotController => 41,
             ErrorCode::InvalidRequest => 42,

@@ -730,9 +730,10 @@ impl<S: Storage> Partition<S> {
         }
     }
 
-    /// Deletes the partition's files (topic deletion). Pending acks fail.
-    pub fn delete(&mut self) -> std::io::Result<()> {
-        self.on_flushed(Err(ErrorCode::UnknownTopicOrPartition));
+    /// Deletes the partition's files (its topic deleted, or its replica moved away). Pending
+    /// acks fail with `why`.
+    pub fn delete(&mut self, why: ErrorCode) -> std::io::Result<()> {
+        self.on_flushed(Err(why));
         self.log.delete()
     }
 }
@@ -1140,6 +1141,8 @@ mod tests {
             let leader = BrokerId(if leading { 1 } else { 2 });
             let state = PartitionState {
                 replicas: vec![BrokerId(1)],
+                adding: Vec::new(),
+                removing: Vec::new(),
                 isr: vec![leader],
                 leader,
                 leader_epoch: epoch,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::records::{
     BrokerEpoch, BrokerId, BrokerRegistration, ConfigResource, Endpoint, LeaderEpoch,
-    MetadataRecord, PartitionEpoch, PartitionState,
+    MetadataRecord, PartitionEpoch, PartitionState, ReplicaSetChange,
 };
 use crate::limits;
 use crate::types::{PartitionId, ProducerId};
@@ -24,10 +24,16 @@ use crate::types::{PartitionId, ProducerId};
 pub const MAGIC: &[u8; 8] = b"SLUICEMD";
 /// The format this code writes (and the newest it reads).
 const FORMAT_VERSION: u16 = 1;
-/// Every record type is at version 0, but PartitionChange, which is at 1 (it names the partition
-/// epoch it was decided at) and still reads version 0.
+/// Every record type is at version 0, but:
+/// - Partition, at 1 when a reassignment moves it (replicas being added and removed);
+/// - PartitionChange, at 1 (it names the partition epoch it was decided at) and at 2 when it
+///   changes the replicas too.
+///
+/// Each still reads its earlier versions.
 const RECORD_VERSION: u8 = 0;
+const PARTITION_MOVING_VERSION: u8 = 1;
 const PARTITION_CHANGE_VERSION: u8 = 1;
+const PARTITION_CHANGE_REPLICAS_VERSION: u8 = 2;
 /// A string's length that stands for "absent".
 const ABSENT: u16 = u16::MAX;
 
@@ -175,6 +181,12 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
         MetadataRecord::PartitionChange { .. } => PARTITION_CHANGE,
     };
     let version = match record {
+        MetadataRecord::Partition { state, .. } if state.is_reassigning() => {
+            PARTITION_MOVING_VERSION
+        }
+        MetadataRecord::PartitionChange {
+            replicas: Some(_), ..
+        } => PARTITION_CHANGE_REPLICAS_VERSION,
         MetadataRecord::PartitionChange {
             decided_at: Some(_),
             ..
@@ -211,6 +223,10 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
             out.extend_from_slice(&state.leader.0.to_be_bytes());
             out.extend_from_slice(&state.leader_epoch.0.to_be_bytes());
             out.extend_from_slice(&state.partition_epoch.0.to_be_bytes());
+            if version == PARTITION_MOVING_VERSION {
+                put_brokers(out, &state.adding);
+                put_brokers(out, &state.removing);
+            }
         }
         MetadataRecord::RemoveTopic { id } => out.extend_from_slice(id.as_bytes()),
         MetadataRecord::Config {
@@ -249,6 +265,7 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
             partition,
             leader,
             isr,
+            replicas,
             decided_at,
         } => {
             out.extend_from_slice(topic_id.as_bytes());
@@ -261,8 +278,15 @@ fn encode_record(out: &mut Vec<u8>, record: &MetadataRecord) {
             if let Some(isr) = isr {
                 put_brokers(out, isr);
             }
-            if let Some(at) = decided_at {
-                out.extend_from_slice(&at.0.to_be_bytes());
+            if version >= PARTITION_CHANGE_VERSION {
+                // Written whenever the version has the field: a v2 record without it would
+                // not read back.
+                out.extend_from_slice(&decided_at.map_or(-1, |at| at.0).to_be_bytes());
+            }
+            if let Some(change) = replicas {
+                put_brokers(out, &change.replicas);
+                put_brokers(out, &change.adding);
+                put_brokers(out, &change.removing);
             }
         }
     }
@@ -272,7 +296,10 @@ fn decode_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
     let kind = r.u8()?;
     let version = r.u8()?;
     let known = version == RECORD_VERSION
-        || (kind == PARTITION_CHANGE && version == PARTITION_CHANGE_VERSION);
+        || (kind == PARTITION && version == PARTITION_MOVING_VERSION)
+        || (kind == PARTITION_CHANGE
+            && (version == PARTITION_CHANGE_VERSION
+                || version == PARTITION_CHANGE_REPLICAS_VERSION));
     if !known {
         return Err(DecodeError::UnknownRecord { kind, version });
     }
@@ -316,6 +343,14 @@ fn decode_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
                 leader: BrokerId(r.i32()?),
                 leader_epoch: LeaderEpoch(r.i32()?),
                 partition_epoch: PartitionEpoch(r.i32()?),
+                adding: match version {
+                    PARTITION_MOVING_VERSION => r.brokers()?,
+                    _ => Vec::new(),
+                },
+                removing: match version {
+                    PARTITION_MOVING_VERSION => r.brokers()?,
+                    _ => Vec::new(),
+                },
             },
         },
         REMOVE_TOPIC => MetadataRecord::RemoveTopic { id: r.uuid()? },
@@ -358,7 +393,15 @@ fn decode_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
                 false => None,
             },
             decided_at: match version {
-                PARTITION_CHANGE_VERSION => Some(PartitionEpoch(r.i32()?)),
+                RECORD_VERSION => None,
+                _ => Some(r.i32()?).filter(|&at| at >= 0).map(PartitionEpoch),
+            },
+            replicas: match version {
+                PARTITION_CHANGE_REPLICAS_VERSION => Some(ReplicaSetChange {
+                    replicas: r.brokers()?,
+                    adding: r.brokers()?,
+                    removing: r.brokers()?,
+                }),
                 _ => None,
             },
         },
@@ -513,6 +556,7 @@ mod tests {
                 partition: PartitionId(0),
                 leader: Some(BrokerId::NONE),
                 isr: None,
+                replicas: None,
                 decided_at: None,
             },
             MetadataRecord::PartitionChange {
@@ -520,7 +564,41 @@ mod tests {
                 partition: PartitionId(0),
                 leader: None,
                 isr: Some(vec![BrokerId(2)]),
+                replicas: None,
                 decided_at: Some(PartitionEpoch(1)),
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: PartitionId(0),
+                leader: None,
+                isr: None,
+                replicas: Some(ReplicaSetChange {
+                    replicas: vec![BrokerId(3), BrokerId(1), BrokerId(2)],
+                    adding: vec![BrokerId(3)],
+                    removing: vec![BrokerId(1), BrokerId(2)],
+                }),
+                decided_at: Some(PartitionEpoch(2)),
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: PartitionId(0),
+                leader: Some(BrokerId(3)),
+                isr: Some(vec![BrokerId(3)]),
+                replicas: Some(ReplicaSetChange {
+                    replicas: vec![BrokerId(3)],
+                    adding: Vec::new(),
+                    removing: Vec::new(),
+                }),
+                decided_at: None,
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: PartitionId(1),
+                state: PartitionState {
+                    adding: vec![BrokerId(2)],
+                    removing: vec![BrokerId(1)],
+                    ..PartitionState::online(vec![BrokerId(2), BrokerId(1)])
+                },
             },
             MetadataRecord::FenceBroker {
                 id: BrokerId(1),

@@ -180,6 +180,7 @@ impl MetadataImage {
                 partition,
                 leader,
                 isr,
+                replicas,
                 decided_at,
             } => {
                 let meta = self
@@ -199,7 +200,7 @@ impl MetadataImage {
                         now: state.partition_epoch.0,
                     });
                 }
-                let changed = state.changed(*leader, isr.as_deref());
+                let changed = state.changed(*leader, isr.as_deref(), replicas.as_ref());
                 check_partition_state(&changed).map_err(ApplyError::BadPartitionState)?;
                 let mut next = (**meta).clone();
                 next.partition_states[partition.0 as usize] = changed;
@@ -414,6 +415,16 @@ fn check_partition_state(state: &PartitionState) -> Result<(), String> {
     if let Some(outsider) = state.isr.iter().find(|b| !state.replicas.contains(b)) {
         return Err(format!("ISR member {} is not a replica", outsider.0));
     }
+    let moving = state.adding.iter().chain(&state.removing);
+    if let Some(outsider) = moving.clone().find(|b| !state.replicas.contains(b)) {
+        return Err(format!("replica {} moves but is not a replica", outsider.0));
+    }
+    if let Some(both) = state.adding.iter().find(|b| state.removing.contains(b)) {
+        return Err(format!("replica {} is both added and removed", both.0));
+    }
+    if state.removing.len() >= state.replicas.len() {
+        return Err("a reassignment removes every replica".into());
+    }
     if state.leader != BrokerId::NONE && !state.isr.contains(&state.leader) {
         return Err(format!("leader {} is not in the ISR", state.leader.0));
     }
@@ -524,6 +535,7 @@ mod tests {
             partition: PartitionId(0),
             leader: Some(BrokerId(1)),
             isr: None,
+            replicas: None,
             decided_at: Some(PartitionEpoch(epoch)),
         };
         image.apply(&change_at(0)).unwrap();

@@ -54,8 +54,13 @@ pub struct BrokerRegistration {
 /// A partition's replication state (Kafka's PartitionRecord).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
-    /// Preferred leader first.
+    /// Preferred leader first. While a reassignment moves the partition, the target replicas
+    /// followed by those being removed (Kafka's order).
     pub replicas: Vec<BrokerId>,
+    /// Replicas a reassignment adds: they fetch, and join the ISR once caught up.
+    pub adding: Vec<BrokerId>,
+    /// Replicas a reassignment removes once every target replica is in sync.
+    pub removing: Vec<BrokerId>,
     /// The in-sync replicas: a subset of `replicas`.
     pub isr: Vec<BrokerId>,
     /// A member of `isr`, or `BrokerId::NONE`.
@@ -107,9 +112,10 @@ pub enum MetadataRecord {
         id: BrokerId,
         epoch: BrokerEpoch,
     },
-    /// A partition's leader and/or ISR change (Kafka's PartitionChangeRecord): the partition
-    /// epoch goes up by one, and the leader epoch too when a leader is given (a new leadership
-    /// term, even for the same broker: one that re-registered must not carry on its old term).
+    /// A partition's leader, ISR and/or replicas change (Kafka's PartitionChangeRecord): the
+    /// partition epoch goes up by one, and the leader epoch too when a leader is given (a new
+    /// leadership term, even for the same broker: one that re-registered must not carry on its
+    /// old term).
     PartitionChange {
         topic_id: Uuid,
         partition: PartitionId,
@@ -117,6 +123,8 @@ pub enum MetadataRecord {
         leader: Option<BrokerId>,
         /// The new ISR, or `None`: unchanged.
         isr: Option<Vec<BrokerId>>,
+        /// The new replicas with those being added and removed, or `None`: unchanged.
+        replicas: Option<ReplicaSetChange>,
         /// The partition epoch the change was decided at: it applies only to a partition still
         /// at that epoch. Sluice's controllers decide on their own broker's image, which the
         /// quorum may have moved past by the time the change commits (a new leader, another ISR
@@ -133,12 +141,46 @@ pub enum MetadataRecord {
     },
 }
 
+/// A partition's replicas as a reassignment changes them (Kafka's PartitionChangeRecord fields
+/// Replicas, AddingReplicas and RemovingReplicas, which Sluice always changes together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSetChange {
+    pub replicas: Vec<BrokerId>,
+    pub adding: Vec<BrokerId>,
+    pub removing: Vec<BrokerId>,
+}
+
 impl PartitionState {
-    /// This state after `change`'s leader and ISR (epochs bumped as the record says).
-    pub fn changed(&self, leader: Option<BrokerId>, isr: Option<&[BrokerId]>) -> PartitionState {
+    /// Whether a reassignment is moving the partition.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a reassignment under way moves the partition to (all of them when none is).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        let removing = &self.removing;
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !removing.contains(r))
+            .collect()
+    }
+
+    /// This state after a change's leader, ISR and replicas (epochs bumped as the record says).
+    pub fn changed(
+        &self,
+        leader: Option<BrokerId>,
+        isr: Option<&[BrokerId]>,
+        replicas: Option<&ReplicaSetChange>,
+    ) -> PartitionState {
         let mut next = self.clone();
         if let Some(isr) = isr {
             next.isr = isr.to_vec();
+        }
+        if let Some(change) = replicas {
+            next.replicas = change.replicas.clone();
+            next.adding = change.adding.clone();
+            next.removing = change.removing.clone();
         }
         if let Some(leader) = leader {
             next.leader = leader;
@@ -155,6 +197,8 @@ impl PartitionState {
             isr: replicas.clone(),
             leader: replicas[0],
             replicas,
+            adding: Vec::new(),
+            removing: Vec::new(),
             leader_epoch: LeaderEpoch(0),
             partition_epoch: PartitionEpoch(0),
         }

@@ -89,6 +89,14 @@ pub fn supported_apis() -> Vec<ApiRange> {
         ),
         range(ApiKey::ElectLeaders, elect_leaders::VERSIONS),
         range(ApiKey::AlterPartition, alter_partition::VERSIONS),
+        range(
+            ApiKey::AlterPartitionReassignments,
+            alter_partition_reassignments::VERSIONS,
+        ),
+        range(
+            ApiKey::ListPartitionReassignments,
+            list_partition_reassignments::VERSIONS,
+        ),
         range(ApiKey::DescribeAcls, describe_acls::VERSIONS),
         range(ApiKey::CreateAcls, create_acls::VERSIONS),
         range(ApiKey::DeleteAcls, delete_acls::VERSIONS),

@@ -7,7 +7,8 @@
 //! than the leader's).
 //!
 //! An accepted change is one `PartitionChange` with the new ISR and no new leader: it bumps the
-//! partition epoch only. Sluice has no leader recovery (every partition is RECOVERED), so a
+//! partition epoch only; where it brings a reassignment's last target replica in sync, the same
+//! record completes the reassignment (`reassignment::completion`). Sluice has no leader recovery (every partition is RECOVERED), so a
 //! request to mark one RECOVERING is refused as Kafka refuses RECOVERED to RECOVERING.
 
 use uuid::Uuid;
@@ -146,14 +147,22 @@ fn decide_one(
     if new_isr == state.isr {
         return Ok((state.clone(), None));
     }
+    // The ISR change that brings a reassignment's last target replica in sync completes it in
+    // the same record, as Kafka's PartitionChangeBuilder does.
+    let (leader, isr, replicas) = match super::reassignment::completion(image, state, &new_isr) {
+        Some(done) => (done.leader, done.isr, Some(done.replicas)),
+        None => (None, new_isr, None),
+    };
+    let changed = state.changed(leader, Some(&isr), replicas.as_ref());
     let record = MetadataRecord::PartitionChange {
         topic_id,
         partition: change.partition,
-        leader: None,
-        isr: Some(new_isr.clone()),
+        leader,
+        isr: Some(isr),
+        replicas,
         decided_at: Some(state.partition_epoch),
     };
-    Ok((state.changed(None, Some(&new_isr)), Some(record)))
+    Ok((changed, Some(record)))
 }
 
 /// Whether `isr` names only replicas, each once.
@@ -205,6 +214,7 @@ mod tests {
                 partition: PartitionId(0),
                 leader: Some(BrokerId(1)),
                 isr: Some(ids(&[1, 2])),
+                replicas: None,
                 decided_at: None,
             },
         ];

@@ -18,6 +18,7 @@ use super::alter_partition::{AlterPartition, AlterPartitionAnswer};
 use super::assignment::{self, Refusal, Replicas};
 use super::elections::{ElectionOutcome, ElectionType};
 use super::producer_ids::ProducerIdBlock;
+use super::reassignment::{Move, MoveOutcome};
 use super::{Shard, ShardRequest};
 use crate::config::Config;
 use crate::error::ErrorCode;
@@ -114,6 +115,11 @@ pub enum ControllerRequest {
     },
     /// AlterPartition: a partition leader's ISR changes (`alter_partition::decide`).
     AlterPartition(AlterPartition),
+    /// AlterPartitionReassignments (`reassignment::decide`).
+    AlterReassignments {
+        moves: Vec<Move>,
+        allow_rf_change: bool,
+    },
 }
 
 /// Per-topic outcome: the topic as it now stands, or an error code with a message.
@@ -126,6 +132,7 @@ pub enum ControllerResponse {
     Broker(Result<(), (ErrorCode, String)>),
     Elections(Vec<ElectionOutcome>),
     AlterPartition(AlterPartitionAnswer),
+    Reassignments(Vec<MoveOutcome>),
     NotController,
 }
 
@@ -342,6 +349,13 @@ pub fn decide(
         ControllerRequest::AlterPartition(request) => {
             let (records, answer) = super::alter_partition::decide(image, &request);
             (records, ControllerResponse::AlterPartition(answer))
+        }
+        ControllerRequest::AlterReassignments {
+            moves,
+            allow_rf_change,
+        } => {
+            let (records, outcomes) = super::reassignment::decide(image, &moves, allow_rf_change);
+            (records, ControllerResponse::Reassignments(outcomes))
         }
         ControllerRequest::ReconcileLiveness { live } => (
             super::liveness::decide(image, &live),
@@ -796,6 +810,11 @@ impl Controller {
                     let partitions = topics.iter_mut().flat_map(|(_, p)| p.iter_mut());
                     for (_, outcome) in partitions.filter(|(_, o)| o.is_ok()) {
                         *outcome = Err(code);
+                    }
+                }
+                ControllerResponse::Reassignments(outcomes) => {
+                    for (_, _, outcome) in outcomes.iter_mut().filter(|(_, _, o)| o.is_ok()) {
+                        *outcome = fail(code, message.clone());
                     }
                 }
                 ControllerResponse::AlterPartition(Err(_)) | ControllerResponse::NotController => {}

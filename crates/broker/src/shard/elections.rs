@@ -206,6 +206,7 @@ fn elect(
         partition: PartitionId(partition),
         leader: Some(leader),
         isr,
+        replicas: None,
         decided_at: Some(state.partition_epoch),
     };
     match kind {
@@ -431,6 +432,7 @@ mod tests {
                 partition: PartitionId(4),
                 leader: Some(BrokerId(3)),
                 isr: None,
+                replicas: None,
                 decided_at: Some(decided_at),
             }]
         );

@@ -69,6 +69,7 @@ pub fn decide(
                     partition: PartitionId(index as i32),
                     leader: change.leader,
                     isr: change.isr,
+                    replicas: None,
                     decided_at: Some(state.partition_epoch),
                 });
             }
@@ -303,6 +304,7 @@ mod tests {
                 partition: PartitionId(p),
                 leader: Some(BrokerId(leader)),
                 isr: Some(ids(isr)),
+                replicas: None,
                 decided_at: None,
             })
             .unwrap();

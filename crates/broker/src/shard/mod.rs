@@ -12,6 +12,7 @@ pub mod elections;
 mod io_workers;
 mod liveness;
 pub mod producer_ids;
+pub mod reassignment;
 mod replicas;
 pub mod router;
 pub mod runtime;
@@ -882,16 +883,23 @@ impl Shard {
     }
 
     /// Replaces the metadata snapshot, opening partitions this shard now owns and deleting those
-    /// whose topic is gone (or was re-created under a new id).
+    /// whose topic is gone (or was re-created under a new id), or that a reassignment moved off
+    /// this broker.
     async fn apply_metadata(self: &Rc<Self>, image: Arc<MetadataImage>) {
         let old = self.image.replace(image.clone());
+        // A broker replaying the quorum's log at start passes through images older than its
+        // own data: a replica it holds again later may not be its own in one of them. Only an
+        // image with this run's registration says for sure which replicas are this broker's.
+        let caught_up = self.knows_this_run();
         let gone: Vec<TopicPartition> = self
             .partitions
             .borrow()
             .keys()
             .filter(|tp| match (old.topic(&tp.topic), image.topic(&tp.topic)) {
                 (Some(before), Some(now)) => {
-                    before.id != now.id || tp.partition.0 >= now.partitions
+                    before.id != now.id
+                        || tp.partition.0 >= now.partitions
+                        || (caught_up && !self.holds_replica(now, tp.partition.0))
                 }
                 _ => true,
             })
@@ -899,7 +907,14 @@ impl Shard {
             .collect();
         for tp in gone {
             if let Some(p) = self.partitions.borrow_mut().remove(&tp) {
-                if let Err(err) = p.borrow_mut().delete() {
+                // A replica moved away: its clients find the partition's new leader.
+                let why = if image.topic(&tp.topic).is_some() {
+                    tracing::info!("{tp}: no longer a replica here; deleting its log");
+                    ErrorCode::NotLeaderOrFollower
+                } else {
+                    ErrorCode::UnknownTopicOrPartition
+                };
+                if let Err(err) = p.borrow_mut().delete(why) {
                     tracing::error!("deleting {tp}: {err}");
                 }
             }

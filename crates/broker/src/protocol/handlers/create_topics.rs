@@ -101,7 +101,8 @@ pub async fn call_controller(
         | ControllerRequest::AlterBrokerConfigs { .. }
         | ControllerRequest::ReconcileLiveness { .. }
         | ControllerRequest::ElectLeaders { .. }
-        | ControllerRequest::AlterPartition(_) => Vec::new(),
+        | ControllerRequest::AlterPartition(_)
+        | ControllerRequest::AlterReassignments { .. } => Vec::new(),
         ControllerRequest::EnsureInternalTopic(name) => vec![name.clone()],
     };
     match shard

@@ -4,6 +4,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod coordinator;
 pub mod create_acls;
@@ -30,6 +31,7 @@ pub mod leader_hints;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -171,6 +173,12 @@ pub async fn dispatch(
         }
         RequestKind::AlterPartition(r) => {
             ResponseKind::AlterPartition(alter_partition::handle(shard, r, version).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            alter_partition_reassignments::handle(shard, r, version).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(list_partition_reassignments::handle(shard, r))
         }
         RequestKind::WriteTxnMarkers(r) => {
             ResponseKind::WriteTxnMarkers(write_txn_markers::handle(shard, r).await)
