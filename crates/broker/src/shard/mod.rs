@@ -329,6 +329,16 @@ impl Shard {
             .is_some_and(|registered| registered.incarnation_id == self.incarnation)
     }
 
+    /// Whether this shard's image holds the broker's registration of this run, unfenced: the
+    /// quorum has taken it back into service.
+    pub fn in_service_this_run(&self) -> bool {
+        let node = BrokerId(self.config.node_id);
+        let image = self.image.borrow();
+        image.brokers.get(&node).is_some_and(|registered| {
+            registered.incarnation_id == self.incarnation && !registered.fenced
+        })
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.get()
     }

@@ -338,17 +338,20 @@ async fn shard_main(
     Ok(clean)
 }
 
-/// Accepts clients on `socket` once this shard's metadata has caught up: its image holds this
-/// broker's registration of this run. Images apply the quorum's log in order, so everything
-/// committed before the registration is in it too. Until then the socket is bound and the
-/// kernel queues connections, but no request is read: a broker restarting in a cluster starts
-/// from an empty image, and an answer from it (a topic missing from Metadata, say) would make
-/// clients drop records for partitions that exist, as Kafka's brokers avoid by processing no
-/// request before their initial catch-up. A broker without a quorum registered before its
-/// shards started.
+/// Accepts clients on `socket` once this shard's metadata has caught up and the broker is in
+/// service: its image holds this broker's registration of this run, unfenced. Images apply the
+/// quorum's log in order, so everything committed before the registration is in it too. Until
+/// then the socket is bound and the kernel queues connections, but no request is read: a
+/// broker restarting in a cluster starts from an empty image, and an answer from it (a topic
+/// missing from Metadata, say) would make clients drop records for partitions that exist. Nor
+/// may it answer while fenced: Metadata lists only unfenced brokers, and a client that reads a
+/// broker list without the broker it asked (librdkafka decommissions every broker a Metadata
+/// answer leaves out) can be left with no broker to ask at all after a restart of the whole
+/// cluster. Kafka's brokers likewise enable request processing only once caught up and
+/// unfenced. A broker without a quorum registered, unfenced, before its shards started.
 async fn accept_once_caught_up(shard: Rc<Shard>, socket: TcpListener, name: Rc<str>) {
     let waiting_since = Instant::now();
-    while !shard.knows_this_run() {
+    while !shard.in_service_this_run() {
         if shard.is_stopping() {
             return;
         }
@@ -356,7 +359,7 @@ async fn accept_once_caught_up(shard: Rc<Shard>, socket: TcpListener, name: Rc<s
     }
     if shard.config.in_quorum() {
         tracing::info!(
-            "shard {}: metadata caught up in {} ms; accepting clients on {name}",
+            "shard {}: metadata caught up and broker unfenced in {} ms; accepting clients on {name}",
             shard.id.0,
             waiting_since.elapsed().as_millis()
         );
