@@ -3,7 +3,8 @@
 //! librdkafka producer writes: a partition on one broker moves to the other two (its data copied
 //! by replica fetches, its leadership handed over when the move completes), the broker it left
 //! deletes its copy, nothing acknowledged is lost or stored twice; a move to a broker that is
-//! down waits, is listed, and is cancelled; a move naming a broker that does not exist is
+//! down waits, is listed, and is cancelled; a broker that was down while a move took a partition
+//! away deletes its stray copy when it returns; a move naming a broker that does not exist is
 //! refused with Kafka's INVALID_REPLICA_ASSIGNMENT.
 
 mod common;
@@ -148,7 +149,26 @@ fn partitions_move_between_brokers_while_a_producer_writes() {
         now[stays].replicas, moved[stays].replicas,
         "the cancel reverts the move"
     );
+    // Partition 0 moves off the stopped broker, back to the one it first left: the stopped
+    // broker finds its copy a stray when it returns, and deletes it.
+    let back = assignment(&[vec![others[0], from]]);
+    succeeded(&reassign(
+        &bootstrap,
+        &["--replica-assignment", &back, "--wait"],
+    ));
+    let stray = cluster.brokers[index_of(down)]
+        .data_dir
+        .join(format!("{TOPIC}-0"));
+    assert!(stray.exists(), "broker {down} keeps its copy while down");
     cluster.brokers[index_of(down)].restart();
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    while stray.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "broker {down} keeps its stray copy of partition 0"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A broker that does not exist is refused, as Kafka refuses it.
     let refused = reassign(&bootstrap, &["--replica-assignment", "9"]);

@@ -15,7 +15,7 @@
 //! namespace of its own, `common::netns`), one direction of a broker's packets dropped
 //! (nftables) past the session, a leader's disk filling up (each broker's data on a small tmpfs,
 //! `common::tmpfs`: the broker must stop, as Kafka's do when their last log dir fails; it is
-//! restarted once the space is back), with `SLUICE_CHECKER_PROXIES=on` a leader's client link
+//! restarted once the space is back), a leader's client link
 //! slowed down (each broker advertises a delaying TCP proxy, `common::proxy`, which clients and
 //! the other brokers' fetches go through), with `SLUICE_CHECKER_POWER=on` a power loss of a leader
 //! (kill -9, and its disk, a LazyFS mount per broker (`common::lazyfs`), in place of the tmpfs,
@@ -48,8 +48,8 @@
 //!   keeps the test within a few minutes on a busy 2-core machine). `scripts/replication-checker`
 //!   runs it for hours over several seeds.
 //! - `SLUICE_CHECKER_FAULTS=all-kill,leader-kill`: draw only these kinds of fault.
-//! - `SLUICE_CHECKER_PROXIES=on`: each broker behind a delaying TCP proxy, and slow-link faults
-//!   (off by default: see `proxies_from_env`).
+//! - `SLUICE_CHECKER_PROXIES=off`: no delaying TCP proxy in front of each broker, and so no
+//!   slow-link faults.
 //! - `SLUICE_CHECKER_PARTITIONS=off`: no network faults, for a machine where the test cannot
 //!   make network namespaces (it must run as root, with iproute2 and nftables).
 //! - `SLUICE_CHECKER_POWER=on`: power faults too, each broker on a LazyFS mount in place of its
@@ -288,12 +288,10 @@ impl Disks {
     }
 }
 
-/// `SLUICE_CHECKER_PROXIES=on`: each broker advertises a `DelayProxy`, for the slow-link fault.
-/// Off by default: with the proxies in the path, librdkafka's idempotent producer stops sending
-/// for good after a kill -9 of all three brokers (seen within two such kills; without the proxies,
-/// dozens pass), a fault of the test's harness still to be found.
+/// Whether each broker advertises a `DelayProxy`, for the slow-link fault: unless
+/// `SLUICE_CHECKER_PROXIES=off`.
 fn proxies_from_env() -> bool {
-    std::env::var("SLUICE_CHECKER_PROXIES").is_ok_and(|v| v == "on")
+    std::env::var("SLUICE_CHECKER_PROXIES").map_or(true, |v| v != "off")
 }
 
 /// `SLUICE_CHECKER_FAULTS`: the only fault kinds to draw (comma-separated names, as the

@@ -303,6 +303,8 @@ pub struct Shard {
     fetchers: RefCell<std::collections::HashSet<BrokerId>>,
     pub clock: SystemClock,
     stopping: Cell<bool>,
+    /// Whether this run has looked for stray replicas (`remove_stray_replicas`).
+    strays_removed: Cell<bool>,
     /// `queued.max.request.bytes`, shared by this shard's connections.
     pub request_memory: Rc<crate::network::RequestMemory>,
     /// `max.connections` and `max.connections.per.ip`, shared by every shard.
@@ -939,6 +941,9 @@ impl Shard {
             }
         }
         self.remove_stale_directories(&old, &image);
+        if caught_up && !self.strays_removed.replace(true) {
+            self.remove_stray_replicas(&image);
+        }
         self.open_owned_partitions(false).await;
         self.start_fetchers();
         self.groups.follow_leadership(self).await;
@@ -980,6 +985,41 @@ impl Shard {
                             tracing::error!("removing {}: {err}", dir.display());
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Deletes the directories of this shard's partitions that the caught-up image places on
+    /// other brokers (Kafka's stray replicas, KIP-858): a reassignment that completed while this
+    /// broker was down moved them away, and nothing else would ever remove them. Only a
+    /// directory whose `partition.metadata` names the topic as it exists now is removed.
+    fn remove_stray_replicas(&self, image: &MetadataImage) {
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((topic_name, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let (Some(topic), Ok(index)) = (image.topic(topic_name), index.parse::<i32>()) else {
+                continue;
+            };
+            let tp = TopicPartition::new(topic_name.to_string(), index);
+            let dir = entry.path();
+            let stray = index < topic.partitions
+                && self.owner_of(&tp) == self.id
+                && !self.holds_replica(topic, index)
+                && !self.partitions.borrow().contains_key(&tp)
+                && partition_topic_id(&dir) == Some(topic.id);
+            if stray {
+                tracing::info!(
+                    "{tp}: a stray replica (placed on other brokers); deleting {}",
+                    dir.display()
+                );
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    tracing::error!("removing {}: {err}", dir.display());
                 }
             }
         }

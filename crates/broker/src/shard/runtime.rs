@@ -261,6 +261,7 @@ async fn shard_main(
         fetchers: RefCell::new(HashSet::new()),
         clock: SystemClock,
         stopping: Cell::new(false),
+        strays_removed: Cell::new(false),
         request_memory: Rc::new(network::RequestMemory::new(
             config.queued_max_request_bytes as u64,
             config.socket_request_max_bytes as u64,
