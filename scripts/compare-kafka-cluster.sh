@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Three Sluice brokers against three Apache Kafka 4.1 brokers (KRaft, every node a broker and a
+# Three Sluice brokers against three Apache Kafka 4.4 brokers (KRaft, every node a broker and a
 # controller voter, all on this machine's loopback), side by side under the same client load:
 # a topic of --partitions partitions (default 16), replication factor 3, min.insync.replicas=2,
 # created with Kafka's own TopicCommand against each cluster; 1 KiB records, acks=all.
@@ -353,7 +353,7 @@ if int(kills) > 0:
     row("(same kills) records that failed after the producer's retries", "failover_errors", 0, flush=False)
     rows.append(f"| (same kills) that took the metadata quorum's leader too | {q('sluice')} | {q('kafka')} | - | - | - |")
 
-print(f"\nThree Sluice brokers vs three Apache Kafka 4.1.1 brokers on one machine ({cpus} cores, loopback); "
+print(f"\nThree Sluice brokers vs three Apache Kafka 4.4.0 brokers on one machine ({cpus} cores, loopback); "
       f"topic of {partitions} partitions, replication factor 3, min.insync.replicas=2, 1 KiB records, acks=all; "
       f"{duration} s measured per generator; median (min-max) over {rounds} round{'s' if rounds != '1' else ''}"
       f"{f' (failover: over {kills} kills)' if int(kills) > 0 else ''}. Kafka nodes: -Xmx{heap}.")

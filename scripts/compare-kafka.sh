@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sluice vs Apache Kafka 4.1 (single node, KRaft, loopback), side by side: the same load generator
+# Sluice vs Apache Kafka 4.4 (single node, KRaft, loopback), side by side: the same load generator
 # (`sluice bench`, librdkafka) against each broker in turn, fresh data dirs every round, a warm-up
 # before the measured runs, several rounds; prints medians, min-max and ratios.
 #
@@ -419,8 +419,8 @@ if "P7" in workloads:
     row(f"P7 50 producers, random keys, 100 partitions, 1 KiB, acks=all, {load}, {p7d} s", "msgs/s", "sluice.P7", "kafka.P7", "", 0, "")
     row(f"P7 (same runs)", "p99 ms", "sluice.P7_p99", "kafka.P7_p99", "", 2, "")
 
-print(f"\nSluice ({cores} shards) vs Apache Kafka 4.1.1, `sluice bench` (librdkafka); median (min-max) over {rounds} rounds")
-print("| workload | metric | Sluice | Apache Kafka 4.1.1 | Sluice / Kafka | target |")
+print(f"\nSluice ({cores} shards) vs Apache Kafka 4.4.0, `sluice bench` (librdkafka); median (min-max) over {rounds} rounds")
+print("| workload | metric | Sluice | Apache Kafka 4.4.0 | Sluice / Kafka | target |")
 print("|---|---|---|---|---|---|")
 print("\n".join(rows))
 PY

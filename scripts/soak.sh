@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak crossing retention, Sluice and Apache Kafka 4.1 (single node, KRaft, loopback) one after
+# Soak crossing retention, Sluice and Apache Kafka 4.4 (single node, KRaft, loopback) one after
 # the other: a topic whose segments roll every few seconds and are deleted by retention after
 # --retention-ms, written and read at a fixed rate (`sluice bench e2e`, open loop, acks=all,
 # linger.ms=0) for --duration seconds, measured in consecutive runs of --interval seconds.
@@ -159,7 +159,7 @@ def cells(r):
 
 print(f"\nSoak: {int(rate):,} records/s of {size} B, {partitions} partition(s), acks=all, linger.ms=0; "
       f"retention.ms={retention}, segment.bytes={seg_bytes}, segment.ms={seg_ms}, "
-      f"log.retention.check.interval.ms={check}; Sluice {cores} shards, Kafka 4.1.1 -Xmx{heap}")
+      f"log.retention.check.interval.ms={check}; Sluice {cores} shards, Kafka 4.4.0 -Xmx{heap}")
 print("End-to-end latency p50 / p99 / p99.9 in ms per interval; segments and log MB (10^6 bytes) "
       "of the topic at its end")
 print("| interval | end s | Sluice p50 / p99 / p99.9 | segments | MB | Kafka p50 / p99 / p99.9 | segments | MB |")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Apache Kafka's own kafka-reassign-partitions (ReassignPartitionsCommand, 4.1.1 from Maven
+# Apache Kafka's own kafka-reassign-partitions (ReassignPartitionsCommand, 4.4.0 from Maven
 # Central) against a cluster of three Sluice brokers: --generate proposes a plan, --execute moves
 # partitions of a topic holding records (one to two new brokers, one to another broker),
 # --verify reports every move completed and clears the throttles it set, --list finds none under
