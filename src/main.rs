@@ -106,13 +106,11 @@ fn serve(props: BTreeMap<String, String>) -> Result<()> {
     raise_open_files_limit();
     let marker = config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
     let clean_start = marker.exists();
-    let quorum_named =
-        !config.quorum_voters.is_empty() || !config.quorum_bootstrap_servers.is_empty();
-    if quorum_named && !config.in_quorum() {
+    if config.quorum_voters.is_empty() && !config.quorum_bootstrap_servers.is_empty() {
         bail!(
-            "a node that is not a controller voter cannot join a metadata quorum yet: \
-             give every node process.roles=broker,controller and the same controller.quorum.voters \
-             (controller.quorum.bootstrap.servers alone, and broker-only nodes, are not supported yet)"
+            "controller.quorum.bootstrap.servers alone is not supported yet: name the voters in \
+             controller.quorum.voters (every voter with process.roles=broker,controller; \
+             broker-only nodes with process.roles=broker)"
         );
     }
     // This run of the broker, as its registration names it.

@@ -344,9 +344,9 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
                 "--set",
                 "controller.listener.names=CONTROLLER",
                 "--set",
-                "controller.quorum.voters=2@127.0.0.1:9093",
+                "controller.quorum.bootstrap.servers=127.0.0.1:9093",
             ],
-            "cannot join a metadata quorum yet",
+            "controller.quorum.bootstrap.servers alone is not supported yet",
         ),
         (
             vec!["--set", "default.replication.factor=3"],

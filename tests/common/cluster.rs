@@ -149,6 +149,53 @@ impl Cluster {
         Cluster::start_hosted(host, extra).formed_from(via)
     }
 
+    /// Three voters as `formed_with` starts them, and `observers` broker-only nodes
+    /// (`process.roles=broker`, node ids 4, 5, ...) that follow their quorum; formed once every
+    /// one is live in broker `via`'s metadata.
+    pub fn formed_with_observers(via: usize, observers: usize, extra: &[&str]) -> Cluster {
+        let mut cluster = Cluster::start_with(extra);
+        let voters = cluster.brokers[0]
+            .settings()
+            .iter()
+            .find_map(|s| {
+                s.strip_prefix("controller.quorum.voters=")
+                    .map(String::from)
+            })
+            .expect("a voter names the voters");
+        for n in 0..observers {
+            let node = 4 + n;
+            let dir = fresh_dir(&format!("cluster-{node}"));
+            let client = free_port();
+            let mut settings = vec![
+                format!("node.id={node}"),
+                "process.roles=broker".to_string(),
+                format!("listeners=PLAINTEXT://127.0.0.1:{client}"),
+                "controller.listener.names=CONTROLLER".to_string(),
+                format!("controller.quorum.voters={voters}"),
+                "cpuset=unpinned".to_string(),
+                "broker.heartbeat.interval.ms=500".to_string(),
+                "broker.session.timeout.ms=6000".to_string(),
+            ];
+            settings.extend(extra.iter().map(|s| s.to_string()));
+            let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+            let place = Place {
+                host: "127.0.0.1".to_string(),
+                netns: None,
+            };
+            let log = dir.join("broker.log");
+            cluster
+                .brokers
+                .push(Broker::start_at(place, dir, log, 1, client, &settings));
+        }
+        let all: Vec<usize> = (0..cluster.brokers.len()).collect();
+        cluster.wait_registered(&all);
+        let ids: Vec<i32> = (1..=cluster.brokers.len() as i32).collect();
+        wait_metadata(&cluster.brokers[via], "any", "every broker live", |b, _| {
+            b == ids
+        });
+        cluster
+    }
+
     /// This cluster once it is formed as `formed` says.
     fn formed_from(self, via: usize) -> Cluster {
         let cluster = self;

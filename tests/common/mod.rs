@@ -160,6 +160,11 @@ impl Broker {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// The `key=value` settings it was started with.
+    pub fn settings(&self) -> &[String] {
+        &self.extra
+    }
+
     fn launch(&mut self) {
         // `ip netns exec` enters the namespace and execs the broker: the child is the broker.
         let mut cmd = match &self.netns {

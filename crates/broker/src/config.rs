@@ -730,14 +730,20 @@ impl Config {
             .expect("listeners is never empty")
     }
 
-    /// The listener the quorum talks on (the first of `controller.listener.names` this node
-    /// listens on), if any.
-    /// Whether this broker is a member of a metadata quorum (a controller with
-    /// `controller.quorum.voters`): its metadata is then the quorum's, not the local file.
+    /// Whether this broker's metadata is a quorum's (`controller.quorum.voters` is set), not
+    /// the local file's: as a voter, or as an observer (a broker-only node).
     pub fn in_quorum(&self) -> bool {
-        self.process_roles.controller && !self.quorum_voters.is_empty()
+        !self.quorum_voters.is_empty()
     }
 
+    /// Whether this node is a voter of the metadata quorum (a controller with
+    /// `controller.quorum.voters`).
+    pub fn is_quorum_voter(&self) -> bool {
+        self.process_roles.controller && self.in_quorum()
+    }
+
+    /// The listener the quorum talks on (the first of `controller.listener.names` this node
+    /// listens on), if any.
     pub fn controller_listener(&self) -> Option<&Listener> {
         self.controller_listener_names
             .iter()

@@ -300,6 +300,12 @@ pub const CONTROLLER_REDECIDE_ATTEMPTS: u32 = 3;
 /// How often a shard waiting for a newer metadata image looks for one.
 pub const IMAGE_POLL_INTERVAL_MS: u64 = 10;
 
+/// Longest a quorum member holds an observer's image fetch open waiting for a newer image...
+pub const QUORUM_IMAGE_WAIT_MAX_MS: u64 = 1_000;
+/// ...what an observer asks for, and how long it waits for the answer beyond that.
+pub const OBSERVER_FETCH_WAIT_MS: u32 = 500;
+pub const OBSERVER_FETCH_TIMEOUT_MS: u64 = 5_000;
+
 /// How long a request to another broker (a transaction marker, a transaction verification) may
 /// take, connecting included, before the connection is dropped and the caller retries or fails.
 pub const PEER_REQUEST_TIMEOUT_MS: u64 = 10_000;

@@ -44,6 +44,20 @@ pub enum QuorumMessage {
     Heartbeat(BrokerHeartbeat),
     /// Whether the leader took the heartbeat (a member that does not lead refuses it).
     HeartbeatAnswer(Result<(), String>),
+    /// A broker that is not a voter (`process.roles=broker`, an observer) asks a member for its
+    /// metadata image if it is newer than the one applied at log index `known` (0: none yet),
+    /// waiting at most `wait_ms` for one.
+    FetchImage {
+        known: u64,
+        wait_ms: u32,
+    },
+    /// The member's image (the metadata file's encoding) when newer than asked, the log index
+    /// it was applied at, and the quorum leader the member knows of.
+    ImageAnswer {
+        leader: Option<u64>,
+        applied: u64,
+        image: Option<Bytes>,
+    },
 }
 
 /// One broker heartbeat (Kafka's BrokerHeartbeatRequest, the fields Sluice needs).
@@ -84,6 +98,8 @@ mod tag {
     pub const PROPOSE_ANSWER: i8 = 9;
     pub const HEARTBEAT: i8 = 10;
     pub const HEARTBEAT_ANSWER: i8 = 11;
+    pub const FETCH_IMAGE: i8 = 12;
+    pub const IMAGE_ANSWER: i8 = 13;
 
     pub const PAYLOAD_BLANK: i8 = 0;
     pub const PAYLOAD_COMMAND: i8 = 1;
@@ -157,6 +173,25 @@ pub fn encode(message: &QuorumMessage) -> Bytes {
             out.put_i8(tag::HEARTBEAT_ANSWER);
             put_outcome(&mut out, outcome);
         }
+        QuorumMessage::FetchImage { known, wait_ms } => {
+            out.put_i8(tag::FETCH_IMAGE);
+            out.put_u64(*known);
+            out.put_u32(*wait_ms);
+        }
+        QuorumMessage::ImageAnswer {
+            leader,
+            applied,
+            image,
+        } => {
+            out.put_i8(tag::IMAGE_ANSWER);
+            out.put_u8(leader.is_some() as u8);
+            out.put_u64(leader.unwrap_or(0));
+            out.put_u64(*applied);
+            out.put_u8(image.is_some() as u8);
+            if let Some(image) = image {
+                put_bytes(&mut out, image);
+            }
+        }
     }
     out.freeze()
 }
@@ -217,6 +252,25 @@ pub fn decode(bytes: &[u8]) -> Result<QuorumMessage, DecodeError> {
             shutting_down: flag(&mut r)?,
         }),
         tag::HEARTBEAT_ANSWER => QuorumMessage::HeartbeatAnswer(outcome(&mut r)?),
+        tag::FETCH_IMAGE => QuorumMessage::FetchImage {
+            known: r.i64()? as u64,
+            wait_ms: r.i32()? as u32,
+        },
+        tag::IMAGE_ANSWER => {
+            let has_leader = flag(&mut r)?;
+            let leader = r.i64()? as u64;
+            let applied = r.i64()? as u64;
+            let image = if flag(&mut r)? {
+                Some(r.bytes()?)
+            } else {
+                None
+            };
+            QuorumMessage::ImageAnswer {
+                leader: has_leader.then_some(leader),
+                applied,
+                image,
+            }
+        }
         other => return Err(DecodeError(format!("unknown message kind {other}"))),
     };
     finished(&r)?;
@@ -512,6 +566,20 @@ mod tests {
             }),
             QuorumMessage::HeartbeatAnswer(Ok(())),
             QuorumMessage::HeartbeatAnswer(Err("not the leader".into())),
+            QuorumMessage::FetchImage {
+                known: 17,
+                wait_ms: 500,
+            },
+            QuorumMessage::ImageAnswer {
+                leader: Some(0),
+                applied: 18,
+                image: Some(Bytes::from_static(b"SLUICEMD image")),
+            },
+            QuorumMessage::ImageAnswer {
+                leader: None,
+                applied: 17,
+                image: None,
+            },
         ]
     }
 

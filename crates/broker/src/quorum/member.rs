@@ -115,7 +115,17 @@ impl QuorumMember {
         let raft = MetadataRaft::new(node, raft_config()?, transport, log, machine.clone())
             .await
             .context("starting the metadata quorum")?;
-        glommio::spawn_local(network::serve(socket, raft.clone(), heartbeats.clone())).detach();
+        let images: network::ImageSource = {
+            let machine = machine.clone();
+            Rc::new(move || machine.applied())
+        };
+        glommio::spawn_local(network::serve(
+            socket,
+            raft.clone(),
+            heartbeats.clone(),
+            images,
+        ))
+        .detach();
         if !raft.is_initialized().await? {
             // Every voter forms the quorum with the same voters: safe, one leader wins.
             if let Err(err) = raft.initialize(voters.clone()).await {

@@ -11,15 +11,19 @@
 //! Owns: the runtime adapter (`runtime`), the Raft types of the metadata quorum (`types`), the
 //! byte encoding of its messages and log entries (`codec`), the metadata log on disk
 //! (`log_store`), the transport between members (`network`), the state machine, the
-//! `MetadataImage` moved by committed metadata records (`state_machine`), and this broker as a
-//! member: starting it, naming the cluster, committing or forwarding records (`member`). Lives
-//! on the shard that runs the Raft core (shard 0); nothing here crosses threads.
+//! `MetadataImage` moved by committed metadata records (`state_machine`), this broker as a
+//! member: starting it, naming the cluster, committing or forwarding records (`member`), or as
+//! an observer, a broker-only node following the voters' images (`observer`), and either seen
+//! the same way by the rest of the broker (`link`). Lives on the shard that runs the Raft core
+//! (shard 0); nothing here crosses threads.
 
 pub mod codec;
 pub mod heartbeats;
+pub mod link;
 pub mod log_store;
 pub mod member;
 pub mod network;
+pub mod observer;
 pub mod runtime;
 pub mod state_machine;
 pub mod types;

@@ -13,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +34,7 @@ use super::runtime::GlommioRuntime;
 use super::types::QuorumTypes as Q;
 use crate::limits;
 use crate::metadata::records::BrokerId;
+use crate::metadata::{self, MetadataImage};
 
 /// Connects to the members at the addresses their membership entries name, and tells the
 /// leader's `Heartbeats` of each connection a member refuses (its process is gone).
@@ -251,6 +253,33 @@ impl PeerConnection {
         }
     }
 
+    /// Asks the member at `addr` for its image if applied past log index `known`, waiting at most
+    /// `wait_ms` for one: (the leader it knows, the index it stands at, the image's encoding).
+    pub async fn fetch_image(
+        addr: &str,
+        known: u64,
+        wait_ms: u32,
+        ttl: Duration,
+    ) -> io::Result<(Option<u64>, u64, Option<Bytes>)> {
+        let mut connection = PeerConnection {
+            target: 0,
+            addr: addr.to_string(),
+            stream: None,
+            refusals: None,
+        };
+        match connection
+            .call(QuorumMessage::FetchImage { known, wait_ms }, ttl)
+            .await?
+        {
+            QuorumMessage::ImageAnswer {
+                leader,
+                applied,
+                image,
+            } => Ok((leader, applied, image)),
+            other => Err(invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// Tells the member at `addr` (the leader) that this broker is alive (or shutting down).
     pub async fn heartbeat(
         addr: &str,
@@ -282,12 +311,17 @@ impl PeerConnection {
     }
 }
 
+/// This member's applied image and the log index it was applied at, for observers.
+pub type ImageSource = Rc<dyn Fn() -> (u64, Arc<MetadataImage>)>;
+
 /// Accepts members' connections on the controller listener and answers their messages with
-/// `raft` (broker heartbeats go to `heartbeats`), until the listener fails.
+/// `raft` (broker heartbeats go to `heartbeats`, observers' image fetches to `images`), until
+/// the listener fails.
 pub async fn serve<SM>(
     listener: TcpListener,
     raft: Raft<Q, SM>,
     heartbeats: Rc<RefCell<Heartbeats>>,
+    images: ImageSource,
 ) where
     SM: RaftStateMachine<Q, SnapshotData = Bytes>,
 {
@@ -309,8 +343,9 @@ pub async fn serve<SM>(
         let raft = raft.clone();
         let open = open.clone();
         let heartbeats = heartbeats.clone();
+        let images = images.clone();
         glommio::spawn_local(async move {
-            if let Err(err) = serve_peer(stream, &raft, &heartbeats).await {
+            if let Err(err) = serve_peer(stream, &raft, &heartbeats, &images).await {
                 tracing::warn!(?peer, %err, "quorum connection closed");
             }
             open.set(open.get() - 1);
@@ -323,6 +358,7 @@ async fn serve_peer<SM>(
     mut stream: TcpStream,
     raft: &Raft<Q, SM>,
     heartbeats: &RefCell<Heartbeats>,
+    images: &ImageSource,
 ) -> io::Result<()>
 where
     SM: RaftStateMachine<Q, SnapshotData = Bytes>,
@@ -334,11 +370,38 @@ where
             QuorumMessage::Heartbeat(beat) => {
                 QuorumMessage::HeartbeatAnswer(take_heartbeat(heartbeats, beat))
             }
+            QuorumMessage::FetchImage { known, wait_ms } => {
+                let (applied, image) = image_newer_than(images, known, wait_ms).await;
+                QuorumMessage::ImageAnswer {
+                    leader: raft.current_leader().await,
+                    applied,
+                    image,
+                }
+            }
             request => answer(raft, request).await?,
         };
         write_frame(&mut stream, &codec::encode(&answer)).await?;
     }
     Ok(())
+}
+
+/// Waits (at most `wait_ms`, capped at `QUORUM_IMAGE_WAIT_MAX_MS`) until this member's image
+/// was applied past log index `known`; the index it stands at, and the image's encoding if it
+/// is past `known`. An image of a cluster not yet named is not sent: it cannot be read back.
+async fn image_newer_than(images: &ImageSource, known: u64, wait_ms: u32) -> (u64, Option<Bytes>) {
+    let wait = Duration::from_millis(u64::from(wait_ms).min(limits::QUORUM_IMAGE_WAIT_MAX_MS));
+    let deadline = Instant::now() + wait;
+    loop {
+        let (applied, image) = images();
+        let newer = applied > known && !image.cluster_id.is_empty();
+        if newer {
+            return (applied, Some(Bytes::from(metadata::encode(&image))));
+        }
+        if Instant::now() >= deadline {
+            return (applied, None);
+        }
+        glommio::timer::sleep(Duration::from_millis(limits::IMAGE_POLL_INTERVAL_MS)).await;
+    }
 }
 
 /// Records `beat` if this member leads (the one place brokers' liveness is judged).

@@ -131,6 +131,13 @@ impl<S: Storage> MetadataMachine<S> {
         self.shared.state.borrow().image.clone()
     }
 
+    /// The image with the log index it was applied at (0: none applied yet).
+    pub fn applied(&self) -> (u64, Arc<MetadataImage>) {
+        let state = self.shared.state.borrow();
+        let index = state.last_applied.as_ref().map_or(0, |id| id.index);
+        (index, state.image.clone())
+    }
+
     /// Applies one command's records to a copy of the image: all of them, or none.
     fn apply_command(&self, Command(bytes): &Command) -> Result<MetadataImage, String> {
         let (cluster_id, records) =

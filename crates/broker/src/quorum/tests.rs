@@ -328,7 +328,13 @@ async fn run_member(
     let raft = TestRaft::new(id, quorum_config(), transport, log, machine.clone())
         .await
         .unwrap();
-    glommio::spawn_local(network::serve(listener, raft.clone(), heartbeats)).detach();
+    // These members run a test state machine: observers find no image here.
+    let no_image: network::ImageSource = Rc::new(|| {
+        let log = crate::config::Config::default().log;
+        let empty = crate::metadata::MetadataImage::new(String::new(), log);
+        (0, std::sync::Arc::new(empty))
+    });
+    glommio::spawn_local(network::serve(listener, raft.clone(), heartbeats, no_image)).detach();
     if id == 1 {
         raft.initialize(voters).await.unwrap();
     }

@@ -31,7 +31,8 @@ use crate::metadata::{
     self, broker_log_defaults, is_internal_topic, is_valid_topic_name, topic_log_config,
     MetadataImage, TopicMeta, METADATA_FILE,
 };
-use crate::quorum::member::{ProposeError, QuorumMember};
+use crate::quorum::link::QuorumLink;
+use crate::quorum::member::ProposeError;
 use crate::storage::fs::UringStorage;
 use crate::storage::write_atomically;
 use crate::txn::state::TXN_TOPIC;
@@ -149,7 +150,7 @@ pub struct Controller {
     one_at_a_time: Semaphore,
     /// The metadata quorum this broker is a member of, once it has started; `None` on a single
     /// broker, whose metadata is the local file.
-    quorum: RefCell<Option<Rc<QuorumMember>>>,
+    quorum: RefCell<Option<Rc<QuorumLink>>>,
 }
 
 impl Default for Controller {
@@ -824,7 +825,7 @@ impl Controller {
     }
 
     /// From now on, metadata changes are committed through `quorum`.
-    pub fn join_quorum(&self, quorum: Rc<QuorumMember>) {
+    pub fn join_quorum(&self, quorum: Rc<QuorumLink>) {
         *self.quorum.borrow_mut() = Some(quorum);
     }
 

@@ -21,6 +21,7 @@ use crate::limits;
 use crate::metadata::records::{BrokerEpoch, BrokerId, MetadataRecord};
 use crate::metadata::MetadataImage;
 use crate::quorum::codec::BrokerHeartbeat;
+use crate::quorum::link::QuorumLink;
 use crate::quorum::member::QuorumMember;
 use crate::types::PartitionId;
 
@@ -142,7 +143,7 @@ async fn rebalance_leaders(shard: &Rc<Shard>, controller: &super::controller::Co
 
 /// Heartbeats this broker (registered at `epoch`) to the quorum's leader every
 /// `broker.heartbeat.interval.ms` until it stops.
-pub async fn heartbeat(shard: Rc<Shard>, member: Rc<QuorumMember>, epoch: BrokerEpoch) {
+pub async fn heartbeat(shard: Rc<Shard>, member: Rc<QuorumLink>, epoch: BrokerEpoch) {
     let interval = shard.config.broker_heartbeat_interval;
     let beat = BrokerHeartbeat {
         broker: BrokerId(shard.config.node_id),
@@ -170,7 +171,7 @@ pub async fn heartbeat(shard: Rc<Shard>, member: Rc<QuorumMember>, epoch: Broker
 /// A controlled shutdown: tells the quorum's leader this broker is stopping and waits until the
 /// metadata shows it fenced (it then leads no partition and clients look elsewhere), for at most
 /// `CONTROLLED_SHUTDOWN_TIMEOUT_MS`.
-pub async fn leave(shard: &Shard, member: &QuorumMember) {
+pub async fn leave(shard: &Shard, member: &QuorumLink) {
     let me = BrokerId(shard.config.node_id);
     let Some(epoch) = member.image().brokers.get(&me).map(|b| b.epoch) else {
         return;
@@ -220,7 +221,7 @@ pub async fn wait_until_fenced(shard: &Shard) {
 /// the broker would go on with a frozen image, leading partitions the quorum gave to others.
 pub async fn stop_on_storage_failure(
     shard: Rc<Shard>,
-    member: Option<Rc<QuorumMember>>,
+    member: Option<Rc<QuorumLink>>,
     stop: Arc<AtomicBool>,
 ) {
     let interval = Duration::from_millis(limits::STORAGE_FAILURE_CHECK_INTERVAL_MS);

@@ -26,7 +26,9 @@ use crate::limits;
 use crate::metadata::records::MetadataRecord;
 use crate::metadata::{self, MetadataImage};
 use crate::network;
+use crate::quorum::link::QuorumLink;
 use crate::quorum::member::QuorumMember;
+use crate::quorum::observer::QuorumObserver;
 use crate::quorum::state_machine::Publish;
 use crate::storage::SystemClock;
 use crate::txn::TxnCoordinator;
@@ -292,11 +294,11 @@ async fn shard_main(
         shard.partitions.borrow().len(),
         bound.join(",")
     );
-    let mut member = None;
+    let mut link = None;
     if id == 0 {
         start_admin_endpoint(&shard);
         if config.in_quorum() {
-            member = Some(join_metadata_quorum(&shard).await?);
+            link = Some(join_metadata_quorum(&shard).await?);
         }
     }
     glommio::spawn_local(shard.clone().retention_loop()).detach();
@@ -306,7 +308,7 @@ async fn shard_main(
     if !config.quorum_voters.is_empty() {
         glommio::spawn_local(liveness::stop_on_storage_failure(
             shard.clone(),
-            member.clone(),
+            link.clone(),
             stop.clone(),
         ))
         .detach();
@@ -320,14 +322,14 @@ async fn shard_main(
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(STOP_POLL_INTERVAL).await;
     }
-    if let Some(member) = &member {
-        liveness::leave(&shard, member).await;
+    if let Some(link) = &link {
+        liveness::leave(&shard, link).await;
     } else if config.in_quorum() {
         // Serve until shard 0's controlled shutdown has fenced the broker (or given up).
         liveness::wait_until_fenced(&shard).await;
     }
     // A quorum member whose Raft core died left its metadata log failed: not a clean stop.
-    let member_failed = member.as_ref().is_some_and(|m| m.fatal().is_some());
+    let member_failed = link.as_ref().is_some_and(|l| l.fatal().is_some());
     let clean = shard.close_all().await && !member_failed;
     if let Some(stats) = shard.router.stats_summary() {
         tracing::info!("shard {id} {stats}");
@@ -368,10 +370,11 @@ async fn accept_once_caught_up(shard: Rc<Shard>, socket: TcpListener, name: Rc<s
     network::accept_loop(shard, socket, name).await
 }
 
-/// Shard 0 of a quorum member: starts the member, commits this broker's metadata changes
-/// through it from now on, and registers the broker once the cluster is named. Every image the
-/// quorum applies is installed on every shard.
-async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<Rc<QuorumMember>> {
+/// Shard 0 of a broker whose metadata is a quorum's: starts this broker's part in it (a voter
+/// runs a member of the Raft; a broker-only node observes the voters), commits this broker's
+/// metadata changes through it from now on, and registers the broker once the cluster is named.
+/// Every image the quorum applies is installed on every shard.
+async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<Rc<QuorumLink>> {
     let weak = Rc::downgrade(shard);
     let publish: Publish = Box::new(move |image| {
         let weak = weak.clone();
@@ -383,24 +386,32 @@ async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<Rc<QuorumMember>> {
             }
         })
     });
-    let member = QuorumMember::start(&shard.config, publish).await?;
+    let link = if shard.config.is_quorum_voter() {
+        let member = QuorumMember::start(&shard.config, publish).await?;
+        glommio::spawn_local(liveness::fence_silent_brokers(
+            shard.clone(),
+            member.clone(),
+        ))
+        .detach();
+        Rc::new(QuorumLink::Voter(member))
+    } else {
+        Rc::new(QuorumLink::Observer(QuorumObserver::start(
+            &shard.config,
+            publish,
+        )))
+    };
     shard
         .controller
         .as_ref()
         .expect("shard 0 runs the controller")
-        .join_quorum(member.clone());
-    glommio::spawn_local(register_broker(shard.clone(), member.clone())).detach();
-    glommio::spawn_local(liveness::fence_silent_brokers(
-        shard.clone(),
-        member.clone(),
-    ))
-    .detach();
-    Ok(member)
+        .join_quorum(link.clone());
+    glommio::spawn_local(register_broker(shard.clone(), link.clone())).detach();
+    Ok(link)
 }
 
 /// Registers this broker (its endpoints, a new incarnation, the next broker epoch) with the
 /// quorum, retrying until the quorum has a leader and a cluster id; then heartbeats.
-async fn register_broker(shard: Rc<Shard>, member: Rc<QuorumMember>) {
+async fn register_broker(shard: Rc<Shard>, member: Rc<QuorumLink>) {
     let retry = Duration::from_millis(limits::QUORUM_RETRY_INTERVAL_MS);
     loop {
         let image = member.image();
