@@ -137,10 +137,10 @@ fn serve(props: BTreeMap<String, String>) -> Result<()> {
             "recovering (no clean-shutdown marker)"
         }
     );
-    if !config.process_roles.broker {
+    if !config.process_roles.broker && !config.in_quorum() {
         bail!(
-            "process.roles=controller: a controller-only node is not supported yet; \
-             use broker,controller (the default) or broker"
+            "process.roles=controller: a controller-only node is a voter of a metadata quorum; \
+             name the voters in controller.quorum.voters"
         );
     }
     for listener in config.broker_listeners() {

@@ -1,8 +1,10 @@
-//! A broker-only node (`process.roles=broker`, not a voter): three voters form the metadata
-//! quorum and a fourth broker observes it. The fourth registers, takes partitions, answers
-//! Metadata and takes topic creations (forwarded to the quorum's leader), follows the quorum
-//! to a new leader after the old one is killed, and rejoins after a restart; librdkafka,
-//! bootstrapped from the fourth broker alone, loses nothing it was acknowledged.
+//! Nodes of one role only. A broker-only node (`process.roles=broker`, not a voter): three
+//! voters form the metadata quorum and a fourth broker observes it. The fourth registers, takes
+//! partitions, answers Metadata and takes topic creations (forwarded to the quorum's leader),
+//! follows the quorum to a new leader after the old one is killed, and rejoins after a restart;
+//! librdkafka, bootstrapped from the fourth broker alone, loses nothing it was acknowledged.
+//! Controller-only nodes (`process.roles=controller`): three dedicated controllers and two
+//! brokers, Kafka's production layout.
 
 mod common;
 
@@ -114,5 +116,65 @@ fn a_broker_only_node_follows_the_quorum_and_serves_its_partitions() {
     assert_eq!(stored, acked, "every acknowledged record stored once");
     // The observer first: with the voters gone it would wait out its controlled shutdown.
     assert!(cluster.brokers[OBSERVER].terminate(), "a clean stop");
+    cluster.stop_all();
+}
+
+/// Kafka's dedicated-controller layout: three controller-only voters and two broker-only nodes.
+/// The controllers never register (clients see two brokers), the brokers take every partition,
+/// and killing the quorum's leader leaves the brokers serving and taking new topics.
+#[test]
+fn dedicated_controllers_serve_brokers_that_hold_every_partition() {
+    let mut cluster = Cluster::formed_dedicated(2, &[REPLICA_LAG]);
+    let first = 3;
+    for controller in &cluster.brokers[..3] {
+        let log = controller.log();
+        assert!(!log.contains("registered with cluster"), "log:\n{log}");
+    }
+    create_topic_with(&cluster.brokers[first], "two-brokers", 2, 2, &[]);
+    let seen = wait_metadata(
+        &cluster.brokers[first],
+        "two-brokers",
+        "both partitions on both brokers, in sync",
+        |brokers, seen| {
+            brokers == [4, 5]
+                && seen.len() == 2
+                && seen.iter().all(|p| p.leader > 3 && p.isr == [4, 5])
+        },
+    );
+    assert!(seen.iter().all(|p| p.replicas.iter().all(|&r| r > 3)));
+
+    let (sender, deliveries) = producer(&cluster.brokers[first], &SAFE_PRODUCER);
+    for i in 0..100 {
+        let value = format!("d{i}");
+        send_waiting(
+            &sender,
+            BaseRecord::<(), str>::to("two-brokers")
+                .partition(i % 2)
+                .payload(&value),
+        );
+    }
+    sender.flush(Duration::from_secs(60)).unwrap();
+    let leader = cluster.leader(&[0, 1, 2]);
+    cluster.brokers[index_of(leader as i32)].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != index_of(leader as i32)).collect();
+    let deadline = Instant::now() + QUORUM_WAIT_MAX;
+    while cluster.leader(&survivors) == leader {
+        assert!(Instant::now() < deadline, "no new quorum leader");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    create_topic_with(&cluster.brokers[first + 1], "after-failover", 1, 2, &[]);
+    let failed = deliveries.failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "failed deliveries: {failed:?}");
+    let stored = read_partitions(&cluster.brokers[first + 1], "two-brokers", 2)
+        .into_values()
+        .flatten()
+        .count();
+    assert_eq!(stored, 100, "every acknowledged record stored once");
+    // The brokers first: with the controllers gone they would wait out their controlled
+    // shutdowns.
+    for broker in &mut cluster.brokers[first..] {
+        assert!(broker.terminate(), "a clean stop");
+    }
+    cluster.brokers[index_of(leader as i32)].restart();
     cluster.stop_all();
 }

@@ -335,7 +335,7 @@ fn invalid_configuration_fails_at_start_with_the_key_named() {
                 "--set",
                 "controller.listener.names=CONTROLLER",
             ],
-            "controller-only node is not supported yet",
+            "a controller-only node is a voter of a metadata quorum",
         ),
         (
             vec![

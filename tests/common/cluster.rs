@@ -162,11 +162,55 @@ impl Cluster {
                     .map(String::from)
             })
             .expect("a voter names the voters");
-        for n in 0..observers {
-            let node = 4 + n;
-            let dir = fresh_dir(&format!("cluster-{node}"));
+        cluster.add_observers(observers, &voters, extra);
+        let all: Vec<usize> = (0..cluster.brokers.len()).collect();
+        cluster.wait_registered(&all);
+        let ids: Vec<i32> = (1..=cluster.brokers.len() as i32).collect();
+        wait_metadata(&cluster.brokers[via], "any", "every broker live", |b, _| {
+            b == ids
+        });
+        cluster
+    }
+
+    /// Kafka's dedicated-controller layout: three controller-only voters
+    /// (`process.roles=controller`, node ids 1-3, listening only on their controller listeners)
+    /// and `brokers` broker-only nodes (node ids 4, 5, ...) observing their quorum; formed once
+    /// every broker is live in the first broker's metadata.
+    pub fn formed_dedicated(brokers: usize, extra: &[&str]) -> Cluster {
+        let ports = quorum_ports(3);
+        let voters = (0..3)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[i].1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            brokers: Vec::new(),
+            proxies: Vec::new(),
+        };
+        // A controller has no client listener: the harness waits for its controller listener.
+        for (i, &(_, controller)) in ports.iter().enumerate() {
+            let settings = [
+                format!("node.id={}", i + 1),
+                "process.roles=controller".to_string(),
+                format!("listeners=CONTROLLER://127.0.0.1:{controller}"),
+                "controller.listener.names=CONTROLLER".to_string(),
+                format!("controller.quorum.voters={voters}"),
+                "cpuset=unpinned".to_string(),
+            ];
+            cluster
+                .brokers
+                .push(start_node(i + 1, controller, &settings, extra));
+        }
+        cluster.add_observers(brokers, &voters, extra);
+        let first = cluster.brokers.len() - brokers;
+        cluster.formed_brokers(first)
+    }
+
+    /// Starts `count` broker-only nodes (node ids after the last started) following `voters`.
+    fn add_observers(&mut self, count: usize, voters: &str, extra: &[&str]) {
+        for _ in 0..count {
+            let node = self.brokers.len() + 1;
             let client = free_port();
-            let mut settings = vec![
+            let settings = [
                 format!("node.id={node}"),
                 "process.roles=broker".to_string(),
                 format!("listeners=PLAINTEXT://127.0.0.1:{client}"),
@@ -176,24 +220,21 @@ impl Cluster {
                 "broker.heartbeat.interval.ms=500".to_string(),
                 "broker.session.timeout.ms=6000".to_string(),
             ];
-            settings.extend(extra.iter().map(|s| s.to_string()));
-            let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
-            let place = Place {
-                host: "127.0.0.1".to_string(),
-                netns: None,
-            };
-            let log = dir.join("broker.log");
-            cluster
-                .brokers
-                .push(Broker::start_at(place, dir, log, 1, client, &settings));
+            self.brokers
+                .push(start_node(node, client, &settings, extra));
         }
-        let all: Vec<usize> = (0..cluster.brokers.len()).collect();
-        cluster.wait_registered(&all);
-        let ids: Vec<i32> = (1..=cluster.brokers.len() as i32).collect();
-        wait_metadata(&cluster.brokers[via], "any", "every broker live", |b, _| {
+    }
+
+    /// This cluster once its brokers from index `first` on are registered and live in the
+    /// metadata of broker `first`.
+    fn formed_brokers(self, first: usize) -> Cluster {
+        let brokers: Vec<usize> = (first..self.brokers.len()).collect();
+        self.wait_registered(&brokers);
+        let ids: Vec<i32> = brokers.iter().map(|&i| i as i32 + 1).collect();
+        wait_metadata(&self.brokers[first], "any", "every broker live", |b, _| {
             b == ids
         });
-        cluster
+        self
     }
 
     /// This cluster once it is formed as `formed` says.
@@ -350,6 +391,20 @@ impl Cluster {
             self.log_tails(200)
         })
     }
+}
+
+/// Node `node` on the loopback with `settings` and then the test's `extra` settings, in a fresh
+/// directory; started once `port` accepts connections.
+fn start_node(node: usize, port: u16, settings: &[String], extra: &[&str]) -> Broker {
+    let dir = fresh_dir(&format!("cluster-{node}"));
+    let mut all: Vec<&str> = settings.iter().map(String::as_str).collect();
+    all.extend(extra);
+    let place = Place {
+        host: "127.0.0.1".to_string(),
+        netns: None,
+    };
+    let log = dir.join("broker.log");
+    Broker::start_at(place, dir, log, 1, port, &all)
 }
 
 /// A client and a controller port for each of `count` brokers.

@@ -405,7 +405,11 @@ async fn join_metadata_quorum(shard: &Rc<Shard>) -> Result<Rc<QuorumLink>> {
         .as_ref()
         .expect("shard 0 runs the controller")
         .join_quorum(link.clone());
-    glommio::spawn_local(register_broker(shard.clone(), link.clone())).detach();
+    // A controller-only node (`process.roles=controller`) votes and decides, but is no broker:
+    // it never registers, so no partition is placed on it and clients never hear of it.
+    if shard.config.process_roles.broker {
+        glommio::spawn_local(register_broker(shard.clone(), link.clone())).detach();
+    }
     Ok(link)
 }
 
