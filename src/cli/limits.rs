@@ -45,3 +45,9 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 pub const REASSIGNMENT_WAIT: Duration = Duration::from_secs(600);
 /// ...and how often it asks.
 pub const REASSIGNMENT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often a change the quorum could not take yet (NOT_CONTROLLER: it is electing a leader) is
+/// sent again...
+pub const CONTROLLER_RETRIES: usize = 100;
+/// ...and how long to wait between those tries.
+pub const CONTROLLER_RETRY_BACKOFF: Duration = Duration::from_millis(200);

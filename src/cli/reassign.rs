@@ -14,12 +14,19 @@ use kafka_protocol::messages::list_partition_reassignments_response::OngoingPart
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
 };
+use kafka_protocol::protocol::StrBytes;
 
 use super::client::{check, Client, Node};
-use super::limits::{ADMIN_TIMEOUT_MS, REASSIGNMENT_POLL_INTERVAL, REASSIGNMENT_WAIT};
+use super::limits::{
+    ADMIN_TIMEOUT_MS, CONTROLLER_RETRIES, CONTROLLER_RETRY_BACKOFF, REASSIGNMENT_POLL_INTERVAL,
+    REASSIGNMENT_WAIT,
+};
 use super::output::{Json, Table};
 use super::topic::{broker_ids, name, replica_assignment, ReplicaAssignment};
 use super::ClientFlags;
+
+/// Kafka's NOT_CONTROLLER: retriable.
+const NOT_CONTROLLER: i16 = 41;
 
 #[derive(Args, Debug)]
 pub struct Reassign {
@@ -70,14 +77,49 @@ pub fn run(flags: &ClientFlags, args: &Reassign) -> Result<()> {
     Ok(())
 }
 
-/// Sends one AlterPartitionReassignments for `targets` (`None`: cancel); fails with every
-/// partition's refusal.
+/// Sends AlterPartitionReassignments for `targets` (`None`: cancel); fails with every
+/// partition's refusal. Partitions refused with NOT_CONTROLLER (the quorum is electing a leader)
+/// are sent again after a pause, as Kafka's admin client retries them.
 fn alter(client: &mut Client, topic: &str, targets: Vec<(i32, Option<Vec<i32>>)>) -> Result<()> {
+    let mut pending = targets;
+    let mut failures = Vec::new();
+    for attempt in 0..=CONTROLLER_RETRIES {
+        let last = attempt == CONTROLLER_RETRIES;
+        let mut retry = Vec::new();
+        for (index, code, message) in alter_once(client, topic, &pending)? {
+            if code == NOT_CONTROLLER && !last {
+                retry.extend(pending.iter().find(|(i, _)| *i == index).cloned());
+            } else if let Err(err) = check(
+                code,
+                message.as_ref(),
+                format!("reassigning {topic}-{index}"),
+            ) {
+                failures.push(format!("{err:#}"));
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        pending = retry;
+        std::thread::sleep(CONTROLLER_RETRY_BACKOFF);
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// One AlterPartitionReassignments: each partition's error code and message.
+fn alter_once(
+    client: &mut Client,
+    topic: &str,
+    targets: &[(i32, Option<Vec<i32>>)],
+) -> Result<Vec<(i32, i16, Option<StrBytes>)>> {
     let partitions = targets
-        .into_iter()
+        .iter()
         .map(|(index, replicas)| {
             ReassignablePartition::default()
-                .with_partition_index(index)
+                .with_partition_index(*index)
                 .with_replicas(replicas.as_deref().map(broker_ids))
         })
         .collect();
@@ -93,20 +135,12 @@ fn alter(client: &mut Client, topic: &str, targets: Vec<(i32, Option<Vec<i32>>)>
         response.error_message.as_ref(),
         format!("reassigning {topic}"),
     )?;
-    let mut failures = Vec::new();
-    for p in response.responses.iter().flat_map(|t| &t.partitions) {
-        if let Err(err) = check(
-            p.error_code,
-            p.error_message.as_ref(),
-            format!("reassigning {topic}-{}", p.partition_index),
-        ) {
-            failures.push(format!("{err:#}"));
-        }
-    }
-    if !failures.is_empty() {
-        bail!("{}", failures.join("\n"));
-    }
-    Ok(())
+    Ok(response
+        .responses
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .map(|p| (p.partition_index, p.error_code, p.error_message))
+        .collect())
 }
 
 /// The topic's moves under way.

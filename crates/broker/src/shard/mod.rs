@@ -367,8 +367,18 @@ impl Shard {
         Ok(partition)
     }
 
-    /// Gives `partition` the role `image` gives this broker in it (leader or follower).
+    /// Gives `partition` the role `image` gives this broker in it (leader or follower), once the
+    /// image holds this run's registration. A broker replaying the quorum's log at start passes
+    /// through images older than its own log: leading in one of them would start a term it lost
+    /// long ago at its log end (an epoch-cache entry no batch of its own backs), and its fetches
+    /// would then name that epoch to the real leader, which cannot tell where this replica's
+    /// history parts from its own (the follower was left with a log end inside one of the
+    /// leader's batches, and every fetch failing CORRUPT_MESSAGE). Kafka's brokers likewise
+    /// take no partition role before their initial metadata catch-up.
     fn take_role_in(&self, image: &MetadataImage, partition: &mut Partition<UringStorage>) {
+        if !self.knows_this_run() {
+            return;
+        }
         let tp = &partition.tp;
         let state = image
             .topic(&tp.topic)

@@ -45,6 +45,10 @@ impl Shard {
 
     /// Starts a fetcher for every leader this shard follows a partition from and has none for.
     pub(super) fn start_fetchers(self: &Rc<Self>) {
+        // Not from the stale images a broker replays at start (see `take_role_in`).
+        if !self.knows_this_run() {
+            return;
+        }
         let image = self.image();
         let me = BrokerId(self.config.node_id);
         let mut leaders: Vec<BrokerId> = Vec::new();
